@@ -1,0 +1,1 @@
+"""I/O adapters: stores, bindings, profiles. Imported as runengine.adapters.*"""

@@ -1,0 +1,195 @@
+"""MemoryStore: the event store in process memory. For tests, demos and single-process use.
+
+It is the model the conformance suite compares every other store with, so it is
+kept obviously correct rather than clever: plain lists and dicts, per-run
+wake-ups, nothing shared between event loops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import anyio
+
+from runengine.errors import ConcurrencyConflict, InvalidRequest
+from runengine.events import Event
+from runengine.ports import DEFAULT_PAGE, MAX_PAGE, RunPage, RunSummary, SessionRecord
+from runengine.state import RunState
+from runengine.status import Status
+from runengine.transitions import status_after
+from runengine.validation import check_append, check_page, decode_cursor, encode_cursor
+
+
+class _Signal:
+    """A per-run wake-up: one anyio.Event replaced after each set, and its waiter count."""
+
+    __slots__ = ("event", "waiters")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.waiters = 0
+
+
+class MemoryStore:
+    shared = False
+
+    def __init__(self) -> None:
+        self._logs: dict[str, list[Event]] = {}
+        self._runs: dict[str, RunSummary] = {}
+        self._order: dict[str, int] = {}  # run id -> creation position (the cursor)
+        self._counter = 0
+        self._snapshots: dict[str, RunState] = {}
+        self._keys: dict[str, tuple[str, datetime]] = {}
+        self._sessions: dict[str, SessionRecord] = {}
+        self._signals: dict[str, _Signal] = {}
+
+    @classmethod
+    def from_url(cls, url: str) -> MemoryStore:
+        """`memory://` (nothing else to say: every MemoryStore is new and empty)."""
+        return cls()
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def __aenter__(self) -> MemoryStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- events ---------------------------------------------------------------
+
+    async def append(self, run_id: str, events: Sequence[Event], *, expected_seq: int) -> None:
+        check_append(run_id, events, expected_seq)
+        log = self._logs.get(run_id)
+        actual = len(log) if log is not None else 0
+        if actual != expected_seq:
+            raise ConcurrencyConflict(run_id, expected_seq, actual)
+        if log is None:
+            log = self._logs[run_id] = []
+            first = events[0]
+            self._counter += 1
+            self._order[run_id] = self._counter
+            summary = RunSummary(
+                run_id=run_id,
+                agent=getattr(first, "agent", ""),
+                status=Status.PENDING,
+                session_id=getattr(first, "session_id", None),
+                owner=getattr(first, "owner", None),
+                created_at=first.at,
+                updated_at=first.at,
+                last_seq=0,
+            )
+        else:
+            summary = self._runs[run_id]
+        log.extend(events)
+        previous = None if expected_seq == 0 else summary.status
+        status = status_after(previous, [e.type for e in events])
+        self._runs[run_id] = RunSummary(
+            run_id=run_id,
+            agent=summary.agent,
+            status=status or summary.status,
+            session_id=summary.session_id,
+            owner=summary.owner,
+            created_at=summary.created_at,
+            updated_at=events[-1].at,
+            last_seq=len(log),
+        )
+        await anyio.lowlevel.checkpoint()  # appends are awaited like real I/O
+        signal = self._signals.get(run_id)
+        if signal is not None:
+            signal.event.set()
+            signal.event = anyio.Event()
+
+    async def read(self, run_id: str, *, after_seq: int = 0, limit: int = DEFAULT_PAGE) -> list[Event]:
+        check_page(after_seq, limit)
+        log = self._logs.get(run_id, [])
+        return log[after_seq : after_seq + min(limit, MAX_PAGE)]
+
+    async def last_seq(self, run_id: str) -> int:
+        return len(self._logs.get(run_id, ()))
+
+    async def wait(self, run_id: str, *, after_seq: int, timeout: float | None = None) -> bool:
+        if len(self._logs.get(run_id, ())) > after_seq:
+            return True
+        signal = self._signals.get(run_id)
+        if signal is None:
+            signal = self._signals[run_id] = _Signal()
+        signal.waiters += 1
+        try:
+            with anyio.move_on_after(timeout):
+                while len(self._logs.get(run_id, ())) <= after_seq:
+                    await signal.event.wait()
+                return True
+            return False
+        finally:
+            signal.waiters -= 1
+            if signal.waiters == 0 and self._signals.get(run_id) is signal:
+                del self._signals[run_id]
+
+    # -- listing ----------------------------------------------------------------
+
+    async def get_run(self, run_id: str) -> RunSummary | None:
+        return self._runs.get(run_id)
+
+    async def list_runs(
+        self,
+        *,
+        session_id: str | None = None,
+        status: Status | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> RunPage:
+        check_page(0, limit)
+        start = decode_cursor(before)
+        matches: list[RunSummary] = []
+        for run_id, position in sorted(self._order.items(), key=lambda kv: -kv[1]):
+            if start is not None and position >= start:
+                continue
+            run = self._runs[run_id]
+            if session_id is not None and run.session_id != session_id:
+                continue
+            if status is not None and run.status != status:
+                continue
+            if owner is not None and run.owner != owner:
+                continue
+            matches.append(run)
+            if len(matches) > limit:
+                break
+        page = matches[:limit]
+        more = len(matches) > limit
+        return RunPage(
+            runs=tuple(page),
+            next_before=encode_cursor(self._order[page[-1].run_id]) if more and page else None,
+        )
+
+    # -- snapshots, idempotency keys, sessions ----------------------------------
+
+    async def save_snapshot(self, state: RunState) -> None:
+        current = self._snapshots.get(state.run_id)
+        if current is None or current.last_seq <= state.last_seq:
+            self._snapshots[state.run_id] = state
+
+    async def load_snapshot(self, run_id: str) -> RunState | None:
+        return self._snapshots.get(run_id)
+
+    async def reserve_idempotency_key(self, key: str, run_id: str, *, now: datetime, ttl: float) -> str:
+        if not key:
+            raise InvalidRequest("an idempotency key must not be empty")
+        bound = self._keys.get(key)
+        if bound is not None and now - bound[1] <= timedelta(seconds=ttl):
+            return bound[0]
+        self._keys[key] = (run_id, now)
+        return run_id
+
+    async def put_session(self, session: SessionRecord) -> None:
+        self._sessions[session.session_id] = session
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        return self._sessions.get(session_id)

@@ -1,0 +1,61 @@
+"""runengine: an event-sourced run engine for agent runs.
+
+A run's events are appended to its log with gapless sequence numbers; its state is
+what the pure reducer gets by folding that log. Storage and transport are adapters
+(`runengine.adapters.*`) around this core.
+"""
+
+from .context import MessageStream, RunContext
+from .engine import HistoryMessage, RunEngine, SessionBusy, SessionEnded
+from .errors import (
+    AgentNotFound,
+    ConcurrencyConflict,
+    EngineNotStarted,
+    InvalidRequest,
+    InvalidRunState,
+    InvalidTransition,
+    RunEngineError,
+    RunNotFound,
+    SchemaVersionError,
+    SessionNotFound,
+    StoreError,
+)
+from .events import (
+    Custom,
+    ErrorInfo,
+    Event,
+    MessageCompleted,
+    MessageDelta,
+    RunCancelled,
+    RunCompleted,
+    RunCreated,
+    RunFailed,
+    RunInput,
+    RunRequeued,
+    RunStarted,
+    RunWaitingForInput,
+    Thought,
+    ToolCall,
+    ToolResult,
+    UnknownEvent,
+    Usage,
+)
+from .ports import EventStore, RunPage, RunSummary, SessionRecord
+from .reducer import Fold, apply, fold
+from .state import Message, RunState, ThoughtRecord, ToolCallRecord, UsageTotals
+from .status import Status
+from .stores import open_store
+from .transitions import TRANSITIONS
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AgentNotFound", "ConcurrencyConflict", "Custom", "EngineNotStarted", "ErrorInfo", "Event",
+    "EventStore", "Fold", "HistoryMessage", "InvalidRequest", "InvalidRunState", "InvalidTransition",
+    "Message", "MessageCompleted", "MessageDelta", "MessageStream", "RunCancelled", "RunCompleted",
+    "RunContext", "RunCreated", "RunEngine", "RunEngineError", "RunFailed", "RunInput", "RunNotFound",
+    "RunPage", "RunRequeued", "RunStarted", "RunState", "RunSummary", "RunWaitingForInput",
+    "SchemaVersionError", "SessionBusy", "SessionEnded", "SessionNotFound", "SessionRecord", "Status",
+    "StoreError", "TRANSITIONS", "Thought", "ThoughtRecord", "ToolCall", "ToolCallRecord", "ToolResult",
+    "UnknownEvent", "Usage", "UsageTotals", "apply", "fold", "open_store",
+]

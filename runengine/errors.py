@@ -1,0 +1,112 @@
+"""The exceptions of the engine. Each has a stable `code` that transports map to their wire errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RunEngineError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+    code: str = "error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidTransition(RunEngineError):
+    """An event that the run's current state does not allow; the state is unchanged."""
+
+    code = "invalid_transition"
+
+    def __init__(self, status: str | None, event_type: str, seq: int, reason: str) -> None:
+        state = status if status is not None else "(no run)"
+        super().__init__(
+            f"cannot apply {event_type!r} (seq {seq}) in state {state!r}: {reason}",
+            status=status,
+            event_type=event_type,
+            seq=seq,
+        )
+        self.status = status
+        self.event_type = event_type
+        self.seq = seq
+        self.reason = reason
+
+
+class ConcurrencyConflict(RunEngineError):
+    """An append whose expected seq is stale: another writer got there first. Nothing was written."""
+
+    code = "conflict"
+
+    def __init__(self, run_id: str, expected_seq: int, actual_seq: int) -> None:
+        super().__init__(
+            f"run {run_id!r}: expected last seq {expected_seq}, the log is at {actual_seq}",
+            run_id=run_id,
+            expected_seq=expected_seq,
+            actual_seq=actual_seq,
+        )
+        self.run_id = run_id
+        self.expected_seq = expected_seq
+        self.actual_seq = actual_seq
+
+
+class RunNotFound(RunEngineError):
+    code = "not_found"
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"no run {run_id!r}", run_id=run_id)
+        self.run_id = run_id
+
+
+class AgentNotFound(RunEngineError):
+    code = "agent_not_found"
+
+    def __init__(self, name: str, known: list[str] | None = None) -> None:
+        super().__init__(f"no agent named {name!r}", agent=name, known=sorted(known or []))
+        self.name = name
+
+
+class SessionNotFound(RunEngineError):
+    code = "not_found"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"no session {session_id!r}", session_id=session_id)
+        self.session_id = session_id
+
+
+class InvalidRunState(RunEngineError):
+    """A command that the run's current status does not allow (e.g. input when not waiting)."""
+
+    code = "conflict"
+
+    def __init__(self, run_id: str, status: str, wanted: str) -> None:
+        super().__init__(
+            f"run {run_id!r} is {status!r}; {wanted}", run_id=run_id, status=status
+        )
+        self.run_id = run_id
+        self.status = status
+
+
+class InvalidRequest(RunEngineError):
+    """Arguments that are malformed (wrong type, unknown mode, too large)."""
+
+    code = "invalid_request"
+
+
+class EngineNotStarted(RunEngineError):
+    code = "engine_not_started"
+
+    def __init__(self) -> None:
+        super().__init__("the engine is not running: use `async with engine:` first")
+
+
+class StoreError(RunEngineError):
+    code = "store_error"
+
+
+class SchemaVersionError(StoreError):
+    """The database was written by a newer schema than this version knows."""
+
+    code = "schema_version"

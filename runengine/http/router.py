@@ -1,0 +1,84 @@
+"""A small router: method + path pattern -> handler, and mounting of other apps under a prefix."""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+from ..errors import RunEngineError
+from .core import App, Handler, HttpError, Request, Response, StreamResponse, engine_error_response, error_response
+
+_PARAM = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*)\}")
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    regex = ""
+    last = 0
+    for match in _PARAM.finditer(pattern):
+        regex += re.escape(pattern[last : match.start()]) + f"(?P<{match.group(1)}>[^/]+)"
+        last = match.end()
+    regex += re.escape(pattern[last:])
+    return re.compile(f"^{regex}$")
+
+
+class Router:
+    """Routes requests to handlers; maps engine errors and HttpError to the common error format."""
+
+    def __init__(self) -> None:
+        self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self._mounts: list[tuple[str, App]] = []
+
+    def route(self, method: str, pattern: str, handler: Handler) -> None:
+        self._routes.append((method.upper(), _compile(pattern), handler))
+
+    def get(self, pattern: str):  # type: ignore[no-untyped-def]
+        return self._decorator("GET", pattern)
+
+    def post(self, pattern: str):  # type: ignore[no-untyped-def]
+        return self._decorator("POST", pattern)
+
+    def delete(self, pattern: str):  # type: ignore[no-untyped-def]
+        return self._decorator("DELETE", pattern)
+
+    def _decorator(self, method: str, pattern: str):  # type: ignore[no-untyped-def]
+        def register(handler: Handler) -> Handler:
+            self.route(method, pattern, handler)
+            return handler
+
+        return register
+
+    def mount(self, prefix: str, app: App) -> None:
+        """Serve `app` under `prefix` (longest prefix first); the app sees paths without it."""
+        self._mounts.append((prefix.rstrip("/"), app))
+        self._mounts.sort(key=lambda m: -len(m[0]))
+
+    async def __call__(self, request: Request) -> Response | StreamResponse:
+        path = request.path or "/"
+        for prefix, app in self._mounts:
+            if path == prefix or path.startswith(prefix + "/"):
+                inner = path[len(prefix) :] or "/"
+                return await app(attrs.evolve(request, path=inner, root_path=request.root_path or path))
+        allowed: list[str] = []
+        for method, regex, handler in self._routes:
+            match = regex.match(path)
+            if match is None:
+                continue
+            if method != request.method.upper():
+                allowed.append(method)
+                continue
+            try:
+                return await handler(attrs.evolve(request, params=match.groupdict()))
+            except HttpError as exc:
+                return exc.response()
+            except RunEngineError as exc:
+                return engine_error_response(exc)
+        if allowed:
+            return error_response(
+                405,
+                "method_not_allowed",
+                f"{request.method} is not allowed on {path}",
+                {"allowed": sorted(set(allowed))},
+                headers=(("allow", ", ".join(sorted(set(allowed)))),),
+            )
+        return error_response(404, "not_found", f"no route for {request.method} {path}", {"path": path})

@@ -1,0 +1,94 @@
+"""The state of a run: what the reducer gets by folding the run's log. Never stored as the truth."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from .events import ErrorInfo
+from .status import Status
+
+
+@attrs.frozen(kw_only=True)
+class Message:
+    message_id: str
+    role: str = "assistant"
+    content: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class ThoughtRecord:
+    content: str
+    source: str | None = None
+    seq: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class ToolCallRecord:
+    call_id: str
+    name: str
+    arguments: dict[str, Any] = attrs.field(factory=dict)
+    #: True once its tool.result arrived.
+    done: bool = False
+    output: Any = None
+    error: ErrorInfo | None = None
+
+
+@attrs.frozen(kw_only=True)
+class UsageTotals:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class RunState:
+    run_id: str
+    agent: str
+    status: Status
+    input: Any = None
+    session_id: str | None = None
+    metadata: dict[str, Any] = attrs.field(factory=dict)
+    mode: str = "sync"
+    owner: str | None = None
+    timeout: float | None = None
+    #: Completed messages, in order.
+    messages: tuple[Message, ...] = ()
+    #: The message being streamed by deltas, if any.
+    partial: Message | None = None
+    thoughts: tuple[ThoughtRecord, ...] = ()
+    tool_calls: tuple[ToolCallRecord, ...] = ()
+    usage: UsageTotals = UsageTotals()
+    #: Inputs given to the run while it waited (run.input contents), in order.
+    inputs: tuple[Any, ...] = ()
+    await_request: Any = None
+    output: Any = None
+    error: ErrorInfo | None = None
+    cancel_reason: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    updated_at: datetime | None = None
+    attempt: int = 0
+    worker: str | None = None
+    last_seq: int = 0
+
+    @property
+    def terminal(self) -> bool:
+        return self.status.terminal
+
+    @property
+    def text(self) -> str:
+        """All assistant text so far: completed messages, then the partial one."""
+        parts = [m.content for m in self.messages if m.role == "assistant"]
+        if self.partial is not None:
+            parts.append(self.partial.content)
+        return "".join(parts)
+
+    def tool_call(self, call_id: str) -> ToolCallRecord | None:
+        for call in self.tool_calls:
+            if call.call_id == call_id:
+                return call
+        return None

@@ -1,0 +1,179 @@
+"""RunWriter: the single writer of one live run's log, with group commit.
+
+Every event is validated by the run's `Fold` the moment it is produced (so an
+illegal event fails in the agent that produced it, and nothing is written), then
+queued. Token deltas are committed in groups: the queue is flushed when
+`flush_max` events are pending, `flush_window` seconds after the first one, or at
+once for any other event. A flush is one `store.append` call, so one transaction,
+and nobody sees an event before its batch is durable.
+
+If the append meets a conflict, someone else wrote to the run (a cancel, the
+recovery of a lost worker ...): the writer re-reads the log, and stops the run's
+agent with `RunEndedElsewhere` if the run has ended, or re-numbers its batch after
+the new events and tries again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import attrs
+import structlog
+
+from .errors import ConcurrencyConflict
+from .events import Event, MessageDelta
+from .ports import MAX_PAGE, EventStore
+from .reducer import Fold
+from .state import RunState
+
+log = structlog.get_logger("runengine.writer")
+
+
+class RunEndedElsewhere(Exception):
+    """The run reached a terminal event written by someone other than this writer."""
+
+    def __init__(self, event: Event) -> None:
+        super().__init__(f"run {event.run_id} ended elsewhere with {event.type} (seq {event.seq})")
+        self.event = event
+
+
+class RunWriter:
+    def __init__(
+        self,
+        store: EventStore,
+        fold: Fold,
+        *,
+        flush_window: float,
+        flush_max: int,
+        snapshot_every: int,
+        snapshot_seq: int = 0,
+    ) -> None:
+        assert fold.run_id is not None
+        self.store = store
+        self.run_id: str = fold.run_id
+        self.fold = fold
+        self.committed_seq = fold.last_seq
+        self._pending: list[Event] = []
+        self._lock = anyio.Lock()
+        self._wake = anyio.Event()
+        self._flush_window = flush_window
+        self._flush_max = flush_max
+        self._snapshot_every = snapshot_every
+        self._snapshot_seq = snapshot_seq
+        #: Set when a background flush failed; the run's driver reads it.
+        self.failure: BaseException | None = None
+        self.ended_elsewhere: Event | None = None
+
+    @property
+    def next_seq(self) -> int:
+        return self.fold.last_seq + 1
+
+    @property
+    def state(self) -> RunState:
+        """The run as this writer sees it: committed events plus the ones still queued."""
+        state = self.fold.state
+        assert state is not None
+        return state
+
+    async def add(self, build: Callable[[int], Event], *, durable: bool) -> Event:
+        """Number, validate and queue an event; with `durable`, return once it is committed."""
+        self._check()
+        event = build(self.fold.last_seq + 1)
+        self.fold.apply(event)  # InvalidTransition here leaves everything as it was
+        pending = self._pending
+        pending.append(event)
+        if durable or len(pending) >= self._flush_max:
+            await self.flush()
+        elif len(pending) == 1:
+            self._wake.set()
+        return event
+
+    async def add_delta(self, message_id: str, content: str, at: Any) -> None:
+        """The hot path of token streaming: `add` for a message.delta, without the closure."""
+        self._check()
+        event = MessageDelta(
+            run_id=self.run_id, seq=self.fold.last_seq + 1, at=at, message_id=message_id, content=content
+        )
+        self.fold.apply(event)
+        pending = self._pending
+        pending.append(event)
+        if len(pending) >= self._flush_max:
+            await self.flush()
+        elif len(pending) == 1:
+            self._wake.set()
+
+    def _check(self) -> None:
+        if self.ended_elsewhere is not None:
+            raise RunEndedElsewhere(self.ended_elsewhere)
+        if self.failure is not None:
+            raise self.failure
+
+    async def flush(self) -> None:
+        """Commit everything queued so far (one append, one transaction)."""
+        async with self._lock:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    await self.store.append(self.run_id, batch, expected_seq=batch[0].seq - 1)
+                except ConcurrencyConflict:
+                    await self._rebase(batch)
+                    continue
+                self.committed_seq = batch[-1].seq
+                if not self._pending and (
+                    batch[-1].terminal or self.committed_seq - self._snapshot_seq >= self._snapshot_every
+                ):
+                    await self._snapshot()
+
+    async def flush_loop(self) -> None:
+        """Background task: flush `flush_window` seconds after the first queued event."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                await anyio.sleep(self._flush_window)
+                await self.flush()
+        except RunEndedElsewhere:
+            return  # the agent's next event raises it too
+        except Exception as exc:  # e.g. the store is gone: the agent's next event raises it
+            self.failure = exc
+
+    async def accept(self, events: list[Event]) -> None:
+        """Take in events that someone else committed (a run.input, a cancel ...)."""
+        async with self._lock:
+            for event in events:
+                if event.seq <= self.committed_seq:
+                    continue
+                self.fold.apply(event)
+                self.committed_seq = event.seq
+                if event.terminal:
+                    self.ended_elsewhere = event
+
+    async def _snapshot(self) -> None:
+        state = self.fold.state
+        if state is None or state.last_seq != self.committed_seq:
+            return
+        await self.store.save_snapshot(state)
+        self._snapshot_seq = state.last_seq
+
+    async def _rebase(self, batch: list[Event]) -> None:
+        """After a conflict: refold the committed log, then re-number what we still have to write."""
+        unsent = batch + self._pending
+        self._pending = []
+        fold = Fold(await self.store.load_snapshot(self.run_id))
+        while True:
+            page = await self.store.read(self.run_id, after_seq=fold.last_seq, limit=MAX_PAGE)
+            if not page:
+                break
+            for event in page:
+                fold.apply(event)
+                if event.terminal:
+                    self.fold, self.committed_seq, self.ended_elsewhere = fold, event.seq, event
+                    log.info("run ended elsewhere", run_id=self.run_id, event=event.type, seq=event.seq)
+                    raise RunEndedElsewhere(event)
+        self.fold, self.committed_seq = fold, fold.last_seq
+        for event in unsent:
+            renumbered = attrs.evolve(event, seq=fold.last_seq + 1)
+            fold.apply(renumbered)
+            self._pending.append(renumbered)
