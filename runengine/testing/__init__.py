@@ -1,0 +1,7 @@
+"""The testing kit shipped to users (needs hypothesis and pytest: `pip install runengine[testing]`).
+
+- `runengine.testing.strategies`: hypothesis strategies for valid histories (walking the
+  transition table) and for arbitrary, often invalid, events.
+- `runengine.testing.machine`: a `RuleBasedStateMachine` to subclass for your own agents.
+- `runengine.testing.conformance`: the storage conformance suite every store passes.
+"""
