@@ -1,0 +1,175 @@
+"""The reducer against the transition table: properties and precise refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from attrs import evolve
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from runengine import transitions
+from runengine.errors import InvalidTransition
+from runengine.events import (
+    EVENT_TYPES,
+    ErrorInfo,
+    MessageCompleted,
+    MessageDelta,
+    RunCompleted,
+    RunCreated,
+    RunInput,
+    RunStarted,
+    ToolCall,
+    ToolResult,
+)
+from runengine.reducer import Fold, apply, fold
+from runengine.status import Status
+from runengine.testing.machine import LogMachine
+from runengine.testing.strategies import any_event, histories
+from runengine.transitions import TRANSITIONS, UNKNOWN
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def started(run_id="r"):
+    return fold([RunCreated(run_id=run_id, seq=1, agent="a"), RunStarted(run_id=run_id, seq=2)])
+
+
+@given(histories(max_events=25), st.data())
+def test_every_state_event_pair_is_a_table_transition_or_refused_unchanged(events, data):
+    state = fold(events)
+    event = data.draw(any_event(run_id=state.run_id, max_seq=state.last_seq + 2))
+    known = event.type in EVENT_TYPES
+    try:
+        after = apply(state, event)
+    except InvalidTransition as exc:
+        assert fold(events) == state  # unchanged (and frozen)
+        assert exc.event_type == event.type and exc.status == state.status
+        return
+    assert (state.status, event.type if known else UNKNOWN) in TRANSITIONS
+    assert after.status == TRANSITIONS[(state.status, event.type if known else UNKNOWN)]
+    assert after.last_seq == state.last_seq + 1 == event.seq
+
+
+@given(histories(finish=True, max_events=20), st.data())
+def test_terminal_states_absorb_nothing(events, data):
+    state = fold(events)
+    assert state.terminal
+    event = data.draw(any_event(run_id=state.run_id))
+    event = evolve(event, seq=state.last_seq + 1)
+    with pytest.raises(InvalidTransition, match="ended|not allowed"):
+        apply(state, event)
+
+
+@given(histories(max_events=40), st.data())
+def test_fold_of_prefix_then_suffix_equals_fold_of_all(events, data):
+    cut = data.draw(st.integers(0, len(events)))
+    assert fold(events[cut:], fold(events[:cut])) == fold(events)
+
+
+@given(histories(max_events=40))
+def test_step_by_step_apply_equals_fold(events):
+    state = None
+    for event in events:
+        state = apply(state, event)
+    assert state == fold(events)
+
+
+def test_table_is_the_single_source_for_allowed_types():
+    for (src, event_type), dst in TRANSITIONS.items():
+        assert event_type == UNKNOWN or event_type in EVENT_TYPES
+        assert src is None or not src.terminal, "terminal states have no outgoing rows"
+    assert transitions.allowed(None) == ("run.created",)
+    for status in Status:
+        if status.terminal:
+            assert transitions.allowed(status) == ()
+
+
+def test_docs_diagram_is_generated_from_the_table():
+    doc = (ROOT / "docs" / "transitions.md").read_text()
+    assert transitions.mermaid() in doc, "run `python -m runengine.transitions > docs/...`: docs/transitions.md is stale"
+
+
+@pytest.mark.parametrize(
+    "events, bad, reason",
+    [
+        ([], RunStarted(run_id="r", seq=1), "not allowed"),
+        ([RunCreated(run_id="r", seq=1, agent="a")], RunStarted(run_id="r", seq=3), "expected seq 2"),
+        ([RunCreated(run_id="r", seq=1, agent="a")], RunStarted(run_id="other", seq=2), "for run 'other'"),
+        (
+            [RunCreated(run_id="r", seq=1, agent="a"), RunStarted(run_id="r", seq=2)],
+            ToolResult(run_id="r", seq=3, call_id="c9", output=1),
+            "no tool.call with call_id 'c9'",
+        ),
+        (
+            [RunCreated(run_id="r", seq=1, agent="a"), RunStarted(run_id="r", seq=2)],
+            RunInput(run_id="r", seq=3, content="x"),
+            "not allowed",
+        ),
+        (
+            [RunCreated(run_id="r", seq=1, agent="a"), RunStarted(run_id="r", seq=2), RunCompleted(run_id="r", seq=3)],
+            MessageDelta(run_id="r", seq=4, message_id="m", content="x"),
+            "the run has ended",
+        ),
+        (
+            [
+                RunCreated(run_id="r", seq=1, agent="a"),
+                RunStarted(run_id="r", seq=2),
+                MessageDelta(run_id="r", seq=3, message_id="m1", content="x"),
+            ],
+            MessageDelta(run_id="r", seq=4, message_id="m2", content="y"),
+            "'m1' is still streaming",
+        ),
+        (
+            [
+                RunCreated(run_id="r", seq=1, agent="a"),
+                RunStarted(run_id="r", seq=2),
+                ToolCall(run_id="r", seq=3, call_id="c", name="t"),
+                ToolResult(run_id="r", seq=4, call_id="c", error=ErrorInfo(code="x")),
+            ],
+            ToolResult(run_id="r", seq=5, call_id="c", output=2),
+            "already has its result",
+        ),
+    ],
+)
+def test_illegal_events_raise_a_precise_error_and_change_nothing(events, bad, reason):
+    f = Fold()
+    f.apply_all(events)
+    before = f.state
+    with pytest.raises(InvalidTransition, match=reason) as info:
+        f.apply(bad)
+    assert f.state == before
+    assert bad.type in str(info.value)
+    if before is not None:
+        assert repr(before.status.value) in str(info.value)
+
+
+def test_deltas_join_into_the_partial_message_and_completion_closes_it():
+    f = Fold(started())
+    for i, piece in enumerate(["Hel", "lo", " world"]):
+        f.apply(MessageDelta(run_id="r", seq=3 + i, message_id="m", content=piece))
+    assert f.state.partial.content == "Hello world" and f.state.messages == ()
+    f.apply(MessageCompleted(run_id="r", seq=6, message_id="m", content="Hello world"))
+    assert f.state.partial is None and f.state.messages[0].content == "Hello world"
+    assert f.state.text == "Hello world"
+
+
+def test_a_long_stream_folds_to_the_whole_text():
+    n = 200_000
+    events = [RunCreated(run_id="r", seq=1, agent="a"), RunStarted(run_id="r", seq=2)]
+    events += [MessageDelta(run_id="r", seq=3 + i, message_id="m", content="ab") for i in range(n)]
+    state = fold(events)
+    assert state.partial.content == "ab" * n and state.last_seq == n + 2
+
+
+def test_freezing_mid_stream_does_not_change_the_result():
+    f = Fold(started())
+    for i in range(100):
+        f.apply(MessageDelta(run_id="r", seq=3 + i, message_id="m", content=str(i % 10)))
+        if i % 7 == 0:
+            assert f.state.partial.content == "".join(str(j % 10) for j in range(i + 1))
+
+
+TestLogMachine = LogMachine.TestCase
+TestLogMachine.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
