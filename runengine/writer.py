@@ -121,9 +121,7 @@ class RunWriter:
                     await self._rebase(batch)
                     continue
                 self.committed_seq = batch[-1].seq
-                if not self._pending and (
-                    batch[-1].terminal or self.committed_seq - self._snapshot_seq >= self._snapshot_every
-                ):
+                if not self._pending and (batch[-1].terminal or self._snapshot_due()):
                     await self._snapshot()
 
     async def flush_loop(self) -> None:
@@ -149,6 +147,14 @@ class RunWriter:
                 self.committed_seq = event.seq
                 if event.terminal:
                     self.ended_elsewhere = event
+
+    def _snapshot_due(self) -> bool:
+        # Every `snapshot_every` events, stretched to 1/8 of the log for very long runs: a
+        # snapshot costs the state's size, so a fixed interval would make long streams
+        # quadratic, while this keeps the total snapshot work linear and the tail that
+        # `status` folds within 1/8 of the log.
+        since = self.committed_seq - self._snapshot_seq
+        return since >= max(self._snapshot_every, self._snapshot_seq // 8)
 
     async def _snapshot(self) -> None:
         state = self.fold.state
