@@ -73,6 +73,15 @@ class SessionEnded(InvalidRunState):
         self.details = {"session_id": session_id}
 
 
+class AgentFailed(Exception):
+    """Raise from an agent to fail its run with a chosen error code (instead of `agent_error`)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 @attrs.define
 class _ActiveRun:
     """A run this engine is executing: its writer, its cancel scope and when it is done."""
@@ -415,6 +424,8 @@ class RunEngine:
             if writer.ended_elsewhere is not None:
                 return None
             run_log.debug("agent raised", error=repr(exc))
+            if isinstance(exc, AgentFailed):
+                return failed(exc.code, exc.message)
             return failed("agent_error", f"{type(exc).__name__}: {exc}")
         finally:
             if active.scope.cancelled_caught and writer.ended_elsewhere is None:
@@ -458,7 +469,6 @@ class RunEngine:
         if after_seq < 0:
             raise InvalidRequest("after_seq must be >= 0")
         cursor = after_seq
-        checked = False
         while True:
             batch = await self.store.read(run_id, after_seq=cursor, limit=page_size)
             for event in batch:
@@ -468,13 +478,12 @@ class RunEngine:
                     return
             if len(batch) == page_size:
                 continue
-            summary = await self.store.get_run(run_id)
-            if summary is None:
-                if not checked:
+            if not batch:  # nothing new: is there a run at all, and has it already ended?
+                summary = await self.store.get_run(run_id)
+                if summary is None:
                     raise RunNotFound(run_id)
-            elif summary.status.terminal and summary.last_seq <= cursor:
-                return
-            checked = True
+                if summary.status.terminal and summary.last_seq <= cursor:
+                    return
             if not follow:
                 return
             await self.store.wait(run_id, after_seq=cursor, timeout=30.0)
@@ -511,18 +520,22 @@ class RunEngine:
             session_id=session_id, status=wanted, owner=owner, limit=limit, before=before
         )
 
-    async def session_history(self, session_id: str) -> list[HistoryMessage]:
-        """The messages of every run of a session, oldest first: each run's input, then its replies."""
+    async def session_history(self, session_id: str, *, owner: str | None = None) -> list[HistoryMessage]:
+        """The messages of every run of a session, oldest first: each run's input, then its replies.
+
+        With `owner`, only that owner's runs count (a session nobody else can see is not found)."""
         runs = []
         before: str | None = None
         while True:
-            page = await self.store.list_runs(session_id=session_id, limit=200, before=before)
+            page = await self.store.list_runs(session_id=session_id, owner=owner, limit=200, before=before)
             runs.extend(page.runs)
             before = page.next_before
             if before is None:
                 break
-        if not runs and await self.store.get_session(session_id) is None:
-            raise SessionNotFound(session_id)
+        if not runs:
+            session = await self.store.get_session(session_id)
+            if session is None or (owner is not None and session.owner != owner):
+                raise SessionNotFound(session_id)
         history: list[HistoryMessage] = []
         for summary in reversed(runs):
             state = await self.status(summary.run_id)
@@ -668,4 +681,4 @@ class _ReleasingLock:
             self._locks.pop(self._key, None)
 
 
-__all__ = ["RunEngine", "HistoryMessage", "SessionBusy", "SessionEnded", "MessageCompleted"]
+__all__ = ["RunEngine", "AgentFailed", "HistoryMessage", "SessionBusy", "SessionEnded", "MessageCompleted"]
