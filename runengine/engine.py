@@ -20,6 +20,7 @@ import contextlib
 import math
 import uuid
 from collections.abc import AsyncIterator, Callable
+from types import TracebackType
 from datetime import datetime, timezone
 from typing import Any, Literal, overload
 
@@ -38,7 +39,7 @@ from .errors import (
     SessionNotFound,
 )
 from .events import ErrorInfo, Event, MessageCompleted, RunCancelled, RunCompleted, RunCreated, RunFailed, RunInput, RunStarted
-from .ports import MAX_PAGE, EventStore, RunPage, SessionRecord
+from .ports import MAX_PAGE, EventStore, RunPage, RunSummary, SessionRecord
 from .reducer import Fold
 from .state import RunState
 from .status import Status
@@ -166,10 +167,15 @@ class RunEngine:
             await self.recover()
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         stack, self._exit_stack = self._exit_stack, None
         if stack is not None:
-            await stack.__aexit__(*exc)
+            await stack.__aexit__(exc_type, exc, tb)
 
     @property
     def running(self) -> bool:
@@ -205,15 +211,7 @@ class RunEngine:
                         self._launch(await self.status(summary.run_id))
                     else:
                         code = "worker_lost" if status is not Status.PENDING else "agent_not_found"
-                        await self._append_at_head(
-                            summary.run_id,
-                            lambda seq, rid=summary.run_id, c=code: RunFailed(
-                                run_id=rid,
-                                seq=seq,
-                                at=self.clock(),
-                                error=ErrorInfo(code=c, message="the process executing this run stopped"),
-                            ),
-                        )
+                        await self._fail_at_head(summary.run_id, code, "the process executing this run stopped")
                 before = page.next_before
                 if before is None:
                     break
@@ -225,12 +223,34 @@ class RunEngine:
 
     @overload
     async def execute(
-        self, agent: str, input: Any = ..., *, mode: Literal["sync", "async"] = ..., **options: Any
+        self,
+        agent: str,
+        input: Any = ...,
+        *,
+        mode: Literal["sync", "async"] = ...,
+        session_id: str | None = ...,
+        metadata: dict[str, Any] | None = ...,
+        timeout: float | None = ...,
+        owner: str | None = ...,
+        idempotency_key: str | None = ...,
+        session_policy: SessionPolicy | None = ...,
+        run_id: str | None = ...,
     ) -> RunState: ...
 
     @overload
     async def execute(
-        self, agent: str, input: Any = ..., *, mode: Literal["stream"], **options: Any
+        self,
+        agent: str,
+        input: Any = ...,
+        *,
+        mode: Literal["stream"],
+        session_id: str | None = ...,
+        metadata: dict[str, Any] | None = ...,
+        timeout: float | None = ...,
+        owner: str | None = ...,
+        idempotency_key: str | None = ...,
+        session_policy: SessionPolicy | None = ...,
+        run_id: str | None = ...,
     ) -> AsyncIterator[Event]: ...
 
     async def execute(
@@ -524,7 +544,7 @@ class RunEngine:
         """The messages of every run of a session, oldest first: each run's input, then its replies.
 
         With `owner`, only that owner's runs count (a session nobody else can see is not found)."""
-        runs = []
+        runs: list[RunSummary] = []
         before: str | None = None
         while True:
             page = await self.store.list_runs(session_id=session_id, owner=owner, limit=200, before=before)
@@ -583,6 +603,12 @@ class RunEngine:
             except ConcurrencyConflict:
                 continue
             return await self.status(run_id)
+
+    async def _fail_at_head(self, run_id: str, code: str, message: str) -> None:
+        error = ErrorInfo(code=code, message=message)
+        await self._append_at_head(
+            run_id, lambda seq: RunFailed(run_id=run_id, seq=seq, at=self.clock(), error=error)
+        )
 
     async def _append_at_head(self, run_id: str, build: Callable[[int], Event]) -> None:
         """Append one event after whatever the log holds now, unless the run has ended."""
