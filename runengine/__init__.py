@@ -6,7 +6,7 @@ what the pure reducer gets by folding that log. Storage and transport are adapte
 """
 
 from .context import MessageStream, RunContext
-from .engine import HistoryMessage, RunEngine, SessionBusy, SessionEnded
+from .engine import AgentFailed, HistoryMessage, RunEngine, SessionBusy, SessionEnded
 from .errors import (
     AgentNotFound,
     ConcurrencyConflict,
@@ -50,7 +50,7 @@ from .transitions import TRANSITIONS
 __version__ = "0.1.0"
 
 __all__ = [
-    "AgentNotFound", "ConcurrencyConflict", "Custom", "EngineNotStarted", "ErrorInfo", "Event",
+    "AgentFailed", "AgentNotFound", "ConcurrencyConflict", "Custom", "EngineNotStarted", "ErrorInfo", "Event",
     "EventStore", "Fold", "HistoryMessage", "InvalidRequest", "InvalidRunState", "InvalidTransition",
     "Message", "MessageCompleted", "MessageDelta", "MessageStream", "RunCancelled", "RunCompleted",
     "RunContext", "RunCreated", "RunEngine", "RunEngineError", "RunFailed", "RunInput", "RunNotFound",
