@@ -1,0 +1,237 @@
+"""Signed webhooks of the Agent Platform profile (seed 002): registry, signing, delivery.
+
+Registrations are kept in the engine's store, one record per app (a SessionRecord
+with id `platform.webhooks.<app_id>`, marked ended so no run can ever join it), so
+they survive restarts and are shared by every process on the same store.
+
+Deliveries are runs of the built-in agent `platform.webhooks`: emitting an event
+starts such a run (durable before the HTTP request that caused it is answered),
+the engine executes it in the background, and each delivery attempt's outcome is
+recorded in that run as a `tool.call` / `tool.result` pair (a final failure is a
+`tool.result` with error code `webhook_failed`). The HTTP work itself (retries with
+backoff, no redirects, SSRF guard, allow-list) is the shared `WebhookSender`.
+
+Escalation: an agent calls `await escalate(ctx, reason=..., context=...)`, which
+records a `custom` event named `conversation.escalated`; a watcher run follows the
+conversation run's events and delivers each such event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import attrs
+
+from runengine.context import RunContext
+from runengine.errors import InvalidRequest
+from runengine.adapters.webhooks import Attempt, WebhookSender
+from runengine.engine import AgentFailed
+from runengine.events import Custom, ErrorInfo
+from runengine.ports import SessionRecord
+
+if TYPE_CHECKING:
+    from runengine.engine import RunEngine
+
+#: The events a registration may subscribe to (seed 002, "Configure Webhook").
+WEBHOOK_EVENTS: tuple[str, ...] = ("session.started", "session.ended", "conversation.escalated")
+ESCALATED = "conversation.escalated"
+#: The header carrying the signature (seed 002, "Verify Signatures").
+SIGNATURE_HEADER = "x-kore-signature"
+#: The engine agent that performs deliveries.
+DELIVERY_AGENT = "platform.webhooks"
+_RECORD_PREFIX = "platform.webhooks."
+MAX_WEBHOOKS_PER_APP = 50
+MAX_URL_LENGTH = 2048
+MAX_SECRET_LENGTH = 1024
+
+
+def sign(secret: str, body: bytes) -> str:
+    """Hex HMAC-SHA256 of the raw body keyed with the secret, as the seed's snippet computes it."""
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def format_timestamp(value: datetime) -> str:
+    """The seed's timestamp shape: RFC 3339, UTC, whole seconds ("2024-01-15T14:30:00Z")."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def escalate(ctx: RunContext, reason: str, context: Any = None) -> None:
+    """Hand the conversation to a human: records the event the `conversation.escalated` webhook reports."""
+    await ctx.custom(ESCALATED, {"reason": reason, "context": context if context is not None else {}})
+    await ctx.flush()
+
+
+@attrs.frozen(kw_only=True)
+class Registration:
+    webhook_id: str
+    url: str
+    events: tuple[str, ...]
+    secret: str
+    created_at: str
+    owner: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        """What the API shows of a registration: never the secret."""
+        return {"webhook_id": self.webhook_id, "url": self.url, "events": list(self.events), "created_at": self.created_at}
+
+
+def parse_registration(body: Mapping[str, Any]) -> tuple[str, tuple[str, ...], str]:
+    """Validate a registration request `{"url", "events", "secret"}`; a clear InvalidRequest otherwise."""
+    url, events, secret = body.get("url"), body.get("events"), body.get("secret")
+    if not isinstance(url, str) or not url or len(url) > MAX_URL_LENGTH:
+        raise InvalidRequest(f"url must be a non-empty string of at most {MAX_URL_LENGTH} characters", field="url")
+    if not isinstance(events, list) or not events or not all(isinstance(e, str) for e in events):
+        raise InvalidRequest("events must be a non-empty list of event names", field="events", allowed=list(WEBHOOK_EVENTS))
+    unknown = sorted(set(events) - set(WEBHOOK_EVENTS))
+    if unknown:
+        raise InvalidRequest(f"unknown webhook events: {', '.join(unknown)}", field="events", allowed=list(WEBHOOK_EVENTS))
+    if not isinstance(secret, str) or not secret or len(secret) > MAX_SECRET_LENGTH:
+        raise InvalidRequest(f"secret must be a non-empty string of at most {MAX_SECRET_LENGTH} characters", field="secret")
+    return url, tuple(dict.fromkeys(events)), secret
+
+
+class WebhookRegistry:
+    """Webhook registrations per app, stored as one record per app in the engine's store."""
+
+    def __init__(self, engine: RunEngine) -> None:
+        self._engine = engine
+        self._locks: dict[str, anyio.Lock] = {}
+
+    @staticmethod
+    def record_id(app_id: str) -> str:
+        return _RECORD_PREFIX + app_id
+
+    async def list(self, app_id: str) -> list[Registration]:
+        record = await self._engine.store.get_session(self.record_id(app_id))
+        if record is None:
+            return []
+        return [Registration(**{**item, "events": tuple(item["events"])}) for item in record.data.get("webhooks", [])]
+
+    async def add(self, app_id: str, url: str, events: Sequence[str], secret: str, owner: str | None) -> Registration:
+        registration = Registration(
+            webhook_id=f"wh_{uuid.uuid4().hex[:24]}",
+            url=url,
+            events=tuple(events),
+            secret=secret,
+            created_at=format_timestamp(self._engine.clock()),
+            owner=owner,
+        )
+        async with self._lock(app_id):
+            current = await self.list(app_id)
+            if len(current) >= MAX_WEBHOOKS_PER_APP:
+                raise InvalidRequest(f"an app may have at most {MAX_WEBHOOKS_PER_APP} webhooks", app_id=app_id)
+            await self._save(app_id, [*current, registration])
+        return registration
+
+    async def remove(self, app_id: str, webhook_id: str) -> bool:
+        async with self._lock(app_id):
+            current = await self.list(app_id)
+            kept = [r for r in current if r.webhook_id != webhook_id]
+            if len(kept) == len(current):
+                return False
+            await self._save(app_id, kept)
+        return True
+
+    async def _save(self, app_id: str, registrations: list[Registration]) -> None:
+        now = self._engine.clock()
+        await self._engine.store.put_session(
+            SessionRecord(
+                session_id=self.record_id(app_id),
+                created_at=now,
+                ended_at=now,  # ended: the engine refuses to run anything in this record
+                data={"kind": "platform.webhooks", "app_id": app_id, "webhooks": [attrs.asdict(r) for r in registrations]},
+            )
+        )
+
+    def _lock(self, app_id: str) -> anyio.Lock:
+        # Serialises this process's read-modify-write of an app's record.
+        return self._locks.setdefault(app_id, anyio.Lock())
+
+
+class WebhookDispatcher:
+    """Turns profile events into delivery runs of the `platform.webhooks` agent."""
+
+    def __init__(self, engine: RunEngine, registry: WebhookRegistry, sender: WebhookSender) -> None:
+        self._engine = engine
+        self.registry = registry
+        self.sender = sender
+        if DELIVERY_AGENT not in engine.agents:
+            engine.agent(DELIVERY_AGENT, description="Delivers the Agent Platform profile's signed webhooks")(self._run)
+
+    async def wants(self, app_id: str, event: str) -> bool:
+        return any(event in r.events for r in await self.registry.list(app_id))
+
+    async def emit(self, app_id: str, event: str, data: Mapping[str, Any]) -> str | None:
+        """Start a delivery run for `event` if a registration of the app wants it; its run id."""
+        if not await self.wants(app_id, event):
+            return None
+        job = {"kind": "deliver", "app_id": app_id, "event": event, "timestamp": format_timestamp(self._engine.clock()), "data": dict(data)}
+        state = await self._engine.execute(DELIVERY_AGENT, job, mode="async")
+        return state.run_id
+
+    async def watch(self, app_id: str, run_id: str, session_id: str | None) -> str | None:
+        """Follow a conversation run and deliver its escalations, if a registration wants them."""
+        if not await self.wants(app_id, ESCALATED):
+            return None
+        job = {"kind": "watch", "app_id": app_id, "run_id": run_id, "session_id": session_id}
+        state = await self._engine.execute(DELIVERY_AGENT, job, mode="async")
+        return state.run_id
+
+    # -- the delivery agent --------------------------------------------------------
+
+    async def _run(self, ctx: RunContext) -> Any:
+        job = ctx.input if isinstance(ctx.input, dict) else {}
+        kind = job.get("kind")
+        if kind == "deliver":
+            outcomes = await self._deliver(ctx, job["app_id"], job["event"], job["timestamp"], job["data"], key="0")
+        elif kind == "watch":
+            outcomes = []
+            async for event in self._engine.events(job["run_id"]):
+                if isinstance(event, Custom) and event.name == ESCALATED:
+                    extra = event.data if isinstance(event.data, dict) else {"reason": event.data}
+                    data = {"session_id": job["session_id"], "trace_id": job["run_id"], **extra}
+                    outcomes += await self._deliver(ctx, job["app_id"], ESCALATED, format_timestamp(event.at), data, key=str(event.seq))
+        else:
+            raise AgentFailed("invalid_request", "a platform webhook job needs kind deliver or watch")
+        failed = [o for o in outcomes if not o["ok"]]
+        if failed:
+            raise AgentFailed("delivery_failed", f"{len(failed)} of {len(outcomes)} webhook deliveries failed: {failed}")
+        return outcomes
+
+    async def _deliver(
+        self, ctx: RunContext, app_id: str, event: str, timestamp: str, data: Any, *, key: str
+    ) -> list[dict[str, Any]]:
+        """POST one signed event to every registration of the app that wants it; each attempt recorded."""
+        body = json.dumps({"event": event, "timestamp": timestamp, "data": data}, separators=(",", ":")).encode()
+        outcomes = []
+        # Registrations are read at delivery time, so secrets never enter a run's log.
+        for registration in await self.registry.list(app_id):
+            if event not in registration.events:
+                continue
+            webhook_id = f"{ctx.run_id}.{key}.{registration.webhook_id}"  # stable across retries
+
+            async def record(attempt: Attempt, url: str = registration.url, webhook_id: str = webhook_id) -> None:
+                call_id = f"{webhook_id}.{attempt.number}"
+                await ctx.tool_call("http.post", {"url": url, "event": event, "attempt": attempt.number, "webhook_id": webhook_id}, call_id=call_id)
+                error = ErrorInfo(code="attempt_failed", message=attempt.error) if attempt.error else None
+                await ctx.tool_result(call_id, {"status": attempt.status, "retry_in": attempt.retry_in}, error=error)
+
+            result = await self.sender.deliver(
+                registration.url,
+                body,
+                headers={"content-type": "application/json", SIGNATURE_HEADER: sign(registration.secret, body), "x-kore-event": event},
+                webhook_id=webhook_id,
+                on_attempt=record,
+            )
+            outcomes.append({"webhook_id": registration.webhook_id, "event": event, "ok": result.ok,
+                             "attempts": result.attempts, "status": result.status, "error": result.error})
+        return outcomes
