@@ -16,6 +16,11 @@ from ..wire import dumps
 MAX_BODY_BYTES = 1_048_576
 
 
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON: refuse them rather than store what cannot be sent back.
+    raise ValueError(f"{name} is not valid JSON")
+
+
 @attrs.frozen(kw_only=True)
 class Request:
     method: str
@@ -53,9 +58,11 @@ class Request:
         if not self.body.strip():
             raise HttpError(400, "invalid_request", "request body must be a JSON object")
         try:
-            return json.loads(self.body)
+            return json.loads(self.body, parse_constant=_reject_constant)
         except (ValueError, UnicodeDecodeError) as exc:
             raise HttpError(400, "invalid_request", f"malformed JSON: {exc}") from None
+        except RecursionError:
+            raise HttpError(400, "invalid_request", "malformed JSON: nested too deeply") from None
 
     def json_object(self) -> dict[str, Any]:
         value = self.json()

@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 
 import attrs
+import structlog
 
 from ..errors import RunEngineError
 from .core import App, Handler, HttpError, Request, Response, StreamResponse, engine_error_response, error_response
+
+log = structlog.get_logger("runengine.http")
 
 _PARAM = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*)\}")
 
@@ -54,6 +57,13 @@ class Router:
         self._mounts.sort(key=lambda m: -len(m[0]))
 
     async def __call__(self, request: Request) -> Response | StreamResponse:
+        try:
+            return await self._dispatch(request)
+        except Exception:  # a bug, not bad input: log it, answer in the error format, never a traceback
+            log.exception("unhandled error", method=request.method, path=request.path)
+            return error_response(500, "internal_error", "internal server error")
+
+    async def _dispatch(self, request: Request) -> Response | StreamResponse:
         path = request.path or "/"
         for prefix, app in self._mounts:
             if path == prefix or path.startswith(prefix + "/"):

@@ -1,0 +1,25 @@
+"""The composed HTTP app: the native API and the live page at `/`, other API profiles mounted beside.
+
+    app = build_app(engine, auth=my_hook)       # a framework-neutral App (a Router)
+    asgi = ASGIApp(app)                         # or: runengine.adapters.asgi.engine_asgi_app(engine)
+"""
+
+from __future__ import annotations
+
+from runengine.adapters.profiles.platform import build_platform_app
+from runengine.engine import RunEngine
+from runengine.http.auth import AuthHook
+from runengine.http.native import NativeAPI
+from runengine.http.page import add_page
+from runengine.http.router import Router
+
+
+def build_app(engine: RunEngine, *, auth: AuthHook | None = None) -> Router:
+    """Every HTTP surface of `engine` in one Router (mounts are matched before the root routes)."""
+    router = Router()
+    NativeAPI(engine, auth=auth, router=router)  # registers its routes on `router`
+    add_page(router)
+    # Other API profiles: one mount line each, e.g.
+    #   router.mount("/acp", AcpAPI(engine, auth=auth))
+    router.mount("/platform", build_platform_app(engine, auth=auth))  # seed 002; app ids name agents
+    return router

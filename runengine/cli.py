@@ -1,0 +1,225 @@
+"""The `runengine` command: serve the engine over HTTP, and follow / list / show runs.
+
+    runengine serve [--store sqlite:///runengine.db] [--host 127.0.0.1] [--port 8000] [--app module:engine]
+    runengine tail RUN_ID [--after-seq N] [--url http://127.0.0.1:8000]
+    runengine runs [--session-id S] [--status S] [--limit N]
+    runengine show RUN_ID
+
+`main` is a click group: a new command is one more `@main.command()` function.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import click
+import httpx
+from httpx_sse import connect_sse
+
+from . import __version__
+from .engine import RunEngine
+from .errors import RunEngineError
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+TERMINAL = ("run.completed", "run.failed", "run.cancelled")
+
+url_option = click.option(
+    "--url", default=DEFAULT_URL, show_default=True, envvar="RUNENGINE_URL", help="The server's base URL."
+)
+token_option = click.option(
+    "--token", default=None, envvar="RUNENGINE_TOKEN", help="Sent as `Authorization: Bearer <token>`."
+)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="runengine")
+def main() -> None:
+    """runengine: an event-sourced run engine for agent runs."""
+
+
+# -- serve ------------------------------------------------------------------------
+
+
+def load_object(ref: str, what: str) -> Any:
+    """`module:attribute` -> the object (the current directory is importable, as with uvicorn)."""
+    module_name, sep, attribute = ref.partition(":")
+    if not sep or not module_name or not attribute:
+        raise click.BadParameter(f"expected module:attribute, got {ref!r}", param_hint=what)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        value: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            value = getattr(value, part)
+    except (ImportError, AttributeError) as exc:
+        raise click.BadParameter(f"cannot load {ref!r}: {exc}", param_hint=what) from None
+    return value
+
+
+@main.command()
+@click.option(
+    "--store",
+    default="sqlite:///runengine.db",
+    show_default=True,
+    envvar="RUNENGINE_STORE",
+    help="Store URL for the demo engine (sqlite:///file.db, memory://, postgresql://...).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--app", "app_ref", default=None, help="module:engine, your RunEngine (default: the demo agents).")
+@click.option("--auth", "auth_ref", default=None, help="module:function, an auth hook given the request headers.")
+@click.option("--delay", default=0.05, show_default=True, type=float, help="Seconds between demo tokens.")
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    store: str,
+    host: str,
+    port: int,
+    app_ref: str | None,
+    auth_ref: str | None,
+    delay: float,
+    log_level: str,
+) -> None:
+    """Serve the native API and the live page (uvicorn)."""
+    import uvicorn
+
+    from runengine.adapters.asgi import engine_asgi_app  # the CLI is a shell around the core and its adapters
+
+    from .demo import register_demo_agents
+
+    if app_ref is not None:
+        if ctx.get_parameter_source("store") is click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError("--store applies to the demo engine; with --app your engine has its own store")
+        engine = load_object(app_ref, "--app")
+        if callable(engine) and not isinstance(engine, RunEngine):
+            engine = engine()
+        if not isinstance(engine, RunEngine):
+            raise click.BadParameter(f"{app_ref!r} is not a RunEngine", param_hint="--app")
+    else:
+        try:
+            engine = register_demo_agents(RunEngine(store), delay=delay)
+        except RunEngineError as exc:
+            raise click.BadParameter(exc.message, param_hint="--store") from None
+    auth = load_object(auth_ref, "--auth") if auth_ref else None
+    click.echo(f"runengine {__version__}: http://{host}:{port}/ (agents: {', '.join(a.name for a in engine.agents)})")
+    uvicorn.run(
+        engine_asgi_app(engine, auth=auth),
+        host=host,
+        port=port,
+        log_level=log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=3,
+    )
+
+
+# -- client commands ----------------------------------------------------------------
+
+
+def _client(url: str, token: str | None, timeout: httpx.Timeout | float = 30.0) -> httpx.Client:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+
+
+def _get_json(client: httpx.Client, path: str, **query: Any) -> Any:
+    try:
+        response = client.get(path, params={k: v for k, v in query.items() if v is not None})
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot reach {client.base_url}: {exc}") from None
+    body = response.json() if response.headers.get("content-type", "").startswith("application/json") else None
+    if response.status_code >= 400:
+        error = (body or {}).get("error", {})
+        raise click.ClickException(f"{response.status_code} {error.get('code', '')}: {error.get('message', response.text)}")
+    return body
+
+
+def _line(event: dict[str, Any]) -> str:
+    return f"{event['seq']:>6}  {event['type']:<22} {json.dumps(event['data'], ensure_ascii=False)}"
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--after-seq", default=0, show_default=True, type=click.IntRange(min=0), help="Start after this seq.")
+@click.option("--json", "as_json", is_flag=True, help="Print each event's wire JSON, one per line.")
+@click.option("--retries", default=20, show_default=True, type=click.IntRange(min=0), help="Reconnections allowed in a row without progress.")
+@url_option
+@token_option
+def tail(run_id: str, after_seq: int, as_json: bool, retries: int, url: str, token: str | None) -> None:
+    """Follow a run's events over SSE until it ends, reconnecting from the last seq after a drop."""
+    cursor = after_seq
+    failures = 0
+    timeout = httpx.Timeout(10.0, read=60.0)  # the server sends a keep-alive every 15 s
+    with _client(url, token, timeout) as client:
+        while True:
+            try:
+                with connect_sse(
+                    client, "GET", f"/runs/{run_id}/events", headers={"last-event-id": str(cursor)}
+                ) as source:
+                    if source.response.status_code == 204:
+                        return  # the run has ended and we have seen everything
+                    if source.response.status_code >= 400:
+                        source.response.read()
+                        error = source.response.json().get("error", {})
+                        raise click.ClickException(f"{source.response.status_code} {error.get('code')}: {error.get('message')}")
+                    for sse in source.iter_sse():
+                        if not sse.data:  # the retry hint and keep-alive comments carry no event
+                            continue
+                        if sse.event == "stream.error":
+                            raise httpx.RemoteProtocolError(f"the server's stream failed: {sse.data}")
+                        event = json.loads(sse.data)
+                        click.echo(sse.data if as_json else _line(event))
+                        cursor = event["seq"]
+                        failures = 0
+                        if event["type"] in TERMINAL:
+                            return
+            except httpx.TransportError as exc:
+                failures += 1
+                if failures > retries:
+                    raise click.ClickException(f"connection lost {failures} times in a row: {exc}") from None
+                click.echo(f"-- connection lost ({type(exc).__name__}); resuming after seq {cursor}", err=True)
+                time.sleep(min(0.2 * failures, 2.0))
+
+
+@main.command()
+@click.option("--session-id", default=None)
+@click.option("--status", default=None, help="pending, running, waiting_for_input, completed, failed, cancelled")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 200))
+@click.option("--before", default=None, help="Cursor from a previous page.")
+@click.option("--json", "as_json", is_flag=True, help="Print the response JSON.")
+@url_option
+@token_option
+def runs(
+    session_id: str | None, status: str | None, limit: int, before: str | None, as_json: bool, url: str, token: str | None
+) -> None:
+    """List runs, newest first."""
+    with _client(url, token) as client:
+        page = _get_json(client, "/runs", session_id=session_id, status=status, limit=limit, before=before)
+    if as_json:
+        click.echo(json.dumps(page, indent=2, ensure_ascii=False))
+        return
+    for run in page["runs"]:
+        click.echo(
+            f"{run['run_id']}  {run['status']:<18} {run['agent']:<12} seq {run['last_seq']:<6} "
+            f"{run['created_at'] or ''}  {run['session_id'] or ''}".rstrip()
+        )
+    if page["next_before"]:
+        click.echo(f"-- more: --before {page['next_before']}", err=True)
+
+
+@main.command()
+@click.argument("run_id")
+@url_option
+@token_option
+def show(run_id: str, url: str, token: str | None) -> None:
+    """Print a run's folded state (the run object) as JSON."""
+    with _client(url, token) as client:
+        click.echo(json.dumps(_get_json(client, f"/runs/{run_id}"), indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

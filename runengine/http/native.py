@@ -1,0 +1,327 @@
+"""The native HTTP API over a RunEngine (the shape of seed 004, with the common error format).
+
+    POST /runs                      start a run: mode sync (200 run), async (202 run), stream (SSE)
+    GET  /runs                      list runs: session_id, status, limit, before (cursor)
+    GET  /runs/{run_id}             the run object
+    GET  /runs/{run_id}/events      a JSON page, or SSE (Accept: text/event-stream) from after_seq /
+                                    Last-Event-ID, live until the terminal event
+    POST /runs/{run_id}/cancel      cancel (idempotent)
+    POST /runs/{run_id}/input       give input to a run waiting for it (409 otherwise)
+    GET  /sessions/{id}/history     the messages of a session's runs
+    GET  /agents                    the agents this engine runs
+    GET  /openapi.json              this API as an OpenAPI 3.1 document
+
+The reference with every body, response, error and limit is docs/http.md.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+import structlog
+
+from ..engine import MODES, SESSION_POLICIES, RunEngine
+from ..errors import RunEngineError, RunNotFound, SessionNotFound
+from ..status import Status
+from ..wire import dumps, event_to_dict, event_to_json
+from . import params
+from .auth import AuthHook, authenticate, owner_of
+from .core import HttpError, Request, Response, StreamResponse, error_response, json_response
+from .openapi import native_openapi
+from .router import Router
+from .shapes import history_message_to_json, run_to_json, summary_to_json
+from .sse import KEEPALIVE, sse_comment, sse_frame
+from .streaming import follow
+
+log = structlog.get_logger("runengine.http")
+
+from .limits import (
+    DEFAULT_EVENTS_LIMIT,
+    DEFAULT_RUNS_LIMIT,
+    MAX_CONTENT_BYTES,
+    MAX_EVENTS_LIMIT,
+    MAX_ID_LENGTH,
+    MAX_INPUT_BYTES,
+    MAX_METADATA_BYTES,
+    MAX_REASON_LENGTH,
+    MAX_RUNS_LIMIT,
+    MAX_SEQ,
+    MAX_TIMEOUT,
+    RETRY_MS,
+)
+
+ON_DISCONNECT = ("continue", "cancel")
+RUN_FIELDS = (
+    "agent",
+    "input",
+    "session_id",
+    "mode",
+    "metadata",
+    "timeout",
+    "idempotency_key",
+    "session_policy",
+    "on_disconnect",
+)
+
+SSE_HEADERS = (
+    ("content-type", "text/event-stream; charset=utf-8"),
+    ("cache-control", "no-cache"),
+    ("x-accel-buffering", "no"),  # tell nginx-like proxies not to buffer the stream
+)
+
+Handler = Callable[[Request], Awaitable[Response | StreamResponse]]
+
+
+def wants_sse(request: Request) -> bool:
+    return "text/event-stream" in (request.header("accept") or "").lower()
+
+
+class NativeAPI:
+    """The native API as an App: `await api(request)` -> Response | StreamResponse."""
+
+    def __init__(
+        self,
+        engine: RunEngine,
+        *,
+        auth: AuthHook | None = None,
+        keepalive: float = KEEPALIVE,
+        router: Router | None = None,
+    ) -> None:
+        self.engine = engine
+        self.auth = auth
+        self.keepalive = keepalive
+        #: SSE responses being sent right now (what a disconnect test watches go back to 0).
+        self.open_streams = 0
+        self.router = router if router is not None else Router()
+        r = self.router
+        r.route("POST", "/runs", self._guard(self.create_run))
+        r.route("GET", "/runs", self._guard(self.list_runs))
+        r.route("GET", "/runs/{run_id}", self._guard(self.get_run))
+        r.route("GET", "/runs/{run_id}/events", self._guard(self.run_events))
+        r.route("POST", "/runs/{run_id}/cancel", self._guard(self.cancel_run))
+        r.route("POST", "/runs/{run_id}/input", self._guard(self.give_input))
+        r.route("GET", "/sessions/{session_id}/history", self._guard(self.session_history))
+        r.route("GET", "/agents", self._guard(self.list_agents))
+        r.route("GET", "/openapi.json", self.openapi)
+
+    async def __call__(self, request: Request) -> Response | StreamResponse:
+        return await self.router(request)
+
+    def _guard(self, handler: Handler) -> Handler:
+        async def guarded(request: Request) -> Response | StreamResponse:
+            return await handler(await authenticate(self.auth, request))
+
+        return guarded
+
+    # -- visibility -----------------------------------------------------------------
+
+    def _owner(self, request: Request) -> str | None:
+        return owner_of(request.principal) if self.auth is not None else None
+
+    def _check_visible(self, request: Request, run_id: str, owner: str | None) -> None:
+        """Another principal's run is answered exactly as a missing one."""
+        if self.auth is not None and owner != self._owner(request):
+            raise RunNotFound(run_id)
+
+    async def _visible_summary(self, request: Request, run_id: str) -> Any:
+        summary = await self.engine.store.get_run(run_id)
+        if summary is None:
+            raise RunNotFound(run_id)
+        self._check_visible(request, run_id, summary.owner)
+        return summary
+
+    # -- runs -----------------------------------------------------------------------
+
+    async def create_run(self, request: Request) -> Response | StreamResponse:
+        body = request.json_object()
+        params.reject_unknown(body, RUN_FIELDS)
+        agent = params.text(body, "agent", required=True, max_length=MAX_ID_LENGTH)
+        run_input = params.json_value(body, "input", max_bytes=MAX_INPUT_BYTES)
+        session_id = params.text(body, "session_id", max_length=MAX_ID_LENGTH)
+        mode = params.choice(body, "mode", MODES, "sync")
+        metadata = params.json_object(body, "metadata", max_bytes=MAX_METADATA_BYTES)
+        timeout = params.seconds(body, "timeout", maximum=MAX_TIMEOUT)
+        key = params.text(body, "idempotency_key", max_length=MAX_ID_LENGTH)
+        if key is None:
+            key = params.text({"Idempotency-Key": request.header("idempotency-key")}, "Idempotency-Key")
+        policy = body.get("session_policy")
+        if policy is not None:
+            policy = params.choice(body, "session_policy", SESSION_POLICIES, "allow")
+        on_disconnect = params.choice(body, "on_disconnect", ON_DISCONNECT, "continue")
+        assert agent is not None
+        run_id = uuid.uuid4().hex
+        options: dict[str, Any] = dict(
+            session_id=session_id,
+            metadata=metadata,
+            timeout=timeout,
+            owner=self._owner(request),
+            idempotency_key=key,
+            session_policy=policy,
+        )
+
+        if mode == "async":
+            state = await self.engine.execute(agent, run_input, mode="async", run_id=run_id, **options)
+            return json_response(run_to_json(state), status=202, headers=(("location", f"runs/{state.run_id}"),))
+
+        if mode == "stream":
+            await self.engine.execute(agent, run_input, mode="stream", run_id=run_id, **options)
+            if await self.engine.store.get_run(run_id) is None:
+                # The idempotency key named an earlier run: stream that one instead.
+                run_id = (await self.engine.execute(agent, run_input, mode="async", **options)).run_id
+            return self._sse(run_id, after_seq=0, on_disconnect=on_disconnect, extra=(("x-run-id", run_id),))
+
+        try:
+            state = await self.engine.execute(agent, run_input, mode="sync", run_id=run_id, **options)
+        except anyio.get_cancelled_exc_class():
+            # The client went away while waiting (the binding cancels the handler).
+            if on_disconnect == "cancel":
+                with anyio.CancelScope(shield=True):
+                    await self._cancel_quietly(run_id, "client disconnected")
+            raise
+        return json_response(run_to_json(state))
+
+    async def get_run(self, request: Request) -> Response:
+        run_id = request.params["run_id"]
+        state = await self.engine.status(run_id)
+        self._check_visible(request, run_id, state.owner)
+        return json_response(run_to_json(state))
+
+    async def list_runs(self, request: Request) -> Response:
+        query = request.query
+        session_id = params.query_text(query, "session_id", max_length=MAX_ID_LENGTH)
+        status = params.query_choice(query, "status", tuple(s.value for s in Status), None)
+        limit = params.query_int(query, "limit", default=DEFAULT_RUNS_LIMIT, minimum=1, maximum=MAX_RUNS_LIMIT)
+        before = params.query_text(query, "before", max_length=MAX_ID_LENGTH)
+        page = await self.engine.list_runs(
+            session_id=session_id, status=status, owner=self._owner(request), limit=limit, before=before
+        )
+        return json_response(
+            {"runs": [summary_to_json(s) for s in page.runs], "next_before": page.next_before}
+        )
+
+    async def cancel_run(self, request: Request) -> Response:
+        run_id = request.params["run_id"]
+        reason = None
+        if request.body.strip():
+            body = request.json_object()
+            params.reject_unknown(body, ("reason",))
+            reason = params.text(body, "reason", max_length=MAX_REASON_LENGTH)
+        await self._visible_summary(request, run_id)
+        state = await self.engine.cancel(run_id, reason=reason)
+        return json_response(run_to_json(state))
+
+    async def give_input(self, request: Request) -> Response:
+        run_id = request.params["run_id"]
+        body = request.json_object()
+        params.reject_unknown(body, ("content",))
+        if body.get("content") is None:
+            raise params.invalid("field 'content' is required (any JSON value but null)", field="content")
+        content = params.json_value(body, "content", max_bytes=MAX_CONTENT_BYTES)
+        await self._visible_summary(request, run_id)
+        state = await self.engine.resume(run_id, content)
+        return json_response(run_to_json(state))
+
+    # -- events -----------------------------------------------------------------------
+
+    async def run_events(self, request: Request) -> Response | StreamResponse:
+        run_id = request.params["run_id"]
+        query = request.query
+        after_seq = params.query_int(query, "after_seq", default=0, maximum=MAX_SEQ)
+        if wants_sse(request):
+            last_event_id = request.header("last-event-id")
+            if last_event_id is not None and last_event_id.strip():
+                # A reconnecting EventSource: resume after the last event it saw.
+                after_seq = max(after_seq, params.parse_int(last_event_id, "header 'Last-Event-ID'", maximum=MAX_SEQ))
+            on_disconnect = params.query_choice(query, "on_disconnect", ON_DISCONNECT, "continue")
+            summary = await self._visible_summary(request, run_id)
+            if summary.status.terminal and summary.last_seq <= after_seq:
+                # Nothing more will ever come: 204 tells an EventSource to stop reconnecting.
+                return Response(status=204, headers=(("cache-control", "no-cache"),))
+            return self._sse(run_id, after_seq=after_seq, on_disconnect=on_disconnect or "continue")
+        limit = params.query_int(query, "limit", default=DEFAULT_EVENTS_LIMIT, minimum=1, maximum=MAX_EVENTS_LIMIT)
+        summary = await self._visible_summary(request, run_id)
+        events = await self.engine.store.read(run_id, after_seq=after_seq, limit=limit)
+        next_after = events[-1].seq if events else after_seq
+        return json_response(
+            {
+                "run_id": run_id,
+                "events": [event_to_dict(e) for e in events],
+                "next_after_seq": next_after,
+                # True once the page reaches the run's end: nothing will come after next_after_seq.
+                "ended": bool(
+                    (events and events[-1].terminal)
+                    or (summary.status.terminal and summary.last_seq <= next_after)
+                ),
+            }
+        )
+
+    def _sse(
+        self, run_id: str, *, after_seq: int, on_disconnect: str, extra: tuple[tuple[str, str], ...] = ()
+    ) -> StreamResponse:
+        return StreamResponse(
+            status=200,
+            headers=SSE_HEADERS + extra,
+            body=self._sse_body(run_id, after_seq, on_disconnect),
+        )
+
+    async def _sse_body(self, run_id: str, after_seq: int, on_disconnect: str) -> AsyncIterator[bytes]:
+        self.open_streams += 1
+        gone = False
+        try:
+            yield f"retry: {RETRY_MS}\n\n".encode()
+            async for event in follow(self.engine.store, run_id, after_seq=after_seq, idle=self.keepalive):
+                if event is None:
+                    yield sse_comment()
+                else:
+                    yield sse_frame(event_to_json(event), event=event.type, id=event.seq)
+        except (GeneratorExit, anyio.get_cancelled_exc_class()):
+            gone = True  # the client disconnected (the binding closed or cancelled us)
+            raise
+        except Exception as exc:  # the headers are sent: report in-band, then end the stream
+            log.exception("event stream failed", run_id=run_id)
+            code = exc.code if isinstance(exc, RunEngineError) else "internal_error"
+            error = {"error": {"code": code, "message": "the event stream failed; reconnect to resume", "details": {}}}
+            yield sse_frame(dumps(error), event="stream.error")
+        finally:
+            self.open_streams -= 1
+            if gone and on_disconnect == "cancel":
+                with anyio.CancelScope(shield=True):
+                    await self._cancel_quietly(run_id, "client disconnected")
+
+    async def _cancel_quietly(self, run_id: str, reason: str) -> None:
+        try:
+            await self.engine.cancel(run_id, reason=reason)
+        except RunNotFound:
+            pass
+        except Exception:
+            log.exception("cancel after disconnect failed", run_id=run_id)
+
+    # -- sessions, agents, the document -------------------------------------------------
+
+    async def session_history(self, request: Request) -> Response:
+        session_id = request.params["session_id"]
+        if len(session_id) > MAX_ID_LENGTH:
+            raise SessionNotFound(session_id[:MAX_ID_LENGTH])
+        messages = await self.engine.session_history(session_id, owner=self._owner(request))
+        return json_response(
+            {"session_id": session_id, "messages": [history_message_to_json(m) for m in messages]}
+        )
+
+    async def list_agents(self, request: Request) -> Response:
+        return json_response(
+            {
+                "agents": [
+                    {"name": spec.name, "description": spec.description, "metadata": spec.metadata}
+                    for spec in self.engine.agents
+                ]
+            }
+        )
+
+    async def openapi(self, request: Request) -> Response:
+        return json_response(native_openapi(auth=self.auth is not None))
+
+
+__all__ = ["NativeAPI", "error_response", "HttpError"]

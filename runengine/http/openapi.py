@@ -1,0 +1,407 @@
+"""The OpenAPI 3.1 document of the native API (served at GET /openapi.json).
+
+Schemas are plain JSON Schema (2020-12), so tests validate real responses against
+them. Keep this in step with `native.py`: the tests check both ways.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..engine import MODES, SESSION_POLICIES
+from ..status import Status
+from .limits import (
+    DEFAULT_EVENTS_LIMIT,
+    DEFAULT_RUNS_LIMIT,
+    MAX_BODY_BYTES,
+    MAX_CONTENT_BYTES,
+    MAX_EVENTS_LIMIT,
+    MAX_ID_LENGTH,
+    MAX_INPUT_BYTES,
+    MAX_METADATA_BYTES,
+    MAX_REASON_LENGTH,
+    MAX_RUNS_LIMIT,
+    MAX_SEQ,
+    MAX_TIMEOUT,
+)
+
+STATUSES = [s.value for s in Status]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+TIME = _nullable({"type": "string", "format": "date-time"})
+ERROR_INFO = _nullable(
+    {
+        "type": "object",
+        "required": ["code", "message"],
+        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+    }
+)
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message", "details"],
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "details": {"type": "object"},
+                },
+            }
+        },
+    },
+    "CreateRun": {
+        "type": "object",
+        "required": ["agent"],
+        "additionalProperties": False,
+        "properties": {
+            "agent": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
+            "input": {"description": f"any JSON value, at most {MAX_INPUT_BYTES} bytes encoded"},
+            "session_id": _nullable({"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH}),
+            "mode": _nullable({"type": "string", "enum": list(MODES), "default": "sync"}),
+            "metadata": _nullable({"type": "object", "description": f"at most {MAX_METADATA_BYTES} bytes encoded"}),
+            "timeout": _nullable({"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT}),
+            "idempotency_key": _nullable({"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH}),
+            "session_policy": _nullable({"type": "string", "enum": list(SESSION_POLICIES)}),
+            "on_disconnect": _nullable({"type": "string", "enum": ["continue", "cancel"], "default": "continue"}),
+        },
+    },
+    "Input": {
+        "type": "object",
+        "required": ["content"],
+        "additionalProperties": False,
+        "properties": {
+            "content": {
+                "not": {"type": "null"},
+                "description": f"any JSON value but null, at most {MAX_CONTENT_BYTES} bytes encoded",
+            }
+        },
+    },
+    "Cancel": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"reason": _nullable({"type": "string", "minLength": 1, "maxLength": MAX_REASON_LENGTH})},
+    },
+    "Run": {
+        "type": "object",
+        "required": [
+            "run_id", "agent", "status", "session_id", "input", "metadata", "mode", "output", "error",
+            "await_request", "cancel_reason", "messages", "tool_calls", "usage", "attempt",
+            "created_at", "started_at", "finished_at", "updated_at", "last_seq",
+        ],
+        "properties": {
+            "run_id": {"type": "string"},
+            "agent": {"type": "string"},
+            "status": {"type": "string", "enum": STATUSES},
+            "session_id": _nullable({"type": "string"}),
+            "input": {},
+            "metadata": {"type": "object"},
+            "mode": {"type": "string"},
+            "output": {},
+            "error": ERROR_INFO,
+            "await_request": {},
+            "cancel_reason": _nullable({"type": "string"}),
+            "messages": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["message_id", "role", "content"],
+                    "properties": {
+                        "message_id": {"type": "string"},
+                        "role": {"type": "string"},
+                        "content": {"type": "string"},
+                    },
+                },
+            },
+            "tool_calls": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["call_id", "name", "arguments", "done", "output", "error"],
+                    "properties": {
+                        "call_id": {"type": "string"},
+                        "name": {"type": "string"},
+                        "arguments": {"type": "object"},
+                        "done": {"type": "boolean"},
+                        "output": {},
+                        "error": ERROR_INFO,
+                    },
+                },
+            },
+            "usage": {
+                "type": "object",
+                "required": ["input_tokens", "output_tokens", "cost"],
+                "properties": {
+                    "input_tokens": {"type": "integer"},
+                    "output_tokens": {"type": "integer"},
+                    "cost": {"type": "number"},
+                },
+            },
+            "attempt": {"type": "integer", "minimum": 0},
+            "created_at": TIME,
+            "started_at": TIME,
+            "finished_at": TIME,
+            "updated_at": TIME,
+            "last_seq": {"type": "integer", "minimum": 1},
+        },
+    },
+    "RunSummary": {
+        "type": "object",
+        "required": ["run_id", "agent", "status", "session_id", "created_at", "updated_at", "last_seq"],
+        "properties": {
+            "run_id": {"type": "string"},
+            "agent": {"type": "string"},
+            "status": {"type": "string", "enum": STATUSES},
+            "session_id": _nullable({"type": "string"}),
+            "created_at": TIME,
+            "updated_at": TIME,
+            "last_seq": {"type": "integer", "minimum": 0},
+        },
+    },
+    "RunList": {
+        "type": "object",
+        "required": ["runs", "next_before"],
+        "properties": {
+            "runs": {"type": "array", "items": _ref("RunSummary")},
+            "next_before": _nullable({"type": "string"}),
+        },
+    },
+    "Event": {
+        "type": "object",
+        "required": ["seq", "type", "run_id", "at", "data"],
+        "properties": {
+            "seq": {"type": "integer", "minimum": 1},
+            "type": {"type": "string"},
+            "run_id": {"type": "string"},
+            "at": {"type": "string", "format": "date-time"},
+            "data": {"type": "object"},
+        },
+    },
+    "EventPage": {
+        "type": "object",
+        "required": ["run_id", "events", "next_after_seq", "ended"],
+        "properties": {
+            "run_id": {"type": "string"},
+            "events": {"type": "array", "items": _ref("Event")},
+            "next_after_seq": {"type": "integer", "minimum": 0},
+            "ended": {"type": "boolean"},
+        },
+    },
+    "History": {
+        "type": "object",
+        "required": ["session_id", "messages"],
+        "properties": {
+            "session_id": {"type": "string"},
+            "messages": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["role", "content", "run_id", "agent", "at"],
+                    "properties": {
+                        "role": {"type": "string"},
+                        "content": {},
+                        "run_id": {"type": "string"},
+                        "agent": _nullable({"type": "string"}),
+                        "at": TIME,
+                    },
+                },
+            },
+        },
+    },
+    "AgentList": {
+        "type": "object",
+        "required": ["agents"],
+        "properties": {
+            "agents": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "description", "metadata"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "description": {"type": "string"},
+                        "metadata": {"type": "object"},
+                    },
+                },
+            }
+        },
+    },
+}
+
+SSE = {
+    "text/event-stream": {
+        "schema": {
+            "type": "string",
+            "description": "SSE frames `id: <seq>`, `event: <type>`, `data: <Event JSON>`; "
+            "`: keep-alive` comments every 15 s; ends after the terminal event.",
+        }
+    }
+}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    names = {
+        400: "invalid_request: malformed JSON, a wrong type, an unknown field or value, a size limit",
+        401: "authentication_error: the auth hook refused the request",
+        404: "not_found: no such run, session or agent (or not visible to this principal)",
+        409: "conflict: the run's state does not allow this",
+    }
+    return {str(s): _json(_ref("Error"), names[s]) for s in statuses}
+
+
+RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+
+
+def native_openapi(*, auth: bool = False) -> dict[str, Any]:
+    """The document; with `auth`, every API operation also documents 401 and bearer security."""
+    extra = (401,) if auth else ()
+
+    def errors(*statuses: int) -> dict[str, Any]:
+        return _errors(*sorted((*statuses, *extra)))
+
+    paths: dict[str, Any] = {
+        "/runs": {
+            "post": {
+                "operationId": "createRun",
+                "summary": "Start a run (mode sync, async or stream)",
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "description": f"at most {MAX_BODY_BYTES} bytes",
+                    "content": {"application/json": {"schema": _ref("CreateRun")}},
+                },
+                "responses": {
+                    "200": {
+                        "description": "sync: the run once it ended or waits for input; "
+                        "stream: its events from seq 1 as SSE",
+                        "content": {"application/json": {"schema": _ref("Run")}, **SSE},
+                    },
+                    "202": _json(_ref("Run"), "async: the run, pending"),
+                    **errors(400, 404, 409),
+                },
+            },
+            "get": {
+                "operationId": "listRuns",
+                "summary": "List runs, newest first",
+                "parameters": [
+                    {"name": "session_id", "in": "query", "schema": {"type": "string", "maxLength": MAX_ID_LENGTH}},
+                    {"name": "status", "in": "query", "schema": {"type": "string", "enum": STATUSES}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_RUNS_LIMIT, "default": DEFAULT_RUNS_LIMIT},
+                    },
+                    {"name": "before", "in": "query", "schema": {"type": "string", "maxLength": MAX_ID_LENGTH}},
+                ],
+                "responses": {"200": _json(_ref("RunList"), "a page of runs"), **errors(400)},
+            },
+        },
+        "/runs/{run_id}": {
+            "get": {
+                "operationId": "getRun",
+                "summary": "The run object",
+                "parameters": [RUN_ID],
+                "responses": {"200": _json(_ref("Run"), "the run"), **errors(404)},
+            }
+        },
+        "/runs/{run_id}/events": {
+            "get": {
+                "operationId": "getRunEvents",
+                "summary": "The run's events after a seq: a JSON page, or SSE live until the end",
+                "parameters": [
+                    RUN_ID,
+                    {"name": "after_seq", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_SEQ, "default": 0}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_EVENTS_LIMIT, "default": DEFAULT_EVENTS_LIMIT},
+                    },
+                    {"name": "on_disconnect", "in": "query", "schema": {"type": "string", "enum": ["continue", "cancel"]}},
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "JSON page, or with Accept: text/event-stream an SSE stream",
+                        "content": {"application/json": {"schema": _ref("EventPage")}, **SSE},
+                    },
+                    "204": {"description": "SSE only: the run has ended and nothing comes after the cursor"},
+                    **errors(400, 404),
+                },
+            }
+        },
+        "/runs/{run_id}/cancel": {
+            "post": {
+                "operationId": "cancelRun",
+                "summary": "Cancel the run (idempotent: an ended run is returned as it is)",
+                "parameters": [RUN_ID],
+                "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("Cancel")}}},
+                "responses": {"200": _json(_ref("Run"), "the run after the cancel"), **errors(400, 404)},
+            }
+        },
+        "/runs/{run_id}/input": {
+            "post": {
+                "operationId": "giveInput",
+                "summary": "Give input to a run waiting for it",
+                "parameters": [RUN_ID],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Input")}}},
+                "responses": {"200": _json(_ref("Run"), "the run with the input recorded"), **errors(400, 404, 409)},
+            }
+        },
+        "/sessions/{session_id}/history": {
+            "get": {
+                "operationId": "getSessionHistory",
+                "summary": "The messages of a session's runs, oldest first",
+                "parameters": [{"name": "session_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}],
+                "responses": {"200": _json(_ref("History"), "the history"), **errors(404)},
+            }
+        },
+        "/agents": {
+            "get": {
+                "operationId": "listAgents",
+                "summary": "The agents this engine runs",
+                "responses": {"200": _json(_ref("AgentList"), "the agents"), **errors()},
+            }
+        },
+    }
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "runengine native API",
+            "version": "1",
+            "description": "Runs of agents as gapless event logs. Errors: "
+            '{"error": {"code", "message", "details"}}. Reference: docs/http.md.',
+        },
+        "paths": paths,
+        "components": {"schemas": SCHEMAS},
+    }
+    if auth:
+        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        doc["security"] = [{"bearer": []}]
+    return doc

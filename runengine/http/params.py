@@ -1,0 +1,137 @@
+"""Checks of request fields and query parameters: each failure is a clear 400 in the common error format."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..wire import dumps
+from .core import HttpError
+
+
+def invalid(message: str, **details: Any) -> HttpError:
+    return HttpError(400, "invalid_request", message, details)
+
+
+def reject_unknown(body: Mapping[str, Any], allowed: Iterable[str]) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise invalid(f"unknown field(s): {', '.join(unknown)}", unknown=unknown, allowed=sorted(allowed))
+
+
+def type_name(value: Any) -> str:
+    """The JSON name of a value's type, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def text(body: Mapping[str, Any], name: str, *, required: bool = False, max_length: int = 200) -> str | None:
+    """A non-empty string field of at most `max_length` characters (None when absent or null)."""
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise invalid(f"field {name!r} is required", field=name)
+        return None
+    if not isinstance(value, str):
+        raise invalid(f"field {name!r} must be a string, not {type_name(value)}", field=name)
+    if not value or len(value) > max_length:
+        raise invalid(f"field {name!r} must be 1 to {max_length} characters long", field=name, max_length=max_length)
+    return value
+
+
+def choice(body: Mapping[str, Any], name: str, options: tuple[str, ...], default: str) -> str:
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, str) or value not in options:
+        raise invalid(
+            f"field {name!r} must be one of {', '.join(options)}; got {dumps(value)[:80]}",
+            field=name,
+            allowed=list(options),
+        )
+    return value
+
+
+def json_value(body: Mapping[str, Any], name: str, *, max_bytes: int) -> Any:
+    """Any JSON value, at most `max_bytes` once encoded as compact UTF-8 JSON."""
+    value = body.get(name)
+    try:
+        size = len(dumps(value).encode())
+    except RecursionError:
+        raise invalid(f"field {name!r} is nested too deeply", field=name) from None
+    if size > max_bytes:
+        raise invalid(
+            f"field {name!r} is {size} bytes of JSON; the limit is {max_bytes}",
+            field=name,
+            size_bytes=size,
+            limit_bytes=max_bytes,
+        )
+    return value
+
+
+def json_object(body: Mapping[str, Any], name: str, *, max_bytes: int) -> dict[str, Any] | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise invalid(f"field {name!r} must be an object, not {type_name(value)}", field=name)
+    json_value(body, name, max_bytes=max_bytes)
+    return value
+
+
+def seconds(body: Mapping[str, Any], name: str, *, maximum: float) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise invalid(f"field {name!r} must be a number of seconds, not {type_name(value)}", field=name)
+    if not math.isfinite(value) or value <= 0 or value > maximum:
+        raise invalid(f"field {name!r} must be > 0 and <= {maximum:g} seconds", field=name, maximum=maximum)
+    return float(value)
+
+
+def query_int(
+    query: Mapping[str, str], name: str, *, default: int, minimum: int = 0, maximum: int = 2**62
+) -> int:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    return parse_int(raw, f"query parameter {name!r}", minimum=minimum, maximum=maximum)
+
+
+def parse_int(raw: str, what: str, *, minimum: int = 0, maximum: int = 2**62) -> int:
+    stripped = raw.strip()
+    if not stripped.isascii() or not stripped.isdigit() or len(stripped) > 19:
+        raise invalid(f"{what} must be an integer from {minimum} to {maximum}; got {raw[:40]!r}")
+    value = int(stripped)
+    if not minimum <= value <= maximum:
+        raise invalid(f"{what} must be an integer from {minimum} to {maximum}; got {value}")
+    return value
+
+
+def query_text(query: Mapping[str, str], name: str, *, max_length: int = 200) -> str | None:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return None
+    if len(raw) > max_length:
+        raise invalid(f"query parameter {name!r} is longer than {max_length} characters")
+    return raw
+
+
+def query_choice(query: Mapping[str, str], name: str, options: tuple[str, ...], default: str | None) -> str | None:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw not in options:
+        raise invalid(f"query parameter {name!r} must be one of {', '.join(options)}", allowed=list(options))
+    return raw

@@ -1,0 +1,87 @@
+"""The JSON shapes of the native API: a run, a run listing row, a session's history.
+
+`run_to_json` is the one RunState -> JSON mapping; other API profiles reuse it
+(or pick fields from it) instead of writing their own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..engine import HistoryMessage
+from ..events import ErrorInfo
+from ..ports import RunSummary
+from ..state import RunState
+from ..wire import format_time
+
+
+def _time(value: Any) -> str | None:
+    return format_time(value) if value is not None else None
+
+
+def error_to_json(error: ErrorInfo | None) -> dict[str, str] | None:
+    return None if error is None else {"code": error.code, "message": error.message}
+
+
+def run_to_json(state: RunState) -> dict[str, Any]:
+    """The run object: what a client needs to know about a run, folded from its log."""
+    return {
+        "run_id": state.run_id,
+        "agent": state.agent,
+        "status": state.status.value,
+        "session_id": state.session_id,
+        "input": state.input,
+        "metadata": state.metadata,
+        "mode": state.mode,
+        "output": state.output,
+        "error": error_to_json(state.error),
+        "await_request": state.await_request,
+        "cancel_reason": state.cancel_reason,
+        "messages": [
+            {"message_id": m.message_id, "role": m.role, "content": m.content} for m in state.messages
+        ],
+        "tool_calls": [
+            {
+                "call_id": c.call_id,
+                "name": c.name,
+                "arguments": c.arguments,
+                "done": c.done,
+                "output": c.output,
+                "error": error_to_json(c.error),
+            }
+            for c in state.tool_calls
+        ],
+        "usage": {
+            "input_tokens": state.usage.input_tokens,
+            "output_tokens": state.usage.output_tokens,
+            "cost": state.usage.cost,
+        },
+        "attempt": state.attempt,
+        "created_at": _time(state.created_at),
+        "started_at": _time(state.started_at),
+        "finished_at": _time(state.finished_at),
+        "updated_at": _time(state.updated_at),
+        "last_seq": state.last_seq,
+    }
+
+
+def summary_to_json(summary: RunSummary) -> dict[str, Any]:
+    return {
+        "run_id": summary.run_id,
+        "agent": summary.agent,
+        "status": summary.status.value,
+        "session_id": summary.session_id,
+        "created_at": _time(summary.created_at),
+        "updated_at": _time(summary.updated_at),
+        "last_seq": summary.last_seq,
+    }
+
+
+def history_message_to_json(message: HistoryMessage) -> dict[str, Any]:
+    return {
+        "role": message.role,
+        "content": message.content,
+        "run_id": message.run_id,
+        "agent": message.agent,
+        "at": _time(message.at),
+    }

@@ -1,0 +1,34 @@
+"""Following a run's log for a stream: replay after a cursor, then live, with idle ticks for keep-alives."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from ..events import Event
+from ..ports import DEFAULT_PAGE, EventStore
+
+
+async def follow(
+    store: EventStore, run_id: str, *, after_seq: int, idle: float, page_size: int = DEFAULT_PAGE
+) -> AsyncIterator[Event | None]:
+    """Yield the run's committed events after `after_seq` until its terminal event.
+
+    Yields None whenever `idle` seconds pass without news (the caller sends a
+    keep-alive then). Each read starts after the last seq yielded, so the output
+    has no gap and no duplicate whatever the timing. Ends at once for an unknown run.
+    """
+    cursor = after_seq
+    while True:
+        batch = await store.read(run_id, after_seq=cursor, limit=page_size)
+        for event in batch:
+            yield event
+            cursor = event.seq
+            if event.terminal:
+                return
+        if len(batch) == page_size:
+            continue
+        summary = await store.get_run(run_id)
+        if summary is None or (summary.status.terminal and summary.last_seq <= cursor):
+            return
+        if not await store.wait(run_id, after_seq=cursor, timeout=idle):
+            yield None

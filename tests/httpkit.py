@@ -1,0 +1,174 @@
+"""Helpers for the HTTP tests: a real uvicorn server on 127.0.0.1, a TCP proxy that can drop
+connections, and reading SSE with httpx-sse."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx
+import uvicorn
+from httpx_sse import aconnect_sse
+
+from runengine import RunEngine
+from runengine.demo import register_demo_agents
+
+
+def free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def serve(asgi_app: Any, *, started_timeout: float = 20.0) -> AsyncIterator[str]:
+    """Run uvicorn in this event loop on a free 127.0.0.1 port; yield its base URL; stop it."""
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(asgi_app, lifespan="on", log_level="warning", timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve, [sock])
+        with anyio.fail_after(started_timeout):
+            while not server.started:
+                await anyio.sleep(0.01)
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.should_exit = True
+    sock.close()
+
+
+def add_test_agents(engine: RunEngine) -> None:
+    """Agents the HTTP tests need beside the demo ones."""
+
+    @engine.agent("ticker", description="streams input.n tokens, pausing input.every seconds")
+    async def ticker(ctx: Any) -> None:
+        n = int(ctx.input.get("n", 50))
+        every = float(ctx.input.get("every", 0.0))
+        async with ctx.message() as message:
+            for i in range(n):
+                await message.delta(f"t{i} ")
+                if every:
+                    await anyio.sleep(every)
+
+    @engine.agent("sleeper", description="sleeps for input seconds")
+    async def sleeper(ctx: Any) -> None:
+        await anyio.sleep(float(ctx.input))
+
+
+def demo_engine(store: str = "memory://") -> RunEngine:
+    engine = register_demo_agents(RunEngine(store), delay=0.0)
+    add_test_agents(engine)
+    return engine
+
+
+async def sse_events(
+    client: httpx.AsyncClient, url: str, *, headers: dict[str, str] | None = None, method: str = "GET", **kwargs: Any
+) -> list[dict[str, Any]]:
+    """Every event of an SSE response (keep-alives and the retry hint skipped), as wire dicts."""
+    out: list[dict[str, Any]] = []
+    async with aconnect_sse(client, method, url, headers=dict(headers or {}), **kwargs) as source:
+        source.response.raise_for_status()
+        async for sse in source.aiter_sse():
+            if not sse.data:
+                continue
+            event = json.loads(sse.data)
+            assert sse.id == str(event["seq"]) and sse.event == event["type"]
+            out.append(event)
+    return out
+
+
+async def full_log(client: httpx.AsyncClient, run_id: str) -> list[dict[str, Any]]:
+    """The run's whole log through the JSON pages."""
+    events: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        page = (await client.get(f"/runs/{run_id}/events", params={"after_seq": after, "limit": 1000})).json()
+        events.extend(page["events"])
+        after = page["next_after_seq"]
+        if page["ended"]:
+            return events
+
+
+async def wait_status(client: httpx.AsyncClient, run_id: str, *statuses: str, timeout: float = 20.0) -> dict[str, Any]:
+    with anyio.fail_after(timeout):
+        while True:
+            run = (await client.get(f"/runs/{run_id}")).json()
+            if run["status"] in statuses:
+                return run
+            await anyio.sleep(0.02)
+
+
+async def until(predicate: Any, timeout: float = 20.0, every: float = 0.02) -> None:
+    """Wait for a condition (with a timeout), never for a fixed time."""
+    with anyio.fail_after(timeout):
+        while not predicate():
+            await anyio.sleep(every)
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:port to a target port; `drop()` cuts every connection open now."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.connections = 0
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.base_events.Server | None = None
+
+    async def __aenter__(self) -> TcpProxy:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        self.drop()
+        await self._server.wait_closed()
+
+    def drop(self) -> int:
+        dropped = 0
+        for writer in list(self._writers):
+            writer.transport.abort()
+            dropped += 1
+        self._writers.clear()
+        return dropped
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.update((writer, up_writer))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while chunk := await src.read(65536):
+                    dst.write(chunk)
+                    await dst.drain()
+            except (OSError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers.discard(writer)
+        self._writers.discard(up_writer)
