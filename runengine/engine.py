@@ -38,12 +38,24 @@ from .errors import (
     RunNotFound,
     SessionNotFound,
 )
-from .events import ErrorInfo, Event, MessageCompleted, RunCancelled, RunCompleted, RunCreated, RunFailed, RunInput, RunStarted
-from .ports import MAX_PAGE, EventStore, RunPage, RunSummary, SessionRecord
+from .events import (
+    ErrorInfo,
+    Event,
+    MessageCompleted,
+    RunCancelled,
+    RunCompleted,
+    RunCreated,
+    RunFailed,
+    RunInput,
+    RunRequeued,
+    RunStarted,
+)
+from .ports import MAX_PAGE, EventStore, LeaseLost, RunPage, RunSummary, SessionRecord, WorkQueue
 from .reducer import Fold
 from .state import RunState
 from .status import Status
 from .stores import open_store
+from .worker import Worker, WorkerOptions, worker_options
 from .writer import RunEndedElsewhere, RunWriter
 
 log = structlog.get_logger("runengine")
@@ -93,6 +105,9 @@ class _ActiveRun:
     done: anyio.Event = attrs.field(factory=anyio.Event)
     cancel_reason: str | None = None
     after: tuple[str, ...] = ()  # runs of the same session to wait for (policy "enqueue")
+    # Set by a queue worker: stop without writing (the lease is gone), or hand the run back.
+    abandoned: bool = False
+    hand_back: bool = False
 
     def cancel(self, reason: str | None) -> None:
         if self.cancel_reason is None:
@@ -115,6 +130,7 @@ class RunEngine:
         recover_on_start: bool | None = None,
         clock: Callable[[], datetime] = utc_now,
         worker_id: str | None = None,
+        worker: WorkerOptions | bool | None = None,
     ) -> None:
         if session_policy not in SESSION_POLICIES:
             raise InvalidRequest(f"session_policy must be one of {SESSION_POLICIES}")
@@ -134,6 +150,12 @@ class RunEngine:
         self._session_locks: dict[str, anyio.Lock] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._exit_stack: contextlib.AsyncExitStack | None = None
+        #: The store's work queue, if it has one: execute then enqueues, workers execute.
+        self.queue: WorkQueue | None = getattr(self.store, "work_queue", None)
+        self.worker_options = worker_options(worker)
+        if self.worker_options is not None and self.queue is None:
+            raise InvalidRequest("worker mode needs a store with a work queue (e.g. postgresql://)")
+        self._worker: Worker | None = None
 
     # -- agents ---------------------------------------------------------------
 
@@ -165,6 +187,9 @@ class RunEngine:
         recover = self.recover_on_start if self.recover_on_start is not None else not self.store.shared
         if recover:
             await self.recover()
+        if self.queue is not None and self.worker_options is not None:
+            self._worker = Worker(self, self.queue, self.worker_options)
+            await self._tg.start(self._worker.run)
         return self
 
     async def __aexit__(
@@ -184,6 +209,9 @@ class RunEngine:
     async def _shutdown(self) -> None:
         """Cancel the runs still in flight (each records run.cancelled), then stop."""
         with anyio.CancelScope(shield=True):
+            if self._worker is not None:  # queued runs are finished or handed back, not cancelled
+                await self._worker.stop()
+                self._worker = None
             for active in list(self._active.values()):
                 active.cancel("engine shutdown")
             for active in list(self._active.values()):
@@ -316,10 +344,13 @@ class RunEngine:
             )
             fold = Fold()
             fold.apply(created)
-            await self.store.append(new_run_id, [created], expected_seq=0)
             state = fold.state
             assert state is not None
-            self._launch(state, after=after, fold=fold)
+            if self.queue is not None:  # a worker (in any process) claims and executes it
+                await self.queue.enqueue(new_run_id, [created])
+            else:
+                await self.store.append(new_run_id, [created], expected_seq=0)
+                self._launch(state, after=after, fold=fold)
         log.debug("run created", run_id=new_run_id, agent=spec.name, mode=mode, session_id=session_id)
         return await self._respond(new_run_id, mode, after_seq=0, created=state)
 
@@ -357,10 +388,17 @@ class RunEngine:
             return ()
         return tuple(active)  # enqueue: the new run starts after these end
 
-    def _launch(self, state: RunState, *, after: tuple[str, ...] = (), fold: Fold | None = None) -> None:
-        """Start executing a pending run in this engine's task group."""
+    def _launch(
+        self,
+        state: RunState,
+        *,
+        after: tuple[str, ...] = (),
+        fold: Fold | None = None,
+        store: EventStore | None = None,
+    ) -> _ActiveRun:
+        """Start executing a pending run in this engine's task group (`store`: a worker's leased view)."""
         writer = RunWriter(
-            self.store,
+            store or self.store,
             fold or Fold(state),
             flush_window=self.flush_window,
             flush_max=self.flush_max,
@@ -369,6 +407,7 @@ class RunEngine:
         active = _ActiveRun(run_id=state.run_id, writer=writer, after=after)
         self._active[state.run_id] = active
         self._task_group().start_soon(self._drive, active, name=f"run {state.run_id}")
+        return active
 
     # -- the driver: one task per executing run --------------------------------
 
@@ -382,7 +421,7 @@ class RunEngine:
                 with anyio.CancelScope(shield=True):
                     try:
                         await writer.add(terminal, durable=True)
-                    except RunEndedElsewhere:
+                    except (RunEndedElsewhere, LeaseLost):
                         pass
                     run_log.debug("run ended", status=writer.state.status.value, last_seq=writer.state.last_seq)
         except Exception:  # a store failure: the run stays unfinished and is recovered later
@@ -435,19 +474,25 @@ class RunEngine:
                     return None
                 output = result if result is not None else _last_message(writer.state)
                 return lambda seq: RunCompleted(run_id=run_id, seq=seq, at=self.clock(), output=output)
-        except RunEndedElsewhere:
+        except (RunEndedElsewhere, LeaseLost):
             return None
         except TimeoutError:
             run_log.info("run timed out", timeout=state.timeout)
             return failed("timeout", f"the run took longer than its timeout of {state.timeout} s")
         except Exception as exc:  # the agent's own failure ends the run, with what it said
-            if writer.ended_elsewhere is not None:
+            if writer.ended_elsewhere is not None or active.abandoned or isinstance(writer.failure, LeaseLost):
                 return None
             run_log.debug("agent raised", error=repr(exc))
             if isinstance(exc, AgentFailed):
                 return failed(exc.code, exc.message)
             return failed("agent_error", f"{type(exc).__name__}: {exc}")
         finally:
+            if active.scope.cancelled_caught and writer.ended_elsewhere is None and active.abandoned:
+                return None  # noqa: B012 - the lease is gone: someone else owns the run now
+            if active.scope.cancelled_caught and writer.ended_elsewhere is None and active.hand_back:
+                if writer.state.status is Status.PENDING:
+                    return None  # noqa: B012 - never started: back on the queue as it is
+                return lambda seq: RunRequeued(run_id=run_id, seq=seq, at=self.clock(), reason="worker shutdown")  # noqa: B012
             if active.scope.cancelled_caught and writer.ended_elsewhere is None:
                 reason = active.cancel_reason
                 # `return` from finally is deliberate: a cancel wins over whatever was under way.

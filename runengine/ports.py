@@ -13,6 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
+from .errors import RunEngineError
 from .events import Event
 from .state import RunState
 from .status import Status
@@ -121,3 +122,64 @@ class EventStore(Protocol):
         """Create or replace a session record."""
 
     async def get_session(self, session_id: str) -> SessionRecord | None: ...
+
+
+# -- the work queue: background runs executed by workers, possibly in other processes ----------
+
+
+class LeaseLost(RunEngineError):
+    """An append under a lease that is no longer held (it expired, or another worker took the
+    run over, or the run ended). Nothing was written: the worker must stop the run."""
+
+    code = "conflict"
+
+    def __init__(self, run_id: str, worker: str) -> None:
+        super().__init__(f"run {run_id!r}: worker {worker!r} no longer holds its lease", run_id=run_id, worker=worker)
+        self.run_id = run_id
+
+
+@attrs.frozen(kw_only=True)
+class Lease:
+    """A worker's claim on one run: valid while the queue holds this token and it has not expired."""
+
+    run_id: str
+    token: str
+    worker: str
+    agent: str
+    #: How many times the run has been claimed, this claim included.
+    claims: int = 1
+
+
+@runtime_checkable
+class WorkQueue(Protocol):
+    """A durable queue of pending runs, shared by every engine process of one store.
+
+    A store that has one exposes it as `store.work_queue`; the engine then enqueues
+    runs instead of executing them itself, and workers claim them. Any append whose
+    batch ends a run (a terminal event, by anyone) removes the run from the queue.
+    """
+
+    async def enqueue(self, run_id: str, events: Sequence[Event]) -> None:
+        """Append a new run's first events (expected_seq 0) and queue it, atomically."""
+
+    async def claim(self, worker: str, *, agents: Sequence[str], limit: int, lease: float) -> list[Lease]:
+        """Claim up to `limit` runs, oldest first: queued ones whose agent is in `agents`, and
+        any run whose lease has expired (its worker is presumed lost). Never blocks on runs
+        other workers are claiming."""
+
+    async def renew(self, leases: Sequence[Lease], *, lease: float) -> set[str]:
+        """Heartbeat: extend the leases still held by `lease` seconds; return their run ids."""
+
+    async def append_leased(self, lease: Lease, events: Sequence[Event], *, expected_seq: int) -> None:
+        """`EventStore.append`, only while `lease` holds, checked in the same transaction.
+        Raises LeaseLost (writing nothing) when it does not."""
+
+    async def release(self, lease: Lease) -> None:
+        """Put a claimed run back on the queue for any worker (hand-back, requeue)."""
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return when runs may have been queued (a wake-up from any process), or after `timeout`."""
+
+    async def wait_lost(self, lease: Lease, timeout: float) -> bool:
+        """Return True as soon as `lease` is no longer held (the run ended elsewhere, or was
+        taken over), False if it still is after `timeout` seconds."""

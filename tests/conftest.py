@@ -8,3 +8,6 @@ import pytest
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+# The PostgreSQL server fixtures (tests/pg.py): a real server for the session.
+pytest_plugins = ["pg"]

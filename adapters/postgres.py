@@ -1,0 +1,917 @@
+"""PostgresStore: the event store and work queue for many engine processes on many machines.
+
+    store = PostgresStore("postgresql://user:pass@db/runs")          # or open_store(url)
+    engine = RunEngine(store, worker=True)
+
+- Events live in one table with primary key (run_id, seq): two writers can never both
+  write seq N. A run row per run carries its listing fields and last seq; every append
+  locks it, so appends to one run are serialised across processes.
+- Group commit: appends from every run of this process go to one writer task, which
+  commits whatever has queued up in one transaction (a few statements over arrays, never
+  one round trip per event). A batch whose expected seq is stale fails alone.
+- Live tails: each append NOTIFYs `run_id seq` in its transaction (delivered on commit).
+  One listening connection per store fans the wake-ups out to in-process waiters, which
+  then read `seq > last`. Waits re-check the database every `recheck` seconds, so a lost
+  NOTIFY or a dropped listener (it reconnects) delays a tail, never hangs it.
+- The work queue (`store.work_queue`): claims with FOR UPDATE SKIP LOCKED, leases as
+  database-clock deadlines renewed by heartbeats, fencing checked in the append's own
+  transaction (see runengine.worker for the policy around it).
+- Lost connections (a server restart) are retried for up to `reconnect_timeout` seconds.
+
+Needs asyncpg: `pip install runengine[postgres]`. asyncio only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+import attrs
+import structlog
+
+from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError, StoreError
+from runengine.events import Event, RunCreated
+from runengine.ports import DEFAULT_PAGE, MAX_PAGE, Lease, LeaseLost, RunPage, RunSummary, SessionRecord
+from runengine.state import RunState
+from runengine.status import Status
+from runengine.transitions import status_after
+from runengine.validation import check_append, check_page, decode_cursor, encode_cursor
+from runengine.wire import data_to_json, event_from_parts, state_from_json, state_to_json
+
+log = structlog.get_logger("runengine.postgres")
+
+#: The schema this version writes. A database at a higher version is refused.
+SCHEMA_VERSION = 1
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+
+_DDL = """
+CREATE TABLE runengine_runs (
+    position bigserial UNIQUE,
+    run_id text PRIMARY KEY,
+    agent text NOT NULL,
+    status text NOT NULL,
+    session_id text,
+    owner text,
+    created_at timestamptz,
+    updated_at timestamptz,
+    last_seq integer NOT NULL
+);
+CREATE INDEX runengine_runs_session ON runengine_runs (session_id, position);
+CREATE INDEX runengine_runs_status ON runengine_runs (status, position);
+CREATE INDEX runengine_runs_owner ON runengine_runs (owner, position);
+CREATE TABLE runengine_events (
+    run_id text NOT NULL,
+    seq integer NOT NULL,
+    type text NOT NULL,
+    at timestamptz NOT NULL,
+    data text NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE TABLE runengine_snapshots (
+    run_id text PRIMARY KEY,
+    last_seq integer NOT NULL,
+    state text NOT NULL
+);
+CREATE TABLE runengine_idempotency (
+    key text PRIMARY KEY,
+    run_id text NOT NULL,
+    bound_at timestamptz NOT NULL
+);
+CREATE TABLE runengine_sessions (
+    session_id text PRIMARY KEY,
+    owner text,
+    created_at timestamptz,
+    expires_at timestamptz,
+    ended_at timestamptz,
+    metadata text NOT NULL,
+    data text NOT NULL
+);
+CREATE TABLE runengine_queue (
+    run_id text PRIMARY KEY,
+    agent text NOT NULL,
+    position bigserial,
+    claimed boolean NOT NULL DEFAULT false,
+    token uuid,
+    worker text,
+    lease_until timestamptz,
+    claims integer NOT NULL DEFAULT 0
+);
+CREATE INDEX runengine_queue_waiting ON runengine_queue (position) WHERE NOT claimed;
+CREATE INDEX runengine_queue_leases ON runengine_queue (lease_until) WHERE claimed;
+"""
+
+#: Errors after which the operation is retried on a fresh connection (server restart, network).
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialisation failure
+    asyncpg.InterfaceError,
+)
+
+T = TypeVar("T")
+
+
+@attrs.define(eq=False)
+class _Append:
+    """One append waiting for the writer task."""
+
+    run_id: str
+    events: Sequence[Event]
+    expected_seq: int
+    future: asyncio.Future[None]
+    lease: Lease | None = None
+    enqueue: bool = False
+    error: BaseException | None = None
+
+
+@attrs.define(eq=False)
+class _RunRow:
+    last_seq: int
+    status: Status | None
+    created: bool = False  # inserted by this batch
+
+
+class _Signal:
+    """In-process wake-up for one run: the highest seq notified, and an event set on news."""
+
+    __slots__ = ("event", "seq", "waiters")
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.seq = 0
+        self.waiters = 0
+
+    def fire(self, seq: int) -> None:
+        if seq > self.seq:
+            self.seq = seq
+        self.event.set()
+        self.event = asyncio.Event()
+
+
+class PostgresStore:
+    """An EventStore (and WorkQueue, as `.work_queue`) on PostgreSQL through an asyncpg pool."""
+
+    shared = True
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "public",
+        pool_min: int = 1,
+        pool_max: int = 10,
+        recheck: float = 1.0,
+        reconnect_timeout: float = 30.0,
+        max_batch: int = 256,
+    ) -> None:
+        if not _SCHEMA_NAME.match(schema):
+            raise InvalidRequest(f"invalid schema name {schema!r} (lower-case letters, digits, _)")
+        if pool_min < 0 or pool_max < 1 or pool_min > pool_max:
+            raise InvalidRequest("need 0 <= pool_min <= pool_max and pool_max >= 1")
+        if recheck <= 0 or reconnect_timeout < 0 or max_batch < 1:
+            raise InvalidRequest("recheck and max_batch must be positive, reconnect_timeout >= 0")
+        self.dsn = dsn
+        self.schema = schema
+        self.pool_min, self.pool_max = pool_min, pool_max
+        self.recheck = recheck
+        self.reconnect_timeout = reconnect_timeout
+        self.max_batch = max_batch
+        prefix = "runengine" if schema == "public" else f"runengine_{schema}"
+        self.events_channel = f"{prefix}_events"
+        self.queue_channel = f"{prefix}_queue"
+        self._pool: asyncpg.Pool | None = None
+        self._requests: asyncio.Queue[_Append] | None = None
+        self._writer_task: asyncio.Task[None] | None = None
+        self._listener_task: asyncio.Task[None] | None = None
+        self._signals: dict[str, _Signal] = {}
+        self._lost: dict[str, asyncio.Event] = {}
+        self._work = asyncio.Event()
+        self._listening = False
+        self._closing = False
+        self.work_queue = PostgresWorkQueue(self)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> PostgresStore:
+        """`postgresql://user:password@host:port/database?schema=name&pool_max=10` (also
+        `postgres://`). `schema`, `pool_min`, `pool_max`, `recheck` and `reconnect_timeout`
+        are this store's; other query parameters go to asyncpg."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise InvalidRequest(f"not a PostgreSQL URL: {url!r}")
+        ours: dict[str, Any] = {}
+        rest: list[tuple[str, str]] = []
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key == "schema":
+                ours[key] = value
+            elif key in ("pool_min", "pool_max"):
+                ours[key] = _parse(key, value, int)
+            elif key in ("recheck", "reconnect_timeout"):
+                ours[key] = _parse(key, value, float)
+            else:
+                rest.append((key, value))
+        ours.update(options)
+        dsn = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), parts.fragment))
+        return cls(dsn, **ours)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        self._closing = False
+        settings = {"search_path": self.schema, "application_name": "runengine"}
+        conn = await self._connect()
+        try:
+            await self._create_schema(conn)
+        finally:
+            await conn.close()
+        self._pool = await asyncpg.create_pool(
+            self.dsn, min_size=self.pool_min, max_size=self.pool_max, server_settings=settings
+        )
+        self._requests = asyncio.Queue()
+        self._writer_task = asyncio.create_task(self._write_loop(), name="runengine postgres writer")
+        self._listener_task = asyncio.create_task(self._listen_loop(), name="runengine postgres listener")
+
+    async def close(self) -> None:
+        if self._pool is None:
+            return
+        self._closing = True
+        requests, writer = self._requests, self._writer_task
+        if requests is not None and writer is not None:
+            await requests.join()  # what was handed to the writer gets committed (or its error)
+            writer.cancel()
+        for task in (writer, self._listener_task):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):
+                    pass
+        pool, self._pool = self._pool, None
+        self._writer_task = self._listener_task = None
+        self._requests = None
+        await pool.close()
+        for signal in self._signals.values():
+            signal.event.set()
+
+    async def __aenter__(self) -> PostgresStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _connect(self) -> asyncpg.Connection:
+        settings = {"search_path": self.schema, "application_name": "runengine"}
+        return await self._retry(lambda: asyncpg.connect(self.dsn, server_settings=settings, timeout=10))
+
+    async def _create_schema(self, conn: asyncpg.Connection) -> None:
+        async with conn.transaction():
+            # Several processes may open a new database at once: one creates, the others wait.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"runengine schema {self.schema}")
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            await conn.execute("CREATE TABLE IF NOT EXISTS runengine_schema (version integer NOT NULL)")
+            version = await conn.fetchval("SELECT max(version) FROM runengine_schema")
+            if version is None:
+                await conn.execute(_DDL)
+                await conn.execute("INSERT INTO runengine_schema (version) VALUES ($1)", SCHEMA_VERSION)
+            elif version > SCHEMA_VERSION:
+                raise SchemaVersionError(
+                    f"the database schema is version {version}; this runengine knows up to {SCHEMA_VERSION}",
+                    found=version,
+                    known=SCHEMA_VERSION,
+                )
+
+    def _require_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreError("the PostgreSQL store is not open: `await store.open()` first")
+        return self._pool
+
+    async def _retry(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run `operation`, retrying on a lost connection until `reconnect_timeout` has passed."""
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        delay = 0.05
+        while True:
+            try:
+                return await operation()
+            except _TRANSIENT as exc:
+                if isinstance(exc, asyncpg.InterfaceError) and self._closing:
+                    raise StoreError("the PostgreSQL store is closed") from exc
+                now = loop.time()
+                deadline = deadline if deadline is not None else now + self.reconnect_timeout
+                if now >= deadline:
+                    raise StoreError(f"PostgreSQL unreachable: {type(exc).__name__}: {exc}") from exc
+                log.debug("retrying after a lost connection", error=repr(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        async def run() -> list[asyncpg.Record]:
+            async with self._require_pool().acquire() as conn:
+                return list(await conn.fetch(sql, *args))
+
+        return await self._retry(run)
+
+    async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        async def run() -> asyncpg.Record | None:
+            async with self._require_pool().acquire() as conn:
+                return await conn.fetchrow(sql, *args)
+
+        return await self._retry(run)
+
+    async def _execute(self, sql: str, *args: Any) -> None:
+        async def run() -> None:
+            async with self._require_pool().acquire() as conn:
+                await conn.execute(sql, *args)
+
+        await self._retry(run)
+
+    # -- events: appends go through the writer task ---------------------------------
+
+    async def append(self, run_id: str, events: Sequence[Event], *, expected_seq: int) -> None:
+        check_append(run_id, events, expected_seq)
+        await self._submit(_Append(run_id, list(events), expected_seq, self._new_future()))
+
+    def _new_future(self) -> asyncio.Future[None]:
+        return asyncio.get_running_loop().create_future()
+
+    async def _submit(self, request: _Append) -> None:
+        requests = self._requests
+        if requests is None or self._closing:
+            raise StoreError("the PostgreSQL store is not open: `await store.open()` first")
+        requests.put_nowait(request)
+        await request.future
+
+    async def _write_loop(self) -> None:
+        requests = self._requests
+        assert requests is not None
+        while True:
+            batch = [await requests.get()]
+            while len(batch) < self.max_batch and not requests.empty():
+                batch.append(requests.get_nowait())
+            try:
+                await self._commit(batch)
+            except BaseException as exc:  # the whole batch failed: each caller gets the error
+                for request in batch:
+                    if request.error is None:
+                        request.error = exc if isinstance(exc, Exception) else StoreError("store closed")
+            finally:
+                for request in batch:
+                    if not request.future.done():
+                        if request.error is not None:
+                            request.future.set_exception(request.error)
+                        else:
+                            request.future.set_result(None)
+                    requests.task_done()
+                for request in batch:
+                    if request.error is None:
+                        self._fire(request.run_id, request.events[-1].seq)
+                if any(r.enqueue and r.error is None for r in batch):
+                    self._work.set()
+
+    async def _commit(self, batch: list[_Append]) -> None:
+        attempt = 0
+
+        async def once() -> None:
+            nonlocal attempt
+            attempt += 1
+            for request in batch:
+                request.error = None
+            async with self._require_pool().acquire() as conn:
+                async with conn.transaction():
+                    await self._commit_in(conn, batch, retried=attempt > 1)
+
+        await self._retry(once)
+
+    async def _commit_in(self, conn: asyncpg.Connection, batch: list[_Append], *, retried: bool) -> None:
+        run_ids = sorted({r.run_id for r in batch})
+        runs: dict[str, _RunRow] = {
+            row[0]: _RunRow(row[1], Status(row[2]))
+            for row in await conn.fetch(
+                "SELECT run_id, last_seq, status FROM runengine_runs WHERE run_id = ANY($1::text[])"
+                " ORDER BY run_id FOR UPDATE",
+                run_ids,
+            )
+        }
+        # New runs: insert their rows now (a concurrent creator elsewhere makes ours conflict).
+        firsts: dict[str, _Append] = {}
+        for request in batch:
+            firsts.setdefault(request.run_id, request)
+        new = [r for rid, r in firsts.items() if rid not in runs and r.expected_seq == 0]
+        if new:
+            created = [r.events[0] for r in new]
+            inserted = {
+                row[0]
+                for row in await conn.fetch(
+                    "INSERT INTO runengine_runs (run_id, agent, status, session_id, owner, created_at, updated_at, last_seq)"
+                    " SELECT u.run_id, u.agent, 'pending', u.session_id, u.owner, u.at, u.at, 0"
+                    " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])"
+                    " AS u(run_id, agent, session_id, owner, at)"
+                    " ON CONFLICT (run_id) DO NOTHING RETURNING run_id",
+                    [e.run_id for e in created],
+                    [getattr(e, "agent", "") for e in created],
+                    [getattr(e, "session_id", None) for e in created],
+                    [getattr(e, "owner", None) for e in created],
+                    [e.at for e in created],
+                )
+            }
+            for rid in inserted:
+                runs[rid] = _RunRow(0, None, created=True)
+            lost = [r.run_id for r in new if r.run_id not in inserted]
+            if lost:
+                for row in await conn.fetch(
+                    "SELECT run_id, last_seq, status FROM runengine_runs WHERE run_id = ANY($1::text[])"
+                    " ORDER BY run_id FOR UPDATE",
+                    lost,
+                ):
+                    runs[row[0]] = _RunRow(row[1], Status(row[2]))
+        leased = [r.run_id for r in batch if r.lease is not None]
+        holders: dict[str, str] = {}
+        if leased:
+            holders = {
+                row[0]: row[1]
+                for row in await conn.fetch(
+                    "SELECT run_id, token::text FROM runengine_queue WHERE run_id = ANY($1::text[])"
+                    " AND claimed AND lease_until > clock_timestamp()",
+                    leased,
+                )
+            }
+        # Decide each request in order, against the log as the earlier ones leave it.
+        accepted: list[_Append] = []
+        for request in batch:
+            row = runs.get(request.run_id)
+            actual = row.last_seq if row is not None else 0
+            if request.lease is not None and holders.get(request.run_id) != request.lease.token:
+                request.error = LeaseLost(request.run_id, request.lease.worker)
+                continue
+            if actual != request.expected_seq:
+                if retried and await self._already_written(conn, request):
+                    continue  # our earlier attempt committed before the connection dropped
+                request.error = ConcurrencyConflict(request.run_id, request.expected_seq, actual)
+                continue
+            if row is None:  # cannot happen for a well-formed batch: first appends create their row
+                request.error = ConcurrencyConflict(request.run_id, request.expected_seq, actual)
+                continue
+            row.status = status_after(row.status if row.last_seq else None, [e.type for e in request.events]) or row.status
+            row.last_seq = request.events[-1].seq
+            accepted.append(request)
+        if not accepted:
+            return
+        events = [e for r in accepted for e in r.events]
+        await conn.execute(
+            "INSERT INTO runengine_events (run_id, seq, type, at, data)"
+            " SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[], $5::text[])",
+            [e.run_id for e in events],
+            [e.seq for e in events],
+            [e.type for e in events],
+            [e.at for e in events],
+            [data_to_json(e) for e in events],
+        )
+        touched: dict[str, tuple[_RunRow, datetime]] = {}
+        for request in accepted:
+            touched[request.run_id] = (runs[request.run_id], request.events[-1].at)
+        ids = list(touched)
+        await conn.execute(
+            "UPDATE runengine_runs AS r SET last_seq = u.last_seq, status = u.status, updated_at = u.updated_at"
+            " FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[]) AS u(run_id, last_seq, status, updated_at)"
+            " WHERE r.run_id = u.run_id",
+            ids,
+            [touched[i][0].last_seq for i in ids],
+            [(touched[i][0].status or Status.PENDING).value for i in ids],
+            [touched[i][1] for i in ids],
+        )
+        ended = [i for i in ids if touched[i][0].status is not None and touched[i][0].status.terminal]
+        gone: list[str] = []
+        if ended:
+            gone = [
+                row[0]
+                for row in await conn.fetch(
+                    "DELETE FROM runengine_queue WHERE run_id = ANY($1::text[]) RETURNING run_id, claimed", ended
+                )
+                if row[1]
+            ]
+        queued = [r for r in accepted if r.enqueue and r.run_id not in ended]
+        if queued:
+            await conn.execute(
+                "INSERT INTO runengine_queue (run_id, agent) SELECT * FROM unnest($1::text[], $2::text[])",
+                [r.run_id for r in queued],
+                [getattr(r.events[0], "agent", "") for r in queued],
+            )
+        payloads = [f"{i} {touched[i][0].last_seq}" for i in ids]
+        await conn.execute(
+            "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", self.events_channel, payloads
+        )
+        notes = [f"gone {rid}" for rid in gone] + (["work"] if queued else [])
+        if notes:
+            await conn.execute("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", self.queue_channel, notes)
+
+    async def _already_written(self, conn: asyncpg.Connection, request: _Append) -> bool:
+        """After a retry: are exactly these events in the log already (an earlier attempt committed)?"""
+        rows = await conn.fetch(
+            "SELECT seq, type, at, data FROM runengine_events WHERE run_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq",
+            request.run_id,
+            request.expected_seq,
+            request.events[-1].seq,
+        )
+        if len(rows) != len(request.events):
+            return False
+        return all(
+            row[0] == e.seq and row[1] == e.type and row[2] == e.at and row[3] == data_to_json(e)
+            for row, e in zip(rows, request.events)
+        )
+
+    async def read(self, run_id: str, *, after_seq: int = 0, limit: int = DEFAULT_PAGE) -> list[Event]:
+        check_page(after_seq, limit)
+        rows = await self._fetch(
+            "SELECT seq, type, at, data FROM runengine_events WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            run_id,
+            after_seq,
+            min(limit, MAX_PAGE),
+        )
+        loads = json.loads
+        return [event_from_parts(run_id, row[0], row[1], row[2], loads(row[3])) for row in rows]
+
+    async def last_seq(self, run_id: str) -> int:
+        row = await self._fetchrow("SELECT last_seq FROM runengine_runs WHERE run_id = $1", run_id)
+        return int(row[0]) if row is not None else 0
+
+    # -- live tails -------------------------------------------------------------------
+
+    def _fire(self, run_id: str, seq: int) -> None:
+        signal = self._signals.get(run_id)
+        if signal is not None:
+            signal.fire(seq)
+
+    async def wait(self, run_id: str, *, after_seq: int, timeout: float | None = None) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout if timeout is not None else None
+        signal = self._signals.get(run_id)
+        if signal is None:
+            signal = self._signals[run_id] = _Signal()
+        signal.waiters += 1
+        try:
+            while True:
+                if signal.seq > after_seq:
+                    return True
+                woken = signal.event  # taken before the check: a NOTIFY during it is not missed
+                try:
+                    if await self._last_seq_once(run_id) > after_seq:
+                        return True
+                except _TRANSIENT:
+                    pass  # the server is away: keep waiting, re-check later
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    return False
+                if self._pool is None:
+                    raise StoreError("the PostgreSQL store is closed")
+                pause = self.recheck if self._listening else min(self.recheck, 0.25)
+                try:
+                    await asyncio.wait_for(woken.wait(), pause if remaining is None else min(pause, remaining))
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            signal.waiters -= 1
+            if signal.waiters == 0 and self._signals.get(run_id) is signal:
+                del self._signals[run_id]
+
+    async def _last_seq_once(self, run_id: str) -> int:
+        async with self._require_pool().acquire() as conn:
+            value = await conn.fetchval("SELECT last_seq FROM runengine_runs WHERE run_id = $1", run_id)
+        return int(value) if value is not None else 0
+
+    def _on_event_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        run_id, _, seq = payload.rpartition(" ")
+        try:
+            self._fire(run_id, int(seq))
+        except ValueError:
+            log.warning("ignored a malformed notification", payload=payload)
+
+    def _on_queue_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        if payload == "work":
+            self._work.set()
+        elif payload.startswith("gone "):
+            event = self._lost.pop(payload[5:], None)
+            if event is not None:
+                event.set()
+
+    def _wake_everyone(self) -> None:
+        """After (re)listening: notifications may have been missed, so every waiter re-checks."""
+        for signal in list(self._signals.values()):
+            signal.event.set()
+            signal.event = asyncio.Event()
+        for event in self._lost.values():
+            event.set()
+        self._work.set()
+
+    async def _listen_loop(self) -> None:
+        """Keep one connection LISTENing; reconnect when it drops."""
+        delay = 0.05
+        while not self._closing:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await self._connect()
+                dropped = asyncio.Event()
+                conn.add_termination_listener(lambda _c: dropped.set())
+                await conn.add_listener(self.events_channel, self._on_event_notify)
+                await conn.add_listener(self.queue_channel, self._on_queue_notify)
+                self._listening = True
+                delay = 0.05
+                self._wake_everyone()
+                while not dropped.is_set():
+                    try:
+                        await asyncio.wait_for(dropped.wait(), 5.0)
+                    except asyncio.TimeoutError:  # a half-open connection never says it dropped
+                        await asyncio.wait_for(conn.execute("SELECT 1"), 5.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.info("listener connection lost; reconnecting", error=repr(exc))
+            finally:
+                self._listening = False
+                if conn is not None and not conn.is_closed():
+                    conn.terminate()
+            if not self._closing:
+                self._wake_everyone()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    # -- listing ------------------------------------------------------------------------
+
+    async def get_run(self, run_id: str) -> RunSummary | None:
+        row = await self._fetchrow(
+            "SELECT run_id, agent, status, session_id, owner, created_at, updated_at, last_seq"
+            " FROM runengine_runs WHERE run_id = $1",
+            run_id,
+        )
+        return _summary(row) if row is not None else None
+
+    async def list_runs(
+        self,
+        *,
+        session_id: str | None = None,
+        status: Status | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> RunPage:
+        check_page(0, limit)
+        start = decode_cursor(before)
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (
+            ("session_id", session_id),
+            ("status", status.value if status is not None else None),
+            ("owner", owner),
+        ):
+            if value is not None:
+                args.append(value)
+                where.append(f"{column} = ${len(args)}")
+        if start is not None:
+            args.append(start)
+            where.append(f"position < ${len(args)}")
+        args.append(limit + 1)
+        sql = (
+            "SELECT run_id, agent, status, session_id, owner, created_at, updated_at, last_seq, position"
+            " FROM runengine_runs"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + f" ORDER BY position DESC LIMIT ${len(args)}"
+        )
+        rows = await self._fetch(sql, *args)
+        page = rows[:limit]
+        more = len(rows) > limit
+        return RunPage(
+            runs=tuple(_summary(row) for row in page),
+            next_before=encode_cursor(page[-1]["position"]) if more and page else None,
+        )
+
+    # -- snapshots, idempotency keys, sessions ----------------------------------------------
+
+    async def save_snapshot(self, state: RunState) -> None:
+        await self._execute(
+            "INSERT INTO runengine_snapshots (run_id, last_seq, state) VALUES ($1, $2, $3)"
+            " ON CONFLICT (run_id) DO UPDATE SET last_seq = EXCLUDED.last_seq, state = EXCLUDED.state"
+            " WHERE runengine_snapshots.last_seq <= EXCLUDED.last_seq",
+            state.run_id,
+            state.last_seq,
+            state_to_json(state),
+        )
+
+    async def load_snapshot(self, run_id: str) -> RunState | None:
+        row = await self._fetchrow("SELECT state FROM runengine_snapshots WHERE run_id = $1", run_id)
+        return state_from_json(row[0]) if row is not None else None
+
+    async def reserve_idempotency_key(self, key: str, run_id: str, *, now: datetime, ttl: float) -> str:
+        if not key:
+            raise InvalidRequest("an idempotency key must not be empty")
+
+        async def run() -> str:
+            async with self._require_pool().acquire() as conn, conn.transaction():
+                bound = await conn.fetchval(
+                    "INSERT INTO runengine_idempotency (key, run_id, bound_at) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (key) DO UPDATE SET run_id = EXCLUDED.run_id, bound_at = EXCLUDED.bound_at"
+                    " WHERE runengine_idempotency.bound_at < EXCLUDED.bound_at - $4::interval"
+                    " RETURNING run_id",
+                    key,
+                    run_id,
+                    now,
+                    timedelta(seconds=ttl),
+                )
+                if bound is None:
+                    bound = await conn.fetchval("SELECT run_id FROM runengine_idempotency WHERE key = $1", key)
+                return str(bound)
+
+        return await self._retry(run)
+
+    async def put_session(self, session: SessionRecord) -> None:
+        await self._execute(
+            "INSERT INTO runengine_sessions (session_id, owner, created_at, expires_at, ended_at, metadata, data)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (session_id) DO UPDATE SET"
+            " owner = EXCLUDED.owner, created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at,"
+            " ended_at = EXCLUDED.ended_at, metadata = EXCLUDED.metadata, data = EXCLUDED.data",
+            session.session_id,
+            session.owner,
+            session.created_at,
+            session.expires_at,
+            session.ended_at,
+            _dumps(session.metadata),
+            _dumps(session.data),
+        )
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        row = await self._fetchrow(
+            "SELECT session_id, owner, created_at, expires_at, ended_at, metadata, data"
+            " FROM runengine_sessions WHERE session_id = $1",
+            session_id,
+        )
+        if row is None:
+            return None
+        return SessionRecord(
+            session_id=row[0],
+            owner=row[1],
+            created_at=row[2],
+            expires_at=row[3],
+            ended_at=row[4],
+            metadata=json.loads(row[5]),
+            data=json.loads(row[6]),
+        )
+
+
+class PostgresWorkQueue:
+    """The durable queue of pending runs (the WorkQueue port), sharing its store's pool and writer."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+
+    async def enqueue(self, run_id: str, events: Sequence[Event]) -> None:
+        check_append(run_id, events, 0)
+        if not isinstance(events[0], RunCreated):  # pragma: no cover - check_append ensures it
+            raise InvalidRequest("a queued run starts with run.created")
+        store = self._store
+        await store._submit(_Append(run_id, list(events), 0, store._new_future(), enqueue=True))
+
+    async def claim(self, worker: str, *, agents: Sequence[str], limit: int, lease: float) -> list[Lease]:
+        if limit < 1:
+            return []
+        store = self._store
+
+        async def run() -> list[asyncpg.Record]:
+            async with store._require_pool().acquire() as conn, conn.transaction():
+                rows = list(
+                    await conn.fetch(
+                        "WITH picked AS ("
+                        "  SELECT run_id, claimed AS taken_over FROM runengine_queue"
+                        "  WHERE (NOT claimed AND agent = ANY($2::text[])) OR (claimed AND lease_until < clock_timestamp())"
+                        "  ORDER BY position LIMIT $3 FOR UPDATE SKIP LOCKED)"
+                        " UPDATE runengine_queue AS q SET claimed = true, token = gen_random_uuid(), worker = $1,"
+                        "  lease_until = clock_timestamp() + $4::interval, claims = q.claims + 1"
+                        " FROM picked WHERE q.run_id = picked.run_id"
+                        " RETURNING q.run_id, q.token::text, q.agent, q.claims, picked.taken_over",
+                        worker,
+                        list(agents),
+                        limit,
+                        timedelta(seconds=lease),
+                    )
+                )
+                taken = [f"gone {row[0]}" for row in rows if row[4]]
+                if taken:  # the lost holder (if it is only slow) stops at once
+                    await conn.execute(
+                        "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", store.queue_channel, taken
+                    )
+                return rows
+
+        rows = await store._retry(run)
+        return [Lease(run_id=r[0], token=r[1], worker=worker, agent=r[2], claims=r[3]) for r in rows]
+
+    async def renew(self, leases: Sequence[Lease], *, lease: float) -> set[str]:
+        if not leases:
+            return set()
+        rows = await self._store._fetch(
+            "UPDATE runengine_queue AS q SET lease_until = clock_timestamp() + $3::interval"
+            " FROM unnest($1::text[], $2::uuid[]) AS l(run_id, token)"
+            " WHERE q.run_id = l.run_id AND q.token = l.token AND q.claimed RETURNING q.run_id",
+            [x.run_id for x in leases],
+            [x.token for x in leases],
+            timedelta(seconds=lease),
+        )
+        return {row[0] for row in rows}
+
+    async def append_leased(self, lease: Lease, events: Sequence[Event], *, expected_seq: int) -> None:
+        check_append(lease.run_id, events, expected_seq)
+        store = self._store
+        await store._submit(_Append(lease.run_id, list(events), expected_seq, store._new_future(), lease=lease))
+
+    async def release(self, lease: Lease) -> None:
+        store = self._store
+
+        async def run() -> None:
+            async with store._require_pool().acquire() as conn, conn.transaction():
+                await conn.execute(
+                    "UPDATE runengine_queue SET claimed = false, token = NULL, worker = NULL, lease_until = NULL"
+                    " WHERE run_id = $1 AND token = $2::uuid",
+                    lease.run_id,
+                    lease.token,
+                )
+                await conn.execute("SELECT pg_notify($1, 'work')", store.queue_channel)
+
+        await store._retry(run)
+        store._lost.pop(lease.run_id, None)
+
+    async def wait_for_work(self, timeout: float) -> None:
+        work = self._store._work
+        try:
+            await asyncio.wait_for(work.wait(), timeout)
+        except asyncio.TimeoutError:
+            return
+        work.clear()
+
+    async def wait_lost(self, lease: Lease, timeout: float) -> bool:
+        store = self._store
+        event = store._lost.get(lease.run_id)
+        if event is None:
+            event = store._lost[lease.run_id] = asyncio.Event()
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        if store._lost.get(lease.run_id) is event:  # woken by a re-listen: arm a fresh one
+            store._lost[lease.run_id] = asyncio.Event()
+        # A wake-up is a hint: the queue row says whether we still hold the run.
+        row = await store._fetchrow(
+            "SELECT 1 FROM runengine_queue WHERE run_id = $1 AND token = $2::uuid AND claimed",
+            lease.run_id,
+            lease.token,
+        )
+        if row is None:
+            store._lost.pop(lease.run_id, None)
+            return True
+        return False
+
+    async def held(self, lease: Lease) -> bool:
+        """Whether `lease` is still held (token current and not expired), by the database clock."""
+        row = await self._store._fetchrow(
+            "SELECT 1 FROM runengine_queue WHERE run_id = $1 AND token = $2::uuid AND claimed"
+            " AND lease_until > clock_timestamp()",
+            lease.run_id,
+            lease.token,
+        )
+        return row is not None
+
+
+def _summary(row: asyncpg.Record) -> RunSummary:
+    return RunSummary(
+        run_id=row["run_id"],
+        agent=row["agent"],
+        status=Status(row["status"]),
+        session_id=row["session_id"],
+        owner=row["owner"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        last_seq=row["last_seq"],
+    )
+
+
+def _dumps(value: Any) -> str:
+    from runengine.wire import dumps
+
+    return dumps(value)
+
+
+def _parse(key: str, value: str, kind: Callable[[str], Any]) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        raise InvalidRequest(f"invalid {key} {value!r} in the store URL") from None
+
+
+__all__ = ["PostgresStore", "PostgresWorkQueue", "SCHEMA_VERSION"]

@@ -1,0 +1,314 @@
+"""Workers: executing queued runs from a shared store's work queue, in any number of processes.
+
+When an engine's store has a work queue (`store.work_queue`, e.g. PostgreSQL), `execute`
+puts the run on the queue; an engine started with `worker=True` (or `runengine worker`)
+claims runs and executes them. The policy:
+
+- Claim: oldest first, only runs of agents this worker has, at most `concurrency` at once.
+- Lease: a claim holds for `lease` seconds (by the database clock) and is renewed every
+  `heartbeat` seconds. Every append of the run's events checks the lease in the same
+  transaction (fencing): a worker that lost it gets `LeaseLost` and its agent is stopped.
+- Cancel and input reach the executing worker through the database: a terminal event
+  appended by any process removes the run from the queue, the worker is told (a
+  wake-up, or at the latest its next heartbeat) and stops the agent without writing.
+- A lost worker (its lease expired): the next claimer settles the run. Policy `fail`
+  (default) appends `run.failed` with code `worker_lost`. Policy `requeue` appends
+  `run.requeued` and runs the agent again, up to `max_attempts` attempts in all, then fails.
+- Graceful stop: no more claims; in-flight runs get `drain_timeout` seconds to finish; the
+  rest are handed back (`run.requeued`, back on the queue) for another worker.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+import attrs
+import structlog
+
+from .errors import ConcurrencyConflict, InvalidRequest
+from .events import ErrorInfo, Event, RunFailed, RunRequeued
+from .ports import EventStore, Lease, LeaseLost, WorkQueue
+from .reducer import Fold
+from .state import RunState
+from .status import Status
+
+if TYPE_CHECKING:
+    from .engine import RunEngine, _ActiveRun
+
+log = structlog.get_logger("runengine.worker")
+
+LostPolicy = Literal["fail", "requeue"]
+
+
+def _positive(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0):
+        raise InvalidRequest(f"{attribute.name} must be a positive number", **{attribute.name: value})
+
+
+@attrs.frozen(kw_only=True)
+class WorkerOptions:
+    """How a worker claims, holds and gives back runs (seconds unless said otherwise)."""
+
+    #: How long a claim holds without a heartbeat; a lost worker's runs are settled after it.
+    lease: float = attrs.field(default=30.0, validator=_positive)
+    #: How often leases are renewed (default lease / 3).
+    heartbeat: float | None = attrs.field(default=None, validator=_positive)
+    #: Runs executed at once by this worker.
+    concurrency: int = attrs.field(default=16, validator=_positive)
+    #: Look at the queue at least this often, even without a wake-up (expired leases).
+    poll: float = attrs.field(default=1.0, validator=_positive)
+    #: What happens to a run whose worker was lost: "fail" (code worker_lost) or "requeue".
+    on_lost: LostPolicy = attrs.field(default="fail", validator=attrs.validators.in_(("fail", "requeue")))
+    #: With on_lost="requeue": attempts in all before the run fails with worker_lost.
+    max_attempts: int = attrs.field(default=3, validator=_positive)
+    #: Graceful stop: how long in-flight runs may finish before they are handed back.
+    drain_timeout: float = attrs.field(default=30.0, validator=_positive)
+
+    @property
+    def heartbeat_every(self) -> float:
+        return self.heartbeat if self.heartbeat is not None else self.lease / 3
+
+
+class LeasedStore:
+    """The store as one leased run sees it: its appends are fenced by the lease, the rest is shared."""
+
+    shared = True
+
+    def __init__(self, store: EventStore, queue: WorkQueue, lease: Lease) -> None:
+        self._store = store
+        self._queue = queue
+        self.lease = lease
+
+    async def append(self, run_id: str, events: Sequence[Event], *, expected_seq: int) -> None:
+        if run_id != self.lease.run_id:
+            raise InvalidRequest(f"this store writes run {self.lease.run_id!r} only")
+        await self._queue.append_leased(self.lease, events, expected_seq=expected_seq)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+@attrs.define(eq=False)
+class _Held:
+    lease: Lease
+    active: _ActiveRun | None = None
+    lost: bool = False
+
+
+class Worker:
+    """Claims runs from `queue` and executes them with `engine`'s agents."""
+
+    def __init__(self, engine: RunEngine, queue: WorkQueue, options: WorkerOptions) -> None:
+        self.engine = engine
+        self.queue = queue
+        self.options = options
+        self.worker_id = engine.worker_id
+        self._held: dict[str, _Held] = {}
+        self._wake = anyio.Event()
+        self._stopping = False
+        self._stopped = anyio.Event()
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._held)
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Claim and execute until `stop()`; then return once every held run is finished or handed back."""
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._heartbeat_loop)
+                task_status.started()
+                await self._claim_loop()
+                while self._held:
+                    await self._wait_change(None)
+                tg.cancel_scope.cancel()
+        finally:
+            self._stopped.set()
+
+    async def stop(self) -> None:
+        """Stop claiming; let in-flight runs finish for `drain_timeout`, then hand the rest back."""
+        self._stopping = True
+        self._poke()
+        with anyio.move_on_after(self.options.drain_timeout):
+            while self._held:
+                await self._wait_change(None)
+        for held in list(self._held.values()):
+            if held.active is not None and not held.active.done.is_set():
+                log.info("handing back a run", run_id=held.lease.run_id)
+                held.active.hand_back = True
+                held.active.scope.cancel()
+        await self._stopped.wait()
+
+    def _poke(self) -> None:
+        self._wake.set()
+        self._wake = anyio.Event()
+
+    async def _wait_change(self, timeout: float | None) -> None:
+        with anyio.move_on_after(timeout):
+            await self._wake.wait()
+
+    # -- claiming -----------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        options = self.options
+        while not self._stopping:
+            free = options.concurrency - len(self._held)
+            if free <= 0:
+                await self._wait_change(options.poll)
+                continue
+            try:
+                leases = await self.queue.claim(
+                    self.worker_id, agents=[spec.name for spec in self.engine.agents], limit=free, lease=options.lease
+                )
+            except Exception as exc:  # the database is away: try again later
+                log.warning("claim failed", error=repr(exc))
+                await self._wait_change(options.poll)
+                continue
+            for lease in leases:
+                held = self._held[lease.run_id] = _Held(lease)
+                assert self._tg is not None
+                self._tg.start_soon(self._execute, held, name=f"worker run {lease.run_id}")
+            if leases:
+                continue
+            await self._wait_for_work(options.poll)
+
+    async def _wait_for_work(self, timeout: float) -> None:
+        async with anyio.create_task_group() as race:
+
+            async def queued() -> None:
+                await self.queue.wait_for_work(timeout)
+                race.cancel_scope.cancel()
+
+            async def local() -> None:
+                await self._wait_change(timeout)
+                race.cancel_scope.cancel()
+
+            race.start_soon(queued)
+            race.start_soon(local)
+
+    # -- one claimed run ------------------------------------------------------------------
+
+    async def _execute(self, held: _Held) -> None:
+        run_id = held.lease.run_id
+        try:
+            await self._settle_and_run(held)
+        except LeaseLost:
+            log.info("lease lost", run_id=run_id)
+        except Exception:
+            log.exception("worker failed to execute a run", run_id=run_id)
+        finally:
+            self._held.pop(run_id, None)
+            self._poke()
+
+    async def _settle_and_run(self, held: _Held) -> None:
+        engine, lease = self.engine, held.lease
+        store = LeasedStore(engine.store, self.queue, lease)
+        state: RunState | None = await engine.status(lease.run_id)
+        assert state is not None
+        if state.terminal:
+            return  # ended while queued: the terminal append has taken it off the queue
+        spec = engine.agents.find(state.agent)
+        if state.status is not Status.PENDING:  # its worker was lost
+            log.info("recovering a run whose worker was lost", run_id=lease.run_id, policy=self.options.on_lost)
+            if self.options.on_lost == "requeue" and state.attempt < self.options.max_attempts:
+                state = await self._append_at_head(
+                    store,
+                    lease.run_id,
+                    lambda seq: RunRequeued(run_id=lease.run_id, seq=seq, at=engine.clock(), reason="worker_lost"),
+                )
+            else:
+                await self._append_at_head(
+                    store,
+                    lease.run_id,
+                    lambda seq: RunFailed(
+                        run_id=lease.run_id,
+                        seq=seq,
+                        at=engine.clock(),
+                        error=ErrorInfo(code="worker_lost", message="the worker executing this run was lost"),
+                    ),
+                )
+                return
+            if state is None:
+                return
+        if spec is None or held.lost:  # not an agent of ours (claimed through an expired lease)
+            await self.queue.release(lease)
+            return
+        active = held.active = engine._launch(state, store=store)
+        async with anyio.create_task_group() as watch:
+            watch.start_soon(self._watch, held)
+            await active.done.wait()
+            watch.cancel_scope.cancel()
+        if active.hand_back:
+            await self.queue.release(lease)
+
+    async def _append_at_head(self, store: EventStore, run_id: str, build: Callable[[int], Event]) -> RunState | None:
+        """Append one event after the log's head under the lease; the state after it (None if ended)."""
+        while True:
+            state = await self.engine.status(run_id)
+            if state.terminal:
+                return None
+            event = build(state.last_seq + 1)
+            fold = Fold(state)
+            fold.apply(event)
+            try:
+                await store.append(run_id, [event], expected_seq=state.last_seq)
+            except ConcurrencyConflict:
+                continue
+            return fold.state
+
+    async def _watch(self, held: _Held) -> None:
+        """Stop the run as soon as the lease is gone (a cancel from any process, a takeover)."""
+        while not held.lost:
+            if await self.queue.wait_lost(held.lease, self.options.heartbeat_every):
+                break
+        await self._stop_lost(held)
+
+    async def _stop_lost(self, held: _Held) -> None:
+        held.lost = True
+        active = held.active
+        if active is None or active.done.is_set():
+            return
+        store = self.engine.store
+        summary = await store.get_run(held.lease.run_id)
+        if summary is not None and summary.status.terminal and summary.last_seq > 0:
+            last = await store.read(held.lease.run_id, after_seq=summary.last_seq - 1, limit=1)
+            if last and last[0].terminal and active.writer.ended_elsewhere is None:
+                active.writer.ended_elsewhere = last[0]  # the agent's next event raises RunEndedElsewhere
+        log.info("run stopped: lease gone", run_id=held.lease.run_id, ended=active.writer.ended_elsewhere is not None)
+        active.abandoned = True
+        active.scope.cancel()
+
+    async def _heartbeat_loop(self) -> None:
+        options = self.options
+        while True:
+            await anyio.sleep(options.heartbeat_every)
+            held = [h for h in self._held.values() if not h.lost]
+            if not held:
+                continue
+            try:
+                alive = await self.queue.renew([h.lease for h in held], lease=options.lease)
+            except Exception as exc:  # the database is away; fencing keeps us honest meanwhile
+                log.warning("heartbeat failed", error=repr(exc))
+                continue
+            for h in held:
+                if h.lease.run_id not in alive and self._held.get(h.lease.run_id) is h:
+                    await self._stop_lost(h)
+
+
+def worker_options(value: WorkerOptions | bool | None) -> WorkerOptions | None:
+    """Normalise the engine's `worker` argument."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return WorkerOptions()
+    if isinstance(value, WorkerOptions):
+        return value
+    raise InvalidRequest("worker must be True, False or a WorkerOptions")
+
+
+__all__ = ["Worker", "WorkerOptions", "LeasedStore", "LostPolicy", "worker_options"]
