@@ -7,10 +7,10 @@ deliveries a real local receiver gets.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
-import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -18,15 +18,15 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-import uvicorn
 
 from runengine import RunContext, RunEngine
 from runengine.adapters.asgi import ASGIApp
 from runengine.adapters.profiles.platform import build_platform_app
 from runengine.adapters.profiles.platform_webhooks import DELIVERY_AGENT, escalate
-from runengine.adapters.server import build_app
 from runengine.adapters.webhooks import WebhookSender
-from runengine.http import Router
+from runengine.http import Request, Router
+
+from httpkit import serve
 
 KEY = "sk-app-xxxxxxxxxxxxx"
 OTHER_KEY = "sk-app-yyyyyyyyyyyyy"
@@ -92,25 +92,6 @@ def register_agents(engine: RunEngine, clock: Clock) -> None:
         return None
 
 
-def free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-async def serve(app: Any, tg: anyio.abc.TaskGroup) -> tuple[str, uvicorn.Server]:
-    """Start uvicorn on a free 127.0.0.1 port in `tg`; the caller stops it with should_exit."""
-    sock = free_socket()
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False))
-    tg.start_soon(lambda: server.serve(sockets=[sock]))
-    with anyio.fail_after(TIMEOUT):
-        while not server.started:
-            await anyio.sleep(0.01)
-    host, port = sock.getsockname()
-    return f"http://{host}:{port}", server
-
-
 class Receiver:
     """A real webhook receiver: an ASGI app that keeps each request's raw body and headers."""
 
@@ -121,7 +102,12 @@ class Receiver:
         self._news = anyio.Event()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        assert scope["type"] == "http"
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
         body = b""
         while True:
             message = await receive()
@@ -172,33 +158,25 @@ async def platform() -> AsyncIterator[Platform]:
     register_agents(engine, clock)
     receiver = Receiver()
     sender = WebhookSender(allow_hosts=("127.0.0.1",), max_attempts=3, backoff_base=0.01, backoff_max=0.05, timeout=5.0)
-    router = build_app(engine)
-    if not _mounted(router):  # the server mounts /platform itself once it knows the profile
-        router.mount(
-            "/platform",
-            build_platform_app(
-                engine,
-                api_keys={KEY: "team-a", OTHER_KEY: "team-b"},
-                apps={"app_123": "support_agent"},
-                webhook_sender=sender,
-                rate_limit=1000,
-                new_session_id=ids("sess_abc123", "sess"),
-                new_trace_id=ids("trace_xyz789", "trace"),
-            ),
-        )
-    async with engine, anyio.create_task_group() as tg:
-        base, server = await serve(ASGIApp(router), tg)
-        receiver_base, receiver_server = await serve(receiver, tg)
+    router = Router()
+    router.mount(
+        "/platform",
+        build_platform_app(
+            engine,
+            api_keys={KEY: "team-a", OTHER_KEY: "team-b"},
+            apps={"app_123": "support_agent"},
+            webhook_sender=sender,
+            rate_limit=1000,
+            new_session_id=ids("sess_abc123", "sess"),
+            new_trace_id=ids("trace_xyz789", "trace"),
+        ),
+    )
+    async with engine, serve(ASGIApp(router)) as base, serve(receiver) as receiver_base:
         p = Platform(base, clock, engine, receiver, receiver_base + "/webhooks/kore")
         try:
             yield p
         finally:
             await p.http.aclose()
-            server.should_exit = receiver_server.should_exit = True
-
-
-def _mounted(router: Router) -> bool:
-    return any(prefix == "/platform" for prefix, _ in getattr(router, "_mounts", []))
 
 
 async def sse_frames(response: httpx.Response) -> list[dict[str, Any]]:
@@ -379,24 +357,20 @@ async def test_rate_limit_headers_and_429() -> None:
     register_agents(engine, Clock(T0))
     router = Router()
     router.mount("/platform", build_platform_app(engine, api_keys={KEY: "team-a", OTHER_KEY: "team-b"}, default_agent="support_agent", rate_limit=2))
-    async with engine, anyio.create_task_group() as tg:
-        base, server = await serve(ASGIApp(router), tg)
-        try:
-            async with httpx.AsyncClient(base_url=base + "/platform", headers={"Authorization": f"Bearer {KEY}"}, timeout=TIMEOUT) as http:
-                first = await http.post("/apps/any/sessions", json={})
-                assert first.status_code == 201
-                assert first.headers["X-RateLimit-Limit"] == "2" and first.headers["X-RateLimit-Remaining"] == "1"
-                assert int(first.headers["X-RateLimit-Reset"]) > 1_700_000_000
-                assert (await http.post("/apps/any/sessions", json={})).headers["X-RateLimit-Remaining"] == "0"
-                limited = await http.post("/apps/any/sessions", json={})
-                assert limited.status_code == 429
-                assert limited.json()["error"]["code"] == "rate_limited"
-                assert limited.headers["X-RateLimit-Remaining"] == "0" and "Retry-After" in limited.headers
-                # Per principal: another key has its own budget.
-                other = await http.post("/apps/any/sessions", json={}, headers={"Authorization": f"Bearer {OTHER_KEY}"})
-                assert other.status_code == 201
-        finally:
-            server.should_exit = True
+    async with engine, serve(ASGIApp(router)) as base:
+        async with httpx.AsyncClient(base_url=base + "/platform", headers={"Authorization": f"Bearer {KEY}"}, timeout=TIMEOUT) as http:
+            first = await http.post("/apps/any/sessions", json={})
+            assert first.status_code == 201
+            assert first.headers["X-RateLimit-Limit"] == "2" and first.headers["X-RateLimit-Remaining"] == "1"
+            assert int(first.headers["X-RateLimit-Reset"]) > 1_700_000_000
+            assert (await http.post("/apps/any/sessions", json={})).headers["X-RateLimit-Remaining"] == "0"
+            limited = await http.post("/apps/any/sessions", json={})
+            assert limited.status_code == 429
+            assert limited.json()["error"]["code"] == "rate_limited"
+            assert limited.headers["X-RateLimit-Remaining"] == "0" and "Retry-After" in limited.headers
+            # Per principal: another key has its own budget.
+            other = await http.post("/apps/any/sessions", json={}, headers={"Authorization": f"Bearer {OTHER_KEY}"})
+            assert other.status_code == 201
 
 
 # -- webhooks ---------------------------------------------------------------------------------
@@ -490,8 +464,6 @@ async def test_webhook_retries_then_delivers_and_survives_a_new_profile(platform
     assert registered.status_code == 201
     # A second profile over the same engine (another process on the same store) sees the registration.
     second = build_platform_app(platform.engine, api_keys={KEY: "team-a"}, default_agent="support_agent")
-    from runengine.http import Request
-
     listed = await second(Request(method="GET", path="/apps/app_123/webhooks", headers={"authorization": f"Bearer {KEY}"}))
     assert json.loads(listed.body)["webhooks"][0]["webhook_id"] == registered.json()["webhook_id"]
 
@@ -509,3 +481,64 @@ def test_seed_signature_check_is_the_seeds() -> None:
     seed_signature_check(headers, b"what do ya want for nothing?", "Jefe")
     with pytest.raises(ValueError):
         seed_signature_check(headers, b"what do ya want for nothing!", "Jefe")
+
+
+@pytest.mark.anyio
+async def test_expired_session_is_not_found_and_execute_extends_it(platform: Platform) -> None:
+    http = platform.http
+    session_id = (await http.post("/apps/app_123/sessions", json={})).json()["session_id"]
+    platform.clock.now = T0 + timedelta(minutes=50)
+    assert (await http.post("/apps/app_123/execute", json={"message": "hi", "session_id": session_id})).status_code == 200
+    platform.clock.now = T0 + timedelta(minutes=100)  # 50 minutes after the last execute: still alive
+    assert (await http.post("/apps/app_123/execute", json={"message": "hi", "session_id": session_id})).status_code == 200
+    platform.clock.now = T0 + timedelta(minutes=161)
+    expired = await http.post("/apps/app_123/execute", json={"message": "hi", "session_id": session_id})
+    assert expired.status_code == 404
+    assert expired.json()["error"] == {
+        "code": "not_found",
+        "message": "Session has expired",
+        "details": {"session_id": session_id, "expired_at": "2024-01-15T17:10:00Z"},
+    }
+
+
+# -- the same profile without HTTP, on both anyio backends ---------------------------------------
+
+
+async def _call(app: Any, method: str, path: str, body: Any = None, **headers: str) -> Any:
+    raw = b"" if body is None else json.dumps(body).encode()
+    return await app(Request(method=method, path=path, body=raw, headers={"authorization": f"Bearer {KEY}", **headers}))
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@pytest.mark.anyio
+async def test_profile_app_on_both_backends_with_keepalives(anyio_backend: str) -> None:
+    engine = RunEngine("memory://")
+    go = anyio.Event()
+
+    @engine.agent("slow")
+    async def slow(ctx: RunContext) -> None:
+        await ctx.delta("wait")
+        await go.wait()
+        await ctx.delta("ed")
+
+    app = build_platform_app(engine, api_keys={KEY: "team-a"}, default_agent="slow", keepalive=0.05)
+    async with engine:
+        response = await _call(app, "POST", "/apps/a/execute/stream", {"message": "x"})
+        assert response.status == 200
+        chunks: list[bytes] = []
+        async with contextlib.aclosing(response.body) as body:
+            async for chunk in body:
+                chunks.append(chunk)
+                if chunk.startswith(b":"):
+                    go.set()  # idle long enough for a keep-alive: let the agent finish
+        text = b"".join(chunks).decode()
+        assert ": keep-alive" in text
+        events = [line[len("event: "):] for line in text.splitlines() if line.startswith("event: ")]
+        assert events == ["start", "token", "token", "done"]
+        trace_id = json.loads(text.split("data: ", 1)[1].split("\n", 1)[0])["trace_id"]
+        assert (await engine.status(trace_id)).text == "waited"
+        # A session id from the stream works for a sync execute afterwards.
+        session_id = (await engine.status(trace_id)).session_id
+        done = await _call(app, "POST", "/apps/a/execute", {"message": "again", "session_id": session_id})
+        go.set()
+        assert done.status == 200 and json.loads(done.body)["response"] == "waited"

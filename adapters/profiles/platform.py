@@ -35,11 +35,10 @@ from runengine.state import RunState
 from runengine.status import Status
 from runengine.wire import dumps
 
-from .platform_webhooks import DELIVERY_AGENT, WebhookDispatcher, WebhookRegistry, format_timestamp, parse_registration
+from .common import idempotency_key
+from .platform_webhooks import WebhookDispatcher, WebhookRegistry, format_timestamp, parse_registration
 
 _KIND = "platform.session"
-#: Engine agents that deliver webhooks: never an app.
-_BUILT_IN_AGENTS = frozenset({DELIVERY_AGENT, WEBHOOK_DELIVERY_AGENT})
 MAX_MESSAGE_CHARS = 100_000
 
 
@@ -97,8 +96,10 @@ class PlatformProfile:
     def _agent_for(self, app_id: str) -> str:
         """The agent an app runs: its mapping, else the default agent, else the agent named like the app."""
         agent = self.settings.apps.get(app_id, self.settings.default_agent)
-        if agent is None and app_id in self.engine.agents and app_id not in _BUILT_IN_AGENTS:
-            agent = app_id
+        if agent is None:
+            spec = self.engine.agents.find(app_id)
+            if spec is not None and not spec.metadata.get("internal") and app_id != WEBHOOK_DELIVERY_AGENT:
+                agent = app_id
         if agent is None:
             raise HttpError(404, "not_found", f"no app {app_id!r}", {"app_id": app_id})
         return agent
@@ -170,7 +171,7 @@ class PlatformProfile:
             metadata = {}
         if not isinstance(metadata, dict):
             raise HttpError(400, "invalid_request", "metadata must be an object", {"field": "metadata"})
-        idempotency_key = request.header("idempotency-key")
+        key = idempotency_key(request)
         if agent not in self.engine.agents:
             raise HttpError(404, "not_found", f"app {app_id!r} runs agent {agent!r}, which is not registered", {"app_id": app_id, "agent": agent})
         session = await self._session_for_execute(request, body.get("session_id"), metadata)
@@ -182,7 +183,7 @@ class PlatformProfile:
             session_id=session.session_id,
             metadata=metadata,
             owner=self._owner(request),
-            idempotency_key=idempotency_key or None,
+            idempotency_key=key,
             run_id=trace_id,
         )
         created = state.run_id == trace_id
@@ -209,7 +210,7 @@ class PlatformProfile:
 
     async def execute_stream(self, request: Request) -> StreamResponse:
         last_event_id = _last_event_id(request)
-        if last_event_id and not request.header("idempotency-key"):
+        if last_event_id and idempotency_key(request) is None:
             # Without the key a repeated POST would start a second run: resume by trace instead.
             raise HttpError(
                 400,

@@ -165,7 +165,9 @@ class WebhookDispatcher:
         self.registry = registry
         self.sender = sender
         if DELIVERY_AGENT not in engine.agents:
-            engine.agent(DELIVERY_AGENT, description="Delivers the Agent Platform profile's signed webhooks")(self._run)
+            engine.agent(
+                DELIVERY_AGENT, description="Delivers the Agent Platform profile's signed webhooks", metadata={"internal": True}
+            )(self._run)
 
     async def wants(self, app_id: str, event: str) -> bool:
         return any(event in r.events for r in await self.registry.list(app_id))
