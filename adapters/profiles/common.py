@@ -1,0 +1,74 @@
+"""What every profile shares: auth and run visibility, field checks, idempotency and session policy."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from runengine.engine import SESSION_POLICIES
+from runengine.errors import RunNotFound
+from runengine.http.auth import AuthHook, authenticate, owner_of
+from runengine.http.core import HttpError, Request, Response, StreamResponse
+from runengine.wire import dumps
+
+Handler = Callable[[Request], Awaitable[Response | StreamResponse]]
+
+#: Largest Idempotency-Key accepted.
+MAX_KEY_LENGTH = 200
+
+
+def invalid(message: str, **details: Any) -> HttpError:
+    return HttpError(400, "invalid_request", message, details)
+
+
+def guarded(auth: AuthHook | None, handler: Handler) -> Handler:
+    """`handler` behind the auth hook (a 401 in the common format when it refuses)."""
+
+    async def run(request: Request) -> Response | StreamResponse:
+        return await handler(await authenticate(auth, request))
+
+    return run
+
+
+def request_owner(auth: AuthHook | None, request: Request) -> str | None:
+    return owner_of(request.principal) if auth is not None else None
+
+
+def check_visible(auth: AuthHook | None, request: Request, run_id: str, owner: str | None) -> None:
+    """Another principal's run is answered exactly as a missing one."""
+    if auth is not None and owner != request_owner(auth, request):
+        raise RunNotFound(run_id)
+
+
+def idempotency_key(request: Request) -> str | None:
+    key = request.header("idempotency-key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise invalid(f"the Idempotency-Key header must be 1 to {MAX_KEY_LENGTH} characters", header="Idempotency-Key")
+    return key
+
+
+def session_policy(value: Any, field: str) -> str | None:
+    """A per-session concurrency policy: allow, reject (409), enqueue or interrupt."""
+    if value is None:
+        return None
+    if value not in SESSION_POLICIES:
+        raise invalid(
+            f"{field} must be one of {', '.join(SESSION_POLICIES)}; got {dumps(value)[:60]}",
+            field=field,
+            allowed=list(SESSION_POLICIES),
+        )
+    return str(value)
+
+
+def boolean(value: Any, field: str, default: bool = False) -> bool:
+    """A flag; the seeds' samples also send "true"/"false" as strings."""
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise invalid(f"{field} must be true or false", field=field)
