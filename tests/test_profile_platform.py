@@ -386,6 +386,12 @@ async def test_seed_webhooks_signed_deliveries(platform: Platform) -> None:
     assert hook["url"] == platform.receiver_url and hook["events"] == registration["events"] and "secret" not in hook
     assert (await http.get("/apps/app_123/webhooks")).json() == {"webhooks": [hook]}
 
+    # Another principal's sessions are not reported to this principal's webhook, nor is its registration listed.
+    async with httpx.AsyncClient(base_url=platform.base + "/platform", headers={"Authorization": f"Bearer {OTHER_KEY}"}, timeout=TIMEOUT) as other:
+        assert (await other.post("/apps/app_123/sessions", json={"user_id": "someone_else"})).status_code == 201
+        assert (await other.get("/apps/app_123/webhooks")).json() == {"webhooks": []}
+        assert (await other.delete(f"/apps/app_123/webhooks/{hook['webhook_id']}")).status_code == 404
+
     session_id = (await http.post("/apps/app_123/sessions", json={"user_id": "user_456"})).json()["session_id"]
     escalated = await http.post("/apps/app_123/execute", json={"message": "I want a human", "session_id": session_id})
     assert escalated.status_code == 200

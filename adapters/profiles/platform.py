@@ -17,10 +17,11 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
+import anyio
 import attrs
 
 from runengine.engine import RunEngine
-from runengine.errors import InvalidRequest, RunEngineError, SessionNotFound
+from runengine.errors import InvalidRequest, SessionNotFound
 from runengine.events import Event, MessageCompleted, MessageDelta, RunCancelled, RunCreated, RunFailed, ToolCall, ToolResult
 from runengine.adapters.webhooks import DELIVERY_AGENT as WEBHOOK_DELIVERY_AGENT
 from runengine.adapters.webhooks import WebhookSender
@@ -79,6 +80,8 @@ class PlatformProfile:
         self.engine = engine
         self.settings = settings
         self.webhooks = webhooks
+        # Serialise this process's read-modify-write of a session record (execute vs. end).
+        self._session_locks: dict[str, tuple[anyio.Lock, int]] = {}
         self.router = Router()
         r = self.router
         r.route("POST", "/apps/{app_id}/execute", self.execute)
@@ -127,16 +130,36 @@ class PlatformProfile:
         )
         await self.webhooks.emit(
             app_id,
+            record.owner,
             "session.started",
             {"session_id": record.session_id, "user_id": user_id, "metadata": metadata},
         )
         return record
+
+    @contextlib.asynccontextmanager
+    async def _session_lock(self, session_id: str) -> AsyncIterator[None]:
+        lock, users = self._session_locks.get(session_id, (anyio.Lock(), 0))
+        self._session_locks[session_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._session_locks[session_id]
+            if users == 1:
+                del self._session_locks[session_id]
+            else:
+                self._session_locks[session_id] = (lock, users - 1)
 
     async def _session_for_execute(self, request: Request, session_id: Any, metadata: dict[str, Any]) -> SessionRecord:
         if session_id is None:
             return await self._start_session(request, None, metadata)
         if not isinstance(session_id, str) or not session_id:
             raise HttpError(400, "invalid_request", "session_id must be a non-empty string", {"field": "session_id"})
+        async with self._session_lock(session_id):
+            return await self._touch_session(request, session_id, metadata)
+
+    async def _touch_session(self, request: Request, session_id: str, metadata: dict[str, Any]) -> SessionRecord:
+        """Check the session can take a turn; merge the request's metadata and extend its life."""
         try:
             record = await self._own_session(request, session_id)
         except HttpError:
@@ -188,7 +211,7 @@ class PlatformProfile:
         )
         created = state.run_id == trace_id
         if created:
-            await self.webhooks.watch(app_id, state.run_id, session.session_id)
+            await self.webhooks.watch(app_id, session.owner, state.run_id, session.session_id)
         return state, created
 
     # -- execute ---------------------------------------------------------------------
@@ -226,14 +249,11 @@ class PlatformProfile:
         after = _last_event_id(request)
         if "after_seq" in request.query:
             after = _int_param(request.query["after_seq"], "after_seq")
-        try:
-            state = await self.engine.status(trace_id)
-        except RunEngineError:
-            state = None
-        if state is None or state.owner != self._owner(request) or state.session_id is None:
+        summary = await self.engine.store.get_run(trace_id)
+        if summary is None or summary.owner != self._owner(request) or summary.session_id is None:
             raise HttpError(404, "not_found", "Trace not found", {"trace_id": trace_id})
         try:
-            await self._own_session(request, state.session_id)
+            await self._own_session(request, summary.session_id)
         except HttpError:
             raise HttpError(404, "not_found", "Trace not found", {"trace_id": trace_id}) from None
         return self._stream(trace_id, after)
@@ -307,11 +327,13 @@ class PlatformProfile:
 
     async def end_session(self, request: Request) -> Response:
         session_id = request.params["session_id"]
-        record = await self._own_session(request, session_id)
-        if not record.ended:
-            ended = await self.engine.end_session(session_id)
+        async with self._session_lock(session_id):
+            record = await self._own_session(request, session_id)
+            ended = None if record.ended else await self.engine.end_session(session_id)
+        if ended is not None:
             await self.webhooks.emit(
                 request.params["app_id"],
+                record.owner,
                 "session.ended",
                 {"session_id": session_id, "user_id": record.data.get("user_id"), "reason": "ended_by_client",
                  "ended_at": format_timestamp(ended.ended_at or self.engine.clock())},
@@ -329,12 +351,12 @@ class PlatformProfile:
         return json_response(registration.public(), status=201)
 
     async def list_webhooks(self, request: Request) -> Response:
-        registrations = await self.webhooks.registry.list(request.params["app_id"])
+        registrations = await self.webhooks.registry.list(request.params["app_id"], self._owner(request))
         return json_response({"webhooks": [r.public() for r in registrations]})
 
     async def remove_webhook(self, request: Request) -> Response:
         app_id, webhook_id = request.params["app_id"], request.params["webhook_id"]
-        if not await self.webhooks.registry.remove(app_id, webhook_id):
+        if not await self.webhooks.registry.remove(app_id, webhook_id, self._owner(request)):
             raise HttpError(404, "not_found", "Webhook not found", {"webhook_id": webhook_id})
         return Response(status=204)
 

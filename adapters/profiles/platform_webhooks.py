@@ -110,7 +110,11 @@ class WebhookRegistry:
     def record_id(app_id: str) -> str:
         return _RECORD_PREFIX + app_id
 
-    async def list(self, app_id: str) -> list[Registration]:
+    async def list(self, app_id: str, owner: str | None) -> list[Registration]:
+        """The app's registrations made by `owner` (each principal sees and gets only its own)."""
+        return [r for r in await self._all(app_id) if r.owner == owner]
+
+    async def _all(self, app_id: str) -> list[Registration]:
         record = await self._engine.store.get_session(self.record_id(app_id))
         if record is None:
             return []
@@ -126,16 +130,16 @@ class WebhookRegistry:
             owner=owner,
         )
         async with self._lock(app_id):
-            current = await self.list(app_id)
+            current = await self._all(app_id)
             if len(current) >= MAX_WEBHOOKS_PER_APP:
                 raise InvalidRequest(f"an app may have at most {MAX_WEBHOOKS_PER_APP} webhooks", app_id=app_id)
             await self._save(app_id, [*current, registration])
         return registration
 
-    async def remove(self, app_id: str, webhook_id: str) -> bool:
+    async def remove(self, app_id: str, webhook_id: str, owner: str | None) -> bool:
         async with self._lock(app_id):
-            current = await self.list(app_id)
-            kept = [r for r in current if r.webhook_id != webhook_id]
+            current = await self._all(app_id)
+            kept = [r for r in current if r.webhook_id != webhook_id or r.owner != owner]
             if len(kept) == len(current):
                 return False
             await self._save(app_id, kept)
@@ -169,22 +173,29 @@ class WebhookDispatcher:
                 DELIVERY_AGENT, description="Delivers the Agent Platform profile's signed webhooks", metadata={"internal": True}
             )(self._run)
 
-    async def wants(self, app_id: str, event: str) -> bool:
-        return any(event in r.events for r in await self.registry.list(app_id))
+    async def wants(self, app_id: str, owner: str | None, event: str) -> bool:
+        return any(event in r.events for r in await self.registry.list(app_id, owner))
 
-    async def emit(self, app_id: str, event: str, data: Mapping[str, Any]) -> str | None:
-        """Start a delivery run for `event` if a registration of the app wants it; its run id."""
-        if not await self.wants(app_id, event):
+    async def emit(self, app_id: str, owner: str | None, event: str, data: Mapping[str, Any]) -> str | None:
+        """Start a delivery run for `event` if a registration of `owner` for the app wants it; its run id."""
+        if not await self.wants(app_id, owner, event):
             return None
-        job = {"kind": "deliver", "app_id": app_id, "event": event, "timestamp": format_timestamp(self._engine.clock()), "data": dict(data)}
+        job = {
+            "kind": "deliver",
+            "app_id": app_id,
+            "owner": owner,
+            "event": event,
+            "timestamp": format_timestamp(self._engine.clock()),
+            "data": dict(data),
+        }
         state = await self._engine.execute(DELIVERY_AGENT, job, mode="async")
         return state.run_id
 
-    async def watch(self, app_id: str, run_id: str, session_id: str | None) -> str | None:
-        """Follow a conversation run and deliver its escalations, if a registration wants them."""
-        if not await self.wants(app_id, ESCALATED):
+    async def watch(self, app_id: str, owner: str | None, run_id: str, session_id: str | None) -> str | None:
+        """Follow a conversation run and deliver its escalations, if a registration of `owner` wants them."""
+        if not await self.wants(app_id, owner, ESCALATED):
             return None
-        job = {"kind": "watch", "app_id": app_id, "run_id": run_id, "session_id": session_id}
+        job = {"kind": "watch", "app_id": app_id, "owner": owner, "run_id": run_id, "session_id": session_id}
         state = await self._engine.execute(DELIVERY_AGENT, job, mode="async")
         return state.run_id
 
@@ -194,14 +205,16 @@ class WebhookDispatcher:
         job = ctx.input if isinstance(ctx.input, dict) else {}
         kind = job.get("kind")
         if kind == "deliver":
-            outcomes = await self._deliver(ctx, job["app_id"], job["event"], job["timestamp"], job["data"], key="0")
+            outcomes = await self._deliver(ctx, job["app_id"], job["owner"], job["event"], job["timestamp"], job["data"], key="0")
         elif kind == "watch":
             outcomes = []
             async for event in self._engine.events(job["run_id"]):
                 if isinstance(event, Custom) and event.name == ESCALATED:
                     extra = event.data if isinstance(event.data, dict) else {"reason": event.data}
                     data = {"session_id": job["session_id"], "trace_id": job["run_id"], **extra}
-                    outcomes += await self._deliver(ctx, job["app_id"], ESCALATED, format_timestamp(event.at), data, key=str(event.seq))
+                    outcomes += await self._deliver(
+                        ctx, job["app_id"], job["owner"], ESCALATED, format_timestamp(event.at), data, key=str(event.seq)
+                    )
         else:
             raise AgentFailed("invalid_request", "a platform webhook job needs kind deliver or watch")
         failed = [o for o in outcomes if not o["ok"]]
@@ -210,13 +223,13 @@ class WebhookDispatcher:
         return outcomes
 
     async def _deliver(
-        self, ctx: RunContext, app_id: str, event: str, timestamp: str, data: Any, *, key: str
+        self, ctx: RunContext, app_id: str, owner: str | None, event: str, timestamp: str, data: Any, *, key: str
     ) -> list[dict[str, Any]]:
         """POST one signed event to every registration of the app that wants it; each attempt recorded."""
         body = json.dumps({"event": event, "timestamp": timestamp, "data": data}, separators=(",", ":")).encode()
         outcomes = []
         # Registrations are read at delivery time, so secrets never enter a run's log.
-        for registration in await self.registry.list(app_id):
+        for registration in await self.registry.list(app_id, owner):
             if event not in registration.events:
                 continue
             webhook_id = f"{ctx.run_id}.{key}.{registration.webhook_id}"  # stable across retries
