@@ -221,5 +221,89 @@ def show(run_id: str, url: str, token: str | None) -> None:
         click.echo(json.dumps(_get_json(client, f"/runs/{run_id}"), indent=2, ensure_ascii=False))
 
 
+# -- worker ---------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--store",
+    default=None,
+    envvar="RUNENGINE_STORE",
+    help="Store URL with a work queue (postgresql://...) for the demo engine.",
+)
+@click.option("--app", "app_ref", default=None, help="module:engine, your RunEngine (default: the demo agents).")
+@click.option("--lease", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Lease seconds.")
+@click.option("--heartbeat", default=None, type=click.FloatRange(min=0, min_open=True), help="Renew leases this often (default lease/3).")
+@click.option("--concurrency", default=16, show_default=True, type=click.IntRange(min=1), help="Runs executed at once.")
+@click.option("--poll", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Queue re-check seconds.")
+@click.option("--on-lost", default="fail", show_default=True, type=click.Choice(["fail", "requeue"]), help="A lost worker's runs: fail (worker_lost) or run again.")
+@click.option("--max-attempts", default=3, show_default=True, type=click.IntRange(min=1), help="With --on-lost requeue.")
+@click.option("--drain-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="On SIGTERM: seconds to finish in-flight runs before handing them back.")
+@click.option("--delay", default=0.05, show_default=True, type=float, help="Seconds between demo tokens.")
+def worker(
+    store: str | None,
+    app_ref: str | None,
+    lease: float,
+    heartbeat: float | None,
+    concurrency: int,
+    poll: float,
+    on_lost: str,
+    max_attempts: int,
+    drain_timeout: float,
+    delay: float,
+) -> None:
+    """Execute queued runs (no HTTP) until SIGINT / SIGTERM, then stop gracefully."""
+    import signal
+
+    import anyio
+
+    from .demo import register_demo_agents
+    from .worker import WorkerOptions
+
+    options = WorkerOptions(
+        lease=lease,
+        heartbeat=heartbeat,
+        concurrency=concurrency,
+        poll=poll,
+        on_lost=on_lost,  # type: ignore[arg-type]
+        max_attempts=max_attempts,
+        drain_timeout=drain_timeout,
+    )
+    if app_ref is not None:
+        if store is not None:
+            raise click.UsageError("--store applies to the demo engine; with --app your engine has its own store")
+        engine = load_object(app_ref, "--app")
+        if callable(engine) and not isinstance(engine, RunEngine):
+            engine = engine()
+        if not isinstance(engine, RunEngine):
+            raise click.BadParameter(f"{app_ref!r} is not a RunEngine", param_hint="--app")
+        engine.worker_options = options
+    else:
+        if store is None:
+            raise click.UsageError("give --store postgresql://... (or --app module:engine)")
+        try:
+            engine = register_demo_agents(RunEngine(store, worker=options), delay=delay)
+        except RunEngineError as exc:
+            raise click.BadParameter(exc.message, param_hint="--store") from None
+    if engine.queue is None:
+        raise click.UsageError("this engine's store has no work queue: a worker needs postgresql://")
+
+    async def work() -> None:
+        async with engine:
+            click.echo(
+                f"runengine {__version__}: worker {engine.worker_id} ready (agents: {', '.join(a.name for a in engine.agents)})",
+                err=True,
+            )
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    click.echo(f"worker {engine.worker_id}: stopping", err=True)
+                    break
+
+    try:
+        anyio.run(work)
+    except RunEngineError as exc:
+        raise click.ClickException(exc.message) from None
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

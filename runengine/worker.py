@@ -48,6 +48,11 @@ def _positive(_instance: object, attribute: attrs.Attribute[Any], value: Any) ->
         raise InvalidRequest(f"{attribute.name} must be a positive number", **{attribute.name: value})
 
 
+def _policy(_instance: object, _attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value not in ("fail", "requeue"):
+        raise InvalidRequest("on_lost must be 'fail' or 'requeue'", on_lost=value)
+
+
 @attrs.frozen(kw_only=True)
 class WorkerOptions:
     """How a worker claims, holds and gives back runs (seconds unless said otherwise)."""
@@ -61,7 +66,7 @@ class WorkerOptions:
     #: Look at the queue at least this often, even without a wake-up (expired leases).
     poll: float = attrs.field(default=1.0, validator=_positive)
     #: What happens to a run whose worker was lost: "fail" (code worker_lost) or "requeue".
-    on_lost: LostPolicy = attrs.field(default="fail", validator=attrs.validators.in_(("fail", "requeue")))
+    on_lost: LostPolicy = attrs.field(default="fail", validator=_policy)
     #: With on_lost="requeue": attempts in all before the run fails with worker_lost.
     max_attempts: int = attrs.field(default=3, validator=_positive)
     #: Graceful stop: how long in-flight runs may finish before they are handed back.

@@ -1,0 +1,241 @@
+"""PostgresStore specifics beyond the conformance suite: URLs, schema versions, group commit,
+live tails across store instances (each with its own pool and listener, as separate processes
+have), lost notifications and a dropped listener connection."""
+
+from __future__ import annotations
+
+import uuid
+
+import anyio
+import asyncpg
+import pytest
+
+from runengine.adapters.postgres import SCHEMA_VERSION, PostgresStore
+from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError, StoreError
+from runengine.events import MessageDelta, RunCreated, RunStarted
+from runengine.stores import open_store
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def created(run_id: str) -> RunCreated:
+    return RunCreated(run_id=run_id, seq=1, agent="a")
+
+
+def delta(run_id: str, seq: int) -> MessageDelta:
+    return MessageDelta(run_id=run_id, seq=seq, message_id="m", content=f"t{seq}")
+
+
+def schema() -> str:
+    return f"t_{uuid.uuid4().hex[:12]}"
+
+
+async def start_run(store: PostgresStore, run_id: str) -> None:
+    await store.append(run_id, [created(run_id), RunStarted(run_id=run_id, seq=2)], expected_seq=0)
+
+
+def test_urls_name_the_store_and_its_options() -> None:
+    store = open_store("postgres://u:p@127.0.0.1:5999/db?schema=abc&pool_max=3&recheck=0.5&sslmode=disable")
+    assert isinstance(store, PostgresStore)
+    assert (store.schema, store.pool_max, store.recheck) == ("abc", 3, 0.5)
+    assert store.dsn == "postgresql://u:p@127.0.0.1:5999/db?sslmode=disable"  # the rest goes to asyncpg
+    assert store.shared is True
+    assert isinstance(open_store("postgresql://127.0.0.1/db"), PostgresStore)
+    for bad in ("postgresql://h/db?pool_max=many", "postgresql://h/db?schema=Robert;drop", "postgresql://h/db?pool_max=0"):
+        with pytest.raises(InvalidRequest):
+            open_store(bad)
+
+
+@pytest.mark.anyio
+async def test_a_closed_store_says_so(pg_dsn: str) -> None:
+    store = PostgresStore(pg_dsn, schema=schema())
+    with pytest.raises(StoreError):
+        await store.append("r", [created("r")], expected_seq=0)
+    async with store:
+        await store.open()  # idempotent
+    await store.close()  # idempotent
+    with pytest.raises(StoreError):
+        await store.read("r")
+
+
+@pytest.mark.anyio
+async def test_schema_is_versioned_and_a_newer_one_is_refused(pg_dsn: str) -> None:
+    name = schema()
+    async with PostgresStore(pg_dsn, schema=name) as store:
+        await start_run(store, "r1")
+    async with PostgresStore(pg_dsn, schema=name) as store:  # reopening keeps the data
+        assert await store.last_seq("r1") == 2
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        assert await conn.fetchval(f'SELECT max(version) FROM "{name}".runengine_schema') == SCHEMA_VERSION
+        await conn.execute(f'INSERT INTO "{name}".runengine_schema VALUES ($1)', SCHEMA_VERSION + 1)
+    finally:
+        await conn.close()
+    with pytest.raises(SchemaVersionError):
+        await PostgresStore(pg_dsn, schema=name).open()
+
+
+@pytest.mark.anyio
+async def test_many_processes_opening_a_new_database_at_once_create_it_once(pg_dsn: str) -> None:
+    name = schema()
+    stores = [PostgresStore(pg_dsn, schema=name, pool_max=2) for _ in range(5)]
+    async with anyio.create_task_group() as tg:
+        for store in stores:
+            tg.start_soon(store.open)
+    try:
+        await start_run(stores[0], "r")
+        assert [await s.last_seq("r") for s in stores] == [2] * 5
+    finally:
+        for store in stores:
+            await store.close()
+
+
+@pytest.mark.anyio
+async def test_appends_from_many_runs_share_transactions(pg_dsn: str) -> None:
+    """Group commit: 200 concurrent appends take far fewer than 200 transactions, and a stale
+    append in the same batches fails alone."""
+    async with PostgresStore(pg_dsn, schema=schema(), pool_max=4) as store:
+        runs = [f"r{i}" for i in range(200)]
+        async with anyio.create_task_group() as tg:
+            for run_id in runs:
+                tg.start_soon(start_run, store, run_id)
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            before = await conn.fetchval("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+            failures: list[BaseException] = []
+
+            async def append(run_id: str, expected: int) -> None:
+                try:
+                    await store.append(run_id, [delta(run_id, expected + 1)], expected_seq=expected)
+                except ConcurrencyConflict as exc:
+                    failures.append(exc)
+
+            async with anyio.create_task_group() as tg:
+                for run_id in runs:
+                    tg.start_soon(append, run_id, 2)
+                tg.start_soon(append, "r7", 1)  # stale: fails alone
+            await anyio.sleep(0.6)  # pg_stat counters are published at most every 500 ms
+            after = await conn.fetchval("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+        finally:
+            await conn.close()
+        assert len(failures) == 1 and failures[0].run_id == "r7"  # type: ignore[attr-defined]
+        assert [await store.last_seq(r) for r in runs] == [3] * 200
+        assert after - before < 100, f"{after - before} transactions for 200 appends"
+
+
+@pytest.mark.anyio
+async def test_a_tail_in_another_process_is_woken_by_notify(pg_dsn: str) -> None:
+    name = schema()
+    async with PostgresStore(pg_dsn, schema=name, recheck=30.0) as writer, PostgresStore(
+        pg_dsn, schema=name, recheck=30.0
+    ) as reader:
+        await start_run(writer, "r")
+        with anyio.fail_after(10):
+            while not reader._listening:
+                await anyio.sleep(0.01)
+        results: list[bool] = []
+
+        async def tail() -> None:
+            results.append(await reader.wait("r", after_seq=2, timeout=20))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tail)
+            await anyio.sleep(0.2)
+            with anyio.fail_after(5):  # far below the 30 s re-check: the NOTIFY woke it
+                await writer.append("r", [delta("r", 3)], expected_seq=2)
+                while not results:
+                    await anyio.sleep(0.01)
+        assert results == [True]
+        assert [e.seq for e in await reader.read("r", after_seq=2)] == [3]
+
+
+@pytest.mark.anyio
+async def test_a_lost_notify_delays_a_tail_but_never_hangs_it(pg_dsn: str) -> None:
+    name = schema()
+    async with PostgresStore(pg_dsn, schema=name, recheck=0.5) as store:
+        await start_run(store, "r")
+        conn = await asyncpg.connect(pg_dsn, server_settings={"search_path": name})
+        try:
+            async with anyio.create_task_group() as tg:
+                results: list[bool] = []
+
+                async def tail() -> None:
+                    results.append(await store.wait("r", after_seq=2, timeout=30))
+
+                tg.start_soon(tail)
+                await anyio.sleep(0.2)
+                # A commit whose NOTIFY never arrives (written behind the store's back).
+                async with conn.transaction():
+                    await conn.execute(
+                        "INSERT INTO runengine_events VALUES ('r', 3, 'message.delta', now(), '{\"message_id\":\"m\",\"content\":\"x\"}')"
+                    )
+                    await conn.execute("UPDATE runengine_runs SET last_seq = 3 WHERE run_id = 'r'")
+                with anyio.fail_after(10):
+                    while not results:
+                        await anyio.sleep(0.02)
+            assert results == [True]
+        finally:
+            await conn.close()
+
+
+@pytest.mark.anyio
+async def test_a_dropped_listener_reconnects_and_tails_go_on(pg_dsn: str) -> None:
+    name = schema()
+    async with PostgresStore(pg_dsn, schema=name, recheck=30.0) as writer, PostgresStore(
+        pg_dsn, schema=name, recheck=30.0
+    ) as reader:
+        await start_run(writer, "r")
+        admin = await asyncpg.connect(pg_dsn)
+        try:
+            with anyio.fail_after(10):
+                while not reader._listening:
+                    await anyio.sleep(0.01)
+            # Kill every listening connection (both stores'): the server side of a network drop.
+            killed = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+            )
+            assert killed >= 1
+            with anyio.fail_after(10):
+                while reader._listening:
+                    await anyio.sleep(0.01)
+                while not reader._listening:  # it re-listens by itself
+                    await anyio.sleep(0.01)
+            results: list[bool] = []
+
+            async def tail() -> None:
+                results.append(await reader.wait("r", after_seq=2, timeout=20))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(tail)
+                await anyio.sleep(0.2)
+                with anyio.fail_after(5):
+                    await writer.append("r", [delta("r", 3)], expected_seq=2)
+                    while not results:
+                        await anyio.sleep(0.01)
+            assert results == [True]
+        finally:
+            await admin.close()
+
+
+@pytest.mark.anyio
+async def test_appends_survive_killed_pool_connections(pg_dsn: str) -> None:
+    """A connection dropped under the pool is replaced and the append retried, exactly once."""
+    async with PostgresStore(pg_dsn, schema=schema(), pool_min=2, pool_max=2) as store:
+        await start_run(store, "r")
+        admin = await asyncpg.connect(pg_dsn)
+        try:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = 'runengine' AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await admin.close()
+        for seq in range(3, 13):
+            await store.append("r", [delta("r", seq)], expected_seq=seq - 1)
+        assert [e.seq for e in await store.read("r")] == list(range(1, 13))

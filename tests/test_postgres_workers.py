@@ -1,0 +1,266 @@
+"""The work queue and workers on a real PostgreSQL, in one test process: each engine has its own
+store instance (its own pool and listening connection), as separate processes would."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import uuid
+from collections.abc import AsyncIterator
+
+import anyio
+import asyncpg
+import pytest
+
+from pg_agents import make_worker_engine, register
+from runengine import RunEngine
+from runengine.adapters.postgres import PostgresStore
+from runengine.errors import InvalidRequest
+from runengine.events import MessageDelta, RunCreated, RunFailed, RunRequeued, RunStarted
+from runengine.ports import LeaseLost, WorkQueue
+from runengine.status import Status
+from runengine.worker import WorkerOptions
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def url(pg_schema_url: str) -> str:
+    return pg_schema_url
+
+
+@contextlib.asynccontextmanager
+async def api_engine(url: str) -> AsyncIterator[RunEngine]:
+    async with register(RunEngine(url)) as engine:
+        yield engine
+
+
+async def until(predicate: object, timeout: float = 20.0, what: str = "condition") -> None:
+    with anyio.fail_after(timeout):
+        while True:
+            value = predicate()  # type: ignore[operator]
+            if asyncio.iscoroutine(value):
+                value = await value
+            if value:
+                return
+            await anyio.sleep(0.02)
+
+
+def test_worker_mode_needs_a_work_queue() -> None:
+    with pytest.raises(InvalidRequest):
+        RunEngine("memory://", worker=True)
+    with pytest.raises(InvalidRequest):
+        WorkerOptions(lease=0)
+    with pytest.raises(InvalidRequest):
+        WorkerOptions(on_lost="retry")  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_execute_anywhere_runs_on_a_worker(url: str) -> None:
+    async with api_engine(url) as api, make_worker_engine(url, lease=5, poll=0.2) as worker:
+        assert isinstance(api.queue, WorkQueue)
+        state = await api.execute("ticker", {"n": 20})
+        assert state.status is Status.COMPLETED and state.output == {"n": 20, "attempt": 1}
+        assert state.worker == worker.worker_id != api.worker_id
+        assert state.text == "".join(f"a1:t{i} " for i in range(20))
+        events = [e async for e in await api.execute("ticker", {"n": 5}, mode="stream")]
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+        assert events[-1].type == "run.completed"
+        pending = await api.execute("ticker", {"n": 3}, mode="async")
+        assert pending.status is Status.PENDING
+        assert (await api.wait(pending.run_id)).status is Status.COMPLETED
+
+
+@pytest.mark.anyio
+async def test_cancel_from_another_process_stops_an_idle_agent_promptly(url: str) -> None:
+    # A 60 s lease: its heartbeat (every 20 s) is far too slow to explain a prompt stop.
+    async with api_engine(url) as api, make_worker_engine(url, lease=60, poll=0.2) as worker:
+        run = await api.execute("idle", None, mode="async")
+        await until(lambda: worker._worker is not None and worker._worker.in_flight == 1)
+        await until(lambda: api.status(run.run_id), what="started")
+        await until(lambda: _status_is(api, run.run_id, Status.RUNNING))
+        with anyio.fail_after(10):
+            state = await api.cancel(run.run_id, reason="user")
+            assert state.status is Status.CANCELLED and state.cancel_reason == "user"
+            await until(lambda: worker._worker.in_flight == 0, timeout=10)  # type: ignore[union-attr]
+        log = [e.type async for e in api.events(run.run_id, follow=False)]
+        assert log == ["run.created", "run.started", "message.completed", "run.cancelled"]
+        await anyio.sleep(0.3)
+        assert (await api.status(run.run_id)).last_seq == 4  # the worker wrote nothing after
+
+
+async def _status_is(engine: RunEngine, run_id: str, status: Status) -> bool:
+    return (await engine.status(run_id)).status is status
+
+
+@pytest.mark.anyio
+async def test_input_reaches_the_worker_through_the_database(url: str) -> None:
+    async with api_engine(url) as api, make_worker_engine(url, lease=5, poll=0.2):
+        waiting = await api.execute("asker", None)
+        assert waiting.status is Status.WAITING_FOR_INPUT
+        await api.resume(waiting.run_id, "yes")
+        done = await api.wait(waiting.run_id)
+        assert done.status is Status.COMPLETED and done.output == {"answer": "yes"}
+
+
+@pytest.mark.anyio
+async def test_claims_never_overlap(url: str) -> None:
+    async with PostgresStore.from_url(url) as a, PostgresStore.from_url(url) as b:
+        for i in range(60):
+            await a.work_queue.enqueue(f"r{i}", [RunCreated(run_id=f"r{i}", seq=1, agent="x")])
+        claimed: dict[str, list[str]] = {"a": [], "b": []}
+
+        async def claimer(name: str, store: PostgresStore) -> None:
+            while True:
+                leases = await store.work_queue.claim(name, agents=["x"], limit=3, lease=30)
+                if not leases:
+                    return
+                claimed[name].extend(lease.run_id for lease in leases)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(claimer, "a", a)
+            tg.start_soon(claimer, "b", b)
+        assert not set(claimed["a"]) & set(claimed["b"])
+        assert sorted(claimed["a"] + claimed["b"]) == sorted(f"r{i}" for i in range(60))
+        assert await a.work_queue.claim("c", agents=["y"], limit=5, lease=1) == []  # not our agent
+
+
+@pytest.mark.anyio
+async def test_a_lost_lease_fences_the_old_worker(url: str) -> None:
+    async with PostgresStore.from_url(url) as store:
+        queue = store.work_queue
+        await queue.enqueue("r", [RunCreated(run_id="r", seq=1, agent="x")])
+        [old] = await queue.claim("w1", agents=["x"], limit=1, lease=0.5)
+        await queue.append_leased(old, [RunStarted(run_id="r", seq=2, worker="w1")], expected_seq=1)
+        assert await queue.claim("w2", agents=["x"], limit=1, lease=30) == []  # still held
+        await anyio.sleep(0.7)
+        with pytest.raises(LeaseLost):  # expired, even before anyone took it over
+            await queue.append_leased(old, [MessageDelta(run_id="r", seq=3, message_id="m", content="x")], expected_seq=2)
+        [new] = await queue.claim("w2", agents=["x"], limit=1, lease=30)
+        assert new.run_id == "r" and new.token != old.token and new.claims == 2
+        assert await queue.renew([old], lease=30) == set()  # the old token renews nothing
+        with pytest.raises(LeaseLost):
+            await queue.append_leased(old, [MessageDelta(run_id="r", seq=3, message_id="m", content="x")], expected_seq=2)
+        assert await store.last_seq("r") == 2
+        await queue.append_leased(new, [RunRequeued(run_id="r", seq=3, reason="worker_lost")], expected_seq=2)
+        assert await queue.renew([new], lease=30) == {"r"}
+        # A terminal event by anyone takes the run off the queue: the holder's next renew says so.
+        await store.append("r", [RunFailed(run_id="r", seq=4, error=_error())], expected_seq=3)
+        assert await queue.renew([new], lease=30) == set()
+        assert await queue.claim("w3", agents=["x"], limit=5, lease=1) == []
+
+
+def _error():  # type: ignore[no-untyped-def]
+    from runengine.events import ErrorInfo
+
+    return ErrorInfo(code="test", message="ended by the test")
+
+
+async def ghost_run(url: str, agent: str, input: object) -> str:
+    """A run claimed and started by a worker that then vanished (its lease runs out)."""
+    run_id = uuid.uuid4().hex
+    async with PostgresStore.from_url(url) as store:
+        queue = store.work_queue
+        await queue.enqueue(run_id, [RunCreated(run_id=run_id, seq=1, agent=agent, input=input)])
+        [lease] = await queue.claim("ghost", agents=[agent], limit=1, lease=0.5)
+        await queue.append_leased(
+            lease,
+            [RunStarted(run_id=run_id, seq=2, worker="ghost"), MessageDelta(run_id=run_id, seq=3, message_id="m", content="lost ")],
+            expected_seq=1,
+        )
+    return run_id
+
+
+@pytest.mark.anyio
+async def test_a_lost_worker_fails_its_run_by_default(url: str) -> None:
+    run_id = await ghost_run(url, "ticker", {"n": 3})
+    async with make_worker_engine(url, lease=2, poll=0.1) as worker:
+        state = await worker.wait(run_id)
+    assert state.status is Status.FAILED and state.error is not None and state.error.code == "worker_lost"
+
+
+@pytest.mark.anyio
+async def test_requeue_policy_runs_it_again_then_gives_up(url: str) -> None:
+    run_id = await ghost_run(url, "ticker", {"n": 3})
+    async with make_worker_engine(url, lease=2, poll=0.1, on_lost="requeue") as worker:
+        state = await worker.wait(run_id)
+        log = [e.type async for e in worker.events(run_id, follow=False)]
+    assert state.status is Status.COMPLETED and state.attempt == 2 and state.output == {"n": 3, "attempt": 2}
+    assert log[:5] == ["run.created", "run.started", "message.delta", "run.requeued", "run.started"]
+    assert state.text == "a2:t0 a2:t1 a2:t2 "  # what the lost attempt said is not part of the answer
+    # With max_attempts reached, the run fails instead.
+    run_id = await ghost_run(url, "ticker", {"n": 3})
+    async with make_worker_engine(url, lease=2, poll=0.1, on_lost="requeue", max_attempts=1) as worker:
+        state = await worker.wait(run_id)
+    assert state.status is Status.FAILED and state.error is not None and state.error.code == "worker_lost"
+
+
+@pytest.mark.anyio
+async def test_graceful_shutdown_hands_runs_back(url: str) -> None:
+    async with api_engine(url) as api:
+        async with make_worker_engine(url, lease=5, poll=0.1, drain_timeout=0.3) as first:
+            run = await api.execute("idle", None, mode="async")
+            await until(lambda: _status_is(api, run.run_id, Status.RUNNING))
+            quick = await api.execute("ticker", {"n": 3}, mode="async")
+            await until(lambda: _status_is(api, quick.run_id, Status.COMPLETED))
+        # Stopped: the idle run went back to the queue, untouched by a failure or a cancel.
+        state = await api.status(run.run_id)
+        assert state.status is Status.PENDING
+        log = [e.type async for e in api.events(run.run_id, follow=False)]
+        assert log[-1] == "run.requeued"
+        async with make_worker_engine(url, lease=5, poll=0.1) as second:
+            await until(lambda: _status_is(api, run.run_id, Status.RUNNING))
+            state = await api.status(run.run_id)
+            assert state.attempt == 2 and state.worker == second.worker_id
+            await api.cancel(run.run_id)
+
+
+async def _connections(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'runengine'"
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def _many_runs(url: str, dsn: str, total: int) -> None:
+    async with api_engine(url) as api, make_worker_engine(url, lease=10, poll=0.2, concurrency=32) as worker:
+        marks: list[tuple[int, int]] = []
+        done = 0
+        batch = 50
+        while done < total:
+            async with anyio.create_task_group() as tg:
+                for _ in range(batch):
+                    tg.start_soon(api.execute, "ticker", {"n": 2})
+            done += batch
+            if done in (total // 5, total):
+                await until(lambda: worker._worker.in_flight == 0)  # type: ignore[union-attr]
+                gc.collect()
+                await anyio.sleep(0.3)
+                marks.append((await _connections(dsn), len(asyncio.all_tasks())))
+        page = await api.list_runs(status=Status.COMPLETED, limit=1)
+        assert page.runs and (await api.list_runs(status=Status.RUNNING, limit=1)).runs == ()
+    (conns_early, tasks_early), (conns_late, tasks_late) = marks
+    assert conns_late <= conns_early + 2, marks
+    assert tasks_late <= tasks_early + 5, marks
+
+
+@pytest.mark.anyio
+async def test_connections_and_tasks_stay_flat_over_many_runs(url: str, pg_dsn: str) -> None:
+    await _many_runs(url, pg_dsn, 1_000)
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_connections_and_tasks_stay_flat_over_ten_thousand_runs(url: str, pg_dsn: str) -> None:
+    await _many_runs(url, pg_dsn, 10_000)
