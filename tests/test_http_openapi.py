@@ -1,0 +1,98 @@
+"""GET /openapi.json describes what the server really does: every response seen in a tour of
+the API (successes and errors) has a documented status and validates against its schema."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import httpx
+import pytest
+from jsonschema import Draft202012Validator
+
+from httpkit import demo_engine, serve, sse_events, wait_status
+from runengine.adapters.asgi import engine_asgi_app
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # uvicorn
+
+
+def operation_for(doc: dict, method: str, path: str) -> dict:
+    for template, item in doc["paths"].items():
+        pattern = "^" + re.sub(r"\\\{[a-z_]+\\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, path) and method.lower() in item:
+            return item[method.lower()]
+    raise AssertionError(f"{method} {path} is not documented")
+
+
+def check(doc: dict, response: httpx.Response) -> None:
+    request = response.request
+    operation = operation_for(doc, request.method, request.url.path)
+    documented = operation["responses"].get(str(response.status_code))
+    assert documented is not None, f"{request.method} {request.url.path}: {response.status_code} is not documented"
+    if response.status_code == 204:
+        assert "content" not in documented
+        return
+    media = response.headers["content-type"].split(";")[0]
+    assert media in documented["content"], f"{media} not documented for {response.status_code}"
+    if media == "application/json":
+        schema = {"components": doc["components"], **documented["content"][media]["schema"]}
+        Draft202012Validator(schema).validate(json.loads(response.content))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("auth", [False, True])
+async def test_every_response_matches_the_document(auth: bool) -> None:
+    hook = (lambda headers: headers.get("authorization", "").removeprefix("Bearer ") or None) if auth else None
+    seen: list[httpx.Response] = []
+
+    async def record(response: httpx.Response) -> None:
+        await response.aread()
+        seen.append(response)
+
+    engine = demo_engine()
+    async with serve(engine_asgi_app(engine, auth=hook)) as url:
+        headers = {"authorization": "Bearer alice"} if auth else {}
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30.0) as plain:
+            doc = (await plain.get("/openapi.json")).json()
+        assert ("security" in doc) is auth
+        async with httpx.AsyncClient(
+            base_url=url, headers=headers, timeout=30.0, event_hooks={"response": [record]}
+        ) as client:
+            done = (await client.post("/runs", json={"agent": "pizza", "input": "cheese", "session_id": "s1"})).json()
+            pending = (await client.post("/runs", json={"agent": "approval", "mode": "async"})).json()
+            await wait_status(client, pending["run_id"], "waiting_for_input")
+            await client.get(f"/runs/{done['run_id']}")
+            await client.get(f"/runs/{done['run_id']}/events", params={"limit": 3})
+            await client.get(f"/runs/{done['run_id']}/events", headers={"accept": "text/event-stream", "last-event-id": "999"})
+            await client.get("/runs", params={"session_id": "s1", "limit": 1})
+            await client.get("/runs", params={"status": "completed"})
+            await client.get("/sessions/s1/history")
+            await client.get("/agents")
+            await client.post(f"/runs/{pending['run_id']}/input", json={"content": {"answer": "no"}})
+            await client.post(f"/runs/{pending['run_id']}/input", json={"content": "again"})  # 409 once ended
+            await client.post(f"/runs/{pending['run_id']}/cancel", json={"reason": "done"})
+            await client.post("/runs", json={"agent": "echo", "mode": "sometimes"})
+            await client.post("/runs", json={"agent": "nobody"})
+            await client.post("/runs", content=b"{")
+            await client.get("/runs/missing")
+            await client.get("/runs/missing/events")
+            await client.post("/runs/missing/cancel")
+            await client.post("/runs/missing/input", json={"content": 1})
+            await client.get("/runs", params={"limit": "-1"})
+            await client.get("/sessions/missing/history")
+            await client.get("/runs/x/events", params={"after_seq": "abc"})
+            if auth:
+                client.headers.pop("authorization")
+                await client.get("/runs")
+                await client.post("/runs", json={"agent": "echo"})
+                await client.get(f"/runs/{done['run_id']}")
+            streamed = await sse_events(client, "/runs", method="POST", json={"agent": "echo", "input": "a b", "mode": "stream"}) if not auth else []
+            assert not auth or streamed == []
+    statuses = {r.status_code for r in seen}
+    assert {200, 202, 204, 400, 404, 409} <= statuses
+    assert (401 in statuses) is auth
+    for response in seen:
+        check(doc, response)
