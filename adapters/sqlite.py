@@ -1,0 +1,866 @@
+"""SQLiteStore: the embedded default store. A file, zero set-up.
+
+    store = SQLiteStore("runs.db")                 # or RunEngine("sqlite:///runs.db")
+
+Layout (schema version 1, kept in the `schema_version` table):
+
+- `events(run_id, seq, type, at, data)`, primary key (run_id, seq), WITHOUT ROWID, so
+  a run's log is stored in seq order and the key itself is the optimistic
+  concurrency check: two writers can never both write seq N.
+- `runs`: one row per run (agent, status, session, owner, times, last_seq), kept
+  current by every append, so listing runs never folds a log. `position` is the
+  creation order and the listing cursor.
+- `snapshots`, `idempotency_keys`, `sessions`.
+
+Group commit. Every write goes through ONE writer task per store, which takes
+everything queued (appends of every run, snapshots, keys, sessions) and commits it
+as one transaction: a handful of calls into the aiosqlite thread per batch
+(BEGIN, one SELECT of the runs involved, one executemany of the events, one of the
+runs, COMMIT), never one call per row. A batch is taken when `flush_max` events are
+queued, `flush_window` seconds after the first queued append, or at once when an
+append holds any event other than `message.delta`. Appends are checked against the
+runs table inside the transaction, in queue order, so a stale `expected_seq` fails
+alone (ConcurrencyConflict, nothing written) while the rest of the batch commits.
+`append` returns once its batch has committed; waiters are woken only then, so a
+subscriber never sees an uncommitted event.
+
+Reads go through a second, read-only connection (WAL lets it read while the writer
+writes) and are paged: one `fetchall` of one page, using the primary key, so they
+cost what lies after the cursor, not the length of the log. The committed tail of
+recently written runs is also kept in memory, so the many subscribers of a live
+run re-reading after each wake-up cost no database call.
+
+Durability. WAL mode. `synchronous="FULL"` (default): a committed append survives a
+process crash and a power loss. `synchronous="NORMAL"`: a committed append survives
+a crash of the process, not a power loss or OS crash (the last commits may roll back).
+
+One process writes a given file at a time (`shared = False`; the engine then fails
+the runs a dead process left unfinished when it starts). Needs asyncio (aiosqlite).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta, timezone
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import aiosqlite
+
+from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError, StoreError
+from runengine.events import Event, MessageDelta, RunCreated
+from runengine.ports import DEFAULT_PAGE, RunPage, RunSummary, SessionRecord
+from runengine.state import RunState
+from runengine.status import Status
+from runengine.transitions import status_after
+from runengine.validation import check_append, check_page, decode_cursor, encode_cursor
+from runengine.wire import data_to_json, event_from_parts, format_time, state_from_json, state_to_json
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    at TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS runs (
+    position INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL UNIQUE,
+    agent TEXT NOT NULL,
+    status TEXT NOT NULL,
+    session_id TEXT,
+    owner TEXT,
+    created_at TEXT,
+    updated_at TEXT,
+    last_seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_session ON runs (session_id, position);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, position);
+CREATE INDEX IF NOT EXISTS runs_by_owner ON runs (owner, position);
+CREATE TABLE IF NOT EXISTS snapshots (
+    run_id TEXT PRIMARY KEY,
+    last_seq INTEGER NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    reserved_us INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id TEXT PRIMARY KEY,
+    owner TEXT,
+    created_at TEXT,
+    expires_at TEXT,
+    ended_at TEXT,
+    metadata TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+"""
+
+_INSERT_EVENT = "INSERT INTO events (run_id, seq, type, at, data) VALUES (?, ?, ?, ?, ?)"
+_UPSERT_RUN = (
+    "INSERT INTO runs (run_id, agent, status, session_id, owner, created_at, updated_at, last_seq)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (run_id) DO UPDATE SET status = excluded.status,"
+    " updated_at = excluded.updated_at, last_seq = excluded.last_seq"
+)
+_RUN_COLUMNS = "run_id, agent, status, session_id, owner, created_at, updated_at, last_seq"
+_SYNCHRONOUS = ("FULL", "NORMAL")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_UTC = timezone.utc
+_DELTA = MessageDelta.type
+
+#: Defaults chosen from benchmarks/bench_sqlite.py (see docs/sqlite.md).
+DEFAULT_FLUSH_MAX = 2048
+DEFAULT_FLUSH_WINDOW = 0.002
+#: The committed tail kept in memory: events per run, and how many runs.
+TAIL_EVENTS = 512
+TAIL_RUNS = 256
+#: Run summaries kept in memory (written by this store), for get_run / last_seq / wait.
+SUMMARY_CACHE = 8192
+_IN_CHUNK = 500  # run ids per `IN (...)` query
+
+
+# -- encoding ------------------------------------------------------------------
+
+
+def _time_text(value: datetime) -> str:
+    if value.tzinfo is _UTC:
+        return value.isoformat(timespec="microseconds")
+    return format_time(value)  # naive (taken as UTC) or another zone: normalised to UTC
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo is not None else value.replace(tzinfo=_UTC)
+
+
+def _micros(value: datetime) -> int:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=_UTC)
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+def _event_row(event: Event) -> tuple[str, int, str, str, str]:
+    """(run_id, seq, type, at, data): what the events table keeps. Raises InvalidRequest."""
+    if type(event) is MessageDelta and type(event.content) is str and type(event.message_id) is str:
+        # The token hot path: the same text data_to_json gives, without the converter.
+        data = '{"message_id":' + encode_basestring(event.message_id) + ',"content":' + encode_basestring(event.content) + "}"
+    else:
+        try:
+            data = data_to_json(event)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise InvalidRequest(f"event seq {event.seq} ({event.type}) cannot be stored as JSON: {exc}") from None
+    if not data.isascii():
+        _check_text(data, event)
+    if not isinstance(event.at, datetime):
+        raise InvalidRequest(f"event seq {event.seq}: `at` must be a datetime")
+    return (event.run_id, event.seq, event.type, _time_text(event.at), data)
+
+
+def _check_text(text: str, event: Event) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"event seq {event.seq} ({event.type}) holds text that is not valid Unicode") from None
+
+
+def _decode(run_id: str, seq: int, event_type: str, at: str, data: str) -> Event:
+    when = datetime.fromisoformat(at)
+    if event_type == _DELTA:
+        payload = json.loads(data)
+        return MessageDelta(run_id=run_id, seq=seq, at=when, message_id=payload["message_id"], content=payload["content"])
+    return event_from_parts(run_id, seq, event_type, when, json.loads(data))
+
+
+def _same_after_storing(event: Event) -> bool:
+    """True when reading the event back would give an equal event (so the tail cache may keep it)."""
+    return (
+        type(event) is MessageDelta
+        and event.at.tzinfo is _UTC
+        and type(event.content) is str
+        and type(event.message_id) is str
+    )
+
+
+def _summary(row: Sequence[Any]) -> RunSummary:
+    run_id, agent, status, session_id, owner, created_at, updated_at, last_seq = row
+    return RunSummary(
+        run_id=run_id,
+        agent=agent,
+        status=Status(status),
+        session_id=session_id,
+        owner=owner,
+        created_at=_parse_time(created_at),
+        updated_at=_parse_time(updated_at),
+        last_seq=last_seq,
+    )
+
+
+def _summary_row(s: RunSummary) -> tuple[Any, ...]:
+    return (
+        s.run_id,
+        s.agent,
+        s.status.value,
+        s.session_id,
+        s.owner,
+        _time_text(s.created_at) if s.created_at else None,
+        _time_text(s.updated_at) if s.updated_at else None,
+        s.last_seq,
+    )
+
+
+# -- the write queue --------------------------------------------------------------
+
+
+class _Append:
+    __slots__ = ("run_id", "events", "rows", "expected_seq", "future")
+
+    def __init__(self, run_id: str, events: Sequence[Event], rows: list[tuple[Any, ...]], expected_seq: int, future: asyncio.Future[None]) -> None:
+        self.run_id = run_id
+        self.events = events
+        self.rows = rows
+        self.expected_seq = expected_seq
+        self.future = future
+
+
+class _Statement:
+    """Any other write (snapshot, key, session): run in the batch's transaction, in its own savepoint."""
+
+    __slots__ = ("run", "future")
+
+    def __init__(self, run: Callable[[aiosqlite.Connection], Awaitable[Any]], future: asyncio.Future[Any]) -> None:
+        self.run = run
+        self.future = future
+
+
+class _Tail:
+    """The committed tail of one run's log: events first_seq .. first_seq+len-1."""
+
+    __slots__ = ("first_seq", "events", "keep")
+
+    def __init__(self, first_seq: int, keep: int) -> None:
+        self.first_seq = first_seq
+        self.events: list[Event] = []
+        self.keep = keep
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + len(self.events) - 1
+
+    def extend(self, events: Sequence[Event]) -> None:
+        self.events.extend(events)
+        if len(self.events) > 2 * self.keep:  # trim now and then, not on every append
+            drop = len(self.events) - self.keep
+            del self.events[:drop]
+            self.first_seq += drop
+
+
+class _Signal:
+    """A per-run wake-up: one asyncio.Event replaced after each set, and its waiter count."""
+
+    __slots__ = ("event", "waiters")
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.waiters = 0
+
+
+class SQLiteStore:
+    """The event store in a SQLite file (or `:memory:`). See the module docstring."""
+
+    shared = False
+
+    def __init__(
+        self,
+        path: str | Path = "runengine.db",
+        *,
+        synchronous: str = "FULL",
+        flush_max: int = DEFAULT_FLUSH_MAX,
+        flush_window: float = DEFAULT_FLUSH_WINDOW,
+        busy_timeout: float = 5.0,
+        tail_events: int = TAIL_EVENTS,
+        tail_runs: int = TAIL_RUNS,
+    ) -> None:
+        sync = str(synchronous).upper()
+        if sync not in _SYNCHRONOUS:
+            raise InvalidRequest(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, got {synchronous!r}")
+        if not isinstance(flush_max, int) or flush_max < 1:
+            raise InvalidRequest(f"flush_max must be a positive integer, got {flush_max!r}")
+        if not isinstance(flush_window, (int, float)) or not 0 <= flush_window <= 0.010:
+            raise InvalidRequest(f"flush_window must be between 0 and 0.010 seconds, got {flush_window!r}")
+        self.path = str(path)
+        self.synchronous = sync
+        self.flush_max = flush_max
+        self.flush_window = float(flush_window)
+        self.busy_timeout = busy_timeout
+        #: The in-memory committed tail: events kept per run, runs kept (0 turns it off).
+        self.tail_events = max(1, tail_events)
+        self.tail_runs = max(0, tail_runs)
+        self.memory = self.path == ":memory:"
+        self._writer_conn: aiosqlite.Connection | None = None
+        self._reader_conn: aiosqlite.Connection | None = None
+        # With :memory: there is one connection: reads wait for the writer's transaction to end.
+        self._txn_lock: asyncio.Lock | None = None
+        self._writer_task: asyncio.Task[None] | None = None
+        self._queue: list[_Append | _Statement] = []
+        self._queued_events = 0
+        self._wakeup: asyncio.Event | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._closing = False
+        self._broken: BaseException | None = None
+        self._summaries: collections.OrderedDict[str, RunSummary] = collections.OrderedDict()
+        self._tails: collections.OrderedDict[str, _Tail] = collections.OrderedDict()
+        self._signals: dict[str, _Signal] = {}
+        #: Commit latencies (seconds) of recent batches and their sizes, for benchmarks.
+        self.commit_times: collections.deque[float] = collections.deque(maxlen=100_000)
+        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=100_000)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> SQLiteStore:
+        """`sqlite:///relative.db`, `sqlite:////absolute/path.db`, `sqlite://:memory:`.
+
+        Query parameters set options: `?synchronous=NORMAL&flush_max=1024&flush_window=0.002`.
+        """
+        parts = urlsplit(url)
+        if parts.scheme != "sqlite":
+            raise InvalidRequest(f"not a sqlite URL: {url!r}")
+        if parts.netloc == ":memory:" or (parts.netloc == "" and parts.path in ("/:memory:", ":memory:")):
+            path = ":memory:"
+        elif parts.netloc:
+            raise InvalidRequest(
+                f"sqlite URL {url!r} names a host; use sqlite:///relative.db or sqlite:////absolute/path.db"
+            )
+        else:
+            path = parts.path[1:] if parts.path.startswith("/") else parts.path
+            if not path:
+                raise InvalidRequest(f"sqlite URL {url!r} names no file; try sqlite:///runengine.db")
+        kwargs: dict[str, Any] = {}
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            try:
+                if name == "synchronous":
+                    kwargs[name] = value
+                elif name == "flush_max":
+                    kwargs[name] = int(value)
+                elif name in ("flush_window", "busy_timeout"):
+                    kwargs[name] = float(value)
+                else:
+                    raise InvalidRequest(f"unknown sqlite URL option {name!r}")
+            except ValueError:
+                raise InvalidRequest(f"bad value for sqlite URL option {name!r}: {value!r}") from None
+        kwargs.update(options)
+        return cls(path, **kwargs)
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._writer_conn is not None:
+            return
+        self._closing = False
+        self._broken = None
+        try:
+            conn = await aiosqlite.connect(self.path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+        try:
+            await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            if not self.memory:
+                await conn.execute("PRAGMA journal_mode = WAL")
+            await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            await self._create_schema(conn)
+            reader = conn
+            if not self.memory:
+                reader = await aiosqlite.connect(self.path, isolation_level=None)
+                await reader.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+                await reader.execute("PRAGMA query_only = 1")
+        except BaseException as exc:
+            await conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+            raise
+        self._writer_conn, self._reader_conn = conn, reader
+        self._txn_lock = asyncio.Lock()
+        self._wakeup = asyncio.Event()
+        self._writer_task = asyncio.get_running_loop().create_task(self._write_loop(), name=f"sqlite writer {self.path}")
+
+    @staticmethod
+    async def _create_schema(conn: aiosqlite.Connection) -> None:
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            rows = list(await conn.execute_fetchall("SELECT max(version) FROM schema_version"))
+            found = rows[0][0] if rows else None
+            if found is not None and found > SCHEMA_VERSION:
+                raise SchemaVersionError(
+                    f"this database has schema version {found}; this runengine knows up to {SCHEMA_VERSION}"
+                    " (upgrade runengine to open it)",
+                    found=found,
+                    known=SCHEMA_VERSION,
+                )
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    await conn.execute(statement)
+            if found is None:
+                await conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        if self._writer_conn is None:
+            return
+        self._closing = True
+        task, self._writer_task = self._writer_task, None
+        if task is not None:
+            if self._wakeup is not None:
+                self._wakeup.set()
+            try:
+                await task  # drains the queue: whatever was accepted is committed or answered
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
+        writer, reader = self._writer_conn, self._reader_conn
+        self._writer_conn = self._reader_conn = None
+        if reader is not None and reader is not writer:
+            await reader.close()
+        if writer is not None:
+            await writer.close()
+        self._summaries.clear()
+        self._tails.clear()
+
+    async def __aenter__(self) -> SQLiteStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _require_open(self) -> None:
+        if self._writer_conn is None or self._closing:
+            raise StoreError("the SQLite store is not open")
+        if self._broken is not None:
+            raise StoreError(f"the SQLite store's writer stopped: {self._broken!r}")
+
+    # -- writes: queued for the writer task --------------------------------------
+
+    async def append(self, run_id: str, events: Sequence[Event], *, expected_seq: int) -> None:
+        check_append(run_id, events, expected_seq)
+        self._require_open()
+        if not run_id.isascii():
+            _check_text(run_id, events[0])
+        rows = [_event_row(event) for event in events]
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Append(run_id, events, rows, expected_seq, future))
+        self._queued_events += len(rows)
+        urgent = any(event.type != _DELTA for event in events)
+        self._kick(urgent)
+        await future
+
+    async def _submit(self, run: Callable[[aiosqlite.Connection], Awaitable[Any]]) -> Any:
+        self._require_open()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Statement(run, future))
+        self._kick(True)
+        return await future
+
+    def _kick(self, urgent: bool) -> None:
+        assert self._wakeup is not None
+        if urgent or self._queued_events >= self.flush_max or self.flush_window == 0:
+            self._wakeup.set()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.flush_window, self._wakeup.set)
+
+    async def _write_loop(self) -> None:
+        assert self._wakeup is not None
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+                batch, self._queue, self._queued_events = self._queue, [], 0
+                batch = [item for item in batch if not item.future.cancelled()]
+                if batch:
+                    await self._commit(batch)
+                if self._closing and not self._queue:
+                    return
+        except BaseException as exc:
+            self._broken = exc
+            for item in self._queue:
+                if not item.future.done():
+                    item.future.set_exception(StoreError("the SQLite store's writer stopped"))
+            self._queue = []
+            raise
+
+    async def _commit(self, batch: list[_Append | _Statement]) -> None:
+        """One transaction for the whole batch; answer every future once it has committed."""
+        conn = self._writer_conn
+        assert conn is not None and self._txn_lock is not None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        appends = [item for item in batch if isinstance(item, _Append)]
+        statements = [item for item in batch if isinstance(item, _Statement)]
+        outcomes: list[BaseException | None] = []
+        results: list[Any] = []
+        committed: dict[str, RunSummary] = {}
+        accepted: list[_Append] = []
+        async with self._txn_lock:
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if appends:
+                        accepted, outcomes, committed = await self._write_appends(conn, appends)
+                    for index, statement in enumerate(statements):
+                        await conn.execute(f"SAVEPOINT s{index}")
+                        try:
+                            results.append(await statement.run(conn))
+                        except Exception as exc:  # this statement fails alone
+                            await conn.execute(f"ROLLBACK TO s{index}")
+                            results.append(_Failed(exc))
+                        await conn.execute(f"RELEASE s{index}")
+                    await conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        await conn.execute("ROLLBACK")
+                    raise
+            except Exception as exc:  # the whole batch failed (I/O error, disk full ...): nothing written
+                error = exc if isinstance(exc, StoreError) else StoreError(f"SQLite write failed: {exc}")
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(error)
+                return
+        self.commit_times.append(loop.time() - started)
+        self.batch_sizes.append(sum(len(item.rows) for item in accepted))
+        # Committed: now (and only now) the caches, the callers and the waiters hear of it.
+        for run_id, summary in committed.items():
+            self._remember(summary)
+        for item in accepted:
+            self._extend_tail(item)
+        for item, outcome in zip(appends, outcomes):
+            if item.future.done():
+                continue
+            if outcome is None:
+                item.future.set_result(None)
+            else:
+                item.future.set_exception(outcome)
+        for statement, result in zip(statements, results):
+            if statement.future.done():
+                continue
+            if isinstance(result, _Failed):
+                statement.future.set_exception(result.error)
+            else:
+                statement.future.set_result(result)
+        for run_id in committed:
+            signal = self._signals.get(run_id)
+            if signal is not None:
+                signal.event.set()
+                signal.event = asyncio.Event()
+
+    async def _write_appends(
+        self, conn: aiosqlite.Connection, appends: list[_Append]
+    ) -> tuple[list[_Append], list[BaseException | None], dict[str, RunSummary]]:
+        """Check each append against the runs table (in queue order), then write the good ones."""
+        run_ids = list(dict.fromkeys(item.run_id for item in appends))
+        current: dict[str, RunSummary] = {}
+        for start in range(0, len(run_ids), _IN_CHUNK):
+            chunk = run_ids[start : start + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for row in await conn.execute_fetchall(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id IN ({marks})", chunk):
+                current[row[0]] = _summary(row)
+        changed: dict[str, RunSummary] = {}
+        accepted: list[_Append] = []
+        outcomes: list[BaseException | None] = []
+        rows: list[tuple[Any, ...]] = []
+        for item in appends:
+            summary = changed.get(item.run_id) or current.get(item.run_id)
+            actual = summary.last_seq if summary is not None else 0
+            cached = self._summaries.get(item.run_id)
+            if cached is not None and item.run_id not in changed and cached.last_seq != actual:
+                self._forget(item.run_id)  # written by someone else: our caches are stale
+            if actual != item.expected_seq:
+                outcomes.append(ConcurrencyConflict(item.run_id, item.expected_seq, actual))
+                continue
+            events = item.events
+            last = events[-1]
+            if summary is None:
+                first = events[0]
+                assert isinstance(first, RunCreated)
+                summary = RunSummary(
+                    run_id=item.run_id,
+                    agent=first.agent,
+                    status=Status.PENDING,
+                    session_id=first.session_id,
+                    owner=first.owner,
+                    created_at=first.at,
+                    updated_at=first.at,
+                    last_seq=0,
+                )
+                previous = None
+            else:
+                previous = summary.status
+            status = status_after(previous, [event.type for event in events]) if not _all_deltas(events) else previous
+            changed[item.run_id] = RunSummary(
+                run_id=item.run_id,
+                agent=summary.agent,
+                status=status or summary.status,
+                session_id=summary.session_id,
+                owner=summary.owner,
+                created_at=summary.created_at,
+                updated_at=last.at,
+                last_seq=last.seq,
+            )
+            rows.extend(item.rows)
+            accepted.append(item)
+            outcomes.append(None)
+        if rows:
+            await conn.executemany(_INSERT_EVENT, rows)
+            await conn.executemany(_UPSERT_RUN, [_summary_row(s) for s in changed.values()])
+        return accepted, outcomes, changed
+
+    # -- caches of what this store committed ---------------------------------------
+
+    def _remember(self, summary: RunSummary) -> None:
+        summaries = self._summaries
+        summaries[summary.run_id] = summary
+        summaries.move_to_end(summary.run_id)
+        if len(summaries) > SUMMARY_CACHE:
+            summaries.popitem(last=False)
+
+    def _extend_tail(self, item: _Append) -> None:
+        tails = self._tails
+        tail = tails.get(item.run_id)
+        if tail is None or tail.last_seq != item.expected_seq:
+            tail = tails[item.run_id] = _Tail(item.expected_seq + 1, self.tail_events)
+            tails.move_to_end(item.run_id)
+            if len(tails) > self.tail_runs:
+                tails.popitem(last=False)
+                if not tails:
+                    return
+        else:
+            tails.move_to_end(item.run_id)
+        events = item.events
+        if all(_same_after_storing(event) for event in events):
+            tail.extend(events)
+        else:  # keep exactly what a database read would give
+            tail.extend([_decode(*row) for row in item.rows])
+
+    def _forget(self, run_id: str) -> None:
+        self._summaries.pop(run_id, None)
+        self._tails.pop(run_id, None)
+
+    # -- reads ------------------------------------------------------------------------
+
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        self._require_open()
+        conn = self._reader_conn
+        assert conn is not None and self._txn_lock is not None
+        try:
+            if self.memory:  # one connection: never read inside the writer's open transaction
+                async with self._txn_lock:
+                    return list(await conn.execute_fetchall(sql, params))
+            return list(await conn.execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite read failed: {exc}") from exc
+
+    async def read(self, run_id: str, *, after_seq: int = 0, limit: int = DEFAULT_PAGE) -> list[Event]:
+        check_page(after_seq, limit)
+        self._require_open()
+        tail = self._tails.get(run_id)
+        if tail is not None:
+            if after_seq >= tail.last_seq:
+                return []
+            if after_seq + 1 >= tail.first_seq:
+                start = after_seq + 1 - tail.first_seq
+                return tail.events[start : start + limit]
+        rows = await self._fetch(
+            "SELECT seq, type, at, data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (run_id, after_seq, limit),
+        )
+        return [_decode(run_id, seq, event_type, at, data) for seq, event_type, at, data in rows]
+
+    async def last_seq(self, run_id: str) -> int:
+        summary = await self.get_run(run_id)
+        return summary.last_seq if summary is not None else 0
+
+    async def wait(self, run_id: str, *, after_seq: int, timeout: float | None = None) -> bool:
+        signal = self._signals.get(run_id)
+        if signal is None:
+            signal = self._signals[run_id] = _Signal()
+        signal.waiters += 1
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = None if timeout is None else loop.time() + timeout
+            while True:
+                woken = signal.event  # taken before looking, so a commit in between still wakes us
+                if await self.last_seq(run_id) > after_seq:
+                    return True
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    return False
+                try:
+                    await asyncio.wait_for(woken.wait(), remaining)
+                except TimeoutError:
+                    return await self.last_seq(run_id) > after_seq
+        finally:
+            signal.waiters -= 1
+            if signal.waiters == 0 and self._signals.get(run_id) is signal:
+                del self._signals[run_id]
+
+    # -- listing ----------------------------------------------------------------------
+
+    async def get_run(self, run_id: str) -> RunSummary | None:
+        cached = self._summaries.get(run_id)
+        if cached is not None:
+            return cached
+        rows = await self._fetch(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
+        return _summary(rows[0]) if rows else None
+
+    async def list_runs(
+        self,
+        *,
+        session_id: str | None = None,
+        status: Status | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> RunPage:
+        check_page(0, limit)
+        start = decode_cursor(before)
+        where: list[str] = []
+        params: list[Any] = []
+        if start is not None:
+            where.append("position < ?")
+            params.append(start)
+        if session_id is not None:
+            where.append("session_id = ?")
+            params.append(session_id)
+        if status is not None:
+            where.append("status = ?")
+            params.append(Status(status).value)
+        if owner is not None:
+            where.append("owner = ?")
+            params.append(owner)
+        sql = f"SELECT position, {_RUN_COLUMNS} FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY position DESC LIMIT ?"
+        params.append(limit + 1)
+        rows = await self._fetch(sql, params)
+        page = rows[:limit]
+        more = len(rows) > limit
+        return RunPage(
+            runs=tuple(_summary(row[1:]) for row in page),
+            next_before=encode_cursor(page[-1][0]) if more and page else None,
+        )
+
+    # -- snapshots, idempotency keys, sessions -----------------------------------------
+
+    async def save_snapshot(self, state: RunState) -> None:
+        text = state_to_json(state)
+        params = (state.run_id, state.last_seq, text)
+
+        async def run(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO snapshots (run_id, last_seq, state) VALUES (?, ?, ?)"
+                " ON CONFLICT (run_id) DO UPDATE SET last_seq = excluded.last_seq, state = excluded.state"
+                " WHERE excluded.last_seq >= snapshots.last_seq",
+                params,
+            )
+
+        await self._submit(run)
+
+    async def load_snapshot(self, run_id: str) -> RunState | None:
+        rows = await self._fetch("SELECT state FROM snapshots WHERE run_id = ?", (run_id,))
+        return state_from_json(rows[0][0]) if rows else None
+
+    async def reserve_idempotency_key(self, key: str, run_id: str, *, now: datetime, ttl: float) -> str:
+        if not key:
+            raise InvalidRequest("an idempotency key must not be empty")
+        now_us = _micros(now)
+        oldest_kept = now_us - int(ttl * 1_000_000)
+
+        async def run(conn: aiosqlite.Connection) -> str:
+            await conn.execute(
+                "INSERT INTO idempotency_keys (key, run_id, reserved_us) VALUES (?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id, reserved_us = excluded.reserved_us"
+                " WHERE idempotency_keys.reserved_us < ?",
+                (key, run_id, now_us, oldest_kept),
+            )
+            rows = list(await conn.execute_fetchall("SELECT run_id FROM idempotency_keys WHERE key = ?", (key,)))
+            return str(rows[0][0])
+
+        bound: str = await self._submit(run)
+        return bound
+
+    async def put_session(self, session: SessionRecord) -> None:
+        try:
+            params = (
+                session.session_id,
+                session.owner,
+                _time_text(session.created_at) if session.created_at else None,
+                _time_text(session.expires_at) if session.expires_at else None,
+                _time_text(session.ended_at) if session.ended_at else None,
+                json.dumps(session.metadata, separators=(",", ":")),
+                json.dumps(session.data, separators=(",", ":")),
+            )
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequest(f"session {session.session_id!r} cannot be stored as JSON: {exc}") from None
+
+        async def run(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "INSERT OR REPLACE INTO sessions (session_id, owner, created_at, expires_at, ended_at, metadata, data)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                params,
+            )
+
+        await self._submit(run)
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        rows = await self._fetch(
+            "SELECT session_id, owner, created_at, expires_at, ended_at, metadata, data FROM sessions WHERE session_id = ?",
+            (session_id,),
+        )
+        if not rows:
+            return None
+        sid, owner, created_at, expires_at, ended_at, metadata, data = rows[0]
+        return SessionRecord(
+            session_id=sid,
+            owner=owner,
+            created_at=_parse_time(created_at),
+            expires_at=_parse_time(expires_at),
+            ended_at=_parse_time(ended_at),
+            metadata=json.loads(metadata),
+            data=json.loads(data),
+        )
+
+
+class _Failed:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _all_deltas(events: Sequence[Event]) -> bool:
+    for event in events:
+        if event.type != _DELTA:
+            return False
+    return True
+
+
+__all__ = ["SQLiteStore", "SCHEMA_VERSION", "DEFAULT_FLUSH_MAX", "DEFAULT_FLUSH_WINDOW"]

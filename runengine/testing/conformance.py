@@ -1,0 +1,834 @@
+"""The storage conformance suite: what every `EventStore` must do, as pytest tests.
+
+A store passes when a test module subclasses `StoreConformance` and provides a
+`store_factory` fixture: a zero-argument callable returning an async context
+manager that yields an opened, EMPTY store (a new one on every call):
+
+    import contextlib, pytest
+    from runengine.testing.conformance import StoreConformance
+
+    class TestMyStore(StoreConformance):
+        @pytest.fixture
+        def store_factory(self, tmp_path):
+            counter = iter(range(1_000_000))
+
+            @contextlib.asynccontextmanager
+            async def factory():
+                async with MyStore(tmp_path / f"db{next(counter)}") as store:
+                    yield store
+
+            return factory
+
+The tests are `@pytest.mark.anyio` tests, run on the backends your `anyio_backend`
+fixture gives. The state-machine test enters the factory in an anyio blocking
+portal (its own event loop, in another thread), so the factory must create
+everything it uses when entered. Needs pytest and hypothesis (`runengine[testing]`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+
+from runengine.adapters.memory import MemoryStore
+from runengine.errors import ConcurrencyConflict, InvalidRequest, RunEngineError
+from runengine.events import (
+    Custom,
+    ErrorInfo,
+    Event,
+    MessageCompleted,
+    MessageDelta,
+    RunCancelled,
+    RunCompleted,
+    RunCreated,
+    RunFailed,
+    RunInput,
+    RunStarted,
+    RunWaitingForInput,
+    Thought,
+    ToolCall,
+    ToolResult,
+    UnknownEvent,
+    Usage,
+)
+from runengine.ports import MAX_PAGE, EventStore, RunSummary, SessionRecord
+from runengine.reducer import Fold
+from runengine.status import Status
+from runengine.transitions import TRANSITIONS, status_after
+
+StoreFactory = Callable[[], AbstractAsyncContextManager[EventStore]]
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+#: Generous: the suite must not be flaky on a loaded machine.
+TIMEOUT = 30.0
+
+
+# -- building events -------------------------------------------------------------------
+
+
+def created(run_id: str, *, agent: str = "agent", session_id: str | None = None, owner: str | None = None,
+            input: Any = None, at: datetime = T0) -> RunCreated:
+    return RunCreated(run_id=run_id, seq=1, at=at, agent=agent, session_id=session_id, owner=owner, input=input)
+
+
+def started(run_id: str, seq: int = 2, at: datetime = T0) -> RunStarted:
+    return RunStarted(run_id=run_id, seq=seq, at=at, worker="w1", attempt=1)
+
+
+def deltas(run_id: str, first_seq: int, count: int, *, message_id: str = "m1", at: datetime = T0) -> list[Event]:
+    return [
+        MessageDelta(run_id=run_id, seq=first_seq + i, at=at + timedelta(microseconds=i), message_id=message_id, content=f"t{first_seq + i} ")
+        for i in range(count)
+    ]
+
+
+def new_log(run_id: str, count: int, **created_args: Any) -> list[Event]:
+    """run.created, run.started and `count - 2` deltas: a valid log of `count` events."""
+    assert count >= 2
+    return [created(run_id, **created_args), started(run_id), *deltas(run_id, 3, count - 2)]
+
+
+async def read_all(store: EventStore, run_id: str, *, page: int = 500) -> list[Event]:
+    out: list[Event] = []
+    while True:
+        batch = await store.read(run_id, after_seq=out[-1].seq if out else 0, limit=page)
+        out.extend(batch)
+        if len(batch) < page:
+            return out
+
+
+async def list_all(store: EventStore, *, limit: int = 3, **filters: Any) -> list[list[RunSummary]]:
+    """Every page of a listing (each page as a list), following the cursor to the end."""
+    pages: list[list[RunSummary]] = []
+    before: str | None = None
+    while True:
+        page = await store.list_runs(limit=limit, before=before, **filters)
+        pages.append(list(page.runs))
+        before = page.next_before
+        if before is None:
+            return pages
+        assert len(pages) < 10_000, "the listing cursor does not advance"
+
+
+# -- hypothesis: valid next events for a run ---------------------------------------------
+
+_texts = st.text(max_size=12)
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | _texts,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_texts, inner, max_size=3),
+    max_leaves=6,
+)
+_times = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(timezone.utc))
+
+
+def draw_next_event(data: st.DataObject, fold: Fold, run_id: str) -> Event | None:
+    """A random event that `fold` accepts next (None once the run has ended)."""
+    status = fold.status
+    seq = fold.last_seq + 1
+    at = data.draw(_times)
+    if status is None:
+        return RunCreated(
+            run_id=run_id, seq=seq, at=at, agent=data.draw(st.sampled_from(["a", "b"])),
+            input=data.draw(_json_values), session_id=data.draw(st.sampled_from([None, "s1", "s2"])),
+            owner=data.draw(st.sampled_from([None, "alice", "bob"])), metadata=data.draw(st.dictionaries(_texts, _texts, max_size=2)),
+        )
+    if status.terminal:
+        return None
+    endings = {
+        RunCompleted.type: lambda: RunCompleted(run_id=run_id, seq=seq, at=at, output=data.draw(_json_values)),
+        RunFailed.type: lambda: RunFailed(run_id=run_id, seq=seq, at=at, error=ErrorInfo(code=data.draw(_texts), message=data.draw(_texts))),
+        RunCancelled.type: lambda: RunCancelled(run_id=run_id, seq=seq, at=at, reason=data.draw(st.none() | _texts)),
+    }
+    ending = [build for event_type, build in endings.items() if (status, event_type) in TRANSITIONS]
+    if status is Status.PENDING:
+        choices = [lambda: RunStarted(run_id=run_id, seq=seq, at=at, worker="w", attempt=1)] * 6 + ending
+    elif status is Status.WAITING_FOR_INPUT:
+        choices = [
+            lambda: RunInput(run_id=run_id, seq=seq, at=at, content=data.draw(_json_values)),
+            lambda: Usage(run_id=run_id, seq=seq, at=at, input_tokens=data.draw(st.integers(0, 999))),
+            lambda: Custom(run_id=run_id, seq=seq, at=at, name="c", data=data.draw(_json_values)),
+        ] * 3 + ending
+    else:
+        open_id = fold.open_message_id
+        state = fold.state
+        assert state is not None
+        pending_calls = [c.call_id for c in state.tool_calls if not c.done]
+        message_id = open_id or f"m{seq}"
+        choices = [lambda: MessageDelta(run_id=run_id, seq=seq, at=at, message_id=message_id, content=data.draw(_texts))] * 8
+        choices += [
+            lambda: MessageCompleted(run_id=run_id, seq=seq, at=at, message_id=message_id, content=data.draw(_texts)),
+            lambda: Thought(run_id=run_id, seq=seq, at=at, content=data.draw(_texts), source=data.draw(st.none() | _texts)),
+            lambda: ToolCall(run_id=run_id, seq=seq, at=at, call_id=f"c{seq}", name="tool", arguments=data.draw(st.dictionaries(_texts, _json_values, max_size=2))),
+            lambda: Usage(run_id=run_id, seq=seq, at=at, input_tokens=data.draw(st.integers(0, 999)), output_tokens=1,
+                          cost=data.draw(st.floats(0, 1e6, allow_nan=False))),
+            lambda: Custom(run_id=run_id, seq=seq, at=at, name=data.draw(_texts), data=data.draw(_json_values)),
+            lambda: UnknownEvent(run_id=run_id, seq=seq, at=at, type="x.future", data={"k": data.draw(_texts)}),
+            *ending,
+        ]
+        if open_id is None:
+            choices.append(lambda: RunWaitingForInput(run_id=run_id, seq=seq, at=at, request=data.draw(_json_values)))
+        if pending_calls:
+            call_id = data.draw(st.sampled_from(pending_calls))
+            choices += [lambda: ToolResult(run_id=run_id, seq=seq, at=at, call_id=call_id, output=data.draw(_json_values))] * 2
+    event: Event = data.draw(st.sampled_from(choices))()
+    return event
+
+
+def draw_events(data: st.DataObject, fold: Fold, run_id: str, count: int) -> list[Event]:
+    """Up to `count` valid next events, folded into `fold` as they are drawn."""
+    out: list[Event] = []
+    for _ in range(count):
+        event = draw_next_event(data, fold, run_id)
+        if event is None:
+            break
+        fold.apply(event)
+        out.append(event)
+    return out
+
+
+def _outcome(call: Callable[[], Any]) -> tuple[str, Any]:
+    """A comparable result of a store call: its value, or its error's type and key facts."""
+    try:
+        return ("ok", call())
+    except ConcurrencyConflict as exc:
+        return ("conflict", exc.actual_seq)
+    except RunEngineError as exc:
+        return (type(exc).__name__, exc.code)
+
+
+_slow = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large]
+
+
+# -- the suite -------------------------------------------------------------------------
+
+
+class StoreConformance:
+    """Every behaviour of `runengine.ports.EventStore`. Subclass it and provide `store_factory`."""
+
+    #: Examples for the property test and the state machine (lower it for slow stores).
+    max_examples = 40
+    stateful_step_count = 25
+
+    @pytest.fixture
+    def store_factory(self) -> StoreFactory:
+        raise NotImplementedError("provide a `store_factory` fixture in your StoreConformance subclass")
+
+    # -- empty store, append, read ----------------------------------------------
+
+    @pytest.mark.anyio
+    async def test_empty_store(self, store_factory: StoreFactory) -> None:
+        async with store_factory() as store:
+            assert await store.read("nope") == []
+            assert await store.last_seq("nope") == 0
+            assert await store.get_run("nope") is None
+            assert (await store.list_runs()).runs == ()
+            assert (await store.list_runs()).next_before is None
+            assert await store.load_snapshot("nope") is None
+            assert await store.get_session("nope") is None
+            assert await store.wait("nope", after_seq=0, timeout=0.05) is False
+
+    @pytest.mark.anyio
+    async def test_append_then_read(self, store_factory: StoreFactory) -> None:
+        async with store_factory() as store:
+            log = new_log("r1", 10, agent="echo", session_id="s", owner="o", input={"q": "hi"})
+            await store.append("r1", log[:1], expected_seq=0)
+            await store.append("r1", log[1:], expected_seq=1)
+            assert await store.read("r1") == log
+            assert await store.read("r1", after_seq=4) == log[4:]
+            assert await store.read("r1", after_seq=4, limit=2) == log[4:6]
+            assert await store.read("r1", after_seq=10) == []
+            assert await store.read("r1", after_seq=99) == []
+            assert await store.last_seq("r1") == 10
+            summary = await store.get_run("r1")
+            assert summary == RunSummary(
+                run_id="r1", agent="echo", status=Status.RUNNING, session_id="s", owner="o",
+                created_at=log[0].at, updated_at=log[-1].at, last_seq=10,
+            )
+            assert await store.read("other") == []
+
+    @pytest.mark.anyio
+    async def test_every_event_type_reads_back_equal(self, store_factory: StoreFactory) -> None:
+        at = datetime(2026, 5, 4, 3, 2, 1, 123456, tzinfo=timezone.utc)
+        log: list[Event] = [
+            RunCreated(run_id="r", seq=1, at=at, agent="a", input={"x": [1, "two", None]}, metadata={"k": "v"}, mode="stream", timeout=2.5),
+            RunStarted(run_id="r", seq=2, at=at, worker="w", attempt=1),
+            MessageDelta(run_id="r", seq=3, at=at, message_id="m", content="héllo \u2603 \"q\" \n"),
+            MessageCompleted(run_id="r", seq=4, at=at, message_id="m", content="héllo"),
+            Thought(run_id="r", seq=5, at=at, content="t", source="s"),
+            ToolCall(run_id="r", seq=6, at=at, call_id="c", name="n", arguments={"a": 1}),
+            ToolResult(run_id="r", seq=7, at=at, call_id="c", output=[1, 2]),
+            Usage(run_id="r", seq=8, at=at, input_tokens=3, output_tokens=4, cost=0.25),
+            Custom(run_id="r", seq=9, at=at, name="c", data={"d": True}),
+            UnknownEvent(run_id="r", seq=10, at=at, type="x.from_the_future", data={"v": 2}),
+            RunWaitingForInput(run_id="r", seq=11, at=at, request={"ask": "?"}),
+            RunInput(run_id="r", seq=12, at=at, content="answer"),
+            RunFailed(run_id="r", seq=13, at=at, error=ErrorInfo(code="boom", message="m")),
+        ]
+        async with store_factory() as store:
+            for event in log:
+                await store.append("r", [event], expected_seq=event.seq - 1)
+            assert await store.read("r") == log
+            assert (await store.get_run("r")).status is Status.FAILED  # type: ignore[union-attr]
+
+    # -- optimistic concurrency ---------------------------------------------------
+
+    @pytest.mark.anyio
+    async def test_conflict_writes_nothing(self, store_factory: StoreFactory) -> None:
+        async with store_factory() as store:
+            log = new_log("r", 5)
+            await store.append("r", log, expected_seq=0)
+            before = await store.get_run("r")
+            with pytest.raises(ConcurrencyConflict) as stale:
+                await store.append("r", deltas("r", 4, 3), expected_seq=3)
+            assert stale.value.actual_seq == 5 and stale.value.expected_seq == 3
+            with pytest.raises(ConcurrencyConflict) as ahead:
+                await store.append("r", deltas("r", 8, 1), expected_seq=7)
+            assert ahead.value.actual_seq == 5
+            with pytest.raises(ConcurrencyConflict) as again:
+                await store.append("r", [created("r")], expected_seq=0)
+            assert again.value.actual_seq == 5
+            with pytest.raises(ConcurrencyConflict) as missing:
+                await store.append("ghost", deltas("ghost", 3, 1), expected_seq=2)
+            assert missing.value.actual_seq == 0
+            assert await store.read("r") == log
+            assert await store.get_run("r") == before
+            assert await store.get_run("ghost") is None
+            assert await store.read("ghost") == []
+
+    @pytest.mark.anyio
+    async def test_bad_arguments_raise_invalid_request_and_change_nothing(self, store_factory: StoreFactory) -> None:
+        async with store_factory() as store:
+            log = new_log("r", 4)
+            await store.append("r", log, expected_seq=0)
+            before = await store.get_run("r")
+            bad_appends: list[tuple[str, list[Event], int]] = [
+                ("r", [], 4),  # nothing
+                ("r", deltas("r", 5, 1), -1),  # negative expected
+                ("r", deltas("other", 5, 1), 4),  # another run's event
+                ("r", deltas("r", 6, 1), 4),  # gap
+                ("r", [*deltas("r", 5, 1), *deltas("r", 5, 1)], 4),  # duplicate seq
+                ("r", [created("r")], 4),  # run.created later
+                ("new", deltas("new", 1, 1), 0),  # a log not starting with run.created
+                ("new", [created("new"), created("new")], 0),
+            ]
+            for run_id, events, expected in bad_appends:
+                with pytest.raises(InvalidRequest):
+                    await store.append(run_id, events, expected_seq=expected)
+            for after_seq, limit in [(-1, 10), (0, 0), (0, -5), (0, MAX_PAGE + 1)]:
+                with pytest.raises(InvalidRequest):
+                    await store.read("r", after_seq=after_seq, limit=limit)
+            for limit in (0, MAX_PAGE + 1):
+                with pytest.raises(InvalidRequest):
+                    await store.list_runs(limit=limit)
+            for cursor in ("x", "-1", "1.5"):
+                with pytest.raises(InvalidRequest):
+                    await store.list_runs(before=cursor)
+            with pytest.raises(InvalidRequest):
+                await store.reserve_idempotency_key("", "r", now=T0, ttl=60)
+            assert await store.read("r") == log
+            assert await store.get_run("r") == before
+            assert await store.get_run("new") is None
+            assert [r.run_id for r in (await store.list_runs()).runs] == ["r"]
+
+    # -- paging and waiting -------------------------------------------------------
+
+    @pytest.mark.anyio
+    async def test_paged_reads_cover_the_log_exactly(self, store_factory: StoreFactory) -> None:
+        async with store_factory() as store:
+            log = new_log("r", 1234)
+            for start in range(0, len(log), 300):
+                await store.append("r", log[start : start + 300], expected_seq=start)
+            for page in (1, 7, 500, MAX_PAGE):
+                if page == 1:
+                    got = [e for after in range(0, 1234, 97) for e in await store.read("r", after_seq=after, limit=1)]
+                    assert got == [log[after] for after in range(0, 1234, 97)]
+                    continue
+                assert await read_all(store, "r", page=page) == log
+            assert len(await store.read("r", limit=MAX_PAGE)) == 1234
+            assert await store.read("r", after_seq=1230, limit=500) == log[1230:]
+
+    @pytest.mark.anyio
+    async def test_wait(self, store_factory: StoreFactory) -> None:
+        async with store_factory() as store:
+            log = new_log("r", 3)
+            await store.append("r", log, expected_seq=0)
+            with anyio.fail_after(TIMEOUT):
+                assert await store.wait("r", after_seq=2) is True
+                assert await store.wait("r", after_seq=3, timeout=0.05) is False
+                woke: list[bool] = []
+
+                async def waiter(after: int) -> None:
+                    woke.append(await store.wait("r", after_seq=after, timeout=TIMEOUT))
+
+                async with anyio.create_task_group() as tg:
+                    for _ in range(5):
+                        tg.start_soon(waiter, 3)
+                    tg.start_soon(waiter, 4)  # must NOT wake for seq 4; the last append satisfies it
+                    await anyio.wait_all_tasks_blocked()  # the waiters are waiting: the appends must wake them
+                    await store.append("r", deltas("r", 4, 1), expected_seq=3)
+                    await store.append("r", deltas("r", 5, 1), expected_seq=4)
+                assert woke == [True] * 6
+                # a wait that starts before the run exists wakes when it is created
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(waiter, 0)
+                    await store.append("later", new_log("later", 2), expected_seq=0)
+
+    # -- listing -----------------------------------------------------------------------
+
+    @pytest.mark.anyio
+    async def test_list_runs_filters_and_cursor(self, store_factory: StoreFactory) -> None:
+        async with store_factory() as store:
+            spec = [  # run id, session, owner, how far it gets
+                ("r1", "s1", "alice", "running"),
+                ("r2", "s1", "bob", "pending"),
+                ("r3", "s2", "alice", "completed"),
+                ("r4", None, None, "running"),
+                ("r5", "s1", "alice", "cancelled"),
+                ("r6", "s2", "bob", "running"),
+                ("r7", "s1", "alice", "running"),
+            ]
+            for i, (run_id, session, owner, goal) in enumerate(spec):
+                at = T0 + timedelta(seconds=i)
+                await store.append(run_id, [created(run_id, session_id=session, owner=owner, at=at)], expected_seq=0)
+                if goal != "pending":
+                    await store.append(run_id, [started(run_id, at=at)], expected_seq=1)
+                if goal == "completed":
+                    await store.append(run_id, [RunCompleted(run_id=run_id, seq=3, at=at, output="ok")], expected_seq=2)
+                if goal == "cancelled":
+                    await store.append(run_id, [RunCancelled(run_id=run_id, seq=3, at=at)], expected_seq=2)
+            everything = [s[0] for s in reversed(spec)]
+            assert [r.run_id for r in (await store.list_runs()).runs] == everything
+            for limit in (1, 2, 3, 7, 50):
+                pages = await list_all(store, limit=limit)
+                assert [r.run_id for page in pages for r in page] == everything
+                assert all(len(page) == limit for page in pages[:-1])
+            cases: list[dict[str, Any]] = [
+                {"session_id": "s1"},
+                {"session_id": "s2", "status": Status.RUNNING},
+                {"status": Status.RUNNING},
+                {"owner": "alice"},
+                {"owner": "alice", "session_id": "s1", "status": Status.RUNNING},
+                {"status": Status.PENDING},
+                {"session_id": "none-such"},
+            ]
+            goals = {"running": Status.RUNNING, "pending": Status.PENDING, "completed": Status.COMPLETED, "cancelled": Status.CANCELLED}
+            for filters in cases:
+                expected = [
+                    run_id for run_id, session, owner, goal in reversed(spec)
+                    if filters.get("session_id", session) == session
+                    and filters.get("owner", owner) == owner
+                    and filters.get("status", goals[goal]) == goals[goal]
+                ]
+                for limit in (1, 2, 50):
+                    pages = await list_all(store, limit=limit, **filters)
+                    assert [r.run_id for page in pages for r in page] == expected, filters
+            summary = await store.get_run("r3")
+            assert summary is not None and summary.status is Status.COMPLETED and summary.last_seq == 3
+            assert summary.session_id == "s2" and summary.owner == "alice" and summary.agent == "agent"
+
+    @pytest.mark.anyio
+    async def test_listing_status_follows_the_transition_table(self, store_factory: StoreFactory) -> None:
+        async with store_factory() as store:
+            steps: list[Event] = [
+                created("r"), started("r"), *deltas("r", 3, 2),
+                RunWaitingForInput(run_id="r", seq=5, at=T0), Usage(run_id="r", seq=6, at=T0),
+                RunInput(run_id="r", seq=7, at=T0, content="x"), RunCompleted(run_id="r", seq=8, at=T0),
+            ]
+            status: Status | None = None
+            for event in steps:
+                await store.append("r", [event], expected_seq=event.seq - 1)
+                status = status_after(status, [event.type])
+                summary = await store.get_run("r")
+                assert summary is not None and summary.status is status and summary.last_seq == event.seq
+                assert [r.run_id for r in (await store.list_runs(status=status)).runs] == ["r"]
+
+    # -- snapshots, idempotency keys, sessions ------------------------------------------
+
+    @pytest.mark.anyio
+    async def test_snapshots_keep_the_latest(self, store_factory: StoreFactory) -> None:
+        async with store_factory() as store:
+            log = new_log("r", 20)
+            await store.append("r", log, expected_seq=0)
+            fold = Fold()
+            fold.apply_all(log[:10])
+            at_10 = fold.state
+            fold.apply_all(log[10:])
+            at_20 = fold.state
+            assert at_10 is not None and at_20 is not None
+            await store.save_snapshot(at_10)
+            assert await store.load_snapshot("r") == at_10
+            await store.save_snapshot(at_20)
+            assert await store.load_snapshot("r") == at_20
+            await store.save_snapshot(at_10)  # an older snapshot never replaces a newer one
+            assert await store.load_snapshot("r") == at_20
+            assert await store.load_snapshot("other") is None
+
+    @settings(max_examples=20, deadline=None, suppress_health_check=_slow)
+    @given(data=st.data())
+    @pytest.mark.anyio
+    async def test_snapshot_plus_tail_equals_full_fold(self, store_factory: StoreFactory, data: st.DataObject) -> None:
+        async with store_factory() as store:
+            fold = Fold()
+            log = draw_events(data, fold, "r", data.draw(st.integers(1, 60), label="length"))
+            cut = 0
+            while cut < len(log):
+                size = data.draw(st.integers(1, 10), label="batch")
+                await store.append("r", log[cut : cut + size], expected_seq=cut)
+                cut += size
+            stored = await read_all(store, "r", page=7)
+            assert stored == log
+            split = data.draw(st.integers(1, len(log)), label="snapshot at")
+            head = Fold()
+            head.apply_all(stored[:split])
+            assert head.state is not None
+            await store.save_snapshot(head.state)
+            snapshot = await store.load_snapshot("r")
+            assert snapshot == head.state
+            resumed = Fold(snapshot)
+            resumed.apply_all(await store.read("r", after_seq=resumed.last_seq, limit=MAX_PAGE))
+            whole = Fold()
+            whole.apply_all(stored)
+            assert resumed.state == whole.state
+
+    @pytest.mark.anyio
+    async def test_idempotency_keys(self, store_factory: StoreFactory) -> None:
+        async with store_factory() as store:
+            assert await store.reserve_idempotency_key("k", "run-a", now=T0, ttl=60) == "run-a"
+            assert await store.reserve_idempotency_key("k", "run-b", now=T0 + timedelta(seconds=30), ttl=60) == "run-a"
+            assert await store.reserve_idempotency_key("k", "run-c", now=T0 + timedelta(seconds=60), ttl=60) == "run-a"
+            # expired: the key now belongs to the new run
+            assert await store.reserve_idempotency_key("k", "run-d", now=T0 + timedelta(seconds=61), ttl=60) == "run-d"
+            assert await store.reserve_idempotency_key("k", "run-e", now=T0 + timedelta(seconds=62), ttl=60) == "run-d"
+            assert await store.reserve_idempotency_key("other", "run-f", now=T0, ttl=60) == "run-f"
+
+    @pytest.mark.anyio
+    async def test_idempotency_key_race_has_one_winner(self, store_factory: StoreFactory) -> None:
+        async with store_factory() as store:
+            results: list[str] = []
+
+            async def reserve(i: int) -> None:
+                results.append(await store.reserve_idempotency_key("same", f"run-{i}", now=T0, ttl=60))
+
+            with anyio.fail_after(TIMEOUT):
+                async with anyio.create_task_group() as tg:
+                    for i in range(8):
+                        tg.start_soon(reserve, i)
+            assert len(results) == 8 and len(set(results)) == 1
+
+    @pytest.mark.anyio
+    async def test_sessions(self, store_factory: StoreFactory) -> None:
+        async with store_factory() as store:
+            session = SessionRecord(
+                session_id="s1", owner="alice", created_at=T0, expires_at=T0 + timedelta(hours=1),
+                metadata={"topic": "x", "n": [1, 2]}, data={"user": {"id": 7}},
+            )
+            await store.put_session(session)
+            assert await store.get_session("s1") == session
+            ended = SessionRecord(session_id="s1", owner="alice", created_at=T0, ended_at=T0 + timedelta(minutes=5))
+            await store.put_session(ended)
+            got = await store.get_session("s1")
+            assert got == ended and got is not None and got.ended
+            assert await store.get_session("s2") is None
+
+    # -- concurrency ------------------------------------------------------------------------
+
+    @pytest.mark.anyio
+    async def test_concurrent_appenders_never_duplicate_or_gap(self, store_factory: StoreFactory) -> None:
+        writers, each = 8, 25
+        async with store_factory() as store:
+            await store.append("r", [created("r"), started("r")], expected_seq=0)
+            conflicts = 0
+
+            async def appender(writer: int) -> None:
+                nonlocal conflicts
+                done = 0
+                while done < each:
+                    last = await store.last_seq("r")
+                    size = min(1 + (writer + done) % 3, each - done)
+                    batch = [
+                        MessageDelta(run_id="r", seq=last + 1 + i, at=T0, message_id="m", content=f"{writer}:{done + i}")
+                        for i in range(size)
+                    ]
+                    try:
+                        await store.append("r", batch, expected_seq=last)
+                    except ConcurrencyConflict as exc:
+                        assert exc.actual_seq > last
+                        conflicts += 1
+                        continue
+                    done += size
+
+            with anyio.fail_after(TIMEOUT):
+                async with anyio.create_task_group() as tg:
+                    for writer in range(writers):
+                        tg.start_soon(appender, writer)
+            log = await read_all(store, "r", page=50)
+            assert [e.seq for e in log] == list(range(1, 3 + writers * each))
+            contents = sorted(e.content for e in log[2:] if isinstance(e, MessageDelta))
+            assert contents == sorted(f"{w}:{i}" for w in range(writers) for i in range(each))
+            assert await store.last_seq("r") == 2 + writers * each
+            assert (await store.get_run("r")).last_seq == 2 + writers * each  # type: ignore[union-attr]
+
+    @pytest.mark.anyio
+    async def test_many_runs_at_once_and_a_conflict_fails_alone(self, store_factory: StoreFactory) -> None:
+        async with store_factory() as store:
+            runs = [f"run-{i}" for i in range(20)]
+
+            written: dict[str, list[Event]] = {}
+
+            async def stream(run_id: str) -> None:
+                log = written[run_id] = [created(run_id), started(run_id)]
+                await store.append(run_id, log[:], expected_seq=0)
+                seq = 2
+                for size in (1, 5, 2, 10, 1, 3):
+                    batch = deltas(run_id, seq + 1, size)
+                    await store.append(run_id, batch, expected_seq=seq)
+                    log.extend(batch)
+                    seq += size
+
+            async def loser() -> None:  # same expected seq as a winner, racing in the same batches
+                await store.append("contested", [created("contested")], expected_seq=0)
+                results: list[str] = []
+
+                async def attempt(i: int) -> None:
+                    try:
+                        await store.append("contested", [started("contested")], expected_seq=1)
+                        results.append("won")
+                    except ConcurrencyConflict as exc:
+                        assert exc.actual_seq == 2
+                        results.append("lost")
+
+                async with anyio.create_task_group() as inner:
+                    for i in range(4):
+                        inner.start_soon(attempt, i)
+                assert sorted(results) == ["lost", "lost", "lost", "won"]
+
+            with anyio.fail_after(TIMEOUT):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(loser)
+                    for run_id in runs:
+                        tg.start_soon(stream, run_id)
+            for run_id in runs:
+                log = await read_all(store, run_id)
+                assert [e.seq for e in log] == list(range(1, 25))
+                assert log == written[run_id]
+            assert await store.last_seq("contested") == 2
+            assert len((await store.list_runs(limit=50)).runs) == 21
+
+    @pytest.mark.anyio
+    async def test_replay_during_write_gets_exactly_the_log(self, store_factory: StoreFactory) -> None:
+        total = 600
+        async with store_factory() as store:
+            seen: list[Event] = []
+            rng = random.Random(7)
+
+            async def writer() -> None:
+                await store.append("r", [created("r"), started("r")], expected_seq=0)
+                seq = 2
+                while seq < total - 1:
+                    size = min(rng.choice([1, 1, 2, 5, 17, 40]), total - 1 - seq)
+                    await store.append("r", deltas("r", seq + 1, size), expected_seq=seq)
+                    seq += size
+                    if rng.random() < 0.3:
+                        await anyio.sleep(0)
+                await store.append("r", [RunCompleted(run_id="r", seq=total, at=T0)], expected_seq=total - 1)
+
+            async def reader(page: int) -> None:
+                cursor = 0
+                while True:
+                    batch = await store.read("r", after_seq=cursor, limit=page)
+                    for event in batch:
+                        assert event.seq == cursor + 1, "a gap or a duplicate in the replay"
+                        cursor = event.seq
+                        if page == 13:
+                            seen.append(event)
+                        if event.terminal:
+                            return
+                    if not batch:
+                        await store.wait("r", after_seq=cursor, timeout=TIMEOUT)
+
+            with anyio.fail_after(TIMEOUT):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(reader, 13)
+                    tg.start_soon(reader, 500)
+                    tg.start_soon(writer)
+            assert seen == await read_all(store, "r")
+            assert len(seen) == total
+
+    # -- the model: a state machine against MemoryStore ---------------------------------------
+
+    def test_behaves_like_the_memory_store(self, store_factory: StoreFactory, anyio_backend: Any) -> None:
+        backend = anyio_backend if isinstance(anyio_backend, str) else anyio_backend[0]
+        with anyio.from_thread.start_blocking_portal(backend=backend) as portal:
+            machine = _model_machine(portal, store_factory)
+            run_state_machine_as_test(
+                machine,
+                settings=settings(
+                    max_examples=self.max_examples,
+                    stateful_step_count=self.stateful_step_count,
+                    deadline=None,
+                    suppress_health_check=_slow,
+                ),
+            )
+
+
+def _model_machine(portal: anyio.from_thread.BlockingPortal, factory: StoreFactory) -> type[RuleBasedStateMachine]:
+    """A state machine doing the same random operations on the store and on MemoryStore (the model)."""
+
+    class StoreMachine(RuleBasedStateMachine):
+        runs = Bundle("runs")
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._cm = portal.wrap_async_context_manager(factory())
+            self.store: EventStore = self._cm.__enter__()
+            self.model = MemoryStore()
+            self.folds: dict[str, Fold] = {}
+            self.now = T0
+            self.counter = 0
+
+        def teardown(self) -> None:
+            self._cm.__exit__(None, None, None)
+
+        def both(self, name: str, *args: Any, **kwargs: Any) -> tuple[str, Any]:
+            got = _outcome(lambda: portal.call(lambda: getattr(self.store, name)(*args, **kwargs)))
+            want = _outcome(lambda: portal.call(lambda: getattr(self.model, name)(*args, **kwargs)))
+            assert got == want, f"{name}{args}{kwargs}: store gave {got!r}, the model {want!r}"
+            return got
+
+        @rule(target=runs, data=st.data())
+        def create_run(self, data: st.DataObject) -> str:
+            self.counter += 1
+            run_id = f"run-{self.counter}"
+            fold = Fold()
+            events = draw_events(data, fold, run_id, data.draw(st.integers(1, 4), label="events"))
+            self.both("append", run_id, events, expected_seq=0)
+            self.folds[run_id] = fold
+            return run_id
+
+        @rule(run_id=runs, data=st.data(), skew=st.sampled_from([0, 0, 0, 0, -1, 1]))
+        def append(self, run_id: str, data: st.DataObject, skew: int) -> None:
+            fold = self.folds[run_id]
+            trial = Fold(fold.state)
+            events = draw_events(data, trial, run_id, data.draw(st.integers(1, 6), label="events"))
+            if not events:
+                return
+            expected = fold.last_seq + skew
+            if skew:  # a stale or future expected seq: both must refuse, writing nothing
+                events = [_renumber(e, e.seq + skew) for e in events]
+            outcome = self.both("append", run_id, events, expected_seq=expected)
+            if outcome[0] == "ok":
+                self.folds[run_id] = trial
+
+        @rule(run_id=runs, count=st.integers(1, 300))
+        def burst_of_deltas(self, run_id: str, count: int) -> None:
+            fold = self.folds[run_id]
+            if fold.status is not Status.RUNNING:
+                return
+            message_id = fold.open_message_id or f"burst{fold.last_seq}"
+            events = [
+                MessageDelta(run_id=run_id, seq=fold.last_seq + 1 + i, at=self.now, message_id=message_id, content=str(i))
+                for i in range(count)
+            ]
+            self.both("append", run_id, events, expected_seq=fold.last_seq)
+            fold.apply_all(events)
+
+        @rule(run_id=runs, data=st.data())
+        def bad_append(self, run_id: str, data: st.DataObject) -> None:
+            fold = self.folds[run_id]
+            kind = data.draw(st.sampled_from(["empty", "gap", "wrong run", "negative", "created again"]))
+            last = fold.last_seq
+            delta = MessageDelta(run_id=run_id, seq=last + 1, at=self.now, message_id="x", content="x")
+            args = {
+                "empty": ([], last),
+                "gap": ([_renumber(delta, last + 2)], last),
+                "wrong run": ([MessageDelta(run_id="elsewhere", seq=last + 1, at=self.now, message_id="x", content="")], last),
+                "negative": ([delta], -1),
+                "created again": ([created(run_id)], 0),
+            }[kind]
+            outcome = self.both("append", run_id, args[0], expected_seq=args[1])
+            assert outcome[0] != "ok"
+
+        @rule(run_id=runs, after=st.integers(0, 400), limit=st.integers(1, 600))
+        def read(self, run_id: str, after: int, limit: int) -> None:
+            self.both("read", run_id, after_seq=after, limit=limit)
+
+        @rule(
+            session_id=st.sampled_from([None, "s1", "s2", "s3"]),
+            status=st.sampled_from([None, *Status]),
+            owner=st.sampled_from([None, "alice", "bob"]),
+            limit=st.integers(1, 4),
+        )
+        def list_runs(self, session_id: str | None, status: Status | None, owner: str | None, limit: int) -> None:
+            filters = {"session_id": session_id, "status": status, "owner": owner}
+            got = portal.call(lambda: list_all(self.store, limit=limit, **filters))
+            want = portal.call(lambda: list_all(self.model, limit=limit, **filters))
+            assert got == want
+
+        @rule(run_id=runs, data=st.data())
+        def snapshot(self, run_id: str, data: st.DataObject) -> None:
+            state = self.folds[run_id].state
+            assert state is not None
+            log = portal.call(lambda: read_all(self.model, run_id))
+            cut = data.draw(st.integers(1, len(log)), label="snapshot at")
+            head = Fold()
+            head.apply_all(log[:cut])
+            assert head.state is not None
+            self.both("save_snapshot", head.state)
+            self.both("load_snapshot", run_id)
+
+        @rule(key=st.sampled_from(["k1", "k2", "k3"]), run_id=runs, advance=st.integers(0, 40))
+        def reserve_key(self, key: str, run_id: str, advance: int) -> None:
+            self.now += timedelta(seconds=advance)
+            self.both("reserve_idempotency_key", key, run_id, now=self.now, ttl=60.0)
+
+        @rule(session_id=st.sampled_from(["s1", "s2", "s3"]), owner=st.none() | st.just("alice"),
+              metadata=st.dictionaries(_texts, _json_values, max_size=2), ended=st.booleans())
+        def put_session(self, session_id: str, owner: str | None, metadata: dict[str, Any], ended: bool) -> None:
+            record = SessionRecord(session_id=session_id, owner=owner, created_at=self.now, metadata=metadata,
+                                   ended_at=self.now if ended else None)
+            self.both("put_session", record)
+            self.both("get_session", session_id)
+
+        @invariant()
+        def runs_agree(self) -> None:
+            for run_id in self.folds:
+                self.both("last_seq", run_id)
+                self.both("get_run", run_id)
+
+    return StoreMachine
+
+
+def _renumber(event: Event, seq: int) -> Event:
+    import attrs
+
+    return attrs.evolve(event, seq=seq)
+
+
+@contextlib.asynccontextmanager
+async def memory_store() -> AsyncIterator[EventStore]:
+    """A store factory for MemoryStore (the suite's own reference run)."""
+    async with MemoryStore() as store:
+        yield store
+
+
+__all__ = [
+    "StoreConformance",
+    "StoreFactory",
+    "draw_events",
+    "draw_next_event",
+    "memory_store",
+    "new_log",
+    "read_all",
+    "list_all",
+]

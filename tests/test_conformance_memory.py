@@ -1,0 +1,13 @@
+"""MemoryStore passes the storage conformance suite (on asyncio and trio)."""
+
+from __future__ import annotations
+
+import pytest
+
+from runengine.testing.conformance import StoreConformance, StoreFactory, memory_store
+
+
+class TestMemoryStoreConformance(StoreConformance):
+    @pytest.fixture
+    def store_factory(self) -> StoreFactory:
+        return memory_store
