@@ -376,8 +376,11 @@ class WebhookDeliveries:
         format: str,
         token: str | None = None,
         owner: str | None = None,
+        delivery_id: str | None = None,
     ) -> str:
         """Start the delivery run for `run_id`'s result; returns the delivery run id.
+
+        `delivery_id` chooses the delivery run's id (so the caller can record it before).
 
         The URL is checked now (UnsafeURL, a 400, before anything is recorded) and again
         before every attempt. The bearer token, when given, is kept in the delivery run's
@@ -393,6 +396,7 @@ class WebhookDeliveries:
             metadata={"webhook_for": run_id},
             owner=owner,
             idempotency_key=f"webhook:{run_id}:{url}",
+            run_id=delivery_id,
         )
         return delivery.run_id
 

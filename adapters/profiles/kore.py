@@ -1,0 +1,614 @@
+"""The Kore profile (seeds 000 and 001, the Kore.ai Agent Platform "Runs API") over a RunEngine.
+
+    POST /apps/{app_id}/environments/{env}/runs/execute         sync, isAsync, or a stream
+    POST /apps/{app_id}/environments/{env}/runs/{run_id}/status the run, checked against sessionIdentity
+
+Sessions: the identifiers in `sessionIdentity` name one engine session. `sessionReference`
+defaults to `userReference` (as the platform does); a session is keyed by (app, env,
+userReference, sessionReference), so its engine id is a stable `s-<uuid5>`; a bare
+`sessionIdentity` names that engine session directly. Request `metadata` is kept as the
+session's metadata, attachments as session data. No run logic lives here: the request
+becomes `engine.execute`, the run's state and events become Kore's shapes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import aclosing
+from typing import Any
+
+import attrs
+
+from runengine.engine import RunEngine
+from runengine.errors import RunNotFound, SessionNotFound
+from runengine.events import Custom, MessageCompleted, MessageDelta, Thought, ToolResult
+from runengine.http.auth import AuthHook
+from runengine.http.core import Request, Response, StreamResponse, json_response
+from runengine.http.router import Router
+from runengine.http.sse import KEEPALIVE, sse_comment, sse_frame
+from runengine.http.streaming import follow
+from runengine.ports import SessionRecord
+from runengine.context import RunContext
+from runengine.state import RunState
+from runengine.status import Status
+from runengine.wire import dumps, format_time
+
+from ..webhooks import WebhookDeliveries
+from .common import boolean, check_visible, guarded, idempotency_key, invalid, request_owner, session_policy
+
+#: Identifier types, highest priority first.
+IDENTITY_TYPES = ("userReference", "sessionReference", "sessionIdentity")
+STREAM_MODES = ("tokens", "messages", "custom")
+DEBUG_MODES = ("thoughts", "function-call", "all")
+EXECUTE_FIELDS = (
+    "sessionIdentity", "input", "debug", "stream", "isAsync", "attachments", "Attachments", "metadata",
+    "invoke", "callbackUrl", "callbackToken", "multitaskStrategy",
+)
+KORE_STATUS = {
+    Status.PENDING: "pending",
+    Status.RUNNING: "running",
+    Status.WAITING_FOR_INPUT: "running",
+    Status.COMPLETED: "success",
+    Status.FAILED: "failed",
+    Status.CANCELLED: "failed",
+}
+TOOL_AGENT = "kore.tool"
+CALLBACK_FORMAT = "kore.execute"
+_NAMESPACE = uuid.UUID("6f1c2a52-5a8e-4c43-9d3e-7d3c5b0e4a11")  # fixed: session ids stay stable across restarts
+MAX_TEXT = 32 * 1024
+
+Tool = Callable[..., Any]
+
+
+# -- request parsing -------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Identity:
+    user_reference: str | None = None
+    session_reference: str | None = None
+    session_identity: str | None = None
+
+
+def parse_identity(body: Mapping[str, Any]) -> Identity:
+    items = body.get("sessionIdentity")
+    if not isinstance(items, list) or not items:
+        raise invalid("sessionIdentity must be a non-empty array of {type, value}", field="sessionIdentity")
+    found: dict[str, str] = {}
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or item.get("type") not in IDENTITY_TYPES:
+            raise invalid(
+                f"sessionIdentity[{i}].type must be one of {', '.join(IDENTITY_TYPES)}", field=f"sessionIdentity[{i}]"
+            )
+        value = item.get("value")
+        if not isinstance(value, str) or not value or len(value) > 200:
+            raise invalid(f"sessionIdentity[{i}].value must be a 1-200 character string", field=f"sessionIdentity[{i}]")
+        if item["type"] in found and found[item["type"]] != value:
+            raise invalid(f"sessionIdentity names two different {item['type']}s", field="sessionIdentity")
+        found[item["type"]] = value
+    return Identity(
+        user_reference=found.get("userReference"),
+        session_reference=found.get("sessionReference"),
+        session_identity=found.get("sessionIdentity"),
+    )
+
+
+def file_ids(value: Any, field: str) -> list[str]:
+    """File ids: an array, or the seed sample's string form "[f-123, f-456]"."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [v.strip().strip("'\"") for v in value.strip().strip("[]").split(",") if v.strip()]
+    if not isinstance(value, list):
+        raise invalid(f"{field} must be an array of file ids", field=field)
+    ids = []
+    for item in value:
+        if isinstance(item, dict):
+            item = item.get("fileId")
+        if not isinstance(item, str) or not item:
+            raise invalid(f"{field} must hold file ids (strings)", field=field)
+        ids.append(item)
+    return ids
+
+
+def parse_input(body: Mapping[str, Any], tool: bool) -> tuple[Any, list[dict[str, Any]]]:
+    """(engine input, the input as given). Text items join into one string; tool_input gives an object."""
+    items = body.get("input")
+    if not isinstance(items, list) or not items:
+        raise invalid("input must be a non-empty array of {type, content}", field="input")
+    texts: list[str] = []
+    tool_args: dict[str, Any] | None = None
+    for i, item in enumerate(items):
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind == "text":
+            content = item.get("content")
+            if not isinstance(content, str) or len(content) > MAX_TEXT:
+                raise invalid(f"input[{i}].content must be a string of at most {MAX_TEXT} characters", field=f"input[{i}]")
+            texts.append(content)
+        elif kind == "tool_input":
+            if not isinstance(item.get("content"), dict):
+                raise invalid(f"input[{i}].content must be an object of tool parameters", field=f"input[{i}]")
+            tool_args = {**(tool_args or {}), **item["content"]}
+        else:
+            raise invalid(f"input[{i}].type must be \"text\" or \"tool_input\"", field=f"input[{i}]")
+    if tool:
+        return {"arguments": tool_args or {}, "text": "\n".join(texts) or None}, items
+    if tool_args is not None and not texts:
+        return tool_args, items
+    return "\n".join(texts), items
+
+
+def options(body: Mapping[str, Any], name: str) -> dict[str, Any]:
+    value = body.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise invalid(f"{name} must be an object", field=name)
+    return value
+
+
+# -- engine state -> Kore shapes -------------------------------------------------------------------
+
+
+def text_output(value: Any) -> list[dict[str, Any]]:
+    return [{"type": "text", "content": value if isinstance(value, str) else dumps(value)}]
+
+
+def run_output(state: RunState) -> list[dict[str, Any]]:
+    out = [{"type": "text", "content": m.content} for m in state.messages if m.role != "user"]
+    if not out and state.output is not None:
+        out = text_output(state.output)
+    return out
+
+
+def debug_items(state: RunState, mode: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    if mode in ("thoughts", "all"):
+        items += [{"type": "thought", "content": t.content, "source": t.source} for t in state.thoughts]
+    if mode in ("function-call", "all"):
+        items += [
+            {"type": "function-call", "name": c.name, "arguments": c.arguments, "output": c.output}
+            for c in state.tool_calls
+        ]
+    return items
+
+
+def kore_meta(state: RunState) -> dict[str, Any]:
+    meta = state.metadata.get("kore")
+    return meta if isinstance(meta, dict) else {}
+
+
+def message_id(state: RunState) -> str:
+    for message in reversed(state.messages):
+        return message.message_id
+    return f"msg-{state.run_id}"
+
+
+def session_info(state: RunState, *, status: str, attachments: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    meta = kore_meta(state)
+    info: dict[str, Any] = {
+        "status": status,
+        "conversationState": {
+            Status.COMPLETED: "COMPLETED",
+            Status.FAILED: "FAILED",
+            Status.CANCELLED: "CANCELLED",
+            Status.WAITING_FOR_INPUT: "WAITING_FOR_INPUT",
+        }.get(state.status, "IN_PROGRESS"),
+        "userReference": meta.get("userReference"),
+        "sessionReference": meta.get("sessionReference"),
+        "userId": meta.get("userId"),
+        "sessionId": state.session_id,
+        "runId": state.run_id,
+        "appId": meta.get("appId"),
+        "envName": meta.get("envName"),
+        "attachments": attachments if attachments is not None else meta.get("attachments", []),
+    }
+    return {k: v for k, v in info.items() if v is not None}
+
+
+def execute_response(state: RunState, *, session_status: str) -> dict[str, Any]:
+    """The synchronous execute response (also the completion callback's payload)."""
+    meta = kore_meta(state)
+    body: dict[str, Any] = {
+        "messageId": message_id(state),
+        "output": run_output(state),
+        "sessionInfo": session_info(state, status=session_status),
+    }
+    debug = meta.get("debug") or {}
+    if debug.get("enable"):
+        body["debug"] = debug_items(state, debug.get("debugMode", "thoughts"))
+    if state.error is not None:
+        body["error"] = {"code": state.error.code, "message": state.error.message}
+    return body
+
+
+def callback_payload(state: RunState) -> dict[str, Any]:
+    return execute_response(state, session_status="idle")
+
+
+def status_response(state: RunState) -> dict[str, Any]:
+    meta = kore_meta(state)
+    if state.status is Status.COMPLETED:
+        output: list[dict[str, Any]] = run_output(state)
+    elif state.error is not None:
+        output = [{"type": "error", "content": {"code": state.error.code, "message": state.error.message}}]
+    elif state.status is Status.CANCELLED:
+        output = [{"type": "error", "content": {"code": "cancelled", "message": state.cancel_reason or "cancelled"}}]
+    else:
+        output = run_output(state)
+    callback = meta.get("callbackUrl")
+    return {
+        "run": {
+            "_id": state.run_id,
+            "sessionId": state.session_id,
+            "status": KORE_STATUS[state.status],
+            "metadata": {
+                "isInternalCall": False,
+                "runtimeContext": {
+                    "userId": meta.get("userId"),
+                    "userReference": meta.get("userReference"),
+                    "sessionId": state.session_id,
+                    "sessionReference": meta.get("sessionReference"),
+                    "appId": meta.get("appId"),
+                    "envName": meta.get("envName"),
+                    "asyncConfig": {
+                        "isAsync": bool(meta.get("isAsync")),
+                        "post_url": callback,
+                        # The run of the `webhook.delivery` agent that posts the result.
+                        "deliveryRunId": meta.get("deliveryRunId"),
+                    },
+                },
+            },
+            "kwargs": {
+                "input": meta.get("input", []),
+                "debug": meta.get("debug", {}),
+                "stream": meta.get("stream", {}),
+                "output": output,
+            },
+            "multitaskStrategy": meta.get("multitaskStrategy"),
+            "createdAt": format_time(state.created_at) if state.created_at else None,
+            "updatedAt": format_time(state.updated_at) if state.updated_at else None,
+        }
+    }
+
+
+# -- the app ------------------------------------------------------------------------------------
+
+
+@attrs.define
+class KoreProfile:
+    """The Kore Runs API over `engine`; `runengine serve` mounts it under /kore.
+
+    agent: the agent that answers when the request invokes none (the orchestrator).
+    tools: functions that `invoke` may run directly (`{"type": "tool", "name": ...}`).
+    deliveries: completion callbacks (`callbackUrl`); without it callbackUrl is refused.
+    """
+
+    engine: RunEngine
+    auth: AuthHook | None = None
+    agent: str | None = None
+    tools: Mapping[str, Tool] = attrs.field(factory=dict)
+    deliveries: WebhookDeliveries | None = None
+    #: The multitask strategy when a request names none (None: the engine's default).
+    session_policy: str | None = None
+    router: Router = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        if TOOL_AGENT not in self.engine.agents:
+            self.engine.agent(TOOL_AGENT, description="Runs one tool directly", metadata={"internal": True})(
+                self._tool_agent
+            )
+        if self.deliveries is not None:
+            self.deliveries.add_format(CALLBACK_FORMAT, callback_payload)
+        r = self.router = Router()
+        base = "/apps/{app_id}/environments/{env}/runs"
+        r.route("POST", base + "/execute", guarded(self.auth, self.execute))
+        r.route("POST", base + "/{run_id}/status", guarded(self.auth, self.status))
+
+    async def __call__(self, request: Request) -> Response | StreamResponse:
+        return await self.router(request)
+
+    # -- the built-in tool agent: `invoke` of a tool becomes a run of it ----------------------
+
+    async def _tool_agent(self, ctx: RunContext) -> Any:
+        spec = ctx.input if isinstance(ctx.input, dict) else {}
+        name = spec.get("tool")
+        fn = self.tools.get(name) if isinstance(name, str) else None
+        if fn is None:
+            raise LookupError(f"no tool named {name!r}")
+        result = await ctx.tool_call(name, spec.get("arguments") or {}, fn)
+        await ctx.say(result if isinstance(result, str) else dumps(result))
+        return result
+
+    # -- sessions -------------------------------------------------------------------------------
+
+    def _session_key(self, app_id: str, env: str, identity: Identity) -> str | None:
+        session_ref = identity.session_reference or identity.user_reference
+        if session_ref is None:
+            return None
+        name = f"{app_id}/{env}/{identity.user_reference or ''}/{session_ref}"
+        return f"s-{uuid.uuid5(_NAMESPACE, name)}"
+
+    async def _session(self, request: Request, app_id: str, env: str, identity: Identity) -> SessionRecord:
+        """The session the identity names, created on first use (a bare sessionIdentity must exist)."""
+        owner = request_owner(self.auth, request)
+        session_id = self._session_key(app_id, env, identity)
+        if session_id is None:
+            session_id = identity.session_identity
+            assert session_id is not None
+            existing = await self.engine.store.get_session(session_id)
+            if existing is None or not _same_app(existing, app_id, env) or (self.auth and existing.owner != owner):
+                raise SessionNotFound(session_id)
+            return existing
+        existing = await self.engine.store.get_session(session_id)
+        if existing is not None:
+            if self.auth is not None and existing.owner != owner:
+                raise SessionNotFound(session_id)
+            return existing
+        user = identity.user_reference or identity.session_reference or ""
+        data = {
+            "kore": {
+                "appId": app_id,
+                "envName": env,
+                "userReference": identity.user_reference,
+                "sessionReference": identity.session_reference or identity.user_reference,
+                "userId": f"u-{uuid.uuid5(_NAMESPACE, f'{app_id}/user/{user}')}",
+                "attachments": {},
+            }
+        }
+        return await self.engine.create_session(session_id=session_id, owner=owner, data=data)
+
+    async def _session_status(self, session_id: str | None) -> str:
+        if session_id is None:
+            return "idle"
+        for status in (Status.PENDING, Status.RUNNING):
+            if (await self.engine.list_runs(session_id=session_id, status=status, limit=1)).runs:
+                return "busy"
+        return "idle"
+
+    # -- execute --------------------------------------------------------------------------------
+
+    def _target(self, body: Mapping[str, Any]) -> tuple[str, dict[str, Any] | None]:
+        """(agent to run, the tool task if a tool is invoked). Only the first task counts."""
+        invoke = options(body, "invoke")
+        tasks = invoke.get("tasks")
+        if invoke and (not isinstance(tasks, list) or not tasks or not isinstance(tasks[0], dict)):
+            raise invalid("invoke.tasks must be a non-empty array of {type, name}", field="invoke.tasks")
+        if tasks:
+            task = tasks[0]
+            name = task.get("name")
+            if not isinstance(name, str) or not name:
+                raise invalid("invoke.tasks[0].name is required", field="invoke.tasks[0].name")
+            if task.get("type") == "agent":
+                spec = self.engine.agents.get(name)
+                if spec.metadata.get("internal"):
+                    raise invalid(f"agent {name!r} cannot be invoked", field="invoke.tasks[0].name")
+                return name, None
+            if task.get("type") == "tool":
+                if name not in self.tools:
+                    raise invalid(f"no tool named {name!r}", field="invoke.tasks[0].name", known=sorted(self.tools))
+                return TOOL_AGENT, task
+            raise invalid("invoke.tasks[0].type must be \"agent\" or \"tool\"", field="invoke.tasks[0].type")
+        return self._default_agent(), None
+
+    def _default_agent(self) -> str:
+        if self.agent is not None:
+            return self.agent
+        public = [s.name for s in self.engine.agents if not s.metadata.get("internal")]
+        if "orchestrator" in public:
+            return "orchestrator"
+        if len(public) == 1:
+            return public[0]
+        raise invalid("no default agent is configured: name one with invoke.tasks", agents=public)
+
+    async def execute(self, request: Request) -> Response | StreamResponse:
+        app_id, env = request.params["app_id"], request.params["env"]
+        body = request.json_object()
+        unknown = sorted(set(body) - set(EXECUTE_FIELDS))
+        if unknown:
+            raise invalid(f"unknown field(s): {', '.join(unknown)}", unknown=unknown)
+        identity = parse_identity(body)
+        agent, tool_task = self._target(body)
+        run_input, given_input = parse_input(body, tool=tool_task is not None)
+        if tool_task is not None:
+            run_input = {"tool": tool_task["name"], "agent": tool_task.get("agentName"), **run_input}
+        debug = options(body, "debug")
+        debug_on = boolean(debug.get("enable"), "debug.enable")
+        debug_mode = debug.get("debugMode", "thoughts")
+        if debug_mode not in DEBUG_MODES:
+            raise invalid(f"debug.debugMode must be one of {', '.join(DEBUG_MODES)}", field="debug.debugMode")
+        stream = options(body, "stream")
+        stream_on = boolean(stream.get("enable"), "stream.enable")
+        stream_mode = stream.get("streamMode", "tokens")
+        if stream_mode not in STREAM_MODES:
+            raise invalid(f"stream.streamMode must be one of {', '.join(STREAM_MODES)}", field="stream.streamMode")
+        is_async = boolean(body.get("isAsync"), "isAsync")
+        metadata = body.get("metadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise invalid("metadata must be an object", field="metadata")
+        attachments = options(body, "attachments") or options(body, "Attachments")
+        include = file_ids(attachments.get("includeFiles"), "attachments.includeFiles")
+        exclude = file_ids(
+            attachments.get("excludeFiles", attachments.get("exludeFiles")), "attachments.excludeFiles"
+        )
+        callback_url = body.get("callbackUrl")
+        token = body.get("callbackToken")
+        if callback_url is not None:
+            if not isinstance(callback_url, str):
+                raise invalid("callbackUrl must be a URL string", field="callbackUrl")
+            if self.deliveries is None:
+                raise invalid("completion callbacks are not enabled on this server", field="callbackUrl")
+            await self.deliveries.sender.check_async(callback_url)  # UnsafeURL: a 400 before anything runs
+        if token is not None and (not isinstance(token, str) or not token or len(token) > 4096):
+            raise invalid("callbackToken must be a non-empty string", field="callbackToken")
+        policy = session_policy(body.get("multitaskStrategy"), "multitaskStrategy") or self.session_policy
+        key = idempotency_key(request)
+
+        delivery_id = f"d-{uuid.uuid4()}" if callback_url is not None else None
+        session = await self._session(request, app_id, env, identity)
+        session = await self._update_session(session, metadata, include, exclude)
+        kore = session.data.get("kore", {})
+        files = _attachment_list(kore.get("attachments", {}))
+        run_meta = {
+            "kore": {
+                "appId": app_id,
+                "envName": env,
+                "userReference": kore.get("userReference"),
+                "sessionReference": kore.get("sessionReference"),
+                "userId": kore.get("userId"),
+                "input": given_input,
+                "debug": {"enable": debug_on, "debugMode": debug_mode},
+                "stream": {"enable": stream_on, "streamMode": stream_mode},
+                "isAsync": is_async,
+                "invoke": tool_task or ({"type": "agent", "name": agent} if "invoke" in body else None),
+                "callbackUrl": callback_url,
+                "deliveryRunId": delivery_id,
+                "multitaskStrategy": policy,
+                "attachments": files,
+            },
+            "attachments": [f["fileId"] for f in files if f["isActive"]],
+        }
+        owner = request_owner(self.auth, request)
+        state = await self.engine.execute(
+            agent,
+            run_input,
+            mode="async",
+            session_id=session.session_id,
+            metadata=run_meta,
+            owner=owner,
+            idempotency_key=key,
+            session_policy=policy,  # type: ignore[arg-type]
+            run_id=f"r-{uuid.uuid4()}",
+        )
+        if callback_url is not None and self.deliveries is not None and state.last_seq == 1:
+            # (a repeat with the same Idempotency-Key finds the delivery already scheduled)
+            await self.deliveries.schedule(
+                state.run_id, callback_url, format=CALLBACK_FORMAT, token=token, owner=owner, delivery_id=delivery_id
+            )
+        if is_async:
+            return json_response(
+                {"status": "processing", "runId": state.run_id, "message": "Request is being processed asynchronously"},
+                status=202,
+            )
+        if stream_on:
+            return StreamResponse(
+                status=200,
+                headers=(("content-type", "text/event-stream"), ("cache-control", "no-cache"), ("x-accel-buffering", "no")),
+                body=self._stream(state.run_id, stream_mode, debug_on, debug_mode),
+            )
+        final = await self.engine.wait(state.run_id)
+        return json_response(execute_response(final, session_status=await self._session_status(final.session_id)))
+
+    async def _update_session(
+        self, session: SessionRecord, metadata: dict[str, Any] | None, include: list[str], exclude: list[str]
+    ) -> SessionRecord:
+        """Merge request metadata into the session's metadata and apply attachment changes."""
+        if metadata is None and not include and not exclude:
+            return session
+        kore = dict(session.data.get("kore", {}))
+        files = {k: dict(v) for k, v in kore.get("attachments", {}).items()}
+        for file_id in include:
+            files[file_id] = {**files.get(file_id, {"fileId": file_id}), "isActive": True}
+        for file_id in exclude:
+            files[file_id] = {**files.get(file_id, {"fileId": file_id}), "isActive": False}
+        kore["attachments"] = files
+        updated = attrs.evolve(
+            session,
+            metadata={**session.metadata, **(metadata or {})},
+            data={**session.data, "kore": kore},
+        )
+        await self.engine.store.put_session(updated)
+        return updated
+
+    async def _stream(self, run_id: str, mode: str, debug_on: bool, debug_mode: str) -> AsyncIterator[bytes]:
+        """Kore's series of stream events: a first one with the session, then output and
+        thoughts as they come, then a last one with the final session info (isLastEvent)."""
+        index = 0
+
+        def frame(item: dict[str, Any], seq: int | None = None) -> bytes:
+            nonlocal index
+            item = {"eventIndex": index, **item}
+            index += 1
+            return sse_frame(dumps(item), id=seq)
+
+        state = await self.engine.status(run_id)
+        yield frame({"messageId": f"msg-{run_id}", "sessionInfo": session_info(state, status="busy")})
+        short = {"runId": run_id}
+        streamed: set[str] = set()  # messages already sent token by token
+        async with aclosing(follow(self.engine.store, run_id, after_seq=0, idle=KEEPALIVE)) as events:
+            async for event in events:
+                if event is None:
+                    yield sse_comment()
+                    continue
+                if isinstance(event, Thought) and debug_on and debug_mode in ("thoughts", "all"):
+                    item = {"type": "thought", "content": event.content, "source": event.source}
+                    yield frame({"messageId": f"msg-{run_id}", "debug": [item], "sessionInfo": short}, event.seq)
+                elif isinstance(event, ToolResult) and debug_on and debug_mode in ("function-call", "all"):
+                    item = {"type": "function-call", "callId": event.call_id, "output": event.output}
+                    yield frame({"messageId": f"msg-{run_id}", "debug": [item], "sessionInfo": short}, event.seq)
+                elif isinstance(event, MessageDelta) and mode == "tokens":
+                    out = [{"type": "text", "content": event.content}]
+                    yield frame({"messageId": event.message_id, "output": out, "sessionInfo": short}, event.seq)
+                elif isinstance(event, MessageCompleted) and event.role != "user":
+                    if mode != "tokens" or event.message_id not in streamed:
+                        out = [{"type": "text", "content": event.content}]
+                        yield frame({"messageId": event.message_id, "output": out, "sessionInfo": short}, event.seq)
+                elif isinstance(event, Custom) and mode == "custom":
+                    custom = {"name": event.name, "data": event.data}
+                    yield frame({"messageId": f"msg-{run_id}", "custom": custom, "sessionInfo": short}, event.seq)
+                if isinstance(event, MessageDelta):
+                    streamed.add(event.message_id)
+                if event.terminal:
+                    final = await self.engine.status(run_id)
+                    info = session_info(final, status=await self._session_status(final.session_id))
+                    info["output"] = run_output(final)
+                    last: dict[str, Any] = {"messageId": message_id(final), "sessionInfo": info, "isLastEvent": True}
+                    if final.error is not None:
+                        last["error"] = {"code": final.error.code, "message": final.error.message}
+                    yield frame(last, event.seq)
+
+    # -- status -----------------------------------------------------------------------------------
+
+    async def status(self, request: Request) -> Response:
+        app_id, env, run_id = request.params["app_id"], request.params["env"], request.params["run_id"]
+        body = request.json_object() if request.body.strip() else {}
+        identity = parse_identity(body)
+        summary = await self.engine.store.get_run(run_id)
+        if summary is None:
+            raise RunNotFound(run_id)
+        check_visible(self.auth, request, run_id, summary.owner)
+        state = await self.engine.status(run_id)
+        meta = kore_meta(state)
+        if meta.get("appId") != app_id or meta.get("envName") != env or not _identity_matches(state, meta, identity):
+            raise RunNotFound(run_id)  # another app's or another session's run is not there at all
+        body = status_response(state)
+        delivery_id = meta.get("deliveryRunId")
+        if delivery_id:
+            delivery = await self.engine.store.get_run(delivery_id)
+            async_config = body["run"]["metadata"]["runtimeContext"]["asyncConfig"]
+            async_config["deliveryStatus"] = delivery.status.value if delivery else None
+        return json_response(body)
+
+
+def _identity_matches(state: RunState, meta: Mapping[str, Any], identity: Identity) -> bool:
+    """Every identifier given must name the run's session."""
+    if identity.session_identity is not None and identity.session_identity != state.session_id:
+        return False
+    if identity.session_reference is not None and identity.session_reference != meta.get("sessionReference"):
+        return False
+    if identity.user_reference is not None and identity.user_reference != meta.get("userReference"):
+        return False
+    return True
+
+
+def _same_app(session: SessionRecord, app_id: str, env: str) -> bool:
+    kore = session.data.get("kore", {})
+    return kore.get("appId") == app_id and kore.get("envName") == env
+
+
+def _attachment_list(files: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [dict(v) for v in files.values()]
+
+
+__all__ = ["KoreProfile", "execute_response", "status_response", "callback_payload"]
