@@ -6,7 +6,10 @@
 
 from __future__ import annotations
 
+from runengine.adapters.profiles.acp import AcpProfile
+from runengine.adapters.profiles.kore import KoreProfile
 from runengine.adapters.profiles.platform import build_platform_app
+from runengine.adapters.webhooks import WebhookDeliveries
 from runengine.engine import RunEngine
 from runengine.http.auth import AuthHook
 from runengine.http.native import NativeAPI
@@ -22,4 +25,6 @@ def build_app(engine: RunEngine, *, auth: AuthHook | None = None) -> Router:
     # Other API profiles: one mount line each, e.g.
     #   router.mount("/acp", AcpAPI(engine, auth=auth))
     router.mount("/platform", build_platform_app(engine, auth=auth))  # seed 002; app ids name agents
+    router.mount("/acp", AcpProfile(engine, auth=auth))  # seed 003
+    router.mount("/kore", KoreProfile(engine, auth=auth, deliveries=WebhookDeliveries(engine)))  # seeds 000/001
     return router

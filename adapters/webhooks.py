@@ -363,7 +363,9 @@ class WebhookDeliveries:
         self.agent_name = agent_name
         self.formats: dict[str, PayloadBuilder] = {}
         if agent_name not in engine.agents:
-            engine.agent(agent_name, description="Delivers a run's result to a webhook URL")(self._deliver_agent)
+            engine.agent(
+                agent_name, description="Delivers a run's result to a webhook URL", metadata={"internal": True}
+            )(self._deliver_agent)
 
     def add_format(self, name: str, build: PayloadBuilder) -> None:
         self.formats[name] = build
