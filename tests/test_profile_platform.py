@@ -548,3 +548,28 @@ async def test_profile_app_on_both_backends_with_keepalives(anyio_backend: str) 
         done = await _call(app, "POST", "/apps/a/execute", {"message": "again", "session_id": session_id})
         go.set()
         assert done.status == 200 and json.loads(done.body)["response"] == "waited"
+
+
+@pytest.mark.anyio
+async def test_registrations_and_sessions_survive_a_restart_on_sqlite(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path / 'platform.db'}"
+    registration = {"url": "http://127.0.0.1:9/kore", "events": ["session.ended"], "secret": SECRET}
+
+    def make() -> tuple[RunEngine, Any]:
+        engine = RunEngine(url)
+        register_agents(engine, Clock(T0))
+        sender = WebhookSender(allow_hosts=("127.0.0.1",))  # nothing is delivered: no session ends here
+        return engine, build_platform_app(engine, api_keys={KEY: "team-a"}, default_agent="support_agent", webhook_sender=sender)
+
+    engine, app = make()
+    async with engine:
+        registered = await _call(app, "POST", "/apps/a/webhooks", registration)
+        assert registered.status == 201, registered.body
+        session_id = json.loads((await _call(app, "POST", "/apps/a/sessions", {"user_id": "u"})).body)["session_id"]
+        assert (await _call(app, "POST", "/apps/a/execute", {"message": "hello", "session_id": session_id})).status == 200
+    engine, app = make()
+    async with engine:
+        listed = json.loads((await _call(app, "GET", "/apps/a/webhooks")).body)["webhooks"]
+        assert listed == [json.loads(registered.body)]
+        history = json.loads((await _call(app, "GET", f"/apps/a/sessions/{session_id}/history")).body)
+        assert [m["role"] for m in history["messages"]] == ["user", "assistant"]
