@@ -28,7 +28,7 @@ from typing import Any
 
 import attrs
 
-from runengine.engine import RunEngine
+from runengine.engine import RunEngine, SessionPolicy
 from runengine.errors import RunNotFound, SessionNotFound
 from runengine.events import (
     Custom,
@@ -253,7 +253,7 @@ class AcpProfile:
     engine: RunEngine
     auth: AuthHook | None = None
     #: The per-session policy when a request names none (None: the engine's default).
-    session_policy: str | None = None
+    session_policy: SessionPolicy | None = None
     router: Router = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -343,7 +343,7 @@ class AcpProfile:
             session_id=session_id,
             owner=request_owner(self.auth, request),
             idempotency_key=idempotency_key(request),
-            session_policy=policy,  # type: ignore[arg-type]
+            session_policy=policy,
             run_id=str(uuid.uuid4()),
         )
         run_header = (("run-id", state.run_id),)
@@ -405,7 +405,7 @@ class AcpProfile:
             return self._sse(state.run_id, after_seq=after, stop_when_awaiting=False)
         mapper = EventMapper()
         events: list[dict[str, Any]] = []
-        async with aclosing(self.engine.events(state.run_id, follow=False)) as stream:
+        async with aclosing(self.engine.events(state.run_id, follow=False)) as stream:  # type: ignore[type-var]
             async for event in stream:
                 mapped = mapper.map(event)
                 if event.seq > after:
@@ -438,7 +438,7 @@ class AcpProfile:
         which messages it already announced.
         """
         mapper = EventMapper()
-        async with aclosing(follow(self.engine.store, run_id, after_seq=0, idle=KEEPALIVE)) as events:
+        async with aclosing(follow(self.engine.store, run_id, after_seq=0, idle=KEEPALIVE)) as events:  # type: ignore[type-var]
             async for event in events:
                 if event is None:
                     yield sse_comment()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
-from runengine.engine import SESSION_POLICIES
+from runengine.engine import SESSION_POLICIES, SessionPolicy
 from runengine.errors import RunNotFound
 from runengine.http.auth import AuthHook, authenticate, owner_of
 from runengine.http.core import HttpError, Request, Response, StreamResponse
@@ -50,7 +50,7 @@ def idempotency_key(request: Request) -> str | None:
     return key
 
 
-def session_policy(value: Any, field: str) -> str | None:
+def session_policy(value: Any, field: str) -> SessionPolicy | None:
     """A per-session concurrency policy: allow, reject (409), enqueue or interrupt."""
     if value is None:
         return None
@@ -60,7 +60,7 @@ def session_policy(value: Any, field: str) -> str | None:
             field=field,
             allowed=list(SESSION_POLICIES),
         )
-    return str(value)
+    return cast(SessionPolicy, value)
 
 
 def boolean(value: Any, field: str, default: bool = False) -> bool:

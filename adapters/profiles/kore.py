@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from runengine.engine import RunEngine
+from runengine.engine import RunEngine, SessionPolicy
 from runengine.errors import RunNotFound, SessionNotFound
 from runengine.events import Custom, MessageCompleted, MessageDelta, Thought, ToolResult
 from runengine.http.auth import AuthHook
@@ -291,7 +291,7 @@ class KoreProfile:
     tools: Mapping[str, Tool] = attrs.field(factory=dict)
     deliveries: WebhookDeliveries | None = None
     #: The multitask strategy when a request names none (None: the engine's default).
-    session_policy: str | None = None
+    session_policy: SessionPolicy | None = None
     router: Router = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -315,7 +315,7 @@ class KoreProfile:
         spec = ctx.input if isinstance(ctx.input, dict) else {}
         name = spec.get("tool")
         fn = self.tools.get(name) if isinstance(name, str) else None
-        if fn is None:
+        if fn is None or not isinstance(name, str):
             raise LookupError(f"no tool named {name!r}")
         result = await ctx.tool_call(name, spec.get("arguments") or {}, fn)
         await ctx.say(result if isinstance(result, str) else dumps(result))
@@ -347,7 +347,7 @@ class KoreProfile:
                 raise SessionNotFound(session_id)
             return existing
         user = identity.user_reference or identity.session_reference or ""
-        data = {
+        data: dict[str, Any] = {
             "kore": {
                 "appId": app_id,
                 "envName": env,
@@ -450,7 +450,7 @@ class KoreProfile:
         session = await self._update_session(session, metadata, include, exclude)
         kore = session.data.get("kore", {})
         files = _attachment_list(kore.get("attachments", {}))
-        run_meta = {
+        run_meta: dict[str, Any] = {
             "kore": {
                 "appId": app_id,
                 "envName": env,
@@ -478,7 +478,7 @@ class KoreProfile:
             metadata=run_meta,
             owner=owner,
             idempotency_key=key,
-            session_policy=policy,  # type: ignore[arg-type]
+            session_policy=policy,
             run_id=f"r-{uuid.uuid4()}",
         )
         if callback_url is not None and self.deliveries is not None and state.last_seq == 1:
@@ -536,7 +536,7 @@ class KoreProfile:
         yield frame({"messageId": f"msg-{run_id}", "sessionInfo": session_info(state, status="busy")})
         short = {"runId": run_id}
         streamed: set[str] = set()  # messages already sent token by token
-        async with aclosing(follow(self.engine.store, run_id, after_seq=0, idle=KEEPALIVE)) as events:
+        async with aclosing(follow(self.engine.store, run_id, after_seq=0, idle=KEEPALIVE)) as events:  # type: ignore[type-var]
             async for event in events:
                 if event is None:
                     yield sse_comment()
