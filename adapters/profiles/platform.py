@@ -13,16 +13,26 @@ from __future__ import annotations
 import contextlib
 import hmac
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import attrs
 
 from runengine.engine import RunEngine
 from runengine.errors import InvalidRequest, SessionNotFound
-from runengine.events import Event, MessageCompleted, MessageDelta, RunCancelled, RunCreated, RunFailed, ToolCall, ToolResult
+from runengine.events import (
+    Event,
+    MessageCompleted,
+    MessageDelta,
+    RunCancelled,
+    RunCompleted,
+    RunCreated,
+    RunFailed,
+    ToolCall,
+    ToolResult,
+)
 from runengine.adapters.webhooks import DELIVERY_AGENT as WEBHOOK_DELIVERY_AGENT
 from runengine.adapters.webhooks import WebhookSender
 from runengine.http import HttpError, Request, Response, Router, StreamResponse, json_response, sse_comment, sse_frame
@@ -273,9 +283,8 @@ class PlatformProfile:
     async def _frames(self, run_id: str, after_seq: int) -> AsyncIterator[bytes]:
         """The run's events as the seed's named SSE events, each with `id: <seq>`; keep-alives when idle."""
         mapper = _StreamMapper(self.engine, run_id, after_seq)
-        async with contextlib.aclosing(
-            follow(self.engine.store, run_id, after_seq=after_seq, idle=self.settings.keepalive)
-        ) as events:
+        tail = follow(self.engine.store, run_id, after_seq=after_seq, idle=self.settings.keepalive)
+        async with contextlib.aclosing(cast(AsyncGenerator[Event | None, None], tail)) as events:
             async for event in events:
                 if event is None:
                     yield sse_comment()
@@ -351,7 +360,7 @@ class PlatformProfile:
         return json_response(registration.public(), status=201)
 
     async def list_webhooks(self, request: Request) -> Response:
-        registrations = await self.webhooks.registry.list(request.params["app_id"], self._owner(request))
+        registrations = await self.webhooks.registry.of_owner(request.params["app_id"], self._owner(request))
         return json_response({"webhooks": [r.public() for r in registrations]})
 
     async def remove_webhook(self, request: Request) -> Response:
@@ -419,12 +428,12 @@ class _StreamMapper:
             if event.error is not None:
                 data["error"] = {"code": event.error.code, "message": event.error.message}
             return [_frame("tool_call", data, seq)]
-        if event.type == "run.completed":
+        if isinstance(event, RunCompleted):
             state = await self._engine.status(self._run_id)
             usage = {"input_tokens": state.usage.input_tokens, "output_tokens": state.usage.output_tokens}
             return [_frame("done", {"usage": usage}, seq)]
         if isinstance(event, RunFailed):
-            details = {"trace_id": self._run_id, "reason": event.error.code}
+            details: dict[str, Any] = {"trace_id": self._run_id, "reason": event.error.code}
             return [_frame("error", {"error": {"code": "internal_error", "message": "The agent failed to respond", "details": details}}, seq)]
         if isinstance(event, RunCancelled):
             details = {"trace_id": self._run_id, "reason": event.reason}
@@ -436,7 +445,8 @@ class _StreamMapper:
         if self._after_seq == 0:
             return 0
         sent = 0
-        async with contextlib.aclosing(self._engine.events(self._run_id, follow=False)) as events:
+        replay = self._engine.events(self._run_id, follow=False)
+        async with contextlib.aclosing(cast(AsyncGenerator[Event, None], replay)) as events:
             async for event in events:
                 if event.seq > self._after_seq:
                     break

@@ -110,7 +110,7 @@ class WebhookRegistry:
     def record_id(app_id: str) -> str:
         return _RECORD_PREFIX + app_id
 
-    async def list(self, app_id: str, owner: str | None) -> list[Registration]:
+    async def of_owner(self, app_id: str, owner: str | None) -> list[Registration]:
         """The app's registrations made by `owner` (each principal sees and gets only its own)."""
         return [r for r in await self._all(app_id) if r.owner == owner]
 
@@ -174,7 +174,7 @@ class WebhookDispatcher:
             )(self._run)
 
     async def wants(self, app_id: str, owner: str | None, event: str) -> bool:
-        return any(event in r.events for r in await self.registry.list(app_id, owner))
+        return any(event in r.events for r in await self.registry.of_owner(app_id, owner))
 
     async def emit(self, app_id: str, owner: str | None, event: str, data: Mapping[str, Any]) -> str | None:
         """Start a delivery run for `event` if a registration of `owner` for the app wants it; its run id."""
@@ -229,7 +229,7 @@ class WebhookDispatcher:
         body = json.dumps({"event": event, "timestamp": timestamp, "data": data}, separators=(",", ":")).encode()
         outcomes = []
         # Registrations are read at delivery time, so secrets never enter a run's log.
-        for registration in await self.registry.list(app_id, owner):
+        for registration in await self.registry.of_owner(app_id, owner):
             if event not in registration.events:
                 continue
             webhook_id = f"{ctx.run_id}.{key}.{registration.webhook_id}"  # stable across retries
