@@ -50,8 +50,13 @@ if TYPE_CHECKING:
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-#: Statuses worth another attempt (the receiver is overloaded or briefly broken).
-RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: Statuses below 500 worth another attempt (every 5xx is retried too, but 501).
+RETRY_STATUSES = frozenset({408, 425, 429})
+
+
+def retryable(status: int) -> bool:
+    """The receiver is overloaded or briefly broken: try again later."""
+    return status in RETRY_STATUSES or (status >= 500 and status != 501)
 
 #: IPv6 prefixes that embed an IPv4 address (NAT64), checked as that IPv4 address.
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -320,7 +325,7 @@ class WebhookSender:
                     error = f"HTTP {status}"
                     if 300 <= status < 400:
                         error = f"HTTP {status}: redirects are not followed"
-                    if status in RETRY_STATUSES:
+                    if retryable(status):
                         retry_in = self.backoff(attempt)
                         asked = retry_after_seconds(response.headers.get("retry-after"))
                         if asked is not None:

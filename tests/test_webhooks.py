@@ -161,10 +161,13 @@ async def test_retries_5xx_and_429_with_a_stable_webhook_id() -> None:
 async def test_client_errors_are_not_retried_and_redirects_not_followed() -> None:
     with receiver() as hook:
         hook.script("/bad", Reply(400))
+        hook.script("/nope", Reply(501))
         hook.script("/moved", Reply(302, {"location": hook.url("/elsewhere")}))
         sender = WebhookSender(allow_hosts=["127.0.0.1"], backoff_base=0.01)
         bad = await sender.deliver(hook.url("/bad"), b"{}")
         assert not bad.ok and bad.attempts == 1 and bad.status == 400
+        unimplemented = await sender.deliver(hook.url("/nope"), b"{}")
+        assert not unimplemented.ok and unimplemented.attempts == 1 and unimplemented.status == 501
         moved = await sender.deliver(hook.url("/moved"), b"{}")
         assert not moved.ok and moved.attempts == 1 and moved.status == 302 and "redirect" in (moved.error or "")
         assert hook.for_path("/elsewhere") == []

@@ -145,20 +145,26 @@ class EventMapper:
     def __init__(self) -> None:
         self.fold = Fold()
         self.opened: set[str] = set()
+        self.role = "agent"
+
+    def _run(self) -> dict[str, Any]:
+        # Only run-level events build the whole state: doing it per delta would cost O(n) each.
+        state = self.fold.state
+        assert state is not None
+        return run_json(state)
 
     def map(self, event: Event) -> list[dict[str, Any]]:
         self.fold.apply(event)
-        state = self.fold.state
-        assert state is not None
-        role = agent_role(state.agent)
+        role = self.role
         if isinstance(event, RunCreated):
-            return [{"type": "run.created", "run": run_json(state)}]
+            self.role = agent_role(event.agent)
+            return [{"type": "run.created", "run": self._run()}]
         if isinstance(event, (RunStarted, RunInput)):
-            return [{"type": "run.in-progress", "run": run_json(state)}]
+            return [{"type": "run.in-progress", "run": self._run()}]
         if isinstance(event, RunWaitingForInput):
-            return [{"type": "run.awaiting", "run": run_json(state)}]
+            return [{"type": "run.awaiting", "run": self._run()}]
         if isinstance(event, (RunCompleted, RunFailed, RunCancelled)):
-            return [{"type": event.type, "run": run_json(state)}]
+            return [{"type": event.type, "run": self._run()}]
         if isinstance(event, MessageDelta):
             out: list[dict[str, Any]] = []
             if event.message_id not in self.opened:
