@@ -319,7 +319,7 @@ class PlatformProfile:
         session_id = request.params["session_id"]
         await self._own_session(request, session_id)
         try:
-            messages = await self.engine.session_history(session_id)
+            messages = await self.engine.session_history(session_id, owner=self._owner(request))
         except SessionNotFound:
             messages = []
         out = []
