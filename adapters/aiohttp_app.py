@@ -90,7 +90,12 @@ async def _cancel_on_disconnect(request: web.Request, scope: anyio.CancelScope) 
 
 def aiohttp_app(app: App) -> web.Application:
     web_app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
-    web_app.router.add_route("*", "/{tail:.*}", AiohttpHandler(app))
+    handler = AiohttpHandler(app)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await handler(request)
+
+    web_app.router.add_route("*", "/{tail:.*}", handle)
     return web_app
 
 

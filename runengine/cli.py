@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import sys
 import time
@@ -19,6 +20,7 @@ from typing import Any
 
 import click
 import httpx
+import structlog
 from httpx_sse import connect_sse
 
 from . import __version__
@@ -107,6 +109,7 @@ def serve(
         except RunEngineError as exc:
             raise click.BadParameter(exc.message, param_hint="--store") from None
     auth = load_object(auth_ref, "--auth") if auth_ref else None
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, log_level.upper())))
     click.echo(f"runengine {__version__}: http://{host}:{port}/ (agents: {', '.join(a.name for a in engine.agents)})")
     uvicorn.run(
         engine_asgi_app(engine, auth=auth),

@@ -20,11 +20,17 @@ import anyio
 
 from .context import RunContext
 from .engine import RunEngine
+from .stores import store_schemes
 from .wire import dumps
 
 DEMO_AGENTS = ("echo", "pizza", "approval")
 
 MENU: dict[str, float] = {"margherita": 8.5, "marinara": 7.0, "quattro formaggi": 10.0, "diavola": 9.5}
+
+
+def default_store_url(path: str = "runengine.db") -> str:
+    """`sqlite:///<path>` when the SQLite store is installed, else `memory://`."""
+    return f"sqlite:///{path}" if "sqlite" in store_schemes() else "memory://"
 
 
 def tokens(text: str) -> list[str]:

@@ -66,6 +66,10 @@ def add_test_agents(engine: RunEngine) -> None:
                 if every:
                     await anyio.sleep(every)
 
+    @engine.agent("hidden", description="internal: not listed nor startable over HTTP", metadata={"internal": True})
+    async def hidden(ctx: Any) -> None:
+        return None
+
     @engine.agent("sleeper", description="sleeps for input seconds")
     async def sleeper(ctx: Any) -> None:
         await anyio.sleep(float(ctx.input))
@@ -128,6 +132,8 @@ class TcpProxy:
         self.target_port = target_port
         self.port = 0
         self.connections = 0
+        #: Bytes sent from the target back to clients so far.
+        self.bytes_down = 0
         self._writers: set[asyncio.StreamWriter] = set()
         self._server: asyncio.base_events.Server | None = None
 
@@ -159,9 +165,11 @@ class TcpProxy:
             return
         self._writers.update((writer, up_writer))
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, down: bool) -> None:
             try:
                 while chunk := await src.read(65536):
+                    if down:
+                        self.bytes_down += len(chunk)
                     dst.write(chunk)
                     await dst.drain()
             except (OSError, asyncio.IncompleteReadError):
@@ -169,6 +177,6 @@ class TcpProxy:
             finally:
                 dst.transport.abort()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer, False), pipe(up_reader, writer, True))
         self._writers.discard(writer)
         self._writers.discard(up_writer)

@@ -175,6 +175,9 @@ async def test_session_history(client: httpx.AsyncClient) -> None:
 async def test_agents_and_openapi(client: httpx.AsyncClient) -> None:
     agents = (await client.get("/agents")).json()["agents"]
     assert {a["name"] for a in agents} >= {"echo", "pizza", "approval"}
+    assert "hidden" not in {a["name"] for a in agents}
+    error = assert_error(await client.post("/runs", json={"agent": "hidden"}), 404, "not_found")
+    assert "hidden" not in error["details"]["known"] and "echo" in error["details"]["known"]
     assert all(isinstance(a["description"], str) for a in agents)
     doc = (await client.get("/openapi.json")).json()
     assert doc["openapi"].startswith("3.")

@@ -23,8 +23,9 @@ from typing import Any
 import anyio
 import structlog
 
+from ..agents import AgentSpec
 from ..engine import MODES, SESSION_POLICIES, RunEngine
-from ..errors import RunEngineError, RunNotFound, SessionNotFound
+from ..errors import AgentNotFound, RunEngineError, RunNotFound, SessionNotFound
 from ..status import Status
 from ..wire import dumps, event_to_dict, event_to_json
 from . import params
@@ -73,6 +74,12 @@ SSE_HEADERS = (
 )
 
 Handler = Callable[[Request], Awaitable[Response | StreamResponse]]
+
+
+def is_internal(spec: AgentSpec) -> bool:
+    """Agents registered with metadata {"internal": true} (webhook delivery, tools ...) are not listed
+    nor startable through the API."""
+    return bool(spec.metadata.get("internal"))
 
 
 def wants_sse(request: Request) -> bool:
@@ -152,6 +159,9 @@ class NativeAPI:
             policy = params.choice(body, "session_policy", SESSION_POLICIES, "allow")
         on_disconnect = params.choice(body, "on_disconnect", ON_DISCONNECT, "continue")
         assert agent is not None
+        spec = self.engine.agents.find(agent)
+        if spec is None or is_internal(spec):  # internal agents serve other profiles, not clients
+            raise AgentNotFound(agent, [s.name for s in self.engine.agents if not is_internal(s)])
         run_id = uuid.uuid4().hex
         options: dict[str, Any] = dict(
             session_id=session_id,
@@ -316,6 +326,7 @@ class NativeAPI:
                 "agents": [
                     {"name": spec.name, "description": spec.description, "metadata": spec.metadata}
                     for spec in self.engine.agents
+                    if not is_internal(spec)
                 ]
             }
         )

@@ -1,0 +1,176 @@
+"""The `runengine` command as real subprocesses: serve (demo agents on SQLite, or --app), tail
+(including a dropped connection it must resume after), runs and show."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from httpkit import TcpProxy, free_port, until
+
+BIN = Path(sys.executable).parent / "runengine"
+COMMAND = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "runengine.cli"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # the proxy uses asyncio streams
+
+
+def cli(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*COMMAND, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def wait_ready(url: str, process: subprocess.Popen[str], timeout: float = 30.0) -> None:
+    with httpx.Client(base_url=url, timeout=2.0) as client:
+        for _ in range(int(timeout / 0.1)):
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            try:
+                if client.get("/agents").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            try:
+                process.wait(timeout=0.1)  # waits on the process, returns early only if it died
+            except subprocess.TimeoutExpired:
+                pass
+    raise AssertionError("the server did not start")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [*COMMAND, "serve", "--store", f"sqlite:///{tmp_path / 'cli.db'}", "--port", str(port), "--delay", "0.005",
+         "--log-level", "warning"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process)
+        yield url
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, process.stderr.read() if process.stderr else ""
+
+
+def test_serve_runs_show_and_tail(server: str) -> None:
+    with httpx.Client(base_url=server, timeout=30.0) as client:
+        assert client.get("/").status_code == 200
+        echo = client.post("/runs", json={"agent": "echo", "input": "one two three", "session_id": "cli"}).json()
+        pizza = client.post("/runs", json={"agent": "pizza", "input": "cheese"}).json()
+        log = client.get(f"/runs/{pizza['run_id']}/events", params={"limit": 1000}).json()["events"]
+
+    listed = cli("runs", "--url", server)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].startswith(pizza["run_id"]) and lines[1].startswith(echo["run_id"])
+    assert "completed" in lines[0] and "pizza" in lines[0]
+    only = cli("runs", "--url", server, "--session-id", "cli", "--json")
+    assert [r["run_id"] for r in json.loads(only.stdout)["runs"]] == [echo["run_id"]]
+
+    shown = cli("show", pizza["run_id"], "--url", server)
+    assert shown.returncode == 0 and json.loads(shown.stdout) == pizza
+
+    tailed = cli("tail", pizza["run_id"], "--url", server, "--json")
+    assert tailed.returncode == 0, tailed.stderr
+    assert [json.loads(line) for line in tailed.stdout.splitlines()] == log
+    partial = cli("tail", pizza["run_id"], "--url", server, "--after-seq", "4")
+    assert [int(line.split()[0]) for line in partial.stdout.splitlines()] == [e["seq"] for e in log[4:]]
+    assert partial.stdout.splitlines()[-1].split()[1] == "run.completed"
+
+
+def test_client_commands_report_errors(server: str) -> None:
+    missing = cli("show", "no-such-run", "--url", server)
+    assert missing.returncode == 1 and "404 not_found" in missing.stderr
+    gone = cli("tail", "no-such-run", "--url", server)
+    assert gone.returncode == 1 and "404 not_found" in gone.stderr
+    bad = cli("runs", "--url", server, "--status", "sleepy")
+    assert bad.returncode == 1 and "400 invalid_request" in bad.stderr
+    unreachable = cli("runs", "--url", f"http://127.0.0.1:{free_port()}")
+    assert unreachable.returncode == 1 and "cannot reach" in unreachable.stderr
+
+
+@pytest.mark.anyio
+async def test_tail_resumes_after_a_dropped_connection(server: str) -> None:
+    text = " ".join(f"word{i}" for i in range(400))
+    async with httpx.AsyncClient(base_url=server, timeout=30.0) as client:
+        run = (await client.post("/runs", json={"agent": "echo", "input": text, "mode": "async"})).json()
+        port = int(server.rsplit(":", 1)[1])
+        async with TcpProxy(port) as proxy:
+            process = await anyio.open_process(
+                [*COMMAND, "tail", run["run_id"], "--json", "--url", f"http://127.0.0.1:{proxy.port}"]
+            )
+            async with process:
+                await until(lambda: proxy.bytes_down > 8_000, timeout=30)
+                assert proxy.drop() > 0  # cut the stream mid-run
+                with anyio.fail_after(60):
+                    await process.wait()
+                stdout = b"".join([chunk async for chunk in process.stdout]).decode()
+                stderr = b"".join([chunk async for chunk in process.stderr]).decode()
+            assert process.returncode == 0, stderr
+            assert proxy.connections >= 2 and "connection lost" in stderr
+        log = (await client.get(f"/runs/{run['run_id']}/events", params={"limit": 1000})).json()["events"]
+    assert [json.loads(line) for line in stdout.splitlines()] == log
+    assert log[-1]["type"] == "run.completed"
+
+
+def test_serve_with_an_app_module(tmp_path: Path) -> None:
+    (tmp_path / "myagents.py").write_text(
+        textwrap.dedent(
+            """
+            from runengine import RunEngine
+
+            engine = RunEngine("memory://")
+
+            @engine.agent("shout", description="upper-cases its input")
+            async def shout(ctx):
+                await ctx.say(str(ctx.input).upper())
+            """
+        )
+    )
+    port = free_port()
+    process = subprocess.Popen(
+        [*COMMAND, "serve", "--app", "myagents:engine", "--port", str(port), "--log-level", "warning"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process)
+        with httpx.Client(base_url=url, timeout=30.0) as client:
+            assert [a["name"] for a in client.get("/agents").json()["agents"]] == ["shout"]
+            assert client.post("/runs", json={"agent": "shout", "input": "hey"}).json()["output"] == "HEY"
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=20)
+
+
+def test_serve_usage_errors(tmp_path: Path) -> None:
+    no_module = cli("serve", "--app", "nowhere_to_be_found:engine", cwd=tmp_path)
+    assert no_module.returncode == 2 and "cannot load" in no_module.stderr
+    not_a_ref = cli("serve", "--app", "justaname", cwd=tmp_path)
+    assert not_a_ref.returncode == 2 and "module:attribute" in not_a_ref.stderr
+    both = cli("serve", "--app", "x:y", "--store", "memory://", cwd=tmp_path)
+    assert both.returncode == 2 and "--store applies to the demo engine" in both.stderr
+    bad_store = cli("serve", "--store", "nosuch://x", cwd=tmp_path)
+    assert bad_store.returncode == 2 and "no store for scheme" in bad_store.stderr
+    assert "serve" in cli("--help").stdout
+    assert os.path.basename(COMMAND[0]) in ("runengine", os.path.basename(sys.executable))
