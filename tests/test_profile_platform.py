@@ -425,16 +425,15 @@ async def test_seed_webhooks_signed_deliveries(platform: Platform) -> None:
     with pytest.raises(ValueError, match="Invalid signature"):
         seed_signature_check(escalated_headers, escalated_body[:-1], SECRET)
 
-    # Each delivery is a recorded run of the delivery agent, one attempt each here.
-    for _ in range(100):
-        page = await platform.engine.list_runs()
-        deliveries = [r for r in page.runs if r.agent == DELIVERY_AGENT]
-        if len(deliveries) == 3 and all(r.status.terminal for r in deliveries):
-            break
-        await platform.engine.store.wait(deliveries[0].run_id, after_seq=deliveries[0].last_seq, timeout=0.2)
-    assert sorted(r.status.value for r in deliveries) == ["completed"] * 3
-    state = await platform.engine.status(deliveries[0].run_id)
-    assert SECRET not in json.dumps(state.input)  # secrets never enter a run's log
+    # Each delivery is a recorded run of the delivery agent (session.started, the escalation watcher,
+    # session.ended), created before the request that caused it was answered; one attempt each here.
+    deliveries = [r for r in (await platform.engine.list_runs()).runs if r.agent == DELIVERY_AGENT]
+    assert len(deliveries) == 3
+    with anyio.fail_after(TIMEOUT):
+        states = [await platform.engine.wait(r.run_id) for r in deliveries]
+    assert [s.status.value for s in states] == ["completed"] * 3
+    assert sorted(len(s.tool_calls) for s in states) == [1, 1, 1]
+    assert all(SECRET not in json.dumps(s.input) for s in states)  # secrets never enter a run's log
 
     # Removing the registration stops deliveries.
     assert (await http.delete(f"/apps/app_123/webhooks/{hook['webhook_id']}")).status_code == 204
@@ -573,3 +572,19 @@ async def test_registrations_and_sessions_survive_a_restart_on_sqlite(tmp_path: 
         assert listed == [json.loads(registered.body)]
         history = json.loads((await _call(app, "GET", f"/apps/a/sessions/{session_id}/history")).body)
         assert [m["role"] for m in history["messages"]] == ["user", "assistant"]
+
+
+@pytest.mark.anyio
+async def test_a_final_delivery_failure_is_recorded(platform: Platform) -> None:
+    http = platform.http
+    platform.receiver.fail_first = 1_000  # always 503
+    await http.post("/apps/app_123/webhooks", json={"url": platform.receiver_url, "events": ["session.started"], "secret": SECRET})
+    await http.post("/apps/app_123/sessions", json={})
+    # The delivery run was recorded before the session's creation was answered.
+    (delivery,) = [r for r in (await platform.engine.list_runs()).runs if r.agent == DELIVERY_AGENT]
+    with anyio.fail_after(TIMEOUT):
+        state = await platform.engine.wait(delivery.run_id)
+    assert state.status.value == "failed" and state.error is not None and state.error.code == "delivery_failed"
+    attempts = [call for call in state.tool_calls if call.name == "http.post"]
+    assert len(attempts) == 3 and all(call.error is not None for call in attempts)  # the sender's max_attempts
+    assert platform.receiver.calls == 3 and platform.receiver.received == []
