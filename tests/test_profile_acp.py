@@ -296,3 +296,35 @@ async def test_published_acp_client_interoperates(acp: str) -> None:
     assert seen["failed"] == {"status": "failed", "code": "agent_error"}
     assert seen["session"] == {"same": True, "history": 4, "texts": ["first ", "second "]}
     assert seen["unknown_agent"] == "not_found"
+
+
+@pytest.mark.anyio
+async def test_runs_and_sessions_are_visible_to_their_owner_only() -> None:
+    engine = make_engine()
+
+    def users(headers: Any) -> str | None:
+        return {"Bearer a": "alice", "Bearer b": "bob"}.get(headers.get("authorization", ""))
+
+    async with engine:
+        root = Router()
+        root.mount("/acp", AcpProfile(engine, auth=users))
+        async with serve_app(root) as base, httpx.AsyncClient(base_url=base + "/acp", timeout=30) as http:
+            alice, bob = {"authorization": "Bearer a"}, {"authorization": "Bearer b"}
+            assert (await http.get("/agents")).status_code == 401
+            assert (await http.get("/ping")).status_code == 200  # liveness needs no credentials
+            msg = [{"parts": [{"content": "hi"}]}]
+            run = (await http.post("/runs", json={"agent_name": "asker", "input": msg}, headers=alice)).json()
+            assert run["status"] == "awaiting"
+            assert (await http.get(f"/runs/{run['run_id']}", headers=alice)).status_code == 200
+            resume = {"await_resume": {"type": "message", "message": {"parts": [{"content": "x"}]}}, "mode": "sync"}
+            for method, path, body in (
+                ("GET", f"/runs/{run['run_id']}", None),
+                ("GET", f"/runs/{run['run_id']}/events", None),
+                ("POST", f"/runs/{run['run_id']}/cancel", None),
+                ("POST", f"/runs/{run['run_id']}", resume),
+                ("GET", f"/sessions/{run['session_id']}", None),
+            ):
+                response = await http.request(method, path, json=body, headers=bob)
+                assert response.status_code == 404 and response.json()["code"] == "not_found", path
+            assert (await engine.status(run["run_id"])).status.value == "waiting_for_input"  # bob changed nothing
+            assert (await engine.status(run["run_id"])).owner == "alice"

@@ -468,3 +468,32 @@ async def test_bad_requests_get_clear_errors_and_run_nothing(kore: Kore) -> None
     assert (await kore.http.post(f"{BASE}/r-x/status", content=b"")).status_code == 400
     assert (await kore.http.get(f"{BASE}/execute")).status_code == 405
     assert len((await kore.engine.list_runs(limit=200)).runs) == before
+
+
+@pytest.mark.anyio
+async def test_api_key_principals_see_only_their_runs_and_sessions() -> None:
+    engine = make_engine()
+
+    def api_keys(headers: Any) -> str | None:  # the seeds authenticate with x-api-key
+        return {"key-a": "alice", "key-b": "bob"}.get(headers.get("x-api-key", ""))
+
+    async with engine:
+        root = Router()
+        root.mount("/kore", KoreProfile(engine, auth=api_keys))
+        async with serve_app(root) as base, httpx.AsyncClient(base_url=base, timeout=30) as http:
+            alice, bob = {"x-api-key": "key-a"}, {"x-api-key": "key-b"}
+            ident = identity(sessionReference="shared-name")
+            body = {"sessionIdentity": ident, "input": [{"type": "text", "content": "hi"}]}
+            assert (await http.post(f"{BASE}/execute", json=body)).status_code == 401
+            mine = (await http.post(f"{BASE}/execute", json=body, headers=alice)).json()
+            run_id = mine["sessionInfo"]["runId"]
+            status = await http.post(f"{BASE}/{run_id}/status", json={"sessionIdentity": ident}, headers=bob)
+            assert status.status_code == 404
+            # Bob naming the same session reference gets a session of his own, not Alice's.
+            theirs = (await http.post(f"{BASE}/execute", json=body, headers=bob)).json()
+            assert theirs["sessionInfo"]["sessionId"] != mine["sessionInfo"]["sessionId"]
+            assert (await engine.status(theirs["sessionInfo"]["runId"])).owner == "bob"
+            by_id = {**body, "sessionIdentity": identity(sessionIdentity=mine["sessionInfo"]["sessionId"])}
+            assert (await http.post(f"{BASE}/execute", json=by_id, headers=bob)).status_code == 404
+            ok = await http.post(f"{BASE}/{run_id}/status", json={"sessionIdentity": ident}, headers=alice)
+            assert ok.status_code == 200 and ok.json()["run"]["status"] == "success"

@@ -323,17 +323,18 @@ class KoreProfile:
 
     # -- sessions -------------------------------------------------------------------------------
 
-    def _session_key(self, app_id: str, env: str, identity: Identity) -> str | None:
+    def _session_key(self, app_id: str, env: str, identity: Identity, owner: str | None) -> str | None:
         session_ref = identity.session_reference or identity.user_reference
         if session_ref is None:
             return None
-        name = f"{app_id}/{env}/{identity.user_reference or ''}/{session_ref}"
+        # The owner is part of the key: two principals naming the same reference get two sessions.
+        name = f"{owner or ''}/{app_id}/{env}/{identity.user_reference or ''}/{session_ref}"
         return f"s-{uuid.uuid5(_NAMESPACE, name)}"
 
     async def _session(self, request: Request, app_id: str, env: str, identity: Identity) -> SessionRecord:
         """The session the identity names, created on first use (a bare sessionIdentity must exist)."""
         owner = request_owner(self.auth, request)
-        session_id = self._session_key(app_id, env, identity)
+        session_id = self._session_key(app_id, env, identity, owner)
         if session_id is None:
             session_id = identity.session_identity
             assert session_id is not None
