@@ -371,9 +371,16 @@ class SQLiteStore:
             return
         self._closing = False
         self._broken = None
+        if not self.memory and not Path(self.path).resolve().parent.is_dir():
+            raise StoreError(f"cannot open SQLite database {self.path!r}: its directory does not exist")
+        pending = aiosqlite.connect(self.path, isolation_level=None)
         try:
-            conn = await aiosqlite.connect(self.path, isolation_level=None)
+            conn = await pending
         except sqlite3.Error as exc:
+            # aiosqlite stops its thread in the background; let it finish while our loop runs
+            thread = getattr(pending, "_thread", None)
+            if thread is not None:
+                await asyncio.to_thread(thread.join, 5.0)
             raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
         try:
             await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")

@@ -58,6 +58,9 @@ class RunWriter:
         self._pending: list[Event] = []
         self._lock = anyio.Lock()
         self._wake = anyio.Event()
+        self._full = anyio.Event()  # a whole batch is queued: the flush loop need not wait
+        self._batch_done = anyio.Event()  # set (and replaced) each time an append returns
+        self._loop_running = False
         self._flush_window = flush_window
         self._flush_max = flush_max
         self._snapshot_every = snapshot_every
@@ -84,8 +87,10 @@ class RunWriter:
         self.fold.apply(event)  # InvalidTransition here leaves everything as it was
         pending = self._pending
         pending.append(event)
-        if durable or len(pending) >= self._flush_max:
+        if durable:
             await self.flush()
+        elif len(pending) >= self._flush_max:
+            await self._hand_over()
         elif len(pending) == 1:
             self._wake.set()
         return event
@@ -100,9 +105,25 @@ class RunWriter:
         pending = self._pending
         pending.append(event)
         if len(pending) >= self._flush_max:
-            await self.flush()
+            await self._hand_over()
         elif len(pending) == 1:
             self._wake.set()
+
+    async def _hand_over(self) -> None:
+        """A whole batch is queued: the flush loop commits it while the agent goes on producing.
+
+        The agent waits only while an earlier batch is still committing, so one batch is in
+        flight while the next one fills (the store's fsync overlaps the agent's work), and
+        memory stays bounded. Without a flush loop, flush here.
+        """
+        if self._lock.locked():
+            await self._batch_done.wait()
+        elif self._loop_running:
+            self._full.set()
+            self._wake.set()
+            await anyio.lowlevel.checkpoint()  # let the loop take the batch
+        else:
+            await self.flush()
 
     def _check(self) -> None:
         if self.ended_elsewhere is not None:
@@ -115,27 +136,42 @@ class RunWriter:
         async with self._lock:
             while self._pending:
                 batch, self._pending = self._pending, []
+                last = batch[-1]
+                # Nothing else is queued at this instant, so the fold holds the state right
+                # after this batch: take it now if a snapshot is due once the batch commits.
+                snapshot = self.fold.state if last.terminal or self._snapshot_due(last.seq) else None
                 try:
                     await self.store.append(self.run_id, batch, expected_seq=batch[0].seq - 1)
                 except ConcurrencyConflict:
                     await self._rebase(batch)
                     continue
-                self.committed_seq = batch[-1].seq
-                if not self._pending and (batch[-1].terminal or self._snapshot_due()):
-                    await self._snapshot()
+                finally:
+                    self._batch_done.set()
+                    self._batch_done = anyio.Event()
+                self.committed_seq = last.seq
+                if snapshot is not None and snapshot.last_seq == last.seq:
+                    await self.store.save_snapshot(snapshot)
+                    self._snapshot_seq = snapshot.last_seq
 
     async def flush_loop(self) -> None:
         """Background task: flush `flush_window` seconds after the first queued event."""
+        self._loop_running = True
         try:
             while True:
                 await self._wake.wait()
                 self._wake = anyio.Event()
-                await anyio.sleep(self._flush_window)
+                if len(self._pending) < self._flush_max:
+                    with anyio.move_on_after(self._flush_window):
+                        await self._full.wait()
+                self._full = anyio.Event()
                 await self.flush()
         except RunEndedElsewhere:
             return  # the agent's next event raises it too
         except Exception as exc:  # e.g. the store is gone: the agent's next event raises it
             self.failure = exc
+        finally:
+            self._loop_running = False
+            self._batch_done.set()  # nobody may wait for a loop that has stopped
 
     async def accept(self, events: list[Event]) -> None:
         """Take in events that someone else committed (a run.input, a cancel ...)."""
@@ -148,12 +184,12 @@ class RunWriter:
                 if event.terminal:
                     self.ended_elsewhere = event
 
-    def _snapshot_due(self) -> bool:
+    def _snapshot_due(self, seq: int | None = None) -> bool:
         # Every `snapshot_every` events, stretched to 1/8 of the log for very long runs: a
         # snapshot costs the state's size, so a fixed interval would make long streams
         # quadratic, while this keeps the total snapshot work linear and the tail that
         # `status` folds within 1/8 of the log.
-        since = self.committed_seq - self._snapshot_seq
+        since = (self.committed_seq if seq is None else seq) - self._snapshot_seq
         return since >= max(self._snapshot_every, self._snapshot_seq // 8)
 
     async def _snapshot(self) -> None:

@@ -1,0 +1,282 @@
+"""SQLiteStore specifics: schema versioning, URLs, durability settings, reopening, the engine on SQLite."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from runengine.adapters.sqlite import SCHEMA_VERSION, SQLiteStore
+from runengine.engine import RunEngine
+from runengine.errors import InvalidRequest, SchemaVersionError, StoreError
+from runengine.events import MessageDelta
+from runengine.ports import SessionRecord
+from runengine.reducer import Fold
+from runengine.status import Status
+from runengine.stores import open_store
+from runengine.testing.conformance import T0, deltas, new_log, read_all
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # aiosqlite needs asyncio
+
+
+def tables(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+# -- schema -------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_schema_is_created_on_first_use_and_versioned(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    async with SQLiteStore(path):
+        pass
+    assert {"schema_version", "events", "runs", "snapshots", "idempotency_keys", "sessions"} <= tables(path)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    async with SQLiteStore(path):  # opening again changes nothing
+        pass
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+
+
+@pytest.mark.anyio
+async def test_a_newer_schema_is_a_clear_error_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION + 1,))
+    with pytest.raises(SchemaVersionError) as caught:
+        await SQLiteStore(path).open()
+    assert caught.value.code == "schema_version"
+    assert str(SCHEMA_VERSION + 1) in caught.value.message
+    assert tables(path) == {"schema_version"}  # nothing of ours was created in it
+
+
+@pytest.mark.anyio
+async def test_not_a_database_is_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"this is not a sqlite database, just some bytes" * 100)
+    with pytest.raises(StoreError):
+        await SQLiteStore(path).open()
+    with pytest.raises(StoreError):
+        await SQLiteStore(tmp_path / "no" / "such" / "dir" / "x.db").open()
+
+
+# -- URLs and settings ------------------------------------------------------------------
+
+
+def test_urls(tmp_path: Path) -> None:
+    relative = SQLiteStore.from_url("sqlite:///runs.db")
+    assert relative.path == "runs.db" and not relative.memory
+    absolute = SQLiteStore.from_url(f"sqlite:///{tmp_path}/runs.db")
+    assert absolute.path == f"{tmp_path}/runs.db"
+    assert SQLiteStore.from_url("sqlite:////abs/path.db").path == "/abs/path.db"
+    assert SQLiteStore.from_url("sqlite://:memory:").memory
+    assert SQLiteStore.from_url("sqlite:///:memory:").memory
+    tuned = SQLiteStore.from_url("sqlite:///x.db?synchronous=normal&flush_max=64&flush_window=0.004")
+    assert (tuned.synchronous, tuned.flush_max, tuned.flush_window) == ("NORMAL", 64, 0.004)
+    store = open_store("sqlite:///runs.db")
+    assert isinstance(store, SQLiteStore) and store.synchronous == "FULL"
+    assert isinstance(RunEngine("sqlite://:memory:").store, SQLiteStore)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite://",
+        "sqlite:///",
+        "sqlite://somehost/runs.db",
+        "sqlite:///x.db?synchronous=OFF",
+        "sqlite:///x.db?flush_max=zero",
+        "sqlite:///x.db?flush_max=0",
+        "sqlite:///x.db?flush_window=0.5",
+        "sqlite:///x.db?colour=blue",
+        "postgresql:///x",
+    ],
+)
+def test_bad_urls_are_invalid_requests(url: str) -> None:
+    with pytest.raises(InvalidRequest):
+        SQLiteStore.from_url(url)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"synchronous": "OFF"}, {"synchronous": 2}, {"flush_max": 0}, {"flush_window": -1}, {"flush_window": 0.02}],
+)
+def test_bad_settings_are_invalid_requests(options: dict[str, Any]) -> None:
+    with pytest.raises(InvalidRequest):
+        SQLiteStore("x.db", **options)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("synchronous, level", [("FULL", 2), ("NORMAL", 1)])
+async def test_durability_settings_reach_sqlite(tmp_path: Path, synchronous: str, level: int) -> None:
+    async with SQLiteStore(tmp_path / "d.db", synchronous=synchronous) as store:
+        conn = store._writer_conn
+        assert conn is not None
+        assert list(await conn.execute_fetchall("PRAGMA synchronous")) == [(level,)]
+        assert list(await conn.execute_fetchall("PRAGMA journal_mode")) == [("wal",)]
+        await store.append("r", new_log("r", 3), expected_seq=0)
+    with sqlite3.connect(tmp_path / "d.db") as raw:  # committed, visible to any other connection
+        assert raw.execute("SELECT count(*) FROM events").fetchone() == (3,)
+
+
+# -- persistence, failures, group commit ----------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_reopening_keeps_everything(tmp_path: Path) -> None:
+    path = tmp_path / "keep.db"
+    log = new_log("r", 700, session_id="s", owner="o")
+    fold = Fold()
+    fold.apply_all(log[:400])
+    session = SessionRecord(session_id="s", owner="o", created_at=T0, metadata={"a": 1})
+    async with SQLiteStore(path) as store:
+        await store.append("r", log[:400], expected_seq=0)
+        await store.append("r", log[400:], expected_seq=400)
+        assert fold.state is not None
+        await store.save_snapshot(fold.state)
+        await store.put_session(session)
+        assert await store.reserve_idempotency_key("k", "r", now=T0, ttl=60) == "r"
+        summary = await store.get_run("r")
+    async with SQLiteStore(path) as store:
+        assert await read_all(store, "r", page=64) == log
+        assert await store.get_run("r") == summary
+        assert [r.run_id for r in (await store.list_runs(session_id="s")).runs] == ["r"]
+        assert await store.load_snapshot("r") == fold.state
+        assert await store.get_session("s") == session
+        assert await store.reserve_idempotency_key("k", "other", now=T0, ttl=60) == "r"
+        await store.append("r", deltas("r", 701, 2), expected_seq=700)
+        assert await store.last_seq("r") == 702
+
+
+@pytest.mark.anyio
+async def test_a_failed_commit_raises_and_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    async with SQLiteStore(path, busy_timeout=0.05) as store:
+        await store.append("r", new_log("r", 2), expected_seq=0)
+        blocker = sqlite3.connect(path, isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+            with pytest.raises(StoreError):
+                await store.append("r", deltas("r", 3, 5), expected_seq=2)
+            blocker.execute("ROLLBACK")
+        finally:
+            blocker.close()
+        assert await store.read("r", after_seq=2) == []
+        assert await store.last_seq("r") == 2
+        await store.append("r", deltas("r", 3, 5), expected_seq=2)  # and the store carries on
+        assert await store.last_seq("r") == 7
+
+
+@pytest.mark.anyio
+async def test_a_closed_store_refuses_work(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "c.db")
+    await store.open()
+    await store.close()
+    await store.close()  # idempotent
+    with pytest.raises(StoreError):
+        await store.append("r", new_log("r", 2), expected_seq=0)
+    with pytest.raises(StoreError):
+        await store.read("r")
+
+
+@pytest.mark.anyio
+async def test_concurrent_appends_share_commits(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path / "g.db", flush_window=0.005) as store:
+        for i in range(50):
+            await store.append(f"r{i}", new_log(f"r{i}", 2), expected_seq=0)
+        commits_before = len(store.commit_times)
+
+        async def one(i: int) -> None:
+            await store.append(f"r{i}", [MessageDelta(run_id=f"r{i}", seq=3, at=T0, message_id="m", content="x")], expected_seq=2)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(50):
+                tg.start_soon(one, i)
+        commits = len(store.commit_times) - commits_before
+        assert 1 <= commits <= 10, commits  # 50 appends, queued together, share a few transactions
+        assert all([await store.last_seq(f"r{i}") == 3 for i in range(50)])
+
+
+@pytest.mark.anyio
+async def test_unstorable_payloads_are_invalid_requests(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path / "p.db") as store:
+        await store.append("r", new_log("r", 2), expected_seq=0)
+        bad = [
+            MessageDelta(run_id="r", seq=3, at=T0, message_id="m", content="lone \ud800 surrogate"),
+        ]
+        with pytest.raises(InvalidRequest):
+            await store.append("r", bad, expected_seq=2)
+        assert await store.last_seq("r") == 2
+
+
+# -- the engine on SQLite --------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_engine_end_to_end_on_a_sqlite_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    engine = RunEngine("sqlite:///runs.db")
+
+    @engine.agent("words")
+    async def words(ctx: Any) -> None:
+        for word in str(ctx.input).split():
+            await ctx.delta(word + " ")
+
+    @engine.agent("ask")
+    async def ask(ctx: Any) -> str:
+        answer = await ctx.ask({"question": "name?"})
+        await ctx.say(f"hello {answer}")
+        return f"done {answer}"
+
+    text = " ".join(f"w{i}" for i in range(3000))
+    with anyio.fail_after(60):
+        async with engine:
+            done = await engine.execute("words", text, session_id="s1")
+            assert done.status is Status.COMPLETED and done.text == text + " "
+            streamed = [e async for e in await engine.execute("words", "a b c", mode="stream")]
+            assert [e.seq for e in streamed] == list(range(1, len(streamed) + 1))
+            assert streamed[-1].type == "run.completed"
+            waiting = await engine.execute("ask", None)
+            assert waiting.status is Status.WAITING_FOR_INPUT
+            resumed = await engine.resume(waiting.run_id, "ada")
+            assert resumed.inputs == ("ada",)
+            finished = await engine.wait(waiting.run_id, after_seq=resumed.last_seq)
+            assert finished.status is Status.COMPLETED and finished.output == "done ada"
+            listed = (await engine.list_runs(session_id="s1")).runs
+            assert [r.run_id for r in listed] == [done.run_id]
+    assert (tmp_path / "runs.db").exists()
+    again = RunEngine("sqlite:///runs.db")
+    async with again:
+        assert await again.status(done.run_id) == done
+        assert await again.store.load_snapshot(done.run_id) == done  # the terminal snapshot
+        events = [e async for e in again.events(done.run_id, after_seq=3000)]
+        assert [e.seq for e in events] == list(range(3001, done.last_seq + 1))
+        assert (await again.list_runs(status="completed")).runs[0].run_id == finished.run_id
+
+
+@pytest.mark.anyio
+async def test_engine_status_uses_the_snapshot_not_the_whole_log(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "snap.db")
+    engine = RunEngine(store, snapshot_every=100)
+
+    @engine.agent("long")
+    async def long(ctx: Any) -> None:
+        for i in range(2500):
+            await ctx.delta(f"{i} ")
+
+    async with engine:
+        state = await engine.execute("long")
+    # once the run's driver has finished, the terminal state is the snapshot
+    async with SQLiteStore(tmp_path / "snap.db") as reopened:
+        assert await reopened.load_snapshot(state.run_id) == state
+        assert await RunEngine(reopened).status(state.run_id) == state
