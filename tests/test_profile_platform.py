@@ -313,6 +313,12 @@ async def test_seed_sample_session_metadata_reaches_the_agent(platform: Platform
     executed = await http.post("/apps/app_123/execute", json={"message": "Greet me", **sample})
     assert executed.status_code == 200 and executed.json()["response"] == "Welcome back, John!"
     assert executed.json()["session_id"] != session_id  # no session_id: a new session was started
+    # A keyed repeat changes nothing: the same run, in the same (single) new session.
+    first = await http.post("/apps/app_123/execute", json={"message": "Greet me", **sample}, headers={"Idempotency-Key": "greet-1"})
+    repeat = await http.post("/apps/app_123/execute", json={"message": "Greet me", **sample}, headers={"Idempotency-Key": "greet-1"})
+    assert first.status_code == repeat.status_code == 200
+    assert repeat.json() == first.json()
+    assert len((await platform.engine.list_runs(session_id=first.json()["session_id"])).runs) == 1
 
 
 @pytest.mark.anyio

@@ -11,6 +11,7 @@ docs/platform.md for the whole mapping.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import hmac
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
@@ -129,10 +130,12 @@ class PlatformProfile:
             raise HttpError(404, "not_found", "Session not found", {"session_id": session_id})
         return record
 
-    async def _start_session(self, request: Request, user_id: str | None, metadata: dict[str, Any]) -> SessionRecord:
+    async def _start_session(
+        self, request: Request, user_id: str | None, metadata: dict[str, Any], session_id: str | None = None
+    ) -> SessionRecord:
         app_id = request.params["app_id"]
         record = await self.engine.create_session(
-            session_id=self.settings.new_session_id(),
+            session_id=session_id or self.settings.new_session_id(),
             owner=self._owner(request),
             metadata=metadata,
             ttl=self.settings.session_ttl,
@@ -160,7 +163,16 @@ class PlatformProfile:
             else:
                 self._session_locks[session_id] = (lock, users - 1)
 
-    async def _session_for_execute(self, request: Request, session_id: Any, metadata: dict[str, Any]) -> SessionRecord:
+    async def _session_for_execute(
+        self, request: Request, session_id: Any, metadata: dict[str, Any], key: str | None
+    ) -> SessionRecord:
+        if session_id is None and key is not None:
+            # A repeat of a keyed request must change nothing: its session id follows from the key,
+            # so the repeat finds the session the first request started instead of starting another.
+            derived = "sess_" + hashlib.sha256(f"{self._owner(request)}\0{request.params['app_id']}\0{key}".encode()).hexdigest()[:32]
+            async with self._session_lock(derived):
+                existing = await self.engine.store.get_session(derived)
+                return existing if existing is not None else await self._start_session(request, None, metadata, derived)
         if session_id is None:
             return await self._start_session(request, None, metadata)
         if not isinstance(session_id, str) or not session_id:
@@ -207,7 +219,7 @@ class PlatformProfile:
         key = idempotency_key(request)
         if agent not in self.engine.agents:
             raise HttpError(404, "not_found", f"app {app_id!r} runs agent {agent!r}, which is not registered", {"app_id": app_id, "agent": agent})
-        session = await self._session_for_execute(request, body.get("session_id"), metadata)
+        session = await self._session_for_execute(request, body.get("session_id"), metadata, key)
         trace_id = self.settings.new_trace_id()
         state = await self.engine.execute(
             agent,
