@@ -1,0 +1,148 @@
+"""A writer process killed with SIGKILL mid-stream loses nothing it acknowledged.
+
+The child process runs the engine on a SQLite file (synchronous=FULL, the default)
+and prints every acknowledged seq: an `engine` run streams deltas and prints the
+run's committed seq after each `ctx.flush()`; a `direct` run appends straight to
+the store and prints each seq whose `append` returned. The parent kills the child
+at a random point, then reopens the file and checks that each log is a gapless
+prefix 1..n holding every acknowledged event, unchanged, and that the engine's
+recovery on restart fails both runs with `worker_lost` right after that prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from runengine.adapters.sqlite import SQLiteStore
+from runengine.engine import RunEngine
+from runengine.events import MessageDelta, RunFailed
+from runengine.status import Status
+from runengine.testing.conformance import read_all
+
+CHILD = r"""
+import sys
+import anyio
+from runengine.adapters.sqlite import SQLiteStore
+from runengine.engine import RunEngine
+from runengine.events import MessageDelta, RunCreated, RunStarted
+from datetime import datetime, timezone
+
+path = sys.argv[1]
+
+def say(*parts):
+    print(*parts, flush=True)
+
+async def main():
+    store = SQLiteStore(path, flush_window=0.002)
+    engine = RunEngine(store, flush_window=0.002)
+
+    @engine.agent("stream")
+    async def stream(ctx):
+        i = 0
+        while True:
+            for _ in range(7):
+                i += 1
+                await ctx.delta(f"e{i} ")
+            await ctx.flush()  # durable when it returns
+            say("engine", ctx.run_id, ctx.state.last_seq)
+
+    async def direct():
+        now = datetime.now(timezone.utc)
+        await store.append("direct", [RunCreated(run_id="direct", seq=1, at=now, agent="stream"),
+                                      RunStarted(run_id="direct", seq=2, at=now, worker="child")], expected_seq=0)
+        say("direct", "direct", 2)
+        seq = 2
+        while True:
+            batch = [MessageDelta(run_id="direct", seq=seq + k, at=now, message_id="m", content=f"d{seq + k}")
+                     for k in range(1, 1 + (seq % 5) + 1)]
+            await store.append("direct", batch, expected_seq=seq)
+            seq = batch[-1].seq
+            say("direct", "direct", seq)
+
+    async with engine:
+        await engine.execute("stream", mode="async", run_id="engine")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(direct)
+
+anyio.run(main)
+"""
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # aiosqlite needs asyncio
+
+
+def run_child_until_killed(path: Path, script: Path, kill_after: int) -> dict[str, int]:
+    """Start the writer, read acknowledgements until `kill_after` of them, SIGKILL it."""
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    watchdog = threading.Timer(120.0, child.kill)  # never hang the suite
+    watchdog.start()
+    acked: dict[str, int] = {"engine": 0, "direct": 0}
+    try:
+        assert child.stdout is not None
+        seen = 0
+        for line in child.stdout:
+            parts = line.split()
+            if len(parts) != 3 or parts[0] not in acked:
+                continue  # a log line, not an acknowledgement
+            kind, _run_id, seq = parts
+            acked[kind] = max(acked[kind], int(seq))
+            seen += 1
+            if seen >= kill_after and acked["engine"] and acked["direct"]:
+                child.send_signal(signal.SIGKILL)
+                break
+        child.wait(timeout=60)
+    finally:
+        watchdog.cancel()
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == -signal.SIGKILL, "the writer stopped before it was killed"
+    return acked
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_sigkill_mid_stream_keeps_every_acknowledged_event(tmp_path: Path, seed: int) -> None:
+    script = tmp_path / "writer.py"
+    script.write_text(CHILD)
+    path = tmp_path / "crash.db"
+    acked = run_child_until_killed(path, script, kill_after=random.Random(seed).randint(60, 400))
+
+    async with SQLiteStore(path) as store:
+        direct = await read_all(store, "direct", page=333)
+        engine_log = await read_all(store, "engine", page=333)
+    # gapless prefixes holding every acknowledged event
+    assert [e.seq for e in direct] == list(range(1, len(direct) + 1))
+    assert [e.seq for e in engine_log] == list(range(1, len(engine_log) + 1))
+    assert len(direct) >= acked["direct"] and len(engine_log) >= acked["engine"]
+    # unchanged: the content each writer gave each seq
+    assert all(e.content == f"d{e.seq}" for e in direct[2:] if isinstance(e, MessageDelta))
+    engine_deltas = [e for e in engine_log if isinstance(e, MessageDelta)]
+    assert [e.content for e in engine_deltas] == [f"e{i} " for i in range(1, len(engine_deltas) + 1)]
+
+    # restart: recovery fails both unfinished runs with worker_lost, right after the prefix
+    engine = RunEngine(SQLiteStore(path))
+    async with engine:
+        for run_id, log in (("engine", engine_log), ("direct", direct)):
+            state = await engine.status(run_id)
+            assert state.status is Status.FAILED
+            assert state.error is not None and state.error.code == "worker_lost"
+            assert state.last_seq == len(log) + 1
+            tail = [e async for e in engine.events(run_id, after_seq=len(log))]
+            assert len(tail) == 1 and isinstance(tail[0], RunFailed)
