@@ -594,3 +594,54 @@ async def test_a_final_delivery_failure_is_recorded(platform: Platform) -> None:
     attempts = [call for call in state.tool_calls if call.name == "http.post"]
     assert len(attempts) == 3 and all(call.error is not None for call in attempts)  # the sender's max_attempts
     assert platform.receiver.calls == 3 and platform.receiver.received == []
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@pytest.mark.anyio
+async def test_stream_reports_failure_and_a_turn_cancelled_by_ending_its_session(anyio_backend: str) -> None:
+    engine = RunEngine("memory://")
+    started = anyio.Event()
+
+    @engine.agent("moody")
+    async def moody(ctx: RunContext) -> None:
+        if ctx.input == "fail":
+            raise RuntimeError("no")
+        await ctx.delta("thinking")
+        started.set()
+        await anyio.sleep_forever()
+
+    app = build_platform_app(engine, api_keys={KEY: "team-a"}, default_agent="moody")
+
+    async def frames(response: Any) -> list[tuple[str, Any]]:
+        out = []
+        async with contextlib.aclosing(response.body) as body:
+            async for chunk in body:
+                lines = chunk.decode().splitlines()
+                named = dict(line.split(": ", 1) for line in lines if line and not line.startswith(":"))
+                if named:
+                    out.append((named["event"], json.loads(named["data"])))
+        return out
+
+    async with engine:
+        failed = await frames(await _call(app, "POST", "/apps/a/execute/stream", {"message": "fail"}))
+        assert [name for name, _ in failed] == ["start", "error"]
+        assert failed[1][1]["error"]["code"] == "internal_error"
+        assert failed[1][1]["error"]["details"]["reason"] == "agent_error"
+
+        session_id = json.loads((await _call(app, "POST", "/apps/a/sessions", {})).body)["session_id"]
+        response = await _call(app, "POST", "/apps/a/execute/stream", {"message": "wait", "session_id": session_id})
+        result: list[tuple[str, Any]] = []
+
+        async def read() -> None:
+            result.extend(await frames(response))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read)
+            with anyio.fail_after(TIMEOUT):
+                await started.wait()
+                ended = await _call(app, "DELETE", f"/apps/a/sessions/{session_id}")
+            assert ended.status == 204
+        assert [name for name, _ in result] == ["start", "token", "error"]
+        assert result[2][1]["error"]["code"] == "conflict"
+        after = await _call(app, "POST", "/apps/a/execute", {"message": "again", "session_id": session_id})
+        assert after.status == 404 and json.loads(after.body)["error"]["code"] == "not_found"
