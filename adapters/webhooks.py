@@ -304,12 +304,15 @@ class WebhookSender:
                         await on_attempt(Attempt(number=attempt, status=None, error=error, retry_in=None))
                     return DeliveryResult(ok=False, attempts=attempt, status=None, error=error, webhook_id=hook_id)
                 try:
-                    response = await client.post(
+                    # Streamed and never read: a receiver cannot make us buffer a huge answer.
+                    async with client.stream(
+                        "POST",
                         target.connect_url(),
                         content=body,
                         headers={**sent, "host": target.host_header()},
                         extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
-                    )
+                    ) as response:
+                        pass
                 except httpx.TimeoutException as exc:
                     status, error = None, f"timeout: {type(exc).__name__}"
                     retry_in = self.backoff(attempt)

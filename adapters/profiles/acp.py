@@ -29,7 +29,7 @@ from typing import Any
 import attrs
 
 from runengine.engine import RunEngine, SessionPolicy
-from runengine.errors import RunNotFound, SessionNotFound
+from runengine.errors import AgentNotFound, RunNotFound, SessionNotFound
 from runengine.events import (
     Custom,
     Event,
@@ -302,6 +302,8 @@ class AcpProfile:
 
     async def read_agent(self, request: Request) -> Response:
         spec = self.engine.agents.get(request.params["name"])
+        if spec.metadata.get("internal"):
+            raise AgentNotFound(spec.name)
         return json_response(self._manifest(spec))
 
     # -- runs -----------------------------------------------------------------------------
@@ -331,7 +333,7 @@ class AcpProfile:
             raise invalid("agent_name is required", field="agent_name")
         spec = self.engine.agents.get(agent)
         if spec.metadata.get("internal"):
-            raise RunNotFound(agent)
+            raise AgentNotFound(agent)
         mode = body.get("mode", "sync")
         if mode not in MODES:
             raise invalid(f"mode must be one of {', '.join(MODES)}", field="mode")

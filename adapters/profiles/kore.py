@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import aclosing
 from typing import Any
 
+import anyio
 import attrs
 
 from runengine.engine import RunEngine, SessionPolicy
@@ -293,6 +294,8 @@ class KoreProfile:
     #: The multitask strategy when a request names none (None: the engine's default).
     session_policy: SessionPolicy | None = None
     router: Router = attrs.field(init=False)
+    #: Serialises read-modify-write of session records (metadata, attachments) in this process.
+    _session_writes: anyio.Lock = attrs.field(init=False, factory=anyio.Lock)
 
     def __attrs_post_init__(self) -> None:
         if TOOL_AGENT not in self.engine.agents:
@@ -507,6 +510,13 @@ class KoreProfile:
         """Merge request metadata into the session's metadata and apply attachment changes."""
         if metadata is None and not include and not exclude:
             return session
+        async with self._session_writes:
+            session = await self.engine.store.get_session(session.session_id) or session
+            return await self._write_session(session, metadata, include, exclude)
+
+    async def _write_session(
+        self, session: SessionRecord, metadata: dict[str, Any] | None, include: list[str], exclude: list[str]
+    ) -> SessionRecord:
         kore = dict(session.data.get("kore", {}))
         files = {k: dict(v) for k, v in kore.get("attachments", {}).items()}
         for file_id in include:
