@@ -497,3 +497,12 @@ async def test_api_key_principals_see_only_their_runs_and_sessions() -> None:
             assert (await http.post(f"{BASE}/execute", json=by_id, headers=bob)).status_code == 404
             ok = await http.post(f"{BASE}/{run_id}/status", json={"sessionIdentity": ident}, headers=alice)
             assert ok.status_code == 200 and ok.json()["run"]["status"] == "success"
+
+
+@pytest.mark.anyio
+async def test_the_app_id_names_the_agent_when_none_is_invoked(kore: Kore) -> None:
+    body = {"sessionIdentity": identity(sessionReference="by-app"), "input": [{"type": "text", "content": "x"}]}
+    response = await kore.http.post("/kore/apps/PolicyFinder/environments/draft/runs/execute", json=body)
+    assert response.json()["output"] == [{"type": "text", "content": "Policy P-7 covers that."}]
+    internal = await kore.http.post("/kore/apps/webhook.delivery/environments/draft/runs/execute", json=body)
+    assert internal.json()["output"][0]["content"] == "You said: x "  # internal agents are never chosen

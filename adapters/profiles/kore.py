@@ -373,7 +373,7 @@ class KoreProfile:
 
     # -- execute --------------------------------------------------------------------------------
 
-    def _target(self, body: Mapping[str, Any]) -> tuple[str, dict[str, Any] | None]:
+    def _target(self, body: Mapping[str, Any], app_id: str) -> tuple[str, dict[str, Any] | None]:
         """(agent to run, the tool task if a tool is invoked). Only the first task counts."""
         invoke = options(body, "invoke")
         tasks = invoke.get("tasks")
@@ -394,12 +394,16 @@ class KoreProfile:
                     raise invalid(f"no tool named {name!r}", field="invoke.tasks[0].name", known=sorted(self.tools))
                 return TOOL_AGENT, task
             raise invalid("invoke.tasks[0].type must be \"agent\" or \"tool\"", field="invoke.tasks[0].type")
-        return self._default_agent(), None
+        return self._default_agent(app_id), None
 
-    def _default_agent(self) -> str:
+    def _default_agent(self, app_id: str) -> str:
+        """The profile's agent, else the agent the app id names (as in the Platform profile),
+        else one called `orchestrator`, else the only public agent."""
         if self.agent is not None:
             return self.agent
         public = [s.name for s in self.engine.agents if not s.metadata.get("internal")]
+        if app_id in public:
+            return app_id
         if "orchestrator" in public:
             return "orchestrator"
         if len(public) == 1:
@@ -413,7 +417,7 @@ class KoreProfile:
         if unknown:
             raise invalid(f"unknown field(s): {', '.join(unknown)}", unknown=unknown)
         identity = parse_identity(body)
-        agent, tool_task = self._target(body)
+        agent, tool_task = self._target(body, app_id)
         run_input, given_input = parse_input(body, tool=tool_task is not None)
         if tool_task is not None:
             run_input = {"tool": tool_task["name"], "agent": tool_task.get("agentName"), **run_input}
