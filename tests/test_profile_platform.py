@@ -166,7 +166,7 @@ async def platform() -> AsyncIterator[Platform]:
             api_keys={KEY: "team-a", OTHER_KEY: "team-b"},
             apps={"app_123": "support_agent"},
             webhook_sender=sender,
-            rate_limit=1000,
+            rate_limit=600,  # the seed's Pro plan: 600 requests a minute
             new_session_id=ids("sess_abc123", "sess"),
             new_trace_id=ids("trace_xyz789", "trace"),
         ),
@@ -212,6 +212,9 @@ async def test_seed_samples_sessions_execute_history(platform: Platform) -> None
         json={"user_id": "user_456", "metadata": {"channel": "mobile_app", "language": "en"}},
     )
     assert created.status_code == 201
+    # The seed's rate-limit headers sample: X-RateLimit-Limit: 600, X-RateLimit-Remaining: 599, X-RateLimit-Reset.
+    assert created.headers["X-RateLimit-Limit"] == "600" and created.headers["X-RateLimit-Remaining"] == "599"
+    assert int(created.headers["X-RateLimit-Reset"]) > 1_700_000_000
     assert created.json() == {
         "session_id": "sess_abc123",
         "created_at": "2024-01-15T14:30:00Z",
