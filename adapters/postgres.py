@@ -116,6 +116,9 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialisation failure
     asyncpg.InterfaceError,
+    # A connection the server dropped mid-operation can be left in a state asyncpg refuses
+    # to use; the pool replaces it on release.
+    asyncpg.exceptions.InternalClientError,
 )
 
 T = TypeVar("T")

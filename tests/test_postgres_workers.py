@@ -264,3 +264,33 @@ async def test_connections_and_tasks_stay_flat_over_many_runs(url: str, pg_dsn: 
 @pytest.mark.anyio
 async def test_connections_and_tasks_stay_flat_over_ten_thousand_runs(url: str, pg_dsn: str) -> None:
     await _many_runs(url, pg_dsn, 10_000)
+
+
+@pytest.mark.anyio
+async def test_fencing_stops_a_worker_that_was_never_told_it_lost_the_run(url: str, pg_dsn: str) -> None:
+    """The lease is taken over behind the worker's back (no notification, no heartbeat in time):
+    its very next append fails in the database, so it writes nothing more and stops."""
+    schema_name = url.rsplit("schema=", 1)[1]
+    async with make_worker_engine(url, lease=30, heartbeat=60, poll=0.1) as worker:
+        run = await worker.execute("ticker", {"n": 100_000, "delay": 0.005}, mode="async")
+        await until(lambda: _has_deltas(worker, run.run_id, 5))
+        conn = await asyncpg.connect(pg_dsn, server_settings={"search_path": schema_name})
+        try:
+            taken = await conn.execute(
+                "UPDATE runengine_queue SET token = gen_random_uuid(), worker = 'thief' WHERE run_id = $1", run.run_id
+            )
+            assert taken == "UPDATE 1"
+            at_takeover = await conn.fetchval("SELECT last_seq FROM runengine_runs WHERE run_id = $1", run.run_id)
+        finally:
+            await conn.close()
+        await until(lambda: worker._worker.in_flight == 0, timeout=20)  # type: ignore[union-attr]
+        state = await worker.status(run.run_id)
+        # At most the one batch that was committing at the takeover; then nothing, not even an ending.
+        assert state.status is Status.RUNNING
+        assert state.last_seq - at_takeover <= worker.flush_max + 1
+        await anyio.sleep(0.5)
+        assert (await worker.status(run.run_id)).last_seq == state.last_seq
+
+
+async def _has_deltas(engine: RunEngine, run_id: str, count: int) -> bool:
+    return (await engine.status(run_id)).last_seq >= 2 + count
