@@ -4,6 +4,7 @@ in its own virtualenv) driving sync, async + poll, stream, events, await/resume 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -261,12 +262,14 @@ def acp_python() -> Path:
     """A virtualenv with acp-sdk (created once; its dependency pins stay out of the project's)."""
     python = ACP_VENV / "bin" / "python"
     stamp = ACP_VENV / ".installed"
-    if stamp.exists() and stamp.read_text() == ACP_SDK:
-        return python
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(ACP_VENV)], check=True)
-    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    subprocess.run([str(python), "-m", "pip", "install", "-q", ACP_SDK], check=True, env=env)
-    stamp.write_text(ACP_SDK)
+    with open(ROOT / ".venv-acp.lock", "w") as lock:  # two test runs at once build it once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stamp.exists() and stamp.read_text() == ACP_SDK:
+            return python
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(ACP_VENV)], check=True)
+        env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+        subprocess.run([str(python), "-m", "pip", "install", "-q", ACP_SDK], check=True, env=env)
+        stamp.write_text(ACP_SDK)
     return python
 
 
