@@ -189,12 +189,13 @@ def open_sockets(pid: int | str = "self") -> int:
 
 
 def tcp_connections(port: int) -> int:
-    """Established TCP connections to or from `port` on loopback (both ends count), from /proc/net/tcp."""
+    """TCP connections to or from `port` on loopback that still hold a socket open at either end
+    (every state but LISTEN and TIME_WAIT; both ends count), from /proc/net/tcp."""
     hex_port = f"{port:04X}"
     count = 0
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
         local, remote, state = fields[1], fields[2], fields[3]
-        if state == "01" and (local.endswith(":" + hex_port) or remote.endswith(":" + hex_port)):
+        if state not in ("0A", "06") and (local.endswith(":" + hex_port) or remote.endswith(":" + hex_port)):
             count += 1
     return count
