@@ -18,7 +18,8 @@ as one transaction: a handful of calls into the aiosqlite thread per batch
 (BEGIN, one SELECT of the runs involved, one executemany of the events, one of the
 runs, COMMIT), never one call per row. A batch is taken when `flush_max` events are
 queued, `flush_window` seconds after the first queued append, or at once when an
-append holds any event other than `message.delta`. Appends are checked against the
+append holds any event other than `message.delta` (the default window is 0: take
+what is queued as soon as the previous commit ends; see DEFAULT_FLUSH_WINDOW). Appends are checked against the
 runs table inside the transaction, in queue order, so a stale `expected_seq` fails
 alone (ConcurrencyConflict, nothing written) while the rest of the batch commits.
 `append` returns once its batch has committed; waiters are woken only then, so a
@@ -121,12 +122,17 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _UTC = timezone.utc
 _DELTA = MessageDelta.type
 
-#: Defaults chosen from benchmarks/bench_sqlite.py (see docs/sqlite.md).
+#: Defaults chosen from benchmarks/bench_sqlite.py (see docs/sqlite.md): no extra wait.
+#: The engine's RunWriter already waits its own window per run, so appends arrive as
+#: batches; the writer takes everything queued as soon as the previous commit ends, and
+#: batches form by themselves while a commit (its fsync) is in flight. A window > 0
+#: only pays when callers append tiny delta batches directly.
 DEFAULT_FLUSH_MAX = 2048
-DEFAULT_FLUSH_WINDOW = 0.002
-#: The committed tail kept in memory: events per run, and how many runs.
-TAIL_EVENTS = 512
-TAIL_RUNS = 256
+DEFAULT_FLUSH_WINDOW = 0.0
+#: The committed tail kept in memory: events per run (up to twice that between trims),
+#: and how many runs (at ~200 bytes a delta, at most ~50 MB).
+TAIL_EVENTS = 1024
+TAIL_RUNS = 128
 #: Run summaries kept in memory (written by this store), for get_run / last_seq / wait.
 SUMMARY_CACHE = 8192
 _IN_CHUNK = 500  # run ids per `IN (...)` query
@@ -465,10 +471,20 @@ class SQLiteStore:
     # -- writes: queued for the writer task --------------------------------------
 
     async def append(self, run_id: str, events: Sequence[Event], *, expected_seq: int) -> None:
+        if not isinstance(run_id, str):
+            raise InvalidRequest(f"run_id must be a string, got {type(run_id).__name__}")
         check_append(run_id, events, expected_seq)
         self._require_open()
         if not run_id.isascii():
             _check_text(run_id, events[0])
+        first = events[0]
+        if isinstance(first, RunCreated):  # what the runs table needs, checked before the batch
+            if not isinstance(first.agent, str):
+                raise InvalidRequest("run.created needs an agent name (a string)")
+            for name in ("session_id", "owner"):
+                value = getattr(first, name)
+                if value is not None and not isinstance(value, str):
+                    raise InvalidRequest(f"run.created {name} must be a string or null")
         rows = [_event_row(event) for event in events]
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append(_Append(run_id, events, rows, expected_seq, future))
