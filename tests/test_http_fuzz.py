@@ -26,14 +26,16 @@ async def client():
             yield http
 
 
+# Any code point, lone surrogates and control characters included (json.dumps escapes them).
+any_text = st.text(st.characters(codec=None, categories=None), max_size=20)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | any_text,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=12,
 )
 field_names = st.sampled_from(
     ["agent", "input", "mode", "session_id", "metadata", "timeout", "idempotency_key", "session_policy", "on_disconnect", "content", "reason"]
-) | st.text(max_size=12)
+) | any_text
 # Values that are right, nearly right and wrong for the known fields.
 field_values = (
     json_values
@@ -43,7 +45,7 @@ field_values = (
 )
 bodies = st.dictionaries(field_names, field_values, max_size=6).map(lambda d: json.dumps(d).encode())
 raw_bodies = st.binary(max_size=200) | json_values.map(lambda v: json.dumps(v).encode()) | bodies
-query_values = st.text(max_size=30) | st.integers().map(str)
+query_values = any_text | st.integers().map(str)
 
 
 def assert_clean(response: httpx.Response) -> None:

@@ -214,6 +214,10 @@ async def test_the_live_page_is_served(client: httpx.AsyncClient) -> None:
         (b'{"agent": "echo", "on_disconnect": "explode"}', "'on_disconnect' must be one of"),
         (b'{"agent": "echo", "session_policy": "maybe"}', "'session_policy' must be one of"),
         (b"\xff\xfe", "malformed JSON"),
+        (b'{"agent": "echo", "input": "\\ud800"}', "lone surrogate"),
+        (b'{"agent": "echo", "metadata": {"\\udc00": 1}}', "lone surrogate"),
+        (b'{"agent": "echo\\u0000"}', "control characters"),
+        (b'{"agent": "echo", "session_id": "a\\nb"}', "control characters"),
         (b"[" * 100_000, "malformed JSON"),
     ],
 )
@@ -244,6 +248,11 @@ async def test_not_found_and_method_not_allowed(client: httpx.AsyncClient) -> No
     error = assert_error(await client.post("/runs", json={"agent": "ghost"}), 404, "not_found")
     assert "echo" in error["details"]["known"]
     assert_error(await client.get("/nowhere"), 404, "not_found")
+    for odd in ("%00", "%ff", "%ed%a0%80", "x" * 300):
+        assert_error(await client.get(f"/runs/{odd}"), 404, "not_found")
+        assert_error(await client.get(f"/runs/{odd}/events", headers={"accept": "text/event-stream"}), 404, "not_found")
+        assert_error(await client.get(f"/sessions/{odd}/history"), 404, "not_found")
+    assert_error(await client.get("/runs", params={"session_id": "\x00"}), 400, "invalid_request")
     response = await client.delete("/runs")
     assert_error(response, 405, "method_not_allowed")
     assert response.headers["allow"] == "GET, POST"

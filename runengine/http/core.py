@@ -58,7 +58,12 @@ class Request:
         if not self.body.strip():
             raise HttpError(400, "invalid_request", "request body must be a JSON object")
         try:
-            return json.loads(self.body, parse_constant=_reject_constant)
+            value = json.loads(self.body, parse_constant=_reject_constant)
+            # "\ud800" parses, but a lone surrogate cannot be stored or sent as UTF-8: refuse it here.
+            json.dumps(value, ensure_ascii=False).encode()
+            return value
+        except UnicodeEncodeError:
+            raise HttpError(400, "invalid_request", "malformed JSON: a string holds a lone surrogate") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise HttpError(400, "invalid_request", f"malformed JSON: {exc}") from None
         except RecursionError:

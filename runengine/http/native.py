@@ -128,6 +128,14 @@ class NativeAPI:
     def _owner(self, request: Request) -> str | None:
         return owner_of(request.principal) if self.auth is not None else None
 
+    @staticmethod
+    def _run_id(request: Request) -> str:
+        """The path's run id; one no run can have (too long, control characters) is simply not found."""
+        run_id = request.params["run_id"]
+        if len(run_id) > MAX_ID_LENGTH or params.has_control_characters(run_id):
+            raise RunNotFound(run_id[:MAX_ID_LENGTH])
+        return run_id
+
     def _check_visible(self, request: Request, run_id: str, owner: str | None) -> None:
         """Another principal's run is answered exactly as a missing one."""
         if self.auth is not None and owner != self._owner(request):
@@ -194,7 +202,7 @@ class NativeAPI:
         return json_response(run_to_json(state))
 
     async def get_run(self, request: Request) -> Response:
-        run_id = request.params["run_id"]
+        run_id = self._run_id(request)
         state = await self.engine.status(run_id)
         self._check_visible(request, run_id, state.owner)
         return json_response(run_to_json(state))
@@ -213,7 +221,7 @@ class NativeAPI:
         )
 
     async def cancel_run(self, request: Request) -> Response:
-        run_id = request.params["run_id"]
+        run_id = self._run_id(request)
         reason = None
         if request.body.strip():
             body = request.json_object()
@@ -224,7 +232,7 @@ class NativeAPI:
         return json_response(run_to_json(state))
 
     async def give_input(self, request: Request) -> Response:
-        run_id = request.params["run_id"]
+        run_id = self._run_id(request)
         body = request.json_object()
         params.reject_unknown(body, ("content",))
         if body.get("content") is None:
@@ -237,7 +245,7 @@ class NativeAPI:
     # -- events -----------------------------------------------------------------------
 
     async def run_events(self, request: Request) -> Response | StreamResponse:
-        run_id = request.params["run_id"]
+        run_id = self._run_id(request)
         query = request.query
         after_seq = params.query_int(query, "after_seq", default=0, maximum=MAX_SEQ)
         if wants_sse(request):
@@ -313,7 +321,7 @@ class NativeAPI:
 
     async def session_history(self, request: Request) -> Response:
         session_id = request.params["session_id"]
-        if len(session_id) > MAX_ID_LENGTH:
+        if len(session_id) > MAX_ID_LENGTH or params.has_control_characters(session_id):
             raise SessionNotFound(session_id[:MAX_ID_LENGTH])
         messages = await self.engine.session_history(session_id, owner=self._owner(request))
         return json_response(

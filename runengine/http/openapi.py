@@ -26,6 +26,8 @@ from .limits import (
 )
 
 STATUSES = [s.value for s in Status]
+#: Ids and short texts: no control characters (they could not be stored by every store).
+NO_CONTROL = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -70,13 +72,13 @@ SCHEMAS: dict[str, Any] = {
         "required": ["agent"],
         "additionalProperties": False,
         "properties": {
-            "agent": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
+            "agent": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": NO_CONTROL},
             "input": {"description": f"any JSON value, at most {MAX_INPUT_BYTES} bytes encoded"},
-            "session_id": _nullable({"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH}),
+            "session_id": _nullable({"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": NO_CONTROL}),
             "mode": _nullable({"type": "string", "enum": list(MODES), "default": "sync"}),
             "metadata": _nullable({"type": "object", "description": f"at most {MAX_METADATA_BYTES} bytes encoded"}),
             "timeout": _nullable({"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT}),
-            "idempotency_key": _nullable({"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH}),
+            "idempotency_key": _nullable({"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": NO_CONTROL}),
             "session_policy": _nullable({"type": "string", "enum": list(SESSION_POLICIES)}),
             "on_disconnect": _nullable({"type": "string", "enum": ["continue", "cancel"], "default": "continue"}),
         },
@@ -95,7 +97,9 @@ SCHEMAS: dict[str, Any] = {
     "Cancel": {
         "type": "object",
         "additionalProperties": False,
-        "properties": {"reason": _nullable({"type": "string", "minLength": 1, "maxLength": MAX_REASON_LENGTH})},
+        "properties": {
+            "reason": _nullable({"type": "string", "minLength": 1, "maxLength": MAX_REASON_LENGTH, "pattern": NO_CONTROL})
+        },
     },
     "Run": {
         "type": "object",
@@ -284,7 +288,7 @@ def native_openapi(*, auth: bool = False) -> dict[str, Any]:
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
-                        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
+                        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": NO_CONTROL},
                     }
                 ],
                 "requestBody": {
@@ -306,7 +310,7 @@ def native_openapi(*, auth: bool = False) -> dict[str, Any]:
                 "operationId": "listRuns",
                 "summary": "List runs, newest first",
                 "parameters": [
-                    {"name": "session_id", "in": "query", "schema": {"type": "string", "maxLength": MAX_ID_LENGTH}},
+                    {"name": "session_id", "in": "query", "schema": {"type": "string", "maxLength": MAX_ID_LENGTH, "pattern": NO_CONTROL}},
                     {"name": "status", "in": "query", "schema": {"type": "string", "enum": STATUSES}},
                     {
                         "name": "limit",

@@ -35,6 +35,10 @@ def type_name(value: Any) -> str:
     return "object"
 
 
+def has_control_characters(value: str) -> bool:
+    return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value)
+
+
 def text(body: Mapping[str, Any], name: str, *, required: bool = False, max_length: int = 200) -> str | None:
     """A non-empty string field of at most `max_length` characters (None when absent or null)."""
     value = body.get(name)
@@ -46,6 +50,8 @@ def text(body: Mapping[str, Any], name: str, *, required: bool = False, max_leng
         raise invalid(f"field {name!r} must be a string, not {type_name(value)}", field=name)
     if not value or len(value) > max_length:
         raise invalid(f"field {name!r} must be 1 to {max_length} characters long", field=name, max_length=max_length)
+    if has_control_characters(value):
+        raise invalid(f"field {name!r} must not contain control characters", field=name)
     return value
 
 
@@ -125,6 +131,8 @@ def query_text(query: Mapping[str, str], name: str, *, max_length: int = 200) ->
         return None
     if len(raw) > max_length:
         raise invalid(f"query parameter {name!r} is longer than {max_length} characters")
+    if has_control_characters(raw):
+        raise invalid(f"query parameter {name!r} must not contain control characters")
     return raw
 
 
