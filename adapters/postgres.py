@@ -24,6 +24,7 @@ Needs asyncpg: `pip install runengine[postgres]`. asyncio only.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -202,6 +203,9 @@ class PostgresStore:
         self._listening = False
         self._closing = False
         self.work_queue = PostgresWorkQueue(self)
+        #: The writer's recent transactions: seconds each, and events each (for benchmarks).
+        self.commit_times: collections.deque[float] = collections.deque(maxlen=100_000)
+        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=100_000)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgresStore:
@@ -363,8 +367,11 @@ class PostgresStore:
             batch = [await requests.get()]
             while len(batch) < self.max_batch and not requests.empty():
                 batch.append(requests.get_nowait())
+            started = asyncio.get_running_loop().time()
             try:
                 await self._commit(batch)
+                self.commit_times.append(asyncio.get_running_loop().time() - started)
+                self.batch_sizes.append(sum(len(r.events) for r in batch if r.error is None))
             except BaseException as exc:  # the whole batch failed: each caller gets the error
                 for request in batch:
                     if request.error is None:

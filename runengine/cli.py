@@ -77,6 +77,13 @@ def load_object(ref: str, what: str) -> Any:
 @click.option("--auth", "auth_ref", default=None, help="module:function, an auth hook given the request headers.")
 @click.option("--delay", default=0.05, show_default=True, type=float, help="Seconds between demo tokens.")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--worker/--no-worker",
+    "run_worker",
+    default=None,
+    help="With a store that has a work queue (postgresql://): also execute queued runs in this process"
+    " (default: yes for the demo engine; as configured for --app).",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -87,6 +94,7 @@ def serve(
     auth_ref: str | None,
     delay: float,
     log_level: str,
+    run_worker: bool | None,
 ) -> None:
     """Serve the native API and the live page (uvicorn)."""
     import uvicorn
@@ -108,6 +116,15 @@ def serve(
             engine = register_demo_agents(RunEngine(store), delay=delay)
         except RunEngineError as exc:
             raise click.BadParameter(exc.message, param_hint="--store") from None
+    if engine.queue is not None:  # a shared store: runs go through its work queue
+        from .worker import WorkerOptions
+
+        if run_worker or (run_worker is None and app_ref is None):
+            engine.worker_options = engine.worker_options or WorkerOptions()
+        elif run_worker is False:
+            engine.worker_options = None
+    elif run_worker:
+        raise click.UsageError("--worker needs a store with a work queue (postgresql://)")
     auth = load_object(auth_ref, "--auth") if auth_ref else None
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, log_level.upper())))
     click.echo(f"runengine {__version__}: http://{host}:{port}/ (agents: {', '.join(a.name for a in engine.agents)})")
@@ -243,6 +260,7 @@ def show(run_id: str, url: str, token: str | None) -> None:
 @click.option("--max-attempts", default=3, show_default=True, type=click.IntRange(min=1), help="With --on-lost requeue.")
 @click.option("--drain-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="On SIGTERM: seconds to finish in-flight runs before handing them back.")
 @click.option("--delay", default=0.05, show_default=True, type=float, help="Seconds between demo tokens.")
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 def worker(
     store: str | None,
     app_ref: str | None,
@@ -254,11 +272,14 @@ def worker(
     max_attempts: int,
     drain_timeout: float,
     delay: float,
+    log_level: str,
 ) -> None:
     """Execute queued runs (no HTTP) until SIGINT / SIGTERM, then stop gracefully."""
     import signal
 
     import anyio
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, log_level.upper())))
 
     from .demo import register_demo_agents
     from .worker import WorkerOptions

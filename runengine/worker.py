@@ -63,6 +63,8 @@ class WorkerOptions:
     heartbeat: float | None = attrs.field(default=None, validator=_positive)
     #: Runs executed at once by this worker.
     concurrency: int = attrs.field(default=16, validator=_positive)
+    #: Runs claimed per query: small, so that other idle workers get their share of a burst.
+    claim_batch: int = attrs.field(default=4, validator=_positive)
     #: Look at the queue at least this often, even without a wake-up (expired leases).
     poll: float = attrs.field(default=1.0, validator=_positive)
     #: What happens to a run whose worker was lost: "fail" (code worker_lost) or "requeue".
@@ -168,7 +170,10 @@ class Worker:
                 continue
             try:
                 leases = await self.queue.claim(
-                    self.worker_id, agents=[spec.name for spec in self.engine.agents], limit=free, lease=options.lease
+                    self.worker_id,
+                    agents=[spec.name for spec in self.engine.agents],
+                    limit=min(free, options.claim_batch),
+                    lease=options.lease,
                 )
             except Exception as exc:  # the database is away: try again later
                 log.warning("claim failed", error=repr(exc))

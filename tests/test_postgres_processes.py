@@ -343,3 +343,62 @@ async def _all_streaming(engine: RunEngine, run_ids: list[str]) -> bool:
         if (await engine.status(run_id)).last_seq < 10:
             return False
     return True
+
+
+class DemoProc(Proc):
+    """`runengine serve|worker --store URL` with the demo agents (no --app)."""
+
+    def __init__(self, name: str, args: list[str], url: str, logs: Path) -> None:
+        super().__init__(name, [*args, "--store", url, "--delay", "0"], url, logs)
+
+
+@pytest.mark.anyio
+async def test_serve_and_worker_commands_on_postgres(pg_schema_url: str, tmp_path: Path) -> None:
+    url = pg_schema_url
+    procs: list[Proc] = []
+    try:
+        # One process alone: `runengine serve --store postgresql://...` accepts and executes.
+        port = free_port()
+        single = DemoProc("single", ["serve", "--port", str(port), "--log-level", "warning"], url, tmp_path)
+        procs.append(single)
+        base = f"http://127.0.0.1:{port}"
+        await wait_http(base, single)
+        async with httpx.AsyncClient(timeout=30) as client:
+            done = await client.post(f"{base}/runs", json={"agent": "echo", "input": "hello there"})
+            assert done.status_code == 200 and done.json()["status"] == "completed", done.text
+            single.stop()
+            # An API-only process and a worker process.
+            port = free_port()
+            api = DemoProc("api", ["serve", "--port", str(port), "--no-worker", "--log-level", "warning"], url, tmp_path)
+            worker = DemoProc("worker", ["worker", "--lease", "5", "--drain-timeout", "0.5"], url, tmp_path)
+            procs += [api, worker]
+            base = f"http://127.0.0.1:{port}"
+            await wait_http(base, api)
+            wid = await worker_id(worker)
+            done = await client.post(f"{base}/runs", json={"agent": "pizza", "input": "something spicy"})
+            assert done.status_code == 200 and done.json()["status"] == "completed", done.text
+            waiting = await client.post(f"{base}/runs", json={"agent": "approval", "input": "ship it"})
+            assert waiting.json()["status"] == "waiting_for_input", waiting.text
+            run_id = waiting.json()["run_id"]
+            # SIGTERM: the worker stops claiming, waits 0.5 s, hands the waiting run back, exits.
+            worker.signal(signal.SIGTERM)
+            assert await anyio.to_thread.run_sync(worker.popen.wait, 30) == 0, worker.output()
+            state = (await client.get(f"{base}/runs/{run_id}")).json()
+            assert state["status"] == "pending", state
+            events = (await client.get(f"{base}/runs/{run_id}/events")).json()["events"]
+            assert [e["type"] for e in events][-1] == "run.requeued"
+            assert wid in worker.output()
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+def test_worker_command_refuses_a_store_without_a_queue(tmp_path: Path) -> None:
+    for args in (["worker", "--store", f"sqlite:///{tmp_path / 'x.db'}"], ["worker"], ["worker", "--store", "nope"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "runengine.cli", *args], capture_output=True, text=True, timeout=60,
+            env={k: v for k, v in os.environ.items() if k != "RUNENGINE_STORE"},
+        )
+        assert result.returncode == 2, result
+        assert "Traceback" not in result.stderr
+        assert "store" in result.stderr.lower()
