@@ -1,0 +1,172 @@
+"""Hypothesis-generated requests to the ACP and Kore profiles, over real HTTP: never a 5xx, and
+every error in the one error format (ACP errors also carry ACP's top-level fields)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from urllib.parse import quote
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from runengine.adapters.profiles.acp import AcpProfile
+from runengine.adapters.profiles.kore import KoreProfile
+from runengine.context import RunContext
+from runengine.engine import RunEngine
+from runengine.http.router import Router
+
+from profile_http import serve_app
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    engine = RunEngine("memory://")
+
+    @engine.agent("echo")
+    async def echo(ctx: RunContext) -> None:
+        await ctx.thought("t")
+        await ctx.delta(json.dumps(ctx.input)[:50])
+
+    async with engine:
+        root = Router()
+        root.mount("/acp", AcpProfile(engine))
+        root.mount("/kore", KoreProfile(engine, tools={"tool": lambda **kw: kw}))
+        async with serve_app(root) as base, httpx.AsyncClient(base_url=base, timeout=30) as client:
+            yield client
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=10,
+)
+parts = st.lists(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "content": json_values | st.text(max_size=10),
+            "content_type": st.sampled_from(["text/plain", "image/png", None]) | json_values,
+            "content_url": st.sampled_from(["http://x/y", None]) | json_values,
+            "name": st.text(max_size=5) | st.none(),
+        },
+    ),
+    max_size=3,
+)
+messages = st.lists(st.fixed_dictionaries({"parts": parts}, optional={"role": st.text(max_size=8)}) | json_values, max_size=2)
+uuids = st.uuids().map(str) | st.text(max_size=10)
+acp_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "agent_name": st.sampled_from(["echo", "ghost", "webhook.delivery", "kore.tool"]) | json_values,
+        "input": messages | json_values,
+        "mode": st.sampled_from(["sync", "async", "stream", "later"]) | json_values,
+        "session_id": uuids | json_values,
+        "session": st.fixed_dictionaries({"id": uuids}) | json_values,
+        "session_policy": st.sampled_from(["reject", "enqueue", "interrupt", "allow", "never"]) | json_values,
+        "extra": json_values,
+    },
+)
+identities = st.lists(
+    st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(["userReference", "sessionReference", "sessionIdentity", "email"]),
+            "value": st.text(min_size=0, max_size=8) | json_values,
+        }
+    ),
+    max_size=3,
+) | json_values
+kore_inputs = st.lists(
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["text", "tool_input", "image"]), "content": st.text(max_size=10) | json_values}
+    ),
+    max_size=3,
+) | json_values
+flags = st.booleans() | st.sampled_from(["true", "false", "yes"]) | json_values
+kore_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "sessionIdentity": identities,
+        "input": kore_inputs,
+        "debug": st.fixed_dictionaries({}, optional={"enable": flags, "debugMode": st.sampled_from(["thoughts", "all", "x"])})
+        | json_values,
+        "stream": st.fixed_dictionaries(
+            {}, optional={"enable": flags, "streamMode": st.sampled_from(["tokens", "messages", "custom", "x"])}
+        )
+        | json_values,
+        "isAsync": flags,
+        "metadata": json_values,
+        "attachments": st.fixed_dictionaries(
+            {}, optional={"includeFiles": json_values | st.text(max_size=8), "excludeFiles": json_values}
+        )
+        | json_values,
+        "invoke": st.fixed_dictionaries(
+            {"tasks": st.lists(st.fixed_dictionaries({"type": st.sampled_from(["agent", "tool", "x"]),
+                                                       "name": st.sampled_from(["echo", "tool", "ghost"]) | json_values}),
+                               max_size=2)}
+        )
+        | json_values,
+        "callbackUrl": st.sampled_from(["http://127.0.0.1/x", "https://10.0.0.1/", "nope"]) | json_values,
+        "multitaskStrategy": st.sampled_from(["reject", "enqueue", "x"]) | json_values,
+    },
+)
+
+
+def check(response: httpx.Response, *, acp: bool) -> None:
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        body = response.json()
+        assert set(body["error"]) == {"code", "message", "details"}
+        if acp:
+            assert body["code"] and body["message"] == body["error"]["message"]
+
+
+async def send(http: httpx.AsyncClient, path: str, body: bytes, *, acp: bool) -> None:
+    async with http.stream("POST", path, content=body, headers={"content-type": "application/json"}) as response:
+        if response.headers.get("content-type", "").startswith("text/event-stream"):
+            assert response.status_code == 200
+            await response.aread()  # the echo agent ends at once: the stream ends too
+            return
+        await response.aread()
+        check(response, acp=acp)
+
+
+@pytest.mark.anyio
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=acp_bodies.map(lambda d: json.dumps(d).encode()) | st.binary(max_size=60))
+async def test_acp_create_run(http: httpx.AsyncClient, body: bytes) -> None:
+    await send(http, "/acp/runs", body, acp=True)
+
+
+@pytest.mark.anyio
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(run_id=uuids, body=st.dictionaries(st.sampled_from(["await_resume", "mode"]), json_values).map(json.dumps))
+async def test_acp_run_paths(http: httpx.AsyncClient, run_id: str, body: str) -> None:
+    for method, path in (("GET", "/runs/{}"), ("GET", "/runs/{}/events"), ("POST", "/runs/{}"), ("POST", "/runs/{}/cancel"),
+                         ("GET", "/sessions/{}"), ("GET", "/agents/{}")):
+        url = "/acp" + path.format(quote(run_id, safe="") or "x")
+        check(await http.request(method, url, content=body.encode()), acp=True)
+
+
+@pytest.mark.anyio
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=kore_bodies.map(lambda d: json.dumps(d).encode()) | st.binary(max_size=60))
+async def test_kore_execute(http: httpx.AsyncClient, body: bytes) -> None:
+    await send(http, "/kore/apps/echo/environments/draft/runs/execute", body, acp=False)
+
+
+@pytest.mark.anyio
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(run_id=st.text(min_size=1, max_size=12),
+       body=st.fixed_dictionaries({}, optional={"sessionIdentity": identities}).map(json.dumps))
+async def test_kore_status(http: httpx.AsyncClient, run_id: str, body: str) -> None:
+    path = f"/kore/apps/echo/environments/draft/runs/{quote(run_id, safe='')}/status"
+    response = await http.post(path, content=body.encode())
+    check(response, acp=False)
