@@ -60,6 +60,13 @@ def make_engine() -> RunEngine:
         await ctx.say("Policy P-7 covers that.")
         return "P-7"
 
+    @engine.agent("Clarifier")
+    async def clarifier(ctx: RunContext) -> None:
+        await ctx.thought("The crust type is missing.", source="Orchestrator")
+        crust = await ctx.ask("Could you please specify the exact crust type you would like for your thick crust pizza?")
+        await ctx.thought("Placing the order.", source="Orchestrator")
+        await ctx.say(f"Ordered a {crust} crust pizza.")
+
     @engine.agent("Waiter")
     async def waiter(ctx: RunContext) -> None:
         await ctx.say("waiting")
@@ -506,3 +513,36 @@ async def test_the_app_id_names_the_agent_when_none_is_invoked(kore: Kore) -> No
     assert response.json()["output"] == [{"type": "text", "content": "Policy P-7 covers that."}]
     internal = await kore.http.post("/kore/apps/webhook.delivery/environments/draft/runs/execute", json=body)
     assert internal.json()["output"][0]["content"] == "You said: x "  # internal agents are never chosen
+
+
+@pytest.mark.anyio
+async def test_the_next_execute_answers_a_run_waiting_for_input(kore: Kore) -> None:
+    ident = identity(sessionReference=f"clarify-{uuid.uuid4()}", userReference="u-1")
+    url = "/kore/apps/Clarifier/environments/draft/runs/execute"
+    first = (await kore.http.post(url, json={"sessionIdentity": ident, "input": [{"type": "text", "content": PIZZA}]})).json()
+    assert first["output"] == [
+        {"type": "text", "content": "Could you please specify the exact crust type you would like for your thick crust pizza?"}
+    ]
+    assert first["sessionInfo"]["conversationState"] == "WAITING_FOR_INPUT"
+    run_id = first["sessionInfo"]["runId"]
+    answer = {"sessionIdentity": ident, "input": [{"type": "text", "content": "thin"}], "debug": {"enable": True}}
+    second = (await kore.http.post(url, json=answer)).json()
+    assert second["sessionInfo"]["runId"] == run_id  # the same run, answered
+    assert second["output"] == [{"type": "text", "content": "Ordered a thin crust pizza."}]  # this turn's output only
+    assert second["debug"] == [{"type": "thought", "content": "Placing the order.", "source": "Orchestrator"}]
+    assert second["sessionInfo"]["conversationState"] == "COMPLETED"
+    assert (await kore.engine.status(run_id)).inputs == ("thin",)
+
+    # Streamed: the first stream ends when the run waits, the answer's stream carries the rest.
+    stream = {"enable": True, "streamMode": "messages"}
+    body = {"sessionIdentity": ident, "input": [{"type": "text", "content": PIZZA}], "stream": stream}
+    async with kore.http.stream("POST", url, json=body) as response:
+        asked = await sse_events(response)
+    assert asked[-1]["isLastEvent"] is True and asked[-1]["sessionInfo"]["conversationState"] == "WAITING_FOR_INPUT"
+    assert asked[-1]["sessionInfo"]["output"][0]["content"].startswith("Could you please")
+    body = {**body, "input": [{"type": "text", "content": "stuffed"}]}
+    async with kore.http.stream("POST", url, json=body) as response:
+        answered = await sse_events(response)
+    assert [e["output"] for e in answered if "output" in e] == [[{"type": "text", "content": "Ordered a stuffed crust pizza."}]]
+    assert answered[-1]["sessionInfo"]["output"] == [{"type": "text", "content": "Ordered a stuffed crust pizza."}]
+    assert answered[-1]["sessionInfo"]["runId"] == asked[0]["sessionInfo"]["runId"]

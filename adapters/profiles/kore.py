@@ -23,7 +23,7 @@ import attrs
 
 from runengine.engine import RunEngine, SessionPolicy
 from runengine.errors import RunNotFound, SessionNotFound
-from runengine.events import Custom, MessageCompleted, MessageDelta, Thought, ToolResult
+from runengine.events import Custom, MessageCompleted, MessageDelta, RunWaitingForInput, Thought, ToolResult
 from runengine.http.auth import AuthHook
 from runengine.http.core import Request, Response, StreamResponse, json_response
 from runengine.http.router import Router
@@ -152,21 +152,35 @@ def options(body: Mapping[str, Any], name: str) -> dict[str, Any]:
 # -- engine state -> Kore shapes -------------------------------------------------------------------
 
 
+@attrs.frozen(kw_only=True)
+class Turn:
+    """Where one request's part of a run starts (a run answered after waiting for input)."""
+
+    after_seq: int = 0
+    skip_messages: int = 0
+    debug: dict[str, Any] | None = None
+
+
 def text_output(value: Any) -> list[dict[str, Any]]:
     return [{"type": "text", "content": value if isinstance(value, str) else dumps(value)}]
 
 
-def run_output(state: RunState) -> list[dict[str, Any]]:
-    out = [{"type": "text", "content": m.content} for m in state.messages if m.role != "user"]
-    if not out and state.output is not None:
+def run_output(state: RunState, *, skip: int = 0) -> list[dict[str, Any]]:
+    """The assistant's messages (from message `skip` on: a turn's own), else the return value."""
+    out = [{"type": "text", "content": m.content} for m in state.messages[skip:] if m.role != "user"]
+    if not out and state.output is not None and skip == 0:
         out = text_output(state.output)
+    if state.status is Status.WAITING_FOR_INPUT and state.await_request is not None:
+        out += text_output(state.await_request)  # what the agent asks: the next execute answers it
     return out
 
 
-def debug_items(state: RunState, mode: str) -> list[dict[str, Any]]:
+def debug_items(state: RunState, mode: str, *, after_seq: int = 0) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     if mode in ("thoughts", "all"):
-        items += [{"type": "thought", "content": t.content, "source": t.source} for t in state.thoughts]
+        items += [
+            {"type": "thought", "content": t.content, "source": t.source} for t in state.thoughts if t.seq > after_seq
+        ]
     if mode in ("function-call", "all"):
         items += [
             {"type": "function-call", "name": c.name, "arguments": c.arguments, "output": c.output}
@@ -208,17 +222,20 @@ def session_info(state: RunState, *, status: str, attachments: list[dict[str, An
     return {k: v for k, v in info.items() if v is not None}
 
 
-def execute_response(state: RunState, *, session_status: str) -> dict[str, Any]:
-    """The synchronous execute response (also the completion callback's payload)."""
+def execute_response(state: RunState, *, session_status: str, turn: Turn | None = None) -> dict[str, Any]:
+    """The synchronous execute response (also the completion callback's payload).
+
+    `turn`: when this request answered a run waiting for input, only what followed it."""
     meta = kore_meta(state)
+    turn = turn or Turn()
     body: dict[str, Any] = {
         "messageId": message_id(state),
-        "output": run_output(state),
+        "output": run_output(state, skip=turn.skip_messages),
         "sessionInfo": session_info(state, status=session_status),
     }
-    debug = meta.get("debug") or {}
+    debug = turn.debug if turn.debug is not None else (meta.get("debug") or {})
     if debug.get("enable"):
-        body["debug"] = debug_items(state, debug.get("debugMode", "thoughts"))
+        body["debug"] = debug_items(state, debug.get("debugMode", "thoughts"), after_seq=turn.after_seq)
     if state.error is not None:
         body["error"] = {"code": state.error.code, "message": state.error.message}
     return body
@@ -478,6 +495,14 @@ class KoreProfile:
             "attachments": [f["fileId"] for f in files if f["isActive"]],
         }
         owner = request_owner(self.auth, request)
+        if tool_task is None and "invoke" not in body:
+            waiting = await self._waiting_run(session.session_id, owner, key)
+            if waiting is not None:
+                return await self._answer(
+                    waiting, run_input, owner=owner, is_async=is_async, stream_on=stream_on, stream_mode=stream_mode,
+                    debug={"enable": debug_on, "debugMode": debug_mode},
+                    callback=(callback_url, token) if callback_url is not None else None,
+                )
         state = await self.engine.execute(
             agent,
             run_input,
@@ -508,6 +533,56 @@ class KoreProfile:
         final = await self.engine.wait(state.run_id)
         return json_response(execute_response(final, session_status=await self._session_status(final.session_id)))
 
+    # -- a session's run waiting for input: the next execute answers it ------------------------
+
+    async def _waiting_run(self, session_id: str, owner: str | None, key: str | None) -> str | None:
+        """The session's run waiting for input, if any (and if this request is not a repeat)."""
+        page = await self.engine.list_runs(session_id=session_id, status=Status.WAITING_FOR_INPUT, owner=owner, limit=1)
+        if not page.runs:
+            return None
+        run_id = page.runs[0].run_id
+        if key is not None:
+            # The engine's own key space: a repeat of this request finds the run it answered.
+            bound = await self.engine.store.reserve_idempotency_key(
+                f"{owner or ''}:{key}", run_id, now=self.engine.clock(), ttl=self.engine.idempotency_ttl
+            )
+            if bound != run_id:
+                return None  # execute() below answers with the run the key named
+        return run_id
+
+    async def _answer(
+        self,
+        run_id: str,
+        run_input: Any,
+        *,
+        owner: str | None,
+        is_async: bool,
+        stream_on: bool,
+        stream_mode: str,
+        debug: dict[str, Any],
+        callback: tuple[str, str | None] | None,
+    ) -> Response | StreamResponse:
+        """Give this request's input to the run waiting for it; answer with what follows."""
+        before = await self.engine.status(run_id)
+        resumed = await self.engine.resume(run_id, run_input)
+        turn = Turn(after_seq=resumed.last_seq, skip_messages=len(before.messages), debug=debug)
+        if callback is not None and self.deliveries is not None:
+            await self.deliveries.schedule(run_id, callback[0], format=CALLBACK_FORMAT, token=callback[1], owner=owner)
+        if is_async:
+            return json_response(
+                {"status": "processing", "runId": run_id, "message": "Request is being processed asynchronously"},
+                status=202,
+            )
+        if stream_on:
+            return StreamResponse(
+                status=200,
+                headers=(("content-type", "text/event-stream"), ("cache-control", "no-cache"), ("x-accel-buffering", "no")),
+                body=self._stream(run_id, stream_mode, bool(debug["enable"]), debug["debugMode"], turn=turn),
+            )
+        final = await self.engine.wait(run_id, after_seq=resumed.last_seq)
+        status = await self._session_status(final.session_id)
+        return json_response(execute_response(final, session_status=status, turn=turn))
+
     async def _update_session(
         self, session: SessionRecord, metadata: dict[str, Any] | None, include: list[str], exclude: list[str]
     ) -> SessionRecord:
@@ -536,9 +611,13 @@ class KoreProfile:
         await self.engine.store.put_session(updated)
         return updated
 
-    async def _stream(self, run_id: str, mode: str, debug_on: bool, debug_mode: str) -> AsyncIterator[bytes]:
+    async def _stream(
+        self, run_id: str, mode: str, debug_on: bool, debug_mode: str, *, turn: Turn | None = None
+    ) -> AsyncIterator[bytes]:
         """Kore's series of stream events: a first one with the session, then output and
-        thoughts as they come, then a last one with the final session info (isLastEvent)."""
+        thoughts as they come, then a last one with the final session info (isLastEvent),
+        sent when the run ends or waits for input."""
+        turn = turn or Turn()
         index = 0
 
         def frame(item: dict[str, Any], seq: int | None = None) -> bytes:
@@ -551,7 +630,7 @@ class KoreProfile:
         yield frame({"messageId": f"msg-{run_id}", "sessionInfo": session_info(state, status="busy")})
         short = {"runId": run_id}
         streamed: set[str] = set()  # messages already sent token by token
-        async with aclosing(follow(self.engine.store, run_id, after_seq=0, idle=KEEPALIVE)) as events:  # type: ignore[type-var]
+        async with aclosing(follow(self.engine.store, run_id, after_seq=turn.after_seq, idle=KEEPALIVE)) as events:  # type: ignore[type-var]
             async for event in events:
                 if event is None:
                     yield sse_comment()
@@ -574,14 +653,18 @@ class KoreProfile:
                     yield frame({"messageId": f"msg-{run_id}", "custom": custom, "sessionInfo": short}, event.seq)
                 if isinstance(event, MessageDelta):
                     streamed.add(event.message_id)
-                if event.terminal:
+                if isinstance(event, RunWaitingForInput) and event.request is not None:
+                    out = text_output(event.request)
+                    yield frame({"messageId": f"msg-{run_id}", "output": out, "sessionInfo": short}, event.seq)
+                if event.terminal or isinstance(event, RunWaitingForInput):
                     final = await self.engine.status(run_id)
                     info = session_info(final, status=await self._session_status(final.session_id))
-                    info["output"] = run_output(final)
+                    info["output"] = run_output(final, skip=turn.skip_messages)
                     last: dict[str, Any] = {"messageId": message_id(final), "sessionInfo": info, "isLastEvent": True}
                     if final.error is not None:
                         last["error"] = {"code": final.error.code, "message": final.error.message}
                     yield frame(last, event.seq)
+                    return
 
     # -- status -----------------------------------------------------------------------------------
 
