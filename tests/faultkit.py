@@ -110,6 +110,10 @@ class ServeProcess:
 
     args: list[str]
     log: Path
+    #: extra environment variables (e.g. the store URL for an --app engine)
+    env: dict[str, str] = attrs.field(factory=dict)
+    #: the working directory: `--app module:NAME` imports from here
+    cwd: Path = ROOT
     port: int = attrs.field(factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
@@ -126,7 +130,12 @@ class ServeProcess:
         command = [str(Path(sys.executable).parent / "runengine"), "serve", *self.args, "--host", "127.0.0.1", "--port", str(self.port)]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command,
+                cwd=self.cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, **self.env},
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -155,8 +164,10 @@ class ServeProcess:
 
 
 @contextlib.contextmanager
-def serve_process(args: list[str], log: Path) -> Iterator[ServeProcess]:
-    server = ServeProcess(args, log)
+def serve_process(
+    args: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> Iterator[ServeProcess]:
+    server = ServeProcess(args, log, env=dict(env or {}), cwd=cwd)
     server.start()
     try:
         yield server
