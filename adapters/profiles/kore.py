@@ -161,6 +161,28 @@ class Turn:
     debug: dict[str, Any] | None = None
 
 
+@attrs.frozen(kw_only=True)
+class ExecuteRequest:
+    """An execute request, checked."""
+
+    identity: Identity
+    agent: str
+    tool_task: dict[str, Any] | None
+    #: The request named what to run (`invoke`): never an answer to a waiting run.
+    invoked: bool
+    run_input: Any
+    given_input: list[dict[str, Any]]
+    debug: dict[str, Any]
+    stream: dict[str, Any]
+    is_async: bool
+    metadata: dict[str, Any] | None
+    include: list[str]
+    exclude: list[str]
+    callback_url: str | None
+    token: str | None
+    policy: SessionPolicy | None
+
+
 def text_output(value: Any) -> list[dict[str, Any]]:
     return [{"type": "text", "content": value if isinstance(value, str) else dumps(value)}]
 
@@ -427,9 +449,8 @@ class KoreProfile:
             return public[0]
         raise invalid("no default agent is configured: name one with invoke.tasks", agents=public)
 
-    async def execute(self, request: Request) -> Response | StreamResponse:
-        app_id, env = request.params["app_id"], request.params["env"]
-        body = request.json_object()
+    def _parse(self, body: Mapping[str, Any], app_id: str) -> ExecuteRequest:
+        """Every field of an execute request, checked (a 400 naming the field otherwise)."""
         unknown = sorted(set(body) - set(EXECUTE_FIELDS))
         if unknown:
             raise invalid(f"unknown field(s): {', '.join(unknown)}", unknown=unknown)
@@ -439,42 +460,63 @@ class KoreProfile:
         if tool_task is not None:
             run_input = {"tool": tool_task["name"], "agent": tool_task.get("agentName"), **run_input}
         debug = options(body, "debug")
-        debug_on = boolean(debug.get("enable"), "debug.enable")
         debug_mode = debug.get("debugMode", "thoughts")
         if debug_mode not in DEBUG_MODES:
             raise invalid(f"debug.debugMode must be one of {', '.join(DEBUG_MODES)}", field="debug.debugMode")
         stream = options(body, "stream")
-        stream_on = boolean(stream.get("enable"), "stream.enable")
         stream_mode = stream.get("streamMode", "tokens")
         if stream_mode not in STREAM_MODES:
             raise invalid(f"stream.streamMode must be one of {', '.join(STREAM_MODES)}", field="stream.streamMode")
-        is_async = boolean(body.get("isAsync"), "isAsync")
         metadata = body.get("metadata")
         if metadata is not None and not isinstance(metadata, dict):
             raise invalid("metadata must be an object", field="metadata")
         attachments = options(body, "attachments") or options(body, "Attachments")
-        include = file_ids(attachments.get("includeFiles"), "attachments.includeFiles")
-        exclude = file_ids(
-            attachments.get("excludeFiles", attachments.get("exludeFiles")), "attachments.excludeFiles"
-        )
         callback_url = body.get("callbackUrl")
-        token = body.get("callbackToken")
         if callback_url is not None:
             if not isinstance(callback_url, str):
                 raise invalid("callbackUrl must be a URL string", field="callbackUrl")
             if self.deliveries is None:
                 raise invalid("completion callbacks are not enabled on this server", field="callbackUrl")
-            await self.deliveries.sender.check_async(callback_url)  # UnsafeURL: a 400 before anything runs
+        token = body.get("callbackToken")
         if token is not None and (not isinstance(token, str) or not token or len(token) > 4096):
             raise invalid("callbackToken must be a non-empty string", field="callbackToken")
-        policy = session_policy(body.get("multitaskStrategy"), "multitaskStrategy") or self.session_policy
-        key = idempotency_key(request)
+        return ExecuteRequest(
+            identity=identity,
+            agent=agent,
+            tool_task=tool_task,
+            invoked="invoke" in body,
+            run_input=run_input,
+            given_input=given_input,
+            debug={"enable": boolean(debug.get("enable"), "debug.enable"), "debugMode": debug_mode},
+            stream={"enable": boolean(stream.get("enable"), "stream.enable"), "streamMode": stream_mode},
+            is_async=boolean(body.get("isAsync"), "isAsync"),
+            metadata=metadata,
+            include=file_ids(attachments.get("includeFiles"), "attachments.includeFiles"),
+            exclude=file_ids(
+                attachments.get("excludeFiles", attachments.get("exludeFiles")), "attachments.excludeFiles"
+            ),
+            callback_url=callback_url,
+            token=token,
+            policy=session_policy(body.get("multitaskStrategy"), "multitaskStrategy") or self.session_policy,
+        )
 
-        delivery_id = f"d-{uuid.uuid4()}" if callback_url is not None else None
-        session = await self._session(request, app_id, env, identity)
-        session = await self._update_session(session, metadata, include, exclude)
+    async def execute(self, request: Request) -> Response | StreamResponse:
+        app_id, env = request.params["app_id"], request.params["env"]
+        req = self._parse(request.json_object(), app_id)
+        key = idempotency_key(request)
+        if req.callback_url is not None and self.deliveries is not None:
+            await self.deliveries.sender.check_async(req.callback_url)  # UnsafeURL: a 400 before anything runs
+        owner = request_owner(self.auth, request)
+        session = await self._session(request, app_id, env, req.identity)
+        session = await self._update_session(session, req.metadata, req.include, req.exclude)
+        if not req.invoked:
+            waiting = await self._waiting_run(session.session_id, owner, key)
+            if waiting is not None:
+                return await self._answer(waiting, req, owner)
+
         kore = session.data.get("kore", {})
         files = _attachment_list(kore.get("attachments", {}))
+        delivery_id = f"d-{uuid.uuid4()}" if req.callback_url is not None else None
         run_meta: dict[str, Any] = {
             "kore": {
                 "appId": app_id,
@@ -482,56 +524,53 @@ class KoreProfile:
                 "userReference": kore.get("userReference"),
                 "sessionReference": kore.get("sessionReference"),
                 "userId": kore.get("userId"),
-                "input": given_input,
-                "debug": {"enable": debug_on, "debugMode": debug_mode},
-                "stream": {"enable": stream_on, "streamMode": stream_mode},
-                "isAsync": is_async,
-                "invoke": tool_task or ({"type": "agent", "name": agent} if "invoke" in body else None),
-                "callbackUrl": callback_url,
+                "input": req.given_input,
+                "debug": req.debug,
+                "stream": req.stream,
+                "isAsync": req.is_async,
+                "invoke": req.tool_task or ({"type": "agent", "name": req.agent} if req.invoked else None),
+                "callbackUrl": req.callback_url,
                 "deliveryRunId": delivery_id,
-                "multitaskStrategy": policy,
+                "multitaskStrategy": req.policy,
                 "attachments": files,
             },
             "attachments": [f["fileId"] for f in files if f["isActive"]],
         }
-        owner = request_owner(self.auth, request)
-        if tool_task is None and "invoke" not in body:
-            waiting = await self._waiting_run(session.session_id, owner, key)
-            if waiting is not None:
-                return await self._answer(
-                    waiting, run_input, owner=owner, is_async=is_async, stream_on=stream_on, stream_mode=stream_mode,
-                    debug={"enable": debug_on, "debugMode": debug_mode},
-                    callback=(callback_url, token) if callback_url is not None else None,
-                )
         state = await self.engine.execute(
-            agent,
-            run_input,
+            req.agent,
+            req.run_input,
             mode="async",
             session_id=session.session_id,
             metadata=run_meta,
             owner=owner,
             idempotency_key=key,
-            session_policy=policy,
+            session_policy=req.policy,
             run_id=f"r-{uuid.uuid4()}",
         )
-        if callback_url is not None and self.deliveries is not None and state.last_seq == 1:
+        if req.callback_url is not None and self.deliveries is not None and state.last_seq == 1:
             # (a repeat with the same Idempotency-Key finds the delivery already scheduled)
             await self.deliveries.schedule(
-                state.run_id, callback_url, format=CALLBACK_FORMAT, token=token, owner=owner, delivery_id=delivery_id
+                state.run_id, req.callback_url, format=CALLBACK_FORMAT, token=req.token, owner=owner,
+                delivery_id=delivery_id,
             )
-        if is_async:
+        return await self._respond(state.run_id, req, Turn())
+
+    async def _respond(self, run_id: str, req: ExecuteRequest, turn: Turn) -> Response | StreamResponse:
+        """Answer as the request asked: at once (isAsync), as a stream, or once the run stops."""
+        if req.is_async:
             return json_response(
-                {"status": "processing", "runId": state.run_id, "message": "Request is being processed asynchronously"},
+                {"status": "processing", "runId": run_id, "message": "Request is being processed asynchronously"},
                 status=202,
             )
-        if stream_on:
+        if req.stream["enable"]:
             return StreamResponse(
                 status=200,
                 headers=(("content-type", "text/event-stream"), ("cache-control", "no-cache"), ("x-accel-buffering", "no")),
-                body=self._stream(state.run_id, stream_mode, debug_on, debug_mode),
+                body=self._stream(run_id, req, turn),
             )
-        final = await self.engine.wait(state.run_id)
-        return json_response(execute_response(final, session_status=await self._session_status(final.session_id)))
+        final = await self.engine.wait(run_id, after_seq=turn.after_seq)
+        status = await self._session_status(final.session_id)
+        return json_response(execute_response(final, session_status=status, turn=turn))
 
     # -- a session's run waiting for input: the next execute answers it ------------------------
 
@@ -547,41 +586,17 @@ class KoreProfile:
                 f"{owner or ''}:{key}", run_id, now=self.engine.clock(), ttl=self.engine.idempotency_ttl
             )
             if bound != run_id:
-                return None  # execute() below answers with the run the key named
+                return None  # execute() answers with the run the key named
         return run_id
 
-    async def _answer(
-        self,
-        run_id: str,
-        run_input: Any,
-        *,
-        owner: str | None,
-        is_async: bool,
-        stream_on: bool,
-        stream_mode: str,
-        debug: dict[str, Any],
-        callback: tuple[str, str | None] | None,
-    ) -> Response | StreamResponse:
+    async def _answer(self, run_id: str, req: ExecuteRequest, owner: str | None) -> Response | StreamResponse:
         """Give this request's input to the run waiting for it; answer with what follows."""
         before = await self.engine.status(run_id)
-        resumed = await self.engine.resume(run_id, run_input)
-        turn = Turn(after_seq=resumed.last_seq, skip_messages=len(before.messages), debug=debug)
-        if callback is not None and self.deliveries is not None:
-            await self.deliveries.schedule(run_id, callback[0], format=CALLBACK_FORMAT, token=callback[1], owner=owner)
-        if is_async:
-            return json_response(
-                {"status": "processing", "runId": run_id, "message": "Request is being processed asynchronously"},
-                status=202,
-            )
-        if stream_on:
-            return StreamResponse(
-                status=200,
-                headers=(("content-type", "text/event-stream"), ("cache-control", "no-cache"), ("x-accel-buffering", "no")),
-                body=self._stream(run_id, stream_mode, bool(debug["enable"]), debug["debugMode"], turn=turn),
-            )
-        final = await self.engine.wait(run_id, after_seq=resumed.last_seq)
-        status = await self._session_status(final.session_id)
-        return json_response(execute_response(final, session_status=status, turn=turn))
+        resumed = await self.engine.resume(run_id, req.run_input)
+        if req.callback_url is not None and self.deliveries is not None:
+            await self.deliveries.schedule(run_id, req.callback_url, format=CALLBACK_FORMAT, token=req.token, owner=owner)
+        turn = Turn(after_seq=resumed.last_seq, skip_messages=len(before.messages), debug=req.debug)
+        return await self._respond(run_id, req, turn)
 
     async def _update_session(
         self, session: SessionRecord, metadata: dict[str, Any] | None, include: list[str], exclude: list[str]
@@ -611,13 +626,11 @@ class KoreProfile:
         await self.engine.store.put_session(updated)
         return updated
 
-    async def _stream(
-        self, run_id: str, mode: str, debug_on: bool, debug_mode: str, *, turn: Turn | None = None
-    ) -> AsyncIterator[bytes]:
+    async def _stream(self, run_id: str, req: ExecuteRequest, turn: Turn) -> AsyncIterator[bytes]:
         """Kore's series of stream events: a first one with the session, then output and
         thoughts as they come, then a last one with the final session info (isLastEvent),
         sent when the run ends or waits for input."""
-        turn = turn or Turn()
+        mode, debug_on, debug_mode = req.stream["streamMode"], req.debug["enable"], req.debug["debugMode"]
         index = 0
 
         def frame(item: dict[str, Any], seq: int | None = None) -> bytes:
