@@ -125,9 +125,10 @@ _DELTA = MessageDelta.type
 #: Defaults chosen from benchmarks/bench_sqlite.py (see docs/sqlite.md): no extra wait.
 #: The engine's RunWriter already waits its own window per run, so appends arrive as
 #: batches; the writer takes everything queued as soon as the previous commit ends, and
-#: batches form by themselves while a commit (its fsync) is in flight. A window > 0
-#: only pays when callers append tiny delta batches directly.
-DEFAULT_FLUSH_MAX = 2048
+#: batches form by themselves while a commit (its fsync) is in flight. In the sweep a
+#: store window only cost throughput once appends were batches (5-10 ms: -30..-50% for
+#: one run). With a window set, `flush_max` lets an already-large append go at once.
+DEFAULT_FLUSH_MAX = 256
 DEFAULT_FLUSH_WINDOW = 0.0
 #: The committed tail kept in memory: events per run (up to twice that between trims),
 #: and how many runs (at ~200 bytes a delta, at most ~50 MB).

@@ -41,7 +41,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from runengine.adapters.memory import MemoryStore
 from runengine.errors import ConcurrencyConflict, InvalidRequest, RunEngineError
 from runengine.events import (
     Custom,
@@ -65,6 +64,7 @@ from runengine.events import (
 from runengine.ports import MAX_PAGE, EventStore, RunSummary, SessionRecord
 from runengine.reducer import Fold
 from runengine.status import Status
+from runengine.stores import open_store
 from runengine.transitions import TRANSITIONS, status_after
 
 StoreFactory = Callable[[], AbstractAsyncContextManager[EventStore]]
@@ -692,7 +692,7 @@ def _model_machine(portal: anyio.from_thread.BlockingPortal, factory: StoreFacto
             super().__init__()
             self._cm = portal.wrap_async_context_manager(factory())
             self.store: EventStore = self._cm.__enter__()
-            self.model = MemoryStore()
+            self.model = open_store("memory://")  # MemoryStore, found like any store (the core never imports adapters)
             self.folds: dict[str, Fold] = {}
             self.now = T0
             self.counter = 0
@@ -818,8 +818,12 @@ def _renumber(event: Event, seq: int) -> Event:
 @contextlib.asynccontextmanager
 async def memory_store() -> AsyncIterator[EventStore]:
     """A store factory for MemoryStore (the suite's own reference run)."""
-    async with MemoryStore() as store:
+    store = open_store("memory://")
+    await store.open()
+    try:
         yield store
+    finally:
+        await store.close()
 
 
 __all__ = [
