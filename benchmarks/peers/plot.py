@@ -19,8 +19,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 COLOURS = {
     "floor": "#9e9e9e",
     "acp-sdk": "#d95f02",
-    "runengine (native": "#1b9e77",
-    "runengine (ACP": "#66c2a5",
+    "runengine native (SQLite NORMAL)": "#7570b3",
+    "runengine native (SQLite)": "#1b9e77",
+    "runengine native (memory)": "#e7298a",
+    "runengine /acp": "#66a61e",
     "runengine SQLite": "#1b9e77",
     "eventsourcing": "#d95f02",
     "raw sqlite3": "#9e9e9e",
@@ -51,7 +53,7 @@ def _short(value: float) -> str:
 
 
 def plot(results: dict[str, Any], out: Path) -> None:
-    fig, axes = plt.subplots(2, 2, figsize=(14, 10))
+    fig, axes = plt.subplots(2, 3, figsize=(20, 10.5))
     machine = results["machine"]
     fig.suptitle(
         f"runengine beside its peers — {machine['cores']} cores ({machine['cpu']}), Python {machine['python']}, "
@@ -105,28 +107,50 @@ def plot(results: dict[str, Any], out: Path) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
 
-    # 3 and 4. event store: append and read events/s, grouped by per-save size
+    # 3. concurrent sync runs
+    ax = axes[0][2]
+    concurrent = results.get("concurrent", [])
+    sides = _sides(concurrent)
+    values = []
+    for side in sides:
+        rows = [r for r in concurrent if r["side"] == side]
+        values.append(statistics.median(r["runs_per_s"] for r in rows) if all(r["finished"] for r in rows) else 0)
+    bars = ax.barh(range(len(sides)), values, color=[colour(s) for s in sides])
+    ax.bar_label(bars, labels=[_short(v) if v else "did not finish" for v in values], fontsize=8, padding=3)
+    ax.set_yticks(range(len(sides)))
+    ax.set_yticklabels(sides, fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(300, color="black", linestyle=":", linewidth=1, label="target 300 runs/s")
+    ax.legend(fontsize=8, loc="lower right")
+    clients = concurrent[0]["clients"] if concurrent else 0
+    ax.set_title(f"Sync runs from {clients} concurrent clients: runs/s (higher is better)", fontsize=10)
+    ax.grid(True, axis="x", alpha=0.3)
+
+    # 4-6. event store: append, read and rebuild events/s, grouped by per-save size
     store = results["store"]
     for ax, metric, title in (
         (axes[1][0], "append_per_s", "Appending a 10,000-token stream: events/s (higher is better)"),
         (axes[1][1], "read_per_s", "Reading it back as decoded events: events/s (higher is better)"),
+        (axes[1][2], "rebuild_per_s", "Rebuilding the state from the events: events/s (higher is better)"),
     ):
-        sides = _sides(store)
+        sides = [s for s in _sides(store) if any(metric in x for r in store if r["side"] == s for x in r["runs"])]
         groups = sorted({r["per_save"] for r in store})
         width = 0.8 / max(1, len(sides))
         for i, side in enumerate(sides):
             values = []
             for per_save in groups:
                 rows = [r for r in store if r["side"] == side and r["per_save"] == per_save]
-                values.append(statistics.median(x[metric] for x in rows[0]["runs"]) if rows else 0)
+                values.append(statistics.median(x[metric] for x in rows[0]["runs"]) if rows else 0.0)
             bars = ax.bar([g + i * width for g in range(len(groups))], values, width, color=colour(side), label=side)
             ax.bar_label(bars, labels=[_short(v) for v in values], fontsize=8)
         ax.set_xticks([g + width * (len(sides) - 1) / 2 for g in range(len(groups))])
         ax.set_xticklabels([f"{g} per save" for g in groups])
-        ax.set_yscale("log")
+        if metric == "append_per_s":
+            ax.set_yscale("log")  # 1 per save and 100 per save differ by orders of magnitude
         ax.set_title(title.replace("10,000", f"{store[0]['n']:,}") if store else title, fontsize=10)
         ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
+        if sides:
+            ax.legend(fontsize=8)
 
     fig.tight_layout()
     fig.savefig(out, dpi=110)

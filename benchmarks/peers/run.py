@@ -184,16 +184,18 @@ def acp_message(text: str) -> list[dict[str, Any]]:
     return [{"role": "user", "parts": [{"content": text, "content_type": "text/plain"}]}]
 
 
-def acp_side(name: str, server: Server, prefix: str = "", restart: bool = False, soak: bool = False) -> Side:
+def acp_side(
+    name: str, server: Server, prefix: str = "", restart: bool = False, agents: tuple[str, str] = ("parts", "echo")
+) -> Side:
+    parts, echo = agents
     return Side(
         name=name,
         server=server,
-        stream_request=lambda n: (f"{prefix}/runs", {"agent_name": "parts", "input": acp_message(str(n)), "mode": "stream"}),
+        stream_request=lambda n: (f"{prefix}/runs", {"agent_name": parts, "input": acp_message(str(n)), "mode": "stream"}),
         expected_events=lambda n: n + 5,  # created, in-progress, message.created, n parts, message.completed, completed
-        sync_request=lambda i: (f"{prefix}/runs", {"agent_name": "echo", "input": acp_message(f"hello {i}"), "mode": "sync"}),
+        sync_request=lambda i: (f"{prefix}/runs", {"agent_name": echo, "input": acp_message(f"hello {i}"), "mode": "sync"}),
         sync_ok=lambda body: body.get("status") == "completed",
         restart_after_dnf=restart,
-        soak=soak,
     )
 
 
@@ -208,15 +210,15 @@ def floor_side(server: Server) -> Side:
     )
 
 
-def runengine_native_side(server: Server) -> Side:
+def runengine_native_side(server: Server, name: str, soak: bool) -> Side:
     return Side(
-        name="runengine (native API)",
+        name=name,
         server=server,
-        stream_request=lambda n: ("/v1/runs", {"agent": "bench_parts", "input": str(n), "mode": "stream"}),
+        stream_request=lambda n: ("/runs", {"agent": "bench_parts", "input": str(n), "mode": "stream"}),
         expected_events=lambda n: n + 4,  # created, started, n deltas, message.completed, completed
-        sync_request=lambda i: ("/v1/runs", {"agent": "bench_echo", "input": f"hello {i}", "mode": "sync"}),
-        sync_ok=lambda body: (body.get("run", body)).get("status") == "completed",
-        soak=True,
+        sync_request=lambda i: ("/runs", {"agent": "bench_echo", "input": f"hello {i}", "mode": "sync"}),
+        sync_ok=lambda body: body.get("status") == "completed",
+        soak=soak,
     )
 
 
@@ -262,6 +264,35 @@ async def sync_batch(client: httpx.AsyncClient, side: Side, runs: int, offset: i
     return runs / (time.perf_counter() - started)
 
 
+async def concurrent_sync(side: Side, runs: int, clients: int, cap: float, offset: int) -> dict[str, Any]:
+    """`runs` sync runs from `clients` concurrent clients (each its own connection): runs/s."""
+    done = 0
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def client_loop(client: httpx.AsyncClient, start: int) -> None:
+        nonlocal done
+        for i in range(start, runs, clients):
+            path, body = side.sync_request(offset + i)
+            response = await client.post(side.server.base + path, json=body)
+            response.raise_for_status()
+            if not side.sync_ok(response.json()):
+                raise RuntimeError(f"{side.name}: sync run did not complete: {response.text[:300]}")
+            done += 1
+
+    started = time.perf_counter()
+    finished = False
+    async with httpx.AsyncClient(timeout=httpx.Timeout(cap + 30, connect=30), limits=limits) as client:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(cap):
+                async with asyncio.TaskGroup() as tg:
+                    for c in range(clients):
+                        tg.create_task(client_loop(client, c))
+                finished = True
+    seconds = time.perf_counter() - started
+    return {"side": side.name, "runs": done, "clients": clients, "seconds": seconds, "finished": finished,
+            "runs_per_s": done / seconds, "cap": cap, "load": os.getloadavg()[0]}
+
+
 async def http_workloads(sides: list[Side], args: argparse.Namespace, results: dict[str, Any]) -> None:
     timeout = httpx.Timeout(args.cap + 30, connect=30)
     async with httpx.AsyncClient(timeout=timeout) as client:
@@ -293,6 +324,17 @@ async def http_workloads(sides: list[Side], args: argparse.Namespace, results: d
                                         "total_runs": (batch + 1) * args.sync_runs, "load": os.getloadavg()[0]})
             print(f"  sync batch {batch + 1}/{args.sync_batches}: " + ", ".join(
                 f"{r['side']} {r['runs_per_s']:.0f}/s" for r in results["sync"] if r["batch"] == batch), flush=True)
+
+        if args.concurrency > 1:
+            for rep in range(args.repeats):
+                for side in sides:
+                    row = await concurrent_sync(side, args.concurrent_runs, args.concurrency, args.cap, 20_000_000 + rep * args.concurrent_runs)
+                    row["rep"] = rep
+                    results["concurrent"].append(row)
+                    shown = f"{row['runs_per_s']:.0f} runs/s" if row["finished"] else f"did not finish in {args.cap:.0f} s ({row['runs']} runs)"
+                    print(f"  {args.concurrency} concurrent sync clients, rep {rep + 1}  {side.name:<28} {shown}", flush=True)
+                    if not row["finished"] and side.restart_after_dnf:
+                        side.server.restart()
 
         for side in [s for s in sides if s.soak and args.soak]:
             done = 0
@@ -373,10 +415,12 @@ def median(values: list[float]) -> float | None:
 
 def print_tables(results: dict[str, Any], sides: list[str]) -> str:
     lines: list[str] = []
+    w = max(30, *(len(s) for s in sides), *(len(r["side"]) for r in results["store"]))
     stream = results["stream"]
     if stream:
         lines.append("One streamed run of N parts over loopback, seconds to the last event (median):")
-        header = f"| {'N':>6} | " + " | ".join(f"{s:>28}" for s in sides) + " |"
+        width = max(28, *(len(s) for s in sides))
+        header = f"| {'N':>6} | " + " | ".join(f"{s:>{width}}" for s in sides) + " |"
         lines += [header, "|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|"]
         floor = sides[0] if sides and sides[0].startswith("floor") else None
         for n in sorted({r["n"] for r in stream}):
@@ -394,18 +438,34 @@ def print_tables(results: dict[str, Any], sides: list[str]) -> str:
                     cell = f"{median(done):.3f} s"
                     if floor_s and s != floor:
                         cell += f" ({median(done) / floor_s:.2f}x)"
-                cells.append(f"{cell:>28}")
+                cells.append(f"{cell:>{width}}")
             lines.append(f"| {n:>6} | " + " | ".join(cells) + " |")
         lines.append("")
     sync = results["sync"]
     if sync:
         lines.append("Sequential sync runs of a trivial agent, runs/s per batch:")
-        lines.append(f"| {'side':<30} | {'first':>7} | {'median':>7} | {'last':>7} | last/first |")
-        lines.append(f"|{'-' * 32}|{'-' * 9}|{'-' * 9}|{'-' * 9}|------------|")
+        lines.append(f"| {'side':<{w}} | {'first':>7} | {'median':>7} | {'last':>7} | last/first |")
+        lines.append(f"|{'-' * (w + 2)}|{'-' * 9}|{'-' * 9}|{'-' * 9}|------------|")
         for s in sides:
             rates = [r["runs_per_s"] for r in sorted((r for r in sync if r["side"] == s), key=lambda r: r["batch"])]
             if rates:
-                lines.append(f"| {s:<30} | {rates[0]:>7.0f} | {median(rates):>7.0f} | {rates[-1]:>7.0f} | {rates[-1] / rates[0]:>10.2f} |")
+                lines.append(f"| {s:<{w}} | {rates[0]:>7.0f} | {median(rates):>7.0f} | {rates[-1]:>7.0f} | {rates[-1] / rates[0]:>10.2f} |")
+        lines.append("")
+    concurrent = results.get("concurrent", [])
+    if concurrent:
+        clients = concurrent[0]["clients"]
+        lines.append(f"Sync runs from {clients} concurrent clients, runs/s (median of repeats):")
+        lines.append(f"| {'side':<{w}} | {'runs/s':>9} |")
+        lines.append(f"|{'-' * (w + 2)}|{'-' * 11}|")
+        for s in sides:
+            rows = [r for r in concurrent if r["side"] == s]
+            if not rows:
+                continue
+            if all(r["finished"] for r in rows):
+                cell = f"{median([r['runs_per_s'] for r in rows]):>9.0f}"
+            else:
+                cell = f"did not finish in {rows[0]['cap']:.0f} s"
+            lines.append(f"| {s:<{w}} | {cell} |")
         lines.append("")
     for name, seconds in results["soak_seconds"].items():
         rates = [r["runs_per_s"] for r in results["soak"] if r["side"] == name]
@@ -419,12 +479,12 @@ def print_tables(results: dict[str, Any], sides: list[str]) -> str:
     store = results["store"]
     if store:
         lines.append(f"Event store: {store[0]['n']:,} tokens appended, then read back; events/s (median):")
-        lines.append(f"| {'store':<30} | per save | {'append':>9} | {'read':>9} | {'rebuild':>9} |")
-        lines.append(f"|{'-' * 32}|----------|{'-' * 11}|{'-' * 11}|{'-' * 11}|")
+        lines.append(f"| {'store':<{w}} | per save | {'append':>9} | {'read':>9} | {'rebuild':>9} |")
+        lines.append(f"|{'-' * (w + 2)}|----------|{'-' * 11}|{'-' * 11}|{'-' * 11}|")
         for row in store:
             med = {k: median([r[k] for r in row["runs"]]) for k in row["runs"][0]}
             rebuild = f"{med['rebuild_per_s']:>9,.0f}" if "rebuild_per_s" in med else f"{'-':>9}"
-            lines.append(f"| {row['side']:<30} | {row['per_save']:>8} | {med['append_per_s']:>9,.0f} | {med['read_per_s']:>9,.0f} | {rebuild} |")
+            lines.append(f"| {row['side']:<{w}} | {row['per_save']:>8} | {med['append_per_s']:>9,.0f} | {med['read_per_s']:>9,.0f} | {rebuild} |")
     text = "\n".join(lines)
     print(text)
     return text
@@ -444,16 +504,22 @@ def main() -> None:
     parser.add_argument("--cap", type=float, default=120.0, help="seconds a streamed run may take before it counts as not finished")
     parser.add_argument("--sync-runs", type=int, default=200, help="sync runs per batch")
     parser.add_argument("--sync-batches", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=8, help="clients in the concurrent sync workload (1: skip it)")
+    parser.add_argument("--concurrent-runs", type=int, default=800, help="sync runs in each concurrent repeat")
     parser.add_argument("--soak", type=int, default=20_000, help="sync runs against runengine to show throughput holds (0: skip)")
     parser.add_argument("--tokens", type=int, default=10_000, help="tokens in the event-store workload")
     parser.add_argument("--store-repeats", type=int, default=3)
+    parser.add_argument("--runengine-stores", nargs="+", default=["sqlite", "sqlite-normal", "memory"],
+                        choices=["sqlite", "sqlite-normal", "memory"],
+                        help="the stores behind `runengine serve`: SQLite as shipped (synchronous=FULL: survives power "
+                             "loss), SQLite with synchronous=NORMAL (survives a process crash), memory (like acp-sdk's)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["acp", "floor", "runengine", "store", "http"])
     parser.add_argument("--quick", action="store_true", help="small sizes to check the harness")
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write (default: benchmarks/results/peers-<time>.json)")
     args = parser.parse_args()
     if args.quick:
         args.parts, args.repeats, args.cap = [100, 1_000], 1, 60.0
-        args.sync_batches, args.soak, args.store_repeats = 2, 1_000, 1
+        args.sync_batches, args.soak, args.store_repeats, args.concurrent_runs = 2, 1_000, 1, 200
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -463,7 +529,7 @@ def main() -> None:
         "machine": machine_info(),
         "config": {k: v for k, v in vars(args).items() if k != "out"},
         "versions": {},
-        "stream": [], "sync": [], "soak": [], "soak_seconds": {}, "store": [],
+        "stream": [], "sync": [], "concurrent": [], "soak": [], "soak_seconds": {}, "store": [],
     }
     print("machine:", json.dumps(results["machine"]), flush=True)
 
@@ -476,17 +542,24 @@ def main() -> None:
             sides.append(floor_side(server))
             servers.append(server)
         if "runengine" not in args.skip and runengine_available():
-            server = Server(
-                "runengine",
-                lambda port: [str(Path(PYTHON).parent / "runengine"), "serve", "--store", f"sqlite:///{tmp}/bench.db",
-                              "--host", "127.0.0.1", "--port", str(port), "--agents", "benchmarks.peers.bench_agents"],
-                "/openapi.json",
-                env={"PYTHONPATH": str(ROOT)},
-            )
-            sides.append(runengine_native_side(server))
-            if (ROOT / "adapters" / "acp.py").exists():
-                sides.append(acp_side("runengine (ACP profile /acp)", server, prefix="/acp"))
-            servers.append(server)
+            for store in args.runengine_stores:
+                url = {
+                    "sqlite": f"sqlite:///{tmp}/bench.db",
+                    "sqlite-normal": f"sqlite:///{tmp}/bench-normal.db?synchronous=NORMAL",
+                    "memory": "memory://",
+                }[store]
+                server = Server(
+                    f"runengine-{store}",
+                    lambda port: [str(Path(PYTHON).parent / "runengine"), "serve", "--app", "benchmarks.peers.bench_app:engine",
+                                  "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                    "/openapi.json",
+                    env={"RUNENGINE_BENCH_STORE": url},
+                )
+                label = {"sqlite": "SQLite", "sqlite-normal": "SQLite NORMAL", "memory": "memory"}[store]
+                sides.append(runengine_native_side(server, f"runengine native ({label})", soak=store == "sqlite"))
+                if store == "sqlite" and _serves_acp(server):
+                    sides.append(acp_side(f"runengine /acp ({label})", server, prefix="/acp", agents=("bench_parts", "bench_echo")))
+                servers.append(server)
         elif "runengine" not in args.skip:
             print("runengine serve is not there yet (runengine/cli.py): its sides are left out of this run", flush=True)
         if "acp" not in args.skip:
@@ -530,6 +603,15 @@ def main() -> None:
     png = out.with_suffix(".png")
     plot(results, png)
     print(f"plot: {png}")
+
+
+def _serves_acp(server: Server) -> bool:
+    """Does this runengine build mount the ACP profile at /acp? (asked of the running server)"""
+    server.start()
+    try:
+        return httpx.get(server.base + "/acp/ping", timeout=10).status_code == 200
+    finally:
+        server.stop()
 
 
 def _has_scheme(scheme: str) -> bool:
