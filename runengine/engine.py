@@ -421,8 +421,10 @@ class RunEngine:
                 with anyio.CancelScope(shield=True):
                     try:
                         await writer.add(terminal, durable=True)
-                    except (RunEndedElsewhere, LeaseLost):
+                    except RunEndedElsewhere:
                         pass
+                    except LeaseLost:  # a queue worker that lost its lease: the run is someone else's
+                        active.abandoned = True
                     run_log.debug("run ended", status=writer.state.status.value, last_seq=writer.state.last_seq)
         except Exception:  # a store failure: the run stays unfinished and is recovered later
             run_log.exception("run driver failed")
@@ -474,13 +476,18 @@ class RunEngine:
                     return None
                 output = result if result is not None else _last_message(writer.state)
                 return lambda seq: RunCompleted(run_id=run_id, seq=seq, at=self.clock(), output=output)
-        except (RunEndedElsewhere, LeaseLost):
+        except RunEndedElsewhere:
+            return None
+        except LeaseLost:
+            active.abandoned = True
             return None
         except TimeoutError:
             run_log.info("run timed out", timeout=state.timeout)
             return failed("timeout", f"the run took longer than its timeout of {state.timeout} s")
         except Exception as exc:  # the agent's own failure ends the run, with what it said
-            if writer.ended_elsewhere is not None or active.abandoned or isinstance(writer.failure, LeaseLost):
+            if isinstance(writer.failure, LeaseLost):
+                active.abandoned = True
+            if writer.ended_elsewhere is not None or active.abandoned:
                 return None
             run_log.debug("agent raised", error=repr(exc))
             if isinstance(exc, AgentFailed):

@@ -253,6 +253,8 @@ class Worker:
             watch.start_soon(self._watch, held)
             await active.done.wait()
             watch.cancel_scope.cancel()
+        if active.abandoned:
+            log.info("run stopped: lease lost", run_id=lease.run_id)
         if active.hand_back:
             await self.queue.release(lease)
 
