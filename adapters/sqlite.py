@@ -4,7 +4,7 @@
 
 Layout (schema version 1, kept in the `schema_version` table):
 
-- `events(run_id, seq, type, at, data)`, primary key (run_id, seq), WITHOUT ROWID, so
+- `events(run_id, seq, type, at_us, data)`, primary key (run_id, seq), WITHOUT ROWID, so
   a run's log is stored in seq order and the key itself is the optimistic
   concurrency check: two writers can never both write seq N.
 - `runs`: one row per run (agent, status, session, owner, times, last_seq), kept
@@ -70,7 +70,7 @@ CREATE TABLE IF NOT EXISTS events (
     run_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
     type TEXT NOT NULL,
-    at TEXT NOT NULL,
+    at_us INTEGER NOT NULL,
     data TEXT NOT NULL,
     PRIMARY KEY (run_id, seq)
 ) WITHOUT ROWID;
@@ -109,7 +109,7 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 """
 
-_INSERT_EVENT = "INSERT INTO events (run_id, seq, type, at, data) VALUES (?, ?, ?, ?, ?)"
+_INSERT_EVENT = "INSERT INTO events (run_id, seq, type, at_us, data) VALUES (?, ?, ?, ?, ?)"
 _UPSERT_RUN = (
     "INSERT INTO runs (run_id, agent, status, session_id, owner, created_at, updated_at, last_seq)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -119,6 +119,7 @@ _UPSERT_RUN = (
 _RUN_COLUMNS = "run_id, agent, status, session_id, owner, created_at, updated_at, last_seq"
 _SYNCHRONOUS = ("FULL", "NORMAL")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
 _UTC = timezone.utc
 _DELTA = MessageDelta.type
 
@@ -173,9 +174,12 @@ def _event_row(event: Event) -> tuple[str, int, str, str, str]:
             raise InvalidRequest(f"event seq {event.seq} ({event.type}) cannot be stored as JSON: {exc}") from None
     if not data.isascii():
         _check_text(data, event)
-    if not isinstance(event.at, datetime):
+    at = event.at
+    if not isinstance(at, datetime):
         raise InvalidRequest(f"event seq {event.seq}: `at` must be a datetime")
-    return (event.run_id, event.seq, event.type, _time_text(event.at), data)
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=_UTC)  # naive times are taken as UTC
+    return (event.run_id, event.seq, event.type, (at - _EPOCH) // _MICROSECOND, data)
 
 
 def _check_text(text: str, event: Event) -> None:
@@ -185,8 +189,8 @@ def _check_text(text: str, event: Event) -> None:
         raise InvalidRequest(f"event seq {event.seq} ({event.type}) holds text that is not valid Unicode") from None
 
 
-def _decode(run_id: str, seq: int, event_type: str, at: str, data: str) -> Event:
-    when = datetime.fromisoformat(at)
+def _decode(run_id: str, seq: int, event_type: str, at_us: int, data: str) -> Event:
+    when = _EPOCH + timedelta(microseconds=at_us)
     if event_type == _DELTA:
         payload = json.loads(data)
         return MessageDelta(run_id=run_id, seq=seq, at=when, message_id=payload["message_id"], content=payload["content"])
@@ -486,11 +490,15 @@ class SQLiteStore:
                 value = getattr(first, name)
                 if value is not None and not isinstance(value, str):
                     raise InvalidRequest(f"run.created {name} must be a string or null")
-        rows = [_event_row(event) for event in events]
+        rows = []
+        urgent = False  # any event but a token delta is committed at once
+        for event in events:
+            rows.append(_event_row(event))
+            if event.type != _DELTA:
+                urgent = True
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append(_Append(run_id, events, rows, expected_seq, future))
         self._queued_events += len(rows)
-        urgent = any(event.type != _DELTA for event in events)
         self._kick(urgent)
         await future
 
@@ -677,11 +685,9 @@ class SQLiteStore:
                     return
         else:
             tails.move_to_end(item.run_id)
-        events = item.events
-        if all(_same_after_storing(event) for event in events):
-            tail.extend(events)
-        else:  # keep exactly what a database read would give
-            tail.extend([_decode(*row) for row in item.rows])
+        # keep exactly what a database read would give: the event itself when reading it
+        # back gives an equal one (token deltas), else the decoded row
+        tail.extend([event if _same_after_storing(event) else _decode(*row) for event, row in zip(item.events, item.rows)])
 
     def _forget(self, run_id: str) -> None:
         self._summaries.pop(run_id, None)
@@ -712,7 +718,7 @@ class SQLiteStore:
                 start = after_seq + 1 - tail.first_seq
                 return tail.events[start : start + limit]
         rows = await self._fetch(
-            "SELECT seq, type, at, data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, type, at_us, data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
             (run_id, after_seq, limit),
         )
         return [_decode(run_id, seq, event_type, at, data) for seq, event_type, at, data in rows]
