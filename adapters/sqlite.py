@@ -53,6 +53,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import aiosqlite
+import anyio
 
 from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError, StoreError
 from runengine.events import Event, MessageDelta, RunCreated
@@ -443,22 +444,26 @@ class SQLiteStore:
             return
         self._closing = True
         task, self._writer_task = self._writer_task, None
-        if task is not None:
-            if self._wakeup is not None:
-                self._wakeup.set()
+        # Shielded: a cancelled caller still gets every accepted append answered and the
+        # connections closed (nothing half-done is left behind).
+        with anyio.CancelScope(shield=True):
+            if task is not None:
+                if self._wakeup is not None:
+                    self._wakeup.set()
+                try:
+                    await task  # drains the queue: whatever was accepted is committed or answered
+                except Exception:  # noqa: S110 - the writer had stopped; its error is in self._broken
+                    pass
+            writer, reader = self._writer_conn, self._reader_conn
+            self._writer_conn = self._reader_conn = None
             try:
-                await task  # drains the queue: whatever was accepted is committed or answered
-            except asyncio.CancelledError:
-                task.cancel()
-                raise
-        writer, reader = self._writer_conn, self._reader_conn
-        self._writer_conn = self._reader_conn = None
-        if reader is not None and reader is not writer:
-            await reader.close()
-        if writer is not None:
-            await writer.close()
-        self._summaries.clear()
-        self._tails.clear()
+                if reader is not None and reader is not writer:
+                    await reader.close()
+            finally:
+                if writer is not None:
+                    await writer.close()
+            self._summaries.clear()
+            self._tails.clear()
 
     async def __aenter__(self) -> SQLiteStore:
         await self.open()

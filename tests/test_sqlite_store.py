@@ -190,6 +190,29 @@ async def test_a_closed_store_refuses_work(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
+async def test_close_answers_every_queued_append(tmp_path: Path) -> None:
+    path = tmp_path / "drain.db"
+    store = SQLiteStore(path, flush_window=0.010, flush_max=10_000)
+    await store.open()
+    for i in range(20):
+        await store.append(f"r{i}", new_log(f"r{i}", 2), expected_seq=0)
+    answered: list[int] = []
+
+    async def one(i: int) -> None:
+        await store.append(f"r{i}", deltas(f"r{i}", 3, 3), expected_seq=2)
+        answered.append(i)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(20):
+            tg.start_soon(one, i)
+        await anyio.wait_all_tasks_blocked()  # all 20 are queued, waiting for the window
+        await store.close()
+    assert sorted(answered) == list(range(20))
+    async with SQLiteStore(path) as reopened:
+        assert [await reopened.last_seq(f"r{i}") for i in range(20)] == [5] * 20
+
+
+@pytest.mark.anyio
 async def test_concurrent_appends_share_commits(tmp_path: Path) -> None:
     async with SQLiteStore(tmp_path / "g.db", flush_window=0.005) as store:
         for i in range(50):
