@@ -163,7 +163,7 @@ def _micros(value: datetime) -> int:
     return (value - _EPOCH) // timedelta(microseconds=1)
 
 
-def _event_row(event: Event) -> tuple[str, int, str, str, str]:
+def _event_row(event: Event) -> tuple[str, int, str, int, str]:
     """(run_id, seq, type, at, data): what the events table keeps. Raises InvalidRequest."""
     if type(event) is MessageDelta and type(event.content) is str and type(event.message_id) is str:
         # The token hot path: the same text data_to_json gives, without the converter.
