@@ -15,6 +15,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+THOUSANDS = FuncFormatter(lambda value, _: f"{value:,.0f}")
 
 COLOURS = {
     "floor": "#9e9e9e",
@@ -78,8 +81,8 @@ def plot(results: dict[str, Any], out: Path) -> None:
         if dnf_x:
             ax.plot(dnf_x, dnf_y, "^", color=colour(side), markersize=12)
             for x, y in zip(dnf_x, dnf_y):
-                ax.annotate("did not finish", (x, y), textcoords="offset points", xytext=(-40, 10), fontsize=8,
-                            color=colour(side))
+                ax.annotate(f"did not finish\nin {y:.0f} s", (x, y), textcoords="offset points", xytext=(-70, -12),
+                            fontsize=8, color=colour(side))
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("parts in one streamed run (N)")
@@ -100,7 +103,9 @@ def plot(results: dict[str, Any], out: Path) -> None:
         ax.plot([r["total_runs"] for r in rows], [r["runs_per_s"] for r in rows], "-", color=colour(side), alpha=0.6,
                 linewidth=0.8, label=f"{side}: soak")
     ax.axhline(300, color="black", linestyle=":", linewidth=1, label="target 300 runs/s")
-    ax.set_xlabel("sync runs so far on that server")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(THOUSANDS)
+    ax.set_xlabel("sync runs so far on that server (log scale)")
     ax.set_ylabel("runs/s in each batch (higher is better)")
     ax.set_title("Sequential sync runs of a trivial agent: does throughput hold?")
     ax.set_ylim(bottom=0)
@@ -147,6 +152,7 @@ def plot(results: dict[str, Any], out: Path) -> None:
         ax.set_xticklabels([f"{g} per save" for g in groups])
         if metric == "append_per_s":
             ax.set_yscale("log")  # 1 per save and 100 per save differ by orders of magnitude
+        ax.yaxis.set_major_formatter(THOUSANDS)
         ax.set_title(title.replace("10,000", f"{store[0]['n']:,}") if store else title, fontsize=10)
         ax.grid(True, axis="y", alpha=0.3)
         if sides:

@@ -443,7 +443,9 @@ def print_tables(results: dict[str, Any], sides: list[str]) -> str:
         lines.append("")
     sync = results["sync"]
     if sync:
-        lines.append("Sequential sync runs of a trivial agent, runs/s per batch:")
+        loads = [r["load"] for r in sync]
+        lines.append(f"Sequential sync runs of a trivial agent, runs/s per batch of {sync[0]['runs']} "
+                     f"(batches interleaved across sides; 1-minute load average {min(loads):.1f} to {max(loads):.1f} meanwhile):")
         lines.append(f"| {'side':<{w}} | {'first':>7} | {'median':>7} | {'last':>7} | last/first |")
         lines.append(f"|{'-' * (w + 2)}|{'-' * 9}|{'-' * 9}|{'-' * 9}|------------|")
         for s in sides:
