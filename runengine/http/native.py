@@ -159,9 +159,8 @@ class NativeAPI:
         mode = params.choice(body, "mode", MODES, "sync")
         metadata = params.json_object(body, "metadata", max_bytes=MAX_METADATA_BYTES)
         timeout = params.seconds(body, "timeout", maximum=MAX_TIMEOUT)
-        key = params.text(body, "idempotency_key", max_length=MAX_ID_LENGTH)
-        if key is None:
-            key = params.text({"Idempotency-Key": request.header("idempotency-key")}, "Idempotency-Key")
+        header_key = params.text({"Idempotency-Key": request.header("idempotency-key")}, "Idempotency-Key")
+        key = params.text(body, "idempotency_key", max_length=MAX_ID_LENGTH) or header_key
         policy = body.get("session_policy")
         if policy is not None:
             policy = params.choice(body, "session_policy", SESSION_POLICIES, "allow")
@@ -212,7 +211,7 @@ class NativeAPI:
         session_id = params.query_text(query, "session_id", max_length=MAX_ID_LENGTH)
         status = params.query_choice(query, "status", tuple(s.value for s in Status), None)
         limit = params.query_int(query, "limit", default=DEFAULT_RUNS_LIMIT, minimum=1, maximum=MAX_RUNS_LIMIT)
-        before = params.query_text(query, "before", max_length=MAX_ID_LENGTH)
+        before = params.query_cursor(query, "before")
         page = await self.engine.list_runs(
             session_id=session_id, status=status, owner=self._owner(request), limit=limit, before=before
         )
@@ -248,18 +247,18 @@ class NativeAPI:
         run_id = self._run_id(request)
         query = request.query
         after_seq = params.query_int(query, "after_seq", default=0, maximum=MAX_SEQ)
+        on_disconnect = params.query_choice(query, "on_disconnect", ON_DISCONNECT, "continue")
+        limit = params.query_int(query, "limit", default=DEFAULT_EVENTS_LIMIT, minimum=1, maximum=MAX_EVENTS_LIMIT)
+        raw_last_id = request.header("last-event-id") or ""
+        last_event_id = params.parse_int(raw_last_id, "header 'Last-Event-ID'", maximum=MAX_SEQ) if raw_last_id else 0
         if wants_sse(request):
-            last_event_id = request.header("last-event-id")
-            if last_event_id is not None and last_event_id.strip():
-                # A reconnecting EventSource: resume after the last event it saw.
-                after_seq = max(after_seq, params.parse_int(last_event_id, "header 'Last-Event-ID'", maximum=MAX_SEQ))
-            on_disconnect = params.query_choice(query, "on_disconnect", ON_DISCONNECT, "continue")
+            after_seq = max(after_seq, last_event_id)  # a reconnecting EventSource resumes after what it saw
             summary = await self._visible_summary(request, run_id)
             if summary.status.terminal and summary.last_seq <= after_seq:
                 # Nothing more will ever come: 204 tells an EventSource to stop reconnecting.
                 return Response(status=204, headers=(("cache-control", "no-cache"),))
             return self._sse(run_id, after_seq=after_seq, on_disconnect=on_disconnect or "continue")
-        limit = params.query_int(query, "limit", default=DEFAULT_EVENTS_LIMIT, minimum=1, maximum=MAX_EVENTS_LIMIT)
+        # A JSON page: on_disconnect and Last-Event-ID (validated above) only concern streams.
         summary = await self._visible_summary(request, run_id)
         events = await self.engine.store.read(run_id, after_seq=after_seq, limit=limit)
         next_after = events[-1].seq if events else after_seq
@@ -340,7 +339,8 @@ class NativeAPI:
         )
 
     async def openapi(self, request: Request) -> Response:
-        return json_response(native_openapi(auth=self.auth is not None))
+        agents = tuple(spec.name for spec in self.engine.agents if not is_internal(spec))
+        return json_response(native_openapi(auth=self.auth is not None, agents=agents))
 
 
 __all__ = ["NativeAPI", "error_response", "HttpError"]

@@ -6,6 +6,7 @@ them. Keep this in step with `native.py`: the tests check both ways.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..engine import MODES, SESSION_POLICIES
@@ -249,10 +250,19 @@ SCHEMAS: dict[str, Any] = {
 
 SSE = {
     "text/event-stream": {
+        # One parsed SSE event (OpenAPI 3.1 has no itemSchema: tools read `schema` per event).
         "schema": {
-            "type": "string",
-            "description": "SSE frames `id: <seq>`, `event: <type>`, `data: <Event JSON>`; "
-            "`: keep-alive` comments every 15 s; ends after the terminal event.",
+            "description": "Frames `id: <seq>`, `event: <type>`, `data: <Event JSON>`; `: keep-alive` "
+            "comments every 15 s; a first `retry: 1000`; the stream ends after the terminal event. "
+            "On a server failure: `event: stream.error` with an Error body.",
+            "type": "object",
+            "required": ["event", "data"],
+            "properties": {
+                "id": {"type": "string", "pattern": "^[0-9]+$"},
+                "event": {"type": "string", "minLength": 1},
+                "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": _ref("Event")},
+                "retry": {"type": "integer"},
+            },
         }
     }
 }
@@ -268,12 +278,23 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return {str(s): _json(_ref("Error"), names[s]) for s in statuses}
 
 
+#: What a client can do next with the run_id a response names (OpenAPI links).
+RUN_LINKS = {
+    op: {"operationId": op, "parameters": {"run_id": "$response.body#/run_id"}}
+    for op in ("getRun", "getRunEvents", "cancelRun", "giveInput")
+}
+
 RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 
 
-def native_openapi(*, auth: bool = False) -> dict[str, Any]:
-    """The document; with `auth`, every API operation also documents 401 and bearer security."""
+def native_openapi(*, auth: bool = False, agents: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The document; with `auth`, every API operation also documents 401 and bearer security.
+    `agents` (the startable agent names) become examples of the `agent` field."""
     extra = (401,) if auth else ()
+    schemas = json.loads(json.dumps(SCHEMAS))  # a copy this call may annotate
+    if agents:
+        schemas["CreateRun"]["properties"]["agent"]["examples"] = list(agents)
+        schemas["CreateRun"]["examples"] = [{"agent": agents[0], "input": "hello", "mode": "async"}]
 
     def errors(*statuses: int) -> dict[str, Any]:
         return _errors(*sorted((*statuses, *extra)))
@@ -301,8 +322,9 @@ def native_openapi(*, auth: bool = False) -> dict[str, Any]:
                         "description": "sync: the run once it ended or waits for input; "
                         "stream: its events from seq 1 as SSE",
                         "content": {"application/json": {"schema": _ref("Run")}, **SSE},
+                        "links": RUN_LINKS,
                     },
-                    "202": _json(_ref("Run"), "async: the run, pending"),
+                    "202": {**_json(_ref("Run"), "async: the run, pending"), "links": RUN_LINKS},
                     **errors(400, 404, 409),
                 },
             },
@@ -310,14 +332,23 @@ def native_openapi(*, auth: bool = False) -> dict[str, Any]:
                 "operationId": "listRuns",
                 "summary": "List runs, newest first",
                 "parameters": [
-                    {"name": "session_id", "in": "query", "schema": {"type": "string", "maxLength": MAX_ID_LENGTH, "pattern": NO_CONTROL}},
+                    {
+                        "name": "session_id",
+                        "in": "query",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": NO_CONTROL},
+                    },
                     {"name": "status", "in": "query", "schema": {"type": "string", "enum": STATUSES}},
                     {
                         "name": "limit",
                         "in": "query",
                         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_RUNS_LIMIT, "default": DEFAULT_RUNS_LIMIT},
                     },
-                    {"name": "before", "in": "query", "schema": {"type": "string", "maxLength": MAX_ID_LENGTH}},
+                    {
+                        "name": "before",
+                        "in": "query",
+                        "description": "the next_before of the previous page",
+                        "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                    },
                 ],
                 "responses": {"200": _json(_ref("RunList"), "a page of runs"), **errors(400)},
             },
@@ -347,7 +378,7 @@ def native_openapi(*, auth: bool = False) -> dict[str, Any]:
                         "name": "Last-Event-ID",
                         "in": "header",
                         "required": False,
-                        "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                        "schema": {"type": "string", "pattern": "^[0-9]{0,18}$"},
                     },
                 ],
                 "responses": {
@@ -403,7 +434,7 @@ def native_openapi(*, auth: bool = False) -> dict[str, Any]:
             '{"error": {"code", "message", "details"}}. Reference: docs/http.md.',
         },
         "paths": paths,
-        "components": {"schemas": SCHEMAS},
+        "components": {"schemas": schemas},
     }
     if auth:
         doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -107,19 +108,18 @@ def seconds(body: Mapping[str, Any], name: str, *, maximum: float) -> float | No
 
 
 def query_int(
-    query: Mapping[str, str], name: str, *, default: int, minimum: int = 0, maximum: int = 2**62
+    query: Mapping[str, str], name: str, *, default: int, minimum: int = 0, maximum: int = 10**18 - 1
 ) -> int:
     raw = query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     return parse_int(raw, f"query parameter {name!r}", minimum=minimum, maximum=maximum)
 
 
-def parse_int(raw: str, what: str, *, minimum: int = 0, maximum: int = 2**62) -> int:
-    stripped = raw.strip()
-    if not stripped.isascii() or not stripped.isdigit() or len(stripped) > 19:
+def parse_int(raw: str, what: str, *, minimum: int = 0, maximum: int = 10**18 - 1) -> int:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
         raise invalid(f"{what} must be an integer from {minimum} to {maximum}; got {raw[:40]!r}")
-    value = int(stripped)
+    value = int(raw)
     if not minimum <= value <= maximum:
         raise invalid(f"{what} must be an integer from {minimum} to {maximum}; got {value}")
     return value
@@ -127,18 +127,28 @@ def parse_int(raw: str, what: str, *, minimum: int = 0, maximum: int = 2**62) ->
 
 def query_text(query: Mapping[str, str], name: str, *, max_length: int = 200) -> str | None:
     raw = query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return None
-    if len(raw) > max_length:
-        raise invalid(f"query parameter {name!r} is longer than {max_length} characters")
+    if not raw or len(raw) > max_length:
+        raise invalid(f"query parameter {name!r} must be 1 to {max_length} characters long")
     if has_control_characters(raw):
         raise invalid(f"query parameter {name!r} must not contain control characters")
     return raw
 
 
+def query_cursor(query: Mapping[str, str], name: str) -> str | None:
+    """A listing cursor: what `next_before` gave (decimal digits, as every store encodes them)."""
+    raw = query.get(name)
+    if raw is None:
+        return None
+    if not re.fullmatch(r"[0-9]{1,18}", raw):
+        raise invalid(f"query parameter {name!r} is not a cursor from next_before; got {raw[:40]!r}")
+    return raw
+
+
 def query_choice(query: Mapping[str, str], name: str, options: tuple[str, ...], default: str | None) -> str | None:
     raw = query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     if raw not in options:
         raise invalid(f"query parameter {name!r} must be one of {', '.join(options)}", allowed=list(options))
