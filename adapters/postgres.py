@@ -372,10 +372,15 @@ class PostgresStore:
                 await self._commit(batch)
                 self.commit_times.append(asyncio.get_running_loop().time() - started)
                 self.batch_sizes.append(sum(len(r.events) for r in batch if r.error is None))
-            except BaseException as exc:  # the whole batch failed: each caller gets the error
+            except Exception as exc:  # the whole batch failed: each caller gets the error
                 for request in batch:
                     if request.error is None:
-                        request.error = exc if isinstance(exc, Exception) else StoreError("store closed")
+                        request.error = exc
+            except BaseException:  # cancelled (the store is closing): tell the callers, then stop
+                for request in batch:
+                    if request.error is None:
+                        request.error = StoreError("the store closed during the append; it may or may not be written")
+                raise
             finally:
                 for request in batch:
                     if not request.future.done():
