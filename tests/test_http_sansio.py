@@ -35,7 +35,7 @@ async def test_sync_run_and_sse_frames_without_a_server() -> None:
         assert dict(stream.headers)["content-type"].startswith("text/event-stream")
         chunks = [chunk async for chunk in stream.body]
         assert chunks[0] == b"retry: 1000\n\n"
-        frames = [c.decode() for c in chunks[1:]]
+        frames = [f + "\n\n" for f in b"".join(chunks[1:]).decode().split("\n\n") if f]
         assert frames[0].startswith("id: 3\nevent: ") and frames[-1].startswith(f"id: {run['last_seq']}\nevent: run.completed\n")
         for frame in frames:
             lines = frame.rstrip("\n").split("\n")

@@ -17,6 +17,7 @@ The reference with every body, response, error and limit is docs/http.md.
 from __future__ import annotations
 
 import uuid
+from contextlib import aclosing
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -35,7 +36,7 @@ from .openapi import native_openapi
 from .router import Router
 from .shapes import history_message_to_json, run_to_json, summary_to_json
 from .sse import KEEPALIVE, sse_comment, sse_frame
-from .streaming import follow
+from .streaming import follow_batches
 
 log = structlog.get_logger("runengine.http")
 
@@ -289,11 +290,11 @@ class NativeAPI:
         gone = False
         try:
             yield f"retry: {RETRY_MS}\n\n".encode()
-            async for event in follow(self.engine.store, run_id, after_seq=after_seq, idle=self.keepalive):
-                if event is None:
-                    yield sse_comment()
-                else:
-                    yield sse_frame(event_to_json(event), event=event.type, id=event.seq)
+            batches = follow_batches(self.engine.store, run_id, after_seq=after_seq, idle=self.keepalive)
+            async with aclosing(batches):  # closed here, not left to the garbage collector
+                async for batch in batches:
+                    # One write per batch read from the store, not one per event.
+                    yield b"".join(sse_frame(event_to_json(e), event=e.type, id=e.seq) for e in batch) or sse_comment()
         except (GeneratorExit, anyio.get_cancelled_exc_class()):
             gone = True  # the client disconnected (the binding closed or cancelled us)
             raise
