@@ -102,7 +102,8 @@ CREATE TABLE runengine_queue (
     token uuid,
     worker text,
     lease_until timestamptz,
-    claims integer NOT NULL DEFAULT 0
+    claims integer NOT NULL DEFAULT 0,
+    after_runs text[] NOT NULL DEFAULT '{}'
 );
 CREATE INDEX runengine_queue_waiting ON runengine_queue (position) WHERE NOT claimed;
 CREATE INDEX runengine_queue_leases ON runengine_queue (lease_until) WHERE claimed;
@@ -135,6 +136,7 @@ class _Append:
     future: asyncio.Future[None]
     lease: Lease | None = None
     enqueue: bool = False
+    after: tuple[str, ...] = ()
     error: BaseException | None = None
 
 
@@ -517,17 +519,33 @@ class PostgresStore:
                 if row[1]
             ]
         queued = [r for r in accepted if r.enqueue and r.run_id not in ended]
-        if queued:
+        plain = [r for r in queued if not r.after]
+        if plain:
             await conn.execute(
                 "INSERT INTO runengine_queue (run_id, agent) SELECT * FROM unnest($1::text[], $2::text[])",
-                [r.run_id for r in queued],
-                [getattr(r.events[0], "agent", "") for r in queued],
+                [r.run_id for r in plain],
+                [getattr(r.events[0], "agent", "") for r in plain],
+            )
+        for r in queued:
+            if r.after:  # rare (session policy "enqueue"): one row each
+                await conn.execute(
+                    "INSERT INTO runengine_queue (run_id, agent, after_runs) VALUES ($1, $2, $3::text[])",
+                    r.run_id,
+                    getattr(r.events[0], "agent", ""),
+                    list(r.after),
+                )
+        unblocked = False
+        if ended:  # runs queued behind one that just ended can be claimed now
+            unblocked = bool(
+                await conn.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM runengine_queue WHERE after_runs && $1::text[])", ended
+                )
             )
         payloads = [f"{i} {touched[i][0].last_seq}" for i in ids]
         await conn.execute(
             "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", self.events_channel, payloads
         )
-        notes = [f"gone {rid}" for rid in gone] + (["work"] if queued else [])
+        notes = [f"gone {rid}" for rid in gone] + (["work"] if queued or unblocked else [])
         if notes:
             await conn.execute("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", self.queue_channel, notes)
 
@@ -788,12 +806,14 @@ class PostgresWorkQueue:
     def __init__(self, store: PostgresStore) -> None:
         self._store = store
 
-    async def enqueue(self, run_id: str, events: Sequence[Event]) -> None:
+    async def enqueue(self, run_id: str, events: Sequence[Event], *, after: Sequence[str] = ()) -> None:
         check_append(run_id, events, 0)
         if not isinstance(events[0], RunCreated):  # pragma: no cover - check_append ensures it
             raise InvalidRequest("a queued run starts with run.created")
         store = self._store
-        await store._submit(_Append(run_id, list(events), 0, store._new_future(), enqueue=True))
+        await store._submit(
+            _Append(run_id, list(events), 0, store._new_future(), enqueue=True, after=tuple(after))
+        )
 
     async def claim(self, worker: str, *, agents: Sequence[str], limit: int, lease: float) -> list[Lease]:
         if limit < 1:
@@ -806,7 +826,10 @@ class PostgresWorkQueue:
                     await conn.fetch(
                         "WITH picked AS ("
                         "  SELECT run_id, claimed AS taken_over FROM runengine_queue"
-                        "  WHERE (NOT claimed AND agent = ANY($2::text[])) OR (claimed AND lease_until < clock_timestamp())"
+                        "  WHERE (NOT claimed AND agent = ANY($2::text[]) AND (cardinality(after_runs) = 0 OR NOT EXISTS ("
+                        "    SELECT 1 FROM runengine_runs AS r WHERE r.run_id = ANY(after_runs)"
+                        "    AND r.status IN ('pending', 'running', 'waiting_for_input'))))"
+                        "   OR (claimed AND lease_until < clock_timestamp())"
                         "  ORDER BY position LIMIT $3 FOR UPDATE SKIP LOCKED)"
                         " UPDATE runengine_queue AS q SET claimed = true, token = gen_random_uuid(), worker = $1,"
                         "  lease_until = clock_timestamp() + $4::interval, claims = q.claims + 1"

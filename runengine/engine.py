@@ -226,6 +226,8 @@ class RunEngine:
     async def recover(self) -> list[str]:
         """Settle the runs a previous process left unfinished in a store only it writes:
         pending runs are started, running or waiting ones fail with code `worker_lost`."""
+        if self.queue is not None:  # a shared store: leases settle lost runs (runengine.worker)
+            return []
         recovered: list[str] = []
         for status in ACTIVE_STATUSES:
             before: str | None = None
@@ -347,7 +349,7 @@ class RunEngine:
             state = fold.state
             assert state is not None
             if self.queue is not None:  # a worker (in any process) claims and executes it
-                await self.queue.enqueue(new_run_id, [created])
+                await self.queue.enqueue(new_run_id, [created], after=after)
             else:
                 await self.store.append(new_run_id, [created], expected_seq=0)
                 self._launch(state, after=after, fold=fold)

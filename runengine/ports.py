@@ -159,8 +159,9 @@ class WorkQueue(Protocol):
     batch ends a run (a terminal event, by anyone) removes the run from the queue.
     """
 
-    async def enqueue(self, run_id: str, events: Sequence[Event]) -> None:
-        """Append a new run's first events (expected_seq 0) and queue it, atomically."""
+    async def enqueue(self, run_id: str, events: Sequence[Event], *, after: Sequence[str] = ()) -> None:
+        """Append a new run's first events (expected_seq 0) and queue it, atomically. It is not
+        claimed before the runs in `after` have ended (session policy "enqueue")."""
 
     async def claim(self, worker: str, *, agents: Sequence[str], limit: int, lease: float) -> list[Lease]:
         """Claim up to `limit` runs, oldest first: queued ones whose agent is in `agents`, and

@@ -15,6 +15,7 @@ import pytest
 
 from pg_agents import make_worker_engine, register
 from runengine import RunEngine
+from runengine.engine import SessionBusy
 from runengine.adapters.postgres import PostgresStore
 from runengine.errors import InvalidRequest
 from runengine.events import MessageDelta, RunCreated, RunFailed, RunRequeued, RunStarted
@@ -294,3 +295,22 @@ async def test_fencing_stops_a_worker_that_was_never_told_it_lost_the_run(url: s
 
 async def _has_deltas(engine: RunEngine, run_id: str, count: int) -> bool:
     return (await engine.status(run_id)).last_seq >= 2 + count
+
+
+@pytest.mark.anyio
+async def test_session_policy_enqueue_holds_a_run_until_the_session_is_free(url: str) -> None:
+    async with api_engine(url) as api, make_worker_engine(url, lease=5, poll=0.1) as worker:
+        first = await api.execute("idle", None, mode="async", session_id="s1")
+        await until(lambda: _status_is(api, first.run_id, Status.RUNNING))
+        second = await api.execute("ticker", {"n": 2}, mode="async", session_id="s1", session_policy="enqueue")
+        other = await api.execute("ticker", {"n": 2}, mode="async", session_id="s2", session_policy="enqueue")
+        assert (await api.wait(other.run_id)).status is Status.COMPLETED  # another session is not held
+        assert (await api.status(second.run_id)).status is Status.PENDING
+        await api.cancel(first.run_id)
+        with anyio.fail_after(10):  # claimed as soon as the first run ended (a wake-up, not a poll)
+            assert (await api.wait(second.run_id)).status is Status.COMPLETED
+        third = await api.execute("idle", None, mode="async", session_id="s1")
+        await until(lambda: _status_is(api, third.run_id, Status.RUNNING))
+        with pytest.raises(SessionBusy):
+            await api.execute("ticker", {"n": 1}, session_id="s1", session_policy="reject", mode="async")
+        await api.cancel(third.run_id)
