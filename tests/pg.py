@@ -129,7 +129,14 @@ def pg_server() -> Iterator[PostgresServer]:
         _missing(str(exc))
         raise
     try:
-        server.start()
+        for attempt in range(3):  # the free port may be taken between finding it and binding it
+            try:
+                server.start()
+                break
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+                server.port = free_port()
         yield server
     finally:
         server.cleanup()
