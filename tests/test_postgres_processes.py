@@ -310,7 +310,7 @@ async def _attempt_started_by(engine: RunEngine, run_id: str, worker: str) -> bo
 async def test_postgres_restarted_under_load(pg_server: PostgresServer, pg_schema_url: str) -> None:
     url = pg_schema_url
     async with register(RunEngine(url)) as api, make_worker_engine(url, lease=20, poll=0.2) as worker:
-        runs = [await api.execute("ticker", {"n": 200, "delay": 0.01}, mode="async") for _ in range(8)]
+        runs = [await api.execute("ticker", {"n": 300, "delay": 0.01}, mode="async") for _ in range(8)]
         tails: dict[str, list[Event]] = {r.run_id: [] for r in runs}
         acknowledged: dict[str, list[Event]] = {}
 
