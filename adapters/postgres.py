@@ -508,7 +508,7 @@ class PostgresStore:
             [(touched[i][0].status or Status.PENDING).value for i in ids],
             [touched[i][1] for i in ids],
         )
-        ended = [i for i in ids if touched[i][0].status is not None and touched[i][0].status.terminal]
+        ended = [i for i in ids if (status := touched[i][0].status) is not None and status.terminal]
         gone: list[str] = []
         if ended:
             gone = [
