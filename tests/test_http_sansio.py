@@ -68,3 +68,16 @@ async def test_an_engine_that_is_not_started_answers_503() -> None:
     response = await api(request("POST", "/runs", {"agent": "echo"}))
     assert response.status == 503
     assert json.loads(response.body)["error"]["code"] == "engine_not_started"
+
+
+def test_frame_cache_gives_the_frames_and_stays_bounded() -> None:
+    from runengine.events import MessageDelta
+    from runengine.http.sse import FrameCache, sse_frame
+    from runengine.wire import event_to_json
+
+    cache = FrameCache(size=3)
+    events = [MessageDelta(run_id="r", seq=i, message_id="m", content=f"c{i}") for i in range(1, 6)]
+    for event in events + events:
+        assert cache.frame(event) == sse_frame(event_to_json(event), event=event.type, id=event.seq)
+    assert len(cache._frames) == 3
+    assert list(cache._frames) == [("r", 3), ("r", 4), ("r", 5)]

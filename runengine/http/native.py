@@ -35,7 +35,7 @@ from .core import HttpError, Request, Response, StreamResponse, error_response, 
 from .openapi import native_openapi
 from .router import Router
 from .shapes import history_message_to_json, run_to_json, summary_to_json
-from .sse import KEEPALIVE, sse_comment, sse_frame
+from .sse import KEEPALIVE, FrameCache, sse_comment, sse_frame
 from .streaming import follow_batches
 
 log = structlog.get_logger("runengine.http")
@@ -103,6 +103,7 @@ class NativeAPI:
         self.keepalive = keepalive
         #: SSE responses being sent right now (what a disconnect test watches go back to 0).
         self.open_streams = 0
+        self.frames = FrameCache()
         self.router = router if router is not None else Router()
         r = self.router
         r.route("POST", "/runs", self._guard(self.create_run))
@@ -294,7 +295,7 @@ class NativeAPI:
             async with aclosing(batches):  # closed here, not left to the garbage collector
                 async for batch in batches:
                     # One write per batch read from the store, not one per event.
-                    yield b"".join(sse_frame(event_to_json(e), event=e.type, id=e.seq) for e in batch) or sse_comment()
+                    yield b"".join(map(self.frames.frame, batch)) or sse_comment()
         except (GeneratorExit, anyio.get_cancelled_exc_class()):
             gone = True  # the client disconnected (the binding closed or cancelled us)
             raise
