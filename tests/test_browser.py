@@ -58,7 +58,7 @@ async def test_a_cut_mid_stream_resumes_with_no_gap_and_no_duplicate(browser, si
     await page.goto(url)
     await page.wait_for_function("document.querySelectorAll('#agent option').length >= 3")
     await page.select_option("#agent", "echo")
-    text = " ".join(f"token{i}" for i in range(200))
+    text = " ".join(f"token{i}" for i in range(300))
     await page.fill("#input", text)
     await page.click("#start")
     await page.wait_for_function("window.runengine.received.length >= 40", timeout=30_000)

@@ -183,11 +183,21 @@ async def test_on_disconnect_cancel_for_a_streamed_run(served) -> None:
 @pytest.mark.anyio
 async def test_on_disconnect_cancel_for_a_sync_run(served) -> None:
     client, _ = served
-    with pytest.raises(httpx.ReadTimeout):
-        await client.post("/runs", json={"agent": "sleeper", "input": 120, "on_disconnect": "cancel"}, timeout=1.0)
-    runs = (await client.get("/runs")).json()["runs"]
-    assert len(runs) == 1
-    assert (await wait_status(client, runs[0]["run_id"], "cancelled"))["cancel_reason"] == "client disconnected"
+    async with anyio.create_task_group() as tg:
+        # A sync request waiting for a long run; the client gives up once the run is running.
+        tg.start_soon(lambda: client.post("/runs", json={"agent": "sleeper", "input": 120, "on_disconnect": "cancel"}))
+        runs: list = []
+
+        async def running() -> bool:
+            runs[:] = (await client.get("/runs", params={"status": "running"})).json()["runs"]
+            return bool(runs)
+
+        with anyio.fail_after(20):
+            while not await running():
+                await anyio.sleep(0.02)
+        tg.cancel_scope.cancel()  # closes the waiting request's connection
+    run = await wait_status(client, runs[0]["run_id"], "cancelled")
+    assert run["cancel_reason"] == "client disconnected"
 
 
 @pytest.mark.anyio
