@@ -1,4 +1,5 @@
-"""The ASGI binding under another server: hypercorn (asyncio), same API, same disconnect handling."""
+"""The ASGI binding under another server: hypercorn, on asyncio and on trio (the binding and the
+API use anyio only), same API, same disconnect handling."""
 
 from __future__ import annotations
 
@@ -6,20 +7,23 @@ import anyio
 import httpx
 import pytest
 from httpx_sse import aconnect_sse
-from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
 from httpkit import demo_engine, free_port, full_log, sse_events, wait_status
 from runengine.adapters.asgi import engine_asgi_app
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.mark.anyio
-async def test_native_api_under_hypercorn() -> None:
+async def test_native_api_under_hypercorn(anyio_backend: str) -> None:
+    if anyio_backend == "trio":
+        from hypercorn.trio import serve
+    else:
+        from hypercorn.asyncio import serve
     config = Config()
     port = free_port()
     config.bind = [f"127.0.0.1:{port}"]
