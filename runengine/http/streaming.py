@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from ..events import Event
 from ..ports import DEFAULT_PAGE, EventStore
@@ -10,7 +10,7 @@ from ..ports import DEFAULT_PAGE, EventStore
 
 async def follow_batches(
     store: EventStore, run_id: str, *, after_seq: int, idle: float, page_size: int = DEFAULT_PAGE
-) -> AsyncIterator[list[Event]]:
+) -> AsyncGenerator[list[Event], None]:
     """Yield the run's committed events after `after_seq`, a batch per read, until its terminal event.
 
     Yields [] whenever `idle` seconds pass without news (the caller sends a keep-alive
