@@ -80,10 +80,13 @@ class SessionBusy(InvalidRunState):
 
 
 class SessionEnded(InvalidRunState):
-    def __init__(self, session_id: str) -> None:
-        super().__init__("", "ended", f"session {session_id!r} has ended")
-        self.message = f"session {session_id!r} has ended"
-        self.details = {"session_id": session_id}
+    """The session was ended, or its `expires_at` has passed: it takes no new runs."""
+
+    def __init__(self, session_id: str, *, expired: bool = False) -> None:
+        what = "expired" if expired else "ended"
+        super().__init__("", what, f"session {session_id!r} has {what}")
+        self.message = f"session {session_id!r} has {what}"
+        self.details = {"session_id": session_id, "expired": expired}
 
 
 class AgentFailed(Exception):
@@ -331,6 +334,8 @@ class RunEngine:
                 session = await self.store.get_session(session_id)
                 if session is not None and session.ended:
                     raise SessionEnded(session_id)
+                if session is not None and session.expires_at is not None and session.expires_at <= self.clock():
+                    raise SessionEnded(session_id, expired=True)
                 after = await self._apply_session_policy(session_id, policy)
             created = RunCreated(
                 run_id=new_run_id,
