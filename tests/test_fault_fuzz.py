@@ -10,6 +10,8 @@ types, missing fields, bad values), for every operation. Every response must be 
 from __future__ import annotations
 
 import json
+import uuid
+import uuid
 from collections.abc import Iterator
 from urllib.parse import quote
 from pathlib import Path
@@ -59,7 +61,8 @@ def one_error_format(response: schemathesis.Response) -> None:
 
 def known_runs(base: str) -> tuple[list[str], str]:
     """A few real runs (completed, failed, in a session) for the fuzzer to aim at."""
-    session = "fuzz-session"
+    # A fresh session each time: the fuzzer may end the previous one (DELETE /sessions/{id}).
+    session = f"fuzz-session-{uuid.uuid4().hex[:8]}"
     ids = []
     with httpx.Client(base_url=base, timeout=30) as client:
         for agent in ("echo", "tools", "fails"):
@@ -121,7 +124,7 @@ def test_no_5xx_and_errors_in_one_format(served: ServeProcess, mode: GenerationM
 
 ROUTES = {
     "": ["/", "/runs", "/runs/{run}", "/runs/{run}/events", "/runs/{run}/cancel", "/runs/{run}/input", "/agents",
-         "/sessions/{session}/history", "/openapi.json"],
+         "/sessions", "/sessions/{session}", "/sessions/{session}/history", "/openapi.json"],
     "/acp": ["/ping", "/agents", "/agents/{agent}", "/runs", "/runs/{run}", "/runs/{run}/events",
              "/runs/{run}/cancel", "/sessions/{session}", "/sessions/{session}/history/{n}"],
     "/platform": ["/apps/{agent}/execute", "/apps/{agent}/execute/stream", "/apps/{agent}/sessions",
