@@ -183,7 +183,7 @@ async def test_agents_and_openapi(client: httpx.AsyncClient) -> None:
     assert doc["openapi"].startswith("3.")
     assert set(doc["paths"]) == {
         "/runs", "/runs/{run_id}", "/runs/{run_id}/events", "/runs/{run_id}/cancel",
-        "/runs/{run_id}/input", "/sessions/{session_id}/history", "/agents",
+        "/runs/{run_id}/input", "/sessions", "/sessions/{session_id}", "/sessions/{session_id}/history", "/agents",
     }
 
 

@@ -11,6 +11,8 @@ MAX_CONTENT_BYTES = 32 * 1024
 MAX_ID_LENGTH = 200
 MAX_REASON_LENGTH = 1000
 MAX_TIMEOUT = 7 * 24 * 3600.0
+#: Longest `ttl` of a session created through the API (30 days).
+MAX_SESSION_TTL = 30 * 24 * 3600.0
 #: Largest after_seq / Last-Event-ID accepted (18 digits).
 MAX_SEQ = 10**18 - 1
 DEFAULT_EVENTS_LIMIT = 100
@@ -32,6 +34,7 @@ __all__ = [
     "MAX_REASON_LENGTH",
     "MAX_RUNS_LIMIT",
     "MAX_SEQ",
+    "MAX_SESSION_TTL",
     "MAX_TIMEOUT",
     "RETRY_MS",
 ]

@@ -7,6 +7,9 @@
                                     Last-Event-ID, live until the terminal event
     POST /runs/{run_id}/cancel      cancel (idempotent)
     POST /runs/{run_id}/input       give input to a run waiting for it (409 otherwise)
+    POST /sessions                  create a session (201): session_id, metadata, ttl, user_id
+    GET  /sessions/{id}             the session, with its runs counted by status
+    DELETE /sessions/{id}           end it (idempotent): active runs cancelled, new ones refused (409)
     GET  /sessions/{id}/history     the messages of a session's runs
     GET  /agents                    the agents this engine runs
     GET  /openapi.json              this API as an OpenAPI 3.1 document
@@ -17,6 +20,7 @@ The reference with every body, response, error and limit is docs/http.md.
 from __future__ import annotations
 
 import uuid
+from urllib.parse import quote
 from contextlib import aclosing
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -27,6 +31,7 @@ import structlog
 from ..agents import AgentSpec
 from ..engine import MODES, SESSION_POLICIES, RunEngine
 from ..errors import AgentNotFound, RunEngineError, RunNotFound, SessionNotFound
+from ..ports import RunSummary, SessionRecord
 from ..status import Status
 from ..wire import dumps, event_to_dict, event_to_json
 from . import params
@@ -34,7 +39,7 @@ from .auth import AuthHook, authenticate, owner_of
 from .core import HttpError, Request, Response, StreamResponse, error_response, json_response
 from .openapi import native_openapi
 from .router import Router
-from .shapes import history_message_to_json, run_to_json, summary_to_json
+from .shapes import history_message_to_json, run_to_json, session_to_json, summary_to_json
 from .sse import KEEPALIVE, FrameCache, sse_comment, sse_frame
 from .streaming import follow_batches
 
@@ -51,6 +56,7 @@ from .limits import (
     MAX_REASON_LENGTH,
     MAX_RUNS_LIMIT,
     MAX_SEQ,
+    MAX_SESSION_TTL,
     MAX_TIMEOUT,
     RETRY_MS,
 )
@@ -67,6 +73,7 @@ RUN_FIELDS = (
     "session_policy",
     "on_disconnect",
 )
+SESSION_FIELDS = ("session_id", "metadata", "ttl", "user_id")
 
 SSE_HEADERS = (
     ("content-type", "text/event-stream; charset=utf-8"),
@@ -104,6 +111,8 @@ class NativeAPI:
         #: SSE responses being sent right now (what a disconnect test watches go back to 0).
         self.open_streams = 0
         self.frames = FrameCache()
+        #: Makes "is this session id free? then create it" one step for this process's requests.
+        self._creating_session = anyio.Lock()
         self.router = router if router is not None else Router()
         r = self.router
         r.route("POST", "/runs", self._guard(self.create_run))
@@ -112,6 +121,9 @@ class NativeAPI:
         r.route("GET", "/runs/{run_id}/events", self._guard(self.run_events))
         r.route("POST", "/runs/{run_id}/cancel", self._guard(self.cancel_run))
         r.route("POST", "/runs/{run_id}/input", self._guard(self.give_input))
+        r.route("POST", "/sessions", self._guard(self.create_session))
+        r.route("GET", "/sessions/{session_id}", self._guard(self.get_session))
+        r.route("DELETE", "/sessions/{session_id}", self._guard(self.end_session))
         r.route("GET", "/sessions/{session_id}/history", self._guard(self.session_history))
         r.route("GET", "/agents", self._guard(self.list_agents))
         r.route("GET", "/openapi.json", self.openapi)
@@ -318,12 +330,89 @@ class NativeAPI:
         except Exception:
             log.exception("cancel after disconnect failed", run_id=run_id)
 
-    # -- sessions, agents, the document -------------------------------------------------
+    # -- sessions -----------------------------------------------------------------------
 
-    async def session_history(self, request: Request) -> Response:
+    @staticmethod
+    def _session_id(request: Request) -> str:
+        """The path's session id; one no session can have is simply not found."""
         session_id = request.params["session_id"]
         if len(session_id) > MAX_ID_LENGTH or params.has_control_characters(session_id):
             raise SessionNotFound(session_id[:MAX_ID_LENGTH])
+        return session_id
+
+    async def _session_runs(self, session_id: str, owner: str | None) -> list[RunSummary]:
+        """Every run of the session (only `owner`'s when given): listing rows, no log is read."""
+        runs: list[RunSummary] = []
+        before: str | None = None
+        while True:
+            page = await self.engine.store.list_runs(session_id=session_id, owner=owner, limit=200, before=before)
+            runs.extend(page.runs)
+            before = page.next_before
+            if before is None:
+                return runs
+
+    async def _visible_session(self, request: Request, session_id: str) -> tuple[SessionRecord, list[RunSummary], bool]:
+        """(record, the caller's runs in it, whether the record is stored). A session that was never
+        created but has runs (sessions also start on first use) is described from its runs. Another
+        principal's session is answered exactly as a missing one."""
+        owner = self._owner(request)
+        record = await self.engine.store.get_session(session_id)
+        runs = await self._session_runs(session_id, owner)
+        if record is None:
+            if not runs:
+                raise SessionNotFound(session_id)
+            first = min((r.created_at for r in runs if r.created_at is not None), default=None)
+            return SessionRecord(session_id=session_id, owner=owner, created_at=first), runs, False
+        if self.auth is not None and record.owner != owner and (record.owner is not None or not runs):
+            raise SessionNotFound(session_id)
+        return record, runs, True
+
+    async def create_session(self, request: Request) -> Response:
+        body = request.json_object() if request.body.strip() else {}
+        params.reject_unknown(body, SESSION_FIELDS)
+        session_id = params.text(body, "session_id", max_length=MAX_ID_LENGTH)
+        metadata = params.json_object(body, "metadata", max_bytes=MAX_METADATA_BYTES)
+        ttl = params.seconds(body, "ttl", maximum=MAX_SESSION_TTL)
+        user_id = params.text(body, "user_id", max_length=MAX_ID_LENGTH)
+        async with self._creating_session:
+            if session_id is not None and (
+                await self.engine.store.get_session(session_id) is not None
+                or (await self.engine.store.list_runs(session_id=session_id, limit=1)).runs
+            ):
+                # Creating it again would replace someone's session: refuse, whoever owns it.
+                raise HttpError(409, "conflict", f"session {session_id!r} already exists", {"session_id": session_id})
+            record = await self.engine.create_session(
+                session_id=session_id,
+                owner=self._owner(request),
+                metadata=metadata,
+                ttl=ttl,
+                data={"user_id": user_id} if user_id is not None else None,
+            )
+        return json_response(
+            session_to_json(record, [], now=self.engine.clock()),
+            status=201,
+            # Header values are Latin-1: the id (any Unicode) goes percent-encoded.
+            headers=(("location", f"sessions/{quote(record.session_id, safe='')}"),),
+        )
+
+    async def get_session(self, request: Request) -> Response:
+        record, runs, _ = await self._visible_session(request, self._session_id(request))
+        return json_response(session_to_json(record, runs, now=self.engine.clock()))
+
+    async def end_session(self, request: Request) -> Response:
+        session_id = self._session_id(request)
+        record, _, stored = await self._visible_session(request, session_id)
+        if not stored:
+            # Begun by its runs: record it as the caller's, so the ended session stays theirs to read.
+            await self.engine.store.put_session(record)
+        ended = await self.engine.end_session(session_id)  # cancels the session's active runs
+        runs = await self._session_runs(session_id, self._owner(request))
+        return json_response(session_to_json(ended, runs, now=self.engine.clock()))
+
+    # -- history, agents, the document ----------------------------------------------------
+
+    async def session_history(self, request: Request) -> Response:
+        session_id = self._session_id(request)
         messages = await self.engine.session_history(session_id, owner=self._owner(request))
         return json_response(
             {"session_id": session_id, "messages": [history_message_to_json(m) for m in messages]}

@@ -23,6 +23,7 @@ from .limits import (
     MAX_REASON_LENGTH,
     MAX_RUNS_LIMIT,
     MAX_SEQ,
+    MAX_SESSION_TTL,
     MAX_TIMEOUT,
 )
 
@@ -207,6 +208,61 @@ SCHEMAS: dict[str, Any] = {
             "ended": {"type": "boolean"},
         },
     },
+    "CreateSession": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "session_id": _nullable(
+                {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_ID_LENGTH,
+                    "pattern": NO_CONTROL,
+                    "description": "omitted: the server picks one (sess_...); taken: 409",
+                }
+            ),
+            "metadata": _nullable({"type": "object", "description": f"at most {MAX_METADATA_BYTES} bytes encoded"}),
+            "ttl": _nullable(
+                {
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "maximum": MAX_SESSION_TTL,
+                    "description": "seconds until the session expires (then it takes no new runs); omitted: never",
+                }
+            ),
+            "user_id": _nullable({"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": NO_CONTROL}),
+        },
+    },
+    "Session": {
+        "type": "object",
+        "required": ["session_id", "status", "user_id", "created_at", "expires_at", "ended_at", "metadata", "runs"],
+        "properties": {
+            "session_id": {"type": "string"},
+            "status": {
+                "type": "string",
+                "enum": ["active", "ended", "expired"],
+                "description": "only an active session takes new runs",
+            },
+            "user_id": _nullable({"type": "string"}),
+            "created_at": TIME,
+            "expires_at": TIME,
+            "ended_at": TIME,
+            "metadata": {"type": "object"},
+            "runs": {
+                "type": "object",
+                "description": "the session's runs visible to the caller, counted",
+                "required": ["count", "by_status"],
+                "properties": {
+                    "count": {"type": "integer", "minimum": 0},
+                    "by_status": {
+                        "type": "object",
+                        "propertyNames": {"enum": STATUSES},
+                        "additionalProperties": {"type": "integer", "minimum": 1},
+                    },
+                },
+            },
+        },
+    },
     "History": {
         "type": "object",
         "required": ["session_id", "messages"],
@@ -273,7 +329,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         400: "invalid_request: malformed JSON, a wrong type, an unknown field or value, a size limit",
         401: "authentication_error: the auth hook refused the request",
         404: "not_found: no such run, session or agent (or not visible to this principal)",
-        409: "conflict: the run's state does not allow this",
+        409: "conflict: the run's or session's state does not allow this (or the session id is taken)",
     }
     return {str(s): _json(_ref("Error"), names[s]) for s in statuses}
 
@@ -283,6 +339,14 @@ RUN_LINKS = {
     op: {"operationId": op, "parameters": {"run_id": "$response.body#/run_id"}}
     for op in ("getRun", "getRunEvents", "cancelRun", "giveInput")
 }
+
+#: What a client can do next with the session a response names.
+SESSION_LINKS = {
+    op: {"operationId": op, "parameters": {"session_id": "$response.body#/session_id"}}
+    for op in ("getSession", "endSession", "getSessionHistory")
+}
+
+SESSION_ID = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 
 RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 
@@ -409,11 +473,40 @@ def native_openapi(*, auth: bool = False, agents: tuple[str, ...] = ()) -> dict[
                 "responses": {"200": _json(_ref("Run"), "the run with the input recorded"), **errors(400, 404, 409)},
             }
         },
+        "/sessions": {
+            "post": {
+                "operationId": "createSession",
+                "summary": "Create a session, owned by the caller",
+                "requestBody": {
+                    "required": False,
+                    "description": "every field is optional; no body is an empty object",
+                    "content": {"application/json": {"schema": _ref("CreateSession")}},
+                },
+                "responses": {
+                    "201": {**_json(_ref("Session"), "the new session"), "links": SESSION_LINKS},
+                    **errors(400, 409),
+                },
+            }
+        },
+        "/sessions/{session_id}": {
+            "get": {
+                "operationId": "getSession",
+                "summary": "The session, with its runs counted by status",
+                "parameters": [SESSION_ID],
+                "responses": {"200": _json(_ref("Session"), "the session"), **errors(404)},
+            },
+            "delete": {
+                "operationId": "endSession",
+                "summary": "End the session (idempotent): its active runs are cancelled, new ones refused",
+                "parameters": [SESSION_ID],
+                "responses": {"200": _json(_ref("Session"), "the ended session"), **errors(404)},
+            },
+        },
         "/sessions/{session_id}/history": {
             "get": {
                 "operationId": "getSessionHistory",
                 "summary": "The messages of a session's runs, oldest first",
-                "parameters": [{"name": "session_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}],
+                "parameters": [SESSION_ID],
                 "responses": {"200": _json(_ref("History"), "the history"), **errors(404)},
             }
         },

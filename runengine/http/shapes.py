@@ -1,4 +1,4 @@
-"""The JSON shapes of the native API: a run, a run listing row, a session's history.
+"""The JSON shapes of the native API: a run, a run listing row, a session, a session's history.
 
 `run_to_json` is the one RunState -> JSON mapping; other API profiles reuse it
 (or pick fields from it) instead of writing their own.
@@ -6,11 +6,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from ..engine import HistoryMessage
 from ..events import ErrorInfo
-from ..ports import RunSummary
+from ..ports import RunSummary, SessionRecord
 from ..state import RunState
 from ..wire import format_time
 
@@ -84,4 +87,32 @@ def history_message_to_json(message: HistoryMessage) -> dict[str, Any]:
         "run_id": message.run_id,
         "agent": message.agent,
         "at": _time(message.at),
+    }
+
+
+def session_status(record: SessionRecord, now: datetime) -> str:
+    """`ended` (ended explicitly), `expired` (its expires_at has passed) or `active`: only an active
+    session takes new runs."""
+    if record.ended:
+        return "ended"
+    if record.expires_at is not None and record.expires_at <= now:
+        return "expired"
+    return "active"
+
+
+def session_to_json(record: SessionRecord, runs: Sequence[RunSummary], *, now: datetime) -> dict[str, Any]:
+    """The session object, with a count of the (visible) runs in it by status."""
+    user_id = record.data.get("user_id")
+    return {
+        "session_id": record.session_id,
+        "status": session_status(record, now),
+        "user_id": user_id if isinstance(user_id, str) else None,
+        "created_at": _time(record.created_at),
+        "expires_at": _time(record.expires_at),
+        "ended_at": _time(record.ended_at),
+        "metadata": record.metadata,
+        "runs": {
+            "count": len(runs),
+            "by_status": dict(sorted(Counter(r.status.value for r in runs).items())),
+        },
     }
