@@ -183,6 +183,8 @@ class NativeAPI:
         spec = self.engine.agents.find(agent)
         if spec is None or is_internal(spec):  # internal agents serve other profiles, not clients
             raise AgentNotFound(agent, [s.name for s in self.engine.agents if not is_internal(s)])
+        if session_id is not None and self.auth is not None:
+            await self._check_session_joinable(request, session_id)
         run_id = uuid.uuid4().hex
         options: dict[str, Any] = dict(
             session_id=session_id,
@@ -366,6 +368,14 @@ class NativeAPI:
         if self.auth is not None and record.owner != owner and (record.owner is not None or not runs):
             raise SessionNotFound(session_id)
         return record, runs, True
+
+    async def _check_session_joinable(self, request: Request, session_id: str) -> None:
+        """A run may not join a session another principal created (as POST /sessions may not take its id)."""
+        record = await self.engine.store.get_session(session_id)
+        if record is not None and record.owner is not None and record.owner != self._owner(request):
+            raise HttpError(
+                409, "conflict", f"session {session_id!r} belongs to another principal", {"session_id": session_id}
+            )
 
     async def create_session(self, request: Request) -> Response:
         body = request.json_object() if request.body.strip() else {}
