@@ -79,7 +79,9 @@ class RunContext:
             message_id = self._writer.fold.open_message_id or new_id("msg")
         await self._writer.add_delta(message_id, content, self._clock())
 
-    async def complete_message(self, *, role: str = "assistant", content: str | None = None) -> str | None:
+    async def complete_message(
+        self, *, role: str = "assistant", content: str | None = None, durable: bool = True
+    ) -> str | None:
         """Close the message being streamed, if any; returns its id."""
         partial = self.state.partial
         if partial is None:
@@ -88,7 +90,8 @@ class RunContext:
         await self._add(
             lambda seq: MessageCompleted(
                 run_id=self.run_id, seq=seq, at=self._clock(), message_id=partial.message_id, role=role, content=text
-            )
+            ),
+            durable,
         )
         return partial.message_id
 

@@ -358,7 +358,6 @@ class RunEngine:
             else:
                 await self.store.append(new_run_id, [created], expected_seq=0)
                 self._launch(state, after=after, fold=fold)
-        log.debug("run created", run_id=new_run_id, agent=spec.name, mode=mode, session_id=session_id)
         return await self._respond(new_run_id, mode, after_seq=0, created=state)
 
     async def _respond(
@@ -432,7 +431,6 @@ class RunEngine:
                         pass
                     except LeaseLost:  # a queue worker that lost its lease: the run is someone else's
                         active.abandoned = True
-                    run_log.debug("run ended", status=writer.state.status.value, last_seq=writer.state.last_seq)
         except Exception:  # a store failure: the run stays unfinished and is recovered later
             run_log.exception("run driver failed")
         finally:
@@ -461,7 +459,7 @@ class RunEngine:
                     lambda seq: RunStarted(
                         run_id=run_id, seq=seq, at=self.clock(), worker=self.worker_id, attempt=state.attempt + 1
                     ),
-                    durable=True,
+                    durable=False,  # commits with the agent's first events (or within the flush window)
                 )
                 ctx = RunContext(writer, self.store, self.clock, session)
                 failure: Exception | None = None
@@ -471,8 +469,8 @@ class RunEngine:
                         deadline = anyio.fail_after(state.timeout) if state.timeout else contextlib.nullcontext()
                         with deadline:
                             result = await spec.fn(ctx)
-                        await ctx.complete_message()
-                        await writer.flush()
+                        # The last message commits in one batch with the terminal event below.
+                        await ctx.complete_message(durable=False)
                     except Exception as exc:  # re-raised below, outside the group (no ExceptionGroup)
                         failure = exc
                     finally:
@@ -496,7 +494,6 @@ class RunEngine:
                 active.abandoned = True
             if writer.ended_elsewhere is not None or active.abandoned:
                 return None
-            run_log.debug("agent raised", error=repr(exc))
             if isinstance(exc, AgentFailed):
                 return failed(exc.code, exc.message)
             return failed("agent_error", f"{type(exc).__name__}: {exc}")

@@ -30,6 +30,9 @@ from .state import RunState
 
 log = structlog.get_logger("runengine.writer")
 
+#: A finished run gets a snapshot only if at least this many events follow the last one.
+TERMINAL_SNAPSHOT_MIN = 64
+
 
 class RunEndedElsewhere(Exception):
     """The run reached a terminal event written by someone other than this writer."""
@@ -139,9 +142,12 @@ class RunWriter:
                 last = batch[-1]
                 # Nothing else is queued at this instant, so the fold holds the state right
                 # after this batch: take it now if a snapshot is due once the batch commits.
-                snapshot = self.fold.state if last.terminal or self._snapshot_due(last.seq) else None
+                snapshot = self.fold.state if self._snapshot_due(last.seq, last.terminal) else None
                 try:
-                    await self.store.append(self.run_id, batch, expected_seq=batch[0].seq - 1)
+                    # Shielded: a cancel (the run's end, a shutdown) must not leave it unknown
+                    # whether a batch was committed; it waits for the commit instead.
+                    with anyio.CancelScope(shield=True):
+                        await self.store.append(self.run_id, batch, expected_seq=batch[0].seq - 1)
                 except ConcurrencyConflict:
                     await self._rebase(batch)
                     continue
@@ -184,20 +190,16 @@ class RunWriter:
                 if event.terminal:
                     self.ended_elsewhere = event
 
-    def _snapshot_due(self, seq: int | None = None) -> bool:
+    def _snapshot_due(self, seq: int, terminal: bool) -> bool:
         # Every `snapshot_every` events, stretched to 1/8 of the log for very long runs: a
         # snapshot costs the state's size, so a fixed interval would make long streams
         # quadratic, while this keeps the total snapshot work linear and the tail that
-        # `status` folds within 1/8 of the log.
-        since = (self.committed_seq if seq is None else seq) - self._snapshot_seq
+        # `status` folds within 1/8 of the log. At the end of a run, a snapshot pays off
+        # only when the tail is longer than reading a few events would cost.
+        since = seq - self._snapshot_seq
+        if terminal:
+            return since >= TERMINAL_SNAPSHOT_MIN
         return since >= max(self._snapshot_every, self._snapshot_seq // 8)
-
-    async def _snapshot(self) -> None:
-        state = self.fold.state
-        if state is None or state.last_seq != self.committed_seq:
-            return
-        await self.store.save_snapshot(state)
-        self._snapshot_seq = state.last_seq
 
     async def _rebase(self, batch: list[Event]) -> None:
         """After a conflict: refold the committed log, then re-number what we still have to write."""
