@@ -173,7 +173,7 @@ async def end_to_end(dsn: str, runs: int, deltas: int, workers: int) -> list[tup
             logs.append(log_path)
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "runengine.cli", "worker", "--app", "bench_postgres:make_engine",
+                    [sys.executable, "-m", "runengine.adapters.cli", "worker", "--app", "bench_postgres:make_engine",
                      "--concurrency", str(runs), "--poll", "0.2"],
                     stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, env=env, cwd=str(HERE),
                 )

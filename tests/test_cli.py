@@ -19,7 +19,7 @@ import pytest
 from httpkit import TcpProxy, free_port, until
 
 BIN = Path(sys.executable).parent / "runengine"
-COMMAND = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "runengine.cli"]
+COMMAND = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "runengine.adapters.cli"]
 
 
 @pytest.fixture

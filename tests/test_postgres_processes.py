@@ -40,7 +40,7 @@ def anyio_backend() -> str:
 
 
 class Proc:
-    """An engine process (`python -m runengine.cli ...`), its output in a file."""
+    """An engine process (`python -m runengine.adapters.cli ...`), its output in a file."""
 
     def __init__(self, name: str, args: list[str], url: str, logs: Path) -> None:
         self.name = name
@@ -49,7 +49,7 @@ class Proc:
         env.pop("RUNENGINE_STORE", None)
         self._log = open(self.log_path, "wb")
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "runengine.cli", *args],
+            [sys.executable, "-m", "runengine.adapters.cli", *args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -396,7 +396,7 @@ async def test_serve_and_worker_commands_on_postgres(pg_schema_url: str, tmp_pat
 def test_worker_command_refuses_a_store_without_a_queue(tmp_path: Path) -> None:
     for args in (["worker", "--store", f"sqlite:///{tmp_path / 'x.db'}"], ["worker"], ["worker", "--store", "nope"]):
         result = subprocess.run(
-            [sys.executable, "-m", "runengine.cli", *args], capture_output=True, text=True, timeout=60,
+            [sys.executable, "-m", "runengine.adapters.cli", *args], capture_output=True, text=True, timeout=60,
             env={k: v for k, v in os.environ.items() if k != "RUNENGINE_STORE"},
         )
         assert result.returncode == 2, result

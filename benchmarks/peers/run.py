@@ -563,7 +563,7 @@ def main() -> None:
                     sides.append(acp_side(f"runengine /acp ({label})", server, prefix="/acp", agents=("bench_parts", "bench_echo")))
                 servers.append(server)
         elif "runengine" not in args.skip:
-            print("runengine serve is not there yet (runengine/cli.py): its sides are left out of this run", flush=True)
+            print("runengine serve is not there yet (adapters/cli.py): its sides are left out of this run", flush=True)
         if "acp" not in args.skip:
             acp_python = peer_python("acp")
             results["versions"]["acp venv"] = versions(acp_python, ["acp-sdk", *(p.split("==")[0] for p in PEER_VENVS["acp"][1:])])

@@ -23,9 +23,9 @@ import httpx
 import structlog
 from httpx_sse import connect_sse
 
-from . import __version__
-from .engine import RunEngine
-from .errors import RunEngineError
+from runengine import __version__
+from runengine.engine import RunEngine
+from runengine.errors import RunEngineError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = ("run.completed", "run.failed", "run.cancelled")
@@ -99,9 +99,9 @@ def serve(
     """Serve the native API and the live page (uvicorn)."""
     import uvicorn
 
-    from runengine.adapters.asgi import engine_asgi_app  # the CLI is a shell around the core and its adapters
+    from runengine.adapters.asgi import engine_asgi_app
 
-    from .demo import register_demo_agents
+    from runengine.demo import register_demo_agents
 
     if app_ref is not None:
         if ctx.get_parameter_source("store") is click.core.ParameterSource.COMMANDLINE:
@@ -117,7 +117,7 @@ def serve(
         except RunEngineError as exc:
             raise click.BadParameter(exc.message, param_hint="--store") from None
     if engine.queue is not None:  # a shared store: runs go through its work queue
-        from .worker import WorkerOptions
+        from runengine.worker import WorkerOptions
 
         if run_worker or (run_worker is None and app_ref is None):
             engine.worker_options = engine.worker_options or WorkerOptions()
@@ -281,8 +281,8 @@ def worker(
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, log_level.upper())))
 
-    from .demo import register_demo_agents
-    from .worker import WorkerOptions
+    from runengine.demo import register_demo_agents
+    from runengine.worker import WorkerOptions
 
     options = WorkerOptions(
         lease=lease,
