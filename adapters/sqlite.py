@@ -14,9 +14,10 @@ Layout (schema version 1, kept in the `schema_version` table):
 
 Group commit. Every write goes through ONE writer task per store, which takes
 everything queued (appends of every run, snapshots, keys, sessions) and commits it
-as one transaction: a handful of calls into the aiosqlite thread per batch
-(BEGIN, one SELECT of the runs involved, one executemany of the events, one of the
-runs, COMMIT), never one call per row. A batch is taken when `flush_max` events are
+as one transaction, run as ONE call into the aiosqlite thread (BEGIN IMMEDIATE, one
+SELECT of the runs involved, one executemany of the events, one of the runs, COMMIT,
+or ROLLBACK on error): each hop into that thread costs ~100 µs, never one per row
+or per statement. A batch is taken when `flush_max` events are
 queued, `flush_window` seconds after the first queued append, or at once when an
 append holds any event other than `message.delta` (the default window is 0: take
 what is queued as soon as the previous commit ends; see DEFAULT_FLUSH_WINDOW). Appends are checked against the
@@ -29,7 +30,9 @@ Reads go through a second, read-only connection (WAL lets it read while the writ
 writes) and are paged: one `fetchall` of one page, using the primary key, so they
 cost what lies after the cursor, not the length of the log. The committed tail of
 recently written runs is also kept in memory, so the many subscribers of a live
-run re-reading after each wake-up cost no database call.
+run re-reading after each wake-up cost no database call; so is which runs created
+here have no snapshot (short runs never get one), so `load_snapshot` of those costs
+none either.
 
 Durability. WAL mode. `synchronous="FULL"` (default): a committed append survives a
 process crash and a power loss. `synchronous="NORMAL"`: a committed append survives
@@ -45,11 +48,11 @@ import asyncio
 import collections
 import json
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import aiosqlite
@@ -139,6 +142,20 @@ TAIL_RUNS = 128
 #: Run summaries kept in memory (written by this store), for get_run / last_seq / wait.
 SUMMARY_CACHE = 8192
 _IN_CHUNK = 500  # run ids per `IN (...)` query
+
+_T = TypeVar("_T")
+
+
+async def _on_thread(conn: aiosqlite.Connection, fn: Callable[..., _T], *args: Any) -> _T:
+    """Run `fn(raw sqlite3 connection, *args)` on the connection's own thread: one hop.
+
+    aiosqlite (0.17 .. 0.22) has no public call for running a function on its thread;
+    `Connection._execute(fn, *args)` is the queue its own methods go through and `_conn`
+    its sqlite3 connection. This is the one place that relies on them.
+    """
+    raw: sqlite3.Connection = conn._conn
+    result: _T = await conn._execute(fn, raw, *args)
+    return result
 
 
 # -- encoding ------------------------------------------------------------------
@@ -250,13 +267,20 @@ class _Append:
 
 
 class _Statement:
-    """Any other write (snapshot, key, session): run in the batch's transaction, in its own savepoint."""
+    """Any other write (snapshot, key, session): run in the batch's transaction, in its own savepoint.
 
-    __slots__ = ("run", "future")
+    `run` is called on the database thread with the sqlite3 connection.
+    """
 
-    def __init__(self, run: Callable[[aiosqlite.Connection], Awaitable[Any]], future: asyncio.Future[Any]) -> None:
+    __slots__ = ("run", "future", "snapshot_of")
+
+    def __init__(
+        self, run: Callable[[sqlite3.Connection], Any], future: asyncio.Future[Any], snapshot_of: str | None = None
+    ) -> None:
         self.run = run
         self.future = future
+        #: The run whose snapshot this statement writes, if it writes one.
+        self.snapshot_of = snapshot_of
 
 
 class _Tail:
@@ -335,6 +359,9 @@ class SQLiteStore:
         self._closing = False
         self._broken: BaseException | None = None
         self._summaries: collections.OrderedDict[str, RunSummary] = collections.OrderedDict()
+        #: Runs this store created that have no snapshot row (load_snapshot answers None
+        #: without a database call: short runs never get one).
+        self._snapshot_free: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._tails: collections.OrderedDict[str, _Tail] = collections.OrderedDict()
         self._signals: dict[str, _Signal] = {}
         #: Commit latencies (seconds) of recent batches and their sizes, for benchmarks.
@@ -464,6 +491,7 @@ class SQLiteStore:
                     await writer.close()
             self._summaries.clear()
             self._tails.clear()
+            self._snapshot_free.clear()
 
     async def __aenter__(self) -> SQLiteStore:
         await self.open()
@@ -507,10 +535,10 @@ class SQLiteStore:
         self._kick(urgent)
         await future
 
-    async def _submit(self, run: Callable[[aiosqlite.Connection], Awaitable[Any]]) -> Any:
+    async def _submit(self, run: Callable[[sqlite3.Connection], Any], snapshot_of: str | None = None) -> Any:
         self._require_open()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Statement(run, future))
+        self._queue.append(_Statement(run, future, snapshot_of))
         self._kick(True)
         return await future
 
@@ -552,29 +580,9 @@ class SQLiteStore:
         started = loop.time()
         appends = [item for item in batch if isinstance(item, _Append)]
         statements = [item for item in batch if isinstance(item, _Statement)]
-        outcomes: list[BaseException | None] = []
-        results: list[Any] = []
-        committed: dict[str, RunSummary] = {}
-        accepted: list[_Append] = []
         async with self._txn_lock:
             try:
-                await conn.execute("BEGIN IMMEDIATE")
-                try:
-                    if appends:
-                        accepted, outcomes, committed = await self._write_appends(conn, appends)
-                    for index, statement in enumerate(statements):
-                        await conn.execute(f"SAVEPOINT s{index}")
-                        try:
-                            results.append(await statement.run(conn))
-                        except Exception as exc:  # this statement fails alone
-                            await conn.execute(f"ROLLBACK TO s{index}")
-                            results.append(_Failed(exc))
-                        await conn.execute(f"RELEASE s{index}")
-                    await conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        await conn.execute("ROLLBACK")
-                    raise
+                written = await _on_thread(conn, _write_batch, appends, statements)
             except Exception as exc:  # the whole batch failed (I/O error, disk full ...): nothing written
                 error = exc if isinstance(exc, StoreError) else StoreError(f"SQLite write failed: {exc}")
                 for item in batch:
@@ -582,92 +590,44 @@ class SQLiteStore:
                         item.future.set_exception(error)
                 return
         self.commit_times.append(loop.time() - started)
-        self.batch_sizes.append(sum(len(item.rows) for item in accepted))
+        self.batch_sizes.append(sum(len(item.rows) for item in written.accepted))
         # Committed: now (and only now) the caches, the callers and the waiters hear of it.
-        for run_id, summary in committed.items():
+        summaries = self._summaries
+        for run_id, found_seq in written.found.items():
+            cached = summaries.get(run_id)
+            if cached is not None and cached.last_seq != found_seq:
+                self._forget(run_id)  # written by someone else: our caches are stale
+        for summary in written.committed.values():
             self._remember(summary)
-        for item in accepted:
+        snapshot_free = self._snapshot_free
+        for run_id in written.snapshot_free:
+            snapshot_free[run_id] = None
+            if len(snapshot_free) > SUMMARY_CACHE:
+                snapshot_free.popitem(last=False)
+        for statement in statements:
+            if statement.snapshot_of is not None:
+                snapshot_free.pop(statement.snapshot_of, None)
+        for item in written.accepted:
             self._extend_tail(item)
-        for item, outcome in zip(appends, outcomes):
+        for item, outcome in zip(appends, written.outcomes):
             if item.future.done():
                 continue
             if outcome is None:
                 item.future.set_result(None)
             else:
                 item.future.set_exception(outcome)
-        for statement, result in zip(statements, results):
+        for statement, result in zip(statements, written.results):
             if statement.future.done():
                 continue
             if isinstance(result, _Failed):
                 statement.future.set_exception(result.error)
             else:
                 statement.future.set_result(result)
-        for run_id in committed:
+        for run_id in written.committed:
             signal = self._signals.get(run_id)
             if signal is not None:
                 signal.event.set()
                 signal.event = asyncio.Event()
-
-    async def _write_appends(
-        self, conn: aiosqlite.Connection, appends: list[_Append]
-    ) -> tuple[list[_Append], list[BaseException | None], dict[str, RunSummary]]:
-        """Check each append against the runs table (in queue order), then write the good ones."""
-        run_ids = list(dict.fromkeys(item.run_id for item in appends))
-        current: dict[str, RunSummary] = {}
-        for start in range(0, len(run_ids), _IN_CHUNK):
-            chunk = run_ids[start : start + _IN_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            for row in await conn.execute_fetchall(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id IN ({marks})", chunk):
-                current[row[0]] = _summary(row)
-        changed: dict[str, RunSummary] = {}
-        accepted: list[_Append] = []
-        outcomes: list[BaseException | None] = []
-        rows: list[tuple[Any, ...]] = []
-        for item in appends:
-            summary = changed.get(item.run_id) or current.get(item.run_id)
-            actual = summary.last_seq if summary is not None else 0
-            cached = self._summaries.get(item.run_id)
-            if cached is not None and item.run_id not in changed and cached.last_seq != actual:
-                self._forget(item.run_id)  # written by someone else: our caches are stale
-            if actual != item.expected_seq:
-                outcomes.append(ConcurrencyConflict(item.run_id, item.expected_seq, actual))
-                continue
-            events = item.events
-            last = events[-1]
-            if summary is None:
-                first = events[0]
-                assert isinstance(first, RunCreated)
-                summary = RunSummary(
-                    run_id=item.run_id,
-                    agent=first.agent,
-                    status=Status.PENDING,
-                    session_id=first.session_id,
-                    owner=first.owner,
-                    created_at=first.at,
-                    updated_at=first.at,
-                    last_seq=0,
-                )
-                previous = None
-            else:
-                previous = summary.status
-            status = status_after(previous, [event.type for event in events]) if not _all_deltas(events) else previous
-            changed[item.run_id] = RunSummary(
-                run_id=item.run_id,
-                agent=summary.agent,
-                status=status or summary.status,
-                session_id=summary.session_id,
-                owner=summary.owner,
-                created_at=summary.created_at,
-                updated_at=last.at,
-                last_seq=last.seq,
-            )
-            rows.extend(item.rows)
-            accepted.append(item)
-            outcomes.append(None)
-        if rows:
-            await conn.executemany(_INSERT_EVENT, rows)
-            await conn.executemany(_UPSERT_RUN, [_summary_row(s) for s in changed.values()])
-        return accepted, outcomes, changed
 
     # -- caches of what this store committed ---------------------------------------
 
@@ -696,6 +656,7 @@ class SQLiteStore:
 
     def _forget(self, run_id: str) -> None:
         self._summaries.pop(run_id, None)
+        self._snapshot_free.pop(run_id, None)
         self._tails.pop(run_id, None)
 
     # -- reads ------------------------------------------------------------------------
@@ -809,17 +770,20 @@ class SQLiteStore:
         text = state_to_json(state)
         params = (state.run_id, state.last_seq, text)
 
-        async def run(conn: aiosqlite.Connection) -> None:
-            await conn.execute(
+        def run(raw: sqlite3.Connection) -> None:
+            raw.execute(
                 "INSERT INTO snapshots (run_id, last_seq, state) VALUES (?, ?, ?)"
                 " ON CONFLICT (run_id) DO UPDATE SET last_seq = excluded.last_seq, state = excluded.state"
                 " WHERE excluded.last_seq >= snapshots.last_seq",
                 params,
             )
 
-        await self._submit(run)
+        await self._submit(run, snapshot_of=state.run_id)
 
     async def load_snapshot(self, run_id: str) -> RunState | None:
+        if run_id in self._snapshot_free:
+            self._require_open()
+            return None
         rows = await self._fetch("SELECT state FROM snapshots WHERE run_id = ?", (run_id,))
         return state_from_json(rows[0][0]) if rows else None
 
@@ -829,15 +793,15 @@ class SQLiteStore:
         now_us = _micros(now)
         oldest_kept = now_us - int(ttl * 1_000_000)
 
-        async def run(conn: aiosqlite.Connection) -> str:
-            await conn.execute(
+        def run(raw: sqlite3.Connection) -> str:
+            raw.execute(
                 "INSERT INTO idempotency_keys (key, run_id, reserved_us) VALUES (?, ?, ?)"
                 " ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id, reserved_us = excluded.reserved_us"
                 " WHERE idempotency_keys.reserved_us < ?",
                 (key, run_id, now_us, oldest_kept),
             )
-            rows = list(await conn.execute_fetchall("SELECT run_id FROM idempotency_keys WHERE key = ?", (key,)))
-            return str(rows[0][0])
+            row = raw.execute("SELECT run_id FROM idempotency_keys WHERE key = ?", (key,)).fetchone()
+            return str(row[0])
 
         bound: str = await self._submit(run)
         return bound
@@ -856,8 +820,8 @@ class SQLiteStore:
         except (TypeError, ValueError) as exc:
             raise InvalidRequest(f"session {session.session_id!r} cannot be stored as JSON: {exc}") from None
 
-        async def run(conn: aiosqlite.Connection) -> None:
-            await conn.execute(
+        def run(raw: sqlite3.Connection) -> None:
+            raw.execute(
                 "INSERT OR REPLACE INTO sessions (session_id, owner, created_at, expires_at, ended_at, metadata, data)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 params,
@@ -882,6 +846,117 @@ class SQLiteStore:
             metadata=json.loads(metadata),
             data=json.loads(data),
         )
+
+
+# -- the writer's transaction, run on the database thread ----------------------------
+
+
+class _Written:
+    """What one committed batch did: read back on the event loop once COMMIT returned."""
+
+    __slots__ = ("accepted", "outcomes", "committed", "found", "results", "snapshot_free")
+
+    def __init__(self) -> None:
+        self.accepted: list[_Append] = []
+        self.outcomes: list[BaseException | None] = []
+        #: The runs table rows this batch wrote.
+        self.committed: dict[str, RunSummary] = {}
+        #: last_seq found in the runs table for every run appended to (0: no row).
+        self.found: dict[str, int] = {}
+        self.results: list[Any] = []
+        #: Runs this batch created that have no snapshot row when it commits.
+        self.snapshot_free: list[str] = []
+
+
+def _write_batch(raw: sqlite3.Connection, appends: list[_Append], statements: list[_Statement]) -> _Written:
+    """The whole transaction of one batch, in the database thread (one hop from the loop).
+
+    Touches nothing but `raw` and its arguments' plain data (no futures, no caches): the
+    event loop reads the result once this returns. On any error the transaction is
+    rolled back and the error raised, so nothing of the batch is written.
+    """
+    written = _Written()
+    raw.execute("BEGIN IMMEDIATE")
+    try:
+        if appends:
+            _write_appends(raw, appends, written)
+        for index, statement in enumerate(statements):
+            raw.execute(f"SAVEPOINT s{index}")
+            try:
+                written.results.append(statement.run(raw))
+            except Exception as exc:  # this statement fails alone
+                raw.execute(f"ROLLBACK TO s{index}")
+                written.results.append(_Failed(exc))
+            raw.execute(f"RELEASE s{index}")
+        created = [item.run_id for item in written.accepted if item.expected_seq == 0]
+        if created:  # checked last, so a snapshot written in this batch counts
+            with_snapshot: set[str] = set()
+            for start in range(0, len(created), _IN_CHUNK):
+                chunk = created[start : start + _IN_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                with_snapshot.update(row[0] for row in raw.execute(f"SELECT run_id FROM snapshots WHERE run_id IN ({marks})", chunk))
+            written.snapshot_free = [run_id for run_id in created if run_id not in with_snapshot]
+        raw.execute("COMMIT")
+    except BaseException:
+        if raw.in_transaction:
+            raw.execute("ROLLBACK")
+        raise
+    return written
+
+
+def _write_appends(raw: sqlite3.Connection, appends: list[_Append], written: _Written) -> None:
+    """Check each append against the runs table (in queue order), then write the good ones."""
+    run_ids = list(dict.fromkeys(item.run_id for item in appends))
+    current: dict[str, RunSummary] = {}
+    for start in range(0, len(run_ids), _IN_CHUNK):
+        chunk = run_ids[start : start + _IN_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        for row in raw.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id IN ({marks})", chunk).fetchall():
+            current[row[0]] = _summary(row)
+    written.found = {run_id: (current[run_id].last_seq if run_id in current else 0) for run_id in run_ids}
+    changed = written.committed
+    rows: list[tuple[Any, ...]] = []
+    for item in appends:
+        summary = changed.get(item.run_id) or current.get(item.run_id)
+        actual = summary.last_seq if summary is not None else 0
+        if actual != item.expected_seq:
+            written.outcomes.append(ConcurrencyConflict(item.run_id, item.expected_seq, actual))
+            continue
+        events = item.events
+        last = events[-1]
+        if summary is None:
+            first = events[0]
+            assert isinstance(first, RunCreated)
+            summary = RunSummary(
+                run_id=item.run_id,
+                agent=first.agent,
+                status=Status.PENDING,
+                session_id=first.session_id,
+                owner=first.owner,
+                created_at=first.at,
+                updated_at=first.at,
+                last_seq=0,
+            )
+            previous = None
+        else:
+            previous = summary.status
+        status = status_after(previous, [event.type for event in events]) if not _all_deltas(events) else previous
+        changed[item.run_id] = RunSummary(
+            run_id=item.run_id,
+            agent=summary.agent,
+            status=status or summary.status,
+            session_id=summary.session_id,
+            owner=summary.owner,
+            created_at=summary.created_at,
+            updated_at=last.at,
+            last_seq=last.seq,
+        )
+        rows.extend(item.rows)
+        written.accepted.append(item)
+        written.outcomes.append(None)
+    if rows:
+        raw.executemany(_INSERT_EVENT, rows)
+        raw.executemany(_UPSERT_RUN, [_summary_row(s) for s in changed.values()])
 
 
 class _Failed:
