@@ -495,8 +495,9 @@ def print_tables(results: dict[str, Any], sides: list[str]) -> str:
 # -- main ------------------------------------------------------------------------------------
 
 
-def runengine_available() -> bool:
-    return shutil.which("runengine", path=str(Path(PYTHON).parent)) is not None and (ROOT / "runengine" / "cli.py").exists()
+def require_runengine() -> None:
+    if shutil.which("runengine", path=str(Path(PYTHON).parent)) is None:
+        raise SystemExit(f"no `runengine` command beside {PYTHON}: install the project first (make install)")
 
 
 def main() -> None:
@@ -543,7 +544,8 @@ def main() -> None:
             server = Server("floor", lambda port: [PYTHON, str(HERE / "floor_server.py"), str(port)], "/openapi.json")
             sides.append(floor_side(server))
             servers.append(server)
-        if "runengine" not in args.skip and runengine_available():
+        if "runengine" not in args.skip:
+            require_runengine()
             for store in args.runengine_stores:
                 url = {
                     "sqlite": f"sqlite:///{tmp}/bench.db",
@@ -562,8 +564,6 @@ def main() -> None:
                 if store == "sqlite" and _serves_acp(server):
                     sides.append(acp_side(f"runengine /acp ({label})", server, prefix="/acp", agents=("bench_parts", "bench_echo")))
                 servers.append(server)
-        elif "runengine" not in args.skip:
-            print("runengine serve is not there yet (adapters/cli.py): its sides are left out of this run", flush=True)
         if "acp" not in args.skip:
             acp_python = peer_python("acp")
             results["versions"]["acp venv"] = versions(acp_python, ["acp-sdk", *(p.split("==")[0] for p in PEER_VENVS["acp"][1:])])
