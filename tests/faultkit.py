@@ -10,18 +10,16 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import anyio
 import attrs
 import httpx
-import uvicorn
 
+from httpkit import NO_LIFESPAN_H11, free_port, serve
 from runengine.adapters.asgi import ASGIApp
 from runengine.adapters.server import build_app
 from runengine.engine import RunEngine
@@ -32,30 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 @contextlib.asynccontextmanager
 async def serve_engine(engine: RunEngine) -> AsyncIterator[str]:
     """Serve a started engine over real HTTP (uvicorn, h11) on a free loopback port; yield the base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        ASGIApp(build_app(engine)),
-        lifespan="off",
-        log_level="warning",
-        access_log=False,
-        http="h11",
-        loop="asyncio",
-        timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve, [sock])
-        with anyio.fail_after(30):
-            while not server.started:
-                await anyio.sleep(0.01)
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.should_exit = True
-    sock.close()
+    async with serve(ASGIApp(build_app(engine)), **NO_LIFESPAN_H11) as base:
+        yield base
 
 
 # -- reading SSE byte by byte ------------------------------------------------------------
@@ -96,12 +72,6 @@ class FrameReader:
 
 
 # -- `runengine serve` as a child process -------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @attrs.define

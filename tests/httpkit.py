@@ -14,6 +14,7 @@ import anyio
 import httpx
 import uvicorn
 from httpx_sse import aconnect_sse
+from uvicorn.config import LifespanType
 
 from runengine import RunEngine
 from runengine.demo import register_demo_agents
@@ -35,22 +36,36 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def serve(asgi_app: Any, *, started_timeout: float = 20.0) -> AsyncIterator[str]:
-    """Run uvicorn in this event loop on a free 127.0.0.1 port; yield its base URL; stop it."""
+async def serve(
+    asgi_app: Any, *, lifespan: LifespanType = "on", started_timeout: float = 20.0, **uvicorn_options: Any
+) -> AsyncIterator[str]:
+    """Run uvicorn in this event loop on a free 127.0.0.1 port; yield its base URL; stop it.
+
+    `uvicorn_options` go to `uvicorn.Config` as they are (e.g. `http="h11"`, `access_log=False`)."""
     sock = free_socket()
     port = sock.getsockname()[1]
-    config = uvicorn.Config(asgi_app, lifespan="on", log_level="warning", timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        asgi_app, lifespan=lifespan, log_level="warning", timeout_graceful_shutdown=5, **uvicorn_options
+    )
     server = uvicorn.Server(config)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve, [sock])
-        with anyio.fail_after(started_timeout):
-            while not server.started:
-                await anyio.sleep(0.01)
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.should_exit = True
-    sock.close()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, [sock])
+            with anyio.fail_after(started_timeout):
+                while not server.started:
+                    await anyio.sleep(0.01)
+            try:
+                yield f"http://127.0.0.1:{port}"
+            finally:
+                server.should_exit = True
+    finally:
+        sock.close()
+
+
+#: How the fault and profile suites run uvicorn: the engine is started by the test, plain h11.
+NO_LIFESPAN_H11: dict[str, Any] = {
+    "lifespan": "off", "started_timeout": 30.0, "access_log": False, "http": "h11", "loop": "asyncio"
+}
 
 
 def add_test_agents(engine: RunEngine) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -14,8 +13,8 @@ from typing import Any
 
 import anyio
 import attrs
-import uvicorn
 
+from httpkit import NO_LIFESPAN_H11, serve
 from runengine.adapters.asgi import ASGIApp
 from runengine.http.core import App
 
@@ -23,27 +22,8 @@ from runengine.http.core import App
 @contextlib.asynccontextmanager
 async def serve_app(app: App) -> AsyncIterator[str]:
     """Serve `app` over real HTTP (uvicorn, h11) on a free loopback port; yield the base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        ASGIApp(app), lifespan="off", log_level="warning", access_log=False, http="h11", loop="asyncio",
-        timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve, [sock])
-            with anyio.fail_after(30):
-                while not server.started:
-                    await anyio.sleep(0.01)
-            try:
-                yield f"http://127.0.0.1:{port}"
-            finally:
-                server.should_exit = True
-    finally:
-        sock.close()
+    async with serve(ASGIApp(app), **NO_LIFESPAN_H11) as base:
+        yield base
 
 
 @attrs.frozen

@@ -39,6 +39,29 @@ async def start_run(store: PostgresStore, run_id: str) -> None:
     await store.append(run_id, [created(run_id), RunStarted(run_id=run_id, seq=2)], expected_seq=0)
 
 
+async def until_listening(store: PostgresStore) -> None:
+    with anyio.fail_after(10):
+        while not store._listening:
+            await anyio.sleep(0.01)
+
+
+async def assert_append_wakes_tail(writer: PostgresStore, reader: PostgresStore) -> None:
+    """A tail on `reader` past seq 2 of run "r" wakes within 5 s of `writer` appending seq 3."""
+    results: list[bool] = []
+
+    async def tail() -> None:
+        results.append(await reader.wait("r", after_seq=2, timeout=20))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(tail)
+        await anyio.sleep(0.2)
+        with anyio.fail_after(5):  # far below the stores' 30 s re-check: the NOTIFY woke it
+            await writer.append("r", [delta("r", 3)], expected_seq=2)
+            while not results:
+                await anyio.sleep(0.01)
+    assert results == [True]
+
+
 def test_urls_name_the_store_and_its_options() -> None:
     store = open_store("postgres://u:p@127.0.0.1:5999/db?schema=abc&pool_max=3&recheck=0.5&sslmode=disable")
     assert isinstance(store, PostgresStore)
@@ -135,22 +158,8 @@ async def test_a_tail_in_another_process_is_woken_by_notify(pg_dsn: str) -> None
         pg_dsn, schema=name, recheck=30.0
     ) as reader:
         await start_run(writer, "r")
-        with anyio.fail_after(10):
-            while not reader._listening:
-                await anyio.sleep(0.01)
-        results: list[bool] = []
-
-        async def tail() -> None:
-            results.append(await reader.wait("r", after_seq=2, timeout=20))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(tail)
-            await anyio.sleep(0.2)
-            with anyio.fail_after(5):  # far below the 30 s re-check: the NOTIFY woke it
-                await writer.append("r", [delta("r", 3)], expected_seq=2)
-                while not results:
-                    await anyio.sleep(0.01)
-        assert results == [True]
+        await until_listening(reader)
+        await assert_append_wakes_tail(writer, reader)
         assert [e.seq for e in await reader.read("r", after_seq=2)] == [3]
 
 
@@ -192,9 +201,7 @@ async def test_a_dropped_listener_reconnects_and_tails_go_on(pg_dsn: str) -> Non
         await start_run(writer, "r")
         admin = await asyncpg.connect(pg_dsn)
         try:
-            with anyio.fail_after(10):
-                while not reader._listening:
-                    await anyio.sleep(0.01)
+            await until_listening(reader)
             # Kill every listening connection (both stores'): the server side of a network drop.
             killed = await admin.fetchval(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
@@ -206,19 +213,7 @@ async def test_a_dropped_listener_reconnects_and_tails_go_on(pg_dsn: str) -> Non
                     await anyio.sleep(0.01)
                 while not reader._listening:  # it re-listens by itself
                     await anyio.sleep(0.01)
-            results: list[bool] = []
-
-            async def tail() -> None:
-                results.append(await reader.wait("r", after_seq=2, timeout=20))
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(tail)
-                await anyio.sleep(0.2)
-                with anyio.fail_after(5):
-                    await writer.append("r", [delta("r", 3)], expected_seq=2)
-                    while not results:
-                        await anyio.sleep(0.01)
-            assert results == [True]
+            await assert_append_wakes_tail(writer, reader)
         finally:
             await admin.close()
 
