@@ -14,7 +14,11 @@ Measured in the same run, on the same disk, with the same rows:
 - replay: `read(after_seq=last-100, limit=100)` on a 1k-event and a 1M-event run,
   from the database (a freshly opened store: no in-memory tail) and from the tail;
 - status: `engine.status` of a 1M-event run (snapshot 500 events before its end)
-  and of a 1k-event run with no snapshot.
+  and of a 1k-event run with no snapshot;
+- sequential sync runs (`await engine.execute(...)` one after another, an agent that
+  says one message), runs/s, beside raw aiosqlite writing the same rows with the same
+  number of commits per run (run.created; run.started + message.completed;
+  run.completed), so the figure shows the engine's cost over the fsyncs a run needs.
 
 Rounds are interleaved (reference, engine, reference, ...) and the median is shown,
 because this machine is shared and its disk and CPUs are noisy.
@@ -72,6 +76,50 @@ async def reference(directory: Path, rows: int) -> float:
             await conn.execute("COMMIT")
         elapsed = time.perf_counter() - started
     return rows / elapsed
+
+
+async def reference_runs(directory: Path, runs: int) -> float:
+    """Raw aiosqlite: per run, the rows a one-message run writes, in the engine's 3 commits. Runs/s."""
+    path = fresh(directory, "reference-runs.db")
+    async with SQLiteStore(path):  # the same schema the store uses
+        pass
+    at = (datetime.now(timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+    insert = "INSERT INTO events (run_id, seq, type, at_us, data) VALUES (?, ?, ?, ?, ?)"
+    async with aiosqlite.connect(path, isolation_level=None) as conn:
+        await conn.execute("PRAGMA journal_mode = WAL")
+        await conn.execute("PRAGMA synchronous = FULL")
+        started = time.perf_counter()
+        for n in range(runs):
+            run_id = f"{n:032x}"
+            for batch in (
+                [(run_id, 1, "run.created", at, '{"agent":"t","input":"x"}')],
+                [(run_id, 2, "run.started", at, "{}"), (run_id, 3, "message.completed", at, '{"content":"ok"}')],
+                [(run_id, 4, "run.completed", at, '{"output":"ok"}')],
+            ):
+                await conn.execute("BEGIN")
+                await conn.executemany(insert, batch)
+                await conn.execute("COMMIT")
+        elapsed = time.perf_counter() - started
+    return runs / elapsed
+
+
+async def engine_sync_runs(directory: Path, runs: int) -> float:
+    """`runs` sequential sync runs of a one-message agent through the engine. Runs/s."""
+    engine = RunEngine(SQLiteStore(fresh(directory, "sync-runs.db")))
+
+    @engine.agent("t")
+    async def say_ok(ctx: Any) -> None:
+        await ctx.say("ok")
+
+    async with engine:
+        for _ in range(20):  # warm up
+            await engine.execute("t", "x")
+        started = time.perf_counter()
+        for _ in range(runs):
+            state = await engine.execute("t", "x")
+        elapsed = time.perf_counter() - started
+        assert state.status.value == "completed"
+    return runs / elapsed
 
 
 def token_engine(store: SQLiteStore) -> RunEngine:
@@ -248,6 +296,18 @@ async def main() -> None:
                     (f"  sweep: store flush_max={flush_max} flush_window={flush_window * 1e3:g} ms (1 run / {many_runs} runs)",
                      f"{one_rate:,.0f} / {many_rate:,.0f} events/s")
                 )
+        sync_runs = 300 if args.quick else 1_000
+        ref_runs: list[float] = []
+        engine_runs: list[float] = []
+        for _ in range(rounds):
+            ref_runs.append(await reference_runs(directory, sync_runs))
+            engine_runs.append(await engine_sync_runs(directory, sync_runs))
+        ref_rate, engine_rate = statistics.median(ref_runs), statistics.median(engine_runs)
+        rows += [
+            (f"reference: raw aiosqlite, the rows of {sync_runs:,} runs in 3 commits each", f"{ref_rate:,.0f} runs/s"),
+            (f"engine: {sync_runs:,} sequential sync runs (one message each)",
+             f"{engine_rate:,.0f} runs/s  ({engine_rate / ref_rate:.0%} of reference)"),
+        ]
         rows += await replay_and_status(directory, big)
 
     width = max(len(name) for name, _ in rows)
