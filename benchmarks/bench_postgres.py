@@ -44,6 +44,7 @@ from runengine.engine import RunEngine
 from runengine.events import Event, MessageDelta, RunCreated, RunStarted
 from runengine.reducer import Fold
 from runengine.worker import WorkerOptions
+from timing import median_time
 
 HERE = Path(__file__).resolve().parent
 RUN_ID = "0123456789abcdef0123456789abcdef"
@@ -124,15 +125,6 @@ async def build_run(store: PostgresStore, run_id: str, events: int, snapshot_at:
                     fold.apply_all(batch)
                 await store.append(run_id, batch, expected_seq=written)
             written, batch = seq, []
-
-
-async def median_time(call: Any, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        await call()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 async def replay_and_status(dsn: str, big: int) -> list[tuple[str, str]]:

@@ -34,7 +34,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ from runengine.adapters.sqlite import SQLiteStore
 from runengine.engine import RunEngine
 from runengine.events import Event, MessageDelta, RunCreated, RunStarted
 from runengine.reducer import Fold
+from timing import median_time
 
 RUN_ID = "0123456789abcdef0123456789abcdef"
 
@@ -187,15 +187,6 @@ async def build_run(store: SQLiteStore, run_id: str, events: int, snapshot_at: i
                 await store.append(run_id, batch, expected_seq=written)
             written = seq
             batch = []
-
-
-async def median_time(call: Callable[[], Awaitable[Any]], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        await call()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 async def replay_and_status(directory: Path, big: int) -> list[tuple[str, str]]:

@@ -16,7 +16,7 @@ import anyio
 import httpx
 import pytest
 
-from httpkit import TcpProxy, free_port, until
+from httpkit import TcpProxy, free_port
 
 BIN = Path(sys.executable).parent / "runengine"
 COMMAND = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "runengine.adapters.cli"]

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from httpx_sse import aconnect_sse
 
-from httpkit import serve, sse_events, until, wait_status
+from httpkit import serve, sse_events, wait_status
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import uuid
-import uuid
 from collections.abc import Iterator
 from urllib.parse import quote
 from pathlib import Path

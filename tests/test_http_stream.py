@@ -12,7 +12,7 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
-from httpkit import demo_engine, full_log, serve, sse_events, until, wait_status
+from httpkit import demo_engine, full_log, serve, until, wait_status
 from runengine.adapters.asgi import ASGIApp
 from runengine.http.native import NativeAPI
 from runengine.http.page import add_page

@@ -579,7 +579,7 @@ def main() -> None:
                 asyncio.run(http_workloads(sides, args, results))
         if "store" not in args.skip:
             print("event-store workloads", flush=True)
-            sqlite_url = f"sqlite:///{{dir}}/runs.db" if _has_scheme("sqlite") else None
+            sqlite_url = "sqlite:///{dir}/runs.db" if _has_scheme("sqlite") else None
             if sqlite_url is None:
                 print("the SQLite store is not there yet: runengine's store side is left out of this run", flush=True)
             results["versions"]["eventsourcing venv"] = versions(peer_python("eventsourcing"), ["eventsourcing"])

@@ -33,7 +33,7 @@ from ..engine import MODES, SESSION_POLICIES, RunEngine
 from ..errors import AgentNotFound, RunEngineError, RunNotFound, SessionNotFound
 from ..ports import RunSummary, SessionRecord
 from ..status import Status
-from ..wire import dumps, event_to_dict, event_to_json
+from ..wire import dumps, event_to_dict
 from . import params
 from .auth import AuthHook, authenticate, owner_of
 from .core import HttpError, Request, Response, StreamResponse, error_response, json_response
