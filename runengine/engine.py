@@ -21,7 +21,7 @@ import math
 import uuid
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, overload
 
 import anyio
@@ -41,7 +41,6 @@ from .errors import (
 from .events import (
     ErrorInfo,
     Event,
-    MessageCompleted,
     RunCancelled,
     RunCompleted,
     RunCreated,
@@ -511,13 +510,11 @@ class RunEngine:
         return None  # pragma: no cover - every path above returns
 
     async def _wait_terminal(self, run_id: str) -> None:
-        seen = 0
         while True:
             summary = await self.store.get_run(run_id)
             if summary is None or summary.status.terminal:
                 return
-            seen = summary.last_seq
-            await self.store.wait(run_id, after_seq=seen, timeout=1.0)
+            await self.store.wait(run_id, after_seq=summary.last_seq, timeout=1.0)
 
     # -- queries ------------------------------------------------------------------
 
@@ -696,7 +693,7 @@ class RunEngine:
             session_id=session_id or f"sess_{uuid.uuid4().hex}",
             owner=owner,
             created_at=now,
-            expires_at=now + _seconds(ttl) if ttl else None,
+            expires_at=now + timedelta(seconds=ttl) if ttl else None,
             metadata=dict(metadata or {}),
             data=dict(data or {}),
         )
@@ -742,11 +739,6 @@ def _last_message(state: RunState) -> Any:
     return None
 
 
-def _seconds(value: float) -> Any:
-    from datetime import timedelta
-
-    return timedelta(seconds=value)
-
 
 class _ReleasingLock:
     """An async context manager over a per-session lock that forgets the lock when unused."""
@@ -763,4 +755,4 @@ class _ReleasingLock:
             self._locks.pop(self._key, None)
 
 
-__all__ = ["RunEngine", "AgentFailed", "HistoryMessage", "SessionBusy", "SessionEnded", "MessageCompleted"]
+__all__ = ["RunEngine", "AgentFailed", "HistoryMessage", "SessionBusy", "SessionEnded"]
