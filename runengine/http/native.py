@@ -38,6 +38,7 @@ from . import params
 from .auth import AuthHook, authenticate, owner_of
 from .core import HttpError, Request, Response, StreamResponse, error_response, json_response
 from .openapi import native_openapi
+from .openstreams import OpenStreams
 from .router import Router
 from .shapes import history_message_to_json, run_to_json, session_to_json, summary_to_json
 from .sse import KEEPALIVE, FrameCache, sse_comment, sse_frame
@@ -56,6 +57,7 @@ from .limits import (
     MAX_REASON_LENGTH,
     MAX_RUNS_LIMIT,
     MAX_SEQ,
+    MAX_SESSION_METADATA_BYTES,
     MAX_SESSION_TTL,
     MAX_TIMEOUT,
     RETRY_MS,
@@ -104,12 +106,15 @@ class NativeAPI:
         auth: AuthHook | None = None,
         keepalive: float = KEEPALIVE,
         router: Router | None = None,
+        streams: OpenStreams | None = None,
     ) -> None:
         self.engine = engine
         self.auth = auth
         self.keepalive = keepalive
         #: SSE responses being sent right now (what a disconnect test watches go back to 0).
         self.open_streams = 0
+        #: Streams open per principal, bounded (shared with the other surfaces when given).
+        self.streams = streams if streams is not None else OpenStreams()
         self.frames = FrameCache()
         #: Makes "is this session id free? then create it" one step for this process's requests.
         self._creating_session = anyio.Lock()
@@ -200,11 +205,14 @@ class NativeAPI:
             return json_response(run_to_json(state), status=202, headers=(("location", f"runs/{state.run_id}"),))
 
         if mode == "stream":
-            await self.engine.execute(agent, run_input, mode="stream", run_id=run_id, **options)
-            if await self.engine.store.get_run(run_id) is None:
-                # The idempotency key named an earlier run: stream that one instead.
-                run_id = (await self.engine.execute(agent, run_input, mode="async", **options)).run_id
-            return self._sse(run_id, after_seq=0, on_disconnect=on_disconnect, extra=(("x-run-id", run_id),))
+            with self.streams.slot(request) as slot:  # a 429 here creates no run
+                await self.engine.execute(agent, run_input, mode="stream", run_id=run_id, **options)
+                if await self.engine.store.get_run(run_id) is None:
+                    # The idempotency key named an earlier run: stream that one instead.
+                    run_id = (await self.engine.execute(agent, run_input, mode="async", **options)).run_id
+                return slot.bind(
+                    self._sse(run_id, after_seq=0, on_disconnect=on_disconnect, extra=(("x-run-id", run_id),))
+                )
 
         try:
             state = await self.engine.execute(agent, run_input, mode="sync", run_id=run_id, **options)
@@ -273,7 +281,8 @@ class NativeAPI:
             if summary.status.terminal and summary.last_seq <= after_seq:
                 # Nothing more will ever come: 204 tells an EventSource to stop reconnecting.
                 return Response(status=204, headers=(("cache-control", "no-cache"),))
-            return self._sse(run_id, after_seq=after_seq, on_disconnect=on_disconnect or "continue")
+            with self.streams.slot(request) as slot:
+                return slot.bind(self._sse(run_id, after_seq=after_seq, on_disconnect=on_disconnect or "continue"))
         # A JSON page: on_disconnect and Last-Event-ID (validated above) only concern streams.
         summary = await self._visible_summary(request, run_id)
         events = await self.engine.store.read(run_id, after_seq=after_seq, limit=limit)
@@ -381,7 +390,7 @@ class NativeAPI:
         body = request.json_object() if request.body.strip() else {}
         params.reject_unknown(body, SESSION_FIELDS)
         session_id = params.text(body, "session_id", max_length=MAX_ID_LENGTH)
-        metadata = params.json_object(body, "metadata", max_bytes=MAX_METADATA_BYTES)
+        metadata = params.json_object(body, "metadata", max_bytes=MAX_SESSION_METADATA_BYTES)
         ttl = params.seconds(body, "ttl", maximum=MAX_SESSION_TTL)
         user_id = params.text(body, "user_id", max_length=MAX_ID_LENGTH)
         async with self._creating_session:
