@@ -31,6 +31,7 @@ import structlog
 from .agents import AgentRegistry, AgentSpec
 from .context import AgentFn, RunContext
 from .errors import (
+    AgentFailed,
     ConcurrencyConflict,
     EngineNotStarted,
     InvalidRequest,
@@ -49,6 +50,7 @@ from .events import (
     RunRequeued,
     RunStarted,
 )
+from .limits import MAX_EVENT_BYTES, MAX_EVENTS_PER_RUN
 from .ports import MAX_PAGE, EventStore, LeaseLost, RunPage, RunSummary, SessionRecord, WorkQueue
 from .reducer import Fold
 from .state import RunState
@@ -88,15 +90,6 @@ class SessionEnded(InvalidRunState):
         self.details = {"session_id": session_id, "expired": expired}
 
 
-class AgentFailed(Exception):
-    """Raise from an agent to fail its run with a chosen error code (instead of `agent_error`)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 @attrs.define
 class _ActiveRun:
     """A run this engine is executing: its writer, its cancel scope and when it is done."""
@@ -133,6 +126,8 @@ class RunEngine:
         clock: Callable[[], datetime] = utc_now,
         worker_id: str | None = None,
         worker: WorkerOptions | bool | None = None,
+        max_events_per_run: int = MAX_EVENTS_PER_RUN,
+        max_event_bytes: int = MAX_EVENT_BYTES,
     ) -> None:
         if session_policy not in SESSION_POLICIES:
             raise InvalidRequest(f"session_policy must be one of {SESSION_POLICIES}")
@@ -140,8 +135,15 @@ class RunEngine:
             raise InvalidRequest("flush_window must be in (0, 0.010] seconds")
         self.store: EventStore = open_store(store) if isinstance(store, str) else store
         self.agents = AgentRegistry()
+        if max_events_per_run < 3:
+            raise InvalidRequest("max_events_per_run must leave room for run.created, run.started and an end (>= 3)")
+        if max_event_bytes < 1024:
+            raise InvalidRequest("max_event_bytes must be at least 1024")
         self.flush_window = flush_window
         self.flush_max = flush_max
+        #: Past these the writer refuses an agent's event (runengine.limits has the defaults).
+        self.max_events_per_run = max_events_per_run
+        self.max_event_bytes = max_event_bytes
         self.snapshot_every = snapshot_every
         self.session_policy: SessionPolicy = session_policy
         self.idempotency_ttl = idempotency_ttl
@@ -408,6 +410,8 @@ class RunEngine:
             flush_window=self.flush_window,
             flush_max=self.flush_max,
             snapshot_every=self.snapshot_every,
+            max_events=self.max_events_per_run,
+            max_event_bytes=self.max_event_bytes,
         )
         active = _ActiveRun(run_id=state.run_id, writer=writer, after=after)
         self._active[state.run_id] = active

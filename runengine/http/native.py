@@ -31,7 +31,7 @@ import structlog
 from ..agents import AgentSpec
 from ..engine import MODES, SESSION_POLICIES, RunEngine
 from ..errors import AgentNotFound, RunEngineError, RunNotFound, SessionNotFound
-from ..ports import RunSummary, SessionRecord
+from ..ports import SessionRecord, SessionRuns
 from ..status import Status
 from ..wire import dumps, event_to_dict
 from . import params
@@ -351,18 +351,12 @@ class NativeAPI:
             raise SessionNotFound(session_id[:MAX_ID_LENGTH])
         return session_id
 
-    async def _session_runs(self, session_id: str, owner: str | None) -> list[RunSummary]:
-        """Every run of the session (only `owner`'s when given): listing rows, no log is read."""
-        runs: list[RunSummary] = []
-        before: str | None = None
-        while True:
-            page = await self.engine.store.list_runs(session_id=session_id, owner=owner, limit=200, before=before)
-            runs.extend(page.runs)
-            before = page.next_before
-            if before is None:
-                return runs
+    async def _session_runs(self, session_id: str, owner: str | None) -> SessionRuns:
+        """The session's runs (only `owner`'s when given) counted by the store: a session read costs
+        the same whatever the number of its runs."""
+        return await self.engine.store.count_session_runs(session_id, owner=owner)
 
-    async def _visible_session(self, request: Request, session_id: str) -> tuple[SessionRecord, list[RunSummary], bool]:
+    async def _visible_session(self, request: Request, session_id: str) -> tuple[SessionRecord, SessionRuns, bool]:
         """(record, the caller's runs in it, whether the record is stored). A session that was never
         created but has runs (sessions also start on first use) is described from its runs. Another
         principal's session is answered exactly as a missing one."""
@@ -370,11 +364,10 @@ class NativeAPI:
         record = await self.engine.store.get_session(session_id)
         runs = await self._session_runs(session_id, owner)
         if record is None:
-            if not runs:
+            if not runs.count:
                 raise SessionNotFound(session_id)
-            first = min((r.created_at for r in runs if r.created_at is not None), default=None)
-            return SessionRecord(session_id=session_id, owner=owner, created_at=first), runs, False
-        if self.auth is not None and record.owner != owner and (record.owner is not None or not runs):
+            return SessionRecord(session_id=session_id, owner=owner, created_at=runs.first_created_at), runs, False
+        if self.auth is not None and record.owner != owner and (record.owner is not None or not runs.count):
             raise SessionNotFound(session_id)
         return record, runs, True
 
@@ -408,7 +401,7 @@ class NativeAPI:
                 data={"user_id": user_id} if user_id is not None else None,
             )
         return json_response(
-            session_to_json(record, [], now=self.engine.clock()),
+            session_to_json(record, SessionRuns(), now=self.engine.clock()),
             status=201,
             # Header values are Latin-1: the id (any Unicode) goes percent-encoded.
             headers=(("location", f"sessions/{quote(record.session_id, safe='')}"),),
