@@ -23,6 +23,7 @@ from .limits import (
     MAX_REASON_LENGTH,
     MAX_RUNS_LIMIT,
     MAX_SEQ,
+    MAX_SESSION_METADATA_BYTES,
     MAX_SESSION_TTL,
     MAX_TIMEOUT,
 )
@@ -221,7 +222,7 @@ SCHEMAS: dict[str, Any] = {
                     "description": "omitted: the server picks one (sess_...); taken: 409",
                 }
             ),
-            "metadata": _nullable({"type": "object", "description": f"at most {MAX_METADATA_BYTES} bytes encoded"}),
+            "metadata": _nullable({"type": "object", "description": f"at most {MAX_SESSION_METADATA_BYTES} bytes encoded"}),
             "ttl": _nullable(
                 {
                     "type": "number",
