@@ -37,6 +37,12 @@ MAX_ATTACHMENTS = 100
 MAX_FILE_ID_LENGTH = 64
 #: Webhook registrations per app (Platform profile).
 MAX_WEBHOOKS_PER_APP = 50
+#: A webhook or callback URL (Platform registrations, Kore `callbackUrl`), in characters.
+MAX_URL_LENGTH = 2048
+#: A webhook's signing secret (Platform), in characters.
+MAX_SECRET_LENGTH = 1024
+#: A completion callback's bearer token (Kore `callbackToken`), in characters.
+MAX_CALLBACK_TOKEN_LENGTH = 4096
 
 # -- what a run's log keeps (engine options: RunEngine(max_events_per_run=, max_event_bytes=)) ----
 

@@ -24,9 +24,11 @@ from runengine.limits import (
     MAX_ACTIVE_ATTACHMENTS,
     MAX_ATTACHMENTS,
     MAX_FILE_ID_LENGTH,
+    MAX_ID_LENGTH,
     MAX_INPUT_BYTES,
     MAX_METADATA_BYTES,
     MAX_SESSION_METADATA_BYTES,
+    MAX_URL_LENGTH,
 )
 from runengine.ports import RunPage
 from runengine.wire import dumps
@@ -147,7 +149,20 @@ async def test_run_metadata_and_input_over_the_limit_are_refused_on_every_surfac
         acp_meta = await http.post("/acp/runs", json={"agent_name": "echo", "input": [], "metadata": {}})
         assert_refused(acp_meta, 400, "invalid_request", acp=True)  # ACP runs take no metadata at all
 
+        long_url = await http.post(f"{KORE}/execute", json=kore_body("url", callbackUrl="http://example.com/" + blob(MAX_URL_LENGTH)))
+        assert assert_refused(long_url, 400, "invalid_request")["details"]["field"] == "callbackUrl"
+        long_task = {"tasks": [{"type": "agent", "name": "echo", "agentName": blob(MAX_ID_LENGTH + 1)}]}
+        assert_refused(await http.post(f"{KORE}/execute", json=kore_body("task", invoke=long_task)), 400, "invalid_request")
+        long_user = await http.post("/platform/apps/echo/sessions", json={"user_id": blob(MAX_ID_LENGTH + 1)})
+        assert assert_refused(long_user, 400, "invalid_request")["details"]["field"] == "user_id"
+
         assert await run_count(server) == before  # nothing was started
+        # Fields of an invoke task the seeds do not name are not kept with the run.
+        junk = {"tasks": [{"type": "agent", "name": "echo", "notes": blob(500_000)}]}
+        invoked = await http.post(f"{KORE}/execute", json=kore_body("task", invoke=junk))
+        assert invoked.status_code == 200, invoked.text
+        state = await server.engine.status(invoked.json()["sessionInfo"]["runId"])
+        assert len(dumps(state.metadata)) < MAX_METADATA_BYTES
         assert (await http.post("/runs", json={"agent": "echo", "input": "x", "metadata": {"k": blob(1000)}})).status_code == 200
 
 

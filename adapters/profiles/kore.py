@@ -34,11 +34,14 @@ from runengine.http.streaming import follow
 from runengine.limits import (
     MAX_ACTIVE_ATTACHMENTS,
     MAX_ATTACHMENTS,
+    MAX_CALLBACK_TOKEN_LENGTH,
     MAX_FILE_ID_LENGTH,
+    MAX_ID_LENGTH,
     MAX_INPUT_BYTES,
     MAX_METADATA_BYTES,
     MAX_SESSION_METADATA_BYTES,
     MAX_TEXT_CHARS,
+    MAX_URL_LENGTH,
 )
 from runengine.ports import SessionRecord
 from runengine.context import RunContext
@@ -65,6 +68,8 @@ KORE_STATUS = {
     Status.FAILED: "failed",
     Status.CANCELLED: "failed",
 }
+#: The fields of an `invoke` task (seed 001).
+TASK_FIELDS = ("type", "name", "toolType", "agentName")
 TOOL_AGENT = "kore.tool"
 CALLBACK_FORMAT = "kore.execute"
 _NAMESPACE = uuid.UUID("6f1c2a52-5a8e-4c43-9d3e-7d3c5b0e4a11")  # fixed: session ids stay stable across restarts
@@ -440,9 +445,16 @@ class KoreProfile:
         if invoke and (not isinstance(tasks, list) or not tasks or not isinstance(tasks[0], dict)):
             raise invalid("invoke.tasks must be a non-empty array of {type, name}", field="invoke.tasks")
         if tasks:
-            task = tasks[0]
+            # Only the fields the seeds name are kept (the task is recorded with the run).
+            task = {k: tasks[0][k] for k in TASK_FIELDS if tasks[0].get(k) is not None}
+            for field, value in task.items():
+                if not isinstance(value, str) or len(value) > MAX_ID_LENGTH:
+                    raise invalid(
+                        f"invoke.tasks[0].{field} must be a string of at most {MAX_ID_LENGTH} characters",
+                        field=f"invoke.tasks[0].{field}",
+                    )
             name = task.get("name")
-            if not isinstance(name, str) or not name:
+            if not name:
                 raise invalid("invoke.tasks[0].name is required", field="invoke.tasks[0].name")
             if task.get("type") == "agent":
                 spec = self.engine.agents.get(name)
@@ -492,13 +504,15 @@ class KoreProfile:
         attachments = options(body, "attachments") or options(body, "Attachments")
         callback_url = body.get("callbackUrl")
         if callback_url is not None:
-            if not isinstance(callback_url, str):
-                raise invalid("callbackUrl must be a URL string", field="callbackUrl")
+            if not isinstance(callback_url, str) or len(callback_url) > MAX_URL_LENGTH:
+                raise invalid(f"callbackUrl must be a URL string of at most {MAX_URL_LENGTH} characters", field="callbackUrl")
             if self.deliveries is None:
                 raise invalid("completion callbacks are not enabled on this server", field="callbackUrl")
         token = body.get("callbackToken")
-        if token is not None and (not isinstance(token, str) or not token or len(token) > 4096):
-            raise invalid("callbackToken must be a non-empty string", field="callbackToken")
+        if token is not None and (not isinstance(token, str) or not token or len(token) > MAX_CALLBACK_TOKEN_LENGTH):
+            raise invalid(
+                f"callbackToken must be a string of 1 to {MAX_CALLBACK_TOKEN_LENGTH} characters", field="callbackToken"
+            )
         return ExecuteRequest(
             identity=identity,
             agent=agent,

@@ -43,7 +43,7 @@ from runengine.http.openstreams import OpenStreams
 from runengine.http.ratelimit import RateLimited
 from runengine.http.sse import KEEPALIVE
 from runengine.http.streaming import follow
-from runengine.limits import MAX_MESSAGE_CHARS, MAX_METADATA_BYTES, MAX_SESSION_METADATA_BYTES
+from runengine.limits import MAX_ID_LENGTH, MAX_MESSAGE_CHARS, MAX_METADATA_BYTES, MAX_SESSION_METADATA_BYTES
 from runengine.ports import SessionRecord
 from runengine.state import RunState
 from runengine.status import Status
@@ -316,8 +316,10 @@ class PlatformProfile:
         self._agent_for(request.params["app_id"])
         body = request.json_object() if request.body.strip() else {}
         user_id = body.get("user_id")
-        if user_id is not None and (not isinstance(user_id, str) or not user_id):
-            raise HttpError(400, "invalid_request", "user_id must be a non-empty string", {"field": "user_id"})
+        if user_id is not None and (not isinstance(user_id, str) or not user_id or len(user_id) > MAX_ID_LENGTH):
+            raise HttpError(
+                400, "invalid_request", f"user_id must be a string of 1 to {MAX_ID_LENGTH} characters", {"field": "user_id"}
+            )
         metadata = body.get("metadata")
         if metadata is None:
             metadata = {}
