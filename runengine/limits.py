@@ -55,3 +55,6 @@ MAX_EVENT_BYTES = 4 * 1024 * 1024
 
 #: SSE streams one authenticated principal may hold open at once, over every surface (429 past it).
 MAX_OPEN_STREAMS_PER_PRINCIPAL = 100
+#: Encoded SSE frames of recent events kept for many subscribers (native API), in bytes in all:
+#: large events (a 256 KiB input echoed back) must not make a count-bounded cache hold gigabytes.
+MAX_FRAME_CACHE_BYTES = 32 * 1024 * 1024
