@@ -444,9 +444,10 @@ async def test_an_event_over_the_size_limit_is_refused_in_the_agent() -> None:
 
 
 @pytest.mark.anyio
-async def test_the_events_limit_over_http(server: Server) -> None:
-    server.engine.max_events_per_run = 20  # read when a run starts
-    async with server.client() as http:
+async def test_the_events_limit_over_http() -> None:
+    engine = RunEngine("memory://", max_events_per_run=20)
+    add_test_agents(engine)
+    async with engine, serve_app(build_app(engine)) as base, httpx.AsyncClient(base_url=base) as http:
         response = await http.post("/runs", json={"agent": "ticker", "input": {"n": 100}})
         body = response.json()
         assert body["status"] == "failed" and body["error"]["code"] == "too_many_events" and body["last_seq"] == 20
