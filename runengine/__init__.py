@@ -11,12 +11,14 @@ from .errors import (
     AgentNotFound,
     ConcurrencyConflict,
     EngineNotStarted,
+    IdempotencyKeyReused,
     InvalidRequest,
     InvalidRunState,
     InvalidTransition,
     RunEngineError,
     RunNotFound,
     SchemaVersionError,
+    SessionExists,
     SessionNotFound,
     StoreError,
 )
@@ -40,7 +42,7 @@ from .events import (
     UnknownEvent,
     Usage,
 )
-from .ports import EventStore, RunPage, RunSummary, SessionRecord
+from .ports import EventStore, IdempotencyRecord, RunPage, RunSummary, SessionRecord
 from .reducer import Fold, apply, fold
 from .state import Message, RunState, ThoughtRecord, ToolCallRecord, UsageTotals
 from .status import Status
@@ -51,11 +53,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AgentFailed", "AgentNotFound", "ConcurrencyConflict", "Custom", "EngineNotStarted", "ErrorInfo", "Event",
-    "EventStore", "Fold", "HistoryMessage", "InvalidRequest", "InvalidRunState", "InvalidTransition",
+    "EventStore", "Fold", "HistoryMessage", "IdempotencyKeyReused", "IdempotencyRecord", "InvalidRequest", "InvalidRunState", "InvalidTransition",
     "Message", "MessageCompleted", "MessageDelta", "MessageStream", "RunCancelled", "RunCompleted",
     "RunContext", "RunCreated", "RunEngine", "RunEngineError", "RunFailed", "RunInput", "RunNotFound",
     "RunPage", "RunRequeued", "RunStarted", "RunState", "RunSummary", "RunWaitingForInput",
-    "SchemaVersionError", "SessionBusy", "SessionEnded", "SessionNotFound", "SessionRecord", "Status",
+    "SchemaVersionError", "SessionBusy", "SessionEnded", "SessionExists", "SessionNotFound", "SessionRecord", "Status",
     "StoreError", "TRANSITIONS", "Thought", "ThoughtRecord", "ToolCall", "ToolCallRecord", "ToolResult",
     "UnknownEvent", "Usage", "UsageTotals", "apply", "fold", "open_store",
 ]
