@@ -32,11 +32,11 @@ from .agents import AgentRegistry, AgentSpec
 from .context import AgentFn, RunContext
 from .errors import (
     ConcurrencyConflict,
-    SessionExists,
     EngineNotStarted,
     InvalidRequest,
     InvalidRunState,
     RunNotFound,
+    SessionExists,
     SessionNotFound,
 )
 from .events import (
@@ -359,10 +359,16 @@ class RunEngine:
         except BaseException:
             if key_record is not None:  # refused before the run existed: the key stays unused
                 with anyio.CancelScope(shield=True):
-                    if await self.store.get_run(new_run_id) is None:
-                        await self.store.release_idempotency_key(key_record)
+                    await self._release_key(key_record)
             raise
         return await self._respond(new_run_id, mode, after_seq=0, created=state)
+
+    async def _release_key(self, record: IdempotencyRecord) -> None:
+        try:
+            if await self.store.get_run(record.run_id) is None:
+                await self.store.release_idempotency_key(record)
+        except Exception:  # the key frees itself once PENDING_FOR has passed with no run
+            log.exception("could not release an idempotency key", key=record.key, scope=record.scope)
 
     async def _create_run(
         self,
@@ -381,9 +387,11 @@ class RunEngine:
         async with self._session_lock(session_id):
             after: tuple[str, ...] = ()
             if session_id is not None:
-                session = await self.store.add_session(
-                    SessionRecord(session_id=session_id, owner=owner, created_at=self.clock())
-                )
+                session = await self.store.get_session(session_id)
+                if session is None:  # begun by this run: `owner`'s, unless another request won the race
+                    session = await self.store.add_session(
+                        SessionRecord(session_id=session_id, owner=owner, created_at=self.clock())
+                    )
                 if not can_access(session.owner, owner):
                     raise SessionNotFound(session_id)
                 if session.ended:
