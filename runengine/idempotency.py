@@ -16,6 +16,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import attrs
+
 from .errors import IdempotencyKeyReused, InvalidRequest
 from .ports import EventStore, IdempotencyRecord
 
@@ -47,14 +49,7 @@ async def bind_key(
     run (or release the key if it does not). Otherwise the id of the run the key already names,
     created by the same request. `now()` gives the time of each attempt."""
     while True:
-        attempt = IdempotencyRecord(
-            principal=record.principal,
-            scope=record.scope,
-            key=record.key,
-            fingerprint=record.fingerprint,
-            run_id=record.run_id,
-            created_at=now(),
-        )
+        attempt = attrs.evolve(record, created_at=now())
         held = await store.reserve_idempotency_key(attempt, ttl=ttl, pending_for=PENDING_FOR)
         if held is None:
             return None
