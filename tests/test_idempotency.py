@@ -184,3 +184,31 @@ async def test_engine_keys_check_the_request(tmp_path: Path) -> None:
         # Another owner, or another scope, is another key.
         assert (await engine.execute("echo", "twice", idempotency_key="k", owner="bob")).run_id != first.run_id
         assert (await engine.execute("echo", "twice", idempotency_key="k", owner="alice", idempotency_scope="acp")).run_id != first.run_id
+
+
+@pytest.mark.anyio
+async def test_a_repeated_kore_answer_is_not_given_twice() -> None:
+    engine = demo_engine()
+
+    @engine.agent("two-questions")
+    async def two_questions(ctx: Any) -> list[Any]:
+        return [await ctx.ask("first?"), await ctx.ask("second?")]
+
+    base = "/kore/apps/two-questions/environments/dev/runs/execute"
+    ident = [{"type": "userReference", "value": "u-2q"}]
+    async with serve(engine_asgi_app(engine)) as url, httpx.AsyncClient(base_url=url, timeout=30.0) as client:
+        started = await client.post(base, json={"sessionIdentity": ident, "input": [{"type": "text", "content": "go"}], "isAsync": True,
+                                                "invoke": {"tasks": [{"type": "agent", "name": "two-questions"}]}})
+        run_id = started.json()["runId"]
+        await wait_status(client, run_id, "waiting_for_input")
+        answer = {"sessionIdentity": ident, "input": [{"type": "text", "content": "a"}]}
+        first = await client.post(base, json=answer, headers=keyed("k-answer"))
+        assert first.status_code == 200, first.text
+        assert (await client.get(f"/runs/{run_id}")).json()["await_request"] == "second?"
+        # The same request again (a client retry) while the run waits for its second answer.
+        repeat = await client.post(base, json=answer, headers=keyed("k-answer"))
+        assert repeat.status_code == 200, repeat.text
+        run = (await client.get(f"/runs/{run_id}")).json()
+        assert run["status"] == "waiting_for_input" and run["await_request"] == "second?", run
+        assert_error(await client.post(base, json={**answer, "input": [{"type": "text", "content": "b"}]}, headers=keyed("k-answer")),
+                     422, "idempotency_error")
