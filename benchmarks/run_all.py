@@ -24,6 +24,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("bench_http_sse.py", [], ["--repeat", "1"]),
     ("bench_profiles.py", [], ["--quick"]),
     ("bench_platform_stream.py", [], ["--repeat", "1"]),
+    ("bench_durability.py", [], ["--quick"]),
     ("peers/run.py", [], ["--quick"]),
 ]
 
