@@ -226,6 +226,23 @@ async def runengine_steps(path: Path, n: int, repeat: int) -> list[float]:
     return per_step
 
 
+def raw_commits(path: Path, n: int, repeat: int) -> list[float]:
+    """The floor: seconds per commit of one small row, plain sqlite3, WAL, synchronous=FULL."""
+    per_commit = []
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("CREATE TABLE steps (run_id TEXT, seq INTEGER, data TEXT, PRIMARY KEY (run_id, seq))")
+        for r in range(repeat):
+            started = time.perf_counter()
+            for i in range(n):
+                conn.execute("BEGIN")
+                conn.execute("INSERT INTO steps VALUES (?, ?, ?)", (str(r), i, '{"name":"trivial","output":1}'))
+                conn.execute("COMMIT")
+            per_commit.append((time.perf_counter() - started) / n)
+    return per_commit
+
+
 def dbos_steps(python: str, path: Path, n: int, repeat: int, log: Path) -> list[float]:
     result = run_for_json([python, str(DBOS_SCRIPT), "steps", str(path), str(n), str(repeat)], log)
     return [float(s) for s in result["per_step_s"]]
@@ -274,6 +291,16 @@ async def read_all(path: Path) -> list[Any]:
         return events
 
 
+def read_seconds(path: Path, repeat: int) -> float:
+    """The median time to read and decode every event of the file's run (a fresh store each time)."""
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        asyncio.run(read_all(path))
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
 def fold_seconds(events: list[Any], repeat: int) -> float:
     times = []
     for _ in range(repeat):
@@ -292,13 +319,14 @@ def resume_against_length(directory: Path, steps: int, repeat: int, log: Path) -
     print(f"  runengine: a run of {steps:,} steps asleep in {prepared:.1f} s; SIGKILL", flush=True)
     events = asyncio.run(read_all(prepared_path))
     folded = fold_seconds(events, repeat)
+    read = read_seconds(prepared_path, repeat)
     resumes = []
     for i in range(repeat):  # each resume on a fresh copy of the killed file
         path = copy_db(prepared_path, directory / f"long-{steps}-resume{i}.db")
         result = check_recovery("runengine", run_for_json(own_phase("resume", str(path), "1"), log), 1)
         if result is not None:
             resumes.append(result)
-    return {"steps": steps, "events": len(events), "fold_s": folded,
+    return {"steps": steps, "events": len(events), "fold_s": folded, "read_s": read,
             "resume_s": statistics.median(resumes) if resumes else None}
 
 
@@ -310,18 +338,20 @@ def median(values: list[float]) -> float:
 
 
 def table(results: dict[str, Any], dbos: bool) -> str:
-    lines = [f"Durable steps on SQLite (synchronous=FULL), µs per step (median of {results['repeat']} runs):", ""]
+    lines = [f"Durable steps on SQLite (synchronous=FULL), µs per step (median of {results['repeat']} runs); the floor: "
+             "one plain sqlite3 commit of one row per step (WAL, synchronous=FULL):", ""]
     if dbos:
-        lines += ["| steps per run | runengine `ctx.step` | DBOS `@DBOS.step` | DBOS / runengine |", "|---:|---:|---:|---:|"]
+        lines += ["| steps per run | floor: sqlite3 commit | runengine `ctx.step` | DBOS `@DBOS.step` | DBOS / runengine |",
+                  "|---:|---:|---:|---:|---:|"]
     else:
-        lines += ["| steps per run | runengine `ctx.step` |", "|---:|---:|"]
+        lines += ["| steps per run | floor: sqlite3 commit | runengine `ctx.step` |", "|---:|---:|---:|"]
     for row in results["steps"]:
-        ours = median(row["runengine"]) * 1e6
+        floor, ours = median(row["floor"]) * 1e6, median(row["runengine"]) * 1e6
         if dbos:
             theirs = median(row["dbos"]) * 1e6
-            lines.append(f"| {row['n']:,} | {ours:,.0f} | {theirs:,.0f} | {theirs / ours:.1f}x |")
+            lines.append(f"| {row['n']:,} | {floor:,.0f} | {ours:,.0f} | {theirs:,.0f} | {theirs / ours:.1f}x |")
         else:
-            lines.append(f"| {row['n']:,} | {ours:,.0f} |")
+            lines.append(f"| {row['n']:,} | {floor:,.0f} | {ours:,.0f} |")
 
     def cell(values: list[float | None]) -> str:
         done = [v for v in values if v is not None]
@@ -342,18 +372,22 @@ def table(results: dict[str, Any], dbos: bool) -> str:
         lines += ["| runengine |", "|---:|", f"| {cell(results['recovery']['runengine'])} |"]
 
     lines += ["", "Resume against the run's length: engine start until the agent is past its last replayed step, "
-              "beside `runengine.fold` of the same events:", "",
-              "| events in the run | resume | fold | resume / fold |", "|---:|---:|---:|---:|"]
+              "beside `runengine.fold` of the same events and reading them from the file (`store.read`, decoded) "
+              f"(median of {results['resume_repeat']}):", "",
+              "| events in the run | resume | fold | read | resume / fold | resume / (read + fold) |",
+              "|---:|---:|---:|---:|---:|---:|"]
     for row in results["resume"]:
-        resume_s = row["resume_s"]
-        shown = f"{resume_s * 1e3:,.0f} ms" if resume_s is not None else "did not finish"
-        ratio = f"{resume_s / row['fold_s']:.2f}x" if resume_s is not None else "-"
-        lines.append(f"| {row['events']:,} | {shown} | {row['fold_s'] * 1e3:,.0f} ms | {ratio} |")
+        resume_s, fold_s, read_s = row["resume_s"], row["fold_s"], row["read_s"]
+        if resume_s is None:
+            lines.append(f"| {row['events']:,} | did not finish | {fold_s * 1e3:,.0f} ms | {read_s * 1e3:,.0f} ms | - | - |")
+        else:
+            lines.append(f"| {row['events']:,} | {resume_s * 1e3:,.0f} ms | {fold_s * 1e3:,.0f} ms | {read_s * 1e3:,.0f} ms "
+                         f"| {resume_s / fold_s:.1f}x | {resume_s / (read_s + fold_s):.2f}x |")
     rows = results["resume"]
     if len(rows) >= 2 and rows[0]["resume_s"] and rows[-1]["resume_s"]:
         events_x = rows[-1]["events"] / rows[0]["events"]
         lines += ["", f"{events_x:.0f}x the events: resume took {rows[-1]['resume_s'] / rows[0]['resume_s']:.1f}x the time, "
-                  f"fold {rows[-1]['fold_s'] / rows[0]['fold_s']:.1f}x."]
+                  f"fold {rows[-1]['fold_s'] / rows[0]['fold_s']:.1f}x, read {rows[-1]['read_s'] / rows[0]['read_s']:.1f}x."]
     return "\n".join(lines)
 
 
@@ -405,13 +439,15 @@ def main() -> None:
     directory = Path(tempfile.mkdtemp(prefix="runengine-durability-"))
     RESULTS.mkdir(exist_ok=True)
     log = RESULTS / "durability-phases.log"  # the child processes' stderr
-    results: dict[str, Any] = {"repeat": args.repeat, "runs": args.runs, "steps": [], "resume": [],
+    results: dict[str, Any] = {"repeat": args.repeat, "runs": args.runs, "resume_repeat": args.resume_repeat, "steps": [], "resume": [],
                                "recovery": {"runengine": [], "dbos": []}}
     try:
         print("1. cost per durable step", flush=True)
         for n in args.steps:
             row: dict[str, Any] = {"n": n, "runengine": asyncio.run(runengine_steps(directory / f"steps-{n}.db", n, args.repeat))}
             print(f"  runengine, {n} steps: {median(row['runengine']) * 1e6:,.0f} µs per step", flush=True)
+            row["floor"] = raw_commits(directory / f"floor-{n}.db", n, args.repeat)
+            print(f"  floor, {n} commits: {median(row['floor']) * 1e6:,.0f} µs per commit", flush=True)
             if dbos_python:
                 row["dbos"] = dbos_steps(dbos_python, directory / f"dbos-steps-{n}.sqlite", n, args.repeat, log)
                 print(f"  DBOS, {n} steps: {median(row['dbos']) * 1e6:,.0f} µs per step", flush=True)
