@@ -46,6 +46,18 @@ class RunPage:
 
 
 @attrs.frozen(kw_only=True)
+class SessionRuns:
+    """A session's runs counted by status by the store (no row per run is read), and when the first began."""
+
+    by_status: dict[Status, int] = attrs.field(factory=dict)
+    first_created_at: datetime | None = None
+
+    @property
+    def count(self) -> int:
+        return sum(self.by_status.values())
+
+
+@attrs.frozen(kw_only=True)
 class SessionRecord:
     """A conversation session that runs can belong to (created explicitly or on first use)."""
 
@@ -105,6 +117,10 @@ class EventStore(Protocol):
         before: str | None = None,
     ) -> RunPage:
         """Runs newest first, filtered, paged by an opaque cursor."""
+
+    async def count_session_runs(self, session_id: str, *, owner: str | None = None) -> SessionRuns:
+        """The session's runs (only `owner`'s when given) counted by status, in one query: what a
+        session read shows, at a cost that does not grow with rows sent back per run."""
 
     async def save_snapshot(self, state: RunState) -> None:
         """Keep `state` (the fold up to state.last_seq) so reads need not fold from seq 1."""

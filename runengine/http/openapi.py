@@ -23,7 +23,9 @@ from .limits import (
     MAX_REASON_LENGTH,
     MAX_RUNS_LIMIT,
     MAX_SEQ,
+    MAX_SESSION_METADATA_BYTES,
     MAX_SESSION_TTL,
+    MAX_START_DELAY,
     MAX_TIMEOUT,
 )
 
@@ -80,6 +82,14 @@ SCHEMAS: dict[str, Any] = {
             "mode": _nullable({"type": "string", "enum": list(MODES), "default": "sync"}),
             "metadata": _nullable({"type": "object", "description": f"at most {MAX_METADATA_BYTES} bytes encoded"}),
             "timeout": _nullable({"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT}),
+            "start_at": _nullable(
+                {
+                    "type": "string",
+                    "format": "date-time",
+                    "maxLength": 40,
+                    "description": f"a delayed run: pending until this time (with an offset), at most {MAX_START_DELAY:g} s ahead",
+                }
+            ),
             "idempotency_key": _nullable({"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": NO_CONTROL}),
             "session_policy": _nullable({"type": "string", "enum": list(SESSION_POLICIES)}),
             "on_disconnect": _nullable({"type": "string", "enum": ["continue", "cancel"], "default": "continue"}),
@@ -108,6 +118,7 @@ SCHEMAS: dict[str, Any] = {
         "required": [
             "run_id", "agent", "status", "session_id", "input", "metadata", "mode", "output", "error",
             "await_request", "cancel_reason", "messages", "tool_calls", "usage", "attempt",
+            "start_at", "sleeping_until", "input_expires_at", "suspended", "discarded_messages",
             "created_at", "started_at", "finished_at", "updated_at", "last_seq",
         ],
         "properties": {
@@ -159,6 +170,15 @@ SCHEMAS: dict[str, Any] = {
                 },
             },
             "attempt": {"type": "integer", "minimum": 0},
+            "start_at": TIME,
+            "sleeping_until": TIME,
+            "input_expires_at": TIME,
+            "suspended": {"type": "boolean", "description": "left by a graceful stop for the next engine to resume"},
+            "discarded_messages": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "ids of messages a resumed run dropped (their deltas are not part of the output)",
+            },
             "created_at": TIME,
             "started_at": TIME,
             "finished_at": TIME,
@@ -221,7 +241,7 @@ SCHEMAS: dict[str, Any] = {
                     "description": "omitted: the server picks one (sess_...); taken: 409",
                 }
             ),
-            "metadata": _nullable({"type": "object", "description": f"at most {MAX_METADATA_BYTES} bytes encoded"}),
+            "metadata": _nullable({"type": "object", "description": f"at most {MAX_SESSION_METADATA_BYTES} bytes encoded"}),
             "ttl": _nullable(
                 {
                     "type": "number",
@@ -330,6 +350,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         401: "authentication_error: the auth hook refused the request",
         404: "not_found: no such run, session or agent (or not visible to this principal)",
         409: "conflict: the run's or session's state does not allow this (or the session id is taken)",
+        429: "rate_limited: the principal already has the most event streams open at once (Retry-After)",
     }
     return {str(s): _json(_ref("Error"), names[s]) for s in statuses}
 
@@ -389,7 +410,7 @@ def native_openapi(*, auth: bool = False, agents: tuple[str, ...] = ()) -> dict[
                         "links": RUN_LINKS,
                     },
                     "202": {**_json(_ref("Run"), "async: the run, pending"), "links": RUN_LINKS},
-                    **errors(400, 404, 409),
+                    **errors(400, 404, 409, 429),
                 },
             },
             "get": {
@@ -451,7 +472,7 @@ def native_openapi(*, auth: bool = False, agents: tuple[str, ...] = ()) -> dict[
                         "content": {"application/json": {"schema": _ref("EventPage")}, **SSE},
                     },
                     "204": {"description": "SSE only: the run has ended and nothing comes after the cursor"},
-                    **errors(400, 404),
+                    **errors(400, 404, 429),
                 },
             }
         },
