@@ -31,7 +31,7 @@ TESTS = Path(__file__).parent
 RUNS = 60
 KILLS = 20
 CONCURRENCY = 8
-WORKER_OPTIONS = ("--lease", "2", "--heartbeat", "0.5", "--poll", "0.2", "--max-attempts", "100")
+WORKER_OPTIONS = ("--lease", "2", "--heartbeat", "0.5", "--poll", "0.2", "--on-lost", "resume", "--max-attempts", "1000")
 
 
 class WorkerProcess:
