@@ -40,6 +40,8 @@ class DrivenRun:
 class Progress:
     done: int = 0
     runs: list[DrivenRun] = attrs.field(factory=list)
+    #: With a number, only the runs with a lower index may start (the killer lets more in).
+    released: int | None = None
 
 
 async def _create(client: httpx.AsyncClient, run: DrivenRun) -> None:
@@ -118,6 +120,8 @@ async def drive_all(base: str, count: int, concurrency: int, progress: Progress)
     async with httpx.AsyncClient(base_url=base, timeout=timeout, limits=limits) as client:
 
         async def one(index: int) -> None:
+            while progress.released is not None and index >= progress.released:
+                await anyio.sleep(0.01)
             async with limiter:
                 run = DrivenRun(index)
                 progress.runs.append(run)
