@@ -31,7 +31,6 @@ class DrivenRun:
     #: every event received over SSE, by seq (subscribers only ever see committed events)
     seen: dict[int, dict[str, Any]] = attrs.field(factory=dict)
     reconnects: int = 0
-    inputs_posted: int = 0
     #: creations whose idempotency key named a run that was never written (killed in between)
     phantom_keys: int = 0
 
@@ -77,7 +76,6 @@ async def _give_input_if_waiting(client: httpx.AsyncClient, run: DrivenRun) -> N
     except httpx.TransportError:
         return
     assert given.status_code in (200, 409), given.text  # 409: it stopped waiting meanwhile
-    run.inputs_posted += given.status_code == 200
 
 
 async def drive(client: httpx.AsyncClient, run: DrivenRun) -> None:
@@ -159,6 +157,7 @@ class Tally:
     runs: int = 0
     resumed_runs: int = 0
     resumptions: int = 0
+    most_resumptions: int = 0
     #: tool calls that had no result recorded when their run was resumed (the window was open)
     windows_open: int = 0
     #: tool side effects that happened twice: a call in flight at a kill, executed again
@@ -169,7 +168,8 @@ class Tally:
 
     def line(self) -> str:
         return (
-            f"{self.runs} runs, {self.resumed_runs} resumed ({self.resumptions} resumptions); tool calls in flight"
+            f"{self.runs} runs, {self.resumed_runs} resumed ({self.resumptions} resumptions, at most"
+            f" {self.most_resumptions} in one run); tool calls in flight"
             f" at a resume: {self.windows_open}, of which executed twice: {self.windows_hit};"
             f" partial messages discarded: {self.discarded_messages}; client reconnects: {self.reconnects};"
             f" idempotency keys bound to a run never written: {self.phantom_keys}"
@@ -200,6 +200,7 @@ def check_run(
     tally.runs += 1
     tally.resumed_runs += bool(resumed_at)
     tally.resumptions += len(resumed_at)
+    tally.most_resumptions = max(tally.most_resumptions, len(resumed_at))
     tally.discarded_messages += sum(e["type"] == "message.discarded" for e in log)
     tally.reconnects += run.reconnects
     tally.phantom_keys += run.phantom_keys
