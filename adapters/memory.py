@@ -8,13 +8,13 @@ wake-ups, nothing shared between event loops.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import anyio
 
 from runengine.errors import ConcurrencyConflict, InvalidRequest
 from runengine.events import Event
-from runengine.ports import DEFAULT_PAGE, MAX_PAGE, RunPage, RunSummary, SessionRecord
+from runengine.ports import DEFAULT_PAGE, MAX_PAGE, IdempotencyRecord, RunPage, RunSummary, SessionRecord, SessionRuns
 from runengine.state import RunState
 from runengine.status import Status
 from runengine.transitions import status_after
@@ -40,7 +40,7 @@ class MemoryStore:
         self._order: dict[str, int] = {}  # run id -> creation position (the cursor)
         self._counter = 0
         self._snapshots: dict[str, RunState] = {}
-        self._keys: dict[str, tuple[str, datetime]] = {}
+        self._keys: dict[tuple[str, str, str], IdempotencyRecord] = {}  # (principal, scope, key)
         self._sessions: dict[str, SessionRecord] = {}
         self._signals: dict[str, _Signal] = {}
 
@@ -137,6 +137,18 @@ class MemoryStore:
     async def get_run(self, run_id: str) -> RunSummary | None:
         return self._runs.get(run_id)
 
+    async def count_session_runs(self, session_id: str, *, owner: str | None = None) -> SessionRuns:
+        counts: dict[Status, int] = {}
+        first: tuple[int, RunSummary] | None = None
+        for run_id, position in self._order.items():
+            run = self._runs[run_id]
+            if run.session_id != session_id or (owner is not None and run.owner != owner):
+                continue
+            counts[run.status] = counts.get(run.status, 0) + 1
+            if first is None or position < first[0]:
+                first = (position, run)
+        return SessionRuns(by_status=counts, first_created_at=first[1].created_at if first else None)
+
     async def list_runs(
         self,
         *,
@@ -179,17 +191,32 @@ class MemoryStore:
     async def load_snapshot(self, run_id: str) -> RunState | None:
         return self._snapshots.get(run_id)
 
-    async def reserve_idempotency_key(self, key: str, run_id: str, *, now: datetime, ttl: float) -> str:
-        if not key:
+    async def reserve_idempotency_key(
+        self, record: IdempotencyRecord, *, ttl: float, pending_for: float
+    ) -> IdempotencyRecord | None:
+        if not record.key:
             raise InvalidRequest("an idempotency key must not be empty")
-        bound = self._keys.get(key)
-        if bound is not None and now - bound[1] <= timedelta(seconds=ttl):
-            return bound[0]
-        self._keys[key] = (run_id, now)
-        return run_id
+        identity = (record.principal, record.scope, record.key)
+        held = self._keys.get(identity)
+        if held is not None:
+            age = record.created_at - held.created_at
+            live = age <= timedelta(seconds=ttl if held.run_id in self._runs else pending_for)
+            if live:
+                return held
+        self._keys[identity] = record
+        return None
+
+    async def release_idempotency_key(self, record: IdempotencyRecord) -> None:
+        identity = (record.principal, record.scope, record.key)
+        held = self._keys.get(identity)
+        if held is not None and held.run_id == record.run_id:
+            del self._keys[identity]
 
     async def put_session(self, session: SessionRecord) -> None:
         self._sessions[session.session_id] = session
+
+    async def add_session(self, session: SessionRecord) -> SessionRecord:
+        return self._sessions.setdefault(session.session_id, session)
 
     async def get_session(self, session_id: str) -> SessionRecord | None:
         return self._sessions.get(session_id)

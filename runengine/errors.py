@@ -95,6 +95,28 @@ class InvalidRequest(RunEngineError):
     code = "invalid_request"
 
 
+class IdempotencyKeyReused(RunEngineError):
+    """An Idempotency-Key sent again with a different request (IETF Idempotency-Key draft: 422)."""
+
+    code = "idempotency_error"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"the Idempotency-Key {key!r} was used with a different request; use a new key for a new request",
+            idempotency_key=key,
+        )
+
+
+class SessionExists(RunEngineError):
+    """A session id that is taken (by whom is not said)."""
+
+    code = "conflict"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {session_id!r} already exists", session_id=session_id)
+        self.session_id = session_id
+
+
 class EngineNotStarted(RunEngineError):
     code = "engine_not_started"
 
@@ -110,6 +132,37 @@ class SchemaVersionError(StoreError):
     """The database was written by a newer schema than this version knows."""
 
     code = "schema_version"
+
+
+class AgentFailed(Exception):
+    """Raise from an agent to fail its run with a chosen error code (instead of `agent_error`)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class TooManyEvents(AgentFailed):
+    """The run's log holds as many events as the engine allows (`max_events_per_run`): the agent's
+    next event is refused, and the run ends failed with code `too_many_events`."""
+
+    def __init__(self, run_id: str, limit: int) -> None:
+        super().__init__("too_many_events", f"run {run_id!r} reached the limit of {limit} events")
+        self.limit = limit
+
+
+class EventTooLarge(AgentFailed):
+    """An event larger than the engine allows (`max_event_bytes` of JSON): refused, nothing recorded.
+    Uncaught, it ends the run failed with code `event_too_large`."""
+
+    def __init__(self, event_type: str, size: int, limit: int) -> None:
+        super().__init__(
+            "event_too_large", f"a {event_type} event of {size} bytes of JSON is over the limit of {limit} bytes"
+        )
+        self.event_type = event_type
+        self.size = size
+        self.limit = limit
 
 
 class ReplayDivergence(RunEngineError):

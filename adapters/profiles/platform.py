@@ -14,15 +14,16 @@ import contextlib
 import hashlib
 import hmac
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any, cast
 
 import anyio
 import attrs
 
+from runengine import ownership
 from runengine.engine import RunEngine
-from runengine.errors import InvalidRequest, SessionNotFound
+from runengine.errors import InvalidRequest, RunNotFound, SessionExists, SessionNotFound
 from runengine.events import (
     Event,
     MessageCompleted,
@@ -39,19 +40,20 @@ from runengine.adapters.webhooks import WebhookSender
 from runengine.http import HttpError, Request, Response, Router, StreamResponse, json_response, sse_comment, sse_frame
 from runengine.http.auth import AuthHook, authenticate
 from runengine.http.core import App
+from runengine.http.openstreams import OpenStreams
 from runengine.http.ratelimit import RateLimited
 from runengine.http.sse import KEEPALIVE
 from runengine.http.streaming import follow
+from runengine.limits import MAX_ID_LENGTH, MAX_MESSAGE_CHARS, MAX_METADATA_BYTES, MAX_SESSION_METADATA_BYTES
 from runengine.ports import SessionRecord
 from runengine.state import RunState
 from runengine.status import Status
 from runengine.wire import dumps
 
-from .common import idempotency_key
+from .common import idempotency_key, request_fingerprint
 from .platform_webhooks import WebhookDispatcher, WebhookRegistry, format_timestamp, parse_registration
 
 _KIND = "platform.session"
-MAX_MESSAGE_CHARS = 100_000
 
 
 def bearer_keys(keys: Mapping[str, str]) -> AuthHook:
@@ -87,10 +89,14 @@ class PlatformSettings:
 class PlatformProfile:
     """The seed-002 routes over one engine."""
 
-    def __init__(self, engine: RunEngine, settings: PlatformSettings, webhooks: WebhookDispatcher) -> None:
+    def __init__(
+        self, engine: RunEngine, settings: PlatformSettings, webhooks: WebhookDispatcher, streams: OpenStreams | None = None
+    ) -> None:
         self.engine = engine
         self.settings = settings
         self.webhooks = webhooks
+        #: Streams open per principal, bounded (build_app shares one across every surface).
+        self.streams = streams if streams is not None else OpenStreams()
         # Serialise this process's read-modify-write of a session record (execute vs. end).
         self._session_locks: dict[str, tuple[anyio.Lock, int]] = {}
         self.router = Router()
@@ -126,7 +132,12 @@ class PlatformProfile:
         """The app's session, visible to this principal; 404 otherwise (whoever else owns it)."""
         app_id = request.params["app_id"]
         record = await self.engine.store.get_session(session_id)
-        if record is None or record.data.get("kind") != _KIND or record.data.get("app_id") != app_id or record.owner != self._owner(request):
+        if (
+            record is None
+            or record.data.get("kind") != _KIND
+            or record.data.get("app_id") != app_id
+            or not ownership.can_access(record.owner, self._owner(request))
+        ):
             raise HttpError(404, "not_found", "Session not found", {"session_id": session_id})
         return record
 
@@ -172,7 +183,13 @@ class PlatformProfile:
             derived = "sess_" + hashlib.sha256(f"{self._owner(request)}\0{request.params['app_id']}\0{key}".encode()).hexdigest()[:32]
             async with self._session_lock(derived):
                 existing = await self.engine.store.get_session(derived)
-                return existing if existing is not None else await self._start_session(request, None, metadata, derived)
+                if existing is None:
+                    try:
+                        return await self._start_session(request, None, metadata, derived)
+                    except SessionExists:  # another process's repeat of this request started it
+                        existing = await self.engine.store.get_session(derived)
+                assert existing is not None
+                return existing
         if session_id is None:
             return await self._start_session(request, None, metadata)
         if not isinstance(session_id, str) or not session_id:
@@ -193,11 +210,9 @@ class PlatformProfile:
         if record.expires_at is not None and record.expires_at <= now:
             raise HttpError(404, "not_found", "Session has expired", {"session_id": session_id, "expired_at": format_timestamp(record.expires_at)})
         # Request metadata joins the session's metadata ("sessionMeta"); the session lives on.
-        record = attrs.evolve(
-            record,
-            metadata={**record.metadata, **metadata},
-            expires_at=now + timedelta(seconds=self.settings.session_ttl),
-        )
+        merged = {**record.metadata, **metadata}
+        _check_metadata(merged, MAX_SESSION_METADATA_BYTES, "the session's metadata would be")
+        record = attrs.evolve(record, metadata=merged, expires_at=now + timedelta(seconds=self.settings.session_ttl))
         await self.engine.store.put_session(record)
         return record
 
@@ -216,7 +231,10 @@ class PlatformProfile:
             metadata = {}
         if not isinstance(metadata, dict):
             raise HttpError(400, "invalid_request", "metadata must be an object", {"field": "metadata"})
+        _check_metadata(metadata, MAX_METADATA_BYTES, "metadata is")
         key = idempotency_key(request)
+        # /execute and /execute/stream alike: a stream may resume the run a sync request started.
+        key_fingerprint = request_fingerprint(["platform", app_id], body) if key is not None else None
         if agent not in self.engine.agents:
             raise HttpError(404, "not_found", f"app {app_id!r} runs agent {agent!r}, which is not registered", {"app_id": app_id, "agent": agent})
         session = await self._session_for_execute(request, body.get("session_id"), metadata, key)
@@ -229,6 +247,8 @@ class PlatformProfile:
             metadata=metadata,
             owner=self._owner(request),
             idempotency_key=key,
+            idempotency_scope="platform",
+            request_fingerprint=key_fingerprint,
             run_id=trace_id,
         )
         created = state.run_id == trace_id
@@ -263,22 +283,24 @@ class PlatformProfile:
                 "Last-Event-ID on POST needs the original Idempotency-Key; or GET /apps/{app_id}/traces/{trace_id}/stream",
                 {"header": "last-event-id"},
             )
-        state, created = await self._start_run(request)
-        return self._stream(state.run_id, 0 if created else last_event_id)
+        with self.streams.slot(request) as slot:  # a 429 starts no run
+            state, created = await self._start_run(request)
+            return slot.bind(self._stream(state.run_id, 0 if created else last_event_id))
 
     async def resume_stream(self, request: Request) -> StreamResponse:
         trace_id = request.params["trace_id"]
         after = _last_event_id(request)
         if "after_seq" in request.query:
             after = _int_param(request.query["after_seq"], "after_seq")
-        summary = await self.engine.store.get_run(trace_id)
-        if summary is None or summary.owner != self._owner(request) or summary.session_id is None:
-            raise HttpError(404, "not_found", "Trace not found", {"trace_id": trace_id})
         try:
+            summary = await ownership.run_of(self.engine.store, trace_id, self._owner(request))
+            if summary.session_id is None:
+                raise RunNotFound(trace_id)
             await self._own_session(request, summary.session_id)
-        except HttpError:
+        except (RunNotFound, HttpError):
             raise HttpError(404, "not_found", "Trace not found", {"trace_id": trace_id}) from None
-        return self._stream(trace_id, after)
+        with self.streams.slot(request) as slot:
+            return slot.bind(self._stream(trace_id, after))
 
     def _stream(self, run_id: str, after_seq: int) -> StreamResponse:
         return StreamResponse(
@@ -310,13 +332,16 @@ class PlatformProfile:
         self._agent_for(request.params["app_id"])
         body = request.json_object() if request.body.strip() else {}
         user_id = body.get("user_id")
-        if user_id is not None and (not isinstance(user_id, str) or not user_id):
-            raise HttpError(400, "invalid_request", "user_id must be a non-empty string", {"field": "user_id"})
+        if user_id is not None and (not isinstance(user_id, str) or not user_id or len(user_id) > MAX_ID_LENGTH):
+            raise HttpError(
+                400, "invalid_request", f"user_id must be a string of 1 to {MAX_ID_LENGTH} characters", {"field": "user_id"}
+            )
         metadata = body.get("metadata")
         if metadata is None:
             metadata = {}
         if not isinstance(metadata, dict):
             raise HttpError(400, "invalid_request", "metadata must be an object", {"field": "metadata"})
+        _check_metadata(metadata, MAX_SESSION_METADATA_BYTES, "metadata is")
         record = await self._start_session(request, user_id, metadata)
         return json_response(
             {
@@ -471,6 +496,16 @@ class _StreamMapper:
         return call.name if call else None
 
 
+def _check_metadata(metadata: dict[str, Any], limit: int, what: str) -> None:
+    """Metadata over `limit` bytes of JSON is refused (400), nothing kept."""
+    size = len(dumps(metadata).encode())
+    if size > limit:
+        raise HttpError(
+            400, "invalid_request", f"{what} {size} bytes of JSON; the limit is {limit}",
+            {"field": "metadata", "size_bytes": size, "limit_bytes": limit},
+        )
+
+
 def _frame(event: str, data: dict[str, Any], seq: int) -> bytes:
     return sse_frame(dumps(data), event=event, id=seq)
 
@@ -497,6 +532,10 @@ class _Authenticated:
         self._inner = inner
         self._auth = auth
 
+    def routes(self) -> Iterator[tuple[str, str]]:
+        listing = getattr(self._inner, "routes", None)
+        return listing() if listing is not None else iter([("*", "/*")])
+
     async def __call__(self, request: Request) -> Response | StreamResponse:
         try:
             request = await authenticate(self._auth, request)
@@ -519,13 +558,15 @@ def build_platform_app(
     new_session_id: Callable[[], str] | None = None,
     new_trace_id: Callable[[], str] | None = None,
     keepalive: float = KEEPALIVE,
+    streams: OpenStreams | None = None,
 ) -> App:
     """The seed-002 API over `engine`, ready to mount (e.g. under /platform).
 
     Authentication: `api_keys` (key -> principal) or any `auth` hook (headers -> principal);
     neither means auth off. `apps` maps app ids to agent names; other app ids run
     `default_agent`. `rate_limit` requests per `rate_window` seconds per principal,
-    with the X-RateLimit-* headers (off when None).
+    with the X-RateLimit-* headers (off when None). `streams`: the count of open streams per
+    principal to share with other surfaces (a new one when None).
     """
     if api_keys is not None and auth is not None:
         raise InvalidRequest("give api_keys or auth, not both")
@@ -540,7 +581,7 @@ def build_platform_app(
         **({"new_trace_id": new_trace_id} if new_trace_id else {}),
     )
     dispatcher = WebhookDispatcher(engine, WebhookRegistry(engine), webhook_sender or WebhookSender())
-    profile = PlatformProfile(engine, settings, dispatcher)
+    profile = PlatformProfile(engine, settings, dispatcher, streams)
     inner: App = profile.router
     if rate_limit is not None:
         inner = RateLimited(inner, limit=rate_limit, window=rate_window)

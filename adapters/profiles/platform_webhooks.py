@@ -30,10 +30,12 @@ import anyio
 import attrs
 
 from runengine.context import RunContext
+from runengine import ownership
 from runengine.errors import InvalidRequest
 from runengine.adapters.webhooks import Attempt, WebhookSender
 from runengine.engine import AgentFailed
 from runengine.events import Custom, ErrorInfo
+from runengine.limits import MAX_SECRET_LENGTH, MAX_URL_LENGTH, MAX_WEBHOOKS_PER_APP
 from runengine.ports import SessionRecord
 
 if TYPE_CHECKING:
@@ -47,9 +49,6 @@ SIGNATURE_HEADER = "x-kore-signature"
 #: The engine agent that performs deliveries.
 DELIVERY_AGENT = "platform.webhooks"
 _RECORD_PREFIX = "platform.webhooks."
-MAX_WEBHOOKS_PER_APP = 50
-MAX_URL_LENGTH = 2048
-MAX_SECRET_LENGTH = 1024
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -112,7 +111,7 @@ class WebhookRegistry:
 
     async def of_owner(self, app_id: str, owner: str | None) -> list[Registration]:
         """The app's registrations made by `owner` (each principal sees and gets only its own)."""
-        return [r for r in await self._all(app_id) if r.owner == owner]
+        return [r for r in await self._all(app_id) if ownership.can_access(r.owner, owner)]
 
     async def _all(self, app_id: str) -> list[Registration]:
         record = await self._engine.store.get_session(self.record_id(app_id))
@@ -139,7 +138,7 @@ class WebhookRegistry:
     async def remove(self, app_id: str, webhook_id: str, owner: str | None) -> bool:
         async with self._lock(app_id):
             current = await self._all(app_id)
-            kept = [r for r in current if r.webhook_id != webhook_id or r.owner != owner]
+            kept = [r for r in current if r.webhook_id != webhook_id or not ownership.can_access(r.owner, owner)]
             if len(kept) == len(current):
                 return False
             await self._save(app_id, kept)

@@ -10,10 +10,8 @@ from urllib.parse import parse_qsl
 import attrs
 
 from ..errors import RunEngineError
+from ..limits import MAX_BODY_BYTES
 from ..wire import dumps
-
-#: Largest request body accepted, in bytes (documented in the README's API section).
-MAX_BODY_BYTES = 1_048_576
 
 
 def _reject_constant(name: str) -> Any:
@@ -157,6 +155,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "agent_not_found": 404,
     "conflict": 409,
     "invalid_transition": 409,
+    "idempotency_error": 422,
     "engine_not_started": 503,
 }
 
