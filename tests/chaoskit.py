@@ -31,8 +31,6 @@ class DrivenRun:
     #: every event received over SSE, by seq (subscribers only ever see committed events)
     seen: dict[int, dict[str, Any]] = attrs.field(factory=dict)
     reconnects: int = 0
-    #: creations whose idempotency key named a run that was never written (killed in between)
-    phantom_keys: int = 0
 
 
 @attrs.define
@@ -44,26 +42,20 @@ class Progress:
 
 
 async def _create(client: httpx.AsyncClient, run: DrivenRun) -> None:
-    key = f"chaos-{run.index}"
+    """POST the run until it is acknowledged; retries carry the same idempotency key, so a request
+    that reached a server killed before it answered does not make a second run."""
     while True:
         try:
             response = await client.post(
                 "/runs",
-                json={"agent": "chaos", "input": {"i": run.index}, "mode": "async", "idempotency_key": key},
+                json={"agent": "chaos", "input": {"i": run.index}, "mode": "async", "idempotency_key": f"chaos-{run.index}"},
             )
         except httpx.TransportError:
             await anyio.sleep(RECONNECT_PAUSE)
             continue
-        if response.status_code == 202:
-            run.run_id = response.json()["run_id"]
-            return
-        if response.status_code == 404:
-            # The key was bound to a run id whose run.created never committed (a kill between
-            # the two writes): that run does not exist, so a new key creates it afresh.
-            run.phantom_keys += 1
-            key = f"chaos-{run.index}-{run.phantom_keys}"
-            continue
-        raise AssertionError(f"creating run {run.index}: {response.status_code} {response.text}")
+        assert response.status_code == 202, (run.index, response.status_code, response.text)
+        run.run_id = response.json()["run_id"]
+        return
 
 
 async def _give_input_if_waiting(client: httpx.AsyncClient, run: DrivenRun) -> None:
@@ -164,15 +156,13 @@ class Tally:
     windows_hit: int = 0
     discarded_messages: int = 0
     reconnects: int = 0
-    phantom_keys: int = 0
 
     def line(self) -> str:
         return (
             f"{self.runs} runs, {self.resumed_runs} resumed ({self.resumptions} resumptions, at most"
             f" {self.most_resumptions} in one run); tool calls in flight"
             f" at a resume: {self.windows_open}, of which executed twice: {self.windows_hit};"
-            f" partial messages discarded: {self.discarded_messages}; client reconnects: {self.reconnects};"
-            f" idempotency keys bound to a run never written: {self.phantom_keys}"
+            f" partial messages discarded: {self.discarded_messages}; client reconnects: {self.reconnects}"
         )
 
 
@@ -203,7 +193,6 @@ def check_run(
     tally.most_resumptions = max(tally.most_resumptions, len(resumed_at))
     tally.discarded_messages += sum(e["type"] == "message.discarded" for e in log)
     tally.reconnects += run.reconnects
-    tally.phantom_keys += run.phantom_keys
     for tool in TOOLS:
         calls = [e for e in log if e["type"] == "tool.call" and e["data"]["name"] == tool]
         assert len(calls) == 1, (where, tool, calls)
