@@ -43,7 +43,7 @@ from runengine.state import RunState
 from runengine.status import Status
 from runengine.transitions import status_after
 from runengine.validation import check_append, check_page, decode_cursor, encode_cursor
-from runengine.wire import data_to_json, event_from_parts, state_from_json, state_to_json
+from runengine.wire import data_to_json, event_from_parts, state_from_json, state_to_json, to_json
 
 log = structlog.get_logger("runengine.postgres")
 
@@ -134,6 +134,9 @@ class _Append:
     events: Sequence[Event]
     expected_seq: int
     future: asyncio.Future[None]
+    #: Each event's payload as JSON, encoded by the caller: one that cannot be JSON fails
+    #: alone, in its own append, never the writer's whole batch.
+    data: list[str]
     lease: Lease | None = None
     enqueue: bool = False
     after: tuple[str, ...] = ()
@@ -350,7 +353,8 @@ class PostgresStore:
 
     async def append(self, run_id: str, events: Sequence[Event], *, expected_seq: int) -> None:
         check_append(run_id, events, expected_seq)
-        await self._submit(_Append(run_id, list(events), expected_seq, self._new_future()))
+        data = [data_to_json(e) for e in events]
+        await self._submit(_Append(run_id, list(events), expected_seq, self._new_future(), data))
 
     def _new_future(self) -> asyncio.Future[None]:
         return asyncio.get_running_loop().create_future()
@@ -493,7 +497,7 @@ class PostgresStore:
             [e.seq for e in events],
             [e.type for e in events],
             [e.at for e in events],
-            [data_to_json(e) for e in events],
+            [text for r in accepted for text in r.data],
         )
         touched: dict[str, tuple[_RunRow, datetime]] = {}
         for request in accepted:
@@ -560,8 +564,8 @@ class PostgresStore:
         if len(rows) != len(request.events):
             return False
         return all(
-            row[0] == e.seq and row[1] == e.type and row[2] == e.at and row[3] == data_to_json(e)
-            for row, e in zip(rows, request.events)
+            row[0] == e.seq and row[1] == e.type and row[2] == e.at and row[3] == text
+            for row, e, text in zip(rows, request.events, request.data)
         )
 
     async def read(self, run_id: str, *, after_seq: int = 0, limit: int = DEFAULT_PAGE) -> list[Event]:
@@ -777,8 +781,8 @@ class PostgresStore:
             session.created_at,
             session.expires_at,
             session.ended_at,
-            _dumps(session.metadata),
-            _dumps(session.data),
+            to_json(session.metadata, "session metadata"),
+            to_json(session.data, "session data"),
         )
 
     async def get_session(self, session_id: str) -> SessionRecord | None:
@@ -811,8 +815,9 @@ class PostgresWorkQueue:
         if not isinstance(events[0], RunCreated):  # pragma: no cover - check_append ensures it
             raise InvalidRequest("a queued run starts with run.created")
         store = self._store
+        data = [data_to_json(e) for e in events]
         await store._submit(
-            _Append(run_id, list(events), 0, store._new_future(), enqueue=True, after=tuple(after))
+            _Append(run_id, list(events), 0, store._new_future(), data, enqueue=True, after=tuple(after))
         )
 
     async def claim(self, worker: str, *, agents: Sequence[str], limit: int, lease: float) -> list[Lease]:
@@ -867,7 +872,8 @@ class PostgresWorkQueue:
     async def append_leased(self, lease: Lease, events: Sequence[Event], *, expected_seq: int) -> None:
         check_append(lease.run_id, events, expected_seq)
         store = self._store
-        await store._submit(_Append(lease.run_id, list(events), expected_seq, store._new_future(), lease=lease))
+        data = [data_to_json(e) for e in events]
+        await store._submit(_Append(lease.run_id, list(events), expected_seq, store._new_future(), data, lease=lease))
 
     async def release(self, lease: Lease) -> None:
         store = self._store
@@ -937,12 +943,6 @@ def _summary(row: asyncpg.Record) -> RunSummary:
         updated_at=row["updated_at"],
         last_seq=row["last_seq"],
     )
-
-
-def _dumps(value: Any) -> str:
-    from runengine.wire import dumps
-
-    return dumps(value)
 
 
 def _parse(key: str, value: str, kind: Callable[[str], Any]) -> Any:

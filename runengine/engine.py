@@ -55,6 +55,7 @@ from .state import RunState
 from .status import Status
 from .stores import open_store
 from .worker import Worker, WorkerOptions, worker_options
+from .wire import to_json
 from .writer import RunEndedElsewhere, RunWriter
 
 log = structlog.get_logger("runengine")
@@ -313,6 +314,9 @@ class RunEngine:
             raise InvalidRequest("timeout must be a positive number of seconds", timeout=timeout)
         if metadata is not None and not isinstance(metadata, dict):
             raise InvalidRequest("metadata must be an object")
+        # Before anything is reserved or written: what cannot be stored as JSON (NaN ...) is refused.
+        to_json(input, "input")
+        to_json(metadata, "metadata")
         policy = session_policy or self.session_policy
         if policy not in SESSION_POLICIES:
             raise InvalidRequest(f"session_policy must be one of {SESSION_POLICIES}")
@@ -645,6 +649,7 @@ class RunEngine:
 
     async def resume(self, run_id: str, input: Any) -> RunState:
         """Give input to a run waiting for it; returns the state with the input recorded."""
+        to_json(input, "input")
         while True:
             state = await self.status(run_id)
             if state.status is not Status.WAITING_FOR_INPUT:
@@ -688,6 +693,8 @@ class RunEngine:
         ttl: float | None = None,
         data: dict[str, Any] | None = None,
     ) -> SessionRecord:
+        to_json(metadata, "metadata")
+        to_json(data, "data")
         now = self.clock()
         session = SessionRecord(
             session_id=session_id or f"sess_{uuid.uuid4().hex}",

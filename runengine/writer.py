@@ -2,7 +2,9 @@
 
 Every event is validated by the run's `Fold` the moment it is produced (so an
 illegal event fails in the agent that produced it, and nothing is written), then
-queued. Token deltas are committed in groups: the queue is flushed when
+queued. So is its payload as strict JSON: an event holding NaN, Infinity or
+anything else JSON cannot carry raises InvalidRequest in the agent, and a run's
+output that cannot be JSON ends the run `run.failed` with code `invalid_output`. Token deltas are committed in groups: the queue is flushed when
 `flush_max` events are pending, `flush_window` seconds after the first one, or at
 once for any other event. A flush is one `store.append` call, so one transaction,
 and nobody sees an event before its batch is durable.
@@ -22,11 +24,12 @@ import anyio
 import attrs
 import structlog
 
-from .errors import ConcurrencyConflict
-from .events import Event, MessageDelta
+from .errors import ConcurrencyConflict, InvalidRequest
+from .events import ErrorInfo, Event, MessageDelta, RunFailed
 from .ports import MAX_PAGE, EventStore
 from .reducer import Fold
 from .state import RunState
+from .wire import data_to_json
 
 log = structlog.get_logger("runengine.writer")
 
@@ -40,6 +43,22 @@ class RunEndedElsewhere(Exception):
     def __init__(self, event: Event) -> None:
         super().__init__(f"run {event.run_id} ended elsewhere with {event.type} (seq {event.seq})")
         self.event = event
+
+
+def _as_json(event: Event) -> Event:
+    """`event` if its payload can be stored and sent as strict JSON; InvalidRequest if not.
+
+    A terminal event (the run's output) has no agent left to raise into: it becomes
+    run.failed with code `invalid_output`, so the run still ends, with a clear reason.
+    """
+    try:
+        data_to_json(event)
+    except InvalidRequest as exc:
+        if not event.terminal:
+            raise
+        error = ErrorInfo(code="invalid_output", message=exc.message)
+        return RunFailed(run_id=event.run_id, seq=event.seq, at=event.at, error=error)
+    return event
 
 
 class RunWriter:
@@ -86,7 +105,7 @@ class RunWriter:
     async def add(self, build: Callable[[int], Event], *, durable: bool) -> Event:
         """Number, validate and queue an event; with `durable`, return once it is committed."""
         self._check()
-        event = build(self.fold.last_seq + 1)
+        event = _as_json(build(self.fold.last_seq + 1))
         self.fold.apply(event)  # InvalidTransition here leaves everything as it was
         pending = self._pending
         pending.append(event)

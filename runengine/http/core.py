@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
@@ -19,6 +20,19 @@ MAX_BODY_BYTES = 1_048_576
 def _reject_constant(name: str) -> Any:
     # NaN and Infinity are not JSON: refuse them rather than store what cannot be sent back.
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    # 1e400 is valid JSON text, but Python reads it as inf, which no JSON encoder can write back.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is out of range (JSON numbers here must be finite doubles)")
+    return value
+
+
+def parse_json(body: bytes | str) -> Any:
+    """Strict JSON: NaN, Infinity, -Infinity and numbers out of a double's range raise ValueError."""
+    return json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 @attrs.frozen(kw_only=True)
@@ -58,7 +72,7 @@ class Request:
         if not self.body.strip():
             raise HttpError(400, "invalid_request", "request body must be a JSON object")
         try:
-            value = json.loads(self.body, parse_constant=_reject_constant)
+            value = parse_json(self.body)
             # "\ud800" parses, but a lone surrogate cannot be stored or sent as UTF-8: refuse it here.
             json.dumps(value, ensure_ascii=False).encode()
             return value
