@@ -61,14 +61,9 @@ class Request:
         return self.headers.get(name.lower(), default)
 
     def json(self) -> Any:
-        """The body as JSON; a clear 400 when it is not."""
+        """The body as JSON; a clear 400 when it is not (413 when it is over the size limit)."""
         if len(self.body) > MAX_BODY_BYTES:
-            raise HttpError(
-                400,
-                "invalid_request",
-                f"request body is larger than {MAX_BODY_BYTES} bytes",
-                {"limit_bytes": MAX_BODY_BYTES},
-            )
+            raise payload_too_large()
         if not self.body.strip():
             raise HttpError(400, "invalid_request", "request body must be a JSON object")
         try:
@@ -137,6 +132,26 @@ class HttpError(Exception):
 
     def response(self) -> Response:
         return error_response(self.status, self.code, self.message, self.details, self.headers)
+
+
+def payload_too_large() -> HttpError:
+    """A body over MAX_BODY_BYTES. Bindings answer it before reading more than the limit."""
+    return HttpError(
+        413,
+        "payload_too_large",
+        f"request body is larger than {MAX_BODY_BYTES} bytes",
+        {"limit_bytes": MAX_BODY_BYTES},
+    )
+
+
+def request_timeout(seconds: float, part: str = "body") -> HttpError:
+    """A request's body (or headers) that did not arrive within a server's timeout for it."""
+    return HttpError(
+        408,
+        "request_timeout",
+        f"the request {part} did not arrive within {seconds:g} s",
+        {"timeout_seconds": seconds},
+    )
 
 
 def json_response(
