@@ -17,7 +17,17 @@ from aiohttp import web
 
 from runengine.engine import RunEngine
 from runengine.http.auth import AuthHook
-from runengine.http.core import MAX_BODY_BYTES, App, HttpError, Request, Response, payload_too_large, request_timeout
+from runengine.http.core import (
+    LINGER_BYTES,
+    LINGER_SECONDS,
+    MAX_BODY_BYTES,
+    App,
+    HttpError,
+    Request,
+    Response,
+    payload_too_large,
+    request_timeout,
+)
 
 #: How often the transport is checked for a gone client while a handler runs (seconds).
 DISCONNECT_POLL = 0.25
@@ -95,12 +105,17 @@ async def _read_body(request: web.Request, timeout: float | None) -> bytes:
 
 
 async def _refuse(request: web.Request, response: Response) -> web.StreamResponse:
-    """Send `response`, then close the connection: aiohttp would otherwise go on reading (and
-    discarding) the unread body for its lingering time."""
+    """Send `response`, read (and drop) at most LINGER_BYTES more for at most LINGER_SECONDS, so a
+    client that sends its whole body first still gets the answer, then close the connection
+    (aiohttp's own lingering would read for 10 s, however much comes)."""
     out = web.Response(status=response.status, body=response.body, headers=list(response.headers))
     out.force_close()
     await out.prepare(request)
     await out.write_eof()
+    dropped = 0
+    with anyio.move_on_after(LINGER_SECONDS):
+        while dropped <= LINGER_BYTES and (chunk := await request.content.readany()):
+            dropped += len(chunk)
     if request.protocol is not None:
         request.protocol.force_close()
     return out

@@ -17,6 +17,8 @@ import structlog
 from runengine.engine import RunEngine
 from runengine.http.auth import AuthHook
 from runengine.http.core import (
+    LINGER_BYTES,
+    LINGER_SECONDS,
     MAX_BODY_BYTES,
     App,
     HttpError,
@@ -75,17 +77,8 @@ class ASGIApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             body = await _read_body(scope, receive, self.body_timeout)
-        except HttpError as exc:  # 413 / 408: answered now; the rest of the body is never read
-            response = exc.response()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status,
-                    "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
-                    + [(b"connection", b"close")],
-                }
-            )
-            await send({"type": "http.response.body", "body": response.body})
+        except HttpError as exc:  # 413 / 408: answered now; the rest of the body is not read
+            await _refuse(scope, receive, send, exc.response())
             return
         if body is None:  # the client has gone
             return
@@ -158,14 +151,41 @@ async def _read_body(scope: Scope, receive: Receive, timeout: float | None) -> b
         raise request_timeout(timeout) from None
 
 
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope.get("headers", []):
-        if name.lower() == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None  # the server has already refused a malformed one
+async def _refuse(scope: Scope, receive: Receive, send: Send, response: Response) -> None:
+    """Send `response` and have the server close the connection, after a bounded lingering read.
+
+    The connection closes when the response ends, so its end waits until the client has sent
+    LINGER_BYTES more (dropped) or LINGER_SECONDS have passed, whichever comes first.
+    """
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+    headers += [(b"content-length", str(len(response.body)).encode()), (b"connection", b"close")]
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body, "more_body": True})
+    # A client that asked for "100 Continue" has not sent its body, and must not be invited to.
+    if _header(scope, b"expect") is None:
+        dropped = 0
+        with anyio.move_on_after(LINGER_SECONDS):
+            while dropped <= LINGER_BYTES:
+                message = await receive()
+                if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                    break
+                dropped += len(message.get("body", b""))
+    await send({"type": "http.response.body", "body": b""})
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return bytes(value)
     return None
+
+
+def _content_length(scope: Scope) -> int | None:
+    value = _header(scope, b"content-length")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None  # the server has already refused a malformed one
 
 
 def _request(scope: Scope, body: bytes) -> Request:

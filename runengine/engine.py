@@ -54,8 +54,8 @@ from .reducer import Fold
 from .state import RunState
 from .status import Status
 from .stores import open_store
-from .worker import Worker, WorkerOptions, worker_options
 from .wire import to_json
+from .worker import Worker, WorkerOptions, worker_options
 from .writer import RunEndedElsewhere, RunWriter
 
 log = structlog.get_logger("runengine")

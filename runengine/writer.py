@@ -2,11 +2,12 @@
 
 Every event is validated by the run's `Fold` the moment it is produced (so an
 illegal event fails in the agent that produced it, and nothing is written), then
-queued. So is its payload as strict JSON: an event holding NaN, Infinity or
+queued. So is its payload, as strict JSON: an event holding NaN, Infinity or
 anything else JSON cannot carry raises InvalidRequest in the agent, and a run's
-output that cannot be JSON ends the run `run.failed` with code `invalid_output`. Token deltas are committed in groups: the queue is flushed when
-`flush_max` events are pending, `flush_window` seconds after the first one, or at
-once for any other event. A flush is one `store.append` call, so one transaction,
+output that cannot be JSON ends the run `run.failed` with code `invalid_output`.
+Token deltas are committed in groups: the queue is flushed when `flush_max`
+events are pending, `flush_window` seconds after the first one, or at once for
+any other event. A flush is one `store.append` call, so one transaction,
 and nobody sees an event before its batch is durable.
 
 If the append meets a conflict, someone else wrote to the run (a cancel, the

@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import httpx
 import pytest
 from aiohttp import web
 
@@ -183,3 +184,15 @@ async def test_a_body_just_under_the_limit_is_read(server: str) -> None:
             await stream.send(post_head(f"content-length: {len(body)}\r\nconnection: close\r\n") + body)
             status, _, run = parse_response(await read_until_closed(stream))
             assert status == 200 and run["output"] == "hi"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("server", sorted(SERVERS))
+async def test_a_client_that_sends_its_whole_body_before_reading_still_gets_the_413(server: str) -> None:
+    async with SERVERS[server]() as port:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=WAIT) as client:
+            for body in (b" " * (MAX_BODY_BYTES + 1), b" " * (2 * MAX_BODY_BYTES)):
+                response = await client.post("/runs", content=body, headers={"content-type": "application/json"})
+                assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+                assert response.headers["connection"] == "close"
+            assert (await client.get("/runs")).json()["runs"] == []

@@ -15,6 +15,11 @@ from ..wire import dumps
 
 #: Largest request body accepted, in bytes (documented in the README's API section).
 MAX_BODY_BYTES = 1_048_576
+#: After a binding refuses a body (413, 408), how much more of it is read and dropped, for how
+#: long at most, before the connection is closed: a client that sends its whole body before
+#: reading gets the answer rather than a reset (a bounded "lingering close", as nginx does).
+LINGER_BYTES = MAX_BODY_BYTES
+LINGER_SECONDS = 1.0
 
 
 def _reject_constant(name: str) -> Any:
