@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import http
+from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -44,13 +45,20 @@ class HeaderDeadlineProtocol(H11Protocol):
         self._arm()  # the next request's headers (a pipelined one may have started already)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
+        self._disarm()
         super().connection_lost(exc)
 
-    def _arm(self) -> None:
+    def handle_websocket_upgrade(self, event: Any) -> None:
+        self._disarm()  # the connection belongs to the websocket protocol from here on
+        super().handle_websocket_upgrade(event)
+
+    def _disarm(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
+            self._deadline = None
+
+    def _arm(self) -> None:
+        self._disarm()
         self._bytes_since_armed = False
         self._deadline = self.loop.call_later(self.header_timeout, self._on_deadline)
 
