@@ -134,9 +134,6 @@ class _Append:
     events: Sequence[Event]
     expected_seq: int
     future: asyncio.Future[None]
-    #: Each event's payload as JSON, encoded by the caller: one that cannot be JSON fails
-    #: alone, in its own append, never the writer's whole batch.
-    data: list[str]
     lease: Lease | None = None
     enqueue: bool = False
     after: tuple[str, ...] = ()
@@ -353,8 +350,8 @@ class PostgresStore:
 
     async def append(self, run_id: str, events: Sequence[Event], *, expected_seq: int) -> None:
         check_append(run_id, events, expected_seq)
-        data = [data_to_json(e) for e in events]
-        await self._submit(_Append(run_id, list(events), expected_seq, self._new_future(), data))
+        _check_json(events)
+        await self._submit(_Append(run_id, list(events), expected_seq, self._new_future()))
 
     def _new_future(self) -> asyncio.Future[None]:
         return asyncio.get_running_loop().create_future()
@@ -497,7 +494,7 @@ class PostgresStore:
             [e.seq for e in events],
             [e.type for e in events],
             [e.at for e in events],
-            [text for r in accepted for text in r.data],
+            [data_to_json(e) for e in events],
         )
         touched: dict[str, tuple[_RunRow, datetime]] = {}
         for request in accepted:
@@ -564,8 +561,8 @@ class PostgresStore:
         if len(rows) != len(request.events):
             return False
         return all(
-            row[0] == e.seq and row[1] == e.type and row[2] == e.at and row[3] == text
-            for row, e, text in zip(rows, request.events, request.data)
+            row[0] == e.seq and row[1] == e.type and row[2] == e.at and row[3] == data_to_json(e)
+            for row, e in zip(rows, request.events)
         )
 
     async def read(self, run_id: str, *, after_seq: int = 0, limit: int = DEFAULT_PAGE) -> list[Event]:
@@ -815,9 +812,9 @@ class PostgresWorkQueue:
         if not isinstance(events[0], RunCreated):  # pragma: no cover - check_append ensures it
             raise InvalidRequest("a queued run starts with run.created")
         store = self._store
-        data = [data_to_json(e) for e in events]
+        _check_json(events)
         await store._submit(
-            _Append(run_id, list(events), 0, store._new_future(), data, enqueue=True, after=tuple(after))
+            _Append(run_id, list(events), 0, store._new_future(), enqueue=True, after=tuple(after))
         )
 
     async def claim(self, worker: str, *, agents: Sequence[str], limit: int, lease: float) -> list[Lease]:
@@ -871,9 +868,9 @@ class PostgresWorkQueue:
 
     async def append_leased(self, lease: Lease, events: Sequence[Event], *, expected_seq: int) -> None:
         check_append(lease.run_id, events, expected_seq)
+        _check_json(events)
         store = self._store
-        data = [data_to_json(e) for e in events]
-        await store._submit(_Append(lease.run_id, list(events), expected_seq, store._new_future(), data, lease=lease))
+        await store._submit(_Append(lease.run_id, list(events), expected_seq, store._new_future(), lease=lease))
 
     async def release(self, lease: Lease) -> None:
         store = self._store
@@ -943,6 +940,13 @@ def _summary(row: asyncpg.Record) -> RunSummary:
         updated_at=row["updated_at"],
         last_seq=row["last_seq"],
     )
+
+
+def _check_json(events: Sequence[Event]) -> None:
+    """InvalidRequest, before the append joins a group commit, for an event that cannot be JSON
+    (so it fails alone, never the writer's whole batch)."""
+    for event in events:
+        data_to_json(event)
 
 
 def _parse(key: str, value: str, kind: Callable[[str], Any]) -> Any:
