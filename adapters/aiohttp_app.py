@@ -17,21 +17,39 @@ from aiohttp import web
 
 from runengine.engine import RunEngine
 from runengine.http.auth import AuthHook
-from runengine.http.core import MAX_BODY_BYTES, App, Request, Response
+from runengine.http.core import (
+    LINGER_BYTES,
+    LINGER_SECONDS,
+    MAX_BODY_BYTES,
+    App,
+    HttpError,
+    Request,
+    Response,
+    payload_too_large,
+    request_timeout,
+)
 
 #: How often the transport is checked for a gone client while a handler runs (seconds).
 DISCONNECT_POLL = 0.25
 CLOSE_TIMEOUT = 10.0
+#: How long a request's whole body may take to arrive, by default (seconds).
+BODY_TIMEOUT = 30.0
 
 
 class AiohttpHandler:
-    """An aiohttp handler for a catch-all route `/{tail:.*}` that calls `app`."""
+    """An aiohttp handler for a catch-all route `/{tail:.*}` that calls `app`.
 
-    def __init__(self, app: App) -> None:
+    `body_timeout`: seconds for a request's whole body to arrive (None: no limit); later, a 408."""
+
+    def __init__(self, app: App, *, body_timeout: float | None = BODY_TIMEOUT) -> None:
         self.app = app
+        self.body_timeout = body_timeout
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
-        body = await _read_body(request)
+        try:
+            body = await _read_body(request, self.body_timeout)
+        except HttpError as exc:  # 413 / 408: answered now; the rest of the body is never read
+            return await _refuse(request, exc.response())
         tail = request.match_info.get("tail")
         path = "/" + tail if tail is not None else request.path
         headers: dict[str, str] = {}
@@ -66,17 +84,41 @@ class AiohttpHandler:
         return out
 
 
-async def _read_body(request: web.Request) -> bytes:
-    """The request body, cut just past the size limit (the API answers 400 for that)."""
+async def _read_body(request: web.Request, timeout: float | None) -> bytes:
+    """The request body. HttpError 413 for a Content-Length over the limit (before reading any of
+    it) or as soon as a chunked body passes it; 408 when it has not all arrived within `timeout`."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise payload_too_large()
     chunks: list[bytes] = []
     size = 0
-    while size <= MAX_BODY_BYTES:
-        chunk = await request.content.read(65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
+    try:
+        with anyio.fail_after(timeout):
+            while chunk := await request.content.read(65536):
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise payload_too_large()
+                chunks.append(chunk)
+    except TimeoutError:
+        assert timeout is not None
+        raise request_timeout(timeout) from None
     return b"".join(chunks)
+
+
+async def _refuse(request: web.Request, response: Response) -> web.StreamResponse:
+    """Send `response`, read (and drop) at most LINGER_BYTES more for at most LINGER_SECONDS, so a
+    client that sends its whole body first still gets the answer, then close the connection
+    (aiohttp's own lingering would read for 10 s, however much comes)."""
+    out = web.Response(status=response.status, body=response.body, headers=list(response.headers))
+    out.force_close()
+    await out.prepare(request)
+    await out.write_eof()
+    dropped = 0
+    with anyio.move_on_after(LINGER_SECONDS):
+        while dropped <= LINGER_BYTES and (chunk := await request.content.readany()):
+            dropped += len(chunk)
+    if request.protocol is not None:
+        request.protocol.force_close()
+    return out
 
 
 async def _cancel_on_disconnect(request: web.Request, scope: anyio.CancelScope) -> None:
@@ -88,9 +130,9 @@ async def _cancel_on_disconnect(request: web.Request, scope: anyio.CancelScope) 
         await anyio.sleep(DISCONNECT_POLL)
 
 
-def aiohttp_app(app: App) -> web.Application:
+def aiohttp_app(app: App, *, body_timeout: float | None = BODY_TIMEOUT) -> web.Application:
     web_app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
-    handler = AiohttpHandler(app)
+    handler = AiohttpHandler(app, body_timeout=body_timeout)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         return await handler(request)
@@ -99,11 +141,13 @@ def aiohttp_app(app: App) -> web.Application:
     return web_app
 
 
-def engine_aiohttp_app(engine: RunEngine, *, auth: AuthHook | None = None) -> web.Application:
+def engine_aiohttp_app(
+    engine: RunEngine, *, auth: AuthHook | None = None, body_timeout: float | None = BODY_TIMEOUT
+) -> web.Application:
     """`build_app(engine)` as an aiohttp application that runs `async with engine` while it serves."""
     from .server import build_app
 
-    web_app = aiohttp_app(build_app(engine, auth=auth))
+    web_app = aiohttp_app(build_app(engine, auth=auth), body_timeout=body_timeout)
 
     async def run_engine(_: web.Application) -> AsyncIterator[None]:
         async with engine:

@@ -16,7 +16,18 @@ import structlog
 
 from runengine.engine import RunEngine
 from runengine.http.auth import AuthHook
-from runengine.http.core import MAX_BODY_BYTES, App, Request, Response, StreamResponse
+from runengine.http.core import (
+    LINGER_BYTES,
+    LINGER_SECONDS,
+    MAX_BODY_BYTES,
+    App,
+    HttpError,
+    Request,
+    Response,
+    StreamResponse,
+    payload_too_large,
+    request_timeout,
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -28,12 +39,17 @@ log = structlog.get_logger("runengine.asgi")
 
 #: How long closing a stream's body may take after a disconnect (it may cancel a run).
 CLOSE_TIMEOUT = 10.0
+#: How long a request's whole body may take to arrive, by default (seconds).
+BODY_TIMEOUT = 30.0
 
 
 class ASGIApp:
-    def __init__(self, app: App, *, lifespan: Lifespan | None = None) -> None:
+    """`body_timeout`: seconds for a request's whole body to arrive (None: no limit); later, a 408."""
+
+    def __init__(self, app: App, *, lifespan: Lifespan | None = None, body_timeout: float | None = BODY_TIMEOUT) -> None:
         self.app = app
         self.lifespan = lifespan
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -59,8 +75,12 @@ class ASGIApp:
         await send({"type": "lifespan.shutdown.complete"})
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body, disconnected = await _read_body(receive)
-        if disconnected:
+        try:
+            body = await _read_body(scope, receive, self.body_timeout)
+        except HttpError as exc:  # 413 / 408: answered now; the rest of the body is not read
+            await _refuse(scope, receive, send, exc.response())
+            return
+        if body is None:  # the client has gone
             return
         request = _request(scope, body)
         async with anyio.create_task_group() as tg:
@@ -102,20 +122,70 @@ async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> N
             return
 
 
-async def _read_body(receive: Receive) -> tuple[bytes, bool]:
-    """The request body, cut just past the size limit (the API answers 400 for that)."""
+async def _read_body(scope: Scope, receive: Receive, timeout: float | None) -> bytes | None:
+    """The request body (None if the client went away first).
+
+    HttpError 413 for a Content-Length over the limit (before reading any of it) or as soon as a
+    chunked body passes the limit; 408 when the whole body has not arrived within `timeout`.
+    """
+    declared = _content_length(scope)
+    if declared is not None and declared > MAX_BODY_BYTES:
+        raise payload_too_large()
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b"", True
-        chunk = message.get("body", b"")
-        if size <= MAX_BODY_BYTES:
-            chunks.append(chunk)
-            size += len(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks), False
+    try:
+        with anyio.fail_after(timeout):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return None
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise payload_too_large()
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+    except TimeoutError:
+        assert timeout is not None
+        raise request_timeout(timeout) from None
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, response: Response) -> None:
+    """Send `response` and have the server close the connection, after a bounded lingering read.
+
+    The connection closes when the response ends, so its end waits until the client has sent
+    LINGER_BYTES more (dropped) or LINGER_SECONDS have passed, whichever comes first.
+    """
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+    headers += [(b"content-length", str(len(response.body)).encode()), (b"connection", b"close")]
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body, "more_body": True})
+    # A client that asked for "100 Continue" has not sent its body, and must not be invited to.
+    if _header(scope, b"expect") is None:
+        dropped = 0
+        with anyio.move_on_after(LINGER_SECONDS):
+            while dropped <= LINGER_BYTES:
+                message = await receive()
+                if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                    break
+                dropped += len(message.get("body", b""))
+    await send({"type": "http.response.body", "body": b""})
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return bytes(value)
+    return None
+
+
+def _content_length(scope: Scope) -> int | None:
+    value = _header(scope, b"content-length")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None  # the server has already refused a malformed one
 
 
 def _request(scope: Scope, body: bytes) -> Request:
@@ -138,8 +208,10 @@ def _request(scope: Scope, body: bytes) -> Request:
     )
 
 
-def engine_asgi_app(engine: RunEngine, *, auth: AuthHook | None = None) -> ASGIApp:
+def engine_asgi_app(
+    engine: RunEngine, *, auth: AuthHook | None = None, body_timeout: float | None = BODY_TIMEOUT
+) -> ASGIApp:
     """A standalone ASGI app for `engine`: `build_app` plus a lifespan that runs `async with engine`."""
     from .server import build_app
 
-    return ASGIApp(build_app(engine, auth=auth), lifespan=lambda: engine)
+    return ASGIApp(build_app(engine, auth=auth), lifespan=lambda: engine, body_timeout=body_timeout)

@@ -1,6 +1,7 @@
 """The `runengine` command: serve the engine over HTTP, and follow / list / show runs.
 
     runengine serve [--store sqlite:///runengine.db] [--host 127.0.0.1] [--port 8000] [--app module:engine]
+                    [--header-timeout 10] [--body-timeout 30] [--keep-alive-timeout 5]
     runengine tail RUN_ID [--after-seq N] [--url http://127.0.0.1:8000]
     runengine runs [--session-id S] [--status S] [--limit N]
     runengine show RUN_ID
@@ -85,6 +86,28 @@ def load_object(ref: str, what: str) -> Any:
     help="With a store that has a work queue (postgresql://): also execute queued runs in this process"
     " (default: yes for the demo engine; as configured for --app).",
 )
+@click.option(
+    "--header-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds for a request's headers to arrive (from the connection or the previous response);"
+    " then the connection is closed, after a 408 if part of a request came.",
+)
+@click.option(
+    "--body-timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds for a request's whole body to arrive; then a 408 and the connection is closed.",
+)
+@click.option(
+    "--keep-alive-timeout",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds an idle connection is kept open after a response.",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -96,11 +119,15 @@ def serve(
     delay: float,
     log_level: str,
     run_worker: bool | None,
+    header_timeout: float,
+    body_timeout: float,
+    keep_alive_timeout: float,
 ) -> None:
     """Serve the native API and the live page (uvicorn)."""
     import uvicorn
 
     from runengine.adapters.asgi import engine_asgi_app
+    from runengine.adapters.uvicorn_http import header_timeout_protocol
 
     from runengine.demo import register_demo_agents
 
@@ -130,12 +157,14 @@ def serve(
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, log_level.upper())))
     click.echo(f"runengine {__version__}: http://{host}:{port}/ (agents: {', '.join(a.name for a in engine.agents)})")
     uvicorn.run(
-        engine_asgi_app(engine, auth=auth),
+        engine_asgi_app(engine, auth=auth, body_timeout=body_timeout),
         host=host,
         port=port,
         log_level=log_level,
         lifespan="on",
         timeout_graceful_shutdown=3,
+        http=header_timeout_protocol(header_timeout),
+        timeout_keep_alive=keep_alive_timeout,  # type: ignore[arg-type]  # uvicorn types it int; any number works
     )
 
 

@@ -19,6 +19,7 @@ from runengine.state import RunState
 from runengine.status import Status
 from runengine.transitions import status_after
 from runengine.validation import check_append, check_page, decode_cursor, encode_cursor
+from runengine.wire import data_to_json, to_json
 
 
 class _Signal:
@@ -66,6 +67,8 @@ class MemoryStore:
 
     async def append(self, run_id: str, events: Sequence[Event], *, expected_seq: int) -> None:
         check_append(run_id, events, expected_seq)
+        for event in events:  # what the other stores could not write (NaN ...) is refused here too
+            data_to_json(event)
         log = self._logs.get(run_id)
         actual = len(log) if log is not None else 0
         if actual != expected_seq:
@@ -213,6 +216,8 @@ class MemoryStore:
             del self._keys[identity]
 
     async def put_session(self, session: SessionRecord) -> None:
+        to_json(session.metadata, "session metadata")
+        to_json(session.data, "session data")
         self._sessions[session.session_id] = session
 
     async def add_session(self, session: SessionRecord) -> SessionRecord:

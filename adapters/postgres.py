@@ -53,7 +53,7 @@ from runengine.state import RunState
 from runengine.status import Status
 from runengine.transitions import status_after
 from runengine.validation import check_append, check_page, decode_cursor, encode_cursor
-from runengine.wire import data_to_json, event_from_parts, state_from_json, state_to_json
+from runengine.wire import data_to_json, event_from_parts, state_from_json, state_to_json, to_json
 
 log = structlog.get_logger("runengine.postgres")
 
@@ -387,6 +387,7 @@ class PostgresStore:
 
     async def append(self, run_id: str, events: Sequence[Event], *, expected_seq: int) -> None:
         check_append(run_id, events, expected_seq)
+        _check_json(events)
         await self._submit(_Append(run_id, list(events), expected_seq, self._new_future()))
 
     def _new_future(self) -> asyncio.Future[None]:
@@ -857,8 +858,8 @@ class PostgresStore:
             session.created_at,
             session.expires_at,
             session.ended_at,
-            _dumps(session.metadata),
-            _dumps(session.data),
+            to_json(session.metadata, "session metadata"),
+            to_json(session.data, "session data"),
         )
 
     async def add_session(self, session: SessionRecord) -> SessionRecord:
@@ -909,6 +910,7 @@ class PostgresWorkQueue:
         if not isinstance(events[0], RunCreated):  # pragma: no cover - check_append ensures it
             raise InvalidRequest("a queued run starts with run.created")
         store = self._store
+        _check_json(events)
         await store._submit(
             _Append(run_id, list(events), 0, store._new_future(), enqueue=True, after=tuple(after))
         )
@@ -964,6 +966,7 @@ class PostgresWorkQueue:
 
     async def append_leased(self, lease: Lease, events: Sequence[Event], *, expected_seq: int) -> None:
         check_append(lease.run_id, events, expected_seq)
+        _check_json(events)
         store = self._store
         await store._submit(_Append(lease.run_id, list(events), expected_seq, store._new_future(), lease=lease))
 
@@ -1037,10 +1040,11 @@ def _summary(row: asyncpg.Record) -> RunSummary:
     )
 
 
-def _dumps(value: Any) -> str:
-    from runengine.wire import dumps
-
-    return dumps(value)
+def _check_json(events: Sequence[Event]) -> None:
+    """InvalidRequest, before the append joins a group commit, for an event that cannot be JSON
+    (so it fails alone, never the writer's whole batch)."""
+    for event in events:
+        data_to_json(event)
 
 
 def _parse(key: str, value: str, kind: Callable[[str], Any]) -> Any:

@@ -267,8 +267,8 @@ def _session_row(session: SessionRecord) -> tuple[Any, ...]:
             _time_text(session.created_at) if session.created_at else None,
             _time_text(session.expires_at) if session.expires_at else None,
             _time_text(session.ended_at) if session.ended_at else None,
-            json.dumps(session.metadata, separators=(",", ":")),
-            json.dumps(session.data, separators=(",", ":")),
+            json.dumps(session.metadata, separators=(",", ":"), allow_nan=False),
+            json.dumps(session.data, separators=(",", ":"), allow_nan=False),
         )
     except (TypeError, ValueError) as exc:
         raise InvalidRequest(f"session {session.session_id!r} cannot be stored as JSON: {exc}") from None

@@ -59,6 +59,7 @@ from .status import Status
 from .stores import open_store
 from .driver import AgentFailed, DriverOptions, RunDriver
 from .limits import MAX_EVENT_BYTES, MAX_EVENTS_PER_RUN
+from .wire import to_json
 from .worker import Worker, WorkerOptions, worker_options
 
 log = structlog.get_logger("runengine")
@@ -349,6 +350,9 @@ class RunEngine:
             raise InvalidRequest("metadata must be an object")
         if start_at is not None and (not isinstance(start_at, datetime) or start_at.tzinfo is None):
             raise InvalidRequest("start_at must be a timezone-aware datetime")
+        # Before anything is reserved or written: what cannot be stored as JSON (NaN ...) is refused.
+        to_json(input, "input")
+        to_json(metadata, "metadata")
         policy = session_policy or self.session_policy
         if policy not in SESSION_POLICIES:
             raise InvalidRequest(f"session_policy must be one of {SESSION_POLICIES}")
@@ -605,6 +609,7 @@ class RunEngine:
 
     async def resume(self, run_id: str, input: Any) -> RunState:
         """Give input to a run waiting for it; returns the state with the input recorded."""
+        to_json(input, "input")
         while True:
             state = await self.status(run_id)
             if state.status is not Status.WAITING_FOR_INPUT:
@@ -650,6 +655,8 @@ class RunEngine:
     ) -> SessionRecord:
         """Create a session owned by `owner`. SessionExists when the id is taken (by anyone: a
         session is never replaced, so two principals racing for one id cannot both own it)."""
+        to_json(metadata, "metadata")
+        to_json(data, "data")
         now = self.clock()
         session = SessionRecord(
             session_id=session_id or f"sess_{uuid.uuid4().hex}",

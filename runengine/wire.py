@@ -92,8 +92,28 @@ def event_from_dict(raw: dict[str, Any]) -> Event:
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON, as stored and sent."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_default)
+    """Compact, strict JSON, as stored and sent.
+
+    Strict: NaN, Infinity and -Infinity raise ValueError (they are not JSON, and JavaScript's
+    JSON.parse refuses them), as do integers longer than Python converts to text (4,300 digits).
+    """
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default)
+
+
+def to_json(value: Any, what: str) -> str:
+    """`dumps(value)`, or InvalidRequest naming `what` when it cannot be written as strict JSON."""
+    try:
+        return dumps(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidRequest(f"{what} cannot be written as JSON: {_why(exc)}", field=what) from None
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "it is nested too deeply or holds a value JSON cannot represent"
+    if isinstance(exc, ValueError) and "Out of range float" in str(exc):
+        return "it holds NaN or Infinity, which JSON numbers cannot be"
+    return str(exc)
 
 
 def _default(value: Any) -> Any:
@@ -111,8 +131,11 @@ def event_from_json(text: str | bytes) -> Event:
 
 
 def data_to_json(event: Event) -> str:
-    """Only the payload, as JSON (what stores keep beside run_id, seq, type and at)."""
-    return dumps(event_data(event))
+    """Only the payload, as JSON (what stores keep beside run_id, seq, type and at).
+
+    Raises InvalidRequest when the payload cannot be strict JSON (NaN, Infinity, an object
+    cattrs cannot unstructure ...)."""
+    return to_json(event_data(event), f"event seq {event.seq} ({event.type})")
 
 
 def state_to_dict(state: RunState) -> dict[str, Any]:

@@ -2,9 +2,12 @@
 
 Every event is validated by the run's `Fold` the moment it is produced (so an
 illegal event fails in the agent that produced it, and nothing is written), then
-queued. Token deltas are committed in groups: the queue is flushed when
-`flush_max` events are pending, `flush_window` seconds after the first one, or at
-once for any other event. A flush is one `store.append` call, so one transaction,
+queued. So is its payload, as strict JSON: an event holding NaN, Infinity or
+anything else JSON cannot carry raises InvalidRequest in the agent, and a run's
+output that cannot be JSON ends the run `run.failed` with code `invalid_output`.
+Token deltas are committed in groups: the queue is flushed when `flush_max`
+events are pending, `flush_window` seconds after the first one, or at once for
+any other event. A flush is one `store.append` call, so one transaction,
 and nobody sees an event before its batch is durable.
 
 The writer also holds the run to the engine's limits: an event over `max_event_bytes`
@@ -27,13 +30,13 @@ import anyio
 import attrs
 import structlog
 
-from .errors import AgentFailed, ConcurrencyConflict, EventTooLarge, TooManyEvents
+from .errors import AgentFailed, ConcurrencyConflict, EventTooLarge, InvalidRequest, TooManyEvents
 from .events import ErrorInfo, Event, MessageDelta, RunCompleted, RunFailed
 from .limits import MAX_EVENT_BYTES, MAX_EVENTS_PER_RUN
 from .ports import MAX_PAGE, EventStore
 from .reducer import Fold
 from .state import RunState
-from .wire import event_to_json
+from .wire import data_to_json
 
 log = structlog.get_logger("runengine.writer")
 
@@ -130,14 +133,18 @@ class RunWriter:
             self._wake.set()
 
     def _within_limits(self, event: Event) -> Event:
-        """`event` if the run's limits allow it; raises for an agent's event past them. A run's end
-        always has room: a completion that is over a limit (or follows one) becomes the failure."""
+        """`event` if it is strict JSON within the run's limits; raises for an agent's event that is
+        not (InvalidRequest, TooManyEvents, EventTooLarge). A run's end always has room: an output
+        that cannot be JSON, is over a limit, or follows an event past one becomes the failure."""
         if event.terminal:
             if isinstance(event, RunCompleted):
                 try:
                     self._check_size(event)
                 except EventTooLarge as exc:
                     self._exceeded = exc
+                except InvalidRequest as exc:
+                    error = ErrorInfo(code="invalid_output", message=exc.message)
+                    return RunFailed(run_id=event.run_id, seq=event.seq, at=event.at, error=error)
                 if self._exceeded is not None:
                     error = ErrorInfo(code=self._exceeded.code, message=self._exceeded.message)
                     return RunFailed(run_id=event.run_id, seq=event.seq, at=event.at, error=error)
@@ -149,7 +156,8 @@ class RunWriter:
         return event
 
     def _check_size(self, event: Event) -> None:
-        size = len(event_to_json(event).encode())
+        """Encodes the payload once: InvalidRequest if it cannot be strict JSON, EventTooLarge if too big."""
+        size = len(data_to_json(event).encode())
         if size > self._max_event_bytes:
             raise EventTooLarge(event.type, size, self._max_event_bytes)
 

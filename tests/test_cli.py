@@ -180,3 +180,35 @@ def test_serve_usage_errors(tmp_path: Path) -> None:
     assert bad_store.returncode == 2 and "no store for scheme" in bad_store.stderr
     assert "serve" in cli("--help").stdout
     assert os.path.basename(COMMAND[0]) in ("runengine", os.path.basename(sys.executable))
+
+
+def test_serve_closes_requests_that_never_finish(tmp_path: Path) -> None:
+    """--header-timeout and --body-timeout: half-open requests get a 408 and are closed."""
+    import socket
+
+    port = free_port()
+    process = subprocess.Popen(
+        [*COMMAND, "serve", "--store", "memory://", "--port", str(port), "--log-level", "warning",
+         "--header-timeout", "0.5", "--body-timeout", "0.5", "--keep-alive-timeout", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", process)
+        half_requests = {
+            "headers": b"POST /runs HTTP/1.1\r\nhost: x\r\ncontent-le",
+            "body": b"POST /runs HTTP/1.1\r\nhost: x\r\ncontent-length: 50\r\n\r\n{\"agent\"",
+        }
+        for part, sent in half_requests.items():
+            with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+                sock.sendall(sent)
+                received = b""
+                while chunk := sock.recv(65536):  # until the server closes (the socket timeout bounds it)
+                    received += chunk
+            assert received.startswith(b"HTTP/1.1 408 "), received
+            body = received.partition(b"\r\n\r\n")[2]  # a JSON error, perhaps in one chunk
+            assert b'"code":"request_timeout"' in body and f"request {part} did not arrive".encode() in body
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=20)
+    help_text = cli("serve", "--help").stdout
+    assert "--header-timeout" in help_text and "--body-timeout" in help_text and "--keep-alive-timeout" in help_text

@@ -231,7 +231,7 @@ async def test_size_limits(client: httpx.AsyncClient) -> None:
     big = "x" * MAX_INPUT_BYTES
     error = assert_error(await client.post("/runs", json={"agent": "echo", "input": big}), 400, "invalid_request")
     assert error["details"]["limit_bytes"] == MAX_INPUT_BYTES
-    error = assert_error(await client.post("/runs", content=b" " * 2_000_000), 400, "invalid_request")
+    error = assert_error(await client.post("/runs", content=b" " * 2_000_000), 413, "payload_too_large")
     assert "larger than" in error["message"]
     ok = await client.post("/runs", json={"agent": "echo", "input": "x" * (MAX_INPUT_BYTES - 1000)})
     assert ok.status_code == 200

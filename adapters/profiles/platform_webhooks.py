@@ -225,7 +225,7 @@ class WebhookDispatcher:
         self, ctx: RunContext, app_id: str, owner: str | None, event: str, timestamp: str, data: Any, *, key: str
     ) -> list[dict[str, Any]]:
         """POST one signed event to every registration of the app that wants it; each attempt recorded."""
-        body = json.dumps({"event": event, "timestamp": timestamp, "data": data}, separators=(",", ":")).encode()
+        body = json.dumps({"event": event, "timestamp": timestamp, "data": data}, separators=(",", ":"), allow_nan=False).encode()
         outcomes = []
         # Registrations are read at delivery time, so secrets never enter a run's log.
         for registration in await self.registry.of_owner(app_id, owner):

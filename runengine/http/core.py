@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
@@ -11,12 +12,31 @@ import attrs
 
 from ..errors import RunEngineError
 from ..limits import MAX_BODY_BYTES
+
+#: After a binding refuses a body (413, 408), how much more of it is read and dropped, for how
+#: long at most, before the connection is closed: a client that sends its whole body before
+#: reading gets the answer rather than a reset (a bounded "lingering close", as nginx does).
+LINGER_BYTES = MAX_BODY_BYTES
+LINGER_SECONDS = 1.0
 from ..wire import dumps
 
 
 def _reject_constant(name: str) -> Any:
     # NaN and Infinity are not JSON: refuse them rather than store what cannot be sent back.
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    # 1e400 is valid JSON text, but Python reads it as inf, which no JSON encoder can write back.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is out of range (JSON numbers here must be finite doubles)")
+    return value
+
+
+def parse_json(body: bytes | str) -> Any:
+    """Strict JSON: NaN, Infinity, -Infinity and numbers out of a double's range raise ValueError."""
+    return json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 @attrs.frozen(kw_only=True)
@@ -45,18 +65,13 @@ class Request:
         return self.headers.get(name.lower(), default)
 
     def json(self) -> Any:
-        """The body as JSON; a clear 400 when it is not."""
+        """The body as JSON; a clear 400 when it is not (413 when it is over the size limit)."""
         if len(self.body) > MAX_BODY_BYTES:
-            raise HttpError(
-                400,
-                "invalid_request",
-                f"request body is larger than {MAX_BODY_BYTES} bytes",
-                {"limit_bytes": MAX_BODY_BYTES},
-            )
+            raise payload_too_large()
         if not self.body.strip():
             raise HttpError(400, "invalid_request", "request body must be a JSON object")
         try:
-            value = json.loads(self.body, parse_constant=_reject_constant)
+            value = parse_json(self.body)
             # "\ud800" parses, but a lone surrogate cannot be stored or sent as UTF-8: refuse it here.
             json.dumps(value, ensure_ascii=False).encode()
             return value
@@ -121,6 +136,26 @@ class HttpError(Exception):
 
     def response(self) -> Response:
         return error_response(self.status, self.code, self.message, self.details, self.headers)
+
+
+def payload_too_large() -> HttpError:
+    """A body over MAX_BODY_BYTES. Bindings answer it before reading more than the limit."""
+    return HttpError(
+        413,
+        "payload_too_large",
+        f"request body is larger than {MAX_BODY_BYTES} bytes",
+        {"limit_bytes": MAX_BODY_BYTES},
+    )
+
+
+def request_timeout(seconds: float, part: str = "body") -> HttpError:
+    """A request's body (or headers) that did not arrive within a server's timeout for it."""
+    return HttpError(
+        408,
+        "request_timeout",
+        f"the request {part} did not arrive within {seconds:g} s",
+        {"timeout_seconds": seconds},
+    )
 
 
 def json_response(

@@ -350,6 +350,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
         401: "authentication_error: the auth hook refused the request",
         404: "not_found: no such run, session or agent (or not visible to this principal)",
         409: "conflict: the run's or session's state does not allow this (or the session id is taken)",
+        408: "request_timeout: the body did not arrive within the server's body timeout",
+        413: "payload_too_large: the body is larger than the limit",
         422: "idempotency_error: the Idempotency-Key was used with a different request",
         429: "rate_limited: the principal already has the most event streams open at once (Retry-After)",
     }
@@ -411,7 +413,7 @@ def native_openapi(*, auth: bool = False, agents: tuple[str, ...] = ()) -> dict[
                         "links": RUN_LINKS,
                     },
                     "202": {**_json(_ref("Run"), "async: the run, pending"), "links": RUN_LINKS},
-                    **errors(400, 404, 409, 422, 429),
+                    **errors(400, 404, 408, 409, 413, 422, 429),
                 },
             },
             "get": {
@@ -483,7 +485,7 @@ def native_openapi(*, auth: bool = False, agents: tuple[str, ...] = ()) -> dict[
                 "summary": "Cancel the run (idempotent: an ended run is returned as it is)",
                 "parameters": [RUN_ID],
                 "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("Cancel")}}},
-                "responses": {"200": _json(_ref("Run"), "the run after the cancel"), **errors(400, 404)},
+                "responses": {"200": _json(_ref("Run"), "the run after the cancel"), **errors(400, 404, 408, 413)},
             }
         },
         "/runs/{run_id}/input": {
@@ -492,7 +494,7 @@ def native_openapi(*, auth: bool = False, agents: tuple[str, ...] = ()) -> dict[
                 "summary": "Give input to a run waiting for it",
                 "parameters": [RUN_ID],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Input")}}},
-                "responses": {"200": _json(_ref("Run"), "the run with the input recorded"), **errors(400, 404, 409)},
+                "responses": {"200": _json(_ref("Run"), "the run with the input recorded"), **errors(400, 404, 408, 409, 413)},
             }
         },
         "/sessions": {
@@ -506,7 +508,7 @@ def native_openapi(*, auth: bool = False, agents: tuple[str, ...] = ()) -> dict[
                 },
                 "responses": {
                     "201": {**_json(_ref("Session"), "the new session"), "links": SESSION_LINKS},
-                    **errors(400, 409),
+                    **errors(400, 408, 409, 413),
                 },
             }
         },
