@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
+from chaoskit import read_log as all_events
 from faultkit import FrameReader, ServeProcess
 
 pytestmark = [pytest.mark.slow]
@@ -34,19 +35,6 @@ pytestmark = [pytest.mark.slow]
 CYCLES = 3
 STREAMS = 3
 WORDS = 4_000
-
-
-def all_events(client: httpx.Client, run_id: str) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    after = 0
-    while True:
-        response = client.get(f"/runs/{run_id}/events", params={"after_seq": after, "limit": 1000})
-        assert response.status_code == 200, response.text
-        page = response.json()
-        events.extend(page["events"])
-        if not page["events"]:
-            return events
-        after = page["next_after_seq"]
 
 
 def read_stream(
