@@ -28,7 +28,7 @@ import collections
 import json
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -38,17 +38,28 @@ import structlog
 
 from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError, StoreError
 from runengine.events import Event, RunCreated
-from runengine.ports import DEFAULT_PAGE, MAX_PAGE, Lease, LeaseLost, RunPage, RunSummary, SessionRecord
+from runengine.ports import DEFAULT_PAGE, MAX_PAGE, EndedRunPage, Lease, LeaseLost, RunPage, RunSummary, SessionRecord
 from runengine.state import RunState
-from runengine.status import Status
+from runengine.status import TERMINAL_STATUSES, Status
 from runengine.transitions import status_after
-from runengine.validation import check_append, check_page, decode_cursor, encode_cursor
+from runengine.validation import (
+    check_append,
+    check_page,
+    decode_cursor,
+    decode_ended_cursor,
+    encode_cursor,
+    encode_ended_cursor,
+    micros,
+)
 from runengine.wire import data_to_json, event_from_parts, state_from_json, state_to_json
 
 log = structlog.get_logger("runengine.postgres")
 
-#: The schema this version writes. A database at a higher version is refused.
-SCHEMA_VERSION = 1
+#: The schema this version writes. A database at a higher version is refused; a lower one is
+#: migrated when opened (_MIGRATIONS).
+SCHEMA_VERSION = 2
+
+_ENDED_STATUSES = ", ".join(f"'{status.value}'" for status in sorted(TERMINAL_STATUSES))
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 
@@ -67,6 +78,7 @@ CREATE TABLE runengine_runs (
 CREATE INDEX runengine_runs_session ON runengine_runs (session_id, position);
 CREATE INDEX runengine_runs_status ON runengine_runs (status, position);
 CREATE INDEX runengine_runs_owner ON runengine_runs (owner, position);
+CREATE INDEX runengine_runs_ended ON runengine_runs (updated_at, position) WHERE status IN ({ended});
 CREATE TABLE runengine_events (
     run_id text NOT NULL,
     seq integer NOT NULL,
@@ -85,6 +97,7 @@ CREATE TABLE runengine_idempotency (
     run_id text NOT NULL,
     bound_at timestamptz NOT NULL
 );
+CREATE INDEX runengine_idempotency_run ON runengine_idempotency (run_id);
 CREATE TABLE runengine_sessions (
     session_id text PRIMARY KEY,
     owner text,
@@ -107,7 +120,16 @@ CREATE TABLE runengine_queue (
 );
 CREATE INDEX runengine_queue_waiting ON runengine_queue (position) WHERE NOT claimed;
 CREATE INDEX runengine_queue_leases ON runengine_queue (lease_until) WHERE claimed;
-"""
+""".replace("{ended}", _ENDED_STATUSES)
+
+#: What turns a schema version N database into N+1.
+_MIGRATIONS: dict[int, str] = {
+    # 2: ended runs by time (retention sweeps), idempotency keys by run (deleting a run).
+    1: f"""
+CREATE INDEX runengine_runs_ended ON runengine_runs (updated_at, position) WHERE status IN ({_ENDED_STATUSES});
+CREATE INDEX runengine_idempotency_run ON runengine_idempotency (run_id);
+""",
+}
 
 #: Errors after which the operation is retried on a fresh connection (server restart, network).
 _TRANSIENT: tuple[type[BaseException], ...] = (
@@ -124,6 +146,8 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
 )
 
 T = TypeVar("T")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @attrs.define(eq=False)
@@ -294,6 +318,10 @@ class PostgresStore:
             if version is None:
                 await conn.execute(_DDL)
                 await conn.execute("INSERT INTO runengine_schema (version) VALUES ($1)", SCHEMA_VERSION)
+            elif version < SCHEMA_VERSION:
+                for step in range(version, SCHEMA_VERSION):
+                    await conn.execute(_MIGRATIONS[step])
+                await conn.execute("UPDATE runengine_schema SET version = $1", SCHEMA_VERSION)
             elif version > SCHEMA_VERSION:
                 raise SchemaVersionError(
                     f"the database schema is version {version}; this runengine knows up to {SCHEMA_VERSION}",
@@ -727,6 +755,41 @@ class PostgresStore:
             runs=tuple(_summary(row) for row in page),
             next_before=encode_cursor(page[-1]["position"]) if more and page else None,
         )
+
+    async def list_ended_runs(
+        self, *, ended_before: datetime, limit: int = 100, after: str | None = None
+    ) -> EndedRunPage:
+        check_page(0, limit)
+        start = decode_ended_cursor(after)
+        args: list[Any] = [ended_before]
+        sql = (
+            "SELECT run_id, agent, status, session_id, owner, created_at, updated_at, last_seq, position"
+            f" FROM runengine_runs WHERE status IN ({_ENDED_STATUSES}) AND updated_at < $1"
+        )
+        if start is not None:
+            args.extend((_EPOCH + timedelta(microseconds=start[0]), start[1]))
+            sql += " AND (updated_at, position) > ($2, $3)"
+        args.append(limit + 1)
+        sql += f" ORDER BY updated_at, position LIMIT ${len(args)}"
+        rows = await self._fetch(sql, *args)
+        page = rows[:limit]
+        return EndedRunPage(
+            runs=tuple(_summary(row) for row in page),
+            next_after=(
+                encode_ended_cursor(micros(page[-1]["updated_at"]), page[-1]["position"]) if len(rows) > limit else None
+            ),
+        )
+
+    async def delete_run(self, run_id: str) -> bool:
+        async def run() -> bool:
+            async with self._require_pool().acquire() as conn, conn.transaction():
+                # The run row first, as appends lock it first: a concurrent writer waits, never deadlocks.
+                found = await conn.fetchval("DELETE FROM runengine_runs WHERE run_id = $1 RETURNING true", run_id)
+                for table in ("runengine_events", "runengine_snapshots", "runengine_idempotency", "runengine_queue"):
+                    await conn.execute(f"DELETE FROM {table} WHERE run_id = $1", run_id)  # noqa: S608 - our tables
+                return bool(found)
+
+        return await self._retry(run)
 
     # -- snapshots, idempotency keys, sessions ----------------------------------------------
 

@@ -2,15 +2,17 @@
 
     store = SQLiteStore("runs.db")                 # or RunEngine("sqlite:///runs.db")
 
-Layout (schema version 1, kept in the `schema_version` table):
+Layout (schema version 2, kept in the `schema_version` table; a version 1 file is migrated
+when opened):
 
 - `events(run_id, seq, type, at_us, data)`, primary key (run_id, seq), WITHOUT ROWID, so
   a run's log is stored in seq order and the key itself is the optimistic
   concurrency check: two writers can never both write seq N.
 - `runs`: one row per run (agent, status, session, owner, times, last_seq), kept
   current by every append, so listing runs never folds a log. `position` is the
-  creation order and the listing cursor.
-- `snapshots`, `idempotency_keys`, `sessions`.
+  creation order and the listing cursor. `ended_us` is the time of the run's terminal event
+  (µs since the epoch; NULL while it is active), indexed for retention sweeps (version 2).
+- `snapshots`, `idempotency_keys` (indexed by run, so deleting a run finds its keys), `sessions`.
 
 Group commit. Every write goes through ONE writer task per store, which takes
 everything queued (appends of every run, snapshots, keys, sessions) and commits it
@@ -60,14 +62,21 @@ import anyio
 
 from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError, StoreError
 from runengine.events import Event, MessageDelta, RunCreated
-from runengine.ports import DEFAULT_PAGE, RunPage, RunSummary, SessionRecord
+from runengine.ports import DEFAULT_PAGE, EndedRunPage, RunPage, RunSummary, SessionRecord
 from runengine.state import RunState
-from runengine.status import Status
+from runengine.status import TERMINAL_STATUSES, Status
 from runengine.transitions import status_after
-from runengine.validation import check_append, check_page, decode_cursor, encode_cursor
+from runengine.validation import (
+    check_append,
+    check_page,
+    decode_cursor,
+    decode_ended_cursor,
+    encode_cursor,
+    encode_ended_cursor,
+)
 from runengine.wire import data_to_json, event_from_parts, format_time, state_from_json, state_to_json
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -87,11 +96,13 @@ CREATE TABLE IF NOT EXISTS runs (
     owner TEXT,
     created_at TEXT,
     updated_at TEXT,
-    last_seq INTEGER NOT NULL
+    last_seq INTEGER NOT NULL,
+    ended_us INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_by_session ON runs (session_id, position);
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, position);
 CREATE INDEX IF NOT EXISTS runs_by_owner ON runs (owner, position);
+CREATE INDEX IF NOT EXISTS runs_by_ended ON runs (ended_us, position) WHERE ended_us IS NOT NULL;
 CREATE TABLE IF NOT EXISTS snapshots (
     run_id TEXT PRIMARY KEY,
     last_seq INTEGER NOT NULL,
@@ -102,6 +113,7 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     run_id TEXT NOT NULL,
     reserved_us INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS idempotency_keys_by_run ON idempotency_keys (run_id);
 CREATE TABLE IF NOT EXISTS sessions (
     session_id TEXT PRIMARY KEY,
     owner TEXT,
@@ -113,12 +125,22 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 """
 
+_ENDED_STATUSES = ", ".join(f"'{status.value}'" for status in sorted(TERMINAL_STATUSES))
+#: What turns a schema version N file into N+1, run before _SCHEMA (which then adds the indexes).
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "ALTER TABLE runs ADD COLUMN ended_us INTEGER",
+        "UPDATE runs SET ended_us = (SELECT at_us FROM events WHERE events.run_id = runs.run_id"
+        f" AND events.seq = runs.last_seq) WHERE status IN ({_ENDED_STATUSES})",
+    ),
+}
+
 _INSERT_EVENT = "INSERT INTO events (run_id, seq, type, at_us, data) VALUES (?, ?, ?, ?, ?)"
 _UPSERT_RUN = (
-    "INSERT INTO runs (run_id, agent, status, session_id, owner, created_at, updated_at, last_seq)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO runs (run_id, agent, status, session_id, owner, created_at, updated_at, last_seq, ended_us)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (run_id) DO UPDATE SET status = excluded.status,"
-    " updated_at = excluded.updated_at, last_seq = excluded.last_seq"
+    " updated_at = excluded.updated_at, last_seq = excluded.last_seq, ended_us = excluded.ended_us"
 )
 _RUN_COLUMNS = "run_id, agent, status, session_id, owner, created_at, updated_at, last_seq"
 _SYNCHRONOUS = ("FULL", "NORMAL")
@@ -249,6 +271,7 @@ def _summary_row(s: RunSummary) -> tuple[Any, ...]:
         _time_text(s.created_at) if s.created_at else None,
         _time_text(s.updated_at) if s.updated_at else None,
         s.last_seq,
+        _micros(s.updated_at) if s.updated_at and s.status.terminal else None,
     )
 
 
@@ -456,11 +479,16 @@ class SQLiteStore:
                     found=found,
                     known=SCHEMA_VERSION,
                 )
+            for version in range(found or SCHEMA_VERSION, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[version]:
+                    await conn.execute(statement)
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     await conn.execute(statement)
             if found is None:
                 await conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif found < SCHEMA_VERSION:
+                await conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
             await conn.execute("COMMIT")
         except BaseException:
             await conn.execute("ROLLBACK")
@@ -763,6 +791,36 @@ class SQLiteStore:
             runs=tuple(_summary(row[1:]) for row in page),
             next_before=encode_cursor(page[-1][0]) if more and page else None,
         )
+
+    async def list_ended_runs(
+        self, *, ended_before: datetime, limit: int = 100, after: str | None = None
+    ) -> EndedRunPage:
+        check_page(0, limit)
+        start = decode_ended_cursor(after)
+        sql = f"SELECT ended_us, position, {_RUN_COLUMNS} FROM runs WHERE ended_us IS NOT NULL AND ended_us < ?"
+        params: list[Any] = [_micros(ended_before)]
+        if start is not None:
+            sql += " AND (ended_us, position) > (?, ?)"
+            params.extend(start)
+        sql += " ORDER BY ended_us, position LIMIT ?"
+        params.append(limit + 1)
+        rows = await self._fetch(sql, params)
+        page = rows[:limit]
+        return EndedRunPage(
+            runs=tuple(_summary(row[2:]) for row in page),
+            next_after=encode_ended_cursor(page[-1][0], page[-1][1]) if len(rows) > limit else None,
+        )
+
+    async def delete_run(self, run_id: str) -> bool:
+        def run(raw: sqlite3.Connection) -> bool:
+            found = raw.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount > 0
+            for table in ("events", "snapshots", "idempotency_keys"):
+                raw.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))  # noqa: S608 - our table names
+            return found
+
+        deleted: bool = await self._submit(run)
+        self._forget(run_id)
+        return deleted
 
     # -- snapshots, idempotency keys, sessions -----------------------------------------
 

@@ -46,6 +46,14 @@ class RunPage:
 
 
 @attrs.frozen(kw_only=True)
+class EndedRunPage:
+    """One page of ended runs, oldest ended first; pass `next_after` as `after` for the next page."""
+
+    runs: tuple[RunSummary, ...]
+    next_after: str | None = None
+
+
+@attrs.frozen(kw_only=True)
 class SessionRecord:
     """A conversation session that runs can belong to (created explicitly or on first use)."""
 
@@ -105,6 +113,17 @@ class EventStore(Protocol):
         before: str | None = None,
     ) -> RunPage:
         """Runs newest first, filtered, paged by an opaque cursor."""
+
+    async def list_ended_runs(
+        self, *, ended_before: datetime, limit: int = 100, after: str | None = None
+    ) -> EndedRunPage:
+        """Ended runs (a terminal status) whose last event is older than `ended_before` (strictly),
+        oldest ended first, paged by an opaque cursor. For retention sweeps and pruning."""
+
+    async def delete_run(self, run_id: str) -> bool:
+        """Delete the run atomically: its events, snapshot, run row and the idempotency records
+        bound to it (and, with a work queue, its queue row). False when there was no such run.
+        Callers decide whether a run may go (the engine only deletes ended runs)."""
 
     async def save_snapshot(self, state: RunState) -> None:
         """Keep `state` (the fold up to state.last_seq) so reads need not fold from seq 1."""
