@@ -14,10 +14,12 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from click.testing import CliRunner
 
 from httpkit import demo_engine, serve
 from runengine import InvalidRequest, InvalidRunState, RunEngine, RunNotFound, Status
 from runengine.adapters.asgi import engine_asgi_app
+from runengine.adapters.cli import main
 from runengine.adapters.sqlite import SCHEMA_VERSION, SQLiteStore
 from runengine.demo import register_demo_agents
 from runengine.events import RunCompleted, RunCreated, RunStarted
@@ -91,11 +93,14 @@ async def test_engine_deletes_an_ended_run_and_only_for_its_owner() -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_retention_sweep_deletes_expired_ended_runs_in_the_background(tmp_path: Path, anyio_backend: str) -> None:
+@pytest.mark.parametrize(("store", "anyio_backend"), [("memory", "asyncio"), ("memory", "trio"), ("sqlite", "asyncio")])
+async def test_retention_sweep_deletes_expired_ended_runs_in_the_background(
+    tmp_path: Path, store: str, anyio_backend: str
+) -> None:
+    url = "memory://" if store == "memory" else f"sqlite:///{tmp_path / 'r.db'}"
     clock = Clock()
     engine = register_demo_agents(
-        RunEngine(SQLiteStore(tmp_path / "r.db"), clock=clock, retention=timedelta(hours=1), retention_interval=0.02),
+        RunEngine(url, clock=clock, retention=timedelta(hours=1), retention_interval=0.02),
         delay=0,
     )
     async with engine:
@@ -279,9 +284,9 @@ def test_cli_export_import_round_trip_and_prune_on_a_sqlite_file(tmp_path: Path)
     assert dry.returncode == 0 and set(dry.stdout.split()) == {ids["ended-40d"], ids["ended-31d"]}
     result = cli("prune", "--older-than", "30d", "--store", source)
     assert result.returncode == 0 and "deleted 2 run(s)" in result.stdout
-    for bad in ("30", "30x", "-1d", "0h", "d"):
-        refused = cli("prune", "--older-than", bad, "--store", source)
-        assert refused.returncode == 2 and "--older-than" in refused.stderr
+    for bad in ("30", "30x", "-1d", "0h", "d", "1.5d"):  # refused before the store is opened
+        refused = CliRunner().invoke(main, ["prune", "--older-than", bad, "--store", source])
+        assert refused.exit_code == 2 and "--older-than" in refused.output
 
     with sqlite3.connect(tmp_path / "source.db") as conn:
         left = {row[0] for row in conn.execute("SELECT run_id FROM runs")}
