@@ -59,12 +59,18 @@ async def delete_ended_run(store: EventStore, run_id: str, *, owner: str | None 
 async def sweep(store: EventStore, *, ended_before: datetime, page: int = SWEEP_PAGE) -> list[str]:
     """Delete every run that ended before `ended_before`; return the ids this call deleted."""
     deleted: list[str] = []
+
+    async def delete(run_id: str) -> None:
+        if await store.delete_run(run_id):  # False: another sweeper got there first
+            deleted.append(run_id)
+
     after: str | None = None
     while True:
         listing = await store.list_ended_runs(ended_before=ended_before, limit=page, after=after)
-        for summary in listing.runs:
-            if await store.delete_run(summary.run_id):  # False: another sweeper got there first
-                deleted.append(summary.run_id)
+        # A page's deletes at once: a group-committing store (SQLite) makes them one transaction.
+        async with anyio.create_task_group() as group:
+            for summary in listing.runs:
+                group.start_soon(delete, summary.run_id)
         after = listing.next_after
         if after is None:
             return deleted
