@@ -26,6 +26,8 @@ A pair that is not listed is refused with `InvalidTransition`, and the state is 
 Besides the table, the reducer checks each event's own guards: `seq` is last_seq + 1 and
 the run id matches; a `message.delta` continues the open message (or opens one when none
 is open); a `message.completed` closes the open message (or records a whole one); a
-`tool.call` id is new; a `tool.result` answers an open `tool.call`.
+`tool.call` id is new; a `tool.result` answers an open `tool.call`; a `message.discarded`
+names the open message; a `timer.fired` answers the running `timer.started`, and only one
+timer runs at a time.
 """
 Path(__file__).with_name("transitions.md").write_text(text)

@@ -18,6 +18,9 @@ class AgentSpec:
     fn: AgentFn
     description: str = ""
     metadata: dict[str, Any] = attrs.field(factory=dict)
+    #: Change it when a change to the agent would not replay its runs in flight: they then
+    #: fail `replay_divergence` at resume instead of replaying against the wrong code.
+    version: str | None = None
 
 
 class AgentRegistry:

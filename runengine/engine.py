@@ -55,8 +55,8 @@ from .retention import DEFAULT_SWEEP_INTERVAL, RetentionSweeper, delete_ended_ru
 from .state import RunState
 from .status import Status
 from .stores import open_store
+from .driver import AgentFailed, DriverOptions, RunDriver
 from .worker import Worker, WorkerOptions, worker_options
-from .writer import RunEndedElsewhere, RunWriter
 
 log = structlog.get_logger("runengine")
 
@@ -89,35 +89,6 @@ class SessionEnded(InvalidRunState):
         self.details = {"session_id": session_id, "expired": expired}
 
 
-class AgentFailed(Exception):
-    """Raise from an agent to fail its run with a chosen error code (instead of `agent_error`)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-@attrs.define
-class _ActiveRun:
-    """A run this engine is executing: its writer, its cancel scope and when it is done."""
-
-    run_id: str
-    writer: RunWriter
-    scope: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
-    done: anyio.Event = attrs.field(factory=anyio.Event)
-    cancel_reason: str | None = None
-    after: tuple[str, ...] = ()  # runs of the same session to wait for (policy "enqueue")
-    # Set by a queue worker: stop without writing (the lease is gone), or hand the run back.
-    abandoned: bool = False
-    hand_back: bool = False
-
-    def cancel(self, reason: str | None) -> None:
-        if self.cancel_reason is None:
-            self.cancel_reason = reason or "cancelled"
-        self.scope.cancel()
-
-
 class RunEngine:
     """Executes agent runs and records every step as an event in `store`."""
 
@@ -134,6 +105,8 @@ class RunEngine:
         clock: Callable[[], datetime] = utc_now,
         worker_id: str | None = None,
         worker: WorkerOptions | bool | None = None,
+        drain_timeout: float = 10.0,
+        max_attempts: int = 3,
         retention: timedelta | float | None = None,
         retention_interval: float = DEFAULT_SWEEP_INTERVAL,
     ) -> None:
@@ -151,7 +124,24 @@ class RunEngine:
         self.recover_on_start = recover_on_start
         self.clock = clock
         self.worker_id = worker_id or f"engine-{uuid.uuid4().hex[:8]}"
-        self._active: dict[str, _ActiveRun] = {}
+        if not (isinstance(drain_timeout, (int, float)) and math.isfinite(drain_timeout) and drain_timeout >= 0):
+            raise InvalidRequest("drain_timeout must be a number of seconds >= 0")
+        if not (isinstance(max_attempts, int) and max_attempts >= 1):
+            raise InvalidRequest("max_attempts must be an integer >= 1")
+        #: Graceful stop: how long runs get to reach their next event before they are left as they are.
+        self.drain_timeout = float(drain_timeout)
+        self.driver = RunDriver(
+            self.store,
+            self.agents,
+            clock=clock,
+            worker_id=self.worker_id,
+            options=DriverOptions(
+                flush_window=flush_window,
+                flush_max=flush_max,
+                snapshot_every=snapshot_every,
+                max_attempts=max_attempts,
+            ),
+        )
         self._session_locks: dict[str, anyio.Lock] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._exit_stack: contextlib.AsyncExitStack | None = None
@@ -170,12 +160,22 @@ class RunEngine:
     # -- agents ---------------------------------------------------------------
 
     def agent(
-        self, name: str, *, description: str = "", metadata: dict[str, Any] | None = None
+        self,
+        name: str,
+        *,
+        description: str = "",
+        metadata: dict[str, Any] | None = None,
+        version: str | None = None,
     ) -> Callable[[AgentFn], AgentFn]:
-        """Decorator: register an async function `fn(ctx) -> output` as the agent `name`."""
+        """Decorator: register an async function `fn(ctx) -> output` as the agent `name`.
+
+        `version`: change it when runs in flight must not replay against the new code
+        (they fail `replay_divergence` when resumed by an engine with another version)."""
 
         def register(fn: AgentFn) -> AgentFn:
-            self.agents.add(AgentSpec(name=name, fn=fn, description=description, metadata=dict(metadata or {})))
+            self.agents.add(
+                AgentSpec(name=name, fn=fn, description=description, metadata=dict(metadata or {}), version=version)
+            )
             return fn
 
         return register
@@ -218,15 +218,13 @@ class RunEngine:
         return self._tg is not None
 
     async def _shutdown(self) -> None:
-        """Cancel the runs still in flight (each records run.cancelled), then stop."""
+        """A graceful stop: runs reach their next event (within `drain_timeout`), record
+        run.suspended and stay unfinished; the next engine resumes them. Nothing ends a run here."""
         with anyio.CancelScope(shield=True):
-            if self._worker is not None:  # queued runs are finished or handed back, not cancelled
+            if self._worker is not None:  # queued runs: suspended and handed back to the queue
                 await self._worker.stop()
                 self._worker = None
-            for active in list(self._active.values()):
-                active.cancel("engine shutdown")
-            for active in list(self._active.values()):
-                await active.done.wait()
+            await self.driver.suspend_all(self.drain_timeout)
         self._tg = None
 
     def _task_group(self) -> anyio.abc.TaskGroup:
@@ -235,29 +233,30 @@ class RunEngine:
         return self._tg
 
     async def recover(self) -> list[str]:
-        """Settle the runs a previous process left unfinished in a store only it writes:
-        pending runs are started, running or waiting ones fail with code `worker_lost`."""
-        if self.queue is not None:  # a shared store: leases settle lost runs (runengine.worker)
+        """Take up the runs a previous process left unfinished in a store only it writes:
+        pending runs are started, running or waiting ones resumed from their logs. A run whose
+        agent this engine does not have stays as it is, for an engine that has it."""
+        if self.queue is not None:  # a shared store: workers take lost runs over (runengine.worker)
             return []
         recovered: list[str] = []
+        missing: set[str] = set()
         for status in ACTIVE_STATUSES:
             before: str | None = None
             while True:
                 page = await self.store.list_runs(status=status, limit=200, before=before)
                 for summary in page.runs:
-                    if summary.run_id in self._active:
+                    if summary.run_id in self.driver.active:
+                        continue
+                    if summary.agent not in self.agents:
+                        missing.add(summary.agent)
                         continue
                     recovered.append(summary.run_id)
-                    if status is Status.PENDING and summary.agent in self.agents:
-                        self._launch(await self.status(summary.run_id))
-                    else:
-                        code = "worker_lost" if status is not Status.PENDING else "agent_not_found"
-                        await self._fail_at_head(summary.run_id, code, "the process executing this run stopped")
+                    self.driver.launch(self._task_group(), await self.status(summary.run_id))
                 before = page.next_before
                 if before is None:
                     break
-        if recovered:
-            log.info("recovered unfinished runs", count=len(recovered))
+        if recovered or missing:
+            log.info("resuming unfinished runs", count=len(recovered), agents_missing=sorted(missing))
         return recovered
 
     # -- execute ----------------------------------------------------------------
@@ -276,6 +275,7 @@ class RunEngine:
         idempotency_key: str | None = ...,
         session_policy: SessionPolicy | None = ...,
         run_id: str | None = ...,
+        start_at: datetime | None = ...,
     ) -> RunState: ...
 
     @overload
@@ -292,6 +292,7 @@ class RunEngine:
         idempotency_key: str | None = ...,
         session_policy: SessionPolicy | None = ...,
         run_id: str | None = ...,
+        start_at: datetime | None = ...,
     ) -> AsyncIterator[Event]: ...
 
     async def execute(
@@ -307,12 +308,14 @@ class RunEngine:
         idempotency_key: str | None = None,
         session_policy: SessionPolicy | None = None,
         run_id: str | None = None,
+        start_at: datetime | None = None,
     ) -> RunState | AsyncIterator[Event]:
         """Start a run of `agent`.
 
         mode="sync": the state once the run ends or waits for input.
         mode="async": the state right after creation (status pending) — at once.
         mode="stream": an async iterator of the run's events from seq 1, ending after the last.
+        start_at: a delayed run stays pending until then (across restarts).
         """
         self._task_group()
         if mode not in MODES:
@@ -322,6 +325,8 @@ class RunEngine:
             raise InvalidRequest("timeout must be a positive number of seconds", timeout=timeout)
         if metadata is not None and not isinstance(metadata, dict):
             raise InvalidRequest("metadata must be an object")
+        if start_at is not None and (not isinstance(start_at, datetime) or start_at.tzinfo is None):
+            raise InvalidRequest("start_at must be a timezone-aware datetime")
         policy = session_policy or self.session_policy
         if policy not in SESSION_POLICIES:
             raise InvalidRequest(f"session_policy must be one of {SESSION_POLICIES}")
@@ -356,6 +361,7 @@ class RunEngine:
                 mode=mode,
                 owner=owner,
                 timeout=float(timeout) if timeout is not None else None,
+                start_at=start_at,
             )
             fold = Fold()
             fold.apply(created)
@@ -365,7 +371,7 @@ class RunEngine:
                 await self.queue.enqueue(new_run_id, [created], after=after)
             else:
                 await self.store.append(new_run_id, [created], expected_seq=0)
-                self._launch(state, after=after, fold=fold)
+                self.driver.launch(self._task_group(), state, after=after, fold=fold)
         return await self._respond(new_run_id, mode, after_seq=0, created=state)
 
     async def _respond(
@@ -401,129 +407,6 @@ class RunEngine:
                 await self.cancel(other, reason="interrupted by a newer run in the session")
             return ()
         return tuple(active)  # enqueue: the new run starts after these end
-
-    def _launch(
-        self,
-        state: RunState,
-        *,
-        after: tuple[str, ...] = (),
-        fold: Fold | None = None,
-        store: EventStore | None = None,
-    ) -> _ActiveRun:
-        """Start executing a pending run in this engine's task group (`store`: a worker's leased view)."""
-        writer = RunWriter(
-            store or self.store,
-            fold or Fold(state),
-            flush_window=self.flush_window,
-            flush_max=self.flush_max,
-            snapshot_every=self.snapshot_every,
-        )
-        active = _ActiveRun(run_id=state.run_id, writer=writer, after=after)
-        self._active[state.run_id] = active
-        self._task_group().start_soon(self._drive, active, name=f"run {state.run_id}")
-        return active
-
-    # -- the driver: one task per executing run --------------------------------
-
-    async def _drive(self, active: _ActiveRun) -> None:
-        writer = active.writer
-        state = writer.state
-        run_log = log.bind(run_id=active.run_id, agent=state.agent)
-        try:
-            terminal = await self._run_agent(active, state, run_log)
-            if terminal is not None:
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await writer.add(terminal, durable=True)
-                    except RunEndedElsewhere:
-                        pass
-                    except LeaseLost:  # a queue worker that lost its lease: the run is someone else's
-                        active.abandoned = True
-        except Exception:  # a store failure: the run stays unfinished and is recovered later
-            run_log.exception("run driver failed")
-        finally:
-            self._active.pop(active.run_id, None)
-            active.done.set()
-
-    async def _run_agent(
-        self, active: _ActiveRun, state: RunState, run_log: Any
-    ) -> Callable[[int], Event] | None:
-        """Run the agent; return how to build the terminal event (None if the run ended elsewhere)."""
-        writer = active.writer
-        run_id = active.run_id
-
-        def failed(code: str, message: str) -> Callable[[int], Event]:
-            return lambda seq: RunFailed(run_id=run_id, seq=seq, at=self.clock(), error=ErrorInfo(code=code, message=message))
-
-        spec = self.agents.find(state.agent)
-        try:
-            with active.scope:
-                for other in active.after:  # session policy "enqueue"
-                    await self._wait_terminal(other)
-                if spec is None:
-                    return failed("agent_not_found", f"no agent named {state.agent!r}")
-                session = await self.store.get_session(state.session_id) if state.session_id else None
-                await writer.add(
-                    lambda seq: RunStarted(
-                        run_id=run_id, seq=seq, at=self.clock(), worker=self.worker_id, attempt=state.attempt + 1
-                    ),
-                    durable=False,  # commits with the agent's first events (or within the flush window)
-                )
-                ctx = RunContext(writer, self.store, self.clock, session)
-                failure: Exception | None = None
-                async with anyio.create_task_group() as background:
-                    background.start_soon(writer.flush_loop)
-                    try:
-                        deadline = anyio.fail_after(state.timeout) if state.timeout else contextlib.nullcontext()
-                        with deadline:
-                            result = await spec.fn(ctx)
-                        # The last message commits in one batch with the terminal event below.
-                        await ctx.complete_message(durable=False)
-                    except Exception as exc:  # re-raised below, outside the group (no ExceptionGroup)
-                        failure = exc
-                    finally:
-                        background.cancel_scope.cancel()
-                if failure is not None:
-                    raise failure
-                if writer.ended_elsewhere is not None:
-                    return None
-                output = result if result is not None else _last_message(writer.state)
-                return lambda seq: RunCompleted(run_id=run_id, seq=seq, at=self.clock(), output=output)
-        except RunEndedElsewhere:
-            return None
-        except LeaseLost:
-            active.abandoned = True
-            return None
-        except TimeoutError:
-            run_log.info("run timed out", timeout=state.timeout)
-            return failed("timeout", f"the run took longer than its timeout of {state.timeout} s")
-        except Exception as exc:  # the agent's own failure ends the run, with what it said
-            if isinstance(writer.failure, LeaseLost):
-                active.abandoned = True
-            if writer.ended_elsewhere is not None or active.abandoned:
-                return None
-            if isinstance(exc, AgentFailed):
-                return failed(exc.code, exc.message)
-            return failed("agent_error", f"{type(exc).__name__}: {exc}")
-        finally:
-            if active.scope.cancelled_caught and writer.ended_elsewhere is None and active.abandoned:
-                return None  # noqa: B012 - the lease is gone: someone else owns the run now
-            if active.scope.cancelled_caught and writer.ended_elsewhere is None and active.hand_back:
-                if writer.state.status is Status.PENDING:
-                    return None  # noqa: B012 - never started: back on the queue as it is
-                return lambda seq: RunRequeued(run_id=run_id, seq=seq, at=self.clock(), reason="worker shutdown")  # noqa: B012
-            if active.scope.cancelled_caught and writer.ended_elsewhere is None:
-                reason = active.cancel_reason
-                # `return` from finally is deliberate: a cancel wins over whatever was under way.
-                return lambda seq: RunCancelled(run_id=run_id, seq=seq, at=self.clock(), reason=reason)  # noqa: B012
-        return None  # pragma: no cover - every path above returns
-
-    async def _wait_terminal(self, run_id: str) -> None:
-        while True:
-            summary = await self.store.get_run(run_id)
-            if summary is None or summary.status.terminal:
-                return
-            await self.store.wait(run_id, after_seq=summary.last_seq, timeout=1.0)
 
     # -- queries ------------------------------------------------------------------
 
@@ -640,7 +523,7 @@ class RunEngine:
 
     async def cancel(self, run_id: str, *, reason: str | None = None) -> RunState:
         """Cancel a run (idempotent: an ended run is returned as it is)."""
-        active = self._active.get(run_id)
+        active = self.driver.active.get(run_id)
         if active is not None:
             active.cancel(reason)
             with anyio.CancelScope(shield=True):
@@ -744,14 +627,6 @@ class HistoryMessage:
     run_id: str
     at: datetime | None = None
     agent: str | None = None
-
-
-def _last_message(state: RunState) -> Any:
-    for message in reversed(state.messages):
-        if message.role == "assistant":
-            return message.content
-    return None
-
 
 
 class _ReleasingLock:

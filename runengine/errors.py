@@ -110,3 +110,32 @@ class SchemaVersionError(StoreError):
     """The database was written by a newer schema than this version knows."""
 
     code = "schema_version"
+
+
+class ReplayDivergence(RunEngineError):
+    """A resumed agent's calls do not match its recorded log (its code changed, or it is not
+    deterministic). The run fails with this code; the log is left as it was."""
+
+    code = "replay_divergence"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message, **details)
+
+
+class StepFailed(RunEngineError):
+    """A `ctx.step` or `ctx.tool_call` function raised. Raised live and on replay alike, so a
+    resumed agent takes the same path; `error` holds what was recorded."""
+
+    code = "step_failed"
+
+    def __init__(self, name: str, error_code: str, error_message: str) -> None:
+        super().__init__(f"{name} failed: {error_message}", name=name, error_code=error_code)
+        self.name = name
+        self.error_code = error_code
+        self.error_message = error_message
+
+
+class InputTimedOut(RunEngineError):
+    """`ctx.ask(..., timeout=...)` passed its deadline without input (recorded: also on replay)."""
+
+    code = "input_timed_out"

@@ -47,8 +47,10 @@ class RunCreated(Event):
     mode: str = "sync"
     #: Who created the run (the auth hook's principal); None when auth is off.
     owner: str | None = None
-    #: Seconds the run may take before it fails with code `timeout`.
+    #: Seconds the run may take before it fails with code `timeout` (counted from its start).
     timeout: float | None = None
+    #: A delayed run stays pending until this time.
+    start_at: datetime | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -57,6 +59,28 @@ class RunStarted(Event):
     #: Which engine process (worker) executes this attempt.
     worker: str | None = None
     attempt: int = 1
+    #: The agent's version key (`@engine.agent(name, version=...)`), checked when the run resumes.
+    version: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RunResumed(Event):
+    """An engine took up an unfinished run again: its agent replays the log, then goes on live."""
+
+    type: ClassVar[str] = "run.resumed"
+    worker: str | None = None
+    attempt: int = 1
+    #: "restart" after a graceful stop (run.suspended), "worker_lost" after a crash.
+    reason: str = "restart"
+    version: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RunSuspended(Event):
+    """The executing process stopped gracefully; the run waits, unfinished, for the next engine."""
+
+    type: ClassVar[str] = "run.suspended"
+    reason: str = "shutdown"
 
 
 @attrs.frozen(kw_only=True)
@@ -72,6 +96,15 @@ class MessageCompleted(Event):
     message_id: str
     role: str = "assistant"
     content: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class MessageDiscarded(Event):
+    """A message left streaming by a lost process: clients drop its partial text."""
+
+    type: ClassVar[str] = "message.discarded"
+    message_id: str
+    reason: str = "resumed"
 
 
 @attrs.frozen(kw_only=True)
@@ -98,15 +131,49 @@ class ToolResult(Event):
 
 
 @attrs.frozen(kw_only=True)
+class StepCompleted(Event):
+    """The recorded result of `ctx.step`: replayed, never recomputed."""
+
+    type: ClassVar[str] = "step.completed"
+    name: str
+    output: Any = None
+    error: ErrorInfo | None = None
+
+
+@attrs.frozen(kw_only=True)
+class TimerStarted(Event):
+    """A durable sleep began; the run wakes at `until`, whatever restarts happen in between."""
+
+    type: ClassVar[str] = "timer.started"
+    timer_id: str
+    until: datetime
+
+
+@attrs.frozen(kw_only=True)
+class TimerFired(Event):
+    type: ClassVar[str] = "timer.fired"
+    timer_id: str
+
+
+@attrs.frozen(kw_only=True)
 class RunWaitingForInput(Event):
     type: ClassVar[str] = "run.waiting_for_input"
     request: Any = None
+    #: Past this time the run resumes without input (`ctx.ask(timeout=...)`).
+    expires_at: datetime | None = None
 
 
 @attrs.frozen(kw_only=True)
 class RunInput(Event):
     type: ClassVar[str] = "run.input"
     content: Any = None
+
+
+@attrs.frozen(kw_only=True)
+class RunInputTimedOut(Event):
+    """No input came before the waiting run's `expires_at`: the agent's `ask` raises InputTimedOut."""
+
+    type: ClassVar[str] = "run.input_timed_out"
 
 
 @attrs.frozen(kw_only=True)
@@ -168,13 +235,20 @@ class UnknownEvent(Event):
 KNOWN_EVENTS: tuple[type[Event], ...] = (
     RunCreated,
     RunStarted,
+    RunResumed,
+    RunSuspended,
     MessageDelta,
     MessageCompleted,
+    MessageDiscarded,
     Thought,
     ToolCall,
     ToolResult,
+    StepCompleted,
+    TimerStarted,
+    TimerFired,
     RunWaitingForInput,
     RunInput,
+    RunInputTimedOut,
     Usage,
     Custom,
     RunRequeued,

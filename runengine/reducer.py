@@ -21,15 +21,22 @@ from .events import (
     Event,
     MessageCompleted,
     MessageDelta,
+    MessageDiscarded,
     RunCancelled,
     RunCompleted,
     RunCreated,
     RunFailed,
     RunInput,
+    RunInputTimedOut,
     RunRequeued,
+    RunResumed,
     RunStarted,
+    RunSuspended,
     RunWaitingForInput,
+    StepCompleted,
     Thought,
+    TimerFired,
+    TimerStarted,
     ToolCall,
     ToolResult,
     Usage,
@@ -86,6 +93,8 @@ class Fold:
             {c.call_id: _Call(c) for c in state.tool_calls} if state else {}
         )
         self._inputs: list[Any] = list(state.inputs) if state else []
+        self._discarded: list[str] = list(state.discarded) if state else []
+        self._steps = state.steps if state else 0
         usage = state.usage if state else UsageTotals()
         self._in_tokens, self._out_tokens, self._cost = (
             usage.input_tokens,
@@ -96,13 +105,20 @@ class Fold:
         self._handlers: dict[str, Callable[[Any], None]] = {
             RunCreated.type: self._created,
             RunStarted.type: self._started,
+            RunResumed.type: self._resumed,
+            RunSuspended.type: self._suspended,
             MessageDelta.type: self._delta,
             MessageCompleted.type: self._message_completed,
+            MessageDiscarded.type: self._message_discarded,
             Thought.type: self._thought,
             ToolCall.type: self._tool_call,
             ToolResult.type: self._tool_result,
+            StepCompleted.type: self._step,
+            TimerStarted.type: self._timer_started,
+            TimerFired.type: self._timer_fired,
             RunWaitingForInput.type: self._waiting,
             RunInput.type: self._input,
+            RunInputTimedOut.type: self._input_timed_out,
             Usage.type: self._usage,
             Custom.type: _ignore,
             RunRequeued.type: self._requeued,
@@ -146,6 +162,14 @@ class Fold:
         """The id of the message being streamed by deltas, if one is open."""
         return self._partial_id
 
+    def partial(self) -> Message | None:
+        """The message being streamed, without freezing the whole state."""
+        if self._partial_id is None:
+            return None
+        if len(self._chunks) > 1:
+            self._chunks = ["".join(self._chunks)]
+        return Message(message_id=self._partial_id, role=self._partial_role, content=self._chunks[0] if self._chunks else "")
+
     @property
     def state(self) -> RunState | None:
         """The frozen state (built on demand, cached until the next event)."""
@@ -170,6 +194,7 @@ class Fold:
             mode=e.mode,
             owner=e.owner,
             timeout=e.timeout,
+            start_at=e.start_at,
             created_at=e.at,
         )
 
@@ -178,6 +203,22 @@ class Fold:
             self._changes["started_at"] = e.at
         self._changes["attempt"] = e.attempt
         self._changes["worker"] = e.worker
+        self._changes["version"] = e.version
+
+    def _resumed(self, e: RunResumed) -> None:
+        self._changes["attempt"] = e.attempt
+        self._changes["worker"] = e.worker
+        self._changes["version"] = e.version
+        self._changes["suspended"] = False
+        if e.reason == "worker_lost":
+            self._changes["lost_attempts"] = self._get("lost_attempts") + 1
+
+    def _suspended(self, e: RunSuspended) -> None:
+        self._changes["suspended"] = True
+
+    def _get(self, name: str) -> Any:
+        """A rarely changed field's current value: changed since the base state, or the base's."""
+        return self._changes[name] if name in self._changes else getattr(self._base, name)
 
     def _delta(self, e: MessageDelta) -> None:
         if self._partial_id is None:
@@ -199,6 +240,29 @@ class Fold:
         self._partial_id = None
         self._chunks = []
 
+    def _message_discarded(self, e: MessageDiscarded) -> None:
+        if e.message_id != self._partial_id:
+            raise self._reject(e, f"message {e.message_id!r} is not the one streaming")
+        self._message_ids.add(e.message_id)  # its id is spent: a fresh message gets a new one
+        self._discarded.append(e.message_id)
+        self._partial_id = None
+        self._chunks = []
+
+    def _step(self, e: StepCompleted) -> None:
+        self._steps += 1
+
+    def _timer_started(self, e: TimerStarted) -> None:
+        if self._get("timer_id") is not None:
+            raise self._reject(e, "a timer is already running")
+        self._changes["sleeping_until"] = e.until
+        self._changes["timer_id"] = e.timer_id
+
+    def _timer_fired(self, e: TimerFired) -> None:
+        if self._get("timer_id") != e.timer_id:
+            raise self._reject(e, f"no running timer {e.timer_id!r}")
+        self._changes["sleeping_until"] = None
+        self._changes["timer_id"] = None
+
     def _thought(self, e: Thought) -> None:
         self._thoughts.append(ThoughtRecord(content=e.content, source=e.source, seq=e.seq))
 
@@ -219,10 +283,16 @@ class Fold:
 
     def _waiting(self, e: RunWaitingForInput) -> None:
         self._changes["await_request"] = e.request
+        self._changes["input_expires_at"] = e.expires_at
 
     def _input(self, e: RunInput) -> None:
         self._inputs.append(e.content)
         self._changes["await_request"] = None
+        self._changes["input_expires_at"] = None
+
+    def _input_timed_out(self, e: RunInputTimedOut) -> None:
+        self._changes["await_request"] = None
+        self._changes["input_expires_at"] = None
 
     def _usage(self, e: Usage) -> None:
         self._in_tokens += e.input_tokens
@@ -234,11 +304,17 @@ class Fold:
         self._messages, self._message_ids = [], set()
         self._partial_id, self._chunks = None, []
         self._thoughts, self._calls = [], {}
+        self._steps = 0
         self._changes["await_request"] = None
+        self._changes["sleeping_until"] = self._changes["timer_id"] = None
+        self._changes["input_expires_at"] = None
+        self._changes["replay_from"] = e.seq
 
     def _finish(self, e: Event) -> None:
         self._changes["finished_at"] = e.at
         self._changes["await_request"] = None
+        self._changes["sleeping_until"] = self._changes["timer_id"] = None
+        self._changes["input_expires_at"] = None
 
     def _completed(self, e: RunCompleted) -> None:
         self._finish(e)
@@ -293,6 +369,16 @@ class Fold:
             updated_at=changes.get("updated_at", base.updated_at),
             attempt=changes.get("attempt", base.attempt),
             worker=changes.get("worker", base.worker),
+            start_at=base.start_at,
+            version=changes.get("version", base.version),
+            sleeping_until=changes.get("sleeping_until", base.sleeping_until),
+            timer_id=changes.get("timer_id", base.timer_id),
+            input_expires_at=changes.get("input_expires_at", base.input_expires_at),
+            suspended=changes.get("suspended", base.suspended),
+            lost_attempts=changes.get("lost_attempts", base.lost_attempts),
+            discarded=tuple(self._discarded),
+            steps=self._steps,
+            replay_from=changes.get("replay_from", base.replay_from),
             last_seq=self.last_seq,
         )
         return state

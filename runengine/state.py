@@ -73,6 +73,25 @@ class RunState:
     updated_at: datetime | None = None
     attempt: int = 0
     worker: str | None = None
+    #: A delayed run's start time (`execute(start_at=...)`).
+    start_at: datetime | None = None
+    #: The agent version key recorded when the run started or last resumed.
+    version: str | None = None
+    #: While a durable `ctx.sleep` is under way: when it ends.
+    sleeping_until: datetime | None = None
+    timer_id: str | None = None
+    #: While waiting for input with a timeout: when the wait ends without input.
+    input_expires_at: datetime | None = None
+    #: True after a graceful stop left the run for the next engine (until it resumes).
+    suspended: bool = False
+    #: How many times the run was taken up again after its process was lost (crash loops end at a bound).
+    lost_attempts: int = 0
+    #: Messages dropped by `message.discarded` (partial text of a lost process).
+    discarded: tuple[str, ...] = ()
+    #: Recorded `ctx.step` results so far.
+    steps: int = 0
+    #: Replay starts after this seq: the last `run.requeued` (which starts the agent afresh), or 0.
+    replay_from: int = 0
     last_seq: int = 0
 
     @property

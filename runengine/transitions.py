@@ -33,9 +33,15 @@ _ROWS: list[tuple[Status | None, str, Status]] = [
     # running: the agent is producing output
     (R, "message.delta", R),
     (R, "message.completed", R),
+    (R, "message.discarded", R),  # a resumed run drops the partial message of a lost process
     (R, "thought", R),
     (R, "tool.call", R),
     (R, "tool.result", R),
+    (R, "step.completed", R),
+    (R, "timer.started", R),
+    (R, "timer.fired", R),
+    (R, "run.resumed", R),  # another engine takes the run up and replays its log
+    (R, "run.suspended", R),  # a graceful stop: the run stays unfinished for the next engine
     (R, "usage", R),
     (R, "custom", R),
     (R, "run.waiting_for_input", W),
@@ -46,6 +52,9 @@ _ROWS: list[tuple[Status | None, str, Status]] = [
     (R, UNKNOWN, R),
     # waiting for input: only the input, or the end, moves it on
     (W, "run.input", R),
+    (W, "run.input_timed_out", R),
+    (W, "run.resumed", W),
+    (W, "run.suspended", W),
     (W, "usage", W),
     (W, "custom", W),
     (W, "run.requeued", P),

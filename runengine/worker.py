@@ -11,11 +11,14 @@ claims runs and executes them. The policy:
 - Cancel and input reach the executing worker through the database: a terminal event
   appended by any process removes the run from the queue, the worker is told (a
   wake-up, or at the latest its next heartbeat) and stops the agent without writing.
-- A lost worker (its lease expired): the next claimer settles the run. Policy `fail`
-  (default) appends `run.failed` with code `worker_lost`. Policy `requeue` appends
-  `run.requeued` and runs the agent again, up to `max_attempts` attempts in all, then fails.
-- Graceful stop: no more claims; in-flight runs get `drain_timeout` seconds to finish; the
-  rest are handed back (`run.requeued`, back on the queue) for another worker.
+- A lost worker (its lease expired): the next claimer takes the run over. Policy `resume`
+  (default) resumes it from its log (`runengine.driver`: recorded steps, tool calls, inputs
+  and timers are replayed, not redone), up to `max_attempts` executions in all, then it
+  fails with code `worker_lost`. Policy `fail` fails it at once; `requeue` appends
+  `run.requeued` and runs the agent again from the start.
+- Graceful stop: no more claims; in-flight runs get `drain_timeout` seconds to reach their
+  next event; then each records `run.suspended` and goes back on the queue, where another
+  worker resumes it (a run waiting for input keeps waiting).
 """
 
 from __future__ import annotations
@@ -35,12 +38,15 @@ from .reducer import Fold
 from .state import RunState
 from .status import Status
 
+from .driver import ActiveRun
+
 if TYPE_CHECKING:
-    from .engine import RunEngine, _ActiveRun
+    from .engine import RunEngine
 
 log = structlog.get_logger("runengine.worker")
 
-LostPolicy = Literal["fail", "requeue"]
+LostPolicy = Literal["resume", "fail", "requeue"]
+LOST_POLICIES: tuple[str, ...] = ("resume", "fail", "requeue")
 
 
 def _positive(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -49,8 +55,8 @@ def _positive(_instance: object, attribute: attrs.Attribute[Any], value: Any) ->
 
 
 def _policy(_instance: object, _attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value not in ("fail", "requeue"):
-        raise InvalidRequest("on_lost must be 'fail' or 'requeue'", on_lost=value)
+    if value not in LOST_POLICIES:
+        raise InvalidRequest(f"on_lost must be one of {', '.join(LOST_POLICIES)}", on_lost=value)
 
 
 @attrs.frozen(kw_only=True)
@@ -67,12 +73,13 @@ class WorkerOptions:
     claim_batch: int = attrs.field(default=4, validator=_positive)
     #: Look at the queue at least this often, even without a wake-up (expired leases).
     poll: float = attrs.field(default=1.0, validator=_positive)
-    #: What happens to a run whose worker was lost: "fail" (code worker_lost) or "requeue".
-    on_lost: LostPolicy = attrs.field(default="fail", validator=_policy)
-    #: With on_lost="requeue": attempts in all before the run fails with worker_lost.
+    #: What happens to a run whose worker was lost: "resume" (from its log), "fail" (code
+    #: worker_lost) or "requeue" (its agent starts again from the beginning).
+    on_lost: LostPolicy = attrs.field(default="resume", validator=_policy)
+    #: With "resume" or "requeue": executions in all before the run fails with worker_lost.
     max_attempts: int = attrs.field(default=3, validator=_positive)
-    #: Graceful stop: how long in-flight runs may finish before they are handed back.
-    drain_timeout: float = attrs.field(default=30.0, validator=_positive)
+    #: Graceful stop: how long in-flight runs get to reach their next event before they are handed back.
+    drain_timeout: float = attrs.field(default=10.0, validator=_positive)
 
     @property
     def heartbeat_every(self) -> float:
@@ -101,7 +108,7 @@ class LeasedStore:
 @attrs.define(eq=False)
 class _Held:
     lease: Lease
-    active: _ActiveRun | None = None
+    active: ActiveRun | None = None
     lost: bool = False
 
 
@@ -138,17 +145,20 @@ class Worker:
             self._stopped.set()
 
     async def stop(self) -> None:
-        """Stop claiming; let in-flight runs finish for `drain_timeout`, then hand the rest back."""
+        """Stop claiming; runs reach their next event within `drain_timeout`, record
+        run.suspended and go back on the queue for another worker to resume."""
         self._stopping = True
         self._poke()
+        actives = [held.active for held in self._held.values() if held.active is not None]
+        for active in actives:
+            active.suspend(now=False)
         with anyio.move_on_after(self.options.drain_timeout):
-            while self._held:
-                await self._wait_change(None)
+            for active in actives:
+                await active.done.wait()
         for held in list(self._held.values()):
             if held.active is not None and not held.active.done.is_set():
                 log.info("handing back a run", run_id=held.lease.run_id)
-                held.active.hand_back = True
-                held.active.scope.cancel()
+                held.active.suspend(now=True)
         await self._stopped.wait()
 
     def _poke(self) -> None:
@@ -223,15 +233,19 @@ class Worker:
         if state.terminal:
             return  # ended while queued: the terminal append has taken it off the queue
         spec = engine.agents.find(state.agent)
-        if state.status is not Status.PENDING:  # its worker was lost
-            log.info("recovering a run whose worker was lost", run_id=lease.run_id, policy=self.options.on_lost)
-            if self.options.on_lost == "requeue" and state.attempt < self.options.max_attempts:
+        if spec is None or held.lost:  # not an agent of ours (claimed through an expired lease)
+            await self.queue.release(lease)
+            return
+        if state.status is not Status.PENDING and not state.suspended:  # its worker was lost
+            policy = self.options.on_lost
+            log.info("taking over a run whose worker was lost", run_id=lease.run_id, policy=policy)
+            if policy == "requeue" and state.attempt < self.options.max_attempts:
                 state = await self._append_at_head(
                     store,
                     lease.run_id,
                     lambda seq: RunRequeued(run_id=lease.run_id, seq=seq, at=engine.clock(), reason="worker_lost"),
                 )
-            else:
+            elif policy != "resume":
                 await self._append_at_head(
                     store,
                     lease.run_id,
@@ -245,18 +259,21 @@ class Worker:
                 return
             if state is None:
                 return
-        if spec is None or held.lost:  # not an agent of ours (claimed through an expired lease)
-            await self.queue.release(lease)
-            return
-        active = held.active = engine._launch(state, store=store)
+        active = held.active = engine.driver.launch(
+            self._runs(), state, store=store, max_attempts=self.options.max_attempts
+        )
         async with anyio.create_task_group() as watch:
             watch.start_soon(self._watch, held)
             await active.done.wait()
             watch.cancel_scope.cancel()
         if active.abandoned:
             log.info("run stopped: lease lost", run_id=lease.run_id)
-        if active.hand_back:
+        elif active.suspending:
             await self.queue.release(lease)
+
+    def _runs(self) -> anyio.abc.TaskGroup:
+        assert self._tg is not None
+        return self._tg
 
     async def _append_at_head(self, store: EventStore, run_id: str, build: Callable[[int], Event]) -> RunState | None:
         """Append one event after the log's head under the lease; the state after it (None if ended)."""

@@ -266,3 +266,29 @@ async def test_idempotency_key_returns_the_same_run(client: httpx.AsyncClient) -
     )
     assert streamed[0]["run_id"] == first["run_id"] and streamed[-1]["type"] == "run.completed"
     assert len((await client.get("/runs")).json()["runs"]) == 1
+
+
+@pytest.mark.anyio
+async def test_a_delayed_run_is_pending_until_its_start_at(client: httpx.AsyncClient) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    start_at = datetime.now(timezone.utc) + timedelta(seconds=0.5)
+    body = {"agent": "echo", "input": "later", "mode": "async", "start_at": start_at.isoformat()}
+    response = await client.post("/runs", json=body)
+    assert response.status_code == 202, response.text
+    run = response.json()
+    assert run["status"] == "pending" and datetime.fromisoformat(run["start_at"].replace("Z", "+00:00")) == start_at
+    assert (await client.get(f"/runs/{run['run_id']}")).json()["status"] == "pending"
+    done = await wait_status(client, run["run_id"], "completed")
+    assert datetime.fromisoformat(done["started_at"].replace("Z", "+00:00")) >= start_at
+    assert done["suspended"] is False and done["discarded_messages"] == [] and done["sleeping_until"] is None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "start_at", ["tomorrow", "2026-01-01T10:00:00", 12, "9999-01-01T00:00:00Z", "2026-13-01T00:00:00Z"]
+)
+async def test_a_bad_start_at_is_refused(client: httpx.AsyncClient, start_at: object) -> None:
+    response = await client.post("/runs", json={"agent": "echo", "input": "x", "start_at": start_at})
+    assert_error(response, 400, "invalid_request")
+    assert (await client.get("/runs")).json()["runs"] == []

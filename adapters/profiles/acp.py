@@ -35,6 +35,7 @@ from runengine.events import (
     Event,
     MessageCompleted,
     MessageDelta,
+    MessageDiscarded,
     RunCancelled,
     RunCompleted,
     RunCreated,
@@ -203,6 +204,8 @@ def generic_json(event: Event) -> dict[str, Any]:
         base.update(name=event.name, data=event.data)
     elif isinstance(event, RunRequeued):
         base.update(reason=event.reason)
+    elif isinstance(event, MessageDiscarded):  # a resumed run dropped this half-streamed message
+        base.update(message_id=event.message_id, reason=event.reason)
     return base
 
 

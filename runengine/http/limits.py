@@ -11,6 +11,8 @@ MAX_CONTENT_BYTES = 32 * 1024
 MAX_ID_LENGTH = 200
 MAX_REASON_LENGTH = 1000
 MAX_TIMEOUT = 7 * 24 * 3600.0
+#: How far ahead a delayed run (`start_at`) may be scheduled (30 days).
+MAX_START_DELAY = 30 * 24 * 3600.0
 #: Longest `ttl` of a session created through the API (30 days).
 MAX_SESSION_TTL = 30 * 24 * 3600.0
 #: Largest after_seq / Last-Event-ID accepted (18 digits).
@@ -34,6 +36,7 @@ __all__ = [
     "MAX_REASON_LENGTH",
     "MAX_RUNS_LIMIT",
     "MAX_SEQ",
+    "MAX_START_DELAY",
     "MAX_SESSION_TTL",
     "MAX_TIMEOUT",
     "RETRY_MS",

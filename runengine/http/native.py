@@ -59,6 +59,7 @@ from .limits import (
     MAX_RUNS_LIMIT,
     MAX_SEQ,
     MAX_SESSION_TTL,
+    MAX_START_DELAY,
     MAX_TIMEOUT,
     RETRY_MS,
 )
@@ -71,6 +72,7 @@ RUN_FIELDS = (
     "mode",
     "metadata",
     "timeout",
+    "start_at",
     "idempotency_key",
     "session_policy",
     "on_disconnect",
@@ -176,6 +178,7 @@ class NativeAPI:
         mode = params.choice(body, "mode", MODES, "sync")
         metadata = params.json_object(body, "metadata", max_bytes=MAX_METADATA_BYTES)
         timeout = params.seconds(body, "timeout", maximum=MAX_TIMEOUT)
+        start_at = params.timestamp(body, "start_at", max_ahead=MAX_START_DELAY, now=self.engine.clock())
         header_key = params.text({"Idempotency-Key": request.header("idempotency-key")}, "Idempotency-Key")
         key = params.text(body, "idempotency_key", max_length=MAX_ID_LENGTH) or header_key
         policy = body.get("session_policy")
@@ -193,6 +196,7 @@ class NativeAPI:
             session_id=session_id,
             metadata=metadata,
             timeout=timeout,
+            start_at=start_at,
             owner=self._owner(request),
             idempotency_key=key,
             session_policy=policy,

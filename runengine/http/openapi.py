@@ -24,6 +24,7 @@ from .limits import (
     MAX_RUNS_LIMIT,
     MAX_SEQ,
     MAX_SESSION_TTL,
+    MAX_START_DELAY,
     MAX_TIMEOUT,
 )
 
@@ -80,6 +81,14 @@ SCHEMAS: dict[str, Any] = {
             "mode": _nullable({"type": "string", "enum": list(MODES), "default": "sync"}),
             "metadata": _nullable({"type": "object", "description": f"at most {MAX_METADATA_BYTES} bytes encoded"}),
             "timeout": _nullable({"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT}),
+            "start_at": _nullable(
+                {
+                    "type": "string",
+                    "format": "date-time",
+                    "maxLength": 40,
+                    "description": f"a delayed run: pending until this time (with an offset), at most {MAX_START_DELAY:g} s ahead",
+                }
+            ),
             "idempotency_key": _nullable({"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": NO_CONTROL}),
             "session_policy": _nullable({"type": "string", "enum": list(SESSION_POLICIES)}),
             "on_disconnect": _nullable({"type": "string", "enum": ["continue", "cancel"], "default": "continue"}),
@@ -108,6 +117,7 @@ SCHEMAS: dict[str, Any] = {
         "required": [
             "run_id", "agent", "status", "session_id", "input", "metadata", "mode", "output", "error",
             "await_request", "cancel_reason", "messages", "tool_calls", "usage", "attempt",
+            "start_at", "sleeping_until", "input_expires_at", "suspended", "discarded_messages",
             "created_at", "started_at", "finished_at", "updated_at", "last_seq",
         ],
         "properties": {
@@ -159,6 +169,15 @@ SCHEMAS: dict[str, Any] = {
                 },
             },
             "attempt": {"type": "integer", "minimum": 0},
+            "start_at": TIME,
+            "sleeping_until": TIME,
+            "input_expires_at": TIME,
+            "suspended": {"type": "boolean", "description": "left by a graceful stop for the next engine to resume"},
+            "discarded_messages": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "ids of messages a resumed run dropped (their deltas are not part of the output)",
+            },
             "created_at": TIME,
             "started_at": TIME,
             "finished_at": TIME,

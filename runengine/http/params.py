@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import datetime, timezone
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -105,6 +106,24 @@ def seconds(body: Mapping[str, Any], name: str, *, maximum: float) -> float | No
     if not math.isfinite(value) or value <= 0 or value > maximum:
         raise invalid(f"field {name!r} must be > 0 and <= {maximum:g} seconds", field=name, maximum=maximum)
     return float(value)
+
+
+def timestamp(body: Mapping[str, Any], name: str, *, max_ahead: float, now: datetime) -> datetime | None:
+    """An RFC 3339 time with an offset (e.g. `2026-01-01T12:00:00Z`), at most `max_ahead` seconds from now."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 40:
+        raise invalid(f"field {name!r} must be an RFC 3339 time string", field=name)
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise invalid(f"field {name!r} must be an RFC 3339 time, e.g. 2026-01-01T12:00:00Z", field=name) from None
+    if when.tzinfo is None:
+        raise invalid(f"field {name!r} needs a time zone offset (Z or +hh:mm)", field=name)
+    if (when - now).total_seconds() > max_ahead:
+        raise invalid(f"field {name!r} is more than {max_ahead:g} seconds ahead", field=name, maximum=max_ahead)
+    return when.astimezone(timezone.utc)
 
 
 def query_int(

@@ -43,6 +43,11 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, 
 
 from runengine.errors import ConcurrencyConflict, InvalidRequest, RunEngineError
 from runengine.events import (
+    MessageDiscarded,
+    RunResumed,
+    StepCompleted,
+    TimerFired,
+    TimerStarted,
     Custom,
     ErrorInfo,
     Event,
@@ -186,11 +191,24 @@ def draw_next_event(data: st.DataObject, fold: Fold, run_id: str) -> Event | Non
             lambda: Usage(run_id=run_id, seq=seq, at=at, input_tokens=data.draw(st.integers(0, 999)), output_tokens=1,
                           cost=data.draw(st.floats(0, 1e6, allow_nan=False))),
             lambda: Custom(run_id=run_id, seq=seq, at=at, name=data.draw(_texts), data=data.draw(_json_values)),
+            lambda: StepCompleted(run_id=run_id, seq=seq, at=at, name=data.draw(_texts), output=data.draw(_json_values)),
+            lambda: RunResumed(run_id=run_id, seq=seq, at=at, worker="w2", attempt=2, reason="worker_lost"),
             lambda: UnknownEvent(run_id=run_id, seq=seq, at=at, type="x.future", data={"k": data.draw(_texts)}),
             *ending,
         ]
         if open_id is None:
-            choices.append(lambda: RunWaitingForInput(run_id=run_id, seq=seq, at=at, request=data.draw(_json_values)))
+            choices.append(
+                lambda: RunWaitingForInput(
+                    run_id=run_id, seq=seq, at=at, request=data.draw(_json_values), expires_at=data.draw(st.none() | _times)
+                )
+            )
+        else:
+            choices.append(lambda: MessageDiscarded(run_id=run_id, seq=seq, at=at, message_id=open_id))
+        if state.timer_id is None:
+            choices.append(lambda: TimerStarted(run_id=run_id, seq=seq, at=at, timer_id=f"t{seq}", until=data.draw(_times)))
+        else:
+            timer_id = state.timer_id
+            choices.append(lambda: TimerFired(run_id=run_id, seq=seq, at=at, timer_id=timer_id))
         if pending_calls:
             call_id = data.draw(st.sampled_from(pending_calls))
             choices += [lambda: ToolResult(run_id=run_id, seq=seq, at=at, call_id=call_id, output=data.draw(_json_values))] * 2

@@ -20,15 +20,22 @@ from ..events import (
     Event,
     MessageCompleted,
     MessageDelta,
+    MessageDiscarded,
     RunCancelled,
     RunCompleted,
     RunCreated,
     RunFailed,
     RunInput,
+    RunInputTimedOut,
     RunRequeued,
+    RunResumed,
     RunStarted,
+    RunSuspended,
     RunWaitingForInput,
+    StepCompleted,
     Thought,
+    TimerFired,
+    TimerStarted,
     ToolCall,
     ToolResult,
     UnknownEvent,
@@ -58,6 +65,7 @@ class _Walk:
         self.done_messages: set[str] = set()
         self.open_calls: list[str] = []
         self.all_calls: set[str] = set()
+        self.open_timer: str | None = None
         self.counter = 0
 
     def fresh(self, prefix: str) -> str:
@@ -71,6 +79,12 @@ def _choices(status: Status | None, walk: _Walk, include_unknown: bool) -> list[
         if event_type == UNKNOWN and not include_unknown:
             continue
         if event_type == ToolResult.type and not walk.open_calls:
+            continue
+        if event_type == MessageDiscarded.type and walk.open_message is None:
+            continue
+        if event_type == TimerStarted.type and walk.open_timer is not None:
+            continue
+        if event_type == TimerFired.type and walk.open_timer is None:
             continue
         out.append(event_type)
     return out
@@ -86,9 +100,36 @@ def _build(draw: st.DrawFn, event_type: str, run_id: str, seq: int, at: datetime
             session_id=draw(st.none() | ids),
             metadata=draw(st.dictionaries(ids, json_values, max_size=2)),
             mode=draw(st.sampled_from(["sync", "async", "stream"])),
+            start_at=draw(st.none() | st.just(at + timedelta(seconds=5))),
         )
     if event_type == RunStarted.type:
-        return RunStarted(**common, worker=draw(st.none() | ids), attempt=draw(st.integers(1, 3)))
+        return RunStarted(**common, worker=draw(st.none() | ids), attempt=draw(st.integers(1, 3)), version=draw(st.none() | ids))
+    if event_type == RunResumed.type:
+        return RunResumed(
+            **common,
+            worker=draw(st.none() | ids),
+            attempt=draw(st.integers(2, 5)),
+            reason=draw(st.sampled_from(["restart", "worker_lost"])),
+        )
+    if event_type == RunSuspended.type:
+        return RunSuspended(**common)
+    if event_type == MessageDiscarded.type:
+        message_id, walk.open_message = walk.open_message or walk.fresh("m"), None
+        walk.done_messages.add(message_id)
+        return MessageDiscarded(**common, message_id=message_id)
+    if event_type == StepCompleted.type:
+        failed = draw(st.booleans())
+        return StepCompleted(
+            **common, name=draw(ids), output=None if failed else draw(json_values), error=draw(error_infos) if failed else None
+        )
+    if event_type == TimerStarted.type:
+        walk.open_timer = walk.fresh("t")
+        return TimerStarted(**common, timer_id=walk.open_timer, until=at + timedelta(seconds=draw(st.integers(0, 60))))
+    if event_type == TimerFired.type:
+        timer_id, walk.open_timer = walk.open_timer or walk.fresh("t"), None
+        return TimerFired(**common, timer_id=timer_id)
+    if event_type == RunInputTimedOut.type:
+        return RunInputTimedOut(**common)
     if event_type == MessageDelta.type:
         if walk.open_message is None:
             walk.open_message = walk.fresh("m")
@@ -115,7 +156,9 @@ def _build(draw: st.DrawFn, event_type: str, run_id: str, seq: int, at: datetime
             **common, call_id=call_id, output=None if failed else draw(json_values), error=draw(error_infos) if failed else None
         )
     if event_type == RunWaitingForInput.type:
-        return RunWaitingForInput(**common, request=draw(json_values))
+        return RunWaitingForInput(
+            **common, request=draw(json_values), expires_at=draw(st.none() | st.just(at + timedelta(seconds=30)))
+        )
     if event_type == RunInput.type:
         return RunInput(**common, content=draw(json_values))
     if event_type == Usage.type:
@@ -128,7 +171,7 @@ def _build(draw: st.DrawFn, event_type: str, run_id: str, seq: int, at: datetime
     if event_type == Custom.type:
         return Custom(**common, name=draw(ids), data=draw(json_values))
     if event_type == RunRequeued.type:
-        walk.open_message, walk.open_calls = None, []
+        walk.open_message, walk.open_calls, walk.open_timer = None, [], None
         walk.done_messages, walk.all_calls = set(), set()
         return RunRequeued(**common, reason=draw(short_text))
     if event_type == RunCompleted.type:

@@ -1,0 +1,339 @@
+"""The run driver: executes runs, one task per run, for the engine and for queue workers alike.
+
+A pending run is started: `run.started`, then its agent, live. An unfinished run that an
+engine takes up again (after a restart, a crash, or a worker's lost lease) is resumed:
+`run.resumed` (and `message.discarded` for a message left half-streamed), then its agent
+is called again with a context that replays its log (`runengine.replay`) and goes live
+where the log ends. Nothing here ends a run because a process stops: a graceful stop lets
+each run reach its next event, records `run.suspended` and leaves the run to the next engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import anyio
+import anyio.abc
+import attrs
+import structlog
+
+from .agents import AgentRegistry
+from .context import RunContext
+from .errors import ReplayDivergence
+from .events import (
+    ErrorInfo,
+    Event,
+    MessageDiscarded,
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+    RunResumed,
+    RunStarted,
+    RunSuspended,
+)
+from .ports import EventStore, LeaseLost
+from .reducer import Fold
+from .replay import Journal
+from .state import RunState
+from .status import Status
+from .writer import RunEndedElsewhere, RunWriter
+
+log = structlog.get_logger("runengine")
+
+
+class AgentFailed(Exception):
+    """Raise from an agent to fail its run with a chosen error code (instead of `agent_error`)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@attrs.define(eq=False)
+class ActiveRun:
+    """A run this process is executing: its writer, its cancel scope and when it is done."""
+
+    run_id: str
+    writer: RunWriter
+    scope: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
+    done: anyio.Event = attrs.field(factory=anyio.Event)
+    cancel_reason: str | None = None
+    after: tuple[str, ...] = ()  # runs of the same session to wait for (policy "enqueue")
+    #: The agent's context, once it runs.
+    ctx: RunContext | None = None
+    #: Set by a queue worker: stop without writing (the lease is gone).
+    abandoned: bool = False
+    #: A graceful stop: end at the next event, record run.suspended, leave the run unfinished.
+    suspending: bool = False
+
+    def cancel(self, reason: str | None) -> None:
+        if self.cancel_reason is None:
+            self.cancel_reason = reason or "cancelled"
+        self.scope.cancel()
+
+    def suspend(self, *, now: bool) -> None:
+        """Stop for a restart: at once (`now`, or while the agent waits durably), else at its next event."""
+        self.suspending = True
+        ctx = self.ctx
+        if now or ctx is None or ctx.waiting:
+            self.scope.cancel()
+        else:
+            ctx.stop_requested = True
+
+
+@attrs.frozen(kw_only=True)
+class DriverOptions:
+    flush_window: float = 0.005
+    flush_max: int = 512
+    snapshot_every: int = 1000
+    #: Executions in all of a run whose process keeps getting lost; then it fails `worker_lost`.
+    max_attempts: int = 3
+
+
+class RunDriver:
+    """Executes runs in a task group with the agents of `agents`, writing to `store`."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        agents: AgentRegistry,
+        *,
+        clock: Callable[[], datetime],
+        worker_id: str,
+        options: DriverOptions,
+    ) -> None:
+        self.store = store
+        self.agents = agents
+        self.clock = clock
+        self.worker_id = worker_id
+        self.options = options
+        self.active: dict[str, ActiveRun] = {}
+
+    def launch(
+        self,
+        tg: anyio.abc.TaskGroup,
+        state: RunState,
+        *,
+        after: tuple[str, ...] = (),
+        fold: Fold | None = None,
+        store: EventStore | None = None,
+        max_attempts: int | None = None,
+    ) -> ActiveRun:
+        """Execute `state`'s run: start it if pending, else resume it (`store`: a worker's leased view)."""
+        writer = RunWriter(
+            store or self.store,
+            fold or Fold(state),
+            flush_window=self.options.flush_window,
+            flush_max=self.options.flush_max,
+            snapshot_every=self.options.snapshot_every,
+        )
+        active = ActiveRun(run_id=state.run_id, writer=writer, after=after)
+        self.active[state.run_id] = active
+        attempts = max_attempts if max_attempts is not None else self.options.max_attempts
+        tg.start_soon(self._drive, active, attempts, name=f"run {state.run_id}")
+        return active
+
+    async def suspend_all(self, drain_timeout: float) -> None:
+        """A graceful stop: every run ends at its next event (waits at once), within `drain_timeout`."""
+        actives = list(self.active.values())
+        for active in actives:
+            active.suspend(now=False)
+        with anyio.move_on_after(drain_timeout):
+            for active in actives:
+                await active.done.wait()
+        for active in actives:
+            if not active.done.is_set():
+                active.suspend(now=True)  # in flight past the drain: redone when it resumes
+        for active in actives:
+            await active.done.wait()
+
+    # -- one task per executing run ----------------------------------------------------
+
+    async def _drive(self, active: ActiveRun, max_attempts: int) -> None:
+        writer = active.writer
+        run_log = log.bind(run_id=active.run_id, agent=writer.state.agent)
+        try:
+            last = await self._run_agent(active, writer.state, max_attempts, run_log)
+            if last is not None:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await writer.add(last, durable=True)
+                    except RunEndedElsewhere:
+                        pass
+                    except LeaseLost:  # a queue worker that lost its lease: the run is someone else's
+                        active.abandoned = True
+        except Exception:  # a store failure: the run stays unfinished and is resumed later
+            run_log.exception("run driver failed")
+        finally:
+            self.active.pop(active.run_id, None)
+            active.done.set()
+
+    async def _begin(self, active: ActiveRun, state: RunState, max_attempts: int) -> Journal | Callable[[int], Event] | None:
+        """Record the start or the resumption; the journal to replay (None: live from the start),
+        or the event that ends the run instead."""
+        writer, run_id = active.writer, active.run_id
+        spec = self.agents.get(state.agent)  # the caller checked that this engine has it
+        if state.status is Status.PENDING:
+            for other in active.after:  # session policy "enqueue"
+                await self._wait_terminal(other)
+            if state.start_at is not None:  # a delayed run: pending until then
+                while (delay := (state.start_at - self.clock()).total_seconds()) > 0:
+                    await anyio.sleep(delay)
+            await writer.add(
+                lambda seq: RunStarted(
+                    run_id=run_id,
+                    seq=seq,
+                    at=self.clock(),
+                    worker=self.worker_id,
+                    attempt=state.attempt + 1,
+                    version=spec.version,
+                ),
+                durable=False,  # commits with the agent's first events (or within the flush window)
+            )
+            return None
+        reason = "restart" if state.suspended else "worker_lost"
+        if reason == "worker_lost" and state.lost_attempts + 1 >= max_attempts:
+            return self._failed(
+                run_id, "worker_lost", f"the process executing this run was lost {state.lost_attempts + 1} times"
+            )
+        if state.version != spec.version:
+            return self._failed(
+                run_id,
+                "replay_divergence",
+                f"the run was recorded by version {state.version!r} of agent {spec.name!r}, "
+                f"this engine has version {spec.version!r}",
+            )
+        await writer.add(
+            lambda seq: RunResumed(
+                run_id=run_id,
+                seq=seq,
+                at=self.clock(),
+                worker=self.worker_id,
+                attempt=state.attempt + 1,
+                reason=reason,
+                version=spec.version,
+            ),
+            durable=state.partial is None,
+        )
+        if state.partial is not None:  # clients drop the text a lost process left half-streamed
+            partial_id = state.partial.message_id
+            await writer.add(
+                lambda seq: MessageDiscarded(run_id=run_id, seq=seq, at=self.clock(), message_id=partial_id),
+                durable=True,
+            )
+        return Journal(
+            writer.store,
+            run_id,
+            end_seq=writer.committed_seq,
+            replay_from=state.replay_from,
+            discarded=writer.state.discarded,
+        )
+
+    def _failed(self, run_id: str, code: str, message: str) -> Callable[[int], Event]:
+        return lambda seq: RunFailed(run_id=run_id, seq=seq, at=self.clock(), error=ErrorInfo(code=code, message=message))
+
+    def _time_left(self, state: RunState) -> float | None:
+        """The run's timeout counts from its first start, across resumptions."""
+        if state.timeout is None:
+            return None
+        if state.started_at is None:
+            return state.timeout
+        return state.timeout - (self.clock() - state.started_at).total_seconds()
+
+    async def _run_agent(
+        self, active: ActiveRun, state: RunState, max_attempts: int, run_log: Any
+    ) -> Callable[[int], Event] | None:
+        """Run the agent; return how to build the run's last event (None: nothing to write)."""
+        writer = active.writer
+        run_id = active.run_id
+        ctx: RunContext | None = None
+        try:
+            with active.scope:
+                begun = await self._begin(active, state, max_attempts)
+                if begun is not None and not isinstance(begun, Journal):
+                    return begun
+                spec = self.agents.get(state.agent)
+                session = await self.store.get_session(state.session_id) if state.session_id else None
+                ctx = active.ctx = RunContext(
+                    writer, self.store, self.clock, session, journal=begun, on_stop=active.scope.cancel
+                )
+                failure: Exception | None = None
+                async with anyio.create_task_group() as background:
+                    background.start_soon(writer.flush_loop)
+                    try:
+                        time_left = self._time_left(writer.state)
+                        if time_left is not None and time_left <= 0:
+                            raise TimeoutError
+                        deadline = anyio.fail_after(time_left) if time_left is not None else contextlib.nullcontext()
+                        with deadline:
+                            result = await spec.fn(ctx)
+                        # The last message commits in one batch with the last event below.
+                        await ctx.complete_message(durable=False)
+                        await ctx.finish_replay()
+                    except Exception as exc:  # re-raised below, outside the group (no ExceptionGroup)
+                        failure = exc
+                    finally:
+                        background.cancel_scope.cancel()
+                if failure is not None:
+                    raise failure
+                if writer.ended_elsewhere is not None:
+                    return None
+                output = result if result is not None else _last_message(writer.state)
+                return lambda seq: RunCompleted(run_id=run_id, seq=seq, at=self.clock(), output=output)
+        except RunEndedElsewhere:
+            return None
+        except LeaseLost:
+            active.abandoned = True
+            return None
+        except TimeoutError:
+            if ctx is not None and ctx.diverged is not None:
+                return self._failed(run_id, ctx.diverged.code, ctx.diverged.message)
+            run_log.info("run timed out", timeout=state.timeout)
+            return self._failed(run_id, "timeout", f"the run took longer than its timeout of {state.timeout} s")
+        except Exception as exc:  # the agent's own failure ends the run, with what it said
+            if isinstance(writer.failure, LeaseLost):
+                active.abandoned = True
+            if writer.ended_elsewhere is not None or active.abandoned:
+                return None
+            if ctx is not None and ctx.diverged is not None:  # even if the agent caught it
+                run_log.warning("replay diverged", **ctx.diverged.details)
+                return self._failed(run_id, ctx.diverged.code, ctx.diverged.message)
+            if isinstance(exc, ReplayDivergence):
+                return self._failed(run_id, exc.code, exc.message)
+            if isinstance(exc, AgentFailed):
+                return self._failed(run_id, exc.code, exc.message)
+            return self._failed(run_id, "agent_error", f"{type(exc).__name__}: {exc}")
+        finally:
+            if active.scope.cancelled_caught and writer.ended_elsewhere is None:
+                # `return` from finally is deliberate: a cancel or a stop wins over what was under way.
+                if active.abandoned:
+                    return None  # noqa: B012 - the lease is gone: someone else owns the run now
+                if active.cancel_reason is not None:
+                    reason = active.cancel_reason
+                    return lambda seq: RunCancelled(run_id=run_id, seq=seq, at=self.clock(), reason=reason)  # noqa: B012
+                if active.suspending:
+                    if writer.state.status is Status.PENDING:
+                        return None  # noqa: B012 - never started: the next engine starts it
+                    return lambda seq: RunSuspended(run_id=run_id, seq=seq, at=self.clock())  # noqa: B012
+        return None  # pragma: no cover - every path above returns
+
+    async def _wait_terminal(self, run_id: str) -> None:
+        while True:
+            summary = await self.store.get_run(run_id)
+            if summary is None or summary.status.terminal:
+                return
+            await self.store.wait(run_id, after_seq=summary.last_seq, timeout=1.0)
+
+
+def _last_message(state: RunState) -> Any:
+    for message in reversed(state.messages):
+        if message.role == "assistant":
+            return message.content
+    return None
+
+
+__all__ = ["ActiveRun", "AgentFailed", "DriverOptions", "RunDriver"]

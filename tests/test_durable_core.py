@@ -1,0 +1,444 @@
+"""Durable runs in one process: a run resumes from its log in the next engine, replaying what it recorded.
+
+A crash is simulated by a store that dies (every append fails from then on, as if the
+process had stopped there); the next engine opens the same underlying store and resumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import anyio
+import pytest
+
+from runengine import InputTimedOut, RunEngine, Status, StepFailed, StoreError
+from runengine.adapters.memory import MemoryStore
+
+pytestmark = pytest.mark.anyio
+
+
+class DyingStore:
+    """The store as a process sees it: once `die()` is called nothing it writes lands any more."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+        self.dead = False
+
+    def die(self) -> None:
+        self.dead = True
+
+    async def append(self, run_id: str, events: Any, *, expected_seq: int) -> None:
+        if self.dead:
+            raise StoreError("the process is gone")
+        await self._store.append(run_id, events, expected_seq=expected_seq)
+
+    async def save_snapshot(self, state: Any) -> None:
+        if not self.dead:
+            await self._store.save_snapshot(state)
+
+    async def open(self) -> None:
+        await self._store.open()
+
+    async def close(self) -> None:  # the shared store outlives each "process"
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+Agents = Callable[[RunEngine, DyingStore], None]
+
+
+async def crash_then_resume(agents: Agents, agent: str, input: Any = None, **engine_options: Any):
+    """Run `agent` in a first engine until it calls `store.die()`, then resume it in a second one."""
+    shared = MemoryStore()
+    first = DyingStore(shared)
+    engine = RunEngine(first, drain_timeout=0, **engine_options)
+    agents(engine, first)
+    async with engine:
+        run = await engine.execute(agent, input, mode="async")
+        while not first.dead:
+            await anyio.sleep(0.001)
+    second_store = DyingStore(shared)
+    second = RunEngine(second_store, **engine_options)
+    agents(second, second_store)
+    return run.run_id, second
+
+
+async def test_a_recorded_step_is_replayed_and_not_run_again():
+    calls: list[str] = []
+
+    def agents(engine: RunEngine, store: DyingStore) -> None:
+        @engine.agent("pay")
+        async def pay(ctx):
+            receipt = await ctx.step("charge", lambda: calls.append("charge") or {"id": "ch_1", "amount": 5})
+            await ctx.thought("charged")
+            if not calls.count("crashed"):
+                calls.append("crashed")
+                store.die()
+                await anyio.sleep_forever()
+            return receipt
+
+    run_id, engine = await crash_then_resume(agents, "pay")
+    async with engine:
+        state = await engine.wait(run_id)
+    assert state.status is Status.COMPLETED and state.output == {"id": "ch_1", "amount": 5}
+    assert calls == ["charge", "crashed"]  # not charged twice
+    assert state.steps == 1 and state.lost_attempts == 1
+
+
+async def test_a_step_that_raised_raises_the_same_on_replay():
+    attempts: list[int] = []
+    crashes: list[int] = []
+
+    def agents(engine: RunEngine, store: DyingStore) -> None:
+        @engine.agent("flaky")
+        async def flaky(ctx):
+            def fail() -> None:
+                attempts.append(1)
+                raise ConnectionError("upstream down")
+
+            try:
+                await ctx.step("fetch", fail)
+            except StepFailed as exc:
+                note = exc.error_message
+            if not crashes:
+                crashes.append(1)
+                store.die()
+                await anyio.sleep_forever()
+            return note
+
+    run_id, engine = await crash_then_resume(agents, "flaky")
+    async with engine:
+        state = await engine.wait(run_id)
+    assert state.status is Status.COMPLETED and state.output == "ConnectionError: upstream down"
+    assert len(attempts) == 1
+
+
+async def test_tool_calls_with_results_are_not_redone_and_one_in_flight_is():
+    effects: list[str] = []
+
+    def agents(engine: RunEngine, store: DyingStore) -> None:
+        @engine.agent("tools")
+        async def tools(ctx):
+            a = await ctx.tool_call("first", {"x": 1}, lambda x: effects.append("first") or x + 1)
+
+            def second(x: int) -> int:
+                effects.append("second")
+                if effects.count("second") == 1:
+                    store.die()  # the process dies while this call is in flight
+                return x * 10
+
+            b = await ctx.tool_call("second", {"x": a}, second)
+            return {"a": a, "b": b}
+
+    run_id, engine = await crash_then_resume(agents, "tools")
+    async with engine:
+        state = await engine.wait(run_id)
+    assert state.status is Status.COMPLETED and state.output == {"a": 2, "b": 20}
+    assert effects == ["first", "second", "second"]  # the in-flight call is the at-least-once window
+    assert [c.name for c in state.tool_calls] == ["first", "second"]
+
+
+async def test_a_half_streamed_message_is_discarded_and_streamed_afresh():
+    def agents(engine: RunEngine, store: DyingStore) -> None:
+        @engine.agent("talk")
+        async def talk(ctx):
+            await ctx.say("hello")
+            async with ctx.message() as m:
+                await m.delta("The answer ")
+                await ctx.flush()
+                if not store.dead and ctx.attempt == 1:
+                    store.die()
+                    await anyio.sleep_forever()
+                await m.delta("is 42.")
+
+    run_id, engine = await crash_then_resume(agents, "talk")
+    async with engine:
+        state = await engine.wait(run_id)
+        log = [e async for e in engine.events(run_id)]
+    assert state.status is Status.COMPLETED
+    assert [m.content for m in state.messages] == ["hello", "The answer is 42."]
+    assert state.output == "The answer is 42."
+    discarded = [e for e in log if e.type == "message.discarded"]
+    assert len(discarded) == 1 and discarded[0].message_id in state.discarded
+    kept = {m.message_id for m in state.messages}
+    assert discarded[0].message_id not in kept
+    # Every delta the client keeps (not of a discarded message) spells the final text once.
+    visible = "".join(e.content for e in log if e.type == "message.delta" and e.message_id not in state.discarded)
+    assert visible == "The answer is 42."
+
+
+async def test_recorded_time_uuid_and_random_come_back_the_same():
+    seen: list[tuple[Any, ...]] = []
+
+    def agents(engine: RunEngine, store: DyingStore) -> None:
+        @engine.agent("det")
+        async def det(ctx):
+            values = (await ctx.now(), await ctx.uuid(), await ctx.random())
+            seen.append(values)
+            if len(seen) == 1:
+                store.die()
+                await anyio.sleep_forever()
+            return [values[0].isoformat(), values[1], values[2]]
+
+    run_id, engine = await crash_then_resume(agents, "det")
+    async with engine:
+        state = await engine.wait(run_id)
+    assert state.status is Status.COMPLETED
+    assert seen[0] == seen[1] and isinstance(seen[0][0], datetime) and 0 <= seen[0][2] < 1
+
+
+async def test_a_changed_agent_fails_with_replay_divergence_and_leaves_the_log_valid():
+    def agents_v1(engine: RunEngine, store: DyingStore) -> None:
+        @engine.agent("flow")
+        async def flow(ctx):
+            await ctx.tool_call("lookup", {"q": 1}, lambda q: q)
+            store.die()
+            await anyio.sleep_forever()
+
+    shared = MemoryStore()
+    first = DyingStore(shared)
+    engine = RunEngine(first, drain_timeout=0)
+    agents_v1(engine, first)
+    async with engine:
+        run = await engine.execute("flow", mode="async")
+        while not first.dead:
+            await anyio.sleep(0.001)
+
+    second = RunEngine(shared)
+    effects: list[str] = []
+
+    @second.agent("flow")
+    async def flow_v2(ctx):  # one more tool call inserted before the recorded one
+        await ctx.tool_call("audit", {}, lambda: effects.append("audit"))
+        await ctx.tool_call("lookup", {"q": 1}, lambda q: q)
+
+    async with second:
+        state = await second.wait(run.run_id)
+        log = [e async for e in second.events(run.run_id)]
+    assert state.status is Status.FAILED and state.error.code == "replay_divergence"
+    assert "tool_call('audit')" in state.error.message and "seq" in state.error.message
+    assert effects == []  # nothing ran against the wrong log
+    assert [e.seq for e in log] == list(range(1, len(log) + 1))
+
+
+async def test_a_new_agent_version_refuses_to_replay_old_runs():
+    shared = MemoryStore()
+    first = DyingStore(shared)
+    engine = RunEngine(first, drain_timeout=0)
+
+    @engine.agent("v", version="1")
+    async def v1(ctx):
+        await ctx.step("s", lambda: 1)
+        first.die()
+        await anyio.sleep_forever()
+
+    async with engine:
+        run = await engine.execute("v", mode="async")
+        while not first.dead:
+            await anyio.sleep(0.001)
+    second = RunEngine(shared)
+
+    @second.agent("v", version="2")
+    async def v2(ctx):
+        return "never"
+
+    async with second:
+        state = await second.wait(run.run_id)
+    assert state.error.code == "replay_divergence" and "'1'" in state.error.message and "'2'" in state.error.message
+
+
+async def test_a_run_that_kills_its_process_every_time_fails_worker_lost_after_max_attempts():
+    shared = MemoryStore()
+    executions = 0
+    run_id = None
+    for _ in range(5):
+        store = DyingStore(shared)
+        engine = RunEngine(store, drain_timeout=0, max_attempts=3)
+
+        @engine.agent("doomed")
+        async def doomed(ctx, store=store):
+            nonlocal executions
+            executions += 1
+            await ctx.thought("here we go")
+            await ctx.flush()
+            store.die()
+            await anyio.sleep_forever()
+
+        async with engine:
+            if run_id is None:
+                run_id = (await engine.execute("doomed", mode="async")).run_id
+            while not store.dead and not (state := await engine.status(run_id)).terminal:
+                await anyio.sleep(0.001)
+        state = await engine.status(run_id)
+        if state.terminal:
+            break
+    assert state.status is Status.FAILED and state.error.code == "worker_lost"
+    assert executions == 3 and state.lost_attempts == 2
+
+
+async def test_a_waiting_run_keeps_waiting_across_a_graceful_restart():
+    store = MemoryStore()
+
+    def make() -> RunEngine:
+        engine = RunEngine(store)
+
+        @engine.agent("approval")
+        async def approval(ctx):
+            await ctx.thought("asking")
+            answer = await ctx.ask({"question": "ship it?"})
+            return f"answer: {answer}"
+
+        return engine
+
+    engine = make()
+    async with engine:
+        run = await engine.execute("approval")
+        assert run.status is Status.WAITING_FOR_INPUT
+    state = await engine.status(run.run_id)
+    assert state.status is Status.WAITING_FOR_INPUT and state.suspended
+    engine = make()
+    async with engine:
+        await engine.resume(run.run_id, "yes")
+        done = await engine.wait(run.run_id)
+    assert done.status is Status.COMPLETED and done.output == "answer: yes"
+    assert [t.content for t in done.thoughts] == ["asking"]
+
+
+async def test_ask_with_a_timeout_times_out_durably_across_a_restart():
+    store = MemoryStore()
+    now = [datetime(2026, 1, 1, tzinfo=timezone.utc)]
+
+    def make() -> RunEngine:
+        engine = RunEngine(store, clock=lambda: now[0])
+
+        @engine.agent("ask")
+        async def ask(ctx):
+            try:
+                return await ctx.ask("anyone?", timeout=60)
+            except InputTimedOut:
+                return "nobody answered"
+
+        return engine
+
+    engine = make()
+    async with engine:
+        run = await engine.execute("ask")
+        assert run.input_expires_at == now[0] + timedelta(seconds=60)
+    now[0] += timedelta(seconds=61)  # the deadline passes while no engine runs
+    engine = make()
+    async with engine:
+        log = [e async for e in engine.events(run.run_id)]
+        state = await engine.status(run.run_id)
+    assert state.status is Status.COMPLETED and state.output == "nobody answered"
+    assert [e.type for e in log][-2:] == ["run.input_timed_out", "run.completed"]
+
+
+async def test_a_sleep_resumed_after_a_restart_wakes_once_at_its_deadline():
+    store = MemoryStore()
+    woke: list[datetime] = []
+
+    def make() -> RunEngine:
+        engine = RunEngine(store, drain_timeout=0)
+
+        @engine.agent("nap")
+        async def nap(ctx):
+            await ctx.sleep(0.5)
+            woke.append(datetime.now(timezone.utc))
+
+        return engine
+
+    engine = make()
+    async with engine:
+        run = await engine.execute("nap", mode="async")
+        while (await engine.status(run.run_id)).sleeping_until is None:
+            await anyio.sleep(0.01)
+    started = await engine.status(run.run_id)
+    engine = make()
+    async with engine:
+        state = await engine.wait(run.run_id)
+        log = [e async for e in engine.events(run.run_id)]
+    assert state.status is Status.COMPLETED and len(woke) == 1
+    assert [e.type for e in log].count("timer.started") == 1 and [e.type for e in log].count("timer.fired") == 1
+    fired = next(e for e in log if e.type == "timer.fired")
+    assert fired.at >= started.sleeping_until
+
+
+async def test_a_delayed_run_stays_pending_until_its_start_time_across_a_restart():
+    store = MemoryStore()
+    start_at = datetime.now(timezone.utc) + timedelta(seconds=0.4)
+
+    def make() -> RunEngine:
+        engine = RunEngine(store, drain_timeout=0)
+
+        @engine.agent("later")
+        async def later(ctx):
+            return "ran"
+
+        return engine
+
+    engine = make()
+    async with engine:
+        run = await engine.execute("later", mode="async", start_at=start_at)
+    assert (await engine.status(run.run_id)).status is Status.PENDING
+    engine = make()
+    async with engine:
+        state = await engine.wait(run.run_id)
+    assert state.status is Status.COMPLETED and state.started_at >= start_at
+
+
+async def test_ask_with_a_timeout_takes_an_input_in_time_and_times_out_without_one():
+    engine = RunEngine(MemoryStore())
+
+    @engine.agent("ask")
+    async def ask(ctx):
+        try:
+            return await ctx.ask("anyone?", timeout=0.3)
+        except InputTimedOut:
+            return "nobody answered"
+
+    async with engine:
+        answered = await engine.execute("ask")
+        await engine.resume(answered.run_id, "me")
+        ignored = await engine.execute("ask")
+        assert (await engine.wait(answered.run_id, after_seq=answered.last_seq)).output == "me"
+        events = [e async for e in engine.events(ignored.run_id)]
+        assert events[-1].type == "run.completed" and events[-1].output == "nobody answered"
+        assert events[-2].type == "run.input_timed_out"
+
+
+async def test_a_graceful_stop_lets_a_step_in_flight_finish_and_record_before_suspending():
+    store = MemoryStore()
+    calls: list[str] = []
+    started = anyio.Event()
+
+    def make(drain: float) -> RunEngine:
+        engine = RunEngine(store, drain_timeout=drain)
+
+        @engine.agent("slow")
+        async def slow(ctx):
+            async def charge() -> str:
+                calls.append("charge")
+                started.set()
+                await anyio.sleep(0.2)
+                return "charged"
+
+            first = await ctx.step("charge", charge)
+            second = await ctx.step("notify", lambda: calls.append("notify") or "notified")
+            return [first, second]
+
+        return engine
+
+    engine = make(drain=5)
+    async with engine:
+        run = await engine.execute("slow", mode="async")
+        await started.wait()
+    state = await engine.status(run.run_id)
+    assert state.status is Status.RUNNING and state.suspended and state.steps == 1
+    engine = make(drain=5)
+    async with engine:
+        events = [e async for e in engine.events(run.run_id)]
+    assert events[-1].output == ["charged", "notified"] and calls == ["charge", "notify"]
