@@ -295,15 +295,21 @@ class _Statement:
     `run` is called on the database thread with the sqlite3 connection.
     """
 
-    __slots__ = ("run", "future", "snapshot_of")
+    __slots__ = ("run", "future", "snapshot_of", "deletes")
 
     def __init__(
-        self, run: Callable[[sqlite3.Connection], Any], future: asyncio.Future[Any], snapshot_of: str | None = None
+        self,
+        run: Callable[[sqlite3.Connection], Any],
+        future: asyncio.Future[Any],
+        snapshot_of: str | None = None,
+        deletes: str | None = None,
     ) -> None:
         self.run = run
         self.future = future
         #: The run whose snapshot this statement writes, if it writes one.
         self.snapshot_of = snapshot_of
+        #: The run this statement deletes, if it deletes one (its caches go at commit).
+        self.deletes = deletes
 
 
 class _Tail:
@@ -563,10 +569,12 @@ class SQLiteStore:
         self._kick(urgent)
         await future
 
-    async def _submit(self, run: Callable[[sqlite3.Connection], Any], snapshot_of: str | None = None) -> Any:
+    async def _submit(
+        self, run: Callable[[sqlite3.Connection], Any], snapshot_of: str | None = None, deletes: str | None = None
+    ) -> Any:
         self._require_open()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Statement(run, future, snapshot_of))
+        self._queue.append(_Statement(run, future, snapshot_of, deletes))
         self._kick(True)
         return await future
 
@@ -637,6 +645,9 @@ class SQLiteStore:
                 snapshot_free.pop(statement.snapshot_of, None)
         for item in written.accepted:
             self._extend_tail(item)
+        for statement in statements:
+            if statement.deletes is not None:
+                self._forget(statement.deletes)
         for item, outcome in zip(appends, written.outcomes):
             if item.future.done():
                 continue
@@ -818,8 +829,7 @@ class SQLiteStore:
                 raw.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))  # noqa: S608 - our table names
             return found
 
-        deleted: bool = await self._submit(run)
-        self._forget(run_id)
+        deleted: bool = await self._submit(run, deletes=run_id)
         return deleted
 
     # -- snapshots, idempotency keys, sessions -----------------------------------------
