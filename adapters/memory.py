@@ -196,14 +196,14 @@ class MemoryStore:
         )
 
     async def delete_run(self, run_id: str) -> bool:
-        if run_id not in self._runs:
-            return False
-        del self._logs[run_id], self._runs[run_id], self._order[run_id]
+        found = self._runs.pop(run_id, None) is not None
+        self._logs.pop(run_id, None)
+        self._order.pop(run_id, None)
         self._snapshots.pop(run_id, None)
         for key in [key for key, (bound, _) in self._keys.items() if bound == run_id]:
             del self._keys[key]
         await anyio.lowlevel.checkpoint()
-        return True
+        return found
 
     # -- snapshots, idempotency keys, sessions ----------------------------------
 

@@ -122,8 +122,9 @@ class EventStore(Protocol):
 
     async def delete_run(self, run_id: str) -> bool:
         """Delete the run atomically: its events, snapshot, run row and the idempotency records
-        bound to it (and, with a work queue, its queue row). False when there was no such run.
-        Callers decide whether a run may go (the engine only deletes ended runs)."""
+        bound to its id (and, with a work queue, its queue row), whether or not a run row exists.
+        Returns whether there was a run row. Callers decide whether a run may go (the engine only
+        deletes ended runs)."""
 
     async def save_snapshot(self, state: RunState) -> None:
         """Keep `state` (the fold up to state.last_seq) so reads need not fold from seq 1."""
