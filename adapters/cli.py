@@ -35,6 +35,7 @@ from runengine import __version__
 from runengine.engine import RunEngine
 from runengine.errors import RunEngineError
 from runengine.ports import EventStore
+from runengine.worker import LOST_POLICIES
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = ("run.completed", "run.failed", "run.cancelled")
@@ -265,8 +266,8 @@ def show(run_id: str, url: str, token: str | None) -> None:
 @click.option("--heartbeat", default=None, type=click.FloatRange(min=0, min_open=True), help="Renew leases this often (default lease/3).")
 @click.option("--concurrency", default=16, show_default=True, type=click.IntRange(min=1), help="Runs executed at once.")
 @click.option("--poll", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Queue re-check seconds.")
-@click.option("--on-lost", default="fail", show_default=True, type=click.Choice(["fail", "requeue"]), help="A lost worker's runs: fail (worker_lost) or run again.")
-@click.option("--max-attempts", default=3, show_default=True, type=click.IntRange(min=1), help="With --on-lost requeue.")
+@click.option("--on-lost", default="resume", show_default=True, type=click.Choice(list(LOST_POLICIES)), help="A lost worker's runs: resume from their logs, fail (worker_lost), or requeue (run again from the start).")
+@click.option("--max-attempts", default=3, show_default=True, type=click.IntRange(min=1), help="Executions in all of a run whose worker keeps getting lost, then it fails worker_lost.")
 @click.option("--drain-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="On SIGTERM: seconds to finish in-flight runs before handing them back.")
 @click.option("--delay", default=0.05, show_default=True, type=float, help="Seconds between demo tokens.")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))

@@ -14,7 +14,7 @@ import anyio
 
 from runengine.errors import ConcurrencyConflict, InvalidRequest
 from runengine.events import Event
-from runengine.ports import DEFAULT_PAGE, MAX_PAGE, EndedRunPage, RunPage, RunSummary, SessionRecord
+from runengine.ports import DEFAULT_PAGE, MAX_PAGE, EndedRunPage, RunPage, RunSummary, SessionRecord, SessionRuns
 from runengine.state import RunState
 from runengine.status import Status
 from runengine.transitions import status_after
@@ -144,6 +144,18 @@ class MemoryStore:
 
     async def get_run(self, run_id: str) -> RunSummary | None:
         return self._runs.get(run_id)
+
+    async def count_session_runs(self, session_id: str, *, owner: str | None = None) -> SessionRuns:
+        counts: dict[Status, int] = {}
+        first: tuple[int, RunSummary] | None = None
+        for run_id, position in self._order.items():
+            run = self._runs[run_id]
+            if run.session_id != session_id or (owner is not None and run.owner != owner):
+                continue
+            counts[run.status] = counts.get(run.status, 0) + 1
+            if first is None or position < first[0]:
+                first = (position, run)
+        return SessionRuns(by_status=counts, first_created_at=first[1].created_at if first else None)
 
     async def list_runs(
         self,

@@ -38,7 +38,17 @@ import structlog
 
 from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError, StoreError
 from runengine.events import Event, RunCreated
-from runengine.ports import DEFAULT_PAGE, MAX_PAGE, EndedRunPage, Lease, LeaseLost, RunPage, RunSummary, SessionRecord
+from runengine.ports import (
+    DEFAULT_PAGE,
+    MAX_PAGE,
+    EndedRunPage,
+    Lease,
+    LeaseLost,
+    RunPage,
+    RunSummary,
+    SessionRecord,
+    SessionRuns,
+)
 from runengine.state import RunState
 from runengine.status import TERMINAL_STATUSES, Status
 from runengine.transitions import status_after
@@ -716,6 +726,23 @@ class PostgresStore:
             run_id,
         )
         return _summary(row) if row is not None else None
+
+    async def count_session_runs(self, session_id: str, *, owner: str | None = None) -> SessionRuns:
+        sql = (
+            "SELECT status, count(*) AS n, min(position) AS first,"
+            " (array_agg(created_at ORDER BY position))[1] AS created_at"
+            " FROM runengine_runs WHERE session_id = $1"
+        )
+        args: list[Any] = [session_id]
+        if owner is not None:
+            sql += " AND owner = $2"
+            args.append(owner)
+        rows = await self._fetch(sql + " GROUP BY status", *args)
+        first = min(rows, key=lambda row: row["first"], default=None)
+        return SessionRuns(
+            by_status={Status(row["status"]): row["n"] for row in rows},
+            first_created_at=first["created_at"] if first is not None else None,
+        )
 
     async def list_runs(
         self,

@@ -13,18 +13,25 @@ from runengine.adapters.webhooks import WebhookDeliveries
 from runengine.engine import RunEngine
 from runengine.http.auth import AuthHook
 from runengine.http.native import NativeAPI
+from runengine.http.openstreams import OpenStreams
 from runengine.http.page import add_page
 from runengine.http.router import Router
 
 
-def build_app(engine: RunEngine, *, auth: AuthHook | None = None) -> Router:
-    """Every HTTP surface of `engine` in one Router (mounts are matched before the root routes)."""
+def build_app(engine: RunEngine, *, auth: AuthHook | None = None, streams: OpenStreams | None = None) -> Router:
+    """Every HTTP surface of `engine` in one Router (mounts are matched before the root routes).
+
+    `streams`: the open SSE streams per principal, one count over every surface
+    (`OpenStreams(limit=N)` to change the limit)."""
+    streams = streams if streams is not None else OpenStreams()
     router = Router()
-    NativeAPI(engine, auth=auth, router=router)  # registers its routes on `router`
+    NativeAPI(engine, auth=auth, router=router, streams=streams)  # registers its routes on `router`
     add_page(router)
     # Other API profiles: one mount line each, e.g.
     #   router.mount("/acp", AcpAPI(engine, auth=auth))
-    router.mount("/platform", build_platform_app(engine, auth=auth))  # seed 002; app ids name agents
-    router.mount("/acp", AcpProfile(engine, auth=auth))  # seed 003
-    router.mount("/kore", KoreProfile(engine, auth=auth, deliveries=WebhookDeliveries(engine)))  # seeds 000/001
+    router.mount("/platform", build_platform_app(engine, auth=auth, streams=streams))  # seed 002; app ids name agents
+    router.mount("/acp", AcpProfile(engine, auth=auth, streams=streams))  # seed 003
+    router.mount(  # seeds 000/001
+        "/kore", KoreProfile(engine, auth=auth, deliveries=WebhookDeliveries(engine), streams=streams)
+    )
     return router

@@ -62,7 +62,7 @@ import anyio
 
 from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError, StoreError
 from runengine.events import Event, MessageDelta, RunCreated
-from runengine.ports import DEFAULT_PAGE, EndedRunPage, RunPage, RunSummary, SessionRecord
+from runengine.ports import DEFAULT_PAGE, EndedRunPage, RunPage, RunSummary, SessionRecord, SessionRuns
 from runengine.state import RunState
 from runengine.status import TERMINAL_STATUSES, Status
 from runengine.transitions import status_after
@@ -764,6 +764,20 @@ class SQLiteStore:
             return cached
         rows = await self._fetch(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
         return _summary(rows[0]) if rows else None
+
+    async def count_session_runs(self, session_id: str, *, owner: str | None = None) -> SessionRuns:
+        sql = "SELECT status, COUNT(*), MIN(position), created_at FROM runs WHERE session_id = ?"
+        params: list[Any] = [session_id]
+        if owner is not None:
+            sql += " AND owner = ?"
+            params.append(owner)
+        # One row per status; SQLite gives the bare created_at of the row holding MIN(position).
+        rows = await self._fetch(sql + " GROUP BY status", params)
+        first = min(rows, key=lambda row: row[2], default=None)
+        return SessionRuns(
+            by_status={Status(row[0]): row[1] for row in rows},
+            first_created_at=_parse_time(first[3]) if first is not None else None,
+        )
 
     async def list_runs(
         self,

@@ -22,7 +22,7 @@ import structlog
 
 from .agents import AgentRegistry
 from .context import RunContext
-from .errors import ReplayDivergence
+from .errors import AgentFailed, ReplayDivergence
 from .events import (
     ErrorInfo,
     Event,
@@ -34,6 +34,7 @@ from .events import (
     RunStarted,
     RunSuspended,
 )
+from .limits import MAX_EVENT_BYTES, MAX_EVENTS_PER_RUN
 from .ports import EventStore, LeaseLost
 from .reducer import Fold
 from .replay import Journal
@@ -42,15 +43,6 @@ from .status import Status
 from .writer import RunEndedElsewhere, RunWriter
 
 log = structlog.get_logger("runengine")
-
-
-class AgentFailed(Exception):
-    """Raise from an agent to fail its run with a chosen error code (instead of `agent_error`)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @attrs.define(eq=False)
@@ -92,6 +84,9 @@ class DriverOptions:
     snapshot_every: int = 1000
     #: Executions in all of a run whose process keeps getting lost; then it fails `worker_lost`.
     max_attempts: int = 3
+    #: The writer refuses an agent's event past these (runengine.limits has the defaults).
+    max_events_per_run: int = MAX_EVENTS_PER_RUN
+    max_event_bytes: int = MAX_EVENT_BYTES
 
 
 class RunDriver:
@@ -130,6 +125,8 @@ class RunDriver:
             flush_window=self.options.flush_window,
             flush_max=self.options.flush_max,
             snapshot_every=self.options.snapshot_every,
+            max_events=self.options.max_events_per_run,
+            max_event_bytes=self.options.max_event_bytes,
         )
         active = ActiveRun(run_id=state.run_id, writer=writer, after=after)
         self.active[state.run_id] = active

@@ -56,6 +56,7 @@ from .state import RunState
 from .status import Status
 from .stores import open_store
 from .driver import AgentFailed, DriverOptions, RunDriver
+from .limits import MAX_EVENT_BYTES, MAX_EVENTS_PER_RUN
 from .worker import Worker, WorkerOptions, worker_options
 
 log = structlog.get_logger("runengine")
@@ -107,6 +108,8 @@ class RunEngine:
         worker: WorkerOptions | bool | None = None,
         drain_timeout: float = 10.0,
         max_attempts: int = 3,
+        max_events_per_run: int = MAX_EVENTS_PER_RUN,
+        max_event_bytes: int = MAX_EVENT_BYTES,
         retention: timedelta | float | None = None,
         retention_interval: float = DEFAULT_SWEEP_INTERVAL,
     ) -> None:
@@ -128,6 +131,10 @@ class RunEngine:
             raise InvalidRequest("drain_timeout must be a number of seconds >= 0")
         if not (isinstance(max_attempts, int) and max_attempts >= 1):
             raise InvalidRequest("max_attempts must be an integer >= 1")
+        if not (isinstance(max_events_per_run, int) and max_events_per_run >= 3):
+            raise InvalidRequest("max_events_per_run must leave room for run.created, run.started and an end (>= 3)")
+        if not (isinstance(max_event_bytes, int) and max_event_bytes >= 1024):
+            raise InvalidRequest("max_event_bytes must be an integer >= 1024")
         #: Graceful stop: how long runs get to reach their next event before they are left as they are.
         self.drain_timeout = float(drain_timeout)
         self.driver = RunDriver(
@@ -140,6 +147,8 @@ class RunEngine:
                 flush_max=flush_max,
                 snapshot_every=snapshot_every,
                 max_attempts=max_attempts,
+                max_events_per_run=max_events_per_run,
+                max_event_bytes=max_event_bytes,
             ),
         )
         self._session_locks: dict[str, anyio.Lock] = {}

@@ -112,6 +112,37 @@ class SchemaVersionError(StoreError):
     code = "schema_version"
 
 
+class AgentFailed(Exception):
+    """Raise from an agent to fail its run with a chosen error code (instead of `agent_error`)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class TooManyEvents(AgentFailed):
+    """The run's log holds as many events as the engine allows (`max_events_per_run`): the agent's
+    next event is refused, and the run ends failed with code `too_many_events`."""
+
+    def __init__(self, run_id: str, limit: int) -> None:
+        super().__init__("too_many_events", f"run {run_id!r} reached the limit of {limit} events")
+        self.limit = limit
+
+
+class EventTooLarge(AgentFailed):
+    """An event larger than the engine allows (`max_event_bytes` of JSON): refused, nothing recorded.
+    Uncaught, it ends the run failed with code `event_too_large`."""
+
+    def __init__(self, event_type: str, size: int, limit: int) -> None:
+        super().__init__(
+            "event_too_large", f"a {event_type} event of {size} bytes of JSON is over the limit of {limit} bytes"
+        )
+        self.event_type = event_type
+        self.size = size
+        self.limit = limit
+
+
 class ReplayDivergence(RunEngineError):
     """A resumed agent's calls do not match its recorded log (its code changed, or it is not
     deterministic). The run fails with this code; the log is left as it was."""

@@ -28,7 +28,8 @@ def format_time(value: datetime) -> str:
     """RFC 3339 in UTC with a Z, microseconds kept."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = value.astimezone(timezone.utc)
+    return f"{utc.year:04d}" + utc.strftime("-%m-%dT%H:%M:%S.%fZ")  # %Y is not zero-padded before 1000
 
 
 def parse_time(value: str) -> datetime:

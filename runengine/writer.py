@@ -7,6 +7,11 @@ queued. Token deltas are committed in groups: the queue is flushed when
 once for any other event. A flush is one `store.append` call, so one transaction,
 and nobody sees an event before its batch is durable.
 
+The writer also holds the run to the engine's limits: an event over `max_event_bytes`
+of JSON is refused (`EventTooLarge`, nothing recorded), and once the log holds
+`max_events - 1` events every further event but the run's end is refused
+(`TooManyEvents`), so the run can only end `run.failed` with code `too_many_events`.
+
 If the append meets a conflict, someone else wrote to the run (a cancel, the
 recovery of a lost worker ...): the writer re-reads the log, and stops the run's
 agent with `RunEndedElsewhere` if the run has ended, or re-numbers its batch after
@@ -22,11 +27,13 @@ import anyio
 import attrs
 import structlog
 
-from .errors import ConcurrencyConflict
-from .events import Event, MessageDelta
+from .errors import AgentFailed, ConcurrencyConflict, EventTooLarge, TooManyEvents
+from .events import ErrorInfo, Event, MessageDelta, RunCompleted, RunFailed
+from .limits import MAX_EVENT_BYTES, MAX_EVENTS_PER_RUN
 from .ports import MAX_PAGE, EventStore
 from .reducer import Fold
 from .state import RunState
+from .wire import event_to_json
 
 log = structlog.get_logger("runengine.writer")
 
@@ -52,6 +59,8 @@ class RunWriter:
         flush_max: int,
         snapshot_every: int,
         snapshot_seq: int = 0,
+        max_events: int = MAX_EVENTS_PER_RUN,
+        max_event_bytes: int = MAX_EVENT_BYTES,
     ) -> None:
         assert fold.run_id is not None
         self.store = store
@@ -68,6 +77,12 @@ class RunWriter:
         self._flush_max = flush_max
         self._snapshot_every = snapshot_every
         self._snapshot_seq = snapshot_seq
+        self._max_events = max_events
+        self._max_event_bytes = max_event_bytes
+        #: Longest delta content that is surely within max_event_bytes (6 bytes a character escaped, 1 KiB of fields).
+        self._safe_delta_chars = (max_event_bytes - 1024) // 6
+        #: The limit the run ran into: its end can then only be a failure with this code.
+        self._exceeded: AgentFailed | None = None
         #: Set when a background flush failed; the run's driver reads it.
         self.failure: BaseException | None = None
         self.ended_elsewhere: Event | None = None
@@ -86,7 +101,7 @@ class RunWriter:
     async def add(self, build: Callable[[int], Event], *, durable: bool) -> Event:
         """Number, validate and queue an event; with `durable`, return once it is committed."""
         self._check()
-        event = build(self.fold.last_seq + 1)
+        event = self._within_limits(build(self.fold.last_seq + 1))
         self.fold.apply(event)  # InvalidTransition here leaves everything as it was
         pending = self._pending
         pending.append(event)
@@ -104,6 +119,8 @@ class RunWriter:
         event = MessageDelta(
             run_id=self.run_id, seq=self.fold.last_seq + 1, at=at, message_id=message_id, content=content
         )
+        if event.seq >= self._max_events or len(content) > self._safe_delta_chars:
+            self._within_limits(event)
         self.fold.apply(event)
         pending = self._pending
         pending.append(event)
@@ -111,6 +128,30 @@ class RunWriter:
             await self._hand_over()
         elif len(pending) == 1:
             self._wake.set()
+
+    def _within_limits(self, event: Event) -> Event:
+        """`event` if the run's limits allow it; raises for an agent's event past them. A run's end
+        always has room: a completion that is over a limit (or follows one) becomes the failure."""
+        if event.terminal:
+            if isinstance(event, RunCompleted):
+                try:
+                    self._check_size(event)
+                except EventTooLarge as exc:
+                    self._exceeded = exc
+                if self._exceeded is not None:
+                    error = ErrorInfo(code=self._exceeded.code, message=self._exceeded.message)
+                    return RunFailed(run_id=event.run_id, seq=event.seq, at=event.at, error=error)
+            return event
+        if event.seq >= self._max_events:  # the last seq is kept for the run's end
+            self._exceeded = TooManyEvents(self.run_id, self._max_events)
+            raise self._exceeded
+        self._check_size(event)
+        return event
+
+    def _check_size(self, event: Event) -> None:
+        size = len(event_to_json(event).encode())
+        if size > self._max_event_bytes:
+            raise EventTooLarge(event.type, size, self._max_event_bytes)
 
     async def _hand_over(self) -> None:
         """A whole batch is queued: the flush loop commits it while the agent goes on producing.

@@ -98,7 +98,7 @@ async def test_ten_thousand_runs_leave_nothing_behind(tmp_path: Path) -> None:
         """Wait until every run has ended and the server has closed every connection the clients
         closed (a leaked run or connection makes this time out, and the test fail)."""
         with anyio.fail_after(60):
-            while engine._active or tcp_connections(port):
+            while engine.driver.active or tcp_connections(port):
                 await anyio.sleep(0.01)
         gc.collect()
 
@@ -130,7 +130,7 @@ async def test_ten_thousand_runs_leave_nothing_behind(tmp_path: Path) -> None:
                         "sockets": open_sockets(),
                         "tcp": tcp_connections(port),
                         "rss_mb": rss_bytes() / 2**20,
-                        "active_runs": len(engine._active),
+                        "active_runs": len(engine.driver.active),
                     }
                 )
 

@@ -81,3 +81,19 @@ def test_frame_cache_gives_the_frames_and_stays_bounded() -> None:
         assert cache.frame(event) == sse_frame(event_to_json(event), event=event.type, id=event.seq)
     assert len(cache._frames) == 3
     assert list(cache._frames) == [("r", 3), ("r", 4), ("r", 5)]
+
+
+def test_frame_cache_is_bounded_in_bytes_too() -> None:
+    from runengine.events import MessageDelta
+    from runengine.http.sse import FrameCache, sse_frame
+    from runengine.wire import event_to_json
+
+    cache = FrameCache(size=1000, max_bytes=16 * 1024)
+    events = [MessageDelta(run_id="r", seq=i, message_id="m", content="x" * 500) for i in range(1, 101)]
+    for event in events:
+        assert cache.frame(event) == sse_frame(event_to_json(event), event=event.type, id=event.seq)
+        assert cache.bytes == sum(map(len, cache._frames.values())) <= 16 * 1024
+    assert list(cache._frames)[-1] == ("r", 100) and len(cache._frames) < 100
+    huge = MessageDelta(run_id="r", seq=101, message_id="m", content="x" * 2000)  # over max_bytes / 16
+    assert cache.frame(huge) == sse_frame(event_to_json(huge), event=huge.type, id=huge.seq)
+    assert ("r", 101) not in cache._frames

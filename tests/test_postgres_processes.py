@@ -380,14 +380,29 @@ async def test_serve_and_worker_commands_on_postgres(pg_schema_url: str, tmp_pat
             waiting = await client.post(f"{base}/runs", json={"agent": "approval", "input": "ship it"})
             assert waiting.json()["status"] == "waiting_for_input", waiting.text
             run_id = waiting.json()["run_id"]
-            # SIGTERM: the worker stops claiming, waits 0.5 s, hands the waiting run back, exits.
+            # SIGTERM: the worker stops claiming, suspends the waiting run, hands it back, exits.
             worker.signal(signal.SIGTERM)
             assert await anyio.to_thread.run_sync(worker.popen.wait, 30) == 0, worker.output()
             state = (await client.get(f"{base}/runs/{run_id}")).json()
-            assert state["status"] == "pending", state
+            assert state["status"] == "waiting_for_input" and state["suspended"], state
             events = (await client.get(f"{base}/runs/{run_id}/events")).json()["events"]
-            assert [e["type"] for e in events][-1] == "run.requeued"
+            assert [e["type"] for e in events][-1] == "run.suspended"
             assert wid in worker.output()
+            # The next worker takes the run up where it waits; the input completes it.
+            second = DemoProc("worker2", ["worker", "--lease", "5"], url, tmp_path)
+            procs.append(second)
+            with anyio.fail_after(30):
+                while [e["type"] for e in events][-1] != "run.resumed":
+                    await anyio.sleep(0.05)
+                    events = (await client.get(f"{base}/runs/{run_id}/events")).json()["events"]
+            answered = await client.post(f"{base}/runs/{run_id}/input", json={"content": "yes"})
+            assert answered.status_code == 200, answered.text
+            with anyio.fail_after(30):
+                while (state := (await client.get(f"{base}/runs/{run_id}")).json())["status"] != "completed":
+                    await anyio.sleep(0.05)
+            # What the first worker streamed before the question is replayed, not said again.
+            assert [m["content"] for m in state["messages"]] == ["I am about to ship it.", "Approved: done."]
+            assert state["output"] == {"approved": True, "answer": "yes"}
     finally:
         for proc in procs:
             proc.stop()

@@ -179,9 +179,19 @@ async def ghost_run(url: str, agent: str, input: object) -> str:
 
 
 @pytest.mark.anyio
-async def test_a_lost_worker_fails_its_run_by_default(url: str) -> None:
+async def test_a_lost_worker_s_run_is_resumed_by_default_or_failed_on_request(url: str) -> None:
     run_id = await ghost_run(url, "ticker", {"n": 3})
     async with make_worker_engine(url, lease=2, poll=0.1) as worker:
+        state = await worker.wait(run_id)
+        log = [e async for e in worker.events(run_id, follow=False)]
+    assert state.status is Status.COMPLETED and state.output == {"n": 3, "attempt": 2}
+    assert [e.type for e in log][:6] == [
+        "run.created", "run.started", "message.delta", "run.resumed", "message.discarded", "message.delta",
+    ]
+    assert log[3].reason == "worker_lost" and log[4].message_id == "m"
+    assert state.text == "a2:t0 a2:t1 a2:t2 " and state.discarded == ("m",)  # the lost partial text is dropped
+    run_id = await ghost_run(url, "ticker", {"n": 3})
+    async with make_worker_engine(url, lease=2, poll=0.1, on_lost="fail") as worker:
         state = await worker.wait(run_id)
     assert state.status is Status.FAILED and state.error is not None and state.error.code == "worker_lost"
 
@@ -210,16 +220,22 @@ async def test_graceful_shutdown_hands_runs_back(url: str) -> None:
             await until(lambda: _status_is(api, run.run_id, Status.RUNNING))
             quick = await api.execute("ticker", {"n": 3}, mode="async")
             await until(lambda: _status_is(api, quick.run_id, Status.COMPLETED))
-        # Stopped: the idle run went back to the queue, untouched by a failure or a cancel.
+        # Stopped: the idle run is suspended and back on the queue, untouched by a failure or a cancel.
         state = await api.status(run.run_id)
-        assert state.status is Status.PENDING
+        assert state.status is Status.RUNNING and state.suspended
         log = [e.type async for e in api.events(run.run_id, follow=False)]
-        assert log[-1] == "run.requeued"
+        assert log[-1] == "run.suspended"
         async with make_worker_engine(url, lease=5, poll=0.1) as second:
-            await until(lambda: _status_is(api, run.run_id, Status.RUNNING))
+            await until(lambda: _status_is_resumed(api, run.run_id))
             state = await api.status(run.run_id)
-            assert state.attempt == 2 and state.worker == second.worker_id
+            assert state.attempt == 2 and state.worker == second.worker_id and not state.suspended
+            assert [m.content for m in state.messages] == ["waiting"]  # replayed, not said again
             await api.cancel(run.run_id)
+
+
+async def _status_is_resumed(api: RunEngine, run_id: str) -> bool:
+    log = [e.type async for e in api.events(run_id, follow=False)]
+    return log[-1] == "run.resumed"
 
 
 async def _connections(dsn: str) -> int:

@@ -23,7 +23,7 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import aclosing
+from contextlib import aclosing, nullcontext
 from typing import Any
 
 import attrs
@@ -50,10 +50,13 @@ from runengine.events import (
     Usage,
 )
 from runengine.http.auth import AuthHook
+from runengine.http import params
 from runengine.http.core import Request, Response, StreamResponse, json_response
+from runengine.http.openstreams import OpenStreams
 from runengine.http.router import Router
 from runengine.http.sse import KEEPALIVE, sse_comment, sse_frame
 from runengine.http.streaming import follow
+from runengine.limits import MAX_CONTENT_BYTES, MAX_INPUT_BYTES
 from runengine.reducer import Fold
 from runengine.state import RunState
 from runengine.status import Status
@@ -263,6 +266,8 @@ class AcpProfile:
     auth: AuthHook | None = None
     #: The per-session policy when a request names none (None: the engine's default).
     session_policy: SessionPolicy | None = None
+    #: Streams open per principal, bounded (build_app shares one across every surface).
+    streams: OpenStreams = attrs.field(factory=OpenStreams)
     router: Router = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -345,23 +350,25 @@ class AcpProfile:
             raise invalid("input must be an array of messages", field="input")
         for i, message in enumerate(messages):
             parse_parts(message, f"input[{i}]")
+        params.json_value(body, "input", max_bytes=MAX_INPUT_BYTES)
         session_id = self._session_id(body)
         policy = session_policy(body.get("session_policy"), "session_policy") or self.session_policy
-        state = await self.engine.execute(
-            agent,
-            engine_input(messages),
-            mode="async",
-            session_id=session_id,
-            owner=request_owner(self.auth, request),
-            idempotency_key=idempotency_key(request),
-            session_policy=policy,
-            run_id=str(uuid.uuid4()),
-        )
-        run_header = (("run-id", state.run_id),)
+        with self.streams.slot(request) if mode == "stream" else nullcontext() as slot:  # a 429 starts no run
+            state = await self.engine.execute(
+                agent,
+                engine_input(messages),
+                mode="async",
+                session_id=session_id,
+                owner=request_owner(self.auth, request),
+                idempotency_key=idempotency_key(request),
+                session_policy=policy,
+                run_id=str(uuid.uuid4()),
+            )
+            run_header = (("run-id", state.run_id),)
+            if slot is not None:
+                return slot.bind(self._sse(state.run_id, after_seq=0, stop_when_awaiting=True, headers=run_header))
         if mode == "async":
             return json_response(run_json(state), status=202, headers=run_header)
-        if mode == "stream":
-            return self._sse(state.run_id, after_seq=0, stop_when_awaiting=True, headers=run_header)
         state = await self.engine.wait(state.run_id)
         return json_response(run_json(state), headers=run_header)
 
@@ -392,16 +399,18 @@ class AcpProfile:
         if not isinstance(resume, dict) or resume.get("type", "message") != "message":
             raise invalid("await_resume must be {\"type\": \"message\", \"message\": {...}}", field="await_resume")
         parts = parse_parts(resume.get("message"), "await_resume.message")
+        params.json_value(resume, "message", max_bytes=MAX_CONTENT_BYTES)
         mode = body.get("mode", "sync")
         if mode not in MODES:
             raise invalid(f"mode must be one of {', '.join(MODES)}", field="mode")
         given = engine_input([{"parts": parts}])
-        resumed = await self.engine.resume(state.run_id, given)
+        with self.streams.slot(request) if mode == "stream" else nullcontext() as slot:  # a 429 resumes nothing
+            resumed = await self.engine.resume(state.run_id, given)
+            if slot is not None:
+                # From the run.input event on: the client sees run.in-progress first, as in ACP.
+                return slot.bind(self._sse(resumed.run_id, after_seq=resumed.last_seq - 1, stop_when_awaiting=True))
         if mode == "async":
             return json_response(run_json(resumed), status=202)
-        if mode == "stream":
-            # From the run.input event on: the client sees run.in-progress first, as in ACP.
-            return self._sse(resumed.run_id, after_seq=resumed.last_seq - 1, stop_when_awaiting=True)
         return json_response(run_json(await self.engine.wait(resumed.run_id, after_seq=resumed.last_seq)))
 
     async def cancel_run(self, request: Request) -> Response:
@@ -413,7 +422,8 @@ class AcpProfile:
         state = await self._state(request, request.params["run_id"])
         after = _after_seq(request)
         if "text/event-stream" in (request.header("accept") or ""):
-            return self._sse(state.run_id, after_seq=after, stop_when_awaiting=False)
+            with self.streams.slot(request) as slot:
+                return slot.bind(self._sse(state.run_id, after_seq=after, stop_when_awaiting=False))
         mapper = EventMapper()
         events: list[dict[str, Any]] = []
         async with aclosing(self.engine.events(state.run_id, follow=False)) as stream:  # type: ignore[type-var]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import aclosing
+from contextlib import aclosing, nullcontext
 from typing import Any
 
 import anyio
@@ -24,11 +24,25 @@ import attrs
 from runengine.engine import RunEngine, SessionPolicy
 from runengine.errors import RunNotFound, SessionNotFound
 from runengine.events import Custom, MessageCompleted, MessageDelta, RunWaitingForInput, Thought, ToolResult
+from runengine.http import params
 from runengine.http.auth import AuthHook
-from runengine.http.core import Request, Response, StreamResponse, json_response
+from runengine.http.core import HttpError, Request, Response, StreamResponse, json_response
+from runengine.http.openstreams import OpenStreams, Slot
 from runengine.http.router import Router
 from runengine.http.sse import KEEPALIVE, sse_comment, sse_frame
 from runengine.http.streaming import follow
+from runengine.limits import (
+    MAX_ACTIVE_ATTACHMENTS,
+    MAX_ATTACHMENTS,
+    MAX_CALLBACK_TOKEN_LENGTH,
+    MAX_FILE_ID_LENGTH,
+    MAX_ID_LENGTH,
+    MAX_INPUT_BYTES,
+    MAX_METADATA_BYTES,
+    MAX_SESSION_METADATA_BYTES,
+    MAX_TEXT_CHARS,
+    MAX_URL_LENGTH,
+)
 from runengine.ports import SessionRecord
 from runengine.context import RunContext
 from runengine.state import RunState
@@ -54,10 +68,11 @@ KORE_STATUS = {
     Status.FAILED: "failed",
     Status.CANCELLED: "failed",
 }
+#: The fields of an `invoke` task (seed 001).
+TASK_FIELDS = ("type", "name", "toolType", "agentName")
 TOOL_AGENT = "kore.tool"
 CALLBACK_FORMAT = "kore.execute"
 _NAMESPACE = uuid.UUID("6f1c2a52-5a8e-4c43-9d3e-7d3c5b0e4a11")  # fixed: session ids stay stable across restarts
-MAX_TEXT = 32 * 1024
 
 Tool = Callable[..., Any]
 
@@ -103,12 +118,18 @@ def file_ids(value: Any, field: str) -> list[str]:
         value = [v.strip().strip("'\"") for v in value.strip().strip("[]").split(",") if v.strip()]
     if not isinstance(value, list):
         raise invalid(f"{field} must be an array of file ids", field=field)
+    if len(value) > MAX_ATTACHMENTS:
+        raise invalid(f"{field} may name at most {MAX_ATTACHMENTS} files", field=field, limit=MAX_ATTACHMENTS)
     ids = []
     for item in value:
         if isinstance(item, dict):
             item = item.get("fileId")
-        if not isinstance(item, str) or not item:
-            raise invalid(f"{field} must hold file ids (strings)", field=field)
+        if not isinstance(item, str) or not item or len(item) > MAX_FILE_ID_LENGTH:
+            raise invalid(
+                f"{field} must hold file ids (strings of 1 to {MAX_FILE_ID_LENGTH} characters)",
+                field=field,
+                max_length=MAX_FILE_ID_LENGTH,
+            )
         ids.append(item)
     return ids
 
@@ -124,8 +145,10 @@ def parse_input(body: Mapping[str, Any], tool: bool) -> tuple[Any, list[dict[str
         kind = item.get("type") if isinstance(item, dict) else None
         if kind == "text":
             content = item.get("content")
-            if not isinstance(content, str) or len(content) > MAX_TEXT:
-                raise invalid(f"input[{i}].content must be a string of at most {MAX_TEXT} characters", field=f"input[{i}]")
+            if not isinstance(content, str) or len(content) > MAX_TEXT_CHARS:
+                raise invalid(
+                    f"input[{i}].content must be a string of at most {MAX_TEXT_CHARS} characters", field=f"input[{i}]"
+                )
             texts.append(content)
         elif kind == "tool_input":
             if not isinstance(item.get("content"), dict):
@@ -133,6 +156,7 @@ def parse_input(body: Mapping[str, Any], tool: bool) -> tuple[Any, list[dict[str
             tool_args = {**(tool_args or {}), **item["content"]}
         else:
             raise invalid(f"input[{i}].type must be \"text\" or \"tool_input\"", field=f"input[{i}]")
+    params.json_value(body, "input", max_bytes=MAX_INPUT_BYTES)
     if tool:
         return {"arguments": tool_args or {}, "text": "\n".join(texts) or None}, items
     if tool_args is not None and not texts:
@@ -332,6 +356,8 @@ class KoreProfile:
     deliveries: WebhookDeliveries | None = None
     #: The multitask strategy when a request names none (None: the engine's default).
     session_policy: SessionPolicy | None = None
+    #: Streams open per principal, bounded (build_app shares one across every surface).
+    streams: OpenStreams = attrs.field(factory=OpenStreams)
     router: Router = attrs.field(init=False)
     #: Serialises read-modify-write of session records (metadata, attachments) in this process.
     _session_writes: anyio.Lock = attrs.field(init=False, factory=anyio.Lock)
@@ -419,9 +445,16 @@ class KoreProfile:
         if invoke and (not isinstance(tasks, list) or not tasks or not isinstance(tasks[0], dict)):
             raise invalid("invoke.tasks must be a non-empty array of {type, name}", field="invoke.tasks")
         if tasks:
-            task = tasks[0]
+            # Only the fields the seeds name are kept (the task is recorded with the run).
+            task = {k: tasks[0][k] for k in TASK_FIELDS if tasks[0].get(k) is not None}
+            for field, value in task.items():
+                if not isinstance(value, str) or len(value) > MAX_ID_LENGTH:
+                    raise invalid(
+                        f"invoke.tasks[0].{field} must be a string of at most {MAX_ID_LENGTH} characters",
+                        field=f"invoke.tasks[0].{field}",
+                    )
             name = task.get("name")
-            if not isinstance(name, str) or not name:
+            if not name:
                 raise invalid("invoke.tasks[0].name is required", field="invoke.tasks[0].name")
             if task.get("type") == "agent":
                 spec = self.engine.agents.get(name)
@@ -467,19 +500,19 @@ class KoreProfile:
         stream_mode = stream.get("streamMode", "tokens")
         if stream_mode not in STREAM_MODES:
             raise invalid(f"stream.streamMode must be one of {', '.join(STREAM_MODES)}", field="stream.streamMode")
-        metadata = body.get("metadata")
-        if metadata is not None and not isinstance(metadata, dict):
-            raise invalid("metadata must be an object", field="metadata")
+        metadata = params.json_object(body, "metadata", max_bytes=MAX_METADATA_BYTES)
         attachments = options(body, "attachments") or options(body, "Attachments")
         callback_url = body.get("callbackUrl")
         if callback_url is not None:
-            if not isinstance(callback_url, str):
-                raise invalid("callbackUrl must be a URL string", field="callbackUrl")
+            if not isinstance(callback_url, str) or len(callback_url) > MAX_URL_LENGTH:
+                raise invalid(f"callbackUrl must be a URL string of at most {MAX_URL_LENGTH} characters", field="callbackUrl")
             if self.deliveries is None:
                 raise invalid("completion callbacks are not enabled on this server", field="callbackUrl")
         token = body.get("callbackToken")
-        if token is not None and (not isinstance(token, str) or not token or len(token) > 4096):
-            raise invalid("callbackToken must be a non-empty string", field="callbackToken")
+        if token is not None and (not isinstance(token, str) or not token or len(token) > MAX_CALLBACK_TOKEN_LENGTH):
+            raise invalid(
+                f"callbackToken must be a string of 1 to {MAX_CALLBACK_TOKEN_LENGTH} characters", field="callbackToken"
+            )
         return ExecuteRequest(
             identity=identity,
             agent=agent,
@@ -507,12 +540,20 @@ class KoreProfile:
         if req.callback_url is not None and self.deliveries is not None:
             await self.deliveries.sender.check_async(req.callback_url)  # UnsafeURL: a 400 before anything runs
         owner = request_owner(self.auth, request)
+        streamed = req.stream["enable"] and not req.is_async
+        with self.streams.slot(request) if streamed else nullcontext() as slot:  # a 429 changes nothing
+            return await self._execute(request, req, app_id, env, key, owner, slot)
+
+    async def _execute(
+        self, request: Request, req: ExecuteRequest, app_id: str, env: str, key: str | None, owner: str | None,
+        slot: Slot | None,
+    ) -> Response | StreamResponse:
         session = await self._session(request, app_id, env, req.identity)
         session = await self._update_session(session, req.metadata, req.include, req.exclude)
         if not req.invoked:
             waiting = await self._waiting_run(session.session_id, owner, key)
             if waiting is not None:
-                return await self._answer(waiting, req, owner)
+                return await self._answer(waiting, req, owner, slot)
 
         kore = session.data.get("kore", {})
         files = _attachment_list(kore.get("attachments", {}))
@@ -553,9 +594,11 @@ class KoreProfile:
                 state.run_id, req.callback_url, format=CALLBACK_FORMAT, token=req.token, owner=owner,
                 delivery_id=delivery_id,
             )
-        return await self._respond(state.run_id, req, Turn())
+        return await self._respond(state.run_id, req, Turn(), slot)
 
-    async def _respond(self, run_id: str, req: ExecuteRequest, turn: Turn) -> Response | StreamResponse:
+    async def _respond(
+        self, run_id: str, req: ExecuteRequest, turn: Turn, slot: Slot | None
+    ) -> Response | StreamResponse:
         """Answer as the request asked: at once (isAsync), as a stream, or once the run stops."""
         if req.is_async:
             return json_response(
@@ -563,10 +606,13 @@ class KoreProfile:
                 status=202,
             )
         if req.stream["enable"]:
-            return StreamResponse(
-                status=200,
-                headers=(("content-type", "text/event-stream"), ("cache-control", "no-cache"), ("x-accel-buffering", "no")),
-                body=self._stream(run_id, req, turn),
+            assert slot is not None
+            return slot.bind(
+                StreamResponse(
+                    status=200,
+                    headers=(("content-type", "text/event-stream"), ("cache-control", "no-cache"), ("x-accel-buffering", "no")),
+                    body=self._stream(run_id, req, turn),
+                )
             )
         final = await self.engine.wait(run_id, after_seq=turn.after_seq)
         status = await self._session_status(final.session_id)
@@ -589,14 +635,16 @@ class KoreProfile:
                 return None  # execute() answers with the run the key named
         return run_id
 
-    async def _answer(self, run_id: str, req: ExecuteRequest, owner: str | None) -> Response | StreamResponse:
+    async def _answer(
+        self, run_id: str, req: ExecuteRequest, owner: str | None, slot: Slot | None
+    ) -> Response | StreamResponse:
         """Give this request's input to the run waiting for it; answer with what follows."""
         before = await self.engine.status(run_id)
         resumed = await self.engine.resume(run_id, req.run_input)
         if req.callback_url is not None and self.deliveries is not None:
             await self.deliveries.schedule(run_id, req.callback_url, format=CALLBACK_FORMAT, token=req.token, owner=owner)
         turn = Turn(after_seq=resumed.last_seq, skip_messages=len(before.messages), debug=req.debug)
-        return await self._respond(run_id, req, turn)
+        return await self._respond(run_id, req, turn, slot)
 
     async def _update_session(
         self, session: SessionRecord, metadata: dict[str, Any] | None, include: list[str], exclude: list[str]
@@ -616,13 +664,25 @@ class KoreProfile:
         for file_id in include:
             files[file_id] = {**files.get(file_id, {"fileId": file_id}), "isActive": True}
         for file_id in exclude:
-            files[file_id] = {**files.get(file_id, {"fileId": file_id}), "isActive": False}
+            # Re-inserted last: the files listed first are the ones excluded longest ago.
+            files[file_id] = {**files.pop(file_id, {"fileId": file_id}), "isActive": False}
+        active = sum(1 for f in files.values() if f["isActive"])
+        if active > MAX_ACTIVE_ATTACHMENTS:
+            raise _over_limit(
+                f"a session may have at most {MAX_ACTIVE_ATTACHMENTS} active attachments; exclude some first",
+                "attachments.includeFiles", MAX_ACTIVE_ATTACHMENTS, active,
+            )
+        for file_id in [k for k, f in files.items() if not f["isActive"]][: max(0, len(files) - MAX_ATTACHMENTS)]:
+            del files[file_id]  # the session keeps at most MAX_ATTACHMENTS: forget the longest excluded
         kore["attachments"] = files
-        updated = attrs.evolve(
-            session,
-            metadata={**session.metadata, **(metadata or {})},
-            data={**session.data, "kore": kore},
-        )
+        merged = {**session.metadata, **(metadata or {})}
+        size = len(dumps(merged).encode())
+        if size > MAX_SESSION_METADATA_BYTES:
+            raise _over_limit(
+                f"the session's metadata would be {size} bytes of JSON; the limit is {MAX_SESSION_METADATA_BYTES}",
+                "metadata", MAX_SESSION_METADATA_BYTES, size,
+            )
+        updated = attrs.evolve(session, metadata=merged, data={**session.data, "kore": kore})
         await self.engine.store.put_session(updated)
         return updated
 
@@ -716,6 +776,11 @@ def _identity_matches(state: RunState, meta: Mapping[str, Any], identity: Identi
 def _same_app(session: SessionRecord, app_id: str, env: str) -> bool:
     kore = session.data.get("kore", {})
     return kore.get("appId") == app_id and kore.get("envName") == env
+
+
+def _over_limit(message: str, field: str, limit: int, value: int) -> HttpError:
+    """A request that would take the session past a limit: refused, the session unchanged."""
+    return invalid(message, field=field, limit=limit, value=value)
 
 
 def _attachment_list(files: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -39,9 +39,11 @@ from runengine.adapters.webhooks import WebhookSender
 from runengine.http import HttpError, Request, Response, Router, StreamResponse, json_response, sse_comment, sse_frame
 from runengine.http.auth import AuthHook, authenticate
 from runengine.http.core import App
+from runengine.http.openstreams import OpenStreams
 from runengine.http.ratelimit import RateLimited
 from runengine.http.sse import KEEPALIVE
 from runengine.http.streaming import follow
+from runengine.limits import MAX_ID_LENGTH, MAX_MESSAGE_CHARS, MAX_METADATA_BYTES, MAX_SESSION_METADATA_BYTES
 from runengine.ports import SessionRecord
 from runengine.state import RunState
 from runengine.status import Status
@@ -51,7 +53,6 @@ from .common import idempotency_key
 from .platform_webhooks import WebhookDispatcher, WebhookRegistry, format_timestamp, parse_registration
 
 _KIND = "platform.session"
-MAX_MESSAGE_CHARS = 100_000
 
 
 def bearer_keys(keys: Mapping[str, str]) -> AuthHook:
@@ -87,10 +88,14 @@ class PlatformSettings:
 class PlatformProfile:
     """The seed-002 routes over one engine."""
 
-    def __init__(self, engine: RunEngine, settings: PlatformSettings, webhooks: WebhookDispatcher) -> None:
+    def __init__(
+        self, engine: RunEngine, settings: PlatformSettings, webhooks: WebhookDispatcher, streams: OpenStreams | None = None
+    ) -> None:
         self.engine = engine
         self.settings = settings
         self.webhooks = webhooks
+        #: Streams open per principal, bounded (build_app shares one across every surface).
+        self.streams = streams if streams is not None else OpenStreams()
         # Serialise this process's read-modify-write of a session record (execute vs. end).
         self._session_locks: dict[str, tuple[anyio.Lock, int]] = {}
         self.router = Router()
@@ -193,11 +198,9 @@ class PlatformProfile:
         if record.expires_at is not None and record.expires_at <= now:
             raise HttpError(404, "not_found", "Session has expired", {"session_id": session_id, "expired_at": format_timestamp(record.expires_at)})
         # Request metadata joins the session's metadata ("sessionMeta"); the session lives on.
-        record = attrs.evolve(
-            record,
-            metadata={**record.metadata, **metadata},
-            expires_at=now + timedelta(seconds=self.settings.session_ttl),
-        )
+        merged = {**record.metadata, **metadata}
+        _check_metadata(merged, MAX_SESSION_METADATA_BYTES, "the session's metadata would be")
+        record = attrs.evolve(record, metadata=merged, expires_at=now + timedelta(seconds=self.settings.session_ttl))
         await self.engine.store.put_session(record)
         return record
 
@@ -216,6 +219,7 @@ class PlatformProfile:
             metadata = {}
         if not isinstance(metadata, dict):
             raise HttpError(400, "invalid_request", "metadata must be an object", {"field": "metadata"})
+        _check_metadata(metadata, MAX_METADATA_BYTES, "metadata is")
         key = idempotency_key(request)
         if agent not in self.engine.agents:
             raise HttpError(404, "not_found", f"app {app_id!r} runs agent {agent!r}, which is not registered", {"app_id": app_id, "agent": agent})
@@ -263,8 +267,9 @@ class PlatformProfile:
                 "Last-Event-ID on POST needs the original Idempotency-Key; or GET /apps/{app_id}/traces/{trace_id}/stream",
                 {"header": "last-event-id"},
             )
-        state, created = await self._start_run(request)
-        return self._stream(state.run_id, 0 if created else last_event_id)
+        with self.streams.slot(request) as slot:  # a 429 starts no run
+            state, created = await self._start_run(request)
+            return slot.bind(self._stream(state.run_id, 0 if created else last_event_id))
 
     async def resume_stream(self, request: Request) -> StreamResponse:
         trace_id = request.params["trace_id"]
@@ -278,7 +283,8 @@ class PlatformProfile:
             await self._own_session(request, summary.session_id)
         except HttpError:
             raise HttpError(404, "not_found", "Trace not found", {"trace_id": trace_id}) from None
-        return self._stream(trace_id, after)
+        with self.streams.slot(request) as slot:
+            return slot.bind(self._stream(trace_id, after))
 
     def _stream(self, run_id: str, after_seq: int) -> StreamResponse:
         return StreamResponse(
@@ -310,13 +316,16 @@ class PlatformProfile:
         self._agent_for(request.params["app_id"])
         body = request.json_object() if request.body.strip() else {}
         user_id = body.get("user_id")
-        if user_id is not None and (not isinstance(user_id, str) or not user_id):
-            raise HttpError(400, "invalid_request", "user_id must be a non-empty string", {"field": "user_id"})
+        if user_id is not None and (not isinstance(user_id, str) or not user_id or len(user_id) > MAX_ID_LENGTH):
+            raise HttpError(
+                400, "invalid_request", f"user_id must be a string of 1 to {MAX_ID_LENGTH} characters", {"field": "user_id"}
+            )
         metadata = body.get("metadata")
         if metadata is None:
             metadata = {}
         if not isinstance(metadata, dict):
             raise HttpError(400, "invalid_request", "metadata must be an object", {"field": "metadata"})
+        _check_metadata(metadata, MAX_SESSION_METADATA_BYTES, "metadata is")
         record = await self._start_session(request, user_id, metadata)
         return json_response(
             {
@@ -471,6 +480,16 @@ class _StreamMapper:
         return call.name if call else None
 
 
+def _check_metadata(metadata: dict[str, Any], limit: int, what: str) -> None:
+    """Metadata over `limit` bytes of JSON is refused (400), nothing kept."""
+    size = len(dumps(metadata).encode())
+    if size > limit:
+        raise HttpError(
+            400, "invalid_request", f"{what} {size} bytes of JSON; the limit is {limit}",
+            {"field": "metadata", "size_bytes": size, "limit_bytes": limit},
+        )
+
+
 def _frame(event: str, data: dict[str, Any], seq: int) -> bytes:
     return sse_frame(dumps(data), event=event, id=seq)
 
@@ -519,13 +538,15 @@ def build_platform_app(
     new_session_id: Callable[[], str] | None = None,
     new_trace_id: Callable[[], str] | None = None,
     keepalive: float = KEEPALIVE,
+    streams: OpenStreams | None = None,
 ) -> App:
     """The seed-002 API over `engine`, ready to mount (e.g. under /platform).
 
     Authentication: `api_keys` (key -> principal) or any `auth` hook (headers -> principal);
     neither means auth off. `apps` maps app ids to agent names; other app ids run
     `default_agent`. `rate_limit` requests per `rate_window` seconds per principal,
-    with the X-RateLimit-* headers (off when None).
+    with the X-RateLimit-* headers (off when None). `streams`: the count of open streams per
+    principal to share with other surfaces (a new one when None).
     """
     if api_keys is not None and auth is not None:
         raise InvalidRequest("give api_keys or auth, not both")
@@ -540,7 +561,7 @@ def build_platform_app(
         **({"new_trace_id": new_trace_id} if new_trace_id else {}),
     )
     dispatcher = WebhookDispatcher(engine, WebhookRegistry(engine), webhook_sender or WebhookSender())
-    profile = PlatformProfile(engine, settings, dispatcher)
+    profile = PlatformProfile(engine, settings, dispatcher, streams)
     inner: App = profile.router
     if rate_limit is not None:
         inner = RateLimited(inner, limit=rate_limit, window=rate_window)

@@ -34,6 +34,7 @@ from runengine.errors import InvalidRequest
 from runengine.adapters.webhooks import Attempt, WebhookSender
 from runengine.engine import AgentFailed
 from runengine.events import Custom, ErrorInfo
+from runengine.limits import MAX_SECRET_LENGTH, MAX_URL_LENGTH, MAX_WEBHOOKS_PER_APP
 from runengine.ports import SessionRecord
 
 if TYPE_CHECKING:
@@ -47,9 +48,6 @@ SIGNATURE_HEADER = "x-kore-signature"
 #: The engine agent that performs deliveries.
 DELIVERY_AGENT = "platform.webhooks"
 _RECORD_PREFIX = "platform.webhooks."
-MAX_WEBHOOKS_PER_APP = 50
-MAX_URL_LENGTH = 2048
-MAX_SECRET_LENGTH = 1024
 
 
 def sign(secret: str, body: bytes) -> str:

@@ -10,10 +10,8 @@ from urllib.parse import parse_qsl
 import attrs
 
 from ..errors import RunEngineError
+from ..limits import MAX_BODY_BYTES
 from ..wire import dumps
-
-#: Largest request body accepted, in bytes (documented in the README's API section).
-MAX_BODY_BYTES = 1_048_576
 
 
 def _reject_constant(name: str) -> Any:

@@ -1,14 +1,27 @@
-"""The native API's documented limits (docs/http.md and the OpenAPI document quote these)."""
+"""The native API's documented limits (docs/http.md and the OpenAPI document quote these).
+
+What a client can make the server keep is declared in `runengine.limits` (re-exported
+here); the paging and format limits of the HTTP API are declared here.
+"""
 
 from __future__ import annotations
 
-from .core import MAX_BODY_BYTES
+from ..limits import (
+    MAX_ACTIVE_ATTACHMENTS,
+    MAX_ATTACHMENTS,
+    MAX_BODY_BYTES,
+    MAX_CONTENT_BYTES,
+    MAX_FILE_ID_LENGTH,
+    MAX_ID_LENGTH,
+    MAX_INPUT_BYTES,
+    MAX_MESSAGE_CHARS,
+    MAX_METADATA_BYTES,
+    MAX_OPEN_STREAMS_PER_PRINCIPAL,
+    MAX_SESSION_METADATA_BYTES,
+    MAX_TEXT_CHARS,
+    MAX_WEBHOOKS_PER_APP,
+)
 
-#: Sizes are bytes of compact UTF-8 JSON.
-MAX_INPUT_BYTES = 256 * 1024
-MAX_METADATA_BYTES = 16 * 1024
-MAX_CONTENT_BYTES = 32 * 1024
-MAX_ID_LENGTH = 200
 MAX_REASON_LENGTH = 1000
 MAX_TIMEOUT = 7 * 24 * 3600.0
 #: How far ahead a delayed run (`start_at`) may be scheduled (30 days).
@@ -27,12 +40,20 @@ RETRY_MS = 1000
 __all__ = [
     "DEFAULT_EVENTS_LIMIT",
     "DEFAULT_RUNS_LIMIT",
+    "MAX_ACTIVE_ATTACHMENTS",
+    "MAX_ATTACHMENTS",
     "MAX_BODY_BYTES",
     "MAX_CONTENT_BYTES",
     "MAX_EVENTS_LIMIT",
+    "MAX_FILE_ID_LENGTH",
     "MAX_ID_LENGTH",
     "MAX_INPUT_BYTES",
+    "MAX_MESSAGE_CHARS",
     "MAX_METADATA_BYTES",
+    "MAX_OPEN_STREAMS_PER_PRINCIPAL",
+    "MAX_SESSION_METADATA_BYTES",
+    "MAX_TEXT_CHARS",
+    "MAX_WEBHOOKS_PER_APP",
     "MAX_REASON_LENGTH",
     "MAX_RUNS_LIMIT",
     "MAX_SEQ",

@@ -33,13 +33,14 @@ import structlog
 from ..agents import AgentSpec
 from ..engine import MODES, SESSION_POLICIES, RunEngine
 from ..errors import AgentNotFound, RunEngineError, RunNotFound, SessionNotFound
-from ..ports import RunSummary, SessionRecord
+from ..ports import SessionRecord, SessionRuns
 from ..status import Status
 from ..wire import dumps, event_to_dict
 from . import params
 from .auth import AuthHook, authenticate, owner_of
 from .core import HttpError, Request, Response, StreamResponse, error_response, json_response
 from .openapi import native_openapi
+from .openstreams import OpenStreams
 from .router import Router
 from .shapes import history_message_to_json, run_to_json, session_to_json, summary_to_json
 from .sse import KEEPALIVE, FrameCache, sse_comment, sse_frame
@@ -58,6 +59,7 @@ from .limits import (
     MAX_REASON_LENGTH,
     MAX_RUNS_LIMIT,
     MAX_SEQ,
+    MAX_SESSION_METADATA_BYTES,
     MAX_SESSION_TTL,
     MAX_START_DELAY,
     MAX_TIMEOUT,
@@ -108,12 +110,15 @@ class NativeAPI:
         auth: AuthHook | None = None,
         keepalive: float = KEEPALIVE,
         router: Router | None = None,
+        streams: OpenStreams | None = None,
     ) -> None:
         self.engine = engine
         self.auth = auth
         self.keepalive = keepalive
         #: SSE responses being sent right now (what a disconnect test watches go back to 0).
         self.open_streams = 0
+        #: Streams open per principal, bounded (shared with the other surfaces when given).
+        self.streams = streams if streams is not None else OpenStreams()
         self.frames = FrameCache()
         #: Makes "is this session id free? then create it" one step for this process's requests.
         self._creating_session = anyio.Lock()
@@ -207,11 +212,14 @@ class NativeAPI:
             return json_response(run_to_json(state), status=202, headers=(("location", f"runs/{state.run_id}"),))
 
         if mode == "stream":
-            await self.engine.execute(agent, run_input, mode="stream", run_id=run_id, **options)
-            if await self.engine.store.get_run(run_id) is None:
-                # The idempotency key named an earlier run: stream that one instead.
-                run_id = (await self.engine.execute(agent, run_input, mode="async", **options)).run_id
-            return self._sse(run_id, after_seq=0, on_disconnect=on_disconnect, extra=(("x-run-id", run_id),))
+            with self.streams.slot(request) as slot:  # a 429 here creates no run
+                await self.engine.execute(agent, run_input, mode="stream", run_id=run_id, **options)
+                if await self.engine.store.get_run(run_id) is None:
+                    # The idempotency key named an earlier run: stream that one instead.
+                    run_id = (await self.engine.execute(agent, run_input, mode="async", **options)).run_id
+                return slot.bind(
+                    self._sse(run_id, after_seq=0, on_disconnect=on_disconnect, extra=(("x-run-id", run_id),))
+                )
 
         try:
             state = await self.engine.execute(agent, run_input, mode="sync", run_id=run_id, **options)
@@ -285,7 +293,8 @@ class NativeAPI:
             if summary.status.terminal and summary.last_seq <= after_seq:
                 # Nothing more will ever come: 204 tells an EventSource to stop reconnecting.
                 return Response(status=204, headers=(("cache-control", "no-cache"),))
-            return self._sse(run_id, after_seq=after_seq, on_disconnect=on_disconnect or "continue")
+            with self.streams.slot(request) as slot:
+                return slot.bind(self._sse(run_id, after_seq=after_seq, on_disconnect=on_disconnect or "continue"))
         # A JSON page: on_disconnect and Last-Event-ID (validated above) only concern streams.
         summary = await self._visible_summary(request, run_id)
         events = await self.engine.store.read(run_id, after_seq=after_seq, limit=limit)
@@ -354,18 +363,12 @@ class NativeAPI:
             raise SessionNotFound(session_id[:MAX_ID_LENGTH])
         return session_id
 
-    async def _session_runs(self, session_id: str, owner: str | None) -> list[RunSummary]:
-        """Every run of the session (only `owner`'s when given): listing rows, no log is read."""
-        runs: list[RunSummary] = []
-        before: str | None = None
-        while True:
-            page = await self.engine.store.list_runs(session_id=session_id, owner=owner, limit=200, before=before)
-            runs.extend(page.runs)
-            before = page.next_before
-            if before is None:
-                return runs
+    async def _session_runs(self, session_id: str, owner: str | None) -> SessionRuns:
+        """The session's runs (only `owner`'s when given) counted by the store: a session read costs
+        the same whatever the number of its runs."""
+        return await self.engine.store.count_session_runs(session_id, owner=owner)
 
-    async def _visible_session(self, request: Request, session_id: str) -> tuple[SessionRecord, list[RunSummary], bool]:
+    async def _visible_session(self, request: Request, session_id: str) -> tuple[SessionRecord, SessionRuns, bool]:
         """(record, the caller's runs in it, whether the record is stored). A session that was never
         created but has runs (sessions also start on first use) is described from its runs. Another
         principal's session is answered exactly as a missing one."""
@@ -373,11 +376,10 @@ class NativeAPI:
         record = await self.engine.store.get_session(session_id)
         runs = await self._session_runs(session_id, owner)
         if record is None:
-            if not runs:
+            if not runs.count:
                 raise SessionNotFound(session_id)
-            first = min((r.created_at for r in runs if r.created_at is not None), default=None)
-            return SessionRecord(session_id=session_id, owner=owner, created_at=first), runs, False
-        if self.auth is not None and record.owner != owner and (record.owner is not None or not runs):
+            return SessionRecord(session_id=session_id, owner=owner, created_at=runs.first_created_at), runs, False
+        if self.auth is not None and record.owner != owner and (record.owner is not None or not runs.count):
             raise SessionNotFound(session_id)
         return record, runs, True
 
@@ -393,7 +395,7 @@ class NativeAPI:
         body = request.json_object() if request.body.strip() else {}
         params.reject_unknown(body, SESSION_FIELDS)
         session_id = params.text(body, "session_id", max_length=MAX_ID_LENGTH)
-        metadata = params.json_object(body, "metadata", max_bytes=MAX_METADATA_BYTES)
+        metadata = params.json_object(body, "metadata", max_bytes=MAX_SESSION_METADATA_BYTES)
         ttl = params.seconds(body, "ttl", maximum=MAX_SESSION_TTL)
         user_id = params.text(body, "user_id", max_length=MAX_ID_LENGTH)
         async with self._creating_session:
@@ -411,7 +413,7 @@ class NativeAPI:
                 data={"user_id": user_id} if user_id is not None else None,
             )
         return json_response(
-            session_to_json(record, [], now=self.engine.clock()),
+            session_to_json(record, SessionRuns(), now=self.engine.clock()),
             status=201,
             # Header values are Latin-1: the id (any Unicode) goes percent-encoded.
             headers=(("location", f"sessions/{quote(record.session_id, safe='')}"),),

@@ -23,6 +23,7 @@ from .limits import (
     MAX_REASON_LENGTH,
     MAX_RUNS_LIMIT,
     MAX_SEQ,
+    MAX_SESSION_METADATA_BYTES,
     MAX_SESSION_TTL,
     MAX_START_DELAY,
     MAX_TIMEOUT,
@@ -240,7 +241,7 @@ SCHEMAS: dict[str, Any] = {
                     "description": "omitted: the server picks one (sess_...); taken: 409",
                 }
             ),
-            "metadata": _nullable({"type": "object", "description": f"at most {MAX_METADATA_BYTES} bytes encoded"}),
+            "metadata": _nullable({"type": "object", "description": f"at most {MAX_SESSION_METADATA_BYTES} bytes encoded"}),
             "ttl": _nullable(
                 {
                     "type": "number",
@@ -349,6 +350,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         401: "authentication_error: the auth hook refused the request",
         404: "not_found: no such run, session or agent (or not visible to this principal)",
         409: "conflict: the run's or session's state does not allow this (or the session id is taken)",
+        429: "rate_limited: the principal already has the most event streams open at once (Retry-After)",
     }
     return {str(s): _json(_ref("Error"), names[s]) for s in statuses}
 
@@ -408,7 +410,7 @@ def native_openapi(*, auth: bool = False, agents: tuple[str, ...] = ()) -> dict[
                         "links": RUN_LINKS,
                     },
                     "202": {**_json(_ref("Run"), "async: the run, pending"), "links": RUN_LINKS},
-                    **errors(400, 404, 409),
+                    **errors(400, 404, 409, 429),
                 },
             },
             "get": {
@@ -479,7 +481,7 @@ def native_openapi(*, auth: bool = False, agents: tuple[str, ...] = ()) -> dict[
                         "content": {"application/json": {"schema": _ref("EventPage")}, **SSE},
                     },
                     "204": {"description": "SSE only: the run has ended and nothing comes after the cursor"},
-                    **errors(400, 404),
+                    **errors(400, 404, 429),
                 },
             }
         },

@@ -121,6 +121,8 @@ def timestamp(body: Mapping[str, Any], name: str, *, max_ahead: float, now: date
         raise invalid(f"field {name!r} must be an RFC 3339 time, e.g. 2026-01-01T12:00:00Z", field=name) from None
     if when.tzinfo is None:
         raise invalid(f"field {name!r} needs a time zone offset (Z or +hh:mm)", field=name)
+    if when.year < 2000:  # a time long past is a client's mistake, not "start now"
+        raise invalid(f"field {name!r} must be a time after 2000-01-01", field=name)
     if (when - now).total_seconds() > max_ahead:
         raise invalid(f"field {name!r} is more than {max_ahead:g} seconds ahead", field=name, maximum=max_ahead)
     return when.astimezone(timezone.utc)

@@ -6,14 +6,12 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from ..engine import HistoryMessage
 from ..events import ErrorInfo
-from ..ports import RunSummary, SessionRecord
+from ..ports import RunSummary, SessionRecord, SessionRuns
 from ..state import RunState
 from ..wire import format_time
 
@@ -105,7 +103,7 @@ def session_status(record: SessionRecord, now: datetime) -> str:
     return "active"
 
 
-def session_to_json(record: SessionRecord, runs: Sequence[RunSummary], *, now: datetime) -> dict[str, Any]:
+def session_to_json(record: SessionRecord, runs: SessionRuns, *, now: datetime) -> dict[str, Any]:
     """The session object, with a count of the (visible) runs in it by status."""
     user_id = record.data.get("user_id")
     return {
@@ -117,7 +115,7 @@ def session_to_json(record: SessionRecord, runs: Sequence[RunSummary], *, now: d
         "ended_at": _time(record.ended_at),
         "metadata": record.metadata,
         "runs": {
-            "count": len(runs),
-            "by_status": dict(sorted(Counter(r.status.value for r in runs).items())),
+            "count": runs.count,
+            "by_status": dict(sorted((status.value, n) for status, n in runs.by_status.items())),
         },
     }

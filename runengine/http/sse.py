@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from ..events import Event
+from ..limits import MAX_FRAME_CACHE_BYTES
 from ..wire import event_to_json
 
 #: Seconds between keep-alive comments on an idle stream.
@@ -30,11 +31,14 @@ class FrameCache:
     """Encoded SSE frames of recent events, shared by every subscriber of a run.
 
     A committed event never changes, so (run_id, seq) names its frame for good: with
-    many subscribers, each event is encoded once instead of once per subscriber.
+    many subscribers, each event is encoded once instead of once per subscriber. Bounded
+    both in frames (`size`) and in bytes (`max_bytes`), the oldest going first.
     """
 
-    def __init__(self, size: int = 16384) -> None:
+    def __init__(self, size: int = 16384, max_bytes: int = MAX_FRAME_CACHE_BYTES) -> None:
         self.size = size
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._frames: OrderedDict[tuple[str, int], bytes] = OrderedDict()
 
     def frame(self, event: Event) -> bytes:
@@ -42,7 +46,10 @@ class FrameCache:
         frame = self._frames.get(key)
         if frame is None:
             frame = sse_frame(event_to_json(event), event=event.type, id=event.seq)
+            if len(frame) > self.max_bytes // 16:
+                return frame  # a frame this large would push out many: encoded again when needed
             self._frames[key] = frame
-            if len(self._frames) > self.size:
-                self._frames.popitem(last=False)  # the oldest entry goes first
+            self.bytes += len(frame)
+            while len(self._frames) > self.size or self.bytes > self.max_bytes:
+                self.bytes -= len(self._frames.popitem(last=False)[1])  # the oldest entry goes first
         return frame

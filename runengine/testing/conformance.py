@@ -467,6 +467,16 @@ class StoreConformance:
             summary = await store.get_run("r3")
             assert summary is not None and summary.status is Status.COMPLETED and summary.last_seq == 3
             assert summary.session_id == "s2" and summary.owner == "alice" and summary.agent == "agent"
+            # A session's runs counted by status, as the listing shows them (one query, no row per run).
+            for session, owner in (("s1", None), ("s1", "alice"), ("s2", "bob"), ("none-such", None)):
+                mine = [(i, goal) for i, (_, s, o, goal) in enumerate(spec) if s == session and owner in (None, o)]
+                counted = await store.count_session_runs(session, owner=owner)
+                by_status: dict[Status, int] = {}
+                for _, goal in mine:
+                    by_status[goals[goal]] = by_status.get(goals[goal], 0) + 1
+                assert counted.by_status == by_status and counted.count == len(mine), (session, owner)
+                first = T0 + timedelta(seconds=mine[0][0]) if mine else None
+                assert counted.first_created_at == first, (session, owner)
 
     @pytest.mark.anyio
     async def test_listing_status_follows_the_transition_table(self, store_factory: StoreFactory) -> None:
