@@ -51,6 +51,9 @@ class EndedRunPage:
 
     runs: tuple[RunSummary, ...]
     next_after: str | None = None
+
+
+@attrs.frozen(kw_only=True)
 class SessionRuns:
     """A session's runs counted by status by the store (no row per run is read), and when the first began."""
 
@@ -134,6 +137,7 @@ class EventStore(Protocol):
         bound to its id (and, with a work queue, its queue row), whether or not a run row exists.
         Returns whether there was a run row. Callers decide whether a run may go (the engine only
         deletes ended runs)."""
+
     async def count_session_runs(self, session_id: str, *, owner: str | None = None) -> SessionRuns:
         """The session's runs (only `owner`'s when given) counted by status, in one query: what a
         session read shows, at a cost that does not grow with rows sent back per run."""
