@@ -8,13 +8,22 @@ wake-ups, nothing shared between event loops.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import anyio
 
 from runengine.errors import ConcurrencyConflict, InvalidRequest
 from runengine.events import Event
-from runengine.ports import DEFAULT_PAGE, MAX_PAGE, EndedRunPage, RunPage, RunSummary, SessionRecord, SessionRuns
+from runengine.ports import (
+    DEFAULT_PAGE,
+    MAX_PAGE,
+    EndedRunPage,
+    IdempotencyRecord,
+    RunPage,
+    RunSummary,
+    SessionRecord,
+    SessionRuns,
+)
 from runengine.state import RunState
 from runengine.status import Status
 from runengine.transitions import status_after
@@ -48,7 +57,7 @@ class MemoryStore:
         self._order: dict[str, int] = {}  # run id -> creation position (the cursor)
         self._counter = 0
         self._snapshots: dict[str, RunState] = {}
-        self._keys: dict[str, tuple[str, datetime]] = {}
+        self._keys: dict[tuple[str, str, str], IdempotencyRecord] = {}  # (principal, scope, key)
         self._sessions: dict[str, SessionRecord] = {}
         self._signals: dict[str, _Signal] = {}
 
@@ -212,8 +221,8 @@ class MemoryStore:
         self._logs.pop(run_id, None)
         self._order.pop(run_id, None)
         self._snapshots.pop(run_id, None)
-        for key in [key for key, (bound, _) in self._keys.items() if bound == run_id]:
-            del self._keys[key]
+        for identity in [identity for identity, record in self._keys.items() if record.run_id == run_id]:
+            del self._keys[identity]
         await anyio.lowlevel.checkpoint()
         return found
 
@@ -227,17 +236,32 @@ class MemoryStore:
     async def load_snapshot(self, run_id: str) -> RunState | None:
         return self._snapshots.get(run_id)
 
-    async def reserve_idempotency_key(self, key: str, run_id: str, *, now: datetime, ttl: float) -> str:
-        if not key:
+    async def reserve_idempotency_key(
+        self, record: IdempotencyRecord, *, ttl: float, pending_for: float
+    ) -> IdempotencyRecord | None:
+        if not record.key:
             raise InvalidRequest("an idempotency key must not be empty")
-        bound = self._keys.get(key)
-        if bound is not None and now - bound[1] <= timedelta(seconds=ttl):
-            return bound[0]
-        self._keys[key] = (run_id, now)
-        return run_id
+        identity = (record.principal, record.scope, record.key)
+        held = self._keys.get(identity)
+        if held is not None:
+            age = record.created_at - held.created_at
+            live = age <= timedelta(seconds=ttl if held.run_id in self._runs else pending_for)
+            if live:
+                return held
+        self._keys[identity] = record
+        return None
+
+    async def release_idempotency_key(self, record: IdempotencyRecord) -> None:
+        identity = (record.principal, record.scope, record.key)
+        held = self._keys.get(identity)
+        if held is not None and held.run_id == record.run_id:
+            del self._keys[identity]
 
     async def put_session(self, session: SessionRecord) -> None:
         self._sessions[session.session_id] = session
+
+    async def add_session(self, session: SessionRecord) -> SessionRecord:
+        return self._sessions.setdefault(session.session_id, session)
 
     async def get_session(self, session_id: str) -> SessionRecord | None:
         return self._sessions.get(session_id)

@@ -42,6 +42,7 @@ from runengine.ports import (
     DEFAULT_PAGE,
     MAX_PAGE,
     EndedRunPage,
+    IdempotencyRecord,
     Lease,
     LeaseLost,
     RunPage,
@@ -65,13 +66,42 @@ from runengine.wire import data_to_json, event_from_parts, state_from_json, stat
 
 log = structlog.get_logger("runengine.postgres")
 
-#: The schema this version writes. A database at a higher version is refused; a lower one is
-#: migrated when opened (_MIGRATIONS).
-SCHEMA_VERSION = 2
+#: The schema this version writes. A database at a higher version is refused; one at a lower
+#: version is migrated when opened (_MIGRATIONS).
+SCHEMA_VERSION = 3
 
 _ENDED_STATUSES = ", ".join(f"'{status.value}'" for status in sorted(TERMINAL_STATUSES))
+#: Version 3: ended runs by end time (retention sweeps), idempotency records by run (deleting a run).
+_ENDED_INDEX = f"CREATE INDEX runengine_runs_ended ON runengine_runs (updated_at, position) WHERE status IN ({_ENDED_STATUSES})"
+_IDEMPOTENCY_RUN_INDEX = "CREATE INDEX runengine_idempotency_run ON runengine_idempotency (run_id)"
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+
+_IDEMPOTENCY_DDL = """
+CREATE TABLE runengine_idempotency (
+    principal text NOT NULL,
+    scope text NOT NULL,
+    key text NOT NULL,
+    fingerprint text NOT NULL,
+    run_id text NOT NULL,
+    created_at timestamptz NOT NULL,
+    PRIMARY KEY (principal, scope, key)
+);"""
+
+#: Statements bringing a database of the previous version up to each version.
+_MIGRATIONS = {
+    2: (
+        # Version 1 kept keys as one joined "owner:key" string, which cannot be told apart by
+        # principal: those records (24 h of retry protection) are dropped, not guessed at.
+        "DROP TABLE runengine_idempotency",
+        _IDEMPOTENCY_DDL,
+        # Sessions begun by a run had no record (and so no owner): their first run's owner owns them.
+        "INSERT INTO runengine_sessions (session_id, owner, created_at, metadata, data)"
+        " SELECT DISTINCT ON (session_id) session_id, owner, created_at, '{}', '{}' FROM runengine_runs"
+        " WHERE session_id IS NOT NULL ORDER BY session_id, position ON CONFLICT (session_id) DO NOTHING",
+    ),
+    3: (_ENDED_INDEX, _IDEMPOTENCY_RUN_INDEX),
+}
 
 _DDL = """
 CREATE TABLE runengine_runs (
@@ -88,7 +118,7 @@ CREATE TABLE runengine_runs (
 CREATE INDEX runengine_runs_session ON runengine_runs (session_id, position);
 CREATE INDEX runengine_runs_status ON runengine_runs (status, position);
 CREATE INDEX runengine_runs_owner ON runengine_runs (owner, position);
-CREATE INDEX runengine_runs_ended ON runengine_runs (updated_at, position) WHERE status IN ({ended});
+{ended_index};
 CREATE TABLE runengine_events (
     run_id text NOT NULL,
     seq integer NOT NULL,
@@ -102,12 +132,8 @@ CREATE TABLE runengine_snapshots (
     last_seq integer NOT NULL,
     state text NOT NULL
 );
-CREATE TABLE runengine_idempotency (
-    key text PRIMARY KEY,
-    run_id text NOT NULL,
-    bound_at timestamptz NOT NULL
-);
-CREATE INDEX runengine_idempotency_run ON runengine_idempotency (run_id);
+%(idempotency)s
+{idempotency_run_index};
 CREATE TABLE runengine_sessions (
     session_id text PRIMARY KEY,
     owner text,
@@ -130,16 +156,9 @@ CREATE TABLE runengine_queue (
 );
 CREATE INDEX runengine_queue_waiting ON runengine_queue (position) WHERE NOT claimed;
 CREATE INDEX runengine_queue_leases ON runengine_queue (lease_until) WHERE claimed;
-""".replace("{ended}", _ENDED_STATUSES)
-
-#: What turns a schema version N database into N+1.
-_MIGRATIONS: dict[int, str] = {
-    # 2: ended runs by time (retention sweeps), idempotency keys by run (deleting a run).
-    1: f"""
-CREATE INDEX runengine_runs_ended ON runengine_runs (updated_at, position) WHERE status IN ({_ENDED_STATUSES});
-CREATE INDEX runengine_idempotency_run ON runengine_idempotency (run_id);
-""",
-}
+""".replace("%(idempotency)s", _IDEMPOTENCY_DDL).replace("{ended_index}", _ENDED_INDEX).replace(
+    "{idempotency_run_index}", _IDEMPOTENCY_RUN_INDEX
+)
 
 #: Errors after which the operation is retried on a fresh connection (server restart, network).
 _TRANSIENT: tuple[type[BaseException], ...] = (
@@ -329,9 +348,10 @@ class PostgresStore:
                 await conn.execute(_DDL)
                 await conn.execute("INSERT INTO runengine_schema (version) VALUES ($1)", SCHEMA_VERSION)
             elif version < SCHEMA_VERSION:
-                for step in range(version, SCHEMA_VERSION):
-                    await conn.execute(_MIGRATIONS[step])
-                await conn.execute("UPDATE runengine_schema SET version = $1", SCHEMA_VERSION)
+                for target in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in _MIGRATIONS[target]:
+                        await conn.execute(statement)
+                await conn.execute("INSERT INTO runengine_schema (version) VALUES ($1)", SCHEMA_VERSION)
             elif version > SCHEMA_VERSION:
                 raise SchemaVersionError(
                     f"the database schema is version {version}; this runengine knows up to {SCHEMA_VERSION}",
@@ -834,27 +854,53 @@ class PostgresStore:
         row = await self._fetchrow("SELECT state FROM runengine_snapshots WHERE run_id = $1", run_id)
         return state_from_json(row[0]) if row is not None else None
 
-    async def reserve_idempotency_key(self, key: str, run_id: str, *, now: datetime, ttl: float) -> str:
-        if not key:
+    async def reserve_idempotency_key(
+        self, record: IdempotencyRecord, *, ttl: float, pending_for: float
+    ) -> IdempotencyRecord | None:
+        if not record.key:
             raise InvalidRequest("an idempotency key must not be empty")
+        identity = (record.principal, record.scope, record.key)
 
-        async def run() -> str:
+        async def run() -> IdempotencyRecord | None:
             async with self._require_pool().acquire() as conn, conn.transaction():
-                bound = await conn.fetchval(
-                    "INSERT INTO runengine_idempotency (key, run_id, bound_at) VALUES ($1, $2, $3)"
-                    " ON CONFLICT (key) DO UPDATE SET run_id = EXCLUDED.run_id, bound_at = EXCLUDED.bound_at"
-                    " WHERE runengine_idempotency.bound_at < EXCLUDED.bound_at - $4::interval"
+                # Replaced only when expired, or when its run never came (its request died).
+                stored = await conn.fetchval(
+                    "INSERT INTO runengine_idempotency AS i (principal, scope, key, fingerprint, run_id, created_at)"
+                    " VALUES ($1, $2, $3, $4, $5, $6)"
+                    " ON CONFLICT (principal, scope, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,"
+                    " run_id = EXCLUDED.run_id, created_at = EXCLUDED.created_at"
+                    " WHERE i.created_at < EXCLUDED.created_at - $7::interval"
+                    " OR (i.created_at < EXCLUDED.created_at - $8::interval"
+                    " AND NOT EXISTS (SELECT 1 FROM runengine_runs AS r WHERE r.run_id = i.run_id))"
                     " RETURNING run_id",
-                    key,
-                    run_id,
-                    now,
+                    *identity,
+                    record.fingerprint,
+                    record.run_id,
+                    record.created_at,
                     timedelta(seconds=ttl),
+                    timedelta(seconds=pending_for),
                 )
-                if bound is None:
-                    bound = await conn.fetchval("SELECT run_id FROM runengine_idempotency WHERE key = $1", key)
-                return str(bound)
+                if stored is not None:
+                    return None
+                row = await conn.fetchrow(
+                    "SELECT fingerprint, run_id, created_at FROM runengine_idempotency"
+                    " WHERE principal = $1 AND scope = $2 AND key = $3",
+                    *identity,
+                )
+                held = attrs.evolve(record, fingerprint=row[0], run_id=row[1], created_at=row[2])
+                # A retry after a lost connection finds its own committed record: still ours.
+                return None if held == record else held
 
         return await self._retry(run)
+
+    async def release_idempotency_key(self, record: IdempotencyRecord) -> None:
+        await self._execute(
+            "DELETE FROM runengine_idempotency WHERE principal = $1 AND scope = $2 AND key = $3 AND run_id = $4",
+            record.principal,
+            record.scope,
+            record.key,
+            record.run_id,
+        )
 
     async def put_session(self, session: SessionRecord) -> None:
         await self._execute(
@@ -870,6 +916,24 @@ class PostgresStore:
             _dumps(session.metadata),
             _dumps(session.data),
         )
+
+    async def add_session(self, session: SessionRecord) -> SessionRecord:
+        row = await self._fetchrow(
+            "INSERT INTO runengine_sessions (session_id, owner, created_at, expires_at, ended_at, metadata, data)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (session_id) DO NOTHING RETURNING session_id",
+            session.session_id,
+            session.owner,
+            session.created_at,
+            session.expires_at,
+            session.ended_at,
+            _dumps(session.metadata),
+            _dumps(session.data),
+        )
+        if row is not None:
+            return session
+        stored = await self.get_session(session.session_id)
+        assert stored is not None  # sessions are never deleted here
+        return stored
 
     async def get_session(self, session_id: str) -> SessionRecord | None:
         row = await self._fetchrow(

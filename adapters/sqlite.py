@@ -2,8 +2,8 @@
 
     store = SQLiteStore("runs.db")                 # or RunEngine("sqlite:///runs.db")
 
-Layout (schema version 2, kept in the `schema_version` table; a version 1 file is migrated
-when opened):
+Layout (schema version 3, kept in the `schema_version` table; a version-1 or -2 file is
+migrated when opened, see _MIGRATIONS):
 
 - `events(run_id, seq, type, at_us, data)`, primary key (run_id, seq), WITHOUT ROWID, so
   a run's log is stored in seq order and the key itself is the optimistic
@@ -11,8 +11,9 @@ when opened):
 - `runs`: one row per run (agent, status, session, owner, times, last_seq), kept
   current by every append, so listing runs never folds a log. `position` is the
   creation order and the listing cursor. `ended_us` is the time of the run's terminal event
-  (µs since the epoch; NULL while it is active), indexed for retention sweeps (version 2).
-- `snapshots`, `idempotency_keys` (indexed by run, so deleting a run finds its keys), `sessions`.
+  (µs since the epoch; NULL while it is active), indexed for retention sweeps (version 3).
+- `snapshots`, `idempotency` (keyed by principal, scope and key; indexed by run, so deleting
+  a run finds its keys), `sessions`.
 
 Group commit. Every write goes through ONE writer task per store, which takes
 everything queued (appends of every run, snapshots, keys, sessions) and commits it
@@ -62,7 +63,15 @@ import anyio
 
 from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError, StoreError
 from runengine.events import Event, MessageDelta, RunCreated
-from runengine.ports import DEFAULT_PAGE, EndedRunPage, RunPage, RunSummary, SessionRecord, SessionRuns
+from runengine.ports import (
+    DEFAULT_PAGE,
+    EndedRunPage,
+    IdempotencyRecord,
+    RunPage,
+    RunSummary,
+    SessionRecord,
+    SessionRuns,
+)
 from runengine.state import RunState
 from runengine.status import TERMINAL_STATUSES, Status
 from runengine.transitions import status_after
@@ -76,7 +85,7 @@ from runengine.validation import (
 )
 from runengine.wire import data_to_json, event_from_parts, format_time, state_from_json, state_to_json
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -102,18 +111,21 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_by_session ON runs (session_id, position);
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, position);
 CREATE INDEX IF NOT EXISTS runs_by_owner ON runs (owner, position);
-CREATE INDEX IF NOT EXISTS runs_by_ended ON runs (ended_us, position) WHERE ended_us IS NOT NULL;
 CREATE TABLE IF NOT EXISTS snapshots (
     run_id TEXT PRIMARY KEY,
     last_seq INTEGER NOT NULL,
     state TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS idempotency_keys (
-    key TEXT PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS idempotency (
+    principal TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
     run_id TEXT NOT NULL,
-    reserved_us INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS idempotency_keys_by_run ON idempotency_keys (run_id);
+    created_us INTEGER NOT NULL,
+    PRIMARY KEY (principal, scope, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_by_run ON idempotency (run_id);
 CREATE TABLE IF NOT EXISTS sessions (
     session_id TEXT PRIMARY KEY,
     owner TEXT,
@@ -126,14 +138,28 @@ CREATE TABLE IF NOT EXISTS sessions (
 """
 
 _ENDED_STATUSES = ", ".join(f"'{status.value}'" for status in sorted(TERMINAL_STATUSES))
-#: What turns a schema version N file into N+1, run before _SCHEMA (which then adds the indexes).
-_MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: (
+#: Run after _SCHEMA to bring a file of the previous version up to this one, by target version.
+_MIGRATIONS = {
+    2: (
+        # Schema 1 kept keys as one joined "owner:key" string, which cannot be told apart by
+        # principal: those records (24 h of retry protection) are dropped, not guessed at.
+        "DROP TABLE IF EXISTS idempotency_keys",
+        # Sessions begun by a run had no record (and so no owner): their first run's owner owns them.
+        "INSERT OR IGNORE INTO sessions (session_id, owner, created_at, metadata, data)"
+        " SELECT r.session_id, r.owner, r.created_at, '{}', '{}' FROM runs AS r"
+        " WHERE r.session_id IS NOT NULL"
+        " AND r.position = (SELECT min(position) FROM runs AS f WHERE f.session_id = r.session_id)",
+    ),
+    3: (
         "ALTER TABLE runs ADD COLUMN ended_us INTEGER",
         "UPDATE runs SET ended_us = (SELECT at_us FROM events WHERE events.run_id = runs.run_id"
         f" AND events.seq = runs.last_seq) WHERE status IN ({_ENDED_STATUSES})",
     ),
 }
+#: Indexes on columns a migration adds: created after the migrations, on every file.
+_SCHEMA_AFTER_MIGRATIONS = (
+    "CREATE INDEX IF NOT EXISTS runs_by_ended ON runs (ended_us, position) WHERE ended_us IS NOT NULL",
+)
 
 _INSERT_EVENT = "INSERT INTO events (run_id, seq, type, at_us, data) VALUES (?, ?, ?, ?, ?)"
 _UPSERT_RUN = (
@@ -259,6 +285,22 @@ def _summary(row: Sequence[Any]) -> RunSummary:
         updated_at=_parse_time(updated_at),
         last_seq=last_seq,
     )
+
+
+def _session_row(session: SessionRecord) -> tuple[Any, ...]:
+    """What the sessions table keeps of a record. Raises InvalidRequest."""
+    try:
+        return (
+            session.session_id,
+            session.owner,
+            _time_text(session.created_at) if session.created_at else None,
+            _time_text(session.expires_at) if session.expires_at else None,
+            _time_text(session.ended_at) if session.ended_at else None,
+            json.dumps(session.metadata, separators=(",", ":")),
+            json.dumps(session.data, separators=(",", ":")),
+        )
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"session {session.session_id!r} cannot be stored as JSON: {exc}") from None
 
 
 def _summary_row(s: RunSummary) -> tuple[Any, ...]:
@@ -485,16 +527,17 @@ class SQLiteStore:
                     found=found,
                     known=SCHEMA_VERSION,
                 )
-            for version in range(found or SCHEMA_VERSION, SCHEMA_VERSION):
-                for statement in _MIGRATIONS[version]:
-                    await conn.execute(statement)
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     await conn.execute(statement)
-            if found is None:
+            if found is not None:
+                for version in range(found + 1, SCHEMA_VERSION + 1):
+                    for statement in _MIGRATIONS[version]:
+                        await conn.execute(statement)
+            for statement in _SCHEMA_AFTER_MIGRATIONS:
+                await conn.execute(statement)
+            if found != SCHEMA_VERSION:
                 await conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            elif found < SCHEMA_VERSION:
-                await conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
             await conn.execute("COMMIT")
         except BaseException:
             await conn.execute("ROLLBACK")
@@ -839,7 +882,7 @@ class SQLiteStore:
     async def delete_run(self, run_id: str) -> bool:
         def run(raw: sqlite3.Connection) -> bool:
             found = raw.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount > 0
-            for table in ("events", "snapshots", "idempotency_keys"):
+            for table in ("events", "snapshots", "idempotency"):
                 raw.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))  # noqa: S608 - our table names
             return found
 
@@ -869,38 +912,57 @@ class SQLiteStore:
         rows = await self._fetch("SELECT state FROM snapshots WHERE run_id = ?", (run_id,))
         return state_from_json(rows[0][0]) if rows else None
 
-    async def reserve_idempotency_key(self, key: str, run_id: str, *, now: datetime, ttl: float) -> str:
-        if not key:
+    async def reserve_idempotency_key(
+        self, record: IdempotencyRecord, *, ttl: float, pending_for: float
+    ) -> IdempotencyRecord | None:
+        if not record.key:
             raise InvalidRequest("an idempotency key must not be empty")
-        now_us = _micros(now)
-        oldest_kept = now_us - int(ttl * 1_000_000)
+        now_us = _micros(record.created_at)
+        identity = (record.principal, record.scope, record.key)
+        row = (*identity, record.fingerprint, record.run_id, now_us)
 
-        def run(raw: sqlite3.Connection) -> str:
-            raw.execute(
-                "INSERT INTO idempotency_keys (key, run_id, reserved_us) VALUES (?, ?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id, reserved_us = excluded.reserved_us"
-                " WHERE idempotency_keys.reserved_us < ?",
-                (key, run_id, now_us, oldest_kept),
+        def run(raw: sqlite3.Connection) -> IdempotencyRecord | None:
+            # Replaced only when expired, or when its run never came (its request died).
+            stored = raw.execute(
+                "INSERT INTO idempotency (principal, scope, key, fingerprint, run_id, created_us)"
+                " VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (principal, scope, key) DO UPDATE SET fingerprint = excluded.fingerprint,"
+                " run_id = excluded.run_id, created_us = excluded.created_us"
+                " WHERE idempotency.created_us < ?"
+                " OR (idempotency.created_us < ?"
+                " AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.run_id = idempotency.run_id))",
+                (*row, now_us - int(ttl * 1_000_000), now_us - int(pending_for * 1_000_000)),
             )
-            row = raw.execute("SELECT run_id FROM idempotency_keys WHERE key = ?", (key,)).fetchone()
-            return str(row[0])
+            if stored.rowcount == 1:  # inserted, or replaced an expired or abandoned record
+                return None
+            held = raw.execute(
+                "SELECT fingerprint, run_id, created_us FROM idempotency WHERE principal = ? AND scope = ? AND key = ?",
+                identity,
+            ).fetchone()
+            return IdempotencyRecord(
+                principal=record.principal,
+                scope=record.scope,
+                key=record.key,
+                fingerprint=held[0],
+                run_id=held[1],
+                created_at=_EPOCH + held[2] * _MICROSECOND,
+            )
 
-        bound: str = await self._submit(run)
-        return bound
+        held: IdempotencyRecord | None = await self._submit(run)
+        return held
+
+    async def release_idempotency_key(self, record: IdempotencyRecord) -> None:
+        params = (record.principal, record.scope, record.key, record.run_id)
+
+        def run(raw: sqlite3.Connection) -> None:
+            raw.execute(
+                "DELETE FROM idempotency WHERE principal = ? AND scope = ? AND key = ? AND run_id = ?", params
+            )
+
+        await self._submit(run)
 
     async def put_session(self, session: SessionRecord) -> None:
-        try:
-            params = (
-                session.session_id,
-                session.owner,
-                _time_text(session.created_at) if session.created_at else None,
-                _time_text(session.expires_at) if session.expires_at else None,
-                _time_text(session.ended_at) if session.ended_at else None,
-                json.dumps(session.metadata, separators=(",", ":")),
-                json.dumps(session.data, separators=(",", ":")),
-            )
-        except (TypeError, ValueError) as exc:
-            raise InvalidRequest(f"session {session.session_id!r} cannot be stored as JSON: {exc}") from None
+        params = _session_row(session)
 
         def run(raw: sqlite3.Connection) -> None:
             raw.execute(
@@ -910,6 +972,23 @@ class SQLiteStore:
             )
 
         await self._submit(run)
+
+    async def add_session(self, session: SessionRecord) -> SessionRecord:
+        params = _session_row(session)
+
+        def run(raw: sqlite3.Connection) -> bool:
+            inserted = raw.execute(
+                "INSERT INTO sessions (session_id, owner, created_at, expires_at, ended_at, metadata, data)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO NOTHING",
+                params,
+            )
+            return inserted.rowcount == 1
+
+        if await self._submit(run):
+            return session
+        stored = await self.get_session(session.session_id)
+        assert stored is not None  # sessions are never deleted here
+        return stored
 
     async def get_session(self, session_id: str) -> SessionRecord | None:
         rows = await self._fetch(

@@ -39,6 +39,7 @@ import httpx
 
 from runengine.engine import AgentFailed
 from runengine.errors import InvalidRequest
+from runengine.idempotency import fingerprint
 from runengine.events import ErrorInfo
 from runengine.state import RunState
 from runengine.wire import dumps
@@ -405,7 +406,10 @@ class WebhookDeliveries:
             mode="async",
             metadata={"webhook_for": run_id},
             owner=owner,
-            idempotency_key=f"webhook:{run_id}:{url}",
+            # One delivery per (run, URL): scheduling it again finds the first one.
+            idempotency_key=f"{run_id} {url}",
+            idempotency_scope="webhook",
+            request_fingerprint=fingerprint([run_id, url]),
             run_id=delivery_id,
         )
         return delivery.run_id

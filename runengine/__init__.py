@@ -11,6 +11,7 @@ from .errors import (
     AgentNotFound,
     ConcurrencyConflict,
     EngineNotStarted,
+    IdempotencyKeyReused,
     InputTimedOut,
     InvalidRequest,
     InvalidRunState,
@@ -19,6 +20,7 @@ from .errors import (
     RunEngineError,
     RunNotFound,
     SchemaVersionError,
+    SessionExists,
     SessionNotFound,
     StepFailed,
     StoreError,
@@ -50,7 +52,7 @@ from .events import (
     UnknownEvent,
     Usage,
 )
-from .ports import EventStore, RunPage, RunSummary, SessionRecord
+from .ports import EventStore, IdempotencyRecord, RunPage, RunSummary, SessionRecord
 from .reducer import Fold, apply, fold
 from .state import Message, RunState, ThoughtRecord, ToolCallRecord, UsageTotals
 from .status import Status
@@ -63,11 +65,11 @@ __all__ = [
     "InputTimedOut", "MessageDiscarded", "ReplayDivergence", "RunInputTimedOut", "RunResumed", "RunSuspended",
     "StepCompleted", "StepFailed", "TimerFired", "TimerStarted",
     "AgentFailed", "AgentNotFound", "ConcurrencyConflict", "Custom", "EngineNotStarted", "ErrorInfo", "Event",
-    "EventStore", "Fold", "HistoryMessage", "InvalidRequest", "InvalidRunState", "InvalidTransition",
+    "EventStore", "Fold", "HistoryMessage", "IdempotencyKeyReused", "IdempotencyRecord", "InvalidRequest", "InvalidRunState", "InvalidTransition",
     "Message", "MessageCompleted", "MessageDelta", "MessageStream", "RunCancelled", "RunCompleted",
     "RunContext", "RunCreated", "RunEngine", "RunEngineError", "RunFailed", "RunInput", "RunNotFound",
     "RunPage", "RunRequeued", "RunStarted", "RunState", "RunSummary", "RunWaitingForInput",
-    "SchemaVersionError", "SessionBusy", "SessionEnded", "SessionNotFound", "SessionRecord", "Status",
+    "SchemaVersionError", "SessionBusy", "SessionEnded", "SessionExists", "SessionNotFound", "SessionRecord", "Status",
     "StoreError", "TRANSITIONS", "Thought", "ThoughtRecord", "ToolCall", "ToolCallRecord", "ToolResult",
     "UnknownEvent", "Usage", "UsageTotals", "apply", "fold", "open_store",
 ]

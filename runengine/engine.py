@@ -36,6 +36,7 @@ from .errors import (
     InvalidRequest,
     InvalidRunState,
     RunNotFound,
+    SessionExists,
     SessionNotFound,
 )
 from .events import (
@@ -49,7 +50,9 @@ from .events import (
     RunRequeued,
     RunStarted,
 )
-from .ports import MAX_PAGE, EventStore, LeaseLost, RunPage, RunSummary, SessionRecord, WorkQueue
+from .idempotency import bind_key, fingerprint
+from .ownership import can_access, idempotency_principal, session_of
+from .ports import MAX_PAGE, EventStore, IdempotencyRecord, LeaseLost, RunPage, RunSummary, SessionRecord, WorkQueue
 from .reducer import Fold
 from .retention import DEFAULT_SWEEP_INTERVAL, RetentionSweeper, delete_ended_run, retention_seconds, start_retention
 from .state import RunState
@@ -282,6 +285,8 @@ class RunEngine:
         timeout: float | None = ...,
         owner: str | None = ...,
         idempotency_key: str | None = ...,
+        idempotency_scope: str = ...,
+        request_fingerprint: str | None = ...,
         session_policy: SessionPolicy | None = ...,
         run_id: str | None = ...,
         start_at: datetime | None = ...,
@@ -299,6 +304,8 @@ class RunEngine:
         timeout: float | None = ...,
         owner: str | None = ...,
         idempotency_key: str | None = ...,
+        idempotency_scope: str = ...,
+        request_fingerprint: str | None = ...,
         session_policy: SessionPolicy | None = ...,
         run_id: str | None = ...,
         start_at: datetime | None = ...,
@@ -315,16 +322,25 @@ class RunEngine:
         timeout: float | None = None,
         owner: str | None = None,
         idempotency_key: str | None = None,
+        idempotency_scope: str = "engine",
+        request_fingerprint: str | None = None,
         session_policy: SessionPolicy | None = None,
         run_id: str | None = None,
         start_at: datetime | None = None,
     ) -> RunState | AsyncIterator[Event]:
-        """Start a run of `agent`.
+        """Start a run of `agent`, owned by `owner` (None: no principal, auth off).
 
         mode="sync": the state once the run ends or waits for input.
         mode="async": the state right after creation (status pending) — at once.
         mode="stream": an async iterator of the run's events from seq 1, ending after the last.
         start_at: a delayed run stays pending until then (across restarts).
+
+        `session_id` names a session of `owner`'s, or a new one, which this run begins and
+        `owner` then owns; another principal's session is SessionNotFound (runengine.ownership).
+        `idempotency_key`: kept per (owner, `idempotency_scope`) once the run is created; a
+        repeat gets the first run, a reuse with another request (`request_fingerprint`,
+        by default one of agent, input, session, metadata, timeout, policy and start_at) raises
+        IdempotencyKeyReused (runengine.idempotency).
         """
         self._task_group()
         if mode not in MODES:
@@ -341,29 +357,77 @@ class RunEngine:
             raise InvalidRequest(f"session_policy must be one of {SESSION_POLICIES}")
         new_run_id = run_id or uuid.uuid4().hex
 
+        key_record: IdempotencyRecord | None = None
         if idempotency_key is not None:
-            bound = await self.store.reserve_idempotency_key(
-                f"{owner or ''}:{idempotency_key}", new_run_id, now=self.clock(), ttl=self.idempotency_ttl
+            if request_fingerprint is None:
+                request_fingerprint = fingerprint(
+                    [spec.name, input, session_id, metadata or {}, timeout, session_policy, start_at]
+                )
+            key_record = IdempotencyRecord(
+                principal=idempotency_principal(owner),
+                scope=idempotency_scope,
+                key=idempotency_key,
+                fingerprint=request_fingerprint,
+                run_id=new_run_id,
+                created_at=self.clock(),
             )
-            if bound != new_run_id:
-                await self.store.wait(bound, after_seq=0, timeout=10.0)  # its creator may still be writing it
+            bound = await bind_key(self.store, key_record, ttl=self.idempotency_ttl, now=self.clock)
+            if bound is not None:
                 return await self._respond(bound, mode, after_seq=0)
+        try:
+            state = await self._create_run(
+                new_run_id, spec.name, input, mode=mode, session_id=session_id, metadata=metadata,
+                timeout=timeout, owner=owner, policy=policy, start_at=start_at,
+            )
+        except BaseException:
+            if key_record is not None:  # refused before the run existed: the key stays unused
+                with anyio.CancelScope(shield=True):
+                    await self._release_key(key_record)
+            raise
+        return await self._respond(new_run_id, mode, after_seq=0, created=state)
 
+    async def _release_key(self, record: IdempotencyRecord) -> None:
+        try:
+            if await self.store.get_run(record.run_id) is None:
+                await self.store.release_idempotency_key(record)
+        except Exception:  # the key frees itself once PENDING_FOR has passed with no run
+            log.exception("could not release an idempotency key", key=record.key, scope=record.scope)
+
+    async def _create_run(
+        self,
+        new_run_id: str,
+        agent: str,
+        input: Any,
+        *,
+        mode: str,
+        session_id: str | None,
+        metadata: dict[str, Any] | None,
+        timeout: float | None,
+        owner: str | None,
+        policy: str,
+        start_at: datetime | None,
+    ) -> RunState:
+        """Check the session (claiming a new one for `owner`), apply its policy, record run.created."""
         async with self._session_lock(session_id):
             after: tuple[str, ...] = ()
-            session: SessionRecord | None = None
             if session_id is not None:
                 session = await self.store.get_session(session_id)
-                if session is not None and session.ended:
+                if session is None:  # begun by this run: `owner`'s, unless another request won the race
+                    session = await self.store.add_session(
+                        SessionRecord(session_id=session_id, owner=owner, created_at=self.clock())
+                    )
+                if not can_access(session.owner, owner):
+                    raise SessionNotFound(session_id)
+                if session.ended:
                     raise SessionEnded(session_id)
-                if session is not None and session.expires_at is not None and session.expires_at <= self.clock():
+                if session.expires_at is not None and session.expires_at <= self.clock():
                     raise SessionEnded(session_id, expired=True)
-                after = await self._apply_session_policy(session_id, policy)
+                after = await self._apply_session_policy(session_id, policy, owner)
             created = RunCreated(
                 run_id=new_run_id,
                 seq=1,
                 at=self.clock(),
-                agent=spec.name,
+                agent=agent,
                 input=input,
                 session_id=session_id,
                 metadata=dict(metadata or {}),
@@ -381,7 +445,7 @@ class RunEngine:
             else:
                 await self.store.append(new_run_id, [created], expected_seq=0)
                 self.driver.launch(self._task_group(), state, after=after, fold=fold)
-        return await self._respond(new_run_id, mode, after_seq=0, created=state)
+        return state
 
     async def _respond(
         self, run_id: str, mode: str, *, after_seq: int, created: RunState | None = None
@@ -400,12 +464,12 @@ class RunEngine:
             lock = self._session_locks[session_id] = anyio.Lock()
         return _ReleasingLock(self._session_locks, session_id, lock)
 
-    async def _apply_session_policy(self, session_id: str, policy: str) -> tuple[str, ...]:
+    async def _apply_session_policy(self, session_id: str, policy: str, owner: str | None) -> tuple[str, ...]:
         if policy == "allow":
             return ()
         active: list[str] = []
-        for status in ACTIVE_STATUSES:
-            page = await self.store.list_runs(session_id=session_id, status=status, limit=MAX_PAGE // 10)
+        for status in ACTIVE_STATUSES:  # only the owner's runs (a session older than ownership may hold others')
+            page = await self.store.list_runs(session_id=session_id, status=status, owner=owner, limit=MAX_PAGE // 10)
             active.extend(r.run_id for r in page.runs)
         if not active:
             return ()
@@ -497,7 +561,9 @@ class RunEngine:
     async def session_history(self, session_id: str, *, owner: str | None = None) -> list[HistoryMessage]:
         """The messages of every run of a session, oldest first: each run's input, then its replies.
 
-        With `owner`, only that owner's runs count (a session nobody else can see is not found)."""
+        With `owner` (auth on), the session must be that owner's (SessionNotFound otherwise) and only
+        its runs count."""
+        await session_of(self.store, session_id, owner)
         runs: list[RunSummary] = []
         before: str | None = None
         while True:
@@ -506,10 +572,6 @@ class RunEngine:
             before = page.next_before
             if before is None:
                 break
-        if not runs:
-            session = await self.store.get_session(session_id)
-            if session is None or (owner is not None and session.owner != owner):
-                raise SessionNotFound(session_id)
         history: list[HistoryMessage] = []
         for summary in reversed(runs):
             state = await self.status(summary.run_id)
@@ -594,6 +656,8 @@ class RunEngine:
         ttl: float | None = None,
         data: dict[str, Any] | None = None,
     ) -> SessionRecord:
+        """Create a session owned by `owner`. SessionExists when the id is taken (by anyone: a
+        session is never replaced, so two principals racing for one id cannot both own it)."""
         now = self.clock()
         session = SessionRecord(
             session_id=session_id or f"sess_{uuid.uuid4().hex}",
@@ -603,28 +667,29 @@ class RunEngine:
             metadata=dict(metadata or {}),
             data=dict(data or {}),
         )
-        await self.store.put_session(session)
+        stored = await self.store.add_session(session)
+        if stored != session:
+            raise SessionExists(session.session_id)
         return session
 
-    async def get_session(self, session_id: str) -> SessionRecord:
-        session = await self.store.get_session(session_id)
-        if session is None:
-            raise SessionNotFound(session_id)
-        return session
+    async def get_session(self, session_id: str, *, owner: str | None = None) -> SessionRecord:
+        """The session, if `owner` may reach it (runengine.ownership); SessionNotFound otherwise."""
+        return await session_of(self.store, session_id, owner)
 
-    async def end_session(self, session_id: str, *, cancel_active: bool = True) -> SessionRecord:
-        """Mark a session ended: later runs in it are refused; active ones are cancelled."""
-        session = await self.store.get_session(session_id)
-        if session is None:
-            if not (await self.store.list_runs(session_id=session_id, limit=1)).runs:
-                raise SessionNotFound(session_id)
-            session = SessionRecord(session_id=session_id, created_at=self.clock())
-        if session.ended_at is None:
-            session = attrs.evolve(session, ended_at=self.clock())
-            await self.store.put_session(session)
+    async def end_session(
+        self, session_id: str, *, owner: str | None = None, cancel_active: bool = True
+    ) -> SessionRecord:
+        """Mark a session ended: later runs in it are refused; its owner's active runs are cancelled.
+        Another principal's session is SessionNotFound, and stays as it is."""
+        async with self._session_lock(session_id):  # no run joins between the check and the end
+            session = await session_of(self.store, session_id, owner)
+            if session.ended_at is None:
+                session = attrs.evolve(session, ended_at=self.clock())
+                await self.store.put_session(session)
         if cancel_active:
             for status in ACTIVE_STATUSES:
-                for run in (await self.store.list_runs(session_id=session_id, status=status, limit=1000)).runs:
+                page = await self.store.list_runs(session_id=session_id, status=status, owner=owner, limit=1000)
+                for run in page.runs:
                     await self.cancel(run.run_id, reason="session ended")
         return session
 

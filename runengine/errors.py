@@ -95,6 +95,28 @@ class InvalidRequest(RunEngineError):
     code = "invalid_request"
 
 
+class IdempotencyKeyReused(RunEngineError):
+    """An Idempotency-Key sent again with a different request (IETF Idempotency-Key draft: 422)."""
+
+    code = "idempotency_error"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"the Idempotency-Key {key!r} was used with a different request; use a new key for a new request",
+            idempotency_key=key,
+        )
+
+
+class SessionExists(RunEngineError):
+    """A session id that is taken (by whom is not said)."""
+
+    code = "conflict"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {session_id!r} already exists", session_id=session_id)
+        self.session_id = session_id
+
+
 class EngineNotStarted(RunEngineError):
     code = "engine_not_started"
 

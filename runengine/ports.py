@@ -83,6 +83,25 @@ class SessionRecord:
         return self.ended_at is not None
 
 
+@attrs.frozen(kw_only=True)
+class IdempotencyRecord:
+    """An Idempotency-Key bound to the run its first request created.
+
+    A key is one principal's, in one entry point's key space: (principal, scope, key) is the
+    identity, three separate values (never one joined string, which two principals could spell
+    alike). `fingerprint` identifies the request that used the key (its body), so a reuse with
+    another request is told apart from a retry."""
+
+    #: The owner of the request ("" when auth is off).
+    principal: str
+    #: The entry point's key space: "native", "acp", "kore", "platform", "engine" ...
+    scope: str
+    key: str
+    fingerprint: str
+    run_id: str
+    created_at: datetime
+
+
 @runtime_checkable
 class EventStore(Protocol):
     """Durable, per-run, gapless event logs with a run listing, snapshots and sessions."""
@@ -149,13 +168,25 @@ class EventStore(Protocol):
         """The latest snapshot of the run, if any."""
 
     async def reserve_idempotency_key(
-        self, key: str, run_id: str, *, now: datetime, ttl: float
-    ) -> str:
-        """Bind `key` to `run_id` unless it is bound to a run already and not older than
-        `ttl` seconds; return the run id the key is bound to after the call (atomic)."""
+        self, record: IdempotencyRecord, *, ttl: float, pending_for: float
+    ) -> IdempotencyRecord | None:
+        """Atomically store `record` unless its (principal, scope, key) is held: by a record created
+        less than `ttl` seconds before `record.created_at` whose run exists, or by one created less
+        than `pending_for` seconds before whose run does not exist yet (its request is still
+        creating it; past that, it is taken to have died). None when `record` was stored (the caller
+        holds the key), else the record that holds it. Raises InvalidRequest for an empty key."""
+
+    async def release_idempotency_key(self, record: IdempotencyRecord) -> None:
+        """Forget the key of `record` if it is still bound to `record.run_id` (its request was
+        refused before creating the run: the key may be used again)."""
 
     async def put_session(self, session: SessionRecord) -> None:
         """Create or replace a session record."""
+
+    async def add_session(self, session: SessionRecord) -> SessionRecord:
+        """Create `session` unless a session with its id exists (atomic: of two callers racing for
+        a new id, exactly one creates it). Returns the record stored after the call: `session`
+        itself, or the one that was there."""
 
     async def get_session(self, session_id: str) -> SessionRecord | None: ...
 

@@ -254,9 +254,9 @@ async def test_another_principal_cannot_see_read_or_end_a_session() -> None:
             assert_error(await nobody.post("/sessions", json={}), 401, "authentication_error")
             # The id is taken whoever asks (creating it again would replace alice's session).
             assert_error(await bob.post("/sessions", json={"session_id": "alice-s"}), 409, "conflict")
-            # Nor can bob's runs join it.
+            # Nor can bob's runs join it: to him it does not exist.
             joined = await bob.post("/runs", json={"agent": "echo", "input": "intruder", "session_id": "alice-s"})
-            assert assert_error(joined, 409, "conflict")["details"] == {"session_id": "alice-s"}
+            assert assert_error(joined, 404, "not_found")["details"] == {"session_id": "alice-s"}
             assert (await bob.get("/runs", params={"session_id": "alice-s"})).json()["runs"] == []
             mine = (await alice.get("/sessions/alice-s")).json()
             assert mine["status"] == "active" and mine["metadata"] == {"a": 1} and mine["runs"]["count"] == 1

@@ -1,5 +1,5 @@
 """Data lifecycle: deleting ended runs (engine, HTTP), retention swept in the background, a run's
-log exported as JSON lines and imported again, `runengine prune` on a SQLite file, and a version 1
+log exported as JSON lines and imported again, `runengine prune` on a SQLite file, and a version 2
 SQLite file migrated when opened."""
 
 from __future__ import annotations
@@ -296,23 +296,24 @@ def test_cli_export_import_round_trip_and_prune_on_a_sqlite_file(tmp_path: Path)
     assert cli("prune", "--older-than", "90m", "--store", source).stdout.startswith("deleted 0 run(s)")
 
 
-# -- the SQLite schema: a version 1 file is migrated when opened ------------------------------------
+# -- the SQLite schema: a version 2 file is migrated when opened ------------------------------------
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_a_version_1_sqlite_file_opens_and_is_migrated(tmp_path: Path, anyio_backend: str) -> None:
-    path = tmp_path / "v1.db"
+async def test_a_version_2_sqlite_file_opens_and_is_migrated(tmp_path: Path, anyio_backend: str) -> None:
+    path = tmp_path / "v2.db"
     engine = register_demo_agents(RunEngine(SQLiteStore(path), clock=Clock()), delay=0)
     async with engine:
         done = await engine.execute("echo", "x")
     async with SQLiteStore(path) as store:
         await store.append("running", running_log("running", T0 - timedelta(days=1)), expected_seq=0)
-    with sqlite3.connect(path) as conn:  # back to what version 1 wrote
+    with sqlite3.connect(path) as conn:  # back to what version 2 wrote
         conn.execute("DROP INDEX runs_by_ended")
-        conn.execute("DROP INDEX idempotency_keys_by_run")
+        conn.execute("DROP INDEX idempotency_by_run")
         conn.execute("ALTER TABLE runs DROP COLUMN ended_us")
-        conn.execute("UPDATE schema_version SET version = 1")
+        conn.execute("DELETE FROM schema_version")
+        conn.execute("INSERT INTO schema_version VALUES (2)")
     async with SQLiteStore(path) as store:
         page = await store.list_ended_runs(ended_before=T0 + timedelta(seconds=1))
         assert [r.run_id for r in page.runs] == [done.run_id]
@@ -321,6 +322,6 @@ async def test_a_version_1_sqlite_file_opens_and_is_migrated(tmp_path: Path, any
         page = await store.list_ended_runs(ended_before=T0 + timedelta(seconds=1))
         assert [r.run_id for r in page.runs] == ["running", done.run_id]  # ended an hour before `done`
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+        assert conn.execute("SELECT max(version) FROM schema_version").fetchall() == [(SCHEMA_VERSION,)] == [(3,)]
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert {"runs_by_ended", "idempotency_keys_by_run"} <= indexes
+    assert {"runs_by_ended", "idempotency_by_run"} <= indexes

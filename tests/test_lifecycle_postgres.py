@@ -1,4 +1,4 @@
-"""Data lifecycle on PostgreSQL: deleting a run takes its work-queue row too, a version 1 schema
+"""Data lifecycle on PostgreSQL: deleting a run takes its work-queue row too, a version 2 schema
 is migrated when opened (by one of several processes opening it at once), and an engine with a
 worker sweeps expired runs in the background."""
 
@@ -49,16 +49,17 @@ async def test_delete_run_takes_the_queue_row_with_it(pg_schema_url: str) -> Non
 
 
 @pytest.mark.anyio
-async def test_a_version_1_schema_is_migrated_once_by_concurrent_openers(pg_dsn: str) -> None:
-    schema = f"v1_{uuid.uuid4().hex[:12]}"
+async def test_a_version_2_schema_is_migrated_once_by_concurrent_openers(pg_dsn: str) -> None:
+    schema = f"v2_{uuid.uuid4().hex[:12]}"
     async with PostgresStore(pg_dsn, schema=schema) as store:
         await store.append("done", [RunCreated(run_id="done", seq=1, at=T0, agent="a"), RunStarted(run_id="done", seq=2, at=T0),
                                     RunCompleted(run_id="done", seq=3, at=T0)], expected_seq=0)
     conn = await asyncpg.connect(pg_dsn)
-    try:  # back to what version 1 created
+    try:  # back to what version 2 created
         await conn.execute(f'DROP INDEX "{schema}".runengine_runs_ended')
         await conn.execute(f'DROP INDEX "{schema}".runengine_idempotency_run')
-        await conn.execute(f'UPDATE "{schema}".runengine_schema SET version = 1')
+        await conn.execute(f'DELETE FROM "{schema}".runengine_schema')
+        await conn.execute(f'INSERT INTO "{schema}".runengine_schema VALUES (2)')
     finally:
         await conn.close()
     stores = [PostgresStore(pg_dsn, schema=schema, pool_max=2) for _ in range(4)]
@@ -74,7 +75,7 @@ async def test_a_version_1_schema_is_migrated_once_by_concurrent_openers(pg_dsn:
             await store.close()
     conn = await asyncpg.connect(pg_dsn)
     try:
-        assert await conn.fetch(f'SELECT version FROM "{schema}".runengine_schema') == [(SCHEMA_VERSION,)]
+        assert await conn.fetchval(f'SELECT max(version) FROM "{schema}".runengine_schema') == SCHEMA_VERSION == 3
         indexes = {r[0] for r in await conn.fetch("SELECT indexname FROM pg_indexes WHERE schemaname = $1", schema)}
     finally:
         await conn.close()

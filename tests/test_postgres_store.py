@@ -14,6 +14,7 @@ from runengine.adapters.postgres import SCHEMA_VERSION, PostgresStore
 from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError, StoreError
 from runengine.events import MessageDelta, RunCreated, RunStarted
 from runengine.stores import open_store
+from runengine.testing import conformance
 
 pytestmark = pytest.mark.postgres
 
@@ -101,6 +102,34 @@ async def test_schema_is_versioned_and_a_newer_one_is_refused(pg_dsn: str) -> No
         await conn.close()
     with pytest.raises(SchemaVersionError):
         await PostgresStore(pg_dsn, schema=name).open()
+
+
+@pytest.mark.anyio
+async def test_a_version_1_database_is_migrated_when_opened(pg_dsn: str) -> None:
+    name = schema()
+    async with PostgresStore(pg_dsn, schema=name) as store:
+        await store.append("r1", [conformance.created("r1", session_id="implicit", owner="alice")], expected_seq=0)
+        await store.append("r2", [conformance.created("r2", session_id="implicit", owner="bob")], expected_seq=0)
+    conn = await asyncpg.connect(pg_dsn, server_settings={"search_path": name})
+    try:  # back to what version 1 wrote
+        await conn.execute("DROP TABLE runengine_idempotency")
+        await conn.execute("CREATE TABLE runengine_idempotency (key text PRIMARY KEY, run_id text NOT NULL, bound_at timestamptz NOT NULL)")
+        await conn.execute("INSERT INTO runengine_idempotency VALUES ('acme:alice:k', 'r1', now())")
+        await conn.execute("DELETE FROM runengine_sessions")
+        await conn.execute("DELETE FROM runengine_schema")
+        await conn.execute("INSERT INTO runengine_schema VALUES (1)")
+    finally:
+        await conn.close()
+    async with PostgresStore(pg_dsn, schema=name) as store:
+        implicit = await store.get_session("implicit")
+        assert implicit is not None and implicit.owner == "alice"
+        assert await store.reserve_idempotency_key(conformance.key_record("k", "r9", principal="acme:alice"), ttl=60, pending_for=10) is None
+        assert [r.run_id for r in (await store.list_runs()).runs] == ["r2", "r1"]
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        assert await conn.fetchval(f'SELECT max(version) FROM "{name}".runengine_schema') == SCHEMA_VERSION
+    finally:
+        await conn.close()
 
 
 @pytest.mark.anyio

@@ -17,7 +17,8 @@ from runengine.ports import SessionRecord
 from runengine.reducer import Fold
 from runengine.status import Status
 from runengine.stores import open_store
-from runengine.testing.conformance import T0, deltas, new_log, read_all
+from runengine.testing.conformance import T0, deltas, key_record, new_log, read_all
+from runengine.testing.conformance import created as created_run
 
 
 @pytest.fixture
@@ -38,13 +39,44 @@ async def test_schema_is_created_on_first_use_and_versioned(tmp_path: Path) -> N
     path = tmp_path / "runs.db"
     async with SQLiteStore(path):
         pass
-    assert {"schema_version", "events", "runs", "snapshots", "idempotency_keys", "sessions"} <= tables(path)
+    assert {"schema_version", "events", "runs", "snapshots", "idempotency", "sessions"} <= tables(path)
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
     async with SQLiteStore(path):  # opening again changes nothing
         pass
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+
+
+@pytest.mark.anyio
+async def test_a_version_1_file_is_migrated_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    async with SQLiteStore(path) as store:
+        await store.append("r1", [created_run("r1", session_id="implicit", owner="alice")], expected_seq=0)
+        await store.append("r2", [created_run("r2", session_id="implicit", owner="bob")], expected_seq=0)
+        await store.append("r3", [created_run("r3", session_id="explicit", owner="carol")], expected_seq=0)
+        await store.put_session(SessionRecord(session_id="explicit", owner="carol", created_at=T0, metadata={"m": 1}))
+    with sqlite3.connect(path) as conn:  # back to what version 1 wrote
+        conn.execute("DROP TABLE idempotency")
+        conn.execute("CREATE TABLE idempotency_keys (key TEXT PRIMARY KEY, run_id TEXT NOT NULL, reserved_us INTEGER NOT NULL)")
+        conn.execute("INSERT INTO idempotency_keys VALUES ('acme:alice:k', 'r1', 0)")
+        conn.execute("DELETE FROM sessions WHERE session_id = 'implicit'")
+        conn.execute("DELETE FROM schema_version")
+        conn.execute("INSERT INTO schema_version VALUES (1)")
+    async with SQLiteStore(path) as store:
+        # A session begun by runs is now recorded, owned by its first run's principal.
+        implicit = await store.get_session("implicit")
+        assert implicit is not None and implicit.owner == "alice" and implicit.created_at == T0
+        assert (await store.get_session("explicit")) == SessionRecord(
+            session_id="explicit", owner="carol", created_at=T0, metadata={"m": 1}
+        )
+        assert [r.run_id for r in (await store.list_runs()).runs] == ["r3", "r2", "r1"]
+        # Joined keys could not say whose they were: dropped, and the key is free.
+        record = key_record("k", "r9", principal="acme:alice")
+        assert await store.reserve_idempotency_key(record, ttl=60, pending_for=10) is None
+    assert "idempotency_keys" not in tables(path)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT max(version) FROM schema_version").fetchone() == (SCHEMA_VERSION,)
 
 
 @pytest.mark.anyio
@@ -145,7 +177,7 @@ async def test_reopening_keeps_everything(tmp_path: Path) -> None:
         assert fold.state is not None
         await store.save_snapshot(fold.state)
         await store.put_session(session)
-        assert await store.reserve_idempotency_key("k", "r", now=T0, ttl=60) == "r"
+        assert await store.reserve_idempotency_key(key_record("k", "r"), ttl=60, pending_for=10) is None
         summary = await store.get_run("r")
     async with SQLiteStore(path) as store:
         assert await read_all(store, "r", page=64) == log
@@ -153,7 +185,7 @@ async def test_reopening_keeps_everything(tmp_path: Path) -> None:
         assert [r.run_id for r in (await store.list_runs(session_id="s")).runs] == ["r"]
         assert await store.load_snapshot("r") == fold.state
         assert await store.get_session("s") == session
-        assert await store.reserve_idempotency_key("k", "other", now=T0, ttl=60) == "r"
+        assert await store.reserve_idempotency_key(key_record("k", "other"), ttl=60, pending_for=10) == key_record("k", "r")
         await store.append("r", deltas("r", 701, 2), expected_seq=700)
         assert await store.last_seq("r") == 702
 

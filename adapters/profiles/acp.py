@@ -22,12 +22,13 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing, nullcontext
 from typing import Any
 
 import attrs
 
+from runengine import ownership
 from runengine.engine import RunEngine, SessionPolicy
 from runengine.errors import AgentNotFound, RunNotFound, SessionNotFound
 from runengine.events import (
@@ -62,7 +63,7 @@ from runengine.state import RunState
 from runengine.status import Status
 from runengine.wire import dumps, format_time
 
-from .common import check_visible, guarded, idempotency_key, invalid, request_owner, session_policy
+from .common import guarded, idempotency_key, invalid, request_fingerprint, request_owner, session_policy
 
 STATUS = {
     Status.PENDING: "created",
@@ -283,6 +284,9 @@ class AcpProfile:
         r.route("GET", "/sessions/{session_id}", guarded(self.auth, self.read_session))
         r.route("GET", "/sessions/{session_id}/history/{index}", guarded(self.auth, self.history_message))
 
+    def routes(self) -> Iterator[tuple[str, str]]:
+        return self.router.routes()
+
     async def __call__(self, request: Request) -> Response | StreamResponse:
         response = await self.router(request)
         if isinstance(response, Response) and response.status >= 400:
@@ -324,10 +328,11 @@ class AcpProfile:
             candidates += [c for c in (str(parsed), parsed.hex) if c != raw_id]
         except ValueError:
             pass
+        caller = request_owner(self.auth, request)
         for candidate in candidates:
             summary = await self.engine.store.get_run(candidate)
             if summary is not None:
-                check_visible(self.auth, request, candidate, summary.owner)
+                await ownership.run_of(self.engine.store, candidate, caller)  # another's: as missing
                 return await self.engine.status(candidate)
         raise RunNotFound(raw_id)
 
@@ -353,14 +358,17 @@ class AcpProfile:
         params.json_value(body, "input", max_bytes=MAX_INPUT_BYTES)
         session_id = self._session_id(body)
         policy = session_policy(body.get("session_policy"), "session_policy") or self.session_policy
+        key = idempotency_key(request)
         with self.streams.slot(request) if mode == "stream" else nullcontext() as slot:  # a 429 starts no run
             state = await self.engine.execute(
                 agent,
                 engine_input(messages),
                 mode="async",
-                session_id=session_id,
+                session_id=session_id,  # another principal's session: SessionNotFound, a 404
                 owner=request_owner(self.auth, request),
-                idempotency_key=idempotency_key(request),
+                idempotency_key=key,
+                idempotency_scope="acp",
+                request_fingerprint=request_fingerprint("acp", body, delivery=("mode",)) if key is not None else None,
                 session_policy=policy,
                 run_id=str(uuid.uuid4()),
             )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, cast
 
 from runengine.engine import SESSION_POLICIES, SessionPolicy
-from runengine.errors import RunNotFound
+from runengine.idempotency import fingerprint
 from runengine.http.auth import AuthHook, authenticate, owner_of
 from runengine.http.core import HttpError, Request, Response, StreamResponse
 from runengine.wire import dumps
@@ -34,10 +34,12 @@ def request_owner(auth: AuthHook | None, request: Request) -> str | None:
     return owner_of(request.principal) if auth is not None else None
 
 
-def check_visible(auth: AuthHook | None, request: Request, run_id: str, owner: str | None) -> None:
-    """Another principal's run is answered exactly as a missing one."""
-    if auth is not None and owner != request_owner(auth, request):
-        raise RunNotFound(run_id)
+def request_fingerprint(target: Any, body: Mapping[str, Any], delivery: Collection[str] = ()) -> str:
+    """What an Idempotency-Key is checked against: what the request acts on (`target`: e.g. the
+    app named in its path) and its parsed body, less the `delivery` fields that only say how the
+    answer comes back (a retry may ask for a stream of the same run). Anything else with the
+    same key is a 422 (runengine.idempotency)."""
+    return fingerprint([target, {k: v for k, v in body.items() if k not in delivery}])
 
 
 def idempotency_key(request: Request) -> str | None:

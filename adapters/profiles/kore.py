@@ -14,15 +14,17 @@ becomes `engine.execute`, the run's state and events become Kore's shapes.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import aclosing, nullcontext
 from typing import Any
 
 import anyio
 import attrs
 
+from runengine import ownership
 from runengine.engine import RunEngine, SessionPolicy
-from runengine.errors import RunNotFound, SessionNotFound
+from runengine.errors import RunNotFound, SessionExists, SessionNotFound
+from runengine.idempotency import bind_key
 from runengine.events import Custom, MessageCompleted, MessageDelta, RunWaitingForInput, Thought, ToolResult
 from runengine.http import params
 from runengine.http.auth import AuthHook
@@ -43,14 +45,14 @@ from runengine.limits import (
     MAX_TEXT_CHARS,
     MAX_URL_LENGTH,
 )
-from runengine.ports import SessionRecord
+from runengine.ports import IdempotencyRecord, SessionRecord
 from runengine.context import RunContext
 from runengine.state import RunState
 from runengine.status import Status
 from runengine.wire import dumps, format_time
 
 from ..webhooks import WebhookDeliveries
-from .common import boolean, check_visible, guarded, idempotency_key, invalid, request_owner, session_policy
+from .common import boolean, guarded, idempotency_key, invalid, request_fingerprint, request_owner, session_policy
 
 #: Identifier types, highest priority first.
 IDENTITY_TYPES = ("userReference", "sessionReference", "sessionIdentity")
@@ -183,6 +185,14 @@ class Turn:
     after_seq: int = 0
     skip_messages: int = 0
     debug: dict[str, Any] | None = None
+
+
+@attrs.frozen
+class KeyedAnswer:
+    """A session's run waiting for input that this request answers, and the key it bound to it."""
+
+    run_id: str
+    key: IdempotencyRecord | None
 
 
 @attrs.frozen(kw_only=True)
@@ -374,6 +384,9 @@ class KoreProfile:
         r.route("POST", base + "/execute", guarded(self.auth, self.execute))
         r.route("POST", base + "/{run_id}/status", guarded(self.auth, self.status))
 
+    def routes(self) -> Iterator[tuple[str, str]]:
+        return self.router.routes()
+
     async def __call__(self, request: Request) -> Response | StreamResponse:
         return await self.router(request)
 
@@ -406,13 +419,13 @@ class KoreProfile:
         if session_id is None:
             session_id = identity.session_identity
             assert session_id is not None
-            existing = await self.engine.store.get_session(session_id)
-            if existing is None or not _same_app(existing, app_id, env) or (self.auth and existing.owner != owner):
+            existing = await ownership.session_of(self.engine.store, session_id, owner)
+            if not _same_app(existing, app_id, env):
                 raise SessionNotFound(session_id)
             return existing
         existing = await self.engine.store.get_session(session_id)
         if existing is not None:
-            if self.auth is not None and existing.owner != owner:
+            if not ownership.can_access(existing.owner, owner):
                 raise SessionNotFound(session_id)
             return existing
         user = identity.user_reference or identity.session_reference or ""
@@ -426,7 +439,10 @@ class KoreProfile:
                 "attachments": {},
             }
         }
-        return await self.engine.create_session(session_id=session_id, owner=owner, data=data)
+        try:
+            return await self.engine.create_session(session_id=session_id, owner=owner, data=data)
+        except SessionExists:  # a request racing this one created it first: it is used if it is ours
+            return await ownership.session_of(self.engine.store, session_id, owner)
 
     async def _session_status(self, session_id: str | None) -> str:
         if session_id is None:
@@ -535,23 +551,34 @@ class KoreProfile:
 
     async def execute(self, request: Request) -> Response | StreamResponse:
         app_id, env = request.params["app_id"], request.params["env"]
-        req = self._parse(request.json_object(), app_id)
+        body = request.json_object()
+        req = self._parse(body, app_id)
         key = idempotency_key(request)
+        key_fingerprint = (
+            request_fingerprint(["kore", app_id, env], body, delivery=("isAsync", "stream")) if key is not None else None
+        )
         if req.callback_url is not None and self.deliveries is not None:
             await self.deliveries.sender.check_async(req.callback_url)  # UnsafeURL: a 400 before anything runs
         owner = request_owner(self.auth, request)
         streamed = req.stream["enable"] and not req.is_async
         with self.streams.slot(request) if streamed else nullcontext() as slot:  # a 429 changes nothing
-            return await self._execute(request, req, app_id, env, key, owner, slot)
+            return await self._execute(request, req, app_id, env, key, key_fingerprint, owner, slot)
 
     async def _execute(
-        self, request: Request, req: ExecuteRequest, app_id: str, env: str, key: str | None, owner: str | None,
+        self,
+        request: Request,
+        req: ExecuteRequest,
+        app_id: str,
+        env: str,
+        key: str | None,
+        key_fingerprint: str | None,
+        owner: str | None,
         slot: Slot | None,
     ) -> Response | StreamResponse:
         session = await self._session(request, app_id, env, req.identity)
         session = await self._update_session(session, req.metadata, req.include, req.exclude)
         if not req.invoked:
-            waiting = await self._waiting_run(session.session_id, owner, key)
+            waiting = await self._waiting_run(session.session_id, owner, key, key_fingerprint)
             if waiting is not None:
                 return await self._answer(waiting, req, owner, slot)
 
@@ -585,6 +612,8 @@ class KoreProfile:
             metadata=run_meta,
             owner=owner,
             idempotency_key=key,
+            idempotency_scope="kore",
+            request_fingerprint=key_fingerprint,
             session_policy=req.policy,
             run_id=f"r-{uuid.uuid4()}",
         )
@@ -620,27 +649,42 @@ class KoreProfile:
 
     # -- a session's run waiting for input: the next execute answers it ------------------------
 
-    async def _waiting_run(self, session_id: str, owner: str | None, key: str | None) -> str | None:
+    async def _waiting_run(
+        self, session_id: str, owner: str | None, key: str | None, key_fingerprint: str | None
+    ) -> KeyedAnswer | None:
         """The session's run waiting for input, if any (and if this request is not a repeat)."""
         page = await self.engine.list_runs(session_id=session_id, status=Status.WAITING_FOR_INPUT, owner=owner, limit=1)
         if not page.runs:
             return None
         run_id = page.runs[0].run_id
-        if key is not None:
-            # The engine's own key space: a repeat of this request finds the run it answered.
-            bound = await self.engine.store.reserve_idempotency_key(
-                f"{owner or ''}:{key}", run_id, now=self.engine.clock(), ttl=self.engine.idempotency_ttl
-            )
-            if bound != run_id:
-                return None  # execute() answers with the run the key named
-        return run_id
+        if key is None or key_fingerprint is None:
+            return KeyedAnswer(run_id, None)
+        # The engine's key space for this profile: a repeat of this request finds the run it answered.
+        record = IdempotencyRecord(
+            principal=ownership.idempotency_principal(owner),
+            scope="kore",
+            key=key,
+            fingerprint=key_fingerprint,
+            run_id=run_id,
+            created_at=self.engine.clock(),
+        )
+        if await bind_key(self.engine.store, record, ttl=self.engine.idempotency_ttl, now=self.engine.clock) is not None:
+            return None  # execute() answers with the run the key named
+        return KeyedAnswer(run_id, record)
 
     async def _answer(
-        self, run_id: str, req: ExecuteRequest, owner: str | None, slot: Slot | None
+        self, answer: KeyedAnswer, req: ExecuteRequest, owner: str | None, slot: Slot | None
     ) -> Response | StreamResponse:
         """Give this request's input to the run waiting for it; answer with what follows."""
+        run_id = answer.run_id
         before = await self.engine.status(run_id)
-        resumed = await self.engine.resume(run_id, req.run_input)
+        try:
+            resumed = await self.engine.resume(run_id, req.run_input)
+        except BaseException:
+            if answer.key is not None:  # not answered: the key was not used
+                with anyio.CancelScope(shield=True):
+                    await self.engine.store.release_idempotency_key(answer.key)
+            raise
         if req.callback_url is not None and self.deliveries is not None:
             await self.deliveries.schedule(run_id, req.callback_url, format=CALLBACK_FORMAT, token=req.token, owner=owner)
         turn = Turn(after_seq=resumed.last_seq, skip_messages=len(before.messages), debug=req.debug)
@@ -745,10 +789,7 @@ class KoreProfile:
         app_id, env, run_id = request.params["app_id"], request.params["env"], request.params["run_id"]
         body = request.json_object() if request.body.strip() else {}
         identity = parse_identity(body)
-        summary = await self.engine.store.get_run(run_id)
-        if summary is None:
-            raise RunNotFound(run_id)
-        check_visible(self.auth, request, run_id, summary.owner)
+        await ownership.run_of(self.engine.store, run_id, request_owner(self.auth, request))
         state = await self.engine.status(run_id)
         meta = kore_meta(state)
         if meta.get("appId") != app_id or meta.get("envName") != env or not _identity_matches(state, meta, identity):

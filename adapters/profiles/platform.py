@@ -14,15 +14,16 @@ import contextlib
 import hashlib
 import hmac
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any, cast
 
 import anyio
 import attrs
 
+from runengine import ownership
 from runengine.engine import RunEngine
-from runengine.errors import InvalidRequest, SessionNotFound
+from runengine.errors import InvalidRequest, RunNotFound, SessionExists, SessionNotFound
 from runengine.events import (
     Event,
     MessageCompleted,
@@ -49,7 +50,7 @@ from runengine.state import RunState
 from runengine.status import Status
 from runengine.wire import dumps
 
-from .common import idempotency_key
+from .common import idempotency_key, request_fingerprint
 from .platform_webhooks import WebhookDispatcher, WebhookRegistry, format_timestamp, parse_registration
 
 _KIND = "platform.session"
@@ -131,7 +132,12 @@ class PlatformProfile:
         """The app's session, visible to this principal; 404 otherwise (whoever else owns it)."""
         app_id = request.params["app_id"]
         record = await self.engine.store.get_session(session_id)
-        if record is None or record.data.get("kind") != _KIND or record.data.get("app_id") != app_id or record.owner != self._owner(request):
+        if (
+            record is None
+            or record.data.get("kind") != _KIND
+            or record.data.get("app_id") != app_id
+            or not ownership.can_access(record.owner, self._owner(request))
+        ):
             raise HttpError(404, "not_found", "Session not found", {"session_id": session_id})
         return record
 
@@ -177,7 +183,13 @@ class PlatformProfile:
             derived = "sess_" + hashlib.sha256(f"{self._owner(request)}\0{request.params['app_id']}\0{key}".encode()).hexdigest()[:32]
             async with self._session_lock(derived):
                 existing = await self.engine.store.get_session(derived)
-                return existing if existing is not None else await self._start_session(request, None, metadata, derived)
+                if existing is None:
+                    try:
+                        return await self._start_session(request, None, metadata, derived)
+                    except SessionExists:  # another process's repeat of this request started it
+                        existing = await self.engine.store.get_session(derived)
+                assert existing is not None
+                return existing
         if session_id is None:
             return await self._start_session(request, None, metadata)
         if not isinstance(session_id, str) or not session_id:
@@ -221,6 +233,8 @@ class PlatformProfile:
             raise HttpError(400, "invalid_request", "metadata must be an object", {"field": "metadata"})
         _check_metadata(metadata, MAX_METADATA_BYTES, "metadata is")
         key = idempotency_key(request)
+        # /execute and /execute/stream alike: a stream may resume the run a sync request started.
+        key_fingerprint = request_fingerprint(["platform", app_id], body) if key is not None else None
         if agent not in self.engine.agents:
             raise HttpError(404, "not_found", f"app {app_id!r} runs agent {agent!r}, which is not registered", {"app_id": app_id, "agent": agent})
         session = await self._session_for_execute(request, body.get("session_id"), metadata, key)
@@ -233,6 +247,8 @@ class PlatformProfile:
             metadata=metadata,
             owner=self._owner(request),
             idempotency_key=key,
+            idempotency_scope="platform",
+            request_fingerprint=key_fingerprint,
             run_id=trace_id,
         )
         created = state.run_id == trace_id
@@ -276,12 +292,12 @@ class PlatformProfile:
         after = _last_event_id(request)
         if "after_seq" in request.query:
             after = _int_param(request.query["after_seq"], "after_seq")
-        summary = await self.engine.store.get_run(trace_id)
-        if summary is None or summary.owner != self._owner(request) or summary.session_id is None:
-            raise HttpError(404, "not_found", "Trace not found", {"trace_id": trace_id})
         try:
+            summary = await ownership.run_of(self.engine.store, trace_id, self._owner(request))
+            if summary.session_id is None:
+                raise RunNotFound(trace_id)
             await self._own_session(request, summary.session_id)
-        except HttpError:
+        except (RunNotFound, HttpError):
             raise HttpError(404, "not_found", "Trace not found", {"trace_id": trace_id}) from None
         with self.streams.slot(request) as slot:
             return slot.bind(self._stream(trace_id, after))
@@ -515,6 +531,10 @@ class _Authenticated:
     def __init__(self, inner: App, auth: AuthHook | None) -> None:
         self._inner = inner
         self._auth = auth
+
+    def routes(self) -> Iterator[tuple[str, str]]:
+        listing = getattr(self._inner, "routes", None)
+        return listing() if listing is not None else iter([("*", "/*")])
 
     async def __call__(self, request: Request) -> Response | StreamResponse:
         try:

@@ -30,6 +30,7 @@ import anyio
 import attrs
 
 from runengine.context import RunContext
+from runengine import ownership
 from runengine.errors import InvalidRequest
 from runengine.adapters.webhooks import Attempt, WebhookSender
 from runengine.engine import AgentFailed
@@ -110,7 +111,7 @@ class WebhookRegistry:
 
     async def of_owner(self, app_id: str, owner: str | None) -> list[Registration]:
         """The app's registrations made by `owner` (each principal sees and gets only its own)."""
-        return [r for r in await self._all(app_id) if r.owner == owner]
+        return [r for r in await self._all(app_id) if ownership.can_access(r.owner, owner)]
 
     async def _all(self, app_id: str) -> list[Registration]:
         record = await self._engine.store.get_session(self.record_id(app_id))
@@ -137,7 +138,7 @@ class WebhookRegistry:
     async def remove(self, app_id: str, webhook_id: str, owner: str | None) -> bool:
         async with self._lock(app_id):
             current = await self._all(app_id)
-            kept = [r for r in current if r.webhook_id != webhook_id or r.owner != owner]
+            kept = [r for r in current if r.webhook_id != webhook_id or not ownership.can_access(r.owner, owner)]
             if len(kept) == len(current):
                 return False
             await self._save(app_id, kept)

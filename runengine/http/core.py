@@ -155,6 +155,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "agent_not_found": 404,
     "conflict": 409,
     "invalid_transition": 409,
+    "idempotency_error": 422,
     "engine_not_started": 503,
 }
 

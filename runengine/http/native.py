@@ -31,8 +31,10 @@ import anyio
 import structlog
 
 from ..agents import AgentSpec
+from .. import ownership
 from ..engine import MODES, SESSION_POLICIES, RunEngine
 from ..errors import AgentNotFound, RunEngineError, RunNotFound, SessionNotFound
+from ..idempotency import fingerprint
 from ..ports import SessionRecord, SessionRuns
 from ..status import Status
 from ..wire import dumps, event_to_dict
@@ -80,6 +82,9 @@ RUN_FIELDS = (
     "on_disconnect",
 )
 SESSION_FIELDS = ("session_id", "metadata", "ttl", "user_id")
+#: Fields of POST /runs that say how the answer comes back, not what runs: a retry with the same
+#: Idempotency-Key may change them (e.g. stream the run a sync request started).
+DELIVERY_FIELDS = ("mode", "on_disconnect", "idempotency_key")
 
 SSE_HEADERS = (
     ("content-type", "text/event-stream; charset=utf-8"),
@@ -120,8 +125,6 @@ class NativeAPI:
         #: Streams open per principal, bounded (shared with the other surfaces when given).
         self.streams = streams if streams is not None else OpenStreams()
         self.frames = FrameCache()
-        #: Makes "is this session id free? then create it" one step for this process's requests.
-        self._creating_session = anyio.Lock()
         self.router = router if router is not None else Router()
         r = self.router
         r.route("POST", "/runs", self._guard(self.create_run))
@@ -160,17 +163,9 @@ class NativeAPI:
             raise RunNotFound(run_id[:MAX_ID_LENGTH])
         return run_id
 
-    def _check_visible(self, request: Request, run_id: str, owner: str | None) -> None:
-        """Another principal's run is answered exactly as a missing one."""
-        if self.auth is not None and owner != self._owner(request):
-            raise RunNotFound(run_id)
-
-    async def _visible_summary(self, request: Request, run_id: str) -> Any:
-        summary = await self.engine.store.get_run(run_id)
-        if summary is None:
-            raise RunNotFound(run_id)
-        self._check_visible(request, run_id, summary.owner)
-        return summary
+    async def _visible_summary(self, request: Request, run_id: str) -> RunSummary:
+        """The run's listing row; another principal's run is answered exactly as a missing one."""
+        return await ownership.run_of(self.engine.store, run_id, self._owner(request))
 
     # -- runs -----------------------------------------------------------------------
 
@@ -194,16 +189,19 @@ class NativeAPI:
         spec = self.engine.agents.find(agent)
         if spec is None or is_internal(spec):  # internal agents serve other profiles, not clients
             raise AgentNotFound(agent, [s.name for s in self.engine.agents if not is_internal(s)])
-        if session_id is not None and self.auth is not None:
-            await self._check_session_joinable(request, session_id)
         run_id = uuid.uuid4().hex
         options: dict[str, Any] = dict(
             session_id=session_id,
             metadata=metadata,
             timeout=timeout,
             start_at=start_at,
-            owner=self._owner(request),
+            owner=self._owner(request),  # joining another principal's session is SessionNotFound
             idempotency_key=key,
+            idempotency_scope="native",
+            # The body less what only says how to answer: a reuse of the key with another is a 422.
+            request_fingerprint=(
+                fingerprint({k: v for k, v in body.items() if k not in DELIVERY_FIELDS}) if key is not None else None
+            ),
             session_policy=policy,
         )
 
@@ -213,10 +211,8 @@ class NativeAPI:
 
         if mode == "stream":
             with self.streams.slot(request) as slot:  # a 429 here creates no run
-                await self.engine.execute(agent, run_input, mode="stream", run_id=run_id, **options)
-                if await self.engine.store.get_run(run_id) is None:
-                    # The idempotency key named an earlier run: stream that one instead.
-                    run_id = (await self.engine.execute(agent, run_input, mode="async", **options)).run_id
+                # Created (or, for a repeated Idempotency-Key, found) first: then streamed from seq 1.
+                run_id = (await self.engine.execute(agent, run_input, mode="async", run_id=run_id, **options)).run_id
                 return slot.bind(
                     self._sse(run_id, after_seq=0, on_disconnect=on_disconnect, extra=(("x-run-id", run_id),))
                 )
@@ -233,9 +229,8 @@ class NativeAPI:
 
     async def get_run(self, request: Request) -> Response:
         run_id = self._run_id(request)
-        state = await self.engine.status(run_id)
-        self._check_visible(request, run_id, state.owner)
-        return json_response(run_to_json(state))
+        await self._visible_summary(request, run_id)
+        return json_response(run_to_json(await self.engine.status(run_id)))
 
     async def delete_run(self, request: Request) -> Response:
         run_id = self._run_id(request)
@@ -368,28 +363,12 @@ class NativeAPI:
         the same whatever the number of its runs."""
         return await self.engine.store.count_session_runs(session_id, owner=owner)
 
-    async def _visible_session(self, request: Request, session_id: str) -> tuple[SessionRecord, SessionRuns, bool]:
-        """(record, the caller's runs in it, whether the record is stored). A session that was never
-        created but has runs (sessions also start on first use) is described from its runs. Another
-        principal's session is answered exactly as a missing one."""
+    async def _visible_session(self, request: Request, session_id: str) -> tuple[SessionRecord, SessionRuns]:
+        """(record, the caller's runs in it). Another principal's session is answered exactly as a
+        missing one (runengine.ownership); every session has a record, begun by a run or not."""
         owner = self._owner(request)
-        record = await self.engine.store.get_session(session_id)
-        runs = await self._session_runs(session_id, owner)
-        if record is None:
-            if not runs.count:
-                raise SessionNotFound(session_id)
-            return SessionRecord(session_id=session_id, owner=owner, created_at=runs.first_created_at), runs, False
-        if self.auth is not None and record.owner != owner and (record.owner is not None or not runs.count):
-            raise SessionNotFound(session_id)
-        return record, runs, True
-
-    async def _check_session_joinable(self, request: Request, session_id: str) -> None:
-        """A run may not join a session another principal created (as POST /sessions may not take its id)."""
-        record = await self.engine.store.get_session(session_id)
-        if record is not None and record.owner is not None and record.owner != self._owner(request):
-            raise HttpError(
-                409, "conflict", f"session {session_id!r} belongs to another principal", {"session_id": session_id}
-            )
+        record = await ownership.session_of(self.engine.store, session_id, owner)
+        return record, await self._session_runs(session_id, owner)
 
     async def create_session(self, request: Request) -> Response:
         body = request.json_object() if request.body.strip() else {}
@@ -398,20 +377,14 @@ class NativeAPI:
         metadata = params.json_object(body, "metadata", max_bytes=MAX_SESSION_METADATA_BYTES)
         ttl = params.seconds(body, "ttl", maximum=MAX_SESSION_TTL)
         user_id = params.text(body, "user_id", max_length=MAX_ID_LENGTH)
-        async with self._creating_session:
-            if session_id is not None and (
-                await self.engine.store.get_session(session_id) is not None
-                or (await self.engine.store.list_runs(session_id=session_id, limit=1)).runs
-            ):
-                # Creating it again would replace someone's session: refuse, whoever owns it.
-                raise HttpError(409, "conflict", f"session {session_id!r} already exists", {"session_id": session_id})
-            record = await self.engine.create_session(
-                session_id=session_id,
-                owner=self._owner(request),
-                metadata=metadata,
-                ttl=ttl,
-                data={"user_id": user_id} if user_id is not None else None,
-            )
+        # A taken id is a 409 whoever holds it (SessionExists says no more); never replaced.
+        record = await self.engine.create_session(
+            session_id=session_id,
+            owner=self._owner(request),
+            metadata=metadata,
+            ttl=ttl,
+            data={"user_id": user_id} if user_id is not None else None,
+        )
         return json_response(
             session_to_json(record, SessionRuns(), now=self.engine.clock()),
             status=201,
@@ -420,17 +393,14 @@ class NativeAPI:
         )
 
     async def get_session(self, request: Request) -> Response:
-        record, runs, _ = await self._visible_session(request, self._session_id(request))
+        record, runs = await self._visible_session(request, self._session_id(request))
         return json_response(session_to_json(record, runs, now=self.engine.clock()))
 
     async def end_session(self, request: Request) -> Response:
         session_id = self._session_id(request)
-        record, _, stored = await self._visible_session(request, session_id)
-        if not stored:
-            # Begun by its runs: record it as the caller's, so the ended session stays theirs to read.
-            await self.engine.store.put_session(record)
-        ended = await self.engine.end_session(session_id)  # cancels the session's active runs
-        runs = await self._session_runs(session_id, self._owner(request))
+        owner = self._owner(request)
+        ended = await self.engine.end_session(session_id, owner=owner)  # cancels the session's active runs
+        runs = await self._session_runs(session_id, owner)
         return json_response(session_to_json(ended, runs, now=self.engine.clock()))
 
     # -- history, agents, the document ----------------------------------------------------

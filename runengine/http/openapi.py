@@ -350,6 +350,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         401: "authentication_error: the auth hook refused the request",
         404: "not_found: no such run, session or agent (or not visible to this principal)",
         409: "conflict: the run's or session's state does not allow this (or the session id is taken)",
+        422: "idempotency_error: the Idempotency-Key was used with a different request",
         429: "rate_limited: the principal already has the most event streams open at once (Retry-After)",
     }
     return {str(s): _json(_ref("Error"), names[s]) for s in statuses}
@@ -410,7 +411,7 @@ def native_openapi(*, auth: bool = False, agents: tuple[str, ...] = ()) -> dict[
                         "links": RUN_LINKS,
                     },
                     "202": {**_json(_ref("Run"), "async: the run, pending"), "links": RUN_LINKS},
-                    **errors(400, 404, 409, 429),
+                    **errors(400, 404, 409, 422, 429),
                 },
             },
             "get": {

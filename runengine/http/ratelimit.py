@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
@@ -91,6 +91,10 @@ class RateLimited:
     def _prune(self, now: float) -> None:
         for key in [k for k, w in self._windows.items() if now >= w.start + self.window]:
             del self._windows[key]
+
+    def routes(self) -> Iterator[tuple[str, str]]:
+        listing = getattr(self.app, "routes", None)
+        return listing() if listing is not None else iter([("*", "/*")])
 
     async def __call__(self, request: Request) -> Response | StreamResponse:
         if self.auth is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import attrs
 import structlog
@@ -30,10 +31,24 @@ class Router:
 
     def __init__(self) -> None:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self._patterns: list[tuple[str, str]] = []
         self._mounts: list[tuple[str, App]] = []
 
     def route(self, method: str, pattern: str, handler: Handler) -> None:
         self._routes.append((method.upper(), _compile(pattern), handler))
+        self._patterns.append((method.upper(), pattern))
+
+    def routes(self) -> Iterator[tuple[str, str]]:
+        """Every (method, path pattern) served, mounted apps' included under their prefix. A mounted
+        app that cannot list its routes (no `routes()`) shows as ("*", prefix + "/*")."""
+        yield from self._patterns
+        for prefix, app in self._mounts:
+            listing = getattr(app, "routes", None)
+            if listing is None:
+                yield "*", prefix + "/*"
+                continue
+            for method, pattern in listing():
+                yield method, prefix + pattern
 
     def get(self, pattern: str):  # type: ignore[no-untyped-def]
         return self._decorator("GET", pattern)

@@ -66,7 +66,7 @@ from runengine.events import (
     UnknownEvent,
     Usage,
 )
-from runengine.ports import MAX_PAGE, EventStore, RunSummary, SessionRecord
+from runengine.ports import MAX_PAGE, EventStore, IdempotencyRecord, RunSummary, SessionRecord
 from runengine.reducer import Fold
 from runengine.status import Status
 from runengine.stores import open_store
@@ -102,6 +102,14 @@ def new_log(run_id: str, count: int, **created_args: Any) -> list[Event]:
     """run.created, run.started and `count - 2` deltas: a valid log of `count` events."""
     assert count >= 2
     return [created(run_id, **created_args), started(run_id), *deltas(run_id, 3, count - 2)]
+
+
+def key_record(
+    key: str, run_id: str, *, at: datetime = T0, principal: str = "", scope: str = "native", fingerprint: str = "f"
+) -> IdempotencyRecord:
+    return IdempotencyRecord(
+        principal=principal, scope=scope, key=key, fingerprint=fingerprint, run_id=run_id, created_at=at
+    )
 
 
 async def read_all(store: EventStore, run_id: str, *, page: int = 500) -> list[Event]:
@@ -366,7 +374,7 @@ class StoreConformance:
                 with pytest.raises(InvalidRequest):
                     await store.list_runs(before=cursor)
             with pytest.raises(InvalidRequest):
-                await store.reserve_idempotency_key("", "r", now=T0, ttl=60)
+                await store.reserve_idempotency_key(key_record("", "r"), ttl=60, pending_for=10)
             assert await store.read("r") == log
             assert await store.get_run("r") == before
             assert await store.get_run("new") is None
@@ -545,27 +553,93 @@ class StoreConformance:
     @pytest.mark.anyio
     async def test_idempotency_keys(self, store_factory: StoreFactory) -> None:
         async with store_factory() as store:
-            assert await store.reserve_idempotency_key("k", "run-a", now=T0, ttl=60) == "run-a"
-            assert await store.reserve_idempotency_key("k", "run-b", now=T0 + timedelta(seconds=30), ttl=60) == "run-a"
-            assert await store.reserve_idempotency_key("k", "run-c", now=T0 + timedelta(seconds=60), ttl=60) == "run-a"
+            for run_id in ("run-a", "run-d"):
+                await store.append(run_id, [created(run_id)], expected_seq=0)
+
+            async def reserve(run_id: str, seconds: float, key: str = "k", **identity: str) -> IdempotencyRecord | None:
+                record = key_record(key, run_id, at=T0 + timedelta(seconds=seconds), **identity)
+                return await store.reserve_idempotency_key(record, ttl=60, pending_for=10)
+
+            first = key_record("k", "run-a", at=T0)
+            assert await reserve("run-a", 0) is None  # stored: the caller holds the key
+            assert await reserve("run-b", 30) == first  # held: the record that holds it, as stored
+            assert await reserve("run-c", 60) == first
             # expired: the key now belongs to the new run
-            assert await store.reserve_idempotency_key("k", "run-d", now=T0 + timedelta(seconds=61), ttl=60) == "run-d"
-            assert await store.reserve_idempotency_key("k", "run-e", now=T0 + timedelta(seconds=62), ttl=60) == "run-d"
-            assert await store.reserve_idempotency_key("other", "run-f", now=T0, ttl=60) == "run-f"
+            assert await reserve("run-d", 61) is None
+            assert (await reserve("run-e", 62)).run_id == "run-d"  # type: ignore[union-attr]
+            # (principal, scope, key) is the identity: each part on its own makes another key
+            assert await reserve("run-f", 0, key="other") is None
+            assert await reserve("run-g", 62, principal="acme:alice") is None
+            assert await reserve("run-h", 62, scope="acp") is None
+            assert await reserve("run-i", 62, principal="acme", key="alice:k") is None
+            assert (await reserve("run-j", 63, principal="acme:alice")).run_id == "run-g"  # type: ignore[union-attr]
+
+    @pytest.mark.anyio
+    async def test_idempotency_key_whose_run_never_came(self, store_factory: StoreFactory) -> None:
+        async with store_factory() as store:
+            pending = key_record("k", "never", at=T0)
+            assert await store.reserve_idempotency_key(pending, ttl=60, pending_for=10) is None
+            # Its request may still be creating the run: held, even with another fingerprint
+            later = key_record("k", "run-b", at=T0 + timedelta(seconds=10), fingerprint="f2")
+            assert await store.reserve_idempotency_key(later, ttl=60, pending_for=10) == pending
+            # Past pending_for with no run: its request died, the key is free
+            taken = key_record("k", "run-c", at=T0 + timedelta(seconds=11), fingerprint="f2")
+            assert await store.reserve_idempotency_key(taken, ttl=60, pending_for=10) is None
+
+    @pytest.mark.anyio
+    async def test_released_key_can_be_used_again(self, store_factory: StoreFactory) -> None:
+        async with store_factory() as store:
+            refused = key_record("k", "refused", at=T0)
+            assert await store.reserve_idempotency_key(refused, ttl=60, pending_for=10) is None
+            await store.release_idempotency_key(key_record("k", "someone-else", at=T0))  # not bound to it: kept
+            again = key_record("k", "retry", at=T0 + timedelta(seconds=1))
+            assert await store.reserve_idempotency_key(again, ttl=60, pending_for=10) == refused
+            await store.release_idempotency_key(refused)
+            assert await store.reserve_idempotency_key(again, ttl=60, pending_for=10) is None
+            await store.release_idempotency_key(key_record("never-held", "x"))  # nothing to forget: no error
 
     @pytest.mark.anyio
     async def test_idempotency_key_race_has_one_winner(self, store_factory: StoreFactory) -> None:
         async with store_factory() as store:
-            results: list[str] = []
+            results: list[IdempotencyRecord | None] = []
 
             async def reserve(i: int) -> None:
-                results.append(await store.reserve_idempotency_key("same", f"run-{i}", now=T0, ttl=60))
+                record = key_record("same", f"run-{i}", fingerprint=f"f{i}")
+                results.append(await store.reserve_idempotency_key(record, ttl=60, pending_for=10))
 
             with anyio.fail_after(TIMEOUT):
                 async with anyio.create_task_group() as tg:
                     for i in range(8):
                         tg.start_soon(reserve, i)
-            assert len(results) == 8 and len(set(results)) == 1
+            assert len(results) == 8 and results.count(None) == 1
+            holders = {r.run_id for r in results if r is not None}
+            assert len(holders) == 1 and int(holders.pop().removeprefix("run-")) in range(8)
+
+    @pytest.mark.anyio
+    async def test_add_session_never_replaces(self, store_factory: StoreFactory) -> None:
+        async with store_factory() as store:
+            alice = SessionRecord(session_id="s1", owner="alice", created_at=T0, metadata={"a": 1})
+            assert await store.add_session(alice) == alice
+            bob = SessionRecord(session_id="s1", owner="bob", created_at=T0 + timedelta(seconds=1))
+            assert await store.add_session(bob) == alice
+            assert await store.get_session("s1") == alice
+
+    @pytest.mark.anyio
+    async def test_add_session_race_has_one_owner(self, store_factory: StoreFactory) -> None:
+        async with store_factory() as store:
+            results: list[SessionRecord] = []
+
+            async def add(i: int) -> None:
+                results.append(await store.add_session(SessionRecord(session_id="new", owner=f"p{i}", created_at=T0)))
+
+            with anyio.fail_after(TIMEOUT):
+                async with anyio.create_task_group() as tg:
+                    for i in range(8):
+                        tg.start_soon(add, i)
+            owners = {r.owner for r in results}
+            assert len(results) == 8 and len(owners) == 1
+            stored = await store.get_session("new")
+            assert stored is not None and stored.owner in owners
 
     @pytest.mark.anyio
     async def test_sessions(self, store_factory: StoreFactory) -> None:
@@ -593,7 +667,7 @@ class StoreConformance:
                 head.apply_all(await store.read(run_id, limit=4))
                 assert head.state is not None
                 await store.save_snapshot(head.state)
-                assert await store.reserve_idempotency_key(f"key-{run_id}", run_id, now=T0, ttl=3600) == run_id
+                assert await store.reserve_idempotency_key(key_record(f"key-{run_id}", run_id), ttl=3600, pending_for=60) is None
             kept_log, kept_run = await read_all(store, "kept"), await store.get_run("kept")
             kept_snapshot = await store.load_snapshot("kept")
 
@@ -604,9 +678,10 @@ class StoreConformance:
             assert await store.load_snapshot("gone") is None
             assert [r.run_id for r in (await store.list_runs()).runs] == ["kept"]
             assert (await store.list_ended_runs(ended_before=T0 + timedelta(days=1))).runs == (kept_run,)
-            # the key bound to the deleted run is free again; the other still holds
-            assert await store.reserve_idempotency_key("key-gone", "new", now=T0, ttl=3600) == "new"
-            assert await store.reserve_idempotency_key("key-kept", "new", now=T0, ttl=3600) == "kept"
+            # the key bound to the deleted run is free again (not even held as pending); the other holds
+            assert await store.reserve_idempotency_key(key_record("key-gone", "new"), ttl=3600, pending_for=60) is None
+            held = await store.reserve_idempotency_key(key_record("key-kept", "new"), ttl=3600, pending_for=60)
+            assert held is not None and held.run_id == "kept"
             assert await store.delete_run("gone") is False  # idempotent
             assert await store.delete_run("never") is False
 
@@ -913,10 +988,18 @@ def _model_machine(portal: anyio.from_thread.BlockingPortal, factory: StoreFacto
             self.both("save_snapshot", head.state)
             self.both("load_snapshot", run_id)
 
-        @rule(key=st.sampled_from(["k1", "k2", "k3"]), run_id=runs, advance=st.integers(0, 40))
-        def reserve_key(self, key: str, run_id: str, advance: int) -> None:
+        @rule(key=st.sampled_from(["k1", "k2", "k3"]), principal=st.sampled_from(["", "a", "a:b"]),
+              run_id=runs | st.just("no-such-run"), advance=st.integers(0, 40), release=st.booleans())
+        def reserve_key(self, key: str, principal: str, run_id: str, advance: int, release: bool) -> None:
             self.now += timedelta(seconds=advance)
-            self.both("reserve_idempotency_key", key, run_id, now=self.now, ttl=60.0)
+            record = key_record(key, run_id, at=self.now, principal=principal, fingerprint=f"f-{run_id}")
+            self.both("reserve_idempotency_key", record, ttl=60.0, pending_for=10.0)
+            if release:
+                self.both("release_idempotency_key", record)
+
+        @rule(session_id=st.sampled_from(["s1", "s2", "s3"]), owner=st.none() | st.sampled_from(["alice", "bob"]))
+        def add_session(self, session_id: str, owner: str | None) -> None:
+            self.both("add_session", SessionRecord(session_id=session_id, owner=owner, created_at=self.now))
 
         @rule(session_id=st.sampled_from(["s1", "s2", "s3"]), owner=st.none() | st.just("alice"),
               metadata=st.dictionaries(_texts, _json_values, max_size=2), ended=st.booleans())

@@ -1,0 +1,64 @@
+"""Idempotency keys (IETF draft "The Idempotency-Key HTTP Header Field", and Stripe's practice).
+
+A key belongs to one principal and one entry point (its scope): (principal, scope, key) is kept as
+three values. It is recorded only once its request creates a run: a request refused before that
+(bad input, session busy or ended, unknown agent ...) leaves no record, and the same key can be
+used again. The same key with the same request (its fingerprint) gets the first run's response;
+with another request, IdempotencyKeyReused (422 `idempotency_error`). Concurrent duplicates make
+exactly one run: the store binds the key atomically, and the others wait for that run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from .errors import IdempotencyKeyReused, InvalidRequest
+from .ports import EventStore, IdempotencyRecord
+
+#: How long a key may stay bound to a run that does not exist yet before it is taken to be
+#: abandoned (its request died between binding the key and creating the run).
+PENDING_FOR = 10.0
+#: How often a duplicate waiting for the first request's run looks again (it wakes at once when
+#: the run is created; this only bounds how soon it sees a refused first request's key released).
+RECHECK = 0.2
+
+
+def fingerprint(value: Any) -> str:
+    """A digest of a request: its canonical JSON (sorted keys, no spaces), SHA-256."""
+    try:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
+    except RecursionError:
+        raise InvalidRequest("the request is nested too deeply") from None
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+async def bind_key(
+    store: EventStore,
+    record: IdempotencyRecord,
+    *,
+    ttl: float,
+    now: Callable[[], datetime],
+) -> str | None:
+    """Bind `record`'s key to `record.run_id`. None: the caller holds the key and must create the
+    run (or release the key if it does not). Otherwise the id of the run the key already names,
+    created by the same request. `now()` gives the time of each attempt."""
+    while True:
+        attempt = attrs.evolve(record, created_at=now())
+        held = await store.reserve_idempotency_key(attempt, ttl=ttl, pending_for=PENDING_FOR)
+        if held is None:
+            return None
+        if held.fingerprint != record.fingerprint:
+            raise IdempotencyKeyReused(record.key)
+        if await store.get_run(held.run_id) is not None:
+            return held.run_id
+        # Its request is still creating the run, or was refused (then the key is released).
+        await store.wait(held.run_id, after_seq=0, timeout=RECHECK)
+
+
+__all__ = ["PENDING_FOR", "bind_key", "fingerprint"]

@@ -1,0 +1,433 @@
+"""The authorization matrix: two principals x every route of every surface (native, /acp, /kore,
+/platform), over real HTTP. Alice creates one object of each kind on each surface; Bob then calls
+every route naming Alice's objects and must be told they do not exist (404), see none of them in
+a listing, and change nothing.
+
+The routes come from the composed app's Router (`Router.routes()`), not from a list kept here: a
+new route fails `test_every_route_is_classified` until it gets a probe below.
+
+The principals are named so that the old joined idempotency key (f"{owner}:{key}") collides:
+("acme", "alice:order-1") and ("acme:alice", "order-1") were the same string.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import httpx
+import pytest
+
+from httpkit import demo_engine, serve
+from runengine.adapters.asgi import engine_asgi_app
+from runengine.adapters.server import build_app
+
+ALICE, BOB = "acme:alice", "acme"
+TOKENS = {"t-alice": ALICE, "t-bob": BOB}
+#: Alice's Idempotency-Key on each surface (distinct, so this test does not depend on per-surface key spaces).
+KEYS = {"native": "order-1", "acp": "order-2", "kore": "order-3", "platform": "order-4"}
+APP = "echo"  # the platform and Kore app id (the platform runs the agent named like the app)
+HOOK_URL = "https://93.184.216.34/hook"  # a public literal address: no DNS lookup, never called here
+
+
+def auth_hook(headers: Any) -> str | None:
+    scheme, _, token = (headers.get("authorization") or "").partition(" ")
+    return TOKENS.get(token) if scheme.lower() == "bearer" else None
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # uvicorn
+
+
+@attrs.define
+class World:
+    """Alice's objects on every surface, and both principals' clients."""
+
+    alice: httpx.AsyncClient
+    bob: httpx.AsyncClient
+    native_run: str = ""
+    native_session: str = "support-ticket-1"  # implicit: begun by Alice's first run naming it
+    explicit_session: str = "alice-explicit"  # created with POST /sessions
+    acp_run: str = ""
+    acp_session: str = ""
+    kore_run: str = ""
+    kore_session: str = ""
+    platform_session: str = ""
+    platform_trace: str = ""
+    webhook_id: str = ""
+
+    def secrets(self) -> set[str]:
+        """Every id of Alice's that Bob must never be shown."""
+        return {
+            self.native_run, self.native_session, self.explicit_session, self.acp_run, self.acp_session,
+            self.kore_run, self.kore_session, self.platform_session, self.platform_trace, self.webhook_id,
+        }
+
+
+def kore_execute_body(reference: str, text: str = "hi", **extra: Any) -> dict[str, Any]:
+    return {
+        "sessionIdentity": [{"type": "userReference", "value": reference}],
+        "input": [{"type": "text", "content": text}],
+        "invoke": {"tasks": [{"type": "agent", "name": "approval"}]},
+        "isAsync": True,
+        **extra,
+    }
+
+
+async def build_world(alice: httpx.AsyncClient, bob: httpx.AsyncClient) -> World:
+    w = World(alice=alice, bob=bob)
+    # native: a run waiting for input in an implicit session, and an explicit session
+    r = await alice.post(
+        "/runs",
+        json={"agent": "approval", "input": "refund", "session_id": w.native_session, "mode": "async"},
+        headers={"idempotency-key": KEYS["native"]},
+    )
+    assert r.status_code == 202, r.text
+    w.native_run = r.json()["run_id"]
+    assert (await alice.post("/sessions", json={"session_id": w.explicit_session})).status_code == 201
+    # ACP: a run awaiting input in its session
+    w.acp_session = str(uuid.uuid4())
+    r = await alice.post(
+        "/acp/runs",
+        json={"agent_name": "approval", "session_id": w.acp_session, "mode": "async",
+              "input": [{"parts": [{"content": "refund"}]}]},
+        headers={"idempotency-key": KEYS["acp"]},
+    )
+    assert r.status_code == 202, r.text
+    w.acp_run = r.json()["run_id"]
+    # Kore: a run of `approval` in Alice's session
+    r = await alice.post(
+        f"/kore/apps/{APP}/environments/dev/runs/execute", json=kore_execute_body("u1"),
+        headers={"idempotency-key": KEYS["kore"]},
+    )
+    assert r.status_code == 202, r.text
+    w.kore_run = r.json()["runId"]
+    status = await alice.post(
+        f"/kore/apps/{APP}/environments/dev/runs/{w.kore_run}/status",
+        json={"sessionIdentity": [{"type": "userReference", "value": "u1"}]},
+    )
+    assert status.status_code == 200, status.text
+    w.kore_session = status.json()["run"]["sessionId"]
+    # Platform: a session with one turn, and a webhook registration
+    r = await alice.post(f"/platform/apps/{APP}/sessions", json={})
+    assert r.status_code == 201, r.text
+    w.platform_session = r.json()["session_id"]
+    r = await alice.post(
+        f"/platform/apps/{APP}/execute", json={"message": "hello", "session_id": w.platform_session},
+        headers={"idempotency-key": KEYS["platform"]},
+    )
+    assert r.status_code == 200, r.text
+    w.platform_trace = r.json()["trace_id"]
+    r = await alice.post(
+        f"/platform/apps/{APP}/webhooks",
+        json={"url": HOOK_URL, "events": ["session.ended"], "secret": "s3cret"},
+    )
+    assert r.status_code == 201, r.text
+    w.webhook_id = r.json()["webhook_id"]
+    return w
+
+
+# -- what Bob may be answered ------------------------------------------------------------------
+
+
+def hidden(response: httpx.Response) -> None:
+    """Answered exactly as a missing object: 404 not_found."""
+    assert response.status_code == 404, f"{response.request.method} {response.request.url}: {response.status_code} {response.text}"
+    assert response.json()["error"]["code"] == "not_found", response.text
+
+
+def reveals_nothing(w: World, response: httpx.Response, *sent: str) -> None:
+    """The response names none of Alice's ids (but those Bob sent himself)."""
+    shown = {s for s in w.secrets() - set(sent) if s and s in response.text}
+    assert not shown, f"{response.request.method} {response.request.url} shows {shown}: {response.text[:500]}"
+
+
+def new_own_run(w: World, response: httpx.Response, run_id: str) -> None:
+    """A keyed request of Bob's made a run of his own (never Alice's, whatever the key)."""
+    assert response.status_code < 300, response.text
+    assert run_id and run_id not in w.secrets(), response.text
+    reveals_nothing(w, response)
+
+
+Probe = Callable[[World], Awaitable[None]]
+
+
+# -- native ---------------------------------------------------------------------------------
+
+
+async def native_create_run(w: World) -> None:
+    for session in (w.native_session, w.explicit_session):
+        for policy in ("reject", "interrupt", "allow", "enqueue"):
+            r = await w.bob.post("/runs", json={"agent": "echo", "input": "x", "session_id": session, "session_policy": policy})
+            hidden(r)
+            reveals_nothing(w, r, session)
+    r = await w.bob.post("/runs", json={"agent": "echo", "input": "x", "mode": "async"},
+                         headers={"idempotency-key": "alice:" + KEYS["native"]})
+    new_own_run(w, r, r.json().get("run_id", ""))
+
+
+async def native_list_runs(w: World) -> None:
+    for query in ({}, {"session_id": w.native_session}, {"session_id": w.explicit_session}):
+        r = await w.bob.get("/runs", params=query)
+        assert r.status_code == 200, r.text
+        if query:  # Alice's sessions hold none of Bob's runs: as for a session that does not exist
+            assert r.json()["runs"] == [], r.text
+        reveals_nothing(w, r, *query.values())
+
+
+async def native_get_run(w: World) -> None:
+    hidden(await w.bob.get(f"/runs/{w.native_run}"))
+
+
+async def native_events(w: World) -> None:
+    hidden(await w.bob.get(f"/runs/{w.native_run}/events"))
+    hidden(await w.bob.get(f"/runs/{w.native_run}/events", headers={"accept": "text/event-stream"}))
+
+
+async def native_cancel(w: World) -> None:
+    hidden(await w.bob.post(f"/runs/{w.native_run}/cancel"))
+
+
+async def native_input(w: World) -> None:
+    hidden(await w.bob.post(f"/runs/{w.native_run}/input", json={"content": "yes"}))
+
+
+async def native_create_session(w: World) -> None:
+    for session in (w.native_session, w.explicit_session):
+        r = await w.bob.post("/sessions", json={"session_id": session, "metadata": {"by": "bob"}})
+        assert r.status_code == 409, r.text  # taken: by whom is not said
+        reveals_nothing(w, r, session)
+
+
+async def native_get_session(w: World) -> None:
+    for session in (w.native_session, w.explicit_session):
+        hidden(await w.bob.get(f"/sessions/{session}"))
+
+
+async def native_end_session(w: World) -> None:
+    for session in (w.native_session, w.explicit_session):
+        hidden(await w.bob.delete(f"/sessions/{session}"))
+
+
+async def native_history(w: World) -> None:
+    for session in (w.native_session, w.explicit_session):
+        hidden(await w.bob.get(f"/sessions/{session}/history"))
+
+
+async def public(w: World, path: str) -> None:
+    r = await w.bob.get(path)
+    assert r.status_code == 200, r.text
+    reveals_nothing(w, r)
+
+
+# -- ACP ------------------------------------------------------------------------------------------
+
+
+async def acp_create_run(w: World) -> None:
+    for policy in ("reject", "interrupt", "allow"):
+        r = await w.bob.post("/acp/runs", json={
+            "agent_name": "echo", "session_id": w.acp_session, "session_policy": policy, "mode": "async",
+            "input": [{"parts": [{"content": "x"}]}],
+        })
+        hidden(r)
+        reveals_nothing(w, r, w.acp_session)
+    r = await w.bob.post("/acp/runs", json={"agent_name": "echo", "mode": "async", "input": [{"parts": [{"content": "x"}]}]},
+                         headers={"idempotency-key": "alice:" + KEYS["acp"]})
+    new_own_run(w, r, r.json().get("run_id", ""))
+
+
+async def acp_read_run(w: World) -> None:
+    hidden(await w.bob.get(f"/acp/runs/{w.acp_run}"))
+
+
+async def acp_resume(w: World) -> None:
+    hidden(await w.bob.post(f"/acp/runs/{w.acp_run}", json={
+        "await_resume": {"type": "message", "message": {"parts": [{"content": "yes"}]}}, "mode": "async",
+    }))
+
+
+async def acp_events(w: World) -> None:
+    hidden(await w.bob.get(f"/acp/runs/{w.acp_run}/events"))
+    hidden(await w.bob.get(f"/acp/runs/{w.acp_run}/events", headers={"accept": "text/event-stream"}))
+
+
+async def acp_cancel(w: World) -> None:
+    hidden(await w.bob.post(f"/acp/runs/{w.acp_run}/cancel"))
+
+
+async def acp_session(w: World) -> None:
+    hidden(await w.bob.get(f"/acp/sessions/{w.acp_session}"))
+
+
+async def acp_history_message(w: World) -> None:
+    hidden(await w.bob.get(f"/acp/sessions/{w.acp_session}/history/0"))
+
+
+# -- Kore --------------------------------------------------------------------------------------------
+
+
+async def kore_execute(w: World) -> None:
+    base = f"/kore/apps/{APP}/environments/dev/runs/execute"
+    # Alice's engine session named directly, with each multitask strategy
+    for policy in ("reject", "interrupt", "allow"):
+        body = kore_execute_body("ignored", multitaskStrategy=policy)
+        body["sessionIdentity"] = [{"type": "sessionIdentity", "value": w.kore_session}]
+        r = await w.bob.post(base, json=body)
+        hidden(r)
+        reveals_nothing(w, r, w.kore_session)
+    # The same userReference as Alice: Bob gets a session of his own, and his key is his own
+    r = await w.bob.post(base, json=kore_execute_body("u1"), headers={"idempotency-key": "alice:" + KEYS["kore"]})
+    new_own_run(w, r, r.json().get("runId", ""))
+
+
+async def kore_status(w: World) -> None:
+    base = f"/kore/apps/{APP}/environments/dev/runs/{w.kore_run}/status"
+    for identity in ({"type": "userReference", "value": "u1"}, {"type": "sessionIdentity", "value": w.kore_session}):
+        hidden(await w.bob.post(base, json={"sessionIdentity": [identity]}))
+
+
+# -- Platform ------------------------------------------------------------------------------------------
+
+
+async def platform_execute(w: World) -> None:
+    path = f"/platform/apps/{APP}/execute"
+    r = await w.bob.post(path, json={"message": "hi", "session_id": w.platform_session})
+    # The seed answers a body naming an unknown session with 400 "Session not found": as for a missing one.
+    missing = await w.bob.post(path, json={"message": "hi", "session_id": "sess_" + uuid.uuid4().hex})
+    assert (r.status_code, r.json()["error"]["code"]) == (missing.status_code, missing.json()["error"]["code"]), r.text
+    reveals_nothing(w, r, w.platform_session)
+    r = await w.bob.post(path, json={"message": "hello"}, headers={"idempotency-key": "alice:" + KEYS["platform"]})
+    new_own_run(w, r, r.json().get("trace_id", ""))
+
+
+async def platform_execute_stream(w: World) -> None:
+    path = f"/platform/apps/{APP}/execute/stream"
+    r = await w.bob.post(path, json={"message": "hi", "session_id": w.platform_session})
+    missing = await w.bob.post(path, json={"message": "hi", "session_id": "sess_" + uuid.uuid4().hex})
+    assert (r.status_code, r.json()["error"]["code"]) == (missing.status_code, missing.json()["error"]["code"]), r.text
+    r = await w.bob.post(path, json={"message": "hello"}, headers={"idempotency-key": "alice:" + KEYS["platform"] + "s"})
+    new_own_run(w, r, r.headers.get("x-trace-id", ""))
+
+
+async def platform_resume_stream(w: World) -> None:
+    hidden(await w.bob.get(f"/platform/apps/{APP}/traces/{w.platform_trace}/stream"))
+
+
+async def platform_create_session(w: World) -> None:
+    r = await w.bob.post(f"/platform/apps/{APP}/sessions", json={})
+    assert r.status_code == 201, r.text
+    reveals_nothing(w, r)
+
+
+async def platform_history(w: World) -> None:
+    hidden(await w.bob.get(f"/platform/apps/{APP}/sessions/{w.platform_session}/history"))
+
+
+async def platform_end_session(w: World) -> None:
+    hidden(await w.bob.delete(f"/platform/apps/{APP}/sessions/{w.platform_session}"))
+
+
+async def platform_register_webhook(w: World) -> None:
+    r = await w.bob.post(f"/platform/apps/{APP}/webhooks", json={"url": HOOK_URL, "events": ["session.ended"], "secret": "x"})
+    assert r.status_code == 201, r.text
+    reveals_nothing(w, r)
+
+
+async def platform_list_webhooks(w: World) -> None:
+    r = await w.bob.get(f"/platform/apps/{APP}/webhooks")
+    assert r.status_code == 200, r.text
+    reveals_nothing(w, r)
+
+
+async def platform_remove_webhook(w: World) -> None:
+    hidden(await w.bob.delete(f"/platform/apps/{APP}/webhooks/{w.webhook_id}"))
+
+
+#: Every route of the composed app, with how Bob tries it against Alice's objects.
+PROBES: dict[tuple[str, str], Probe] = {
+    ("POST", "/runs"): native_create_run,
+    ("GET", "/runs"): native_list_runs,
+    ("GET", "/runs/{run_id}"): native_get_run,
+    ("GET", "/runs/{run_id}/events"): native_events,
+    ("POST", "/runs/{run_id}/cancel"): native_cancel,
+    ("POST", "/runs/{run_id}/input"): native_input,
+    ("POST", "/sessions"): native_create_session,
+    ("GET", "/sessions/{session_id}"): native_get_session,
+    ("DELETE", "/sessions/{session_id}"): native_end_session,
+    ("GET", "/sessions/{session_id}/history"): native_history,
+    ("GET", "/agents"): lambda w: public(w, "/agents"),
+    ("GET", "/openapi.json"): lambda w: public(w, "/openapi.json"),
+    ("GET", "/"): lambda w: public(w, "/"),
+    ("POST", "/platform/apps/{app_id}/execute"): platform_execute,
+    ("POST", "/platform/apps/{app_id}/execute/stream"): platform_execute_stream,
+    ("GET", "/platform/apps/{app_id}/traces/{trace_id}/stream"): platform_resume_stream,
+    ("POST", "/platform/apps/{app_id}/sessions"): platform_create_session,
+    ("GET", "/platform/apps/{app_id}/sessions/{session_id}/history"): platform_history,
+    ("DELETE", "/platform/apps/{app_id}/sessions/{session_id}"): platform_end_session,
+    ("POST", "/platform/apps/{app_id}/webhooks"): platform_register_webhook,
+    ("GET", "/platform/apps/{app_id}/webhooks"): platform_list_webhooks,
+    ("DELETE", "/platform/apps/{app_id}/webhooks/{webhook_id}"): platform_remove_webhook,
+    ("POST", "/kore/apps/{app_id}/environments/{env}/runs/execute"): kore_execute,
+    ("POST", "/kore/apps/{app_id}/environments/{env}/runs/{run_id}/status"): kore_status,
+    ("GET", "/acp/ping"): lambda w: public(w, "/acp/ping"),
+    ("GET", "/acp/agents"): lambda w: public(w, "/acp/agents"),
+    ("GET", "/acp/agents/{name}"): lambda w: public(w, "/acp/agents/approval"),
+    ("POST", "/acp/runs"): acp_create_run,
+    ("GET", "/acp/runs/{run_id}"): acp_read_run,
+    ("POST", "/acp/runs/{run_id}"): acp_resume,
+    ("GET", "/acp/runs/{run_id}/events"): acp_events,
+    ("POST", "/acp/runs/{run_id}/cancel"): acp_cancel,
+    ("GET", "/acp/sessions/{session_id}"): acp_session,
+    ("GET", "/acp/sessions/{session_id}/history/{index}"): acp_history_message,
+}
+
+
+def served_routes() -> list[tuple[str, str]]:
+    return list(build_app(demo_engine(), auth=auth_hook).routes())
+
+
+def test_every_route_is_classified() -> None:
+    served = served_routes()
+    unclassified = [route for route in served if route not in PROBES]
+    assert not unclassified, f"routes with no authorization probe in PROBES: {unclassified}"
+    stale = [route for route in PROBES if route not in served]
+    assert not stale, f"probes for routes no longer served: {stale}"
+
+
+async def alice_objects_unchanged(w: World) -> None:
+    """Whatever Bob tried, Alice's runs are where she left them and her sessions are hers."""
+    run = (await w.alice.get(f"/runs/{w.native_run}")).json()
+    assert run["status"] == "waiting_for_input", run
+    for session in (w.native_session, w.explicit_session):
+        r = await w.alice.get(f"/sessions/{session}")
+        assert r.status_code == 200 and r.json()["status"] == "active", r.text
+    assert (await w.alice.get(f"/acp/runs/{w.acp_run}")).json()["status"] == "awaiting"
+    assert (await w.alice.get(f"/runs/{w.kore_run}")).json()["status"] == "waiting_for_input"
+    history = await w.alice.get(f"/platform/apps/{APP}/sessions/{w.platform_session}/history")
+    assert history.status_code == 200, history.text
+    assert [h["webhook_id"] for h in (await w.alice.get(f"/platform/apps/{APP}/webhooks")).json()["webhooks"]] == [w.webhook_id]
+    # Alice still drives her own run in her own session.
+    r = await w.alice.post("/runs", json={"agent": "echo", "input": "again", "session_id": w.native_session})
+    assert r.status_code == 200 and r.json()["status"] == "completed", r.text
+
+
+@pytest.mark.anyio
+async def test_no_principal_reaches_another_principals_objects() -> None:
+    engine = demo_engine()
+    async with serve(engine_asgi_app(engine, auth=auth_hook)) as url:
+        async with (
+            httpx.AsyncClient(base_url=url, headers={"authorization": "Bearer t-alice"}, timeout=30.0) as alice,
+            httpx.AsyncClient(base_url=url, headers={"authorization": "Bearer t-bob"}, timeout=30.0) as bob,
+        ):
+            world = await build_world(alice, bob)
+            failures: list[str] = []
+            for route in served_routes():
+                try:
+                    await PROBES[route](world)
+                except AssertionError as exc:
+                    failures.append(f"{route[0]} {route[1]}: {exc}")
+            await alice_objects_unchanged(world)
+            assert not failures, "\n".join(failures)
