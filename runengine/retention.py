@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 import anyio
 import structlog
 
-from .errors import InvalidRequest, InvalidRunState, RunNotFound
+from .errors import InvalidRequest, InvalidRunState
+from .ownership import run_of
 from .ports import EventStore
 
 if TYPE_CHECKING:
@@ -47,10 +48,9 @@ def retention_seconds(value: timedelta | float | None, what: str = "retention") 
 
 async def delete_ended_run(store: EventStore, run_id: str, *, owner: str | None = None) -> None:
     """Delete an ended run. RunNotFound when there is none (or, with `owner`, when it is another
-    owner's: answered exactly as a missing run); InvalidRunState while it is active."""
-    summary = await store.get_run(run_id)
-    if summary is None or (owner is not None and summary.owner != owner):
-        raise RunNotFound(run_id)
+    owner's: answered exactly as a missing run, runengine.ownership); InvalidRunState while it
+    is active."""
+    summary = await run_of(store, run_id, owner)  # another owner's run: RunNotFound
     if not summary.status.terminal:
         raise InvalidRunState(run_id, summary.status.value, "only an ended run can be deleted")
     await store.delete_run(run_id)  # an ended run never changes again: nothing can race this
