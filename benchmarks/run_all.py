@@ -1,6 +1,6 @@
 """Run every benchmark in turn, each printing its own table (`make bench`).
 
-    python benchmarks/run_all.py           # the full runs (about 40 minutes here)
+    python benchmarks/run_all.py           # the full runs (about 55 minutes here)
     python benchmarks/run_all.py --quick   # short versions, to check they all work
 
 Each benchmark is also a command of its own; this only saves typing them.
@@ -24,6 +24,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("bench_http_sse.py", [], ["--repeat", "1"]),
     ("bench_profiles.py", [], ["--quick"]),
     ("bench_platform_stream.py", [], ["--repeat", "1"]),
+    ("bench_durability.py", [], ["--quick"]),
     ("peers/run.py", [], ["--quick"]),
 ]
 

@@ -192,7 +192,10 @@ class RunDriver:
                 durable=False,  # commits with the agent's first events (or within the flush window)
             )
             return None
-        reason = "restart" if state.suspended else "worker_lost"
+        # A run idle in a durable wait (for input, or a timer) cannot have brought its process down:
+        # only a loss while its agent was working counts towards the crash-loop bound.
+        idle = state.suspended or state.status is Status.WAITING_FOR_INPUT or state.timer_id is not None
+        reason = "restart" if idle else "worker_lost"
         if reason == "worker_lost" and state.lost_attempts + 1 >= max_attempts:
             return self._failed(
                 run_id, "worker_lost", f"the process executing this run was lost {state.lost_attempts + 1} times"

@@ -250,26 +250,32 @@ class RunEngine:
         agent this engine does not have stays as it is, for an engine that has it."""
         if self.queue is not None:  # a shared store: workers take lost runs over (runengine.worker)
             return []
-        recovered: list[str] = []
+        recovered: dict[str, None] = {}
         missing: set[str] = set()
         for status in ACTIVE_STATUSES:
             before: str | None = None
             while True:
                 page = await self.store.list_runs(status=status, limit=200, before=before)
                 for summary in page.runs:
-                    if summary.run_id in self.driver.active:
-                        continue
+                    if summary.run_id in self.driver.active or summary.run_id in recovered:
+                        continue  # (a run started meanwhile is listed again under its new status)
                     if summary.agent not in self.agents:
                         missing.add(summary.agent)
                         continue
-                    recovered.append(summary.run_id)
-                    self.driver.launch(self._task_group(), await self.status(summary.run_id))
+                    recovered[summary.run_id] = None
+                    # Each run reads its own state in its own task: a thousand runs resume at once,
+                    # their reads and run.resumed appends batched by the store, not one after another.
+                    self._task_group().start_soon(self._resume, summary.run_id, name=f"resume {summary.run_id}")
                 before = page.next_before
                 if before is None:
                     break
         if recovered or missing:
             log.info("resuming unfinished runs", count=len(recovered), agents_missing=sorted(missing))
-        return recovered
+        return list(recovered)
+
+    async def _resume(self, run_id: str) -> None:
+        if run_id not in self.driver.active:
+            self.driver.launch(self._task_group(), await self.status(run_id))
 
     # -- execute ----------------------------------------------------------------
 

@@ -8,9 +8,11 @@ of that stream. Then it starts the server again on the same file and checks:
 - every acknowledged event is there, unchanged: each event a subscriber received
   (subscribers only ever see committed events) and every run whose creation was
   answered with 202;
-- the runs that were running or waiting when the process died are recovered per
-  policy: `run.failed` with code `worker_lost`, appended after what was committed,
-  and a subscriber resuming from its last seq gets exactly the rest;
+- the runs that were running or waiting when the process died resume from their logs
+  (`run.resumed`, reason `worker_lost`, after what was committed; a half-streamed message
+  is discarded and streamed afresh) and complete, each with its whole text exactly once
+  in what a client keeps; the waiting run keeps waiting and completes on its input; a
+  subscriber resuming from its last seq gets exactly the rest;
 - the run that had completed is still completed, with the same log.
 """
 
@@ -74,6 +76,20 @@ def read_stream(
     return got
 
 
+def wait_for_end(client: httpx.Client, run_id: str) -> list[dict[str, Any]]:
+    """The run's whole log once it has ended (read to its terminal event over SSE)."""
+    read_stream(client, run_id, 0, stop_after=None)
+    return all_events(client, run_id)
+
+
+def kept_text(log: list[dict[str, Any]]) -> str:
+    """The text a client keeps: every delta except those of messages a resume discarded."""
+    discarded = {e["data"]["message_id"] for e in log if e["type"] == "message.discarded"}
+    return "".join(
+        e["data"]["content"] for e in log if e["type"] == "message.delta" and e["data"]["message_id"] not in discarded
+    )
+
+
 def test_sigkill_mid_stream_loses_nothing_acknowledged(tmp_path: Path) -> None:
     rng = random.Random(7)
     db = tmp_path / "crash.db"
@@ -116,31 +132,32 @@ def test_sigkill_mid_stream_loses_nothing_acknowledged(tmp_path: Path) -> None:
 
             server.start()
             with httpx.Client(base_url=server.base, timeout=httpx.Timeout(30.0)) as client:
-                after = all_events(client, followed)
-                # Every event the subscriber received is there, identical, in place.
-                assert after[: len(acknowledged)] == acknowledged
-                seqs = [e["seq"] for e in after]
-                assert seqs == list(range(1, len(after) + 1))
-                # Recovered per policy: the running run failed with worker_lost, after what was committed.
-                assert after[-1]["type"] == "run.failed" and after[-1]["data"]["error"]["code"] == "worker_lost", after[-1]
-                # A subscriber resuming from its last seq gets exactly the rest.
+                # A subscriber resuming from its last seq follows the resumed run to its end.
                 rest = read_stream(client, followed, acknowledged[-1]["seq"], stop_after=None)
+                after = all_events(client, followed)
+                # Every event the subscriber received is there, identical, in place; then exactly the rest.
+                assert after[: len(acknowledged)] == acknowledged
                 assert acknowledged + rest == after
-
-                for run_id in [*others, waiting_id]:
-                    state = client.get(f"/runs/{run_id}").json()
-                    assert state["status"] == "failed" and state["error"]["code"] == "worker_lost", state
-                    log = all_events(client, run_id)
-                    assert [e["seq"] for e in log] == list(range(1, len(log) + 1))
-                    assert log[0]["type"] == "run.created" and log[-1]["type"] == "run.failed"
+                assert [e["seq"] for e in after] == list(range(1, len(after) + 1))
+                resumed = [e for e in rest if e["type"] == "run.resumed"]
+                assert resumed and resumed[0]["data"]["reason"] == "worker_lost", rest[:3]
+                for run_id in [followed, *others]:
+                    log = wait_for_end(client, run_id)
+                    assert log[-1]["type"] == "run.completed", log[-1]
+                    assert kept_text(log) == text  # what the process streamed before it died is not said twice
                     history[run_id] = log
+                state = client.get(f"/runs/{waiting_id}").json()
+                assert state["status"] == "waiting_for_input", state  # still waiting for its person
+                answered = client.post(f"/runs/{waiting_id}/input", json={"content": "yes"})
+                assert answered.status_code == 200, answered.text
+                history[waiting_id] = wait_for_end(client, waiting_id)
+                assert history[waiting_id][-1]["type"] == "run.completed"
                 assert all_events(client, done_id) == done_log
                 assert client.get(f"/runs/{done_id}").json()["status"] == "completed"
-                history[followed] = after
                 history[done_id] = done_log
                 print(
-                    f"cycle {cycle + 1}: killed after {kill_at} streamed events; {len(after) - 1} committed before the "
-                    f"kill, all {len(acknowledged)} acknowledged ones kept; {len(others) + 2} runs recovered as worker_lost"
+                    f"cycle {cycle + 1}: killed after {kill_at} streamed events; {len(acknowledged)} acknowledged "
+                    f"ones kept; {len(others) + 2} runs resumed and completed"
                 )
             server.kill(signal.SIGTERM)
     finally:

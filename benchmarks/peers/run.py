@@ -57,6 +57,7 @@ PEER_VENVS: dict[str, list[str]] = {
         "httpx-sse==0.4.0",
     ],
     "eventsourcing": ["eventsourcing==9.5.6"],
+    "dbos": ["dbos==3.4.0"],  # benchmarks/bench_durability.py
 }
 TERMINAL = {"run.completed", "run.failed", "run.cancelled"}
 

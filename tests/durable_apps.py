@@ -1,0 +1,136 @@
+"""Agents for the durable-runs suites (issue 12), served with `runengine serve --app durable_apps:NAME`
+or `runengine worker --app durable_apps:NAME` (tests/ is the working directory there), and used in
+process by the restart tests.
+
+The store URL comes from RUNENGINE_DURABLE_STORE. Tool side effects are counted outside the
+run's store, in the SQLite file RUNENGINE_DURABLE_COUNTERS: each tool execution adds one to the
+row (run_id, tool) in a transaction of its own, so the test can tell how often a tool really ran.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from runengine.context import RunContext
+from runengine.engine import RunEngine
+
+#: The chaos agent's streamed answer: the text its run's messages must hold exactly once.
+ANSWER_WORDS = 24
+ANSWER = "".join(f"w{i} " for i in range(ANSWER_WORDS))
+TOOLS = ("lookup", "compute", "store")
+
+
+def store_url() -> str:
+    return os.environ["RUNENGINE_DURABLE_STORE"]
+
+
+def counters_path() -> Path:
+    return Path(os.environ["RUNENGINE_DURABLE_COUNTERS"])
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=60, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+def create_counters(path: Path) -> None:
+    conn = _connect(path)
+    try:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS effects (run_id TEXT NOT NULL, tool TEXT NOT NULL,"
+            " count INTEGER NOT NULL, PRIMARY KEY (run_id, tool))"
+        )
+    finally:
+        conn.close()
+
+
+def bump(path: Path, run_id: str, tool: str) -> None:
+    """One side effect of `tool` in `run_id`: its own committed transaction."""
+    conn = _connect(path)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            "INSERT INTO effects (run_id, tool, count) VALUES (?, ?, 1)"
+            " ON CONFLICT (run_id, tool) DO UPDATE SET count = count + 1",
+            (run_id, tool),
+        )
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def read_counters(path: Path) -> dict[tuple[str, str], int]:
+    conn = _connect(path)
+    try:
+        return {(r, t): c for r, t, c in conn.execute("SELECT run_id, tool, count FROM effects")}
+    finally:
+        conn.close()
+
+
+def register_chaos(engine: RunEngine, counters: Path) -> RunEngine:
+    @engine.agent("chaos", description="Thinks, calls three counted tools, asks, streams an answer.")
+    async def chaos(ctx: RunContext) -> None:
+        run_id = ctx.run_id
+
+        def tool(name: str) -> Any:
+            async def run(**arguments: Any) -> dict[str, Any]:
+                await anyio.to_thread.run_sync(bump, counters, run_id, name)
+                # The side effect is committed, its tool.result is not yet: a kill here is the
+                # at-least-once window.
+                await anyio.sleep(0.02)
+                return {"tool": name, "n": arguments["n"]}
+
+            return run
+
+        await ctx.thought("planning the lookup", source="planner")
+        found = await ctx.tool_call("lookup", {"n": 1}, tool("lookup"))
+        await ctx.thought(f"found {found['n']}")
+        computed = await ctx.tool_call("compute", {"n": found["n"] + 1}, tool("compute"))
+        answer = await ctx.ask({"question": "store it?", "n": computed["n"]})
+        await ctx.thought(f"told {answer!r}")
+        await ctx.tool_call("store", {"n": computed["n"] + 1}, tool("store"))
+        async with ctx.message() as message:
+            for i in range(ANSWER_WORDS):
+                await message.delta(f"w{i} ")
+                await anyio.sleep(0.004)
+        # No return value: the run's output is its last message, the answer.
+
+    return engine
+
+
+def chaos_engine() -> RunEngine:
+    """`runengine serve|worker --app durable_apps:chaos_engine`."""
+    # Every run must end completed however many kills it lives through: the crash-loop bound
+    # (max_attempts, 3 by default) is raised out of the way.
+    return register_chaos(RunEngine(store_url(), max_attempts=1000), counters_path())
+
+
+def register_restart(engine: RunEngine, counters: Path) -> RunEngine:
+    @engine.agent("asker", description="Asks, then answers with what it was told.")
+    async def asker(ctx: RunContext) -> dict[str, Any]:
+        await ctx.step("before-ask", bump, counters, ctx.run_id, "before-ask")
+        answer = await ctx.ask({"question": "go?"})
+        await ctx.say(f"got {answer}")
+        return {"answer": answer}
+
+    @engine.agent("sleeper", description="Counts a step, sleeps durably for input['seconds'], says so.")
+    async def sleeper(ctx: RunContext) -> dict[str, Any]:
+        await ctx.step("before-sleep", bump, counters, ctx.run_id, "before-sleep")
+        await ctx.sleep(float(ctx.input["seconds"]))
+        await ctx.step("after-sleep", bump, counters, ctx.run_id, "after-sleep")
+        return {"slept": ctx.input["seconds"]}
+
+    return engine
+
+
+def restart_engine() -> RunEngine:
+    """`runengine serve --app durable_apps:restart_engine`."""
+    return register_restart(RunEngine(store_url()), counters_path())

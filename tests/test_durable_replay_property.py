@@ -1,0 +1,223 @@
+"""Property (issue 12): a run interrupted at any append and resumed by a fresh engine ends with the
+log an uninterrupted run of the same agent writes.
+
+Hypothesis draws an agent script (a list of ctx operations: steps, tool calls, thoughts, streamed
+messages, whole messages, sleep(0), now / uuid / random) and a crash point: the store refuses
+every append after the k-th, as if the process died there, so the engine leaves the run
+unfinished. A second engine on the same store (the memory store, which outlives the "process")
+resumes it. Its log must equal the uninterrupted run's log, comparing event types and payloads
+modulo ids and times, once these are set aside:
+
+- run.started / run.resumed (bookkeeping of each engine that took the run up);
+- message.discarded, and the deltas of the partial message it discards (the resumed run streams
+  that message afresh, under a new id).
+
+And what was committed before the crash is the resumed log's prefix, unchanged; every step and
+tool function ran once, except the one in flight at the crash, which may have run twice.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import strategies as st
+
+from runengine import RunEngine, StepFailed
+from runengine.adapters.memory import MemoryStore
+from runengine.context import RunContext
+from runengine.events import Event
+from runengine.status import Status
+from runengine.wire import event_to_dict
+
+Op = tuple[Any, ...]
+
+ops = st.one_of(
+    st.tuples(st.just("step"), st.integers(0, 99), st.booleans()),  # (kind, argument, raises)
+    st.tuples(st.just("tool"), st.integers(0, 99), st.booleans()),
+    st.tuples(st.just("thought"), st.text("abc ", max_size=6)),
+    # (kind, [(delta, commit it now)]): a commit mid-stream lets a crash cut the message
+    st.tuples(st.just("stream"), st.lists(st.tuples(st.text("xyz", min_size=1, max_size=3), st.booleans()), max_size=8)),
+    st.tuples(st.just("say"), st.text("pq", max_size=5)),
+    st.tuples(st.just("sleep0")),
+    st.tuples(st.sampled_from(["now", "uuid", "random"])),
+)
+scripts = st.lists(ops, min_size=1, max_size=12)
+
+
+class Boom(Exception):
+    """What a failing step or tool raises."""
+
+
+class StoreCrashed(Exception):
+    """The store after the crash point: the process is gone, nothing more is written."""
+
+
+class CrashingStore:
+    """A store that lets `appends` appends through, then refuses every one (the process died).
+    Everything else goes to the real store, which outlives this one (close does nothing)."""
+
+    shared = False
+
+    def __init__(self, inner: MemoryStore, appends: int) -> None:
+        self.inner = inner
+        self.left = appends
+        self.crashed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def close(self) -> None:
+        return None
+
+    async def append(self, run_id: str, events: Sequence[Event], *, expected_seq: int) -> None:
+        if self.left <= 0:
+            self.crashed = True
+            raise StoreCrashed(f"crashed before appending seq {expected_seq + 1}")
+        self.left -= 1
+        await self.inner.append(run_id, events, expected_seq=expected_seq)
+
+
+class CountingStore(CrashingStore):
+    """Lets every append through and counts them."""
+
+    def __init__(self, inner: MemoryStore) -> None:
+        super().__init__(inner, appends=10**9)
+
+    @property
+    def appends(self) -> int:
+        return 10**9 - self.left
+
+
+def register(engine: RunEngine, script: list[Op], calls: Counter[str]) -> None:
+    """The agent that plays `script`; `calls` counts how often each step / tool function ran."""
+
+    @engine.agent("scripted")
+    async def scripted(ctx: RunContext) -> str:
+        for index, op in enumerate(script):
+            kind = op[0]
+            if kind in ("step", "tool"):
+                _, argument, raises = op
+                name = f"{kind}{index}"
+
+                def effect(n: int, name: str = name, raises: bool = raises) -> int:
+                    calls[name] += 1
+                    if raises:
+                        raise Boom(name)
+                    return n * 2
+
+                if kind == "step":
+                    try:
+                        await ctx.step(name, effect, argument)
+                    except StepFailed:
+                        pass
+                else:
+                    try:
+                        await ctx.tool_call(name, {"n": argument}, effect)
+                    except StepFailed:
+                        pass
+            elif kind == "thought":
+                await ctx.thought(op[1])
+            elif kind == "stream":
+                async with ctx.message() as message:
+                    for part, commit in op[1]:
+                        await message.delta(part)
+                        if commit:
+                            await ctx.flush()
+            elif kind == "say":
+                await ctx.say(op[1])
+            elif kind == "sleep0":
+                await ctx.sleep(0)
+            elif kind == "now":
+                await ctx.now()
+            elif kind == "uuid":
+                await ctx.uuid()
+            else:
+                await ctx.random()
+        return "done"
+
+
+#: Payload fields that differ between two runs of the same script: ids, times, recorded randomness.
+VARYING = frozenset({"message_id", "call_id", "timer_id", "until", "worker", "attempt"})
+RECORDED_RANDOMNESS = ("runengine.now", "runengine.uuid", "runengine.random")
+
+
+def normalize(events: list[Event]) -> list[tuple[str, Any]]:
+    """Event types and payloads, without bookkeeping, discarded partials, ids, times and recorded
+    values of now / uuid / random (which differ between any two runs)."""
+    discarded = {e.message_id for e in events if e.type == "message.discarded"}  # type: ignore[attr-defined]
+    kept: list[tuple[str, Any]] = []
+    for event in events:
+        if event.type in ("run.started", "run.resumed", "message.discarded"):
+            continue
+        if event.type == "message.delta" and event.message_id in discarded:  # type: ignore[attr-defined]
+            continue
+        data = {k: v for k, v in event_to_dict(event)["data"].items() if k not in VARYING}
+        if event.type == "step.completed" and data.get("name") in RECORDED_RANDOMNESS:
+            data.pop("output", None)
+        kept.append((event.type, data))
+    return kept
+
+
+async def run_to_end(engine: RunEngine, run_id: str) -> list[Event]:
+    with anyio.fail_after(30):
+        state = await engine.wait(run_id)
+    assert state.status is Status.COMPLETED, (state.status, state.error)
+    return [e async for e in engine.events(run_id, follow=False)]
+
+
+async def uninterrupted(script: list[Op]) -> tuple[list[Event], int]:
+    store = CountingStore(MemoryStore())
+    engine = RunEngine(store)
+    register(engine, script, Counter())
+    async with engine:
+        run = await engine.execute("scripted", mode="async")
+        log = await run_to_end(engine, run.run_id)
+    return log, store.appends
+
+
+async def crashed_and_resumed(script: list[Op], appends: int) -> tuple[list[Event], list[Event], Counter[str]]:
+    memory = MemoryStore()
+    calls: Counter[str] = Counter()
+    crashing = CrashingStore(memory, appends)
+    first = RunEngine(crashing)  # type: ignore[arg-type]
+    register(first, script, calls)
+    async with first:
+        run = await first.execute("scripted", mode="async")
+        with anyio.fail_after(30):  # the first engine runs into the crash (or, rarely, to the end)
+            while not crashing.crashed and not (await memory.get_run(run.run_id)).status.terminal:  # type: ignore[union-attr]
+                await anyio.sleep(0.001)
+    committed = await memory.read(run.run_id, limit=10_000)
+    second = RunEngine(memory)
+    register(second, script, calls)
+    async with second:
+        resumed = await run_to_end(second, run.run_id)
+    return committed, resumed, calls
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(script=scripts, crash_at=st.floats(0, 1, exclude_max=True))
+# A crash inside a tool (its call recorded, its result not) and one in the middle of a message:
+@example(script=[("tool", 1, False)], crash_at=0.4)
+@example(script=[("stream", [("x", True), ("y", True), ("z", False)])], crash_at=0.7)
+def test_a_resumed_run_writes_the_log_of_an_uninterrupted_one(script: list[Op], crash_at: float) -> None:
+    reference, appends = anyio.run(uninterrupted, script)
+    # The crash comes after the first append (run.created) and before the last one.
+    crash_after = 1 + int(crash_at * max(1, appends - 1))
+    committed, resumed, calls = anyio.run(crashed_and_resumed, script, crash_after)
+
+    event(f"resumed {'a partial message' if any(e.type == 'message.discarded' for e in resumed) else 'between messages'}")
+    event(f"a function re-ran: {sum(calls.values()) > len(calls)}")
+    assert resumed[: len(committed)] == committed  # nothing committed was rewritten
+    assert [e.seq for e in resumed] == list(range(1, len(resumed) + 1))
+    assert normalize(resumed) == normalize(reference)
+    # Each step / tool function ran once; the one in flight at the crash may have run again.
+    expected = {f"{op[0]}{i}" for i, op in enumerate(script) if op[0] in ("step", "tool")}
+    assert set(calls) == expected
+    assert sum(calls.values()) - len(expected) <= 1 and all(n <= 2 for n in calls.values()), calls
