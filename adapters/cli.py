@@ -5,6 +5,9 @@
     runengine tail RUN_ID [--after-seq N] [--url http://127.0.0.1:8000]
     runengine runs [--session-id S] [--status S] [--limit N]
     runengine show RUN_ID
+    runengine prune --older-than 30d [--store URL] [--dry-run]
+    runengine export RUN_ID [--store URL] [-o FILE]
+    runengine import FILE [--store URL]
 
 `main` is a click group: a new command is one more `@main.command()` function.
 """
@@ -15,9 +18,14 @@ import importlib
 import json
 import logging
 import os
+import re
 import sys
+import tempfile
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 import httpx
@@ -27,6 +35,7 @@ from httpx_sse import connect_sse
 from runengine import __version__
 from runengine.engine import RunEngine
 from runengine.errors import RunEngineError
+from runengine.ports import EventStore
 from runengine.worker import LOST_POLICIES
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -357,6 +366,129 @@ def worker(
         anyio.run(work)
     except RunEngineError as exc:
         raise click.ClickException(exc.message) from None
+
+
+# -- data lifecycle: prune, export, import (on the store itself, no server) ----------------
+
+store_url_option = click.option(
+    "--store",
+    default="sqlite:///runengine.db",
+    show_default=True,
+    envvar="RUNENGINE_STORE",
+    help="Store URL (sqlite:///file.db, postgresql://...).",
+)
+
+_DURATION = re.compile(r"([0-9]{1,9})([smhdw])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+T = TypeVar("T")
+
+
+class Duration(click.ParamType):
+    """`30d`, `12h`, `90m`, `45s`, `2w` -> a timedelta."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        match = _DURATION.fullmatch(str(value).strip())
+        if match is None:
+            self.fail(f"{value!r} is not a duration like 30d, 12h, 90m or 45s", param, ctx)
+        amount = timedelta(**{_UNITS[match[2]]: int(match[1])})
+        if amount <= timedelta(0):
+            self.fail("the duration must be positive", param, ctx)
+        return amount
+
+
+def _on_store(url: str, action: Callable[[EventStore], Awaitable[T]]) -> T:
+    """Open the store `url` names, run `action` on it, close it; engine errors become CLI errors."""
+    import anyio
+
+    from runengine.stores import open_store
+
+    async def run() -> T:
+        store = open_store(url)
+        await store.open()
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    try:
+        return anyio.run(run)
+    except RunEngineError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+@main.command()
+@click.option("--older-than", required=True, type=Duration(), help="Delete runs that ended longer ago than this (30d, 12h, 90m).")
+@click.option("--dry-run", is_flag=True, help="Only list the runs that would be deleted.")
+@store_url_option
+def prune(older_than: timedelta, dry_run: bool, store: str) -> None:
+    """Delete ended runs (events, snapshot, idempotency records) older than a duration. Active runs stay."""
+    from runengine.retention import sweep
+
+    cutoff = datetime.now(timezone.utc) - older_than
+
+    async def expired(target: EventStore) -> list[str]:
+        found: list[str] = []
+        after: str | None = None
+        while True:
+            page = await target.list_ended_runs(ended_before=cutoff, limit=500, after=after)
+            found.extend(run.run_id for run in page.runs)
+            after = page.next_after
+            if after is None:
+                return found
+
+    if dry_run:
+        for run_id in _on_store(store, expired):
+            click.echo(run_id)
+        return
+    deleted = _on_store(store, lambda target: sweep(target, ended_before=cutoff))
+    click.echo(f"deleted {len(deleted)} run(s) that ended before {cutoff.isoformat(timespec='seconds')}")
+
+
+@main.command()
+@click.argument("run_id")
+@click.option(
+    "-o", "--output", default="-", type=click.Path(dir_okay=False, allow_dash=True), help="File to write (default: stdout)."
+)
+@store_url_option
+def export(run_id: str, output: str, store: str) -> None:
+    """Write a run's log as JSON lines: one event per line, in the wire format."""
+    from runengine.logfile import export_run
+
+    if output == "-":
+        _on_store(store, lambda target: export_run(target, run_id, click.get_text_stream("stdout").write))
+        return
+    # Written beside the target, then renamed: the file appears, complete, only if the export succeeds.
+    target_path = Path(output).resolve()
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=target_path.parent, delete=False) as out:
+        temporary = Path(out.name)
+        try:
+            count = _on_store(store, lambda target: export_run(target, run_id, out.write))
+        except BaseException:
+            out.close()
+            temporary.unlink()
+            raise
+    temporary.replace(target_path)
+    click.echo(f"exported run {run_id}: {count} events to {output}", err=True)
+
+
+@main.command("import")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@store_url_option
+def import_log(file: Any, store: str) -> None:
+    """Load a run's log written by `export` (an ended run, whose id the store does not have)."""
+    from runengine.logfile import import_run, parse_log
+
+    try:
+        events = parse_log(file)
+    except RunEngineError as exc:
+        raise click.ClickException(exc.message) from None
+    state = _on_store(store, lambda target: import_run(target, events))
+    click.echo(f"imported run {state.run_id}: {len(events)} events, {state.status.value}")
 
 
 if __name__ == "__main__":  # pragma: no cover

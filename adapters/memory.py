@@ -14,11 +14,28 @@ import anyio
 
 from runengine.errors import ConcurrencyConflict, InvalidRequest
 from runengine.events import Event
-from runengine.ports import DEFAULT_PAGE, MAX_PAGE, IdempotencyRecord, RunPage, RunSummary, SessionRecord, SessionRuns
+from runengine.ports import (
+    DEFAULT_PAGE,
+    MAX_PAGE,
+    EndedRunPage,
+    IdempotencyRecord,
+    RunPage,
+    RunSummary,
+    SessionRecord,
+    SessionRuns,
+)
 from runengine.state import RunState
 from runengine.status import Status
 from runengine.transitions import status_after
-from runengine.validation import check_append, check_page, decode_cursor, encode_cursor
+from runengine.validation import (
+    check_append,
+    check_page,
+    decode_cursor,
+    decode_ended_cursor,
+    encode_cursor,
+    encode_ended_cursor,
+    micros,
+)
 from runengine.wire import data_to_json, to_json
 
 
@@ -183,6 +200,34 @@ class MemoryStore:
             runs=tuple(page),
             next_before=encode_cursor(self._order[page[-1].run_id]) if more and page else None,
         )
+
+    async def list_ended_runs(
+        self, *, ended_before: datetime, limit: int = 100, after: str | None = None
+    ) -> EndedRunPage:
+        check_page(0, limit)
+        start = decode_ended_cursor(after)
+        cutoff = micros(ended_before)
+        keys = sorted(
+            (micros(run.updated_at), self._order[run.run_id], run.run_id)
+            for run in self._runs.values()
+            if run.status.terminal and run.updated_at is not None and micros(run.updated_at) < cutoff
+        )
+        matches = [key for key in keys if start is None or key[:2] > start][: limit + 1]
+        page = matches[:limit]
+        return EndedRunPage(
+            runs=tuple(self._runs[run_id] for _, _, run_id in page),
+            next_after=encode_ended_cursor(*page[-1][:2]) if len(matches) > limit else None,
+        )
+
+    async def delete_run(self, run_id: str) -> bool:
+        found = self._runs.pop(run_id, None) is not None
+        self._logs.pop(run_id, None)
+        self._order.pop(run_id, None)
+        self._snapshots.pop(run_id, None)
+        for identity in [identity for identity, record in self._keys.items() if record.run_id == run_id]:
+            del self._keys[identity]
+        await anyio.lowlevel.checkpoint()
+        return found
 
     # -- snapshots, idempotency keys, sessions ----------------------------------
 

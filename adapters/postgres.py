@@ -28,7 +28,7 @@ import collections
 import json
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -41,6 +41,7 @@ from runengine.events import Event, RunCreated
 from runengine.ports import (
     DEFAULT_PAGE,
     MAX_PAGE,
+    EndedRunPage,
     IdempotencyRecord,
     Lease,
     LeaseLost,
@@ -50,16 +51,29 @@ from runengine.ports import (
     SessionRuns,
 )
 from runengine.state import RunState
-from runengine.status import Status
+from runengine.status import TERMINAL_STATUSES, Status
 from runengine.transitions import status_after
-from runengine.validation import check_append, check_page, decode_cursor, encode_cursor
+from runengine.validation import (
+    check_append,
+    check_page,
+    decode_cursor,
+    decode_ended_cursor,
+    encode_cursor,
+    encode_ended_cursor,
+    micros,
+)
 from runengine.wire import data_to_json, event_from_parts, state_from_json, state_to_json, to_json
 
 log = structlog.get_logger("runengine.postgres")
 
 #: The schema this version writes. A database at a higher version is refused; one at a lower
 #: version is migrated when opened (_MIGRATIONS).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+_ENDED_STATUSES = ", ".join(f"'{status.value}'" for status in sorted(TERMINAL_STATUSES))
+#: Version 3: ended runs by end time (retention sweeps), idempotency records by run (deleting a run).
+_ENDED_INDEX = f"CREATE INDEX runengine_runs_ended ON runengine_runs (updated_at, position) WHERE status IN ({_ENDED_STATUSES})"
+_IDEMPOTENCY_RUN_INDEX = "CREATE INDEX runengine_idempotency_run ON runengine_idempotency (run_id)"
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 
@@ -86,6 +100,7 @@ _MIGRATIONS = {
         " SELECT DISTINCT ON (session_id) session_id, owner, created_at, '{}', '{}' FROM runengine_runs"
         " WHERE session_id IS NOT NULL ORDER BY session_id, position ON CONFLICT (session_id) DO NOTHING",
     ),
+    3: (_ENDED_INDEX, _IDEMPOTENCY_RUN_INDEX),
 }
 
 _DDL = """
@@ -103,6 +118,7 @@ CREATE TABLE runengine_runs (
 CREATE INDEX runengine_runs_session ON runengine_runs (session_id, position);
 CREATE INDEX runengine_runs_status ON runengine_runs (status, position);
 CREATE INDEX runengine_runs_owner ON runengine_runs (owner, position);
+{ended_index};
 CREATE TABLE runengine_events (
     run_id text NOT NULL,
     seq integer NOT NULL,
@@ -117,6 +133,7 @@ CREATE TABLE runengine_snapshots (
     state text NOT NULL
 );
 %(idempotency)s
+{idempotency_run_index};
 CREATE TABLE runengine_sessions (
     session_id text PRIMARY KEY,
     owner text,
@@ -139,7 +156,9 @@ CREATE TABLE runengine_queue (
 );
 CREATE INDEX runengine_queue_waiting ON runengine_queue (position) WHERE NOT claimed;
 CREATE INDEX runengine_queue_leases ON runengine_queue (lease_until) WHERE claimed;
-""".replace("%(idempotency)s", _IDEMPOTENCY_DDL)
+""".replace("%(idempotency)s", _IDEMPOTENCY_DDL).replace("{ended_index}", _ENDED_INDEX).replace(
+    "{idempotency_run_index}", _IDEMPOTENCY_RUN_INDEX
+)
 
 #: Errors after which the operation is retried on a fresh connection (server restart, network).
 _TRANSIENT: tuple[type[BaseException], ...] = (
@@ -156,6 +175,8 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
 )
 
 T = TypeVar("T")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @attrs.define(eq=False)
@@ -782,6 +803,41 @@ class PostgresStore:
             runs=tuple(_summary(row) for row in page),
             next_before=encode_cursor(page[-1]["position"]) if more and page else None,
         )
+
+    async def list_ended_runs(
+        self, *, ended_before: datetime, limit: int = 100, after: str | None = None
+    ) -> EndedRunPage:
+        check_page(0, limit)
+        start = decode_ended_cursor(after)
+        args: list[Any] = [ended_before]
+        sql = (
+            "SELECT run_id, agent, status, session_id, owner, created_at, updated_at, last_seq, position"
+            f" FROM runengine_runs WHERE status IN ({_ENDED_STATUSES}) AND updated_at < $1"
+        )
+        if start is not None:
+            args.extend((_EPOCH + timedelta(microseconds=start[0]), start[1]))
+            sql += " AND (updated_at, position) > ($2, $3)"
+        args.append(limit + 1)
+        sql += f" ORDER BY updated_at, position LIMIT ${len(args)}"
+        rows = await self._fetch(sql, *args)
+        page = rows[:limit]
+        return EndedRunPage(
+            runs=tuple(_summary(row) for row in page),
+            next_after=(
+                encode_ended_cursor(micros(page[-1]["updated_at"]), page[-1]["position"]) if len(rows) > limit else None
+            ),
+        )
+
+    async def delete_run(self, run_id: str) -> bool:
+        async def run() -> bool:
+            async with self._require_pool().acquire() as conn, conn.transaction():
+                # The run row first, as appends lock it first: a concurrent writer waits, never deadlocks.
+                found = await conn.fetchval("DELETE FROM runengine_runs WHERE run_id = $1 RETURNING true", run_id)
+                for table in ("runengine_events", "runengine_snapshots", "runengine_idempotency", "runengine_queue"):
+                    await conn.execute(f"DELETE FROM {table} WHERE run_id = $1", run_id)  # noqa: S608 - our tables
+                return bool(found)
+
+        return await self._retry(run)
 
     # -- snapshots, idempotency keys, sessions ----------------------------------------------
 

@@ -2,16 +2,18 @@
 
     store = SQLiteStore("runs.db")                 # or RunEngine("sqlite:///runs.db")
 
-Layout (schema version 2, kept in the `schema_version` table; a version-1 file is migrated
-when opened, see _MIGRATIONS):
+Layout (schema version 3, kept in the `schema_version` table; a version-1 or -2 file is
+migrated when opened, see _MIGRATIONS):
 
 - `events(run_id, seq, type, at_us, data)`, primary key (run_id, seq), WITHOUT ROWID, so
   a run's log is stored in seq order and the key itself is the optimistic
   concurrency check: two writers can never both write seq N.
 - `runs`: one row per run (agent, status, session, owner, times, last_seq), kept
   current by every append, so listing runs never folds a log. `position` is the
-  creation order and the listing cursor.
-- `snapshots`, `idempotency` (keyed by principal, scope and key), `sessions`.
+  creation order and the listing cursor. `ended_us` is the time of the run's terminal event
+  (µs since the epoch; NULL while it is active), indexed for retention sweeps (version 3).
+- `snapshots`, `idempotency` (keyed by principal, scope and key; indexed by run, so deleting
+  a run finds its keys), `sessions`.
 
 Group commit. Every write goes through ONE writer task per store, which takes
 everything queued (appends of every run, snapshots, keys, sessions) and commits it
@@ -61,14 +63,29 @@ import anyio
 
 from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError, StoreError
 from runengine.events import Event, MessageDelta, RunCreated
-from runengine.ports import DEFAULT_PAGE, IdempotencyRecord, RunPage, RunSummary, SessionRecord, SessionRuns
+from runengine.ports import (
+    DEFAULT_PAGE,
+    EndedRunPage,
+    IdempotencyRecord,
+    RunPage,
+    RunSummary,
+    SessionRecord,
+    SessionRuns,
+)
 from runengine.state import RunState
-from runengine.status import Status
+from runengine.status import TERMINAL_STATUSES, Status
 from runengine.transitions import status_after
-from runengine.validation import check_append, check_page, decode_cursor, encode_cursor
+from runengine.validation import (
+    check_append,
+    check_page,
+    decode_cursor,
+    decode_ended_cursor,
+    encode_cursor,
+    encode_ended_cursor,
+)
 from runengine.wire import data_to_json, event_from_parts, format_time, state_from_json, state_to_json
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -88,7 +105,8 @@ CREATE TABLE IF NOT EXISTS runs (
     owner TEXT,
     created_at TEXT,
     updated_at TEXT,
-    last_seq INTEGER NOT NULL
+    last_seq INTEGER NOT NULL,
+    ended_us INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_by_session ON runs (session_id, position);
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, position);
@@ -107,6 +125,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
     created_us INTEGER NOT NULL,
     PRIMARY KEY (principal, scope, key)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_by_run ON idempotency (run_id);
 CREATE TABLE IF NOT EXISTS sessions (
     session_id TEXT PRIMARY KEY,
     owner TEXT,
@@ -118,6 +137,7 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 """
 
+_ENDED_STATUSES = ", ".join(f"'{status.value}'" for status in sorted(TERMINAL_STATUSES))
 #: Run after _SCHEMA to bring a file of the previous version up to this one, by target version.
 _MIGRATIONS = {
     2: (
@@ -130,14 +150,23 @@ _MIGRATIONS = {
         " WHERE r.session_id IS NOT NULL"
         " AND r.position = (SELECT min(position) FROM runs AS f WHERE f.session_id = r.session_id)",
     ),
+    3: (
+        "ALTER TABLE runs ADD COLUMN ended_us INTEGER",
+        "UPDATE runs SET ended_us = (SELECT at_us FROM events WHERE events.run_id = runs.run_id"
+        f" AND events.seq = runs.last_seq) WHERE status IN ({_ENDED_STATUSES})",
+    ),
 }
+#: Indexes on columns a migration adds: created after the migrations, on every file.
+_SCHEMA_AFTER_MIGRATIONS = (
+    "CREATE INDEX IF NOT EXISTS runs_by_ended ON runs (ended_us, position) WHERE ended_us IS NOT NULL",
+)
 
 _INSERT_EVENT = "INSERT INTO events (run_id, seq, type, at_us, data) VALUES (?, ?, ?, ?, ?)"
 _UPSERT_RUN = (
-    "INSERT INTO runs (run_id, agent, status, session_id, owner, created_at, updated_at, last_seq)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO runs (run_id, agent, status, session_id, owner, created_at, updated_at, last_seq, ended_us)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (run_id) DO UPDATE SET status = excluded.status,"
-    " updated_at = excluded.updated_at, last_seq = excluded.last_seq"
+    " updated_at = excluded.updated_at, last_seq = excluded.last_seq, ended_us = excluded.ended_us"
 )
 _RUN_COLUMNS = "run_id, agent, status, session_id, owner, created_at, updated_at, last_seq"
 _SYNCHRONOUS = ("FULL", "NORMAL")
@@ -284,6 +313,7 @@ def _summary_row(s: RunSummary) -> tuple[Any, ...]:
         _time_text(s.created_at) if s.created_at else None,
         _time_text(s.updated_at) if s.updated_at else None,
         s.last_seq,
+        _micros(s.updated_at) if s.updated_at and s.status.terminal else None,
     )
 
 
@@ -307,15 +337,21 @@ class _Statement:
     `run` is called on the database thread with the sqlite3 connection.
     """
 
-    __slots__ = ("run", "future", "snapshot_of")
+    __slots__ = ("run", "future", "snapshot_of", "deletes")
 
     def __init__(
-        self, run: Callable[[sqlite3.Connection], Any], future: asyncio.Future[Any], snapshot_of: str | None = None
+        self,
+        run: Callable[[sqlite3.Connection], Any],
+        future: asyncio.Future[Any],
+        snapshot_of: str | None = None,
+        deletes: str | None = None,
     ) -> None:
         self.run = run
         self.future = future
         #: The run whose snapshot this statement writes, if it writes one.
         self.snapshot_of = snapshot_of
+        #: The run this statement deletes, if it deletes one (its caches go at commit).
+        self.deletes = deletes
 
 
 class _Tail:
@@ -498,6 +534,8 @@ class SQLiteStore:
                 for version in range(found + 1, SCHEMA_VERSION + 1):
                     for statement in _MIGRATIONS[version]:
                         await conn.execute(statement)
+            for statement in _SCHEMA_AFTER_MIGRATIONS:
+                await conn.execute(statement)
             if found != SCHEMA_VERSION:
                 await conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
             await conn.execute("COMMIT")
@@ -574,10 +612,12 @@ class SQLiteStore:
         self._kick(urgent)
         await future
 
-    async def _submit(self, run: Callable[[sqlite3.Connection], Any], snapshot_of: str | None = None) -> Any:
+    async def _submit(
+        self, run: Callable[[sqlite3.Connection], Any], snapshot_of: str | None = None, deletes: str | None = None
+    ) -> Any:
         self._require_open()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Statement(run, future, snapshot_of))
+        self._queue.append(_Statement(run, future, snapshot_of, deletes))
         self._kick(True)
         return await future
 
@@ -648,6 +688,9 @@ class SQLiteStore:
                 snapshot_free.pop(statement.snapshot_of, None)
         for item in written.accepted:
             self._extend_tail(item)
+        for statement in statements:
+            if statement.deletes is not None:
+                self._forget(statement.deletes)
         for item, outcome in zip(appends, written.outcomes):
             if item.future.done():
                 continue
@@ -816,6 +859,35 @@ class SQLiteStore:
             runs=tuple(_summary(row[1:]) for row in page),
             next_before=encode_cursor(page[-1][0]) if more and page else None,
         )
+
+    async def list_ended_runs(
+        self, *, ended_before: datetime, limit: int = 100, after: str | None = None
+    ) -> EndedRunPage:
+        check_page(0, limit)
+        start = decode_ended_cursor(after)
+        sql = f"SELECT ended_us, position, {_RUN_COLUMNS} FROM runs WHERE ended_us IS NOT NULL AND ended_us < ?"
+        params: list[Any] = [_micros(ended_before)]
+        if start is not None:
+            sql += " AND (ended_us, position) > (?, ?)"
+            params.extend(start)
+        sql += " ORDER BY ended_us, position LIMIT ?"
+        params.append(limit + 1)
+        rows = await self._fetch(sql, params)
+        page = rows[:limit]
+        return EndedRunPage(
+            runs=tuple(_summary(row[2:]) for row in page),
+            next_after=encode_ended_cursor(page[-1][0], page[-1][1]) if len(rows) > limit else None,
+        )
+
+    async def delete_run(self, run_id: str) -> bool:
+        def run(raw: sqlite3.Connection) -> bool:
+            found = raw.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount > 0
+            for table in ("events", "snapshots", "idempotency"):
+                raw.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))  # noqa: S608 - our table names
+            return found
+
+        deleted: bool = await self._submit(run, deletes=run_id)
+        return deleted
 
     # -- snapshots, idempotency keys, sessions -----------------------------------------
 

@@ -54,6 +54,7 @@ from .idempotency import bind_key, fingerprint
 from .ownership import can_access, idempotency_principal, session_of
 from .ports import MAX_PAGE, EventStore, IdempotencyRecord, LeaseLost, RunPage, RunSummary, SessionRecord, WorkQueue
 from .reducer import Fold
+from .retention import DEFAULT_SWEEP_INTERVAL, RetentionSweeper, delete_ended_run, retention_seconds, start_retention
 from .state import RunState
 from .status import Status
 from .stores import open_store
@@ -113,6 +114,8 @@ class RunEngine:
         max_attempts: int = 3,
         max_events_per_run: int = MAX_EVENTS_PER_RUN,
         max_event_bytes: int = MAX_EVENT_BYTES,
+        retention: timedelta | float | None = None,
+        retention_interval: float = DEFAULT_SWEEP_INTERVAL,
     ) -> None:
         if session_policy not in SESSION_POLICIES:
             raise InvalidRequest(f"session_policy must be one of {SESSION_POLICIES}")
@@ -161,6 +164,11 @@ class RunEngine:
         if self.worker_options is not None and self.queue is None:
             raise InvalidRequest("worker mode needs a store with a work queue (e.g. postgresql://)")
         self._worker: Worker | None = None
+        #: Ended runs are deleted this many seconds after they ended (None: kept), by a sweep
+        #: every `retention_interval` seconds (runengine.retention).
+        self.retention = retention_seconds(retention)
+        self.retention_interval = retention_seconds(retention_interval, "retention_interval") or DEFAULT_SWEEP_INTERVAL
+        self.sweeper: RetentionSweeper | None = None
 
     # -- agents ---------------------------------------------------------------
 
@@ -195,6 +203,7 @@ class RunEngine:
             stack.push_async_callback(self.store.close)
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             stack.push_async_callback(self._shutdown)
+            stack.push_async_callback(await start_retention(self, self._tg))
         except BaseException:
             await stack.aclose()
             raise
@@ -641,6 +650,11 @@ class RunEngine:
                 return
             except ConcurrencyConflict:
                 continue
+
+    async def delete_run(self, run_id: str, *, owner: str | None = None) -> None:
+        """Delete an ended run: its events, snapshot and idempotency records (InvalidRunState while
+        it is active; with `owner`, another owner's run is RunNotFound)."""
+        await delete_ended_run(self.store, run_id, owner=owner)
 
     # -- sessions ---------------------------------------------------------------------
 

@@ -46,6 +46,14 @@ class RunPage:
 
 
 @attrs.frozen(kw_only=True)
+class EndedRunPage:
+    """One page of ended runs, oldest ended first; pass `next_after` as `after` for the next page."""
+
+    runs: tuple[RunSummary, ...]
+    next_after: str | None = None
+
+
+@attrs.frozen(kw_only=True)
 class SessionRuns:
     """A session's runs counted by status by the store (no row per run is read), and when the first began."""
 
@@ -136,6 +144,18 @@ class EventStore(Protocol):
         before: str | None = None,
     ) -> RunPage:
         """Runs newest first, filtered, paged by an opaque cursor."""
+
+    async def list_ended_runs(
+        self, *, ended_before: datetime, limit: int = 100, after: str | None = None
+    ) -> EndedRunPage:
+        """Ended runs (a terminal status) whose last event is older than `ended_before` (strictly),
+        oldest ended first, paged by an opaque cursor. For retention sweeps and pruning."""
+
+    async def delete_run(self, run_id: str) -> bool:
+        """Delete the run atomically: its events, snapshot, run row and the idempotency records
+        bound to its id (and, with a work queue, its queue row), whether or not a run row exists.
+        Returns whether there was a run row. Callers decide whether a run may go (the engine only
+        deletes ended runs)."""
 
     async def count_session_runs(self, session_id: str, *, owner: str | None = None) -> SessionRuns:
         """The session's runs (only `owner`'s when given) counted by status, in one query: what a

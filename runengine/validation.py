@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
 
 from .errors import InvalidRequest
 from .events import Event, RunCreated
@@ -51,3 +53,30 @@ def decode_cursor(cursor: str | None) -> int | None:
     if value < 0:
         raise InvalidRequest(f"invalid cursor {cursor!r}")
     return value
+
+
+def encode_ended_cursor(ended_us: int, position: int) -> str:
+    """The cursor of an ended-runs listing: (ended time in µs since the epoch, creation position)."""
+    return f"{ended_us}_{position}"
+
+
+def decode_ended_cursor(cursor: str | None) -> tuple[int, int] | None:
+    if cursor is None or cursor == "":
+        return None
+    match = _ENDED_CURSOR.fullmatch(cursor)
+    if match is None:
+        raise InvalidRequest(f"invalid cursor {cursor!r}")
+    return int(match[1]), int(match[2])
+
+
+_ENDED_CURSOR = re.compile(r"(-?[0-9]{1,18})_([0-9]{1,18})")
+
+
+def micros(value: datetime) -> int:
+    """µs since the Unix epoch (a naive time is taken as UTC): how stores order ended times."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

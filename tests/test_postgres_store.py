@@ -116,6 +116,7 @@ async def test_a_version_1_database_is_migrated_when_opened(pg_dsn: str) -> None
         await conn.execute("CREATE TABLE runengine_idempotency (key text PRIMARY KEY, run_id text NOT NULL, bound_at timestamptz NOT NULL)")
         await conn.execute("INSERT INTO runengine_idempotency VALUES ('acme:alice:k', 'r1', now())")
         await conn.execute("DELETE FROM runengine_sessions")
+        await conn.execute("DROP INDEX runengine_runs_ended")  # version 3's
         await conn.execute("DELETE FROM runengine_schema")
         await conn.execute("INSERT INTO runengine_schema VALUES (1)")
     finally:

@@ -61,6 +61,8 @@ async def test_a_version_1_file_is_migrated_when_opened(tmp_path: Path) -> None:
         conn.execute("CREATE TABLE idempotency_keys (key TEXT PRIMARY KEY, run_id TEXT NOT NULL, reserved_us INTEGER NOT NULL)")
         conn.execute("INSERT INTO idempotency_keys VALUES ('acme:alice:k', 'r1', 0)")
         conn.execute("DELETE FROM sessions WHERE session_id = 'implicit'")
+        conn.execute("DROP INDEX runs_by_ended")  # version 3's
+        conn.execute("ALTER TABLE runs DROP COLUMN ended_us")
         conn.execute("DELETE FROM schema_version")
         conn.execute("INSERT INTO schema_version VALUES (1)")
     async with SQLiteStore(path) as store:

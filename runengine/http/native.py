@@ -3,6 +3,8 @@
     POST /runs                      start a run: mode sync (200 run), async (202 run), stream (SSE)
     GET  /runs                      list runs: session_id, status, limit, before (cursor)
     GET  /runs/{run_id}             the run object
+    DELETE /runs/{run_id}           delete an ended run (204): its events, snapshot, idempotency
+                                    records; 409 while it is active, 404 for another principal's
     GET  /runs/{run_id}/events      a JSON page, or SSE (Accept: text/event-stream) from after_seq /
                                     Last-Event-ID, live until the terminal event
     POST /runs/{run_id}/cancel      cancel (idempotent)
@@ -128,6 +130,7 @@ class NativeAPI:
         r.route("POST", "/runs", self._guard(self.create_run))
         r.route("GET", "/runs", self._guard(self.list_runs))
         r.route("GET", "/runs/{run_id}", self._guard(self.get_run))
+        r.route("DELETE", "/runs/{run_id}", self._guard(self.delete_run))
         r.route("GET", "/runs/{run_id}/events", self._guard(self.run_events))
         r.route("POST", "/runs/{run_id}/cancel", self._guard(self.cancel_run))
         r.route("POST", "/runs/{run_id}/input", self._guard(self.give_input))
@@ -228,6 +231,11 @@ class NativeAPI:
         run_id = self._run_id(request)
         await self._visible_summary(request, run_id)
         return json_response(run_to_json(await self.engine.status(run_id)))
+
+    async def delete_run(self, request: Request) -> Response:
+        run_id = self._run_id(request)
+        await self.engine.delete_run(run_id, owner=self._owner(request))  # 404 for another owner's
+        return Response(status=204)
 
     async def list_runs(self, request: Request) -> Response:
         query = request.query

@@ -361,7 +361,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
 #: What a client can do next with the run_id a response names (OpenAPI links).
 RUN_LINKS = {
     op: {"operationId": op, "parameters": {"run_id": "$response.body#/run_id"}}
-    for op in ("getRun", "getRunEvents", "cancelRun", "giveInput")
+    for op in ("getRun", "getRunEvents", "cancelRun", "giveInput", "deleteRun")
 }
 
 #: What a client can do next with the session a response names.
@@ -447,7 +447,16 @@ def native_openapi(*, auth: bool = False, agents: tuple[str, ...] = ()) -> dict[
                 "summary": "The run object",
                 "parameters": [RUN_ID],
                 "responses": {"200": _json(_ref("Run"), "the run"), **errors(404)},
-            }
+            },
+            "delete": {
+                "operationId": "deleteRun",
+                "summary": "Delete an ended run: its events, snapshot and idempotency records",
+                "parameters": [RUN_ID],
+                "responses": {
+                    "204": {"description": "deleted; the run is not found from now on"},
+                    **errors(404, 409),
+                },
+            },
         },
         "/runs/{run_id}/events": {
             "get": {

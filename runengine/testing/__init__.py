@@ -4,4 +4,5 @@
   transition table) and for arbitrary, often invalid, events.
 - `runengine.testing.machine`: a `RuleBasedStateMachine` to subclass for your own agents.
 - `runengine.testing.conformance`: the storage conformance suite every store passes.
+- `runengine.testing.logs`: `load_log` / `save_log`, run logs as JSON-lines fixtures.
 """

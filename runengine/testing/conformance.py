@@ -134,6 +134,19 @@ async def list_all(store: EventStore, *, limit: int = 3, **filters: Any) -> list
         assert len(pages) < 10_000, "the listing cursor does not advance"
 
 
+async def list_ended_all(store: EventStore, *, ended_before: datetime, limit: int = 3) -> list[list[RunSummary]]:
+    """Every page of `list_ended_runs` (each page as a list), following the cursor to the end."""
+    pages: list[list[RunSummary]] = []
+    after: str | None = None
+    while True:
+        page = await store.list_ended_runs(ended_before=ended_before, limit=limit, after=after)
+        pages.append(list(page.runs))
+        after = page.next_after
+        if after is None:
+            return pages
+        assert len(pages) < 10_000, "the listing cursor does not advance"
+
+
 # -- hypothesis: valid next events for a run ---------------------------------------------
 
 _texts = st.text(max_size=12)
@@ -655,6 +668,89 @@ class StoreConformance:
             await store.put_session(huge)  # JSON integers of any size, doubles up to their limit
             assert await store.get_session("s4") == huge
 
+    # -- data lifecycle: deleting runs, listing ended ones ------------------------------------
+
+    @pytest.mark.anyio
+    async def test_delete_run_removes_everything_of_that_run_only(self, store_factory: StoreFactory) -> None:
+        async with store_factory() as store:
+            for run_id in ("gone", "kept"):
+                await store.append(run_id, [*new_log(run_id, 6), RunCompleted(run_id=run_id, seq=7, at=T0)], expected_seq=0)
+                head = Fold()
+                head.apply_all(await store.read(run_id, limit=4))
+                assert head.state is not None
+                await store.save_snapshot(head.state)
+                assert await store.reserve_idempotency_key(key_record(f"key-{run_id}", run_id), ttl=3600, pending_for=60) is None
+            kept_log, kept_run = await read_all(store, "kept"), await store.get_run("kept")
+            kept_snapshot = await store.load_snapshot("kept")
+
+            assert await store.delete_run("gone") is True
+            assert await store.read("gone") == []
+            assert await store.last_seq("gone") == 0
+            assert await store.get_run("gone") is None
+            assert await store.load_snapshot("gone") is None
+            assert [r.run_id for r in (await store.list_runs()).runs] == ["kept"]
+            assert (await store.list_ended_runs(ended_before=T0 + timedelta(days=1))).runs == (kept_run,)
+            # the key bound to the deleted run is free again (not even held as pending); the other holds
+            assert await store.reserve_idempotency_key(key_record("key-gone", "new"), ttl=3600, pending_for=60) is None
+            held = await store.reserve_idempotency_key(key_record("key-kept", "new"), ttl=3600, pending_for=60)
+            assert held is not None and held.run_id == "kept"
+            assert await store.delete_run("gone") is False  # idempotent
+            assert await store.delete_run("never") is False
+
+            assert await read_all(store, "kept") == kept_log
+            assert await store.get_run("kept") == kept_run
+            assert await store.load_snapshot("kept") == kept_snapshot
+            # the id may be used again, as a new run
+            await store.append("gone", new_log("gone", 3), expected_seq=0)
+            assert await store.last_seq("gone") == 3
+
+    @pytest.mark.anyio
+    async def test_list_ended_runs_by_end_time_paged(self, store_factory: StoreFactory) -> None:
+        async with store_factory() as store:
+            cutoff = T0 + timedelta(hours=1)
+            # (run id, when its last event happened, how it ends: None = still active)
+            spec = [
+                ("old-done", cutoff - timedelta(minutes=30), "completed"),
+                ("old-active", cutoff - timedelta(hours=5), None),
+                ("at-cutoff", cutoff, "failed"),
+                ("older-cancelled", cutoff - timedelta(minutes=50), "cancelled"),
+                ("new-done", cutoff + timedelta(minutes=1), "completed"),
+                ("tie-a", cutoff - timedelta(minutes=40), "failed"),
+                ("tie-b", cutoff - timedelta(minutes=40), "completed"),
+                ("just-before", cutoff - timedelta(microseconds=1), "cancelled"),
+            ]
+            for run_id, ended, how in spec:
+                log: list[Event] = [created(run_id, at=ended - timedelta(minutes=10)), started(run_id, at=ended)]
+                if how == "completed":
+                    log.append(RunCompleted(run_id=run_id, seq=3, at=ended))
+                elif how == "failed":
+                    log.append(RunFailed(run_id=run_id, seq=3, at=ended, error=ErrorInfo(code="x", message="y")))
+                elif how == "cancelled":
+                    log.append(RunCancelled(run_id=run_id, seq=3, at=ended))
+                await store.append(run_id, log, expected_seq=0)
+            expected = ["older-cancelled", "tie-a", "tie-b", "old-done", "just-before"]
+            for limit in (1, 2, 3, 5, 100):
+                seen: list[RunSummary] = []
+                after: str | None = None
+                while True:
+                    page = await store.list_ended_runs(ended_before=cutoff, limit=limit, after=after)
+                    assert len(page.runs) <= limit
+                    seen.extend(page.runs)
+                    after = page.next_after
+                    if after is None:
+                        break
+                    assert len(seen) < 100, "the cursor does not advance"
+                assert [r.run_id for r in seen] == expected
+                assert all(r.status.terminal and r.updated_at is not None and r.updated_at < cutoff for r in seen)
+                assert seen == [await store.get_run(r.run_id) for r in seen]
+            assert (await store.list_ended_runs(ended_before=T0 - timedelta(days=1))).runs == ()
+            for cursor in ("x", "1", "1_-2", "1.5_2", " 1_2"):
+                with pytest.raises(InvalidRequest):
+                    await store.list_ended_runs(ended_before=cutoff, after=cursor)
+            for limit in (0, MAX_PAGE + 1):
+                with pytest.raises(InvalidRequest):
+                    await store.list_ended_runs(ended_before=cutoff, limit=limit)
+
     # -- concurrency ------------------------------------------------------------------------
 
     @pytest.mark.anyio
@@ -860,6 +956,8 @@ def _model_machine(portal: anyio.from_thread.BlockingPortal, factory: StoreFacto
         @rule(run_id=runs, data=st.data())
         def bad_append(self, run_id: str, data: st.DataObject) -> None:
             fold = self.folds[run_id]
+            if fold.status is None:  # deleted: "created again" would be a good append
+                return
             kind = data.draw(st.sampled_from(["empty", "gap", "wrong run", "negative", "created again"]))
             last = fold.last_seq
             delta = MessageDelta(run_id=run_id, seq=last + 1, at=self.now, message_id="x", content="x")
@@ -892,7 +990,8 @@ def _model_machine(portal: anyio.from_thread.BlockingPortal, factory: StoreFacto
         @rule(run_id=runs, data=st.data())
         def snapshot(self, run_id: str, data: st.DataObject) -> None:
             state = self.folds[run_id].state
-            assert state is not None
+            if state is None:  # deleted
+                return
             log = portal.call(lambda: read_all(self.model, run_id))
             cut = data.draw(st.integers(1, len(log)), label="snapshot at")
             head = Fold()
@@ -921,6 +1020,17 @@ def _model_machine(portal: anyio.from_thread.BlockingPortal, factory: StoreFacto
                                    ended_at=self.now if ended else None)
             self.both("put_session", record)
             self.both("get_session", session_id)
+
+        @rule(run_id=runs)
+        def delete_run(self, run_id: str) -> None:
+            self.both("delete_run", run_id)
+            self.folds[run_id] = Fold()  # gone: the id may start a new run
+
+        @rule(ended_before=_times, limit=st.integers(1, 4))
+        def list_ended_runs(self, ended_before: datetime, limit: int) -> None:
+            got = portal.call(lambda: list_ended_all(self.store, ended_before=ended_before, limit=limit))
+            want = portal.call(lambda: list_ended_all(self.model, ended_before=ended_before, limit=limit))
+            assert got == want
 
         @invariant()
         def runs_agree(self) -> None:
@@ -957,4 +1067,5 @@ __all__ = [
     "new_log",
     "read_all",
     "list_all",
+    "list_ended_all",
 ]

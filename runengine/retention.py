@@ -1,0 +1,135 @@
+"""Data lifecycle: deleting ended runs, one by one or when their retention period has passed.
+
+    engine = RunEngine(store, retention=timedelta(days=30))   # or seconds; None keeps runs forever
+    await engine.delete_run(run_id, owner="alice")            # an ended run only
+
+With a retention period the engine runs a sweep in its task group: at start, then every
+`retention_interval` seconds it deletes the ended runs whose terminal event is older than
+`engine.clock() - retention` (its events, snapshot, run row, idempotency records and any
+work-queue row; sessions stay). Active runs are never touched, whatever their age. Several
+engines may sweep one store at once: each lists the expired runs and deletes them, and a
+run deleted by another engine is simply no longer there (`delete_run` answers False).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+import anyio
+import structlog
+
+from .errors import InvalidRequest, InvalidRunState
+from .ownership import run_of
+from .ports import EventStore
+
+if TYPE_CHECKING:
+    from .engine import RunEngine
+
+log = structlog.get_logger("runengine.retention")
+
+#: Seconds between two sweeps unless the engine is given `retention_interval`.
+DEFAULT_SWEEP_INTERVAL = 300.0
+#: Ended runs listed (then deleted) per store call during a sweep.
+SWEEP_PAGE = 200
+
+
+def retention_seconds(value: timedelta | float | None, what: str = "retention") -> float | None:
+    """A retention period (timedelta or seconds) as positive seconds; None keeps runs forever."""
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidRequest(f"{what} must be a positive number of seconds or a timedelta, got {value!r}")
+    return float(seconds)
+
+
+async def delete_ended_run(store: EventStore, run_id: str, *, owner: str | None = None) -> None:
+    """Delete an ended run. RunNotFound when there is none (or, with `owner`, when it is another
+    owner's: answered exactly as a missing run, runengine.ownership); InvalidRunState while it
+    is active."""
+    summary = await run_of(store, run_id, owner)  # another owner's run: RunNotFound
+    if not summary.status.terminal:
+        raise InvalidRunState(run_id, summary.status.value, "only an ended run can be deleted")
+    await store.delete_run(run_id)  # an ended run never changes again: nothing can race this
+
+
+async def sweep(store: EventStore, *, ended_before: datetime, page: int = SWEEP_PAGE) -> list[str]:
+    """Delete every run that ended before `ended_before`; return the ids this call deleted."""
+    deleted: list[str] = []
+
+    async def delete(run_id: str) -> None:
+        if await store.delete_run(run_id):  # False: another sweeper got there first
+            deleted.append(run_id)
+
+    after: str | None = None
+    while True:
+        listing = await store.list_ended_runs(ended_before=ended_before, limit=page, after=after)
+        # A page's deletes at once: a group-committing store (SQLite) makes them one transaction.
+        async with anyio.create_task_group() as group:
+            for summary in listing.runs:
+                group.start_soon(delete, summary.run_id)
+        after = listing.next_after
+        if after is None:
+            return deleted
+
+
+class RetentionSweeper:
+    """The engine's background sweep: deletes expired ended runs now, then every `interval` seconds."""
+
+    def __init__(self, engine: RunEngine, retention: float, interval: float) -> None:
+        self.engine = engine
+        self.retention = retention
+        self.interval = interval
+        self._scope = anyio.CancelScope()
+        self._stopped = anyio.Event()
+
+    async def sweep(self) -> list[str]:
+        """One sweep, against the engine's clock."""
+        cutoff = self.engine.clock() - timedelta(seconds=self.retention)
+        deleted = await sweep(self.engine.store, ended_before=cutoff)
+        if deleted:
+            log.info("deleted expired runs", count=len(deleted), ended_before=cutoff.isoformat())
+        return deleted
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            with self._scope:
+                task_status.started()
+                while True:
+                    try:
+                        await self.sweep()
+                    except Exception:  # a store hiccup: the next sweep tries again
+                        log.exception("retention sweep failed")
+                    await anyio.sleep(self.interval)
+        finally:
+            self._stopped.set()
+
+    async def stop(self) -> None:
+        self._scope.cancel()
+        await self._stopped.wait()
+
+
+async def start_retention(engine: RunEngine, task_group: anyio.abc.TaskGroup) -> Callable[[], Awaitable[None]]:
+    """Start the engine's sweep in `task_group` if it has a retention period; return what stops it."""
+    if engine.retention is None:
+        return _nothing
+    sweeper = engine.sweeper = RetentionSweeper(engine, engine.retention, engine.retention_interval)
+    await task_group.start(sweeper.run)
+    return sweeper.stop
+
+
+async def _nothing() -> None:
+    return None
+
+
+__all__ = [
+    "DEFAULT_SWEEP_INTERVAL",
+    "RetentionSweeper",
+    "delete_ended_run",
+    "retention_seconds",
+    "start_retention",
+    "sweep",
+]
