@@ -927,8 +927,8 @@ class PostgresStore:
             session.created_at,
             session.expires_at,
             session.ended_at,
-            _dumps(session.metadata),
-            _dumps(session.data),
+            to_json(session.metadata, "session metadata"),
+            to_json(session.data, "session data"),
         )
         if row is not None:
             return session

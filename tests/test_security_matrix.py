@@ -191,6 +191,14 @@ async def native_cancel(w: World) -> None:
     hidden(await w.bob.post(f"/runs/{w.native_run}/cancel"))
 
 
+async def native_delete_run(w: World) -> None:
+    hidden(await w.bob.delete(f"/runs/{w.native_run}"))  # active: still 404, not 409
+    ended = (await w.alice.post("/runs", json={"agent": "echo", "input": "done"})).json()
+    assert ended["status"] == "completed", ended
+    hidden(await w.bob.delete(f"/runs/{ended['run_id']}"))
+    assert (await w.alice.get(f"/runs/{ended['run_id']}")).status_code == 200  # not deleted
+
+
 async def native_input(w: World) -> None:
     hidden(await w.bob.post(f"/runs/{w.native_run}/input", json={"content": "yes"}))
 
@@ -354,6 +362,7 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("GET", "/runs/{run_id}/events"): native_events,
     ("POST", "/runs/{run_id}/cancel"): native_cancel,
     ("POST", "/runs/{run_id}/input"): native_input,
+    ("DELETE", "/runs/{run_id}"): native_delete_run,
     ("POST", "/sessions"): native_create_session,
     ("GET", "/sessions/{session_id}"): native_get_session,
     ("DELETE", "/sessions/{session_id}"): native_end_session,
