@@ -11,7 +11,7 @@ each run reach its next event, records `run.suspended` and leaves the run to the
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -61,6 +61,8 @@ class ActiveRun:
     abandoned: bool = False
     #: A graceful stop: end at the next event, record run.suspended, leave the run unfinished.
     suspending: bool = False
+    #: The log from seq 1, when whoever loaded the run's state has just read it (a resume replays it).
+    first_page: Sequence[Event] = ()
 
     def cancel(self, reason: str | None) -> None:
         if self.cancel_reason is None:
@@ -117,6 +119,7 @@ class RunDriver:
         fold: Fold | None = None,
         store: EventStore | None = None,
         max_attempts: int | None = None,
+        first_page: Sequence[Event] = (),
     ) -> ActiveRun:
         """Execute `state`'s run: start it if pending, else resume it (`store`: a worker's leased view)."""
         writer = RunWriter(
@@ -128,7 +131,7 @@ class RunDriver:
             max_events=self.options.max_events_per_run,
             max_event_bytes=self.options.max_event_bytes,
         )
-        active = ActiveRun(run_id=state.run_id, writer=writer, after=after)
+        active = ActiveRun(run_id=state.run_id, writer=writer, after=after, first_page=first_page)
         self.active[state.run_id] = active
         attempts = max_attempts if max_attempts is not None else self.options.max_attempts
         tg.start_soon(self._drive, active, attempts, name=f"run {state.run_id}")
@@ -225,13 +228,17 @@ class RunDriver:
                 lambda seq: MessageDiscarded(run_id=run_id, seq=seq, at=self.clock(), message_id=partial_id),
                 durable=True,
             )
-        return Journal(
+        # The journal ends where the log ended when the run was taken up (what follows is bookkeeping).
+        journal = Journal(
             writer.store,
             run_id,
-            end_seq=writer.committed_seq,
+            end_seq=state.last_seq,
             replay_from=state.replay_from,
             discarded=writer.state.discarded,
+            first_page=active.first_page,
         )
+        active.first_page = ()
+        return journal
 
     def _failed(self, run_id: str, code: str, message: str) -> Callable[[int], Event]:
         return lambda seq: RunFailed(run_id=run_id, seq=seq, at=self.clock(), error=ErrorInfo(code=code, message=message))

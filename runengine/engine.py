@@ -275,8 +275,9 @@ class RunEngine:
         return list(recovered)
 
     async def _resume(self, run_id: str) -> None:
+        state, first_page = await self._load(run_id)
         if run_id not in self.driver.active:
-            self.driver.launch(self._task_group(), await self.status(run_id))
+            self.driver.launch(self._task_group(), state, first_page=first_page)
 
     # -- execute ----------------------------------------------------------------
 
@@ -495,16 +496,25 @@ class RunEngine:
 
     async def status(self, run_id: str) -> RunState:
         """The run's committed state: latest snapshot plus the events after it."""
-        fold = Fold(await self.store.load_snapshot(run_id))
+        return (await self._load(run_id))[0]
+
+    async def _load(self, run_id: str) -> tuple[RunState, list[Event]]:
+        """The run's committed state, and the first page of its log when the state was folded
+        from seq 1 (no snapshot): a resume replays that page instead of reading it again."""
+        snapshot = await self.store.load_snapshot(run_id)
+        fold = Fold(snapshot)
+        first_page: list[Event] = []
         while True:
             page = await self.store.read(run_id, after_seq=fold.last_seq, limit=MAX_PAGE)
+            if snapshot is None and fold.last_seq == 0:
+                first_page = page
             fold.apply_all(page)
             if len(page) < MAX_PAGE:
                 break
         state = fold.state
         if state is None:
             raise RunNotFound(run_id)
-        return state
+        return state, first_page
 
     async def events(
         self, run_id: str, *, after_seq: int = 0, follow: bool = True, page_size: int = 500

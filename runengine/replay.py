@@ -14,7 +14,7 @@ run holds one page in memory, not the log.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 from .events import (
     Event,
@@ -56,7 +56,9 @@ class Journal:
         end_seq: int,
         replay_from: int = 0,
         discarded: Collection[str] = (),
+        first_page: Sequence[Event] = (),
     ) -> None:
+        """`first_page`: the log from seq 1 if the caller has just read it (saves reading it again)."""
         self._store = store
         self.run_id = run_id
         self.end_seq = end_seq
@@ -64,9 +66,11 @@ class Journal:
         self._replay_from = replay_from
         self._discarded = frozenset(discarded)
         self.fold = Fold()
-        self._page: list[Event] = []
+        self._page: list[Event] = [e for e in first_page if e.seq <= end_seq]
+        if self._page and self._page[0].seq != 1:
+            raise ValueError("first_page must start at seq 1")
         self._index = 0
-        self._read_seq = 0
+        self._read_seq = self._page[-1].seq if self._page else 0
 
     @property
     def position(self) -> int:
