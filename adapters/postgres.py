@@ -909,26 +909,14 @@ class PostgresStore:
             " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (session_id) DO UPDATE SET"
             " owner = EXCLUDED.owner, created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at,"
             " ended_at = EXCLUDED.ended_at, metadata = EXCLUDED.metadata, data = EXCLUDED.data",
-            session.session_id,
-            session.owner,
-            session.created_at,
-            session.expires_at,
-            session.ended_at,
-            to_json(session.metadata, "session metadata"),
-            to_json(session.data, "session data"),
+            *_session_params(session),
         )
 
     async def add_session(self, session: SessionRecord) -> SessionRecord:
         row = await self._fetchrow(
             "INSERT INTO runengine_sessions (session_id, owner, created_at, expires_at, ended_at, metadata, data)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (session_id) DO NOTHING RETURNING session_id",
-            session.session_id,
-            session.owner,
-            session.created_at,
-            session.expires_at,
-            session.ended_at,
-            to_json(session.metadata, "session metadata"),
-            to_json(session.data, "session data"),
+            *_session_params(session),
         )
         if row is not None:
             return session
@@ -1093,6 +1081,19 @@ def _summary(row: asyncpg.Record) -> RunSummary:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         last_seq=row["last_seq"],
+    )
+
+
+def _session_params(session: SessionRecord) -> tuple[Any, ...]:
+    """A session record as the sessions table's columns, in order ($1 .. $7)."""
+    return (
+        session.session_id,
+        session.owner,
+        session.created_at,
+        session.expires_at,
+        session.ended_at,
+        to_json(session.metadata, "session metadata"),
+        to_json(session.data, "session data"),
     )
 
 
