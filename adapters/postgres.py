@@ -69,6 +69,8 @@ log = structlog.get_logger("runengine.postgres")
 #: The schema this version writes. A database at a higher version is refused; one at a lower
 #: version is migrated when opened (_MIGRATIONS).
 SCHEMA_VERSION = 3
+#: How long a session may sit idle inside a transaction before the server ends it (see _server_settings).
+IDLE_IN_TRANSACTION_MS = 5_000
 
 _ENDED_STATUSES = ", ".join(f"'{status.value}'" for status in sorted(TERMINAL_STATUSES))
 #: Version 3: ended runs by end time (retention sweeps), idempotency records by run (deleting a run).
@@ -287,11 +289,22 @@ class PostgresStore:
 
     # -- lifecycle ----------------------------------------------------------------
 
+    def _server_settings(self) -> dict[str, str]:
+        # A process paused or frozen inside a transaction (SIGSTOP, a VM pause) must not hold its
+        # row locks for ever: the server ends such a session, the worker taking the run over goes
+        # on, and fencing keeps the paused one from appending when it wakes. Our transactions
+        # hold no await on anything but the database, so a live one is never idle this long.
+        return {
+            "search_path": self.schema,
+            "application_name": "runengine",
+            "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS),
+        }
+
     async def open(self) -> None:
         if self._pool is not None:
             return
         self._closing = False
-        settings = {"search_path": self.schema, "application_name": "runengine"}
+        settings = self._server_settings()
         conn = await self._connect()
         try:
             await self._create_schema(conn)
@@ -334,7 +347,7 @@ class PostgresStore:
         await self.close()
 
     async def _connect(self) -> asyncpg.Connection:
-        settings = {"search_path": self.schema, "application_name": "runengine"}
+        settings = self._server_settings()
         return await self._retry(lambda: asyncpg.connect(self.dsn, server_settings=settings, timeout=10))
 
     async def _create_schema(self, conn: asyncpg.Connection) -> None:
