@@ -65,6 +65,12 @@ def plain(value: Any) -> Any:
         raise TypeError(f"a recorded value must be JSON data: {exc}") from exc
 
 
+async def sleep_until(clock: Callable[[], datetime], when: datetime) -> None:
+    """Sleep until `clock()` reaches `when` (re-checked after each sleep: the clock decides)."""
+    while (remaining := (when - clock()).total_seconds()) > 0:
+        await anyio.sleep(remaining)
+
+
 async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     result = fn(*args, **kwargs)
     if inspect.isawaitable(result):
@@ -399,8 +405,7 @@ class RunContext:
                 lambda seq: TimerStarted(run_id=self.run_id, seq=seq, at=self._clock(), timer_id=timer_id, until=until)
             )
         async with self._durable_wait():
-            while (remaining := (until - self._clock()).total_seconds()) > 0:
-                await anyio.sleep(remaining)
+            await sleep_until(self._clock, until)
         await self._add(
             lambda seq: TimerFired(run_id=self.run_id, seq=seq, at=self._clock(), timer_id=timer_id), durable=False
         )
@@ -526,4 +531,4 @@ class MessageStream:
 
 AgentFn = Callable[[RunContext], Awaitable[Any]]
 
-__all__ = ["RunContext", "MessageStream", "AgentFn", "InvalidRunState", "new_id", "plain"]
+__all__ = ["RunContext", "MessageStream", "AgentFn", "InvalidRunState", "new_id", "plain", "sleep_until"]

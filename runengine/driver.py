@@ -21,7 +21,7 @@ import attrs
 import structlog
 
 from .agents import AgentRegistry
-from .context import RunContext
+from .context import RunContext, sleep_until
 from .errors import AgentFailed, ReplayDivergence
 from .events import (
     ErrorInfo,
@@ -181,8 +181,7 @@ class RunDriver:
             for other in active.after:  # session policy "enqueue"
                 await self._wait_terminal(other)
             if state.start_at is not None:  # a delayed run: pending until then
-                while (delay := (state.start_at - self.clock()).total_seconds()) > 0:
-                    await anyio.sleep(delay)
+                await sleep_until(self.clock, state.start_at)
             await writer.add(
                 lambda seq: RunStarted(
                     run_id=run_id,
