@@ -5,6 +5,8 @@ what the pure reducer gets by folding that log. Storage and transport are adapte
 (`runengine.adapters.*`) around this core.
 """
 
+from importlib import metadata as _metadata
+
 from .context import MessageStream, RunContext
 from .engine import AgentFailed, HistoryMessage, RunEngine, SessionBusy, SessionEnded
 from .errors import (
@@ -59,7 +61,8 @@ from .status import Status
 from .stores import open_store
 from .transitions import TRANSITIONS
 
-__version__ = "0.1.0"
+# pyproject.toml holds the version; the installed metadata is read, not restated.
+__version__ = _metadata.version("runengine")
 
 __all__ = [
     "InputTimedOut", "MessageDiscarded", "ReplayDivergence", "RunInputTimedOut", "RunResumed", "RunSuspended",

@@ -25,6 +25,7 @@ def test_the_core_never_imports_an_adapter():
     offenders = {
         str(path.relative_to(CORE.parent)): sorted(m for m in imported_modules(path) if m.startswith("runengine.adapters"))
         for path in CORE.rglob("*.py")
+        if "adapters" not in path.relative_to(CORE).parts
     }
     offenders = {path: mods for path, mods in offenders.items() if mods}
     assert offenders == {}, f"core modules importing adapters: {offenders}"

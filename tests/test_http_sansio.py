@@ -10,8 +10,8 @@ from structlog.testing import capture_logs
 
 from httpkit import demo_engine
 from runengine.http import Request, Response, Router, StreamResponse
-from runengine.http.native import NativeAPI
-from runengine.http.shapes import run_to_json
+from runengine.adapters.profiles.native import NativeAPI
+from runengine.adapters.profiles.native_shapes import run_to_json
 
 
 def request(method: str, path: str, body: object = None, **kwargs) -> Request:

@@ -14,8 +14,8 @@ from httpx_sse import aconnect_sse
 
 from httpkit import demo_engine, full_log, serve, until, wait_status
 from runengine.adapters.asgi import ASGIApp
-from runengine.http.native import NativeAPI
-from runengine.http.page import add_page
+from runengine.adapters.profiles.native import NativeAPI
+from runengine.adapters.console import add_page
 from runengine.http.router import Router
 
 

@@ -23,7 +23,7 @@ from runengine.adapters.cli import main
 from runengine.adapters.sqlite import SCHEMA_VERSION, SQLiteStore
 from runengine.demo import register_demo_agents
 from runengine.events import RunCompleted, RunCreated, RunStarted
-from runengine.http.native import NativeAPI
+from runengine.adapters.profiles.native import NativeAPI
 from runengine.logfile import dump_log, export_run, import_run, parse_log
 from runengine.http.core import Request
 from runengine.stores import open_store

@@ -30,27 +30,27 @@ from typing import Any
 import anyio
 import structlog
 
-from ..agents import AgentSpec
-from .. import ownership
-from ..engine import MODES, SESSION_POLICIES, RunEngine
-from ..errors import AgentNotFound, RunEngineError, RunNotFound, SessionNotFound
-from ..idempotency import fingerprint
-from ..ports import SessionRecord, SessionRuns
-from ..status import Status
-from ..wire import dumps, event_to_dict
-from . import params
-from .auth import AuthHook, authenticate, owner_of
-from .core import HttpError, Request, Response, StreamResponse, error_response, json_response
-from .openapi import native_openapi
-from .openstreams import OpenStreams
-from .router import Router
-from .shapes import history_message_to_json, run_to_json, session_to_json, summary_to_json
-from .sse import KEEPALIVE, FrameCache, sse_comment, sse_frame
-from .streaming import follow_batches
+from runengine.agents import AgentSpec
+from runengine import ownership
+from runengine.engine import MODES, SESSION_POLICIES, RunEngine
+from runengine.errors import AgentNotFound, RunEngineError, RunNotFound, SessionNotFound
+from runengine.idempotency import fingerprint
+from runengine.ports import SessionRecord, SessionRuns
+from runengine.status import Status
+from runengine.wire import dumps, event_to_dict
+from runengine.http import params
+from runengine.http.auth import AuthHook, authenticate, owner_of
+from runengine.http.core import HttpError, Request, Response, StreamResponse, error_response, json_response
+from .native_openapi import native_openapi
+from runengine.http.openstreams import OpenStreams
+from runengine.http.router import Router
+from .native_shapes import history_message_to_json, run_to_json, session_to_json, summary_to_json
+from runengine.http.sse import KEEPALIVE, FrameCache, sse_comment, sse_frame
+from runengine.http.streaming import follow_batches
 
 log = structlog.get_logger("runengine.http")
 
-from .limits import (
+from runengine.http.limits import (
     DEFAULT_EVENTS_LIMIT,
     DEFAULT_RUNS_LIMIT,
     MAX_CONTENT_BYTES,

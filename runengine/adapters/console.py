@@ -5,13 +5,13 @@ from __future__ import annotations
 from functools import cache
 from importlib.resources import files
 
-from .core import Request, Response
-from .router import Router
+from runengine.http.core import Request, Response
+from runengine.http.router import Router
 
 
 @cache
 def _index() -> bytes:
-    return files("runengine").joinpath("static/index.html").read_bytes()
+    return files("runengine.adapters").joinpath("static/index.html").read_bytes()
 
 
 async def index(request: Request) -> Response:

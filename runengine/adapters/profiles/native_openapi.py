@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..engine import MODES, SESSION_POLICIES
-from ..status import Status
-from .limits import (
+from runengine.engine import MODES, SESSION_POLICIES
+from runengine.status import Status
+from runengine.http.limits import (
     DEFAULT_EVENTS_LIMIT,
     DEFAULT_RUNS_LIMIT,
     MAX_BODY_BYTES,

@@ -9,11 +9,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ..engine import HistoryMessage
-from ..events import ErrorInfo
-from ..ports import RunSummary, SessionRecord, SessionRuns
-from ..state import RunState
-from ..wire import format_time
+from runengine.engine import HistoryMessage
+from runengine.events import ErrorInfo
+from runengine.ports import RunSummary, SessionRecord, SessionRuns
+from runengine.state import RunState
+from runengine.wire import format_time
 
 
 def _time(value: Any) -> str | None:

@@ -12,9 +12,9 @@ from runengine.adapters.profiles.platform import build_platform_app
 from runengine.adapters.webhooks import WebhookDeliveries
 from runengine.engine import RunEngine
 from runengine.http.auth import AuthHook
-from runengine.http.native import NativeAPI
+from runengine.adapters.profiles.native import NativeAPI
 from runengine.http.openstreams import OpenStreams
-from runengine.http.page import add_page
+from runengine.adapters.console import add_page
 from runengine.http.router import Router
 
 
