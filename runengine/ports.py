@@ -145,6 +145,10 @@ class EventStore(Protocol):
     ) -> RunPage:
         """Runs newest first, filtered, paged by an opaque cursor."""
 
+    async def run_cursor(self, run_id: str) -> str | None:
+        """The `list_runs` cursor that continues after `run_id`: `before=` it lists the runs older
+        than that run. None for an unknown run. (For APIs whose clients page by run id.)"""
+
     async def list_ended_runs(
         self, *, ended_before: datetime, limit: int = 100, after: str | None = None
     ) -> EndedRunPage:

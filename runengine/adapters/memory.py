@@ -201,6 +201,10 @@ class MemoryStore:
             next_before=encode_cursor(self._order[page[-1].run_id]) if more and page else None,
         )
 
+    async def run_cursor(self, run_id: str) -> str | None:
+        position = self._order.get(run_id)
+        return None if position is None else encode_cursor(position)
+
     async def list_ended_runs(
         self, *, ended_before: datetime, limit: int = 100, after: str | None = None
     ) -> EndedRunPage:

@@ -817,6 +817,10 @@ class PostgresStore:
             next_before=encode_cursor(page[-1]["position"]) if more and page else None,
         )
 
+    async def run_cursor(self, run_id: str) -> str | None:
+        row = await self._fetchrow("SELECT position FROM runengine_runs WHERE run_id = $1", run_id)
+        return encode_cursor(row["position"]) if row is not None else None
+
     async def list_ended_runs(
         self, *, ended_before: datetime, limit: int = 100, after: str | None = None
     ) -> EndedRunPage:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from runengine.adapters.profiles.acp import AcpProfile
 from runengine.adapters.profiles.kore import KoreProfile
 from runengine.adapters.profiles.platform import build_platform_app
+from runengine.adapters.profiles.threads import ThreadsProfile
 from runengine.adapters.webhooks import WebhookDeliveries
 from runengine.engine import RunEngine
 from runengine.http.auth import AuthHook
@@ -34,4 +35,5 @@ def build_app(engine: RunEngine, *, auth: AuthHook | None = None, streams: OpenS
     router.mount(  # seeds 000/001
         "/kore", KoreProfile(engine, auth=auth, deliveries=WebhookDeliveries(engine), streams=streams)
     )
+    router.mount("/v1", ThreadsProfile(engine, auth=auth, streams=streams))  # seed 004
     return router

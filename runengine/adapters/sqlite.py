@@ -860,6 +860,10 @@ class SQLiteStore:
             next_before=encode_cursor(page[-1][0]) if more and page else None,
         )
 
+    async def run_cursor(self, run_id: str) -> str | None:
+        rows = await self._fetch("SELECT position FROM runs WHERE run_id = ?", (run_id,))
+        return encode_cursor(rows[0][0]) if rows else None
+
     async def list_ended_runs(
         self, *, ended_before: datetime, limit: int = 100, after: str | None = None
     ) -> EndedRunPage:

@@ -6,6 +6,8 @@
 
 The principal becomes the owner of the runs the request creates; a run is only
 visible to the principal that owns it (others get 404, as if it did not exist).
+A hook may return a plain string, or a `Principal` when it knows more about the caller
+(organization, name, e-mail: what the /v1 profile reports as `org_id` and `created_by_*`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,19 @@ import attrs
 from .core import HttpError, Request
 
 AuthHook = Callable[[Mapping[str, str]], "Any | Awaitable[Any]"]
+
+
+@attrs.frozen(kw_only=True)
+class Principal:
+    """Who a request comes from, as an auth hook may describe it; `id` is the owner of what it creates."""
+
+    id: str
+    org_id: str | None = None
+    user_name: str | None = None
+    email: str | None = None
+
+    def __str__(self) -> str:
+        return self.id
 
 
 class AuthenticationFailed(Exception):
@@ -46,4 +61,6 @@ async def authenticate(hook: AuthHook | None, request: Request) -> Request:
 
 def owner_of(principal: Any) -> str | None:
     """The owner string recorded on runs for a principal (None when auth is off)."""
-    return None if principal is None else str(principal)
+    if principal is None:
+        return None
+    return principal.id if isinstance(principal, Principal) else str(principal)

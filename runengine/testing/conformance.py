@@ -490,6 +490,28 @@ class StoreConformance:
                 assert counted.first_created_at == first, (session, owner)
 
     @pytest.mark.anyio
+    async def test_run_cursor_pages_after_a_run_id(self, store_factory: StoreFactory) -> None:
+        async with store_factory() as store:
+            ids = [f"c{i}" for i in range(7)]
+            owners = {run_id: "alice" if i % 2 else "bob" for i, run_id in enumerate(ids)}
+            for i, run_id in enumerate(ids):
+                await store.append(run_id, [created(run_id, owner=owners[run_id], at=T0 + timedelta(seconds=i))], expected_seq=0)
+            assert await store.run_cursor("none-such") is None
+            for filters in ({}, {"owner": "alice"}):
+                expected = [r for r in reversed(ids) if filters.get("owner", owners[r]) == owners[r]]
+                for limit in (1, 2, 3):
+                    seen: list[str] = []
+                    before: str | None = None
+                    while True:  # page by the last run id of each page, as a client that has only ids does
+                        runs = (await store.list_runs(limit=limit, before=before, **filters)).runs
+                        seen += [r.run_id for r in runs]
+                        if len(runs) < limit:
+                            break
+                        before = await store.run_cursor(runs[-1].run_id)
+                        assert len(seen) <= len(ids)
+                    assert seen == expected, (filters, limit)
+
+    @pytest.mark.anyio
     async def test_listing_status_follows_the_transition_table(self, store_factory: StoreFactory) -> None:
         async with store_factory() as store:
             steps: list[Event] = [

@@ -1,0 +1,327 @@
+"""The Threads/Runs profile (seed 004), mounted at /v1: the seed's paths and shapes over a RunEngine.
+
+    POST /threads/{thread_id}/runs      201 {"run_id", "trace_id"}; the run executes in the background
+    GET  /threads/{thread_id}/runs      [{"run_id", "status", "created_at"}]          ?limit=
+    GET  /runs                          [{every field the seed lists}]    ?limit= &before= &status=
+    GET  /runs/{run_id}                 {"run_id", "org_id", "thread_id", "created_by_user_id", ...}
+    POST /runs/{run_id}:cancel          {"ok": true}
+    POST /runs/{run_id}/input           {"content": "<at most 32 KB>"} -> {"ok": true} (waiting_for_input)
+    GET  /runs/{run_id}/events          SSE: `id: <seq>` + `data: {"seq","type","data","created_at"}`
+    GET  /openapi.json                  this profile's OpenAPI document
+
+What the seed leaves open, fixed here: a thread is the run's session (begun by its first run,
+owned by its principal); `persona_id` "key@version" runs the agent named `key` (the version is
+kept in the run's metadata), no persona runs `default_agent`; the extension field `input` is
+the agent's `ctx.input`; `route_id` reaches the agent in `ctx.metadata`. The principal facts the
+seed reports (`org_id`, `created_by_*`) are recorded in the run's metadata when it is created,
+so listings need no auth hook. docs/profiles.md has the event mapping and the field sources.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import attrs
+
+from runengine import ownership
+from runengine.engine import RunEngine
+from runengine.errors import AgentNotFound, RunNotFound
+from runengine.events import Event
+from runengine.http import params
+from runengine.http.auth import AuthHook, Principal
+from runengine.http.core import HttpError, Request, Response, StreamResponse, json_response
+from runengine.http.limits import DEFAULT_RUNS_LIMIT, MAX_ID_LENGTH, MAX_RUNS_LIMIT, MAX_SEQ
+from runengine.http.openstreams import OpenStreams
+from runengine.http.router import Router
+from runengine.http.sse import KEEPALIVE, sse_comment, sse_frame
+from runengine.http.streaming import follow_batches
+from runengine.limits import MAX_CONTENT_BYTES, MAX_INPUT_BYTES
+from runengine.state import RunState, UsageTotals
+from runengine.status import Status
+from runengine.wire import dumps, event_data, format_time
+
+from .common import guarded, invalid, request_owner
+from .threads_openapi import threads_openapi
+
+#: The agent a run without `persona_id` gets (the demo agent under `runengine serve`).
+DEFAULT_AGENT = "echo"
+#: Fields of the create body: the seed's two, and `input` (this profile's extension).
+RUN_FIELDS = ("route_id", "persona_id", "input")
+#: Our event types under the seed's names where the two differ; every other type keeps its name.
+#: (The seed's eight primary types are spelled as ours: run.started, message.delta, tool.call,
+#: tool.result, run.waiting_for_input, run.completed, run.failed, run.cancelled.)
+SEED_EVENT_TYPES: dict[str, str] = {}
+#: Run metadata keys this profile writes at creation (the seed's field names).
+META_KEYS = (
+    "route_id",
+    "persona_id",
+    "persona_version",
+    "trace_id",
+    "org_id",
+    "created_by_user_id",
+    "created_by_user_name",
+    "created_by_email",
+)
+STATUSES = tuple(s.value for s in Status)
+
+
+# -- engine state -> the seed's shapes ---------------------------------------------------
+
+
+def _time(value: Any) -> str | None:
+    return format_time(value) if value is not None else None
+
+
+def run_detail(state: RunState) -> dict[str, Any]:
+    """GET /runs/{run_id}: the seed's fields, then the rest of the listing's."""
+    return {
+        "run_id": state.run_id,
+        "org_id": state.metadata.get("org_id"),
+        "thread_id": state.session_id,
+        "created_by_user_id": state.metadata.get("created_by_user_id"),
+        "status": state.status.value,
+        "created_at": _time(state.created_at),
+        "trace_id": state.metadata.get("trace_id"),
+        **run_row(state),
+    }
+
+
+def run_row(state: RunState) -> dict[str, Any]:
+    """A row of GET /runs: every field the seed lists (null where the engine has no such figure)."""
+    usage = state.usage if state.usage != UsageTotals() else None  # null when the agent reported none
+    started = state.started_at or state.created_at
+    ended = state.finished_at if state.status.terminal else None
+    meta = state.metadata
+    return {
+        "run_id": state.run_id,
+        "org_id": meta.get("org_id"),
+        "thread_id": state.session_id,
+        "status": state.status.value,
+        "model": None,  # agents report no model; route_id (what selects one) is in the metadata
+        "persona_id": meta.get("persona_id"),
+        "total_input_tokens": usage.input_tokens if usage else None,
+        "total_output_tokens": usage.output_tokens if usage else None,
+        "total_cost_usd": usage.cost if usage else None,
+        "duration_ms": round((ended - started).total_seconds() * 1000) if ended and started else None,
+        "cache_hit_rate": None,  # no cache figures in usage events
+        "credits_used": None,  # no credits in the engine
+        "created_at": _time(state.created_at),
+        "completed_at": _time(ended) if state.status is Status.COMPLETED else None,
+        "failed_at": _time(ended) if state.status is Status.FAILED else None,
+        "created_by_user_id": meta.get("created_by_user_id"),
+        "created_by_user_name": meta.get("created_by_user_name"),
+        "created_by_email": meta.get("created_by_email"),
+    }
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """One stream frame's data: {"seq", "type", "data", "created_at"}."""
+    return {
+        "seq": event.seq,
+        "type": SEED_EVENT_TYPES.get(event.type, event.type),
+        "data": event_data(event),
+        "created_at": format_time(event.at),
+    }
+
+
+def principal_metadata(principal: Any, owner: str | None) -> dict[str, Any]:
+    """What the seed reports about the run's creator, from the auth hook's principal."""
+    if owner is None:
+        return {}
+    if isinstance(principal, Principal):
+        return {
+            "org_id": principal.org_id,
+            "created_by_user_id": owner,
+            "created_by_user_name": principal.user_name,
+            "created_by_email": principal.email,
+        }
+    return {"created_by_user_id": owner}
+
+
+# -- the app ------------------------------------------------------------------------------
+
+
+@attrs.define
+class ThreadsProfile:
+    """Seed 004's Threads/Runs API over `engine`; `runengine serve` mounts it at /v1."""
+
+    engine: RunEngine
+    auth: AuthHook | None = None
+    #: The agent a run without `persona_id` runs (None: persona_id is required).
+    default_agent: str | None = DEFAULT_AGENT
+    #: Streams open per principal, bounded (build_app shares one across every surface).
+    streams: OpenStreams = attrs.field(factory=OpenStreams)
+    router: Router = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        r = self.router = Router()
+        r.route("POST", "/threads/{thread_id}/runs", guarded(self.auth, self.create_run))
+        r.route("GET", "/threads/{thread_id}/runs", guarded(self.auth, self.thread_runs))
+        r.route("GET", "/runs", guarded(self.auth, self.list_runs))
+        r.route("GET", "/runs/{run_id}", guarded(self.auth, self.read_run))
+        r.route("POST", "/runs/{run_id}:cancel", guarded(self.auth, self.cancel_run))
+        r.route("POST", "/runs/{run_id}/input", guarded(self.auth, self.submit_input))
+        r.route("GET", "/runs/{run_id}/events", guarded(self.auth, self.run_events))
+        r.route("GET", "/openapi.json", guarded(self.auth, self.openapi))
+
+    def routes(self) -> Iterator[tuple[str, str]]:
+        return self.router.routes()
+
+    async def __call__(self, request: Request) -> Response | StreamResponse:
+        return await self.router(request)
+
+    # -- runs ---------------------------------------------------------------------------
+
+    async def create_run(self, request: Request) -> Response:
+        thread_id = _path_id(request, "thread_id")
+        body = request.json_object() if request.body.strip() else {}  # every field is optional
+        params.reject_unknown(body, RUN_FIELDS)
+        route_id = params.text(body, "route_id", max_length=MAX_ID_LENGTH)
+        persona = body.get("persona_id")
+        if persona is not None and not isinstance(persona, str):
+            raise invalid("field 'persona_id' must be a string (persona_key@version)", field="persona_id")
+        agent, version = self._agent(persona or None)
+        run_input = params.json_value(body, "input", max_bytes=MAX_INPUT_BYTES)
+        owner = request_owner(self.auth, request)
+        metadata = {
+            "route_id": route_id,
+            "persona_id": persona or None,
+            "persona_version": version,
+            "trace_id": uuid.uuid4().hex,
+            **principal_metadata(request.principal, owner),
+        }
+        state = await self.engine.execute(
+            agent,
+            run_input,
+            mode="async",
+            session_id=thread_id,  # another principal's thread: SessionNotFound, a 404
+            owner=owner,
+            metadata={k: v for k, v in metadata.items() if v is not None},
+            run_id=uuid.uuid4().hex,
+        )
+        return json_response({"run_id": state.run_id, "trace_id": metadata["trace_id"]}, status=201)
+
+    def _agent(self, persona: str | None) -> tuple[str, str | None]:
+        """The agent and version a persona_id names ("key@version"), or the default agent."""
+        if persona is None:
+            if self.default_agent is None or self.default_agent not in self.engine.agents:
+                raise invalid("persona_id is required: this server has no default agent", field="persona_id")
+            return self.default_agent, None
+        key, at, version = persona.partition("@")
+        if not key or (at and not version) or len(persona) > MAX_ID_LENGTH or params.has_control_characters(persona):
+            raise invalid("persona_id must be persona_key@version (or persona_key)", field="persona_id")
+        if self.engine.agents.get(key).metadata.get("internal"):  # unknown: AgentNotFound, a 404
+            raise AgentNotFound(key)  # hidden agents are answered as missing
+        return key, version or None
+
+    async def thread_runs(self, request: Request) -> Response:
+        thread_id = _path_id(request, "thread_id")
+        limit = params.query_int(request.query, "limit", default=DEFAULT_RUNS_LIMIT, minimum=1, maximum=MAX_RUNS_LIMIT)
+        owner = request_owner(self.auth, request)
+        await ownership.session_of(self.engine.store, thread_id, owner)  # unknown or another's: 404
+        page = await self.engine.list_runs(session_id=thread_id, owner=owner, limit=limit)
+        return json_response(
+            [{"run_id": r.run_id, "status": r.status.value, "created_at": _time(r.created_at)} for r in page.runs]
+        )
+
+    async def list_runs(self, request: Request) -> Response:
+        query = request.query
+        limit = params.query_int(query, "limit", default=DEFAULT_RUNS_LIMIT, minimum=1, maximum=MAX_RUNS_LIMIT)
+        status = params.query_choice(query, "status", STATUSES, None)
+        before_id = params.query_text(query, "before", max_length=MAX_ID_LENGTH)
+        owner = request_owner(self.auth, request)
+        cursor = None
+        if before_id is not None:  # the cursor is a run id: the last one of the previous page
+            await ownership.run_of(self.engine.store, before_id, owner)  # unknown or another's: 404
+            cursor = await self.engine.store.run_cursor(before_id)
+            if cursor is None:
+                raise RunNotFound(before_id)
+        page = await self.engine.list_runs(status=status, owner=owner, limit=limit, before=cursor)
+        rows = []
+        for summary in page.runs:
+            try:
+                rows.append(run_row(await self.engine.status(summary.run_id)))
+            except RunNotFound:  # deleted between the listing and the read
+                continue
+        return json_response(rows)
+
+    async def _state(self, request: Request) -> RunState:
+        run_id = _path_id(request, "run_id")
+        await ownership.run_of(self.engine.store, run_id, request_owner(self.auth, request))
+        return await self.engine.status(run_id)
+
+    async def read_run(self, request: Request) -> Response:
+        return json_response(run_detail(await self._state(request)))
+
+    async def cancel_run(self, request: Request) -> Response:
+        state = await self._state(request)
+        await self.engine.cancel(state.run_id, reason="cancelled by the client")
+        return json_response({"ok": True})
+
+    async def submit_input(self, request: Request) -> Response:
+        state = await self._state(request)
+        body = request.json_object()
+        params.reject_unknown(body, ("content",))
+        content = body.get("content")
+        if not isinstance(content, str):
+            raise invalid("field 'content' is required and must be a string", field="content")
+        size = len(content.encode())
+        if size > MAX_CONTENT_BYTES:
+            raise HttpError(
+                413,
+                "payload_too_large",
+                f"content is {size} bytes; the limit is {MAX_CONTENT_BYTES} (32 KB)",
+                {"field": "content", "size_bytes": size, "limit_bytes": MAX_CONTENT_BYTES},
+            )
+        await self.engine.resume(state.run_id, content)  # not waiting_for_input: 409
+        return json_response({"ok": True})
+
+    async def run_events(self, request: Request) -> Response | StreamResponse:
+        state = await self._state(request)
+        after = _after_seq(request)
+        with self.streams.slot(request) as slot:
+            return slot.bind(
+                StreamResponse(
+                    status=200,
+                    headers=(("content-type", "text/event-stream"), ("cache-control", "no-cache"), ("x-accel-buffering", "no")),
+                    body=self._sse_body(state.run_id, after),
+                )
+            )
+
+    async def _sse_body(self, run_id: str, after_seq: int) -> AsyncIterator[bytes]:
+        """Frames after `after_seq` until the terminal one; at once nothing for an ended run read to its end."""
+        batches = follow_batches(self.engine.store, run_id, after_seq=after_seq, idle=KEEPALIVE)
+        try:
+            async for batch in batches:
+                if not batch:
+                    yield sse_comment()
+                    continue
+                yield b"".join(sse_frame(dumps(event_json(e)), id=e.seq) for e in batch)
+        finally:
+            await batches.aclose()
+
+    async def openapi(self, request: Request) -> Response:
+        return json_response(threads_openapi(self))
+
+
+def _path_id(request: Request, name: str) -> str:
+    value = request.params[name]
+    if not value or len(value) > MAX_ID_LENGTH or params.has_control_characters(value):
+        raise invalid(f"{name} must be 1 to {MAX_ID_LENGTH} characters without control characters", field=name)
+    return value
+
+
+def _after_seq(request: Request) -> int:
+    """The stream's cursor: `after_seq`, else the reconnecting client's Last-Event-ID, else 0."""
+    raw = request.query.get("after_seq")
+    what = "query parameter 'after_seq'"
+    if raw is None:
+        raw, what = request.header("last-event-id"), "the Last-Event-ID header"
+    if raw is None or raw == "":
+        return 0
+    return params.parse_int(raw.strip(), what, maximum=MAX_SEQ)
+
+
+__all__ = ["DEFAULT_AGENT", "SEED_EVENT_TYPES", "ThreadsProfile", "event_json", "run_detail", "run_row"]
