@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -105,5 +106,38 @@ async def test_query_strings_and_headers(
         headers["last-event-id"] = last_event_id
     target = path.replace("{id}", finished if "runs" in path else "s")
     async with client.stream("GET", target, params=params, headers=headers) as response:
+        await response.aread()
+    assert_clean(response)
+
+
+@pytest.fixture(scope="module")
+async def v1_waiting(client: httpx.AsyncClient) -> list[str]:
+    """A /v1 run waiting for input, replaced whenever a generated request ends it."""
+    return [(await client.post("/v1/threads/fuzz/runs", json={"persona_id": "approval"})).json()["run_id"]]
+
+
+@pytest.mark.anyio
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=raw_bodies, thread=any_text.filter(bool))
+async def test_v1_create_and_input_bodies(client: httpx.AsyncClient, v1_waiting: list[str], body: bytes, thread: str) -> None:
+    assert_clean(await client.post(f"/v1/threads/{quote(thread, safe='')}/runs", content=body))
+    response = await client.post(f"/v1/runs/{v1_waiting[0]}/input", content=body)
+    assert_clean(response)
+    if response.status_code == 200:
+        v1_waiting[0] = (await client.post("/v1/threads/fuzz/runs", json={"persona_id": "approval"})).json()["run_id"]
+
+
+@pytest.mark.anyio
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    params=st.dictionaries(st.sampled_from(["limit", "before", "status", "after_seq"]), query_values),
+    last_event_id=st.none() | query_values,
+    path=st.sampled_from(["/v1/runs", "/v1/runs/{id}/events", "/v1/runs/{id}", "/v1/threads/s/runs"]),
+)
+async def test_v1_query_strings_and_headers(client: httpx.AsyncClient, finished: str, params, last_event_id, path: str) -> None:
+    headers = {"accept": "text/event-stream"}
+    if last_event_id is not None and last_event_id.isprintable() and last_event_id.isascii():
+        headers["last-event-id"] = last_event_id
+    async with client.stream("GET", path.replace("{id}", finished), params=params, headers=headers) as response:
         await response.aread()
     assert_clean(response)

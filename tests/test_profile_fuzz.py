@@ -1,4 +1,4 @@
-"""Hypothesis-generated requests to the ACP and Kore profiles, over real HTTP: never a 5xx, and
+"""Hypothesis-generated requests to the ACP, Kore and /v1 (seed 004) profiles, over real HTTP: never a 5xx, and
 every error in the one error format (ACP errors also carry ACP's top-level fields)."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from runengine.adapters.profiles.acp import AcpProfile
 from runengine.adapters.profiles.kore import KoreProfile
+from runengine.adapters.profiles.threads import ThreadsProfile
 from runengine.context import RunContext
 from runengine.engine import RunEngine
 from runengine.http.router import Router
@@ -39,6 +40,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
         root = Router()
         root.mount("/acp", AcpProfile(engine))
         root.mount("/kore", KoreProfile(engine, tools={"tool": lambda **kw: kw}))
+        root.mount("/v1", ThreadsProfile(engine))  # default agent: echo
         async with serve_app(root) as base, httpx.AsyncClient(base_url=base, timeout=30) as client:
             yield client
 
@@ -170,3 +172,37 @@ async def test_kore_status(http: httpx.AsyncClient, run_id: str, body: str) -> N
     path = f"/kore/apps/echo/environments/draft/runs/{quote(run_id, safe='')}/status"
     response = await http.post(path, content=body.encode())
     check(response, acp=False)
+
+
+v1_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "route_id": st.sampled_from(["r1", ""]) | json_values,
+        "persona_id": st.sampled_from(["echo", "echo@2", "ghost@1", "@", "echo@", "", "webhook.delivery"]) | json_values,
+        "input": json_values,
+        "extra": json_values,
+    },
+)
+query_values = st.text(max_size=8) | st.integers(-5, 300).map(str) | st.sampled_from(["completed", "running", ""])
+
+
+@pytest.mark.anyio
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(thread=st.text(min_size=1, max_size=10), body=v1_bodies.map(lambda d: json.dumps(d).encode()) | st.binary(max_size=60))
+async def test_v1_create_run(http: httpx.AsyncClient, thread: str, body: bytes) -> None:
+    await send(http, f"/v1/threads/{quote(thread, safe='')}/runs", body, acp=False)
+
+
+@pytest.mark.anyio
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    run_id=st.text(min_size=1, max_size=12),
+    body=st.fixed_dictionaries({}, optional={"content": json_values, "x": json_values}).map(json.dumps),
+    query=st.dictionaries(st.sampled_from(["limit", "before", "status", "after_seq"]), query_values, max_size=3),
+)
+async def test_v1_paths(http: httpx.AsyncClient, run_id: str, body: str, query: dict[str, str]) -> None:
+    quoted = quote(run_id, safe="")
+    for method, path in (("GET", "/v1/runs"), ("GET", f"/v1/runs/{quoted}"), ("POST", f"/v1/runs/{quoted}:cancel"),
+                         ("POST", f"/v1/runs/{quoted}/input"), ("GET", f"/v1/runs/{quoted}/events"),
+                         ("GET", f"/v1/threads/{quoted}/runs")):
+        check(await http.request(method, path, params=query, content=body.encode()), acp=False)

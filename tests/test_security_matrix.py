@@ -1,5 +1,5 @@
 """The authorization matrix: two principals x every route of every surface (native, /acp, /kore,
-/platform), over real HTTP. Alice creates one object of each kind on each surface; Bob then calls
+/platform, /v1), over real HTTP. Alice creates one object of each kind on each surface; Bob then calls
 every route naming Alice's objects and must be told they do not exist (404), see none of them in
 a listing, and change nothing.
 
@@ -20,7 +20,7 @@ import attrs
 import httpx
 import pytest
 
-from httpkit import demo_engine, serve
+from httpkit import demo_engine, serve, wait_status
 from runengine.adapters.asgi import engine_asgi_app
 from runengine.adapters.server import build_app
 
@@ -58,12 +58,16 @@ class World:
     platform_session: str = ""
     platform_trace: str = ""
     webhook_id: str = ""
+    v1_run: str = ""
+    v1_trace: str = ""
+    v1_thread: str = "alice-thread"  # begun by Alice's first /v1 run naming it
 
     def secrets(self) -> set[str]:
         """Every id of Alice's that Bob must never be shown."""
         return {
             self.native_run, self.native_session, self.explicit_session, self.acp_run, self.acp_session,
             self.kore_run, self.kore_session, self.platform_session, self.platform_trace, self.webhook_id,
+            self.v1_run, self.v1_trace, self.v1_thread,
         }
 
 
@@ -127,6 +131,11 @@ async def build_world(alice: httpx.AsyncClient, bob: httpx.AsyncClient) -> World
     )
     assert r.status_code == 201, r.text
     w.webhook_id = r.json()["webhook_id"]
+    # /v1 (seed 004): a run waiting for input in Alice's thread
+    r = await alice.post(f"/v1/threads/{w.v1_thread}/runs", json={"persona_id": "approval@1", "input": "refund"})
+    assert r.status_code == 201, r.text
+    w.v1_run, w.v1_trace = r.json()["run_id"], r.json()["trace_id"]
+    await wait_status(alice, w.v1_run, "waiting_for_input")
     return w
 
 
@@ -354,6 +363,45 @@ async def platform_remove_webhook(w: World) -> None:
     hidden(await w.bob.delete(f"/platform/apps/{APP}/webhooks/{w.webhook_id}"))
 
 
+# -- /v1 (seed 004) ----------------------------------------------------------------------------------
+
+
+async def v1_create_run(w: World) -> None:
+    r = await w.bob.post(f"/v1/threads/{w.v1_thread}/runs", json={"input": "x"})
+    hidden(r)
+    reveals_nothing(w, r, w.v1_thread)
+    r = await w.bob.post("/v1/threads/bob-thread/runs", json={"input": "x"})
+    new_own_run(w, r, r.json().get("run_id", ""))
+
+
+async def v1_thread_runs(w: World) -> None:
+    hidden(await w.bob.get(f"/v1/threads/{w.v1_thread}/runs"))
+
+
+async def v1_list_runs(w: World) -> None:
+    for query in ({}, {"status": "waiting_for_input"}):
+        r = await w.bob.get("/v1/runs", params=query)
+        assert r.status_code == 200, r.text
+        reveals_nothing(w, r)
+    hidden(await w.bob.get("/v1/runs", params={"before": w.v1_run}))
+
+
+async def v1_get_run(w: World) -> None:
+    hidden(await w.bob.get(f"/v1/runs/{w.v1_run}"))
+
+
+async def v1_cancel(w: World) -> None:
+    hidden(await w.bob.post(f"/v1/runs/{w.v1_run}:cancel"))
+
+
+async def v1_input(w: World) -> None:
+    hidden(await w.bob.post(f"/v1/runs/{w.v1_run}/input", json={"content": "yes"}))
+
+
+async def v1_events(w: World) -> None:
+    hidden(await w.bob.get(f"/v1/runs/{w.v1_run}/events", headers={"accept": "text/event-stream"}))
+
+
 #: Every route of the composed app, with how Bob tries it against Alice's objects.
 PROBES: dict[tuple[str, str], Probe] = {
     ("POST", "/runs"): native_create_run,
@@ -391,6 +439,14 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("POST", "/acp/runs/{run_id}/cancel"): acp_cancel,
     ("GET", "/acp/sessions/{session_id}"): acp_session,
     ("GET", "/acp/sessions/{session_id}/history/{index}"): acp_history_message,
+    ("POST", "/v1/threads/{thread_id}/runs"): v1_create_run,
+    ("GET", "/v1/threads/{thread_id}/runs"): v1_thread_runs,
+    ("GET", "/v1/runs"): v1_list_runs,
+    ("GET", "/v1/runs/{run_id}"): v1_get_run,
+    ("POST", "/v1/runs/{run_id}:cancel"): v1_cancel,
+    ("POST", "/v1/runs/{run_id}/input"): v1_input,
+    ("GET", "/v1/runs/{run_id}/events"): v1_events,
+    ("GET", "/v1/openapi.json"): lambda w: public(w, "/v1/openapi.json"),
 }
 
 
@@ -415,6 +471,8 @@ async def alice_objects_unchanged(w: World) -> None:
         assert r.status_code == 200 and r.json()["status"] == "active", r.text
     assert (await w.alice.get(f"/acp/runs/{w.acp_run}")).json()["status"] == "awaiting"
     assert (await w.alice.get(f"/runs/{w.kore_run}")).json()["status"] == "waiting_for_input"
+    assert (await w.alice.get(f"/v1/runs/{w.v1_run}")).json()["status"] == "waiting_for_input"
+    assert [r["run_id"] for r in (await w.alice.get(f"/v1/threads/{w.v1_thread}/runs")).json()] == [w.v1_run]
     history = await w.alice.get(f"/platform/apps/{APP}/sessions/{w.platform_session}/history")
     assert history.status_code == 200, history.text
     assert [h["webhook_id"] for h in (await w.alice.get(f"/platform/apps/{APP}/webhooks")).json()["webhooks"]] == [w.webhook_id]
