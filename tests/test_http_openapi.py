@@ -96,3 +96,56 @@ async def test_every_response_matches_the_document(auth: bool) -> None:
     assert (401 in statuses) is auth
     for response in seen:
         check(doc, response)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("auth", [False, True])
+async def test_every_v1_response_matches_its_document(auth: bool) -> None:
+    """The /v1 profile (seed 004) has its own document at /v1/openapi.json, paths relative to /v1."""
+    hook = (lambda headers: headers.get("authorization", "").removeprefix("Bearer ") or None) if auth else None
+    seen: list[httpx.Response] = []
+
+    async def record(response: httpx.Response) -> None:
+        await response.aread()
+        seen.append(response)
+
+    engine = demo_engine()
+    async with serve(engine_asgi_app(engine, auth=hook)) as url:
+        headers = {"authorization": "Bearer alice"} if auth else {}
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30.0) as plain:
+            doc = (await plain.get("/v1/openapi.json")).json()
+        assert ("security" in doc) is auth and doc["servers"] == [{"url": "/v1"}]
+        mounted = {**doc, "paths": {"/v1" + path: item for path, item in doc["paths"].items()}}
+        async with httpx.AsyncClient(
+            base_url=url + "/v1", headers=headers, timeout=30.0, event_hooks={"response": [record]}
+        ) as client:
+            done = (await client.post("/threads/t1/runs", json={"persona_id": "pizza@1", "input": "cheese"})).json()
+            pending = (await client.post("/threads/t1/runs", json={"persona_id": "approval"})).json()
+            await wait_status(client, pending["run_id"], "waiting_for_input")
+            await wait_status(client, done["run_id"], "completed")
+            await client.get("/threads/t1/runs", params={"limit": 1})
+            await client.get("/runs", params={"status": "completed", "limit": 1})
+            await client.get("/runs", params={"before": done["run_id"]})
+            await client.get(f"/runs/{done['run_id']}")
+            async with client.stream("GET", f"/runs/{done['run_id']}/events") as stream:
+                await stream.aread()
+            await client.post(f"/runs/{pending['run_id']}/input", json={"content": "x" * 40_000})
+            await client.post(f"/runs/{pending['run_id']}/input", json={"content": "yes"})
+            await wait_status(client, pending["run_id"], "completed")
+            await client.post(f"/runs/{pending['run_id']}/input", json={"content": "again"})  # 409 once ended
+            await client.post(f"/runs/{done['run_id']}:cancel")
+            await client.post("/threads/t1/runs", json={"persona_id": "nobody"})
+            await client.post("/threads/t1/runs", content=b"{")
+            await client.get("/runs/missing")
+            await client.get("/threads/missing/runs")
+            await client.get("/runs", params={"limit": "-1"})
+            await client.get("/runs/x/events", params={"after_seq": "abc"})
+            if auth:
+                client.headers.pop("authorization")
+                await client.get("/runs")
+                await client.post("/threads/t1/runs", json={})
+    statuses = {r.status_code for r in seen}
+    assert {200, 201, 400, 404, 409, 413} <= statuses
+    assert (401 in statuses) is auth
+    for response in seen:
+        check(mounted, response)
