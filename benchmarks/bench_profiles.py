@@ -51,6 +51,13 @@ async def read_stream(http: httpx.AsyncClient, method: str, path: str, **kwargs:
     return size
 
 
+async def v1_run_and_stream(http: httpx.AsyncClient, text: str) -> int:
+    """Seed 004 has no streaming create: POST the run, then read its event stream from seq 1."""
+    created = await http.post("/v1/threads/bench/runs", json={"persona_id": "tokens", "input": text})
+    created.raise_for_status()
+    return await read_stream(http, "GET", f"/v1/runs/{created.json()['run_id']}/events")
+
+
 def surfaces(n: int) -> dict[str, Callable[[httpx.AsyncClient], Awaitable[int]]]:
     text = str(n)
     return {
@@ -70,6 +77,7 @@ def surfaces(n: int) -> dict[str, Callable[[httpx.AsyncClient], Awaitable[int]]]
                 "stream": {"enable": True, "streamMode": "tokens"},
             },
         ),
+        "v1      POST + GET /v1/runs/{id}/events": lambda http: v1_run_and_stream(http, text),
     }
 
 
