@@ -8,7 +8,7 @@ import pytest
 
 from httpkit import demo_engine, serve, sse_events
 from runengine.adapters.asgi import engine_asgi_app
-from runengine.http.auth import AuthenticationFailed
+from runengine.http.auth import AuthenticationFailed, Principal
 
 TOKENS = {"t-alice": "alice", "t-bob": "bob"}
 
@@ -85,3 +85,18 @@ async def test_runs_are_invisible_to_other_principals(url: str) -> None:
         assert events[-1]["type"] == "run.completed"
         history = (await alice.get("/sessions/s-a/history")).json()
         assert [m["content"] for m in history["messages"]] == ["mine", "mine"]
+
+
+@pytest.mark.anyio
+async def test_a_hook_may_return_a_principal_whose_id_owns_the_runs() -> None:
+    people = {"t-carol": Principal(id="carol", org_id="org-9", user_name="Carol", email="c@example.com"), "t-bob": "bob"}
+    engine = demo_engine()
+    async with serve(engine_asgi_app(engine, auth=lambda headers: people.get(headers.get("authorization", "")[7:]))) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30.0) as client:
+            carol, bob = {"authorization": "Bearer t-carol"}, {"authorization": "Bearer t-bob"}
+            run = (await client.post("/runs", json={"agent": "echo", "input": "hi"}, headers=carol)).json()
+            assert (await engine.status(run["run_id"])).owner == "carol"  # the id, not the whole object
+            assert (await client.get(f"/runs/{run['run_id']}", headers=carol)).status_code == 200
+            assert (await client.get(f"/runs/{run['run_id']}", headers=bob)).status_code == 404
+            assert [r["run_id"] for r in (await client.get("/runs", headers=carol)).json()["runs"]] == [run["run_id"]]
+            assert (await client.get("/runs", headers=bob)).json()["runs"] == []
