@@ -126,6 +126,12 @@ async def test_create_list_and_get_in_the_seed_shapes() -> None:
         state = await engine.status(meta_id)
         assert state.output == {"input": {"x": [1]}, "route_id": "r-fast"}
         assert state.metadata["persona_version"] == "3"
+        keyed = [await client.post("/threads/th-3/runs", json=body, headers={"idempotency-key": "k-1"})
+                 for body in ({"input": "once"}, {"input": "once"}, {"input": "other"})]
+        assert keyed[0].status_code == keyed[1].status_code == 201 and keyed[0].json() == keyed[1].json()  # a retry
+        assert keyed[2].status_code == 422 and keyed[2].json()["error"]["code"] == "idempotency_error"
+        assert len((await client.get("/threads/th-3/runs")).json()) == 1
+        await wait_for(client, keyed[0].json()["run_id"], "completed")
         failed = (await client.post("/threads/th-2/runs", json={"persona_id": "broken"})).json()["run_id"]
         await wait_for(client, failed, "failed")
 
@@ -135,7 +141,7 @@ async def test_create_list_and_get_in_the_seed_shapes() -> None:
         assert len((await client.get("/threads/th-1/runs", params={"limit": 1})).json()) == 1
 
         rows = {r["run_id"]: r for r in (await client.get("/runs")).json()}
-        assert set(rows) == {run_id, bare.json()["run_id"], meta_id, failed}
+        assert set(rows) == {run_id, bare.json()["run_id"], meta_id, failed, keyed[0].json()["run_id"]}
         assert all(set(r) == SEED_ROW_FIELDS for r in rows.values())
         echo, figures, fail = rows[run_id], rows[meta_id], rows[failed]
         assert echo["total_input_tokens"] is None and echo["total_cost_usd"] is None  # no usage reported

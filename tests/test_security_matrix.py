@@ -27,7 +27,7 @@ from runengine.adapters.server import build_app
 ALICE, BOB = "acme:alice", "acme"
 TOKENS = {"t-alice": ALICE, "t-bob": BOB}
 #: Alice's Idempotency-Key on each surface (distinct, so this test does not depend on per-surface key spaces).
-KEYS = {"native": "order-1", "acp": "order-2", "kore": "order-3", "platform": "order-4"}
+KEYS = {"native": "order-1", "acp": "order-2", "kore": "order-3", "platform": "order-4", "v1": "order-5"}
 APP = "echo"  # the platform and Kore app id (the platform runs the agent named like the app)
 HOOK_URL = "https://93.184.216.34/hook"  # a public literal address: no DNS lookup, never called here
 
@@ -132,7 +132,8 @@ async def build_world(alice: httpx.AsyncClient, bob: httpx.AsyncClient) -> World
     assert r.status_code == 201, r.text
     w.webhook_id = r.json()["webhook_id"]
     # /v1 (seed 004): a run waiting for input in Alice's thread
-    r = await alice.post(f"/v1/threads/{w.v1_thread}/runs", json={"persona_id": "approval@1", "input": "refund"})
+    r = await alice.post(f"/v1/threads/{w.v1_thread}/runs", json={"persona_id": "approval@1", "input": "refund"},
+                         headers={"idempotency-key": KEYS["v1"]})
     assert r.status_code == 201, r.text
     w.v1_run, w.v1_trace = r.json()["run_id"], r.json()["trace_id"]
     await wait_status(alice, w.v1_run, "waiting_for_input")
@@ -370,7 +371,7 @@ async def v1_create_run(w: World) -> None:
     r = await w.bob.post(f"/v1/threads/{w.v1_thread}/runs", json={"input": "x"})
     hidden(r)
     reveals_nothing(w, r, w.v1_thread)
-    r = await w.bob.post("/v1/threads/bob-thread/runs", json={"input": "x"})
+    r = await w.bob.post("/v1/threads/bob-thread/runs", json={"input": "x"}, headers={"idempotency-key": "alice:" + KEYS["v1"]})
     new_own_run(w, r, r.json().get("run_id", ""))
 
 

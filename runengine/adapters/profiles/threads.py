@@ -1,6 +1,7 @@
 """The Threads/Runs profile (seed 004), mounted at /v1: the seed's paths and shapes over a RunEngine.
 
     POST /threads/{thread_id}/runs      201 {"run_id", "trace_id"}; the run executes in the background
+                                        (an Idempotency-Key header makes a retry get the same run)
     GET  /threads/{thread_id}/runs      [{"run_id", "status", "created_at"}]          ?limit=
     GET  /runs                          [{every field the seed lists}]    ?limit= &before= &status=
     GET  /runs/{run_id}                 {"run_id", "org_id", "thread_id", "created_by_user_id", ...}
@@ -42,7 +43,7 @@ from runengine.state import RunState, UsageTotals
 from runengine.status import Status
 from runengine.wire import dumps, event_data, format_time
 
-from .common import guarded, invalid, request_owner
+from .common import guarded, idempotency_key, invalid, request_fingerprint, request_owner
 from .threads_openapi import threads_openapi
 
 #: The agent a run without `persona_id` gets (the demo agent under `runengine serve`).
@@ -185,6 +186,7 @@ class ThreadsProfile:
         agent, version = self._agent(persona or None)
         run_input = params.json_value(body, "input", max_bytes=MAX_INPUT_BYTES)
         owner = request_owner(self.auth, request)
+        key = idempotency_key(request)
         metadata = {
             "route_id": route_id,
             "persona_id": persona or None,
@@ -199,9 +201,12 @@ class ThreadsProfile:
             session_id=thread_id,  # another principal's thread: SessionNotFound, a 404
             owner=owner,
             metadata={k: v for k, v in metadata.items() if v is not None},
-            run_id=uuid.uuid4().hex,
+            idempotency_key=key,
+            idempotency_scope="v1",
+            request_fingerprint=request_fingerprint(("v1", thread_id), body) if key is not None else None,
         )
-        return json_response({"run_id": state.run_id, "trace_id": metadata["trace_id"]}, status=201)
+        # A retry with the same Idempotency-Key gets the first run, with its trace id.
+        return json_response({"run_id": state.run_id, "trace_id": state.metadata.get("trace_id")}, status=201)
 
     def _agent(self, persona: str | None) -> tuple[str, str | None]:
         """The agent and version a persona_id names ("key@version"), or the default agent."""

@@ -116,6 +116,7 @@ ERRORS = {
     404: "not_found: no such run, thread or agent (or not visible to this principal)",
     409: "invalid_transition: the run's state does not allow this (input while not waiting_for_input)",
     413: "payload_too_large: the body, or an input's content, is over its limit",
+    422: "idempotency_error: the Idempotency-Key was used with a different request",
     429: "rate_limited: the principal already has the most event streams open at once",
 }
 
@@ -149,8 +150,11 @@ def threads_openapi(profile: ThreadsProfile | None = None, *, auth: bool | None 
             "post": {
                 "operationId": "createRun",
                 "summary": "Start a run in the thread (begun by its first run); it executes in the background",
+                "parameters": [
+                    {"name": "Idempotency-Key", "in": "header", "required": False, "description": "a retry with it gets the same run", "schema": ID}
+                ],
                 "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("CreateRun")}}},
-                "responses": {"201": _json(_ref("Created"), "the run was created"), **errors(400, 404, 409, 413)},
+                "responses": {"201": _json(_ref("Created"), "the run was created"), **errors(400, 404, 409, 413, 422)},
             },
             "get": {
                 "operationId": "listThreadRuns",
