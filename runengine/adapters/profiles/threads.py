@@ -44,6 +44,7 @@ from runengine.status import Status
 from runengine.wire import dumps, event_data, format_time
 
 from .common import guarded, idempotency_key, invalid, request_fingerprint, request_owner
+from .native_openapi import STATUSES
 from .threads_openapi import threads_openapi
 
 #: The agent a run without `persona_id` gets (the demo agent under `runengine serve`).
@@ -54,18 +55,6 @@ RUN_FIELDS = ("route_id", "persona_id", "input")
 #: (The seed's eight primary types are spelled as ours: run.started, message.delta, tool.call,
 #: tool.result, run.waiting_for_input, run.completed, run.failed, run.cancelled.)
 SEED_EVENT_TYPES: dict[str, str] = {}
-#: Run metadata keys this profile writes at creation (the seed's field names).
-META_KEYS = (
-    "route_id",
-    "persona_id",
-    "persona_version",
-    "trace_id",
-    "org_id",
-    "created_by_user_id",
-    "created_by_user_name",
-    "created_by_email",
-)
-STATUSES = tuple(s.value for s in Status)
 
 
 # -- engine state -> the seed's shapes ---------------------------------------------------
@@ -234,7 +223,7 @@ class ThreadsProfile:
     async def list_runs(self, request: Request) -> Response:
         query = request.query
         limit = params.query_int(query, "limit", default=DEFAULT_RUNS_LIMIT, minimum=1, maximum=MAX_RUNS_LIMIT)
-        status = params.query_choice(query, "status", STATUSES, None)
+        status = params.query_choice(query, "status", tuple(STATUSES), None)
         before_id = params.query_text(query, "before", max_length=MAX_ID_LENGTH)
         owner = request_owner(self.auth, request)
         cursor = None

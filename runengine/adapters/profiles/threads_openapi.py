@@ -10,9 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from runengine.http.limits import DEFAULT_RUNS_LIMIT, MAX_CONTENT_BYTES, MAX_ID_LENGTH, MAX_INPUT_BYTES, MAX_RUNS_LIMIT, MAX_SEQ
 
-from runengine.status import Status
-
-from .native_openapi import NO_CONTROL, SCHEMAS as NATIVE_SCHEMAS
+from .native_openapi import NO_CONTROL, SCHEMAS as NATIVE_SCHEMAS, STATUSES
 
 if TYPE_CHECKING:
     from .threads import ThreadsProfile
@@ -22,7 +20,6 @@ TIME = {"type": ["string", "null"], "format": "date-time"}
 TEXT = {"type": ["string", "null"]}
 INT = {"type": ["integer", "null"]}
 NUMBER = {"type": ["number", "null"]}
-STATUSES = [s.value for s in Status]
 
 ROW_FIELDS: dict[str, Any] = {
     "run_id": {"type": "string"},
