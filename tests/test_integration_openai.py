@@ -4,18 +4,24 @@ on 127.0.0.1 (tests/openai_server.py): streaming, tool calls, durability, 429 / 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from openai import AsyncOpenAI
 
-from httpkit import serve
+from httpkit import free_port, serve
 from openai_server import FakeOpenAI, Reply, error, text, tool_calls
 from runengine import RunEngine, Status, StepFailed
 from runengine.adapters.memory import MemoryStore
 from runengine.integrations.openai import Tool, chat, session_messages, tool_loop
+from test_cli import COMMAND, wait_ready
 from test_durable_core import DyingStore
 
 pytestmark = pytest.mark.anyio
@@ -283,3 +289,32 @@ async def test_session_messages_turn_the_history_into_chat_messages(api):
         {"role": "assistant", "content": "first answer"},
         {"role": "user", "content": {"q": "two"}},
     ]
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+async def test_the_example_serves_with_its_documented_command_against_the_test_server(api):
+    """`runengine serve --app examples.openai_agent:engine` from the repository root, the model
+    being the test server (OPENAI_BASE_URL): a run calls the tool and streams the reply."""
+    fake, base_url = api
+    fake.script(tool_calls(("call_m", "multiply", {"a": 17, "b": 23})), text("17 * 23 = ", "391"))
+    port = free_port()
+    env = {**os.environ, "OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "test-key", "OPENAI_MODEL": "test-model",
+           "RUNENGINE_STORE": "memory://"}
+    process = subprocess.Popen(
+        [*COMMAND, "serve", "--app", "examples.openai_agent:engine", "--port", str(port), "--log-level", "warning"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await anyio.to_thread.run_sync(wait_ready, url, process)  # the loop goes on serving the test API
+        async with httpx.AsyncClient(base_url=url, timeout=30.0) as http:
+            first = (await http.post("/runs", json={"agent": "assistant", "input": "17*23?", "session_id": "ex"})).json()
+            assert first["status"] == "completed", first
+            assert first["output"] == "17 * 23 = 391"
+    finally:
+        process.send_signal(signal.SIGINT)
+        await anyio.to_thread.run_sync(process.wait, 20)
+    assert fake.requests[0]["model"] == "test-model"
+    assert fake.requests[1]["messages"][-1] == {"role": "tool", "tool_call_id": "call_m", "content": "391"}

@@ -4,10 +4,16 @@ history) and crashed and resumed through the engine's resume path (tests/test_du
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from pydantic_ai import Agent, CallDeferred, ModelRetry
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, ToolReturnPart, UserPromptPart
@@ -17,6 +23,8 @@ from pydantic_ai.models.test import TestModel
 from runengine import RunEngine, Status
 from runengine.adapters.memory import MemoryStore
 from runengine.integrations.pydantic_ai import MODEL_STEP, agent_from_pydantic_ai, pydantic_ai_agent
+from httpkit import free_port
+from test_cli import COMMAND, wait_ready
 from test_durable_core import DyingStore
 
 pytestmark = pytest.mark.anyio
@@ -349,3 +357,35 @@ async def test_a_run_waiting_for_approval_goes_on_in_the_next_engine_without_ask
     assert state.status is Status.COMPLETED and state.output == "result: rain"
     assert ran == ["/tmp/x"]
     assert len(requests) == 2  # the first request replayed from the log; one more after the answers
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_example_serves_with_its_documented_command_on_the_test_model() -> None:
+    """`runengine serve --app examples.pydantic_ai_agent:engine` from the repository root with
+    PYDANTIC_AI_MODEL=test: TestModel calls both tools, the one that needs approval waits for it."""
+    port = free_port()
+    env = {**os.environ, "PYDANTIC_AI_MODEL": "test", "RUNENGINE_STORE": "memory://"}
+    process = subprocess.Popen(
+        [*COMMAND, "serve", "--app", "examples.pydantic_ai_agent:engine", "--port", str(port), "--log-level", "warning"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process)
+        with httpx.Client(base_url=url, timeout=30.0) as http:
+            run = http.post("/runs", json={"agent": "assistant", "input": "roll", "session_id": "ex"}).json()
+            assert run["status"] == "waiting_for_input", run
+            assert run["await_request"]["type"] == "approval" and run["await_request"]["tool"] == "forget_session"
+            assert http.post(f"/runs/{run['run_id']}/input", json={"content": True}).status_code == 200
+            for _ in range(300):
+                done = http.get(f"/runs/{run['run_id']}").json()
+                if done["status"] not in ("running", "pending"):
+                    break
+                time.sleep(0.1)
+            assert done["status"] == "completed", done
+            assert sorted(c["name"] for c in done["tool_calls"]) == ["forget_session", "roll_die"]
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=20)
