@@ -8,8 +8,9 @@ From the repository root:
          -d '{"agent": "assistant", "input": "Roll a die for me", "session_id": "demo", "mode": "stream"}'
 
 The model: PYDANTIC_AI_MODEL (default openai:gpt-4o-mini; any Pydantic AI model name, e.g.
-anthropic:claude-sonnet-4-5 with its key; `test` runs offline on Pydantic AI's TestModel). Ollama or
-vLLM: OPENAI_BASE_URL=http://localhost:11434/v1 PYDANTIC_AI_MODEL=openai:llama3.2. The store:
+anthropic:claude-sonnet-4-5 with its key; `test` runs offline on Pydantic AI's TestModel). Ollama:
+OLLAMA_BASE_URL=http://localhost:11434/v1 PYDANTIC_AI_MODEL=ollama:llama3.2; vLLM or another
+OpenAI-compatible server: OPENAI_BASE_URL=... PYDANTIC_AI_MODEL=openai-chat:<model>. The store:
 RUNENGINE_STORE (default sqlite:///pydantic_ai_agent.db). When the model calls `forget_session`,
 the run waits for input: `POST /runs/{id}/input` with `{"content": true}` approves it.
 """
