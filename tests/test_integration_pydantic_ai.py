@@ -389,3 +389,37 @@ def test_the_example_serves_with_its_documented_command_on_the_test_model() -> N
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=20)
+
+
+async def test_tools_the_model_calls_together_run_one_after_another_in_its_order():
+    steps: list[str] = []
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
+        if answered(messages):
+            yield "both done"
+        else:
+            yield {0: DeltaToolCall(name="first", json_args="{}", tool_call_id="c_first")}
+            yield {1: DeltaToolCall(name="second", json_args="{}", tool_call_id="c_second")}
+
+    agent = Agent(FunctionModel(stream_function=model))
+
+    @agent.tool_plain
+    async def first() -> str:
+        steps.append("first started")
+        for _ in range(5):  # gives a concurrent call every chance to start meanwhile
+            await anyio.lowlevel.checkpoint()
+        steps.append("first ended")
+        return "1"
+
+    @agent.tool_plain
+    async def second() -> str:
+        steps.append("second started")
+        return "2"
+
+    engine = RunEngine(MemoryStore())
+    engine.agent("pair")(pydantic_ai_agent(agent))
+    async with engine:
+        state = await engine.execute("pair", "go")
+    assert state.status is Status.COMPLETED
+    assert steps == ["first started", "first ended", "second started"]
+    assert [c.call_id for c in state.tool_calls] == ["c_first", "c_second"]
