@@ -36,21 +36,11 @@ def client() -> AsyncOpenAI:
 
 
 def multiply(a: float, b: float) -> float:
+    """Multiply two numbers."""
     return a * b
 
 
-TOOLS = [
-    Tool(
-        name="multiply",
-        fn=multiply,
-        description="Multiply two numbers.",
-        parameters={
-            "type": "object",
-            "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
-            "required": ["a", "b"],
-        },
-    )
-]
+TOOLS = [Tool.from_function(multiply)]
 
 
 @engine.agent("assistant", description="Chat on an OpenAI-compatible model, with a multiply tool")

@@ -319,3 +319,26 @@ async def test_the_example_serves_with_its_documented_command_against_the_test_s
         await anyio.to_thread.run_sync(process.wait, 20)
     assert fake.requests[0]["model"] == "test-model"
     assert fake.requests[1]["messages"][-1] == {"role": "tool", "tool_call_id": "call_m", "content": "391"}
+
+
+def test_a_tool_from_a_typed_function_has_its_name_docstring_and_parameter_schema():
+    def book(city: str, nights: int = 1) -> str:
+        """Book a hotel."""
+        return f"{nights} nights in {city}"
+
+    tool = Tool.from_function(book)
+    assert tool.definition() == {
+        "type": "function",
+        "function": {
+            "name": "book",
+            "description": "Book a hotel.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "city": {"title": "City", "type": "string"},
+                    "nights": {"default": 1, "title": "Nights", "type": "integer"},
+                },
+                "required": ["city"],
+            },
+        },
+    }

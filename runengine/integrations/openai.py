@@ -14,7 +14,9 @@ once it began, is recorded as the step's error and raises `StepFailed` in the ag
 
 from __future__ import annotations
 
+import inspect
 import json
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -24,6 +26,7 @@ from ..context import RunContext, StepStream
 from ..errors import StepFailed
 
 try:
+    import pydantic
     from openai import AsyncOpenAI
 except ImportError as exc:  # pragma: no cover - depends on the extra
     raise ImportError("runengine.integrations.openai needs the openai package: pip install 'runengine[openai]'") from exc
@@ -37,6 +40,24 @@ class Tool:
     fn: Callable[..., Any]
     parameters: Mapping[str, Any] = attrs.field(factory=lambda: {"type": "object", "properties": {}})
     description: str = ""
+
+    @classmethod
+    def from_function(cls, fn: Callable[..., Any], *, name: str | None = None, description: str | None = None) -> Tool:
+        """A tool from a typed function: its name, its docstring, a JSON schema of its parameters
+        (built by pydantic from the type hints and defaults)."""
+        hints = typing.get_type_hints(fn)
+        fields: dict[str, Any] = {
+            param.name: (hints.get(param.name, Any), ... if param.default is param.empty else param.default)
+            for param in inspect.signature(fn).parameters.values()
+        }
+        schema = pydantic.create_model(f"{fn.__name__}_arguments", **fields).model_json_schema()
+        schema.pop("title", None)
+        return cls(
+            name=name or fn.__name__,
+            fn=fn,
+            parameters=schema,
+            description=description if description is not None else inspect.getdoc(fn) or "",
+        )
 
     def definition(self) -> dict[str, Any]:
         """The tool as the chat completions API takes it."""
