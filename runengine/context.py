@@ -40,6 +40,7 @@ from .events import (
     ToolResult,
     Usage,
 )
+from .history import HistoryMessage, session_history
 from .ports import EventStore, SessionRecord
 from .reducer import Fold
 from .replay import Journal
@@ -131,6 +132,14 @@ class RunContext:
     @property
     def attempt(self) -> int:
         return self._writer.state.attempt
+
+    async def history(self) -> list[HistoryMessage]:
+        """The session's turns before this run, oldest first: each earlier run's input (role
+        "user"), then its messages. Empty outside a session. Read from the store, not recorded:
+        an earlier run still active shows the messages it has so far."""
+        if self.session_id is None:
+            return []
+        return await session_history(self._store, self.session_id, owner=self.owner, before_run=self.run_id)
 
     # -- recording and replaying ------------------------------------------------
 
@@ -365,6 +374,38 @@ class RunContext:
         )
         return output
 
+    async def stream_step(self, name: str, fn: Callable[[StepStream], Awaitable[Any]]) -> Any:
+        """Like `step`, for a call that streams while it runs (an LLM's reply): `fn(stream)` may
+        `await stream.delta(text)` and `await stream.thought(text)` as its output arrives, and returns
+        the result to record. The deltas and thoughts go out live; a resumed run gets the recorded
+        result, and the deltas and thoughts that came with it, without calling `fn` again. A call cut
+        short by a stop is made again (its half-streamed message is discarded, as any other)."""
+        call = f"stream_step({name!r})"
+        while self._journal is not None or self._diverged is not None:
+            recorded = await self._recorded(Event, call)
+            if recorded is None:
+                break  # not recorded to its end: made again, live
+            if isinstance(recorded, (MessageDelta, Thought)):
+                continue  # streamed by this call the first time
+            if not isinstance(recorded, StepCompleted):
+                raise self._diverge(recorded, call, f"the log has {recorded.type}")
+            self._match(recorded, call, name=name)
+            if recorded.error is not None:
+                raise StepFailed(name, recorded.error.code, recorded.error.message)
+            return recorded.output
+        try:
+            output = plain(await fn(StepStream(self)))
+        except Exception as exc:
+            error = ErrorInfo(code=type(exc).__name__, message=f"{type(exc).__name__}: {exc}")
+            await self._add(
+                lambda seq: StepCompleted(run_id=self.run_id, seq=seq, at=self._clock(), name=name, error=error)
+            )
+            raise StepFailed(name, error.code, error.message) from exc
+        await self._add(
+            lambda seq: StepCompleted(run_id=self.run_id, seq=seq, at=self._clock(), name=name, output=output)
+        )
+        return output
+
     async def now(self) -> datetime:
         """The current time, recorded: a resumed run sees the same time again."""
         return parse_time(await self.step("runengine.now", lambda: format_time(self._clock())))
@@ -529,6 +570,19 @@ class MessageStream:
         self.started = True
 
 
+class StepStream:
+    """What a `stream_step` function streams through while it runs (live only)."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self._ctx = ctx
+
+    async def delta(self, content: str) -> None:
+        await self._ctx.delta(content)
+
+    async def thought(self, content: str) -> None:
+        await self._ctx.thought(content)
+
+
 AgentFn = Callable[[RunContext], Awaitable[Any]]
 
-__all__ = ["RunContext", "MessageStream", "AgentFn", "InvalidRunState", "new_id", "plain", "sleep_until"]
+__all__ = ["RunContext", "MessageStream", "StepStream", "AgentFn", "InvalidRunState", "new_id", "plain", "sleep_until"]

@@ -50,9 +50,11 @@ from .events import (
     RunRequeued,
     RunStarted,
 )
+from .history import HistoryMessage
+from .history import session_history as read_session_history
 from .idempotency import bind_key, fingerprint
 from .ownership import can_access, idempotency_principal, session_of
-from .ports import MAX_PAGE, EventStore, IdempotencyRecord, LeaseLost, RunPage, RunSummary, SessionRecord, WorkQueue
+from .ports import MAX_PAGE, EventStore, IdempotencyRecord, LeaseLost, RunPage, SessionRecord, WorkQueue
 from .reducer import Fold
 from .retention import DEFAULT_SWEEP_INTERVAL, RetentionSweeper, delete_ended_run, retention_seconds, start_retention
 from .state import RunState
@@ -584,31 +586,7 @@ class RunEngine:
         With `owner` (auth on), the session must be that owner's (SessionNotFound otherwise) and only
         its runs count."""
         await session_of(self.store, session_id, owner)
-        runs: list[RunSummary] = []
-        before: str | None = None
-        while True:
-            page = await self.store.list_runs(session_id=session_id, owner=owner, limit=200, before=before)
-            runs.extend(page.runs)
-            before = page.next_before
-            if before is None:
-                break
-        history: list[HistoryMessage] = []
-        for summary in reversed(runs):
-            state = await self.status(summary.run_id)
-            history.append(
-                HistoryMessage(role="user", content=state.input, run_id=state.run_id, at=state.created_at, agent=None)
-            )
-            for message in state.messages:
-                history.append(
-                    HistoryMessage(
-                        role=message.role,
-                        content=message.content,
-                        run_id=state.run_id,
-                        at=state.finished_at or state.updated_at,
-                        agent=state.agent,
-                    )
-                )
-        return history
+        return await read_session_history(self.store, session_id, owner=owner)
 
     # -- commands -------------------------------------------------------------------
 
@@ -715,15 +693,6 @@ class RunEngine:
                 for run in page.runs:
                     await self.cancel(run.run_id, reason="session ended")
         return session
-
-
-@attrs.frozen(kw_only=True)
-class HistoryMessage:
-    role: str
-    content: Any
-    run_id: str
-    at: datetime | None = None
-    agent: str | None = None
 
 
 class _ReleasingLock:

@@ -1,0 +1,425 @@
+"""runengine.integrations.pydantic_ai: a Pydantic AI Agent run as a runengine agent, tested with
+Pydantic AI's own FunctionModel and TestModel (streaming, thinking, tools, errors, approvals,
+history) and crashed and resumed through the engine's resume path (tests/test_durable_core.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from pydantic_ai import Agent, CallDeferred, ModelRetry
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, ToolReturnPart, UserPromptPart
+from pydantic_ai.models.function import AgentInfo, DeltaThinkingPart, DeltaToolCall, FunctionModel
+from pydantic_ai.models.test import TestModel
+
+from runengine import RunEngine, Status
+from runengine.adapters.memory import MemoryStore
+from runengine.integrations.pydantic_ai import MODEL_STEP, agent_from_pydantic_ai, pydantic_ai_agent
+from httpkit import free_port
+from test_cli import COMMAND, wait_ready
+from test_durable_core import DyingStore
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # Pydantic AI runs on asyncio
+
+
+def answered(messages: list[ModelMessage]) -> bool:
+    """True once the last request carries a tool's return: the model then answers in text."""
+    return any(isinstance(part, ToolReturnPart) for part in messages[-1].parts)
+
+
+def adder_model(calls: list[list[ModelMessage]]) -> FunctionModel:
+    """Thinks, calls `add(2, 3)` with its arguments streamed in two pieces, then streams the answer."""
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
+        calls.append(messages)
+        if not answered(messages):
+            yield {0: DeltaThinkingPart(content="need ")}
+            yield {0: DeltaThinkingPart(content="a tool")}
+            yield {1: DeltaToolCall(name="add", json_args='{"a": 2, ', tool_call_id="call_add")}
+            yield {1: DeltaToolCall(json_args='"b": 3}')}
+        else:
+            for piece in ["The ", "sum ", "is 5."]:
+                yield piece
+
+    return FunctionModel(stream_function=stream)
+
+
+def adder_agent(calls: list[list[ModelMessage]], adds: list[tuple[int, int]]) -> Agent[None, str]:
+    agent = Agent(adder_model(calls))
+
+    @agent.tool_plain
+    def add(a: int, b: int) -> int:
+        adds.append((a, b))
+        return a + b
+
+    return agent
+
+
+async def log_of(engine: RunEngine, run_id: str) -> list[Any]:
+    return [event async for event in engine.events(run_id, follow=False)]
+
+
+async def test_text_thinking_tools_and_usage_become_the_runs_events():
+    calls: list[list[ModelMessage]] = []
+    adds: list[tuple[int, int]] = []
+    engine = RunEngine(MemoryStore())
+    engine.agents.add(agent_from_pydantic_ai(adder_agent(calls, adds), name="adder"))
+    async with engine:
+        state = await engine.execute("adder", "2+3?")
+        log = await log_of(engine, state.run_id)
+    assert state.status is Status.COMPLETED and state.output == "The sum is 5."
+    assert [e.content for e in log if e.type == "message.delta"] == ["The ", "sum ", "is 5."]
+    assert [m.content for m in state.messages] == ["The sum is 5."]
+    assert [e.content for e in log if e.type == "thought"] == ["need a tool"]
+    tool_call = next(e for e in log if e.type == "tool.call")
+    assert (tool_call.call_id, tool_call.name, tool_call.arguments) == ("call_add", "add", {"a": 2, "b": 3})
+    assert next(e for e in log if e.type == "tool.result").output == 5
+    assert adds == [(2, 3)]
+    assert [e.name for e in log if e.type == "step.completed"] == [MODEL_STEP, MODEL_STEP]
+    usage = [e for e in log if e.type == "usage"]
+    assert len(usage) == 2 and all(u.input_tokens > 0 and u.output_tokens > 0 for u in usage)
+    # The user prompt reached the model as the run's input.
+    first_request = calls[0][-1]
+    assert isinstance(first_request, ModelRequest)
+    assert [p.content for p in first_request.parts if isinstance(p, UserPromptPart)] == ["2+3?"]
+
+
+async def test_the_sessions_earlier_runs_are_the_agents_message_history():
+    calls: list[list[ModelMessage]] = []
+    adds: list[tuple[int, int]] = []
+    engine = RunEngine(MemoryStore())
+    engine.agents.add(agent_from_pydantic_ai(adder_agent(calls, adds), name="adder"))
+    async with engine:
+        first = await engine.execute("adder", "2+3?", session_id="s")
+        await engine.execute("adder", {"again": True}, session_id="s")
+    second_run_first_request = calls[2]
+    assert isinstance(second_run_first_request[0], ModelRequest)
+    assert [p.content for p in second_run_first_request[0].parts if isinstance(p, UserPromptPart)] == ["2+3?"]
+    assert isinstance(second_run_first_request[1], ModelResponse)
+    assert second_run_first_request[1].parts == [TextPart(first.output)]
+    assert [p.content for p in second_run_first_request[-1].parts if isinstance(p, UserPromptPart)] == ['{"again": true}']
+
+
+async def test_test_model_calls_every_tool_and_its_output_is_the_runs_output():
+    agent = Agent(TestModel(custom_output_text="done"))
+    seen: list[str] = []
+
+    @agent.tool_plain
+    def lookup(city: str) -> str:
+        seen.append(city)
+        return f"sunny in {city}"
+
+    engine = RunEngine(MemoryStore())
+    engine.agent("weather")(pydantic_ai_agent(agent))
+    async with engine:
+        state = await engine.execute("weather", "weather?")
+        log = await log_of(engine, state.run_id)
+    assert state.status is Status.COMPLETED and state.output == "done"
+    assert [c.name for c in state.tool_calls] == ["lookup"] and len(seen) == 1
+    assert next(e for e in log if e.type == "tool.result").output == f"sunny in {seen[0]}"
+
+
+async def test_a_model_that_raises_fails_the_run_with_its_error():
+    async def broken(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        raise RuntimeError("the model is down")
+        yield ""  # pragma: no cover - makes this a generator
+
+    engine = RunEngine(MemoryStore())
+    engine.agent("broken")(pydantic_ai_agent(Agent(FunctionModel(stream_function=broken))))
+    async with engine:
+        state = await engine.execute("broken", "hi")
+        log = await log_of(engine, state.run_id)
+    assert state.status is Status.FAILED
+    assert "the model is down" in state.error.message
+    step = next(e for e in log if e.type == "step.completed")
+    assert step.name == MODEL_STEP and step.error.code == "RuntimeError"
+
+
+async def test_a_tool_that_raises_model_retry_asks_the_model_again_and_one_that_raises_fails_the_run():
+    attempts: list[int] = []
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
+        parts = [p for m in messages for p in m.parts if isinstance(p, ToolReturnPart)]
+        returns = [p for p in parts if p.outcome != "retried"]
+        retries = [p for p in parts if p.outcome == "retried"]
+        if returns:
+            yield f"ok after {len(retries)} retry"
+        else:
+            yield {0: DeltaToolCall(name=info.function_tools[0].name, json_args="{}", tool_call_id=f"c{len(retries)}")}
+
+    agent = Agent(FunctionModel(stream_function=model))
+
+    @agent.tool_plain
+    def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ModelRetry("try once more")
+        return "fine"
+
+    crashing = Agent(FunctionModel(stream_function=model))
+
+    @crashing.tool_plain
+    def explode() -> str:
+        raise ValueError("boom")
+
+    engine = RunEngine(MemoryStore())
+    engine.agent("flaky")(pydantic_ai_agent(agent))
+    engine.agent("explode")(pydantic_ai_agent(crashing))
+    async with engine:
+        state = await engine.execute("flaky", "go")
+        failed = await engine.execute("explode", "go")
+    assert state.status is Status.COMPLETED and state.output == "ok after 1 retry"
+    assert len(attempts) == 2
+    assert state.tool_calls[0].output["__pydantic_ai_control__"] == "retry"
+    assert failed.status is Status.FAILED and "boom" in failed.error.message
+    assert failed.tool_calls[0].error.message == "ValueError: boom"
+
+
+def durable_agents(calls: list[list[ModelMessage]], adds: list[tuple[int, int]], crash_on_request: int | None):
+    """The adder, whose model request number `crash_on_request` (1-based) kills the first process."""
+
+    def agents(engine: RunEngine, store: DyingStore) -> None:
+        base = adder_model(calls)
+
+        async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
+            if len(calls) + 1 == crash_on_request and not store.dead and engine_number == 1:
+                calls.append(messages)
+                store.die()
+                await anyio.sleep_forever()
+            async for piece in base.stream_function(messages, info):  # type: ignore[misc]
+                yield piece
+
+        engine_number = len(engines) + 1
+        engines.append(engine)
+        agent = Agent(FunctionModel(stream_function=stream))
+
+        @agent.tool_plain
+        def add(a: int, b: int) -> int:
+            adds.append((a, b))
+            return a + b
+
+        @engine.agent("adder")
+        async def adder(ctx):
+            output = await pydantic_ai_agent(agent)(ctx)
+            if crash_on_request is None and ctx.attempt == 1:
+                await ctx.flush()
+                store.die()
+                await anyio.sleep_forever()
+            return output
+
+    engines: list[RunEngine] = []
+    return agents
+
+
+async def resume_after_crash(agents: Any) -> tuple[Any, list[Any]]:
+    shared = MemoryStore()
+    first = DyingStore(shared)
+    engine = RunEngine(first, drain_timeout=0)
+    agents(engine, first)
+    async with engine:
+        run = await engine.execute("adder", "2+3?", mode="async")
+        while not first.dead:
+            await anyio.sleep(0.001)
+    second_store = DyingStore(shared)
+    second = RunEngine(second_store)
+    agents(second, second_store)
+    async with second:
+        state = await second.wait(run.run_id)
+        log = await log_of(second, run.run_id)
+    return state, log
+
+
+async def test_a_resumed_run_repeats_no_recorded_model_request_and_no_tool_call():
+    calls: list[list[ModelMessage]] = []
+    adds: list[tuple[int, int]] = []
+    state, log = await resume_after_crash(durable_agents(calls, adds, crash_on_request=None))
+    assert state.status is Status.COMPLETED and state.output == "The sum is 5."
+    assert len(calls) == 2 and adds == [(2, 3)]  # both requests and the tool call replayed from the log
+    assert [m.content for m in state.messages] == ["The sum is 5."]
+    assert [e.type for e in log].count("run.resumed") == 1
+
+
+async def test_a_model_request_in_flight_at_the_crash_is_made_again_and_nothing_before_it():
+    calls: list[list[ModelMessage]] = []
+    adds: list[tuple[int, int]] = []
+    state, log = await resume_after_crash(durable_agents(calls, adds, crash_on_request=2))
+    assert state.status is Status.COMPLETED and state.output == "The sum is 5."
+    # Request 1 recorded (replayed), request 2 in flight at the crash (made again), the tool once.
+    assert len(calls) == 3 and adds == [(2, 3)]
+    assert [m.content for m in state.messages] == ["The sum is 5."]
+    assert [e.name for e in log if e.type == "step.completed"] == [MODEL_STEP, MODEL_STEP]
+
+
+def approval_agent(ran: list[str]) -> Agent[None, str]:
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
+        returns = [p for m in messages for p in m.parts if isinstance(p, ToolReturnPart)]
+        if returns:
+            yield f"result: {returns[-1].content}"
+        else:
+            yield {0: DeltaToolCall(name="delete", json_args='{"path": "/tmp/x"}', tool_call_id="del_1")}
+            yield {1: DeltaToolCall(name="weather", json_args='{"city": "Oslo"}', tool_call_id="wx_1")}
+
+    agent = Agent(FunctionModel(stream_function=model))
+
+    @agent.tool_plain(requires_approval=True)
+    def delete(path: str) -> str:
+        ran.append(path)
+        return f"deleted {path}"
+
+    @agent.tool_plain
+    def weather(city: str) -> str:
+        raise CallDeferred()  # the result comes from outside the agent
+
+    return agent
+
+
+async def test_approval_and_deferred_tools_wait_for_input_and_go_on_with_it():
+    ran: list[str] = []
+    engine = RunEngine(MemoryStore())
+    engine.agent("guarded")(pydantic_ai_agent(approval_agent(ran)))
+    async with engine:
+        run = await engine.execute("guarded", "clean up", mode="async")
+        waiting = await engine.wait(run.run_id)
+        assert waiting.status is Status.WAITING_FOR_INPUT and ran == []
+        assert waiting.await_request == {"type": "approval", "tool": "delete", "arguments": {"path": "/tmp/x"}, "call_id": "del_1"}
+        await engine.resume(run.run_id, {"approved": True})
+        waiting = await engine.wait(run.run_id)
+        assert waiting.status is Status.WAITING_FOR_INPUT
+        assert waiting.await_request["type"] == "tool_result" and waiting.await_request["tool"] == "weather"
+        await engine.resume(run.run_id, "rain")
+        state = await engine.wait(run.run_id)
+    assert state.status is Status.COMPLETED, state.error
+    assert ran == ["/tmp/x"]
+    # The deferral is recorded as the weather call's result (so a replay defers again); delete ran once.
+    assert [(c.name, c.output) for c in state.tool_calls] == [
+        ("weather", {"__pydantic_ai_control__": "deferred", "metadata": None, "kind": "external"}),
+        ("delete", "deleted /tmp/x"),
+    ]
+
+
+async def test_a_denied_approval_does_not_run_the_tool():
+    ran: list[str] = []
+    engine = RunEngine(MemoryStore())
+    engine.agent("guarded")(pydantic_ai_agent(approval_agent(ran)))
+    async with engine:
+        run = await engine.execute("guarded", "clean up", mode="async")
+        await engine.wait(run.run_id)
+        await engine.resume(run.run_id, "no")
+        await engine.wait(run.run_id)
+        await engine.resume(run.run_id, "rain")
+        state = await engine.wait(run.run_id)
+    assert state.status is Status.COMPLETED
+    assert ran == [] and [c.name for c in state.tool_calls] == ["weather"]
+
+
+async def test_a_run_waiting_for_approval_goes_on_in_the_next_engine_without_asking_the_model_again():
+    store = MemoryStore()
+    ran: list[str] = []
+    requests: list[int] = []
+
+    def make() -> RunEngine:
+        agent = approval_agent(ran)
+        counted = agent.model
+        assert isinstance(counted, FunctionModel) and counted.stream_function is not None
+        inner = counted.stream_function
+
+        async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
+            requests.append(1)
+            async for piece in inner(messages, info):  # type: ignore[misc]
+                yield piece
+
+        engine = RunEngine(store)
+        engine.agent("guarded")(pydantic_ai_agent(agent, model=FunctionModel(stream_function=stream)))
+        return engine
+
+    async with make() as engine:
+        run = await engine.execute("guarded", "clean up")
+        assert run.status is Status.WAITING_FOR_INPUT
+    assert len(requests) == 1
+    async with make() as engine:
+        await engine.resume(run.run_id, True)
+        await engine.wait(run.run_id)
+        await engine.resume(run.run_id, "rain")
+        state = await engine.wait(run.run_id)
+    assert state.status is Status.COMPLETED and state.output == "result: rain"
+    assert ran == ["/tmp/x"]
+    assert len(requests) == 2  # the first request replayed from the log; one more after the answers
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_example_serves_with_its_documented_command_on_the_test_model() -> None:
+    """`runengine serve --app examples.pydantic_ai_agent:engine` from the repository root with
+    PYDANTIC_AI_MODEL=test: TestModel calls both tools, the one that needs approval waits for it."""
+    port = free_port()
+    env = {**os.environ, "PYDANTIC_AI_MODEL": "test", "RUNENGINE_STORE": "memory://"}
+    process = subprocess.Popen(
+        [*COMMAND, "serve", "--app", "examples.pydantic_ai_agent:engine", "--port", str(port), "--log-level", "warning"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process)
+        with httpx.Client(base_url=url, timeout=30.0) as http:
+            run = http.post("/runs", json={"agent": "assistant", "input": "roll", "session_id": "ex"}).json()
+            assert run["status"] == "waiting_for_input", run
+            assert run["await_request"]["type"] == "approval" and run["await_request"]["tool"] == "forget_session"
+            assert http.post(f"/runs/{run['run_id']}/input", json={"content": True}).status_code == 200
+            for _ in range(300):
+                done = http.get(f"/runs/{run['run_id']}").json()
+                if done["status"] not in ("running", "pending"):
+                    break
+                time.sleep(0.1)
+            assert done["status"] == "completed", done
+            assert sorted(c["name"] for c in done["tool_calls"]) == ["forget_session", "roll_die"]
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=20)
+
+
+async def test_tools_the_model_calls_together_run_one_after_another_in_its_order():
+    steps: list[str] = []
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
+        if answered(messages):
+            yield "both done"
+        else:
+            yield {0: DeltaToolCall(name="first", json_args="{}", tool_call_id="c_first")}
+            yield {1: DeltaToolCall(name="second", json_args="{}", tool_call_id="c_second")}
+
+    agent = Agent(FunctionModel(stream_function=model))
+
+    @agent.tool_plain
+    async def first() -> str:
+        steps.append("first started")
+        for _ in range(5):  # gives a concurrent call every chance to start meanwhile
+            await anyio.lowlevel.checkpoint()
+        steps.append("first ended")
+        return "1"
+
+    @agent.tool_plain
+    async def second() -> str:
+        steps.append("second started")
+        return "2"
+
+    engine = RunEngine(MemoryStore())
+    engine.agent("pair")(pydantic_ai_agent(agent))
+    async with engine:
+        state = await engine.execute("pair", "go")
+    assert state.status is Status.COMPLETED
+    assert steps == ["first started", "first ended", "second started"]
+    assert [c.call_id for c in state.tool_calls] == ["c_first", "c_second"]
