@@ -191,8 +191,8 @@ def _access_summary(api_keys: tuple[tuple[str, str], ...], auth_ref: str | None,
     envvar="RUNENGINE_STORE",
     help="Store URL for the demo engine (sqlite:///file.db, memory://, postgresql://...).",
 )
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
 @click.option(
     "--app", "app_ref", default=None, envvar=f"{ENV_PREFIX}_APP", help="module:engine, your RunEngine (default: the demo agents)."
 )
@@ -204,7 +204,13 @@ def _access_summary(api_keys: tuple[tuple[str, str], ...], auth_ref: str | None,
     help="module:function, an auth hook given the request headers (instead of --api-key).",
 )
 @click.option("--delay", default=0.05, show_default=True, type=float, help="Seconds between demo tokens.")
-@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="The server's and the engine's log level.",
+)
 @click.option(
     "--worker/--no-worker",
     "run_worker",
