@@ -148,7 +148,8 @@ class RateLimited:
     async def _take(self, key: str, now: float) -> tuple[bool, int, float]:
         """Count one request for `key`: (allowed, remaining, reset time)."""
         start = now - (now % self.window)
-        count = await self.windows.take(key, start, self.limit)
+        # Counts of windows of another length (another process's setting, during a deploy) are kept apart.
+        count = await self.windows.take(f"{self.window:g}s {key}", start, self.limit)
         reset = start + self.window
         if count is None:
             return False, 0, reset
