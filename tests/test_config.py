@@ -245,6 +245,12 @@ def test_precedence_command_line_then_environment_then_file_then_default(
     assert from_cli["api_keys"] == (("dave", "sk-4"),)
     monkeypatch.setenv("RUNENGINE_CONFIG", str(config))  # the file named by the environment
     assert parsed([])["host"] == "0.0.0.0"
+    listed = tmp_path / "listed.toml"  # arrays, or a string as in the environment
+    listed.write_text('api_keys = ["alice=sk-1", "bob=sk-2"]\nwebhook_allow_hosts = "hooks.internal,10.0.0.0/8"\n')
+    monkeypatch.delenv("RUNENGINE_API_KEYS")
+    from_list = parsed(["--config", str(listed)])
+    assert from_list["api_keys"] == (("alice", "sk-1"), ("bob", "sk-2"))
+    assert from_list["webhook_allow_hosts"] == ("hooks.internal", "10.0.0.0/8")
 
 
 @pytest.mark.parametrize(
