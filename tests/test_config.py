@@ -167,6 +167,10 @@ def test_platform_sends_its_seed_headers_by_default(tmp_path: Path) -> None:
         assert platform.headers["x-ratelimit-limit"] == "600"
         assert int(platform.headers["x-ratelimit-remaining"]) < 600
         assert "x-ratelimit-limit" not in httpx.get(server.base + "/runs", timeout=30).headers
+    with serve_process(["--store", "memory://", "--rate-limit", "off"], tmp_path / "off.log") as server:
+        assert "rate limit: off" in started_line(server)
+        platform = httpx.post(server.base + "/platform/apps/echo/execute", json={"message": "hi"}, timeout=30)
+        assert platform.status_code == 200 and "x-ratelimit-limit" not in platform.headers
 
 
 def test_rate_parsing() -> None:

@@ -101,13 +101,17 @@ class ApiKeyType(click.ParamType):
             self.fail(exc.message, param, ctx)
 
 
+#: `--rate-limit off`: no limit on any surface, /platform's default included.
+RATE_OFF = "off"
+
+
 class RateType(click.ParamType):
-    """`600/minute` -> Rate(600, 60.0)."""
+    """`600/minute` -> Rate(600, 60.0); `off` -> RATE_OFF."""
 
-    name = "N/PERIOD"
+    name = "N/PERIOD|off"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Rate:
-        if isinstance(value, Rate):
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Rate | str:
+        if isinstance(value, Rate) or value == RATE_OFF:
             return value
         try:
             return Rate.parse(str(value))
@@ -154,7 +158,7 @@ def access_options(command: Callable[..., Any]) -> Callable[..., Any]:
             default=None,
             help="Requests per principal on every surface (600/minute; per second, minute, hour or day), with"
             " X-RateLimit-* headers and 429 beyond; shared by every process on a PostgreSQL store."
-            f" Without it only /platform is limited, at its seed's {PLATFORM_RATE}.",
+            f" Without it only /platform is limited, at its seed's {PLATFORM_RATE}; `off`: nothing is.",
         ),
         click.option(
             "--webhook-allow-host",
@@ -171,7 +175,7 @@ def access_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def _access_summary(api_keys: tuple[tuple[str, str], ...], auth_ref: str | None, rate_limit: Rate | None) -> str:
+def _access_summary(api_keys: tuple[tuple[str, str], ...], auth_ref: str | None, rate_limit: Rate | str | None) -> str:
     """The start-up line's account of who may call and how often."""
     if api_keys:
         auth = f"{len(api_keys)} API key{'s' if len(api_keys) != 1 else ''}"
@@ -179,7 +183,10 @@ def _access_summary(api_keys: tuple[tuple[str, str], ...], auth_ref: str | None,
         auth = f"auth hook {auth_ref}"
     else:
         auth = "open: no API keys, every request is served"
-    limit = f"{rate_limit} per principal" if rate_limit else f"/platform {PLATFORM_RATE} per principal"
+    if rate_limit == RATE_OFF:
+        limit = "off"
+    else:
+        limit = f"{rate_limit} per principal" if rate_limit else f"/platform {PLATFORM_RATE} per principal"
     return f"auth: {auth}; rate limit: {limit}"
 
 
@@ -258,7 +265,7 @@ def serve(
     body_timeout: float,
     keep_alive_timeout: float,
     api_keys: tuple[tuple[str, str], ...],
-    rate_limit: Rate | None,
+    rate_limit: Rate | str | None,
     webhook_allow_hosts: tuple[str, ...],
 ) -> None:
     """Serve the native API and the live page (uvicorn).
@@ -314,8 +321,8 @@ def serve(
             engine,
             auth=auth,
             body_timeout=body_timeout,
-            rate_limit=rate_limit,
-            platform_rate=PLATFORM_RATE,
+            rate_limit=rate_limit if isinstance(rate_limit, Rate) else None,
+            platform_rate=None if rate_limit == RATE_OFF else PLATFORM_RATE,
             webhook_sender=WebhookSender(allow_hosts=webhook_allow_hosts),
         ),
         host=host,
