@@ -13,6 +13,7 @@ from httpkit import TcpProxy, add_test_agents, serve
 from runengine import RunEngine
 from runengine.adapters.asgi import engine_asgi_app
 from runengine.demo import register_demo_agents
+from runengine.http.apikeys import api_key_auth
 
 pytestmark = pytest.mark.browser
 
@@ -42,20 +43,28 @@ async def browser():
 
 
 @pytest.fixture
-async def site():
-    """(page URL through a TCP proxy that can cut connections, the proxy)."""
+async def site(request: pytest.FixtureRequest):
+    """(page URL through a TCP proxy that can cut connections, the proxy, the API key the server
+    wants: None unless the test is parametrized with one, `indirect`)."""
+    key = getattr(request, "param", None)
     engine = register_demo_agents(RunEngine("memory://"), delay=0.015)
     add_test_agents(engine)
-    async with serve(engine_asgi_app(engine)) as url:
+    auth = api_key_auth({key: "page-user"}) if key else None
+    async with serve(engine_asgi_app(engine, auth=auth)) as url:
         async with TcpProxy(int(url.rsplit(":", 1)[1])) as proxy:
-            yield f"http://127.0.0.1:{proxy.port}/", proxy
+            yield f"http://127.0.0.1:{proxy.port}/", proxy, key
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("site", [None, "sk-page"], indirect=True, ids=["open", "api-key"])
 async def test_a_cut_mid_stream_resumes_with_no_gap_and_no_duplicate(browser, site) -> None:
-    url, proxy = site
+    url, proxy, key = site
     page = await browser.new_page()
     await page.goto(url)
+    if key is not None:  # the server wants a key: the page asks for it, then lists the agents
+        await page.wait_for_function("document.getElementById('agent-description').textContent.includes('API key')")
+        await page.fill("#api-key", key)
+        await page.dispatch_event("#api-key", "change")
     await page.wait_for_function("document.querySelectorAll('#agent option').length >= 3")
     await page.select_option("#agent", "echo")
     text = " ".join(f"token{i}" for i in range(300))
@@ -76,13 +85,14 @@ async def test_a_cut_mid_stream_resumes_with_no_gap_and_no_duplicate(browser, si
     assert await page.inner_text("#status") == "completed"
     # The page saw exactly the server's log.
     run_id = live["runId"]
-    log = await page.evaluate(f"fetch('runs/{run_id}/events?limit=1000').then(r => r.json())")
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    log = await page.evaluate(f"fetch('runs/{run_id}/events?limit=1000', {{headers: {headers!r}}}).then(r => r.json())")
     assert [e["seq"] for e in log["events"]] == live["received"]
 
 
 @pytest.mark.anyio
 async def test_pizza_and_approval_in_the_page(browser, site) -> None:
-    url, _ = site
+    url, _, _ = site
     page = await browser.new_page()
     await page.goto(url)
     await page.wait_for_function("document.querySelectorAll('#agent option').length >= 3")

@@ -87,7 +87,7 @@ SURFACES = (native_session, platform_session, kore_session, acp_session)
 @pytest.mark.slow
 @pytest.mark.anyio
 async def test_server_memory_stays_bounded_under_maximal_sessions(tmp_path: Path) -> None:
-    server = ServeProcess(["--store", f"sqlite:///{tmp_path / 'memory.db'}", "--delay", "0", "--log-level", "warning"], tmp_path / "serve.log")
+    server = ServeProcess(["--store", f"sqlite:///{tmp_path / 'memory.db'}", "--delay", "0", "--log-level", "warning", "--rate-limit", "off"], tmp_path / "serve.log")
     server.start()
     try:
         async with httpx.AsyncClient(base_url=server.base, timeout=60.0) as http:

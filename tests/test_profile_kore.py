@@ -437,6 +437,32 @@ async def test_multitask_strategies_and_idempotency_key(kore: Kore) -> None:
     assert three != one
 
 
+@pytest.mark.anyio
+async def test_status_reports_the_effective_multitask_strategy() -> None:
+    engine = make_engine()
+    engine.session_policy = "reject"  # the seed's sample status shows "reject"
+    async with engine:
+        root = Router()
+        root.mount("/kore", KoreProfile(engine))
+        async with serve_app(root) as base, httpx.AsyncClient(base_url=base, timeout=30) as http:
+            ident = identity(sessionReference=f"strategy-{uuid.uuid4()}")
+            hello = {"sessionIdentity": ident, "input": [{"type": "text", "content": "hello"}]}
+            plain = (await http.post(f"{BASE}/execute", json=hello)).json()["sessionInfo"]["runId"]
+            named = (await http.post(f"{BASE}/execute", json={**hello, "multitaskStrategy": "enqueue"})).json()
+            for run_id, strategy in ((plain, "reject"), (named["sessionInfo"]["runId"], "enqueue")):
+                status = await http.post(f"{BASE}/{run_id}/status", json={"sessionIdentity": ident})
+                assert status.json()["run"]["multitaskStrategy"] == strategy
+        profiled = KoreProfile(engine, session_policy="interrupt")  # the profile's own default wins
+        root = Router()
+        root.mount("/kore", profiled)
+        async with serve_app(root) as base, httpx.AsyncClient(base_url=base, timeout=30) as http:
+            ident = identity(sessionReference=f"strategy-{uuid.uuid4()}")
+            hello = {"sessionIdentity": ident, "input": [{"type": "text", "content": "hello"}]}
+            run_id = (await http.post(f"{BASE}/execute", json=hello)).json()["sessionInfo"]["runId"]
+            status = await http.post(f"{BASE}/{run_id}/status", json={"sessionIdentity": ident})
+            assert status.json()["run"]["multitaskStrategy"] == "interrupt"
+
+
 # -- bad input --------------------------------------------------------------------------------------------
 
 

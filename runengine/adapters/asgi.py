@@ -209,9 +209,10 @@ def _request(scope: Scope, body: bytes) -> Request:
 
 
 def engine_asgi_app(
-    engine: RunEngine, *, auth: AuthHook | None = None, body_timeout: float | None = BODY_TIMEOUT
+    engine: RunEngine, *, auth: AuthHook | None = None, body_timeout: float | None = BODY_TIMEOUT, **options: Any
 ) -> ASGIApp:
-    """A standalone ASGI app for `engine`: `build_app` plus a lifespan that runs `async with engine`."""
+    """A standalone ASGI app for `engine`: `build_app` (given `auth` and `options`) plus a lifespan
+    that runs `async with engine`."""
     from .server import build_app
 
-    return ASGIApp(build_app(engine, auth=auth), lifespan=lambda: engine, body_timeout=body_timeout)
+    return ASGIApp(build_app(engine, auth=auth, **options), lifespan=lambda: engine, body_timeout=body_timeout)

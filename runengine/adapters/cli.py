@@ -2,6 +2,8 @@
 
     runengine serve [--store sqlite:///runengine.db] [--host 127.0.0.1] [--port 8000] [--app module:engine]
                     [--header-timeout 10] [--body-timeout 30] [--keep-alive-timeout 5]
+                    [--api-key NAME=KEY ...] [--rate-limit 600/minute] [--webhook-allow-host HOST ...]
+                    [--config runengine.toml]        (every option also RUNENGINE_<NAME>: docs/configuration.md)
     runengine tail RUN_ID [--after-seq N] [--url http://127.0.0.1:8000]
     runengine runs [--session-id S] [--status S] [--limit N]
     runengine show RUN_ID
@@ -15,6 +17,7 @@
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import json
 import logging
 import os
@@ -34,9 +37,13 @@ from httpx_sse import connect_sse
 
 from runengine import __version__
 from runengine.engine import RunEngine
-from runengine.errors import RunEngineError
+from runengine.errors import InvalidRequest, RunEngineError
 from runengine.ports import EventStore
+from runengine.adapters.server import PLATFORM_RATE
+from runengine.http.ratelimit import Rate
 from runengine.worker import LOST_POLICIES
+
+from .configfile import ENV_PREFIX, config_option
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = ("run.completed", "run.failed", "run.cancelled")
@@ -74,7 +81,116 @@ def load_object(ref: str, what: str) -> Any:
     return value
 
 
-@main.command()
+# -- serve: access options (API keys, rate limits, webhook hosts) ---------------------------
+
+
+class ApiKeyType(click.ParamType):
+    """`NAME=KEY` -> (NAME, KEY); the environment variable holds several, comma-separated."""
+
+    name = "NAME=KEY"
+    envvar_list_splitter = ","
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, str]:
+        if isinstance(value, tuple):
+            return value
+        from runengine.http.apikeys import parse_api_key
+
+        try:
+            return parse_api_key(str(value))
+        except InvalidRequest as exc:
+            self.fail(exc.message, param, ctx)
+
+
+#: `--rate-limit off`: no limit on any surface, /platform's default included.
+RATE_OFF = "off"
+
+
+class RateType(click.ParamType):
+    """`600/minute` -> Rate(600, 60.0); `off` -> RATE_OFF."""
+
+    name = "N/PERIOD|off"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Rate | str:
+        if isinstance(value, Rate) or value == RATE_OFF:
+            return value
+        try:
+            return Rate.parse(str(value))
+        except InvalidRequest as exc:
+            self.fail(exc.message, param, ctx)
+
+
+_HOST_NAME = re.compile(r"(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*\.?", re.IGNORECASE)
+
+
+class HostType(click.ParamType):
+    """A host name, an IP address or a network (CIDR); several comma-separated in the environment."""
+
+    name = "HOST"
+    envvar_list_splitter = ","
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value).strip()
+        try:
+            ipaddress.ip_network(text, strict=False)
+            return text
+        except ValueError:
+            pass
+        if not _HOST_NAME.fullmatch(text):
+            self.fail(f"{text!r} is not a host name, an IP address or a network like 10.0.0.0/8", param, ctx)
+        return text
+
+
+def access_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The serve options that decide who may call, how often, and where callbacks may go."""
+    options = [
+        click.option(
+            "--api-key",
+            "api_keys",
+            multiple=True,
+            type=ApiKeyType(),
+            envvar=f"{ENV_PREFIX}_API_KEYS",
+            help="An API key (repeatable; env: comma-separated): requests must send"
+            " `Authorization: Bearer KEY` or `x-api-key: KEY`, and act as NAME. None: the server is open.",
+        ),
+        click.option(
+            "--rate-limit",
+            type=RateType(),
+            default=None,
+            help="Requests per principal on every surface (600/minute; per second, minute, hour or day), with"
+            " X-RateLimit-* headers and 429 beyond; shared by every process on a PostgreSQL store."
+            f" Without it only /platform is limited, at its seed's {PLATFORM_RATE}; `off`: nothing is.",
+        ),
+        click.option(
+            "--webhook-allow-host",
+            "webhook_allow_hosts",
+            multiple=True,
+            type=HostType(),
+            envvar=f"{ENV_PREFIX}_WEBHOOK_ALLOW_HOSTS",
+            help="A host name, IP address or network (CIDR) callbacks and webhooks may reach although it is"
+            " private (repeatable; env: comma-separated). Other private addresses stay refused.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _access_summary(api_keys: tuple[tuple[str, str], ...], auth_ref: str | None, rate_limit: Rate | str | None) -> str:
+    """The start-up line's account of who may call and how often."""
+    if api_keys:
+        auth = f"{len(api_keys)} API key{'s' if len(api_keys) != 1 else ''}"
+    elif auth_ref:
+        auth = f"auth hook {auth_ref}"
+    else:
+        auth = "open: no API keys, every request is served"
+    if rate_limit == RATE_OFF:
+        limit = "off"
+    else:
+        limit = f"{rate_limit} per principal" if rate_limit else f"/platform {PLATFORM_RATE} per principal"
+    return f"auth: {auth}; rate limit: {limit}"
+
+
+@main.command(context_settings={"auto_envvar_prefix": ENV_PREFIX})
 @click.option(
     "--store",
     default="sqlite:///runengine.db",
@@ -82,16 +198,31 @@ def load_object(ref: str, what: str) -> Any:
     envvar="RUNENGINE_STORE",
     help="Store URL for the demo engine (sqlite:///file.db, memory://, postgresql://...).",
 )
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--app", "app_ref", default=None, help="module:engine, your RunEngine (default: the demo agents).")
-@click.option("--auth", "auth_ref", default=None, help="module:function, an auth hook given the request headers.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option(
+    "--app", "app_ref", default=None, envvar=f"{ENV_PREFIX}_APP", help="module:engine, your RunEngine (default: the demo agents)."
+)
+@click.option(
+    "--auth",
+    "auth_ref",
+    default=None,
+    envvar=f"{ENV_PREFIX}_AUTH",
+    help="module:function, an auth hook given the request headers (instead of --api-key).",
+)
 @click.option("--delay", default=0.05, show_default=True, type=float, help="Seconds between demo tokens.")
-@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="The server's and the engine's log level.",
+)
 @click.option(
     "--worker/--no-worker",
     "run_worker",
     default=None,
+    envvar=f"{ENV_PREFIX}_WORKER",
     help="With a store that has a work queue (postgresql://): also execute queued runs in this process"
     " (default: yes for the demo engine; as configured for --app).",
 )
@@ -117,6 +248,8 @@ def load_object(ref: str, what: str) -> Any:
     type=click.FloatRange(min=0, min_open=True),
     help="Seconds an idle connection is kept open after a response.",
 )
+@access_options
+@config_option("serve")
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -131,12 +264,20 @@ def serve(
     header_timeout: float,
     body_timeout: float,
     keep_alive_timeout: float,
+    api_keys: tuple[tuple[str, str], ...],
+    rate_limit: Rate | str | None,
+    webhook_allow_hosts: tuple[str, ...],
 ) -> None:
-    """Serve the native API and the live page (uvicorn)."""
+    """Serve the native API and the live page (uvicorn).
+
+    Every option is also an environment variable (RUNENGINE_<NAME>) and a key of the --config file:
+    docs/configuration.md."""
     import uvicorn
 
     from runengine.adapters.asgi import engine_asgi_app
     from runengine.adapters.uvicorn_http import header_timeout_protocol
+    from runengine.adapters.webhooks import WebhookSender
+    from runengine.http.apikeys import api_key_auth, keys_by_secret
 
     from runengine.demo import register_demo_agents
 
@@ -162,11 +303,28 @@ def serve(
             engine.worker_options = None
     elif run_worker:
         raise click.UsageError("--worker needs a store with a work queue (postgresql://)")
-    auth = load_object(auth_ref, "--auth") if auth_ref else None
+    if api_keys and auth_ref:
+        raise click.UsageError("give --api-key or --auth, not both")
+    try:
+        auth = api_key_auth(keys_by_secret(api_keys)) if api_keys else None
+    except InvalidRequest as exc:
+        raise click.BadParameter(exc.message, param_hint="--api-key") from None
+    if auth_ref:
+        auth = load_object(auth_ref, "--auth")
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, log_level.upper())))
-    click.echo(f"runengine {__version__}: http://{host}:{port}/ (agents: {', '.join(a.name for a in engine.agents)})")
+    click.echo(
+        f"runengine {__version__}: http://{host}:{port}/ (agents: {', '.join(a.name for a in engine.agents)});"
+        f" {_access_summary(api_keys, auth_ref, rate_limit)}"
+    )
     uvicorn.run(
-        engine_asgi_app(engine, auth=auth, body_timeout=body_timeout),
+        engine_asgi_app(
+            engine,
+            auth=auth,
+            body_timeout=body_timeout,
+            rate_limit=rate_limit if isinstance(rate_limit, Rate) else None,
+            platform_rate=None if rate_limit == RATE_OFF else PLATFORM_RATE,
+            webhook_sender=WebhookSender(allow_hosts=webhook_allow_hosts),
+        ),
         host=host,
         port=port,
         log_level=log_level,

@@ -68,7 +68,7 @@ log = structlog.get_logger("runengine.postgres")
 
 #: The schema this version writes. A database at a higher version is refused; one at a lower
 #: version is migrated when opened (_MIGRATIONS).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: How long a session may sit idle inside a transaction before the server ends it (see _server_settings).
 IDLE_IN_TRANSACTION_MS = 5_000
 
@@ -76,6 +76,17 @@ _ENDED_STATUSES = ", ".join(f"'{status.value}'" for status in sorted(TERMINAL_ST
 #: Version 3: ended runs by end time (retention sweeps), idempotency records by run (deleting a run).
 _ENDED_INDEX = f"CREATE INDEX runengine_runs_ended ON runengine_runs (updated_at, position) WHERE status IN ({_ENDED_STATUSES})"
 _IDEMPOTENCY_RUN_INDEX = "CREATE INDEX runengine_idempotency_run ON runengine_idempotency (run_id)"
+
+#: Rate-limit windows (a schema version of its own: this table alone, created by one statement):
+#: one count per key (a principal) in its current fixed window, shared by every process, so N
+#: processes allow a limit once, not N times (PostgresRateWindows).
+_RATE_WINDOWS_DDL = """
+CREATE TABLE runengine_rate_windows (
+    key text PRIMARY KEY,
+    window_start double precision NOT NULL,
+    count integer NOT NULL
+)"""
+_RATE_WINDOWS_VERSION = 4
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 
@@ -103,6 +114,7 @@ _MIGRATIONS = {
         " WHERE session_id IS NOT NULL ORDER BY session_id, position ON CONFLICT (session_id) DO NOTHING",
     ),
     3: (_ENDED_INDEX, _IDEMPOTENCY_RUN_INDEX),
+    _RATE_WINDOWS_VERSION: (_RATE_WINDOWS_DDL,),
 }
 
 _DDL = """
@@ -160,7 +172,7 @@ CREATE INDEX runengine_queue_waiting ON runengine_queue (position) WHERE NOT cla
 CREATE INDEX runengine_queue_leases ON runengine_queue (lease_until) WHERE claimed;
 """.replace("%(idempotency)s", _IDEMPOTENCY_DDL).replace("{ended_index}", _ENDED_INDEX).replace(
     "{idempotency_run_index}", _IDEMPOTENCY_RUN_INDEX
-)
+) + _RATE_WINDOWS_DDL + ";\n"
 
 #: Errors after which the operation is retried on a fresh connection (server restart, network).
 _TRANSIENT: tuple[type[BaseException], ...] = (
@@ -260,6 +272,8 @@ class PostgresStore:
         self._listening = False
         self._closing = False
         self.work_queue = PostgresWorkQueue(self)
+        #: Rate-limit counts shared by every process on this database (a WindowCounter).
+        self.rate_windows = PostgresRateWindows(self)
         #: The writer's recent transactions: seconds each, and events each (for benchmarks).
         self.commit_times: collections.deque[float] = collections.deque(maxlen=100_000)
         self.batch_sizes: collections.deque[int] = collections.deque(maxlen=100_000)
@@ -960,6 +974,44 @@ class PostgresStore:
         )
 
 
+class PostgresRateWindows:
+    """Request counts per key in fixed windows (runengine.http.ratelimit.WindowCounter), in the
+    database: one row per key, counted by one atomic upsert, so every process shares the count."""
+
+    #: The upsert: a later window starts the count again at 1; the same window counts up to the
+    #: limit; a row already at the limit is not updated, and nothing is returned (refused).
+    #: An earlier window (a process whose clock is behind) counts in the row's window.
+    TAKE = """
+        INSERT INTO runengine_rate_windows AS w (key, window_start, count) VALUES ($1, $2, 1)
+        ON CONFLICT (key) DO UPDATE SET
+            count = CASE WHEN EXCLUDED.window_start > w.window_start THEN 1 ELSE w.count + 1 END,
+            window_start = GREATEST(w.window_start, EXCLUDED.window_start)
+        WHERE EXCLUDED.window_start > w.window_start OR w.count < $3
+        RETURNING count"""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+        self._pruned_window = 0.0
+
+    async def take(self, key: str, window_start: float, limit: int) -> int | None:
+        store = self._store
+        prune = window_start > self._pruned_window
+        self._pruned_window = max(self._pruned_window, window_start)
+
+        async def run() -> int | None:
+            async with store._require_pool().acquire() as conn:
+                if prune:  # once per window in each process: rows of ended windows go (bounded by keys active now)
+                    await conn.execute("DELETE FROM runengine_rate_windows WHERE window_start < $1", window_start)
+                # A count lost in a crash costs at most a few requests of leeway: the commit does
+                # not wait for its WAL flush (a flush per request would cost milliseconds).
+                async with conn.transaction():
+                    await conn.execute("SET LOCAL synchronous_commit TO off")
+                    count = await conn.fetchval(self.TAKE, key, window_start, limit)
+                return None if count is None else int(count)
+
+        return await store._retry(run)
+
+
 class PostgresWorkQueue:
     """The durable queue of pending runs (the WorkQueue port), sharing its store's pool and writer."""
 
@@ -1128,4 +1180,4 @@ def _parse(key: str, value: str, kind: Callable[[str], Any]) -> Any:
         raise InvalidRequest(f"invalid {key} {value!r} in the store URL") from None
 
 
-__all__ = ["PostgresStore", "PostgresWorkQueue", "SCHEMA_VERSION"]
+__all__ = ["PostgresRateWindows", "PostgresStore", "PostgresWorkQueue", "SCHEMA_VERSION"]

@@ -2,38 +2,84 @@
 
     app = build_app(engine, auth=my_hook)       # a framework-neutral App (a Router)
     asgi = ASGIApp(app)                         # or: runengine.adapters.asgi.engine_asgi_app(engine)
+    app = build_app(engine, auth=api_key_auth(keys), rate_limit=Rate(600, 60),
+                    webhook_sender=WebhookSender(allow_hosts=["hooks.internal"]))
 """
 
 from __future__ import annotations
 
-from runengine.adapters.profiles.acp import AcpProfile
+from runengine.adapters.profiles.acp import AcpProfile, acp_error
 from runengine.adapters.profiles.kore import KoreProfile
 from runengine.adapters.profiles.platform import build_platform_app
 from runengine.adapters.profiles.threads import ThreadsProfile
-from runengine.adapters.webhooks import WebhookDeliveries
+from runengine.adapters.webhooks import WebhookDeliveries, WebhookSender
 from runengine.engine import RunEngine
 from runengine.http.auth import AuthHook
 from runengine.adapters.profiles.native import NativeAPI
+from runengine.http.core import App, Request, Response
 from runengine.http.openstreams import OpenStreams
+from runengine.http.ratelimit import Rate, RateLimited, WindowCounter
 from runengine.adapters.console import add_page
 from runengine.http.router import Router
 
+#: /platform's limit under `runengine serve` when no --rate-limit is given: the seed's Pro plan,
+#: whose X-RateLimit-* headers the seed shows on its responses.
+PLATFORM_RATE = Rate(600, 60.0)
 
-def build_app(engine: RunEngine, *, auth: AuthHook | None = None, streams: OpenStreams | None = None) -> Router:
-    """Every HTTP surface of `engine` in one Router (mounts are matched before the root routes).
+
+def build_app(
+    engine: RunEngine,
+    *,
+    auth: AuthHook | None = None,
+    streams: OpenStreams | None = None,
+    rate_limit: Rate | None = None,
+    platform_rate: Rate | None = None,
+    webhook_sender: WebhookSender | None = None,
+) -> Router | RateLimited:
+    """Every HTTP surface of `engine` in one App (mounts are matched before the root routes).
 
     `streams`: the open SSE streams per principal, one count over every surface
-    (`OpenStreams(limit=N)` to change the limit)."""
+    (`OpenStreams(limit=N)` to change the limit). `rate_limit`: requests per principal over
+    every surface at once, with the X-RateLimit-* headers; without it only /platform is
+    limited, at `platform_rate` (None: not at all; `runengine serve` gives PLATFORM_RATE). The counts are shared by every process
+    when the store offers it (PostgreSQL). `webhook_sender`: how callbacks and webhooks are
+    sent (its `allow_hosts` lets them reach internal hosts)."""
     streams = streams if streams is not None else OpenStreams()
+    sender = webhook_sender or WebhookSender()
+    windows = rate_windows(engine)
     router = Router()
     NativeAPI(engine, auth=auth, router=router, streams=streams)  # registers its routes on `router`
     add_page(router)
     # Other API profiles: one mount line each, e.g.
     #   router.mount("/acp", AcpAPI(engine, auth=auth))
-    router.mount("/platform", build_platform_app(engine, auth=auth, streams=streams))  # seed 002; app ids name agents
+    platform: App = build_platform_app(engine, auth=auth, streams=streams, webhook_sender=sender)
+    if rate_limit is None and platform_rate is not None:
+        platform = RateLimited(platform, limit=platform_rate.limit, window=platform_rate.window, auth=auth, windows=windows)
+    router.mount("/platform", platform)  # seed 002; app ids name agents
     router.mount("/acp", AcpProfile(engine, auth=auth, streams=streams))  # seed 003
     router.mount(  # seeds 000/001
-        "/kore", KoreProfile(engine, auth=auth, deliveries=WebhookDeliveries(engine), streams=streams)
+        "/kore", KoreProfile(engine, auth=auth, deliveries=WebhookDeliveries(engine, sender=sender), streams=streams)
     )
     router.mount("/v1", ThreadsProfile(engine, auth=auth, streams=streams))  # seed 004
-    return router
+    if rate_limit is None:
+        return router
+    return RateLimited(
+        router, limit=rate_limit.limit, window=rate_limit.window, auth=auth, windows=windows, refusal=profile_error
+    )
+
+
+def rate_windows(engine: RunEngine) -> WindowCounter | None:
+    """The store's request counts shared by every process, if it keeps any (else None: this process's)."""
+    return getattr(engine.store, "rate_windows", None)
+
+
+#: Mounts whose errors have a shape of their own (seed 003), beside the common error object.
+_ERROR_FORMATS = {"/acp": acp_error}
+
+
+def profile_error(request: Request, response: Response) -> Response:
+    """`response` (an error made outside the profiles) in the error format of the profile `request` is for."""
+    for prefix, shape in _ERROR_FORMATS.items():
+        if request.path == prefix or request.path.startswith(prefix + "/"):
+            return shape(response)
+    return response

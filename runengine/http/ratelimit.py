@@ -2,9 +2,11 @@
 
     app = RateLimited(build_app(engine, auth=hook), limit=600, window=60.0, auth=hook)
 
-With `auth`, the limiter authenticates first (a refusal is a 401, not counted) and
-passes the principal on, so the wrapped apps do not authenticate twice; without it
-the key sees whatever principal an outer layer set (one shared bucket when none).
+With `auth`, the limiter authenticates first and passes the principal on, so the
+wrapped apps do not authenticate twice; a request the hook refuses goes on uncounted,
+so the wrapped app answers it (a 401 in its own format, or an open route such as the
+page); without `auth` the key sees whatever principal an outer layer set (one shared
+bucket when none).
 
 Every response carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and
 `X-RateLimit-Reset` (epoch seconds when the window ends); a request over the limit
@@ -12,16 +14,19 @@ gets 429 `rate_limited` in the common error format with `Retry-After`, and never
 reaches the wrapped app. Nothing is limited unless an app is wrapped: the servers
 only wrap when a limit is configured.
 
-Fixed windows per key: one counter and one window start per principal, so memory is
-bounded by the number of principals seen in the current window.
+Fixed windows per key: one counter and one window start per principal, kept by a
+`WindowCounter`: `MemoryWindows` (this process; memory bounded by the principals seen
+in the current window) by default, or one shared by every process (the PostgreSQL
+store's `rate_windows`), so N processes allow the limit once, not N times.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -42,10 +47,70 @@ def principal_key(request: Request) -> str:
     return str(principal)
 
 
+_PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
+_PERIOD_ALIASES = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
+_RATE = re.compile(r"\s*([0-9]{1,9})\s*/\s*([a-z]+)\s*")
+
+
+@attrs.frozen
+class Rate:
+    """`limit` requests per `window` seconds; `Rate.parse("600/minute")`."""
+
+    limit: int
+    window: float = 60.0
+
+    @classmethod
+    def parse(cls, text: str) -> Rate:
+        """`N/second`, `N/minute`, `N/hour`, `N/day` (also `s`, `m`, `h`, `d`)."""
+        match = _RATE.fullmatch(text.lower())
+        period = match and _PERIOD_ALIASES.get(match[2], match[2].removesuffix("s"))
+        if match is None or period not in _PERIODS or int(match[1]) < 1:
+            raise InvalidRequest(f"{text!r} is not a rate like 600/minute (per second, minute, hour or day)", rate=text)
+        return cls(int(match[1]), _PERIODS[period])
+
+    def __str__(self) -> str:
+        names = {seconds: name for name, seconds in _PERIODS.items()}
+        return f"{self.limit}/{names.get(self.window, f'{self.window:g}s')}"
+
+
+class WindowCounter(Protocol):
+    """Counts requests per key in fixed windows (the window's start identifies it)."""
+
+    async def take(self, key: str, window_start: float, limit: int) -> int | None:
+        """Count one request for `key` in the window starting at `window_start` (a later window
+        starts the count again): the count after it, or None when `limit` was already reached."""
+        ...
+
+
 @attrs.define
 class _Window:
     start: float
     count: int = 0
+
+
+class MemoryWindows:
+    """A WindowCounter in this process's memory."""
+
+    #: Past this many keys, windows that have ended are dropped.
+    PRUNE_AT = 10_000
+
+    def __init__(self) -> None:
+        self._windows: dict[str, _Window] = {}
+
+    async def take(self, key: str, window_start: float, limit: int) -> int | None:
+        window = self._windows.get(key)
+        if window is None or window_start > window.start:
+            if len(self._windows) > self.PRUNE_AT:
+                self._prune(window_start)
+            window = self._windows[key] = _Window(start=window_start)
+        if window.count >= limit:
+            return None
+        window.count += 1
+        return window.count
+
+    def _prune(self, window_start: float) -> None:
+        for key in [k for k, w in self._windows.items() if w.start < window_start]:
+            del self._windows[key]
 
 
 class RateLimited:
@@ -61,7 +126,11 @@ class RateLimited:
         exempt: Callable[[Request], bool] | None = None,
         auth: AuthHook | None = None,
         clock: Callable[[], float] = time.time,
+        windows: WindowCounter | None = None,
+        refusal: Callable[[Request, Response], Response] | None = None,
     ) -> None:
+        """`windows`: where the counts are kept (this process's memory by default).
+        `refusal`: gives the 429 the error format of the API the request is for."""
         if not isinstance(limit, int) or limit < 1:
             raise InvalidRequest("limit must be a positive integer", limit=limit)
         if not (isinstance(window, (int, float)) and math.isfinite(window) and window > 0):
@@ -73,39 +142,33 @@ class RateLimited:
         self.exempt = exempt
         self.auth = auth
         self.clock = clock
-        self._windows: dict[str, _Window] = {}
+        self.windows: WindowCounter = windows if windows is not None else MemoryWindows()
+        self.refusal = refusal
 
-    def _take(self, key: str, now: float) -> tuple[bool, int, float]:
+    async def _take(self, key: str, now: float) -> tuple[bool, int, float]:
         """Count one request for `key`: (allowed, remaining, reset time)."""
-        window = self._windows.get(key)
-        if window is None or now >= window.start + self.window:
-            if len(self._windows) > 10_000:
-                self._prune(now)
-            window = self._windows[key] = _Window(start=now - (now % self.window))
-        reset = window.start + self.window
-        if window.count >= self.limit:
+        start = now - (now % self.window)
+        # Counts of windows of another length (another process's setting, during a deploy) are kept apart.
+        count = await self.windows.take(f"{self.window:g}s {key}", start, self.limit)
+        reset = start + self.window
+        if count is None:
             return False, 0, reset
-        window.count += 1
-        return True, self.limit - window.count, reset
-
-    def _prune(self, now: float) -> None:
-        for key in [k for k, w in self._windows.items() if now >= w.start + self.window]:
-            del self._windows[key]
+        return True, self.limit - count, reset
 
     def routes(self) -> Iterator[tuple[str, str]]:
         listing = getattr(self.app, "routes", None)
         return listing() if listing is not None else iter([("*", "/*")])
 
     async def __call__(self, request: Request) -> Response | StreamResponse:
-        if self.auth is not None:
+        if self.auth is not None and request.principal is None:
             try:
                 request = await authenticate(self.auth, request)
-            except HttpError as exc:
-                return exc.response()
+            except HttpError:
+                return await self.app(request)  # refused: the wrapped app answers (401 or an open route)
         if self.exempt is not None and self.exempt(request):
             return await self.app(request)
         now = self.clock()
-        allowed, remaining, reset = self._take(self.key(request), now)
+        allowed, remaining, reset = await self._take(self.key(request), now)
         headers = (
             ("x-ratelimit-limit", str(self.limit)),
             ("x-ratelimit-remaining", str(remaining)),
@@ -113,13 +176,14 @@ class RateLimited:
         )
         if not allowed:
             retry_after = max(1, math.ceil(reset - now))
-            return error_response(
+            refused = error_response(
                 429,
                 "rate_limited",
                 f"too many requests: the limit is {self.limit} per {self.window:g} s",
                 {"limit": self.limit, "window_seconds": self.window, "retry_after_seconds": retry_after},
                 headers=(*headers, ("retry-after", str(retry_after))),
             )
+            return self.refusal(request, refused) if self.refusal is not None else refused
         response = await self.app(request)
         return _with_headers(response, headers)
 
@@ -130,4 +194,4 @@ def _with_headers(response: Any, headers: tuple[tuple[str, str], ...]) -> Any:
     return attrs.evolve(response, headers=(*kept, *headers))
 
 
-__all__ = ["RateLimited", "principal_key"]
+__all__ = ["MemoryWindows", "Rate", "RateLimited", "WindowCounter", "principal_key"]

@@ -599,7 +599,8 @@ class KoreProfile:
                 "invoke": req.tool_task or ({"type": "agent", "name": req.agent} if req.invoked else None),
                 "callbackUrl": req.callback_url,
                 "deliveryRunId": delivery_id,
-                "multitaskStrategy": req.policy,
+                # The strategy the engine applies: the request's, else this profile's, else the engine's.
+                "multitaskStrategy": req.policy or self.engine.session_policy,
                 "attachments": files,
             },
             "attachments": [f["fileId"] for f in files if f["isActive"]],

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import hmac
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from datetime import timedelta
@@ -38,6 +37,7 @@ from runengine.events import (
 from runengine.adapters.webhooks import DELIVERY_AGENT as WEBHOOK_DELIVERY_AGENT
 from runengine.adapters.webhooks import WebhookSender
 from runengine.http import HttpError, Request, Response, Router, StreamResponse, json_response, sse_comment, sse_frame
+from runengine.http.apikeys import api_key_auth
 from runengine.http.auth import AuthHook, authenticate
 from runengine.http.core import App
 from runengine.http.openstreams import OpenStreams
@@ -57,21 +57,8 @@ _KIND = "platform.session"
 
 
 def bearer_keys(keys: Mapping[str, str]) -> AuthHook:
-    """An auth hook accepting `Authorization: Bearer <key>` for the keys given (key -> principal)."""
-    known = [(k.encode(), principal) for k, principal in keys.items()]
-
-    def check(headers: Mapping[str, str]) -> str | None:
-        scheme, _, token = (headers.get("authorization") or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return None
-        presented = token.strip().encode()
-        found = None
-        for key, principal in known:  # compare with every key, each in constant time
-            if hmac.compare_digest(presented, key):
-                found = principal
-        return found
-
-    return check
+    """An auth hook accepting `Authorization: Bearer <key>` (or `x-api-key`) for the keys given (key -> principal)."""
+    return api_key_auth(keys)
 
 
 @attrs.frozen(kw_only=True)
