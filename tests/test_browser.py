@@ -10,6 +10,7 @@ import contextlib
 import os
 import shutil
 from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 import attrs
@@ -20,6 +21,10 @@ from httpkit import TcpProxy, add_test_agents, full_log, serve, wait_status
 from runengine import RunEngine
 from runengine.adapters.asgi import engine_asgi_app
 from runengine.demo import register_demo_agents
+from runengine.events import (
+    MessageCompleted, MessageDelta, MessageDiscarded, RunCompleted, RunCreated, RunStarted,
+)
+from runengine.logfile import import_run
 from runengine.http.auth import AuthHook
 
 pytestmark = pytest.mark.browser
@@ -57,6 +62,7 @@ class Site:
     url: str  # the console, through the proxy
     proxy: TcpProxy  # cuts the browser's connections
     api: httpx.AsyncClient  # the test's own client, straight to the server
+    engine: RunEngine
 
 
 @contextlib.asynccontextmanager
@@ -66,7 +72,7 @@ async def running_site(auth: AuthHook | None = None, headers: Mapping[str, str] 
     async with serve(engine_asgi_app(engine, auth=auth)) as base:
         async with TcpProxy(int(base.rsplit(":", 1)[1])) as proxy:
             async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30.0) as api:
-                yield Site(f"http://127.0.0.1:{proxy.port}/", proxy, api)
+                yield Site(f"http://127.0.0.1:{proxy.port}/", proxy, api, engine)
 
 
 @pytest.fixture
@@ -191,7 +197,8 @@ async def test_the_list_shows_runs_pages_and_updates_live(browser, site: Site) -
     await page.wait_for_function(f"{page_ids}.length === 10", timeout=WAIT)
     assert await page.is_disabled("#newer")
 
-    # A click on a row opens that run.
+    # A click on a row opens that run (now on the second page).
+    await page.click("#older")
     await page.click(f"{row} td:nth-child(2)")
     await page.wait_for_function("window.runengine.done", timeout=WAIT)
     assert page.url.endswith(f"#/runs/{waiting}")
@@ -289,3 +296,27 @@ async def test_an_api_key_is_sent_as_a_bearer_token(browser) -> None:
         assert (await site.api.get(f"/runs/{run_id}")).json()["output"] == "with a key"
         await page.wait_for_selector(f"#runs tbody tr[data-run-id='{run_id}']", timeout=WAIT)
         await assert_page_shows_the_store_log(page, site.api, run_id)
+
+
+@pytest.mark.anyio
+async def test_a_discarded_message_leaves_no_text(browser, site: Site) -> None:
+    # The log a lost process leaves: a half-streamed message, discarded, then streamed afresh.
+    at = datetime.now(UTC)
+    run_id = "run-cut-mid-message"
+    events = [
+        RunCreated(run_id=run_id, seq=1, at=at, agent="echo", input="The answer is 42."),
+        RunStarted(run_id=run_id, seq=2, at=at),
+        MessageDelta(run_id=run_id, seq=3, at=at, message_id="m1", content="The answer "),
+        MessageDiscarded(run_id=run_id, seq=4, at=at, message_id="m1"),
+        MessageDelta(run_id=run_id, seq=5, at=at, message_id="m2", content="The answer is 42."),
+        MessageCompleted(run_id=run_id, seq=6, at=at, message_id="m2", content="The answer is 42."),
+        RunCompleted(run_id=run_id, seq=7, at=at, output="The answer is 42."),
+    ]
+    await import_run(site.engine.store, events)
+    page = await browser.new_page()
+    await page.goto(f"{site.url}#/runs/{run_id}")
+    await page.wait_for_function("window.runengine.done", timeout=WAIT)
+    messages = await page.eval_on_selector_all("[data-message]", "els => els.map(e => e.textContent)")
+    assert messages == ["The answer is 42."]
+    assert "discarded" in await page.inner_text("#transcript")
+    await assert_page_shows_the_store_log(page, site.api, run_id)
