@@ -205,22 +205,32 @@ async def test_the_list_shows_runs_pages_and_updates_live(browser, site: Site) -
     await assert_page_shows_the_store_log(page, site.api, waiting)
 
 
+WORDS = " ".join(f"step{i}" for i in range(80))
+
+
+async def waiting_run(site: Site) -> str:
+    """A run whose stream stays open whatever the timing: it streams 80 words, then waits for input."""
+    return await start_run(site.api, "approval", WORDS)
+
+
 @pytest.mark.anyio
 async def test_a_run_opened_by_id_survives_a_reload_mid_stream(browser, site: Site) -> None:
-    run_id = await start_run(site.api, "ticker", {"n": 400, "every": 0.01})
+    run_id = await waiting_run(site)
     page = await browser.new_page()
     await page.goto(f"{site.url}#/runs/{run_id}")  # a shared link
-    await page.wait_for_function("window.runengine.received.length >= 60", timeout=WAIT)
-    assert await page.evaluate("window.runengine.done") is False
+    await page.wait_for_function("window.runengine.received.length >= 30", timeout=WAIT)
     requests: list[str] = []
     page.on("request", lambda request: requests.append(request.url))
     await page.reload()
-    await page.wait_for_function("window.runengine.done", timeout=WAIT)
+    await page.wait_for_selector("#ask", state="visible", timeout=WAIT)
     resumed = await page.evaluate("window.runengine.resumedAfter")
-    assert resumed[0] >= 60  # the reloaded page went on after what it had rendered, not from seq 1
+    assert resumed[0] >= 30  # the reloaded page went on after what it had rendered, not from seq 1
     assert any(f"/runs/{run_id}/events?after_seq={resumed[0]}" in url for url in requests)
+    await site.api.post(f"/runs/{run_id}/input", json={"content": "yes"})
+    await page.wait_for_function("window.runengine.done", timeout=WAIT)
     assert await page.inner_text("#status") == "completed"
-    assert await page.inner_text("[data-message]") == "".join(f"t{i} " for i in range(400))
+    messages = await page.eval_on_selector_all("[data-message]", "els => els.map(e => e.textContent)")
+    assert messages == [f"I am about to {WORDS}.", "Approved: done."]
     await assert_page_shows_the_store_log(page, site.api, run_id)
 
     # The same link in a new tab (nothing stored there) replays the whole log.
@@ -233,21 +243,23 @@ async def test_a_run_opened_by_id_survives_a_reload_mid_stream(browser, site: Si
 
 @pytest.mark.anyio
 async def test_a_forced_disconnect_shows_reconnecting_then_recovers(browser, site: Site) -> None:
-    run_id = await start_run(site.api, "ticker", {"n": 300, "every": 0.01})
+    run_id = await waiting_run(site)
     context = await browser.new_context()
     page = await context.new_page()
     await page.goto(f"{site.url}#/runs/{run_id}")
-    await page.wait_for_selector("#connection.live", timeout=WAIT)
-    await page.wait_for_function("window.runengine.received.length >= 20", timeout=WAIT)
+    await page.wait_for_selector("#ask", state="visible", timeout=WAIT)
+    assert await page.is_visible("#connection.live")
     await context.set_offline(True)
     site.proxy.drop()  # the open stream dies; offline, every new attempt fails
     await page.wait_for_selector("#connection.reconnecting", timeout=WAIT)
     assert "reconnecting" in await page.inner_text("#connection")
+    await site.api.post(f"/runs/{run_id}/input", json={"content": "yes"})
     await wait_status(site.api, run_id, "completed")  # the run went on without the page
     await context.set_offline(False)
     await page.wait_for_function("window.runengine.done", timeout=WAIT)
     assert not await page.is_visible("#connection.reconnecting")
     assert await page.evaluate("window.runengine.errors") >= 1
+    assert await page.inner_text("#status") == "completed"
     await assert_page_shows_the_store_log(page, site.api, run_id)
     await context.close()
 
