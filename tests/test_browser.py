@@ -101,19 +101,22 @@ async def test_a_cut_mid_stream_resumes_with_no_gap_and_no_duplicate(browser, si
     page = await browser.new_page()
     await page.goto(site.url)
     await page.wait_for_function("document.querySelectorAll('#agent option').length >= 3")
-    await page.select_option("#agent", "echo")
-    text = " ".join(f"token{i}" for i in range(300))
+    await page.select_option("#agent", "approval")  # its stream stays open until it gets input
+    text = " ".join(f"token{i}" for i in range(150))
     await page.fill("#input", text)
     await page.click("#start")
     await page.wait_for_function("window.runengine.received.length >= 40", timeout=WAIT)
-    assert await page.evaluate("window.runengine.done") is False
     cut = site.proxy.drop()  # every connection, the stream's included, dies mid-stream
     assert cut > 0
+    await page.wait_for_selector("#ask", state="visible", timeout=WAIT)
+    await page.fill("#ask-input", "yes")
+    await page.click("#ask-send")
     await page.wait_for_function("window.runengine.done", timeout=WAIT)
     live = await page.evaluate("window.runengine")
     assert live["status"] == "completed"
     assert live["opens"] >= 2 and live["errors"] >= 1  # it really reconnected
-    assert await page.inner_text("[data-message]") == text
+    messages = await page.eval_on_selector_all("[data-message]", "els => els.map(e => e.textContent)")
+    assert messages == [f"I am about to {text}.", "Approved: done."]
     assert await page.inner_text("#status") == "completed"
     assert page.url.endswith("#/runs/" + live["runId"])  # the open run is in the URL
     await assert_page_shows_the_store_log(page, site.api, live["runId"])
