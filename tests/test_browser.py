@@ -143,9 +143,12 @@ async def test_pizza_and_approval_in_the_page(browser, site: Site) -> None:
     assert messages[-1] == "Approved: done."
     assert await page.evaluate("window.runengine.anomalies") == []
 
+    approval = await page.evaluate("window.runengine.runId")
     await page.select_option("#agent", "pizza")
     await page.click("#start")
-    await page.wait_for_function("window.runengine.done", timeout=WAIT)
+    await page.wait_for_function(
+        "previous => window.runengine.runId !== previous && window.runengine.done", arg=approval, timeout=WAIT
+    )
     assert await page.inner_text("#status") == "completed"
     thoughts = await page.eval_on_selector_all(".thought", "els => els.map(e => e.textContent)")
     assert len(thoughts) == 3
