@@ -1,6 +1,9 @@
 """runengine inside an aiohttp app: the native API and the live page under /runengine/.
 
-    python examples/aiohttp_app.py        # then open http://127.0.0.1:8080/runengine/
+    $ pip install "runengine[aiohttp]"
+    $ python examples/aiohttp_app.py        # then open http://127.0.0.1:8080/runengine/
+
+`PORT=9000 python examples/aiohttp_app.py` listens on another port.
 """
 
 import os
@@ -24,4 +27,4 @@ async def home(request: web.Request) -> web.Response:
 app.router.add_get("/", home)
 
 if __name__ == "__main__":
-    web.run_app(app, host="127.0.0.1", port=8080, handler_cancellation=True)
+    web.run_app(app, host="127.0.0.1", port=int(os.environ.get("PORT", "8080")), handler_cancellation=True)

@@ -1,9 +1,11 @@
 """The demo agents run in-process, with no server: every event printed as it is committed.
 
-    python examples/demo.py               # (`make demo`) SQLite in ./demo.db when available
+    $ pip install runengine
+    $ python examples/demo.py               # (`make demo`) SQLite in ./demo.db when available
 """
 
 import logging
+import os
 
 import anyio
 import structlog
@@ -15,7 +17,7 @@ from runengine.wire import event_to_json
 
 async def main() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    engine = register_demo_agents(RunEngine(default_store_url("demo.db")), delay=0.01)
+    engine = register_demo_agents(RunEngine(os.environ.get("RUNENGINE_STORE") or default_store_url("demo.db")), delay=0.01)
     async with engine:
         print(f"store: {engine.store.__class__.__name__}")
         for agent, text in [("echo", "Hello, event log!"), ("pizza", "something with cheese")]:

@@ -1,6 +1,9 @@
 """runengine inside a FastAPI app: the native API and the live page under /runengine/.
 
-    uvicorn examples.fastapi_app:app      # then open http://127.0.0.1:8000/runengine/
+    $ pip install runengine fastapi
+    $ uvicorn examples.fastapi_app:app      # then open http://127.0.0.1:8000/runengine/
+
+Run it from the repository root (`examples` is imported as a package from there).
 """
 
 import contextlib

@@ -36,7 +36,7 @@ async def exercise(base: str) -> None:
     """The same checks through either framework: the page, every mode, replay, disconnect handling."""
     async with httpx.AsyncClient(base_url=base + "/runengine", timeout=30.0) as client:
         page = await client.get("/")
-        assert page.status_code == 200 and "EventSource" in page.text
+        assert page.status_code == 200 and "runengine console" in page.text
         run = await client.post("/runs", json={"agent": "echo", "input": "through the framework"})
         assert run.status_code == 200 and run.json()["output"] == "through the framework"
         events = await sse_events(client, "/runs", method="POST", json={"agent": "pizza", "mode": "stream"})

@@ -186,10 +186,10 @@ async def test_agents_and_openapi(client: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.anyio
-async def test_the_live_page_is_served(client: httpx.AsyncClient) -> None:
+async def test_the_console_page_is_served(client: httpx.AsyncClient) -> None:
     page = await client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert "EventSource" in page.text
+    assert "runengine console" in page.text
 
 
 @pytest.mark.anyio

@@ -1,4 +1,4 @@
-"""The live page (runengine/static/index.html), served at `/` of the composed app."""
+"""The console page (runengine/adapters/static/index.html), served at `/` of the composed app."""
 
 from __future__ import annotations
 

@@ -1,0 +1,162 @@
+"""Every example, run as its docstring says, against a normal (non-editable) install in a fresh
+virtualenv, from the repository root; and the install prints no warning of the project's packaging.
+
+The documented commands are read from each example's docstring, never restated here: a line
+starting with `$ ` is a command, in order; `$ pip install ...` names what the example needs
+(`runengine` there means this repository), the last `$ ` line runs the example. When that line's
+comment names a URL (`# then open http://127.0.0.1:8000/prefix/`), the example is a server: the
+test gives it a free port ($PORT, and $UVICORN_PORT for uvicorn), then completes a run over HTTP
+at that prefix. An example without a `$ ` line fails the test.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import attrs
+import httpx
+import pytest
+
+from httpkit import free_port
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+COMMAND = re.compile(r"^\s*\$ (?P<command>[^#]+?)\s*(?:#(?P<comment>.*))?$", re.MULTILINE)
+URL = re.compile(r"http://127\.0\.0\.1:\d+(?P<prefix>/\S*)")
+#: pip's words about itself (its version, this machine's index configuration), not the project's.
+PIP_OWN = re.compile(r"\[notice\]|^WARNING: Location '[^']*' is ignored", re.IGNORECASE)
+#: What a copy of the repository to install leaves out: virtualenvs, caches, build leftovers.
+NOT_SOURCE = shutil.ignore_patterns(".*", "build", "dist", "*.egg-info", "__pycache__", "*.db", "*.db-*", "results")
+
+
+@attrs.frozen
+class Example:
+    path: Path
+    installs: tuple[tuple[str, ...], ...]  # the arguments of each `$ pip install`
+    command: str  # the `$ ` line that runs it
+    url_prefix: str | None  # where its API is, for a server
+
+    @classmethod
+    def read(cls, path: Path) -> Example:
+        docstring = _docstring(path)
+        lines = [(m["command"], m["comment"] or "") for m in COMMAND.finditer(docstring)]
+        if not lines:
+            pytest.fail(f"{path.name}: its docstring has no documented command (a line starting with '$ ')")
+        installs = tuple(tuple(shlex.split(c)[2:]) for c, _ in lines if shlex.split(c)[:2] == ["pip", "install"])
+        command, comment = lines[-1]
+        url = URL.search(comment)
+        return cls(path, installs, command, url["prefix"] if url else None)
+
+
+def _docstring(path: Path) -> str:
+    return ast.get_docstring(ast.parse(path.read_text())) or ""
+
+
+def requirements(examples: list[Example], source: Path) -> list[str]:
+    """One `pip install` for every example: `runengine[...]` becomes the copy of this repository."""
+    extras: set[str] = set()
+    others: set[str] = set()
+    for example in examples:
+        for argument in (a for install in example.installs for a in install):
+            name = re.match(r"^runengine(?:\[(?P<extras>[^\]]*)\])?$", argument)
+            if name:
+                extras.update(e.strip() for e in (name["extras"] or "").split(",") if e.strip())
+            else:
+                others.add(argument)
+    project = f"{source}[{','.join(sorted(extras))}]" if extras else str(source)
+    return [project, *sorted(others)]
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtualenv with this repository installed (not editable) with what the examples need;
+    fails on any warning the project's packaging prints while installing."""
+    work = tmp_path_factory.mktemp("installed")
+    source = work / "src"
+    shutil.copytree(ROOT, source, ignore=NOT_SOURCE)  # no build/ leftovers of the working tree
+    subprocess.run([sys.executable, "-m", "venv", str(work / "venv")], check=True)
+    python = work / "venv" / "bin" / "python"
+    # A current pip (as `make install` does): the one a venv bundles may hide what the build backend prints.
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "-U", "pip"], check=True, capture_output=True, timeout=300)
+    examples = [Example.read(path) for path in EXAMPLES]
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", *requirements(examples, source)],
+        cwd=work, capture_output=True, text=True, timeout=900,
+    )
+    output = install.stdout + install.stderr
+    assert install.returncode == 0, output
+    warnings = [line for line in output.splitlines() if "warning" in line.lower() and not PIP_OWN.search(line.strip())]
+    assert warnings == [], "\n".join(warnings)
+    return work / "venv"
+
+
+def test_every_example_documents_its_command() -> None:
+    assert EXAMPLES, "no examples found"
+    for path in EXAMPLES:
+        example = Example.read(path)
+        assert example.command.split()[0] != "pip", f"{path.name}: its last '$ ' line must run it, not install"
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_the_documented_command_works_with_a_normal_install(path: Path, venv: Path, tmp_path: Path) -> None:
+    example = Example.read(path)
+    port = free_port()
+    env = {
+        **os.environ,
+        "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "VIRTUAL_ENV": str(venv),
+        "PORT": str(port),
+        "UVICORN_PORT": str(port),
+        "RUNENGINE_STORE": f"sqlite:///{tmp_path / 'example.db'}",  # nothing written into the repository
+    }
+    env.pop("PYTHONPATH", None)  # only what the fresh virtualenv holds
+    argv = shlex.split(example.command)
+    argv[0] = shutil.which(argv[0], path=env["PATH"]) or argv[0]
+    assert argv[0].startswith(str(venv)), f"{path.name}: {argv[0]!r} is not the fresh virtualenv's"
+    if example.url_prefix is None:  # a script: it runs to its end
+        result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+        return
+    process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}{example.url_prefix}"
+        with httpx.Client(base_url=base, timeout=30.0) as client:
+            agents = wait_for_agents(client, process)
+            agent = "echo" if "echo" in agents else agents[0]
+            run = client.post("runs", json={"agent": agent, "input": "from a normal install"})
+            assert run.status_code == 200, run.text
+            assert run.json()["status"] == "completed", run.json()
+            assert client.get(f"runs/{run.json()['run_id']}/events").json()["ended"] is True
+    finally:
+        process.send_signal(signal.SIGINT)  # Ctrl+C
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    assert "Traceback" not in output, output
+
+
+def wait_for_agents(client: httpx.Client, process: subprocess.Popen[str], timeout: float = 60.0) -> list[str]:
+    """The served agents' names, once the server answers (fails at once if the process ended)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"the example exited with {process.returncode}:\n{process.stdout.read() if process.stdout else ''}")
+        try:
+            response = client.get("agents")
+            if response.status_code == 200:
+                return [a["name"] for a in response.json()["agents"]]
+        except httpx.TransportError:
+            pass  # not listening yet
+        assert time.monotonic() < deadline, "the example never answered"
+        time.sleep(0.1)
