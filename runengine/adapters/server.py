@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from runengine.adapters.profiles.acp import AcpProfile
 from runengine.adapters.profiles.kore import KoreProfile
 from runengine.adapters.profiles.platform import build_platform_app
@@ -15,18 +17,34 @@ from runengine.http.auth import AuthHook
 from runengine.adapters.profiles.native import NativeAPI
 from runengine.http.openstreams import OpenStreams
 from runengine.adapters.console import add_page
+from runengine.adapters.health import add_health
 from runengine.http.router import Router
 
+if TYPE_CHECKING:
+    from runengine.adapters.metrics import PrometheusObserver
 
-def build_app(engine: RunEngine, *, auth: AuthHook | None = None, streams: OpenStreams | None = None) -> Router:
+
+def build_app(
+    engine: RunEngine,
+    *,
+    auth: AuthHook | None = None,
+    streams: OpenStreams | None = None,
+    metrics: PrometheusObserver | None = None,
+) -> Router:
     """Every HTTP surface of `engine` in one Router (mounts are matched before the root routes).
 
     `streams`: the open SSE streams per principal, one count over every surface
-    (`OpenStreams(limit=N)` to change the limit)."""
+    (`OpenStreams(limit=N)` to change the limit). `metrics`: serve its metrics at GET /metrics
+    (runengine.adapters.metrics.install_metrics()). GET /healthz and /readyz are always there."""
     streams = streams if streams is not None else OpenStreams()
     router = Router()
     NativeAPI(engine, auth=auth, router=router, streams=streams)  # registers its routes on `router`
     add_page(router)
+    add_health(router, engine)
+    if metrics is not None:
+        from runengine.adapters.metrics import add_metrics_route  # prometheus-client: an extra
+
+        add_metrics_route(router, engine, metrics)
     # Other API profiles: one mount line each, e.g.
     #   router.mount("/acp", AcpAPI(engine, auth=auth))
     router.mount("/platform", build_platform_app(engine, auth=auth, streams=streams))  # seed 002; app ids name agents
