@@ -45,7 +45,12 @@ def configure_logging(level: str = "info", log_format: LogFormat = "console") ->
         renderer = structlog.processors.JSONRenderer()
         tail: list[Any] = [structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False))]
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        tty = sys.stderr.isatty()
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=tty,
+            # A terminal gets a framed traceback (with rich installed); a file or a pipe the plain one, grep-able.
+            exception_formatter=structlog.dev.default_exception_formatter if tty else structlog.dev.plain_traceback,
+        )
         tail = []
     structlog.configure(
         processors=[*shared, _capture_exc_info, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
