@@ -34,7 +34,9 @@ def test_stopping_with_open_streams_tells_clients_to_reconnect(tmp_path: Path, s
         wait_ready(url, process)
         with httpx.Client(base_url=url, timeout=httpx.Timeout(10.0, read=60.0)) as http:
             run = http.post("/runs", json={"agent": "approval", "input": "deploy", "mode": "async"}).json()
-            with http.stream("GET", f"/runs/{run['run_id']}/events", headers={"accept": "text/event-stream"}) as stream:
+            # on_disconnect=cancel: the server's stop is no disconnect of the client's; the run stays.
+            events = f"/runs/{run['run_id']}/events?on_disconnect=cancel"
+            with http.stream("GET", events, headers={"accept": "text/event-stream"}) as stream:
                 received = b""
                 chunks = stream.iter_raw()
                 while b"run.waiting_for_input" not in received:

@@ -31,6 +31,7 @@ from runengine.http.core import (
 )
 from runengine.http.cors import CORS
 from runengine.http.sse import RECONNECT
+from runengine.http.streaming import ServerStop, server_stop
 
 if TYPE_CHECKING:
     from .metrics import PrometheusObserver
@@ -60,11 +61,15 @@ class ASGIApp:
         self.app = app
         self.lifespan = lifespan
         self.body_timeout = body_timeout
-        self.draining = False
+        self._stop = ServerStop()
         self._streams: set[anyio.CancelScope] = set()
 
+    @property
+    def draining(self) -> bool:
+        return self._stop.stopping
+
     def drain(self) -> None:
-        self.draining = True
+        self._stop.stopping = True
         for scope in self._streams:
             scope.cancel()
 
@@ -121,6 +126,7 @@ class ASGIApp:
     async def _send_stream(self, response: StreamResponse, send: Send) -> None:
         drained = anyio.CancelScope()
         self._streams.add(drained)
+        server_stop.set(self._stop)  # this task's: the body sees it when it is ended by drain()
         if self.draining:
             drained.cancel()
         try:
