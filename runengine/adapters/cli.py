@@ -369,6 +369,12 @@ def show(run_id: str, url: str, token: str | None) -> None:
 @click.option("--delay", default=0.05, show_default=True, type=float, help="Seconds between demo tokens.")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 @log_format_option
+@click.option(
+    "--metrics-port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus metrics on this port (GET /metrics; needs runengine[metrics]).",
+)
 def worker(
     store: str | None,
     app_ref: str | None,
@@ -382,6 +388,7 @@ def worker(
     delay: float,
     log_level: str,
     log_format: LogFormat,
+    metrics_port: int | None,
 ) -> None:
     """Execute queued runs (no HTTP) until SIGINT / SIGTERM, then stop gracefully."""
     import signal
@@ -389,7 +396,11 @@ def worker(
     import anyio
 
     configure_logging(log_level, log_format)
-    _instrument(False)
+    observer = _instrument(metrics_port is not None)
+    if observer is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, registry=observer.registry)  # a thread of its own
 
     from runengine.demo import register_demo_agents
     from runengine.worker import WorkerOptions
