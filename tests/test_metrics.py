@@ -118,3 +118,26 @@ async def test_an_sqlite_store_reports_its_commits(metrics: PrometheusObserver, 
         await engine.execute("ok")
     found = samples(metrics.exposition().decode())
     assert value(found, "runengine_store_commit_seconds_count", store="sqlite") >= 1
+
+
+@pytest.mark.anyio
+@pytest.mark.postgres
+async def test_queue_depth_and_lease_expiries_on_postgresql(metrics: PrometheusObserver, pg_schema_url: str) -> None:
+    engine = agents(RunEngine(pg_schema_url))  # accepts runs; no worker here executes them
+    async with serve(engine_asgi_app(engine, metrics=metrics)) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        for _ in range(3):
+            assert (await http.post("/runs", json={"agent": "ok", "input": None, "mode": "async"})).status_code == 202
+        queued = samples((await http.get("/metrics")).text)
+        queue = engine.queue
+        assert queue is not None
+        (held,) = await queue.claim("lost-worker", agents=["ok"], limit=1, lease=0.05)
+        taken: list[object] = []
+        with anyio.fail_after(10):
+            while not taken:  # the lost worker never renews: its lease expires and another takes the run
+                taken = [lease for lease in await queue.claim("w2", agents=["ok"], limit=3, lease=30) if lease.run_id == held.run_id]
+                await anyio.sleep(0.02)
+        claimed = samples((await http.get("/metrics")).text)
+    assert value(queued, "runengine_queue_runs", state="queued") == 3
+    assert value(queued, "runengine_queue_runs", state="claimed") == 0
+    assert value(claimed, "runengine_queue_runs", state="claimed") == 3
+    assert value(claimed, "runengine_lease_expiries_total") == 1
