@@ -149,6 +149,8 @@ def installed() -> tuple[Observer, ...]:
 
 def appended(batch: Sequence[Event], state: RunState, seconds: float) -> None:
     """Report a committed batch of one run's events (`state`: the run right after it)."""
+    if not _installed:
+        return  # nobody listens: not even the counting is done
     observer = current
     observer.events_appended(types=Counter(event.type for event in batch), seconds=seconds)
     last = batch[-1]
