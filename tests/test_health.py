@@ -3,15 +3,20 @@ with the schema this version writes), over real HTTP; CORS and the SSE headers o
 
 from __future__ import annotations
 
+import signal
+import subprocess
+from pathlib import Path
+
 import asyncpg
 import httpx
 import pytest
 
-from httpkit import demo_engine, serve
+from httpkit import demo_engine, free_port, serve
 from runengine import RunEngine
 from runengine.adapters.asgi import ASGIApp, engine_asgi_app
 from runengine.adapters.postgres import SCHEMA_VERSION, PostgresStore
 from runengine.adapters.server import build_app
+from test_cli import COMMAND, wait_ready
 
 
 @pytest.fixture
@@ -113,3 +118,29 @@ async def test_every_sse_surface_tells_proxies_not_to_buffer() -> None:
                 assert response.headers["cache-control"] == "no-cache", surface
                 assert response.headers["x-accel-buffering"] == "no", surface
                 assert response.headers["access-control-allow-origin"] == "https://any.example", surface
+
+
+def test_serve_options_for_cors_and_metrics(tmp_path: Path) -> None:
+    """`runengine serve --cors-origin ... --no-metrics`; metrics are on by default (test_shutdown)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [*COMMAND, "serve", "--store", f"sqlite:///{tmp_path / 'o.db'}", "--port", str(port),
+         "--cors-origin", "https://a.example", "--cors-origin", "https://b.example", "--no-metrics"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process)
+        with httpx.Client(base_url=url, timeout=30.0) as http:
+            allowed = [
+                http.options("/runs", headers={"origin": origin, "access-control-request-method": "POST"})
+                for origin in ("https://a.example", "https://b.example")
+            ]
+            refused = http.options("/runs", headers={"origin": "https://c.example", "access-control-request-method": "POST"})
+            metrics = http.get("/metrics")
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    assert [r.status_code for r in allowed] == [204, 204]
+    assert refused.status_code == 403
+    assert metrics.status_code == 404

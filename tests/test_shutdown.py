@@ -33,6 +33,7 @@ def test_stopping_with_open_streams_tells_clients_to_reconnect(tmp_path: Path, s
     try:
         wait_ready(url, process)
         with httpx.Client(base_url=url, timeout=httpx.Timeout(10.0, read=60.0)) as http:
+            assert http.get("/metrics").status_code == 200  # on by default with prometheus-client installed
             run = http.post("/runs", json={"agent": "approval", "input": "deploy", "mode": "async"}).json()
             # on_disconnect=cancel: the server's stop is no disconnect of the client's; the run stays.
             events = f"/runs/{run['run_id']}/events?on_disconnect=cancel"
