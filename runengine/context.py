@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 import structlog
 
+from . import observe
 from .errors import InputTimedOut, InvalidRequest, InvalidRunState, InvalidTransition, ReplayDivergence, StepFailed
 from .events import (
     Custom,
@@ -316,13 +317,14 @@ class RunContext:
             # Recorded, but in flight when its process stopped: called again (at least once).
         else:
             cid = call_id or new_id("call")
-            await self._add(
+            recorded = await self._add(
                 lambda seq: ToolCall(run_id=self.run_id, seq=seq, at=self._clock(), call_id=cid, name=name, arguments=args)
             )
             if fn is None:
                 return None
         try:
-            output = plain(await _call(fn, **args))
+            with observe.current.step_span(kind="tool", name=name, run_id=self.run_id, seq=recorded.seq):
+                output = plain(await _call(fn, **args))
         except Exception as exc:
             error = ErrorInfo(code="tool_error", message=f"{type(exc).__name__}: {exc}")
             await self._add(
@@ -362,7 +364,8 @@ class RunContext:
                 raise StepFailed(name, recorded.error.code, recorded.error.message)
             return recorded.output
         try:
-            output = plain(await _call(fn, *args, **kwargs))
+            with observe.current.step_span(kind="step", name=name, run_id=self.run_id, seq=self._writer.next_seq):
+                output = plain(await _call(fn, *args, **kwargs))
         except Exception as exc:
             error = ErrorInfo(code=type(exc).__name__, message=f"{type(exc).__name__}: {exc}")
             await self._add(

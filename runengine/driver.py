@@ -19,7 +19,9 @@ import anyio
 import anyio.abc
 import attrs
 import structlog
+import structlog.contextvars
 
+from . import observe
 from .agents import AgentRegistry
 from .context import RunContext, sleep_until
 from .errors import AgentFailed, ReplayDivergence
@@ -155,20 +157,32 @@ class RunDriver:
 
     async def _drive(self, active: ActiveRun, max_attempts: int) -> None:
         writer = active.writer
-        run_log = log.bind(run_id=active.run_id, agent=writer.state.agent)
+        state = writer.state
+        run_log = log.bind(run_id=active.run_id, agent=state.agent)
+        observer = observe.current
+        observer.active_runs(1)
+        carrier = state.metadata.get(observe.TRACE_METADATA_KEY)
         try:
-            last = await self._run_agent(active, writer.state, max_attempts, run_log)
-            if last is not None:
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await writer.add(last, durable=True)
-                    except RunEndedElsewhere:
-                        pass
-                    except LeaseLost:  # a queue worker that lost its lease: the run is someone else's
-                        active.abandoned = True
+            # Every log line of the run (the agent's, the engine's, a library's) carries its id.
+            with structlog.contextvars.bound_contextvars(run_id=active.run_id, agent=state.agent), observer.run_span(
+                run_id=active.run_id,
+                agent=state.agent,
+                attempt=state.attempt + 1,
+                carrier=carrier if isinstance(carrier, dict) else {},
+            ):
+                last = await self._run_agent(active, state, max_attempts, run_log)
+                if last is not None:
+                    with anyio.CancelScope(shield=True):
+                        try:
+                            await writer.add(last, durable=True)
+                        except RunEndedElsewhere:
+                            pass
+                        except LeaseLost:  # a queue worker that lost its lease: the run is someone else's
+                            active.abandoned = True
         except Exception:  # a store failure: the run stays unfinished and is resumed later
             run_log.exception("run driver failed")
         finally:
+            observer.active_runs(-1)
             self.active.pop(active.run_id, None)
             active.done.set()
 
@@ -193,6 +207,7 @@ class RunDriver:
                 ),
                 durable=False,  # commits with the agent's first events (or within the flush window)
             )
+            observe.current.run_started(agent=state.agent, resumed=False)
             return None
         # A run idle in a durable wait (for input, or a timer) cannot have brought its process down:
         # only a loss while its agent was working counts towards the crash-loop bound.
@@ -221,6 +236,7 @@ class RunDriver:
             ),
             durable=state.partial is None,
         )
+        observe.current.run_started(agent=state.agent, resumed=True)
         if state.partial is not None:  # clients drop the text a lost process left half-streamed
             partial_id = state.partial.message_id
             await writer.add(
@@ -310,8 +326,10 @@ class RunDriver:
                 return self._failed(run_id, ctx.diverged.code, ctx.diverged.message)
             if isinstance(exc, ReplayDivergence):
                 return self._failed(run_id, exc.code, exc.message)
-            if isinstance(exc, AgentFailed):
+            if isinstance(exc, AgentFailed):  # the agent's own verdict: no traceback to show
+                run_log.info("agent failed the run", code=exc.code, message=exc.message)
                 return self._failed(run_id, exc.code, exc.message)
+            run_log.error("agent raised an exception; the run fails agent_error", exc_info=exc)
             return self._failed(run_id, "agent_error", f"{type(exc).__name__}: {exc}")
         finally:
             if active.scope.cancelled_caught and writer.ended_elsewhere is None:

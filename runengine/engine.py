@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
@@ -28,6 +29,7 @@ import anyio
 import attrs
 import structlog
 
+from . import observe
 from .agents import AgentRegistry, AgentSpec
 from .context import AgentFn, RunContext
 from .errors import (
@@ -436,6 +438,9 @@ class RunEngine:
                 if session.expires_at is not None and session.expires_at <= self.clock():
                     raise SessionEnded(session_id, expired=True)
                 after = await self._apply_session_policy(session_id, policy, owner)
+            carrier = observe.current.trace_context()  # whoever executes the run continues this trace
+            if carrier and observe.TRACE_METADATA_KEY not in (metadata or {}):
+                metadata = {**(metadata or {}), observe.TRACE_METADATA_KEY: carrier}
             created = RunCreated(
                 run_id=new_run_id,
                 seq=1,
@@ -453,10 +458,13 @@ class RunEngine:
             fold.apply(created)
             state = fold.state
             assert state is not None
+            started = time.perf_counter()
             if self.queue is not None:  # a worker (in any process) claims and executes it
                 await self.queue.enqueue(new_run_id, [created], after=after)
             else:
                 await self.store.append(new_run_id, [created], expected_seq=0)
+            observe.appended([created], state, time.perf_counter() - started)
+            if self.queue is None:
                 self.driver.launch(self._task_group(), state, after=after, fold=fold)
         return state
 
@@ -612,11 +620,15 @@ class RunEngine:
             if state.status is not Status.WAITING_FOR_INPUT:
                 raise InvalidRunState(run_id, state.status.value, "input is only accepted while waiting_for_input")
             event = RunInput(run_id=run_id, seq=state.last_seq + 1, at=self.clock(), content=input)
-            Fold(state).apply(event)
+            fold = Fold(state)
+            fold.apply(event)
+            started = time.perf_counter()
             try:
                 await self.store.append(run_id, [event], expected_seq=state.last_seq)
             except ConcurrencyConflict:
                 continue
+            assert fold.state is not None
+            observe.appended([event], fold.state, time.perf_counter() - started)
             return await self.status(run_id)
 
     async def _fail_at_head(self, run_id: str, code: str, message: str) -> None:
@@ -632,12 +644,16 @@ class RunEngine:
             if state.terminal:
                 return
             event = build(state.last_seq + 1)
-            Fold(state).apply(event)
+            fold = Fold(state)
+            fold.apply(event)
+            started = time.perf_counter()
             try:
                 await self.store.append(run_id, [event], expected_seq=state.last_seq)
-                return
             except ConcurrencyConflict:
                 continue
+            assert fold.state is not None
+            observe.appended([event], fold.state, time.perf_counter() - started)
+            return
 
     async def delete_run(self, run_id: str, *, owner: str | None = None) -> None:
         """Delete an ended run: its events, snapshot and idempotency records (InvalidRunState while

@@ -24,6 +24,7 @@ claims runs and executes them. The policy:
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -31,6 +32,7 @@ import anyio
 import attrs
 import structlog
 
+from . import observe
 from .errors import ConcurrencyConflict, InvalidRequest
 from .events import ErrorInfo, Event, RunFailed, RunRequeued
 from .ports import EventStore, Lease, LeaseLost, WorkQueue
@@ -284,10 +286,13 @@ class Worker:
             event = build(state.last_seq + 1)
             fold = Fold(state)
             fold.apply(event)
+            started = time.perf_counter()
             try:
                 await store.append(run_id, [event], expected_seq=state.last_seq)
             except ConcurrencyConflict:
                 continue
+            assert fold.state is not None
+            observe.appended([event], fold.state, time.perf_counter() - started)
             return fold.state
 
     async def _watch(self, held: _Held) -> None:

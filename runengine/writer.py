@@ -23,6 +23,7 @@ the new events and tries again.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,7 @@ import anyio
 import attrs
 import structlog
 
+from . import observe
 from .errors import AgentFailed, ConcurrencyConflict, EventTooLarge, InvalidRequest, TooManyEvents
 from .events import ErrorInfo, Event, MessageDelta, RunCompleted, RunFailed
 from .limits import MAX_EVENT_BYTES, MAX_EVENTS_PER_RUN
@@ -192,6 +194,7 @@ class RunWriter:
                 # Nothing else is queued at this instant, so the fold holds the state right
                 # after this batch: take it now if a snapshot is due once the batch commits.
                 snapshot = self.fold.state if self._snapshot_due(last.seq, last.terminal) else None
+                started = time.perf_counter()
                 try:
                     # Shielded: a cancel (the run's end, a shutdown) must not leave it unknown
                     # whether a batch was committed; it waits for the commit instead.
@@ -204,6 +207,7 @@ class RunWriter:
                     self._batch_done.set()
                     self._batch_done = anyio.Event()
                 self.committed_seq = last.seq
+                observe.appended(batch, self.state, time.perf_counter() - started)
                 if snapshot is not None and snapshot.last_seq == last.seq:
                     await self.store.save_snapshot(snapshot)
                     self._snapshot_seq = snapshot.last_seq

@@ -35,3 +35,12 @@ def test_the_core_imports_no_web_framework():
     frameworks = ("fastapi", "starlette", "aiohttp", "uvicorn", "litestar", "django", "hypercorn")
     for path in (CORE / "http").rglob("*.py"):
         assert not any(m.split(".")[0] in frameworks for m in imported_modules(path)), path
+
+
+def test_the_core_imports_no_metrics_or_tracing_library():
+    """Metrics and traces reach the core only through runengine.observe (no-op without an adapter)."""
+    libraries = ("prometheus_client", "opentelemetry")
+    for path in CORE.rglob("*.py"):
+        if "adapters" in path.relative_to(CORE).parts:
+            continue
+        assert not any(m.split(".")[0] in libraries for m in imported_modules(path)), path

@@ -419,6 +419,8 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("GET", "/agents"): lambda w: public(w, "/agents"),
     ("GET", "/openapi.json"): lambda w: public(w, "/openapi.json"),
     ("GET", "/"): lambda w: public(w, "/"),
+    ("GET", "/healthz"): lambda w: public(w, "/healthz"),
+    ("GET", "/readyz"): lambda w: public(w, "/readyz"),
     ("POST", "/platform/apps/{app_id}/execute"): platform_execute,
     ("POST", "/platform/apps/{app_id}/execute/stream"): platform_execute_stream,
     ("GET", "/platform/apps/{app_id}/traces/{trace_id}/stream"): platform_resume_stream,

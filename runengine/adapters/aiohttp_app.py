@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import anyio
 from aiohttp import web
 
+from runengine import observe
 from runengine.engine import RunEngine
 from runengine.http.auth import AuthHook
 from runengine.http.core import (
@@ -67,7 +68,8 @@ class AiohttpHandler:
         out: web.StreamResponse = web.Response(status=499)  # what is "returned" to a gone client
         async with anyio.create_task_group() as tg:
             tg.start_soon(_cancel_on_disconnect, request, tg.cancel_scope)
-            response = await self.app(inner)
+            with observe.current.request(headers=inner.headers):  # a traceparent continues its trace
+                response = await self.app(inner)
             if isinstance(response, Response):
                 out = web.Response(status=response.status, body=response.body, headers=list(response.headers))
             else:

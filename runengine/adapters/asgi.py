@@ -8,12 +8,13 @@ FastAPI, Starlette, Litestar or Django-ASGI. No API logic here: translation only
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
 
+from runengine import observe
 from runengine.engine import RunEngine
 from runengine.http.auth import AuthHook
 from runengine.http.core import (
@@ -28,6 +29,12 @@ from runengine.http.core import (
     payload_too_large,
     request_timeout,
 )
+from runengine.http.cors import CORS
+from runengine.http.sse import RECONNECT
+from runengine.http.streaming import ServerStop, server_stop
+
+if TYPE_CHECKING:
+    from .metrics import PrometheusObserver
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -44,12 +51,27 @@ BODY_TIMEOUT = 30.0
 
 
 class ASGIApp:
-    """`body_timeout`: seconds for a request's whole body to arrive (None: no limit); later, a 408."""
+    """`body_timeout`: seconds for a request's whole body to arrive (None: no limit); later, a 408.
+
+    `drain()` (in the event loop's thread, e.g. from the server's signal handler) ends every open
+    stream, and any opened later, with a reconnect hint (sse.RECONNECT): the server can then
+    stop without waiting out, or cutting, its streams, and clients resume elsewhere by seq."""
 
     def __init__(self, app: App, *, lifespan: Lifespan | None = None, body_timeout: float | None = BODY_TIMEOUT) -> None:
         self.app = app
         self.lifespan = lifespan
         self.body_timeout = body_timeout
+        self._stop = ServerStop()
+        self._streams: set[anyio.CancelScope] = set()
+
+    @property
+    def draining(self) -> bool:
+        return self._stop.stopping
+
+    def drain(self) -> None:
+        self._stop.stopping = True
+        for scope in self._streams:
+            scope.cancel()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -86,7 +108,8 @@ class ASGIApp:
         async with anyio.create_task_group() as tg:
             # The client may go at any time: stop the handler, and the stream, when it does.
             tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
-            response = await self.app(request)
+            with observe.current.request(headers=request.headers):  # a traceparent continues its trace
+                response = await self.app(request)
             await send(
                 {
                     "type": "http.response.start",
@@ -97,21 +120,33 @@ class ASGIApp:
             if isinstance(response, Response):
                 await send({"type": "http.response.body", "body": response.body})
             else:
-                await _send_stream(response, send)
+                await self._send_stream(response, send)
             tg.cancel_scope.cancel()
 
+    async def _send_stream(self, response: StreamResponse, send: Send) -> None:
+        drained = anyio.CancelScope()
+        self._streams.add(drained)
+        server_stop.set(self._stop)  # this task's: the body sees it when it is ended by drain()
+        if self.draining:
+            drained.cancel()
+        try:
+            with drained:
+                async for chunk in response.body:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if drained.cancelled_caught:  # the server is stopping: the client reconnects (to another)
+                await send({"type": "http.response.body", "body": RECONNECT, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            self._streams.discard(drained)
+            await _close_body(response)
 
-async def _send_stream(response: StreamResponse, send: Send) -> None:
-    try:
-        async for chunk in response.body:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
-    finally:
-        # Close the body here, in this task, whatever happened (disconnect, cancel, error).
-        aclose = getattr(response.body, "aclose", None)
-        if aclose is not None:
-            with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
-                await aclose()
+
+async def _close_body(response: StreamResponse) -> None:
+    """Close the body here, in this task, whatever happened (disconnect, cancel, error)."""
+    aclose = getattr(response.body, "aclose", None)
+    if aclose is not None:
+        with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
+            await aclose()
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
@@ -209,10 +244,22 @@ def _request(scope: Scope, body: bytes) -> Request:
 
 
 def engine_asgi_app(
-    engine: RunEngine, *, auth: AuthHook | None = None, body_timeout: float | None = BODY_TIMEOUT, **options: Any
+    engine: RunEngine,
+    *,
+    auth: AuthHook | None = None,
+    body_timeout: float | None = BODY_TIMEOUT,
+    cors_origins: Iterable[str] = (),
+    **options: Any,
 ) -> ASGIApp:
     """A standalone ASGI app for `engine`: `build_app` (given `auth` and `options`) plus a lifespan
-    that runs `async with engine`."""
+    that runs `async with engine`.
+
+    `cors_origins`: browser origins allowed to call the API (runengine.http.cors); `options` go to
+    `build_app` (`metrics`: an installed observer whose metrics GET /metrics serves, `rate_limit`, ...)."""
     from .server import build_app
 
-    return ASGIApp(build_app(engine, auth=auth, **options), lifespan=lambda: engine, body_timeout=body_timeout)
+    app: App = build_app(engine, auth=auth, **options)
+    origins = tuple(cors_origins)
+    if origins:
+        app = CORS(app, origins=origins)
+    return ASGIApp(app, lifespan=lambda: engine, body_timeout=body_timeout)

@@ -4,6 +4,7 @@
                     [--header-timeout 10] [--body-timeout 30] [--keep-alive-timeout 5]
                     [--api-key NAME=KEY ...] [--rate-limit 600/minute] [--webhook-allow-host HOST ...]
                     [--config runengine.toml]        (every option also RUNENGINE_<NAME>: docs/configuration.md)
+                    [--log-format console|json] [--metrics/--no-metrics] [--cors-origin ORIGIN ...]
     runengine tail RUN_ID [--after-seq N] [--url http://127.0.0.1:8000]
     runengine runs [--session-id S] [--status S] [--limit N]
     runengine show RUN_ID
@@ -19,7 +20,6 @@ from __future__ import annotations
 import importlib
 import ipaddress
 import json
-import logging
 import os
 import re
 import sys
@@ -32,10 +32,10 @@ from typing import Any, TypeVar
 
 import click
 import httpx
-import structlog
 from httpx_sse import connect_sse
 
 from runengine import __version__
+from runengine.adapters.logs import LOG_FORMATS, LogFormat, configure_logging
 from runengine.engine import RunEngine
 from runengine.errors import InvalidRequest, RunEngineError
 from runengine.ports import EventStore
@@ -53,6 +53,14 @@ url_option = click.option(
 )
 token_option = click.option(
     "--token", default=None, envvar="RUNENGINE_TOKEN", help="Sent as `Authorization: Bearer <token>`."
+)
+log_format_option = click.option(
+    "--log-format",
+    default="console",
+    show_default=True,
+    envvar="RUNENGINE_LOG_FORMAT",
+    type=click.Choice(list(LOG_FORMATS)),
+    help="console: readable lines; json: one JSON object per line (run_id on every line of a run).",
 )
 
 
@@ -217,6 +225,18 @@ def _access_summary(api_keys: tuple[tuple[str, str], ...], auth_ref: str | None,
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
     help="The server's and the engine's log level.",
+@log_format_option
+@click.option(
+    "--metrics/--no-metrics",
+    default=None,
+    help="Serve Prometheus metrics at GET /metrics (default: yes when prometheus-client is installed).",
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="A browser origin (https://app.example.com, or *) allowed to call the API; repeatable.",
 )
 @click.option(
     "--worker/--no-worker",
@@ -260,6 +280,9 @@ def serve(
     auth_ref: str | None,
     delay: float,
     log_level: str,
+    log_format: LogFormat,
+    metrics: bool | None,
+    cors_origins: tuple[str, ...],
     run_worker: bool | None,
     header_timeout: float,
     body_timeout: float,
@@ -311,28 +334,74 @@ def serve(
         raise click.BadParameter(exc.message, param_hint="--api-key") from None
     if auth_ref:
         auth = load_object(auth_ref, "--auth")
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, log_level.upper())))
+    configure_logging(log_level, log_format)
+    observer = _instrument(metrics)
     click.echo(
         f"runengine {__version__}: http://{host}:{port}/ (agents: {', '.join(a.name for a in engine.agents)});"
         f" {_access_summary(api_keys, auth_ref, rate_limit)}"
     )
-    uvicorn.run(
-        engine_asgi_app(
-            engine,
-            auth=auth,
-            body_timeout=body_timeout,
-            rate_limit=rate_limit if isinstance(rate_limit, Rate) else None,
-            platform_rate=None if rate_limit == RATE_OFF else PLATFORM_RATE,
-            webhook_sender=WebhookSender(allow_hosts=webhook_allow_hosts),
-        ),
+    asgi = engine_asgi_app(
+        engine,
+        auth=auth,
+        body_timeout=body_timeout,
+        cors_origins=cors_origins,
+        metrics=observer,
+        rate_limit=rate_limit if isinstance(rate_limit, Rate) else None,
+        platform_rate=None if rate_limit == RATE_OFF else PLATFORM_RATE,
+        webhook_sender=WebhookSender(allow_hosts=webhook_allow_hosts),
+    )
+    config = uvicorn.Config(
+        asgi,
         host=host,
         port=port,
         log_level=log_level,
+        log_config=None,  # configure_logging formats uvicorn's lines too
         lifespan="on",
         timeout_graceful_shutdown=3,
         http=header_timeout_protocol(header_timeout),
         timeout_keep_alive=keep_alive_timeout,  # type: ignore[arg-type]  # uvicorn types it int; any number works
     )
+    try:
+        _draining_server(config, asgi).run()
+    except KeyboardInterrupt:  # uvicorn raises the Ctrl+C again once it has stopped cleanly
+        pass
+
+
+def _draining_server(config: Any, asgi: Any) -> Any:
+    """uvicorn's Server whose first SIGINT / SIGTERM also ends the open streams with a reconnect
+    hint (ASGIApp.drain), so the graceful shutdown does not wait out, then cut, them."""
+    import asyncio
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            try:
+                asyncio.get_running_loop().call_soon_threadsafe(asgi.drain)
+            except RuntimeError:  # no loop yet (or any more): nothing is streaming
+                pass
+
+    return Server(config)
+
+
+def _instrument(metrics: bool | None) -> Any:
+    """Install the tracing observer (if OpenTelemetry is there) and, as asked, the metrics one."""
+    try:
+        from runengine.adapters.tracing import install_tracing
+    except ImportError:
+        pass
+    else:
+        install_tracing()
+    if metrics is False:
+        return None
+    try:
+        from runengine.adapters.metrics import install_metrics
+    except ImportError:
+        if metrics:
+            raise click.UsageError("--metrics needs prometheus-client: pip install 'runengine[metrics]'") from None
+        return None
+    return install_metrics()
 
 
 # -- client commands ----------------------------------------------------------------
@@ -458,6 +527,13 @@ def show(run_id: str, url: str, token: str | None) -> None:
 @click.option("--drain-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="On SIGTERM: seconds to finish in-flight runs before handing them back.")
 @click.option("--delay", default=0.05, show_default=True, type=float, help="Seconds between demo tokens.")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@log_format_option
+@click.option(
+    "--metrics-port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus metrics on this port (GET /metrics; needs runengine[metrics]).",
+)
 def worker(
     store: str | None,
     app_ref: str | None,
@@ -470,13 +546,20 @@ def worker(
     drain_timeout: float,
     delay: float,
     log_level: str,
+    log_format: LogFormat,
+    metrics_port: int | None,
 ) -> None:
     """Execute queued runs (no HTTP) until SIGINT / SIGTERM, then stop gracefully."""
     import signal
 
     import anyio
 
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, log_level.upper())))
+    configure_logging(log_level, log_format)
+    observer = _instrument(metrics_port is not None)
+    if observer is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, registry=observer.registry)  # a thread of its own
 
     from runengine.demo import register_demo_agents
     from runengine.worker import WorkerOptions

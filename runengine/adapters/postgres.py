@@ -36,6 +36,7 @@ import asyncpg
 import attrs
 import structlog
 
+from runengine import observe
 from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError, StoreError
 from runengine.events import Event, RunCreated
 from runengine.ports import (
@@ -386,6 +387,12 @@ class PostgresStore:
                     known=SCHEMA_VERSION,
                 )
 
+    async def schema_current(self) -> bool:
+        """Whether the database's schema is the version this runengine writes (readiness: another
+        process of a newer version may have migrated it since this one opened it)."""
+        row = await self._fetchrow("SELECT max(version) FROM runengine_schema")
+        return row is not None and row[0] == SCHEMA_VERSION
+
     def _require_pool(self) -> asyncpg.Pool:
         if self._pool is None:
             raise StoreError("the PostgreSQL store is not open: `await store.open()` first")
@@ -459,6 +466,7 @@ class PostgresStore:
             try:
                 await self._commit(batch)
                 self.commit_times.append(asyncio.get_running_loop().time() - started)
+                observe.current.store_commit(store="postgresql", seconds=self.commit_times[-1])
                 self.batch_sizes.append(sum(len(r.events) for r in batch if r.error is None))
             except Exception as exc:  # the whole batch failed: each caller gets the error
                 for request in batch:
@@ -1056,6 +1064,7 @@ class PostgresWorkQueue:
                 )
                 taken = [f"gone {row[0]}" for row in rows if row[4]]
                 if taken:  # the lost holder (if it is only slow) stops at once
+                    observe.current.leases_expired(len(taken))
                     await conn.execute(
                         "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", store.queue_channel, taken
                     )
@@ -1063,6 +1072,16 @@ class PostgresWorkQueue:
 
         rows = await store._retry(run)
         return [Lease(run_id=r[0], token=r[1], worker=worker, agent=r[2], claims=r[3]) for r in rows]
+
+    async def depth(self) -> tuple[int, int]:
+        """(queued, claimed): runs waiting for a worker, runs a worker holds; reported to observers."""
+        row = await self._store._fetchrow(
+            "SELECT count(*) FILTER (WHERE NOT claimed), count(*) FILTER (WHERE claimed) FROM runengine_queue"
+        )
+        assert row is not None
+        queued, claimed = int(row[0]), int(row[1])
+        observe.current.queue_depth(queued=queued, claimed=claimed)
+        return queued, claimed
 
     async def renew(self, leases: Sequence[Lease], *, lease: float) -> set[str]:
         if not leases:

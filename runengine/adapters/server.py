@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from runengine.adapters.profiles.acp import AcpProfile, acp_error
 from runengine.adapters.profiles.kore import KoreProfile
 from runengine.adapters.profiles.platform import build_platform_app
@@ -20,11 +22,15 @@ from runengine.http.core import App, Request, Response
 from runengine.http.openstreams import OpenStreams
 from runengine.http.ratelimit import Rate, RateLimited, WindowCounter
 from runengine.adapters.console import add_page
+from runengine.adapters.health import add_health
 from runengine.http.router import Router
 
 #: /platform's limit under `runengine serve` when no --rate-limit is given: the seed's Pro plan,
 #: whose X-RateLimit-* headers the seed shows on its responses.
 PLATFORM_RATE = Rate(600, 60.0)
+
+if TYPE_CHECKING:
+    from runengine.adapters.metrics import PrometheusObserver
 
 
 def build_app(
@@ -44,12 +50,25 @@ def build_app(
     limited, at `platform_rate` (None: not at all; `runengine serve` gives PLATFORM_RATE). The counts are shared by every process
     when the store offers it (PostgreSQL). `webhook_sender`: how callbacks and webhooks are
     sent (its `allow_hosts` lets them reach internal hosts)."""
+
+    metrics: PrometheusObserver | None = None,
+) -> Router:
+    """Every HTTP surface of `engine` in one Router (mounts are matched before the root routes).
+
+    `streams`: the open SSE streams per principal, one count over every surface
+    (`OpenStreams(limit=N)` to change the limit). `metrics`: serve its metrics at GET /metrics
+    (runengine.adapters.metrics.install_metrics()). GET /healthz and /readyz are always there."""
     streams = streams if streams is not None else OpenStreams()
     sender = webhook_sender or WebhookSender()
     windows = rate_windows(engine)
     router = Router()
     NativeAPI(engine, auth=auth, router=router, streams=streams)  # registers its routes on `router`
     add_page(router)
+    add_health(router, engine)
+    if metrics is not None:
+        from runengine.adapters.metrics import add_metrics_route  # prometheus-client: an extra
+
+        add_metrics_route(router, engine, metrics)
     # Other API profiles: one mount line each, e.g.
     #   router.mount("/acp", AcpAPI(engine, auth=auth))
     platform: App = build_platform_app(engine, auth=auth, streams=streams, webhook_sender=sender)

@@ -61,6 +61,7 @@ from urllib.parse import parse_qsl, urlsplit
 import aiosqlite
 import anyio
 
+from runengine import observe
 from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError, StoreError
 from runengine.events import Event, MessageDelta, RunCreated
 from runengine.ports import (
@@ -669,6 +670,7 @@ class SQLiteStore:
                         item.future.set_exception(error)
                 return
         self.commit_times.append(loop.time() - started)
+        observe.current.store_commit(store="sqlite", seconds=self.commit_times[-1])
         self.batch_sizes.append(sum(len(item.rows) for item in written.accepted))
         # Committed: now (and only now) the caches, the callers and the waiters hear of it.
         summaries = self._summaries

@@ -37,6 +37,7 @@ import anyio
 import attrs
 import httpx
 
+from runengine import observe
 from runengine.engine import AgentFailed
 from runengine.errors import InvalidRequest
 from runengine.idempotency import fingerprint
@@ -303,7 +304,7 @@ class WebhookSender:
                     error = f"unsafe_url: {exc.reason}"
                     if on_attempt is not None:
                         await on_attempt(Attempt(number=attempt, status=None, error=error, retry_in=None))
-                    return DeliveryResult(ok=False, attempts=attempt, status=None, error=error, webhook_id=hook_id)
+                    return _reported(DeliveryResult(ok=False, attempts=attempt, status=None, error=error, webhook_id=hook_id))
                 try:
                     # Streamed and never read: a receiver cannot make us buffer a huge answer.
                     async with client.stream(
@@ -325,7 +326,7 @@ class WebhookSender:
                     if 200 <= status < 300:
                         if on_attempt is not None:
                             await on_attempt(Attempt(number=attempt, status=status, error=None, retry_in=None))
-                        return DeliveryResult(ok=True, attempts=attempt, status=status, error=None, webhook_id=hook_id)
+                        return _reported(DeliveryResult(ok=True, attempts=attempt, status=status, error=None, webhook_id=hook_id))
                     error = f"HTTP {status}"
                     if 300 <= status < 400:
                         error = f"HTTP {status}: redirects are not followed"
@@ -341,7 +342,12 @@ class WebhookSender:
                 if retry_in is None:
                     break
                 await anyio.sleep(retry_in)
-        return DeliveryResult(ok=False, attempts=attempt, status=status, error=error, webhook_id=hook_id)
+        return _reported(DeliveryResult(ok=False, attempts=attempt, status=status, error=error, webhook_id=hook_id))
+
+
+def _reported(result: DeliveryResult) -> DeliveryResult:
+    observe.current.webhook_delivered(ok=result.ok, attempts=result.attempts)
+    return result
 
 
 #: Builds a delivery's JSON payload from the target run's final state.

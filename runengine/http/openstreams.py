@@ -18,6 +18,7 @@ from typing import Any
 
 import attrs
 
+from .. import observe
 from ..limits import MAX_OPEN_STREAMS_PER_PRINCIPAL
 from .core import HttpError, Request, StreamResponse
 from .ratelimit import principal_key
@@ -72,10 +73,13 @@ class Slot:
         self._streams = streams
         self._key = key
         self.bound = False
+        self._subscribed = False  # counted as an open SSE subscriber (runengine.observe)
 
     def bind(self, response: StreamResponse) -> StreamResponse:
         """The response, its body giving the slot back when it ends, fails or is closed."""
         self.bound = True
+        self._subscribed = True
+        observe.current.stream_opened()
         return attrs.evolve(response, body=_Releasing(response.body, self))
 
     def release(self) -> None:
@@ -83,6 +87,9 @@ class Slot:
         key, self._key = self._key, None
         if key is not None:
             self._streams._release(key)
+        if self._subscribed:
+            self._subscribed = False
+            observe.current.stream_closed()
 
 
 class _Releasing:

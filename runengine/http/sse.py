@@ -10,6 +10,9 @@ from ..wire import event_to_json
 
 #: Seconds between keep-alive comments on an idle stream.
 KEEPALIVE = 15.0
+#: The last bytes of a stream the server ends because it is stopping: a comment saying so and a
+#: short reconnection delay (an EventSource reconnects with Last-Event-ID; others see the comment).
+RECONNECT = b": the server is shutting down; reconnect to resume\nretry: 500\n\n"
 
 
 def sse_frame(data: str, *, event: str | None = None, id: int | str | None = None) -> bytes:

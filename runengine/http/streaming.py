@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
+from contextvars import ContextVar
 
 from ..events import Event
 from ..ports import DEFAULT_PAGE, EventStore
+
+class ServerStop:
+    """Whether the server is stopping. A binding that ends its streams when it stops (telling
+    clients to reconnect) puts its own in `server_stop` for each stream it sends."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+
+
+#: Read in a stream body's cleanup: a stream ended because the server stops is no disconnect of
+#: the client's (so no on_disconnect=cancel).
+server_stop: ContextVar[ServerStop] = ContextVar("runengine_server_stop", default=ServerStop())
 
 
 async def follow_batches(

@@ -46,7 +46,7 @@ from runengine.http.openstreams import OpenStreams
 from runengine.http.router import Router
 from .native_shapes import history_message_to_json, run_to_json, session_to_json, summary_to_json
 from runengine.http.sse import KEEPALIVE, FrameCache, sse_comment, sse_frame
-from runengine.http.streaming import follow_batches
+from runengine.http.streaming import follow_batches, server_stop
 
 log = structlog.get_logger("runengine.http")
 
@@ -336,7 +336,7 @@ class NativeAPI:
             yield sse_frame(dumps(error), event="stream.error")
         finally:
             self.open_streams -= 1
-            if gone and on_disconnect == "cancel":
+            if gone and on_disconnect == "cancel" and not server_stop.get().stopping:  # not a client's going
                 with anyio.CancelScope(shield=True):
                     await self._cancel_quietly(run_id, "client disconnected")
 

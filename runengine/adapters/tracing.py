@@ -1,0 +1,96 @@
+"""OpenTelemetry traces for the engine (`pip install runengine[otel]`): a span per run execution,
+a child span per tool call and durable step.
+
+    from runengine.adapters.tracing import install_tracing
+    install_tracing()            # spans go to the global TracerProvider (configure it as usual)
+
+The trace context of the request that creates a run (its `traceparent` header, or the span
+current where `engine.execute` is called) is recorded in the run's metadata
+(`observe.TRACE_METADATA_KEY`), so the run's span continues that trace in whichever process
+executes it: a PostgreSQL worker elsewhere, or this one after a restart. Attributes:
+`runengine.run_id`, `runengine.agent`, `runengine.attempt`, `runengine.seq` (the event recording
+a tool call or step) and, at the run's end, `runengine.status`.
+
+`runengine serve` and `runengine worker` install it when opentelemetry-api is importable; without
+an SDK configured, the API's spans are no-ops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from runengine import __version__, observe
+
+#: The run span of the execution this task belongs to: (run id, span).
+_run_span: ContextVar[tuple[str, Span] | None] = ContextVar("runengine_run_span", default=None)
+
+
+class TracingObserver(observe.Observer):
+    """Spans for runs, tool calls and steps, through `tracer_provider` (default: the global one)."""
+
+    def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
+        self.tracer = trace.get_tracer("runengine", __version__, tracer_provider=tracer_provider)
+
+    def trace_context(self) -> dict[str, str]:
+        carrier: dict[str, str] = {}
+        if trace.get_current_span().get_span_context().is_valid:
+            propagate.inject(carrier)
+        return carrier
+
+    @contextlib.contextmanager
+    def request(self, *, headers: Mapping[str, str]) -> Iterator[None]:
+        if "traceparent" not in headers:
+            yield
+            return
+        token = otel_context.attach(propagate.extract(dict(headers)))
+        try:
+            yield
+        finally:
+            otel_context.detach(token)
+
+    @contextlib.contextmanager
+    def run_span(self, *, run_id: str, agent: str, attempt: int, carrier: Mapping[str, str]) -> Iterator[None]:
+        parent = propagate.extract(dict(carrier)) if carrier else None
+        with self.tracer.start_as_current_span(
+            f"run {agent}",
+            context=parent,
+            kind=SpanKind.CONSUMER if carrier else SpanKind.INTERNAL,
+            attributes={"runengine.run_id": run_id, "runengine.agent": agent, "runengine.attempt": attempt},
+        ) as span:
+            token = _run_span.set((run_id, span))
+            try:
+                yield
+            finally:
+                _run_span.reset(token)
+
+    def step_span(self, *, kind: str, name: str, run_id: str, seq: int) -> contextlib.AbstractContextManager[Any]:
+        return self.tracer.start_as_current_span(
+            f"{kind} {name}",
+            attributes={"runengine.run_id": run_id, "runengine.seq": seq, f"runengine.{kind}": name},
+        )
+
+    def run_ended(self, *, run_id: str, agent: str, status: str, seconds: float | None) -> None:
+        current = _run_span.get()
+        if current is None or current[0] != run_id:
+            return  # ended from elsewhere (a cancel by another request): no span of ours to close
+        span = current[1]
+        span.set_attribute("runengine.status", status)
+        if status == "failed":
+            span.set_status(Status(StatusCode.ERROR, "the run failed"))
+
+
+def install_tracing(tracer_provider: trace.TracerProvider | None = None) -> TracingObserver:
+    """A TracingObserver, installed for every engine of this process (runengine.observe)."""
+    tracer = TracingObserver(tracer_provider)
+    observe.add(tracer)
+    return tracer
+
+
+__all__ = ["TracingObserver", "install_tracing"]

@@ -1,0 +1,143 @@
+"""Prometheus metrics: /metrics scraped over real HTTP after a run of each kind."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import anyio
+import httpx
+import pytest
+from httpx_sse import aconnect_sse
+from prometheus_client.parser import text_string_to_metric_families
+
+from runengine import RunEngine, observe
+from runengine.adapters.asgi import engine_asgi_app
+from runengine.adapters.metrics import PrometheusObserver, install_metrics
+from runengine.adapters.server import build_app
+from runengine.context import RunContext
+from httpkit import serve
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # uvicorn
+
+
+@pytest.fixture
+def metrics() -> Iterator[PrometheusObserver]:
+    observer = install_metrics()
+    yield observer
+    observe.remove(observer)
+
+
+def agents(engine: RunEngine) -> RunEngine:
+    @engine.agent("ok")
+    async def ok(ctx: RunContext) -> str:
+        await ctx.delta("hello ")
+        await ctx.delta("world")
+        return await ctx.tool_call("add", {"a": 1, "b": 2}, lambda a, b: a + b)
+
+    @engine.agent("boom")
+    async def boom(ctx: RunContext) -> None:
+        raise RuntimeError("the agent broke")
+
+    @engine.agent("slow")
+    async def slow(ctx: RunContext) -> None:
+        await ctx.say("started")
+        await anyio.sleep_forever()
+
+    @engine.agent("asks")
+    async def asks(ctx: RunContext) -> object:
+        return await ctx.ask({"question": "continue?"})
+
+    return engine
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return found
+
+
+def value(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    return found.get((name, frozenset(labels.items())), 0.0)
+
+
+@pytest.mark.anyio
+async def test_metrics_after_a_run_of_each_kind(metrics: PrometheusObserver) -> None:
+    engine = agents(RunEngine("memory://"))
+    async with serve(engine_asgi_app(engine, metrics=metrics)) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        assert (await http.post("/runs", json={"agent": "ok", "input": None})).json()["status"] == "completed"
+        assert (await http.post("/runs", json={"agent": "boom", "input": None})).json()["status"] == "failed"
+        waiting = (await http.post("/runs", json={"agent": "asks", "input": None})).json()
+        assert waiting["status"] == "waiting_for_input"
+        slow = (await http.post("/runs", json={"agent": "slow", "input": None, "mode": "async"})).json()["run_id"]
+        async with aconnect_sse(http, "GET", f"/runs/{slow}/events") as source:
+            async for sse in source.aiter_sse():
+                if sse.event == "message.completed":
+                    break  # the run is under way, and this stream is open
+            during = samples((await http.get("/metrics")).text)
+        assert (await http.post(f"/runs/{slow}/cancel", json={})).json()["status"] == "cancelled"
+        response = await http.get("/metrics")
+
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    found = samples(response.text)
+    assert value(during, "runengine_sse_subscribers") == 1
+    assert value(during, "runengine_runs_active") == 2  # the waiting run and the slow one
+    assert value(found, "runengine_sse_subscribers") == 0
+    assert value(found, "runengine_runs_active") == 1  # the waiting run stays
+    for agent in ("ok", "boom", "asks", "slow"):
+        assert value(found, "runengine_runs_started_total", agent=agent, resumed="false") == 1
+    assert value(found, "runengine_runs_ended_total", agent="ok", status="completed") == 1
+    assert value(found, "runengine_runs_ended_total", agent="boom", status="failed") == 1
+    assert value(found, "runengine_runs_ended_total", agent="slow", status="cancelled") == 1
+    assert value(found, "runengine_runs_ended_total", agent="asks", status="completed") == 0
+    assert value(found, "runengine_run_duration_seconds_count", agent="ok", status="completed") == 1
+    assert value(found, "runengine_events_appended_total", type="run.created") == 4
+    assert value(found, "runengine_events_appended_total", type="run.waiting_for_input") == 1
+    assert value(found, "runengine_events_appended_total", type="message.delta") == 2
+    assert value(found, "runengine_events_appended_total", type="tool.call") == 1
+    assert value(found, "runengine_events_appended_total", type="run.cancelled") == 1
+    assert value(found, "runengine_append_seconds_count") >= 8
+
+
+@pytest.mark.anyio
+async def test_metrics_are_served_only_when_asked() -> None:
+    engine = agents(RunEngine("memory://"))
+    routes = set(build_app(engine).routes())
+    assert ("GET", "/metrics") not in routes
+    assert ("GET", "/healthz") in routes
+
+
+@pytest.mark.anyio
+async def test_an_sqlite_store_reports_its_commits(metrics: PrometheusObserver, tmp_path: object) -> None:
+    engine = agents(RunEngine(f"sqlite:///{tmp_path}/m.db"))
+    async with engine:
+        await engine.execute("ok")
+    found = samples(metrics.exposition().decode())
+    assert value(found, "runengine_store_commit_seconds_count", store="sqlite") >= 1
+
+
+@pytest.mark.anyio
+@pytest.mark.postgres
+async def test_queue_depth_and_lease_expiries_on_postgresql(metrics: PrometheusObserver, pg_schema_url: str) -> None:
+    engine = agents(RunEngine(pg_schema_url))  # accepts runs; no worker here executes them
+    async with serve(engine_asgi_app(engine, metrics=metrics)) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        for _ in range(3):
+            assert (await http.post("/runs", json={"agent": "ok", "input": None, "mode": "async"})).status_code == 202
+        queued = samples((await http.get("/metrics")).text)
+        queue = engine.queue
+        assert queue is not None
+        (held,) = await queue.claim("lost-worker", agents=["ok"], limit=1, lease=0.05)
+        taken: list[object] = []
+        with anyio.fail_after(10):
+            while not taken:  # the lost worker never renews: its lease expires and another takes the run
+                taken = [lease for lease in await queue.claim("w2", agents=["ok"], limit=3, lease=30) if lease.run_id == held.run_id]
+                await anyio.sleep(0.02)
+        claimed = samples((await http.get("/metrics")).text)
+    assert value(queued, "runengine_queue_runs", state="queued") == 3
+    assert value(queued, "runengine_queue_runs", state="claimed") == 0
+    assert value(claimed, "runengine_queue_runs", state="claimed") == 3
+    assert value(claimed, "runengine_lease_expiries_total") == 1
