@@ -225,6 +225,7 @@ def _access_summary(api_keys: tuple[tuple[str, str], ...], auth_ref: str | None,
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
     help="The server's and the engine's log level.",
+)
 @log_format_option
 @click.option(
     "--metrics/--no-metrics",

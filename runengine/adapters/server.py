@@ -41,23 +41,18 @@ def build_app(
     rate_limit: Rate | None = None,
     platform_rate: Rate | None = None,
     webhook_sender: WebhookSender | None = None,
+    metrics: PrometheusObserver | None = None,
 ) -> Router | RateLimited:
     """Every HTTP surface of `engine` in one App (mounts are matched before the root routes).
 
     `streams`: the open SSE streams per principal, one count over every surface
     (`OpenStreams(limit=N)` to change the limit). `rate_limit`: requests per principal over
     every surface at once, with the X-RateLimit-* headers; without it only /platform is
-    limited, at `platform_rate` (None: not at all; `runengine serve` gives PLATFORM_RATE). The counts are shared by every process
-    when the store offers it (PostgreSQL). `webhook_sender`: how callbacks and webhooks are
-    sent (its `allow_hosts` lets them reach internal hosts)."""
-
-    metrics: PrometheusObserver | None = None,
-) -> Router:
-    """Every HTTP surface of `engine` in one Router (mounts are matched before the root routes).
-
-    `streams`: the open SSE streams per principal, one count over every surface
-    (`OpenStreams(limit=N)` to change the limit). `metrics`: serve its metrics at GET /metrics
-    (runengine.adapters.metrics.install_metrics()). GET /healthz and /readyz are always there."""
+    limited, at `platform_rate` (None: not at all; `runengine serve` gives PLATFORM_RATE). The
+    counts are shared by every process when the store offers it (PostgreSQL). `webhook_sender`:
+    how callbacks and webhooks are sent (its `allow_hosts` lets them reach internal hosts).
+    `metrics`: serve its metrics at GET /metrics (runengine.adapters.metrics.install_metrics()).
+    GET /healthz and /readyz are always there."""
     streams = streams if streams is not None else OpenStreams()
     sender = webhook_sender or WebhookSender()
     windows = rate_windows(engine)
