@@ -6,12 +6,15 @@ starting with `$ ` is a command, in order; `$ pip install ...` names what the ex
 (`runengine` there means this repository), the last `$ ` line runs the example. When that line's
 comment names a URL (`# then open http://127.0.0.1:8000/prefix/`), the example is a server: the
 test gives it a free port ($PORT, and $UVICORN_PORT for uvicorn), then completes a run over HTTP
-at that prefix. An example without a `$ ` line fails the test.
+at that prefix. A command may start with environment assignments (`OPENAI_API_KEY=sk-...`);
+an example whose agent calls a model gets an offline one instead (OFFLINE_MODELS: a local
+OpenAI-compatible server, or Pydantic AI's TestModel). An example without a `$ ` line fails the test.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import re
 import shlex
@@ -22,11 +25,16 @@ import sys
 import time
 from pathlib import Path
 
+import threading
+from collections.abc import Iterator
+
 import attrs
 import httpx
 import pytest
+import uvicorn
 
 from httpkit import free_port
+from openai_server import FakeOpenAI, text
 
 pytestmark = pytest.mark.slow
 
@@ -57,6 +65,32 @@ class Example:
         command, comment = lines[-1]
         url = URL.search(comment)
         return cls(path, installs, command, url["prefix"] if url else None)
+
+
+@contextlib.contextmanager
+def openai_compatible_server() -> Iterator[dict[str, str]]:
+    """A local OpenAI-compatible server (tests/openai_server.py) answering every request with a text."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(FakeOpenAI(text("Hello ", "from a local model.")).app, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            assert thread.is_alive(), "the local OpenAI-compatible server did not start"
+            time.sleep(0.05)
+        yield {"OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1", "OPENAI_API_KEY": "offline", "OPENAI_MODEL": "local"}
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@contextlib.contextmanager
+def pydantic_ai_test_model() -> Iterator[dict[str, str]]:
+    yield {"PYDANTIC_AI_MODEL": "test"}  # Pydantic AI's TestModel: calls every tool, then answers
+
+
+#: The model each LLM example is given here in place of its documented API key (the tests are offline).
+OFFLINE_MODELS = {"openai_agent": openai_compatible_server, "pydantic_ai_agent": pydantic_ai_test_model}
 
 
 def _docstring(path: Path) -> str:
@@ -122,8 +156,19 @@ def test_the_documented_command_works_with_a_normal_install(path: Path, venv: Pa
     }
     env.pop("PYTHONPATH", None)  # only what the fresh virtualenv holds
     argv = shlex.split(example.command)
+    while argv and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", argv[0]):  # the command's own environment
+        name, _, value = argv.pop(0).partition("=")
+        env[name] = value
+    env["RUNENGINE_PORT"] = str(port)  # `runengine serve`'s --port
+    with contextlib.ExitStack() as stack:
+        if path.stem in OFFLINE_MODELS:
+            env.update(stack.enter_context(OFFLINE_MODELS[path.stem]()))
+        run_example(example, argv, env, port, venv)
+
+
+def run_example(example: Example, argv: list[str], env: dict[str, str], port: int, venv: Path) -> None:
     argv[0] = shutil.which(argv[0], path=env["PATH"]) or argv[0]
-    assert argv[0].startswith(str(venv)), f"{path.name}: {argv[0]!r} is not the fresh virtualenv's"
+    assert argv[0].startswith(str(venv)), f"{example.path.name}: {argv[0]!r} is not the fresh virtualenv's"
     if example.url_prefix is None:  # a script: it runs to its end
         result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stdout + result.stderr
@@ -135,15 +180,27 @@ def test_the_documented_command_works_with_a_normal_install(path: Path, venv: Pa
         with httpx.Client(base_url=base, timeout=30.0) as client:
             agents = wait_for_agents(client, process)
             agent = "echo" if "echo" in agents else agents[0]
-            run = client.post("runs", json={"agent": agent, "input": "from a normal install"})
-            assert run.status_code == 200, run.text
-            assert run.json()["status"] == "completed", run.json()
-            assert client.get(f"runs/{run.json()['run_id']}/events").json()["ended"] is True
+            response = client.post("runs", json={"agent": agent, "input": "from a normal install"})
+            assert response.status_code == 200, response.text
+            run = response.json()
+            if run["status"] == "waiting_for_input":  # an agent that asks first (an approval): say yes
+                assert client.post(f"runs/{run['run_id']}/input", json={"content": True}).status_code == 200
+                run = wait_until_ended(client, run["run_id"])
+            assert run["status"] == "completed", run
+            assert client.get(f"runs/{run['run_id']}/events").json()["ended"] is True
     finally:
         process.send_signal(signal.SIGINT)  # Ctrl+C
         output, _ = process.communicate(timeout=60)
     assert process.returncode == 0, output
     assert "Traceback" not in output, output
+
+
+def wait_until_ended(client: httpx.Client, run_id: str, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while (run := client.get(f"runs/{run_id}").json())["status"] in ("pending", "running"):
+        assert time.monotonic() < deadline, run
+        time.sleep(0.1)
+    return run
 
 
 def wait_for_agents(client: httpx.Client, process: subprocess.Popen[str], timeout: float = 60.0) -> list[str]:
