@@ -13,9 +13,8 @@
   One listening connection per store fans the wake-ups out to in-process waiters, which
   then read `seq > last`. Waits re-check the database every `recheck` seconds, so a lost
   NOTIFY or a dropped listener (it reconnects) delays a tail, never hangs it.
-- The work queue (`store.work_queue`): claims with FOR UPDATE SKIP LOCKED, leases as
-  database-clock deadlines renewed by heartbeats, fencing checked in the append's own
-  transaction (see runengine.worker for the policy around it).
+- The work queue (`store.work_queue`, runengine.adapters.postgres_queue) shares this
+  store's pool, writer and listener; its fencing is checked in the append's own transaction.
 - Lost connections (a server restart) are retried for up to `reconnect_timeout` seconds.
 
 Needs asyncpg: `pip install runengine[postgres]`. asyncio only.
@@ -36,8 +35,11 @@ import asyncpg
 import attrs
 import structlog
 
+from runengine.adapters.postgres_queue import PostgresWorkQueue
+from runengine.adapters.run_listing import dollar, list_runs_query
+from runengine.adapters.wakeup import RunWakeups
 from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError, StoreError
-from runengine.events import Event, RunCreated
+from runengine.events import Event
 from runengine.ports import (
     DEFAULT_PAGE,
     MAX_PAGE,
@@ -202,23 +204,6 @@ class _RunRow:
     created: bool = False  # inserted by this batch
 
 
-class _Signal:
-    """In-process wake-up for one run: the highest seq notified, and an event set on news."""
-
-    __slots__ = ("event", "seq", "waiters")
-
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
-        self.seq = 0
-        self.waiters = 0
-
-    def fire(self, seq: int) -> None:
-        if seq > self.seq:
-            self.seq = seq
-        self.event.set()
-        self.event = asyncio.Event()
-
-
 class PostgresStore:
     """An EventStore (and WorkQueue, as `.work_queue`) on PostgreSQL through an asyncpg pool."""
 
@@ -254,7 +239,7 @@ class PostgresStore:
         self._requests: asyncio.Queue[_Append] | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._listener_task: asyncio.Task[None] | None = None
-        self._signals: dict[str, _Signal] = {}
+        self._wakeups = RunWakeups()
         self._lost: dict[str, asyncio.Event] = {}
         self._work = asyncio.Event()
         self._listening = False
@@ -336,8 +321,7 @@ class PostgresStore:
         self._writer_task = self._listener_task = None
         self._requests = None
         await pool.close()
-        for signal in self._signals.values():
-            signal.event.set()
+        self._wakeups.notify_all()
 
     async def __aenter__(self) -> PostgresStore:
         await self.open()
@@ -424,6 +408,23 @@ class PostgresStore:
         _check_json(events)
         await self._submit(_Append(run_id, list(events), expected_seq, self._new_future()))
 
+    async def _append_for_queue(
+        self,
+        run_id: str,
+        events: Sequence[Event],
+        expected_seq: int,
+        *,
+        lease: Lease | None = None,
+        enqueue: bool = False,
+        after: Sequence[str] = (),
+    ) -> None:
+        """An append through the writer for the work queue: a queued run's first events
+        (`enqueue`), or a leased run's next ones (fenced by `lease`). Checked by the caller."""
+        _check_json(events)
+        await self._submit(
+            _Append(run_id, list(events), expected_seq, self._new_future(), lease=lease, enqueue=enqueue, after=tuple(after))
+        )
+
     def _new_future(self) -> asyncio.Future[None]:
         return asyncio.get_running_loop().create_future()
 
@@ -465,7 +466,7 @@ class PostgresStore:
                     requests.task_done()
                 for request in batch:
                     if request.error is None:
-                        self._fire(request.run_id, request.events[-1].seq)
+                        self._wakeups.notify(request.run_id, request.events[-1].seq)
                 if any(r.enqueue and r.error is None for r in batch):
                     self._work.set()
 
@@ -653,42 +654,21 @@ class PostgresStore:
 
     # -- live tails -------------------------------------------------------------------
 
-    def _fire(self, run_id: str, seq: int) -> None:
-        signal = self._signals.get(run_id)
-        if signal is not None:
-            signal.fire(seq)
-
     async def wait(self, run_id: str, *, after_seq: int, timeout: float | None = None) -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout if timeout is not None else None
-        signal = self._signals.get(run_id)
-        if signal is None:
-            signal = self._signals[run_id] = _Signal()
-        signal.waiters += 1
-        try:
-            while True:
-                if signal.seq > after_seq:
-                    return True
-                woken = signal.event  # taken before the check: a NOTIFY during it is not missed
-                try:
-                    if await self._last_seq_once(run_id) > after_seq:
-                        return True
-                except _TRANSIENT:
-                    pass  # the server is away: keep waiting, re-check later
-                remaining = None if deadline is None else deadline - loop.time()
-                if remaining is not None and remaining <= 0:
-                    return False
-                if self._pool is None:
-                    raise StoreError("the PostgreSQL store is closed")
-                pause = self.recheck if self._listening else min(self.recheck, 0.25)
-                try:
-                    await asyncio.wait_for(woken.wait(), pause if remaining is None else min(pause, remaining))
-                except asyncio.TimeoutError:
-                    pass
-        finally:
-            signal.waiters -= 1
-            if signal.waiters == 0 and self._signals.get(run_id) is signal:
-                del self._signals[run_id]
+        async def has_news() -> bool:
+            try:
+                return await self._last_seq_once(run_id) > after_seq
+            except _TRANSIENT:
+                return False  # the server is away: keep waiting, re-check later
+
+        def recheck() -> float:
+            if self._pool is None:
+                raise StoreError("the PostgreSQL store is closed")
+            return self.recheck if self._listening else min(self.recheck, 0.25)
+
+        return await self._wakeups.wait(
+            run_id, after_seq=after_seq, timeout=timeout, has_news=has_news, recheck=recheck
+        )
 
     async def _last_seq_once(self, run_id: str) -> int:
         async with self._require_pool().acquire() as conn:
@@ -698,7 +678,7 @@ class PostgresStore:
     def _on_event_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         run_id, _, seq = payload.rpartition(" ")
         try:
-            self._fire(run_id, int(seq))
+            self._wakeups.notify(run_id, int(seq))
         except ValueError:
             log.warning("ignored a malformed notification", payload=payload)
 
@@ -712,9 +692,7 @@ class PostgresStore:
 
     def _wake_everyone(self) -> None:
         """After (re)listening: notifications may have been missed, so every waiter re-checks."""
-        for signal in list(self._signals.values()):
-            signal.event.set()
-            signal.event = asyncio.Event()
+        self._wakeups.notify_all()
         for event in self._lost.values():
             event.set()
         self._work.set()
@@ -788,26 +766,15 @@ class PostgresStore:
         before: str | None = None,
     ) -> RunPage:
         check_page(0, limit)
-        start = decode_cursor(before)
-        where: list[str] = []
-        args: list[Any] = []
-        for column, value in (
-            ("session_id", session_id),
-            ("status", status.value if status is not None else None),
-            ("owner", owner),
-        ):
-            if value is not None:
-                args.append(value)
-                where.append(f"{column} = ${len(args)}")
-        if start is not None:
-            args.append(start)
-            where.append(f"position < ${len(args)}")
-        args.append(limit + 1)
-        sql = (
+        sql, args = list_runs_query(
             "SELECT run_id, agent, status, session_id, owner, created_at, updated_at, last_seq, position"
-            " FROM runengine_runs"
-            + (" WHERE " + " AND ".join(where) if where else "")
-            + f" ORDER BY position DESC LIMIT ${len(args)}"
+            " FROM runengine_runs",
+            placeholder=dollar,
+            session_id=session_id,
+            status=status,
+            owner=owner,
+            before_position=decode_cursor(before),
+            limit=limit,
         )
         rows = await self._fetch(sql, *args)
         page = rows[:limit]
@@ -954,134 +921,6 @@ class PostgresStore:
             metadata=json.loads(row[5]),
             data=json.loads(row[6]),
         )
-
-
-class PostgresWorkQueue:
-    """The durable queue of pending runs (the WorkQueue port), sharing its store's pool and writer."""
-
-    def __init__(self, store: PostgresStore) -> None:
-        self._store = store
-
-    async def enqueue(self, run_id: str, events: Sequence[Event], *, after: Sequence[str] = ()) -> None:
-        check_append(run_id, events, 0)
-        if not isinstance(events[0], RunCreated):  # pragma: no cover - check_append ensures it
-            raise InvalidRequest("a queued run starts with run.created")
-        store = self._store
-        _check_json(events)
-        await store._submit(
-            _Append(run_id, list(events), 0, store._new_future(), enqueue=True, after=tuple(after))
-        )
-
-    async def claim(self, worker: str, *, agents: Sequence[str], limit: int, lease: float) -> list[Lease]:
-        if limit < 1:
-            return []
-        store = self._store
-
-        async def run() -> list[asyncpg.Record]:
-            async with store._require_pool().acquire() as conn, conn.transaction():
-                rows = list(
-                    await conn.fetch(
-                        "WITH picked AS ("
-                        "  SELECT run_id, claimed AS taken_over FROM runengine_queue"
-                        "  WHERE (NOT claimed AND agent = ANY($2::text[]) AND (cardinality(after_runs) = 0 OR NOT EXISTS ("
-                        "    SELECT 1 FROM runengine_runs AS r WHERE r.run_id = ANY(after_runs)"
-                        "    AND r.status IN ('pending', 'running', 'waiting_for_input'))))"
-                        "   OR (claimed AND lease_until < clock_timestamp())"
-                        "  ORDER BY position LIMIT $3 FOR UPDATE SKIP LOCKED)"
-                        " UPDATE runengine_queue AS q SET claimed = true, token = gen_random_uuid(), worker = $1,"
-                        "  lease_until = clock_timestamp() + $4::interval, claims = q.claims + 1"
-                        " FROM picked WHERE q.run_id = picked.run_id"
-                        " RETURNING q.run_id, q.token::text, q.agent, q.claims, picked.taken_over",
-                        worker,
-                        list(agents),
-                        limit,
-                        timedelta(seconds=lease),
-                    )
-                )
-                taken = [f"gone {row[0]}" for row in rows if row[4]]
-                if taken:  # the lost holder (if it is only slow) stops at once
-                    await conn.execute(
-                        "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", store.queue_channel, taken
-                    )
-                return rows
-
-        rows = await store._retry(run)
-        return [Lease(run_id=r[0], token=r[1], worker=worker, agent=r[2], claims=r[3]) for r in rows]
-
-    async def renew(self, leases: Sequence[Lease], *, lease: float) -> set[str]:
-        if not leases:
-            return set()
-        rows = await self._store._fetch(
-            "UPDATE runengine_queue AS q SET lease_until = clock_timestamp() + $3::interval"
-            " FROM unnest($1::text[], $2::uuid[]) AS l(run_id, token)"
-            " WHERE q.run_id = l.run_id AND q.token = l.token AND q.claimed RETURNING q.run_id",
-            [x.run_id for x in leases],
-            [x.token for x in leases],
-            timedelta(seconds=lease),
-        )
-        return {row[0] for row in rows}
-
-    async def append_leased(self, lease: Lease, events: Sequence[Event], *, expected_seq: int) -> None:
-        check_append(lease.run_id, events, expected_seq)
-        _check_json(events)
-        store = self._store
-        await store._submit(_Append(lease.run_id, list(events), expected_seq, store._new_future(), lease=lease))
-
-    async def release(self, lease: Lease) -> None:
-        store = self._store
-
-        async def run() -> None:
-            async with store._require_pool().acquire() as conn, conn.transaction():
-                await conn.execute(
-                    "UPDATE runengine_queue SET claimed = false, token = NULL, worker = NULL, lease_until = NULL"
-                    " WHERE run_id = $1 AND token = $2::uuid",
-                    lease.run_id,
-                    lease.token,
-                )
-                await conn.execute("SELECT pg_notify($1, 'work')", store.queue_channel)
-
-        await store._retry(run)
-        store._lost.pop(lease.run_id, None)
-
-    async def wait_for_work(self, timeout: float) -> None:
-        work = self._store._work
-        try:
-            await asyncio.wait_for(work.wait(), timeout)
-        except asyncio.TimeoutError:
-            return
-        work.clear()
-
-    async def wait_lost(self, lease: Lease, timeout: float) -> bool:
-        store = self._store
-        event = store._lost.get(lease.run_id)
-        if event is None:
-            event = store._lost[lease.run_id] = asyncio.Event()
-        try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except asyncio.TimeoutError:
-            return False
-        if store._lost.get(lease.run_id) is event:  # woken by a re-listen: arm a fresh one
-            store._lost[lease.run_id] = asyncio.Event()
-        # A wake-up is a hint: the queue row says whether we still hold the run.
-        row = await store._fetchrow(
-            "SELECT 1 FROM runengine_queue WHERE run_id = $1 AND token = $2::uuid AND claimed",
-            lease.run_id,
-            lease.token,
-        )
-        if row is None:
-            store._lost.pop(lease.run_id, None)
-            return True
-        return False
-
-    async def held(self, lease: Lease) -> bool:
-        """Whether `lease` is still held (token current and not expired), by the database clock."""
-        row = await self._store._fetchrow(
-            "SELECT 1 FROM runengine_queue WHERE run_id = $1 AND token = $2::uuid AND claimed"
-            " AND lease_until > clock_timestamp()",
-            lease.run_id,
-            lease.token,
-        )
-        return row is not None
 
 
 def _summary(row: asyncpg.Record) -> RunSummary:

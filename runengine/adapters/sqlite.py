@@ -61,6 +61,8 @@ from urllib.parse import parse_qsl, urlsplit
 import aiosqlite
 import anyio
 
+from runengine.adapters.run_listing import list_runs_query, qmark
+from runengine.adapters.wakeup import RunWakeups
 from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError, StoreError
 from runengine.events import Event, MessageDelta, RunCreated
 from runengine.ports import (
@@ -376,16 +378,6 @@ class _Tail:
             self.first_seq += drop
 
 
-class _Signal:
-    """A per-run wake-up: one asyncio.Event replaced after each set, and its waiter count."""
-
-    __slots__ = ("event", "waiters")
-
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
-        self.waiters = 0
-
-
 class SQLiteStore:
     """The event store in a SQLite file (or `:memory:`). See the module docstring."""
 
@@ -434,7 +426,7 @@ class SQLiteStore:
         #: without a database call: short runs never get one).
         self._snapshot_free: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._tails: collections.OrderedDict[str, _Tail] = collections.OrderedDict()
-        self._signals: dict[str, _Signal] = {}
+        self._wakeups = RunWakeups()
         #: Commit latencies (seconds) of recent batches and their sizes, for benchmarks.
         self.commit_times: collections.deque[float] = collections.deque(maxlen=100_000)
         self.batch_sizes: collections.deque[int] = collections.deque(maxlen=100_000)
@@ -706,10 +698,7 @@ class SQLiteStore:
             else:
                 statement.future.set_result(result)
         for run_id in written.committed:
-            signal = self._signals.get(run_id)
-            if signal is not None:
-                signal.event.set()
-                signal.event = asyncio.Event()
+            self._wakeups.notify(run_id)
 
     # -- caches of what this store committed ---------------------------------------
 
@@ -776,28 +765,10 @@ class SQLiteStore:
         return summary.last_seq if summary is not None else 0
 
     async def wait(self, run_id: str, *, after_seq: int, timeout: float | None = None) -> bool:
-        signal = self._signals.get(run_id)
-        if signal is None:
-            signal = self._signals[run_id] = _Signal()
-        signal.waiters += 1
-        try:
-            loop = asyncio.get_running_loop()
-            deadline = None if timeout is None else loop.time() + timeout
-            while True:
-                woken = signal.event  # taken before looking, so a commit in between still wakes us
-                if await self.last_seq(run_id) > after_seq:
-                    return True
-                remaining = None if deadline is None else deadline - loop.time()
-                if remaining is not None and remaining <= 0:
-                    return False
-                try:
-                    await asyncio.wait_for(woken.wait(), remaining)
-                except TimeoutError:
-                    return await self.last_seq(run_id) > after_seq
-        finally:
-            signal.waiters -= 1
-            if signal.waiters == 0 and self._signals.get(run_id) is signal:
-                del self._signals[run_id]
+        async def has_news() -> bool:
+            return await self.last_seq(run_id) > after_seq
+
+        return await self._wakeups.wait(run_id, after_seq=after_seq, timeout=timeout, has_news=has_news)
 
     # -- listing ----------------------------------------------------------------------
 
@@ -832,26 +803,15 @@ class SQLiteStore:
         before: str | None = None,
     ) -> RunPage:
         check_page(0, limit)
-        start = decode_cursor(before)
-        where: list[str] = []
-        params: list[Any] = []
-        if start is not None:
-            where.append("position < ?")
-            params.append(start)
-        if session_id is not None:
-            where.append("session_id = ?")
-            params.append(session_id)
-        if status is not None:
-            where.append("status = ?")
-            params.append(Status(status).value)
-        if owner is not None:
-            where.append("owner = ?")
-            params.append(owner)
-        sql = f"SELECT position, {_RUN_COLUMNS} FROM runs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY position DESC LIMIT ?"
-        params.append(limit + 1)
+        sql, params = list_runs_query(
+            f"SELECT position, {_RUN_COLUMNS} FROM runs",
+            placeholder=qmark,
+            session_id=session_id,
+            status=status,
+            owner=owner,
+            before_position=decode_cursor(before),
+            limit=limit,
+        )
         rows = await self._fetch(sql, params)
         page = rows[:limit]
         more = len(rows) > limit
