@@ -9,15 +9,11 @@ import hmac
 import time
 
 import pytest
+import standardwebhooks
 
-from runengine.adapters.webhooks import (
-    UnsafeURL,
-    WebhookDeliveries,
-    WebhookSender,
-    check_url,
-    retry_after_seconds,
-    standard_webhook_headers,
-)
+from runengine.adapters.ssrf import UnsafeURL, check_url
+from runengine.adapters.webhook_signing import standard_webhook_headers
+from runengine.adapters.webhooks import WebhookDeliveries, WebhookSender, retry_after_seconds
 from runengine.engine import RunEngine
 from runengine.errors import InvalidRequest
 from runengine.status import Status
@@ -124,6 +120,28 @@ def test_standard_webhook_signature() -> None:
     raw = b"0123456789abcdef"
     whsec = standard_webhook_headers("whsec_" + base64.b64encode(raw).decode(), "msg_1", 1, body)
     assert whsec == standard_webhook_headers(raw, "msg_1", 1, body)
+
+
+@pytest.mark.parametrize(
+    ("secret", "verifier_secret"),
+    [
+        ("whsec_" + base64.b64encode(b"0123456789abcdef0123").decode(), None),  # padded base64
+        ("whsec_" + base64.b64encode(b"0123456789abcdef0123").decode().rstrip("="), None),  # unpadded
+        ("whsec_" + base64.b64encode(b"0123456789abcdef0").decode().rstrip("="), None),  # two = dropped
+        ("my-token", b"my-token"),  # a plain string: its UTF-8 bytes are the key
+        ("tok_a-1 ünïcode", "tok_a-1 ünïcode".encode()),
+        (b"\x00raw key bytes", None),
+    ],
+)
+def test_standardwebhooks_verifies_what_we_sign(secret: str | bytes, verifier_secret: bytes | None) -> None:
+    body = '{"run_id":"r1","output":"é"}'.encode()
+    headers = standard_webhook_headers(secret, "msg_1", int(time.time()), body)
+    receiver_side = standardwebhooks.Webhook(secret if verifier_secret is None else verifier_secret)
+    assert receiver_side.verify(body, headers) == {"run_id": "r1", "output": "é"}
+    with pytest.raises(standardwebhooks.WebhookVerificationError):
+        receiver_side.verify(body + b" ", headers)
+    with pytest.raises(standardwebhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(b"another key").verify(body, headers)
 
 
 def test_retry_after_forms() -> None:
