@@ -33,6 +33,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import attrs
+import stamina
 import structlog
 
 from runengine.adapters.postgres_queue import PostgresWorkQueue
@@ -363,22 +364,34 @@ class PostgresStore:
 
     async def _retry(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run `operation`, retrying on a lost connection until `reconnect_timeout` has passed."""
-        loop = asyncio.get_running_loop()
-        deadline: float | None = None
-        delay = 0.05
-        while True:
-            try:
-                return await operation()
-            except _TRANSIENT as exc:
-                if isinstance(exc, asyncpg.InterfaceError) and self._closing:
-                    raise StoreError("the PostgreSQL store is closed") from exc
-                now = loop.time()
-                deadline = deadline if deadline is not None else now + self.reconnect_timeout
-                if now >= deadline:
-                    raise StoreError(f"PostgreSQL unreachable: {type(exc).__name__}: {exc}") from exc
-                log.debug("retrying after a lost connection", error=repr(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+        try:
+            return await operation()  # the common case, without setting up a retry loop
+        except _TRANSIENT as exc:
+            if not self._retryable(exc) or self.reconnect_timeout == 0:
+                raise self._gave_up(exc) from exc
+        try:
+            async for attempt in stamina.retry_context(
+                on=self._retryable,
+                attempts=None,
+                timeout=self.reconnect_timeout,
+                wait_initial=0.05,
+                wait_max=1.0,
+                wait_jitter=0.05,
+            ):
+                with attempt:
+                    return await operation()
+        except _TRANSIENT as exc:
+            raise self._gave_up(exc) from exc
+        raise AssertionError("unreachable: stamina returns or raises")  # pragma: no cover
+
+    def _retryable(self, exc: Exception) -> bool:
+        # A closed pool's connections raise InterfaceError: retrying cannot help.
+        return isinstance(exc, _TRANSIENT) and not (self._closing and isinstance(exc, asyncpg.InterfaceError))
+
+    def _gave_up(self, exc: BaseException) -> StoreError:
+        if self._closing and isinstance(exc, asyncpg.InterfaceError):
+            return StoreError("the PostgreSQL store is closed")
+        return StoreError(f"PostgreSQL unreachable: {type(exc).__name__}: {exc}")
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         async def run() -> list[asyncpg.Record]:

@@ -16,8 +16,6 @@ key `webhook:<run_id>:<url>`, so one run is never delivered twice to one URL.
 
 from __future__ import annotations
 
-import math
-import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping
@@ -27,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import attrs
 import httpx
+import stamina
 
 from runengine.adapters.ssrf import ResolvedTarget, UnsafeURL, check_url
 from runengine.adapters.webhook_signing import standard_webhook_headers
@@ -68,7 +67,8 @@ class Attempt:
     number: int
     status: int | None
     error: str | None
-    #: Seconds until the next attempt; None when this was the last one.
+    #: Seconds until the next attempt (at least: the backoff's jitter, up to `backoff_base`, comes on
+    #: top); None when this was the last one.
     retry_in: float | None
 
 
@@ -117,11 +117,6 @@ class WebhookSender:
         """`check` with the DNS lookup in a worker thread."""
         return await anyio.to_thread.run_sync(self.check, url)
 
-    def backoff(self, attempt: int) -> float:
-        """Exponential backoff with jitter before attempt `attempt + 1`."""
-        delay = min(self.backoff_max, self.backoff_base * math.pow(2, attempt - 1))
-        return delay * (0.5 + random.random() / 2)
-
     async def deliver(
         self,
         url: str,
@@ -136,64 +131,87 @@ class WebhookSender:
         Never raises for a delivery problem: an unsafe URL, a refused connection or a
         final 5xx all come back as a failed DeliveryResult. `webhook_id` (generated when
         omitted) is sent as `webhook-id` on every attempt, so receivers can deduplicate.
+        The waits between attempts are stamina's exponential backoff with jitter, or the
+        receiver's `Retry-After` (capped at `backoff_max`).
         """
         hook_id = webhook_id or (headers or {}).get("webhook-id") or f"msg_{uuid.uuid4().hex}"
         sent = {k.lower(): v for k, v in (headers or {}).items()}
         sent.setdefault("content-type", "application/json")
         sent.setdefault("user-agent", "runengine-webhooks")
         sent["webhook-id"] = hook_id
-        status: int | None = None
-        error: str | None = None
-        attempt = 0
         async with httpx.AsyncClient(follow_redirects=False, timeout=self.timeout, trust_env=False) as client:
-            while attempt < self.max_attempts:
-                attempt += 1
-                retry_in: float | None = None
-                try:
-                    target = await self.check_async(url)
-                except UnsafeURL as exc:
-                    error = f"unsafe_url: {exc.reason}"
-                    if on_attempt is not None:
-                        await on_attempt(Attempt(number=attempt, status=None, error=error, retry_in=None))
-                    return DeliveryResult(ok=False, attempts=attempt, status=None, error=error, webhook_id=hook_id)
-                try:
-                    # Streamed and never read: a receiver cannot make us buffer a huge answer.
-                    async with client.stream(
-                        "POST",
-                        target.connect_url(),
-                        content=body,
-                        headers={**sent, "host": target.host_header()},
-                        extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
-                    ) as response:
-                        pass
-                except httpx.TimeoutException as exc:
-                    status, error = None, f"timeout: {type(exc).__name__}"
-                    retry_in = self.backoff(attempt)
-                except httpx.TransportError as exc:
-                    status, error = None, f"connection failed: {type(exc).__name__}: {exc}"
-                    retry_in = self.backoff(attempt)
-                else:
-                    status = response.status_code
-                    if 200 <= status < 300:
+            try:
+                async for attempt in stamina.retry_context(
+                    on=_backoff,
+                    attempts=self.max_attempts,
+                    timeout=None,
+                    wait_initial=self.backoff_base,
+                    wait_max=self.backoff_max,
+                    wait_jitter=self.backoff_base,
+                ):
+                    with attempt:
+                        status, error, again = await self._post(client, url, body, sent)
+                        if error is None:
+                            if on_attempt is not None:
+                                await on_attempt(Attempt(number=attempt.num, status=status, error=None, retry_in=None))
+                            return DeliveryResult(ok=True, attempts=attempt.num, status=status, error=None, webhook_id=hook_id)
+                        backoff: float | bool = False  # no further attempt
+                        if again is not False and attempt.num < self.max_attempts:
+                            backoff = True if again is True else min(self.backoff_max, again)
+                        retry_in = None if backoff is False else attempt.next_wait if backoff is True else backoff
                         if on_attempt is not None:
-                            await on_attempt(Attempt(number=attempt, status=status, error=None, retry_in=None))
-                        return DeliveryResult(ok=True, attempts=attempt, status=status, error=None, webhook_id=hook_id)
-                    error = f"HTTP {status}"
-                    if 300 <= status < 400:
-                        error = f"HTTP {status}: redirects are not followed"
-                    if retryable(status):
-                        retry_in = self.backoff(attempt)
-                        asked = retry_after_seconds(response.headers.get("retry-after"))
-                        if asked is not None:
-                            retry_in = min(self.backoff_max, asked)
-                if attempt >= self.max_attempts:
-                    retry_in = None
-                if on_attempt is not None:
-                    await on_attempt(Attempt(number=attempt, status=status, error=error, retry_in=retry_in))
-                if retry_in is None:
-                    break
-                await anyio.sleep(retry_in)
-        return DeliveryResult(ok=False, attempts=attempt, status=status, error=error, webhook_id=hook_id)
+                            await on_attempt(Attempt(number=attempt.num, status=status, error=error, retry_in=retry_in))
+                        raise _Failed(attempt.num, status, error, backoff)
+            except _Failed as last:
+                return DeliveryResult(ok=False, attempts=last.number, status=last.status, error=last.error, webhook_id=hook_id)
+        raise AssertionError("unreachable: stamina returns or raises")  # pragma: no cover
+
+    async def _post(
+        self, client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int | None, str | None, float | bool]:
+        """One attempt: (status, error or None, and whether to retry: False, True, or the seconds a
+        `Retry-After` asked for)."""
+        try:
+            target = await self.check_async(url)
+        except UnsafeURL as exc:
+            return None, f"unsafe_url: {exc.reason}", False
+        try:
+            # Streamed and never read: a receiver cannot make us buffer a huge answer.
+            async with client.stream(
+                "POST",
+                target.connect_url(),
+                content=body,
+                headers={**headers, "host": target.host_header()},
+                extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
+            ) as response:
+                pass
+        except httpx.TimeoutException as exc:
+            return None, f"timeout: {type(exc).__name__}", True
+        except httpx.TransportError as exc:
+            return None, f"connection failed: {type(exc).__name__}: {exc}", True
+        status = response.status_code
+        if 200 <= status < 300:
+            return status, None, False
+        if 300 <= status < 400:
+            return status, f"HTTP {status}: redirects are not followed", False
+        if not retryable(status):
+            return status, f"HTTP {status}", False
+        asked = retry_after_seconds(response.headers.get("retry-after"))
+        return status, f"HTTP {status}", True if asked is None else asked
+
+
+class _Failed(Exception):
+    """A failed attempt, raised inside stamina's retry loop. `backoff`: False, no further attempt;
+    True, stamina's backoff; a number, that many seconds (a `Retry-After`)."""
+
+    def __init__(self, number: int, status: int | None, error: str, backoff: float | bool) -> None:
+        super().__init__(error)
+        self.number, self.status, self.error, self.backoff = number, status, error, backoff
+
+
+def _backoff(exc: Exception) -> bool | float:
+    """stamina's `on`: whether (and after how long) to try again after `exc`."""
+    return exc.backoff if isinstance(exc, _Failed) else False
 
 
 #: Builds a delivery's JSON payload from the target run's final state.
