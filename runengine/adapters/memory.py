@@ -24,6 +24,7 @@ from runengine.ports import (
     RunSummary,
     SessionRecord,
     SessionRuns,
+    WebhookRegistration,
 )
 from runengine.state import RunState
 from runengine.status import Status
@@ -51,6 +52,7 @@ class MemoryStore:
         self._snapshots: dict[str, RunState] = {}
         self._keys: dict[tuple[str, str, str], IdempotencyRecord] = {}  # (principal, scope, key)
         self._sessions: dict[str, SessionRecord] = {}
+        self._webhooks: dict[str, WebhookRegistration] = {}  # by webhook id, oldest first
         self._wakeups = RunWakeups()
 
     @classmethod
@@ -246,3 +248,18 @@ class MemoryStore:
 
     async def get_session(self, session_id: str) -> SessionRecord | None:
         return self._sessions.get(session_id)
+
+    # -- webhook registrations --------------------------------------------------------
+
+    async def add_webhook(self, webhook: WebhookRegistration) -> None:
+        self._webhooks[webhook.webhook_id] = webhook
+
+    async def list_webhooks(self, app_id: str) -> list[WebhookRegistration]:
+        return [w for w in self._webhooks.values() if w.app_id == app_id]
+
+    async def delete_webhook(self, app_id: str, webhook_id: str) -> bool:
+        found = self._webhooks.get(webhook_id)
+        if found is None or found.app_id != app_id:
+            return False
+        del self._webhooks[webhook_id]
+        return True

@@ -52,6 +52,7 @@ from runengine.ports import (
     RunSummary,
     SessionRecord,
     SessionRuns,
+    WebhookRegistration,
 )
 from runengine.state import RunState
 from runengine.status import TERMINAL_STATUSES, Status
@@ -71,7 +72,7 @@ log = structlog.get_logger("runengine.postgres")
 
 #: The schema this version writes. A database at a higher version is refused; one at a lower
 #: version is migrated when opened (_MIGRATIONS).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: How long a session may sit idle inside a transaction before the server ends it (see _server_settings).
 IDLE_IN_TRANSACTION_MS = 5_000
 
@@ -93,6 +94,32 @@ CREATE TABLE runengine_idempotency (
     PRIMARY KEY (principal, scope, key)
 );"""
 
+#: Version 4: the Agent Platform profile's webhook registrations in a table of their own.
+_WEBHOOKS_DDL = """
+CREATE TABLE runengine_webhooks (
+    position bigserial,
+    webhook_id text PRIMARY KEY,
+    app_id text NOT NULL,
+    url text NOT NULL,
+    events text NOT NULL,
+    secret text NOT NULL,
+    created_at timestamptz NOT NULL,
+    owner text
+);
+CREATE INDEX runengine_webhooks_app ON runengine_webhooks (app_id, position);"""
+#: They used to be kept as ended sessions `platform.webhooks.<app_id>` whose data listed them:
+#: each becomes a row, and the session goes.
+_MOVE_WEBHOOKS_TO_THEIR_TABLE = (
+    "INSERT INTO runengine_webhooks (webhook_id, app_id, url, events, secret, created_at, owner)"
+    " SELECT w.item->>'webhook_id', s.data::jsonb->>'app_id', w.item->>'url', (w.item->'events')::text,"
+    " w.item->>'secret', (w.item->>'created_at')::timestamptz, w.item->>'owner'"
+    " FROM runengine_sessions AS s, jsonb_array_elements(s.data::jsonb->'webhooks') WITH ORDINALITY AS w(item, n)"
+    " WHERE s.session_id LIKE 'platform.webhooks.%' AND s.data::jsonb->>'kind' = 'platform.webhooks'"
+    " ORDER BY s.session_id, w.n ON CONFLICT (webhook_id) DO NOTHING",
+    "DELETE FROM runengine_sessions WHERE session_id LIKE 'platform.webhooks.%'"
+    " AND data::jsonb->>'kind' = 'platform.webhooks'",
+)
+
 #: Statements bringing a database of the previous version up to each version.
 _MIGRATIONS = {
     2: (
@@ -106,6 +133,7 @@ _MIGRATIONS = {
         " WHERE session_id IS NOT NULL ORDER BY session_id, position ON CONFLICT (session_id) DO NOTHING",
     ),
     3: (_ENDED_INDEX, _IDEMPOTENCY_RUN_INDEX),
+    4: (_WEBHOOKS_DDL, *_MOVE_WEBHOOKS_TO_THEIR_TABLE),
 }
 
 _DDL = """
@@ -161,9 +189,10 @@ CREATE TABLE runengine_queue (
 );
 CREATE INDEX runengine_queue_waiting ON runengine_queue (position) WHERE NOT claimed;
 CREATE INDEX runengine_queue_leases ON runengine_queue (lease_until) WHERE claimed;
+{webhooks};
 """.replace("%(idempotency)s", _IDEMPOTENCY_DDL).replace("{ended_index}", _ENDED_INDEX).replace(
     "{idempotency_run_index}", _IDEMPOTENCY_RUN_INDEX
-)
+).replace("{webhooks}", _WEBHOOKS_DDL.strip().rstrip(";"))
 
 #: Errors after which the operation is retried on a fresh connection (server restart, network).
 _TRANSIENT: tuple[type[BaseException], ...] = (
@@ -934,6 +963,46 @@ class PostgresStore:
             metadata=json.loads(row[5]),
             data=json.loads(row[6]),
         )
+
+    # -- webhook registrations ------------------------------------------------------------
+
+    async def add_webhook(self, webhook: WebhookRegistration) -> None:
+        await self._execute(
+            "INSERT INTO runengine_webhooks (webhook_id, app_id, url, events, secret, created_at, owner)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            webhook.webhook_id,
+            webhook.app_id,
+            webhook.url,
+            json.dumps(list(webhook.events)),
+            webhook.secret,
+            webhook.created_at,
+            webhook.owner,
+        )
+
+    async def list_webhooks(self, app_id: str) -> list[WebhookRegistration]:
+        rows = await self._fetch(
+            "SELECT webhook_id, app_id, url, events, secret, created_at, owner FROM runengine_webhooks"
+            " WHERE app_id = $1 ORDER BY position",
+            app_id,
+        )
+        return [
+            WebhookRegistration(
+                webhook_id=row[0],
+                app_id=row[1],
+                url=row[2],
+                events=tuple(json.loads(row[3])),
+                secret=row[4],
+                created_at=row[5],
+                owner=row[6],
+            )
+            for row in rows
+        ]
+
+    async def delete_webhook(self, app_id: str, webhook_id: str) -> bool:
+        found = await self._fetchrow(
+            "DELETE FROM runengine_webhooks WHERE app_id = $1 AND webhook_id = $2 RETURNING true", app_id, webhook_id
+        )
+        return found is not None
 
 
 def _summary(row: asyncpg.Record) -> RunSummary:
