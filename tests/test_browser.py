@@ -23,9 +23,7 @@ ARGS = [
 ]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # uvicorn, playwright's async API
+ANYIO_BACKENDS = ("asyncio",)  # uvicorn, playwright's async API
 
 
 @pytest.fixture

@@ -23,9 +23,7 @@ pytestmark = pytest.mark.postgres
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+ANYIO_BACKENDS = ("asyncio",)
 
 
 class Clock:

@@ -19,9 +19,7 @@ from runengine.testing import conformance
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+ANYIO_BACKENDS = ("asyncio",)
 
 
 def created(run_id: str) -> RunCreated:

@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runengine.adapters.profiles.acp import AcpProfile
@@ -19,11 +19,10 @@ from runengine.engine import RunEngine
 from runengine.http.router import Router
 
 from profile_http import serve_app
+from kit import SERVERS
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
+ANYIO_BACKENDS = ("asyncio",)
 
 
 @pytest.fixture(scope="module")
@@ -139,14 +138,14 @@ async def send(http: httpx.AsyncClient, path: str, body: bytes, *, acp: bool) ->
 
 
 @pytest.mark.anyio
-@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(SERVERS, max_examples=100)
 @given(body=acp_bodies.map(lambda d: json.dumps(d).encode()) | st.binary(max_size=60))
 async def test_acp_create_run(http: httpx.AsyncClient, body: bytes) -> None:
     await send(http, "/acp/runs", body, acp=True)
 
 
 @pytest.mark.anyio
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(SERVERS, max_examples=40)
 @given(run_id=uuids, body=st.dictionaries(st.sampled_from(["await_resume", "mode"]), json_values).map(json.dumps))
 async def test_acp_run_paths(http: httpx.AsyncClient, run_id: str, body: str) -> None:
     for method, path in (("GET", "/runs/{}"), ("GET", "/runs/{}/events"), ("POST", "/runs/{}"), ("POST", "/runs/{}/cancel"),
@@ -156,14 +155,14 @@ async def test_acp_run_paths(http: httpx.AsyncClient, run_id: str, body: str) ->
 
 
 @pytest.mark.anyio
-@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(SERVERS, max_examples=100)
 @given(body=kore_bodies.map(lambda d: json.dumps(d).encode()) | st.binary(max_size=60))
 async def test_kore_execute(http: httpx.AsyncClient, body: bytes) -> None:
     await send(http, "/kore/apps/echo/environments/draft/runs/execute", body, acp=False)
 
 
 @pytest.mark.anyio
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(SERVERS, max_examples=40)
 @given(run_id=st.text(min_size=1, max_size=12),
        body=st.fixed_dictionaries({}, optional={"sessionIdentity": identities}).map(json.dumps))
 async def test_kore_status(http: httpx.AsyncClient, run_id: str, body: str) -> None:

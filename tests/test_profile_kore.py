@@ -31,9 +31,7 @@ BASE = f"/kore/apps/{APP}/environments/draft/runs"
 PIZZA = "Order me a thick crust medium-sized pizza with extra cheese "
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+ANYIO_BACKENDS = ("asyncio",)
 
 
 def make_engine() -> RunEngine:

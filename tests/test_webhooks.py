@@ -23,9 +23,7 @@ from runengine.status import Status
 from profile_http import Reply, receiver
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+ANYIO_BACKENDS = ("asyncio",)
 
 
 @pytest.fixture(autouse=True)
