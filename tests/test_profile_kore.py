@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from runengine.adapters.profiles.kore import KoreProfile
-from runengine.adapters.webhooks import WebhookDeliveries, WebhookSender
+from runengine.adapters.webhook_deliveries import WebhookDeliveries
+from runengine.adapters.webhooks import WebhookSender
 from runengine.context import RunContext
 from runengine.engine import RunEngine
 from runengine.http.router import Router

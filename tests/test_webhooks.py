@@ -15,7 +15,8 @@ import standardwebhooks
 
 from runengine.adapters.ssrf import UnsafeURL, check_url
 from runengine.adapters.webhook_signing import standard_webhook_headers
-from runengine.adapters.webhooks import WebhookDeliveries, WebhookSender, retry_after_seconds
+from runengine.adapters.webhook_deliveries import WebhookDeliveries
+from runengine.adapters.webhooks import WebhookSender, retry_after_seconds
 from runengine.engine import RunEngine
 from runengine.errors import InvalidRequest
 from runengine.status import Status

@@ -9,7 +9,7 @@ from __future__ import annotations
 from runengine.adapters.profiles.acp import AcpProfile
 from runengine.adapters.profiles.kore import KoreProfile
 from runengine.adapters.profiles.platform import build_platform_app
-from runengine.adapters.webhooks import WebhookDeliveries
+from runengine.adapters.webhook_deliveries import WebhookDeliveries
 from runengine.engine import RunEngine
 from runengine.http.auth import AuthHook
 from runengine.adapters.profiles.native import NativeAPI

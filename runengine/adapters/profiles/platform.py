@@ -35,7 +35,7 @@ from runengine.events import (
     ToolCall,
     ToolResult,
 )
-from runengine.adapters.webhooks import DELIVERY_AGENT as WEBHOOK_DELIVERY_AGENT
+from runengine.adapters.webhook_deliveries import DELIVERY_AGENT as WEBHOOK_DELIVERY_AGENT
 from runengine.adapters.webhooks import WebhookSender
 from runengine.http import HttpError, Request, Response, Router, StreamResponse, json_response, sse_comment, sse_frame
 from runengine.http.auth import AuthHook, authenticate
