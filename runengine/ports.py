@@ -102,6 +102,20 @@ class IdempotencyRecord:
     created_at: datetime
 
 
+@attrs.frozen(kw_only=True)
+class WebhookRegistration:
+    """A webhook an app registered (the Agent Platform profile): which events to POST to `url`,
+    signed with `secret`. Kept by the store, never in a run's log."""
+
+    webhook_id: str
+    app_id: str
+    url: str
+    events: tuple[str, ...]
+    secret: str
+    created_at: datetime
+    owner: str | None = None
+
+
 @runtime_checkable
 class EventStore(Protocol):
     """Durable, per-run, gapless event logs with a run listing, snapshots and sessions."""
@@ -193,6 +207,15 @@ class EventStore(Protocol):
         itself, or the one that was there."""
 
     async def get_session(self, session_id: str) -> SessionRecord | None: ...
+
+    async def add_webhook(self, webhook: WebhookRegistration) -> None:
+        """Store a new registration (its `webhook_id` is new)."""
+
+    async def list_webhooks(self, app_id: str) -> list[WebhookRegistration]:
+        """The app's registrations, oldest first."""
+
+    async def delete_webhook(self, app_id: str, webhook_id: str) -> bool:
+        """Delete the app's registration `webhook_id`; whether there was one."""
 
 
 # -- the work queue: background runs executed by workers, possibly in other processes ----------

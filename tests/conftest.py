@@ -1,13 +1,22 @@
-"""Shared fixtures. Core tests run on both anyio backends; I/O adapters pin asyncio where they need it."""
+"""Shared fixtures and settings. Test helpers live in tests/kit.py.
+
+Async tests run on both anyio backends; a module whose tests need one (I/O adapters on
+asyncio: uvicorn, aiosqlite, asyncpg) says so with `ANYIO_BACKENDS = ("asyncio",)`.
+"""
 
 from __future__ import annotations
 
 import pytest
 
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
 # The PostgreSQL server fixtures (tests/pg.py): a real server for the session.
 pytest_plugins = ["pg"]
+
+
+@pytest.hookimpl(tryfirst=True)  # before anyio's own anyio_backend fixture parametrizes the test
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "anyio_backend" not in metafunc.fixturenames:
+        return
+    if any("anyio_backend" in str(mark.args[0]) for mark in metafunc.definition.iter_markers("parametrize")):
+        return  # the test chooses its backend itself
+    backends = getattr(metafunc.module, "ANYIO_BACKENDS", ("asyncio", "trio"))
+    metafunc.parametrize("anyio_backend", backends, scope="module")

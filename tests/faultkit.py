@@ -19,7 +19,8 @@ from pathlib import Path
 import attrs
 import httpx
 
-from httpkit import NO_LIFESPAN_H11, free_port, serve
+from httpkit import NO_LIFESPAN_H11, serve
+from kit import free_port
 from runengine.adapters.asgi import ASGIApp
 from runengine.adapters.server import build_app
 from runengine.engine import RunEngine

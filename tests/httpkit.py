@@ -29,12 +29,6 @@ def free_socket() -> socket.socket:
     return sock
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def serve(
     asgi_app: Any, *, lifespan: LifespanType = "on", started_timeout: float = 20.0, **uvicorn_options: Any
@@ -131,13 +125,6 @@ async def wait_status(client: httpx.AsyncClient, run_id: str, *statuses: str, ti
             if run["status"] in statuses:
                 return run
             await anyio.sleep(0.02)
-
-
-async def until(predicate: Any, timeout: float = 20.0, every: float = 0.02) -> None:
-    """Wait for a condition (with a timeout), never for a fixed time."""
-    with anyio.fail_after(timeout):
-        while not predicate():
-            await anyio.sleep(every)
 
 
 class TcpProxy:

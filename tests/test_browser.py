@@ -39,9 +39,7 @@ WAIT = 30_000  # ms: an upper bound for a condition, never a pause
 RENDERED_SEQS = "Array.from(document.querySelectorAll('#log [data-seq]'), e => Number(e.dataset.seq))"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # uvicorn, playwright's async API
+ANYIO_BACKENDS = ("asyncio",)  # uvicorn, playwright's async API
 
 
 @pytest.fixture

@@ -16,15 +16,14 @@ import anyio
 import httpx
 import pytest
 
-from httpkit import TcpProxy, free_port
+from httpkit import TcpProxy
+from kit import free_port
 
 BIN = Path(sys.executable).parent / "runengine"
 COMMAND = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "runengine.adapters.cli"]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # the proxy uses asyncio streams
+ANYIO_BACKENDS = ("asyncio",)  # the proxy uses asyncio streams
 
 
 def cli(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -27,9 +27,7 @@ KEYS = {"alice": "sk-alice-0123456789", "bob": "sk-bob-9876543210"}
 KORE = "/kore/apps/echo/environments/e/runs"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+ANYIO_BACKENDS = ("asyncio",)
 
 
 def bearer(name: str) -> dict[str, str]:

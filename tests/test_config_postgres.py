@@ -18,9 +18,7 @@ pytestmark = pytest.mark.postgres
 LIMIT = 5
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+ANYIO_BACKENDS = ("asyncio",)
 
 
 @pytest.mark.anyio

@@ -13,9 +13,7 @@ from runengine.adapters.sqlite import SQLiteStore
 from runengine.testing.conformance import StoreConformance, StoreFactory
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # aiosqlite needs asyncio
+ANYIO_BACKENDS = ("asyncio",)  # aiosqlite needs asyncio
 
 
 class TestSQLiteFileConformance(StoreConformance):

@@ -241,7 +241,7 @@ async def test_session_policies_reject_enqueue_interrupt():
         with pytest.raises(SessionBusy):
             await engine.execute("echo", "x", session_id="s1", session_policy="reject")
         queued = await engine.execute("echo", "later", session_id="s1", session_policy="enqueue", mode="async")
-        await anyio.sleep(0.05)
+        await anyio.wait_all_tasks_blocked()  # everything the engine would do now is done
         assert (await engine.status(queued.run_id)).status is Status.PENDING  # waits for the first
         await engine.resume(first.run_id, "ok")
         assert (await engine.wait(queued.run_id)).status is Status.COMPLETED
@@ -337,7 +337,7 @@ async def test_ten_thousand_runs_leave_no_tasks_or_active_runs_behind():
         baseline = _task_count()
         for i in range(10_000):
             await engine.execute("echo", "a b" if i % 2 else "c")
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()  # the last run's tasks have ended
         assert engine.driver.active == {}
         assert engine._session_locks == {}
         assert _task_count() <= baseline

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import pytest
 from chaoskit import read_log
 from durable_apps import create_counters, read_counters
 from faultkit import ServeProcess
+from kit import until_sync
 from runengine import RunEngine
 from runengine.context import RunContext
 from runengine.reducer import fold
@@ -31,16 +31,6 @@ from runengine.wire import event_to_dict, parse_time
 
 TESTS = Path(__file__).parent
 SLEEP = 5.0
-
-
-def until(check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 @pytest.mark.slow
@@ -58,8 +48,8 @@ def test_sigterm_keeps_a_waiting_run_and_a_sleeping_run_for_the_next_server(tmp_
         with httpx.Client(base_url=server.base, timeout=30) as client:
             asker = client.post("/runs", json={"agent": "asker", "mode": "async"}).json()["run_id"]
             sleeper = client.post("/runs", json={"agent": "sleeper", "input": {"seconds": SLEEP}, "mode": "async"}).json()["run_id"]
-            until(lambda: client.get(f"/runs/{asker}").json()["status"] == "waiting_for_input")
-            until(lambda: any(e["type"] == "timer.started" for e in read_log(client, sleeper)))
+            until_sync(lambda: client.get(f"/runs/{asker}").json()["status"] == "waiting_for_input")
+            until_sync(lambda: any(e["type"] == "timer.started" for e in read_log(client, sleeper)))
             before = {run_id: read_log(client, run_id) for run_id in (asker, sleeper)}
 
         # SIGTERM: a graceful stop, well inside the sleep; it ends neither run.
@@ -79,9 +69,9 @@ def test_sigterm_keeps_a_waiting_run_and_a_sleeping_run_for_the_next_server(tmp_
                 assert [e["type"] for e in after_stop[len(log):]][:1] == ["run.suspended"], after_stop[len(log):]
             given = client.post(f"/runs/{asker}/input", json={"content": "yes"})
             assert given.status_code == 200, given.text
-            done = until(lambda: _ended(client, asker))
+            done = until_sync(lambda: _ended(client, asker))
             assert done["status"] == "completed" and done["output"] == {"answer": "yes"}, done
-            slept = until(lambda: _ended(client, sleeper), timeout=60)
+            slept = until_sync(lambda: _ended(client, sleeper), timeout=60)
             assert slept["status"] == "completed" and slept["output"] == {"slept": SLEEP}, slept
             asker_log, sleeper_log = read_log(client, asker), read_log(client, sleeper)
     finally:

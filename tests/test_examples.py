@@ -19,9 +19,7 @@ from httpkit import serve, sse_events, wait_status
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # uvicorn, aiohttp
+ANYIO_BACKENDS = ("asyncio",)  # uvicorn, aiohttp
 
 
 def load_example(name: str, monkeypatch: pytest.MonkeyPatch, store: str):

@@ -33,7 +33,7 @@ import httpx
 import pytest
 import uvicorn
 
-from httpkit import free_port
+from kit import free_port
 from openai_server import FakeOpenAI, text
 
 pytestmark = pytest.mark.slow

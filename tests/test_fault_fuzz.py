@@ -19,13 +19,14 @@ import pytest
 import schemathesis
 from collections import Counter
 import httpx
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from faultkit import ServeProcess
+from kit import SERVERS
 
 TESTS = Path(__file__).resolve().parent
 EXAMPLES = 60  # per operation and mode
@@ -89,13 +90,7 @@ def test_no_5xx_and_errors_in_one_format(served: ServeProcess, mode: GenerationM
         if "{session_id}" in operation.path:
             strategies.append(operation.as_strategy(generation_mode=mode, path_parameters={"session_id": session_id}))
 
-        @settings(
-            max_examples=EXAMPLES,
-            deadline=None,
-            database=None,
-            derandomize=True,
-            suppress_health_check=list(HealthCheck),
-        )
+        @settings(SERVERS, max_examples=EXAMPLES, database=None, derandomize=True)
         @given(case=st.one_of(strategies), data=st.data())
         def call(case: schemathesis.Case, data: st.DataObject) -> None:
             if isinstance(case.body, dict) and "agent" in case.body and data.draw(st.booleans()):
@@ -198,8 +193,7 @@ def test_raw_requests_to_every_profile_never_get_5xx(served: ServeProcess) -> No
     statuses: Counter[int] = Counter()
     with httpx.Client(base_url=served.base, timeout=60) as client:
 
-        @settings(max_examples=RAW_EXAMPLES, deadline=None, database=None, derandomize=True,
-                  suppress_health_check=list(HealthCheck))
+        @settings(SERVERS, max_examples=RAW_EXAMPLES, database=None, derandomize=True)
         @given(request=raw_requests({"run": run_ids, "session": session_id, "agent": ["echo", "tools", "fails"]}))
         def call(request: dict) -> None:
             response = client.request(

@@ -31,9 +31,7 @@ PHASE = 1_000
 CLIENTS = 8
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # uvicorn and aiosqlite
+ANYIO_BACKENDS = ("asyncio",)  # uvicorn and aiosqlite
 
 
 async def read_sse(response: httpx.Response, stop_after: int | None = None) -> int:

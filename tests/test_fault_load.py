@@ -27,9 +27,7 @@ SUBSCRIBERS = 1_000
 PARTS = 300
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+ANYIO_BACKENDS = ("asyncio",)
 
 
 @pytest.mark.anyio

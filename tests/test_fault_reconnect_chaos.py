@@ -32,9 +32,7 @@ RUNS = 6
 DISCONNECTS = 1_000
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # uvicorn and aiosqlite
+ANYIO_BACKENDS = ("asyncio",)  # uvicorn and aiosqlite
 
 
 @pytest.mark.anyio

@@ -11,7 +11,8 @@ import asyncpg
 import httpx
 import pytest
 
-from httpkit import demo_engine, free_port, serve
+from httpkit import demo_engine, serve
+from kit import free_port
 from runengine import RunEngine
 from runengine.adapters.asgi import ASGIApp, engine_asgi_app
 from runengine.adapters.postgres import SCHEMA_VERSION, PostgresStore
@@ -19,9 +20,7 @@ from runengine.adapters.server import build_app
 from test_cli import COMMAND, wait_ready
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # uvicorn, asyncpg
+ANYIO_BACKENDS = ("asyncio",)  # uvicorn, asyncpg
 
 
 @pytest.mark.anyio

@@ -22,9 +22,7 @@ async def auth_hook(headers):  # an async hook: awaited by the API
     return TOKENS.get(token)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # uvicorn
+ANYIO_BACKENDS = ("asyncio",)  # uvicorn
 
 
 @pytest.fixture

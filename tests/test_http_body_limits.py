@@ -28,9 +28,7 @@ WAIT = 15.0
 CHUNK = b"x" * 65536
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # uvicorn, aiohttp
+ANYIO_BACKENDS = ("asyncio",)  # uvicorn, aiohttp
 
 
 @contextlib.asynccontextmanager

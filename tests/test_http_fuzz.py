@@ -8,16 +8,15 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from httpkit import demo_engine, serve
+from kit import SERVERS
 from runengine.adapters.asgi import engine_asgi_app
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"  # uvicorn
+ANYIO_BACKENDS = ("asyncio",)  # uvicorn
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +56,7 @@ def assert_clean(response: httpx.Response) -> None:
 
 
 @pytest.mark.anyio
-@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(SERVERS, max_examples=120)
 @given(body=bodies | raw_bodies)
 async def test_create_run_bodies(client: httpx.AsyncClient, body: bytes) -> None:
     # A generated stream request with an agent that waits for input would stay open: read its head only.
@@ -76,7 +75,7 @@ async def waiting(client: httpx.AsyncClient) -> list[str]:
 
 
 @pytest.mark.anyio
-@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(SERVERS, max_examples=80)
 @given(body=raw_bodies, which=st.sampled_from(["input", "input", "cancel"]))
 async def test_input_and_cancel_bodies(client: httpx.AsyncClient, waiting: list[str], body: bytes, which: str) -> None:
     response = await client.post(f"/runs/{waiting[0]}/{which}", content=body)
@@ -91,7 +90,7 @@ async def finished(client: httpx.AsyncClient) -> str:
 
 
 @pytest.mark.anyio
-@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(SERVERS, max_examples=80)
 @given(
     params=st.dictionaries(st.sampled_from(["session_id", "status", "limit", "before", "after_seq", "on_disconnect"]), query_values),
     last_event_id=st.none() | query_values,
@@ -117,7 +116,7 @@ async def v1_waiting(client: httpx.AsyncClient) -> list[str]:
 
 
 @pytest.mark.anyio
-@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(SERVERS, max_examples=80)
 @given(body=raw_bodies, thread=any_text.filter(bool))
 async def test_v1_create_and_input_bodies(client: httpx.AsyncClient, v1_waiting: list[str], body: bytes, thread: str) -> None:
     assert_clean(await client.post(f"/v1/threads/{quote(thread, safe='')}/runs", content=body))
@@ -128,7 +127,7 @@ async def test_v1_create_and_input_bodies(client: httpx.AsyncClient, v1_waiting:
 
 
 @pytest.mark.anyio
-@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(SERVERS, max_examples=80)
 @given(
     params=st.dictionaries(st.sampled_from(["limit", "before", "status", "after_seq"]), query_values),
     last_event_id=st.none() | query_values,

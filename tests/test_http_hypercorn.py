@@ -9,13 +9,9 @@ import pytest
 from httpx_sse import aconnect_sse
 from hypercorn.config import Config
 
-from httpkit import demo_engine, free_port, full_log, sse_events, wait_status
+from httpkit import demo_engine, full_log, sse_events, wait_status
+from kit import free_port
 from runengine.adapters.asgi import engine_asgi_app
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.mark.anyio

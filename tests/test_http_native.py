@@ -11,9 +11,7 @@ from runengine.adapters.asgi import engine_asgi_app
 from runengine.http.limits import MAX_CONTENT_BYTES, MAX_INPUT_BYTES
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # uvicorn
+ANYIO_BACKENDS = ("asyncio",)  # uvicorn
 
 
 @pytest.fixture

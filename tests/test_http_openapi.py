@@ -14,9 +14,7 @@ from httpkit import demo_engine, serve, sse_events, wait_status
 from runengine.adapters.asgi import engine_asgi_app
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # uvicorn
+ANYIO_BACKENDS = ("asyncio",)  # uvicorn
 
 
 def operation_for(doc: dict, method: str, path: str) -> dict:

@@ -12,10 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from httpkit import add_test_agents, demo_engine, serve, wait_status
+from kit import SERVERS
 from runengine import RunEngine
 from runengine.adapters.asgi import engine_asgi_app
 from runengine.demo import register_demo_agents
@@ -24,9 +25,7 @@ from test_http_auth import auth_hook
 from test_http_openapi import check
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"  # uvicorn
+ANYIO_BACKENDS = ("asyncio",)  # uvicorn
 
 
 class Checked:
@@ -197,7 +196,7 @@ async def test_generated_bodies_never_get_a_5xx(url: str) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=30.0) as client:
         seen: list[bytes] = []
 
-        @settings(max_examples=80, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+        @settings(SERVERS, max_examples=80, derandomize=True, database=None)
         @given(body=bodies)
         def collect(body: dict[str, Any]) -> None:
             seen.append(json.dumps(body).encode())  # NaN / Infinity included: the API refuses them

@@ -12,16 +12,15 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
-from httpkit import demo_engine, full_log, serve, until, wait_status
+from httpkit import demo_engine, full_log, serve, wait_status
+from kit import until
 from runengine.adapters.asgi import ASGIApp
 from runengine.adapters.profiles.native import NativeAPI
 from runengine.adapters.console import add_page
 from runengine.http.router import Router
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # uvicorn
+ANYIO_BACKENDS = ("asyncio",)  # uvicorn
 
 
 @pytest.fixture

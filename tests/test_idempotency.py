@@ -18,9 +18,7 @@ from runengine import IdempotencyKeyReused
 from runengine.adapters.asgi import engine_asgi_app
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # uvicorn
+ANYIO_BACKENDS = ("asyncio",)  # uvicorn
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ import httpx
 import pytest
 from openai import AsyncOpenAI
 
-from httpkit import free_port, serve
+from httpkit import serve
+from kit import free_port
 from openai_server import FakeOpenAI, Reply, error, text, tool_calls
 from runengine import RunEngine, Status, StepFailed
 from runengine.adapters.memory import MemoryStore
@@ -27,9 +28,7 @@ from test_durable_core import DyingStore
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # uvicorn serves the fake API in the test's loop
+ANYIO_BACKENDS = ("asyncio",)  # uvicorn serves the fake API in the test's loop
 
 
 _clients: list[AsyncOpenAI] = []

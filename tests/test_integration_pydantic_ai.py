@@ -23,16 +23,14 @@ from pydantic_ai.models.test import TestModel
 from runengine import RunEngine, Status
 from runengine.adapters.memory import MemoryStore
 from runengine.integrations.pydantic_ai import MODEL_STEP, agent_from_pydantic_ai, pydantic_ai_agent
-from httpkit import free_port
+from kit import free_port
 from test_cli import COMMAND, wait_ready
 from test_durable_core import DyingStore
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # Pydantic AI runs on asyncio
+ANYIO_BACKENDS = ("asyncio",)  # Pydantic AI runs on asyncio
 
 
 def answered(messages: list[ModelMessage]) -> bool:

@@ -42,9 +42,7 @@ SURFACES = [
 ]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # uvicorn
+ANYIO_BACKENDS = ("asyncio",)  # uvicorn
 
 
 @pytest.fixture

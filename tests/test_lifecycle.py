@@ -24,6 +24,7 @@ from runengine.adapters.sqlite import SCHEMA_VERSION, SQLiteStore
 from runengine.demo import register_demo_agents
 from runengine.events import RunCompleted, RunCreated, RunStarted
 from runengine.adapters.profiles.native import NativeAPI
+from runengine.ports import SessionRecord, WebhookRegistration
 from runengine.logfile import dump_log, export_run, import_run, parse_log
 from runengine.http.core import Request
 from runengine.stores import open_store
@@ -312,6 +313,7 @@ async def test_a_version_2_sqlite_file_opens_and_is_migrated(tmp_path: Path, any
         conn.execute("DROP INDEX runs_by_ended")
         conn.execute("DROP INDEX idempotency_by_run")
         conn.execute("ALTER TABLE runs DROP COLUMN ended_us")
+        conn.execute("DROP TABLE webhooks")
         conn.execute("DELETE FROM schema_version")
         conn.execute("INSERT INTO schema_version VALUES (2)")
     async with SQLiteStore(path) as store:
@@ -322,6 +324,55 @@ async def test_a_version_2_sqlite_file_opens_and_is_migrated(tmp_path: Path, any
         page = await store.list_ended_runs(ended_before=T0 + timedelta(seconds=1))
         assert [r.run_id for r in page.runs] == ["running", done.run_id]  # ended an hour before `done`
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT max(version) FROM schema_version").fetchall() == [(SCHEMA_VERSION,)] == [(3,)]
+        assert conn.execute("SELECT max(version) FROM schema_version").fetchall() == [(SCHEMA_VERSION,)] == [(4,)]
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"runs_by_ended", "idempotency_by_run"} <= indexes
+
+
+# -- schema version 4: webhook registrations leave the sessions for a table of their own ---------------
+
+#: Two registrations as the Agent Platform profile kept them before version 4: an ended session
+#: `platform.webhooks.<app_id>` whose data listed them.
+OLD_REGISTRATIONS = SessionRecord(
+    session_id="platform.webhooks.app1",
+    created_at=T0,
+    ended_at=T0,
+    data={
+        "kind": "platform.webhooks",
+        "app_id": "app1",
+        "webhooks": [
+            {"webhook_id": "wh_b", "url": "https://example.com/1", "events": ["session.started"], "secret": "s1",
+             "created_at": "2026-03-01T00:00:00Z", "owner": "alice"},
+            {"webhook_id": "wh_a", "url": "https://example.com/2", "events": ["session.ended", "conversation.escalated"],
+             "secret": "whsec_x", "created_at": "2026-03-01T00:00:05Z", "owner": None},
+        ],
+    },
+)
+MIGRATED_REGISTRATIONS = [
+    WebhookRegistration(webhook_id="wh_b", app_id="app1", url="https://example.com/1", events=("session.started",),
+                        secret="s1", created_at=T0, owner="alice"),
+    WebhookRegistration(webhook_id="wh_a", app_id="app1", url="https://example.com/2",
+                        events=("session.ended", "conversation.escalated"), secret="whsec_x",
+                        created_at=T0 + timedelta(seconds=5), owner=None),
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_version_3_sqlite_file_moves_webhook_registrations_to_their_table(tmp_path: Path, anyio_backend: str) -> None:
+    path = tmp_path / "v3.db"
+    async with SQLiteStore(path) as store:
+        await store.put_session(OLD_REGISTRATIONS)
+        await store.put_session(SessionRecord(session_id="platform.webhooks.mine", created_at=T0, data={"a": 1}))
+    with sqlite3.connect(path) as conn:  # back to what version 3 wrote
+        conn.execute("DROP TABLE webhooks")
+        conn.execute("DELETE FROM schema_version")
+        conn.execute("INSERT INTO schema_version VALUES (3)")
+    async with SQLiteStore(path) as store:
+        assert await store.list_webhooks("app1") == MIGRATED_REGISTRATIONS
+        assert await store.get_session("platform.webhooks.app1") is None
+        # a session of that name that held no registrations is left alone
+        assert (await store.get_session("platform.webhooks.mine")).data == {"a": 1}  # type: ignore[union-attr]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT max(version) FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+

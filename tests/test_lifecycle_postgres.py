@@ -15,6 +15,7 @@ from runengine import RunEngine, Status
 from runengine.adapters.postgres import SCHEMA_VERSION, PostgresStore
 from runengine.demo import register_demo_agents
 from runengine.events import RunCompleted, RunCreated, RunStarted
+from runengine.ports import SessionRecord, WebhookRegistration
 from runengine.worker import WorkerOptions
 
 pytestmark = pytest.mark.postgres
@@ -22,9 +23,7 @@ pytestmark = pytest.mark.postgres
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+ANYIO_BACKENDS = ("asyncio",)
 
 
 class Clock:
@@ -58,6 +57,7 @@ async def test_a_version_2_schema_is_migrated_once_by_concurrent_openers(pg_dsn:
     try:  # back to what version 2 created
         await conn.execute(f'DROP INDEX "{schema}".runengine_runs_ended')
         await conn.execute(f'DROP INDEX "{schema}".runengine_idempotency_run')
+        await conn.execute(f'DROP TABLE "{schema}".runengine_webhooks')
         await conn.execute(f'DELETE FROM "{schema}".runengine_schema')
         await conn.execute(f'INSERT INTO "{schema}".runengine_schema VALUES (2)')
     finally:
@@ -75,7 +75,7 @@ async def test_a_version_2_schema_is_migrated_once_by_concurrent_openers(pg_dsn:
             await store.close()
     conn = await asyncpg.connect(pg_dsn)
     try:
-        assert await conn.fetchval(f'SELECT max(version) FROM "{schema}".runengine_schema') == SCHEMA_VERSION == 3
+        assert await conn.fetchval(f'SELECT max(version) FROM "{schema}".runengine_schema') == SCHEMA_VERSION == 4
         indexes = {r[0] for r in await conn.fetch("SELECT indexname FROM pg_indexes WHERE schemaname = $1", schema)}
     finally:
         await conn.close()
@@ -99,3 +99,29 @@ async def test_an_engine_with_a_worker_sweeps_expired_runs(pg_schema_url: str) -
             while await engine.store.get_run(done.run_id) is not None:
                 await anyio.sleep(0.01)
         assert (await engine.status(waiting.run_id)).status is Status.WAITING_FOR_INPUT
+
+
+@pytest.mark.anyio
+async def test_a_version_3_schema_moves_webhook_registrations_to_their_table(pg_dsn: str) -> None:
+    from test_lifecycle import MIGRATED_REGISTRATIONS, OLD_REGISTRATIONS
+
+    schema = f"v3_{uuid.uuid4().hex[:12]}"
+    async with PostgresStore(pg_dsn, schema=schema) as store:
+        await store.put_session(OLD_REGISTRATIONS)
+        await store.put_session(SessionRecord(session_id="platform.webhooks.mine", created_at=T0, data={"a": 1}))
+    conn = await asyncpg.connect(pg_dsn)
+    try:  # back to what version 3 created
+        await conn.execute(f'DROP TABLE "{schema}".runengine_webhooks')
+        await conn.execute(f'DELETE FROM "{schema}".runengine_schema')
+        await conn.execute(f'INSERT INTO "{schema}".runengine_schema VALUES (3)')
+    finally:
+        await conn.close()
+    async with PostgresStore(pg_dsn, schema=schema) as store:
+        assert await store.list_webhooks("app1") == MIGRATED_REGISTRATIONS
+        assert await store.get_session("platform.webhooks.app1") is None
+        assert (await store.get_session("platform.webhooks.mine")).data == {"a": 1}  # type: ignore[union-attr]
+        await store.add_webhook(WebhookRegistration(
+            webhook_id="wh_c", app_id="app1", url="https://example.com/3", events=("session.started",), secret="s",
+            created_at=T0, owner=None))
+        assert [w.webhook_id for w in await store.list_webhooks("app1")] == ["wh_b", "wh_a", "wh_c"]
+

@@ -33,16 +33,15 @@ from runengine.limits import (
 from runengine.ports import RunPage
 from runengine.wire import dumps
 
-from httpkit import add_test_agents, until, wait_status
+from httpkit import add_test_agents, wait_status
+from kit import until
 from profile_http import serve_app
 
 KORE = "/kore/apps/echo/environments/draft/runs"
 STREAM_LIMIT = 2
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+ANYIO_BACKENDS = ("asyncio",)
 
 
 class CountingStore(MemoryStore):

@@ -29,9 +29,7 @@ GROWTH_BOUND = 16 * 1024 * 1024
 KORE = "/kore/apps/echo/environments/draft/runs"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+ANYIO_BACKENDS = ("asyncio",)
 
 
 def most(limit: int, key: str = "m") -> dict[str, str]:

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from httpkit import free_port
+from kit import free_port
 from test_cli import COMMAND, wait_ready
 
 AGENTS = textwrap.dedent(

@@ -14,9 +14,7 @@ from runengine.testing.conformance import StoreConformance, StoreFactory
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # asyncpg needs asyncio
+ANYIO_BACKENDS = ("asyncio",)  # asyncpg needs asyncio
 
 
 class TestPostgresConformance(StoreConformance):

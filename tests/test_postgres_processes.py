@@ -21,7 +21,8 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
-from pg import PostgresServer, free_port
+from kit import free_port, until
+from pg import PostgresServer
 from pg_agents import make_worker_engine, register
 from runengine import RunEngine
 from runengine.events import Event
@@ -34,9 +35,7 @@ TESTS = Path(__file__).parent
 TERMINAL = ("run.completed", "run.failed", "run.cancelled")
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+ANYIO_BACKENDS = ("asyncio",)
 
 
 class Proc:
@@ -133,15 +132,6 @@ async def worker_id(proc: Proc, timeout: float = 60.0) -> str:
             if found:
                 return found.group(1)
             await anyio.sleep(0.05)
-
-
-async def until(check: Any, timeout: float = 30.0) -> Any:
-    with anyio.fail_after(timeout):
-        while True:
-            value = await check()
-            if value:
-                return value
-            await anyio.sleep(0.02)
 
 
 async def full_log(engine: RunEngine, run_id: str) -> list[Event]:

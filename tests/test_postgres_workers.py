@@ -13,6 +13,7 @@ import anyio
 import asyncpg
 import pytest
 
+from kit import until
 from pg_agents import make_worker_engine, register
 from runengine import RunEngine
 from runengine.engine import SessionBusy
@@ -26,9 +27,7 @@ from runengine.worker import WorkerOptions
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+ANYIO_BACKENDS = ("asyncio",)
 
 
 @pytest.fixture
@@ -40,17 +39,6 @@ def url(pg_schema_url: str) -> str:
 async def api_engine(url: str) -> AsyncIterator[RunEngine]:
     async with register(RunEngine(url)) as engine:
         yield engine
-
-
-async def until(predicate: object, timeout: float = 20.0, what: str = "condition") -> None:
-    with anyio.fail_after(timeout):
-        while True:
-            value = predicate()  # type: ignore[operator]
-            if asyncio.iscoroutine(value):
-                value = await value
-            if value:
-                return
-            await anyio.sleep(0.02)
 
 
 def test_worker_mode_needs_a_work_queue() -> None:
@@ -84,8 +72,8 @@ async def test_cancel_from_another_process_stops_an_idle_agent_promptly(url: str
     async with api_engine(url) as api, make_worker_engine(url, lease=60, poll=0.2) as worker:
         run = await api.execute("idle", None, mode="async")
         await until(lambda: worker._worker is not None and worker._worker.in_flight == 1)
-        await until(lambda: api.status(run.run_id), what="started")
         await until(lambda: _status_is(api, run.run_id, Status.RUNNING))
+        await until(lambda: _reached(api, run.run_id, 3))  # it said its one thing: idle now
         with anyio.fail_after(10):
             state = await api.cancel(run.run_id, reason="user")
             assert state.status is Status.CANCELLED and state.cancel_reason == "user"
@@ -98,6 +86,10 @@ async def test_cancel_from_another_process_stops_an_idle_agent_promptly(url: str
 
 async def _status_is(engine: RunEngine, run_id: str, status: Status) -> bool:
     return (await engine.status(run_id)).status is status
+
+
+async def _reached(engine: RunEngine, run_id: str, seq: int) -> bool:
+    return (await engine.status(run_id)).last_seq >= seq
 
 
 @pytest.mark.anyio

@@ -53,9 +53,7 @@ SEED_SAMPLE = {
 }
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+ANYIO_BACKENDS = ("asyncio",)
 
 
 def make_engine() -> RunEngine:

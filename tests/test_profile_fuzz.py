@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runengine.adapters.profiles.acp import AcpProfile
@@ -20,11 +20,10 @@ from runengine.engine import RunEngine
 from runengine.http.router import Router
 
 from profile_http import serve_app
+from kit import SERVERS
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
+ANYIO_BACKENDS = ("asyncio",)
 
 
 @pytest.fixture(scope="module")
@@ -141,14 +140,14 @@ async def send(http: httpx.AsyncClient, path: str, body: bytes, *, acp: bool) ->
 
 
 @pytest.mark.anyio
-@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(SERVERS, max_examples=100)
 @given(body=acp_bodies.map(lambda d: json.dumps(d).encode()) | st.binary(max_size=60))
 async def test_acp_create_run(http: httpx.AsyncClient, body: bytes) -> None:
     await send(http, "/acp/runs", body, acp=True)
 
 
 @pytest.mark.anyio
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(SERVERS, max_examples=40)
 @given(run_id=uuids, body=st.dictionaries(st.sampled_from(["await_resume", "mode"]), json_values).map(json.dumps))
 async def test_acp_run_paths(http: httpx.AsyncClient, run_id: str, body: str) -> None:
     for method, path in (("GET", "/runs/{}"), ("GET", "/runs/{}/events"), ("POST", "/runs/{}"), ("POST", "/runs/{}/cancel"),
@@ -158,14 +157,14 @@ async def test_acp_run_paths(http: httpx.AsyncClient, run_id: str, body: str) ->
 
 
 @pytest.mark.anyio
-@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(SERVERS, max_examples=100)
 @given(body=kore_bodies.map(lambda d: json.dumps(d).encode()) | st.binary(max_size=60))
 async def test_kore_execute(http: httpx.AsyncClient, body: bytes) -> None:
     await send(http, "/kore/apps/echo/environments/draft/runs/execute", body, acp=False)
 
 
 @pytest.mark.anyio
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(SERVERS, max_examples=40)
 @given(run_id=st.text(min_size=1, max_size=12),
        body=st.fixed_dictionaries({}, optional={"sessionIdentity": identities}).map(json.dumps))
 async def test_kore_status(http: httpx.AsyncClient, run_id: str, body: str) -> None:
@@ -187,14 +186,14 @@ query_values = st.text(max_size=8) | st.integers(-5, 300).map(str) | st.sampled_
 
 
 @pytest.mark.anyio
-@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(SERVERS, max_examples=100)
 @given(thread=st.text(min_size=1, max_size=10), body=v1_bodies.map(lambda d: json.dumps(d).encode()) | st.binary(max_size=60))
 async def test_v1_create_run(http: httpx.AsyncClient, thread: str, body: bytes) -> None:
     await send(http, f"/v1/threads/{quote(thread, safe='')}/runs", body, acp=False)
 
 
 @pytest.mark.anyio
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(SERVERS, max_examples=60)
 @given(
     run_id=st.text(min_size=1, max_size=12),
     body=st.fixed_dictionaries({}, optional={"content": json_values, "x": json_values}).map(json.dumps),

@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from runengine.adapters.profiles.kore import KoreProfile
-from runengine.adapters.webhooks import WebhookDeliveries, WebhookSender
+from runengine.adapters.webhook_deliveries import WebhookDeliveries
+from runengine.adapters.webhooks import WebhookSender
 from runengine.context import RunContext
 from runengine.engine import RunEngine
 from runengine.http.router import Router
@@ -31,9 +32,7 @@ BASE = f"/kore/apps/{APP}/environments/draft/runs"
 PIZZA = "Order me a thick crust medium-sized pizza with extra cheese "
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+ANYIO_BACKENDS = ("asyncio",)
 
 
 def make_engine() -> RunEngine:

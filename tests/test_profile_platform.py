@@ -35,9 +35,7 @@ T0 = datetime(2024, 1, 15, 14, 30, 0, tzinfo=timezone.utc)
 TIMEOUT = 30.0
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # uvicorn runs on asyncio
+ANYIO_BACKENDS = ("asyncio",)  # uvicorn runs on asyncio
 
 
 class Clock:

@@ -34,9 +34,7 @@ ALICE = Principal(id="u-alice", org_id="org-1", user_name="alice", email="alice@
 USERS: dict[str, Any] = {"Bearer a": ALICE, "Bearer b": "bob"}  # a rich principal and a plain string
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+ANYIO_BACKENDS = ("asyncio",)
 
 
 def users(headers: Any) -> Any:

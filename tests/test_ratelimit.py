@@ -71,9 +71,7 @@ def test_settings_are_checked() -> None:
     assert principal_key(Request(method="GET", path="/")) == "anonymous"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+ANYIO_BACKENDS = ("asyncio",)
 
 
 @pytest.mark.anyio

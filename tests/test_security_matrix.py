@@ -37,9 +37,7 @@ def auth_hook(headers: Any) -> str | None:
     return TOKENS.get(token) if scheme.lower() == "bearer" else None
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # uvicorn
+ANYIO_BACKENDS = ("asyncio",)  # uvicorn
 
 
 @attrs.define

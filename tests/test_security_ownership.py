@@ -24,9 +24,7 @@ def auth_hook(headers: object) -> str | None:
     return TOKENS.get(token) if scheme.lower() == "bearer" else None
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # uvicorn
+ANYIO_BACKENDS = ("asyncio",)  # uvicorn
 
 
 @pytest.fixture

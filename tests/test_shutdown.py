@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from httpkit import free_port
+from kit import free_port
 from runengine.http.sse import RECONNECT
 from test_cli import COMMAND, wait_ready
 

@@ -76,9 +76,7 @@ anyio.run(main)
 """
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # aiosqlite needs asyncio
+ANYIO_BACKENDS = ("asyncio",)  # aiosqlite needs asyncio
 
 
 def run_child_until_killed(path: Path, script: Path, kill_after: int) -> dict[str, int]:

@@ -24,9 +24,7 @@ TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_SPAN_ID = "00f067aa0ba902b7"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # uvicorn, asyncpg
+ANYIO_BACKENDS = ("asyncio",)  # uvicorn, asyncpg
 
 
 @pytest.fixture

@@ -17,14 +17,12 @@
 
 from __future__ import annotations
 
-import importlib
 import ipaddress
 import json
 import os
 import re
 import sys
 import tempfile
-import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -32,6 +30,7 @@ from typing import Any, TypeVar
 
 import click
 import httpx
+import stamina
 from httpx_sse import connect_sse
 
 from runengine import __version__
@@ -74,19 +73,25 @@ def main() -> None:
 
 
 def load_object(ref: str, what: str) -> Any:
-    """`module:attribute` -> the object (the current directory is importable, as with uvicorn)."""
-    module_name, sep, attribute = ref.partition(":")
-    if not sep or not module_name or not attribute:
-        raise click.BadParameter(f"expected module:attribute, got {ref!r}", param_hint=what)
+    """`module:attribute` -> the object, as uvicorn loads its app (the current directory is importable)."""
+    from uvicorn.importer import ImportFromStringError, import_from_string
+
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        value: Any = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            value = getattr(value, part)
-    except (ImportError, AttributeError) as exc:
-        raise click.BadParameter(f"cannot load {ref!r}: {exc}", param_hint=what) from None
-    return value
+        return import_from_string(ref)
+    except (ImportFromStringError, ImportError) as exc:
+        raise click.BadParameter(f"cannot load {ref!r} (module:attribute): {exc}", param_hint=what) from None
+
+
+def load_engine(ref: str) -> RunEngine:
+    """`--app module:engine`: a RunEngine, or a callable returning one."""
+    engine = load_object(ref, "--app")
+    if callable(engine) and not isinstance(engine, RunEngine):
+        engine = engine()
+    if not isinstance(engine, RunEngine):
+        raise click.BadParameter(f"{ref!r} is not a RunEngine", param_hint="--app")
+    return engine
 
 
 # -- serve: access options (API keys, rate limits, webhook hosts) ---------------------------
@@ -308,11 +313,7 @@ def serve(
     if app_ref is not None:
         if ctx.get_parameter_source("store") is click.core.ParameterSource.COMMANDLINE:
             raise click.UsageError("--store applies to the demo engine; with --app your engine has its own store")
-        engine = load_object(app_ref, "--app")
-        if callable(engine) and not isinstance(engine, RunEngine):
-            engine = engine()
-        if not isinstance(engine, RunEngine):
-            raise click.BadParameter(f"{app_ref!r} is not a RunEngine", param_hint="--app")
+        engine = load_engine(app_ref)
     else:
         try:
             engine = register_demo_agents(RunEngine(store), delay=delay)
@@ -439,37 +440,62 @@ def _line(event: dict[str, Any]) -> str:
 def tail(run_id: str, after_seq: int, as_json: bool, retries: int, url: str, token: str | None) -> None:
     """Follow a run's events over SSE until it ends, reconnecting from the last seq after a drop."""
     cursor = after_seq
-    failures = 0
     timeout = httpx.Timeout(10.0, read=60.0)  # the server sends a keep-alive every 15 s
+
+    def lost(exc: Exception) -> bool:
+        """stamina's `on`: reconnect after a transport error (saying so)."""
+        if not isinstance(exc, httpx.TransportError):
+            return False
+        click.echo(f"-- connection lost ({type(exc).__name__}); resuming after seq {cursor}", err=True)
+        return True
+
+    def follow(client: httpx.Client) -> bool:
+        """One connection: print the events after `cursor`; whether the run has ended."""
+        nonlocal cursor
+        start = cursor
+        try:
+            with connect_sse(client, "GET", f"/runs/{run_id}/events", headers={"last-event-id": str(cursor)}) as source:
+                if source.response.status_code == 204:
+                    return True  # the run has ended and we have seen everything
+                if source.response.status_code >= 400:
+                    source.response.read()
+                    error = source.response.json().get("error", {})
+                    raise click.ClickException(f"{source.response.status_code} {error.get('code')}: {error.get('message')}")
+                for sse in source.iter_sse():
+                    if not sse.data:  # the retry hint and keep-alive comments carry no event
+                        continue
+                    if sse.event == "stream.error":
+                        raise httpx.RemoteProtocolError(f"the server's stream failed: {sse.data}")
+                    event = json.loads(sse.data)
+                    click.echo(sse.data if as_json else _line(event))
+                    cursor = event["seq"]
+                    if event["type"] in TERMINAL:
+                        return True
+        except httpx.TransportError as exc:
+            if cursor > start:
+                lost(exc)
+                raise _Progressed from exc
+            raise
+        return False
+
     with _client(url, token, timeout) as client:
-        while True:
+        while True:  # each pass: a fresh budget of `retries` reconnections in a row without progress
             try:
-                with connect_sse(
-                    client, "GET", f"/runs/{run_id}/events", headers={"last-event-id": str(cursor)}
-                ) as source:
-                    if source.response.status_code == 204:
-                        return  # the run has ended and we have seen everything
-                    if source.response.status_code >= 400:
-                        source.response.read()
-                        error = source.response.json().get("error", {})
-                        raise click.ClickException(f"{source.response.status_code} {error.get('code')}: {error.get('message')}")
-                    for sse in source.iter_sse():
-                        if not sse.data:  # the retry hint and keep-alive comments carry no event
-                            continue
-                        if sse.event == "stream.error":
-                            raise httpx.RemoteProtocolError(f"the server's stream failed: {sse.data}")
-                        event = json.loads(sse.data)
-                        click.echo(sse.data if as_json else _line(event))
-                        cursor = event["seq"]
-                        failures = 0
-                        if event["type"] in TERMINAL:
-                            return
+                for attempt in stamina.retry_context(
+                    on=lost, attempts=retries + 1, timeout=None, wait_initial=0.2, wait_max=2.0, wait_jitter=0.2
+                ):
+                    with attempt:
+                        ended = follow(client)
+            except _Progressed:
+                continue
             except httpx.TransportError as exc:
-                failures += 1
-                if failures > retries:
-                    raise click.ClickException(f"connection lost {failures} times in a row: {exc}") from None
-                click.echo(f"-- connection lost ({type(exc).__name__}); resuming after seq {cursor}", err=True)
-                time.sleep(min(0.2 * failures, 2.0))
+                raise click.ClickException(f"connection lost {retries + 1} times in a row: {exc}") from None
+            if ended:
+                return
+
+
+class _Progressed(Exception):
+    """The connection dropped after bringing events: reconnect at once, with a fresh retry budget."""
 
 
 @main.command()
@@ -577,11 +603,7 @@ def worker(
     if app_ref is not None:
         if store is not None:
             raise click.UsageError("--store applies to the demo engine; with --app your engine has its own store")
-        engine = load_object(app_ref, "--app")
-        if callable(engine) and not isinstance(engine, RunEngine):
-            engine = engine()
-        if not isinstance(engine, RunEngine):
-            raise click.BadParameter(f"{app_ref!r} is not a RunEngine", param_hint="--app")
+        engine = load_engine(app_ref)
         engine.worker_options = options
     else:
         if store is None:

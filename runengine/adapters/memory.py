@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import anyio
 
+from runengine.adapters.wakeup import RunWakeups
 from runengine.errors import ConcurrencyConflict, InvalidRequest
 from runengine.events import Event
 from runengine.ports import (
@@ -23,6 +24,7 @@ from runengine.ports import (
     RunSummary,
     SessionRecord,
     SessionRuns,
+    WebhookRegistration,
 )
 from runengine.state import RunState
 from runengine.status import Status
@@ -39,16 +41,6 @@ from runengine.validation import (
 from runengine.wire import data_to_json, to_json
 
 
-class _Signal:
-    """A per-run wake-up: one anyio.Event replaced after each set, and its waiter count."""
-
-    __slots__ = ("event", "waiters")
-
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self.waiters = 0
-
-
 class MemoryStore:
     shared = False
 
@@ -60,7 +52,8 @@ class MemoryStore:
         self._snapshots: dict[str, RunState] = {}
         self._keys: dict[tuple[str, str, str], IdempotencyRecord] = {}  # (principal, scope, key)
         self._sessions: dict[str, SessionRecord] = {}
-        self._signals: dict[str, _Signal] = {}
+        self._webhooks: dict[str, WebhookRegistration] = {}  # by webhook id, oldest first
+        self._wakeups = RunWakeups()
 
     @classmethod
     def from_url(cls, url: str) -> MemoryStore:
@@ -121,10 +114,7 @@ class MemoryStore:
             last_seq=len(log),
         )
         await anyio.lowlevel.checkpoint()  # appends are awaited like real I/O
-        signal = self._signals.get(run_id)
-        if signal is not None:
-            signal.event.set()
-            signal.event = anyio.Event()
+        self._wakeups.notify(run_id)
 
     async def read(self, run_id: str, *, after_seq: int = 0, limit: int = DEFAULT_PAGE) -> list[Event]:
         check_page(after_seq, limit)
@@ -135,22 +125,10 @@ class MemoryStore:
         return len(self._logs.get(run_id, ()))
 
     async def wait(self, run_id: str, *, after_seq: int, timeout: float | None = None) -> bool:
-        if len(self._logs.get(run_id, ())) > after_seq:
-            return True
-        signal = self._signals.get(run_id)
-        if signal is None:
-            signal = self._signals[run_id] = _Signal()
-        signal.waiters += 1
-        try:
-            with anyio.move_on_after(timeout):
-                while len(self._logs.get(run_id, ())) <= after_seq:
-                    await signal.event.wait()
-                return True
-            return False
-        finally:
-            signal.waiters -= 1
-            if signal.waiters == 0 and self._signals.get(run_id) is signal:
-                del self._signals[run_id]
+        async def has_news() -> bool:
+            return len(self._logs.get(run_id, ())) > after_seq
+
+        return await self._wakeups.wait(run_id, after_seq=after_seq, timeout=timeout, has_news=has_news)
 
     # -- listing ----------------------------------------------------------------
 
@@ -274,3 +252,18 @@ class MemoryStore:
 
     async def get_session(self, session_id: str) -> SessionRecord | None:
         return self._sessions.get(session_id)
+
+    # -- webhook registrations --------------------------------------------------------
+
+    async def add_webhook(self, webhook: WebhookRegistration) -> None:
+        self._webhooks[webhook.webhook_id] = webhook
+
+    async def list_webhooks(self, app_id: str) -> list[WebhookRegistration]:
+        return [w for w in self._webhooks.values() if w.app_id == app_id]
+
+    async def delete_webhook(self, app_id: str, webhook_id: str) -> bool:
+        found = self._webhooks.get(webhook_id)
+        if found is None or found.app_id != app_id:
+            return False
+        del self._webhooks[webhook_id]
+        return True

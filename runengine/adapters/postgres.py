@@ -13,9 +13,8 @@
   One listening connection per store fans the wake-ups out to in-process waiters, which
   then read `seq > last`. Waits re-check the database every `recheck` seconds, so a lost
   NOTIFY or a dropped listener (it reconnects) delays a tail, never hangs it.
-- The work queue (`store.work_queue`): claims with FOR UPDATE SKIP LOCKED, leases as
-  database-clock deadlines renewed by heartbeats, fencing checked in the append's own
-  transaction (see runengine.worker for the policy around it).
+- The work queue (`store.work_queue`, runengine.adapters.postgres_queue) shares this
+  store's pool, writer and listener; its fencing is checked in the append's own transaction.
 - Lost connections (a server restart) are retried for up to `reconnect_timeout` seconds.
 
 Needs asyncpg: `pip install runengine[postgres]`. asyncio only.
@@ -34,11 +33,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import attrs
+import stamina
 import structlog
 
 from runengine import observe
+from runengine.adapters.postgres_queue import PostgresWorkQueue
+from runengine.adapters.run_listing import dollar, list_runs_query
+from runengine.adapters.wakeup import RunWakeups
 from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError, StoreError
-from runengine.events import Event, RunCreated
+from runengine.events import Event
 from runengine.ports import (
     DEFAULT_PAGE,
     MAX_PAGE,
@@ -50,6 +53,7 @@ from runengine.ports import (
     RunSummary,
     SessionRecord,
     SessionRuns,
+    WebhookRegistration,
 )
 from runengine.state import RunState
 from runengine.status import TERMINAL_STATUSES, Status
@@ -69,7 +73,7 @@ log = structlog.get_logger("runengine.postgres")
 
 #: The schema this version writes. A database at a higher version is refused; one at a lower
 #: version is migrated when opened (_MIGRATIONS).
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: How long a session may sit idle inside a transaction before the server ends it (see _server_settings).
 IDLE_IN_TRANSACTION_MS = 5_000
 
@@ -77,17 +81,6 @@ _ENDED_STATUSES = ", ".join(f"'{status.value}'" for status in sorted(TERMINAL_ST
 #: Version 3: ended runs by end time (retention sweeps), idempotency records by run (deleting a run).
 _ENDED_INDEX = f"CREATE INDEX runengine_runs_ended ON runengine_runs (updated_at, position) WHERE status IN ({_ENDED_STATUSES})"
 _IDEMPOTENCY_RUN_INDEX = "CREATE INDEX runengine_idempotency_run ON runengine_idempotency (run_id)"
-
-#: Rate-limit windows (a schema version of its own: this table alone, created by one statement):
-#: one count per key (a principal) in its current fixed window, shared by every process, so N
-#: processes allow a limit once, not N times (PostgresRateWindows).
-_RATE_WINDOWS_DDL = """
-CREATE TABLE runengine_rate_windows (
-    key text PRIMARY KEY,
-    window_start double precision NOT NULL,
-    count integer NOT NULL
-)"""
-_RATE_WINDOWS_VERSION = 4
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 
@@ -102,7 +95,44 @@ CREATE TABLE runengine_idempotency (
     PRIMARY KEY (principal, scope, key)
 );"""
 
+#: Version 4: the Agent Platform profile's webhook registrations in a table of their own.
+_WEBHOOKS_DDL = """
+CREATE TABLE runengine_webhooks (
+    position bigserial,
+    webhook_id text PRIMARY KEY,
+    app_id text NOT NULL,
+    url text NOT NULL,
+    events text NOT NULL,
+    secret text NOT NULL,
+    created_at timestamptz NOT NULL,
+    owner text
+);
+CREATE INDEX runengine_webhooks_app ON runengine_webhooks (app_id, position);"""
+#: They used to be kept as ended sessions `platform.webhooks.<app_id>` whose data listed them:
+#: each becomes a row, and the session goes.
+_MOVE_WEBHOOKS_TO_THEIR_TABLE = (
+    "INSERT INTO runengine_webhooks (webhook_id, app_id, url, events, secret, created_at, owner)"
+    " SELECT w.item->>'webhook_id', s.data::jsonb->>'app_id', w.item->>'url', (w.item->'events')::text,"
+    " w.item->>'secret', (w.item->>'created_at')::timestamptz, w.item->>'owner'"
+    " FROM runengine_sessions AS s, jsonb_array_elements(s.data::jsonb->'webhooks') WITH ORDINALITY AS w(item, n)"
+    " WHERE s.session_id LIKE 'platform.webhooks.%' AND s.data::jsonb->>'kind' = 'platform.webhooks'"
+    " ORDER BY s.session_id, w.n ON CONFLICT (webhook_id) DO NOTHING",
+    "DELETE FROM runengine_sessions WHERE session_id LIKE 'platform.webhooks.%'"
+    " AND data::jsonb->>'kind' = 'platform.webhooks'",
+)
+
 #: Statements bringing a database of the previous version up to each version.
+#: Rate-limit windows (a schema version of its own: this table alone, created by one statement):
+#: one count per key (a principal) in its current fixed window, shared by every process, so N
+#: processes allow a limit once, not N times (PostgresRateWindows).
+_RATE_WINDOWS_DDL = """
+CREATE TABLE runengine_rate_windows (
+    key text PRIMARY KEY,
+    window_start double precision NOT NULL,
+    count integer NOT NULL
+)"""
+_RATE_WINDOWS_VERSION = 4
+
 _MIGRATIONS = {
     2: (
         # Version 1 kept keys as one joined "owner:key" string, which cannot be told apart by
@@ -116,6 +146,7 @@ _MIGRATIONS = {
     ),
     3: (_ENDED_INDEX, _IDEMPOTENCY_RUN_INDEX),
     _RATE_WINDOWS_VERSION: (_RATE_WINDOWS_DDL,),
+    5: (_WEBHOOKS_DDL, *_MOVE_WEBHOOKS_TO_THEIR_TABLE),
 }
 
 _DDL = """
@@ -171,9 +202,10 @@ CREATE TABLE runengine_queue (
 );
 CREATE INDEX runengine_queue_waiting ON runengine_queue (position) WHERE NOT claimed;
 CREATE INDEX runengine_queue_leases ON runengine_queue (lease_until) WHERE claimed;
+{webhooks};
 """.replace("%(idempotency)s", _IDEMPOTENCY_DDL).replace("{ended_index}", _ENDED_INDEX).replace(
     "{idempotency_run_index}", _IDEMPOTENCY_RUN_INDEX
-) + _RATE_WINDOWS_DDL + ";\n"
+).replace("{webhooks}", _WEBHOOKS_DDL.strip().rstrip(";")) + _RATE_WINDOWS_DDL + ";\n"
 
 #: Errors after which the operation is retried on a fresh connection (server restart, network).
 _TRANSIENT: tuple[type[BaseException], ...] = (
@@ -215,23 +247,6 @@ class _RunRow:
     created: bool = False  # inserted by this batch
 
 
-class _Signal:
-    """In-process wake-up for one run: the highest seq notified, and an event set on news."""
-
-    __slots__ = ("event", "seq", "waiters")
-
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
-        self.seq = 0
-        self.waiters = 0
-
-    def fire(self, seq: int) -> None:
-        if seq > self.seq:
-            self.seq = seq
-        self.event.set()
-        self.event = asyncio.Event()
-
-
 class PostgresStore:
     """An EventStore (and WorkQueue, as `.work_queue`) on PostgreSQL through an asyncpg pool."""
 
@@ -267,7 +282,7 @@ class PostgresStore:
         self._requests: asyncio.Queue[_Append] | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._listener_task: asyncio.Task[None] | None = None
-        self._signals: dict[str, _Signal] = {}
+        self._wakeups = RunWakeups()
         self._lost: dict[str, asyncio.Event] = {}
         self._work = asyncio.Event()
         self._listening = False
@@ -351,8 +366,7 @@ class PostgresStore:
         self._writer_task = self._listener_task = None
         self._requests = None
         await pool.close()
-        for signal in self._signals.values():
-            signal.event.set()
+        self._wakeups.notify_all()
 
     async def __aenter__(self) -> PostgresStore:
         await self.open()
@@ -400,22 +414,34 @@ class PostgresStore:
 
     async def _retry(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run `operation`, retrying on a lost connection until `reconnect_timeout` has passed."""
-        loop = asyncio.get_running_loop()
-        deadline: float | None = None
-        delay = 0.05
-        while True:
-            try:
-                return await operation()
-            except _TRANSIENT as exc:
-                if isinstance(exc, asyncpg.InterfaceError) and self._closing:
-                    raise StoreError("the PostgreSQL store is closed") from exc
-                now = loop.time()
-                deadline = deadline if deadline is not None else now + self.reconnect_timeout
-                if now >= deadline:
-                    raise StoreError(f"PostgreSQL unreachable: {type(exc).__name__}: {exc}") from exc
-                log.debug("retrying after a lost connection", error=repr(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+        try:
+            return await operation()  # the common case, without setting up a retry loop
+        except _TRANSIENT as exc:
+            if not self._retryable(exc) or self.reconnect_timeout == 0:
+                raise self._gave_up(exc) from exc
+        try:
+            async for attempt in stamina.retry_context(
+                on=self._retryable,
+                attempts=None,
+                timeout=self.reconnect_timeout,
+                wait_initial=0.05,
+                wait_max=1.0,
+                wait_jitter=0.05,
+            ):
+                with attempt:
+                    return await operation()
+        except _TRANSIENT as exc:
+            raise self._gave_up(exc) from exc
+        raise AssertionError("unreachable: stamina returns or raises")  # pragma: no cover
+
+    def _retryable(self, exc: Exception) -> bool:
+        # A closed pool's connections raise InterfaceError: retrying cannot help.
+        return isinstance(exc, _TRANSIENT) and not (self._closing and isinstance(exc, asyncpg.InterfaceError))
+
+    def _gave_up(self, exc: BaseException) -> StoreError:
+        if self._closing and isinstance(exc, asyncpg.InterfaceError):
+            return StoreError("the PostgreSQL store is closed")
+        return StoreError(f"PostgreSQL unreachable: {type(exc).__name__}: {exc}")
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         async def run() -> list[asyncpg.Record]:
@@ -444,6 +470,23 @@ class PostgresStore:
         check_append(run_id, events, expected_seq)
         _check_json(events)
         await self._submit(_Append(run_id, list(events), expected_seq, self._new_future()))
+
+    async def _append_for_queue(
+        self,
+        run_id: str,
+        events: Sequence[Event],
+        expected_seq: int,
+        *,
+        lease: Lease | None = None,
+        enqueue: bool = False,
+        after: Sequence[str] = (),
+    ) -> None:
+        """An append through the writer for the work queue: a queued run's first events
+        (`enqueue`), or a leased run's next ones (fenced by `lease`). Checked by the caller."""
+        _check_json(events)
+        await self._submit(
+            _Append(run_id, list(events), expected_seq, self._new_future(), lease=lease, enqueue=enqueue, after=tuple(after))
+        )
 
     def _new_future(self) -> asyncio.Future[None]:
         return asyncio.get_running_loop().create_future()
@@ -487,7 +530,7 @@ class PostgresStore:
                     requests.task_done()
                 for request in batch:
                     if request.error is None:
-                        self._fire(request.run_id, request.events[-1].seq)
+                        self._wakeups.notify(request.run_id, request.events[-1].seq)
                 if any(r.enqueue and r.error is None for r in batch):
                     self._work.set()
 
@@ -675,42 +718,21 @@ class PostgresStore:
 
     # -- live tails -------------------------------------------------------------------
 
-    def _fire(self, run_id: str, seq: int) -> None:
-        signal = self._signals.get(run_id)
-        if signal is not None:
-            signal.fire(seq)
-
     async def wait(self, run_id: str, *, after_seq: int, timeout: float | None = None) -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout if timeout is not None else None
-        signal = self._signals.get(run_id)
-        if signal is None:
-            signal = self._signals[run_id] = _Signal()
-        signal.waiters += 1
-        try:
-            while True:
-                if signal.seq > after_seq:
-                    return True
-                woken = signal.event  # taken before the check: a NOTIFY during it is not missed
-                try:
-                    if await self._last_seq_once(run_id) > after_seq:
-                        return True
-                except _TRANSIENT:
-                    pass  # the server is away: keep waiting, re-check later
-                remaining = None if deadline is None else deadline - loop.time()
-                if remaining is not None and remaining <= 0:
-                    return False
-                if self._pool is None:
-                    raise StoreError("the PostgreSQL store is closed")
-                pause = self.recheck if self._listening else min(self.recheck, 0.25)
-                try:
-                    await asyncio.wait_for(woken.wait(), pause if remaining is None else min(pause, remaining))
-                except asyncio.TimeoutError:
-                    pass
-        finally:
-            signal.waiters -= 1
-            if signal.waiters == 0 and self._signals.get(run_id) is signal:
-                del self._signals[run_id]
+        async def has_news() -> bool:
+            try:
+                return await self._last_seq_once(run_id) > after_seq
+            except _TRANSIENT:
+                return False  # the server is away: keep waiting, re-check later
+
+        def recheck() -> float:
+            if self._pool is None:
+                raise StoreError("the PostgreSQL store is closed")
+            return self.recheck if self._listening else min(self.recheck, 0.25)
+
+        return await self._wakeups.wait(
+            run_id, after_seq=after_seq, timeout=timeout, has_news=has_news, recheck=recheck
+        )
 
     async def _last_seq_once(self, run_id: str) -> int:
         async with self._require_pool().acquire() as conn:
@@ -720,7 +742,7 @@ class PostgresStore:
     def _on_event_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         run_id, _, seq = payload.rpartition(" ")
         try:
-            self._fire(run_id, int(seq))
+            self._wakeups.notify(run_id, int(seq))
         except ValueError:
             log.warning("ignored a malformed notification", payload=payload)
 
@@ -734,9 +756,7 @@ class PostgresStore:
 
     def _wake_everyone(self) -> None:
         """After (re)listening: notifications may have been missed, so every waiter re-checks."""
-        for signal in list(self._signals.values()):
-            signal.event.set()
-            signal.event = asyncio.Event()
+        self._wakeups.notify_all()
         for event in self._lost.values():
             event.set()
         self._work.set()
@@ -810,26 +830,15 @@ class PostgresStore:
         before: str | None = None,
     ) -> RunPage:
         check_page(0, limit)
-        start = decode_cursor(before)
-        where: list[str] = []
-        args: list[Any] = []
-        for column, value in (
-            ("session_id", session_id),
-            ("status", status.value if status is not None else None),
-            ("owner", owner),
-        ):
-            if value is not None:
-                args.append(value)
-                where.append(f"{column} = ${len(args)}")
-        if start is not None:
-            args.append(start)
-            where.append(f"position < ${len(args)}")
-        args.append(limit + 1)
-        sql = (
+        sql, args = list_runs_query(
             "SELECT run_id, agent, status, session_id, owner, created_at, updated_at, last_seq, position"
-            " FROM runengine_runs"
-            + (" WHERE " + " AND ".join(where) if where else "")
-            + f" ORDER BY position DESC LIMIT ${len(args)}"
+            " FROM runengine_runs",
+            placeholder=dollar,
+            session_id=session_id,
+            status=status,
+            owner=owner,
+            before_position=decode_cursor(before),
+            limit=limit,
         )
         rows = await self._fetch(sql, *args)
         page = rows[:limit]
@@ -981,182 +990,45 @@ class PostgresStore:
             data=json.loads(row[6]),
         )
 
+    # -- webhook registrations ------------------------------------------------------------
 
-class PostgresRateWindows:
-    """Request counts per key in fixed windows (runengine.http.ratelimit.WindowCounter), in the
-    database: one row per key, counted by one atomic upsert, so every process shares the count."""
-
-    #: The upsert: a later window starts the count again at 1; the same window counts up to the
-    #: limit; a row already at the limit is not updated, and nothing is returned (refused).
-    #: An earlier window (a process whose clock is behind) counts in the row's window.
-    TAKE = """
-        INSERT INTO runengine_rate_windows AS w (key, window_start, count) VALUES ($1, $2, 1)
-        ON CONFLICT (key) DO UPDATE SET
-            count = CASE WHEN EXCLUDED.window_start > w.window_start THEN 1 ELSE w.count + 1 END,
-            window_start = GREATEST(w.window_start, EXCLUDED.window_start)
-        WHERE EXCLUDED.window_start > w.window_start OR w.count < $3
-        RETURNING count"""
-
-    def __init__(self, store: PostgresStore) -> None:
-        self._store = store
-        self._pruned_window = 0.0
-
-    async def take(self, key: str, window_start: float, limit: int) -> int | None:
-        store = self._store
-        prune = window_start > self._pruned_window
-        self._pruned_window = max(self._pruned_window, window_start)
-
-        async def run() -> int | None:
-            async with store._require_pool().acquire() as conn:
-                if prune:  # once per window in each process: rows of ended windows go (bounded by keys active now)
-                    await conn.execute("DELETE FROM runengine_rate_windows WHERE window_start < $1", window_start)
-                # A count lost in a crash costs at most a few requests of leeway: the commit does
-                # not wait for its WAL flush (a flush per request would cost milliseconds).
-                async with conn.transaction():
-                    await conn.execute("SET LOCAL synchronous_commit TO off")
-                    count = await conn.fetchval(self.TAKE, key, window_start, limit)
-                return None if count is None else int(count)
-
-        return await store._retry(run)
-
-
-class PostgresWorkQueue:
-    """The durable queue of pending runs (the WorkQueue port), sharing its store's pool and writer."""
-
-    def __init__(self, store: PostgresStore) -> None:
-        self._store = store
-
-    async def enqueue(self, run_id: str, events: Sequence[Event], *, after: Sequence[str] = ()) -> None:
-        check_append(run_id, events, 0)
-        if not isinstance(events[0], RunCreated):  # pragma: no cover - check_append ensures it
-            raise InvalidRequest("a queued run starts with run.created")
-        store = self._store
-        _check_json(events)
-        await store._submit(
-            _Append(run_id, list(events), 0, store._new_future(), enqueue=True, after=tuple(after))
+    async def add_webhook(self, webhook: WebhookRegistration) -> None:
+        await self._execute(
+            "INSERT INTO runengine_webhooks (webhook_id, app_id, url, events, secret, created_at, owner)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            webhook.webhook_id,
+            webhook.app_id,
+            webhook.url,
+            json.dumps(list(webhook.events)),
+            webhook.secret,
+            webhook.created_at,
+            webhook.owner,
         )
 
-    async def claim(self, worker: str, *, agents: Sequence[str], limit: int, lease: float) -> list[Lease]:
-        if limit < 1:
-            return []
-        store = self._store
-
-        async def run() -> list[asyncpg.Record]:
-            async with store._require_pool().acquire() as conn, conn.transaction():
-                rows = list(
-                    await conn.fetch(
-                        "WITH picked AS ("
-                        "  SELECT run_id, claimed AS taken_over FROM runengine_queue"
-                        "  WHERE (NOT claimed AND agent = ANY($2::text[]) AND (cardinality(after_runs) = 0 OR NOT EXISTS ("
-                        "    SELECT 1 FROM runengine_runs AS r WHERE r.run_id = ANY(after_runs)"
-                        "    AND r.status IN ('pending', 'running', 'waiting_for_input'))))"
-                        "   OR (claimed AND lease_until < clock_timestamp())"
-                        "  ORDER BY position LIMIT $3 FOR UPDATE SKIP LOCKED)"
-                        " UPDATE runengine_queue AS q SET claimed = true, token = gen_random_uuid(), worker = $1,"
-                        "  lease_until = clock_timestamp() + $4::interval, claims = q.claims + 1"
-                        " FROM picked WHERE q.run_id = picked.run_id"
-                        " RETURNING q.run_id, q.token::text, q.agent, q.claims, picked.taken_over",
-                        worker,
-                        list(agents),
-                        limit,
-                        timedelta(seconds=lease),
-                    )
-                )
-                taken = [f"gone {row[0]}" for row in rows if row[4]]
-                if taken:  # the lost holder (if it is only slow) stops at once
-                    observe.current.leases_expired(len(taken))
-                    await conn.execute(
-                        "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", store.queue_channel, taken
-                    )
-                return rows
-
-        rows = await store._retry(run)
-        return [Lease(run_id=r[0], token=r[1], worker=worker, agent=r[2], claims=r[3]) for r in rows]
-
-    async def depth(self) -> tuple[int, int]:
-        """(queued, claimed): runs waiting for a worker, runs a worker holds; reported to observers."""
-        row = await self._store._fetchrow(
-            "SELECT count(*) FILTER (WHERE NOT claimed), count(*) FILTER (WHERE claimed) FROM runengine_queue"
+    async def list_webhooks(self, app_id: str) -> list[WebhookRegistration]:
+        rows = await self._fetch(
+            "SELECT webhook_id, app_id, url, events, secret, created_at, owner FROM runengine_webhooks"
+            " WHERE app_id = $1 ORDER BY position",
+            app_id,
         )
-        assert row is not None
-        queued, claimed = int(row[0]), int(row[1])
-        observe.current.queue_depth(queued=queued, claimed=claimed)
-        return queued, claimed
+        return [
+            WebhookRegistration(
+                webhook_id=row[0],
+                app_id=row[1],
+                url=row[2],
+                events=tuple(json.loads(row[3])),
+                secret=row[4],
+                created_at=row[5],
+                owner=row[6],
+            )
+            for row in rows
+        ]
 
-    async def renew(self, leases: Sequence[Lease], *, lease: float) -> set[str]:
-        if not leases:
-            return set()
-        rows = await self._store._fetch(
-            "UPDATE runengine_queue AS q SET lease_until = clock_timestamp() + $3::interval"
-            " FROM unnest($1::text[], $2::uuid[]) AS l(run_id, token)"
-            " WHERE q.run_id = l.run_id AND q.token = l.token AND q.claimed RETURNING q.run_id",
-            [x.run_id for x in leases],
-            [x.token for x in leases],
-            timedelta(seconds=lease),
+    async def delete_webhook(self, app_id: str, webhook_id: str) -> bool:
+        found = await self._fetchrow(
+            "DELETE FROM runengine_webhooks WHERE app_id = $1 AND webhook_id = $2 RETURNING true", app_id, webhook_id
         )
-        return {row[0] for row in rows}
-
-    async def append_leased(self, lease: Lease, events: Sequence[Event], *, expected_seq: int) -> None:
-        check_append(lease.run_id, events, expected_seq)
-        _check_json(events)
-        store = self._store
-        await store._submit(_Append(lease.run_id, list(events), expected_seq, store._new_future(), lease=lease))
-
-    async def release(self, lease: Lease) -> None:
-        store = self._store
-
-        async def run() -> None:
-            async with store._require_pool().acquire() as conn, conn.transaction():
-                await conn.execute(
-                    "UPDATE runengine_queue SET claimed = false, token = NULL, worker = NULL, lease_until = NULL"
-                    " WHERE run_id = $1 AND token = $2::uuid",
-                    lease.run_id,
-                    lease.token,
-                )
-                await conn.execute("SELECT pg_notify($1, 'work')", store.queue_channel)
-
-        await store._retry(run)
-        store._lost.pop(lease.run_id, None)
-
-    async def wait_for_work(self, timeout: float) -> None:
-        work = self._store._work
-        try:
-            await asyncio.wait_for(work.wait(), timeout)
-        except asyncio.TimeoutError:
-            return
-        work.clear()
-
-    async def wait_lost(self, lease: Lease, timeout: float) -> bool:
-        store = self._store
-        event = store._lost.get(lease.run_id)
-        if event is None:
-            event = store._lost[lease.run_id] = asyncio.Event()
-        try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except asyncio.TimeoutError:
-            return False
-        if store._lost.get(lease.run_id) is event:  # woken by a re-listen: arm a fresh one
-            store._lost[lease.run_id] = asyncio.Event()
-        # A wake-up is a hint: the queue row says whether we still hold the run.
-        row = await store._fetchrow(
-            "SELECT 1 FROM runengine_queue WHERE run_id = $1 AND token = $2::uuid AND claimed",
-            lease.run_id,
-            lease.token,
-        )
-        if row is None:
-            store._lost.pop(lease.run_id, None)
-            return True
-        return False
-
-    async def held(self, lease: Lease) -> bool:
-        """Whether `lease` is still held (token current and not expired), by the database clock."""
-        row = await self._store._fetchrow(
-            "SELECT 1 FROM runengine_queue WHERE run_id = $1 AND token = $2::uuid AND claimed"
-            " AND lease_until > clock_timestamp()",
-            lease.run_id,
-            lease.token,
-        )
-        return row is not None
+        return found is not None
 
 
 def _summary(row: asyncpg.Record) -> RunSummary:
@@ -1197,6 +1069,44 @@ def _parse(key: str, value: str, kind: Callable[[str], Any]) -> Any:
         return kind(value)
     except ValueError:
         raise InvalidRequest(f"invalid {key} {value!r} in the store URL") from None
+
+
+class PostgresRateWindows:
+    """Request counts per key in fixed windows (runengine.http.ratelimit.WindowCounter), in the
+    database: one row per key, counted by one atomic upsert, so every process shares the count."""
+
+    #: The upsert: a later window starts the count again at 1; the same window counts up to the
+    #: limit; a row already at the limit is not updated, and nothing is returned (refused).
+    #: An earlier window (a process whose clock is behind) counts in the row's window.
+    TAKE = """
+        INSERT INTO runengine_rate_windows AS w (key, window_start, count) VALUES ($1, $2, 1)
+        ON CONFLICT (key) DO UPDATE SET
+            count = CASE WHEN EXCLUDED.window_start > w.window_start THEN 1 ELSE w.count + 1 END,
+            window_start = GREATEST(w.window_start, EXCLUDED.window_start)
+        WHERE EXCLUDED.window_start > w.window_start OR w.count < $3
+        RETURNING count"""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+        self._pruned_window = 0.0
+
+    async def take(self, key: str, window_start: float, limit: int) -> int | None:
+        store = self._store
+        prune = window_start > self._pruned_window
+        self._pruned_window = max(self._pruned_window, window_start)
+
+        async def run() -> int | None:
+            async with store._require_pool().acquire() as conn:
+                if prune:  # once per window in each process: rows of ended windows go (bounded by keys active now)
+                    await conn.execute("DELETE FROM runengine_rate_windows WHERE window_start < $1", window_start)
+                # A count lost in a crash costs at most a few requests of leeway: the commit does
+                # not wait for its WAL flush (a flush per request would cost milliseconds).
+                async with conn.transaction():
+                    await conn.execute("SET LOCAL synchronous_commit TO off")
+                    count = await conn.fetchval(self.TAKE, key, window_start, limit)
+                return None if count is None else int(count)
+
+        return await store._retry(run)
 
 
 __all__ = ["PostgresRateWindows", "PostgresStore", "PostgresWorkQueue", "SCHEMA_VERSION"]

@@ -14,7 +14,8 @@ from runengine.adapters.profiles.acp import AcpProfile, acp_error
 from runengine.adapters.profiles.kore import KoreProfile
 from runengine.adapters.profiles.platform import build_platform_app
 from runengine.adapters.profiles.threads import ThreadsProfile
-from runengine.adapters.webhooks import WebhookDeliveries, WebhookSender
+from runengine.adapters.webhook_deliveries import WebhookDeliveries
+from runengine.adapters.webhooks import WebhookSender
 from runengine.engine import RunEngine
 from runengine.http.auth import AuthHook
 from runengine.adapters.profiles.native import NativeAPI

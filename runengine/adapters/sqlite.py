@@ -2,7 +2,7 @@
 
     store = SQLiteStore("runs.db")                 # or RunEngine("sqlite:///runs.db")
 
-Layout (schema version 3, kept in the `schema_version` table; a version-1 or -2 file is
+Layout (schema version 4, kept in the `schema_version` table; a file of an earlier version is
 migrated when opened, see _MIGRATIONS):
 
 - `events(run_id, seq, type, at_us, data)`, primary key (run_id, seq), WITHOUT ROWID, so
@@ -13,7 +13,8 @@ migrated when opened, see _MIGRATIONS):
   creation order and the listing cursor. `ended_us` is the time of the run's terminal event
   (µs since the epoch; NULL while it is active), indexed for retention sweeps (version 3).
 - `snapshots`, `idempotency` (keyed by principal, scope and key; indexed by run, so deleting
-  a run finds its keys), `sessions`.
+  a run finds its keys), `sessions`, `webhooks` (the Agent Platform profile's registrations,
+  version 4; before, ended sessions `platform.webhooks.<app_id>`).
 
 Group commit. Every write goes through ONE writer task per store, which takes
 everything queued (appends of every run, snapshots, keys, sessions) and commits it
@@ -62,6 +63,8 @@ import aiosqlite
 import anyio
 
 from runengine import observe
+from runengine.adapters.run_listing import list_runs_query, qmark
+from runengine.adapters.wakeup import RunWakeups
 from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError, StoreError
 from runengine.events import Event, MessageDelta, RunCreated
 from runengine.ports import (
@@ -72,6 +75,7 @@ from runengine.ports import (
     RunSummary,
     SessionRecord,
     SessionRuns,
+    WebhookRegistration,
 )
 from runengine.state import RunState
 from runengine.status import TERMINAL_STATUSES, Status
@@ -86,7 +90,7 @@ from runengine.validation import (
 )
 from runengine.wire import data_to_json, event_from_parts, format_time, state_from_json, state_to_json
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -136,9 +140,31 @@ CREATE TABLE IF NOT EXISTS sessions (
     metadata TEXT NOT NULL,
     data TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS webhooks (
+    webhook_id TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    events TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    owner TEXT
+);
+CREATE INDEX IF NOT EXISTS webhooks_by_app ON webhooks (app_id);
 """
 
 _ENDED_STATUSES = ", ".join(f"'{status.value}'" for status in sorted(TERMINAL_STATUSES))
+#: Webhook registrations used to be kept as ended sessions `platform.webhooks.<app_id>` whose data
+#: listed them: each becomes a row of the webhooks table (made by _SCHEMA), and the session goes.
+_MOVE_WEBHOOKS_TO_THEIR_TABLE = (
+    "INSERT OR IGNORE INTO webhooks (webhook_id, app_id, url, events, secret, created_at, owner)"
+    " SELECT json_extract(w.value, '$.webhook_id'), json_extract(s.data, '$.app_id'), json_extract(w.value, '$.url'),"
+    " json_extract(w.value, '$.events'), json_extract(w.value, '$.secret'), json_extract(w.value, '$.created_at'),"
+    " json_extract(w.value, '$.owner')"
+    " FROM sessions AS s, json_each(s.data, '$.webhooks') AS w"
+    " WHERE s.session_id LIKE 'platform.webhooks.%' AND json_extract(s.data, '$.kind') = 'platform.webhooks'"
+    " ORDER BY s.session_id, w.key",
+    "DELETE FROM sessions WHERE session_id LIKE 'platform.webhooks.%' AND json_extract(data, '$.kind') = 'platform.webhooks'",
+)
 #: Run after _SCHEMA to bring a file of the previous version up to this one, by target version.
 _MIGRATIONS = {
     2: (
@@ -156,6 +182,7 @@ _MIGRATIONS = {
         "UPDATE runs SET ended_us = (SELECT at_us FROM events WHERE events.run_id = runs.run_id"
         f" AND events.seq = runs.last_seq) WHERE status IN ({_ENDED_STATUSES})",
     ),
+    4: _MOVE_WEBHOOKS_TO_THEIR_TABLE,
 }
 #: Indexes on columns a migration adds: created after the migrations, on every file.
 _SCHEMA_AFTER_MIGRATIONS = (
@@ -377,16 +404,6 @@ class _Tail:
             self.first_seq += drop
 
 
-class _Signal:
-    """A per-run wake-up: one asyncio.Event replaced after each set, and its waiter count."""
-
-    __slots__ = ("event", "waiters")
-
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
-        self.waiters = 0
-
-
 class SQLiteStore:
     """The event store in a SQLite file (or `:memory:`). See the module docstring."""
 
@@ -435,7 +452,7 @@ class SQLiteStore:
         #: without a database call: short runs never get one).
         self._snapshot_free: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._tails: collections.OrderedDict[str, _Tail] = collections.OrderedDict()
-        self._signals: dict[str, _Signal] = {}
+        self._wakeups = RunWakeups()
         #: Commit latencies (seconds) of recent batches and their sizes, for benchmarks.
         self.commit_times: collections.deque[float] = collections.deque(maxlen=100_000)
         self.batch_sizes: collections.deque[int] = collections.deque(maxlen=100_000)
@@ -708,10 +725,7 @@ class SQLiteStore:
             else:
                 statement.future.set_result(result)
         for run_id in written.committed:
-            signal = self._signals.get(run_id)
-            if signal is not None:
-                signal.event.set()
-                signal.event = asyncio.Event()
+            self._wakeups.notify(run_id)
 
     # -- caches of what this store committed ---------------------------------------
 
@@ -778,28 +792,10 @@ class SQLiteStore:
         return summary.last_seq if summary is not None else 0
 
     async def wait(self, run_id: str, *, after_seq: int, timeout: float | None = None) -> bool:
-        signal = self._signals.get(run_id)
-        if signal is None:
-            signal = self._signals[run_id] = _Signal()
-        signal.waiters += 1
-        try:
-            loop = asyncio.get_running_loop()
-            deadline = None if timeout is None else loop.time() + timeout
-            while True:
-                woken = signal.event  # taken before looking, so a commit in between still wakes us
-                if await self.last_seq(run_id) > after_seq:
-                    return True
-                remaining = None if deadline is None else deadline - loop.time()
-                if remaining is not None and remaining <= 0:
-                    return False
-                try:
-                    await asyncio.wait_for(woken.wait(), remaining)
-                except TimeoutError:
-                    return await self.last_seq(run_id) > after_seq
-        finally:
-            signal.waiters -= 1
-            if signal.waiters == 0 and self._signals.get(run_id) is signal:
-                del self._signals[run_id]
+        async def has_news() -> bool:
+            return await self.last_seq(run_id) > after_seq
+
+        return await self._wakeups.wait(run_id, after_seq=after_seq, timeout=timeout, has_news=has_news)
 
     # -- listing ----------------------------------------------------------------------
 
@@ -834,26 +830,15 @@ class SQLiteStore:
         before: str | None = None,
     ) -> RunPage:
         check_page(0, limit)
-        start = decode_cursor(before)
-        where: list[str] = []
-        params: list[Any] = []
-        if start is not None:
-            where.append("position < ?")
-            params.append(start)
-        if session_id is not None:
-            where.append("session_id = ?")
-            params.append(session_id)
-        if status is not None:
-            where.append("status = ?")
-            params.append(Status(status).value)
-        if owner is not None:
-            where.append("owner = ?")
-            params.append(owner)
-        sql = f"SELECT position, {_RUN_COLUMNS} FROM runs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY position DESC LIMIT ?"
-        params.append(limit + 1)
+        sql, params = list_runs_query(
+            f"SELECT position, {_RUN_COLUMNS} FROM runs",
+            placeholder=qmark,
+            session_id=session_id,
+            status=status,
+            owner=owner,
+            before_position=decode_cursor(before),
+            limit=limit,
+        )
         rows = await self._fetch(sql, params)
         page = rows[:limit]
         more = len(rows) > limit
@@ -1013,6 +998,55 @@ class SQLiteStore:
             metadata=json.loads(metadata),
             data=json.loads(data),
         )
+
+    # -- webhook registrations -----------------------------------------------------------
+
+    async def add_webhook(self, webhook: WebhookRegistration) -> None:
+        params = (
+            webhook.webhook_id,
+            webhook.app_id,
+            webhook.url,
+            json.dumps(list(webhook.events)),
+            webhook.secret,
+            _time_text(webhook.created_at),
+            webhook.owner,
+        )
+
+        def run(raw: sqlite3.Connection) -> None:
+            raw.execute(
+                "INSERT INTO webhooks (webhook_id, app_id, url, events, secret, created_at, owner)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                params,
+            )
+
+        await self._submit(run)
+
+    async def list_webhooks(self, app_id: str) -> list[WebhookRegistration]:
+        rows = await self._fetch(
+            "SELECT webhook_id, app_id, url, events, secret, created_at, owner FROM webhooks"
+            " WHERE app_id = ? ORDER BY rowid",
+            (app_id,),
+        )
+        return [
+            WebhookRegistration(
+                webhook_id=row[0],
+                app_id=row[1],
+                url=row[2],
+                events=tuple(json.loads(row[3])),
+                secret=row[4],
+                created_at=datetime.fromisoformat(row[5]),
+                owner=row[6],
+            )
+            for row in rows
+        ]
+
+    async def delete_webhook(self, app_id: str, webhook_id: str) -> bool:
+        def run(raw: sqlite3.Connection) -> bool:
+            deleted = raw.execute("DELETE FROM webhooks WHERE app_id = ? AND webhook_id = ?", (app_id, webhook_id))
+            return deleted.rowcount > 0
+
+        found: bool = await self._submit(run)
+        return found
 
 
 # -- the writer's transaction, run on the database thread ----------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 
 from ..events import Event
@@ -14,6 +15,9 @@ KEEPALIVE = 15.0
 #: short reconnection delay (an EventSource reconnects with Last-Event-ID; others see the comment).
 RECONNECT = b": the server is shutting down; reconnect to resume\nretry: 500\n\n"
 
+#: What ends a line in an event stream (WHATWG HTML, "Parsing an event stream").
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
 
 def sse_frame(data: str, *, event: str | None = None, id: int | str | None = None) -> bytes:
     lines = []
@@ -21,7 +25,7 @@ def sse_frame(data: str, *, event: str | None = None, id: int | str | None = Non
         lines.append(f"id: {id}")
     if event is not None:
         lines.append(f"event: {event}")
-    for line in data.split("\n"):  # a data line may not contain a newline
+    for line in _LINE_END.split(data):  # one data line per line of `data`: clients join them with \n
         lines.append(f"data: {line}")
     return ("\n".join(lines) + "\n\n").encode()
 

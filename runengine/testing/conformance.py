@@ -66,7 +66,7 @@ from runengine.events import (
     UnknownEvent,
     Usage,
 )
-from runengine.ports import MAX_PAGE, EventStore, IdempotencyRecord, RunSummary, SessionRecord
+from runengine.ports import MAX_PAGE, EventStore, IdempotencyRecord, RunSummary, SessionRecord, WebhookRegistration
 from runengine.reducer import Fold
 from runengine.status import Status
 from runengine.stores import open_store
@@ -689,6 +689,34 @@ class StoreConformance:
             huge = SessionRecord(session_id="s4", created_at=T0, metadata={"n": 10**40, "f": 1e308}, data={"m": -(10**30)})
             await store.put_session(huge)  # JSON integers of any size, doubles up to their limit
             assert await store.get_session("s4") == huge
+
+    # -- webhook registrations --------------------------------------------------------------
+
+    @pytest.mark.anyio
+    async def test_webhook_registrations(self, store_factory: StoreFactory) -> None:
+        def registration(webhook_id: str, app_id: str, n: int, owner: str | None = "alice") -> WebhookRegistration:
+            return WebhookRegistration(
+                webhook_id=webhook_id, app_id=app_id, url=f"https://example.com/hook/{n}?q=é",
+                events=("session.started", "conversation.escalated"), secret=f"whsec_ünï {n}",
+                created_at=T0 + timedelta(seconds=n, microseconds=n), owner=owner,
+            )
+
+        async with store_factory() as store:
+            assert await store.list_webhooks("app") == []
+            assert await store.delete_webhook("app", "wh_none") is False
+            # Inserted out of id order: listed oldest first, per app.
+            mine = [registration("wh_3", "app", 1), registration("wh_1", "app", 2, owner=None), registration("wh_2", "app", 3)]
+            other = registration("wh_9", "other", 4, owner="bob")
+            for webhook in (mine[0], other, *mine[1:]):
+                await store.add_webhook(webhook)
+            assert await store.list_webhooks("app") == mine
+            assert await store.list_webhooks("other") == [other]
+            assert await store.get_session("app") is None  # registrations are no sessions
+            assert await store.delete_webhook("other", "wh_1") is False  # another app's id: nothing happens
+            assert await store.delete_webhook("app", "wh_1") is True
+            assert await store.delete_webhook("app", "wh_1") is False
+            assert await store.list_webhooks("app") == [mine[0], mine[2]]
+            assert await store.list_webhooks("other") == [other]
 
     # -- data lifecycle: deleting runs, listing ended ones ------------------------------------
 

@@ -51,7 +51,7 @@ from runengine.state import RunState
 from runengine.status import Status
 from runengine.wire import dumps, format_time
 
-from ..webhooks import WebhookDeliveries
+from ..webhook_deliveries import WebhookDeliveries
 from .common import boolean, guarded, idempotency_key, invalid, request_fingerprint, request_owner, session_policy
 
 #: Identifier types, highest priority first.

@@ -34,7 +34,7 @@ from runengine.events import (
     ToolCall,
     ToolResult,
 )
-from runengine.adapters.webhooks import DELIVERY_AGENT as WEBHOOK_DELIVERY_AGENT
+from runengine.adapters.webhook_deliveries import DELIVERY_AGENT as WEBHOOK_DELIVERY_AGENT
 from runengine.adapters.webhooks import WebhookSender
 from runengine.http import HttpError, Request, Response, Router, StreamResponse, json_response, sse_comment, sse_frame
 from runengine.http.apikeys import api_key_auth
@@ -51,7 +51,7 @@ from runengine.status import Status
 from runengine.wire import dumps
 
 from .common import idempotency_key, request_fingerprint
-from .platform_webhooks import WebhookDispatcher, WebhookRegistry, format_timestamp, parse_registration
+from .platform_webhooks import WebhookDispatcher, WebhookRegistry, format_timestamp, parse_registration, public
 
 _KIND = "platform.session"
 
@@ -381,11 +381,11 @@ class PlatformProfile:
         url, events, secret = parse_registration(request.json_object())
         await self.webhooks.sender.check_async(url)  # the SSRF guard: UnsafeURL is a 400
         registration = await self.webhooks.registry.add(app_id, url, events, secret, self._owner(request))
-        return json_response(registration.public(), status=201)
+        return json_response(public(registration), status=201)
 
     async def list_webhooks(self, request: Request) -> Response:
         registrations = await self.webhooks.registry.of_owner(request.params["app_id"], self._owner(request))
-        return json_response({"webhooks": [r.public() for r in registrations]})
+        return json_response({"webhooks": [public(r) for r in registrations]})
 
     async def remove_webhook(self, request: Request) -> Response:
         app_id, webhook_id = request.params["app_id"], request.params["webhook_id"]

@@ -1,8 +1,8 @@
 """Signed webhooks of the Agent Platform profile (seed 002): registry, signing, delivery.
 
-Registrations are kept in the engine's store, one record per app (a SessionRecord
-with id `platform.webhooks.<app_id>`, marked ended so no run can ever join it), so
-they survive restarts and are shared by every process on the same store.
+Registrations are kept in the engine's store (its webhook registrations, a table of
+their own in SQLite and PostgreSQL), so they survive restarts and are shared by every
+process on the same store.
 
 Deliveries are runs of the built-in agent `platform.webhooks`: emitting an event
 starts such a run (durable before the HTTP request that caused it is answered),
@@ -27,7 +27,6 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import attrs
 
 from runengine.context import RunContext
 from runengine import ownership
@@ -36,7 +35,7 @@ from runengine.adapters.webhooks import Attempt, WebhookSender
 from runengine.engine import AgentFailed
 from runengine.events import Custom, ErrorInfo
 from runengine.limits import MAX_SECRET_LENGTH, MAX_URL_LENGTH, MAX_WEBHOOKS_PER_APP
-from runengine.ports import SessionRecord
+from runengine.ports import WebhookRegistration
 
 if TYPE_CHECKING:
     from runengine.engine import RunEngine
@@ -48,7 +47,6 @@ ESCALATED = "conversation.escalated"
 SIGNATURE_HEADER = "x-kore-signature"
 #: The engine agent that performs deliveries.
 DELIVERY_AGENT = "platform.webhooks"
-_RECORD_PREFIX = "platform.webhooks."
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -69,18 +67,14 @@ async def escalate(ctx: RunContext, reason: str, context: Any = None) -> None:
     await ctx.flush()
 
 
-@attrs.frozen(kw_only=True)
-class Registration:
-    webhook_id: str
-    url: str
-    events: tuple[str, ...]
-    secret: str
-    created_at: str
-    owner: str | None = None
-
-    def public(self) -> dict[str, Any]:
-        """What the API shows of a registration: never the secret."""
-        return {"webhook_id": self.webhook_id, "url": self.url, "events": list(self.events), "created_at": self.created_at}
+def public(registration: WebhookRegistration) -> dict[str, Any]:
+    """What the API shows of a registration: never the secret."""
+    return {
+        "webhook_id": registration.webhook_id,
+        "url": registration.url,
+        "events": list(registration.events),
+        "created_at": format_timestamp(registration.created_at),
+    }
 
 
 def parse_registration(body: Mapping[str, Any]) -> tuple[str, tuple[str, ...], str]:
@@ -99,64 +93,41 @@ def parse_registration(body: Mapping[str, Any]) -> tuple[str, tuple[str, ...], s
 
 
 class WebhookRegistry:
-    """Webhook registrations per app, stored as one record per app in the engine's store."""
+    """Webhook registrations per app, in the engine's store."""
 
     def __init__(self, engine: RunEngine) -> None:
         self._engine = engine
         self._locks: dict[str, anyio.Lock] = {}
 
-    @staticmethod
-    def record_id(app_id: str) -> str:
-        return _RECORD_PREFIX + app_id
-
-    async def of_owner(self, app_id: str, owner: str | None) -> list[Registration]:
+    async def of_owner(self, app_id: str, owner: str | None) -> list[WebhookRegistration]:
         """The app's registrations made by `owner` (each principal sees and gets only its own)."""
-        return [r for r in await self._all(app_id) if ownership.can_access(r.owner, owner)]
+        return [r for r in await self._engine.store.list_webhooks(app_id) if ownership.can_access(r.owner, owner)]
 
-    async def _all(self, app_id: str) -> list[Registration]:
-        record = await self._engine.store.get_session(self.record_id(app_id))
-        if record is None:
-            return []
-        return [Registration(**{**item, "events": tuple(item["events"])}) for item in record.data.get("webhooks", [])]
-
-    async def add(self, app_id: str, url: str, events: Sequence[str], secret: str, owner: str | None) -> Registration:
-        registration = Registration(
+    async def add(self, app_id: str, url: str, events: Sequence[str], secret: str, owner: str | None) -> WebhookRegistration:
+        registration = WebhookRegistration(
             webhook_id=f"wh_{uuid.uuid4().hex[:24]}",
+            app_id=app_id,
             url=url,
             events=tuple(events),
             secret=secret,
-            created_at=format_timestamp(self._engine.clock()),
+            created_at=self._engine.clock().replace(microsecond=0),  # the API shows whole seconds
             owner=owner,
         )
         async with self._lock(app_id):
-            current = await self._all(app_id)
-            if len(current) >= MAX_WEBHOOKS_PER_APP:
+            if len(await self._engine.store.list_webhooks(app_id)) >= MAX_WEBHOOKS_PER_APP:
                 raise InvalidRequest(f"an app may have at most {MAX_WEBHOOKS_PER_APP} webhooks", app_id=app_id)
-            await self._save(app_id, [*current, registration])
+            await self._engine.store.add_webhook(registration)
         return registration
 
     async def remove(self, app_id: str, webhook_id: str, owner: str | None) -> bool:
+        """Delete `owner`'s registration `webhook_id` (another principal's is not found)."""
         async with self._lock(app_id):
-            current = await self._all(app_id)
-            kept = [r for r in current if r.webhook_id != webhook_id or not ownership.can_access(r.owner, owner)]
-            if len(kept) == len(current):
+            if not any(r.webhook_id == webhook_id for r in await self.of_owner(app_id, owner)):
                 return False
-            await self._save(app_id, kept)
-        return True
-
-    async def _save(self, app_id: str, registrations: list[Registration]) -> None:
-        now = self._engine.clock()
-        await self._engine.store.put_session(
-            SessionRecord(
-                session_id=self.record_id(app_id),
-                created_at=now,
-                ended_at=now,  # ended: the engine refuses to run anything in this record
-                data={"kind": "platform.webhooks", "app_id": app_id, "webhooks": [attrs.asdict(r) for r in registrations]},
-            )
-        )
+            return await self._engine.store.delete_webhook(app_id, webhook_id)
 
     def _lock(self, app_id: str) -> anyio.Lock:
-        # Serialises this process's read-modify-write of an app's record.
+        # Serialises this process's check-then-write of an app's registrations (the limit).
         return self._locks.setdefault(app_id, anyio.Lock())
 
 

@@ -1,0 +1,157 @@
+"""PostgresWorkQueue: the durable queue of pending runs on PostgreSQL (the WorkQueue port).
+
+Claims with FOR UPDATE SKIP LOCKED, leases as database-clock deadlines renewed by heartbeats,
+fencing checked in the append's own transaction (see runengine.worker for the policy around it).
+It shares its PostgresStore's pool, writer task and listening connection (`store.work_queue`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import asyncpg
+
+from runengine import observe
+from runengine.errors import InvalidRequest
+from runengine.events import Event, RunCreated
+from runengine.ports import Lease
+from runengine.validation import check_append
+
+if TYPE_CHECKING:
+    from runengine.adapters.postgres import PostgresStore
+
+
+class PostgresWorkQueue:
+    """The durable queue of pending runs (the WorkQueue port), sharing its store's pool and writer."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+
+    async def enqueue(self, run_id: str, events: Sequence[Event], *, after: Sequence[str] = ()) -> None:
+        check_append(run_id, events, 0)
+        if not isinstance(events[0], RunCreated):  # pragma: no cover - check_append ensures it
+            raise InvalidRequest("a queued run starts with run.created")
+        await self._store._append_for_queue(run_id, events, 0, enqueue=True, after=after)
+
+    async def claim(self, worker: str, *, agents: Sequence[str], limit: int, lease: float) -> list[Lease]:
+        if limit < 1:
+            return []
+        store = self._store
+
+        async def run() -> list[asyncpg.Record]:
+            async with store._require_pool().acquire() as conn, conn.transaction():
+                rows = list(
+                    await conn.fetch(
+                        "WITH picked AS ("
+                        "  SELECT run_id, claimed AS taken_over FROM runengine_queue"
+                        "  WHERE (NOT claimed AND agent = ANY($2::text[]) AND (cardinality(after_runs) = 0 OR NOT EXISTS ("
+                        "    SELECT 1 FROM runengine_runs AS r WHERE r.run_id = ANY(after_runs)"
+                        "    AND r.status IN ('pending', 'running', 'waiting_for_input'))))"
+                        "   OR (claimed AND lease_until < clock_timestamp())"
+                        "  ORDER BY position LIMIT $3 FOR UPDATE SKIP LOCKED)"
+                        " UPDATE runengine_queue AS q SET claimed = true, token = gen_random_uuid(), worker = $1,"
+                        "  lease_until = clock_timestamp() + $4::interval, claims = q.claims + 1"
+                        " FROM picked WHERE q.run_id = picked.run_id"
+                        " RETURNING q.run_id, q.token::text, q.agent, q.claims, picked.taken_over",
+                        worker,
+                        list(agents),
+                        limit,
+                        timedelta(seconds=lease),
+                    )
+                )
+                taken = [f"gone {row[0]}" for row in rows if row[4]]
+                if taken:  # the lost holder (if it is only slow) stops at once
+                    observe.current.leases_expired(len(taken))
+                    await conn.execute(
+                        "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", store.queue_channel, taken
+                    )
+                return rows
+
+        rows = await store._retry(run)
+        return [Lease(run_id=r[0], token=r[1], worker=worker, agent=r[2], claims=r[3]) for r in rows]
+
+    async def depth(self) -> tuple[int, int]:
+        """(queued, claimed): runs waiting for a worker, runs a worker holds; reported to observers."""
+        row = await self._store._fetchrow(
+            "SELECT count(*) FILTER (WHERE NOT claimed), count(*) FILTER (WHERE claimed) FROM runengine_queue"
+        )
+        assert row is not None
+        queued, claimed = int(row[0]), int(row[1])
+        observe.current.queue_depth(queued=queued, claimed=claimed)
+        return queued, claimed
+
+    async def renew(self, leases: Sequence[Lease], *, lease: float) -> set[str]:
+        if not leases:
+            return set()
+        rows = await self._store._fetch(
+            "UPDATE runengine_queue AS q SET lease_until = clock_timestamp() + $3::interval"
+            " FROM unnest($1::text[], $2::uuid[]) AS l(run_id, token)"
+            " WHERE q.run_id = l.run_id AND q.token = l.token AND q.claimed RETURNING q.run_id",
+            [x.run_id for x in leases],
+            [x.token for x in leases],
+            timedelta(seconds=lease),
+        )
+        return {row[0] for row in rows}
+
+    async def append_leased(self, lease: Lease, events: Sequence[Event], *, expected_seq: int) -> None:
+        check_append(lease.run_id, events, expected_seq)
+        await self._store._append_for_queue(lease.run_id, events, expected_seq, lease=lease)
+
+    async def release(self, lease: Lease) -> None:
+        store = self._store
+
+        async def run() -> None:
+            async with store._require_pool().acquire() as conn, conn.transaction():
+                await conn.execute(
+                    "UPDATE runengine_queue SET claimed = false, token = NULL, worker = NULL, lease_until = NULL"
+                    " WHERE run_id = $1 AND token = $2::uuid",
+                    lease.run_id,
+                    lease.token,
+                )
+                await conn.execute("SELECT pg_notify($1, 'work')", store.queue_channel)
+
+        await store._retry(run)
+        store._lost.pop(lease.run_id, None)
+
+    async def wait_for_work(self, timeout: float) -> None:
+        work = self._store._work
+        try:
+            await asyncio.wait_for(work.wait(), timeout)
+        except asyncio.TimeoutError:
+            return
+        work.clear()
+
+    async def wait_lost(self, lease: Lease, timeout: float) -> bool:
+        store = self._store
+        event = store._lost.get(lease.run_id)
+        if event is None:
+            event = store._lost[lease.run_id] = asyncio.Event()
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        if store._lost.get(lease.run_id) is event:  # woken by a re-listen: arm a fresh one
+            store._lost[lease.run_id] = asyncio.Event()
+        # A wake-up is a hint: the queue row says whether we still hold the run.
+        row = await store._fetchrow(
+            "SELECT 1 FROM runengine_queue WHERE run_id = $1 AND token = $2::uuid AND claimed",
+            lease.run_id,
+            lease.token,
+        )
+        if row is None:
+            store._lost.pop(lease.run_id, None)
+            return True
+        return False
+
+    async def held(self, lease: Lease) -> bool:
+        """Whether `lease` is still held (token current and not expired), by the database clock."""
+        row = await self._store._fetchrow(
+            "SELECT 1 FROM runengine_queue WHERE run_id = $1 AND token = $2::uuid AND claimed"
+            " AND lease_until > clock_timestamp()",
+            lease.run_id,
+            lease.token,
+        )
+        return row is not None

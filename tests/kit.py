@@ -1,0 +1,49 @@
+"""Helpers every kind of test uses: wait for a condition (never for a fixed time), a free port,
+hypothesis settings for examples that drive real servers."""
+
+from __future__ import annotations
+
+import inspect
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+from hypothesis import HealthCheck, settings
+
+#: For property tests whose examples drive real servers or stores: slow, and with fixtures shared
+#: across examples on purpose, so no deadline and no health check. `@settings(SERVERS, max_examples=...)`.
+settings.register_profile("servers", deadline=None, suppress_health_check=list(HealthCheck))
+SERVERS = settings.get_profile("servers")
+
+
+async def until(check: Callable[[], Any], timeout: float = 20.0, every: float = 0.02) -> Any:
+    """The first true value of `check()` (a function or a coroutine function), within `timeout`
+    seconds (TimeoutError otherwise)."""
+    with anyio.fail_after(timeout):
+        while True:
+            value = check()
+            if inspect.isawaitable(value):
+                value = await value
+            if value:
+                return value
+            await anyio.sleep(every)
+
+
+def until_sync(check: Callable[[], Any], timeout: float = 60.0, every: float = 0.05) -> Any:
+    """`until` for plain threads (tests driving processes without an event loop)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
