@@ -35,11 +35,11 @@ from httpx_sse import connect_sse
 from runengine import __version__
 from runengine.engine import RunEngine
 from runengine.errors import RunEngineError
+from runengine.events import TERMINAL_TYPES
 from runengine.ports import EventStore
 from runengine.worker import LOST_POLICIES
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-TERMINAL = ("run.completed", "run.failed", "run.cancelled")
 
 url_option = click.option(
     "--url", default=DEFAULT_URL, show_default=True, envvar="RUNENGINE_URL", help="The server's base URL."
@@ -234,7 +234,7 @@ def tail(run_id: str, after_seq: int, as_json: bool, retries: int, url: str, tok
                         click.echo(sse.data if as_json else _line(event))
                         cursor = event["seq"]
                         failures = 0
-                        if event["type"] in TERMINAL:
+                        if event["type"] in TERMINAL_TYPES:
                             return
             except httpx.TransportError as exc:
                 failures += 1
