@@ -7,6 +7,11 @@ form so that folding a million `message.delta` events appends a million chunks
 to a list instead of copying a growing string or tuple on each step; the frozen
 `RunState` is built once, when asked for. Every check runs before any change,
 so an illegal event raises `InvalidTransition` and leaves the fold untouched.
+
+What each event type checks and does is declared with its class (`runengine.events`:
+`guards`, `fold_into`); the table it is checked against is `runengine.transitions`.
+Here is only the generic part: the seq and run id, the table lookup, and the
+accumulator's read and write methods that the declarations use.
 """
 
 from __future__ import annotations
@@ -37,30 +42,6 @@ def _rules() -> dict[type[Event], tuple[dict[Status | None, Status], tuple[Any, 
 _RULES = _rules()
 
 
-class _Call:
-    """A tool call while folding (mutable; frozen into ToolCallRecord)."""
-
-    __slots__ = ("call_id", "name", "arguments", "done", "output", "error")
-
-    def __init__(self, record: ToolCallRecord) -> None:
-        self.call_id = record.call_id
-        self.name = record.name
-        self.arguments = record.arguments
-        self.done = record.done
-        self.output = record.output
-        self.error = record.error
-
-    def freeze(self) -> ToolCallRecord:
-        return ToolCallRecord(
-            call_id=self.call_id,
-            name=self.name,
-            arguments=self.arguments,
-            done=self.done,
-            output=self.output,
-            error=self.error,
-        )
-
-
 class Fold:
     """Folds events into a run state, one `apply` at a time, in amortised O(1) per event.
 
@@ -86,10 +67,8 @@ class Fold:
             self._partial_role = state.partial.role
             self._chunks = [state.partial.content]
         self._thoughts: list[ThoughtRecord] = list(state.thoughts) if state else []
-        self._calls: dict[str, _Call] = (
-            {c.call_id: _Call(c) for c in state.tool_calls} if state else {}
-        )
-        self._calls_frozen: tuple[ToolCallRecord, ...] | None = state.tool_calls if state else ()
+        self._calls: list[ToolCallRecord] = list(state.tool_calls) if state else []
+        self._call_index = {c.call_id: i for i, c in enumerate(self._calls)}
         self._inputs: list[Any] = list(state.inputs) if state else []
         self._discarded: list[str] = list(state.discarded) if state else []
         # The tuples of the last frozen state, reused while their list has not grown.
@@ -100,6 +79,7 @@ class Fold:
                 "thoughts": (self._thoughts, state.thoughts),
                 "inputs": (self._inputs, state.inputs),
                 "discarded": (self._discarded, state.discarded),
+                "tool_calls": (self._calls, state.tool_calls),
             }
         self._steps = state.steps if state else 0
         usage = state.usage if state else UsageTotals()
@@ -167,17 +147,17 @@ class Fold:
 
     @property
     def call_ids(self) -> KeysView[str]:
-        return self._calls.keys()
+        return self._call_index.keys()
 
     @property
     def open_call_ids(self) -> tuple[str, ...]:
         """The tool calls still waiting for their result, in call order."""
-        return tuple(call_id for call_id, call in self._calls.items() if not call.done)
+        return tuple(call.call_id for call in self._calls if not call.done)
 
     def call_done(self, call_id: str) -> bool | None:
         """Whether tool call `call_id` has its result; None when there is no such call."""
-        call = self._calls.get(call_id)
-        return None if call is None else call.done
+        index = self._call_index.get(call_id)
+        return None if index is None else self._calls[index].done
 
     def get(self, name: str) -> Any:
         """A rarely changed field's current value: changed since the base state, or the base's."""
@@ -216,13 +196,16 @@ class Fold:
         self._thoughts.append(ThoughtRecord(content=content, source=source, seq=seq))
 
     def open_call(self, call_id: str, name: str, arguments: dict[str, Any]) -> None:
-        self._calls[call_id] = _Call(ToolCallRecord(call_id=call_id, name=name, arguments=arguments))
-        self._calls_frozen = None
+        self._call_index[call_id] = len(self._calls)
+        self._calls.append(ToolCallRecord(call_id=call_id, name=name, arguments=arguments))
 
     def close_call(self, call_id: str, output: Any, error: ErrorInfo | None) -> None:
-        call = self._calls[call_id]
-        call.done, call.output, call.error = True, output, error
-        self._calls_frozen = None
+        index = self._call_index[call_id]
+        call = self._calls[index]
+        self._calls[index] = ToolCallRecord(
+            call_id=call_id, name=call.name, arguments=call.arguments, done=True, output=output, error=error
+        )
+        self._tuples.pop("tool_calls", None)  # changed in place: the cached tuple is stale
 
     def count_step(self) -> None:
         self._steps += 1
@@ -239,7 +222,7 @@ class Fold:
         """A new attempt starts from the run's input: what the lost attempt produced is dropped."""
         self._messages, self._message_ids = [], set()
         self.open_message_id, self._chunks = None, []
-        self._thoughts, self._calls, self._calls_frozen = [], {}, None
+        self._thoughts, self._calls, self._call_index = [], [], {}
         self._steps = 0
         self.set(await_request=None, sleeping_until=None, timer_id=None, input_expires_at=None, replay_from=seq)
 
@@ -273,7 +256,7 @@ class Fold:
             messages=self._tuple("messages", self._messages),
             partial=partial,
             thoughts=self._tuple("thoughts", self._thoughts),
-            tool_calls=self._frozen_calls(),
+            tool_calls=self._tuple("tool_calls", self._calls),
             usage=UsageTotals(
                 input_tokens=self._in_tokens, output_tokens=self._out_tokens, cost=self._cost
             ),
@@ -310,11 +293,6 @@ class Fold:
         frozen = tuple(items)
         self._tuples[name] = (items, frozen)
         return frozen
-
-    def _frozen_calls(self) -> tuple[ToolCallRecord, ...]:
-        if self._calls_frozen is None:
-            self._calls_frozen = tuple(c.freeze() for c in self._calls.values())
-        return self._calls_frozen
 
 
 # The fold that produced each state `apply` returned, kept while that state is alive and not yet
