@@ -1,17 +1,29 @@
-"""Writes docs/transitions.md from the transition table (the test suite checks it is current)."""
+"""Writes docs/transitions.md from the event declarations (the test suite checks it is current).
+
+    python docs/make_transitions.py
+"""
 
 from pathlib import Path
 
+from runengine.events import KNOWN_EVENTS
 from runengine.transitions import TRANSITIONS, mermaid
 
-rows = "\n".join(
-    f"| {'(no run)' if src is None else src.value} | `{event_type}` | {dst.value} |"
-    for (src, event_type), dst in TRANSITIONS.items()
-)
-text = f"""# Run transitions
+PAGE = Path(__file__).with_name("transitions.md")
 
-Generated from `runengine/transitions.py` by `python docs/make_transitions.py`: the
-reducer, the hypothesis strategies and this page all read the same table.
+
+def render() -> str:
+    rows = "\n".join(
+        f"| {'(no run)' if src is None else src.value} | `{event_type}` | {dst.value} |"
+        for (src, event_type), dst in TRANSITIONS.items()
+    )
+    guards = "\n".join(
+        f"| `{cls.type}` | {'; '.join(guard.doc for guard in cls.guards)} |" for cls in KNOWN_EVENTS if cls.guards
+    )
+    return f"""# Run transitions
+
+Generated from the event declarations (`runengine/events.py`: each class's `moves` and
+`guards`) by `python docs/make_transitions.py`: the reducer, the hypothesis strategies and
+this page all read the same table (`runengine.transitions.TRANSITIONS`).
 A pair that is not listed is refused with `InvalidTransition`, and the state is unchanged.
 `(unknown)` is any event type this version does not know (kept for forward compatibility).
 
@@ -23,11 +35,14 @@ A pair that is not listed is refused with `InvalidTransition`, and the state is 
 |---|---|---|
 {rows}
 
-Besides the table, the reducer checks each event's own guards: `seq` is last_seq + 1 and
-the run id matches; a `message.delta` continues the open message (or opens one when none
-is open); a `message.completed` closes the open message (or records a whole one); a
-`tool.call` id is new; a `tool.result` answers an open `tool.call`; a `message.discarded`
-names the open message; a `timer.fired` answers the running `timer.started`, and only one
-timer runs at a time.
+Besides the table, the reducer checks that an event's `seq` is last_seq + 1 and that its
+run id matches, and then each event's own guards:
+
+| event | guard |
+|---|---|
+{guards}
 """
-Path(__file__).with_name("transitions.md").write_text(text)
+
+
+if __name__ == "__main__":
+    PAGE.write_text(render())

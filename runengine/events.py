@@ -1,16 +1,31 @@
-"""The events of a run: one frozen attrs class per type, each with its dotted wire name.
+"""The events of a run: one frozen attrs class per type, each declared once, in full.
 
 Every event carries the run it belongs to, its sequence number in that run's log
-(1, 2, 3 ... gapless) and the time it was recorded. Conversion to and from JSON
-lives in `runengine.wire`, nowhere else.
+(1, 2, 3 ... gapless) and the time it was recorded. Each class also declares, as data
+beside its fields, everything else about its type:
+
+- `moves`: the statuses that accept it and the status after it (the transition table,
+  `runengine.transitions.TRANSITIONS`, is built from these; an event is terminal when
+  every status it leads to is terminal);
+- `guards`: the checks beyond the table (each with the text docs/transitions.md shows,
+  and for an id field the values that pass, which the hypothesis strategies draw from);
+- `fold_into(run)`: its effect on the state, through the reducer's accumulator (`Fold`).
+
+Conversion to and from JSON lives in `runengine.wire`, nowhere else.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timezone
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Union
 
 import attrs
+
+from .status import Status
+
+if TYPE_CHECKING:
+    from .reducer import Fold
 
 #: The epoch used where an event is built without a time (tests, strategies).
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -24,27 +39,102 @@ class ErrorInfo:
     message: str = ""
 
 
+P, R, W = Status.PENDING, Status.RUNNING, Status.WAITING_FOR_INPUT
+C, F, X = Status.COMPLETED, Status.FAILED, Status.CANCELLED
+#: The statuses of a run that has not ended.
+LIVE: tuple[Status, ...] = tuple(s for s in Status if not s.terminal)
+
+#: Status before -> status after (None before: no run yet).
+Moves = Mapping[Union[Status, None], Status]
+
+
+@attrs.frozen
+class Fresh:
+    """Generator hint: any id not in `taken` passes."""
+
+    taken: Collection[str]
+
+
+#: The values of a guarded field that pass: these ids (none: the event cannot come now), or a fresh one.
+Passing = Union[tuple[str, ...], Fresh]
+
+
+@attrs.frozen
+class Guard:
+    """A check the reducer makes beyond the table, before the event changes anything.
+
+    `refuse(run, event)` is the reason the event is refused, or None. A guard with a
+    `field` constrains that payload field, and `passing(run)` says which values pass
+    (the generators fill the field from it); a guard without one reads only the run
+    (generators call it with event None to learn whether the type can come now).
+    """
+
+    doc: str
+    refuse: Callable[[Fold, Any], str | None]
+    field: str | None = None
+    passing: Callable[[Fold], Passing] | None = None
+
+
+#: Field metadata key: the values a text field takes in practice (generators draw from them).
+VALUES = "runengine.values"
+
+
+def one_of(default: str, *others: str) -> Any:
+    """A text field with a default and the other values it usually takes."""
+    return attrs.field(default=default, metadata={VALUES: (default, *others)})
+
+
 @attrs.frozen(kw_only=True)
 class Event:
     """Base of every event. `type` is the dotted wire name, a class constant."""
 
     type: ClassVar[str] = ""
-    #: True for the events that end a run.
+    #: Where this type may come (status before -> status after): its rows of the transition table.
+    moves: ClassVar[Moves] = {}
+    #: The reducer's checks beyond the table.
+    guards: ClassVar[tuple[Guard, ...]] = ()
+    #: True for the events that end a run (derived from `moves`, below the classes).
     terminal: ClassVar[bool] = False
 
     run_id: str
     seq: int
     at: datetime = EPOCH
 
+    def fold_into(self, run: Fold) -> None:
+        """This event's effect on the state (guards and table already passed)."""
+
+
+# -- guards shared by several types (each reads the accumulator, never changes it) ----------
+
+
+def _message_continues(run: Fold, e: Any) -> str | None:
+    open_id = run.open_message_id
+    if open_id is not None:
+        return None if e.message_id == open_id else f"message {open_id!r} is still streaming"
+    return f"message {e.message_id!r} is already completed" if e.message_id in run.message_ids else None
+
+
+def _open_or_new_message(run: Fold) -> Passing:
+    open_id = run.open_message_id
+    return (open_id,) if open_id is not None else Fresh(run.message_ids)
+
+
+def _answers_open_call(run: Fold, e: Any) -> str | None:
+    done = run.call_done(e.call_id)
+    if done is None:
+        return f"no tool.call with call_id {e.call_id!r}"
+    return f"tool call {e.call_id!r} already has its result" if done else None
+
 
 @attrs.frozen(kw_only=True)
 class RunCreated(Event):
     type: ClassVar[str] = "run.created"
+    moves = {None: P}
     agent: str
     input: Any = None
     session_id: str | None = None
     metadata: dict[str, Any] = attrs.field(factory=dict)
-    mode: str = "sync"
+    mode: str = one_of("sync", "async", "stream")
     #: Who created the run (the auth hook's principal); None when auth is off.
     owner: str | None = None
     #: Seconds the run may take before it fails with code `timeout` (counted from its start).
@@ -52,15 +142,28 @@ class RunCreated(Event):
     #: A delayed run stays pending until this time.
     start_at: datetime | None = None
 
+    def fold_into(self, run: Fold) -> None:
+        run.begin(
+            run_id=self.run_id, agent=self.agent, status=P, input=self.input, session_id=self.session_id,
+            metadata=self.metadata, mode=self.mode, owner=self.owner, timeout=self.timeout,
+            start_at=self.start_at, created_at=self.at,
+        )
+
 
 @attrs.frozen(kw_only=True)
 class RunStarted(Event):
     type: ClassVar[str] = "run.started"
+    moves = {P: R}
     #: Which engine process (worker) executes this attempt.
     worker: str | None = None
     attempt: int = 1
     #: The agent's version key (`@engine.agent(name, version=...)`), checked when the run resumes.
     version: str | None = None
+
+    def fold_into(self, run: Fold) -> None:
+        if run.get("started_at") is None:
+            run.set(started_at=self.at)
+        run.set(attempt=self.attempt, worker=self.worker, version=self.version)
 
 
 @attrs.frozen(kw_only=True)
@@ -68,11 +171,17 @@ class RunResumed(Event):
     """An engine took up an unfinished run again: its agent replays the log, then goes on live."""
 
     type: ClassVar[str] = "run.resumed"
+    moves = {R: R, W: W}
     worker: str | None = None
     attempt: int = 1
     #: "restart" after a graceful stop (run.suspended), "worker_lost" after a crash.
-    reason: str = "restart"
+    reason: str = one_of("restart", "worker_lost")
     version: str | None = None
+
+    def fold_into(self, run: Fold) -> None:
+        run.set(attempt=self.attempt, worker=self.worker, version=self.version, suspended=False)
+        if self.reason == "worker_lost":
+            run.set(lost_attempts=run.get("lost_attempts") + 1)
 
 
 @attrs.frozen(kw_only=True)
@@ -80,22 +189,42 @@ class RunSuspended(Event):
     """The executing process stopped gracefully; the run waits, unfinished, for the next engine."""
 
     type: ClassVar[str] = "run.suspended"
+    moves = {R: R, W: W}
     reason: str = "shutdown"
+
+    def fold_into(self, run: Fold) -> None:
+        run.set(suspended=True)
 
 
 @attrs.frozen(kw_only=True)
 class MessageDelta(Event):
     type: ClassVar[str] = "message.delta"
+    moves = {R: R}
+    guards = (
+        Guard("continues the open message, or opens a new one when none is open",
+              _message_continues, "message_id", _open_or_new_message),
+    )
     message_id: str
     content: str
+
+    def fold_into(self, run: Fold) -> None:
+        run.stream(self.message_id, self.content)
 
 
 @attrs.frozen(kw_only=True)
 class MessageCompleted(Event):
     type: ClassVar[str] = "message.completed"
+    moves = {R: R}
+    guards = (
+        Guard("closes the open message, or records a whole new one when none is open",
+              _message_continues, "message_id", _open_or_new_message),
+    )
     message_id: str
-    role: str = "assistant"
+    role: str = one_of("assistant", "user", "system")
     content: str = ""
+
+    def fold_into(self, run: Fold) -> None:
+        run.complete_message(self.message_id, self.role, self.content)
 
 
 @attrs.frozen(kw_only=True)
@@ -103,31 +232,66 @@ class MessageDiscarded(Event):
     """A message left streaming by a lost process: clients drop its partial text."""
 
     type: ClassVar[str] = "message.discarded"
+    moves = {R: R}
+    guards = (
+        Guard(
+            "names the open message",
+            lambda run, e: None if e.message_id == run.open_message_id else f"message {e.message_id!r} is not the one streaming",
+            "message_id",
+            lambda run: () if run.open_message_id is None else (run.open_message_id,),
+        ),
+    )
     message_id: str
     reason: str = "resumed"
+
+    def fold_into(self, run: Fold) -> None:
+        run.discard_message(self.message_id)
 
 
 @attrs.frozen(kw_only=True)
 class Thought(Event):
     type: ClassVar[str] = "thought"
+    moves = {R: R}
     content: str
     source: str | None = None
+
+    def fold_into(self, run: Fold) -> None:
+        run.add_thought(self.content, self.source, self.seq)
 
 
 @attrs.frozen(kw_only=True)
 class ToolCall(Event):
     type: ClassVar[str] = "tool.call"
+    moves = {R: R}
+    guards = (
+        Guard(
+            "its call_id is new",
+            lambda run, e: f"tool call {e.call_id!r} already exists" if e.call_id in run.call_ids else None,
+            "call_id",
+            lambda run: Fresh(run.call_ids),
+        ),
+    )
     call_id: str
     name: str
     arguments: dict[str, Any] = attrs.field(factory=dict)
+
+    def fold_into(self, run: Fold) -> None:
+        run.open_call(self.call_id, self.name, self.arguments)
 
 
 @attrs.frozen(kw_only=True)
 class ToolResult(Event):
     type: ClassVar[str] = "tool.result"
+    moves = {R: R}
+    guards = (
+        Guard("answers an open `tool.call`", _answers_open_call, "call_id", lambda run: run.open_call_ids),
+    )
     call_id: str
     output: Any = None
     error: ErrorInfo | None = None
+
+    def fold_into(self, run: Fold) -> None:
+        run.close_call(self.call_id, self.output, self.error)
 
 
 @attrs.frozen(kw_only=True)
@@ -135,9 +299,13 @@ class StepCompleted(Event):
     """The recorded result of `ctx.step`: replayed, never recomputed."""
 
     type: ClassVar[str] = "step.completed"
+    moves = {R: R}
     name: str
     output: Any = None
     error: ErrorInfo | None = None
+
+    def fold_into(self, run: Fold) -> None:
+        run.count_step()
 
 
 @attrs.frozen(kw_only=True)
@@ -145,28 +313,59 @@ class TimerStarted(Event):
     """A durable sleep began; the run wakes at `until`, whatever restarts happen in between."""
 
     type: ClassVar[str] = "timer.started"
+    moves = {R: R}
+    guards = (
+        Guard(
+            "only one timer runs at a time",
+            lambda run, e: "a timer is already running" if run.get("timer_id") is not None else None,
+        ),
+    )
     timer_id: str
     until: datetime
+
+    def fold_into(self, run: Fold) -> None:
+        run.set(sleeping_until=self.until, timer_id=self.timer_id)
 
 
 @attrs.frozen(kw_only=True)
 class TimerFired(Event):
     type: ClassVar[str] = "timer.fired"
+    moves = {R: R}
+    guards = (
+        Guard(
+            "answers the running `timer.started`",
+            lambda run, e: None if run.get("timer_id") == e.timer_id else f"no running timer {e.timer_id!r}",
+            "timer_id",
+            lambda run: () if run.get("timer_id") is None else (run.get("timer_id"),),
+        ),
+    )
     timer_id: str
+
+    def fold_into(self, run: Fold) -> None:
+        run.set(sleeping_until=None, timer_id=None)
 
 
 @attrs.frozen(kw_only=True)
 class RunWaitingForInput(Event):
     type: ClassVar[str] = "run.waiting_for_input"
+    moves = {R: W}
     request: Any = None
     #: Past this time the run resumes without input (`ctx.ask(timeout=...)`).
     expires_at: datetime | None = None
+
+    def fold_into(self, run: Fold) -> None:
+        run.set(await_request=self.request, input_expires_at=self.expires_at)
 
 
 @attrs.frozen(kw_only=True)
 class RunInput(Event):
     type: ClassVar[str] = "run.input"
+    moves = {W: R}
     content: Any = None
+
+    def fold_into(self, run: Fold) -> None:
+        run.add_input(self.content)
+        run.set(await_request=None, input_expires_at=None)
 
 
 @attrs.frozen(kw_only=True)
@@ -174,19 +373,28 @@ class RunInputTimedOut(Event):
     """No input came before the waiting run's `expires_at`: the agent's `ask` raises InputTimedOut."""
 
     type: ClassVar[str] = "run.input_timed_out"
+    moves = {W: R}
+
+    def fold_into(self, run: Fold) -> None:
+        run.set(await_request=None, input_expires_at=None)
 
 
 @attrs.frozen(kw_only=True)
 class Usage(Event):
     type: ClassVar[str] = "usage"
+    moves = {R: R, W: W}
     input_tokens: int = 0
     output_tokens: int = 0
     cost: float = 0.0
+
+    def fold_into(self, run: Fold) -> None:
+        run.add_usage(self.input_tokens, self.output_tokens, self.cost)
 
 
 @attrs.frozen(kw_only=True)
 class Custom(Event):
     type: ClassVar[str] = "custom"
+    moves = {R: R, W: W}
     name: str
     data: Any = None
 
@@ -196,28 +404,41 @@ class RunRequeued(Event):
     """The run's worker was lost and the run goes back to the queue for another attempt."""
 
     type: ClassVar[str] = "run.requeued"
+    moves = {R: P, W: P}  # opt-in policy runs it again from its input
     reason: str = ""
+
+    def fold_into(self, run: Fold) -> None:
+        run.restart_attempt(self.seq)
 
 
 @attrs.frozen(kw_only=True)
 class RunCompleted(Event):
     type: ClassVar[str] = "run.completed"
-    terminal: ClassVar[bool] = True
+    moves = {R: C}
     output: Any = None
+
+    def fold_into(self, run: Fold) -> None:
+        run.finish(self.at, output=self.output)
 
 
 @attrs.frozen(kw_only=True)
 class RunFailed(Event):
     type: ClassVar[str] = "run.failed"
-    terminal: ClassVar[bool] = True
+    moves = {P: F, R: F, W: F}  # e.g. the agent vanished before it started; timeout; worker lost
     error: ErrorInfo
+
+    def fold_into(self, run: Fold) -> None:
+        run.finish(self.at, error=self.error)
 
 
 @attrs.frozen(kw_only=True)
 class RunCancelled(Event):
     type: ClassVar[str] = "run.cancelled"
-    terminal: ClassVar[bool] = True
+    moves = {P: X, R: X, W: X}
     reason: str | None = None
+
+    def fold_into(self, run: Fold) -> None:
+        run.finish(self.at, cancel_reason=self.reason)
 
 
 @attrs.frozen(kw_only=True)
@@ -228,15 +449,17 @@ class UnknownEvent(Event):
     the sequence number of a live run and otherwise ignores it.
     """
 
+    #: A live run accepts it and stays where it is (forward compatibility); an ended one does not.
+    moves = {s: s for s in LIVE}
+
     type: str  # type: ignore[misc]  # an instance field here, a class constant elsewhere
     data: dict[str, Any] = attrs.field(factory=dict)
 
 
+#: Every known event type; their order is the table's within each status (and the docs').
 KNOWN_EVENTS: tuple[type[Event], ...] = (
     RunCreated,
     RunStarted,
-    RunResumed,
-    RunSuspended,
     MessageDelta,
     MessageCompleted,
     MessageDiscarded,
@@ -246,6 +469,8 @@ KNOWN_EVENTS: tuple[type[Event], ...] = (
     StepCompleted,
     TimerStarted,
     TimerFired,
+    RunResumed,
+    RunSuspended,
     RunWaitingForInput,
     RunInput,
     RunInputTimedOut,
@@ -260,6 +485,9 @@ KNOWN_EVENTS: tuple[type[Event], ...] = (
 #: Wire name -> event class.
 EVENT_TYPES: dict[str, type[Event]] = {cls.type: cls for cls in KNOWN_EVENTS}
 
+for _cls in KNOWN_EVENTS:
+    _cls.terminal = bool(_cls.moves) and all(after.terminal for after in _cls.moves.values())
+
 #: The wire names of the events that end a run.
 TERMINAL_TYPES: frozenset[str] = frozenset(cls.type for cls in KNOWN_EVENTS if cls.terminal)
 
@@ -270,7 +498,3 @@ ENVELOPE_FIELDS: tuple[str, ...] = ("run_id", "seq", "at")
 def data_fields(cls: type[Event]) -> tuple[str, ...]:
     """The names of an event class's payload fields (those under `data` on the wire)."""
     return tuple(f.name for f in attrs.fields(cls) if f.name not in ENVELOPE_FIELDS)
-
-
-def is_terminal(event: Event) -> bool:
-    return event.type in TERMINAL_TYPES

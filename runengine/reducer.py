@@ -7,71 +7,48 @@ form so that folding a million `message.delta` events appends a million chunks
 to a list instead of copying a growing string or tuple on each step; the frozen
 `RunState` is built once, when asked for. Every check runs before any change,
 so an illegal event raises `InvalidTransition` and leaves the fold untouched.
+
+What each event type checks and does is declared with its class (`runengine.events`:
+`guards`, `fold_into`); the table it is checked against is `runengine.transitions`.
+Here is only the generic part: the seq and run id, the table lookup, and the
+accumulator's read and write methods that the declarations use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Iterable, KeysView
+from datetime import datetime
 from typing import Any
 
 from .errors import InvalidTransition
-from .events import (
-    EVENT_TYPES,
-    Custom,
-    Event,
-    MessageCompleted,
-    MessageDelta,
-    MessageDiscarded,
-    RunCancelled,
-    RunCompleted,
-    RunCreated,
-    RunFailed,
-    RunInput,
-    RunInputTimedOut,
-    RunRequeued,
-    RunResumed,
-    RunStarted,
-    RunSuspended,
-    RunWaitingForInput,
-    StepCompleted,
-    Thought,
-    TimerFired,
-    TimerStarted,
-    ToolCall,
-    ToolResult,
-    Usage,
-)
+from .events import EVENT_TYPES, ErrorInfo, Event, UnknownEvent
 from .state import Message, RunState, ThoughtRecord, ToolCallRecord, UsageTotals
 from .status import Status
 from .transitions import TRANSITIONS, UNKNOWN
 
 
-class _Call:
-    """A tool call while folding (mutable; frozen into ToolCallRecord)."""
+def _rules() -> dict[type[Event], tuple[dict[Status | None, Status], tuple[Any, ...]]]:
+    """Per event class, read from the table and the declarations once: its rows (status before ->
+    after) and its guards' checks, so that `Fold.apply` looks both up with one dict access."""
+    rules = {}
+    for cls in (*EVENT_TYPES.values(), UnknownEvent):
+        key = UNKNOWN if cls is UnknownEvent else cls.type
+        rows = {before: after for (before, event_type), after in TRANSITIONS.items() if event_type == key}
+        rules[cls] = (rows, tuple(guard.refuse for guard in cls.guards))
+    return rules
 
-    __slots__ = ("call_id", "name", "arguments", "done", "output", "error")
 
-    def __init__(self, record: ToolCallRecord) -> None:
-        self.call_id = record.call_id
-        self.name = record.name
-        self.arguments = record.arguments
-        self.done = record.done
-        self.output = record.output
-        self.error = record.error
-
-    def freeze(self) -> ToolCallRecord:
-        return ToolCallRecord(
-            call_id=self.call_id,
-            name=self.name,
-            arguments=self.arguments,
-            done=self.done,
-            output=self.output,
-            error=self.error,
-        )
+_RULES = _rules()
 
 
 class Fold:
-    """Folds events into a run state, one `apply` at a time, in amortised O(1) per event."""
+    """Folds events into a run state, one `apply` at a time, in amortised O(1) per event.
+
+    `apply` checks the table and the event's guards, then calls the event's `fold_into`,
+    which changes the state through the methods below (the event declarations in
+    `runengine.events` are their only callers).
+    """
 
     def __init__(self, state: RunState | None = None) -> None:
         self._frozen: RunState | None = state
@@ -81,19 +58,29 @@ class Fold:
         self.run_id: str | None = state.run_id if state else None
         self._messages: list[Message] = list(state.messages) if state else []
         self._message_ids = {m.message_id for m in self._messages}
-        self._partial_id: str | None = None
+        #: The id of the message being streamed by deltas, if one is open.
+        self.open_message_id: str | None = None
         self._partial_role = "assistant"
         self._chunks: list[str] = []
         if state is not None and state.partial is not None:
-            self._partial_id = state.partial.message_id
+            self.open_message_id = state.partial.message_id
             self._partial_role = state.partial.role
             self._chunks = [state.partial.content]
         self._thoughts: list[ThoughtRecord] = list(state.thoughts) if state else []
-        self._calls: dict[str, _Call] = (
-            {c.call_id: _Call(c) for c in state.tool_calls} if state else {}
-        )
+        self._calls: list[ToolCallRecord] = list(state.tool_calls) if state else []
+        self._call_index = {c.call_id: i for i, c in enumerate(self._calls)}
         self._inputs: list[Any] = list(state.inputs) if state else []
         self._discarded: list[str] = list(state.discarded) if state else []
+        # The tuples of the last frozen state, reused while their list has not grown.
+        self._tuples: dict[str, tuple[list[Any], tuple[Any, ...]]] = {}
+        if state is not None:
+            self._tuples = {
+                "messages": (self._messages, state.messages),
+                "thoughts": (self._thoughts, state.thoughts),
+                "inputs": (self._inputs, state.inputs),
+                "discarded": (self._discarded, state.discarded),
+                "tool_calls": (self._calls, state.tool_calls),
+            }
         self._steps = state.steps if state else 0
         usage = state.usage if state else UsageTotals()
         self._in_tokens, self._out_tokens, self._cost = (
@@ -102,35 +89,11 @@ class Fold:
             usage.cost,
         )
         self._changes: dict[str, Any] = {}
-        self._handlers: dict[str, Callable[[Any], None]] = {
-            RunCreated.type: self._created,
-            RunStarted.type: self._started,
-            RunResumed.type: self._resumed,
-            RunSuspended.type: self._suspended,
-            MessageDelta.type: self._delta,
-            MessageCompleted.type: self._message_completed,
-            MessageDiscarded.type: self._message_discarded,
-            Thought.type: self._thought,
-            ToolCall.type: self._tool_call,
-            ToolResult.type: self._tool_result,
-            StepCompleted.type: self._step,
-            TimerStarted.type: self._timer_started,
-            TimerFired.type: self._timer_fired,
-            RunWaitingForInput.type: self._waiting,
-            RunInput.type: self._input,
-            RunInputTimedOut.type: self._input_timed_out,
-            Usage.type: self._usage,
-            Custom.type: _ignore,
-            RunRequeued.type: self._requeued,
-            RunCompleted.type: self._completed,
-            RunFailed.type: self._failed,
-            RunCancelled.type: self._cancelled,
-        }
 
     # -- the one entry point -------------------------------------------------
 
     def apply(self, event: Event) -> None:
-        """Validate `event` against the state and the table, then fold it in."""
+        """Validate `event` against the state, the table and its guards, then fold it in."""
         event_type = event.type
         status = self.status
         if event.seq != self.last_seq + 1:
@@ -141,13 +104,16 @@ class Fold:
             raise InvalidTransition(
                 status, event_type, event.seq, f"event is for run {event.run_id!r}, not {self.run_id!r}"
             )
-        handler = self._handlers.get(event_type)
-        nxt = TRANSITIONS.get((status, event_type if handler is not None else UNKNOWN))
+        rule = _RULES.get(type(event))
+        nxt = rule[0].get(status) if rule is not None else None
         if nxt is None:
             reason = "the run has ended" if status is not None and status.terminal else "not allowed by the transition table"
             raise InvalidTransition(status, event_type, event.seq, reason)
-        if handler is not None:
-            handler(event)  # raises before changing anything when a guard fails
+        for refuse in rule[1]:  # every check before any change
+            refused = refuse(self, event)
+            if refused is not None:
+                raise InvalidTransition(status, event_type, event.seq, refused)
+        event.fold_into(self)
         self.status = nxt
         self.last_seq = event.seq
         self._changes["updated_at"] = event.at
@@ -157,18 +123,13 @@ class Fold:
         for event in events:
             self.apply(event)
 
-    @property
-    def open_message_id(self) -> str | None:
-        """The id of the message being streamed by deltas, if one is open."""
-        return self._partial_id
-
     def partial(self) -> Message | None:
         """The message being streamed, without freezing the whole state."""
-        if self._partial_id is None:
+        if self.open_message_id is None:
             return None
         if len(self._chunks) > 1:
             self._chunks = ["".join(self._chunks)]
-        return Message(message_id=self._partial_id, role=self._partial_role, content=self._chunks[0] if self._chunks else "")
+        return Message(message_id=self.open_message_id, role=self._partial_role, content=self._chunks[0] if self._chunks else "")
 
     @property
     def state(self) -> RunState | None:
@@ -177,156 +138,97 @@ class Fold:
             self._frozen = self._freeze()
         return self._frozen
 
-    # -- handlers: guards first, then changes ----------------------------------
+    # -- what guards read ----------------------------------------------------
 
-    def _reject(self, event: Event, reason: str) -> InvalidTransition:
-        return InvalidTransition(self.status, event.type, event.seq, reason)
+    @property
+    def message_ids(self) -> set[str]:
+        """Ids of the completed and discarded messages (spent: a new message needs another)."""
+        return self._message_ids
 
-    def _created(self, e: RunCreated) -> None:
-        self.run_id = e.run_id
-        self._base = RunState(
-            run_id=e.run_id,
-            agent=e.agent,
-            status=Status.PENDING,
-            input=e.input,
-            session_id=e.session_id,
-            metadata=e.metadata,
-            mode=e.mode,
-            owner=e.owner,
-            timeout=e.timeout,
-            start_at=e.start_at,
-            created_at=e.at,
-        )
+    @property
+    def call_ids(self) -> KeysView[str]:
+        return self._call_index.keys()
 
-    def _started(self, e: RunStarted) -> None:
-        if "started_at" not in self._changes and (self._base is None or self._base.started_at is None):
-            self._changes["started_at"] = e.at
-        self._changes["attempt"] = e.attempt
-        self._changes["worker"] = e.worker
-        self._changes["version"] = e.version
+    @property
+    def open_call_ids(self) -> tuple[str, ...]:
+        """The tool calls still waiting for their result, in call order."""
+        return tuple(call.call_id for call in self._calls if not call.done)
 
-    def _resumed(self, e: RunResumed) -> None:
-        self._changes["attempt"] = e.attempt
-        self._changes["worker"] = e.worker
-        self._changes["version"] = e.version
-        self._changes["suspended"] = False
-        if e.reason == "worker_lost":
-            self._changes["lost_attempts"] = self._get("lost_attempts") + 1
+    def call_done(self, call_id: str) -> bool | None:
+        """Whether tool call `call_id` has its result; None when there is no such call."""
+        index = self._call_index.get(call_id)
+        return None if index is None else self._calls[index].done
 
-    def _suspended(self, e: RunSuspended) -> None:
-        self._changes["suspended"] = True
-
-    def _get(self, name: str) -> Any:
+    def get(self, name: str) -> Any:
         """A rarely changed field's current value: changed since the base state, or the base's."""
         return self._changes[name] if name in self._changes else getattr(self._base, name)
 
-    def _delta(self, e: MessageDelta) -> None:
-        if self._partial_id is None:
-            if e.message_id in self._message_ids:
-                raise self._reject(e, f"message {e.message_id!r} is already completed")
-            self._partial_id = e.message_id
+    # -- what effects do (called by the events' `fold_into`) ------------------
+
+    def begin(self, **fields: Any) -> None:
+        """A new run: its first state's fields."""
+        self.run_id = fields["run_id"]
+        self._base = RunState(**fields)
+
+    def set(self, **changes: Any) -> None:
+        """Change rarely changed fields (those without a method below)."""
+        self._changes.update(changes)
+
+    def stream(self, message_id: str, content: str) -> None:
+        if self.open_message_id is None:
+            self.open_message_id = message_id
             self._partial_role = "assistant"
-        elif e.message_id != self._partial_id:
-            raise self._reject(e, f"message {self._partial_id!r} is still streaming")
-        self._chunks.append(e.content)
+        self._chunks.append(content)
 
-    def _message_completed(self, e: MessageCompleted) -> None:
-        if self._partial_id is not None and e.message_id != self._partial_id:
-            raise self._reject(e, f"message {self._partial_id!r} is still streaming")
-        if e.message_id in self._message_ids:
-            raise self._reject(e, f"message {e.message_id!r} is already completed")
-        self._messages.append(Message(message_id=e.message_id, role=e.role, content=e.content))
-        self._message_ids.add(e.message_id)
-        self._partial_id = None
+    def complete_message(self, message_id: str, role: str, content: str) -> None:
+        self._messages.append(Message(message_id=message_id, role=role, content=content))
+        self._message_ids.add(message_id)
+        self.open_message_id = None
         self._chunks = []
 
-    def _message_discarded(self, e: MessageDiscarded) -> None:
-        if e.message_id != self._partial_id:
-            raise self._reject(e, f"message {e.message_id!r} is not the one streaming")
-        self._message_ids.add(e.message_id)  # its id is spent: a fresh message gets a new one
-        self._discarded.append(e.message_id)
-        self._partial_id = None
+    def discard_message(self, message_id: str) -> None:
+        self._message_ids.add(message_id)  # its id is spent: a fresh message gets a new one
+        self._discarded.append(message_id)
+        self.open_message_id = None
         self._chunks = []
 
-    def _step(self, e: StepCompleted) -> None:
+    def add_thought(self, content: str, source: str | None, seq: int) -> None:
+        self._thoughts.append(ThoughtRecord(content=content, source=source, seq=seq))
+
+    def open_call(self, call_id: str, name: str, arguments: dict[str, Any]) -> None:
+        self._call_index[call_id] = len(self._calls)
+        self._calls.append(ToolCallRecord(call_id=call_id, name=name, arguments=arguments))
+
+    def close_call(self, call_id: str, output: Any, error: ErrorInfo | None) -> None:
+        index = self._call_index[call_id]
+        call = self._calls[index]
+        self._calls[index] = ToolCallRecord(
+            call_id=call_id, name=call.name, arguments=call.arguments, done=True, output=output, error=error
+        )
+        self._tuples.pop("tool_calls", None)  # changed in place: the cached tuple is stale
+
+    def count_step(self) -> None:
         self._steps += 1
 
-    def _timer_started(self, e: TimerStarted) -> None:
-        if self._get("timer_id") is not None:
-            raise self._reject(e, "a timer is already running")
-        self._changes["sleeping_until"] = e.until
-        self._changes["timer_id"] = e.timer_id
+    def add_input(self, content: Any) -> None:
+        self._inputs.append(content)
 
-    def _timer_fired(self, e: TimerFired) -> None:
-        if self._get("timer_id") != e.timer_id:
-            raise self._reject(e, f"no running timer {e.timer_id!r}")
-        self._changes["sleeping_until"] = None
-        self._changes["timer_id"] = None
+    def add_usage(self, input_tokens: int, output_tokens: int, cost: float) -> None:
+        self._in_tokens += input_tokens
+        self._out_tokens += output_tokens
+        self._cost += cost
 
-    def _thought(self, e: Thought) -> None:
-        self._thoughts.append(ThoughtRecord(content=e.content, source=e.source, seq=e.seq))
-
-    def _tool_call(self, e: ToolCall) -> None:
-        if e.call_id in self._calls:
-            raise self._reject(e, f"tool call {e.call_id!r} already exists")
-        self._calls[e.call_id] = _Call(
-            ToolCallRecord(call_id=e.call_id, name=e.name, arguments=e.arguments)
-        )
-
-    def _tool_result(self, e: ToolResult) -> None:
-        call = self._calls.get(e.call_id)
-        if call is None:
-            raise self._reject(e, f"no tool.call with call_id {e.call_id!r}")
-        if call.done:
-            raise self._reject(e, f"tool call {e.call_id!r} already has its result")
-        call.done, call.output, call.error = True, e.output, e.error
-
-    def _waiting(self, e: RunWaitingForInput) -> None:
-        self._changes["await_request"] = e.request
-        self._changes["input_expires_at"] = e.expires_at
-
-    def _input(self, e: RunInput) -> None:
-        self._inputs.append(e.content)
-        self._changes["await_request"] = None
-        self._changes["input_expires_at"] = None
-
-    def _input_timed_out(self, e: RunInputTimedOut) -> None:
-        self._changes["await_request"] = None
-        self._changes["input_expires_at"] = None
-
-    def _usage(self, e: Usage) -> None:
-        self._in_tokens += e.input_tokens
-        self._out_tokens += e.output_tokens
-        self._cost += e.cost
-
-    def _requeued(self, e: RunRequeued) -> None:
-        # A new attempt starts from the run's input: what the lost attempt produced is dropped.
+    def restart_attempt(self, seq: int) -> None:
+        """A new attempt starts from the run's input: what the lost attempt produced is dropped."""
         self._messages, self._message_ids = [], set()
-        self._partial_id, self._chunks = None, []
-        self._thoughts, self._calls = [], {}
+        self.open_message_id, self._chunks = None, []
+        self._thoughts, self._calls, self._call_index = [], [], {}
         self._steps = 0
-        self._changes["await_request"] = None
-        self._changes["sleeping_until"] = self._changes["timer_id"] = None
-        self._changes["input_expires_at"] = None
-        self._changes["replay_from"] = e.seq
+        self.set(await_request=None, sleeping_until=None, timer_id=None, input_expires_at=None, replay_from=seq)
 
-    def _finish(self, e: Event) -> None:
-        self._changes["finished_at"] = e.at
-        self._changes["await_request"] = None
-        self._changes["sleeping_until"] = self._changes["timer_id"] = None
-        self._changes["input_expires_at"] = None
-
-    def _completed(self, e: RunCompleted) -> None:
-        self._finish(e)
-        self._changes["output"] = e.output
-
-    def _failed(self, e: RunFailed) -> None:
-        self._finish(e)
-        self._changes["error"] = e.error
-
-    def _cancelled(self, e: RunCancelled) -> None:
-        self._finish(e)
-        self._changes["cancel_reason"] = e.reason
+    def finish(self, at: datetime, **outcome: Any) -> None:
+        """The run ended at `at` with `outcome` (output, error or cancel_reason)."""
+        self.set(finished_at=at, await_request=None, sleeping_until=None, timer_id=None, input_expires_at=None, **outcome)
 
     # -- freezing -------------------------------------------------------------
 
@@ -335,8 +237,8 @@ class Fold:
         if len(self._chunks) > 1:  # join once, and keep the joined string for later appends
             self._chunks = ["".join(self._chunks)]
         partial = (
-            Message(message_id=self._partial_id, role=self._partial_role, content=self._chunks[0] if self._chunks else "")
-            if self._partial_id is not None
+            Message(message_id=self.open_message_id, role=self._partial_role, content=self._chunks[0] if self._chunks else "")
+            if self.open_message_id is not None
             else None
         )
         base = self._base
@@ -351,14 +253,14 @@ class Fold:
             mode=base.mode,
             owner=base.owner,
             timeout=base.timeout,
-            messages=tuple(self._messages),
+            messages=self._tuple("messages", self._messages),
             partial=partial,
-            thoughts=tuple(self._thoughts),
-            tool_calls=tuple(c.freeze() for c in self._calls.values()),
+            thoughts=self._tuple("thoughts", self._thoughts),
+            tool_calls=self._tuple("tool_calls", self._calls),
             usage=UsageTotals(
                 input_tokens=self._in_tokens, output_tokens=self._out_tokens, cost=self._cost
             ),
-            inputs=tuple(self._inputs),
+            inputs=self._tuple("inputs", self._inputs),
             await_request=changes.get("await_request", base.await_request),
             output=changes.get("output", base.output),
             error=changes.get("error", base.error),
@@ -376,24 +278,52 @@ class Fold:
             input_expires_at=changes.get("input_expires_at", base.input_expires_at),
             suspended=changes.get("suspended", base.suspended),
             lost_attempts=changes.get("lost_attempts", base.lost_attempts),
-            discarded=tuple(self._discarded),
+            discarded=self._tuple("discarded", self._discarded),
             steps=self._steps,
             replay_from=changes.get("replay_from", base.replay_from),
             last_seq=self.last_seq,
         )
         return state
 
+    def _tuple(self, name: str, items: list[Any]) -> tuple[Any, ...]:
+        """`tuple(items)`, reused from the last freeze while the (append-only) list has not grown."""
+        cached = self._tuples.get(name)
+        if cached is not None and cached[0] is items and len(cached[1]) == len(items):
+            return cached[1]
+        frozen = tuple(items)
+        self._tuples[name] = (items, frozen)
+        return frozen
 
-def _ignore(event: Event) -> None:
-    return None
+
+# The fold that produced each state `apply` returned, kept while that state is alive and not yet
+# advanced: applying the next event to it moves the fold on instead of rebuilding one from the state.
+# A state is advanced at most once this way (the entry is taken out, atomically); applying an event
+# to it again (a branch) rebuilds a fold from the state, so the result depends only on (state, event).
+_tips: dict[int, tuple[weakref.ref[RunState], Fold]] = {}
+
+
+def _forget(key: int, tips: dict[int, Any] = _tips) -> Any:
+    return lambda _ref: tips.pop(key, None)
 
 
 def apply(state: RunState | None, event: Event) -> RunState:
-    """The state after `event`. Raises InvalidTransition (and `state` is untouched) when illegal."""
-    fold_ = Fold(state)
-    fold_.apply(event)
+    """The state after `event`. Raises InvalidTransition (and `state` is untouched) when illegal.
+
+    O(1) per call along a chain of applies (each call's result fed to the next), besides
+    copying the partial message's text and the collection that the event grows.
+    """
+    tip = _tips.pop(id(state), None) if state is not None else None
+    fold_ = tip[1] if tip is not None and tip[0]() is state else Fold(state)
+    try:
+        fold_.apply(event)
+    except InvalidTransition:
+        if tip is not None:
+            _tips[id(state)] = tip  # refused: the fold is unchanged, still `state`'s
+        raise
     result = fold_.state
     assert result is not None
+    key = id(result)
+    _tips[key] = (weakref.ref(result, _forget(key)), fold_)
     return result
 
 

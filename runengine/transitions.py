@@ -1,7 +1,8 @@
-"""The allowed transitions of a run, declared once, as data.
+"""The allowed transitions of a run: one table of data, built from the event declarations.
 
-`TRANSITIONS[(status, event_type)]` is the status after that event. A pair that is
-not in the table is illegal. The reducer validates against this table, the
+`TRANSITIONS[(status, event_type)]` is the status after that event: the rows are the
+`moves` each event class in `runengine.events` declares. A pair that is not in the
+table is illegal. The reducer validates against this table, the
 hypothesis strategies walk it to generate valid histories, the stores use it to
 keep their run listings current, and `mermaid()` draws it for the docs.
 
@@ -15,71 +16,34 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from .events import KNOWN_EVENTS, UnknownEvent
 from .status import TERMINAL_STATUSES, Status
 
 #: Pseudo event type for events of a type this version does not know.
 UNKNOWN = "(unknown)"
 
-P, R, W = Status.PENDING, Status.RUNNING, Status.WAITING_FOR_INPUT
-C, F, X = Status.COMPLETED, Status.FAILED, Status.CANCELLED
 
-_ROWS: list[tuple[Status | None, str, Status]] = [
-    (None, "run.created", P),
-    # pending: waiting to be picked up by the engine or a worker
-    (P, "run.started", R),
-    (P, "run.failed", F),  # e.g. the agent vanished before it started
-    (P, "run.cancelled", X),
-    (P, UNKNOWN, P),
-    # running: the agent is producing output
-    (R, "message.delta", R),
-    (R, "message.completed", R),
-    (R, "message.discarded", R),  # a resumed run drops the partial message of a lost process
-    (R, "thought", R),
-    (R, "tool.call", R),
-    (R, "tool.result", R),
-    (R, "step.completed", R),
-    (R, "timer.started", R),
-    (R, "timer.fired", R),
-    (R, "run.resumed", R),  # another engine takes the run up and replays its log
-    (R, "run.suspended", R),  # a graceful stop: the run stays unfinished for the next engine
-    (R, "usage", R),
-    (R, "custom", R),
-    (R, "run.waiting_for_input", W),
-    (R, "run.requeued", P),  # its worker was lost; opt-in policy runs it again
-    (R, "run.completed", C),
-    (R, "run.failed", F),
-    (R, "run.cancelled", X),
-    (R, UNKNOWN, R),
-    # waiting for input: only the input, or the end, moves it on
-    (W, "run.input", R),
-    (W, "run.input_timed_out", R),
-    (W, "run.resumed", W),
-    (W, "run.suspended", W),
-    (W, "usage", W),
-    (W, "custom", W),
-    (W, "run.requeued", P),
-    (W, "run.failed", F),  # timeout, worker lost
-    (W, "run.cancelled", X),
-    (W, UNKNOWN, W),
-    # completed / failed / cancelled absorb nothing: no rows.
-]
+def _rows() -> list[tuple[Status | None, str, Status]]:
+    """Every event class's `moves`, grouped by the status before (None first), in declaration order."""
+    rows = [
+        (before, UNKNOWN if cls is UnknownEvent else cls.type, after)
+        for cls in (*KNOWN_EVENTS, UnknownEvent)
+        for before, after in cls.moves.items()
+    ]
+    order = {status: i for i, status in enumerate((None, *Status))}
+    return sorted(rows, key=lambda row: order[row[0]])  # stable: declaration order within a status
+
+
+_ROWS = _rows()
 
 TRANSITIONS: Mapping[tuple[Status | None, str], Status] = MappingProxyType(
     {(src, event_type): dst for src, event_type, dst in _ROWS}
 )
 
-#: Every status a run can be in, plus None for "no run yet".
-STATES: tuple[Status | None, ...] = (None, *Status)
-
 
 def allowed(status: Status | None) -> tuple[str, ...]:
     """The event types (and possibly UNKNOWN) that `status` accepts, in table order."""
     return tuple(event_type for src, event_type, _ in _ROWS if src == status)
-
-
-def next_status(status: Status | None, event_type: str, known: bool = True) -> Status | None:
-    """The status after `event_type`, or None when the table does not allow it."""
-    return TRANSITIONS.get((status, event_type if known else UNKNOWN))
 
 
 def status_after(status: Status | None, event_types: list[str]) -> Status | None:
@@ -95,10 +59,6 @@ def status_after(status: Status | None, event_types: list[str]) -> Status | None
         if nxt is not None:
             status = nxt
     return status
-
-
-def is_terminal(status: Status | None) -> bool:
-    return status in TERMINAL_STATUSES
 
 
 def mermaid() -> str:

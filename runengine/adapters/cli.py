@@ -37,6 +37,7 @@ from runengine import __version__
 from runengine.adapters.logs import LOG_FORMATS, LogFormat, configure_logging
 from runengine.engine import RunEngine
 from runengine.errors import InvalidRequest, RunEngineError
+from runengine.events import TERMINAL_TYPES
 from runengine.ports import EventStore
 from runengine.adapters.server import PLATFORM_RATE
 from runengine.http.ratelimit import Rate
@@ -45,7 +46,6 @@ from runengine.worker import LOST_POLICIES
 from .configfile import ENV_PREFIX, config_option
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-TERMINAL = ("run.completed", "run.failed", "run.cancelled")
 
 url_option = click.option(
     "--url", default=DEFAULT_URL, show_default=True, envvar="RUNENGINE_URL", help="The server's base URL."
@@ -469,7 +469,7 @@ def tail(run_id: str, after_seq: int, as_json: bool, retries: int, url: str, tok
                     event = json.loads(sse.data)
                     click.echo(sse.data if as_json else _line(event))
                     cursor = event["seq"]
-                    if event["type"] in TERMINAL:
+                    if event["type"] in TERMINAL_TYPES:
                         return True
         except httpx.TransportError as exc:
             if cursor > start:

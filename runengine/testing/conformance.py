@@ -43,11 +43,6 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, 
 
 from runengine.errors import ConcurrencyConflict, InvalidRequest, RunEngineError
 from runengine.events import (
-    MessageDiscarded,
-    RunResumed,
-    StepCompleted,
-    TimerFired,
-    TimerStarted,
     Custom,
     ErrorInfo,
     Event,
@@ -70,7 +65,8 @@ from runengine.ports import MAX_PAGE, EventStore, IdempotencyRecord, RunSummary,
 from runengine.reducer import Fold
 from runengine.status import Status
 from runengine.stores import open_store
-from runengine.transitions import TRANSITIONS, status_after
+from runengine.testing.strategies import next_event
+from runengine.transitions import status_after
 
 StoreFactory = Callable[[], AbstractAsyncContextManager[EventStore]]
 
@@ -158,69 +154,29 @@ _json_values = st.recursive(
 _times = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(timezone.utc))
 
 
-def draw_next_event(data: st.DataObject, fold: Fold, run_id: str) -> Event | None:
-    """A random event that `fold` accepts next (None once the run has ended)."""
-    status = fold.status
-    seq = fold.last_seq + 1
-    at = data.draw(_times)
-    if status is None:
-        return RunCreated(
-            run_id=run_id, seq=seq, at=at, agent=data.draw(st.sampled_from(["a", "b"])),
-            input=data.draw(_json_values), session_id=data.draw(st.sampled_from([None, "s1", "s2"])),
-            owner=data.draw(st.sampled_from([None, "alice", "bob"])), metadata=data.draw(st.dictionaries(_texts, _texts, max_size=2)),
-        )
-    if status.terminal:
-        return None
-    endings = {
-        RunCompleted.type: lambda: RunCompleted(run_id=run_id, seq=seq, at=at, output=data.draw(_json_values)),
-        RunFailed.type: lambda: RunFailed(run_id=run_id, seq=seq, at=at, error=ErrorInfo(code=data.draw(_texts), message=data.draw(_texts))),
-        RunCancelled.type: lambda: RunCancelled(run_id=run_id, seq=seq, at=at, reason=data.draw(st.none() | _texts)),
+#: How often a type comes, against 1 for the others (a run streams mostly deltas, a pending run mostly starts).
+_WEIGHTS = {MessageDelta.type: 8, RunStarted.type: 6, RunInput.type: 3, ToolResult.type: 2}
+#: Runs the listing tests filter on: a few agents, sessions and owners; no delayed runs or timeouts.
+_OVERRIDES = {
+    RunCreated.type: {
+        "agent": st.sampled_from(["a", "b"]),
+        "input": _json_values,
+        "session_id": st.sampled_from([None, "s1", "s2"]),
+        "owner": st.sampled_from([None, "alice", "bob"]),
+        "metadata": st.dictionaries(_texts, _texts, max_size=2),
+        "start_at": st.none(),
+        "timeout": st.none(),
     }
-    ending = [build for event_type, build in endings.items() if (status, event_type) in TRANSITIONS]
-    if status is Status.PENDING:
-        choices = [lambda: RunStarted(run_id=run_id, seq=seq, at=at, worker="w", attempt=1)] * 6 + ending
-    elif status is Status.WAITING_FOR_INPUT:
-        choices = [
-            lambda: RunInput(run_id=run_id, seq=seq, at=at, content=data.draw(_json_values)),
-            lambda: Usage(run_id=run_id, seq=seq, at=at, input_tokens=data.draw(st.integers(0, 999))),
-            lambda: Custom(run_id=run_id, seq=seq, at=at, name="c", data=data.draw(_json_values)),
-        ] * 3 + ending
-    else:
-        open_id = fold.open_message_id
-        state = fold.state
-        assert state is not None
-        pending_calls = [c.call_id for c in state.tool_calls if not c.done]
-        message_id = open_id or f"m{seq}"
-        choices = [lambda: MessageDelta(run_id=run_id, seq=seq, at=at, message_id=message_id, content=data.draw(_texts))] * 8
-        choices += [
-            lambda: MessageCompleted(run_id=run_id, seq=seq, at=at, message_id=message_id, content=data.draw(_texts)),
-            lambda: Thought(run_id=run_id, seq=seq, at=at, content=data.draw(_texts), source=data.draw(st.none() | _texts)),
-            lambda: ToolCall(run_id=run_id, seq=seq, at=at, call_id=f"c{seq}", name="tool", arguments=data.draw(st.dictionaries(_texts, _json_values, max_size=2))),
-            lambda: Usage(run_id=run_id, seq=seq, at=at, input_tokens=data.draw(st.integers(0, 999)), output_tokens=1,
-                          cost=data.draw(st.floats(0, 1e6, allow_nan=False))),
-            lambda: Custom(run_id=run_id, seq=seq, at=at, name=data.draw(_texts), data=data.draw(_json_values)),
-            lambda: StepCompleted(run_id=run_id, seq=seq, at=at, name=data.draw(_texts), output=data.draw(_json_values)),
-            lambda: RunResumed(run_id=run_id, seq=seq, at=at, worker="w2", attempt=2, reason="worker_lost"),
-            lambda: UnknownEvent(run_id=run_id, seq=seq, at=at, type="x.future", data={"k": data.draw(_texts)}),
-            *ending,
-        ]
-        if open_id is None:
-            choices.append(
-                lambda: RunWaitingForInput(
-                    run_id=run_id, seq=seq, at=at, request=data.draw(_json_values), expires_at=data.draw(st.none() | _times)
-                )
-            )
-        else:
-            choices.append(lambda: MessageDiscarded(run_id=run_id, seq=seq, at=at, message_id=open_id))
-        if state.timer_id is None:
-            choices.append(lambda: TimerStarted(run_id=run_id, seq=seq, at=at, timer_id=f"t{seq}", until=data.draw(_times)))
-        else:
-            timer_id = state.timer_id
-            choices.append(lambda: TimerFired(run_id=run_id, seq=seq, at=at, timer_id=timer_id))
-        if pending_calls:
-            call_id = data.draw(st.sampled_from(pending_calls))
-            choices += [lambda: ToolResult(run_id=run_id, seq=seq, at=at, call_id=call_id, output=data.draw(_json_values))] * 2
-    event: Event = data.draw(st.sampled_from(choices))()
+}
+
+
+def draw_next_event(data: st.DataObject, fold: Fold, run_id: str) -> Event | None:
+    """A random event that `fold` accepts next (None once the run has ended): any type the table
+    and the guards allow now (runengine.testing.strategies.next_event)."""
+    if fold.status is not None and fold.status.terminal:
+        return None
+    at = data.draw(_times)
+    event: Event = data.draw(next_event(fold, run_id, at=at, weights=_WEIGHTS, overrides=_OVERRIDES))
     return event
 
 

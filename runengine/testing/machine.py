@@ -32,16 +32,20 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from ..engine import RunEngine
 from ..errors import InvalidRunState, InvalidTransition
-from ..events import Event
+from ..events import Event, UnknownEvent
 from ..reducer import Fold, fold
 from ..state import RunState
 from ..status import Status
 from ..transitions import TRANSITIONS, UNKNOWN
-from .strategies import BASE_TIME, _build, _choices, _Walk, any_event
+from .strategies import BASE_TIME, any_event, next_event
 
 
 class LogMachine(RuleBasedStateMachine):
-    """The reducer against the transition table, one event at a time."""
+    """The reducer against the transition table, one event at a time.
+
+    Valid events are drawn from the machine's own fold (the table and the guards it
+    accepts next), so an arbitrary event it accepted is part of what the next one follows.
+    """
 
     run_id = "run-under-test"
 
@@ -49,20 +53,16 @@ class LogMachine(RuleBasedStateMachine):
         super().__init__()
         self.events: list[Event] = []
         self.fold = Fold()
-        self.walk = _Walk()
 
     @rule(data=st.data())
     def append_valid(self, data: st.DataObject) -> None:
-        choices = _choices(self.fold.status, self.walk, include_unknown=True)
-        if not choices:
+        if self.fold.status is not None and self.fold.status.terminal:
             return
-        event_type = data.draw(st.sampled_from(choices))
-        seq = len(self.events) + 1
-        event = data.draw(st.composite(lambda draw: _build(draw, event_type, self.run_id, seq, BASE_TIME, self.walk))())
+        event = data.draw(next_event(self.fold, self.run_id, at=BASE_TIME))
         before = self.fold.status
         self.fold.apply(event)
         self.events.append(event)
-        known = event_type != UNKNOWN
+        known = not isinstance(event, UnknownEvent)
         assert self.fold.status == TRANSITIONS[(before, event.type if known else UNKNOWN)]
 
     @rule(event=any_event(run_id=run_id))

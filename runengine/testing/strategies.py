@@ -1,47 +1,27 @@
-"""Hypothesis strategies for runs.
+"""Hypothesis strategies for runs, derived from the event declarations.
 
 `histories()` generates valid logs by walking the transition table (the same
-table the reducer validates against), so every generated history folds without
-error. `any_event()` generates events of every type with arbitrary sequence
-numbers and payloads: mostly invalid for a given state, which is the point.
+table the reducer validates against) with a real `Fold`: the types a status accepts
+come from the table, the ones whose guards cannot pass now are left out, guarded id
+fields are filled from the guards' passing values, and every other payload field
+from its declared type. Each event is folded as it is drawn, so every generated
+history folds without error. `any_event()` generates events of every type with
+arbitrary sequence numbers and payloads: mostly invalid for a given state, which is the point.
 """
 
 from __future__ import annotations
 
+import types
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from functools import cache
+from typing import Any, Union, get_args, get_origin
 
+import attrs
 from hypothesis import strategies as st
 
-from ..events import (
-    EVENT_TYPES,
-    Custom,
-    ErrorInfo,
-    Event,
-    MessageCompleted,
-    MessageDelta,
-    MessageDiscarded,
-    RunCancelled,
-    RunCompleted,
-    RunCreated,
-    RunFailed,
-    RunInput,
-    RunInputTimedOut,
-    RunRequeued,
-    RunResumed,
-    RunStarted,
-    RunSuspended,
-    RunWaitingForInput,
-    StepCompleted,
-    Thought,
-    TimerFired,
-    TimerStarted,
-    ToolCall,
-    ToolResult,
-    UnknownEvent,
-    Usage,
-)
-from ..status import Status
+from ..events import ENVELOPE_FIELDS, EVENT_TYPES, VALUES, ErrorInfo, Event, Fresh, Guard, UnknownEvent
+from ..reducer import Fold
 from ..transitions import UNKNOWN, allowed
 
 BASE_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -56,133 +36,147 @@ short_text = st.text(max_size=12)
 ids = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=8)
 error_infos = st.builds(ErrorInfo, code=ids, message=short_text)
 
+#: Text fields that name something (drawn as ids); other text fields are free text.
+_NAMES = frozenset({"agent", "name", "worker", "version", "owner", "source", "code"})
 
-class _Walk:
-    """What a history generator must remember to respect the reducer's guards."""
-
-    def __init__(self) -> None:
-        self.open_message: str | None = None
-        self.done_messages: set[str] = set()
-        self.open_calls: list[str] = []
-        self.all_calls: set[str] = set()
-        self.open_timer: str | None = None
-        self.counter = 0
-
-    def fresh(self, prefix: str) -> str:
-        self.counter += 1
-        return f"{prefix}{self.counter}"
+#: Per event type, per payload field: a strategy to use instead of the derived one.
+Overrides = Mapping[str, Mapping[str, st.SearchStrategy[Any]]]
 
 
-def _choices(status: Status | None, walk: _Walk, include_unknown: bool) -> list[str]:
-    out = []
-    for event_type in allowed(status):
-        if event_type == UNKNOWN and not include_unknown:
-            continue
-        if event_type == ToolResult.type and not walk.open_calls:
-            continue
-        if event_type == MessageDiscarded.type and walk.open_message is None:
-            continue
-        if event_type == TimerStarted.type and walk.open_timer is not None:
-            continue
-        if event_type == TimerFired.type and walk.open_timer is None:
-            continue
-        out.append(event_type)
-    return out
+@cache
+def _fields(cls: type[Event]) -> tuple[attrs.Attribute, ...]:  # type: ignore[type-arg]
+    attrs.resolve_types(cls)
+    return tuple(f for f in attrs.fields(cls) if f.name not in ENVELOPE_FIELDS)
 
 
-def _build(draw: st.DrawFn, event_type: str, run_id: str, seq: int, at: datetime, walk: _Walk) -> Event:
-    common: dict[str, Any] = {"run_id": run_id, "seq": seq, "at": at}
-    if event_type == RunCreated.type:
-        return RunCreated(
-            **common,
-            agent=draw(ids),
-            input=draw(json_values),
-            session_id=draw(st.none() | ids),
-            metadata=draw(st.dictionaries(ids, json_values, max_size=2)),
-            mode=draw(st.sampled_from(["sync", "async", "stream"])),
-            start_at=draw(st.none() | st.just(at + timedelta(seconds=5))),
-        )
-    if event_type == RunStarted.type:
-        return RunStarted(**common, worker=draw(st.none() | ids), attempt=draw(st.integers(1, 3)), version=draw(st.none() | ids))
-    if event_type == RunResumed.type:
-        return RunResumed(
-            **common,
-            worker=draw(st.none() | ids),
-            attempt=draw(st.integers(2, 5)),
-            reason=draw(st.sampled_from(["restart", "worker_lost"])),
-        )
-    if event_type == RunSuspended.type:
-        return RunSuspended(**common)
-    if event_type == MessageDiscarded.type:
-        message_id, walk.open_message = walk.open_message or walk.fresh("m"), None
-        walk.done_messages.add(message_id)
-        return MessageDiscarded(**common, message_id=message_id)
-    if event_type == StepCompleted.type:
-        failed = draw(st.booleans())
-        return StepCompleted(
-            **common, name=draw(ids), output=None if failed else draw(json_values), error=draw(error_infos) if failed else None
-        )
-    if event_type == TimerStarted.type:
-        walk.open_timer = walk.fresh("t")
-        return TimerStarted(**common, timer_id=walk.open_timer, until=at + timedelta(seconds=draw(st.integers(0, 60))))
-    if event_type == TimerFired.type:
-        timer_id, walk.open_timer = walk.open_timer or walk.fresh("t"), None
-        return TimerFired(**common, timer_id=timer_id)
-    if event_type == RunInputTimedOut.type:
-        return RunInputTimedOut(**common)
-    if event_type == MessageDelta.type:
-        if walk.open_message is None:
-            walk.open_message = walk.fresh("m")
-        return MessageDelta(**common, message_id=walk.open_message, content=draw(short_text))
-    if event_type == MessageCompleted.type:
-        message_id = walk.open_message or walk.fresh("m")
-        walk.open_message = None
-        walk.done_messages.add(message_id)
-        return MessageCompleted(
-            **common, message_id=message_id, role=draw(st.sampled_from(["assistant", "user", "system"])), content=draw(short_text)
-        )
-    if event_type == Thought.type:
-        return Thought(**common, content=draw(short_text), source=draw(st.none() | ids))
-    if event_type == ToolCall.type:
-        call_id = walk.fresh("c")
-        walk.open_calls.append(call_id)
-        walk.all_calls.add(call_id)
-        return ToolCall(**common, call_id=call_id, name=draw(ids), arguments=draw(st.dictionaries(ids, json_values, max_size=2)))
-    if event_type == ToolResult.type:
-        call_id = draw(st.sampled_from(walk.open_calls))
-        walk.open_calls.remove(call_id)
-        failed = draw(st.booleans())
-        return ToolResult(
-            **common, call_id=call_id, output=None if failed else draw(json_values), error=draw(error_infos) if failed else None
-        )
-    if event_type == RunWaitingForInput.type:
-        return RunWaitingForInput(
-            **common, request=draw(json_values), expires_at=draw(st.none() | st.just(at + timedelta(seconds=30)))
-        )
-    if event_type == RunInput.type:
-        return RunInput(**common, content=draw(json_values))
-    if event_type == Usage.type:
-        return Usage(
-            **common,
-            input_tokens=draw(st.integers(0, 10_000)),
-            output_tokens=draw(st.integers(0, 10_000)),
-            cost=draw(st.floats(0, 10, allow_nan=False)),
-        )
-    if event_type == Custom.type:
-        return Custom(**common, name=draw(ids), data=draw(json_values))
-    if event_type == RunRequeued.type:
-        walk.open_message, walk.open_calls, walk.open_timer = None, [], None
-        walk.done_messages, walk.all_calls = set(), set()
-        return RunRequeued(**common, reason=draw(short_text))
-    if event_type == RunCompleted.type:
-        return RunCompleted(**common, output=draw(json_values))
-    if event_type == RunFailed.type:
-        return RunFailed(**common, error=draw(error_infos))
-    if event_type == RunCancelled.type:
-        return RunCancelled(**common, reason=draw(st.none() | short_text))
+@cache
+def _field_strategy(cls: type[Event], name: str) -> st.SearchStrategy[Any]:
+    """Values for payload field `name` of `cls`: its declared usual values, or values of its type."""
+    field = attrs.fields_dict(cls)[name]
+    if VALUES in field.metadata:
+        return st.sampled_from(field.metadata[VALUES])
+    return _for_type(field.type, name)
+
+
+def _for_type(tp: Any, name: str) -> st.SearchStrategy[Any]:
+    """Values of the declared type `tp` (a new field type without a case here fails loudly)."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        parts = [arg for arg in get_args(tp) if arg is not type(None)]
+        inner = st.one_of(*(_for_type(arg, name) for arg in parts))
+        return st.none() | inner if len(parts) < len(get_args(tp)) else inner
+    if tp is Any:
+        return json_values
+    if tp is str:
+        return ids if name in _NAMES or name.endswith("_id") else short_text
+    if tp is bool:
+        return st.booleans()
+    if tp is int:
+        return st.integers(0, 10_000)
+    if tp is float:
+        return st.floats(0, 10, allow_nan=False)
+    if tp is datetime:
+        return st.integers(0, 3600).map(lambda seconds: BASE_TIME + timedelta(seconds=seconds))
+    if origin is dict:
+        return st.dictionaries(ids, json_values, max_size=2)
+    if tp is ErrorInfo:
+        return error_infos
+    raise TypeError(f"no strategy for a field of type {tp!r} ({name}): add one to runengine.testing.strategies")
+
+
+def _fresh(taken: Any) -> Callable[[str], str]:
+    def fresh(candidate: str) -> str:
+        while candidate in taken:
+            candidate += "x"
+        return candidate
+
+    return fresh
+
+
+def _passing(guard: Guard, run: Fold) -> st.SearchStrategy[Any] | None:
+    """The values of the guarded field that pass now (None: none does)."""
+    assert guard.passing is not None
+    passing = guard.passing(run)
+    if isinstance(passing, Fresh):
+        return ids.map(_fresh(passing.taken))
+    return st.sampled_from(passing) if passing else None
+
+
+def can_come(event_type: str, run: Fold) -> bool:
+    """Whether an event of `event_type` can pass its guards in `run`'s state (the table aside)."""
     if event_type == UNKNOWN:
-        return UnknownEvent(**common, type=f"future.{draw(ids)}", data=draw(st.dictionaries(ids, json_values, max_size=2)))
-    raise AssertionError(f"no builder for {event_type}")  # pragma: no cover - the table and builders agree
+        return True
+    for guard in EVENT_TYPES[event_type].guards:
+        if guard.field is None:
+            if guard.refuse(run, None) is not None:
+                return False
+        elif _passing(guard, run) is None:
+            return False
+    return True
+
+
+def next_types(run: Fold, *, include_unknown: bool = True) -> list[str]:
+    """The event types (and UNKNOWN) that `run` accepts next: the table's, whose guards can pass."""
+    return [
+        event_type
+        for event_type in allowed(run.status)
+        if (include_unknown or event_type != UNKNOWN) and can_come(event_type, run)
+    ]
+
+
+def build_event(
+    draw: st.DrawFn,
+    event_type: str,
+    run_id: str,
+    seq: int,
+    at: datetime,
+    run: Fold | None = None,
+    overrides: Overrides | None = None,
+) -> Event:
+    """An event of `event_type`; with `run`, its guarded fields hold values `run` accepts."""
+    if event_type == UNKNOWN:
+        return UnknownEvent(
+            run_id=run_id, seq=seq, at=at, type=f"future.{draw(ids)}", data=draw(st.dictionaries(ids, json_values, max_size=2))
+        )
+    cls = EVENT_TYPES[event_type]
+    guarded = {g.field: g for g in cls.guards if g.field is not None} if run is not None else {}
+    ours = (overrides or {}).get(event_type, {})
+    payload: dict[str, Any] = {}
+    for field in _fields(cls):
+        if field.name in guarded:
+            assert run is not None
+            values = _passing(guarded[field.name], run)
+            assert values is not None, f"{event_type} cannot come now"
+        elif field.name in ours:
+            values = ours[field.name]
+        else:
+            values = _field_strategy(cls, field.name)
+        payload[field.name] = draw(values)
+    return cls(run_id=run_id, seq=seq, at=at, **payload)
+
+
+@st.composite
+def next_event(
+    draw: st.DrawFn,
+    run: Fold,
+    run_id: str,
+    *,
+    at: datetime,
+    include_unknown: bool = True,
+    weights: Mapping[str, int] | None = None,
+    overrides: Overrides | None = None,
+) -> Event:
+    """An event `run` accepts next (`run` must accept one: it has not ended). Not folded in."""
+    choices = next_types(run, include_unknown=include_unknown)
+    assert choices, "the run has ended"
+    if weights:
+        choices = [c for c in choices for _ in range(weights.get(c, 1))]
+    event_type = draw(st.sampled_from(choices))
+    return build_event(draw, event_type, run_id, run.last_seq + 1, at, run, overrides)
+
+
+def _is_terminal(event_type: str) -> bool:
+    return event_type in EVENT_TYPES and EVENT_TYPES[event_type].terminal
 
 
 @st.composite
@@ -195,41 +189,36 @@ def histories(
     finish: bool | None = None,
     include_unknown: bool = True,
 ) -> list[Event]:
-    """A valid log: starts with run.created, follows the table, gapless seqs.
+    """A valid log: starts with run.created, follows the table and the guards, gapless seqs.
 
     `finish=True` ends it with a terminal event, False never does, None lets hypothesis choose.
     """
-    from ..transitions import TRANSITIONS
-
     rid = run_id if run_id is not None else draw(ids)
-    walk = _Walk()
+    run = Fold()
     events: list[Event] = []
-    status: Status | None = None
     at = BASE_TIME
     target = draw(st.integers(min_events, max_events))
     while True:
-        choices = _choices(status, walk, include_unknown)
+        choices = next_types(run, include_unknown=include_unknown)
         if not choices:
             break  # terminal
-        wants_end = len(events) >= target
-        if wants_end:
+        if len(events) >= target:
             if finish is False:
                 break
             if finish is None and draw(st.booleans()):
                 break
-            terminal = [c for c in choices if c in (RunCompleted.type, RunFailed.type, RunCancelled.type)]
+            terminal = [c for c in choices if _is_terminal(c)]
             if not terminal:  # e.g. a fresh run: only run.started leads on
-                choices = [c for c in choices if c == RunStarted.type] or choices
+                choices = [c for c in choices if c == "run.started"] or choices
             else:
                 choices = terminal
         else:  # terminal events only once the target length is reached
-            non_terminal = [c for c in choices if c not in (RunCompleted.type, RunFailed.type, RunCancelled.type)]
-            choices = non_terminal or choices
+            choices = [c for c in choices if not _is_terminal(c)] or choices
         event_type = draw(st.sampled_from(choices))
         at = at + timedelta(milliseconds=draw(st.integers(0, 1000)))
-        event = _build(draw, event_type, rid, len(events) + 1, at, walk)
+        event = build_event(draw, event_type, rid, len(events) + 1, at, run)
+        run.apply(event)  # a generator that disagrees with the reducer fails here
         events.append(event)
-        status = TRANSITIONS[(status, event_type if event_type in EVENT_TYPES else UNKNOWN)]
         if len(events) > max_events + 4 and finish is not True:
             break
     return events
@@ -240,13 +229,5 @@ def any_event(draw: st.DrawFn, *, run_id: str | None = None, max_seq: int = 50) 
     """An event of any type (known or not) with an arbitrary seq and payload: often invalid."""
     rid = run_id if run_id is not None else draw(ids)
     event_type = draw(st.sampled_from([*EVENT_TYPES, UNKNOWN]))
-    walk = _Walk()
-    walk.open_calls = [draw(ids)]  # tool.result for a call that may well not exist
-    walk.open_message = draw(st.none() | ids)
     seq = draw(st.integers(1, max_seq))
-    return _build(draw, event_type, rid, seq, BASE_TIME, walk)
-
-
-def split_points(events: list[Event]) -> st.SearchStrategy[int]:
-    """An index into a history (for prefix/suffix and reconnection properties)."""
-    return st.integers(0, len(events))
+    return build_event(draw, event_type, rid, seq, BASE_TIME)
