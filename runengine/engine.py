@@ -628,7 +628,7 @@ class RunEngine:
             except ConcurrencyConflict:
                 continue
             assert fold.state is not None
-            observe.appended([event], fold.state, time.perf_counter() - started)
+            observe.appended([event], lambda: fold.state, time.perf_counter() - started)
             return await self.status(run_id)
 
     async def _fail_at_head(self, run_id: str, code: str, message: str) -> None:
@@ -652,7 +652,7 @@ class RunEngine:
             except ConcurrencyConflict:
                 continue
             assert fold.state is not None
-            observe.appended([event], fold.state, time.perf_counter() - started)
+            observe.appended([event], lambda: fold.state, time.perf_counter() - started)
             return
 
     async def delete_run(self, run_id: str, *, owner: str | None = None) -> None:

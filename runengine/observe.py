@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -147,14 +147,16 @@ def installed() -> tuple[Observer, ...]:
     return _installed
 
 
-def appended(batch: Sequence[Event], state: RunState, seconds: float) -> None:
-    """Report a committed batch of one run's events (`state`: the run right after it)."""
+def appended(batch: Sequence[Event], state: RunState | Callable[[], RunState], seconds: float) -> None:
+    """Report a committed batch of one run's events (`state`: the run right after it, or how to
+    get it: a writer's state is frozen only for a run's last batch, not for every batch)."""
     if not _installed:
         return  # nobody listens: not even the counting is done
     observer = current
     observer.events_appended(types=Counter(event.type for event in batch), seconds=seconds)
     last = batch[-1]
     if last.terminal:
+        state = state() if callable(state) else state
         took = (state.finished_at - state.created_at).total_seconds() if state.finished_at and state.created_at else None
         observer.run_ended(run_id=state.run_id, agent=state.agent, status=state.status.value, seconds=took)
 

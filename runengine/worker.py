@@ -292,7 +292,7 @@ class Worker:
             except ConcurrencyConflict:
                 continue
             assert fold.state is not None
-            observe.appended([event], fold.state, time.perf_counter() - started)
+            observe.appended([event], lambda: fold.state, time.perf_counter() - started)
             return fold.state
 
     async def _watch(self, held: _Held) -> None:

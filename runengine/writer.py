@@ -207,7 +207,7 @@ class RunWriter:
                     self._batch_done.set()
                     self._batch_done = anyio.Event()
                 self.committed_seq = last.seq
-                observe.appended(batch, self.state, time.perf_counter() - started)
+                observe.appended(batch, lambda: self.state, time.perf_counter() - started)
                 if snapshot is not None and snapshot.last_seq == last.seq:
                     await self.store.save_snapshot(snapshot)
                     self._snapshot_seq = snapshot.last_seq
