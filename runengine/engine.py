@@ -274,6 +274,17 @@ class RunEngine:
             log.info("resuming unfinished runs", count=len(recovered), agents_missing=sorted(missing))
         return list(recovered)
 
+    def waiting_for_agent(self, state: RunState) -> bool | None:
+        """Whether an unfinished run waits for an engine that has its agent: True when this
+        engine does not have it (the run stays as it is, neither started nor failed, until an
+        engine with the agent opens the store). None on a shared store, where another worker
+        may have the agent and this engine cannot tell."""
+        if state.terminal:
+            return False
+        if self.store.shared:
+            return None
+        return state.agent not in self.agents
+
     async def _resume(self, run_id: str) -> None:
         state, first_page = await self._load(run_id)
         if run_id not in self.driver.active:
