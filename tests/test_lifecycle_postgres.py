@@ -58,6 +58,7 @@ async def test_a_version_2_schema_is_migrated_once_by_concurrent_openers(pg_dsn:
     try:  # back to what version 2 created
         await conn.execute(f'DROP INDEX "{schema}".runengine_runs_ended')
         await conn.execute(f'DROP INDEX "{schema}".runengine_idempotency_run')
+        await conn.execute(f'ALTER TABLE "{schema}".runengine_queue DROP COLUMN not_before')
         await conn.execute(f'DELETE FROM "{schema}".runengine_schema')
         await conn.execute(f'INSERT INTO "{schema}".runengine_schema VALUES (2)')
     finally:
@@ -75,11 +76,19 @@ async def test_a_version_2_schema_is_migrated_once_by_concurrent_openers(pg_dsn:
             await store.close()
     conn = await asyncpg.connect(pg_dsn)
     try:
-        assert await conn.fetchval(f'SELECT max(version) FROM "{schema}".runengine_schema') == SCHEMA_VERSION == 3
+        assert await conn.fetchval(f'SELECT max(version) FROM "{schema}".runengine_schema') == SCHEMA_VERSION == 4
         indexes = {r[0] for r in await conn.fetch("SELECT indexname FROM pg_indexes WHERE schemaname = $1", schema)}
+        queue_columns = {
+            r[0]
+            for r in await conn.fetch(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'runengine_queue'",
+                schema,
+            )
+        }
     finally:
         await conn.close()
     assert {"runengine_runs_ended", "runengine_idempotency_run"} <= indexes
+    assert "not_before" in queue_columns
 
 
 @pytest.mark.anyio

@@ -68,7 +68,7 @@ log = structlog.get_logger("runengine.postgres")
 
 #: The schema this version writes. A database at a higher version is refused; one at a lower
 #: version is migrated when opened (_MIGRATIONS).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: How long a session may sit idle inside a transaction before the server ends it (see _server_settings).
 IDLE_IN_TRANSACTION_MS = 5_000
 
@@ -103,6 +103,8 @@ _MIGRATIONS = {
         " WHERE session_id IS NOT NULL ORDER BY session_id, position ON CONFLICT (session_id) DO NOTHING",
     ),
     3: (_ENDED_INDEX, _IDEMPOTENCY_RUN_INDEX),
+    # A delayed run is claimable from its start_at on, not before (a worker does not hold it meanwhile).
+    4: ("ALTER TABLE runengine_queue ADD COLUMN IF NOT EXISTS not_before timestamptz",),
 }
 
 _DDL = """
@@ -154,7 +156,8 @@ CREATE TABLE runengine_queue (
     worker text,
     lease_until timestamptz,
     claims integer NOT NULL DEFAULT 0,
-    after_runs text[] NOT NULL DEFAULT '{}'
+    after_runs text[] NOT NULL DEFAULT '{}',
+    not_before timestamptz
 );
 CREATE INDEX runengine_queue_waiting ON runengine_queue (position) WHERE NOT claimed;
 CREATE INDEX runengine_queue_leases ON runengine_queue (lease_until) WHERE claimed;
@@ -594,17 +597,20 @@ class PostgresStore:
         plain = [r for r in queued if not r.after]
         if plain:
             await conn.execute(
-                "INSERT INTO runengine_queue (run_id, agent) SELECT * FROM unnest($1::text[], $2::text[])",
+                "INSERT INTO runengine_queue (run_id, agent, not_before)"
+                " SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])",
                 [r.run_id for r in plain],
                 [getattr(r.events[0], "agent", "") for r in plain],
+                [getattr(r.events[0], "start_at", None) for r in plain],
             )
         for r in queued:
             if r.after:  # rare (session policy "enqueue"): one row each
                 await conn.execute(
-                    "INSERT INTO runengine_queue (run_id, agent, after_runs) VALUES ($1, $2, $3::text[])",
+                    "INSERT INTO runengine_queue (run_id, agent, after_runs, not_before) VALUES ($1, $2, $3::text[], $4)",
                     r.run_id,
                     getattr(r.events[0], "agent", ""),
                     list(r.after),
+                    getattr(r.events[0], "start_at", None),
                 )
         unblocked = False
         if ended:  # runs queued behind one that just ended can be claimed now
@@ -983,7 +989,9 @@ class PostgresWorkQueue:
                     await conn.fetch(
                         "WITH picked AS ("
                         "  SELECT run_id, claimed AS taken_over FROM runengine_queue"
-                        "  WHERE (NOT claimed AND agent = ANY($2::text[]) AND (cardinality(after_runs) = 0 OR NOT EXISTS ("
+                        "  WHERE (NOT claimed AND agent = ANY($2::text[])"
+                        "    AND (not_before IS NULL OR not_before <= clock_timestamp())"
+                        "    AND (cardinality(after_runs) = 0 OR NOT EXISTS ("
                         "    SELECT 1 FROM runengine_runs AS r WHERE r.run_id = ANY(after_runs)"
                         "    AND r.status IN ('pending', 'running', 'waiting_for_input'))))"
                         "   OR (claimed AND lease_until < clock_timestamp())"
@@ -1045,6 +1053,13 @@ class PostgresWorkQueue:
 
     async def wait_for_work(self, timeout: float) -> None:
         work = self._store._work
+        # No notice comes when a delayed run's start_at arrives: wake for the earliest one.
+        row = await self._store._fetchrow(
+            "SELECT extract(epoch FROM min(not_before) - clock_timestamp()) FROM runengine_queue"
+            " WHERE NOT claimed AND not_before > clock_timestamp()"
+        )
+        if row is not None and row[0] is not None:
+            timeout = min(timeout, max(float(row[0]), 0.0))
         try:
             await asyncio.wait_for(work.wait(), timeout)
         except asyncio.TimeoutError:
