@@ -52,8 +52,9 @@ from .events import (
 )
 from .idempotency import bind_key, fingerprint
 from .ownership import can_access, idempotency_principal, session_of
-from .ports import MAX_PAGE, EventStore, IdempotencyRecord, LeaseLost, RunPage, RunSummary, SessionRecord, WorkQueue
+from .ports import MAX_PAGE, EventStore, HeadReader, IdempotencyRecord, LeaseLost, RunPage, RunSummary, SessionRecord, WorkQueue
 from .reducer import Fold
+from .reducer import fold as fold_log
 from .retention import DEFAULT_SWEEP_INTERVAL, RetentionSweeper, delete_ended_run, retention_seconds, start_retention
 from .state import RunState
 from .status import Status
@@ -253,10 +254,12 @@ class RunEngine:
             return []
         recovered: dict[str, None] = {}
         missing: set[str] = set()
+        heads = self.store if isinstance(self.store, HeadReader) else None
         for status in ACTIVE_STATUSES:
             before: str | None = None
             while True:
                 page = await self.store.list_runs(status=status, limit=200, before=before)
+                found: list[str] = []
                 for summary in page.runs:
                     if summary.run_id in self.driver.active or summary.run_id in recovered:
                         continue  # (a run started meanwhile is listed again under its new status)
@@ -264,9 +267,19 @@ class RunEngine:
                         missing.add(summary.agent)
                         continue
                     recovered[summary.run_id] = None
-                    # Each run reads its own state in its own task: a thousand runs resume at once,
-                    # their reads and run.resumed appends batched by the store, not one after another.
-                    self._task_group().start_soon(self._resume, summary.run_id, name=f"resume {summary.run_id}")
+                    found.append(summary.run_id)
+                # The page's short logs in one read; a run whose log is longer than a page (or a
+                # store that cannot read heads) reads its own state in its own task. A thousand
+                # runs resume at once, their run.resumed appends batched by the store.
+                logs = await heads.read_heads(found, limit=MAX_PAGE) if heads is not None and found else {}
+                for run_id in found:
+                    log_head = logs.get(run_id, [])
+                    if 0 < len(log_head) < MAX_PAGE and run_id not in self.driver.active:
+                        state = fold_log(log_head)
+                        if state is not None:
+                            self.driver.launch(self._task_group(), state, first_page=log_head)
+                            continue
+                    self._task_group().start_soon(self._resume, run_id, name=f"resume {run_id}")
                 before = page.next_before
                 if before is None:
                     break

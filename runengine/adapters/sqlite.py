@@ -771,6 +771,22 @@ class SQLiteStore:
         )
         return [_decode(run_id, seq, event_type, at, data) for seq, event_type, at, data in rows]
 
+    async def read_heads(self, run_ids: Sequence[str], *, limit: int) -> dict[str, list[Event]]:
+        """The first `limit` events of each run, a chunk of runs per query (the HeadReader port)."""
+        self._require_open()
+        heads: dict[str, list[Event]] = {}
+        for start in range(0, len(run_ids), _IN_CHUNK):
+            chunk = list(run_ids[start : start + _IN_CHUNK])
+            marks = ",".join("?" * len(chunk))
+            rows = await self._fetch(
+                f"SELECT run_id, seq, type, at_us, data FROM events WHERE run_id IN ({marks}) AND seq <= ?"
+                " ORDER BY run_id, seq",
+                (*chunk, limit),
+            )
+            for row in rows:
+                heads.setdefault(row[0], []).append(_decode(*row))
+        return heads
+
     async def last_seq(self, run_id: str) -> int:
         summary = await self.get_run(run_id)
         return summary.last_seq if summary is not None else 0
