@@ -59,7 +59,7 @@ from .retention import DEFAULT_SWEEP_INTERVAL, RetentionSweeper, delete_ended_ru
 from .state import RunState
 from .status import Status
 from .stores import open_store
-from .driver import AgentFailed, DriverOptions, RunDriver
+from .driver import AgentFailed, DriverOptions, RunDriver, append_at_head
 from .limits import MAX_EVENT_BYTES, MAX_EVENTS_PER_RUN
 from .wire import to_json
 from .worker import Worker, WorkerOptions, worker_options
@@ -673,17 +673,7 @@ class RunEngine:
 
     async def _append_at_head(self, run_id: str, build: Callable[[int], Event]) -> None:
         """Append one event after whatever the log holds now, unless the run has ended."""
-        while True:
-            state = await self.status(run_id)
-            if state.terminal:
-                return
-            event = build(state.last_seq + 1)
-            Fold(state).apply(event)
-            try:
-                await self.store.append(run_id, [event], expected_seq=state.last_seq)
-                return
-            except ConcurrencyConflict:
-                continue
+        await append_at_head(self.store, run_id, build, self.status)
 
     async def delete_run(self, run_id: str, *, owner: str | None = None) -> None:
         """Delete an ended run: its events, snapshot and idempotency records (InvalidRunState while
