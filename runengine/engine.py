@@ -73,6 +73,11 @@ SESSION_POLICIES: tuple[str, ...] = ("allow", "reject", "enqueue", "interrupt")
 ACTIVE_STATUSES = (Status.PENDING, Status.RUNNING, Status.WAITING_FOR_INPUT)
 
 
+#: Recovery reads the logs of up to this many events in bulk (a page of runs per query); a longer
+#: log is loaded on its own (from its snapshot), so a bulk read never holds a long log it drops.
+RECOVERY_HEAD = 256
+
+
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -271,10 +276,10 @@ class RunEngine:
                 # The page's short logs in one read; a run whose log is longer than a page (or a
                 # store that cannot read heads) reads its own state in its own task. A thousand
                 # runs resume at once, their run.resumed appends batched by the store.
-                logs = await heads.read_heads(found, limit=MAX_PAGE) if heads is not None and found else {}
+                logs = await heads.read_heads(found, limit=RECOVERY_HEAD) if heads is not None and found else {}
                 for run_id in found:
                     log_head = logs.get(run_id, [])
-                    if 0 < len(log_head) < MAX_PAGE and run_id not in self.driver.active:
+                    if 0 < len(log_head) < RECOVERY_HEAD and run_id not in self.driver.active:
                         state = fold_log(log_head)
                         if state is not None:
                             self.driver.launch(self._task_group(), state, first_page=log_head)
