@@ -192,7 +192,10 @@ def event_from_json(text: str | bytes) -> Event:
 #: the run writer encodes an event to check its size and the store then stores the same
 #: text, one encoding per event.
 _ENCODED: dict[int, tuple[Event, str]] = {}
+#: Bounds on what the memo keeps alive: entries, and characters of text (big payloads fill it fast).
 _ENCODED_MAX = 4096
+_ENCODED_MAX_CHARS = 4_000_000
+_encoded_chars = 0
 
 
 def data_to_json(event: Event) -> str:
@@ -203,10 +206,14 @@ def data_to_json(event: Event) -> str:
     known = _ENCODED.get(id(event))
     if known is not None and known[0] is event:
         return known[1]
+    global _encoded_chars
     text = to_json(event_data(event), f"event seq {event.seq} ({event.type})")
-    if len(_ENCODED) >= _ENCODED_MAX:
+    if len(_ENCODED) >= _ENCODED_MAX or _encoded_chars + len(text) > _ENCODED_MAX_CHARS:
         _ENCODED.clear()
-    _ENCODED[id(event)] = (event, text)
+        _encoded_chars = 0
+    if len(text) <= _ENCODED_MAX_CHARS // 4:
+        _ENCODED[id(event)] = (event, text)
+        _encoded_chars += len(text)
     return text
 
 
