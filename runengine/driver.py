@@ -11,7 +11,8 @@ each run reach its next event, records `run.suspended` and leaves the run to the
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +25,7 @@ import structlog.contextvars
 from . import observe
 from .agents import AgentRegistry
 from .context import RunContext, sleep_until
-from .errors import AgentFailed, ReplayDivergence
+from .errors import AgentFailed, ConcurrencyConflict, ReplayDivergence
 from .events import (
     ErrorInfo,
     Event,
@@ -353,6 +354,31 @@ class RunDriver:
             await self.store.wait(run_id, after_seq=summary.last_seq, timeout=1.0)
 
 
+async def append_at_head(
+    store: EventStore,
+    run_id: str,
+    build: Callable[[int], Event],
+    load: Callable[[str], Awaitable[RunState]],
+) -> RunState | None:
+    """Append one event (`build(seq)`) after whatever the log holds now, unless the run has
+    ended (then None); the state after it. `load` reads the run's committed state; `store` is
+    where to append (a queue worker's leased view, or the engine's store)."""
+    while True:
+        state = await load(run_id)
+        if state.terminal:
+            return None
+        event = build(state.last_seq + 1)
+        fold = Fold(state)
+        fold.apply(event)  # InvalidTransition here: nothing written
+        started = time.perf_counter()
+        try:
+            await store.append(run_id, [event], expected_seq=state.last_seq)
+        except ConcurrencyConflict:
+            continue
+        observe.appended([event], lambda: fold.state, time.perf_counter() - started)
+        return fold.state
+
+
 def _last_message(state: RunState) -> Any:
     for message in reversed(state.messages):
         if message.role == "assistant":
@@ -360,4 +386,4 @@ def _last_message(state: RunState) -> Any:
     return None
 
 
-__all__ = ["ActiveRun", "AgentFailed", "DriverOptions", "RunDriver"]
+__all__ = ["ActiveRun", "AgentFailed", "DriverOptions", "RunDriver", "append_at_head"]

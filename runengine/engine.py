@@ -56,13 +56,14 @@ from .history import HistoryMessage
 from .history import session_history as read_session_history
 from .idempotency import bind_key, fingerprint
 from .ownership import can_access, idempotency_principal, session_of
-from .ports import MAX_PAGE, EventStore, IdempotencyRecord, LeaseLost, RunPage, SessionRecord, WorkQueue
+from .ports import MAX_PAGE, EventStore, HeadReader, IdempotencyRecord, LeaseLost, RunPage, SessionRecord, WorkQueue
 from .reducer import Fold
+from .reducer import fold as fold_log
 from .retention import DEFAULT_SWEEP_INTERVAL, RetentionSweeper, delete_ended_run, retention_seconds, start_retention
 from .state import RunState
 from .status import Status
 from .stores import open_store
-from .driver import AgentFailed, DriverOptions, RunDriver
+from .driver import AgentFailed, DriverOptions, RunDriver, append_at_head
 from .limits import MAX_EVENT_BYTES, MAX_EVENTS_PER_RUN
 from .wire import to_json
 from .worker import Worker, WorkerOptions, worker_options
@@ -74,6 +75,11 @@ MODES: tuple[str, ...] = ("sync", "async", "stream")
 SessionPolicy = Literal["allow", "reject", "enqueue", "interrupt"]
 SESSION_POLICIES: tuple[str, ...] = ("allow", "reject", "enqueue", "interrupt")
 ACTIVE_STATUSES = (Status.PENDING, Status.RUNNING, Status.WAITING_FOR_INPUT)
+
+
+#: Recovery reads the logs of up to this many events in bulk (a page of runs per query); a longer
+#: log is loaded on its own (from its snapshot), so a bulk read never holds a long log it drops.
+RECOVERY_HEAD = 256
 
 
 def utc_now() -> datetime:
@@ -257,10 +263,12 @@ class RunEngine:
             return []
         recovered: dict[str, None] = {}
         missing: set[str] = set()
+        heads = self.store if isinstance(self.store, HeadReader) else None
         for status in ACTIVE_STATUSES:
             before: str | None = None
             while True:
                 page = await self.store.list_runs(status=status, limit=200, before=before)
+                found: list[str] = []
                 for summary in page.runs:
                     if summary.run_id in self.driver.active or summary.run_id in recovered:
                         continue  # (a run started meanwhile is listed again under its new status)
@@ -268,15 +276,36 @@ class RunEngine:
                         missing.add(summary.agent)
                         continue
                     recovered[summary.run_id] = None
-                    # Each run reads its own state in its own task: a thousand runs resume at once,
-                    # their reads and run.resumed appends batched by the store, not one after another.
-                    self._task_group().start_soon(self._resume, summary.run_id, name=f"resume {summary.run_id}")
+                    found.append(summary.run_id)
+                # The page's short logs in one read; a run whose log is longer than a page (or a
+                # store that cannot read heads) reads its own state in its own task. A thousand
+                # runs resume at once, their run.resumed appends batched by the store.
+                logs = await heads.read_heads(found, limit=RECOVERY_HEAD) if heads is not None and found else {}
+                for run_id in found:
+                    log_head = logs.get(run_id, [])
+                    if 0 < len(log_head) < RECOVERY_HEAD and run_id not in self.driver.active:
+                        state = fold_log(log_head)
+                        if state is not None:
+                            self.driver.launch(self._task_group(), state, first_page=log_head)
+                            continue
+                    self._task_group().start_soon(self._resume, run_id, name=f"resume {run_id}")
                 before = page.next_before
                 if before is None:
                     break
         if recovered or missing:
             log.info("resuming unfinished runs", count=len(recovered), agents_missing=sorted(missing))
         return list(recovered)
+
+    def waiting_for_agent(self, state: RunState) -> bool | None:
+        """Whether an unfinished run waits for an engine that has its agent: True when this
+        engine does not have it (the run stays as it is, neither started nor failed, until an
+        engine with the agent opens the store). None on a shared store, where another worker
+        may have the agent and this engine cannot tell."""
+        if state.terminal:
+            return False
+        if self.store.shared:
+            return None
+        return state.agent not in self.agents
 
     async def _resume(self, run_id: str) -> None:
         state, first_page = await self._load(run_id)
@@ -639,21 +668,7 @@ class RunEngine:
 
     async def _append_at_head(self, run_id: str, build: Callable[[int], Event]) -> None:
         """Append one event after whatever the log holds now, unless the run has ended."""
-        while True:
-            state = await self.status(run_id)
-            if state.terminal:
-                return
-            event = build(state.last_seq + 1)
-            fold = Fold(state)
-            fold.apply(event)
-            started = time.perf_counter()
-            try:
-                await self.store.append(run_id, [event], expected_seq=state.last_seq)
-            except ConcurrencyConflict:
-                continue
-            assert fold.state is not None
-            observe.appended([event], lambda: fold.state, time.perf_counter() - started)
-            return
+        await append_at_head(self.store, run_id, build, self.status)
 
     async def delete_run(self, run_id: str, *, owner: str | None = None) -> None:
         """Delete an ended run: its events, snapshot and idempotency records (InvalidRunState while

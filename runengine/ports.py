@@ -117,6 +117,16 @@ class WebhookRegistration:
 
 
 @runtime_checkable
+class HeadReader(Protocol):
+    """Optional, for a store that can read the start of many runs' logs in one query: an engine
+    taking up many unfinished runs at start (recovery) reads them this way instead of one by one."""
+
+    async def read_heads(self, run_ids: Sequence[str], *, limit: int) -> dict[str, list[Event]]:
+        """Each run's events with seq 1 .. `limit`, in order (a run with none is left out)."""
+        ...
+
+
+@runtime_checkable
 class EventStore(Protocol):
     """Durable, per-run, gapless event logs with a run listing, snapshots and sessions."""
 

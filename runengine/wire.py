@@ -10,6 +10,8 @@ so a reader of a log written by a newer version keeps working.
 from __future__ import annotations
 
 import json
+import types
+import typing
 from datetime import datetime, timezone
 from typing import Any
 
@@ -17,7 +19,7 @@ import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from .errors import InvalidRequest
-from .events import ENVELOPE_FIELDS, EVENT_TYPES, Event, UnknownEvent
+from .events import ENVELOPE_FIELDS, EVENT_TYPES, ErrorInfo, Event, UnknownEvent
 from .state import RunState
 from .status import Status
 
@@ -83,6 +85,62 @@ def event_from_parts(run_id: str, seq: int, event_type: str, at: Any, data: dict
     return event
 
 
+# Stored events were checked when they were written: a store decodes them with the
+# class's own constructor (a few µs) instead of cattrs' validating structure (~12 µs).
+# Per event type: (class, payload fields stored as time text, fields stored as ErrorInfo
+# dicts); a class with a field of any other non-JSON type goes through cattrs.
+_JSON_TYPES = (str, int, float, bool, dict, list, type(None), Any)
+
+
+def _stored_shape(cls: type[Event]) -> tuple[type[Event], tuple[str, ...], tuple[str, ...]] | None:
+    times: list[str] = []
+    errors: list[str] = []
+    for name, hint in typing.get_type_hints(cls).items():
+        if name in ENVELOPE_FIELDS or typing.get_origin(hint) is typing.ClassVar:
+            continue
+        args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+        kinds = {typing.get_origin(arg) or arg for arg in args}
+        if kinds <= {datetime, type(None)}:
+            times.append(name)
+        elif kinds <= {ErrorInfo, type(None)}:
+            errors.append(name)
+        elif not all(kind in _JSON_TYPES for kind in kinds):
+            return None
+    return cls, tuple(times), tuple(errors)
+
+
+_STORED: dict[str, tuple[type[Event], tuple[str, ...], tuple[str, ...]] | None] = {
+    _type: _stored_shape(_cls) for _type, _cls in EVENT_TYPES.items()
+}
+
+
+def event_from_stored(run_id: str, seq: int, event_type: str, at: datetime, data: dict[str, Any]) -> Event:
+    """An event a store wrote and reads back (`data` freshly decoded; it may be changed here).
+
+    Built directly, without validating again what was validated when it was written; a
+    payload the class does not take as it is (an older or newer layout) goes through
+    `event_from_parts`, which structures and checks it."""
+    shape = _STORED.get(event_type)
+    if shape is not None and type(data) is dict:
+        cls, times, errors = shape
+        payload = data
+        try:
+            if times or errors:
+                payload = dict(data)
+                for name in times:
+                    value = payload.get(name)
+                    if type(value) is str:
+                        payload[name] = parse_time(value)
+                for name in errors:
+                    value = payload.get(name)
+                    if type(value) is dict:
+                        payload[name] = ErrorInfo(**value)
+            return cls(run_id=run_id, seq=seq, at=at, **payload)
+        except (TypeError, ValueError):
+            pass
+    return event_from_parts(run_id, seq, event_type, at, data)
+
+
 def event_from_dict(raw: dict[str, Any]) -> Event:
     """Read an event from its wire dict. Malformed input raises InvalidRequest."""
     try:
@@ -130,12 +188,33 @@ def event_from_json(text: str | bytes) -> Event:
     return event_from_dict(json.loads(text))
 
 
+#: The payloads encoded last, by event identity (the event is kept, so its id is not reused):
+#: the run writer encodes an event to check its size and the store then stores the same
+#: text, one encoding per event.
+_ENCODED: dict[int, tuple[Event, str]] = {}
+#: Bounds on what the memo keeps alive: entries, and characters of text (big payloads fill it fast).
+_ENCODED_MAX = 4096
+_ENCODED_MAX_CHARS = 4_000_000
+_encoded_chars = 0
+
+
 def data_to_json(event: Event) -> str:
     """Only the payload, as JSON (what stores keep beside run_id, seq, type and at).
 
     Raises InvalidRequest when the payload cannot be strict JSON (NaN, Infinity, an object
     cattrs cannot unstructure ...)."""
-    return to_json(event_data(event), f"event seq {event.seq} ({event.type})")
+    known = _ENCODED.get(id(event))
+    if known is not None and known[0] is event:
+        return known[1]
+    global _encoded_chars
+    text = to_json(event_data(event), f"event seq {event.seq} ({event.type})")
+    if len(_ENCODED) >= _ENCODED_MAX or _encoded_chars + len(text) > _ENCODED_MAX_CHARS:
+        _ENCODED.clear()
+        _encoded_chars = 0
+    if len(text) <= _ENCODED_MAX_CHARS // 4:
+        _ENCODED[id(event)] = (event, text)
+        _encoded_chars += len(text)
+    return text
 
 
 def state_to_dict(state: RunState) -> dict[str, Any]:

@@ -24,23 +24,20 @@ claims runs and executes them. The policy:
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import attrs
 import structlog
 
-from . import observe
-from .errors import ConcurrencyConflict, InvalidRequest
+from .errors import InvalidRequest
 from .events import ErrorInfo, Event, RunFailed, RunRequeued
 from .ports import EventStore, Lease, LeaseLost, WorkQueue
-from .reducer import Fold
 from .state import RunState
 from .status import Status
 
-from .driver import ActiveRun
+from .driver import ActiveRun, append_at_head
 
 if TYPE_CHECKING:
     from .engine import RunEngine
@@ -242,13 +239,14 @@ class Worker:
             policy = self.options.on_lost
             log.info("taking over a run whose worker was lost", run_id=lease.run_id, policy=policy)
             if policy == "requeue" and state.attempt < self.options.max_attempts:
-                state = await self._append_at_head(
+                state = await append_at_head(
                     store,
                     lease.run_id,
                     lambda seq: RunRequeued(run_id=lease.run_id, seq=seq, at=engine.clock(), reason="worker_lost"),
+                    engine.status,
                 )
             elif policy != "resume":
-                await self._append_at_head(
+                await append_at_head(
                     store,
                     lease.run_id,
                     lambda seq: RunFailed(
@@ -257,6 +255,7 @@ class Worker:
                         at=engine.clock(),
                         error=ErrorInfo(code="worker_lost", message="the worker executing this run was lost"),
                     ),
+                    engine.status,
                 )
                 return
             if state is None:
@@ -276,24 +275,6 @@ class Worker:
     def _runs(self) -> anyio.abc.TaskGroup:
         assert self._tg is not None
         return self._tg
-
-    async def _append_at_head(self, store: EventStore, run_id: str, build: Callable[[int], Event]) -> RunState | None:
-        """Append one event after the log's head under the lease; the state after it (None if ended)."""
-        while True:
-            state = await self.engine.status(run_id)
-            if state.terminal:
-                return None
-            event = build(state.last_seq + 1)
-            fold = Fold(state)
-            fold.apply(event)
-            started = time.perf_counter()
-            try:
-                await store.append(run_id, [event], expected_seq=state.last_seq)
-            except ConcurrencyConflict:
-                continue
-            assert fold.state is not None
-            observe.appended([event], lambda: fold.state, time.perf_counter() - started)
-            return fold.state
 
     async def _watch(self, held: _Held) -> None:
         """Stop the run as soon as the lease is gone (a cancel from any process, a takeover)."""

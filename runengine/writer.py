@@ -73,7 +73,7 @@ class RunWriter:
         self.fold = fold
         self.committed_seq = fold.last_seq
         self._pending: list[Event] = []
-        self._lock = anyio.Lock()
+        self._lock = anyio.Lock(fast_acquire=True)  # uncontended (the common case): no yield to the loop
         self._wake = anyio.Event()
         self._full = anyio.Event()  # a whole batch is queued: the flush loop need not wait
         self._batch_done = anyio.Event()  # set (and replaced) each time an append returns

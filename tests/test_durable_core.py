@@ -442,3 +442,43 @@ async def test_a_graceful_stop_lets_a_step_in_flight_finish_and_record_before_su
     async with engine:
         events = [e async for e in engine.events(run.run_id)]
     assert events[-1].output == ["charged", "notified"] and calls == ["charge", "notify"]
+
+
+async def test_a_run_whose_agent_is_gone_stays_as_it_is_and_says_so_until_an_engine_has_it():
+    from runengine.adapters.profiles.native_shapes import run_to_json
+
+    store = MemoryStore()
+
+    def make(with_agent: bool) -> RunEngine:
+        engine = RunEngine(store)
+
+        @engine.agent("other")
+        async def other(ctx):
+            return "other"
+
+        if with_agent:
+
+            @engine.agent("approval")
+            async def approval(ctx):
+                return f"answer: {await ctx.ask('ship it?')}"
+
+        return engine
+
+    engine = make(with_agent=True)
+    async with engine:
+        waiting = await engine.execute("approval")
+        delayed = await engine.execute("approval", mode="async", start_at=datetime.now(timezone.utc) + timedelta(hours=1))
+        assert engine.waiting_for_agent(await engine.status(waiting.run_id)) is False
+    engine = make(with_agent=False)
+    async with engine:
+        for run_id, status in ((waiting.run_id, Status.WAITING_FOR_INPUT), (delayed.run_id, Status.PENDING)):
+            state = await engine.status(run_id)
+            assert state.status is status  # neither failed nor started
+            assert engine.waiting_for_agent(state) is True
+            assert run_to_json(state, waiting_for_agent=engine.waiting_for_agent(state))["waiting_for_agent"] is True
+    engine = make(with_agent=True)
+    async with engine:
+        assert engine.waiting_for_agent(await engine.status(waiting.run_id)) is False
+        await engine.resume(waiting.run_id, "yes")
+        done = await engine.wait(waiting.run_id)
+        assert done.output == "answer: yes" and engine.waiting_for_agent(done) is False

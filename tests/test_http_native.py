@@ -280,6 +280,7 @@ async def test_a_delayed_run_is_pending_until_its_start_at(client: httpx.AsyncCl
     done = await wait_status(client, run["run_id"], "completed")
     assert datetime.fromisoformat(done["started_at"].replace("Z", "+00:00")) >= start_at
     assert done["suspended"] is False and done["discarded_messages"] == [] and done["sleeping_until"] is None
+    assert done["waiting_for_agent"] is False  # this engine has the agent
 
 
 @pytest.mark.anyio

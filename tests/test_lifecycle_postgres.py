@@ -57,7 +57,9 @@ async def test_a_version_2_schema_is_migrated_once_by_concurrent_openers(pg_dsn:
     try:  # back to what version 2 created
         await conn.execute(f'DROP INDEX "{schema}".runengine_runs_ended')
         await conn.execute(f'DROP INDEX "{schema}".runengine_idempotency_run')
+        await conn.execute(f'DROP TABLE "{schema}".runengine_rate_windows')
         await conn.execute(f'DROP TABLE "{schema}".runengine_webhooks')
+        await conn.execute(f'ALTER TABLE "{schema}".runengine_queue DROP COLUMN not_before')
         await conn.execute(f'DELETE FROM "{schema}".runengine_schema')
         await conn.execute(f'INSERT INTO "{schema}".runengine_schema VALUES (2)')
     finally:
@@ -75,11 +77,19 @@ async def test_a_version_2_schema_is_migrated_once_by_concurrent_openers(pg_dsn:
             await store.close()
     conn = await asyncpg.connect(pg_dsn)
     try:
-        assert await conn.fetchval(f'SELECT max(version) FROM "{schema}".runengine_schema') == SCHEMA_VERSION == 4
+        assert await conn.fetchval(f'SELECT max(version) FROM "{schema}".runengine_schema') == SCHEMA_VERSION == 6
         indexes = {r[0] for r in await conn.fetch("SELECT indexname FROM pg_indexes WHERE schemaname = $1", schema)}
+        queue_columns = {
+            r[0]
+            for r in await conn.fetch(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'runengine_queue'",
+                schema,
+            )
+        }
     finally:
         await conn.close()
     assert {"runengine_runs_ended", "runengine_idempotency_run"} <= indexes
+    assert "not_before" in queue_columns
 
 
 @pytest.mark.anyio
@@ -111,6 +121,7 @@ async def test_a_version_3_schema_moves_webhook_registrations_to_their_table(pg_
         await store.put_session(SessionRecord(session_id="platform.webhooks.mine", created_at=T0, data={"a": 1}))
     conn = await asyncpg.connect(pg_dsn)
     try:  # back to what version 3 created
+        await conn.execute(f'DROP TABLE "{schema}".runengine_rate_windows')
         await conn.execute(f'DROP TABLE "{schema}".runengine_webhooks')
         await conn.execute(f'DELETE FROM "{schema}".runengine_schema')
         await conn.execute(f'INSERT INTO "{schema}".runengine_schema VALUES (3)')

@@ -117,6 +117,7 @@ async def test_a_version_1_database_is_migrated_when_opened(pg_dsn: str) -> None
         await conn.execute("DROP INDEX runengine_runs_ended")  # version 3's
         await conn.execute("DROP TABLE runengine_rate_windows")  # version 4's
         await conn.execute("DROP TABLE runengine_webhooks")  # version 5's
+        await conn.execute("ALTER TABLE runengine_queue DROP COLUMN not_before")  # version 6's
         await conn.execute("DELETE FROM runengine_schema")
         await conn.execute("INSERT INTO runengine_schema VALUES (1)")
     finally:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import uuid
+from datetime import datetime, timedelta, timezone
 from collections.abc import AsyncIterator
 
 import anyio
@@ -122,6 +123,33 @@ async def test_claims_never_overlap(url: str) -> None:
         assert not set(claimed["a"]) & set(claimed["b"])
         assert sorted(claimed["a"] + claimed["b"]) == sorted(f"r{i}" for i in range(60))
         assert await a.work_queue.claim("c", agents=["y"], limit=5, lease=1) == []  # not our agent
+
+
+@pytest.mark.anyio
+async def test_a_delayed_run_is_not_claimable_before_its_start_at(url: str) -> None:
+    later = datetime.now(timezone.utc) + timedelta(hours=1)
+    soon = datetime.now(timezone.utc) + timedelta(seconds=0.5)
+    async with PostgresStore.from_url(url) as store:
+        queue = store.work_queue
+        await queue.enqueue("later", [RunCreated(run_id="later", seq=1, agent="x", start_at=later)])
+        await queue.enqueue("soon", [RunCreated(run_id="soon", seq=1, agent="x", start_at=soon)])
+        assert await queue.claim("w", agents=["x"], limit=5, lease=30) == []  # no slot held meanwhile
+        leases: list[object] = []
+        while not leases:
+            await queue.wait_for_work(5.0)  # wakes for the earliest start_at, no notice needed
+            leases = await queue.claim("w", agents=["x"], limit=5, lease=30)
+        assert datetime.now(timezone.utc) >= soon
+        assert [lease.run_id for lease in leases] == ["soon"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+async def test_a_worker_starts_a_delayed_run_at_its_start_at_without_holding_it_before(url: str) -> None:
+    async with api_engine(url) as api, make_worker_engine(url, lease=5, poll=0.2) as worker:
+        start_at = datetime.now(timezone.utc) + timedelta(seconds=1)
+        run = await api.execute("ticker", {"n": 2}, mode="async", start_at=start_at)
+        assert worker._worker is not None and worker._worker.in_flight == 0
+        done = await api.wait(run.run_id)
+        assert done.status is Status.COMPLETED and done.started_at is not None and done.started_at >= start_at
 
 
 @pytest.mark.anyio

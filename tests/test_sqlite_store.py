@@ -335,3 +335,24 @@ async def test_engine_status_uses_the_snapshot_not_the_whole_log(tmp_path: Path)
     async with SQLiteStore(tmp_path / "snap.db") as reopened:
         assert await reopened.load_snapshot(state.run_id) == state
         assert await RunEngine(reopened).status(state.run_id) == state
+
+
+@pytest.mark.anyio
+async def test_read_heads_gives_the_start_of_each_log_in_order(tmp_path: Path) -> None:
+    from runengine.events import StepCompleted, TimerStarted
+    from runengine.ports import HeadReader
+
+    logs = {
+        "a": new_log("a", 5),
+        "b": [*new_log("b", 2), StepCompleted(run_id="b", seq=3, at=T0, name="s", output={"x": [1]}),
+              TimerStarted(run_id="b", seq=4, at=T0, timer_id="t1", until=T0)],
+    }
+    async with SQLiteStore(tmp_path / "heads.db") as store:
+        assert isinstance(store, HeadReader)
+        for run_id, events in logs.items():
+            await store.append(run_id, events, expected_seq=0)
+    async with SQLiteStore(tmp_path / "heads.db") as store:  # fresh: nothing cached, all from the file
+        heads = await store.read_heads(["b", "a", "missing"], limit=3)
+        assert heads == {"a": logs["a"][:3], "b": logs["b"][:3]}
+        whole = await store.read_heads(["a", "b"], limit=100)
+        assert whole == logs

@@ -67,13 +67,13 @@ from runengine.validation import (
     encode_ended_cursor,
     micros,
 )
-from runengine.wire import data_to_json, event_from_parts, state_from_json, state_to_json, to_json
+from runengine.wire import data_to_json, event_from_stored, state_from_json, state_to_json, to_json
 
 log = structlog.get_logger("runengine.postgres")
 
 #: The schema this version writes. A database at a higher version is refused; one at a lower
 #: version is migrated when opened (_MIGRATIONS).
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 #: How long a session may sit idle inside a transaction before the server ends it (see _server_settings).
 IDLE_IN_TRANSACTION_MS = 5_000
 
@@ -147,6 +147,8 @@ _MIGRATIONS = {
     3: (_ENDED_INDEX, _IDEMPOTENCY_RUN_INDEX),
     _RATE_WINDOWS_VERSION: (_RATE_WINDOWS_DDL,),
     5: (_WEBHOOKS_DDL, *_MOVE_WEBHOOKS_TO_THEIR_TABLE),
+    # A delayed run is claimable from its start_at on, not before (a worker does not hold it meanwhile).
+    6: ("ALTER TABLE runengine_queue ADD COLUMN IF NOT EXISTS not_before timestamptz",),
 }
 
 _DDL = """
@@ -198,7 +200,8 @@ CREATE TABLE runengine_queue (
     worker text,
     lease_until timestamptz,
     claims integer NOT NULL DEFAULT 0,
-    after_runs text[] NOT NULL DEFAULT '{}'
+    after_runs text[] NOT NULL DEFAULT '{}',
+    not_before timestamptz
 );
 CREATE INDEX runengine_queue_waiting ON runengine_queue (position) WHERE NOT claimed;
 CREATE INDEX runengine_queue_leases ON runengine_queue (lease_until) WHERE claimed;
@@ -659,17 +662,20 @@ class PostgresStore:
         plain = [r for r in queued if not r.after]
         if plain:
             await conn.execute(
-                "INSERT INTO runengine_queue (run_id, agent) SELECT * FROM unnest($1::text[], $2::text[])",
+                "INSERT INTO runengine_queue (run_id, agent, not_before)"
+                " SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])",
                 [r.run_id for r in plain],
                 [getattr(r.events[0], "agent", "") for r in plain],
+                [getattr(r.events[0], "start_at", None) for r in plain],
             )
         for r in queued:
             if r.after:  # rare (session policy "enqueue"): one row each
                 await conn.execute(
-                    "INSERT INTO runengine_queue (run_id, agent, after_runs) VALUES ($1, $2, $3::text[])",
+                    "INSERT INTO runengine_queue (run_id, agent, after_runs, not_before) VALUES ($1, $2, $3::text[], $4)",
                     r.run_id,
                     getattr(r.events[0], "agent", ""),
                     list(r.after),
+                    getattr(r.events[0], "start_at", None),
                 )
         unblocked = False
         if ended:  # runs queued behind one that just ended can be claimed now
@@ -710,7 +716,7 @@ class PostgresStore:
             min(limit, MAX_PAGE),
         )
         loads = json.loads
-        return [event_from_parts(run_id, row[0], row[1], row[2], loads(row[3])) for row in rows]
+        return [event_from_stored(run_id, row[0], row[1], row[2], loads(row[3])) for row in rows]
 
     async def last_seq(self, run_id: str) -> int:
         row = await self._fetchrow("SELECT last_seq FROM runengine_runs WHERE run_id = $1", run_id)

@@ -47,7 +47,9 @@ class PostgresWorkQueue:
                     await conn.fetch(
                         "WITH picked AS ("
                         "  SELECT run_id, claimed AS taken_over FROM runengine_queue"
-                        "  WHERE (NOT claimed AND agent = ANY($2::text[]) AND (cardinality(after_runs) = 0 OR NOT EXISTS ("
+                        "  WHERE (NOT claimed AND agent = ANY($2::text[])"
+                        "    AND (not_before IS NULL OR not_before <= clock_timestamp())"
+                        "    AND (cardinality(after_runs) = 0 OR NOT EXISTS ("
                         "    SELECT 1 FROM runengine_runs AS r WHERE r.run_id = ANY(after_runs)"
                         "    AND r.status IN ('pending', 'running', 'waiting_for_input'))))"
                         "   OR (claimed AND lease_until < clock_timestamp())"
@@ -118,6 +120,13 @@ class PostgresWorkQueue:
 
     async def wait_for_work(self, timeout: float) -> None:
         work = self._store._work
+        # No notice comes when a delayed run's start_at arrives: wake for the earliest one.
+        row = await self._store._fetchrow(
+            "SELECT extract(epoch FROM min(not_before) - clock_timestamp()) FROM runengine_queue"
+            " WHERE NOT claimed AND not_before > clock_timestamp()"
+        )
+        if row is not None and row[0] is not None:
+            timeout = min(timeout, max(float(row[0]), 0.0))
         try:
             await asyncio.wait_for(work.wait(), timeout)
         except asyncio.TimeoutError:

@@ -88,7 +88,7 @@ from runengine.validation import (
     encode_cursor,
     encode_ended_cursor,
 )
-from runengine.wire import data_to_json, event_from_parts, format_time, state_from_json, state_to_json
+from runengine.wire import data_to_json, event_from_stored, format_time, state_from_json, state_to_json
 
 SCHEMA_VERSION = 4
 
@@ -288,7 +288,7 @@ def _decode(run_id: str, seq: int, event_type: str, at_us: int, data: str) -> Ev
     if event_type == _DELTA:
         payload = json.loads(data)
         return MessageDelta(run_id=run_id, seq=seq, at=when, message_id=payload["message_id"], content=payload["content"])
-    return event_from_parts(run_id, seq, event_type, when, json.loads(data))
+    return event_from_stored(run_id, seq, event_type, when, json.loads(data))
 
 
 def _same_after_storing(event: Event) -> bool:
@@ -786,6 +786,22 @@ class SQLiteStore:
             (run_id, after_seq, limit),
         )
         return [_decode(run_id, seq, event_type, at, data) for seq, event_type, at, data in rows]
+
+    async def read_heads(self, run_ids: Sequence[str], *, limit: int) -> dict[str, list[Event]]:
+        """The first `limit` events of each run, a chunk of runs per query (the HeadReader port)."""
+        self._require_open()
+        heads: dict[str, list[Event]] = {}
+        for start in range(0, len(run_ids), _IN_CHUNK):
+            chunk = list(run_ids[start : start + _IN_CHUNK])
+            marks = ",".join("?" * len(chunk))
+            rows = await self._fetch(
+                f"SELECT run_id, seq, type, at_us, data FROM events WHERE run_id IN ({marks}) AND seq <= ?"
+                " ORDER BY run_id, seq",
+                (*chunk, limit),
+            )
+            for row in rows:
+                heads.setdefault(row[0], []).append(_decode(*row))
+        return heads
 
     async def last_seq(self, run_id: str) -> int:
         summary = await self.get_run(run_id)

@@ -230,7 +230,8 @@ class NativeAPI:
     async def get_run(self, request: Request) -> Response:
         run_id = self._run_id(request)
         await self._visible_summary(request, run_id)
-        return json_response(run_to_json(await self.engine.status(run_id)))
+        state = await self.engine.status(run_id)
+        return json_response(run_to_json(state, waiting_for_agent=self.engine.waiting_for_agent(state)))
 
     async def delete_run(self, request: Request) -> Response:
         run_id = self._run_id(request)

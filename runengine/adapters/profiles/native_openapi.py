@@ -118,7 +118,7 @@ SCHEMAS: dict[str, Any] = {
         "required": [
             "run_id", "agent", "status", "session_id", "input", "metadata", "mode", "output", "error",
             "await_request", "cancel_reason", "messages", "tool_calls", "usage", "attempt",
-            "start_at", "sleeping_until", "input_expires_at", "suspended", "discarded_messages",
+            "start_at", "sleeping_until", "input_expires_at", "suspended", "discarded_messages", "waiting_for_agent",
             "created_at", "started_at", "finished_at", "updated_at", "last_seq",
         ],
         "properties": {
@@ -178,6 +178,11 @@ SCHEMAS: dict[str, Any] = {
                 "type": "array",
                 "items": {"type": "string"},
                 "description": "ids of messages a resumed run dropped (their deltas are not part of the output)",
+            },
+            "waiting_for_agent": {
+                **_nullable({"type": "boolean"}),
+                "description": "unfinished, and the serving engine does not have its agent: it stays as it is until an "
+                "engine that has the agent starts (null on a shared store, where another worker may have it)",
             },
             "created_at": TIME,
             "started_at": TIME,

@@ -24,8 +24,9 @@ def error_to_json(error: ErrorInfo | None) -> dict[str, str] | None:
     return None if error is None else {"code": error.code, "message": error.message}
 
 
-def run_to_json(state: RunState) -> dict[str, Any]:
-    """The run object: what a client needs to know about a run, folded from its log."""
+def run_to_json(state: RunState, *, waiting_for_agent: bool | None = False) -> dict[str, Any]:
+    """The run object: what a client needs to know about a run, folded from its log, and whether
+    it waits for an engine that has its agent (`RunEngine.waiting_for_agent`)."""
     return {
         "run_id": state.run_id,
         "agent": state.agent,
@@ -63,6 +64,7 @@ def run_to_json(state: RunState) -> dict[str, Any]:
         "input_expires_at": _time(state.input_expires_at),
         "suspended": state.suspended,
         "discarded_messages": list(state.discarded),
+        "waiting_for_agent": waiting_for_agent,
         "created_at": _time(state.created_at),
         "started_at": _time(state.started_at),
         "finished_at": _time(state.finished_at),
