@@ -57,11 +57,11 @@ def make_engine() -> RunEngine:
 
 
 @asynccontextmanager
-async def v1(auth: Any = None) -> AsyncIterator[tuple[RunEngine, httpx.AsyncClient]]:
+async def v1(auth: Any = None, **options: Any) -> AsyncIterator[tuple[RunEngine, httpx.AsyncClient]]:
     """The composed app (`build_app`, as `runengine serve` serves it) over uvicorn; a client on /v1."""
     engine = make_engine()
     async with engine:
-        async with serve(ASGIApp(build_app(engine, auth=auth)), **NO_LIFESPAN_H11) as base:
+        async with serve(ASGIApp(build_app(engine, auth=auth, **options)), **NO_LIFESPAN_H11) as base:
             async with httpx.AsyncClient(base_url=base + "/v1", timeout=30) as client:
                 yield engine, client
 
@@ -317,3 +317,18 @@ async def test_every_route_needs_credentials_and_runs_are_their_owners() -> None
         mine = (await client.post("/threads/tb/runs", json={}, headers=bob)).json()["run_id"]
         detail = (await client.get(f"/runs/{mine}", headers=bob)).json()
         assert (detail["created_by_user_id"], detail["org_id"], detail["created_by_user_name"]) == ("bob", None, None)
+
+
+@pytest.mark.anyio
+async def test_the_default_agent_is_configurable_and_can_be_turned_off() -> None:
+    """`runengine serve --default-agent meta` (build_app's default_agent): a run without persona_id
+    runs it; with none, persona_id is required (400) and nothing is created."""
+    async with v1(default_agent="meta") as (engine, client):
+        created = await client.post("/threads/t-default/runs", json={"input": {"x": 1}})
+        assert created.status_code == 201, created.text
+        run = await wait_for(client, created.json()["run_id"], "completed")
+        assert (await engine.status(run["run_id"])).agent == "meta"
+    async with v1(default_agent=None) as (engine, client):
+        refused = await client.post("/threads/t-none/runs", json={"input": "hi"})
+        assert refused.status_code == 400 and refused.json()["error"]["details"]["field"] == "persona_id"
+        assert (await engine.list_runs()).runs == ()

@@ -225,6 +225,12 @@ def _access_summary(api_keys: tuple[tuple[str, str], ...], auth_ref: str | None,
 )
 @click.option("--delay", default=0.05, show_default=True, type=float, help="Seconds between demo tokens.")
 @click.option(
+    "--default-agent",
+    default="echo",
+    show_default=True,
+    help="The agent a /v1 (seed 004) run without persona_id runs; '' makes persona_id required.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -285,6 +291,7 @@ def serve(
     app_ref: str | None,
     auth_ref: str | None,
     delay: float,
+    default_agent: str,
     log_level: str,
     log_format: LogFormat,
     metrics: bool | None,
@@ -351,6 +358,7 @@ def serve(
         rate_limit=rate_limit if isinstance(rate_limit, Rate) else None,
         platform_rate=None if rate_limit == RATE_OFF else PLATFORM_RATE,
         webhook_sender=WebhookSender(allow_hosts=webhook_allow_hosts),
+        default_agent=default_agent or None,
     )
     config = uvicorn.Config(
         asgi,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from runengine.adapters.profiles.acp import AcpProfile, acp_error
 from runengine.adapters.profiles.kore import KoreProfile
 from runengine.adapters.profiles.platform import build_platform_app
-from runengine.adapters.profiles.threads import ThreadsProfile
+from runengine.adapters.profiles.threads import DEFAULT_AGENT, ThreadsProfile
 from runengine.adapters.webhook_deliveries import WebhookDeliveries
 from runengine.adapters.webhooks import WebhookSender
 from runengine.engine import RunEngine
@@ -43,6 +43,7 @@ def build_app(
     platform_rate: Rate | None = None,
     webhook_sender: WebhookSender | None = None,
     metrics: PrometheusObserver | None = None,
+    default_agent: str | None = DEFAULT_AGENT,
 ) -> Router | RateLimited:
     """Every HTTP surface of `engine` in one App (mounts are matched before the root routes).
 
@@ -53,7 +54,8 @@ def build_app(
     counts are shared by every process when the store offers it (PostgreSQL). `webhook_sender`:
     how callbacks and webhooks are sent (its `allow_hosts` lets them reach internal hosts).
     `metrics`: serve its metrics at GET /metrics (runengine.adapters.metrics.install_metrics()).
-    GET /healthz and /readyz are always there."""
+    GET /healthz and /readyz are always there. `default_agent`: the agent a /v1 run without
+    `persona_id` runs (None: persona_id is required)."""
     streams = streams if streams is not None else OpenStreams()
     sender = webhook_sender or WebhookSender()
     windows = rate_windows(engine)
@@ -75,7 +77,7 @@ def build_app(
     router.mount(  # seeds 000/001
         "/kore", KoreProfile(engine, auth=auth, deliveries=WebhookDeliveries(engine, sender=sender), streams=streams)
     )
-    router.mount("/v1", ThreadsProfile(engine, auth=auth, streams=streams))  # seed 004
+    router.mount("/v1", ThreadsProfile(engine, auth=auth, default_agent=default_agent, streams=streams))  # seed 004
     if rate_limit is None:
         return router
     return RateLimited(
