@@ -9,6 +9,7 @@ When the journal runs out the context goes live, so the agent continues where it
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import math
@@ -363,19 +364,8 @@ class RunContext:
             if recorded.error is not None:
                 raise StepFailed(name, recorded.error.code, recorded.error.message)
             return recorded.output
-        try:
-            with observe.current.step_span(kind="step", name=name, run_id=self.run_id, seq=self._writer.next_seq):
-                output = plain(await _call(fn, *args, **kwargs))
-        except Exception as exc:
-            error = ErrorInfo(code=type(exc).__name__, message=f"{type(exc).__name__}: {exc}")
-            await self._add(
-                lambda seq: StepCompleted(run_id=self.run_id, seq=seq, at=self._clock(), name=name, error=error)
-            )
-            raise StepFailed(name, error.code, error.message) from exc
-        await self._add(
-            lambda seq: StepCompleted(run_id=self.run_id, seq=seq, at=self._clock(), name=name, output=output)
-        )
-        return output
+        span = observe.current.step_span(kind="step", name=name, run_id=self.run_id, seq=self._writer.next_seq)
+        return await self._record_step(name, lambda: _call(fn, *args, **kwargs), span)
 
     async def stream_step(self, name: str, fn: Callable[[StepStream], Awaitable[Any]]) -> Any:
         """Like `step`, for a call that streams while it runs (an LLM's reply): `fn(stream)` may
@@ -396,8 +386,16 @@ class RunContext:
             if recorded.error is not None:
                 raise StepFailed(name, recorded.error.code, recorded.error.message)
             return recorded.output
+        return await self._record_step(name, lambda: fn(StepStream(self)))
+
+    async def _record_step(
+        self, name: str, call: Callable[[], Awaitable[Any]], span: contextlib.AbstractContextManager[Any] | None = None
+    ) -> Any:
+        """Make a step's call live and record what came of it (`step.completed` with its output, or
+        its error, which is raised again as StepFailed); `span` is around the call alone."""
         try:
-            output = plain(await fn(StepStream(self)))
+            with span if span is not None else contextlib.nullcontext():
+                output = plain(await call())
         except Exception as exc:
             error = ErrorInfo(code=type(exc).__name__, message=f"{type(exc).__name__}: {exc}")
             await self._add(
