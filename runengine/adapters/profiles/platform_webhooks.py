@@ -26,7 +26,6 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-import anyio
 import attrs
 
 from runengine.context import RunContext
@@ -36,6 +35,7 @@ from runengine.adapters.webhooks import Attempt, WebhookSender
 from runengine.engine import AgentFailed
 from runengine.events import Custom, ErrorInfo
 from runengine.limits import MAX_SECRET_LENGTH, MAX_URL_LENGTH, MAX_WEBHOOKS_PER_APP
+from runengine.keylock import KeyLocks
 from runengine.ports import SessionRecord
 
 if TYPE_CHECKING:
@@ -103,7 +103,8 @@ class WebhookRegistry:
 
     def __init__(self, engine: RunEngine) -> None:
         self._engine = engine
-        self._locks: dict[str, anyio.Lock] = {}
+        # Serialises this process's read-modify-write of an app's record.
+        self._lock = KeyLocks()
 
     @staticmethod
     def record_id(app_id: str) -> str:
@@ -154,10 +155,6 @@ class WebhookRegistry:
                 data={"kind": "platform.webhooks", "app_id": app_id, "webhooks": [attrs.asdict(r) for r in registrations]},
             )
         )
-
-    def _lock(self, app_id: str) -> anyio.Lock:
-        # Serialises this process's read-modify-write of an app's record.
-        return self._locks.setdefault(app_id, anyio.Lock())
 
 
 class WebhookDispatcher:
