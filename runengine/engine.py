@@ -738,6 +738,11 @@ class RunEngine:
         """The session, if `owner` may reach it (runengine.ownership); SessionNotFound otherwise."""
         return await session_of(self.store, session_id, owner)
 
+    async def save_session(self, record: SessionRecord) -> None:
+        """Store a session record its caller read (get_session) and changed: metadata, data, expiry.
+        The caller serialises its own read-modify-write (a runengine.keylock.KeyLocks per session)."""
+        await self.store.put_session(record)
+
     async def count_session_runs(self, session_id: str, *, owner: str | None = None) -> SessionRuns:
         """The session's runs (only `owner`'s when given) counted by status, at the cost of one read."""
         return await self.store.count_session_runs(session_id, owner=owner)

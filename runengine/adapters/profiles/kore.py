@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import aclosing, nullcontext
+from contextlib import aclosing, nullcontext, suppress
 from typing import Any
 
 import anyio
@@ -692,7 +692,8 @@ class KoreProfile:
         if metadata is None and not include and not exclude:
             return session
         async with self._session_writes(session.session_id):
-            session = await self.engine.store.get_session(session.session_id) or session
+            with suppress(SessionNotFound):  # the latest record, unless it went meanwhile
+                session = await self.engine.get_session(session.session_id)
             return await self._write_session(session, metadata, include, exclude)
 
     async def _write_session(
@@ -722,7 +723,7 @@ class KoreProfile:
                 "metadata", MAX_SESSION_METADATA_BYTES, size,
             )
         updated = attrs.evolve(session, metadata=merged, data={**session.data, "kore": kore})
-        await self.engine.store.put_session(updated)
+        await self.engine.save_session(updated)
         return updated
 
     async def _stream(self, run_id: str, req: ExecuteRequest, turn: Turn) -> AsyncIterator[bytes]:

@@ -184,7 +184,7 @@ class PlatformProfile:
         merged = {**record.metadata, **metadata}
         _check_metadata(merged, MAX_SESSION_METADATA_BYTES, "the session's metadata would be")
         record = attrs.evolve(record, metadata=merged, expires_at=now + timedelta(seconds=self.settings.session_ttl))
-        await self.engine.store.put_session(record)
+        await self.engine.save_session(record)
         return record
 
     async def _start_run(self, request: Request) -> tuple[RunState, bool]:
