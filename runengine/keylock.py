@@ -21,9 +21,7 @@ class KeyLocks(Mapping[Hashable, anyio.Lock]):
 
     @contextlib.asynccontextmanager
     async def __call__(self, key: Hashable) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (None, 0))
-        if lock is None:
-            lock = anyio.Lock()
+        lock, users = self._locks.get(key) or (anyio.Lock(), 0)
         self._locks[key] = (lock, users + 1)
         try:
             async with lock:
