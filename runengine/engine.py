@@ -20,7 +20,7 @@ import contextlib
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from types import TracebackType
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, overload
@@ -55,8 +55,20 @@ from .events import (
 from .history import HistoryMessage
 from .history import session_history as read_session_history
 from .idempotency import bind_key, fingerprint
-from .ownership import can_access, idempotency_principal, session_of
-from .ports import MAX_PAGE, EventStore, HeadReader, IdempotencyRecord, LeaseLost, RunPage, SessionRecord, WorkQueue
+from .ownership import can_access, idempotency_principal, run_of, session_of
+from .ports import (
+    DEFAULT_PAGE,
+    MAX_PAGE,
+    EventStore,
+    HeadReader,
+    IdempotencyRecord,
+    LeaseLost,
+    RunPage,
+    RunSummary,
+    SessionRecord,
+    SessionRuns,
+    WorkQueue,
+)
 from .reducer import Fold
 from .reducer import fold as fold_log
 from .retention import DEFAULT_SWEEP_INTERVAL, RetentionSweeper, delete_ended_run, retention_seconds, start_retention
@@ -64,6 +76,8 @@ from .state import RunState
 from .status import Status
 from .stores import open_store
 from .driver import AgentFailed, DriverOptions, RunDriver, append_at_head
+from .following import follow_batches
+from .keylock import KeyLocks
 from .limits import MAX_EVENT_BYTES, MAX_EVENTS_PER_RUN
 from .wire import to_json
 from .worker import Worker, WorkerOptions, worker_options
@@ -102,6 +116,20 @@ class SessionEnded(InvalidRunState):
         super().__init__("", what, f"session {session_id!r} has {what}")
         self.message = f"session {session_id!r} has {what}"
         self.details = {"session_id": session_id, "expired": expired}
+
+
+@attrs.frozen
+class RunStream:
+    """What execute(mode="stream") returns: the run's id at once, and its events as an async iterator."""
+
+    run_id: str
+    events: AsyncGenerator[Event, None]
+
+    def __aiter__(self) -> AsyncGenerator[Event, None]:
+        return self.events
+
+    async def aclose(self) -> None:
+        await self.events.aclose()
 
 
 class RunEngine:
@@ -165,7 +193,7 @@ class RunEngine:
                 max_event_bytes=max_event_bytes,
             ),
         )
-        self._session_locks: dict[str, anyio.Lock] = {}
+        self._session_locks = KeyLocks()
         self._tg: anyio.abc.TaskGroup | None = None
         self._exit_stack: contextlib.AsyncExitStack | None = None
         #: The store's work queue, if it has one: execute then enqueues, workers execute.
@@ -350,7 +378,7 @@ class RunEngine:
         session_policy: SessionPolicy | None = ...,
         run_id: str | None = ...,
         start_at: datetime | None = ...,
-    ) -> AsyncIterator[Event]: ...
+    ) -> RunStream: ...
 
     async def execute(
         self,
@@ -368,12 +396,13 @@ class RunEngine:
         session_policy: SessionPolicy | None = None,
         run_id: str | None = None,
         start_at: datetime | None = None,
-    ) -> RunState | AsyncIterator[Event]:
+    ) -> RunState | RunStream:
         """Start a run of `agent`, owned by `owner` (None: no principal, auth off).
 
         mode="sync": the state once the run ends or waits for input.
         mode="async": the state right after creation (status pending) — at once.
-        mode="stream": an async iterator of the run's events from seq 1, ending after the last.
+        mode="stream": a RunStream: the run's id, and (iterating it) its events from seq 1 to the last.
+        Each mode's answer carries the run id (`.run_id`), a repeated idempotency key's included.
         start_at: a delayed run stays pending until then (across restarts).
 
         `session_id` names a session of `owner`'s, or a new one, which this run begins and
@@ -499,20 +528,17 @@ class RunEngine:
 
     async def _respond(
         self, run_id: str, mode: str, *, after_seq: int, created: RunState | None = None
-    ) -> RunState | AsyncIterator[Event]:
+    ) -> RunState | RunStream:
         if mode == "async":
             return created if created is not None else await self.status(run_id)
         if mode == "stream":
-            return self.events(run_id, after_seq=after_seq)
+            return RunStream(run_id, self.events(run_id, after_seq=after_seq))
         return await self.wait(run_id, after_seq=after_seq)
 
     def _session_lock(self, session_id: str | None) -> contextlib.AbstractAsyncContextManager[Any]:
         if session_id is None:
             return contextlib.nullcontext()
-        lock = self._session_locks.get(session_id)
-        if lock is None:
-            lock = self._session_locks[session_id] = anyio.Lock()
-        return _ReleasingLock(self._session_locks, session_id, lock)
+        return self._session_locks(session_id)
 
     async def _apply_session_policy(self, session_id: str, policy: str, owner: str | None) -> tuple[str, ...]:
         if policy == "allow":
@@ -585,6 +611,22 @@ class RunEngine:
                 return
             await self.store.wait(run_id, after_seq=cursor, timeout=30.0)
 
+    def follow(
+        self, run_id: str, after_seq: int = 0, *, idle: float = 30.0, page_size: int = DEFAULT_PAGE
+    ) -> AsyncGenerator[list[Event], None]:
+        """The run's committed events after `after_seq`, a batch per store read, live until the
+        terminal one; [] after `idle` seconds without news (a stream's keep-alive tick). Ends at once
+        for an unknown run. What every profile's event stream reads; close it (aclose) when done."""
+        return follow_batches(self.store, run_id, after_seq=after_seq, idle=idle, page_size=page_size)
+
+    async def read_events(self, run_id: str, *, after_seq: int = 0, limit: int = DEFAULT_PAGE) -> list[Event]:
+        """One page of the run's committed events after `after_seq` (empty for an unknown run)."""
+        return await self.store.read(run_id, after_seq=after_seq, limit=limit)
+
+    async def run_summary(self, run_id: str, *, owner: str | None = None) -> RunSummary:
+        """The run's listing row, if `owner` may reach it (runengine.ownership); RunNotFound otherwise."""
+        return await run_of(self.store, run_id, owner)
+
     async def wait(self, run_id: str, *, after_seq: int = 0) -> RunState:
         """Wait until the run ends, or waits for input in an event after `after_seq`."""
         state = await self.status(run_id)
@@ -616,6 +658,10 @@ class RunEngine:
         return await self.store.list_runs(
             session_id=session_id, status=wanted, owner=owner, limit=limit, before=before
         )
+
+    async def run_cursor(self, run_id: str) -> str | None:
+        """The `list_runs(before=...)` cursor that lists the runs older than `run_id` (None: unknown run)."""
+        return await self.store.run_cursor(run_id)
 
     async def session_history(self, session_id: str, *, owner: str | None = None) -> list[HistoryMessage]:
         """The messages of every run of a session, oldest first: each run's input, then its replies.
@@ -708,6 +754,15 @@ class RunEngine:
         """The session, if `owner` may reach it (runengine.ownership); SessionNotFound otherwise."""
         return await session_of(self.store, session_id, owner)
 
+    async def save_session(self, record: SessionRecord) -> None:
+        """Store a session record its caller read (get_session) and changed: metadata, data, expiry.
+        The caller serialises its own read-modify-write (a runengine.keylock.KeyLocks per session)."""
+        await self.store.put_session(record)
+
+    async def count_session_runs(self, session_id: str, *, owner: str | None = None) -> SessionRuns:
+        """The session's runs (only `owner`'s when given) counted by status, at the cost of one read."""
+        return await self.store.count_session_runs(session_id, owner=owner)
+
     async def end_session(
         self, session_id: str, *, owner: str | None = None, cancel_active: bool = True
     ) -> SessionRecord:
@@ -726,19 +781,4 @@ class RunEngine:
         return session
 
 
-class _ReleasingLock:
-    """An async context manager over a per-session lock that forgets the lock when unused."""
-
-    def __init__(self, locks: dict[str, anyio.Lock], key: str, lock: anyio.Lock) -> None:
-        self._locks, self._key, self._lock = locks, key, lock
-
-    async def __aenter__(self) -> None:
-        await self._lock.acquire()
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._lock.release()
-        if not self._lock.locked() and self._lock.statistics().tasks_waiting == 0:
-            self._locks.pop(self._key, None)
-
-
-__all__ = ["RunEngine", "AgentFailed", "HistoryMessage", "SessionBusy", "SessionEnded"]
+__all__ = ["RunEngine", "RunStream", "AgentFailed", "HistoryMessage", "SessionBusy", "SessionEnded"]

@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from .core import HttpError, Request
+from .core import Handler, HttpError, Request, Response, StreamResponse
 
 AuthHook = Callable[[Mapping[str, str]], "Any | Awaitable[Any]"]
 
@@ -57,6 +57,15 @@ async def authenticate(hook: AuthHook | None, request: Request) -> Request:
     if principal is None or principal is False:
         raise refused()
     return attrs.evolve(request, principal=principal)
+
+
+def guarded(hook: AuthHook | None, handler: Handler) -> Handler:
+    """`handler` behind the auth hook: every profile's routes go through this (401 when it refuses)."""
+
+    async def run(request: Request) -> Response | StreamResponse:
+        return await handler(await authenticate(hook, request))
+
+    return run
 
 
 def owner_of(principal: Any) -> str | None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 
 from ..events import Event
 from ..limits import MAX_FRAME_CACHE_BYTES
 from ..wire import event_to_json
+from .core import StreamResponse
 
 #: Seconds between keep-alive comments on an idle stream.
 KEEPALIVE = 15.0
@@ -60,3 +62,16 @@ class FrameCache:
             while len(self._frames) > self.size or self.bytes > self.max_bytes:
                 self.bytes -= len(self._frames.popitem(last=False)[1])  # the oldest entry goes first
         return frame
+
+
+#: What every event stream is sent with, whatever the profile.
+SSE_HEADERS: tuple[tuple[str, str], ...] = (
+    ("content-type", "text/event-stream; charset=utf-8"),
+    ("cache-control", "no-cache"),
+    ("x-accel-buffering", "no"),  # tell nginx-like proxies not to buffer the stream
+)
+
+
+def sse_response(body: AsyncIterator[bytes], *, headers: tuple[tuple[str, str], ...] = ()) -> StreamResponse:
+    """A 200 event stream of `body`'s frames, with SSE_HEADERS and a profile's own `headers`."""
+    return StreamResponse(status=200, headers=SSE_HEADERS + headers, body=body)

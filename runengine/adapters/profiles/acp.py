@@ -28,7 +28,6 @@ from typing import Any
 
 import attrs
 
-from runengine import ownership
 from runengine.engine import RunEngine, SessionPolicy
 from runengine.errors import AgentNotFound, RunNotFound, SessionNotFound
 from runengine.events import (
@@ -50,20 +49,21 @@ from runengine.events import (
     ToolResult,
     Usage,
 )
-from runengine.http.auth import AuthHook
+from runengine.http.auth import AuthHook, guarded
 from runengine.http import params
 from runengine.http.core import Request, Response, StreamResponse, json_response
 from runengine.http.openstreams import OpenStreams
 from runengine.http.router import Router
-from runengine.http.sse import KEEPALIVE, sse_comment, sse_frame
-from runengine.http.streaming import follow
+from runengine.http.cursor import resume_after
+from runengine.http.sse import KEEPALIVE, sse_comment, sse_frame, sse_response
+from runengine.http.streaming import each_event
 from runengine.limits import MAX_CONTENT_BYTES, MAX_INPUT_BYTES
 from runengine.reducer import Fold
 from runengine.state import RunState
 from runengine.status import Status
 from runengine.wire import dumps, format_time
 
-from .common import guarded, idempotency_key, invalid, request_fingerprint, request_owner, session_policy
+from .common import idempotency_key, invalid, request_fingerprint, request_owner, session_policy
 
 STATUS = {
     Status.PENDING: "created",
@@ -330,10 +330,11 @@ class AcpProfile:
             pass
         caller = request_owner(self.auth, request)
         for candidate in candidates:
-            summary = await self.engine.store.get_run(candidate)
-            if summary is not None:
-                await ownership.run_of(self.engine.store, candidate, caller)  # another's: as missing
-                return await self.engine.status(candidate)
+            try:
+                await self.engine.run_summary(candidate, owner=caller)  # another's: as missing
+            except RunNotFound:
+                continue
+            return await self.engine.status(candidate)
         raise RunNotFound(raw_id)
 
     async def create_run(self, request: Request) -> Response | StreamResponse:
@@ -428,7 +429,7 @@ class AcpProfile:
 
     async def run_events(self, request: Request) -> Response | StreamResponse:
         state = await self._state(request, request.params["run_id"])
-        after = _after_seq(request)
+        after = resume_after(request)
         if "text/event-stream" in (request.header("accept") or ""):
             with self.streams.slot(request) as slot:
                 return slot.bind(self._sse(state.run_id, after_seq=after, stop_when_awaiting=False))
@@ -449,16 +450,7 @@ class AcpProfile:
         stop_when_awaiting: bool,
         headers: tuple[tuple[str, str], ...] = (),
     ) -> StreamResponse:
-        return StreamResponse(
-            status=200,
-            headers=(
-                ("content-type", "text/event-stream"),
-                ("cache-control", "no-cache"),
-                ("x-accel-buffering", "no"),
-                *headers,
-            ),
-            body=self._sse_body(run_id, after_seq, stop_when_awaiting),
-        )
+        return sse_response(self._sse_body(run_id, after_seq, stop_when_awaiting), headers=headers)
 
     async def _sse_body(self, run_id: str, after_seq: int, stop_when_awaiting: bool) -> AsyncIterator[bytes]:
         """ACP events, the last frame of each engine event carrying `id: <seq>`.
@@ -467,7 +459,7 @@ class AcpProfile:
         which messages it already announced.
         """
         mapper = EventMapper()
-        async with aclosing(follow(self.engine.store, run_id, after_seq=0, idle=KEEPALIVE)) as events:  # type: ignore[type-var]
+        async with aclosing(each_event(self.engine.follow(run_id, 0, idle=KEEPALIVE))) as events:  # type: ignore[type-var]
             async for event in events:
                 if event is None:
                     yield sse_comment()
@@ -510,17 +502,6 @@ class AcpProfile:
 
     async def _history(self, request: Request, session_id: str) -> list[Any]:
         return await self.engine.session_history(session_id, owner=request_owner(self.auth, request))
-
-
-def _after_seq(request: Request) -> int:
-    raw = request.query.get("after_seq") or request.header("last-event-id") or "0"
-    try:
-        value = int(raw)
-    except ValueError:
-        raise invalid("after_seq must be a non-negative integer", field="after_seq") from None
-    if value < 0:
-        raise invalid("after_seq must be a non-negative integer", field="after_seq")
-    return value
 
 
 def _absolute_base(request: Request) -> str:

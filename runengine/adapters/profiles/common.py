@@ -1,17 +1,15 @@
-"""What every profile shares: auth and run visibility, field checks, idempotency and session policy."""
+"""What every profile shares: run visibility, field checks, idempotency and session policy."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, cast
 
 from runengine.engine import SESSION_POLICIES, SessionPolicy
 from runengine.idempotency import fingerprint
-from runengine.http.auth import AuthHook, authenticate, owner_of
-from runengine.http.core import HttpError, Request, Response, StreamResponse
+from runengine.http.auth import AuthHook, owner_of
+from runengine.http.core import HttpError, Request
 from runengine.wire import dumps
-
-Handler = Callable[[Request], Awaitable[Response | StreamResponse]]
 
 #: Largest Idempotency-Key accepted.
 MAX_KEY_LENGTH = 200
@@ -19,15 +17,6 @@ MAX_KEY_LENGTH = 200
 
 def invalid(message: str, **details: Any) -> HttpError:
     return HttpError(400, "invalid_request", message, details)
-
-
-def guarded(auth: AuthHook | None, handler: Handler) -> Handler:
-    """`handler` behind the auth hook (a 401 in the common format when it refuses)."""
-
-    async def run(request: Request) -> Response | StreamResponse:
-        return await handler(await authenticate(auth, request))
-
-    return run
 
 
 def request_owner(auth: AuthHook | None, request: Request) -> str | None:

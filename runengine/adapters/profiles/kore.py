@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import aclosing, nullcontext
+from contextlib import aclosing, nullcontext, suppress
 from typing import Any
 
 import anyio
@@ -27,12 +27,13 @@ from runengine.errors import RunNotFound, SessionExists, SessionNotFound
 from runengine.idempotency import bind_key
 from runengine.events import Custom, MessageCompleted, MessageDelta, RunWaitingForInput, Thought, ToolResult
 from runengine.http import params
-from runengine.http.auth import AuthHook
+from runengine.http.auth import AuthHook, guarded
 from runengine.http.core import HttpError, Request, Response, StreamResponse, json_response
 from runengine.http.openstreams import OpenStreams, Slot
 from runengine.http.router import Router
-from runengine.http.sse import KEEPALIVE, sse_comment, sse_frame
-from runengine.http.streaming import follow
+from runengine.http.sse import KEEPALIVE, sse_comment, sse_frame, sse_response
+from runengine.http.streaming import each_event
+from runengine.keylock import KeyLocks
 from runengine.limits import (
     MAX_ACTIVE_ATTACHMENTS,
     MAX_ATTACHMENTS,
@@ -52,7 +53,7 @@ from runengine.status import Status
 from runengine.wire import dumps, format_time
 
 from ..webhook_deliveries import WebhookDeliveries
-from .common import boolean, guarded, idempotency_key, invalid, request_fingerprint, request_owner, session_policy
+from .common import boolean, idempotency_key, invalid, request_fingerprint, request_owner, session_policy
 
 #: Identifier types, highest priority first.
 IDENTITY_TYPES = ("userReference", "sessionReference", "sessionIdentity")
@@ -369,8 +370,8 @@ class KoreProfile:
     #: Streams open per principal, bounded (build_app shares one across every surface).
     streams: OpenStreams = attrs.field(factory=OpenStreams)
     router: Router = attrs.field(init=False)
-    #: Serialises read-modify-write of session records (metadata, attachments) in this process.
-    _session_writes: anyio.Lock = attrs.field(init=False, factory=anyio.Lock)
+    #: Serialises read-modify-write of a session's record (metadata, attachments) in this process.
+    _session_writes: KeyLocks = attrs.field(init=False, factory=KeyLocks)
 
     def __attrs_post_init__(self) -> None:
         if TOOL_AGENT not in self.engine.agents:
@@ -419,15 +420,14 @@ class KoreProfile:
         if session_id is None:
             session_id = identity.session_identity
             assert session_id is not None
-            existing = await ownership.session_of(self.engine.store, session_id, owner)
+            existing = await self.engine.get_session(session_id, owner=owner)
             if not _same_app(existing, app_id, env):
                 raise SessionNotFound(session_id)
             return existing
-        existing = await self.engine.store.get_session(session_id)
-        if existing is not None:
-            if not ownership.can_access(existing.owner, owner):
-                raise SessionNotFound(session_id)
-            return existing
+        try:
+            return await self.engine.get_session(session_id, owner=owner)
+        except SessionNotFound:
+            pass  # created below; another principal's is SessionExists there, so not found
         user = identity.user_reference or identity.session_reference or ""
         data: dict[str, Any] = {
             "kore": {
@@ -442,7 +442,7 @@ class KoreProfile:
         try:
             return await self.engine.create_session(session_id=session_id, owner=owner, data=data)
         except SessionExists:  # a request racing this one created it first: it is used if it is ours
-            return await ownership.session_of(self.engine.store, session_id, owner)
+            return await self.engine.get_session(session_id, owner=owner)
 
     async def _session_status(self, session_id: str | None) -> str:
         if session_id is None:
@@ -637,13 +637,7 @@ class KoreProfile:
             )
         if req.stream["enable"]:
             assert slot is not None
-            return slot.bind(
-                StreamResponse(
-                    status=200,
-                    headers=(("content-type", "text/event-stream"), ("cache-control", "no-cache"), ("x-accel-buffering", "no")),
-                    body=self._stream(run_id, req, turn),
-                )
-            )
+            return slot.bind(sse_response(self._stream(run_id, req, turn)))
         final = await self.engine.wait(run_id, after_seq=turn.after_seq)
         status = await self._session_status(final.session_id)
         return json_response(execute_response(final, session_status=status, turn=turn))
@@ -697,8 +691,9 @@ class KoreProfile:
         """Merge request metadata into the session's metadata and apply attachment changes."""
         if metadata is None and not include and not exclude:
             return session
-        async with self._session_writes:
-            session = await self.engine.store.get_session(session.session_id) or session
+        async with self._session_writes(session.session_id):
+            with suppress(SessionNotFound):  # the latest record, unless it went meanwhile
+                session = await self.engine.get_session(session.session_id)
             return await self._write_session(session, metadata, include, exclude)
 
     async def _write_session(
@@ -728,7 +723,7 @@ class KoreProfile:
                 "metadata", MAX_SESSION_METADATA_BYTES, size,
             )
         updated = attrs.evolve(session, metadata=merged, data={**session.data, "kore": kore})
-        await self.engine.store.put_session(updated)
+        await self.engine.save_session(updated)
         return updated
 
     async def _stream(self, run_id: str, req: ExecuteRequest, turn: Turn) -> AsyncIterator[bytes]:
@@ -748,7 +743,7 @@ class KoreProfile:
         yield frame({"messageId": f"msg-{run_id}", "sessionInfo": session_info(state, status="busy")})
         short = {"runId": run_id}
         streamed: set[str] = set()  # messages already sent token by token
-        async with aclosing(follow(self.engine.store, run_id, after_seq=turn.after_seq, idle=KEEPALIVE)) as events:  # type: ignore[type-var]
+        async with aclosing(each_event(self.engine.follow(run_id, turn.after_seq, idle=KEEPALIVE))) as events:  # type: ignore[type-var]
             async for event in events:
                 if event is None:
                     yield sse_comment()
@@ -790,7 +785,7 @@ class KoreProfile:
         app_id, env, run_id = request.params["app_id"], request.params["env"], request.params["run_id"]
         body = request.json_object() if request.body.strip() else {}
         identity = parse_identity(body)
-        await ownership.run_of(self.engine.store, run_id, request_owner(self.auth, request))
+        await self.engine.run_summary(run_id, owner=request_owner(self.auth, request))
         state = await self.engine.status(run_id)
         meta = kore_meta(state)
         if meta.get("appId") != app_id or meta.get("envName") != env or not _identity_matches(state, meta, identity):
@@ -798,9 +793,11 @@ class KoreProfile:
         body = status_response(state)
         delivery_id = meta.get("deliveryRunId")
         if delivery_id:
-            delivery = await self.engine.store.get_run(delivery_id)
             async_config = body["run"]["metadata"]["runtimeContext"]["asyncConfig"]
-            async_config["deliveryStatus"] = delivery.status.value if delivery else None
+            try:
+                async_config["deliveryStatus"] = (await self.engine.run_summary(delivery_id)).status.value
+            except RunNotFound:
+                async_config["deliveryStatus"] = None
         return json_response(body)
 
 

@@ -24,14 +24,13 @@ from __future__ import annotations
 import uuid
 from urllib.parse import quote
 from contextlib import aclosing
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import structlog
 
 from runengine.agents import AgentSpec
-from runengine import ownership
 from runengine.engine import MODES, SESSION_POLICIES, RunEngine
 from runengine.errors import AgentNotFound, RunEngineError, RunNotFound, SessionNotFound
 from runengine.idempotency import fingerprint
@@ -39,14 +38,15 @@ from runengine.ports import SessionRecord, SessionRuns
 from runengine.status import Status
 from runengine.wire import dumps, event_to_dict
 from runengine.http import params
-from runengine.http.auth import AuthHook, authenticate, owner_of
+from runengine.http.auth import AuthHook, guarded, owner_of
 from runengine.http.core import HttpError, Request, Response, StreamResponse, error_response, json_response
 from .native_openapi import native_openapi
 from runengine.http.openstreams import OpenStreams
 from runengine.http.router import Router
 from .native_shapes import history_message_to_json, run_to_json, session_to_json, summary_to_json
-from runengine.http.sse import KEEPALIVE, FrameCache, sse_comment, sse_frame
-from runengine.http.streaming import follow_batches, server_stop
+from runengine.http.cursor import after_seq_param, resume_after
+from runengine.http.sse import KEEPALIVE, FrameCache, sse_comment, sse_frame, sse_response
+from runengine.http.streaming import server_stop
 
 log = structlog.get_logger("runengine.http")
 
@@ -60,7 +60,6 @@ from runengine.http.limits import (
     MAX_METADATA_BYTES,
     MAX_REASON_LENGTH,
     MAX_RUNS_LIMIT,
-    MAX_SEQ,
     MAX_SESSION_METADATA_BYTES,
     MAX_SESSION_TTL,
     MAX_START_DELAY,
@@ -85,14 +84,6 @@ SESSION_FIELDS = ("session_id", "metadata", "ttl", "user_id")
 #: Fields of POST /runs that say how the answer comes back, not what runs: a retry with the same
 #: Idempotency-Key may change them (e.g. stream the run a sync request started).
 DELIVERY_FIELDS = ("mode", "on_disconnect", "idempotency_key")
-
-SSE_HEADERS = (
-    ("content-type", "text/event-stream; charset=utf-8"),
-    ("cache-control", "no-cache"),
-    ("x-accel-buffering", "no"),  # tell nginx-like proxies not to buffer the stream
-)
-
-Handler = Callable[[Request], Awaitable[Response | StreamResponse]]
 
 
 def is_internal(spec: AgentSpec) -> bool:
@@ -127,28 +118,22 @@ class NativeAPI:
         self.frames = FrameCache()
         self.router = router if router is not None else Router()
         r = self.router
-        r.route("POST", "/runs", self._guard(self.create_run))
-        r.route("GET", "/runs", self._guard(self.list_runs))
-        r.route("GET", "/runs/{run_id}", self._guard(self.get_run))
-        r.route("DELETE", "/runs/{run_id}", self._guard(self.delete_run))
-        r.route("GET", "/runs/{run_id}/events", self._guard(self.run_events))
-        r.route("POST", "/runs/{run_id}/cancel", self._guard(self.cancel_run))
-        r.route("POST", "/runs/{run_id}/input", self._guard(self.give_input))
-        r.route("POST", "/sessions", self._guard(self.create_session))
-        r.route("GET", "/sessions/{session_id}", self._guard(self.get_session))
-        r.route("DELETE", "/sessions/{session_id}", self._guard(self.end_session))
-        r.route("GET", "/sessions/{session_id}/history", self._guard(self.session_history))
-        r.route("GET", "/agents", self._guard(self.list_agents))
+        r.route("POST", "/runs", guarded(self.auth, self.create_run))
+        r.route("GET", "/runs", guarded(self.auth, self.list_runs))
+        r.route("GET", "/runs/{run_id}", guarded(self.auth, self.get_run))
+        r.route("DELETE", "/runs/{run_id}", guarded(self.auth, self.delete_run))
+        r.route("GET", "/runs/{run_id}/events", guarded(self.auth, self.run_events))
+        r.route("POST", "/runs/{run_id}/cancel", guarded(self.auth, self.cancel_run))
+        r.route("POST", "/runs/{run_id}/input", guarded(self.auth, self.give_input))
+        r.route("POST", "/sessions", guarded(self.auth, self.create_session))
+        r.route("GET", "/sessions/{session_id}", guarded(self.auth, self.get_session))
+        r.route("DELETE", "/sessions/{session_id}", guarded(self.auth, self.end_session))
+        r.route("GET", "/sessions/{session_id}/history", guarded(self.auth, self.session_history))
+        r.route("GET", "/agents", guarded(self.auth, self.list_agents))
         r.route("GET", "/openapi.json", self.openapi)
 
     async def __call__(self, request: Request) -> Response | StreamResponse:
         return await self.router(request)
-
-    def _guard(self, handler: Handler) -> Handler:
-        async def guarded(request: Request) -> Response | StreamResponse:
-            return await handler(await authenticate(self.auth, request))
-
-        return guarded
 
     # -- visibility -----------------------------------------------------------------
 
@@ -165,7 +150,7 @@ class NativeAPI:
 
     async def _visible_summary(self, request: Request, run_id: str) -> RunSummary:
         """The run's listing row; another principal's run is answered exactly as a missing one."""
-        return await ownership.run_of(self.engine.store, run_id, self._owner(request))
+        return await self.engine.run_summary(run_id, owner=self._owner(request))
 
     # -- runs -----------------------------------------------------------------------
 
@@ -278,22 +263,21 @@ class NativeAPI:
     async def run_events(self, request: Request) -> Response | StreamResponse:
         run_id = self._run_id(request)
         query = request.query
-        after_seq = params.query_int(query, "after_seq", default=0, maximum=MAX_SEQ)
         on_disconnect = params.query_choice(query, "on_disconnect", ON_DISCONNECT, "continue")
         limit = params.query_int(query, "limit", default=DEFAULT_EVENTS_LIMIT, minimum=1, maximum=MAX_EVENTS_LIMIT)
-        raw_last_id = request.header("last-event-id") or ""
-        last_event_id = params.parse_int(raw_last_id, "header 'Last-Event-ID'", maximum=MAX_SEQ) if raw_last_id else 0
         if wants_sse(request):
-            after_seq = max(after_seq, last_event_id)  # a reconnecting EventSource resumes after what it saw
+            after_seq = resume_after(request)  # a reconnecting EventSource resumes after what it saw
             summary = await self._visible_summary(request, run_id)
             if summary.status.terminal and summary.last_seq <= after_seq:
                 # Nothing more will ever come: 204 tells an EventSource to stop reconnecting.
                 return Response(status=204, headers=(("cache-control", "no-cache"),))
             with self.streams.slot(request) as slot:
                 return slot.bind(self._sse(run_id, after_seq=after_seq, on_disconnect=on_disconnect or "continue"))
-        # A JSON page: on_disconnect and Last-Event-ID (validated above) only concern streams.
+        # A JSON page: on_disconnect and Last-Event-ID only concern streams (both validated all the same).
+        resume_after(request)
+        after_seq = after_seq_param(request)
         summary = await self._visible_summary(request, run_id)
-        events = await self.engine.store.read(run_id, after_seq=after_seq, limit=limit)
+        events = await self.engine.read_events(run_id, after_seq=after_seq, limit=limit)
         next_after = events[-1].seq if events else after_seq
         return json_response(
             {
@@ -311,18 +295,14 @@ class NativeAPI:
     def _sse(
         self, run_id: str, *, after_seq: int, on_disconnect: str, extra: tuple[tuple[str, str], ...] = ()
     ) -> StreamResponse:
-        return StreamResponse(
-            status=200,
-            headers=SSE_HEADERS + extra,
-            body=self._sse_body(run_id, after_seq, on_disconnect),
-        )
+        return sse_response(self._sse_body(run_id, after_seq, on_disconnect), headers=extra)
 
     async def _sse_body(self, run_id: str, after_seq: int, on_disconnect: str) -> AsyncIterator[bytes]:
         self.open_streams += 1
         gone = False
         try:
             yield f"retry: {RETRY_MS}\n\n".encode()
-            batches = follow_batches(self.engine.store, run_id, after_seq=after_seq, idle=self.keepalive)
+            batches = self.engine.follow(run_id, after_seq, idle=self.keepalive)
             async with aclosing(batches):  # closed here, not left to the garbage collector
                 async for batch in batches:
                     # One write per batch read from the store, not one per event.
@@ -362,13 +342,13 @@ class NativeAPI:
     async def _session_runs(self, session_id: str, owner: str | None) -> SessionRuns:
         """The session's runs (only `owner`'s when given) counted by the store: a session read costs
         the same whatever the number of its runs."""
-        return await self.engine.store.count_session_runs(session_id, owner=owner)
+        return await self.engine.count_session_runs(session_id, owner=owner)
 
     async def _visible_session(self, request: Request, session_id: str) -> tuple[SessionRecord, SessionRuns]:
         """(record, the caller's runs in it). Another principal's session is answered exactly as a
         missing one (runengine.ownership); every session has a record, begun by a run or not."""
         owner = self._owner(request)
-        record = await ownership.session_of(self.engine.store, session_id, owner)
+        record = await self.engine.get_session(session_id, owner=owner)
         return record, await self._session_runs(session_id, owner)
 
     async def create_session(self, request: Request) -> Response:

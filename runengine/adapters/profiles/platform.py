@@ -17,10 +17,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, M
 from datetime import timedelta
 from typing import Any, cast
 
-import anyio
 import attrs
 
-from runengine import ownership
 from runengine.engine import RunEngine
 from runengine.errors import InvalidRequest, RunNotFound, SessionExists, SessionNotFound
 from runengine.events import (
@@ -38,12 +36,14 @@ from runengine.adapters.webhook_deliveries import DELIVERY_AGENT as WEBHOOK_DELI
 from runengine.adapters.webhooks import WebhookSender
 from runengine.http import HttpError, Request, Response, Router, StreamResponse, json_response, sse_comment, sse_frame
 from runengine.http.apikeys import api_key_auth
-from runengine.http.auth import AuthHook, authenticate
+from runengine.http.auth import AuthHook, guarded
 from runengine.http.core import App
 from runengine.http.openstreams import OpenStreams
 from runengine.http.ratelimit import RateLimited
-from runengine.http.sse import KEEPALIVE
-from runengine.http.streaming import follow
+from runengine.http.cursor import last_event_id, resume_after
+from runengine.http.sse import KEEPALIVE, sse_response
+from runengine.http.streaming import each_event
+from runengine.keylock import KeyLocks
 from runengine.limits import MAX_ID_LENGTH, MAX_MESSAGE_CHARS, MAX_METADATA_BYTES, MAX_SESSION_METADATA_BYTES
 from runengine.ports import SessionRecord
 from runengine.state import RunState
@@ -85,7 +85,7 @@ class PlatformProfile:
         #: Streams open per principal, bounded (build_app shares one across every surface).
         self.streams = streams if streams is not None else OpenStreams()
         # Serialise this process's read-modify-write of a session record (execute vs. end).
-        self._session_locks: dict[str, tuple[anyio.Lock, int]] = {}
+        self._session_lock = KeyLocks()
         self.router = Router()
         r = self.router
         r.route("POST", "/apps/{app_id}/execute", self.execute)
@@ -118,13 +118,11 @@ class PlatformProfile:
     async def _own_session(self, request: Request, session_id: str) -> SessionRecord:
         """The app's session, visible to this principal; 404 otherwise (whoever else owns it)."""
         app_id = request.params["app_id"]
-        record = await self.engine.store.get_session(session_id)
-        if (
-            record is None
-            or record.data.get("kind") != _KIND
-            or record.data.get("app_id") != app_id
-            or not ownership.can_access(record.owner, self._owner(request))
-        ):
+        try:
+            record = await self.engine.get_session(session_id, owner=self._owner(request))
+        except SessionNotFound:
+            record = None
+        if record is None or record.data.get("kind") != _KIND or record.data.get("app_id") != app_id:
             raise HttpError(404, "not_found", "Session not found", {"session_id": session_id})
         return record
 
@@ -147,20 +145,6 @@ class PlatformProfile:
         )
         return record
 
-    @contextlib.asynccontextmanager
-    async def _session_lock(self, session_id: str) -> AsyncIterator[None]:
-        lock, users = self._session_locks.get(session_id, (anyio.Lock(), 0))
-        self._session_locks[session_id] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._session_locks[session_id]
-            if users == 1:
-                del self._session_locks[session_id]
-            else:
-                self._session_locks[session_id] = (lock, users - 1)
-
     async def _session_for_execute(
         self, request: Request, session_id: Any, metadata: dict[str, Any], key: str | None
     ) -> SessionRecord:
@@ -169,14 +153,14 @@ class PlatformProfile:
             # so the repeat finds the session the first request started instead of starting another.
             derived = "sess_" + hashlib.sha256(f"{self._owner(request)}\0{request.params['app_id']}\0{key}".encode()).hexdigest()[:32]
             async with self._session_lock(derived):
-                existing = await self.engine.store.get_session(derived)
-                if existing is None:
-                    try:
-                        return await self._start_session(request, None, metadata, derived)
-                    except SessionExists:  # another process's repeat of this request started it
-                        existing = await self.engine.store.get_session(derived)
-                assert existing is not None
-                return existing
+                try:
+                    return await self.engine.get_session(derived)  # the id holds the owner: no other's
+                except SessionNotFound:
+                    pass
+                try:
+                    return await self._start_session(request, None, metadata, derived)
+                except SessionExists:  # another process's repeat of this request started it
+                    return await self.engine.get_session(derived)
         if session_id is None:
             return await self._start_session(request, None, metadata)
         if not isinstance(session_id, str) or not session_id:
@@ -200,7 +184,7 @@ class PlatformProfile:
         merged = {**record.metadata, **metadata}
         _check_metadata(merged, MAX_SESSION_METADATA_BYTES, "the session's metadata would be")
         record = attrs.evolve(record, metadata=merged, expires_at=now + timedelta(seconds=self.settings.session_ttl))
-        await self.engine.store.put_session(record)
+        await self.engine.save_session(record)
         return record
 
     async def _start_run(self, request: Request) -> tuple[RunState, bool]:
@@ -261,8 +245,8 @@ class PlatformProfile:
         return json_response(execute_response(state))
 
     async def execute_stream(self, request: Request) -> StreamResponse:
-        last_event_id = _last_event_id(request)
-        if last_event_id and idempotency_key(request) is None:
+        resume_from = last_event_id(request)
+        if resume_from and idempotency_key(request) is None:
             # Without the key a repeated POST would start a second run: resume by trace instead.
             raise HttpError(
                 400,
@@ -272,15 +256,13 @@ class PlatformProfile:
             )
         with self.streams.slot(request) as slot:  # a 429 starts no run
             state, created = await self._start_run(request)
-            return slot.bind(self._stream(state.run_id, 0 if created else last_event_id))
+            return slot.bind(self._stream(state.run_id, 0 if created else resume_from))
 
     async def resume_stream(self, request: Request) -> StreamResponse:
         trace_id = request.params["trace_id"]
-        after = _last_event_id(request)
-        if "after_seq" in request.query:
-            after = _int_param(request.query["after_seq"], "after_seq")
+        after = resume_after(request)
         try:
-            summary = await ownership.run_of(self.engine.store, trace_id, self._owner(request))
+            summary = await self.engine.run_summary(trace_id, owner=self._owner(request))
             if summary.session_id is None:
                 raise RunNotFound(trace_id)
             await self._own_session(request, summary.session_id)
@@ -290,21 +272,12 @@ class PlatformProfile:
             return slot.bind(self._stream(trace_id, after))
 
     def _stream(self, run_id: str, after_seq: int) -> StreamResponse:
-        return StreamResponse(
-            status=200,
-            headers=(
-                ("content-type", "text/event-stream"),
-                ("cache-control", "no-cache"),
-                ("x-accel-buffering", "no"),
-                ("x-trace-id", run_id),
-            ),
-            body=self._frames(run_id, after_seq),
-        )
+        return sse_response(self._frames(run_id, after_seq), headers=(("x-trace-id", run_id),))
 
     async def _frames(self, run_id: str, after_seq: int) -> AsyncIterator[bytes]:
         """The run's events as the seed's named SSE events, each with `id: <seq>`; keep-alives when idle."""
         mapper = _StreamMapper(self.engine, run_id, after_seq)
-        tail = follow(self.engine.store, run_id, after_seq=after_seq, idle=self.settings.keepalive)
+        tail = each_event(self.engine.follow(run_id, after_seq, idle=self.settings.keepalive))
         async with contextlib.aclosing(cast(AsyncGenerator[Event | None, None], tail)) as events:
             async for event in events:
                 if event is None:
@@ -497,27 +470,12 @@ def _frame(event: str, data: dict[str, Any], seq: int) -> bytes:
     return sse_frame(dumps(data), event=event, id=seq)
 
 
-def _last_event_id(request: Request) -> int:
-    value = request.header("last-event-id")
-    return 0 if value is None or not value.strip() else _int_param(value, "Last-Event-ID")
-
-
-def _int_param(value: str, name: str) -> int:
-    try:
-        number = int(value.strip())
-    except ValueError:
-        raise HttpError(400, "invalid_request", f"{name} must be a whole number (a seq)", {name: value}) from None
-    if number < 0:
-        raise HttpError(400, "invalid_request", f"{name} must be >= 0", {name: value})
-    return number
-
-
 class _Authenticated:
     """Runs the auth hook (401 `authentication_error` when it refuses), then the profile."""
 
     def __init__(self, inner: App, auth: AuthHook | None) -> None:
         self._inner = inner
-        self._auth = auth
+        self._guarded = guarded(auth, inner)
 
     def routes(self) -> Iterator[tuple[str, str]]:
         listing = getattr(self._inner, "routes", None)
@@ -525,10 +483,9 @@ class _Authenticated:
 
     async def __call__(self, request: Request) -> Response | StreamResponse:
         try:
-            request = await authenticate(self._auth, request)
-        except HttpError as exc:
+            return await self._guarded(request)
+        except HttpError as exc:  # the router below answers its own errors: only a refusal comes here
             return exc.response()
-        return await self._inner(request)
 
 
 def build_platform_app(

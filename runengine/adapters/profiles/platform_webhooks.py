@@ -26,7 +26,6 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-import anyio
 
 from runengine.context import RunContext
 from runengine import ownership
@@ -35,6 +34,7 @@ from runengine.adapters.webhooks import Attempt, WebhookSender
 from runengine.engine import AgentFailed
 from runengine.events import Custom, ErrorInfo
 from runengine.limits import MAX_SECRET_LENGTH, MAX_URL_LENGTH, MAX_WEBHOOKS_PER_APP
+from runengine.keylock import KeyLocks
 from runengine.ports import WebhookRegistration
 
 if TYPE_CHECKING:
@@ -97,7 +97,8 @@ class WebhookRegistry:
 
     def __init__(self, engine: RunEngine) -> None:
         self._engine = engine
-        self._locks: dict[str, anyio.Lock] = {}
+        # Serialises this process's read-modify-write of an app's record.
+        self._lock = KeyLocks()
 
     async def of_owner(self, app_id: str, owner: str | None) -> list[WebhookRegistration]:
         """The app's registrations made by `owner` (each principal sees and gets only its own)."""
@@ -125,10 +126,6 @@ class WebhookRegistry:
             if not any(r.webhook_id == webhook_id for r in await self.of_owner(app_id, owner)):
                 return False
             return await self._engine.store.delete_webhook(app_id, webhook_id)
-
-    def _lock(self, app_id: str) -> anyio.Lock:
-        # Serialises this process's check-then-write of an app's registrations (the limit).
-        return self._locks.setdefault(app_id, anyio.Lock())
 
 
 class WebhookDispatcher:

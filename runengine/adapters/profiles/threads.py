@@ -26,24 +26,23 @@ from typing import Any
 
 import attrs
 
-from runengine import ownership
 from runengine.engine import RunEngine
 from runengine.errors import AgentNotFound, RunNotFound
 from runengine.events import Event
 from runengine.http import params
-from runengine.http.auth import AuthHook, Principal
+from runengine.http.auth import AuthHook, Principal, guarded
 from runengine.http.core import HttpError, Request, Response, StreamResponse, json_response
-from runengine.http.limits import DEFAULT_RUNS_LIMIT, MAX_ID_LENGTH, MAX_RUNS_LIMIT, MAX_SEQ
+from runengine.http.cursor import resume_after
+from runengine.http.limits import DEFAULT_RUNS_LIMIT, MAX_ID_LENGTH, MAX_RUNS_LIMIT
 from runengine.http.openstreams import OpenStreams
 from runengine.http.router import Router
-from runengine.http.sse import KEEPALIVE, sse_comment, sse_frame
-from runengine.http.streaming import follow_batches
+from runengine.http.sse import KEEPALIVE, sse_comment, sse_frame, sse_response
 from runengine.limits import MAX_CONTENT_BYTES, MAX_INPUT_BYTES
 from runengine.state import RunState, UsageTotals
 from runengine.status import Status
 from runengine.wire import dumps, event_data, format_time
 
-from .common import guarded, idempotency_key, invalid, request_fingerprint, request_owner
+from .common import idempotency_key, invalid, request_fingerprint, request_owner
 from .native_openapi import STATUSES
 from .threads_openapi import threads_openapi
 
@@ -214,7 +213,7 @@ class ThreadsProfile:
         thread_id = _path_id(request, "thread_id")
         limit = params.query_int(request.query, "limit", default=DEFAULT_RUNS_LIMIT, minimum=1, maximum=MAX_RUNS_LIMIT)
         owner = request_owner(self.auth, request)
-        await ownership.session_of(self.engine.store, thread_id, owner)  # unknown or another's: 404
+        await self.engine.get_session(thread_id, owner=owner)  # unknown or another's: 404
         page = await self.engine.list_runs(session_id=thread_id, owner=owner, limit=limit)
         return json_response(
             [{"run_id": r.run_id, "status": r.status.value, "created_at": _time(r.created_at)} for r in page.runs]
@@ -228,8 +227,8 @@ class ThreadsProfile:
         owner = request_owner(self.auth, request)
         cursor = None
         if before_id is not None:  # the cursor is a run id: the last one of the previous page
-            await ownership.run_of(self.engine.store, before_id, owner)  # unknown or another's: 404
-            cursor = await self.engine.store.run_cursor(before_id)
+            await self.engine.run_summary(before_id, owner=owner)  # unknown or another's: 404
+            cursor = await self.engine.run_cursor(before_id)
             if cursor is None:
                 raise RunNotFound(before_id)
         page = await self.engine.list_runs(status=status, owner=owner, limit=limit, before=cursor)
@@ -243,7 +242,7 @@ class ThreadsProfile:
 
     async def _state(self, request: Request) -> RunState:
         run_id = _path_id(request, "run_id")
-        await ownership.run_of(self.engine.store, run_id, request_owner(self.auth, request))
+        await self.engine.run_summary(run_id, owner=request_owner(self.auth, request))
         return await self.engine.status(run_id)
 
     async def read_run(self, request: Request) -> Response:
@@ -274,19 +273,13 @@ class ThreadsProfile:
 
     async def run_events(self, request: Request) -> Response | StreamResponse:
         state = await self._state(request)
-        after = _after_seq(request)
+        after = resume_after(request)
         with self.streams.slot(request) as slot:
-            return slot.bind(
-                StreamResponse(
-                    status=200,
-                    headers=(("content-type", "text/event-stream"), ("cache-control", "no-cache"), ("x-accel-buffering", "no")),
-                    body=self._sse_body(state.run_id, after),
-                )
-            )
+            return slot.bind(sse_response(self._sse_body(state.run_id, after)))
 
     async def _sse_body(self, run_id: str, after_seq: int) -> AsyncIterator[bytes]:
         """Frames after `after_seq` until the terminal one; at once nothing for an ended run read to its end."""
-        batches = follow_batches(self.engine.store, run_id, after_seq=after_seq, idle=KEEPALIVE)
+        batches = self.engine.follow(run_id, after_seq, idle=KEEPALIVE)
         try:
             async for batch in batches:
                 if not batch:
@@ -305,17 +298,6 @@ def _path_id(request: Request, name: str) -> str:
     if not value or len(value) > MAX_ID_LENGTH or params.has_control_characters(value):
         raise invalid(f"{name} must be 1 to {MAX_ID_LENGTH} characters without control characters", field=name)
     return value
-
-
-def _after_seq(request: Request) -> int:
-    """The stream's cursor: `after_seq`, else the reconnecting client's Last-Event-ID, else 0."""
-    raw = request.query.get("after_seq")
-    what = "query parameter 'after_seq'"
-    if raw is None:
-        raw, what = request.header("last-event-id"), "the Last-Event-ID header"
-    if raw is None or raw == "":
-        return 0
-    return params.parse_int(raw.strip(), what, maximum=MAX_SEQ)
 
 
 __all__ = ["DEFAULT_AGENT", "SEED_EVENT_TYPES", "ThreadsProfile", "event_json", "run_detail", "run_row"]
