@@ -180,6 +180,7 @@ async def test_agents_and_openapi(client: httpx.AsyncClient) -> None:
     assert set(doc["paths"]) == {
         "/runs", "/runs/{run_id}", "/runs/{run_id}/events", "/runs/{run_id}/cancel",
         "/runs/{run_id}/input", "/sessions", "/sessions/{session_id}", "/sessions/{session_id}/history", "/agents",
+        "/openapi.json",
     }
 
 

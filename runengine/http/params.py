@@ -8,6 +8,8 @@ from datetime import datetime, timezone
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import attrs
+
 from ..wire import dumps
 from .core import HttpError
 
@@ -174,3 +176,219 @@ def query_choice(query: Mapping[str, str], name: str, options: tuple[str, ...], 
     if raw not in options:
         raise invalid(f"query parameter {name!r} must be one of {', '.join(options)}", allowed=list(options))
     return raw
+
+
+# -- field specs: each rule declared once, read by the parser and by the OpenAPI document ----------
+
+#: JSON Schema for "no control characters" (`has_control_characters`): a search for one must fail
+#: (not an anchored `^...$`, which Python's `re` lets end before a trailing newline).
+NO_CONTROL: dict[str, Any] = {"not": {"pattern": "[\\u0000-\\u001f\\u007f-\\u009f]"}}
+
+
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _described(schema: dict[str, Any], description: str | None) -> dict[str, Any]:
+    return {**schema, "description": description} if description else schema
+
+
+@attrs.frozen
+class TextField:
+    """A non-empty string of at most `max_length` characters without control characters (`text`)."""
+
+    name: str
+    max_length: int = 200
+    required: bool = False
+    description: str | None = None
+
+    def parse(self, body: Mapping[str, Any], *, now: datetime | None = None) -> str | None:
+        return text(body, self.name, required=self.required, max_length=self.max_length)
+
+    def value_schema(self) -> dict[str, Any]:
+        return {"type": "string", "minLength": 1, "maxLength": self.max_length, **NO_CONTROL}
+
+    def schema(self) -> dict[str, Any]:
+        value = _described(self.value_schema(), self.description)
+        return value if self.required else nullable(value)
+
+
+@attrs.frozen
+class ChoiceField:
+    """One of `options` (`choice`); absent or null is `default`."""
+
+    name: str
+    options: tuple[str, ...]
+    default: str | None = None
+    description: str | None = None
+
+    def parse(self, body: Mapping[str, Any], *, now: datetime | None = None) -> str | None:
+        if body.get(self.name) is None:
+            return self.default
+        return choice(body, self.name, self.options, self.options[0])
+
+    def schema(self) -> dict[str, Any]:
+        value: dict[str, Any] = {"type": "string", "enum": list(self.options)}
+        if self.default is not None:
+            value["default"] = self.default
+        return nullable(_described(value, self.description))
+
+
+@attrs.frozen
+class JsonField:
+    """Any JSON value of at most `max_bytes` encoded (`json_value`); `required`: not null either."""
+
+    name: str
+    max_bytes: int
+    required: bool = False
+    description: str | None = None
+
+    def parse(self, body: Mapping[str, Any], *, now: datetime | None = None) -> Any:
+        if self.required and body.get(self.name) is None:
+            raise invalid(f"field {self.name!r} is required (any JSON value but null)", field=self.name)
+        return json_value(body, self.name, max_bytes=self.max_bytes)
+
+    def schema(self) -> dict[str, Any]:
+        but = " but null" if self.required else ""
+        value: dict[str, Any] = {"not": {"type": "null"}} if self.required else {}
+        return {**value, "description": self.description or f"any JSON value{but}, at most {self.max_bytes} bytes encoded"}
+
+
+@attrs.frozen
+class ObjectField:
+    """A JSON object of at most `max_bytes` encoded (`json_object`), or null."""
+
+    name: str
+    max_bytes: int
+    description: str | None = None
+
+    def parse(self, body: Mapping[str, Any], *, now: datetime | None = None) -> dict[str, Any] | None:
+        return json_object(body, self.name, max_bytes=self.max_bytes)
+
+    def schema(self) -> dict[str, Any]:
+        limit = f"at most {self.max_bytes} bytes encoded"
+        return nullable({"type": "object", "description": f"{self.description}; {limit}" if self.description else limit})
+
+
+@attrs.frozen
+class SecondsField:
+    """A number of seconds, > 0 and <= `maximum` (`seconds`), or null."""
+
+    name: str
+    maximum: float
+    description: str | None = None
+
+    def parse(self, body: Mapping[str, Any], *, now: datetime | None = None) -> float | None:
+        return seconds(body, self.name, maximum=self.maximum)
+
+    def schema(self) -> dict[str, Any]:
+        return nullable(_described({"type": "number", "exclusiveMinimum": 0, "maximum": self.maximum}, self.description))
+
+
+#: Longest time string `timestamp` reads.
+MAX_TIMESTAMP_LENGTH = 40
+
+
+@attrs.frozen
+class TimeField:
+    """An RFC 3339 time at most `max_ahead` seconds from the request's `now` (`timestamp`), or null."""
+
+    name: str
+    max_ahead: float
+    description: str | None = None
+
+    def parse(self, body: Mapping[str, Any], *, now: datetime | None = None) -> datetime | None:
+        assert now is not None, "a time field is read against the engine's clock"
+        return timestamp(body, self.name, max_ahead=self.max_ahead, now=now)
+
+    def schema(self) -> dict[str, Any]:
+        value = {"type": "string", "format": "date-time", "maxLength": MAX_TIMESTAMP_LENGTH}
+        ahead = f"at most {self.max_ahead:g} s ahead"
+        return nullable(_described(value, f"{self.description}, {ahead}" if self.description else ahead))
+
+
+BodyField = TextField | ChoiceField | JsonField | ObjectField | SecondsField | TimeField
+
+
+@attrs.frozen
+class BodySpec:
+    """A JSON object body: its fields (read in this order), no others."""
+
+    fields: tuple[BodyField, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+    def parse(self, body: Mapping[str, Any], *, now: datetime | None = None) -> dict[str, Any]:
+        """Every field's value by name; the first rule broken is a 400."""
+        reject_unknown(body, self.names)
+        return {f.name: f.parse(body, now=now) for f in self.fields}
+
+    def schema(self) -> dict[str, Any]:
+        required = [f.name for f in self.fields if getattr(f, "required", False)]
+        return {
+            "type": "object",
+            **({"required": required} if required else {}),
+            "additionalProperties": False,
+            "properties": {f.name: f.schema() for f in self.fields},
+        }
+
+
+@attrs.frozen
+class QueryInt:
+    name: str
+    default: int
+    minimum: int = 0
+    maximum: int = 10**18 - 1
+
+    def parse(self, query: Mapping[str, str]) -> int:
+        return query_int(query, self.name, default=self.default, minimum=self.minimum, maximum=self.maximum)
+
+    def parameter(self) -> dict[str, Any]:
+        schema = {"type": "integer", "minimum": self.minimum, "maximum": self.maximum, "default": self.default}
+        return {"name": self.name, "in": "query", "schema": schema}
+
+
+@attrs.frozen
+class QueryText:
+    name: str
+    max_length: int = 200
+    description: str | None = None
+
+    def parse(self, query: Mapping[str, str]) -> str | None:
+        return query_text(query, self.name, max_length=self.max_length)
+
+    def parameter(self) -> dict[str, Any]:
+        schema = {"type": "string", "minLength": 1, "maxLength": self.max_length, **NO_CONTROL}
+        return _described({"name": self.name, "in": "query", "schema": schema}, self.description)
+
+
+@attrs.frozen
+class QueryChoice:
+    name: str
+    options: tuple[str, ...]
+    default: str | None = None
+
+    def parse(self, query: Mapping[str, str]) -> str | None:
+        return query_choice(query, self.name, self.options, self.default)
+
+    def parameter(self) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": "string", "enum": list(self.options)}
+        if self.default is not None:
+            schema["default"] = self.default
+        return {"name": self.name, "in": "query", "schema": schema}
+
+
+@attrs.frozen
+class QueryCursor:
+    """A listing cursor (`query_cursor`)."""
+
+    name: str
+    description: str | None = None
+
+    def parse(self, query: Mapping[str, str]) -> str | None:
+        return query_cursor(query, self.name)
+
+    def parameter(self) -> dict[str, Any]:
+        return _described({"name": self.name, "in": "query", "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}}, self.description)

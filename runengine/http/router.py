@@ -9,6 +9,7 @@ import attrs
 import structlog
 
 from ..errors import RunEngineError
+from .openapi import Operation
 from .core import App, Handler, HttpError, Request, Response, StreamResponse, engine_error_response, error_response
 
 log = structlog.get_logger("runengine.http")
@@ -32,11 +33,19 @@ class Router:
     def __init__(self) -> None:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self._patterns: list[tuple[str, str]] = []
+        self._operations: list[Operation | None] = []
         self._mounts: list[tuple[str, App]] = []
 
-    def route(self, method: str, pattern: str, handler: Handler) -> None:
+    def route(self, method: str, pattern: str, handler: Handler, *, operation: Operation | None = None) -> None:
+        """Serve `handler` for `method` on `pattern`; `operation` declares it for the OpenAPI document."""
         self._routes.append((method.upper(), _compile(pattern), handler))
         self._patterns.append((method.upper(), pattern))
+        self._operations.append(operation)
+
+    def declared(self) -> Iterator[tuple[str, str, Operation | None]]:
+        """This router's own routes (not mounted apps') with their declarations (None: undeclared)."""
+        for (method, pattern), operation in zip(self._patterns, self._operations):
+            yield method, pattern, operation
 
     def routes(self) -> Iterator[tuple[str, str]]:
         """Every (method, path pattern) served, mounted apps' included under their prefix. A mounted

@@ -40,7 +40,8 @@ from runengine.wire import dumps, event_to_dict
 from runengine.http import params
 from runengine.http.auth import AuthHook, guarded, owner_of
 from runengine.http.core import HttpError, Request, Response, StreamResponse, error_response, json_response
-from .native_openapi import native_openapi
+from .native_openapi import RUN_LINKS, SESSION_LINKS, SSE, STATUSES, native_openapi
+from runengine.http.openapi import Body, Operation, Reply
 from runengine.http.openstreams import OpenStreams
 from runengine.http.router import Router
 from .native_shapes import history_message_to_json, run_to_json, session_to_json, summary_to_json
@@ -53,6 +54,7 @@ log = structlog.get_logger("runengine.http")
 from runengine.http.limits import (
     DEFAULT_EVENTS_LIMIT,
     DEFAULT_RUNS_LIMIT,
+    MAX_BODY_BYTES,
     MAX_CONTENT_BYTES,
     MAX_EVENTS_LIMIT,
     MAX_ID_LENGTH,
@@ -60,6 +62,7 @@ from runengine.http.limits import (
     MAX_METADATA_BYTES,
     MAX_REASON_LENGTH,
     MAX_RUNS_LIMIT,
+    MAX_SEQ,
     MAX_SESSION_METADATA_BYTES,
     MAX_SESSION_TTL,
     MAX_START_DELAY,
@@ -68,19 +71,126 @@ from runengine.http.limits import (
 )
 
 ON_DISCONNECT = ("continue", "cancel")
-RUN_FIELDS = (
-    "agent",
-    "input",
-    "session_id",
-    "mode",
-    "metadata",
-    "timeout",
-    "start_at",
-    "idempotency_key",
-    "session_policy",
-    "on_disconnect",
+
+# -- the request rules: read by the handlers and by the OpenAPI document (runengine.http.openapi) --
+
+RUN_BODY = params.BodySpec(
+    (
+        params.TextField("agent", max_length=MAX_ID_LENGTH, required=True),
+        params.JsonField("input", max_bytes=MAX_INPUT_BYTES),
+        params.TextField("session_id", max_length=MAX_ID_LENGTH),
+        params.ChoiceField("mode", MODES, default="sync"),
+        params.ObjectField("metadata", max_bytes=MAX_METADATA_BYTES),
+        params.SecondsField("timeout", maximum=MAX_TIMEOUT),
+        params.TimeField("start_at", max_ahead=MAX_START_DELAY, description="a delayed run: pending until this time (with an offset)"),
+        params.TextField("idempotency_key", max_length=MAX_ID_LENGTH),
+        params.ChoiceField("session_policy", SESSION_POLICIES),
+        params.ChoiceField("on_disconnect", ON_DISCONNECT, default="continue"),
+    )
 )
-SESSION_FIELDS = ("session_id", "metadata", "ttl", "user_id")
+IDEMPOTENCY_KEY = params.TextField("Idempotency-Key", max_length=MAX_ID_LENGTH)
+CANCEL_BODY = params.BodySpec((params.TextField("reason", max_length=MAX_REASON_LENGTH),))
+INPUT_BODY = params.BodySpec((params.JsonField("content", max_bytes=MAX_CONTENT_BYTES, required=True),))
+SESSION_BODY = params.BodySpec(
+    (
+        params.TextField("session_id", max_length=MAX_ID_LENGTH, description="omitted: the server picks one (sess_...); taken: 409"),
+        params.ObjectField("metadata", max_bytes=MAX_SESSION_METADATA_BYTES),
+        params.SecondsField(
+            "ttl", maximum=MAX_SESSION_TTL, description="seconds until the session expires (then it takes no new runs); omitted: never"
+        ),
+        params.TextField("user_id", max_length=MAX_ID_LENGTH),
+    )
+)
+RUNS_SESSION = params.QueryText("session_id", max_length=MAX_ID_LENGTH)
+RUNS_STATUS = params.QueryChoice("status", tuple(STATUSES))
+RUNS_LIMIT = params.QueryInt("limit", default=DEFAULT_RUNS_LIMIT, minimum=1, maximum=MAX_RUNS_LIMIT)
+RUNS_BEFORE = params.QueryCursor("before", description="the next_before of the previous page")
+EVENTS_LIMIT = params.QueryInt("limit", default=DEFAULT_EVENTS_LIMIT, minimum=1, maximum=MAX_EVENTS_LIMIT)
+EVENTS_ON_DISCONNECT = params.QueryChoice("on_disconnect", ON_DISCONNECT, default="continue")
+
+# -- what each route does, for the document ---------------------------------------------------
+
+CREATE_RUN = Operation(
+    "createRun",
+    "Start a run (mode sync, async or stream)",
+    parameters=({"name": IDEMPOTENCY_KEY.name, "in": "header", "required": False, "schema": IDEMPOTENCY_KEY.value_schema()},),
+    body=Body("CreateRun", RUN_BODY, description=f"at most {MAX_BODY_BYTES} bytes"),
+    replies={
+        200: Reply("sync: the run once it ended or waits for input; stream: its events from seq 1 as SSE", "Run", SSE, RUN_LINKS),
+        202: Reply("async: the run, pending", "Run", links=RUN_LINKS),
+    },
+    errors=(400, 404, 408, 409, 413, 422, 429),
+)
+LIST_RUNS = Operation(
+    "listRuns",
+    "List runs, newest first",
+    parameters=(RUNS_SESSION, RUNS_STATUS, RUNS_LIMIT, RUNS_BEFORE),
+    replies={200: Reply("a page of runs", "RunList")},
+    errors=(400,),
+)
+GET_RUN = Operation("getRun", "The run object", replies={200: Reply("the run", "Run")}, errors=(404,))
+DELETE_RUN = Operation(
+    "deleteRun",
+    "Delete an ended run: its events, snapshot and idempotency records",
+    replies={204: Reply("deleted; the run is not found from now on")},
+    errors=(404, 409),
+)
+RUN_EVENTS = Operation(
+    "getRunEvents",
+    "The run's events after a seq: a JSON page, or SSE live until the end",
+    parameters=(
+        {"name": "after_seq", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_SEQ, "default": 0}},
+        EVENTS_LIMIT,
+        EVENTS_ON_DISCONNECT,
+        {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string", "pattern": "^[0-9]{0,18}$"}},
+    ),
+    replies={
+        200: Reply("JSON page, or with Accept: text/event-stream an SSE stream", "EventPage", SSE),
+        204: Reply("SSE only: the run has ended and nothing comes after the cursor"),
+    },
+    errors=(400, 404, 429),
+)
+CANCEL_RUN = Operation(
+    "cancelRun",
+    "Cancel the run (idempotent: an ended run is returned as it is)",
+    body=Body("Cancel", CANCEL_BODY, required=False),
+    replies={200: Reply("the run after the cancel", "Run")},
+    errors=(400, 404, 408, 413),
+)
+GIVE_INPUT = Operation(
+    "giveInput",
+    "Give input to a run waiting for it",
+    body=Body("Input", INPUT_BODY),
+    replies={200: Reply("the run with the input recorded", "Run")},
+    errors=(400, 404, 408, 409, 413),
+)
+CREATE_SESSION = Operation(
+    "createSession",
+    "Create a session, owned by the caller",
+    body=Body("CreateSession", SESSION_BODY, required=False, description="every field is optional; no body is an empty object"),
+    replies={201: Reply("the new session", "Session", links=SESSION_LINKS)},
+    errors=(400, 408, 409, 413),
+)
+GET_SESSION = Operation(
+    "getSession", "The session, with its runs counted by status", replies={200: Reply("the session", "Session")}, errors=(404,)
+)
+END_SESSION = Operation(
+    "endSession",
+    "End the session (idempotent): its active runs are cancelled, new ones refused",
+    replies={200: Reply("the ended session", "Session")},
+    errors=(404,),
+)
+SESSION_HISTORY = Operation(
+    "getSessionHistory",
+    "The messages of a session's runs, oldest first",
+    replies={200: Reply("the history", "History")},
+    errors=(404,),
+)
+LIST_AGENTS = Operation("listAgents", "The agents this engine runs", replies={200: Reply("the agents", "AgentList")})
+OPENAPI = Operation(
+    "openapi", "This document", replies={200: Reply("the OpenAPI document", {"type": "object"})}, secured=False
+)
+
 #: Fields of POST /runs that say how the answer comes back, not what runs: a retry with the same
 #: Idempotency-Key may change them (e.g. stream the run a sync request started).
 DELIVERY_FIELDS = ("mode", "on_disconnect", "idempotency_key")
@@ -118,19 +228,19 @@ class NativeAPI:
         self.frames = FrameCache()
         self.router = router if router is not None else Router()
         r = self.router
-        r.route("POST", "/runs", guarded(self.auth, self.create_run))
-        r.route("GET", "/runs", guarded(self.auth, self.list_runs))
-        r.route("GET", "/runs/{run_id}", guarded(self.auth, self.get_run))
-        r.route("DELETE", "/runs/{run_id}", guarded(self.auth, self.delete_run))
-        r.route("GET", "/runs/{run_id}/events", guarded(self.auth, self.run_events))
-        r.route("POST", "/runs/{run_id}/cancel", guarded(self.auth, self.cancel_run))
-        r.route("POST", "/runs/{run_id}/input", guarded(self.auth, self.give_input))
-        r.route("POST", "/sessions", guarded(self.auth, self.create_session))
-        r.route("GET", "/sessions/{session_id}", guarded(self.auth, self.get_session))
-        r.route("DELETE", "/sessions/{session_id}", guarded(self.auth, self.end_session))
-        r.route("GET", "/sessions/{session_id}/history", guarded(self.auth, self.session_history))
-        r.route("GET", "/agents", guarded(self.auth, self.list_agents))
-        r.route("GET", "/openapi.json", self.openapi)
+        r.route("POST", "/runs", guarded(self.auth, self.create_run), operation=CREATE_RUN)
+        r.route("GET", "/runs", guarded(self.auth, self.list_runs), operation=LIST_RUNS)
+        r.route("GET", "/runs/{run_id}", guarded(self.auth, self.get_run), operation=GET_RUN)
+        r.route("DELETE", "/runs/{run_id}", guarded(self.auth, self.delete_run), operation=DELETE_RUN)
+        r.route("GET", "/runs/{run_id}/events", guarded(self.auth, self.run_events), operation=RUN_EVENTS)
+        r.route("POST", "/runs/{run_id}/cancel", guarded(self.auth, self.cancel_run), operation=CANCEL_RUN)
+        r.route("POST", "/runs/{run_id}/input", guarded(self.auth, self.give_input), operation=GIVE_INPUT)
+        r.route("POST", "/sessions", guarded(self.auth, self.create_session), operation=CREATE_SESSION)
+        r.route("GET", "/sessions/{session_id}", guarded(self.auth, self.get_session), operation=GET_SESSION)
+        r.route("DELETE", "/sessions/{session_id}", guarded(self.auth, self.end_session), operation=END_SESSION)
+        r.route("GET", "/sessions/{session_id}/history", guarded(self.auth, self.session_history), operation=SESSION_HISTORY)
+        r.route("GET", "/agents", guarded(self.auth, self.list_agents), operation=LIST_AGENTS)
+        r.route("GET", "/openapi.json", self.openapi, operation=OPENAPI)
 
     async def __call__(self, request: Request) -> Response | StreamResponse:
         return await self.router(request)
@@ -156,20 +266,11 @@ class NativeAPI:
 
     async def create_run(self, request: Request) -> Response | StreamResponse:
         body = request.json_object()
-        params.reject_unknown(body, RUN_FIELDS)
-        agent = params.text(body, "agent", required=True, max_length=MAX_ID_LENGTH)
-        run_input = params.json_value(body, "input", max_bytes=MAX_INPUT_BYTES)
-        session_id = params.text(body, "session_id", max_length=MAX_ID_LENGTH)
-        mode = params.choice(body, "mode", MODES, "sync")
-        metadata = params.json_object(body, "metadata", max_bytes=MAX_METADATA_BYTES)
-        timeout = params.seconds(body, "timeout", maximum=MAX_TIMEOUT)
-        start_at = params.timestamp(body, "start_at", max_ahead=MAX_START_DELAY, now=self.engine.clock())
-        header_key = params.text({"Idempotency-Key": request.header("idempotency-key")}, "Idempotency-Key")
-        key = params.text(body, "idempotency_key", max_length=MAX_ID_LENGTH) or header_key
-        policy = body.get("session_policy")
-        if policy is not None:
-            policy = params.choice(body, "session_policy", SESSION_POLICIES, "allow")
-        on_disconnect = params.choice(body, "on_disconnect", ON_DISCONNECT, "continue")
+        fields = RUN_BODY.parse(body, now=self.engine.clock())
+        agent, run_input, session_id, mode = fields["agent"], fields["input"], fields["session_id"], fields["mode"]
+        header_key = IDEMPOTENCY_KEY.parse({IDEMPOTENCY_KEY.name: request.header("idempotency-key")})
+        key = fields["idempotency_key"] or header_key
+        on_disconnect = fields["on_disconnect"]
         assert agent is not None
         spec = self.engine.agents.find(agent)
         if spec is None or is_internal(spec):  # internal agents serve other profiles, not clients
@@ -177,9 +278,9 @@ class NativeAPI:
         run_id = uuid.uuid4().hex
         options: dict[str, Any] = dict(
             session_id=session_id,
-            metadata=metadata,
-            timeout=timeout,
-            start_at=start_at,
+            metadata=fields["metadata"],
+            timeout=fields["timeout"],
+            start_at=fields["start_at"],
             owner=self._owner(request),  # joining another principal's session is SessionNotFound
             idempotency_key=key,
             idempotency_scope="native",
@@ -187,7 +288,7 @@ class NativeAPI:
             request_fingerprint=(
                 fingerprint({k: v for k, v in body.items() if k not in DELIVERY_FIELDS}) if key is not None else None
             ),
-            session_policy=policy,
+            session_policy=fields["session_policy"],
         )
 
         if mode == "async":
@@ -225,12 +326,11 @@ class NativeAPI:
 
     async def list_runs(self, request: Request) -> Response:
         query = request.query
-        session_id = params.query_text(query, "session_id", max_length=MAX_ID_LENGTH)
-        status = params.query_choice(query, "status", tuple(s.value for s in Status), None)
-        limit = params.query_int(query, "limit", default=DEFAULT_RUNS_LIMIT, minimum=1, maximum=MAX_RUNS_LIMIT)
-        before = params.query_cursor(query, "before")
         page = await self.engine.list_runs(
-            session_id=session_id, status=status, owner=self._owner(request), limit=limit, before=before
+            session_id=RUNS_SESSION.parse(query),
+            status=RUNS_STATUS.parse(query), owner=self._owner(request),
+            limit=RUNS_LIMIT.parse(query),
+            before=RUNS_BEFORE.parse(query),
         )
         return json_response(
             {"runs": [summary_to_json(s) for s in page.runs], "next_before": page.next_before}
@@ -240,20 +340,14 @@ class NativeAPI:
         run_id = self._run_id(request)
         reason = None
         if request.body.strip():
-            body = request.json_object()
-            params.reject_unknown(body, ("reason",))
-            reason = params.text(body, "reason", max_length=MAX_REASON_LENGTH)
+            reason = CANCEL_BODY.parse(request.json_object())["reason"]
         await self._visible_summary(request, run_id)
         state = await self.engine.cancel(run_id, reason=reason)
         return json_response(run_to_json(state))
 
     async def give_input(self, request: Request) -> Response:
         run_id = self._run_id(request)
-        body = request.json_object()
-        params.reject_unknown(body, ("content",))
-        if body.get("content") is None:
-            raise params.invalid("field 'content' is required (any JSON value but null)", field="content")
-        content = params.json_value(body, "content", max_bytes=MAX_CONTENT_BYTES)
+        content = INPUT_BODY.parse(request.json_object())["content"]
         await self._visible_summary(request, run_id)
         state = await self.engine.resume(run_id, content)
         return json_response(run_to_json(state))
@@ -263,8 +357,8 @@ class NativeAPI:
     async def run_events(self, request: Request) -> Response | StreamResponse:
         run_id = self._run_id(request)
         query = request.query
-        on_disconnect = params.query_choice(query, "on_disconnect", ON_DISCONNECT, "continue")
-        limit = params.query_int(query, "limit", default=DEFAULT_EVENTS_LIMIT, minimum=1, maximum=MAX_EVENTS_LIMIT)
+        on_disconnect = EVENTS_ON_DISCONNECT.parse(query)
+        limit = EVENTS_LIMIT.parse(query)
         if wants_sse(request):
             after_seq = resume_after(request)  # a reconnecting EventSource resumes after what it saw
             summary = await self._visible_summary(request, run_id)
@@ -353,17 +447,14 @@ class NativeAPI:
 
     async def create_session(self, request: Request) -> Response:
         body = request.json_object() if request.body.strip() else {}
-        params.reject_unknown(body, SESSION_FIELDS)
-        session_id = params.text(body, "session_id", max_length=MAX_ID_LENGTH)
-        metadata = params.json_object(body, "metadata", max_bytes=MAX_SESSION_METADATA_BYTES)
-        ttl = params.seconds(body, "ttl", maximum=MAX_SESSION_TTL)
-        user_id = params.text(body, "user_id", max_length=MAX_ID_LENGTH)
+        fields = SESSION_BODY.parse(body)
+        user_id = fields["user_id"]
         # A taken id is a 409 whoever holds it (SessionExists says no more); never replaced.
         record = await self.engine.create_session(
-            session_id=session_id,
+            session_id=fields["session_id"],
             owner=self._owner(request),
-            metadata=metadata,
-            ttl=ttl,
+            metadata=fields["metadata"],
+            ttl=fields["ttl"],
             data={"user_id": user_id} if user_id is not None else None,
         )
         return json_response(
@@ -406,7 +497,10 @@ class NativeAPI:
 
     async def openapi(self, request: Request) -> Response:
         agents = tuple(spec.name for spec in self.engine.agents if not is_internal(spec))
-        return json_response(native_openapi(auth=self.auth is not None, agents=agents))
+        # The router's declared routes: this API's (the page, health and metrics routes a shared
+        # router also serves are not declared, nor are mounted profiles, which have their own).
+        declared = [(m, p, op) for m, p, op in self.router.declared() if op is not None]
+        return json_response(native_openapi(declared, auth=self.auth is not None, agents=agents))
 
 
 __all__ = ["NativeAPI", "error_response", "HttpError"]

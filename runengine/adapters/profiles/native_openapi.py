@@ -1,49 +1,24 @@
-"""The OpenAPI 3.1 document of the native API (served at GET /openapi.json).
+"""The native API's OpenAPI 3.1 document (served at GET /openapi.json): its response shapes, and
+the document generated from the routes' declarations (`runengine.http.openapi`).
 
-Schemas are plain JSON Schema (2020-12), so tests validate real responses against
-them. Keep this in step with `native.py`: the tests check both ways.
+Schemas are plain JSON Schema (2020-12), so tests validate real responses against them. Request
+bodies and query parameters are not here: native.py declares them with the specs it parses with.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
-from runengine.engine import MODES, SESSION_POLICIES
 from runengine.status import Status
-from runengine.http.limits import (
-    DEFAULT_EVENTS_LIMIT,
-    DEFAULT_RUNS_LIMIT,
-    MAX_BODY_BYTES,
-    MAX_CONTENT_BYTES,
-    MAX_EVENTS_LIMIT,
-    MAX_ID_LENGTH,
-    MAX_INPUT_BYTES,
-    MAX_METADATA_BYTES,
-    MAX_REASON_LENGTH,
-    MAX_RUNS_LIMIT,
-    MAX_SEQ,
-    MAX_SESSION_METADATA_BYTES,
-    MAX_SESSION_TTL,
-    MAX_START_DELAY,
-    MAX_TIMEOUT,
-)
+from runengine.http.openapi import Operation, openapi_document, ref as _ref
 
 STATUSES = [s.value for s in Status]
-#: Ids and short texts: no control characters (they could not be stored by every store).
-NO_CONTROL = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [schema, {"type": "null"}]}
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 TIME = _nullable({"type": "string", "format": "date-time"})
@@ -69,48 +44,6 @@ SCHEMAS: dict[str, Any] = {
                     "details": {"type": "object"},
                 },
             }
-        },
-    },
-    "CreateRun": {
-        "type": "object",
-        "required": ["agent"],
-        "additionalProperties": False,
-        "properties": {
-            "agent": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": NO_CONTROL},
-            "input": {"description": f"any JSON value, at most {MAX_INPUT_BYTES} bytes encoded"},
-            "session_id": _nullable({"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": NO_CONTROL}),
-            "mode": _nullable({"type": "string", "enum": list(MODES), "default": "sync"}),
-            "metadata": _nullable({"type": "object", "description": f"at most {MAX_METADATA_BYTES} bytes encoded"}),
-            "timeout": _nullable({"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT}),
-            "start_at": _nullable(
-                {
-                    "type": "string",
-                    "format": "date-time",
-                    "maxLength": 40,
-                    "description": f"a delayed run: pending until this time (with an offset), at most {MAX_START_DELAY:g} s ahead",
-                }
-            ),
-            "idempotency_key": _nullable({"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": NO_CONTROL}),
-            "session_policy": _nullable({"type": "string", "enum": list(SESSION_POLICIES)}),
-            "on_disconnect": _nullable({"type": "string", "enum": ["continue", "cancel"], "default": "continue"}),
-        },
-    },
-    "Input": {
-        "type": "object",
-        "required": ["content"],
-        "additionalProperties": False,
-        "properties": {
-            "content": {
-                "not": {"type": "null"},
-                "description": f"any JSON value but null, at most {MAX_CONTENT_BYTES} bytes encoded",
-            }
-        },
-    },
-    "Cancel": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "reason": _nullable({"type": "string", "minLength": 1, "maxLength": MAX_REASON_LENGTH, "pattern": NO_CONTROL})
         },
     },
     "Run": {
@@ -233,31 +166,6 @@ SCHEMAS: dict[str, Any] = {
             "ended": {"type": "boolean"},
         },
     },
-    "CreateSession": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "session_id": _nullable(
-                {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": MAX_ID_LENGTH,
-                    "pattern": NO_CONTROL,
-                    "description": "omitted: the server picks one (sess_...); taken: 409",
-                }
-            ),
-            "metadata": _nullable({"type": "object", "description": f"at most {MAX_SESSION_METADATA_BYTES} bytes encoded"}),
-            "ttl": _nullable(
-                {
-                    "type": "number",
-                    "exclusiveMinimum": 0,
-                    "maximum": MAX_SESSION_TTL,
-                    "description": "seconds until the session expires (then it takes no new runs); omitted: never",
-                }
-            ),
-            "user_id": _nullable({"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": NO_CONTROL}),
-        },
-    },
     "Session": {
         "type": "object",
         "required": ["session_id", "status", "user_id", "created_at", "expires_at", "ended_at", "metadata", "runs"],
@@ -349,19 +257,17 @@ SSE = {
 }
 
 
-def _errors(*statuses: int) -> dict[str, Any]:
-    names = {
-        400: "invalid_request: malformed JSON, a wrong type, an unknown field or value, a size limit",
-        401: "authentication_error: the auth hook refused the request",
-        404: "not_found: no such run, session or agent (or not visible to this principal)",
-        409: "conflict: the run's or session's state does not allow this (or the session id is taken)",
-        408: "request_timeout: the body did not arrive within the server's body timeout",
-        413: "payload_too_large: the body is larger than the limit",
-        422: "idempotency_error: the Idempotency-Key was used with a different request",
-        429: "rate_limited: the principal already has the most event streams open at once (Retry-After)",
-    }
-    return {str(s): _json(_ref("Error"), names[s]) for s in statuses}
-
+#: What each error status of the native API means (every one in the common error format).
+ERRORS = {
+    400: "invalid_request: malformed JSON, a wrong type, an unknown field or value, a size limit",
+    401: "authentication_error: the auth hook refused the request",
+    404: "not_found: no such run, session or agent (or not visible to this principal)",
+    408: "request_timeout: the body did not arrive within the server's body timeout",
+    409: "conflict: the run's or session's state does not allow this (or the session id is taken)",
+    413: "payload_too_large: the body is larger than the limit",
+    422: "idempotency_error: the Idempotency-Key was used with a different request",
+    429: "rate_limited: the principal already has the most event streams open at once (Retry-After)",
+}
 
 #: What a client can do next with the run_id a response names (OpenAPI links).
 RUN_LINKS = {
@@ -375,199 +281,31 @@ SESSION_LINKS = {
     for op in ("getSession", "endSession", "getSessionHistory")
 }
 
-SESSION_ID = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+#: Path ids: a longer one, or one with control characters, is simply not found.
+PATH_ID = {"type": "string", "minLength": 1}
 
-RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 
-
-def native_openapi(*, auth: bool = False, agents: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The document; with `auth`, every API operation also documents 401 and bearer security.
-    `agents` (the startable agent names) become examples of the `agent` field."""
-    extra = (401,) if auth else ()
-    schemas = json.loads(json.dumps(SCHEMAS))  # a copy this call may annotate
-    if agents:
-        schemas["CreateRun"]["properties"]["agent"]["examples"] = list(agents)
-        schemas["CreateRun"]["examples"] = [{"agent": agents[0], "input": "hello", "mode": "async"}]
-
-    def errors(*statuses: int) -> dict[str, Any]:
-        return _errors(*sorted((*statuses, *extra)))
-
-    paths: dict[str, Any] = {
-        "/runs": {
-            "post": {
-                "operationId": "createRun",
-                "summary": "Start a run (mode sync, async or stream)",
-                "parameters": [
-                    {
-                        "name": "Idempotency-Key",
-                        "in": "header",
-                        "required": False,
-                        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": NO_CONTROL},
-                    }
-                ],
-                "requestBody": {
-                    "required": True,
-                    "description": f"at most {MAX_BODY_BYTES} bytes",
-                    "content": {"application/json": {"schema": _ref("CreateRun")}},
-                },
-                "responses": {
-                    "200": {
-                        "description": "sync: the run once it ended or waits for input; "
-                        "stream: its events from seq 1 as SSE",
-                        "content": {"application/json": {"schema": _ref("Run")}, **SSE},
-                        "links": RUN_LINKS,
-                    },
-                    "202": {**_json(_ref("Run"), "async: the run, pending"), "links": RUN_LINKS},
-                    **errors(400, 404, 408, 409, 413, 422, 429),
-                },
-            },
-            "get": {
-                "operationId": "listRuns",
-                "summary": "List runs, newest first",
-                "parameters": [
-                    {
-                        "name": "session_id",
-                        "in": "query",
-                        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": NO_CONTROL},
-                    },
-                    {"name": "status", "in": "query", "schema": {"type": "string", "enum": STATUSES}},
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_RUNS_LIMIT, "default": DEFAULT_RUNS_LIMIT},
-                    },
-                    {
-                        "name": "before",
-                        "in": "query",
-                        "description": "the next_before of the previous page",
-                        "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
-                    },
-                ],
-                "responses": {"200": _json(_ref("RunList"), "a page of runs"), **errors(400)},
-            },
-        },
-        "/runs/{run_id}": {
-            "get": {
-                "operationId": "getRun",
-                "summary": "The run object",
-                "parameters": [RUN_ID],
-                "responses": {"200": _json(_ref("Run"), "the run"), **errors(404)},
-            },
-            "delete": {
-                "operationId": "deleteRun",
-                "summary": "Delete an ended run: its events, snapshot and idempotency records",
-                "parameters": [RUN_ID],
-                "responses": {
-                    "204": {"description": "deleted; the run is not found from now on"},
-                    **errors(404, 409),
-                },
-            },
-        },
-        "/runs/{run_id}/events": {
-            "get": {
-                "operationId": "getRunEvents",
-                "summary": "The run's events after a seq: a JSON page, or SSE live until the end",
-                "parameters": [
-                    RUN_ID,
-                    {"name": "after_seq", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_SEQ, "default": 0}},
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_EVENTS_LIMIT, "default": DEFAULT_EVENTS_LIMIT},
-                    },
-                    {"name": "on_disconnect", "in": "query", "schema": {"type": "string", "enum": ["continue", "cancel"]}},
-                    {
-                        "name": "Last-Event-ID",
-                        "in": "header",
-                        "required": False,
-                        "schema": {"type": "string", "pattern": "^[0-9]{0,18}$"},
-                    },
-                ],
-                "responses": {
-                    "200": {
-                        "description": "JSON page, or with Accept: text/event-stream an SSE stream",
-                        "content": {"application/json": {"schema": _ref("EventPage")}, **SSE},
-                    },
-                    "204": {"description": "SSE only: the run has ended and nothing comes after the cursor"},
-                    **errors(400, 404, 429),
-                },
-            }
-        },
-        "/runs/{run_id}/cancel": {
-            "post": {
-                "operationId": "cancelRun",
-                "summary": "Cancel the run (idempotent: an ended run is returned as it is)",
-                "parameters": [RUN_ID],
-                "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("Cancel")}}},
-                "responses": {"200": _json(_ref("Run"), "the run after the cancel"), **errors(400, 404, 408, 413)},
-            }
-        },
-        "/runs/{run_id}/input": {
-            "post": {
-                "operationId": "giveInput",
-                "summary": "Give input to a run waiting for it",
-                "parameters": [RUN_ID],
-                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Input")}}},
-                "responses": {"200": _json(_ref("Run"), "the run with the input recorded"), **errors(400, 404, 408, 409, 413)},
-            }
-        },
-        "/sessions": {
-            "post": {
-                "operationId": "createSession",
-                "summary": "Create a session, owned by the caller",
-                "requestBody": {
-                    "required": False,
-                    "description": "every field is optional; no body is an empty object",
-                    "content": {"application/json": {"schema": _ref("CreateSession")}},
-                },
-                "responses": {
-                    "201": {**_json(_ref("Session"), "the new session"), "links": SESSION_LINKS},
-                    **errors(400, 408, 409, 413),
-                },
-            }
-        },
-        "/sessions/{session_id}": {
-            "get": {
-                "operationId": "getSession",
-                "summary": "The session, with its runs counted by status",
-                "parameters": [SESSION_ID],
-                "responses": {"200": _json(_ref("Session"), "the session"), **errors(404)},
-            },
-            "delete": {
-                "operationId": "endSession",
-                "summary": "End the session (idempotent): its active runs are cancelled, new ones refused",
-                "parameters": [SESSION_ID],
-                "responses": {"200": _json(_ref("Session"), "the ended session"), **errors(404)},
-            },
-        },
-        "/sessions/{session_id}/history": {
-            "get": {
-                "operationId": "getSessionHistory",
-                "summary": "The messages of a session's runs, oldest first",
-                "parameters": [SESSION_ID],
-                "responses": {"200": _json(_ref("History"), "the history"), **errors(404)},
-            }
-        },
-        "/agents": {
-            "get": {
-                "operationId": "listAgents",
-                "summary": "The agents this engine runs",
-                "responses": {"200": _json(_ref("AgentList"), "the agents"), **errors()},
-            }
-        },
-    }
-    doc: dict[str, Any] = {
-        "openapi": "3.1.0",
-        "info": {
+def native_openapi(
+    routes: Iterable[tuple[str, str, Operation]], *, auth: bool = False, agents: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The document of `routes` (the native API's declared routes); with `auth`, every API operation
+    also documents 401 and bearer security. `agents` (the startable agent names) become examples of
+    the `agent` field."""
+    doc = openapi_document(
+        routes,
+        info={
             "title": "runengine native API",
             "version": "1",
             "description": "Runs of agents as gapless event logs. Errors: "
             '{"error": {"code", "message", "details"}}. Reference: docs/http.md.',
         },
-        "paths": paths,
-        "components": {"schemas": schemas},
-    }
-    if auth:
-        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-        doc["security"] = [{"bearer": []}]
+        schemas=json.loads(json.dumps(SCHEMAS)),  # a copy this call may annotate
+        error_descriptions=ERRORS,
+        auth=auth,
+        path_parameter=PATH_ID,
+    )
+    create = doc["components"]["schemas"].get("CreateRun")
+    if agents and create is not None:
+        create["properties"]["agent"]["examples"] = list(agents)
+        create["examples"] = [{"agent": agents[0], "input": "hello", "mode": "async"}]
     return doc

@@ -33,7 +33,8 @@ from runengine.http import params
 from runengine.http.auth import AuthHook, Principal, guarded
 from runengine.http.core import HttpError, Request, Response, StreamResponse, json_response
 from runengine.http.cursor import resume_after
-from runengine.http.limits import DEFAULT_RUNS_LIMIT, MAX_ID_LENGTH, MAX_RUNS_LIMIT
+from runengine.http.limits import DEFAULT_RUNS_LIMIT, MAX_ID_LENGTH, MAX_RUNS_LIMIT, MAX_SEQ
+from runengine.http.openapi import Body, Operation, Reply
 from runengine.http.openstreams import OpenStreams
 from runengine.http.router import Router
 from runengine.http.sse import KEEPALIVE, sse_comment, sse_frame, sse_response
@@ -44,12 +45,19 @@ from runengine.wire import dumps, event_data, format_time
 
 from .common import idempotency_key, invalid, request_fingerprint, request_owner
 from .native_openapi import STATUSES
-from .threads_openapi import threads_openapi
+from .threads_openapi import SSE, threads_openapi
 
 #: The agent a run without `persona_id` gets (the demo agent under `runengine serve`).
 DEFAULT_AGENT = "echo"
 #: Fields of the create body: the seed's two, and `input` (this profile's extension).
 RUN_FIELDS = ("route_id", "persona_id", "input")
+ROUTE_ID = params.TextField("route_id", max_length=MAX_ID_LENGTH, description="provider route id; reaches the agent in ctx.metadata")
+RUN_INPUT = params.JsonField(
+    "input", max_bytes=MAX_INPUT_BYTES, description=f"the agent's ctx.input (any JSON, at most {MAX_INPUT_BYTES} bytes); an extension"
+)
+LIMIT = params.QueryInt("limit", default=DEFAULT_RUNS_LIMIT, minimum=1, maximum=MAX_RUNS_LIMIT)
+STATUS = params.QueryChoice("status", tuple(STATUSES))
+BEFORE = params.QueryText("before", max_length=MAX_ID_LENGTH, description="a run_id: list the runs older than it")
 #: Our event types under the seed's names where the two differ; every other type keeps its name.
 #: (The seed's eight primary types are spelled as ours: run.started, message.delta, tool.call,
 #: tool.result, run.waiting_for_input, run.completed, run.failed, run.cancelled.)
@@ -129,6 +137,88 @@ def principal_metadata(principal: Any, owner: str | None) -> dict[str, Any]:
     return {"created_by_user_id": owner}
 
 
+# -- what each route does, for the document (/v1/openapi.json) ------------------------------
+
+CREATE_RUN = Operation(
+    "createRun",
+    "Start a run in the thread (begun by its first run); it executes in the background",
+    parameters=(
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "description": "a retry with it gets the same run",
+            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, **params.NO_CONTROL},
+        },
+    ),
+    # persona_id is read by hand (`_agent`): its rules are stated here, once more.
+    body=Body(
+        "CreateRun",
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                ROUTE_ID.name: ROUTE_ID.schema(),
+                "persona_id": {
+                    "type": ["string", "null"],
+                    "maxLength": MAX_ID_LENGTH,
+                    "description": "persona_key@version: runs the agent named persona_key; empty: the default agent",
+                },
+                RUN_INPUT.name: RUN_INPUT.schema(),
+            },
+        },
+        required=False,
+    ),
+    replies={201: Reply("the run was created", "Created")},
+    errors=(400, 404, 409, 413, 422),
+)
+THREAD_RUNS = Operation(
+    "listThreadRuns",
+    "The thread's runs, newest first",
+    parameters=(LIMIT,),
+    replies={200: Reply("runs", {"type": "array", "items": {"$ref": "#/components/schemas/ThreadRun"}})},
+    errors=(400, 404),
+)
+LIST_RUNS = Operation(
+    "listRuns",
+    "The principal's runs, newest first",
+    parameters=(LIMIT, BEFORE, STATUS),
+    replies={200: Reply("runs", {"type": "array", "items": {"$ref": "#/components/schemas/RunRow"}})},
+    errors=(400, 404),
+)
+READ_RUN = Operation("getRun", "A run", replies={200: Reply("the run", "RunDetail")}, errors=(400, 404))
+CANCEL_RUN = Operation(
+    "cancelRun", "Cancel a run (an ended run stays as it is)", replies={200: Reply("cancelled", "Ok")}, errors=(400, 404)
+)
+SUBMIT_INPUT = Operation(
+    "submitInput",
+    "Give input to a run in waiting_for_input",
+    # content is read by hand (a string; over the limit is a 413): stated here, once more.
+    body=Body(
+        "Input",
+        {
+            "type": "object",
+            "required": ["content"],
+            "additionalProperties": False,
+            "properties": {"content": {"type": "string", "description": f"at most {MAX_CONTENT_BYTES} bytes (UTF-8)"}},
+        },
+    ),
+    replies={200: Reply("the input was recorded", "Ok")},
+    errors=(400, 404, 409, 413),
+)
+RUN_EVENTS = Operation(
+    "runEvents",
+    "The run's events as SSE, after `after_seq` (or Last-Event-ID)",
+    parameters=(
+        {"name": "after_seq", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_SEQ}},
+        {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string", "pattern": "^[0-9]+$"}},
+    ),
+    replies={200: Reply("the event stream", content=SSE)},
+    errors=(400, 404, 429),
+)
+OPENAPI = Operation("openapi", "This document", replies={200: Reply("the OpenAPI document", {"type": "object"})})
+
+
 # -- the app ------------------------------------------------------------------------------
 
 
@@ -146,14 +236,14 @@ class ThreadsProfile:
 
     def __attrs_post_init__(self) -> None:
         r = self.router = Router()
-        r.route("POST", "/threads/{thread_id}/runs", guarded(self.auth, self.create_run))
-        r.route("GET", "/threads/{thread_id}/runs", guarded(self.auth, self.thread_runs))
-        r.route("GET", "/runs", guarded(self.auth, self.list_runs))
-        r.route("GET", "/runs/{run_id}", guarded(self.auth, self.read_run))
-        r.route("POST", "/runs/{run_id}:cancel", guarded(self.auth, self.cancel_run))
-        r.route("POST", "/runs/{run_id}/input", guarded(self.auth, self.submit_input))
-        r.route("GET", "/runs/{run_id}/events", guarded(self.auth, self.run_events))
-        r.route("GET", "/openapi.json", guarded(self.auth, self.openapi))
+        r.route("POST", "/threads/{thread_id}/runs", guarded(self.auth, self.create_run), operation=CREATE_RUN)
+        r.route("GET", "/threads/{thread_id}/runs", guarded(self.auth, self.thread_runs), operation=THREAD_RUNS)
+        r.route("GET", "/runs", guarded(self.auth, self.list_runs), operation=LIST_RUNS)
+        r.route("GET", "/runs/{run_id}", guarded(self.auth, self.read_run), operation=READ_RUN)
+        r.route("POST", "/runs/{run_id}:cancel", guarded(self.auth, self.cancel_run), operation=CANCEL_RUN)
+        r.route("POST", "/runs/{run_id}/input", guarded(self.auth, self.submit_input), operation=SUBMIT_INPUT)
+        r.route("GET", "/runs/{run_id}/events", guarded(self.auth, self.run_events), operation=RUN_EVENTS)
+        r.route("GET", "/openapi.json", guarded(self.auth, self.openapi), operation=OPENAPI)
 
     def routes(self) -> Iterator[tuple[str, str]]:
         return self.router.routes()
@@ -167,12 +257,12 @@ class ThreadsProfile:
         thread_id = _path_id(request, "thread_id")
         body = request.json_object() if request.body.strip() else {}  # every field is optional
         params.reject_unknown(body, RUN_FIELDS)
-        route_id = params.text(body, "route_id", max_length=MAX_ID_LENGTH)
+        route_id = ROUTE_ID.parse(body)
         persona = body.get("persona_id")
         if persona is not None and not isinstance(persona, str):
             raise invalid("field 'persona_id' must be a string (persona_key@version)", field="persona_id")
         agent, version = self._agent(persona or None)
-        run_input = params.json_value(body, "input", max_bytes=MAX_INPUT_BYTES)
+        run_input = RUN_INPUT.parse(body)
         owner = request_owner(self.auth, request)
         key = idempotency_key(request)
         metadata = {
@@ -211,7 +301,7 @@ class ThreadsProfile:
 
     async def thread_runs(self, request: Request) -> Response:
         thread_id = _path_id(request, "thread_id")
-        limit = params.query_int(request.query, "limit", default=DEFAULT_RUNS_LIMIT, minimum=1, maximum=MAX_RUNS_LIMIT)
+        limit = LIMIT.parse(request.query)
         owner = request_owner(self.auth, request)
         await self.engine.get_session(thread_id, owner=owner)  # unknown or another's: 404
         page = await self.engine.list_runs(session_id=thread_id, owner=owner, limit=limit)
@@ -221,9 +311,9 @@ class ThreadsProfile:
 
     async def list_runs(self, request: Request) -> Response:
         query = request.query
-        limit = params.query_int(query, "limit", default=DEFAULT_RUNS_LIMIT, minimum=1, maximum=MAX_RUNS_LIMIT)
-        status = params.query_choice(query, "status", tuple(STATUSES), None)
-        before_id = params.query_text(query, "before", max_length=MAX_ID_LENGTH)
+        limit = LIMIT.parse(query)
+        status = STATUS.parse(query)
+        before_id = BEFORE.parse(query)
         owner = request_owner(self.auth, request)
         cursor = None
         if before_id is not None:  # the cursor is a run id: the last one of the previous page
@@ -290,7 +380,8 @@ class ThreadsProfile:
             await batches.aclose()
 
     async def openapi(self, request: Request) -> Response:
-        return json_response(threads_openapi(self))
+        declared = [(m, p, op) for m, p, op in self.router.declared() if op is not None]
+        return json_response(threads_openapi(declared, auth=self.auth is not None))
 
 
 def _path_id(request: Request, name: str) -> str:

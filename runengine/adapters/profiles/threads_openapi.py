@@ -1,4 +1,5 @@
-"""The OpenAPI 3.1 document of the /v1 Threads/Runs profile (seed 004), served at /v1/openapi.json.
+"""The /v1 Threads/Runs profile's OpenAPI 3.1 document (seed 004), served at /v1/openapi.json: its
+response shapes, and the document generated from the routes' declarations (threads.py).
 
 Schemas are JSON Schema 2020-12, so the tests validate real responses against them;
 paths are relative to the mount (the document's `servers` names it).
@@ -6,16 +7,17 @@ paths are relative to the mount (the document's `servers` names it).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any
 
-from runengine.http.limits import DEFAULT_RUNS_LIMIT, MAX_CONTENT_BYTES, MAX_ID_LENGTH, MAX_INPUT_BYTES, MAX_RUNS_LIMIT, MAX_SEQ
+from runengine.http.openapi import Operation, openapi_document, ref
+from runengine.http.params import NO_CONTROL
+from runengine.limits import MAX_ID_LENGTH
 
-from .native_openapi import NO_CONTROL, SCHEMAS as NATIVE_SCHEMAS, STATUSES
+from .native_openapi import SCHEMAS as NATIVE_SCHEMAS, STATUSES
 
-if TYPE_CHECKING:
-    from .threads import ThreadsProfile
-
-ID = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": NO_CONTROL}
+#: Path ids: 1 to MAX_ID_LENGTH characters without control characters (else a 400).
+ID = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, **NO_CONTROL}
 TIME = {"type": ["string", "null"], "format": "date-time"}
 TEXT = {"type": ["string", "null"]}
 INT = {"type": ["integer", "null"]}
@@ -44,19 +46,6 @@ ROW_FIELDS: dict[str, Any] = {
 
 SCHEMAS: dict[str, Any] = {
     "Error": NATIVE_SCHEMAS["Error"],
-    "CreateRun": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "route_id": {**ID, "description": "provider route id; reaches the agent in ctx.metadata"},
-            "persona_id": {
-                "type": ["string", "null"],
-                "maxLength": MAX_ID_LENGTH,
-                "description": "persona_key@version: runs the agent named persona_key; empty: the default agent",
-            },
-            "input": {"description": f"the agent's ctx.input (any JSON, at most {MAX_INPUT_BYTES} bytes); an extension"},
-        },
-    },
     "Created": {
         "type": "object",
         "required": ["run_id", "trace_id"],
@@ -74,12 +63,6 @@ SCHEMAS: dict[str, Any] = {
         "properties": {**ROW_FIELDS, "trace_id": TEXT},
     },
     "Ok": {"type": "object", "required": ["ok"], "properties": {"ok": {"const": True}}},
-    "Input": {
-        "type": "object",
-        "required": ["content"],
-        "additionalProperties": False,
-        "properties": {"content": {"type": "string", "description": f"at most {MAX_CONTENT_BYTES} bytes (UTF-8)"}},
-    },
     "Event": {
         "type": "object",
         "required": ["seq", "type", "data", "created_at"],
@@ -101,7 +84,7 @@ SSE = {
             "required": ["id", "data"],
             "properties": {
                 "id": {"type": "string", "pattern": "^[0-9]+$"},
-                "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": {"$ref": "#/components/schemas/Event"}},
+                "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": ref("Event")},
             },
         }
     }
@@ -118,116 +101,18 @@ ERRORS = {
 }
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def threads_openapi(profile: ThreadsProfile | None = None, *, auth: bool | None = None) -> dict[str, Any]:
-    """The document; with auth on (the profile's hook, or `auth`), every operation documents 401 and bearer security."""
-    secured = auth if auth is not None else (profile is not None and profile.auth is not None)
-
-    def errors(*statuses: int) -> dict[str, Any]:
-        return {str(s): _json(_ref("Error"), ERRORS[s]) for s in sorted({*statuses, *((401,) if secured else ())})}
-
-    def path_id(name: str) -> dict[str, Any]:
-        return {"name": name, "in": "path", "required": True, "schema": ID}
-
-    limit = {
-        "name": "limit",
-        "in": "query",
-        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_RUNS_LIMIT, "default": DEFAULT_RUNS_LIMIT},
-    }
-    paths: dict[str, Any] = {
-        "/threads/{thread_id}/runs": {
-            "parameters": [path_id("thread_id")],
-            "post": {
-                "operationId": "createRun",
-                "summary": "Start a run in the thread (begun by its first run); it executes in the background",
-                "parameters": [
-                    {"name": "Idempotency-Key", "in": "header", "required": False, "description": "a retry with it gets the same run", "schema": ID}
-                ],
-                "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("CreateRun")}}},
-                "responses": {"201": _json(_ref("Created"), "the run was created"), **errors(400, 404, 409, 413, 422)},
-            },
-            "get": {
-                "operationId": "listThreadRuns",
-                "summary": "The thread's runs, newest first",
-                "parameters": [limit],
-                "responses": {"200": _json({"type": "array", "items": _ref("ThreadRun")}, "runs"), **errors(400, 404)},
-            },
-        },
-        "/runs": {
-            "get": {
-                "operationId": "listRuns",
-                "summary": "The principal's runs, newest first",
-                "parameters": [
-                    limit,
-                    {"name": "before", "in": "query", "description": "a run_id: list the runs older than it", "schema": ID},
-                    {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(STATUSES)}},
-                ],
-                "responses": {"200": _json({"type": "array", "items": _ref("RunRow")}, "runs"), **errors(400, 404)},
-            }
-        },
-        "/runs/{run_id}": {
-            "parameters": [path_id("run_id")],
-            "get": {
-                "operationId": "getRun",
-                "summary": "A run",
-                "responses": {"200": _json(_ref("RunDetail"), "the run"), **errors(400, 404)},
-            },
-        },
-        "/runs/{run_id}:cancel": {
-            "parameters": [path_id("run_id")],
-            "post": {
-                "operationId": "cancelRun",
-                "summary": "Cancel a run (an ended run stays as it is)",
-                "responses": {"200": _json(_ref("Ok"), "cancelled"), **errors(400, 404)},
-            },
-        },
-        "/runs/{run_id}/input": {
-            "parameters": [path_id("run_id")],
-            "post": {
-                "operationId": "submitInput",
-                "summary": "Give input to a run in waiting_for_input",
-                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Input")}}},
-                "responses": {"200": _json(_ref("Ok"), "the input was recorded"), **errors(400, 404, 409, 413)},
-            },
-        },
-        "/runs/{run_id}/events": {
-            "parameters": [path_id("run_id")],
-            "get": {
-                "operationId": "runEvents",
-                "summary": "The run's events as SSE, after `after_seq` (or Last-Event-ID)",
-                "parameters": [
-                    {"name": "after_seq", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_SEQ}},
-                    {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string", "pattern": "^[0-9]+$"}},
-                ],
-                "responses": {"200": {"description": "the event stream", "content": SSE}, **errors(400, 404, 429)},
-            },
-        },
-        "/openapi.json": {
-            "get": {
-                "operationId": "openapi",
-                "summary": "This document",
-                "responses": {"200": _json({"type": "object"}, "the OpenAPI document"), **errors()},
-            }
-        },
-    }
-    doc: dict[str, Any] = {
-        "openapi": "3.1.0",
-        "info": {"title": "runengine Threads/Runs API (seed 004)", "version": "1"},
-        "servers": [{"url": "/v1"}],
-        "paths": paths,
-        "components": {"schemas": SCHEMAS},
-    }
-    if secured:
-        doc["components"] = {**doc["components"], "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}
-        doc["security"] = [{"bearer": []}]
-    return doc
+def threads_openapi(routes: Iterable[tuple[str, str, Operation]], *, auth: bool) -> dict[str, Any]:
+    """The document of `routes` (the profile's declared routes); with `auth`, every operation
+    documents 401 and bearer security."""
+    return openapi_document(
+        routes,
+        info={"title": "runengine Threads/Runs API (seed 004)", "version": "1"},
+        schemas=SCHEMAS,
+        error_descriptions=ERRORS,
+        auth=auth,
+        path_parameter=ID,
+        servers=("/v1",),
+    )
 
 
 __all__ = ["threads_openapi"]
