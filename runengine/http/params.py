@@ -391,4 +391,5 @@ class QueryCursor:
         return query_cursor(query, self.name)
 
     def parameter(self) -> dict[str, Any]:
-        return _described({"name": self.name, "in": "query", "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}}, self.description)
+        digits = {"type": "string", "minLength": 1, "maxLength": 18, "not": {"pattern": "[^0-9]"}}
+        return _described({"name": self.name, "in": "query", "schema": digits}, self.description)

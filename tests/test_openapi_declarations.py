@@ -1,0 +1,201 @@
+"""The OpenAPI documents are generated from the routes' declarations (runengine.http.openapi): every
+route is declared, the documents are valid OpenAPI 3.1, and a declared request rule and the
+handler's check agree (requests drawn from the schema, and arbitrary ones, answered alike)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlencode
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from jsonschema import Draft202012Validator
+from openapi_spec_validator import validate
+
+from httpkit import demo_engine
+from runengine import RunEngine
+from runengine.http.limits import MAX_TIMEOUT
+from runengine.adapters.profiles.native import LIST_RUNS, MODES, ON_DISCONNECT, RUN_BODY, SESSION_POLICIES, NativeAPI
+from runengine.adapters.profiles.threads import ThreadsProfile
+from runengine.http import params
+from runengine.http.core import HttpError, Request
+from runengine.http.router import Router
+from runengine.wire import dumps
+
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@pytest.mark.parametrize("name", ["native", "v1"])
+def test_every_route_is_declared_and_documented(name: str) -> None:
+    api = NativeAPI(demo_engine()) if name == "native" else ThreadsProfile(demo_engine())
+    router = api.router
+    undeclared = [(method, pattern) for method, pattern, op in router.declared() if op is None]
+    assert undeclared == [], f"routes registered without an Operation: {undeclared}"
+    response = anyio.run(api, Request(method="GET", path="/openapi.json"))
+    doc = json.loads(response.body)
+    documented = {(method.upper(), path) for path, item in doc["paths"].items() for method in item}
+    assert documented == {(method, pattern) for method, pattern, _ in router.declared()}
+
+
+def test_an_undeclared_route_is_seen() -> None:
+    router = Router()
+
+    async def handler(request: Request) -> Any:
+        raise AssertionError
+
+    router.route("GET", "/declared", handler, operation=LIST_RUNS)
+    router.route("GET", "/forgotten", handler)
+    assert [(m, p) for m, p, op in router.declared() if op is None] == [("GET", "/forgotten")]
+
+
+@pytest.mark.parametrize("auth", [False, True])
+@pytest.mark.parametrize("name", ["native", "v1"])
+def test_the_documents_are_valid_openapi_3_1(name: str, auth: bool) -> None:
+    hook = (lambda headers: "alice") if auth else None
+    engine = demo_engine()
+    api = NativeAPI(engine, auth=hook) if name == "native" else ThreadsProfile(engine, auth=hook)
+    response = anyio.run(api, Request(method="GET", path="/openapi.json", headers={"authorization": "Bearer alice"}))
+    doc = json.loads(response.body)
+    assert doc["openapi"] == "3.1.0" and ("security" in doc) is auth
+    validate(doc)
+
+
+# -- the create-run body: the declared schema and the handler agree -----------------------------
+
+CREATE_RUN = RUN_BODY.schema()
+VALIDATOR = Draft202012Validator(CREATE_RUN)
+#: An engine with no agents: a body the handler accepts is answered 404 (no such agent), one it
+#: refuses 400, and nothing ever runs.
+NO_AGENTS = NativeAPI(RunEngine("memory://", clock=lambda: NOW))
+
+
+def answer(body: Any) -> int:
+    response = anyio.run(NO_AGENTS, Request(method="POST", path="/runs", body=dumps(body).encode()))
+    return response.status
+
+
+def drawable(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema less what JSON Schema cannot say and the handler checks: `start_at` relative to the
+    clock (drawn apart, in `times`); sizes in encoded bytes are far above what is drawn."""
+    out = copy.deepcopy(schema)
+    out["properties"]["start_at"] = {"type": "null"}
+    return out
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def from_schema(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
+    """Values a schema accepts, for the keywords the request specs use (hypothesis-jsonschema does
+    not run on today's Hypothesis)."""
+    if "anyOf" in schema:
+        return st.one_of([from_schema(s) for s in schema["anyOf"]])
+    if "enum" in schema:
+        return st.sampled_from(schema["enum"])
+    kind = schema.get("type")
+    if kind == "null":
+        return st.none()
+    if kind == "string":
+        low, high = schema.get("minLength", 0), schema.get("maxLength", 20)
+        text = st.text(min_size=low, max_size=min(high, 20)) | st.sampled_from([low, high]).map(lambda n: "x" * n)
+        if "not" in schema:
+            text = text.filter(lambda value: not re.search(schema["not"]["pattern"], value))
+        return text
+    if kind == "number":
+        top = schema["maximum"]
+        return st.floats(min_value=0, max_value=top, exclude_min=True) | st.sampled_from([top, int(top), 1e-9])
+    if kind == "object" and "properties" in schema:
+        required = {name: from_schema(schema["properties"][name]) for name in schema.get("required", ())}
+        optional = {name: from_schema(s) for name, s in schema["properties"].items() if name not in required}
+        return st.fixed_dictionaries(required, optional=optional)
+    if kind == "object":
+        return st.dictionaries(st.text(max_size=5), json_values, max_size=3)
+    if schema.get("not") == {"type": "null"}:
+        return json_values.filter(lambda value: value is not None)
+    assert set(schema) <= {"description"}, f"no strategy for {schema}"
+    return json_values
+
+
+@FAST
+@given(body=from_schema(drawable(CREATE_RUN)))
+def test_a_body_the_schema_accepts_the_handler_accepts(body: dict[str, Any]) -> None:
+    assert answer(body) == 404, body
+
+
+#: start_at values inside the clock's window (the window is checked against the clock: not in the schema).
+TIMES = ("2026-01-01T12:00:00Z", "2026-01-02T00:00:00+02:00", "2026-01-01T00:00:01.5+00:00")
+times = st.sampled_from(TIMES)
+short_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=8)
+values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 10**7),
+    st.floats(allow_nan=False, allow_infinity=False),
+    short_text,
+    st.text(st.sampled_from("ab\n\x00\x85"), min_size=0, max_size=3),
+    st.sampled_from([1, 199, 200, 201, 1000, 1001]).map(lambda n: "x" * n),  # around the length limits
+    st.sampled_from([0, 0.0, -1e-9, 1e-9, MAX_TIMEOUT, MAX_TIMEOUT + 1]),  # around the number limits
+    st.sampled_from([*MODES, *SESSION_POLICIES, *ON_DISCONNECT]),  # never a time string: see TIMES
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(short_text, st.integers(), max_size=2),
+)
+field_names = st.sampled_from([*RUN_BODY.names, "colour"])
+#: A valid agent and up to two fields of any value: one rule at a time decides most answers.
+bodies = st.builds(
+    lambda fields, when: {"agent": "a", **fields, **({"start_at": when} if when else {})},
+    st.dictionaries(field_names, values, max_size=2),
+    st.none() | times,
+)
+
+
+@FAST
+@given(body=bodies)
+def test_the_schema_and_the_handler_refuse_the_same_bodies(body: dict[str, Any]) -> None:
+    assert (answer(body) != 400) is VALIDATOR.is_valid(body), (body, answer(body))
+
+
+# -- the list query parameters: the declared parameter and the parser agree ------------------------
+
+
+def accepted(parameter: dict[str, Any], raw: str) -> bool:
+    """What the parameter's schema says of a raw query value (integers read as JSON numbers would)."""
+    schema = parameter["schema"]
+    value: Any = int(raw) if schema["type"] == "integer" and re.fullmatch(r"[0-9]+", raw) else raw
+    return Draft202012Validator(schema).is_valid(value)
+
+
+raw_values = st.one_of(
+    st.integers(-5, 300).map(str),
+    st.text(st.sampled_from("0123456789ab\n\x01-+"), max_size=20),
+    st.sampled_from(["completed", "running", "nope", "", "1" * 19]),
+)
+
+
+@FAST
+@given(query=st.dictionaries(st.sampled_from([p.name for p in LIST_RUNS.parameters]), raw_values, max_size=3))
+def test_the_list_parameters_and_the_parser_agree(query: dict[str, str]) -> None:
+    declared = {p.name: p.parameter() for p in LIST_RUNS.parameters}
+    response = anyio.run(NO_AGENTS, Request(method="GET", path="/runs", query_string=urlencode(query)))
+    expected = all(accepted(declared[name], raw) for name, raw in query.items())
+    assert (response.status == 200) is expected, (query, response.body)
+
+
+def test_a_rule_is_read_from_its_declaration() -> None:
+    """The spec a handler parses with is the one the schema comes from: a changed limit moves both."""
+    field = params.TextField("agent", max_length=3, required=True)
+    spec = params.BodySpec((field,))
+    assert spec.schema()["properties"]["agent"]["maxLength"] == 3
+    with pytest.raises(HttpError) as refused:
+        spec.parse({"agent": "four"})
+    assert refused.value.status == 400
+    assert spec.parse({"agent": "thr"}) == {"agent": "thr"}
