@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import attrs
 import structlog
 
 from ..errors import RunEngineError
-from .openapi import Operation
 from .core import App, Handler, HttpError, Request, Response, StreamResponse, engine_error_response, error_response
+
+if TYPE_CHECKING:  # the declaration is only carried here; runengine.http.openapi reads it
+    from .openapi import Operation
 
 log = structlog.get_logger("runengine.http")
 

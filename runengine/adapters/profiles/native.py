@@ -35,7 +35,6 @@ from runengine.engine import MODES, SESSION_POLICIES, RunEngine
 from runengine.errors import AgentNotFound, RunEngineError, RunNotFound, SessionNotFound
 from runengine.idempotency import fingerprint
 from runengine.ports import SessionRecord, SessionRuns
-from runengine.status import Status
 from runengine.wire import dumps, event_to_dict
 from runengine.http import params
 from runengine.http.auth import AuthHook, guarded, owner_of
