@@ -24,6 +24,7 @@ from runengine.adapters.profiles.native import LIST_RUNS, MODES, ON_DISCONNECT, 
 from runengine.adapters.profiles.threads import ThreadsProfile
 from runengine.http import params
 from runengine.http.core import HttpError, Request
+from runengine.http.cursor import LAST_EVENT_ID_PARAMETER, last_event_id
 from runengine.http.router import Router
 from runengine.wire import dumps
 
@@ -200,3 +201,14 @@ def test_a_rule_is_read_from_its_declaration() -> None:
         spec.parse({"agent": "four"})
     assert refused.value.status == 400
     assert spec.parse({"agent": "thr"}) == {"agent": "thr"}
+
+
+@FAST
+@given(raw=st.text(st.sampled_from("0123456789 \t-+a"), max_size=22))
+def test_the_last_event_id_parameter_and_the_parser_agree(raw: str) -> None:
+    try:
+        last_event_id(Request(method="GET", path="/", headers={"last-event-id": raw}))
+        parsed = True
+    except HttpError:
+        parsed = False
+    assert parsed is Draft202012Validator(LAST_EVENT_ID_PARAMETER["schema"]).is_valid(raw), raw

@@ -39,3 +39,20 @@ def _parsed(raw: str | None, what: str, details: dict[str, str]) -> int:
             400, "invalid_request", f"{what} must be an integer from 0 to {MAX_SEQ}; got {text[:40]!r}", details
         )
     return int(text)
+
+
+#: The two cursors as an OpenAPI document states them (the rules above; every profile's document
+#: takes these, so they are stated once beside the parser).
+AFTER_SEQ_PARAMETER = {
+    "name": "after_seq",
+    "in": "query",
+    "description": "resume after this seq (blank: from the start; with Last-Event-ID the larger wins)",
+    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_SEQ, "default": 0},
+}
+LAST_EVENT_ID_PARAMETER = {
+    "name": "Last-Event-ID",
+    "in": "header",
+    "required": False,
+    "description": "the last seq an EventSource saw (blank: not given)",
+    "schema": {"type": "string", "pattern": f"^[ \\t]*[0-9]{{0,{len(str(MAX_SEQ))}}}[ \\t]*$"},
+}

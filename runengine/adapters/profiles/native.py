@@ -44,7 +44,7 @@ from runengine.http.openapi import Body, Operation, Reply
 from runengine.http.openstreams import OpenStreams
 from runengine.http.router import Router
 from .native_shapes import history_message_to_json, run_to_json, session_to_json, summary_to_json
-from runengine.http.cursor import after_seq_param, resume_after
+from runengine.http.cursor import AFTER_SEQ_PARAMETER, LAST_EVENT_ID_PARAMETER, after_seq_param, resume_after
 from runengine.http.sse import KEEPALIVE, FrameCache, sse_comment, sse_frame, sse_response
 from runengine.http.streaming import server_stop
 
@@ -61,7 +61,6 @@ from runengine.http.limits import (
     MAX_METADATA_BYTES,
     MAX_REASON_LENGTH,
     MAX_RUNS_LIMIT,
-    MAX_SEQ,
     MAX_SESSION_METADATA_BYTES,
     MAX_SESSION_TTL,
     MAX_START_DELAY,
@@ -138,10 +137,10 @@ RUN_EVENTS = Operation(
     "getRunEvents",
     "The run's events after a seq: a JSON page, or SSE live until the end",
     parameters=(
-        {"name": "after_seq", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_SEQ, "default": 0}},
+        AFTER_SEQ_PARAMETER,
         EVENTS_LIMIT,
         EVENTS_ON_DISCONNECT,
-        {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string", "pattern": "^[0-9]{0,18}$"}},
+        LAST_EVENT_ID_PARAMETER,
     ),
     replies={
         200: Reply("JSON page, or with Accept: text/event-stream an SSE stream", "EventPage", SSE),

@@ -32,8 +32,8 @@ from runengine.events import Event
 from runengine.http import params
 from runengine.http.auth import AuthHook, Principal, guarded
 from runengine.http.core import HttpError, Request, Response, StreamResponse, json_response
-from runengine.http.cursor import resume_after
-from runengine.http.limits import DEFAULT_RUNS_LIMIT, MAX_ID_LENGTH, MAX_RUNS_LIMIT, MAX_SEQ
+from runengine.http.cursor import AFTER_SEQ_PARAMETER, LAST_EVENT_ID_PARAMETER, resume_after
+from runengine.http.limits import DEFAULT_RUNS_LIMIT, MAX_ID_LENGTH, MAX_RUNS_LIMIT
 from runengine.http.openapi import Body, Operation, Reply
 from runengine.http.openstreams import OpenStreams
 from runengine.http.router import Router
@@ -210,8 +210,8 @@ RUN_EVENTS = Operation(
     "runEvents",
     "The run's events as SSE, after `after_seq` (or Last-Event-ID)",
     parameters=(
-        {"name": "after_seq", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_SEQ}},
-        {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string", "pattern": "^[0-9]+$"}},
+        AFTER_SEQ_PARAMETER,
+        LAST_EVENT_ID_PARAMETER,
     ),
     replies={200: Reply("the event stream", content=SSE)},
     errors=(400, 404, 429),
