@@ -67,6 +67,7 @@ from .ports import (
     RunSummary,
     SessionRecord,
     SessionRuns,
+    WebhookRegistration,
     WorkQueue,
 )
 from .reducer import Fold
@@ -762,6 +763,27 @@ class RunEngine:
     async def count_session_runs(self, session_id: str, *, owner: str | None = None) -> SessionRuns:
         """The session's runs (only `owner`'s when given) counted by status, at the cost of one read."""
         return await self.store.count_session_runs(session_id, owner=owner)
+
+    async def bind_idempotency_key(self, record: IdempotencyRecord) -> str | None:
+        """Bind `record`'s key to `record.run_id` for a profile that creates or answers runs itself
+        (runengine.idempotency.bind_key): None when the caller now holds the key, else the run the
+        key already names (IdempotencyKeyReused when it names one for another request)."""
+        return await bind_key(self.store, record, ttl=self.idempotency_ttl, now=self.clock)
+
+    async def release_idempotency_key(self, record: IdempotencyRecord) -> None:
+        """Let go of a key bound by `bind_idempotency_key` whose request made nothing."""
+        await self.store.release_idempotency_key(record)
+
+    async def list_webhooks(self, app_id: str) -> list[WebhookRegistration]:
+        """The webhook registrations of an app (a profile's callbacks), oldest first."""
+        return await self.store.list_webhooks(app_id)
+
+    async def add_webhook(self, registration: WebhookRegistration) -> None:
+        await self.store.add_webhook(registration)
+
+    async def delete_webhook(self, app_id: str, webhook_id: str) -> bool:
+        """Whether the registration was there (and is now gone)."""
+        return await self.store.delete_webhook(app_id, webhook_id)
 
     async def end_session(
         self, session_id: str, *, owner: str | None = None, cancel_active: bool = True

@@ -24,7 +24,6 @@ import attrs
 from runengine import ownership
 from runengine.engine import RunEngine, SessionPolicy
 from runengine.errors import RunNotFound, SessionExists, SessionNotFound
-from runengine.idempotency import bind_key
 from runengine.events import Custom, MessageCompleted, MessageDelta, RunWaitingForInput, Thought, ToolResult
 from runengine.http import params
 from runengine.http.auth import AuthHook, guarded
@@ -663,7 +662,7 @@ class KoreProfile:
             run_id=run_id,
             created_at=self.engine.clock(),
         )
-        if await bind_key(self.engine.store, record, ttl=self.engine.idempotency_ttl, now=self.engine.clock) is not None:
+        if await self.engine.bind_idempotency_key(record) is not None:
             return None  # execute() answers with the run the key named
         return KeyedAnswer(run_id, record)
 
@@ -678,7 +677,7 @@ class KoreProfile:
         except BaseException:
             if answer.key is not None:  # not answered: the key was not used
                 with anyio.CancelScope(shield=True):
-                    await self.engine.store.release_idempotency_key(answer.key)
+                    await self.engine.release_idempotency_key(answer.key)
             raise
         if req.callback_url is not None and self.deliveries is not None:
             await self.deliveries.schedule(run_id, req.callback_url, format=CALLBACK_FORMAT, token=req.token, owner=owner)

@@ -102,7 +102,7 @@ class WebhookRegistry:
 
     async def of_owner(self, app_id: str, owner: str | None) -> list[WebhookRegistration]:
         """The app's registrations made by `owner` (each principal sees and gets only its own)."""
-        return [r for r in await self._engine.store.list_webhooks(app_id) if ownership.can_access(r.owner, owner)]
+        return [r for r in await self._engine.list_webhooks(app_id) if ownership.can_access(r.owner, owner)]
 
     async def add(self, app_id: str, url: str, events: Sequence[str], secret: str, owner: str | None) -> WebhookRegistration:
         registration = WebhookRegistration(
@@ -115,9 +115,9 @@ class WebhookRegistry:
             owner=owner,
         )
         async with self._lock(app_id):
-            if len(await self._engine.store.list_webhooks(app_id)) >= MAX_WEBHOOKS_PER_APP:
+            if len(await self._engine.list_webhooks(app_id)) >= MAX_WEBHOOKS_PER_APP:
                 raise InvalidRequest(f"an app may have at most {MAX_WEBHOOKS_PER_APP} webhooks", app_id=app_id)
-            await self._engine.store.add_webhook(registration)
+            await self._engine.add_webhook(registration)
         return registration
 
     async def remove(self, app_id: str, webhook_id: str, owner: str | None) -> bool:
@@ -125,7 +125,7 @@ class WebhookRegistry:
         async with self._lock(app_id):
             if not any(r.webhook_id == webhook_id for r in await self.of_owner(app_id, owner)):
                 return False
-            return await self._engine.store.delete_webhook(app_id, webhook_id)
+            return await self._engine.delete_webhook(app_id, webhook_id)
 
 
 class WebhookDispatcher:
