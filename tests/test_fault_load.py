@@ -90,8 +90,11 @@ async def test_thousand_subscribers_get_the_identical_sequence(tmp_path: Path) -
             # (leaving the task group waited for every subscriber to read to the terminal event)
             stream_s = time.perf_counter() - started
 
-            log: list[dict] = []
-            after = 0
+        # The stored log, on a new connection: the pool's are idle since their streams ended and
+        # the server closes an idle one after its keep-alive timeout, which a reuse can race.
+        log: list[dict] = []
+        after = 0
+        async with httpx.AsyncClient(base_url=server.base, timeout=httpx.Timeout(60.0)) as client:
             while True:
                 page = (await client.get(f"/runs/{run_id}/events", params={"after_seq": after, "limit": 1000})).json()
                 log.extend(page["events"])

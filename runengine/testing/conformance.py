@@ -887,8 +887,16 @@ class StoreConformance:
         backend = anyio_backend if isinstance(anyio_backend, str) else anyio_backend[0]
         with anyio.from_thread.start_blocking_portal(backend=backend) as portal:
             machine = _model_machine(portal, store_factory)
+
+            def new_machine() -> RuleBasedStateMachine:
+                return machine()
+
+            # A function, not the class: hypothesis digests its factory's source, and finding a
+            # class's source parses its whole module with `ast`, which CPython 3.11 can fail
+            # with "AST constructor recursion depth mismatch" while another thread (the portal's
+            # event loop) runs (python/cpython#106905); a function's source is found by line.
             run_state_machine_as_test(
-                machine,
+                new_machine,
                 settings=settings(
                     max_examples=self.max_examples,
                     stateful_step_count=self.stateful_step_count,
