@@ -23,7 +23,7 @@ from runengine import RunEngine, Status, StepFailed
 from runengine.adapters.memory import MemoryStore
 from runengine.integrations.openai import Tool, chat, session_messages, tool_loop
 from test_cli import COMMAND, wait_ready
-from test_durable_core import DyingStore
+from test_durable_core import DyingStore, crash_then_resume
 
 pytestmark = pytest.mark.anyio
 
@@ -141,21 +141,12 @@ def durable_agents(base_url: str, charges: list[int], die_when: Any) -> Any:
     return agents
 
 
-async def resume_after_crash(agents: Any, store: DyingStore | None = None) -> tuple[Any, list[Any]]:
-    shared = MemoryStore()
-    first = DyingStore(shared)
-    engine = RunEngine(first, drain_timeout=0)
-    agents(engine, first)
-    async with engine:
-        run = await engine.execute("shop", None, mode="async")
-        while not first.dead:
-            await anyio.sleep(0.001)
-    second_store = DyingStore(shared)
-    second = RunEngine(second_store)
-    agents(second, second_store)
+async def resume_after_crash(agents: Any) -> tuple[Any, list[Any]]:
+    """The run of `shop` after its first engine died (store.die()) and a second one resumed it."""
+    run_id, second = await crash_then_resume(agents, "shop", None)
     async with second:
-        state = await second.wait(run.run_id)
-        log = await events_of(second, run.run_id)
+        state = await second.wait(run_id)
+        log = await events_of(second, run_id)
     return state, log
 
 

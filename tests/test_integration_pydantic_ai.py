@@ -25,7 +25,7 @@ from runengine.adapters.memory import MemoryStore
 from runengine.integrations.pydantic_ai import MODEL_STEP, agent_from_pydantic_ai, pydantic_ai_agent
 from kit import free_port
 from test_cli import COMMAND, wait_ready
-from test_durable_core import DyingStore
+from test_durable_core import DyingStore, crash_then_resume
 
 pytestmark = pytest.mark.anyio
 
@@ -223,20 +223,11 @@ def durable_agents(calls: list[list[ModelMessage]], adds: list[tuple[int, int]],
 
 
 async def resume_after_crash(agents: Any) -> tuple[Any, list[Any]]:
-    shared = MemoryStore()
-    first = DyingStore(shared)
-    engine = RunEngine(first, drain_timeout=0)
-    agents(engine, first)
-    async with engine:
-        run = await engine.execute("adder", "2+3?", mode="async")
-        while not first.dead:
-            await anyio.sleep(0.001)
-    second_store = DyingStore(shared)
-    second = RunEngine(second_store)
-    agents(second, second_store)
+    """The run of `adder` after its first engine died (store.die()) and a second one resumed it."""
+    run_id, second = await crash_then_resume(agents, "adder", "2+3?")
     async with second:
-        state = await second.wait(run.run_id)
-        log = await log_of(second, run.run_id)
+        state = await second.wait(run_id)
+        log = await log_of(second, run_id)
     return state, log
 
 
