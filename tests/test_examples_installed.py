@@ -33,7 +33,7 @@ import httpx
 import pytest
 import uvicorn
 
-from kit import free_port
+from kit import free_port, until_sync
 from openai_server import FakeOpenAI, text
 
 pytestmark = pytest.mark.slow
@@ -195,12 +195,12 @@ def run_example(example: Example, argv: list[str], env: dict[str, str], port: in
     assert "Traceback" not in output, output
 
 
-def wait_until_ended(client: httpx.Client, run_id: str, timeout: float = 60.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while (run := client.get(f"runs/{run_id}").json())["status"] in ("pending", "running"):
-        assert time.monotonic() < deadline, run
-        time.sleep(0.1)
-    return run
+def wait_until_ended(client: httpx.Client, run_id: str) -> dict:
+    def ended() -> dict | None:
+        run = client.get(f"runs/{run_id}").json()
+        return None if run["status"] in ("pending", "running") else run
+
+    return until_sync(ended, timeout=60.0, every=0.1)
 
 
 def wait_for_agents(client: httpx.Client, process: subprocess.Popen[str], timeout: float = 60.0) -> list[str]:
