@@ -18,7 +18,9 @@ Measured in the same run, on the same disk (SQLite files in one temporary direct
 3. resume cost against length: a run of N recorded steps, SIGKILLed while it sleeps; a
    fresh process opens the file; the time from the engine's start until the agent is past
    its last replayed step, beside `runengine.fold` of the same events (read from the file
-   beforehand, decoding not timed), and how the time grows with 10x the events.
+   beforehand, decoding not timed), reading them with the store (`store.read`, decoded), and
+   the floor of any resume that reads the log: plain sqlite3 fetching the rows, not decoded;
+   and how the time grows with 10x the events.
 
 DBOS runs in a virtualenv of its own (.bench-venvs/dbos, see benchmarks/peers/run.py),
 one process per phase (benchmarks/peers/dbos_bench.py). The long runs of part 3 are
@@ -301,6 +303,20 @@ def read_seconds(path: Path, repeat: int) -> float:
     return statistics.median(times)
 
 
+def raw_fetch_seconds(path: Path, repeat: int) -> float:
+    """The floor of any resume that reads the log: the median time for plain sqlite3 to fetch the
+    run's rows (seq, type, time, payload text), nothing decoded, on a fresh connection each time."""
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        with sqlite3.connect(path) as conn:
+            (run_id,) = conn.execute("SELECT run_id FROM runs").fetchone()
+            conn.execute("SELECT seq, type, at_us, data FROM events WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
+        times.append(time.perf_counter() - started)
+        conn.close()
+    return statistics.median(times)
+
+
 def fold_seconds(events: list[Any], repeat: int) -> float:
     times = []
     for _ in range(repeat):
@@ -320,13 +336,14 @@ def resume_against_length(directory: Path, steps: int, repeat: int, log: Path) -
     events = asyncio.run(read_all(prepared_path))
     folded = fold_seconds(events, repeat)
     read = read_seconds(prepared_path, repeat)
+    raw = raw_fetch_seconds(prepared_path, repeat)
     resumes = []
     for i in range(repeat):  # each resume on a fresh copy of the killed file
         path = copy_db(prepared_path, directory / f"long-{steps}-resume{i}.db")
         result = check_recovery("runengine", run_for_json(own_phase("resume", str(path), "1"), log), 1)
         if result is not None:
             resumes.append(result)
-    return {"steps": steps, "events": len(events), "fold_s": folded, "read_s": read,
+    return {"steps": steps, "events": len(events), "fold_s": folded, "read_s": read, "raw_s": raw,
             "resume_s": statistics.median(resumes) if resumes else None}
 
 
@@ -377,15 +394,16 @@ def table(results: dict[str, Any], dbos: bool) -> str:
     lines += ["", "Resume against the run's length: engine start until the agent is past its last replayed step, "
               "beside `runengine.fold` of the same events and reading them from the file (`store.read`, decoded) "
               f"(median of {results['resume_repeat']}):", "",
-              "| events in the run | resume | fold | read | resume / fold | resume / (read + fold) |",
-              "|---:|---:|---:|---:|---:|---:|"]
+              "| events in the run | resume | fold | read | floor: sqlite3 fetch, not decoded | floor / fold "
+              "| resume / fold | resume / (read + fold) |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in results["resume"]:
-        resume_s, fold_s, read_s = row["resume_s"], row["fold_s"], row["read_s"]
+        resume_s, fold_s, read_s, raw_s = row["resume_s"], row["fold_s"], row["read_s"], row["raw_s"]
+        known = f"| {row['events']:,} | {{}} | {fold_s * 1e3:,.0f} ms | {read_s * 1e3:,.0f} ms | {raw_s * 1e3:,.0f} ms | {raw_s / fold_s:.1f}x "
         if resume_s is None:
-            lines.append(f"| {row['events']:,} | did not finish | {fold_s * 1e3:,.0f} ms | {read_s * 1e3:,.0f} ms | - | - |")
+            lines.append(known.format("did not finish") + "| - | - |")
         else:
-            lines.append(f"| {row['events']:,} | {resume_s * 1e3:,.0f} ms | {fold_s * 1e3:,.0f} ms | {read_s * 1e3:,.0f} ms "
-                         f"| {resume_s / fold_s:.1f}x | {resume_s / (read_s + fold_s):.2f}x |")
+            lines.append(known.format(f"{resume_s * 1e3:,.0f} ms") + f"| {resume_s / fold_s:.1f}x | {resume_s / (read_s + fold_s):.2f}x |")
     rows = results["resume"]
     if len(rows) >= 2 and rows[0]["resume_s"] and rows[-1]["resume_s"]:
         events_x = rows[-1]["events"] / rows[0]["events"]

@@ -630,18 +630,25 @@ class RunEngine:
 
     async def wait(self, run_id: str, *, after_seq: int = 0) -> RunState:
         """Wait until the run ends, or waits for input in an event after `after_seq`."""
-        state = await self.status(run_id)
-        fold = Fold(state)
+
+        def reached(status: Status, last_seq: int) -> bool:
+            return status.terminal or (status is Status.WAITING_FOR_INPUT and last_seq > after_seq)
+
+        # Each wake-up looks at the run's listing row (its status, cached by the stores that can);
+        # the state is loaded once, when the row says the wait is over, not folded event by event.
+        seen = after_seq
         while True:
-            status = fold.status
-            if status is not None and (
-                status.terminal or (status is Status.WAITING_FOR_INPUT and fold.last_seq > after_seq)
-            ):
-                result = fold.state
-                assert result is not None
-                return result
-            await self.store.wait(run_id, after_seq=fold.last_seq, timeout=30.0)
-            fold.apply_all(await self.store.read(run_id, after_seq=fold.last_seq, limit=MAX_PAGE))
+            summary = await self.store.get_run(run_id)
+            if summary is None:
+                raise RunNotFound(run_id)
+            last_seq = summary.last_seq
+            if reached(summary.status, last_seq):
+                state = await self.status(run_id)
+                if reached(state.status, state.last_seq):
+                    return state
+                last_seq = state.last_seq  # it moved on meanwhile
+            seen = max(seen, last_seq)
+            await self.store.wait(run_id, after_seq=seen, timeout=30.0)
 
     async def list_runs(
         self,

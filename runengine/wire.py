@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import cattrs
+import msgspec
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from .errors import InvalidRequest
@@ -112,6 +113,19 @@ def _stored_shape(cls: type[Event]) -> tuple[type[Event], tuple[str, ...], tuple
 _STORED: dict[str, tuple[type[Event], tuple[str, ...], tuple[str, ...]] | None] = {
     _type: _stored_shape(_cls) for _type, _cls in EVENT_TYPES.items()
 }
+
+
+_decode_json = msgspec.json.Decoder()
+
+
+def loads_stored(text: str | bytes) -> Any:
+    """Decode a payload a store wrote with `dumps`: msgspec's decoder (several times faster than
+    the standard library's on the small payloads of a log; integers of any size stay exact),
+    with the standard library's as the fallback for anything it refuses."""
+    try:
+        return _decode_json.decode(text)
+    except msgspec.DecodeError:
+        return json.loads(text)
 
 
 def event_from_stored(run_id: str, seq: int, event_type: str, at: datetime, data: dict[str, Any]) -> Event:

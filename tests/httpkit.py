@@ -62,6 +62,21 @@ NO_LIFESPAN_H11: dict[str, Any] = {
 }
 
 
+@contextlib.asynccontextmanager
+async def serve_aiohttp(app: Any) -> AsyncIterator[str]:
+    """Run an aiohttp application in this event loop on a free 127.0.0.1 port; yield its base URL; stop it."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
 def add_test_agents(engine: RunEngine) -> None:
     """Agents the HTTP tests need beside the demo ones."""
 

@@ -13,9 +13,8 @@ import anyio
 import anyio.abc
 import httpx
 import pytest
-from aiohttp import web
 
-from httpkit import demo_engine, serve
+from httpkit import demo_engine, serve, serve_aiohttp
 from runengine.adapters.aiohttp_app import engine_aiohttp_app
 from runengine.adapters.asgi import engine_asgi_app
 from runengine.adapters.uvicorn_http import header_timeout_protocol
@@ -41,14 +40,8 @@ async def uvicorn_server() -> AsyncIterator[int]:
 
 @contextlib.asynccontextmanager
 async def aiohttp_server() -> AsyncIterator[int]:
-    runner = web.AppRunner(engine_aiohttp_app(demo_engine(), body_timeout=BODY_TIMEOUT))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield runner.addresses[0][1]
-    finally:
-        await runner.cleanup()
+    async with serve_aiohttp(engine_aiohttp_app(demo_engine(), body_timeout=BODY_TIMEOUT)) as url:
+        yield int(url.rsplit(":", 1)[1])
 
 
 SERVERS = {"uvicorn": uvicorn_server, "aiohttp": aiohttp_server}

@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
 import httpx
 import pytest
+from openapi_spec_validator import validate
 
+from runengine.adapters.aiohttp_app import engine_aiohttp_app
+from runengine.adapters.asgi import engine_asgi_app
 from runengine.adapters.profiles.acp import AcpProfile
 from runengine.adapters.server import build_app
 from runengine.engine import RunEngine
 from runengine.errors import InvalidRequest
 from runengine.http.core import Request, Response, json_response
-from runengine.http.ratelimit import RateLimited, principal_key
+from runengine.http.ratelimit import Rate, RateLimited, principal_key
 from runengine.http.router import Router
 
+from httpkit import serve, serve_aiohttp
 from profile_http import serve_app
 
 
@@ -129,3 +134,57 @@ async def test_off_unless_wrapped_and_streams_carry_headers() -> None:
                 assert response.headers["x-ratelimit-remaining"] == "0"
                 assert b"run.completed" in await response.aread()
             assert (await http.get("/acp/ping")).status_code == 429
+
+
+@pytest.mark.anyio
+async def test_both_standalone_bindings_take_the_limit_and_cors() -> None:
+    """`engine_asgi_app` and `engine_aiohttp_app` take the same options (`rate_limit`, `cors_origins`),
+    over real HTTP: uvicorn and aiohttp."""
+    origin = "https://app.example"
+    for binding in ("asgi", "aiohttp"):
+        engine = RunEngine("memory://")
+        options: dict[str, Any] = {"auth": users, "rate_limit": Rate(2, 60), "cors_origins": [origin]}
+        if binding == "asgi":
+            served = serve(engine_asgi_app(engine, **options), access_log=False)
+        else:
+            served = serve_aiohttp(engine_aiohttp_app(engine, **options))
+        async with served as base, httpx.AsyncClient(base_url=base, timeout=30) as http:
+            alice = {"authorization": "Bearer a", "origin": origin}
+            first = await http.get("/agents", headers=alice)
+            assert first.status_code == 200, binding
+            assert first.headers["x-ratelimit-limit"] == "2" and first.headers["x-ratelimit-remaining"] == "1"
+            assert first.headers["access-control-allow-origin"] == origin
+            assert (await http.get("/agents", headers=alice)).status_code == 200
+            refused = await http.get("/agents", headers=alice)
+            assert refused.status_code == 429, binding
+            assert refused.json()["error"]["code"] == "rate_limited"
+            assert (await http.get("/agents", headers={"authorization": "Bearer b"})).status_code == 200
+
+
+
+@pytest.mark.anyio
+async def test_openapi_documents_describe_the_limit_the_server_applies() -> None:
+    """With a limit, every operation of /openapi.json and /v1/openapi.json documents 429 (with
+    Retry-After) and every response the X-RateLimit-* headers, which the server then sends; the
+    documents stay valid OpenAPI 3.1. Without one, neither."""
+    engine = RunEngine("memory://")
+    async with engine:
+        for limited in (False, True):
+            app = build_app(engine, auth=users, rate_limit=Rate(100, 60) if limited else None)
+            async with serve_app(app) as base, httpx.AsyncClient(base_url=base, timeout=30) as http:
+                for path in ("/openapi.json", "/v1/openapi.json"):
+                    served = await http.get(path, headers={"authorization": "Bearer a"})
+                    assert served.status_code == 200
+                    doc = served.json()
+                    validate(doc)
+                    operations = [op for item in doc["paths"].values() for op in item.values()]
+                    assert len(operations) > 5
+                    for op in operations:
+                        responses = op["responses"]
+                        for status, response in responses.items():
+                            headers = response.get("headers", {})
+                            assert ("X-RateLimit-Remaining" in headers) == limited, (path, op["operationId"], status)
+                        if limited:  # (without a limit, only the event streams declare a 429: too many open)
+                            assert "100 requests per 60 s" in responses["429"]["description"]
+                            assert "Retry-After" in responses["429"]["headers"]
+                    assert ("x-ratelimit-limit" in served.headers) == limited

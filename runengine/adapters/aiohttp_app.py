@@ -10,7 +10,8 @@ A client disconnect is noticed by the handler being cancelled (run the server wi
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 import anyio
 from aiohttp import web
@@ -144,12 +145,18 @@ def aiohttp_app(app: App, *, body_timeout: float | None = BODY_TIMEOUT) -> web.A
 
 
 def engine_aiohttp_app(
-    engine: RunEngine, *, auth: AuthHook | None = None, body_timeout: float | None = BODY_TIMEOUT
+    engine: RunEngine,
+    *,
+    auth: AuthHook | None = None,
+    body_timeout: float | None = BODY_TIMEOUT,
+    cors_origins: Iterable[str] = (),
+    **options: Any,
 ) -> web.Application:
-    """`build_app(engine)` as an aiohttp application that runs `async with engine` while it serves."""
-    from .server import build_app
+    """`build_app(engine)` as an aiohttp application that runs `async with engine` while it serves;
+    `cors_origins` and `options` (`rate_limit`, `metrics`, ...) as for `engine_asgi_app`."""
+    from .server import standalone_app
 
-    web_app = aiohttp_app(build_app(engine, auth=auth), body_timeout=body_timeout)
+    web_app = aiohttp_app(standalone_app(engine, auth=auth, cors_origins=cors_origins, **options), body_timeout=body_timeout)
 
     async def run_engine(_: web.Application) -> AsyncIterator[None]:
         async with engine:

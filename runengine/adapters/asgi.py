@@ -29,7 +29,6 @@ from runengine.http.core import (
     payload_too_large,
     request_timeout,
 )
-from runengine.http.cors import CORS
 from runengine.http.sse import RECONNECT
 from runengine.http.streaming import ServerStop, server_stop
 
@@ -256,10 +255,7 @@ def engine_asgi_app(
 
     `cors_origins`: browser origins allowed to call the API (runengine.http.cors); `options` go to
     `build_app` (`metrics`: an installed observer whose metrics GET /metrics serves, `rate_limit`, ...)."""
-    from .server import build_app
+    from .server import standalone_app
 
-    app: App = build_app(engine, auth=auth, **options)
-    origins = tuple(cors_origins)
-    if origins:
-        app = CORS(app, origins=origins)
+    app = standalone_app(engine, auth=auth, cors_origins=cors_origins, **options)
     return ASGIApp(app, lifespan=lambda: engine, body_timeout=body_timeout)

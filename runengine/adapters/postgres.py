@@ -67,7 +67,7 @@ from runengine.validation import (
     encode_ended_cursor,
     micros,
 )
-from runengine.wire import data_to_json, event_from_stored, state_from_json, state_to_json, to_json
+from runengine.wire import data_to_json, event_from_stored, loads_stored, state_from_json, state_to_json, to_json
 
 log = structlog.get_logger("runengine.postgres")
 
@@ -715,8 +715,7 @@ class PostgresStore:
             after_seq,
             min(limit, MAX_PAGE),
         )
-        loads = json.loads
-        return [event_from_stored(run_id, row[0], row[1], row[2], loads(row[3])) for row in rows]
+        return [event_from_stored(run_id, row[0], row[1], row[2], loads_stored(row[3])) for row in rows]
 
     async def last_seq(self, run_id: str) -> int:
         row = await self._fetchrow("SELECT last_seq FROM runengine_runs WHERE run_id = $1", run_id)

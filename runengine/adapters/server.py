@@ -8,7 +8,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from runengine.adapters.profiles.acp import AcpProfile, acp_error
 from runengine.adapters.profiles.kore import KoreProfile
@@ -20,6 +21,7 @@ from runengine.engine import RunEngine
 from runengine.http.auth import AuthHook
 from runengine.adapters.profiles.native import NativeAPI
 from runengine.http.core import App, Request, Response
+from runengine.http.cors import CORS
 from runengine.http.openstreams import OpenStreams
 from runengine.http.ratelimit import Rate, RateLimited, WindowCounter
 from runengine.adapters.console import add_page
@@ -83,6 +85,15 @@ def build_app(
     return RateLimited(
         router, limit=rate_limit.limit, window=rate_limit.window, auth=auth, windows=windows, refusal=profile_error
     )
+
+
+def standalone_app(engine: RunEngine, *, auth: AuthHook | None = None, cors_origins: Iterable[str] = (), **options: Any) -> App:
+    """What a binding serves on its own (`engine_asgi_app`, `engine_aiohttp_app`): `build_app` given
+    `auth` and `options` (`rate_limit`, `metrics`, ...), behind CORS for `cors_origins` (browser
+    origins allowed to call the API, runengine.http.cors) when there are any."""
+    app: App = build_app(engine, auth=auth, **options)
+    origins = tuple(cors_origins)
+    return CORS(app, origins=origins) if origins else app
 
 
 def rate_windows(engine: RunEngine) -> WindowCounter | None:

@@ -88,7 +88,7 @@ from runengine.validation import (
     encode_cursor,
     encode_ended_cursor,
 )
-from runengine.wire import data_to_json, event_from_stored, format_time, state_from_json, state_to_json
+from runengine.wire import data_to_json, event_from_stored, format_time, loads_stored, state_from_json, state_to_json
 
 SCHEMA_VERSION = 4
 
@@ -286,9 +286,9 @@ def _check_text(text: str, event: Event) -> None:
 def _decode(run_id: str, seq: int, event_type: str, at_us: int, data: str) -> Event:
     when = _EPOCH + timedelta(microseconds=at_us)
     if event_type == _DELTA:
-        payload = json.loads(data)
+        payload = loads_stored(data)
         return MessageDelta(run_id=run_id, seq=seq, at=when, message_id=payload["message_id"], content=payload["content"])
-    return event_from_stored(run_id, seq, event_type, when, json.loads(data))
+    return event_from_stored(run_id, seq, event_type, when, loads_stored(data))
 
 
 def _same_after_storing(event: Event) -> bool:

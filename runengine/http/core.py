@@ -55,6 +55,8 @@ class Request:
     params: Mapping[str, str] = attrs.field(factory=dict)
     #: The full path as the client sent it (before any mount prefix was stripped).
     root_path: str = ""
+    #: The request-rate limit a `RateLimited` wrapper applies to it: (requests, window seconds).
+    rate_limit: tuple[int, float] | None = None
 
     @property
     def query(self) -> dict[str, str]:

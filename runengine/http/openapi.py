@@ -80,6 +80,24 @@ class Operation:
 
 _PATH_PARAM = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*)\}")
 
+#: The headers `runengine.http.ratelimit.RateLimited` puts on every response, and on its 429.
+_RATE_HEADERS = {
+    "X-RateLimit-Limit": {"description": "Requests allowed per window", "schema": {"type": "integer"}},
+    "X-RateLimit-Remaining": {"description": "Requests left in this window", "schema": {"type": "integer"}},
+    "X-RateLimit-Reset": {"description": "When the window ends (epoch seconds)", "schema": {"type": "integer"}},
+}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds until the window ends", "schema": {"type": "integer"}}}
+
+
+def _error_description(
+    status: int, descriptions: Mapping[int, str], rate_limit: tuple[int, float] | None, declared: tuple[int, ...]
+) -> str:
+    if status != 429 or rate_limit is None:
+        return descriptions[status]
+    limit, window = rate_limit
+    text = f"rate_limited: over {limit} requests per {window:g} s by this principal (Retry-After)"
+    return f"{text}; or {descriptions[429].removeprefix('rate_limited: ')}" if 429 in declared else text
+
 
 def openapi_document(
     routes: Iterable[tuple[str, str, Operation]],
@@ -90,10 +108,13 @@ def openapi_document(
     auth: bool,
     path_parameter: Mapping[str, Any],
     servers: tuple[str, ...] = (),
+    rate_limit: tuple[int, float] | None = None,
 ) -> dict[str, Any]:
     """The document of `routes` ((method, pattern, operation) as the router lists them).
     `schemas`: the response shapes (with an `Error` schema for the error responses); request bodies
-    add theirs. `path_parameter`: the schema of every `{name}` in a pattern."""
+    add theirs. `path_parameter`: the schema of every `{name}` in a pattern. `rate_limit`: the
+    (requests, window seconds) the server limits each principal to (`Request.rate_limit`): every
+    operation then documents 429 and every response the X-RateLimit-* headers."""
     components: dict[str, Any] = dict(schemas)
     paths: dict[str, dict[str, Any]] = {}
     for method, pattern, op in routes:
@@ -103,12 +124,15 @@ def openapi_document(
         ]
         parameters += [dict(p) if isinstance(p, Mapping) else p.parameter() for p in op.parameters]
         responses = {str(status): reply.response() for status, reply in sorted(op.replies.items())}
-        errors = sorted({*op.errors, *((401,) if auth and op.secured else ())})
+        errors = sorted({*op.errors, *((401,) if auth and op.secured else ()), *((429,) if rate_limit else ())})
         for status in errors:
             responses[str(status)] = {
-                "description": error_descriptions[status],
+                "description": _error_description(status, error_descriptions, rate_limit, op.errors),
                 "content": {"application/json": {"schema": ref("Error")}},
             }
+        if rate_limit is not None:
+            for status, response in responses.items():
+                response["headers"] = {**_RATE_HEADERS, **(_RETRY_AFTER if status == "429" else {})}
         operation: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary}
         if parameters:
             operation["parameters"] = parameters

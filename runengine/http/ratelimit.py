@@ -11,7 +11,8 @@ bucket when none).
 Every response carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and
 `X-RateLimit-Reset` (epoch seconds when the window ends); a request over the limit
 gets 429 `rate_limited` in the common error format with `Retry-After`, and never
-reaches the wrapped app. Nothing is limited unless an app is wrapped: the servers
+reaches the wrapped app. A request it lets through carries the limit (`request.rate_limit`),
+so the OpenAPI documents the profiles serve describe the 429 and the headers. Nothing is limited unless an app is wrapped: the servers
 only wrap when a limit is configured.
 
 Fixed windows per key: one counter and one window start per principal, kept by a
@@ -184,7 +185,7 @@ class RateLimited:
                 headers=(*headers, ("retry-after", str(retry_after))),
             )
             return self.refusal(request, refused) if self.refusal is not None else refused
-        response = await self.app(request)
+        response = await self.app(attrs.evolve(request, rate_limit=(self.limit, self.window)))  # e.g. for an OpenAPI document
         return _with_headers(response, headers)
 
 

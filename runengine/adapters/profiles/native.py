@@ -498,7 +498,9 @@ class NativeAPI:
         # The router's declared routes: this API's (the page, health and metrics routes a shared
         # router also serves are not declared, nor are mounted profiles, which have their own).
         declared = [(m, p, op) for m, p, op in self.router.declared() if op is not None]
-        return json_response(native_openapi(declared, auth=self.auth is not None, agents=agents))
+        return json_response(
+            native_openapi(declared, auth=self.auth is not None, agents=agents, rate_limit=request.rate_limit)
+        )
 
 
 __all__ = ["NativeAPI", "error_response", "HttpError"]

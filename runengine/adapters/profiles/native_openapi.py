@@ -286,11 +286,15 @@ PATH_ID = {"type": "string", "minLength": 1}
 
 
 def native_openapi(
-    routes: Iterable[tuple[str, str, Operation]], *, auth: bool = False, agents: tuple[str, ...] = ()
+    routes: Iterable[tuple[str, str, Operation]],
+    *,
+    auth: bool = False,
+    agents: tuple[str, ...] = (),
+    rate_limit: tuple[int, float] | None = None,
 ) -> dict[str, Any]:
     """The document of `routes` (the native API's declared routes); with `auth`, every API operation
     also documents 401 and bearer security. `agents` (the startable agent names) become examples of
-    the `agent` field."""
+    the `agent` field; `rate_limit`: the server's limit per principal (429 and X-RateLimit-* headers)."""
     doc = openapi_document(
         routes,
         info={
@@ -303,6 +307,7 @@ def native_openapi(
         error_descriptions=ERRORS,
         auth=auth,
         path_parameter=PATH_ID,
+        rate_limit=rate_limit,
     )
     create = doc["components"]["schemas"].get("CreateRun")
     if agents and create is not None:

@@ -381,7 +381,7 @@ class ThreadsProfile:
 
     async def openapi(self, request: Request) -> Response:
         declared = [(m, p, op) for m, p, op in self.router.declared() if op is not None]
-        return json_response(threads_openapi(declared, auth=self.auth is not None))
+        return json_response(threads_openapi(declared, auth=self.auth is not None, rate_limit=request.rate_limit))
 
 
 def _path_id(request: Request, name: str) -> str:

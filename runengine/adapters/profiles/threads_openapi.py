@@ -101,9 +101,12 @@ ERRORS = {
 }
 
 
-def threads_openapi(routes: Iterable[tuple[str, str, Operation]], *, auth: bool) -> dict[str, Any]:
+def threads_openapi(
+    routes: Iterable[tuple[str, str, Operation]], *, auth: bool, rate_limit: tuple[int, float] | None = None
+) -> dict[str, Any]:
     """The document of `routes` (the profile's declared routes); with `auth`, every operation
-    documents 401 and bearer security."""
+    documents 401 and bearer security; `rate_limit`: the server's limit per principal (429 and
+    X-RateLimit-* headers)."""
     return openapi_document(
         routes,
         info={"title": "runengine Threads/Runs API (seed 004)", "version": "1"},
@@ -112,6 +115,7 @@ def threads_openapi(routes: Iterable[tuple[str, str, Operation]], *, auth: bool)
         auth=auth,
         path_parameter=ID,
         servers=("/v1",),
+        rate_limit=rate_limit,
     )
 
 
