@@ -117,6 +117,7 @@ async def test_ask_waits_for_input_and_resume_continues():
         assert state.await_request == {"question": "approve?"}
         resumed = await engine.resume(state.run_id, "yes")
         assert resumed.inputs == ("yes",)
+        assert (await engine.wait(state.run_id)).status is Status.COMPLETED  # no after_seq: the run's end
         final = await engine.wait(state.run_id, after_seq=resumed.last_seq)
         assert final.status is Status.COMPLETED and final.output == "answer was yes"
         with pytest.raises(InvalidRunState):
@@ -165,6 +166,8 @@ async def test_precise_errors_for_unknown_agent_run_mode_and_bad_arguments():
             await engine.execute("nobody")
         with pytest.raises(RunNotFound):
             await engine.status("missing")
+        with pytest.raises(RunNotFound):
+            await engine.wait("missing")
         with pytest.raises(RunNotFound):
             await collect(engine.events("missing"))
         with pytest.raises(RunNotFound):
