@@ -6,7 +6,7 @@ process had stopped there); the next engine opens the same underlying store and 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -51,14 +51,23 @@ class DyingStore:
 Agents = Callable[[RunEngine, DyingStore], None]
 
 
-async def crash_then_resume(agents: Agents, agent: str, input: Any = None, **engine_options: Any):
-    """Run `agent` in a first engine until it calls `store.die()`, then resume it in a second one."""
+async def crash_then_resume(
+    agents: Agents,
+    agent: str,
+    input: Any = None,
+    *,
+    session: Callable[[RunEngine], Awaitable[str]] | None = None,
+    **engine_options: Any,
+):
+    """Run `agent` in a first engine until it calls `store.die()`, then resume it in a second one.
+    `session`: makes the run's session in the first engine (e.g. through a profile's API)."""
     shared = MemoryStore()
     first = DyingStore(shared)
     engine = RunEngine(first, drain_timeout=0, **engine_options)
     agents(engine, first)
     async with engine:
-        run = await engine.execute(agent, input, mode="async")
+        session_id = await session(engine) if session is not None else None
+        run = await engine.execute(agent, input, mode="async", session_id=session_id)
         while not first.dead:
             await anyio.sleep(0.001)
     second_store = DyingStore(shared)

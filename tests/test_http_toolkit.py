@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import AsyncGenerator
+from typing import Any
 
 import anyio
 import pytest
@@ -12,10 +14,12 @@ import pytest
 from httpkit import demo_engine
 from runengine.adapters.server import build_app
 from runengine.engine import RunEngine
+from runengine.events import Event, MessageDelta, MessageDiscarded
 from runengine.http.auth import guarded
 from runengine.http.core import HttpError, Request, Response, StreamResponse, json_response
 from runengine.http.cursor import resume_after
 from runengine.http.sse import SSE_HEADERS
+from runengine.http.streaming import each_event
 from runengine.keylock import KeyLocks
 
 
@@ -177,3 +181,20 @@ async def test_follow_and_the_stream_handle_give_the_run_id_and_every_event() ->
         batches = [batch async for batch in engine.follow(stream.run_id, 2, idle=5.0)]
         assert [e.seq for batch in batches for e in batch] == [e.seq for e in events[2:]]
         assert [b async for b in engine.follow("no-such-run")] == []
+
+
+@pytest.mark.anyio
+async def test_each_event_leaves_out_deltas_of_discarded_messages_only_when_asked() -> None:
+    def delta(seq: int, message_id: str) -> MessageDelta:
+        return MessageDelta(run_id="r", seq=seq, message_id=message_id, content=f"{message_id}{seq} ")
+
+    async def follow() -> AsyncGenerator[list[Event], None]:
+        yield [delta(3, "a"), delta(4, "b")]
+        yield []  # an idle tick
+        yield [MessageDiscarded(run_id="r", seq=5, message_id="b", reason="restart"), delta(6, "b"), delta(7, "c")]
+
+    async def seqs(**options: Any) -> list[int | None]:
+        return [e.seq if e is not None else None async for e in each_event(follow(), **options)]
+
+    assert await seqs() == [3, 4, None, 5, 6, 7]
+    assert await seqs(discarded=["a"]) == [4, None, 5, 7]  # "a" known at the start, "b" once met

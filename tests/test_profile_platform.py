@@ -27,6 +27,7 @@ from runengine.adapters.webhooks import WebhookSender
 from runengine.http import Request, Router
 
 from httpkit import serve
+from test_durable_core import DyingStore, crash_then_resume
 
 KEY = "sk-app-xxxxxxxxxxxxx"
 OTHER_KEY = "sk-app-yyyyyyyyyyyyy"
@@ -646,3 +647,38 @@ async def test_stream_reports_failure_and_a_turn_cancelled_by_ending_its_session
         assert result[2][1]["error"]["code"] == "conflict"
         after = await _call(app, "POST", "/apps/a/execute", {"message": "again", "session_id": session_id})
         assert after.status == 404 and json.loads(after.body)["error"]["code"] == "not_found"
+
+
+@pytest.mark.anyio
+async def test_a_replayed_stream_leaves_out_the_text_a_resume_discarded() -> None:
+    """The seed's token frames cannot tell a client to drop text: a trace stream read after a
+    crash gives the kept text once, without the deltas of the message the resume discarded."""
+
+    def agents(engine: RunEngine, store: DyingStore) -> None:
+        @engine.agent("talk")
+        async def talk(ctx: RunContext) -> None:
+            await ctx.say("hello")
+            async with ctx.message() as m:
+                await m.delta("The answer ")
+                await ctx.flush()
+                if ctx.attempt == 1:
+                    store.die()
+                    await anyio.sleep_forever()
+                await m.delta("is 42.")
+
+    async def platform_session(engine: RunEngine) -> str:
+        made = await build_platform_app(engine)(Request(method="POST", path="/apps/talk/sessions", body=b"{}"))
+        assert made.status == 201, made.body
+        return str(json.loads(made.body)["session_id"])
+
+    run_id, engine = await crash_then_resume(agents, "talk", "hi", session=platform_session)
+    async with engine, serve(ASGIApp(build_platform_app(engine))) as base, httpx.AsyncClient(base_url=base) as http:
+        state = await engine.wait(run_id)
+        assert state.status.value == "completed" and len(state.discarded) == 1
+        for after in ("0", "3"):  # from the start, and from a cursor after "hello", before the discarded deltas
+            async with http.stream("GET", f"/apps/talk/traces/{run_id}/stream?after_seq={after}") as response:
+                assert response.status_code == 200
+                frames = await sse_frames(response)
+            tokens = "".join(f["data"]["content"] for f in frames if f["event"] == "token")
+            assert tokens == ("helloThe answer is 42." if after == "0" else "The answer is 42."), frames
+            assert frames[-1]["event"] == "done"

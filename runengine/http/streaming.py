@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import aclosing
 from contextvars import ContextVar
 
-from ..events import Event
+from ..events import Event, MessageDelta, MessageDiscarded
 
 
 class ServerStop:
@@ -22,11 +22,24 @@ class ServerStop:
 server_stop: ContextVar[ServerStop] = ContextVar("runengine_server_stop", default=ServerStop())
 
 
-async def each_event(batches: AsyncGenerator[list[Event], None]) -> AsyncIterator[Event | None]:
-    """`engine.follow`'s batches one event at a time; None for an idle tick. Closing this closes them."""
+async def each_event(
+    batches: AsyncGenerator[list[Event], None], *, discarded: Iterable[str] | None = None
+) -> AsyncIterator[Event | None]:
+    """`engine.follow`'s batches one event at a time; None for an idle tick. Closing this closes them.
+
+    `discarded`: for a protocol whose token frames cannot tell a client to drop text (no
+    `message.discarded` of its own), leave out the deltas of the messages a resumed run discarded:
+    the ids the run's state lists when the stream starts (`RunState.discarded`), and any the stream
+    meets. Deltas sent live before their message was discarded cannot be taken back."""
+    dropped = set(discarded) if discarded is not None else None
     async with aclosing(batches):
         async for batch in batches:
             if not batch:
                 yield None
             for event in batch:
+                if dropped is not None:
+                    if type(event) is MessageDelta and event.message_id in dropped:
+                        continue
+                    if type(event) is MessageDiscarded:
+                        dropped.add(event.message_id)
                 yield event

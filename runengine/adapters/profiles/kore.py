@@ -742,7 +742,8 @@ class KoreProfile:
         yield frame({"messageId": f"msg-{run_id}", "sessionInfo": session_info(state, status="busy")})
         short = {"runId": run_id}
         streamed: set[str] = set()  # messages already sent token by token
-        async with aclosing(each_event(self.engine.follow(run_id, turn.after_seq, idle=KEEPALIVE))) as events:  # type: ignore[type-var]
+        follow = self.engine.follow(run_id, turn.after_seq, idle=KEEPALIVE)
+        async with aclosing(each_event(follow, discarded=state.discarded)) as events:  # type: ignore[type-var]
             async for event in events:
                 if event is None:
                     yield sse_comment()

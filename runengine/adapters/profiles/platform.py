@@ -277,7 +277,8 @@ class PlatformProfile:
     async def _frames(self, run_id: str, after_seq: int) -> AsyncIterator[bytes]:
         """The run's events as the seed's named SSE events, each with `id: <seq>`; keep-alives when idle."""
         mapper = _StreamMapper(self.engine, run_id, after_seq)
-        tail = each_event(self.engine.follow(run_id, after_seq, idle=self.settings.keepalive))
+        discarded = (await self.engine.status(run_id)).discarded  # token frames cannot be taken back
+        tail = each_event(self.engine.follow(run_id, after_seq, idle=self.settings.keepalive), discarded=discarded)
         async with contextlib.aclosing(cast(AsyncGenerator[Event | None, None], tail)) as events:
             async for event in events:
                 if event is None:
