@@ -617,11 +617,12 @@ async def test_stream_reports_failure_and_a_turn_cancelled_by_ending_its_session
     async def frames(response: Any) -> list[tuple[str, Any]]:
         out = []
         async with contextlib.aclosing(response.body) as body:
-            async for chunk in body:
-                lines = chunk.decode().splitlines()
-                named = dict(line.split(": ", 1) for line in lines if line and not line.startswith(":"))
-                if named:
-                    out.append((named["event"], json.loads(named["data"])))
+            async for chunk in body:  # a chunk holds whole frames, one or more (a batch of events)
+                for block in chunk.decode().split("\n\n"):
+                    lines = block.splitlines()
+                    named = dict(line.split(": ", 1) for line in lines if line and not line.startswith(":"))
+                    if named:
+                        out.append((named["event"], json.loads(named["data"])))
         return out
 
     async with engine:

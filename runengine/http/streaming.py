@@ -26,20 +26,32 @@ async def each_event(
     batches: AsyncGenerator[list[Event], None], *, discarded: Iterable[str] | None = None
 ) -> AsyncIterator[Event | None]:
     """`engine.follow`'s batches one event at a time; None for an idle tick. Closing this closes them.
-
-    `discarded`: for a protocol whose token frames cannot tell a client to drop text (no
-    `message.discarded` of its own), leave out the deltas of the messages a resumed run discarded:
-    the ids the run's state lists when the stream starts (`RunState.discarded`), and any the stream
-    meets. Deltas sent live before their message was discarded cannot be taken back."""
-    dropped = set(discarded) if discarded is not None else None
+    `discarded`: as for `KeptText`, leave out the deltas of discarded messages."""
+    kept = KeptText(discarded) if discarded is not None else None
     async with aclosing(batches):
         async for batch in batches:
             if not batch:
                 yield None
-            for event in batch:
-                if dropped is not None:
-                    if type(event) is MessageDelta and event.message_id in dropped:
-                        continue
-                    if type(event) is MessageDiscarded:
-                        dropped.add(event.message_id)
+            for event in kept.filter(batch) if kept is not None else batch:
                 yield event
+
+
+class KeptText:
+    """For a protocol whose token frames cannot tell a client to drop text (no `message.discarded`
+    of its own): a stream's batches without the deltas of the messages a resumed run discarded,
+    those the run's state lists when the stream starts (`RunState.discarded`) and any the stream
+    meets. Deltas sent live before their message was discarded cannot be taken back."""
+
+    def __init__(self, discarded: Iterable[str]) -> None:
+        self._dropped = set(discarded)
+
+    def filter(self, batch: list[Event]) -> list[Event]:
+        dropped = self._dropped
+        kept = []
+        for event in batch:
+            if type(event) is MessageDelta and event.message_id in dropped:
+                continue
+            if type(event) is MessageDiscarded:
+                dropped.add(event.message_id)
+            kept.append(event)
+        return kept

@@ -42,7 +42,7 @@ from runengine.http.openstreams import OpenStreams
 from runengine.http.ratelimit import RateLimited
 from runengine.http.cursor import last_event_id, resume_after
 from runengine.http.sse import KEEPALIVE, sse_response
-from runengine.http.streaming import each_event
+from runengine.http.streaming import KeptText
 from runengine.keylock import KeyLocks
 from runengine.limits import MAX_ID_LENGTH, MAX_MESSAGE_CHARS, MAX_METADATA_BYTES, MAX_SESSION_METADATA_BYTES
 from runengine.ports import SessionRecord
@@ -277,15 +277,16 @@ class PlatformProfile:
     async def _frames(self, run_id: str, after_seq: int) -> AsyncIterator[bytes]:
         """The run's events as the seed's named SSE events, each with `id: <seq>`; keep-alives when idle."""
         mapper = _StreamMapper(self.engine, run_id, after_seq)
-        discarded = (await self.engine.status(run_id)).discarded  # token frames cannot be taken back
-        tail = each_event(self.engine.follow(run_id, after_seq, idle=self.settings.keepalive), discarded=discarded)
-        async with contextlib.aclosing(cast(AsyncGenerator[Event | None, None], tail)) as events:
-            async for event in events:
-                if event is None:
+        kept = KeptText((await self.engine.status(run_id)).discarded)  # token frames cannot be taken back
+        follow = self.engine.follow(run_id, after_seq, idle=self.settings.keepalive)
+        async with contextlib.aclosing(follow) as batches:
+            async for batch in batches:
+                if not batch:
                     yield sse_comment()
                     continue
-                for frame in await mapper.frames(event):
-                    yield frame
+                frames = [frame for event in kept.filter(batch) for frame in await mapper.frames(event)]
+                if frames:  # one write per batch, not per frame
+                    yield b"".join(frames)
 
     # -- sessions ----------------------------------------------------------------------
 
