@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, cast
 
@@ -256,7 +256,7 @@ class PlatformProfile:
             )
         with self.streams.slot(request) as slot:  # a 429 starts no run
             state, created = await self._start_run(request)
-            return slot.bind(self._stream(state.run_id, 0 if created else resume_from))
+            return slot.bind(self._stream(state.run_id, 0 if created else resume_from, discarded=state.discarded))
 
     async def resume_stream(self, request: Request) -> StreamResponse:
         trace_id = request.params["trace_id"]
@@ -271,13 +271,16 @@ class PlatformProfile:
         with self.streams.slot(request) as slot:
             return slot.bind(self._stream(trace_id, after))
 
-    def _stream(self, run_id: str, after_seq: int) -> StreamResponse:
-        return sse_response(self._frames(run_id, after_seq), headers=(("x-trace-id", run_id),))
+    def _stream(self, run_id: str, after_seq: int, *, discarded: Sequence[str] | None = None) -> StreamResponse:
+        return sse_response(self._frames(run_id, after_seq, discarded), headers=(("x-trace-id", run_id),))
 
-    async def _frames(self, run_id: str, after_seq: int) -> AsyncIterator[bytes]:
-        """The run's events as the seed's named SSE events, each with `id: <seq>`; keep-alives when idle."""
+    async def _frames(self, run_id: str, after_seq: int, discarded: Sequence[str] | None) -> AsyncIterator[bytes]:
+        """The run's events as the seed's named SSE events, each with `id: <seq>`; keep-alives when idle.
+        `discarded`: the run's discarded messages if the caller has its state (else it is loaded)."""
         mapper = _StreamMapper(self.engine, run_id, after_seq)
-        kept = KeptText((await self.engine.status(run_id)).discarded)  # token frames cannot be taken back
+        if discarded is None:
+            discarded = (await self.engine.status(run_id)).discarded
+        kept = KeptText(discarded)  # token frames cannot be taken back
         follow = self.engine.follow(run_id, after_seq, idle=self.settings.keepalive)
         async with contextlib.aclosing(follow) as batches:
             async for batch in batches:
