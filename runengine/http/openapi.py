@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import attrs
 
+from . import ratelimit
 from .params import BodySpec
 
 
@@ -80,13 +81,11 @@ class Operation:
 
 _PATH_PARAM = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*)\}")
 
-#: The headers `runengine.http.ratelimit.RateLimited` puts on every response, and on its 429.
-_RATE_HEADERS = {
-    "X-RateLimit-Limit": {"description": "Requests allowed per window", "schema": {"type": "integer"}},
-    "X-RateLimit-Remaining": {"description": "Requests left in this window", "schema": {"type": "integer"}},
-    "X-RateLimit-Reset": {"description": "When the window ends (epoch seconds)", "schema": {"type": "integer"}},
-}
-_RETRY_AFTER = {"Retry-After": {"description": "Seconds until the window ends", "schema": {"type": "integer"}}}
+#: The headers `RateLimited` puts on every response, and on its 429 (all integers).
+_RATE_HEADERS, _RETRY_AFTER = (
+    {name: {"description": text, "schema": {"type": "integer"}} for name, text in headers.items()}
+    for headers in (ratelimit.HEADERS, ratelimit.RETRY_AFTER)
+)
 
 
 def _error_description(

@@ -36,6 +36,19 @@ from .auth import AuthHook, authenticate
 from .core import App, HttpError, Request, Response, StreamResponse, error_response
 
 
+#: The headers every counted response carries (seed 002), with what each holds; the OpenAPI
+#: documents list them from here.
+HEADERS = {
+    "X-RateLimit-Limit": "Requests allowed per window",
+    "X-RateLimit-Remaining": "Requests left in this window",
+    "X-RateLimit-Reset": "When the window ends (epoch seconds)",
+}
+#: The header a refused request (429) carries besides.
+RETRY_AFTER = {"Retry-After": "Seconds until the window ends"}
+_LIMIT, _REMAINING, _RESET = (name.lower() for name in HEADERS)
+_RETRY = next(iter(RETRY_AFTER)).lower()
+
+
 def principal_key(request: Request) -> str:
     """The default key: the auth hook's principal, or one shared bucket when auth is off."""
     principal = request.principal
@@ -170,11 +183,7 @@ class RateLimited:
             return await self.app(request)
         now = self.clock()
         allowed, remaining, reset = await self._take(self.key(request), now)
-        headers = (
-            ("x-ratelimit-limit", str(self.limit)),
-            ("x-ratelimit-remaining", str(remaining)),
-            ("x-ratelimit-reset", str(math.ceil(reset))),
-        )
+        headers = ((_LIMIT, str(self.limit)), (_REMAINING, str(remaining)), (_RESET, str(math.ceil(reset))))
         if not allowed:
             retry_after = max(1, math.ceil(reset - now))
             refused = error_response(
@@ -182,7 +191,7 @@ class RateLimited:
                 "rate_limited",
                 f"too many requests: the limit is {self.limit} per {self.window:g} s",
                 {"limit": self.limit, "window_seconds": self.window, "retry_after_seconds": retry_after},
-                headers=(*headers, ("retry-after", str(retry_after))),
+                headers=(*headers, (_RETRY, str(retry_after))),
             )
             return self.refusal(request, refused) if self.refusal is not None else refused
         response = await self.app(attrs.evolve(request, rate_limit=(self.limit, self.window)))  # e.g. for an OpenAPI document
@@ -195,4 +204,4 @@ def _with_headers(response: Any, headers: tuple[tuple[str, str], ...]) -> Any:
     return attrs.evolve(response, headers=(*kept, *headers))
 
 
-__all__ = ["MemoryWindows", "Rate", "RateLimited", "WindowCounter", "principal_key"]
+__all__ = ["HEADERS", "RETRY_AFTER", "MemoryWindows", "Rate", "RateLimited", "WindowCounter", "principal_key"]
