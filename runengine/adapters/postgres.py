@@ -40,6 +40,8 @@ from runengine import observe
 from runengine.adapters.postgres_queue import PostgresWorkQueue
 from runengine.adapters.run_listing import dollar, list_runs_query
 from runengine.adapters.wakeup import RunWakeups
+from runengine.adapters.webhook_rows import COLUMNS as WEBHOOK_COLUMNS
+from runengine.adapters.webhook_rows import webhook_from_row, webhook_row
 from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError, StoreError
 from runengine.events import Event
 from runengine.ports import (
@@ -999,35 +1001,15 @@ class PostgresStore:
 
     async def add_webhook(self, webhook: WebhookRegistration) -> None:
         await self._execute(
-            "INSERT INTO runengine_webhooks (webhook_id, app_id, url, events, secret, created_at, owner)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            webhook.webhook_id,
-            webhook.app_id,
-            webhook.url,
-            json.dumps(list(webhook.events)),
-            webhook.secret,
-            webhook.created_at,
-            webhook.owner,
+            f"INSERT INTO runengine_webhooks ({WEBHOOK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            *webhook_row(webhook, webhook.created_at),
         )
 
     async def list_webhooks(self, app_id: str) -> list[WebhookRegistration]:
         rows = await self._fetch(
-            "SELECT webhook_id, app_id, url, events, secret, created_at, owner FROM runengine_webhooks"
-            " WHERE app_id = $1 ORDER BY position",
-            app_id,
+            f"SELECT {WEBHOOK_COLUMNS} FROM runengine_webhooks WHERE app_id = $1 ORDER BY position", app_id
         )
-        return [
-            WebhookRegistration(
-                webhook_id=row[0],
-                app_id=row[1],
-                url=row[2],
-                events=tuple(json.loads(row[3])),
-                secret=row[4],
-                created_at=row[5],
-                owner=row[6],
-            )
-            for row in rows
-        ]
+        return [webhook_from_row(row, row[5]) for row in rows]
 
     async def delete_webhook(self, app_id: str, webhook_id: str) -> bool:
         found = await self._fetchrow(

@@ -65,6 +65,8 @@ import anyio
 from runengine import observe
 from runengine.adapters.run_listing import list_runs_query, qmark
 from runengine.adapters.wakeup import RunWakeups
+from runengine.adapters.webhook_rows import COLUMNS as WEBHOOK_COLUMNS
+from runengine.adapters.webhook_rows import webhook_from_row, webhook_row
 from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError, StoreError
 from runengine.events import Event, MessageDelta, RunCreated
 from runengine.ports import (
@@ -1018,43 +1020,16 @@ class SQLiteStore:
     # -- webhook registrations -----------------------------------------------------------
 
     async def add_webhook(self, webhook: WebhookRegistration) -> None:
-        params = (
-            webhook.webhook_id,
-            webhook.app_id,
-            webhook.url,
-            json.dumps(list(webhook.events)),
-            webhook.secret,
-            _time_text(webhook.created_at),
-            webhook.owner,
-        )
+        params = webhook_row(webhook, _time_text(webhook.created_at))
 
         def run(raw: sqlite3.Connection) -> None:
-            raw.execute(
-                "INSERT INTO webhooks (webhook_id, app_id, url, events, secret, created_at, owner)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                params,
-            )
+            raw.execute(f"INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", params)
 
         await self._submit(run)
 
     async def list_webhooks(self, app_id: str) -> list[WebhookRegistration]:
-        rows = await self._fetch(
-            "SELECT webhook_id, app_id, url, events, secret, created_at, owner FROM webhooks"
-            " WHERE app_id = ? ORDER BY rowid",
-            (app_id,),
-        )
-        return [
-            WebhookRegistration(
-                webhook_id=row[0],
-                app_id=row[1],
-                url=row[2],
-                events=tuple(json.loads(row[3])),
-                secret=row[4],
-                created_at=datetime.fromisoformat(row[5]),
-                owner=row[6],
-            )
-            for row in rows
-        ]
+        rows = await self._fetch(f"SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE app_id = ? ORDER BY rowid", (app_id,))
+        return [webhook_from_row(row, datetime.fromisoformat(row[5])) for row in rows]
 
     async def delete_webhook(self, app_id: str, webhook_id: str) -> bool:
         def run(raw: sqlite3.Connection) -> bool:
