@@ -3,8 +3,10 @@ the API (successes and errors) has a documented status and validates against its
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -40,9 +42,10 @@ def check(doc: dict, response: httpx.Response) -> None:
         Draft202012Validator(schema).validate(json.loads(response.content))
 
 
-@pytest.mark.anyio
-@pytest.mark.parametrize("auth", [False, True])
-async def test_every_response_matches_the_document(auth: bool) -> None:
+@contextlib.asynccontextmanager
+async def tour(auth: bool, document: str, prefix: str = "") -> AsyncIterator[tuple[dict, httpx.AsyncClient, list[httpx.Response]]]:
+    """A server of the demo engine (with an auth hook or without), its OpenAPI document at
+    `document`, and a client at `prefix` that keeps every response it gets, read to its end."""
     hook = (lambda headers: headers.get("authorization", "").removeprefix("Bearer ") or None) if auth else None
     seen: list[httpx.Response] = []
 
@@ -50,45 +53,51 @@ async def test_every_response_matches_the_document(auth: bool) -> None:
         await response.aread()
         seen.append(response)
 
-    engine = demo_engine()
-    async with serve(engine_asgi_app(engine, auth=hook)) as url:
+    async with serve(engine_asgi_app(demo_engine(), auth=hook)) as url:
         headers = {"authorization": "Bearer alice"} if auth else {}
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30.0) as plain:
-            doc = (await plain.get("/openapi.json")).json()
-        assert ("security" in doc) is auth
+            doc = (await plain.get(document)).json()
         async with httpx.AsyncClient(
-            base_url=url, headers=headers, timeout=30.0, event_hooks={"response": [record]}
+            base_url=url + prefix, headers=headers, timeout=30.0, event_hooks={"response": [record]}
         ) as client:
-            done = (await client.post("/runs", json={"agent": "pizza", "input": "cheese", "session_id": "s1"})).json()
-            pending = (await client.post("/runs", json={"agent": "approval", "mode": "async"})).json()
-            await wait_status(client, pending["run_id"], "waiting_for_input")
+            yield doc, client, seen
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("auth", [False, True])
+async def test_every_response_matches_the_document(auth: bool) -> None:
+    async with tour(auth, "/openapi.json") as (doc, client, seen):
+        assert ("security" in doc) is auth
+        done = (await client.post("/runs", json={"agent": "pizza", "input": "cheese", "session_id": "s1"})).json()
+        pending = (await client.post("/runs", json={"agent": "approval", "mode": "async"})).json()
+        await wait_status(client, pending["run_id"], "waiting_for_input")
+        await client.get(f"/runs/{done['run_id']}")
+        await client.get(f"/runs/{done['run_id']}/events", params={"limit": 3})
+        await client.get(f"/runs/{done['run_id']}/events", headers={"accept": "text/event-stream", "last-event-id": "999"})
+        await client.get("/runs", params={"session_id": "s1", "limit": 1})
+        await client.get("/runs", params={"status": "completed"})
+        await client.get("/sessions/s1/history")
+        await client.get("/agents")
+        await client.post(f"/runs/{pending['run_id']}/input", json={"content": {"answer": "no"}})
+        await client.post(f"/runs/{pending['run_id']}/input", json={"content": "again"})  # 409 once ended
+        await client.post(f"/runs/{pending['run_id']}/cancel", json={"reason": "done"})
+        await client.post("/runs", json={"agent": "echo", "mode": "sometimes"})
+        await client.post("/runs", json={"agent": "nobody"})
+        await client.post("/runs", content=b"{")
+        await client.get("/runs/missing")
+        await client.get("/runs/missing/events")
+        await client.post("/runs/missing/cancel")
+        await client.post("/runs/missing/input", json={"content": 1})
+        await client.get("/runs", params={"limit": "-1"})
+        await client.get("/sessions/missing/history")
+        await client.get("/runs/x/events", params={"after_seq": "abc"})
+        if auth:
+            client.headers.pop("authorization")
+            await client.get("/runs")
+            await client.post("/runs", json={"agent": "echo"})
             await client.get(f"/runs/{done['run_id']}")
-            await client.get(f"/runs/{done['run_id']}/events", params={"limit": 3})
-            await client.get(f"/runs/{done['run_id']}/events", headers={"accept": "text/event-stream", "last-event-id": "999"})
-            await client.get("/runs", params={"session_id": "s1", "limit": 1})
-            await client.get("/runs", params={"status": "completed"})
-            await client.get("/sessions/s1/history")
-            await client.get("/agents")
-            await client.post(f"/runs/{pending['run_id']}/input", json={"content": {"answer": "no"}})
-            await client.post(f"/runs/{pending['run_id']}/input", json={"content": "again"})  # 409 once ended
-            await client.post(f"/runs/{pending['run_id']}/cancel", json={"reason": "done"})
-            await client.post("/runs", json={"agent": "echo", "mode": "sometimes"})
-            await client.post("/runs", json={"agent": "nobody"})
-            await client.post("/runs", content=b"{")
-            await client.get("/runs/missing")
-            await client.get("/runs/missing/events")
-            await client.post("/runs/missing/cancel")
-            await client.post("/runs/missing/input", json={"content": 1})
-            await client.get("/runs", params={"limit": "-1"})
-            await client.get("/sessions/missing/history")
-            await client.get("/runs/x/events", params={"after_seq": "abc"})
-            if auth:
-                client.headers.pop("authorization")
-                await client.get("/runs")
-                await client.post("/runs", json={"agent": "echo"})
-                await client.get(f"/runs/{done['run_id']}")
-            streamed = await sse_events(client, "/runs", method="POST", json={"agent": "echo", "input": "a b", "mode": "stream"}) if not auth else []
-            assert not auth or streamed == []
+        streamed = await sse_events(client, "/runs", method="POST", json={"agent": "echo", "input": "a b", "mode": "stream"}) if not auth else []
+        assert not auth or streamed == []
     statuses = {r.status_code for r in seen}
     assert {200, 202, 204, 400, 404, 409} <= statuses
     assert (401 in statuses) is auth
@@ -100,48 +109,34 @@ async def test_every_response_matches_the_document(auth: bool) -> None:
 @pytest.mark.parametrize("auth", [False, True])
 async def test_every_v1_response_matches_its_document(auth: bool) -> None:
     """The /v1 profile (seed 004) has its own document at /v1/openapi.json, paths relative to /v1."""
-    hook = (lambda headers: headers.get("authorization", "").removeprefix("Bearer ") or None) if auth else None
-    seen: list[httpx.Response] = []
-
-    async def record(response: httpx.Response) -> None:
-        await response.aread()
-        seen.append(response)
-
-    engine = demo_engine()
-    async with serve(engine_asgi_app(engine, auth=hook)) as url:
-        headers = {"authorization": "Bearer alice"} if auth else {}
-        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30.0) as plain:
-            doc = (await plain.get("/v1/openapi.json")).json()
+    async with tour(auth, "/v1/openapi.json", "/v1") as (doc, client, seen):
         assert ("security" in doc) is auth and doc["servers"] == [{"url": "/v1"}]
         mounted = {**doc, "paths": {"/v1" + path: item for path, item in doc["paths"].items()}}
-        async with httpx.AsyncClient(
-            base_url=url + "/v1", headers=headers, timeout=30.0, event_hooks={"response": [record]}
-        ) as client:
-            done = (await client.post("/threads/t1/runs", json={"persona_id": "pizza@1", "input": "cheese"})).json()
-            pending = (await client.post("/threads/t1/runs", json={"persona_id": "approval"})).json()
-            await wait_status(client, pending["run_id"], "waiting_for_input")
-            await wait_status(client, done["run_id"], "completed")
-            await client.get("/threads/t1/runs", params={"limit": 1})
-            await client.get("/runs", params={"status": "completed", "limit": 1})
-            await client.get("/runs", params={"before": done["run_id"]})
-            await client.get(f"/runs/{done['run_id']}")
-            async with client.stream("GET", f"/runs/{done['run_id']}/events") as stream:
-                await stream.aread()
-            await client.post(f"/runs/{pending['run_id']}/input", json={"content": "x" * 40_000})
-            await client.post(f"/runs/{pending['run_id']}/input", json={"content": "yes"})
-            await wait_status(client, pending["run_id"], "completed")
-            await client.post(f"/runs/{pending['run_id']}/input", json={"content": "again"})  # 409 once ended
-            await client.post(f"/runs/{done['run_id']}:cancel")
-            await client.post("/threads/t1/runs", json={"persona_id": "nobody"})
-            await client.post("/threads/t1/runs", content=b"{")
-            await client.get("/runs/missing")
-            await client.get("/threads/missing/runs")
-            await client.get("/runs", params={"limit": "-1"})
-            await client.get("/runs/x/events", params={"after_seq": "abc"})
-            if auth:
-                client.headers.pop("authorization")
-                await client.get("/runs")
-                await client.post("/threads/t1/runs", json={})
+        done = (await client.post("/threads/t1/runs", json={"persona_id": "pizza@1", "input": "cheese"})).json()
+        pending = (await client.post("/threads/t1/runs", json={"persona_id": "approval"})).json()
+        await wait_status(client, pending["run_id"], "waiting_for_input")
+        await wait_status(client, done["run_id"], "completed")
+        await client.get("/threads/t1/runs", params={"limit": 1})
+        await client.get("/runs", params={"status": "completed", "limit": 1})
+        await client.get("/runs", params={"before": done["run_id"]})
+        await client.get(f"/runs/{done['run_id']}")
+        async with client.stream("GET", f"/runs/{done['run_id']}/events") as stream:
+            await stream.aread()
+        await client.post(f"/runs/{pending['run_id']}/input", json={"content": "x" * 40_000})
+        await client.post(f"/runs/{pending['run_id']}/input", json={"content": "yes"})
+        await wait_status(client, pending["run_id"], "completed")
+        await client.post(f"/runs/{pending['run_id']}/input", json={"content": "again"})  # 409 once ended
+        await client.post(f"/runs/{done['run_id']}:cancel")
+        await client.post("/threads/t1/runs", json={"persona_id": "nobody"})
+        await client.post("/threads/t1/runs", content=b"{")
+        await client.get("/runs/missing")
+        await client.get("/threads/missing/runs")
+        await client.get("/runs", params={"limit": "-1"})
+        await client.get("/runs/x/events", params={"after_seq": "abc"})
+        if auth:
+            client.headers.pop("authorization")
+            await client.get("/runs")
+            await client.post("/threads/t1/runs", json={})
     statuses = {r.status_code for r in seen}
     assert {200, 201, 400, 404, 409, 413} <= statuses
     assert (401 in statuses) is auth
