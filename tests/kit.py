@@ -1,5 +1,5 @@
 """Helpers every kind of test uses: wait for a condition (never for a fixed time), a free port,
-hypothesis settings for examples that drive real servers."""
+hypothesis settings for examples that drive real servers, a run's whole log."""
 
 from __future__ import annotations
 
@@ -7,10 +7,14 @@ import inspect
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from hypothesis import HealthCheck, settings
+
+if TYPE_CHECKING:
+    from runengine import RunEngine
+    from runengine.events import Event
 
 #: For property tests whose examples drive real servers or stores: slow, and with fixtures shared
 #: across examples on purpose, so no deadline and no health check. `@settings(SERVERS, max_examples=...)`.
@@ -47,3 +51,8 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def full_log(engine: RunEngine, run_id: str) -> list[Event]:
+    """Every committed event of the run, from seq 1 (not following it)."""
+    return [event async for event in engine.events(run_id, follow=False)]

@@ -26,6 +26,7 @@ import anyio
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+from kit import full_log
 from runengine import RunEngine, StepFailed
 from runengine.adapters.memory import MemoryStore
 from runengine.context import RunContext
@@ -169,7 +170,7 @@ async def run_to_end(engine: RunEngine, run_id: str) -> list[Event]:
     with anyio.fail_after(30):
         state = await engine.wait(run_id)
     assert state.status is Status.COMPLETED, (state.status, state.error)
-    return [e async for e in engine.events(run_id, follow=False)]
+    return await full_log(engine, run_id)
 
 
 async def uninterrupted(script: list[Op]) -> tuple[list[Event], int]:

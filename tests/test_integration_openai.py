@@ -18,6 +18,7 @@ from openai import AsyncOpenAI
 
 from httpkit import serve
 from kit import free_port
+from kit import full_log
 from openai_server import FakeOpenAI, Reply, error, text, tool_calls
 from runengine import RunEngine, Status, StepFailed
 from runengine.adapters.memory import MemoryStore
@@ -51,10 +52,6 @@ def client_for(base_url: str, max_retries: int = 2) -> AsyncOpenAI:
     return client
 
 
-async def events_of(engine: RunEngine, run_id: str) -> list[Any]:
-    return [event async for event in engine.events(run_id, follow=False)]
-
-
 async def test_a_streamed_reply_becomes_deltas_one_message_a_thought_and_usage(api):
     fake, base_url = api
     fake.script(text("Hel", "lo ", "world", reasoning="think first", prompt_tokens=11, completion_tokens=4))
@@ -67,7 +64,7 @@ async def test_a_streamed_reply_becomes_deltas_one_message_a_thought_and_usage(a
 
     async with engine:
         state = await engine.execute("talk", "hi")
-        log = await events_of(engine, state.run_id)
+        log = await full_log(engine, state.run_id)
     assert state.status is Status.COMPLETED and state.output == "stop"
     assert [e.content for e in log if e.type == "message.delta"] == ["Hel", "lo ", "world"]
     assert [m.content for m in state.messages] == ["Hello world"]
@@ -100,7 +97,7 @@ async def test_tool_call_fragments_are_assembled_and_results_fed_back_until_the_
 
     async with engine:
         state = await engine.execute("calc", None)
-        log = await events_of(engine, state.run_id)
+        log = await full_log(engine, state.run_id)
     assert state.status is Status.COMPLETED and state.output == "5, as asked"
     calls = [e for e in log if e.type == "tool.call"]
     assert [(c.call_id, c.name, c.arguments) for c in calls] == [
@@ -146,7 +143,7 @@ async def resume_after_crash(agents: Any) -> tuple[Any, list[Any]]:
     run_id, second = await crash_then_resume(agents, "shop", None)
     async with second:
         state = await second.wait(run_id)
-        log = await events_of(second, run_id)
+        log = await full_log(second, run_id)
     return state, log
 
 
@@ -214,7 +211,7 @@ async def test_a_429_is_retried_by_the_client_and_the_run_goes_on(api):
 
     async with engine:
         state = await engine.execute("talk", None)
-        log = await events_of(engine, state.run_id)
+        log = await full_log(engine, state.run_id)
     assert state.status is Status.COMPLETED and state.output == "fine"
     assert len(fake.requests) == 3
     assert [e.type for e in log].count("step.completed") == 1  # one recorded call, whatever the retries
@@ -231,7 +228,7 @@ async def test_a_500_that_outlasts_the_retries_fails_the_run_with_the_clients_er
 
     async with engine:
         state = await engine.execute("talk", None)
-        log = await events_of(engine, state.run_id)
+        log = await full_log(engine, state.run_id)
     assert state.status is Status.FAILED
     assert len(fake.requests) == 2  # the first try and one retry
     step = [e for e in log if e.type == "step.completed"][0]
@@ -254,7 +251,7 @@ async def test_a_stream_cut_midway_is_not_retried_and_reaches_the_agent_as_step_
 
     async with engine:
         state = await engine.execute("talk", None)
-        log = await events_of(engine, state.run_id)
+        log = await full_log(engine, state.run_id)
     assert len(fake.requests) == 1  # the client does not retry once the reply began
     assert state.status is Status.COMPLETED
     assert state.output["code"] == "APIConnectionError", state.output

@@ -23,7 +23,7 @@ from pydantic_ai.models.test import TestModel
 from runengine import RunEngine, Status
 from runengine.adapters.memory import MemoryStore
 from runengine.integrations.pydantic_ai import MODEL_STEP, agent_from_pydantic_ai, pydantic_ai_agent
-from kit import free_port
+from kit import free_port, full_log
 from test_cli import COMMAND, wait_ready
 from test_durable_core import DyingStore, crash_then_resume
 
@@ -66,10 +66,6 @@ def adder_agent(calls: list[list[ModelMessage]], adds: list[tuple[int, int]]) ->
     return agent
 
 
-async def log_of(engine: RunEngine, run_id: str) -> list[Any]:
-    return [event async for event in engine.events(run_id, follow=False)]
-
-
 async def test_text_thinking_tools_and_usage_become_the_runs_events():
     calls: list[list[ModelMessage]] = []
     adds: list[tuple[int, int]] = []
@@ -77,7 +73,7 @@ async def test_text_thinking_tools_and_usage_become_the_runs_events():
     engine.agents.add(agent_from_pydantic_ai(adder_agent(calls, adds), name="adder"))
     async with engine:
         state = await engine.execute("adder", "2+3?")
-        log = await log_of(engine, state.run_id)
+        log = await full_log(engine, state.run_id)
     assert state.status is Status.COMPLETED and state.output == "The sum is 5."
     assert [e.content for e in log if e.type == "message.delta"] == ["The ", "sum ", "is 5."]
     assert [m.content for m in state.messages] == ["The sum is 5."]
@@ -124,7 +120,7 @@ async def test_test_model_calls_every_tool_and_its_output_is_the_runs_output():
     engine.agent("weather")(pydantic_ai_agent(agent))
     async with engine:
         state = await engine.execute("weather", "weather?")
-        log = await log_of(engine, state.run_id)
+        log = await full_log(engine, state.run_id)
     assert state.status is Status.COMPLETED and state.output == "done"
     assert [c.name for c in state.tool_calls] == ["lookup"] and len(seen) == 1
     assert next(e for e in log if e.type == "tool.result").output == f"sunny in {seen[0]}"
@@ -139,7 +135,7 @@ async def test_a_model_that_raises_fails_the_run_with_its_error():
     engine.agent("broken")(pydantic_ai_agent(Agent(FunctionModel(stream_function=broken))))
     async with engine:
         state = await engine.execute("broken", "hi")
-        log = await log_of(engine, state.run_id)
+        log = await full_log(engine, state.run_id)
     assert state.status is Status.FAILED
     assert "the model is down" in state.error.message
     step = next(e for e in log if e.type == "step.completed")
@@ -227,7 +223,7 @@ async def resume_after_crash(agents: Any) -> tuple[Any, list[Any]]:
     run_id, second = await crash_then_resume(agents, "adder", "2+3?")
     async with second:
         state = await second.wait(run_id)
-        log = await log_of(second, run_id)
+        log = await full_log(second, run_id)
     return state, log
 
 

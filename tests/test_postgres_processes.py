@@ -22,6 +22,7 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from kit import free_port, until
+from kit import full_log
 from pg import PostgresServer
 from pg_agents import make_worker_engine, register
 from runengine import RunEngine
@@ -132,10 +133,6 @@ async def worker_id(proc: Proc, timeout: float = 60.0) -> str:
             if found:
                 return found.group(1)
             await anyio.sleep(0.05)
-
-
-async def full_log(engine: RunEngine, run_id: str) -> list[Event]:
-    return [e async for e in engine.events(run_id, follow=False)]
 
 
 def assert_gapless(log: list[Event]) -> None:
