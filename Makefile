@@ -6,13 +6,23 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install serve demo test test-fast bench clean
 
+LINKS := $(VENV)/.linked
+# adapters/ installs as runengine.adapters, so the editable install is a tree of links
+# (setuptools' strict mode) mapping the folders as a wheel does; a file added or removed
+# changes its folder's time, and the links are laid again.
+PACKAGE_DIRS := $(shell find runengine adapters -type d -not -name __pycache__ 2>/dev/null)
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
-	$(PY) -m pip install -q -e '.[dev]'
-	touch $(STAMP)
+	$(PY) -m pip install -q -e '.[dev]' --config-settings editable_mode=strict
+	touch $(STAMP) $(LINKS)
 
-install: $(STAMP)
+$(LINKS): $(STAMP) $(PACKAGE_DIRS)
+	$(PY) -m pip install -q --no-deps -e . --config-settings editable_mode=strict
+	touch $(LINKS)
+
+install: $(LINKS)
 
 serve: install
 	$(VENV)/bin/runengine serve

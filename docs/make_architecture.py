@@ -39,6 +39,23 @@ no cycle.
   (ASGI, aiohttp, uvicorn), the API profiles (`profiles`: native, ACP, Kore, Agent Platform,
   Threads/Runs), webhooks, metrics and traces, the console page and the CLI.
 
+## Packaging: one distribution, the adapters mapped into it
+
+The repository's top level is the design card's: `runengine/` holds the core, `adapters/` every
+piece of I/O. Both ship in one distribution, `runengine`, whose wheel maps the `adapters/` folder
+to the package `runengine.adapters` (`[tool.setuptools.package-dir]` in pyproject.toml). Why one
+distribution and not a workspace of adapter packages: the embedded SQLite default, the CLI and the
+ASGI app are what `pip install runengine` is for, so they would be dependencies of the core anyway;
+one import name (`runengine.adapters.sqlite`) keeps every embedding and entry point unchanged; and
+no bare top-level package named `adapters` (a PyPI library of that name exists) lands in anyone's
+site-packages. Optional dependencies stay extras (`runengine[postgres]`, `[aiohttp]`, `[metrics]`...).
+A third-party store is a package of its own registering a `runengine.stores` entry point.
+
+In a checkout, `make install` lays the editable install as setuptools' strict link tree (the same
+mapping as the wheel; the Makefile lays it again when a file is added). From the repository root,
+`./runengine` shadows the installed package, so `runengine/__init__.py` extends the package's path
+with every `runengine/` folder on `sys.path`, and the installed `runengine.adapters` is found.
+
 Levels: a module imports only modules of lower levels (imports that run; an
 `if TYPE_CHECKING:` import of a type is not a dependency).
 """

@@ -6,6 +6,12 @@ what the pure reducer gets by folding that log. Storage and transport are adapte
 """
 
 from importlib import metadata as _metadata
+from pkgutil import extend_path as _extend_path
+
+# The adapters are the repository's top-level adapters/ folder, installed as runengine.adapters.
+# Run from a checkout's root (where ./runengine shadows the installed package), the installed
+# copy's adapters are still found: the package's path spans every runengine/ on sys.path.
+__path__ = _extend_path(__path__, __name__)
 
 from .context import MessageStream, RunContext
 from .engine import AgentFailed, HistoryMessage, RunEngine, SessionBusy, SessionEnded

@@ -1,4 +1,4 @@
-"""The console page (runengine/adapters/static/index.html), served at `/` of the composed app."""
+"""The console page (adapters/static/index.html), served at `/` of the composed app."""
 
 from __future__ import annotations
 
