@@ -699,7 +699,7 @@ def _on_store(url: str, action: Callable[[EventStore], Awaitable[T]]) -> T:
 @store_url_option
 def prune(older_than: timedelta, dry_run: bool, store: str) -> None:
     """Delete ended runs (events, snapshot, idempotency records) older than a duration. Active runs stay."""
-    from runengine.retention import sweep
+    from runengine.retention import ended_runs, sweep
 
     cutoff = datetime.now(timezone.utc) - older_than
 
@@ -707,7 +707,7 @@ def prune(older_than: timedelta, dry_run: bool, store: str) -> None:
         found: list[str] = []
         after: str | None = None
         while True:
-            page = await target.list_ended_runs(ended_before=cutoff, limit=500, after=after)
+            page = await ended_runs(target).list_ended_runs(ended_before=cutoff, limit=500, after=after)
             found.extend(run.run_id for run in page.runs)
             after = page.next_after
             if after is None:

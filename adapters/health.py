@@ -7,11 +7,14 @@
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 import anyio
 
 from runengine.engine import RunEngine
 from runengine.http.core import Request, Response, error_response, json_response
 from runengine.http.router import Router
+from runengine.ports import port_of
 
 #: Seconds the store has to answer a readiness probe.
 READY_TIMEOUT = 2.0
@@ -36,6 +39,15 @@ def add_health(router: Router, engine: RunEngine) -> None:
     router.route("GET", "/readyz", readyz)
 
 
+@runtime_checkable
+class SchemaVersioned(Protocol):
+    """A store whose schema other processes may migrate while this one runs (PostgreSQL)."""
+
+    async def schema_current(self) -> bool:
+        """Whether the schema is the version this runengine writes."""
+        ...
+
+
 async def not_ready(engine: RunEngine) -> str | None:
     """Why `engine` cannot take requests now (None: it can)."""
     if not engine.running:
@@ -43,8 +55,8 @@ async def not_ready(engine: RunEngine) -> str | None:
     try:
         with anyio.fail_after(READY_TIMEOUT):
             await engine.store.get_run(_PROBE_RUN_ID)
-            schema_current = getattr(engine.store, "schema_current", None)
-            if schema_current is not None and not await schema_current():
+            versioned = port_of(engine.store, SchemaVersioned)
+            if versioned is not None and not await versioned.schema_current():
                 return "the store's schema is not the version this runengine writes (migrations pending or newer)"
     except TimeoutError:
         return f"the store did not answer within {READY_TIMEOUT:g} s"
@@ -53,4 +65,4 @@ async def not_ready(engine: RunEngine) -> str | None:
     return None
 
 
-__all__ = ["add_health", "healthz", "not_ready"]
+__all__ = ["SchemaVersioned", "add_health", "healthz", "not_ready"]

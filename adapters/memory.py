@@ -13,6 +13,7 @@ from datetime import timedelta
 import anyio
 
 from runengine.adapters.wakeup import RunWakeups
+from runengine.adapters.profiles.platform_webhook_store import WebhookRegistration
 from runengine.errors import ConcurrencyConflict, InvalidRequest
 from runengine.events import Event
 from runengine.ports import (
@@ -24,7 +25,6 @@ from runengine.ports import (
     RunSummary,
     SessionRecord,
     SessionRuns,
-    WebhookRegistration,
 )
 from runengine.state import RunState
 from runengine.status import Status
@@ -32,7 +32,7 @@ from runengine.transitions import status_after
 from runengine.validation import (
     check_append,
     check_page,
-    decode_cursor,
+    decode_listing_start,
     decode_ended_cursor,
     encode_cursor,
     encode_ended_cursor,
@@ -155,9 +155,12 @@ class MemoryStore:
         owner: str | None = None,
         limit: int = 50,
         before: str | None = None,
+        before_run: str | None = None,
     ) -> RunPage:
         check_page(0, limit)
-        start = decode_cursor(before)
+        start = decode_listing_start(before, before_run)
+        if before_run is not None:
+            start = self._order.get(before_run, 0)  # an unknown run: nothing is older
         matches: list[RunSummary] = []
         for run_id, position in sorted(self._order.items(), key=lambda kv: -kv[1]):
             if start is not None and position >= start:
@@ -178,10 +181,6 @@ class MemoryStore:
             runs=tuple(page),
             next_before=encode_cursor(self._order[page[-1].run_id]) if more and page else None,
         )
-
-    async def run_cursor(self, run_id: str) -> str | None:
-        position = self._order.get(run_id)
-        return None if position is None else encode_cursor(position)
 
     async def list_ended_runs(
         self, *, ended_before: datetime, limit: int = 100, after: str | None = None

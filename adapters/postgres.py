@@ -42,6 +42,7 @@ from runengine.adapters.run_listing import dollar, list_runs_query
 from runengine.adapters.wakeup import RunWakeups
 from runengine.adapters.webhook_rows import COLUMNS as WEBHOOK_COLUMNS
 from runengine.adapters.webhook_rows import webhook_from_row, webhook_row
+from runengine.adapters.profiles.platform_webhook_store import WebhookRegistration
 from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError, StoreError
 from runengine.events import Event
 from runengine.ports import (
@@ -55,7 +56,6 @@ from runengine.ports import (
     RunSummary,
     SessionRecord,
     SessionRuns,
-    WebhookRegistration,
 )
 from runengine.state import RunState
 from runengine.status import TERMINAL_STATUSES, Status
@@ -63,7 +63,7 @@ from runengine.transitions import status_after
 from runengine.validation import (
     check_append,
     check_page,
-    decode_cursor,
+    decode_listing_start,
     decode_ended_cursor,
     encode_cursor,
     encode_ended_cursor,
@@ -835,6 +835,7 @@ class PostgresStore:
         owner: str | None = None,
         limit: int = 50,
         before: str | None = None,
+        before_run: str | None = None,
     ) -> RunPage:
         check_page(0, limit)
         sql, args = list_runs_query(
@@ -844,7 +845,9 @@ class PostgresStore:
             session_id=session_id,
             status=status,
             owner=owner,
-            before_position=decode_cursor(before),
+            before_position=decode_listing_start(before, before_run),
+            before_run=before_run,
+            table="runengine_runs",
             limit=limit,
         )
         rows = await self._fetch(sql, *args)
@@ -854,10 +857,6 @@ class PostgresStore:
             runs=tuple(_summary(row) for row in page),
             next_before=encode_cursor(page[-1]["position"]) if more and page else None,
         )
-
-    async def run_cursor(self, run_id: str) -> str | None:
-        row = await self._fetchrow("SELECT position FROM runengine_runs WHERE run_id = $1", run_id)
-        return encode_cursor(row["position"]) if row is not None else None
 
     async def list_ended_runs(
         self, *, ended_before: datetime, limit: int = 100, after: str | None = None

@@ -32,10 +32,12 @@ def list_runs_query(
     owner: str | None,
     before_position: int | None,
     limit: int,
+    before_run: str | None = None,
+    table: str = "runs",
 ) -> tuple[str, list[Any]]:
-    """`select` (a `SELECT ... FROM table`) filtered by the given fields, before a position, newest
-    first, one row more than `limit` (to tell whether there is a next page): the SQL and its
-    parameters."""
+    """`select` (a `SELECT ... FROM table`) filtered by the given fields, before a position (or
+    before the position of the run `before_run`: none for an unknown run), newest first, one row
+    more than `limit` (to tell whether there is a next page): the SQL and its parameters."""
     where: list[str] = []
     params: list[Any] = []
     for column, value in (
@@ -49,6 +51,9 @@ def list_runs_query(
     if before_position is not None:
         params.append(before_position)
         where.append(f"position < {placeholder(len(params))}")
+    if before_run is not None:
+        params.append(before_run)
+        where.append(f"position < (SELECT position FROM {table} WHERE run_id = {placeholder(len(params))})")
     params.append(limit + 1)
     sql = (
         select

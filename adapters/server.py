@@ -23,10 +23,11 @@ from runengine.adapters.profiles.native import NativeAPI
 from runengine.http.core import App, Request, Response
 from runengine.http.cors import CORS
 from runengine.http.openstreams import OpenStreams
-from runengine.http.ratelimit import Rate, RateLimited, WindowCounter
+from runengine.http.ratelimit import Rate, RateLimited, SharedRateWindows, WindowCounter
 from runengine.adapters.console import add_page
 from runengine.adapters.health import add_health
 from runengine.http.router import Router
+from runengine.ports import port_of
 
 #: /platform's limit under `runengine serve` when no --rate-limit is given: the seed's Pro plan,
 #: whose X-RateLimit-* headers the seed shows on its responses.
@@ -98,7 +99,8 @@ def standalone_app(engine: RunEngine, *, auth: AuthHook | None = None, cors_orig
 
 def rate_windows(engine: RunEngine) -> WindowCounter | None:
     """The store's request counts shared by every process, if it keeps any (else None: this process's)."""
-    return getattr(engine.store, "rate_windows", None)
+    shared = port_of(engine.store, SharedRateWindows)
+    return shared.rate_windows if shared is not None else None
 
 
 #: Mounts whose errors have a shape of their own (seed 003), beside the common error object.

@@ -67,6 +67,7 @@ from runengine.adapters.run_listing import list_runs_query, qmark
 from runengine.adapters.wakeup import RunWakeups
 from runengine.adapters.webhook_rows import COLUMNS as WEBHOOK_COLUMNS
 from runengine.adapters.webhook_rows import webhook_from_row, webhook_row
+from runengine.adapters.profiles.platform_webhook_store import WebhookRegistration
 from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError, StoreError
 from runengine.events import Event, MessageDelta, RunCreated
 from runengine.ports import (
@@ -77,7 +78,6 @@ from runengine.ports import (
     RunSummary,
     SessionRecord,
     SessionRuns,
-    WebhookRegistration,
 )
 from runengine.state import RunState
 from runengine.status import TERMINAL_STATUSES, Status
@@ -85,7 +85,7 @@ from runengine.transitions import status_after
 from runengine.validation import (
     check_append,
     check_page,
-    decode_cursor,
+    decode_listing_start,
     decode_ended_cursor,
     encode_cursor,
     encode_ended_cursor,
@@ -846,6 +846,7 @@ class SQLiteStore:
         owner: str | None = None,
         limit: int = 50,
         before: str | None = None,
+        before_run: str | None = None,
     ) -> RunPage:
         check_page(0, limit)
         sql, params = list_runs_query(
@@ -854,7 +855,8 @@ class SQLiteStore:
             session_id=session_id,
             status=status,
             owner=owner,
-            before_position=decode_cursor(before),
+            before_position=decode_listing_start(before, before_run),
+            before_run=before_run,
             limit=limit,
         )
         rows = await self._fetch(sql, params)
@@ -864,10 +866,6 @@ class SQLiteStore:
             runs=tuple(_summary(row[1:]) for row in page),
             next_before=encode_cursor(page[-1][0]) if more and page else None,
         )
-
-    async def run_cursor(self, run_id: str) -> str | None:
-        rows = await self._fetch("SELECT position FROM runs WHERE run_id = ?", (run_id,))
-        return encode_cursor(rows[0][0]) if rows else None
 
     async def list_ended_runs(
         self, *, ended_before: datetime, limit: int = 100, after: str | None = None

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from runengine.ports import WebhookRegistration
+from runengine.adapters.profiles.platform_webhook_store import WebhookRegistration
 
 #: The columns, in the order `webhook_row` gives and `webhook_from_row` reads them.
 COLUMNS = "webhook_id, app_id, url, events, secret, created_at, owner"

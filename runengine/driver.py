@@ -38,7 +38,7 @@ from .events import (
     RunSuspended,
 )
 from .limits import MAX_EVENT_BYTES, MAX_EVENTS_PER_RUN
-from .ports import EventStore, LeaseLost
+from .ports import EventStore, LeaseLost, SessionStore
 from .reducer import Fold
 from .replay import Journal
 from .state import RunState
@@ -105,8 +105,11 @@ class RunDriver:
         clock: Callable[[], datetime],
         worker_id: str,
         options: DriverOptions,
+        sessions: SessionStore | None = None,
     ) -> None:
         self.store = store
+        #: Where the sessions runs belong to are kept (None: the store keeps none).
+        self.sessions = sessions
         self.agents = agents
         self.clock = clock
         self.worker_id = worker_id
@@ -280,7 +283,8 @@ class RunDriver:
                 if begun is not None and not isinstance(begun, Journal):
                     return begun
                 spec = self.agents.get(state.agent)
-                session = await self.store.get_session(state.session_id) if state.session_id else None
+                sessions = self.sessions
+                session = await sessions.get_session(state.session_id) if state.session_id and sessions else None
                 ctx = active.ctx = RunContext(
                     writer, self.store, self.clock, session, journal=begun, on_stop=active.scope.cancel
                 )

@@ -54,7 +54,7 @@ from .events import (
 )
 from .history import HistoryMessage
 from .history import session_history as read_session_history
-from .idempotency import bind_key, fingerprint
+from .idempotency import IdempotencyStore, bind_key, fingerprint
 from .ownership import can_access, idempotency_principal, run_of, session_of
 from .ports import (
     DEFAULT_PAGE,
@@ -63,16 +63,26 @@ from .ports import (
     HeadReader,
     IdempotencyRecord,
     LeaseLost,
+    QueuedStore,
     RunPage,
     RunSummary,
     SessionRecord,
     SessionRuns,
-    WebhookRegistration,
+    SessionStore,
     WorkQueue,
+    port_of,
+    required,
 )
 from .reducer import Fold
 from .reducer import fold as fold_log
-from .retention import DEFAULT_SWEEP_INTERVAL, RetentionSweeper, delete_ended_run, retention_seconds, start_retention
+from .retention import (
+    DEFAULT_SWEEP_INTERVAL,
+    RetentionSweeper,
+    delete_ended_run,
+    ended_runs,
+    retention_seconds,
+    start_retention,
+)
 from .state import RunState
 from .status import Status
 from .stores import open_store
@@ -161,6 +171,10 @@ class RunEngine:
         if not 0 < flush_window <= 0.010:
             raise InvalidRequest("flush_window must be in (0, 0.010] seconds")
         self.store: EventStore = open_store(store) if isinstance(store, str) else store
+        #: The store's small ports beside its log, when it has them (None: it keeps no such thing,
+        #: and what needs it is refused with InvalidRequest).
+        self.session_store: SessionStore | None = port_of(self.store, SessionStore)
+        self.idempotency_store: IdempotencyStore | None = port_of(self.store, IdempotencyStore)
         self.agents = AgentRegistry()
         self.flush_window = flush_window
         self.flush_max = flush_max
@@ -185,6 +199,7 @@ class RunEngine:
             self.agents,
             clock=clock,
             worker_id=self.worker_id,
+            sessions=self.session_store,
             options=DriverOptions(
                 flush_window=flush_window,
                 flush_max=flush_max,
@@ -198,7 +213,8 @@ class RunEngine:
         self._tg: anyio.abc.TaskGroup | None = None
         self._exit_stack: contextlib.AsyncExitStack | None = None
         #: The store's work queue, if it has one: execute then enqueues, workers execute.
-        self.queue: WorkQueue | None = getattr(self.store, "work_queue", None)
+        queued = port_of(self.store, QueuedStore)
+        self.queue: WorkQueue | None = queued.work_queue if queued is not None else None
         self.worker_options = worker_options(worker)
         if self.worker_options is not None and self.queue is None:
             raise InvalidRequest("worker mode needs a store with a work queue (e.g. postgresql://)")
@@ -206,6 +222,8 @@ class RunEngine:
         #: Ended runs are deleted this many seconds after they ended (None: kept), by a sweep
         #: every `retention_interval` seconds (runengine.retention).
         self.retention = retention_seconds(retention)
+        if self.retention is not None:
+            ended_runs(self.store)  # refused now, not at the first sweep
         self.retention_interval = retention_seconds(retention_interval, "retention_interval") or DEFAULT_SWEEP_INTERVAL
         self.sweeper: RetentionSweeper | None = None
 
@@ -445,7 +463,7 @@ class RunEngine:
                 run_id=new_run_id,
                 created_at=self.clock(),
             )
-            bound = await bind_key(self.store, key_record, ttl=self.idempotency_ttl, now=self.clock)
+            bound = await bind_key(self.store, self._keys(), key_record, ttl=self.idempotency_ttl, now=self.clock)
             if bound is not None:
                 return await self._respond(bound, mode, after_seq=0)
         try:
@@ -463,7 +481,7 @@ class RunEngine:
     async def _release_key(self, record: IdempotencyRecord) -> None:
         try:
             if await self.store.get_run(record.run_id) is None:
-                await self.store.release_idempotency_key(record)
+                await self._keys().release_idempotency_key(record)
         except Exception:  # the key frees itself once PENDING_FOR has passed with no run
             log.exception("could not release an idempotency key", key=record.key, scope=record.scope)
 
@@ -485,9 +503,10 @@ class RunEngine:
         async with self._session_lock(session_id):
             after: tuple[str, ...] = ()
             if session_id is not None:
-                session = await self.store.get_session(session_id)
+                sessions = self._sessions()
+                session = await sessions.get_session(session_id)
                 if session is None:  # begun by this run: `owner`'s, unless another request won the race
-                    session = await self.store.add_session(
+                    session = await sessions.add_session(
                         SessionRecord(session_id=session_id, owner=owner, created_at=self.clock())
                     )
                 if not can_access(session.owner, owner):
@@ -658,25 +677,24 @@ class RunEngine:
         owner: str | None = None,
         limit: int = 50,
         before: str | None = None,
+        before_run: str | None = None,
     ) -> RunPage:
+        """Runs newest first, paged by `before` (a page's `next_before`) or by `before_run` (a run
+        id: the runs older than it, for clients that page by id)."""
         try:
             wanted = Status(status) if status is not None else None
         except ValueError:
             raise InvalidRequest(f"unknown status {status!r}", status=status) from None
         return await self.store.list_runs(
-            session_id=session_id, status=wanted, owner=owner, limit=limit, before=before
+            session_id=session_id, status=wanted, owner=owner, limit=limit, before=before, before_run=before_run
         )
-
-    async def run_cursor(self, run_id: str) -> str | None:
-        """The `list_runs(before=...)` cursor that lists the runs older than `run_id` (None: unknown run)."""
-        return await self.store.run_cursor(run_id)
 
     async def session_history(self, session_id: str, *, owner: str | None = None) -> list[HistoryMessage]:
         """The messages of every run of a session, oldest first: each run's input, then its replies.
 
         With `owner` (auth on), the session must be that owner's (SessionNotFound otherwise) and only
         its runs count."""
-        await session_of(self.store, session_id, owner)
+        await session_of(self._sessions(), session_id, owner)
         return await read_session_history(self.store, session_id, owner=owner)
 
     # -- commands -------------------------------------------------------------------
@@ -753,44 +771,39 @@ class RunEngine:
             metadata=dict(metadata or {}),
             data=dict(data or {}),
         )
-        stored = await self.store.add_session(session)
+        stored = await self._sessions().add_session(session)
         if stored != session:
             raise SessionExists(session.session_id)
         return session
 
     async def get_session(self, session_id: str, *, owner: str | None = None) -> SessionRecord:
         """The session, if `owner` may reach it (runengine.ownership); SessionNotFound otherwise."""
-        return await session_of(self.store, session_id, owner)
+        return await session_of(self._sessions(), session_id, owner)
 
     async def save_session(self, record: SessionRecord) -> None:
         """Store a session record its caller read (get_session) and changed: metadata, data, expiry.
         The caller serialises its own read-modify-write (a runengine.keylock.KeyLocks per session)."""
-        await self.store.put_session(record)
+        await self._sessions().put_session(record)
 
     async def count_session_runs(self, session_id: str, *, owner: str | None = None) -> SessionRuns:
         """The session's runs (only `owner`'s when given) counted by status, at the cost of one read."""
-        return await self.store.count_session_runs(session_id, owner=owner)
+        return await self._sessions().count_session_runs(session_id, owner=owner)
 
     async def bind_idempotency_key(self, record: IdempotencyRecord) -> str | None:
         """Bind `record`'s key to `record.run_id` for a profile that creates or answers runs itself
         (runengine.idempotency.bind_key): None when the caller now holds the key, else the run the
         key already names (IdempotencyKeyReused when it names one for another request)."""
-        return await bind_key(self.store, record, ttl=self.idempotency_ttl, now=self.clock)
+        return await bind_key(self.store, self._keys(), record, ttl=self.idempotency_ttl, now=self.clock)
 
     async def release_idempotency_key(self, record: IdempotencyRecord) -> None:
         """Let go of a key bound by `bind_idempotency_key` whose request made nothing."""
-        await self.store.release_idempotency_key(record)
+        await self._keys().release_idempotency_key(record)
 
-    async def list_webhooks(self, app_id: str) -> list[WebhookRegistration]:
-        """The webhook registrations of an app (a profile's callbacks), oldest first."""
-        return await self.store.list_webhooks(app_id)
+    def _sessions(self) -> SessionStore:
+        return required(self.session_store, self.store, "sessions")
 
-    async def add_webhook(self, registration: WebhookRegistration) -> None:
-        await self.store.add_webhook(registration)
-
-    async def delete_webhook(self, app_id: str, webhook_id: str) -> bool:
-        """Whether the registration was there (and is now gone)."""
-        return await self.store.delete_webhook(app_id, webhook_id)
+    def _keys(self) -> IdempotencyStore:
+        return required(self.idempotency_store, self.store, "idempotency records")
 
     async def end_session(
         self, session_id: str, *, owner: str | None = None, cancel_active: bool = True
@@ -798,10 +811,10 @@ class RunEngine:
         """Mark a session ended: later runs in it are refused; its owner's active runs are cancelled.
         Another principal's session is SessionNotFound, and stays as it is."""
         async with self._session_lock(session_id):  # no run joins between the check and the end
-            session = await session_of(self.store, session_id, owner)
+            session = await session_of(self._sessions(), session_id, owner)
             if session.ended_at is None:
                 session = attrs.evolve(session, ended_at=self.clock())
-                await self.store.put_session(session)
+                await self._sessions().put_session(session)
         if cancel_active:
             for status in ACTIVE_STATUSES:
                 page = await self.store.list_runs(session_id=session_id, status=status, owner=owner, limit=1000)

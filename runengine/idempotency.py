@@ -14,7 +14,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
@@ -29,6 +29,25 @@ PENDING_FOR = 10.0
 RECHECK = 0.2
 
 
+@runtime_checkable
+class IdempotencyStore(Protocol):
+    """Where a store keeps idempotency records (the port this module uses)."""
+
+    async def reserve_idempotency_key(
+        self, record: IdempotencyRecord, *, ttl: float, pending_for: float
+    ) -> IdempotencyRecord | None:
+        """Atomically store `record` unless its (principal, scope, key) is held: by a record created
+        less than `ttl` seconds before `record.created_at` whose run exists, or by one created less
+        than `pending_for` seconds before whose run does not exist yet (its request is still
+        creating it; past that, it is taken to have died). None when `record` was stored (the caller
+        holds the key), else the record that holds it. Raises InvalidRequest for an empty key.
+        Deleting a run (EventStore.delete_run) deletes the records bound to it."""
+
+    async def release_idempotency_key(self, record: IdempotencyRecord) -> None:
+        """Forget the key of `record` if it is still bound to `record.run_id` (its request was
+        refused before creating the run: the key may be used again)."""
+
+
 def fingerprint(value: Any) -> str:
     """A digest of a request: its canonical JSON (sorted keys, no spaces), SHA-256."""
     try:
@@ -40,6 +59,7 @@ def fingerprint(value: Any) -> str:
 
 async def bind_key(
     store: EventStore,
+    keys: IdempotencyStore,
     record: IdempotencyRecord,
     *,
     ttl: float,
@@ -50,7 +70,7 @@ async def bind_key(
     created by the same request. `now()` gives the time of each attempt."""
     while True:
         attempt = attrs.evolve(record, created_at=now())
-        held = await store.reserve_idempotency_key(attempt, ttl=ttl, pending_for=PENDING_FOR)
+        held = await keys.reserve_idempotency_key(attempt, ttl=ttl, pending_for=PENDING_FOR)
         if held is None:
             return None
         if held.fingerprint != record.fingerprint:
@@ -61,4 +81,4 @@ async def bind_key(
         await store.wait(held.run_id, after_seq=0, timeout=RECHECK)
 
 
-__all__ = ["PENDING_FOR", "bind_key", "fingerprint"]
+__all__ = ["PENDING_FOR", "IdempotencyStore", "bind_key", "fingerprint"]

@@ -11,7 +11,7 @@ that nothing tells it the object exists.
 from __future__ import annotations
 
 from .errors import RunNotFound, SessionNotFound
-from .ports import EventStore, RunSummary, SessionRecord
+from .ports import EventStore, RunSummary, SessionRecord, SessionStore
 
 
 def can_access(owner: str | None, caller: str | None) -> bool:
@@ -32,7 +32,7 @@ async def run_of(store: EventStore, run_id: str, caller: str | None) -> RunSumma
     return summary
 
 
-async def session_of(store: EventStore, session_id: str, caller: str | None) -> SessionRecord:
+async def session_of(store: SessionStore, session_id: str, caller: str | None) -> SessionRecord:
     """The session's record if `caller` may reach it; SessionNotFound otherwise."""
     record = await store.get_session(session_id)
     if record is None or not can_access(record.owner, caller):

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
-from .errors import RunEngineError
+from .errors import InvalidRequest, RunEngineError
 from .events import Event
 from .state import RunState
 from .status import Status
@@ -102,20 +102,6 @@ class IdempotencyRecord:
     created_at: datetime
 
 
-@attrs.frozen(kw_only=True)
-class WebhookRegistration:
-    """A webhook an app registered (the Agent Platform profile): which events to POST to `url`,
-    signed with `secret`. Kept by the store, never in a run's log."""
-
-    webhook_id: str
-    app_id: str
-    url: str
-    events: tuple[str, ...]
-    secret: str
-    created_at: datetime
-    owner: str | None = None
-
-
 @runtime_checkable
 class HeadReader(Protocol):
     """Optional, for a store that can read the start of many runs' logs in one query: an engine
@@ -128,7 +114,10 @@ class HeadReader(Protocol):
 
 @runtime_checkable
 class EventStore(Protocol):
-    """Durable, per-run, gapless event logs with a run listing, snapshots and sessions."""
+    """The run log: durable, per-run, gapless event logs with each run's summary, a listing and
+    snapshots. Everything else a store may keep (sessions, idempotency records, a work queue,
+    ...) is a small port of its own, below and in the modules that use it: a store declares it
+    by having its methods, and its users check with `isinstance(store, Port)`."""
 
     #: True when several processes may write the same store (the engine then leaves
     #: crash recovery to leases instead of failing every unfinished run at start-up).
@@ -150,13 +139,11 @@ class EventStore(Protocol):
     async def read(self, run_id: str, *, after_seq: int = 0, limit: int = DEFAULT_PAGE) -> list[Event]:
         """Up to `limit` committed events with seq > after_seq, in order. [] for an unknown run."""
 
-    async def last_seq(self, run_id: str) -> int:
-        """The seq of the run's last committed event; 0 when the run does not exist."""
-
     async def wait(self, run_id: str, *, after_seq: int, timeout: float | None = None) -> bool:
         """Return True once the run has a committed event with seq > after_seq, False on timeout."""
 
-    async def get_run(self, run_id: str) -> RunSummary | None: ...
+    async def get_run(self, run_id: str) -> RunSummary | None:
+        """The run's summary (its last seq included), kept current by every append; None when unknown."""
 
     async def list_runs(
         self,
@@ -166,28 +153,11 @@ class EventStore(Protocol):
         owner: str | None = None,
         limit: int = 50,
         before: str | None = None,
+        before_run: str | None = None,
     ) -> RunPage:
-        """Runs newest first, filtered, paged by an opaque cursor."""
-
-    async def run_cursor(self, run_id: str) -> str | None:
-        """The `list_runs` cursor that continues after `run_id`: `before=` it lists the runs older
-        than that run. None for an unknown run. (For APIs whose clients page by run id.)"""
-
-    async def list_ended_runs(
-        self, *, ended_before: datetime, limit: int = 100, after: str | None = None
-    ) -> EndedRunPage:
-        """Ended runs (a terminal status) whose last event is older than `ended_before` (strictly),
-        oldest ended first, paged by an opaque cursor. For retention sweeps and pruning."""
-
-    async def delete_run(self, run_id: str) -> bool:
-        """Delete the run atomically: its events, snapshot, run row and the idempotency records
-        bound to its id (and, with a work queue, its queue row), whether or not a run row exists.
-        Returns whether there was a run row. Callers decide whether a run may go (the engine only
-        deletes ended runs)."""
-
-    async def count_session_runs(self, session_id: str, *, owner: str | None = None) -> SessionRuns:
-        """The session's runs (only `owner`'s when given) counted by status, in one query: what a
-        session read shows, at a cost that does not grow with rows sent back per run."""
+        """Runs newest first, filtered, paged by an opaque cursor (`before`: a page's
+        `next_before`) or by a run id (`before_run`: the runs older than that run, for APIs whose
+        clients page by run id; none for an unknown run). Not both: InvalidRequest."""
 
     async def save_snapshot(self, state: RunState) -> None:
         """Keep `state` (the fold up to state.last_seq) so reads need not fold from seq 1."""
@@ -195,18 +165,37 @@ class EventStore(Protocol):
     async def load_snapshot(self, run_id: str) -> RunState | None:
         """The latest snapshot of the run, if any."""
 
-    async def reserve_idempotency_key(
-        self, record: IdempotencyRecord, *, ttl: float, pending_for: float
-    ) -> IdempotencyRecord | None:
-        """Atomically store `record` unless its (principal, scope, key) is held: by a record created
-        less than `ttl` seconds before `record.created_at` whose run exists, or by one created less
-        than `pending_for` seconds before whose run does not exist yet (its request is still
-        creating it; past that, it is taken to have died). None when `record` was stored (the caller
-        holds the key), else the record that holds it. Raises InvalidRequest for an empty key."""
+    async def delete_run(self, run_id: str) -> bool:
+        """Delete the run atomically: its events, snapshot, run row and whatever else the store
+        keeps of it (idempotency records bound to its id, its queue row ...), whether or not a run
+        row exists. Returns whether there was a run row. Callers decide whether a run may go (the
+        engine only deletes ended runs)."""
 
-    async def release_idempotency_key(self, record: IdempotencyRecord) -> None:
-        """Forget the key of `record` if it is still bound to `record.run_id` (its request was
-        refused before creating the run: the key may be used again)."""
+
+_Port = TypeVar("_Port")
+
+
+def port_of(store: object, port: type[_Port]) -> _Port | None:
+    """`store` as the small port `port` (a runtime-checkable Protocol) if it declares it, else None."""
+    return store if isinstance(store, port) else None  # type: ignore[misc]
+
+
+def required(found: _Port | None, store: object, what: str) -> _Port:
+    """A port the caller needs: InvalidRequest naming what the store lacks when it has none."""
+    if found is None:
+        raise InvalidRequest(f"this store ({type(store).__name__}) keeps no {what}")
+    return found
+
+
+async def last_seq(store: EventStore, run_id: str) -> int:
+    """The seq of the run's last committed event; 0 when the run does not exist."""
+    summary = await store.get_run(run_id)
+    return summary.last_seq if summary is not None else 0
+
+
+@runtime_checkable
+class SessionStore(Protocol):
+    """Conversation sessions (the engine's sessions: `create_session`, runs naming a session)."""
 
     async def put_session(self, session: SessionRecord) -> None:
         """Create or replace a session record."""
@@ -218,14 +207,9 @@ class EventStore(Protocol):
 
     async def get_session(self, session_id: str) -> SessionRecord | None: ...
 
-    async def add_webhook(self, webhook: WebhookRegistration) -> None:
-        """Store a new registration (its `webhook_id` is new)."""
-
-    async def list_webhooks(self, app_id: str) -> list[WebhookRegistration]:
-        """The app's registrations, oldest first."""
-
-    async def delete_webhook(self, app_id: str, webhook_id: str) -> bool:
-        """Delete the app's registration `webhook_id`; whether there was one."""
+    async def count_session_runs(self, session_id: str, *, owner: str | None = None) -> SessionRuns:
+        """The session's runs (only `owner`'s when given) counted by status, in one query: what a
+        session read shows, at a cost that does not grow with rows sent back per run."""
 
 
 # -- the work queue: background runs executed by workers, possibly in other processes ----------
@@ -258,8 +242,8 @@ class Lease:
 class WorkQueue(Protocol):
     """A durable queue of pending runs, shared by every engine process of one store.
 
-    A store that has one exposes it as `store.work_queue`; the engine then enqueues
-    runs instead of executing them itself, and workers claim them. Any append whose
+    A store that has one exposes it as `store.work_queue` (a QueuedStore); the engine then
+    enqueues runs instead of executing them itself, and workers claim them. Any append whose
     batch ends a run (a terminal event, by anyone) removes the run from the queue.
     """
 
@@ -288,3 +272,11 @@ class WorkQueue(Protocol):
     async def wait_lost(self, lease: Lease, timeout: float) -> bool:
         """Return True as soon as `lease` is no longer held (the run ended elsewhere, or was
         taken over), False if it still is after `timeout` seconds."""
+
+
+@runtime_checkable
+class QueuedStore(Protocol):
+    """A store with a work queue shared by every engine process on it (e.g. PostgreSQL)."""
+
+    @property
+    def work_queue(self) -> WorkQueue: ...

@@ -16,14 +16,14 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import anyio
 import structlog
 
 from .errors import InvalidRequest, InvalidRunState
 from .ownership import run_of
-from .ports import EventStore
+from .ports import EndedRunPage, EventStore, port_of, required
 
 if TYPE_CHECKING:
     from .engine import RunEngine
@@ -34,6 +34,23 @@ log = structlog.get_logger("runengine.retention")
 DEFAULT_SWEEP_INTERVAL = 300.0
 #: Ended runs listed (then deleted) per store call during a sweep.
 SWEEP_PAGE = 200
+
+
+@runtime_checkable
+class EndedRuns(Protocol):
+    """A store that lists its ended runs by end time (the port retention sweeps and pruning use)."""
+
+    async def list_ended_runs(
+        self, *, ended_before: datetime, limit: int = 100, after: str | None = None
+    ) -> EndedRunPage:
+        """Ended runs (a terminal status) whose last event is older than `ended_before` (strictly),
+        oldest ended first, paged by an opaque cursor."""
+        ...
+
+
+def ended_runs(store: EventStore) -> EndedRuns:
+    """`store` as an EndedRuns; InvalidRequest when it keeps no such listing."""
+    return required(port_of(store, EndedRuns), store, "listing of ended runs (needed to delete runs by age)")
 
 
 def retention_seconds(value: timedelta | float | None, what: str = "retention") -> float | None:
@@ -58,6 +75,7 @@ async def delete_ended_run(store: EventStore, run_id: str, *, owner: str | None 
 
 async def sweep(store: EventStore, *, ended_before: datetime, page: int = SWEEP_PAGE) -> list[str]:
     """Delete every run that ended before `ended_before`; return the ids this call deleted."""
+    listing_port = ended_runs(store)
     deleted: list[str] = []
 
     async def delete(run_id: str) -> None:
@@ -66,7 +84,7 @@ async def sweep(store: EventStore, *, ended_before: datetime, page: int = SWEEP_
 
     after: str | None = None
     while True:
-        listing = await store.list_ended_runs(ended_before=ended_before, limit=page, after=after)
+        listing = await listing_port.list_ended_runs(ended_before=ended_before, limit=page, after=after)
         # A page's deletes at once: a group-committing store (SQLite) makes them one transaction.
         async with anyio.create_task_group() as group:
             for summary in listing.runs:
@@ -127,6 +145,8 @@ async def _nothing() -> None:
 
 __all__ = [
     "DEFAULT_SWEEP_INTERVAL",
+    "EndedRuns",
+    "ended_runs",
     "RetentionSweeper",
     "delete_ended_run",
     "retention_seconds",

@@ -55,6 +55,13 @@ def decode_cursor(cursor: str | None) -> int | None:
     return value
 
 
+def decode_listing_start(before: str | None, before_run: str | None) -> int | None:
+    """A run listing's `before` cursor as a position, refusing it beside `before_run` (one start only)."""
+    if before_run is not None and before not in (None, ""):
+        raise InvalidRequest("give a listing `before` cursor or a `before_run` id, not both")
+    return decode_cursor(before)
+
+
 def encode_ended_cursor(ended_us: int, position: int) -> str:
     """The cursor of an ended-runs listing: (ended time in µs since the epoch, creation position)."""
     return f"{ended_us}_{position}"

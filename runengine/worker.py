@@ -33,7 +33,7 @@ import structlog
 
 from .errors import InvalidRequest
 from .events import ErrorInfo, Event, RunFailed, RunRequeued
-from .ports import EventStore, Lease, LeaseLost, WorkQueue
+from .ports import DEFAULT_PAGE, EventStore, Lease, LeaseLost, RunPage, RunSummary, WorkQueue
 from .state import RunState
 from .status import Status
 
@@ -100,8 +100,43 @@ class LeasedStore:
             raise InvalidRequest(f"this store writes run {self.lease.run_id!r} only")
         await self._queue.append_leased(self.lease, events, expected_seq=expected_seq)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
+    async def open(self) -> None:
+        await self._store.open()
+
+    async def close(self) -> None:
+        await self._store.close()
+
+    async def read(self, run_id: str, *, after_seq: int = 0, limit: int = DEFAULT_PAGE) -> list[Event]:
+        return await self._store.read(run_id, after_seq=after_seq, limit=limit)
+
+    async def wait(self, run_id: str, *, after_seq: int, timeout: float | None = None) -> bool:
+        return await self._store.wait(run_id, after_seq=after_seq, timeout=timeout)
+
+    async def get_run(self, run_id: str) -> RunSummary | None:
+        return await self._store.get_run(run_id)
+
+    async def list_runs(
+        self,
+        *,
+        session_id: str | None = None,
+        status: Status | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+        before_run: str | None = None,
+    ) -> RunPage:
+        return await self._store.list_runs(
+            session_id=session_id, status=status, owner=owner, limit=limit, before=before, before_run=before_run
+        )
+
+    async def save_snapshot(self, state: RunState) -> None:
+        await self._store.save_snapshot(state)
+
+    async def load_snapshot(self, run_id: str) -> RunState | None:
+        return await self._store.load_snapshot(run_id)
+
+    async def delete_run(self, run_id: str) -> bool:
+        return await self._store.delete_run(run_id)
 
 
 @attrs.define(eq=False)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from runengine.testing.conformance import StoreConformance, StoreFactory, memory_store
+from webhook_store_conformance import WebhookStoreConformance
 
 
-class TestMemoryStoreConformance(StoreConformance):
+class TestMemoryStoreConformance(StoreConformance, WebhookStoreConformance):
     @pytest.fixture
     def store_factory(self) -> StoreFactory:
         return memory_store

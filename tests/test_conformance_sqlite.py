@@ -11,12 +11,13 @@ import pytest
 
 from runengine.adapters.sqlite import SQLiteStore
 from runengine.testing.conformance import StoreConformance, StoreFactory
+from webhook_store_conformance import WebhookStoreConformance
 
 
 ANYIO_BACKENDS = ("asyncio",)  # aiosqlite needs asyncio
 
 
-class TestSQLiteFileConformance(StoreConformance):
+class TestSQLiteFileConformance(StoreConformance, WebhookStoreConformance):
     max_examples = 25
 
     @pytest.fixture
@@ -34,7 +35,7 @@ class TestSQLiteFileConformance(StoreConformance):
         return factory
 
 
-class TestSQLiteMemoryConformance(StoreConformance):
+class TestSQLiteMemoryConformance(StoreConformance, WebhookStoreConformance):
     max_examples = 15
 
     @pytest.fixture

@@ -24,7 +24,8 @@ from runengine.adapters.sqlite import SCHEMA_VERSION, SQLiteStore
 from runengine.demo import register_demo_agents
 from runengine.events import RunCompleted, RunCreated, RunStarted
 from runengine.adapters.profiles.native import NativeAPI
-from runengine.ports import SessionRecord, WebhookRegistration
+from runengine.adapters.profiles.platform_webhook_store import WebhookRegistration
+from runengine.ports import SessionRecord
 from runengine.logfile import dump_log, export_run, import_run, parse_log
 from runengine.http.core import Request
 from runengine.stores import open_store

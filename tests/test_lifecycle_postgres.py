@@ -15,7 +15,8 @@ from runengine import RunEngine, Status
 from runengine.adapters.postgres import SCHEMA_VERSION, PostgresStore
 from runengine.demo import register_demo_agents
 from runengine.events import RunCompleted, RunCreated, RunStarted
-from runengine.ports import SessionRecord, WebhookRegistration
+from runengine.adapters.profiles.platform_webhook_store import WebhookRegistration
+from runengine.ports import SessionRecord
 from runengine.worker import WorkerOptions
 
 pytestmark = pytest.mark.postgres

@@ -10,6 +10,7 @@ import pytest
 
 from runengine.adapters.postgres import PostgresStore
 from runengine.testing.conformance import StoreConformance, StoreFactory
+from webhook_store_conformance import WebhookStoreConformance
 
 pytestmark = pytest.mark.postgres
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.postgres
 ANYIO_BACKENDS = ("asyncio",)  # asyncpg needs asyncio
 
 
-class TestPostgresConformance(StoreConformance):
+class TestPostgresConformance(StoreConformance, WebhookStoreConformance):
     max_examples = 15
 
     @pytest.fixture

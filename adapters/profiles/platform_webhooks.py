@@ -35,7 +35,8 @@ from runengine.engine import AgentFailed
 from runengine.events import Custom, ErrorInfo
 from runengine.limits import MAX_SECRET_LENGTH, MAX_URL_LENGTH, MAX_WEBHOOKS_PER_APP
 from runengine.keylock import KeyLocks
-from runengine.ports import WebhookRegistration
+from runengine.adapters.profiles.platform_webhook_store import WebhookRegistration, WebhookStore
+from runengine.ports import port_of, required
 
 if TYPE_CHECKING:
     from runengine.engine import RunEngine
@@ -97,12 +98,16 @@ class WebhookRegistry:
 
     def __init__(self, engine: RunEngine) -> None:
         self._engine = engine
+        self._webhooks: WebhookStore | None = port_of(engine.store, WebhookStore)
         # Serialises this process's read-modify-write of an app's record.
         self._lock = KeyLocks()
 
+    def _store(self) -> WebhookStore:
+        return required(self._webhooks, self._engine.store, "webhook registrations")
+
     async def of_owner(self, app_id: str, owner: str | None) -> list[WebhookRegistration]:
         """The app's registrations made by `owner` (each principal sees and gets only its own)."""
-        return [r for r in await self._engine.list_webhooks(app_id) if ownership.can_access(r.owner, owner)]
+        return [r for r in await self._store().list_webhooks(app_id) if ownership.can_access(r.owner, owner)]
 
     async def add(self, app_id: str, url: str, events: Sequence[str], secret: str, owner: str | None) -> WebhookRegistration:
         registration = WebhookRegistration(
@@ -115,9 +120,9 @@ class WebhookRegistry:
             owner=owner,
         )
         async with self._lock(app_id):
-            if len(await self._engine.list_webhooks(app_id)) >= MAX_WEBHOOKS_PER_APP:
+            if len(await self._store().list_webhooks(app_id)) >= MAX_WEBHOOKS_PER_APP:
                 raise InvalidRequest(f"an app may have at most {MAX_WEBHOOKS_PER_APP} webhooks", app_id=app_id)
-            await self._engine.add_webhook(registration)
+            await self._store().add_webhook(registration)
         return registration
 
     async def remove(self, app_id: str, webhook_id: str, owner: str | None) -> bool:
@@ -125,7 +130,7 @@ class WebhookRegistry:
         async with self._lock(app_id):
             if not any(r.webhook_id == webhook_id for r in await self.of_owner(app_id, owner)):
                 return False
-            return await self._engine.delete_webhook(app_id, webhook_id)
+            return await self._store().delete_webhook(app_id, webhook_id)
 
 
 class WebhookDispatcher:

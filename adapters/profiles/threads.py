@@ -315,13 +315,9 @@ class ThreadsProfile:
         status = STATUS.parse(query)
         before_id = BEFORE.parse(query)
         owner = request_owner(self.auth, request)
-        cursor = None
         if before_id is not None:  # the cursor is a run id: the last one of the previous page
             await self.engine.run_summary(before_id, owner=owner)  # unknown or another's: 404
-            cursor = await self.engine.run_cursor(before_id)
-            if cursor is None:
-                raise RunNotFound(before_id)
-        page = await self.engine.list_runs(status=status, owner=owner, limit=limit, before=cursor)
+        page = await self.engine.list_runs(status=status, owner=owner, limit=limit, before_run=before_id)
         rows = []
         for summary in page.runs:
             try:

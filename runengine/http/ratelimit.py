@@ -27,7 +27,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
@@ -94,6 +94,14 @@ class WindowCounter(Protocol):
         """Count one request for `key` in the window starting at `window_start` (a later window
         starts the count again): the count after it, or None when `limit` was already reached."""
         ...
+
+
+@runtime_checkable
+class SharedRateWindows(Protocol):
+    """A store keeping request counts for every process on it (PostgreSQL): the servers count there."""
+
+    @property
+    def rate_windows(self) -> WindowCounter: ...
 
 
 @attrs.define
@@ -204,4 +212,13 @@ def _with_headers(response: Any, headers: tuple[tuple[str, str], ...]) -> Any:
     return attrs.evolve(response, headers=(*kept, *headers))
 
 
-__all__ = ["HEADERS", "RETRY_AFTER", "MemoryWindows", "Rate", "RateLimited", "WindowCounter", "principal_key"]
+__all__ = [
+    "HEADERS",
+    "RETRY_AFTER",
+    "MemoryWindows",
+    "Rate",
+    "RateLimited",
+    "SharedRateWindows",
+    "WindowCounter",
+    "principal_key",
+]
