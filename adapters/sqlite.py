@@ -16,9 +16,12 @@ migrated when opened, see _MIGRATIONS):
   a run finds its keys), `sessions`, `webhooks` (the Agent Platform profile's registrations,
   version 4; before, ended sessions `platform.webhooks.<app_id>`).
 
+The statements, the rows and the append decision are the SQL log's (adapters/sql_log.py,
+shared with PostgreSQL); this module is SQLite's schema, its thread and its group commit.
+
 Group commit. Every write goes through ONE writer task per store, which takes
 everything queued (appends of every run, snapshots, keys, sessions) and commits it
-as one transaction, run as ONE call into the aiosqlite thread (BEGIN IMMEDIATE, one
+as one transaction, run as ONE call into the store's database thread (BEGIN IMMEDIATE, one
 SELECT of the runs involved, one executemany of the events, one of the runs, COMMIT,
 or ROLLBACK on error): each hop into that thread costs ~100 µs, never one per row
 or per statement. A batch is taken when `flush_max` events are
@@ -43,54 +46,35 @@ process crash and a power loss. `synchronous="NORMAL"`: a committed append survi
 a crash of the process, not a power loss or OS crash (the last commits may roll back).
 
 One process writes a given file at a time (`shared = False`; the engine then fails
-the runs a dead process left unfinished when it starts). Needs asyncio (aiosqlite).
+the runs a dead process left unfinished when it starts). Needs asyncio. The sqlite3 connections
+live on threads of the store's own (`_Database`: one hop per call), not aiosqlite's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import json
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta, timezone
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from datetime import timezone
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
-import aiosqlite
 import anyio
 
 from runengine import observe
-from runengine.adapters.run_listing import list_runs_query, qmark
+from runengine.adapters.sql_dialect import ENDED_STATUSES, SQLITE, from_micros
+from runengine.adapters.sql_log import IN_CHUNK, Append, SQLLog, Statements, check_text, decide, decode_event, summary_from_row
 from runengine.adapters.wakeup import RunWakeups
-from runengine.adapters.webhook_rows import COLUMNS as WEBHOOK_COLUMNS
-from runengine.adapters.webhook_rows import webhook_from_row, webhook_row
-from runengine.adapters.profiles.platform_webhook_store import WebhookRegistration
-from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError, StoreError
-from runengine.events import Event, MessageDelta, RunCreated
-from runengine.ports import (
-    DEFAULT_PAGE,
-    EndedRunPage,
-    IdempotencyRecord,
-    RunPage,
-    RunSummary,
-    SessionRecord,
-    SessionRuns,
-)
+from runengine.errors import InvalidRequest, SchemaVersionError, StoreError
+from runengine.events import Event, MessageDelta
+from runengine.ports import DEFAULT_PAGE, RunSummary
 from runengine.state import RunState
-from runengine.status import TERMINAL_STATUSES, Status
-from runengine.transitions import status_after
-from runengine.validation import (
-    check_append,
-    check_page,
-    decode_listing_start,
-    decode_ended_cursor,
-    encode_cursor,
-    encode_ended_cursor,
-)
-from runengine.wire import data_to_json, event_from_stored, format_time, loads_stored, state_from_json, state_to_json
+from runengine.validation import check_append, check_page, micros
+from runengine.wire import state_to_json
 
 SCHEMA_VERSION = 4
 
@@ -154,7 +138,6 @@ CREATE TABLE IF NOT EXISTS webhooks (
 CREATE INDEX IF NOT EXISTS webhooks_by_app ON webhooks (app_id);
 """
 
-_ENDED_STATUSES = ", ".join(f"'{status.value}'" for status in sorted(TERMINAL_STATUSES))
 #: Webhook registrations used to be kept as ended sessions `platform.webhooks.<app_id>` whose data
 #: listed them: each becomes a row of the webhooks table (made by _SCHEMA), and the session goes.
 _MOVE_WEBHOOKS_TO_THEIR_TABLE = (
@@ -182,7 +165,7 @@ _MIGRATIONS = {
     3: (
         "ALTER TABLE runs ADD COLUMN ended_us INTEGER",
         "UPDATE runs SET ended_us = (SELECT at_us FROM events WHERE events.run_id = runs.run_id"
-        f" AND events.seq = runs.last_seq) WHERE status IN ({_ENDED_STATUSES})",
+        f" AND events.seq = runs.last_seq) WHERE status IN ({ENDED_STATUSES})",
     ),
     4: _MOVE_WEBHOOKS_TO_THEIR_TABLE,
 }
@@ -191,19 +174,16 @@ _SCHEMA_AFTER_MIGRATIONS = (
     "CREATE INDEX IF NOT EXISTS runs_by_ended ON runs (ended_us, position) WHERE ended_us IS NOT NULL",
 )
 
-_INSERT_EVENT = "INSERT INTO events (run_id, seq, type, at_us, data) VALUES (?, ?, ?, ?, ?)"
 _UPSERT_RUN = (
     "INSERT INTO runs (run_id, agent, status, session_id, owner, created_at, updated_at, last_seq, ended_us)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (run_id) DO UPDATE SET status = excluded.status,"
     " updated_at = excluded.updated_at, last_seq = excluded.last_seq, ended_us = excluded.ended_us"
 )
-_RUN_COLUMNS = "run_id, agent, status, session_id, owner, created_at, updated_at, last_seq"
-_SYNCHRONOUS = ("FULL", "NORMAL")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MICROSECOND = timedelta(microseconds=1)
-_UTC = timezone.utc
+_SQL = Statements(SQLITE)
 _DELTA = MessageDelta.type
+_SYNCHRONOUS = ("FULL", "NORMAL")
+_UTC = timezone.utc
 
 #: Defaults chosen from benchmarks/bench_sqlite.py (see docs/sqlite.md): no extra wait.
 #: The engine's RunWriter already waits its own window per run, so appends arrive as
@@ -219,78 +199,64 @@ TAIL_EVENTS = 1024
 TAIL_RUNS = 128
 #: Run summaries kept in memory (written by this store), for get_run / last_seq / wait.
 SUMMARY_CACHE = 8192
-_IN_CHUNK = 500  # run ids per `IN (...)` query
 
 _T = TypeVar("_T")
 
 
-async def _on_thread(conn: aiosqlite.Connection, fn: Callable[..., _T], *args: Any) -> _T:
-    """Run `fn(raw sqlite3 connection, *args)` on the connection's own thread: one hop.
+class _Database:
+    """One sqlite3 connection and the thread it is used on: `call(fn, *args)` runs
+    `fn(connection, *args)` there, one hop from the event loop (a queue in, a callback out)."""
 
-    aiosqlite (0.17 .. 0.22) has no public call for running a function on its thread;
-    `Connection._execute(fn, *args)` is the queue its own methods go through and `_conn`
-    its sqlite3 connection. This is the one place that relies on them.
-    """
-    raw: sqlite3.Connection = conn._conn
-    result: _T = await conn._execute(fn, raw, *args)
-    return result
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[asyncio.Future[Any], Callable[..., Any], tuple[Any, ...]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self.raw: sqlite3.Connection | None = None
 
-
-# -- encoding ------------------------------------------------------------------
-
-
-def _time_text(value: datetime) -> str:
-    if value.tzinfo is _UTC:
-        return value.isoformat(timespec="microseconds")
-    return format_time(value)  # naive (taken as UTC) or another zone: normalised to UTC
-
-
-def _parse_time(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    value = datetime.fromisoformat(text)
-    return value if value.tzinfo is not None else value.replace(tzinfo=_UTC)
-
-
-def _micros(value: datetime) -> int:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=_UTC)
-    return (value - _EPOCH) // timedelta(microseconds=1)
-
-
-def _event_row(event: Event) -> tuple[str, int, str, int, str]:
-    """(run_id, seq, type, at, data): what the events table keeps. Raises InvalidRequest."""
-    if type(event) is MessageDelta and type(event.content) is str and type(event.message_id) is str:
-        # The token hot path: the same text data_to_json gives, without the converter.
-        data = '{"message_id":' + encode_basestring(event.message_id) + ',"content":' + encode_basestring(event.content) + "}"
-    else:
+    async def connect(self, path: str) -> None:
+        self._thread.start()
         try:
-            data = data_to_json(event)
-        except (TypeError, ValueError, RecursionError) as exc:
-            raise InvalidRequest(f"event seq {event.seq} ({event.type}) cannot be stored as JSON: {exc}") from None
-    if not data.isascii():
-        _check_text(data, event)
-    at = event.at
-    if not isinstance(at, datetime):
-        raise InvalidRequest(f"event seq {event.seq}: `at` must be a datetime")
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=_UTC)  # naive times are taken as UTC
-    return (event.run_id, event.seq, event.type, (at - _EPOCH) // _MICROSECOND, data)
+            self.raw = await self.call(lambda _raw: sqlite3.connect(path, isolation_level=None, check_same_thread=False))
+        except BaseException:
+            await self.close()
+            raise
+
+    async def call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+        self._calls.put((future, fn, args))
+        return await future
+
+    def _serve(self) -> None:
+        while (item := self._calls.get()) is not None:
+            future, fn, args = item
+            try:
+                result = fn(self.raw, *args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                future.get_loop().call_soon_threadsafe(_fail, future, exc)
+            else:
+                future.get_loop().call_soon_threadsafe(_succeed, future, result)
+
+    async def close(self) -> None:
+        """Close the connection and end the thread (waiting for what it is doing)."""
+        if self.raw is not None:
+            raw, self.raw = self.raw, None
+            await self.call(lambda _raw: raw.close())
+        self._calls.put(None)
+        if self._thread.is_alive():
+            await asyncio.to_thread(self._thread.join)
 
 
-def _check_text(text: str, event: Event) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidRequest(f"event seq {event.seq} ({event.type}) holds text that is not valid Unicode") from None
+def _succeed(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():
+        future.set_result(result)
 
 
-def _decode(run_id: str, seq: int, event_type: str, at_us: int, data: str) -> Event:
-    when = _EPOCH + timedelta(microseconds=at_us)
-    if event_type == _DELTA:
-        payload = loads_stored(data)
-        return MessageDelta(run_id=run_id, seq=seq, at=when, message_id=payload["message_id"], content=payload["content"])
-    return event_from_stored(run_id, seq, event_type, when, loads_stored(data))
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
+def _fetchall(raw: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    return raw.execute(sql, params).fetchall()
 
 
 def _same_after_storing(event: Event) -> bool:
@@ -303,62 +269,22 @@ def _same_after_storing(event: Event) -> bool:
     )
 
 
-def _summary(row: Sequence[Any]) -> RunSummary:
-    run_id, agent, status, session_id, owner, created_at, updated_at, last_seq = row
-    return RunSummary(
-        run_id=run_id,
-        agent=agent,
-        status=Status(status),
-        session_id=session_id,
-        owner=owner,
-        created_at=_parse_time(created_at),
-        updated_at=_parse_time(updated_at),
-        last_seq=last_seq,
-    )
-
-
-def _session_row(session: SessionRecord) -> tuple[Any, ...]:
-    """What the sessions table keeps of a record. Raises InvalidRequest."""
-    try:
-        return (
-            session.session_id,
-            session.owner,
-            _time_text(session.created_at) if session.created_at else None,
-            _time_text(session.expires_at) if session.expires_at else None,
-            _time_text(session.ended_at) if session.ended_at else None,
-            json.dumps(session.metadata, separators=(",", ":"), allow_nan=False),
-            json.dumps(session.data, separators=(",", ":"), allow_nan=False),
-        )
-    except (TypeError, ValueError) as exc:
-        raise InvalidRequest(f"session {session.session_id!r} cannot be stored as JSON: {exc}") from None
-
-
 def _summary_row(s: RunSummary) -> tuple[Any, ...]:
+    time = SQLITE.time_param
     return (
         s.run_id,
         s.agent,
         s.status.value,
         s.session_id,
         s.owner,
-        _time_text(s.created_at) if s.created_at else None,
-        _time_text(s.updated_at) if s.updated_at else None,
+        time(s.created_at) if s.created_at else None,
+        time(s.updated_at) if s.updated_at else None,
         s.last_seq,
-        _micros(s.updated_at) if s.updated_at and s.status.terminal else None,
+        micros(s.updated_at) if s.updated_at and s.status.terminal else None,
     )
 
 
 # -- the write queue --------------------------------------------------------------
-
-
-class _Append:
-    __slots__ = ("run_id", "events", "rows", "expected_seq", "future")
-
-    def __init__(self, run_id: str, events: Sequence[Event], rows: list[tuple[Any, ...]], expected_seq: int, future: asyncio.Future[None]) -> None:
-        self.run_id = run_id
-        self.events = events
-        self.rows = rows
-        self.expected_seq = expected_seq
-        self.future = future
 
 
 class _Statement:
@@ -383,7 +309,6 @@ class _Statement:
         #: The run this statement deletes, if it deletes one (its caches go at commit).
         self.deletes = deletes
 
-
 class _Tail:
     """The committed tail of one run's log: events first_seq .. first_seq+len-1."""
 
@@ -406,10 +331,11 @@ class _Tail:
             self.first_seq += drop
 
 
-class SQLiteStore:
+class SQLiteStore(SQLLog):
     """The event store in a SQLite file (or `:memory:`). See the module docstring."""
 
     shared = False
+    sql = _SQL
 
     def __init__(
         self,
@@ -438,12 +364,12 @@ class SQLiteStore:
         self.tail_events = max(1, tail_events)
         self.tail_runs = max(0, tail_runs)
         self.memory = self.path == ":memory:"
-        self._writer_conn: aiosqlite.Connection | None = None
-        self._reader_conn: aiosqlite.Connection | None = None
+        self._writer_db: _Database | None = None
+        self._reader_db: _Database | None = None
         # With :memory: there is one connection: reads wait for the writer's transaction to end.
         self._txn_lock: asyncio.Lock | None = None
         self._writer_task: asyncio.Task[None] | None = None
-        self._queue: list[_Append | _Statement] = []
+        self._queue: list[Append | _Statement] = []
         self._queued_events = 0
         self._wakeup: asyncio.Event | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -497,74 +423,40 @@ class SQLiteStore:
     # -- lifecycle --------------------------------------------------------------
 
     async def open(self) -> None:
-        if self._writer_conn is not None:
+        if self._writer_db is not None:
             return
         self._closing = False
         self._broken = None
         if not self.memory and not Path(self.path).resolve().parent.is_dir():
             raise StoreError(f"cannot open SQLite database {self.path!r}: its directory does not exist")
-        pending = aiosqlite.connect(self.path, isolation_level=None)
+        busy = f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}"
+        opened: list[_Database] = []
         try:
-            conn = await pending
-        except sqlite3.Error as exc:
-            # aiosqlite stops its thread in the background; let it finish while our loop runs
-            thread = getattr(pending, "_thread", None)
-            if thread is not None:
-                await asyncio.to_thread(thread.join, 5.0)
-            raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
-        try:
-            await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            writer = await self._connect("writer", opened)
+            await writer.call(_prepare_writer, busy, self.synchronous, not self.memory)
+            reader = writer
             if not self.memory:
-                await conn.execute("PRAGMA journal_mode = WAL")
-            await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            await self._create_schema(conn)
-            reader = conn
-            if not self.memory:
-                reader = await aiosqlite.connect(self.path, isolation_level=None)
-                await reader.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-                await reader.execute("PRAGMA query_only = 1")
+                reader = await self._connect("reader", opened)
+                await reader.call(_prepare_reader, busy)
         except BaseException as exc:
-            await conn.close()
+            for db in reversed(opened):
+                await db.close()
             if isinstance(exc, sqlite3.Error):
                 raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
             raise
-        self._writer_conn, self._reader_conn = conn, reader
+        self._writer_db, self._reader_db = writer, reader
         self._txn_lock = asyncio.Lock()
         self._wakeup = asyncio.Event()
         self._writer_task = asyncio.get_running_loop().create_task(self._write_loop(), name=f"sqlite writer {self.path}")
 
-    @staticmethod
-    async def _create_schema(conn: aiosqlite.Connection) -> None:
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            rows = list(await conn.execute_fetchall("SELECT max(version) FROM schema_version"))
-            found = rows[0][0] if rows else None
-            if found is not None and found > SCHEMA_VERSION:
-                raise SchemaVersionError(
-                    f"this database has schema version {found}; this runengine knows up to {SCHEMA_VERSION}"
-                    " (upgrade runengine to open it)",
-                    found=found,
-                    known=SCHEMA_VERSION,
-                )
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    await conn.execute(statement)
-            if found is not None:
-                for version in range(found + 1, SCHEMA_VERSION + 1):
-                    for statement in _MIGRATIONS[version]:
-                        await conn.execute(statement)
-            for statement in _SCHEMA_AFTER_MIGRATIONS:
-                await conn.execute(statement)
-            if found != SCHEMA_VERSION:
-                await conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            await conn.execute("COMMIT")
-        except BaseException:
-            await conn.execute("ROLLBACK")
-            raise
+    async def _connect(self, role: str, opened: list[_Database]) -> _Database:
+        db = _Database(f"sqlite {role} {self.path}")
+        await db.connect(self.path)
+        opened.append(db)
+        return db
 
     async def close(self) -> None:
-        if self._writer_conn is None:
+        if self._writer_db is None:
             return
         self._closing = True
         task, self._writer_task = self._writer_task, None
@@ -578,8 +470,8 @@ class SQLiteStore:
                     await task  # drains the queue: whatever was accepted is committed or answered
                 except Exception:  # noqa: S110 - the writer had stopped; its error is in self._broken
                     pass
-            writer, reader = self._writer_conn, self._reader_conn
-            self._writer_conn = self._reader_conn = None
+            writer, reader = self._writer_db, self._reader_db
+            self._writer_db = self._reader_db = None
             try:
                 if reader is not None and reader is not writer:
                     await reader.close()
@@ -598,7 +490,7 @@ class SQLiteStore:
         await self.close()
 
     def _require_open(self) -> None:
-        if self._writer_conn is None or self._closing:
+        if self._writer_db is None or self._closing:
             raise StoreError("the SQLite store is not open")
         if self._broken is not None:
             raise StoreError(f"the SQLite store's writer stopped: {self._broken!r}")
@@ -611,26 +503,12 @@ class SQLiteStore:
         check_append(run_id, events, expected_seq)
         self._require_open()
         if not run_id.isascii():
-            _check_text(run_id, events[0])
-        first = events[0]
-        if isinstance(first, RunCreated):  # what the runs table needs, checked before the batch
-            if not isinstance(first.agent, str):
-                raise InvalidRequest("run.created needs an agent name (a string)")
-            for name in ("session_id", "owner"):
-                value = getattr(first, name)
-                if value is not None and not isinstance(value, str):
-                    raise InvalidRequest(f"run.created {name} must be a string or null")
-        rows = []
-        urgent = False  # any event but a token delta is committed at once
-        for event in events:
-            rows.append(_event_row(event))
-            if event.type != _DELTA:
-                urgent = True
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Append(run_id, events, rows, expected_seq, future))
-        self._queued_events += len(rows)
-        self._kick(urgent)
-        await future
+            check_text(run_id, "the run id")
+        item = Append(run_id, events, expected_seq, asyncio.get_running_loop().create_future())
+        self._queue.append(item)
+        self._queued_events += len(events)
+        self._kick(any(event.type != _DELTA for event in events))  # any event but a token delta: at once
+        await item.future
 
     async def _submit(
         self, run: Callable[[sqlite3.Connection], Any], snapshot_of: str | None = None, deletes: str | None = None
@@ -640,6 +518,15 @@ class SQLiteStore:
         self._queue.append(_Statement(run, future, snapshot_of, deletes))
         self._kick(True)
         return await future
+
+    async def _transaction(
+        self, statements: Sequence[tuple[str, Sequence[Any]]], *, snapshot_of: str | None = None, deletes: str | None = None
+    ) -> list[int]:
+        def run(raw: sqlite3.Connection) -> list[int]:
+            return [raw.execute(sql, params).rowcount for sql, params in statements]
+
+        counts: list[int] = await self._submit(run, snapshot_of, deletes)
+        return counts
 
     def _kick(self, urgent: bool) -> None:
         assert self._wakeup is not None
@@ -671,17 +558,17 @@ class SQLiteStore:
             self._queue = []
             raise
 
-    async def _commit(self, batch: list[_Append | _Statement]) -> None:
+    async def _commit(self, batch: list[Append | _Statement]) -> None:
         """One transaction for the whole batch; answer every future once it has committed."""
-        conn = self._writer_conn
-        assert conn is not None and self._txn_lock is not None
+        db = self._writer_db
+        assert db is not None and self._txn_lock is not None
         loop = asyncio.get_running_loop()
         started = loop.time()
-        appends = [item for item in batch if isinstance(item, _Append)]
+        appends = [item for item in batch if isinstance(item, Append)]
         statements = [item for item in batch if isinstance(item, _Statement)]
         async with self._txn_lock:
             try:
-                written = await _on_thread(conn, _write_batch, appends, statements)
+                written = await db.call(_write_batch, appends, statements)
             except Exception as exc:  # the whole batch failed (I/O error, disk full ...): nothing written
                 error = exc if isinstance(exc, StoreError) else StoreError(f"SQLite write failed: {exc}")
                 for item in batch:
@@ -690,7 +577,7 @@ class SQLiteStore:
                 return
         self.commit_times.append(loop.time() - started)
         observe.current.store_commit(store="sqlite", seconds=self.commit_times[-1])
-        self.batch_sizes.append(sum(len(item.rows) for item in written.accepted))
+        self.batch_sizes.append(sum(len(item.events) for item in written.accepted))
         # Committed: now (and only now) the caches, the callers and the waiters hear of it.
         summaries = self._summaries
         for run_id, found_seq in written.found.items():
@@ -738,7 +625,7 @@ class SQLiteStore:
         if len(summaries) > SUMMARY_CACHE:
             summaries.popitem(last=False)
 
-    def _extend_tail(self, item: _Append) -> None:
+    def _extend_tail(self, item: Append) -> None:
         tails = self._tails
         tail = tails.get(item.run_id)
         if tail is None or tail.last_seq != item.expected_seq:
@@ -752,7 +639,10 @@ class SQLiteStore:
             tails.move_to_end(item.run_id)
         # keep exactly what a database read would give: the event itself when reading it
         # back gives an equal one (token deltas), else the decoded row
-        tail.extend([event if _same_after_storing(event) else _decode(*row) for event, row in zip(item.events, item.rows)])
+        tail.extend([
+            event if _same_after_storing(event) else decode_event(item.run_id, event.seq, event.type, from_micros(micros(event.at)), data)
+            for event, data in zip(item.events, item.data)
+        ])
 
     def _forget(self, run_id: str) -> None:
         self._summaries.pop(run_id, None)
@@ -763,13 +653,13 @@ class SQLiteStore:
 
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
         self._require_open()
-        conn = self._reader_conn
-        assert conn is not None and self._txn_lock is not None
+        db = self._reader_db
+        assert db is not None and self._txn_lock is not None
         try:
             if self.memory:  # one connection: never read inside the writer's open transaction
                 async with self._txn_lock:
-                    return list(await conn.execute_fetchall(sql, params))
-            return list(await conn.execute_fetchall(sql, params))
+                    return await db.call(_fetchall, sql, params)
+            return await db.call(_fetchall, sql, params)
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite read failed: {exc}") from exc
 
@@ -783,31 +673,23 @@ class SQLiteStore:
             if after_seq + 1 >= tail.first_seq:
                 start = after_seq + 1 - tail.first_seq
                 return tail.events[start : start + limit]
-        rows = await self._fetch(
-            "SELECT seq, type, at_us, data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (run_id, after_seq, limit),
-        )
-        return [_decode(run_id, seq, event_type, at, data) for seq, event_type, at, data in rows]
+        return await super().read(run_id, after_seq=after_seq, limit=limit)
 
     async def read_heads(self, run_ids: Sequence[str], *, limit: int) -> dict[str, list[Event]]:
         """The first `limit` events of each run, a chunk of runs per query (the HeadReader port)."""
         self._require_open()
         heads: dict[str, list[Event]] = {}
-        for start in range(0, len(run_ids), _IN_CHUNK):
-            chunk = list(run_ids[start : start + _IN_CHUNK])
+        for start in range(0, len(run_ids), IN_CHUNK):
+            chunk = list(run_ids[start : start + IN_CHUNK])
             marks = ",".join("?" * len(chunk))
             rows = await self._fetch(
                 f"SELECT run_id, seq, type, at_us, data FROM events WHERE run_id IN ({marks}) AND seq <= ?"
                 " ORDER BY run_id, seq",
                 (*chunk, limit),
             )
-            for row in rows:
-                heads.setdefault(row[0], []).append(_decode(*row))
+            for run_id, seq, event_type, at_us, data in rows:
+                heads.setdefault(run_id, []).append(decode_event(run_id, seq, event_type, from_micros(at_us), data))
         return heads
-
-    async def last_seq(self, run_id: str) -> int:
-        summary = await self.get_run(run_id)
-        return summary.last_seq if summary is not None else 0
 
     async def wait(self, run_id: str, *, after_seq: int, timeout: float | None = None) -> bool:
         async def has_news() -> bool:
@@ -815,227 +697,69 @@ class SQLiteStore:
 
         return await self._wakeups.wait(run_id, after_seq=after_seq, timeout=timeout, has_news=has_news)
 
-    # -- listing ----------------------------------------------------------------------
-
     async def get_run(self, run_id: str) -> RunSummary | None:
         cached = self._summaries.get(run_id)
         if cached is not None:
             return cached
-        rows = await self._fetch(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
-        return _summary(rows[0]) if rows else None
-
-    async def count_session_runs(self, session_id: str, *, owner: str | None = None) -> SessionRuns:
-        sql = "SELECT status, COUNT(*), MIN(position), created_at FROM runs WHERE session_id = ?"
-        params: list[Any] = [session_id]
-        if owner is not None:
-            sql += " AND owner = ?"
-            params.append(owner)
-        # One row per status; SQLite gives the bare created_at of the row holding MIN(position).
-        rows = await self._fetch(sql + " GROUP BY status", params)
-        first = min(rows, key=lambda row: row[2], default=None)
-        return SessionRuns(
-            by_status={Status(row[0]): row[1] for row in rows},
-            first_created_at=_parse_time(first[3]) if first is not None else None,
-        )
-
-    async def list_runs(
-        self,
-        *,
-        session_id: str | None = None,
-        status: Status | None = None,
-        owner: str | None = None,
-        limit: int = 50,
-        before: str | None = None,
-        before_run: str | None = None,
-    ) -> RunPage:
-        check_page(0, limit)
-        sql, params = list_runs_query(
-            f"SELECT position, {_RUN_COLUMNS} FROM runs",
-            placeholder=qmark,
-            session_id=session_id,
-            status=status,
-            owner=owner,
-            before_position=decode_listing_start(before, before_run),
-            before_run=before_run,
-            limit=limit,
-        )
-        rows = await self._fetch(sql, params)
-        page = rows[:limit]
-        more = len(rows) > limit
-        return RunPage(
-            runs=tuple(_summary(row[1:]) for row in page),
-            next_before=encode_cursor(page[-1][0]) if more and page else None,
-        )
-
-    async def list_ended_runs(
-        self, *, ended_before: datetime, limit: int = 100, after: str | None = None
-    ) -> EndedRunPage:
-        check_page(0, limit)
-        start = decode_ended_cursor(after)
-        sql = f"SELECT ended_us, position, {_RUN_COLUMNS} FROM runs WHERE ended_us IS NOT NULL AND ended_us < ?"
-        params: list[Any] = [_micros(ended_before)]
-        if start is not None:
-            sql += " AND (ended_us, position) > (?, ?)"
-            params.extend(start)
-        sql += " ORDER BY ended_us, position LIMIT ?"
-        params.append(limit + 1)
-        rows = await self._fetch(sql, params)
-        page = rows[:limit]
-        return EndedRunPage(
-            runs=tuple(_summary(row[2:]) for row in page),
-            next_after=encode_ended_cursor(page[-1][0], page[-1][1]) if len(rows) > limit else None,
-        )
+        return await super().get_run(run_id)
 
     async def delete_run(self, run_id: str) -> bool:
-        def run(raw: sqlite3.Connection) -> bool:
-            found = raw.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount > 0
-            for table in ("events", "snapshots", "idempotency"):
-                raw.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))  # noqa: S608 - our table names
-            return found
-
-        deleted: bool = await self._submit(run, deletes=run_id)
-        return deleted
-
-    # -- snapshots, idempotency keys, sessions -----------------------------------------
+        counts = await self._transaction([(sql, (run_id,)) for sql in _SQL.delete_run], deletes=run_id)
+        return counts[0] > 0
 
     async def save_snapshot(self, state: RunState) -> None:
-        text = state_to_json(state)
-        params = (state.run_id, state.last_seq, text)
-
-        def run(raw: sqlite3.Connection) -> None:
-            raw.execute(
-                "INSERT INTO snapshots (run_id, last_seq, state) VALUES (?, ?, ?)"
-                " ON CONFLICT (run_id) DO UPDATE SET last_seq = excluded.last_seq, state = excluded.state"
-                " WHERE excluded.last_seq >= snapshots.last_seq",
-                params,
-            )
-
-        await self._submit(run, snapshot_of=state.run_id)
+        await self._transaction([(_SQL.save_snapshot, (state.run_id, state.last_seq, state_to_json(state)))], snapshot_of=state.run_id)
 
     async def load_snapshot(self, run_id: str) -> RunState | None:
         if run_id in self._snapshot_free:
             self._require_open()
             return None
-        rows = await self._fetch("SELECT state FROM snapshots WHERE run_id = ?", (run_id,))
-        return state_from_json(rows[0][0]) if rows else None
+        return await super().load_snapshot(run_id)
 
-    async def reserve_idempotency_key(
-        self, record: IdempotencyRecord, *, ttl: float, pending_for: float
-    ) -> IdempotencyRecord | None:
-        if not record.key:
-            raise InvalidRequest("an idempotency key must not be empty")
-        now_us = _micros(record.created_at)
-        identity = (record.principal, record.scope, record.key)
-        row = (*identity, record.fingerprint, record.run_id, now_us)
 
-        def run(raw: sqlite3.Connection) -> IdempotencyRecord | None:
-            # Replaced only when expired, or when its run never came (its request died).
-            stored = raw.execute(
-                "INSERT INTO idempotency (principal, scope, key, fingerprint, run_id, created_us)"
-                " VALUES (?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (principal, scope, key) DO UPDATE SET fingerprint = excluded.fingerprint,"
-                " run_id = excluded.run_id, created_us = excluded.created_us"
-                " WHERE idempotency.created_us < ?"
-                " OR (idempotency.created_us < ?"
-                " AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.run_id = idempotency.run_id))",
-                (*row, now_us - int(ttl * 1_000_000), now_us - int(pending_for * 1_000_000)),
+# -- opening: on the database thread ------------------------------------------------------
+
+
+def _prepare_writer(raw: sqlite3.Connection, busy: str, synchronous: str, wal: bool) -> None:
+    raw.execute(busy)
+    if wal:
+        raw.execute("PRAGMA journal_mode = WAL")
+    raw.execute(f"PRAGMA synchronous = {synchronous}")
+    _create_schema(raw)
+
+
+def _prepare_reader(raw: sqlite3.Connection, busy: str) -> None:
+    raw.execute(busy)
+    raw.execute("PRAGMA query_only = 1")
+
+
+def _create_schema(raw: sqlite3.Connection) -> None:
+    raw.execute("BEGIN IMMEDIATE")
+    try:
+        raw.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        found = raw.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+        if found is not None and found > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"this database has schema version {found}; this runengine knows up to {SCHEMA_VERSION}"
+                " (upgrade runengine to open it)",
+                found=found,
+                known=SCHEMA_VERSION,
             )
-            if stored.rowcount == 1:  # inserted, or replaced an expired or abandoned record
-                return None
-            held = raw.execute(
-                "SELECT fingerprint, run_id, created_us FROM idempotency WHERE principal = ? AND scope = ? AND key = ?",
-                identity,
-            ).fetchone()
-            return IdempotencyRecord(
-                principal=record.principal,
-                scope=record.scope,
-                key=record.key,
-                fingerprint=held[0],
-                run_id=held[1],
-                created_at=_EPOCH + held[2] * _MICROSECOND,
-            )
-
-        held: IdempotencyRecord | None = await self._submit(run)
-        return held
-
-    async def release_idempotency_key(self, record: IdempotencyRecord) -> None:
-        params = (record.principal, record.scope, record.key, record.run_id)
-
-        def run(raw: sqlite3.Connection) -> None:
-            raw.execute(
-                "DELETE FROM idempotency WHERE principal = ? AND scope = ? AND key = ? AND run_id = ?", params
-            )
-
-        await self._submit(run)
-
-    async def put_session(self, session: SessionRecord) -> None:
-        params = _session_row(session)
-
-        def run(raw: sqlite3.Connection) -> None:
-            raw.execute(
-                "INSERT OR REPLACE INTO sessions (session_id, owner, created_at, expires_at, ended_at, metadata, data)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                params,
-            )
-
-        await self._submit(run)
-
-    async def add_session(self, session: SessionRecord) -> SessionRecord:
-        params = _session_row(session)
-
-        def run(raw: sqlite3.Connection) -> bool:
-            inserted = raw.execute(
-                "INSERT INTO sessions (session_id, owner, created_at, expires_at, ended_at, metadata, data)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO NOTHING",
-                params,
-            )
-            return inserted.rowcount == 1
-
-        if await self._submit(run):
-            return session
-        stored = await self.get_session(session.session_id)
-        assert stored is not None  # sessions are never deleted here
-        return stored
-
-    async def get_session(self, session_id: str) -> SessionRecord | None:
-        rows = await self._fetch(
-            "SELECT session_id, owner, created_at, expires_at, ended_at, metadata, data FROM sessions WHERE session_id = ?",
-            (session_id,),
-        )
-        if not rows:
-            return None
-        sid, owner, created_at, expires_at, ended_at, metadata, data = rows[0]
-        return SessionRecord(
-            session_id=sid,
-            owner=owner,
-            created_at=_parse_time(created_at),
-            expires_at=_parse_time(expires_at),
-            ended_at=_parse_time(ended_at),
-            metadata=json.loads(metadata),
-            data=json.loads(data),
-        )
-
-    # -- webhook registrations -----------------------------------------------------------
-
-    async def add_webhook(self, webhook: WebhookRegistration) -> None:
-        params = webhook_row(webhook, _time_text(webhook.created_at))
-
-        def run(raw: sqlite3.Connection) -> None:
-            raw.execute(f"INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", params)
-
-        await self._submit(run)
-
-    async def list_webhooks(self, app_id: str) -> list[WebhookRegistration]:
-        rows = await self._fetch(f"SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE app_id = ? ORDER BY rowid", (app_id,))
-        return [webhook_from_row(row, datetime.fromisoformat(row[5])) for row in rows]
-
-    async def delete_webhook(self, app_id: str, webhook_id: str) -> bool:
-        def run(raw: sqlite3.Connection) -> bool:
-            deleted = raw.execute("DELETE FROM webhooks WHERE app_id = ? AND webhook_id = ?", (app_id, webhook_id))
-            return deleted.rowcount > 0
-
-        found: bool = await self._submit(run)
-        return found
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                raw.execute(statement)
+        if found is not None:
+            for version in range(found + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[version]:
+                    raw.execute(statement)
+        for statement in _SCHEMA_AFTER_MIGRATIONS:
+            raw.execute(statement)
+        if found != SCHEMA_VERSION:
+            raw.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+        raw.execute("COMMIT")
+    except BaseException:
+        raw.execute("ROLLBACK")
+        raise
 
 
 # -- the writer's transaction, run on the database thread ----------------------------
@@ -1047,7 +771,7 @@ class _Written:
     __slots__ = ("accepted", "outcomes", "committed", "found", "results", "snapshot_free")
 
     def __init__(self) -> None:
-        self.accepted: list[_Append] = []
+        self.accepted: list[Append] = []
         self.outcomes: list[BaseException | None] = []
         #: The runs table rows this batch wrote.
         self.committed: dict[str, RunSummary] = {}
@@ -1058,7 +782,7 @@ class _Written:
         self.snapshot_free: list[str] = []
 
 
-def _write_batch(raw: sqlite3.Connection, appends: list[_Append], statements: list[_Statement]) -> _Written:
+def _write_batch(raw: sqlite3.Connection, appends: list[Append], statements: list[_Statement]) -> _Written:
     """The whole transaction of one batch, in the database thread (one hop from the loop).
 
     Touches nothing but `raw` and its arguments' plain data (no futures, no caches): the
@@ -1081,8 +805,8 @@ def _write_batch(raw: sqlite3.Connection, appends: list[_Append], statements: li
         created = [item.run_id for item in written.accepted if item.expected_seq == 0]
         if created:  # checked last, so a snapshot written in this batch counts
             with_snapshot: set[str] = set()
-            for start in range(0, len(created), _IN_CHUNK):
-                chunk = created[start : start + _IN_CHUNK]
+            for start in range(0, len(created), IN_CHUNK):
+                chunk = created[start : start + IN_CHUNK]
                 marks = ",".join("?" * len(chunk))
                 with_snapshot.update(row[0] for row in raw.execute(f"SELECT run_id FROM snapshots WHERE run_id IN ({marks})", chunk))
             written.snapshot_free = [run_id for run_id in created if run_id not in with_snapshot]
@@ -1094,59 +818,29 @@ def _write_batch(raw: sqlite3.Connection, appends: list[_Append], statements: li
     return written
 
 
-def _write_appends(raw: sqlite3.Connection, appends: list[_Append], written: _Written) -> None:
-    """Check each append against the runs table (in queue order), then write the good ones."""
+def _write_appends(raw: sqlite3.Connection, appends: list[Append], written: _Written) -> None:
+    """Check each append against the runs table (in queue order: sql_log.decide), then write the good ones."""
     run_ids = list(dict.fromkeys(item.run_id for item in appends))
     current: dict[str, RunSummary] = {}
-    for start in range(0, len(run_ids), _IN_CHUNK):
-        chunk = run_ids[start : start + _IN_CHUNK]
-        marks = ",".join("?" * len(chunk))
-        for row in raw.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id IN ({marks})", chunk).fetchall():
-            current[row[0]] = _summary(row)
+    for start in range(0, len(run_ids), IN_CHUNK):
+        chunk = run_ids[start : start + IN_CHUNK]
+        for row in raw.execute(_SQL.runs_in(len(chunk)), chunk).fetchall():
+            current[row[0]] = summary_from_row(row, SQLITE)
     written.found = {run_id: (current[run_id].last_seq if run_id in current else 0) for run_id in run_ids}
-    changed = written.committed
-    rows: list[tuple[Any, ...]] = []
-    for item in appends:
-        summary = changed.get(item.run_id) or current.get(item.run_id)
-        actual = summary.last_seq if summary is not None else 0
-        if actual != item.expected_seq:
-            written.outcomes.append(ConcurrencyConflict(item.run_id, item.expected_seq, actual))
-            continue
-        events = item.events
-        last = events[-1]
-        if summary is None:
-            first = events[0]
-            assert isinstance(first, RunCreated)
-            summary = RunSummary(
-                run_id=item.run_id,
-                agent=first.agent,
-                status=Status.PENDING,
-                session_id=first.session_id,
-                owner=first.owner,
-                created_at=first.at,
-                updated_at=first.at,
-                last_seq=0,
-            )
-            previous = None
-        else:
-            previous = summary.status
-        status = status_after(previous, [event.type for event in events]) if not _all_deltas(events) else previous
-        changed[item.run_id] = RunSummary(
-            run_id=item.run_id,
-            agent=summary.agent,
-            status=status or summary.status,
-            session_id=summary.session_id,
-            owner=summary.owner,
-            created_at=summary.created_at,
-            updated_at=last.at,
-            last_seq=last.seq,
-        )
-        rows.extend(item.rows)
-        written.accepted.append(item)
-        written.outcomes.append(None)
-    if rows:
-        raw.executemany(_INSERT_EVENT, rows)
-        raw.executemany(_UPSERT_RUN, [_summary_row(s) for s in changed.values()])
+    decision = decide(appends, current)
+    written.accepted, written.outcomes, written.committed = decision.accepted, decision.outcomes, decision.changed
+    if decision.accepted:
+        raw.executemany(_SQL.insert_event, [row for item in decision.accepted for row in _event_rows(item)])
+        raw.executemany(_UPSERT_RUN, [_summary_row(s) for s in decision.changed.values()])
+
+
+def _event_rows(item: Append) -> list[tuple[str, int, str, int, str]]:
+    return [_event_row(item, i, event) for i, event in enumerate(item.events)]
+
+
+def _event_row(item: Append, index: int, event: Event) -> tuple[str, int, str, int, str]:
+    """(run_id, seq, type, at µs, data): what the events table keeps (a naive time is taken as UTC)."""
+    return (item.run_id, event.seq, event.type, micros(event.at), item.data[index])
 
 
 class _Failed:
@@ -1154,13 +848,6 @@ class _Failed:
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
-
-
-def _all_deltas(events: Sequence[Event]) -> bool:
-    for event in events:
-        if event.type != _DELTA:
-            return False
-    return True
 
 
 __all__ = ["SQLiteStore", "SCHEMA_VERSION", "DEFAULT_FLUSH_MAX", "DEFAULT_FLUSH_WINDOW"]

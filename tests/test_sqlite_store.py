@@ -152,10 +152,10 @@ def test_bad_settings_are_invalid_requests(options: dict[str, Any]) -> None:
 @pytest.mark.parametrize("synchronous, level", [("FULL", 2), ("NORMAL", 1)])
 async def test_durability_settings_reach_sqlite(tmp_path: Path, synchronous: str, level: int) -> None:
     async with SQLiteStore(tmp_path / "d.db", synchronous=synchronous) as store:
-        conn = store._writer_conn
-        assert conn is not None
-        assert list(await conn.execute_fetchall("PRAGMA synchronous")) == [(level,)]
-        assert list(await conn.execute_fetchall("PRAGMA journal_mode")) == [("wal",)]
+        writer = store._writer_db  # the writer's own connection, on its thread
+        assert writer is not None
+        assert await writer.call(lambda raw: raw.execute("PRAGMA synchronous").fetchall()) == [(level,)]
+        assert await writer.call(lambda raw: raw.execute("PRAGMA journal_mode").fetchall()) == [("wal",)]
         await store.append("r", new_log("r", 3), expected_seq=0)
     with sqlite3.connect(tmp_path / "d.db") as raw:  # committed, visible to any other connection
         assert raw.execute("SELECT count(*) FROM events").fetchone() == (3,)
