@@ -13,6 +13,8 @@
   One listening connection per store fans the wake-ups out to in-process waiters, which
   then read `seq > last`. Waits re-check the database every `recheck` seconds, so a lost
   NOTIFY or a dropped listener (it reconnects) delays a tail, never hangs it.
+- The statements, rows and append decision are the SQL log's (adapters/sql_log.py, shared
+  with SQLite); this module is PostgreSQL's schema, locking, fencing, NOTIFY and reconnects.
 - The work queue (`store.work_queue`, runengine.adapters.postgres_queue) shares this
   store's pool, writer and listener; its fencing is checked in the append's own transaction.
 - Lost connections (a server restart) are retried for up to `reconnect_timeout` seconds.
@@ -24,52 +26,24 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
-import attrs
 import stamina
 import structlog
 
 from runengine import observe
 from runengine.adapters.postgres_queue import PostgresWorkQueue
-from runengine.adapters.run_listing import dollar, list_runs_query
+from runengine.adapters.sql_dialect import ENDED_STATUSES, POSTGRESQL
+from runengine.adapters.sql_log import Append, SQLLog, Statements, decide, new_summary, summary_from_row
 from runengine.adapters.wakeup import RunWakeups
-from runengine.adapters.webhook_rows import COLUMNS as WEBHOOK_COLUMNS
-from runengine.adapters.webhook_rows import webhook_from_row, webhook_row
-from runengine.adapters.profiles.platform_webhook_store import WebhookRegistration
 from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError, StoreError
 from runengine.events import Event
-from runengine.ports import (
-    DEFAULT_PAGE,
-    MAX_PAGE,
-    EndedRunPage,
-    IdempotencyRecord,
-    Lease,
-    LeaseLost,
-    RunPage,
-    RunSummary,
-    SessionRecord,
-    SessionRuns,
-)
-from runengine.state import RunState
-from runengine.status import TERMINAL_STATUSES, Status
-from runengine.transitions import status_after
-from runengine.validation import (
-    check_append,
-    check_page,
-    decode_listing_start,
-    decode_ended_cursor,
-    encode_cursor,
-    encode_ended_cursor,
-    micros,
-)
-from runengine.wire import data_to_json, event_from_stored, loads_stored, state_from_json, state_to_json, to_json
+from runengine.ports import Lease, LeaseLost, RunSummary
+from runengine.validation import check_append
 
 log = structlog.get_logger("runengine.postgres")
 
@@ -79,9 +53,8 @@ SCHEMA_VERSION = 6
 #: How long a session may sit idle inside a transaction before the server ends it (see _server_settings).
 IDLE_IN_TRANSACTION_MS = 5_000
 
-_ENDED_STATUSES = ", ".join(f"'{status.value}'" for status in sorted(TERMINAL_STATUSES))
 #: Version 3: ended runs by end time (retention sweeps), idempotency records by run (deleting a run).
-_ENDED_INDEX = f"CREATE INDEX runengine_runs_ended ON runengine_runs (updated_at, position) WHERE status IN ({_ENDED_STATUSES})"
+_ENDED_INDEX = f"CREATE INDEX runengine_runs_ended ON runengine_runs (updated_at, position) WHERE status IN ({ENDED_STATUSES})"
 _IDEMPOTENCY_RUN_INDEX = "CREATE INDEX runengine_idempotency_run ON runengine_idempotency (run_id)"
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
@@ -228,34 +201,42 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
 
 T = TypeVar("T")
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-@attrs.define(eq=False)
-class _Append:
-    """One append waiting for the writer task."""
-
-    run_id: str
-    events: Sequence[Event]
-    expected_seq: int
-    future: asyncio.Future[None]
-    lease: Lease | None = None
-    enqueue: bool = False
-    after: tuple[str, ...] = ()
-    error: BaseException | None = None
+_SQL = Statements(POSTGRESQL)
+_SQL.delete_run.append("DELETE FROM runengine_queue WHERE run_id = $1")  # and its queue row
+_LOCK_RUNS = (
+    "SELECT run_id, agent, status, session_id, owner, created_at, updated_at, last_seq FROM runengine_runs"
+    " WHERE run_id = ANY($1::text[]) ORDER BY run_id FOR UPDATE"
+)
 
 
-@attrs.define(eq=False)
-class _RunRow:
-    last_seq: int
-    status: Status | None
-    created: bool = False  # inserted by this batch
+class _Append(Append):
+    """An append for the writer task; for the work queue, a queued run's first one or a leased one."""
+
+    __slots__ = ("lease", "enqueue", "after")
+
+    def __init__(
+        self,
+        run_id: str,
+        events: Sequence[Event],
+        expected_seq: int,
+        *,
+        lease: Lease | None = None,
+        enqueue: bool = False,
+        after: Sequence[str] = (),
+    ) -> None:
+        super().__init__(run_id, events, expected_seq, asyncio.get_running_loop().create_future())
+        self.lease = lease
+        self.enqueue = enqueue
+        self.after = tuple(after)
 
 
-class PostgresStore:
+class PostgresStore(SQLLog):
     """An EventStore (and WorkQueue, as `.work_queue`) on PostgreSQL through an asyncpg pool."""
 
     shared = True
+    sql = _SQL
 
     def __init__(
         self,
@@ -448,10 +429,18 @@ class PostgresStore:
             return StoreError("the PostgreSQL store is closed")
         return StoreError(f"PostgreSQL unreachable: {type(exc).__name__}: {exc}")
 
-    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[asyncpg.Record]:
         async def run() -> list[asyncpg.Record]:
             async with self._require_pool().acquire() as conn:
-                return list(await conn.fetch(sql, *args))
+                return list(await conn.fetch(sql, *params))
+
+        return await self._retry(run)
+
+    async def _transaction(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        async def run() -> list[int]:
+            async with self._require_pool().acquire() as conn, conn.transaction():
+                # asyncpg answers each with its status tag ("INSERT 0 1", "DELETE 3"): the last word counts rows
+                return [int((await conn.execute(sql, *params)).rsplit(" ", 1)[-1]) for sql, params in statements]
 
         return await self._retry(run)
 
@@ -462,19 +451,11 @@ class PostgresStore:
 
         return await self._retry(run)
 
-    async def _execute(self, sql: str, *args: Any) -> None:
-        async def run() -> None:
-            async with self._require_pool().acquire() as conn:
-                await conn.execute(sql, *args)
-
-        await self._retry(run)
-
     # -- events: appends go through the writer task ---------------------------------
 
     async def append(self, run_id: str, events: Sequence[Event], *, expected_seq: int) -> None:
         check_append(run_id, events, expected_seq)
-        _check_json(events)
-        await self._submit(_Append(run_id, list(events), expected_seq, self._new_future()))
+        await self._submit(_Append(run_id, list(events), expected_seq))
 
     async def _append_for_queue(
         self,
@@ -488,13 +469,7 @@ class PostgresStore:
     ) -> None:
         """An append through the writer for the work queue: a queued run's first events
         (`enqueue`), or a leased run's next ones (fenced by `lease`). Checked by the caller."""
-        _check_json(events)
-        await self._submit(
-            _Append(run_id, list(events), expected_seq, self._new_future(), lease=lease, enqueue=enqueue, after=tuple(after))
-        )
-
-    def _new_future(self) -> asyncio.Future[None]:
-        return asyncio.get_running_loop().create_future()
+        await self._submit(_Append(run_id, list(events), expected_seq, lease=lease, enqueue=enqueue, after=after))
 
     async def _submit(self, request: _Append) -> None:
         requests = self._requests
@@ -554,22 +529,18 @@ class PostgresStore:
         await self._retry(once)
 
     async def _commit_in(self, conn: asyncpg.Connection, batch: list[_Append], *, retried: bool) -> None:
-        run_ids = sorted({r.run_id for r in batch})
-        runs: dict[str, _RunRow] = {
-            row[0]: _RunRow(row[1], Status(row[2]))
-            for row in await conn.fetch(
-                "SELECT run_id, last_seq, status FROM runengine_runs WHERE run_id = ANY($1::text[])"
-                " ORDER BY run_id FOR UPDATE",
-                run_ids,
-            )
+        """The batch's transaction: lock its runs, create the new ones, decide (sql_log.decide, with
+        the leases checked here), write the accepted events and summaries, keep the queue, NOTIFY."""
+        current: dict[str, RunSummary] = {
+            row[0]: summary_from_row(row, POSTGRESQL) for row in await conn.fetch(_LOCK_RUNS, sorted({r.run_id for r in batch}))
         }
         # New runs: insert their rows now (a concurrent creator elsewhere makes ours conflict).
-        firsts: dict[str, _Append] = {}
+        new: dict[str, Event] = {}
         for request in batch:
-            firsts.setdefault(request.run_id, request)
-        new = [r for rid, r in firsts.items() if rid not in runs and r.expected_seq == 0]
+            if request.expected_seq == 0 and request.run_id not in current:
+                new.setdefault(request.run_id, request.events[0])
         if new:
-            created = [r.events[0] for r in new]
+            created = list(new.values())
             inserted = {
                 row[0]
                 for row in await conn.fetch(
@@ -585,16 +556,10 @@ class PostgresStore:
                     [e.at for e in created],
                 )
             }
-            for rid in inserted:
-                runs[rid] = _RunRow(0, None, created=True)
-            lost = [r.run_id for r in new if r.run_id not in inserted]
-            if lost:
-                for row in await conn.fetch(
-                    "SELECT run_id, last_seq, status FROM runengine_runs WHERE run_id = ANY($1::text[])"
-                    " ORDER BY run_id FOR UPDATE",
-                    lost,
-                ):
-                    runs[row[0]] = _RunRow(row[1], Status(row[2]))
+            current.update((run_id, new_summary(new[run_id])) for run_id in inserted)
+            lost = sorted(set(new) - inserted)
+            if lost:  # created elsewhere meanwhile: decided against that run as it is now
+                current.update((row[0], summary_from_row(row, POSTGRESQL)) for row in await conn.fetch(_LOCK_RUNS, lost))
         leased = [r.run_id for r in batch if r.lease is not None]
         holders: dict[str, str] = {}
         if leased:
@@ -606,51 +571,42 @@ class PostgresStore:
                     leased,
                 )
             }
-        # Decide each request in order, against the log as the earlier ones leave it.
-        accepted: list[_Append] = []
-        for request in batch:
-            row = runs.get(request.run_id)
-            actual = row.last_seq if row is not None else 0
-            if request.lease is not None and holders.get(request.run_id) != request.lease.token:
-                request.error = LeaseLost(request.run_id, request.lease.worker)
-                continue
-            if actual != request.expected_seq:
-                if retried and await self._already_written(conn, request):
-                    continue  # our earlier attempt committed before the connection dropped
-                request.error = ConcurrencyConflict(request.run_id, request.expected_seq, actual)
-                continue
-            if row is None:  # cannot happen for a well-formed batch: first appends create their row
-                request.error = ConcurrencyConflict(request.run_id, request.expected_seq, actual)
-                continue
-            row.status = status_after(row.status if row.last_seq else None, [e.type for e in request.events]) or row.status
-            row.last_seq = request.events[-1].seq
-            accepted.append(request)
+
+        def fenced(request: Append) -> BaseException | None:
+            lease = request.lease if isinstance(request, _Append) else None
+            if lease is not None and holders.get(request.run_id) != lease.token:
+                return LeaseLost(request.run_id, lease.worker)
+            return None
+
+        decision = decide(batch, current, fenced)
+        for request, outcome in zip(batch, decision.outcomes):
+            if isinstance(outcome, ConcurrencyConflict) and retried and await self._already_written(conn, request):
+                continue  # our earlier attempt committed before the connection dropped
+            request.error = outcome
+        accepted = [r for r in decision.accepted if isinstance(r, _Append)]
         if not accepted:
             return
-        events = [e for r in accepted for e in r.events]
         await conn.execute(
             "INSERT INTO runengine_events (run_id, seq, type, at, data)"
             " SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[], $5::text[])",
-            [e.run_id for e in events],
-            [e.seq for e in events],
-            [e.type for e in events],
-            [e.at for e in events],
-            [data_to_json(e) for e in events],
+            [r.run_id for r in accepted for _ in r.events],
+            [e.seq for r in accepted for e in r.events],
+            [e.type for r in accepted for e in r.events],
+            [e.at for r in accepted for e in r.events],
+            [data for r in accepted for data in r.data],
         )
-        touched: dict[str, tuple[_RunRow, datetime]] = {}
-        for request in accepted:
-            touched[request.run_id] = (runs[request.run_id], request.events[-1].at)
-        ids = list(touched)
+        changed = decision.changed
+        ids = list(changed)
         await conn.execute(
             "UPDATE runengine_runs AS r SET last_seq = u.last_seq, status = u.status, updated_at = u.updated_at"
             " FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[]) AS u(run_id, last_seq, status, updated_at)"
             " WHERE r.run_id = u.run_id",
             ids,
-            [touched[i][0].last_seq for i in ids],
-            [(touched[i][0].status or Status.PENDING).value for i in ids],
-            [touched[i][1] for i in ids],
+            [changed[i].last_seq for i in ids],
+            [changed[i].status.value for i in ids],
+            [changed[i].updated_at for i in ids],
         )
-        ended = [i for i in ids if (status := touched[i][0].status) is not None and status.terminal]
+        ended = [i for i in ids if changed[i].status.terminal]
         gone: list[str] = []
         if ended:
             gone = [
@@ -686,7 +642,7 @@ class PostgresStore:
                     "SELECT EXISTS (SELECT 1 FROM runengine_queue WHERE after_runs && $1::text[])", ended
                 )
             )
-        payloads = [f"{i} {touched[i][0].last_seq}" for i in ids]
+        payloads = [f"{i} {changed[i].last_seq}" for i in ids]
         await conn.execute(
             "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", self.events_channel, payloads
         )
@@ -694,7 +650,7 @@ class PostgresStore:
         if notes:
             await conn.execute("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", self.queue_channel, notes)
 
-    async def _already_written(self, conn: asyncpg.Connection, request: _Append) -> bool:
+    async def _already_written(self, conn: asyncpg.Connection, request: Append) -> bool:
         """After a retry: are exactly these events in the log already (an earlier attempt committed)?"""
         rows = await conn.fetch(
             "SELECT seq, type, at, data FROM runengine_events WHERE run_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq",
@@ -705,23 +661,9 @@ class PostgresStore:
         if len(rows) != len(request.events):
             return False
         return all(
-            row[0] == e.seq and row[1] == e.type and row[2] == e.at and row[3] == data_to_json(e)
-            for row, e in zip(rows, request.events)
+            row[0] == e.seq and row[1] == e.type and row[2] == e.at and row[3] == data
+            for row, e, data in zip(rows, request.events, request.data)
         )
-
-    async def read(self, run_id: str, *, after_seq: int = 0, limit: int = DEFAULT_PAGE) -> list[Event]:
-        check_page(after_seq, limit)
-        rows = await self._fetch(
-            "SELECT seq, type, at, data FROM runengine_events WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-            run_id,
-            after_seq,
-            min(limit, MAX_PAGE),
-        )
-        return [event_from_stored(run_id, row[0], row[1], row[2], loads_stored(row[3])) for row in rows]
-
-    async def last_seq(self, run_id: str) -> int:
-        row = await self._fetchrow("SELECT last_seq FROM runengine_runs WHERE run_id = $1", run_id)
-        return int(row[0]) if row is not None else 0
 
     # -- live tails -------------------------------------------------------------------
 
@@ -799,256 +741,6 @@ class PostgresStore:
                 self._wake_everyone()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
-
-    # -- listing ------------------------------------------------------------------------
-
-    async def get_run(self, run_id: str) -> RunSummary | None:
-        row = await self._fetchrow(
-            "SELECT run_id, agent, status, session_id, owner, created_at, updated_at, last_seq"
-            " FROM runengine_runs WHERE run_id = $1",
-            run_id,
-        )
-        return _summary(row) if row is not None else None
-
-    async def count_session_runs(self, session_id: str, *, owner: str | None = None) -> SessionRuns:
-        sql = (
-            "SELECT status, count(*) AS n, min(position) AS first,"
-            " (array_agg(created_at ORDER BY position))[1] AS created_at"
-            " FROM runengine_runs WHERE session_id = $1"
-        )
-        args: list[Any] = [session_id]
-        if owner is not None:
-            sql += " AND owner = $2"
-            args.append(owner)
-        rows = await self._fetch(sql + " GROUP BY status", *args)
-        first = min(rows, key=lambda row: row["first"], default=None)
-        return SessionRuns(
-            by_status={Status(row["status"]): row["n"] for row in rows},
-            first_created_at=first["created_at"] if first is not None else None,
-        )
-
-    async def list_runs(
-        self,
-        *,
-        session_id: str | None = None,
-        status: Status | None = None,
-        owner: str | None = None,
-        limit: int = 50,
-        before: str | None = None,
-        before_run: str | None = None,
-    ) -> RunPage:
-        check_page(0, limit)
-        sql, args = list_runs_query(
-            "SELECT run_id, agent, status, session_id, owner, created_at, updated_at, last_seq, position"
-            " FROM runengine_runs",
-            placeholder=dollar,
-            session_id=session_id,
-            status=status,
-            owner=owner,
-            before_position=decode_listing_start(before, before_run),
-            before_run=before_run,
-            table="runengine_runs",
-            limit=limit,
-        )
-        rows = await self._fetch(sql, *args)
-        page = rows[:limit]
-        more = len(rows) > limit
-        return RunPage(
-            runs=tuple(_summary(row) for row in page),
-            next_before=encode_cursor(page[-1]["position"]) if more and page else None,
-        )
-
-    async def list_ended_runs(
-        self, *, ended_before: datetime, limit: int = 100, after: str | None = None
-    ) -> EndedRunPage:
-        check_page(0, limit)
-        start = decode_ended_cursor(after)
-        args: list[Any] = [ended_before]
-        sql = (
-            "SELECT run_id, agent, status, session_id, owner, created_at, updated_at, last_seq, position"
-            f" FROM runengine_runs WHERE status IN ({_ENDED_STATUSES}) AND updated_at < $1"
-        )
-        if start is not None:
-            args.extend((_EPOCH + timedelta(microseconds=start[0]), start[1]))
-            sql += " AND (updated_at, position) > ($2, $3)"
-        args.append(limit + 1)
-        sql += f" ORDER BY updated_at, position LIMIT ${len(args)}"
-        rows = await self._fetch(sql, *args)
-        page = rows[:limit]
-        return EndedRunPage(
-            runs=tuple(_summary(row) for row in page),
-            next_after=(
-                encode_ended_cursor(micros(page[-1]["updated_at"]), page[-1]["position"]) if len(rows) > limit else None
-            ),
-        )
-
-    async def delete_run(self, run_id: str) -> bool:
-        async def run() -> bool:
-            async with self._require_pool().acquire() as conn, conn.transaction():
-                # The run row first, as appends lock it first: a concurrent writer waits, never deadlocks.
-                found = await conn.fetchval("DELETE FROM runengine_runs WHERE run_id = $1 RETURNING true", run_id)
-                for table in ("runengine_events", "runengine_snapshots", "runengine_idempotency", "runengine_queue"):
-                    await conn.execute(f"DELETE FROM {table} WHERE run_id = $1", run_id)  # noqa: S608 - our tables
-                return bool(found)
-
-        return await self._retry(run)
-
-    # -- snapshots, idempotency keys, sessions ----------------------------------------------
-
-    async def save_snapshot(self, state: RunState) -> None:
-        await self._execute(
-            "INSERT INTO runengine_snapshots (run_id, last_seq, state) VALUES ($1, $2, $3)"
-            " ON CONFLICT (run_id) DO UPDATE SET last_seq = EXCLUDED.last_seq, state = EXCLUDED.state"
-            " WHERE runengine_snapshots.last_seq <= EXCLUDED.last_seq",
-            state.run_id,
-            state.last_seq,
-            state_to_json(state),
-        )
-
-    async def load_snapshot(self, run_id: str) -> RunState | None:
-        row = await self._fetchrow("SELECT state FROM runengine_snapshots WHERE run_id = $1", run_id)
-        return state_from_json(row[0]) if row is not None else None
-
-    async def reserve_idempotency_key(
-        self, record: IdempotencyRecord, *, ttl: float, pending_for: float
-    ) -> IdempotencyRecord | None:
-        if not record.key:
-            raise InvalidRequest("an idempotency key must not be empty")
-        identity = (record.principal, record.scope, record.key)
-
-        async def run() -> IdempotencyRecord | None:
-            async with self._require_pool().acquire() as conn, conn.transaction():
-                # Replaced only when expired, or when its run never came (its request died).
-                stored = await conn.fetchval(
-                    "INSERT INTO runengine_idempotency AS i (principal, scope, key, fingerprint, run_id, created_at)"
-                    " VALUES ($1, $2, $3, $4, $5, $6)"
-                    " ON CONFLICT (principal, scope, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,"
-                    " run_id = EXCLUDED.run_id, created_at = EXCLUDED.created_at"
-                    " WHERE i.created_at < EXCLUDED.created_at - $7::interval"
-                    " OR (i.created_at < EXCLUDED.created_at - $8::interval"
-                    " AND NOT EXISTS (SELECT 1 FROM runengine_runs AS r WHERE r.run_id = i.run_id))"
-                    " RETURNING run_id",
-                    *identity,
-                    record.fingerprint,
-                    record.run_id,
-                    record.created_at,
-                    timedelta(seconds=ttl),
-                    timedelta(seconds=pending_for),
-                )
-                if stored is not None:
-                    return None
-                row = await conn.fetchrow(
-                    "SELECT fingerprint, run_id, created_at FROM runengine_idempotency"
-                    " WHERE principal = $1 AND scope = $2 AND key = $3",
-                    *identity,
-                )
-                held = attrs.evolve(record, fingerprint=row[0], run_id=row[1], created_at=row[2])
-                # A retry after a lost connection finds its own committed record: still ours.
-                return None if held == record else held
-
-        return await self._retry(run)
-
-    async def release_idempotency_key(self, record: IdempotencyRecord) -> None:
-        await self._execute(
-            "DELETE FROM runengine_idempotency WHERE principal = $1 AND scope = $2 AND key = $3 AND run_id = $4",
-            record.principal,
-            record.scope,
-            record.key,
-            record.run_id,
-        )
-
-    async def put_session(self, session: SessionRecord) -> None:
-        await self._execute(
-            "INSERT INTO runengine_sessions (session_id, owner, created_at, expires_at, ended_at, metadata, data)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (session_id) DO UPDATE SET"
-            " owner = EXCLUDED.owner, created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at,"
-            " ended_at = EXCLUDED.ended_at, metadata = EXCLUDED.metadata, data = EXCLUDED.data",
-            *_session_params(session),
-        )
-
-    async def add_session(self, session: SessionRecord) -> SessionRecord:
-        row = await self._fetchrow(
-            "INSERT INTO runengine_sessions (session_id, owner, created_at, expires_at, ended_at, metadata, data)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (session_id) DO NOTHING RETURNING session_id",
-            *_session_params(session),
-        )
-        if row is not None:
-            return session
-        stored = await self.get_session(session.session_id)
-        assert stored is not None  # sessions are never deleted here
-        return stored
-
-    async def get_session(self, session_id: str) -> SessionRecord | None:
-        row = await self._fetchrow(
-            "SELECT session_id, owner, created_at, expires_at, ended_at, metadata, data"
-            " FROM runengine_sessions WHERE session_id = $1",
-            session_id,
-        )
-        if row is None:
-            return None
-        return SessionRecord(
-            session_id=row[0],
-            owner=row[1],
-            created_at=row[2],
-            expires_at=row[3],
-            ended_at=row[4],
-            metadata=json.loads(row[5]),
-            data=json.loads(row[6]),
-        )
-
-    # -- webhook registrations ------------------------------------------------------------
-
-    async def add_webhook(self, webhook: WebhookRegistration) -> None:
-        await self._execute(
-            f"INSERT INTO runengine_webhooks ({WEBHOOK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            *webhook_row(webhook, webhook.created_at),
-        )
-
-    async def list_webhooks(self, app_id: str) -> list[WebhookRegistration]:
-        rows = await self._fetch(
-            f"SELECT {WEBHOOK_COLUMNS} FROM runengine_webhooks WHERE app_id = $1 ORDER BY position", app_id
-        )
-        return [webhook_from_row(row, row[5]) for row in rows]
-
-    async def delete_webhook(self, app_id: str, webhook_id: str) -> bool:
-        found = await self._fetchrow(
-            "DELETE FROM runengine_webhooks WHERE app_id = $1 AND webhook_id = $2 RETURNING true", app_id, webhook_id
-        )
-        return found is not None
-
-
-def _summary(row: asyncpg.Record) -> RunSummary:
-    return RunSummary(
-        run_id=row["run_id"],
-        agent=row["agent"],
-        status=Status(row["status"]),
-        session_id=row["session_id"],
-        owner=row["owner"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        last_seq=row["last_seq"],
-    )
-
-
-def _session_params(session: SessionRecord) -> tuple[Any, ...]:
-    """A session record as the sessions table's columns, in order ($1 .. $7)."""
-    return (
-        session.session_id,
-        session.owner,
-        session.created_at,
-        session.expires_at,
-        session.ended_at,
-        to_json(session.metadata, "session metadata"),
-        to_json(session.data, "session data"),
-    )
-
-
-def _check_json(events: Sequence[Event]) -> None:
-    """InvalidRequest, before the append joins a group commit, for an event that cannot be JSON
-    (so it fails alone, never the writer's whole batch)."""
-    for event in events:
-        data_to_json(event)
-
 
 def _parse(key: str, value: str, kind: Callable[[str], Any]) -> Any:
     try:

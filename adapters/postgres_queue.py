@@ -8,9 +8,9 @@ It shares its PostgresStore's pool, writer task and listening connection (`store
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 
@@ -20,14 +20,35 @@ from runengine.events import Event, RunCreated
 from runengine.ports import Lease
 from runengine.validation import check_append
 
-if TYPE_CHECKING:
-    from runengine.adapters.postgres import PostgresStore
+_T = TypeVar("_T")
+
+
+class QueueHost(Protocol):
+    """What the queue uses of its PostgresStore (declared here, so neither module imports the other's
+    class): its pool, retries, reads, writer and wake-ups."""
+
+    queue_channel: str
+    _work: asyncio.Event
+    _lost: dict[str, asyncio.Event]
+
+    def _require_pool(self) -> asyncpg.Pool: ...
+
+    async def _retry(self, operation: Callable[[], Awaitable[_T]]) -> _T: ...
+
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[asyncpg.Record]: ...
+
+    async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None: ...
+
+    async def _append_for_queue(
+        self, run_id: str, events: Sequence[Event], expected_seq: int, *, lease: Lease | None = None,
+        enqueue: bool = False, after: Sequence[str] = (),
+    ) -> None: ...
 
 
 class PostgresWorkQueue:
     """The durable queue of pending runs (the WorkQueue port), sharing its store's pool and writer."""
 
-    def __init__(self, store: PostgresStore) -> None:
+    def __init__(self, store: QueueHost) -> None:
         self._store = store
 
     async def enqueue(self, run_id: str, events: Sequence[Event], *, after: Sequence[str] = ()) -> None:
@@ -92,9 +113,7 @@ class PostgresWorkQueue:
             "UPDATE runengine_queue AS q SET lease_until = clock_timestamp() + $3::interval"
             " FROM unnest($1::text[], $2::uuid[]) AS l(run_id, token)"
             " WHERE q.run_id = l.run_id AND q.token = l.token AND q.claimed RETURNING q.run_id",
-            [x.run_id for x in leases],
-            [x.token for x in leases],
-            timedelta(seconds=lease),
+            ([x.run_id for x in leases], [x.token for x in leases], timedelta(seconds=lease)),
         )
         return {row[0] for row in rows}
 

@@ -112,18 +112,17 @@ def decode_event(run_id: str, seq: int, event_type: str, at: datetime, data: str
     return event_from_stored(run_id, seq, event_type, at, loads_stored(data))
 
 
-def summary_from_row(row: Sequence[Any], dialect: Dialect) -> RunSummary:
-    """A run summary from the RUN_COLUMNS of a row."""
-    run_id, agent, status, session_id, owner, created_at, updated_at, last_seq = row
+def summary_from_row(row: Sequence[Any], dialect: Dialect, start: int = 0) -> RunSummary:
+    """A run summary from the RUN_COLUMNS of a row, from its column `start` on."""
     return RunSummary(
-        run_id=run_id,
-        agent=agent,
-        status=Status(status),
-        session_id=session_id,
-        owner=owner,
-        created_at=dialect.time_value(created_at),
-        updated_at=dialect.time_value(updated_at),
-        last_seq=last_seq,
+        run_id=row[start],
+        agent=row[start + 1],
+        status=Status(row[start + 2]),
+        session_id=row[start + 3],
+        owner=row[start + 4],
+        created_at=dialect.time_value(row[start + 5]),
+        updated_at=dialect.time_value(row[start + 6]),
+        last_seq=row[start + 7],
     )
 
 
@@ -445,7 +444,7 @@ class SQLLog:
         rows = await self._fetch(sql, params)
         page = rows[:limit]
         return RunPage(
-            runs=tuple(summary_from_row(row[1:], self.sql.dialect) for row in page),
+            runs=tuple(summary_from_row(row, self.sql.dialect, 1) for row in page),
             next_before=encode_cursor(page[-1][0]) if len(rows) > limit and page else None,
         )
 
@@ -458,7 +457,7 @@ class SQLLog:
         page = rows[:limit]
         dialect = self.sql.dialect
         return EndedRunPage(
-            runs=tuple(summary_from_row(row[2:], dialect) for row in page),
+            runs=tuple(summary_from_row(row, dialect, 2) for row in page),
             next_after=encode_ended_cursor(dialect.ended_micros(page[-1][0]), page[-1][1]) if len(rows) > limit else None,
         )
 
