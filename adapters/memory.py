@@ -227,7 +227,7 @@ class MemoryStore:
             raise InvalidRequest("an idempotency key must not be empty")
         identity = (record.principal, record.scope, record.key)
         held = self._keys.get(identity)
-        if held is not None:
+        if held is not None and held != record:  # the same record again (a retried call): still stored
             age = record.created_at - held.created_at
             live = age <= timedelta(seconds=ttl if held.run_id in self._runs else pending_for)
             if live:

@@ -47,25 +47,25 @@ a crash of the process, not a power loss or OS crash (the last commits may roll 
 
 One process writes a given file at a time (`shared = False`; the engine then fails
 the runs a dead process left unfinished when it starts). Needs asyncio. The sqlite3 connections
-live on threads of the store's own (`_Database`: one hop per call), not aiosqlite's.
+live on threads of the store's own (`DatabaseThread`: one hop per call), not aiosqlite's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import queue
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
 from datetime import timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 
 from runengine import observe
+from runengine.adapters.db_thread import DatabaseThread
+from runengine.adapters.log_cache import CommittedCache
 from runengine.adapters.sql_dialect import ENDED_STATUSES, SQLITE, from_micros
 from runengine.adapters.sql_log import IN_CHUNK, Append, SQLLog, Statements, check_text, decide, decode_event, summary_from_row
 from runengine.adapters.wakeup import RunWakeups
@@ -197,64 +197,6 @@ DEFAULT_FLUSH_WINDOW = 0.0
 #: and how many runs (at ~200 bytes a delta, at most ~50 MB).
 TAIL_EVENTS = 1024
 TAIL_RUNS = 128
-#: Run summaries kept in memory (written by this store), for get_run / last_seq / wait.
-SUMMARY_CACHE = 8192
-
-_T = TypeVar("_T")
-
-
-class _Database:
-    """One sqlite3 connection and the thread it is used on: `call(fn, *args)` runs
-    `fn(connection, *args)` there, one hop from the event loop (a queue in, a callback out)."""
-
-    def __init__(self, name: str) -> None:
-        self._calls: queue.SimpleQueue[tuple[asyncio.Future[Any], Callable[..., Any], tuple[Any, ...]] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self.raw: sqlite3.Connection | None = None
-
-    async def connect(self, path: str) -> None:
-        self._thread.start()
-        try:
-            self.raw = await self.call(lambda _raw: sqlite3.connect(path, isolation_level=None, check_same_thread=False))
-        except BaseException:
-            await self.close()
-            raise
-
-    async def call(self, fn: Callable[..., _T], *args: Any) -> _T:
-        future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
-        self._calls.put((future, fn, args))
-        return await future
-
-    def _serve(self) -> None:
-        while (item := self._calls.get()) is not None:
-            future, fn, args = item
-            try:
-                result = fn(self.raw, *args)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                future.get_loop().call_soon_threadsafe(_fail, future, exc)
-            else:
-                future.get_loop().call_soon_threadsafe(_succeed, future, result)
-
-    async def close(self) -> None:
-        """Close the connection and end the thread (waiting for what it is doing)."""
-        if self.raw is not None:
-            raw, self.raw = self.raw, None
-            await self.call(lambda _raw: raw.close())
-        self._calls.put(None)
-        if self._thread.is_alive():
-            await asyncio.to_thread(self._thread.join)
-
-
-def _succeed(future: asyncio.Future[Any], result: Any) -> None:
-    if not future.done():
-        future.set_result(result)
-
-
-def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
-    if not future.done():
-        future.set_exception(error)
-
-
 def _fetchall(raw: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
     return raw.execute(sql, params).fetchall()
 
@@ -309,28 +251,6 @@ class _Statement:
         #: The run this statement deletes, if it deletes one (its caches go at commit).
         self.deletes = deletes
 
-class _Tail:
-    """The committed tail of one run's log: events first_seq .. first_seq+len-1."""
-
-    __slots__ = ("first_seq", "events", "keep")
-
-    def __init__(self, first_seq: int, keep: int) -> None:
-        self.first_seq = first_seq
-        self.events: list[Event] = []
-        self.keep = keep
-
-    @property
-    def last_seq(self) -> int:
-        return self.first_seq + len(self.events) - 1
-
-    def extend(self, events: Sequence[Event]) -> None:
-        self.events.extend(events)
-        if len(self.events) > 2 * self.keep:  # trim now and then, not on every append
-            drop = len(self.events) - self.keep
-            del self.events[:drop]
-            self.first_seq += drop
-
-
 class SQLiteStore(SQLLog):
     """The event store in a SQLite file (or `:memory:`). See the module docstring."""
 
@@ -360,12 +280,9 @@ class SQLiteStore(SQLLog):
         self.flush_max = flush_max
         self.flush_window = float(flush_window)
         self.busy_timeout = busy_timeout
-        #: The in-memory committed tail: events kept per run, runs kept (0 turns it off).
-        self.tail_events = max(1, tail_events)
-        self.tail_runs = max(0, tail_runs)
         self.memory = self.path == ":memory:"
-        self._writer_db: _Database | None = None
-        self._reader_db: _Database | None = None
+        self._writer_db: DatabaseThread | None = None
+        self._reader_db: DatabaseThread | None = None
         # With :memory: there is one connection: reads wait for the writer's transaction to end.
         self._txn_lock: asyncio.Lock | None = None
         self._writer_task: asyncio.Task[None] | None = None
@@ -375,11 +292,9 @@ class SQLiteStore(SQLLog):
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
         self._broken: BaseException | None = None
-        self._summaries: collections.OrderedDict[str, RunSummary] = collections.OrderedDict()
-        #: Runs this store created that have no snapshot row (load_snapshot answers None
-        #: without a database call: short runs never get one).
-        self._snapshot_free: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self._tails: collections.OrderedDict[str, _Tail] = collections.OrderedDict()
+        #: What this store committed (the sole writer): summaries, snapshot-free runs, log tails
+        #: (`tail_events` per run for `tail_runs` runs; 0 runs turns tails off).
+        self._cache = CommittedCache(tail_events, tail_runs)
         self._wakeups = RunWakeups()
         #: Commit latencies (seconds) of recent batches and their sizes, for benchmarks.
         self.commit_times: collections.deque[float] = collections.deque(maxlen=100_000)
@@ -430,7 +345,7 @@ class SQLiteStore(SQLLog):
         if not self.memory and not Path(self.path).resolve().parent.is_dir():
             raise StoreError(f"cannot open SQLite database {self.path!r}: its directory does not exist")
         busy = f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}"
-        opened: list[_Database] = []
+        opened: list[DatabaseThread] = []
         try:
             writer = await self._connect("writer", opened)
             await writer.call(_prepare_writer, busy, self.synchronous, not self.memory)
@@ -449,9 +364,9 @@ class SQLiteStore(SQLLog):
         self._wakeup = asyncio.Event()
         self._writer_task = asyncio.get_running_loop().create_task(self._write_loop(), name=f"sqlite writer {self.path}")
 
-    async def _connect(self, role: str, opened: list[_Database]) -> _Database:
-        db = _Database(f"sqlite {role} {self.path}")
-        await db.connect(self.path)
+    async def _connect(self, role: str, opened: list[DatabaseThread]) -> DatabaseThread:
+        db = DatabaseThread(f"sqlite {role} {self.path}")
+        await db.connect(lambda: sqlite3.connect(self.path, isolation_level=None, check_same_thread=False))
         opened.append(db)
         return db
 
@@ -478,9 +393,7 @@ class SQLiteStore(SQLLog):
             finally:
                 if writer is not None:
                     await writer.close()
-            self._summaries.clear()
-            self._tails.clear()
-            self._snapshot_free.clear()
+            self._cache.clear()
 
     async def __aenter__(self) -> SQLiteStore:
         await self.open()
@@ -579,26 +492,28 @@ class SQLiteStore(SQLLog):
         observe.current.store_commit(store="sqlite", seconds=self.commit_times[-1])
         self.batch_sizes.append(sum(len(item.events) for item in written.accepted))
         # Committed: now (and only now) the caches, the callers and the waiters hear of it.
-        summaries = self._summaries
+        cache = self._cache
         for run_id, found_seq in written.found.items():
-            cached = summaries.get(run_id)
+            cached = cache.summary(run_id)
             if cached is not None and cached.last_seq != found_seq:
-                self._forget(run_id)  # written by someone else: our caches are stale
+                cache.forget(run_id)  # written by someone else: our caches are stale
         for summary in written.committed.values():
-            self._remember(summary)
-        snapshot_free = self._snapshot_free
+            cache.remember(summary)
         for run_id in written.snapshot_free:
-            snapshot_free[run_id] = None
-            if len(snapshot_free) > SUMMARY_CACHE:
-                snapshot_free.popitem(last=False)
+            cache.set_snapshot_free(run_id, True)
         for statement in statements:
             if statement.snapshot_of is not None:
-                snapshot_free.pop(statement.snapshot_of, None)
+                cache.set_snapshot_free(statement.snapshot_of, False)
         for item in written.accepted:
-            self._extend_tail(item)
+            # keep exactly what a database read would give: the event itself when reading it
+            # back gives an equal one (token deltas), else the decoded row
+            cache.extend(item.run_id, item.expected_seq + 1, [
+                event if _same_after_storing(event) else decode_event(item.run_id, event.seq, event.type, from_micros(micros(event.at)), data)
+                for event, data in zip(item.events, item.data)
+            ])
         for statement in statements:
             if statement.deletes is not None:
-                self._forget(statement.deletes)
+                cache.forget(statement.deletes)
         for item, outcome in zip(appends, written.outcomes):
             if item.future.done():
                 continue
@@ -615,39 +530,6 @@ class SQLiteStore(SQLLog):
                 statement.future.set_result(result)
         for run_id in written.committed:
             self._wakeups.notify(run_id)
-
-    # -- caches of what this store committed ---------------------------------------
-
-    def _remember(self, summary: RunSummary) -> None:
-        summaries = self._summaries
-        summaries[summary.run_id] = summary
-        summaries.move_to_end(summary.run_id)
-        if len(summaries) > SUMMARY_CACHE:
-            summaries.popitem(last=False)
-
-    def _extend_tail(self, item: Append) -> None:
-        tails = self._tails
-        tail = tails.get(item.run_id)
-        if tail is None or tail.last_seq != item.expected_seq:
-            tail = tails[item.run_id] = _Tail(item.expected_seq + 1, self.tail_events)
-            tails.move_to_end(item.run_id)
-            if len(tails) > self.tail_runs:
-                tails.popitem(last=False)
-                if not tails:
-                    return
-        else:
-            tails.move_to_end(item.run_id)
-        # keep exactly what a database read would give: the event itself when reading it
-        # back gives an equal one (token deltas), else the decoded row
-        tail.extend([
-            event if _same_after_storing(event) else decode_event(item.run_id, event.seq, event.type, from_micros(micros(event.at)), data)
-            for event, data in zip(item.events, item.data)
-        ])
-
-    def _forget(self, run_id: str) -> None:
-        self._summaries.pop(run_id, None)
-        self._snapshot_free.pop(run_id, None)
-        self._tails.pop(run_id, None)
 
     # -- reads ------------------------------------------------------------------------
 
@@ -666,13 +548,9 @@ class SQLiteStore(SQLLog):
     async def read(self, run_id: str, *, after_seq: int = 0, limit: int = DEFAULT_PAGE) -> list[Event]:
         check_page(after_seq, limit)
         self._require_open()
-        tail = self._tails.get(run_id)
-        if tail is not None:
-            if after_seq >= tail.last_seq:
-                return []
-            if after_seq + 1 >= tail.first_seq:
-                start = after_seq + 1 - tail.first_seq
-                return tail.events[start : start + limit]
+        cached = self._cache.read(run_id, after_seq, limit)
+        if cached is not None:
+            return cached
         return await super().read(run_id, after_seq=after_seq, limit=limit)
 
     async def read_heads(self, run_ids: Sequence[str], *, limit: int) -> dict[str, list[Event]]:
@@ -698,7 +576,7 @@ class SQLiteStore(SQLLog):
         return await self._wakeups.wait(run_id, after_seq=after_seq, timeout=timeout, has_news=has_news)
 
     async def get_run(self, run_id: str) -> RunSummary | None:
-        cached = self._summaries.get(run_id)
+        cached = self._cache.summary(run_id)
         if cached is not None:
             return cached
         return await super().get_run(run_id)
@@ -711,7 +589,7 @@ class SQLiteStore(SQLLog):
         await self._transaction([(_SQL.save_snapshot, (state.run_id, state.last_seq, state_to_json(state)))], snapshot_of=state.run_id)
 
     async def load_snapshot(self, run_id: str) -> RunState | None:
-        if run_id in self._snapshot_free:
+        if self._cache.snapshot_free(run_id):
             self._require_open()
             return None
         return await super().load_snapshot(run_id)

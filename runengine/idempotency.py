@@ -40,7 +40,8 @@ class IdempotencyStore(Protocol):
         less than `ttl` seconds before `record.created_at` whose run exists, or by one created less
         than `pending_for` seconds before whose run does not exist yet (its request is still
         creating it; past that, it is taken to have died). None when `record` was stored (the caller
-        holds the key), else the record that holds it. Raises InvalidRequest for an empty key.
+        holds the key), else the record that holds it; the same record again counts as stored (so a
+        call retried after a lost connection holds the key). Raises InvalidRequest for an empty key.
         Deleting a run (EventStore.delete_run) deletes the records bound to it."""
 
     async def release_idempotency_key(self, record: IdempotencyRecord) -> None:

@@ -782,6 +782,17 @@ class IdempotencyConformance:
     """Every behaviour of `runengine.idempotency.IdempotencyStore` (with `store_factory`)."""
 
     @pytest.mark.anyio
+    async def test_the_same_record_again_still_holds_the_key(self, store_factory: StoreFactory) -> None:
+        # A call retried (say after a lost connection) with the record it stored holds the key;
+        # the same key for the same run at another time is a second request, answered with the first.
+        async with store_factory() as store:
+            record = key_record("k", "r", at=T0)
+            assert await store.reserve_idempotency_key(record, ttl=60, pending_for=10) is None
+            assert await store.reserve_idempotency_key(record, ttl=60, pending_for=10) is None
+            later = key_record("k", "r", at=T0 + timedelta(seconds=1))
+            assert await store.reserve_idempotency_key(later, ttl=60, pending_for=10) == record
+
+    @pytest.mark.anyio
     async def test_an_empty_key_is_refused(self, store_factory: StoreFactory) -> None:
         async with store_factory() as store:
             with pytest.raises(InvalidRequest):

@@ -1,0 +1,110 @@
+"""What a single-writer store committed itself, kept in memory so that reads of it cost no
+database call: run summaries, the runs it created that have no snapshot (short runs never get
+one), and the committed tail of each recently written run (the many subscribers of a live run
+re-reading after each wake-up). Only a store that is the sole writer of its database may trust it.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Sequence
+
+from runengine.events import Event
+from runengine.ports import RunSummary
+
+#: Run summaries (and snapshot-free runs) kept.
+SUMMARIES = 8192
+
+
+class _Tail:
+    """The committed tail of one run's log: events first_seq .. first_seq+len-1."""
+
+    __slots__ = ("first_seq", "events", "keep")
+
+    def __init__(self, first_seq: int, keep: int) -> None:
+        self.first_seq = first_seq
+        self.events: list[Event] = []
+        self.keep = keep
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + len(self.events) - 1
+
+    def extend(self, events: Sequence[Event]) -> None:
+        self.events.extend(events)
+        if len(self.events) > 2 * self.keep:  # trim now and then, not on every append
+            drop = len(self.events) - self.keep
+            del self.events[:drop]
+            self.first_seq += drop
+
+
+class CommittedCache:
+    """Least recently written entries go first: `tail_events` per run (up to twice that between
+    trims) for `tail_runs` runs (0: no tails), SUMMARIES summaries."""
+
+    def __init__(self, tail_events: int, tail_runs: int) -> None:
+        self.tail_events = max(1, tail_events)
+        self.tail_runs = max(0, tail_runs)
+        self._summaries: collections.OrderedDict[str, RunSummary] = collections.OrderedDict()
+        self._snapshot_free: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._tails: collections.OrderedDict[str, _Tail] = collections.OrderedDict()
+
+    def summary(self, run_id: str) -> RunSummary | None:
+        return self._summaries.get(run_id)
+
+    def remember(self, summary: RunSummary) -> None:
+        summaries = self._summaries
+        summaries[summary.run_id] = summary
+        summaries.move_to_end(summary.run_id)
+        if len(summaries) > SUMMARIES:
+            summaries.popitem(last=False)
+
+    def snapshot_free(self, run_id: str) -> bool:
+        """Whether the run is known to have no snapshot."""
+        return run_id in self._snapshot_free
+
+    def set_snapshot_free(self, run_id: str, free: bool) -> None:
+        if not free:
+            self._snapshot_free.pop(run_id, None)
+            return
+        self._snapshot_free[run_id] = None
+        if len(self._snapshot_free) > SUMMARIES:
+            self._snapshot_free.popitem(last=False)
+
+    def extend(self, run_id: str, first_seq: int, events: Sequence[Event]) -> None:
+        """Events first_seq .. committed: exactly what a read would give back."""
+        tails = self._tails
+        tail = tails.get(run_id)
+        if tail is None or tail.last_seq != first_seq - 1:
+            tail = tails[run_id] = _Tail(first_seq, self.tail_events)
+            if len(tails) > self.tail_runs:
+                tails.popitem(last=False)
+                if run_id not in tails:  # no tails kept at all
+                    return
+        tails.move_to_end(run_id)
+        tail.extend(events)
+
+    def read(self, run_id: str, after_seq: int, limit: int) -> list[Event] | None:
+        """The committed events after `after_seq` as a read gives them, or None when not kept."""
+        tail = self._tails.get(run_id)
+        if tail is None:
+            return None
+        if after_seq >= tail.last_seq:
+            return []
+        if after_seq + 1 < tail.first_seq:
+            return None
+        start = after_seq + 1 - tail.first_seq
+        return tail.events[start : start + limit]
+
+    def forget(self, run_id: str) -> None:
+        self._summaries.pop(run_id, None)
+        self._snapshot_free.pop(run_id, None)
+        self._tails.pop(run_id, None)
+
+    def clear(self) -> None:
+        self._summaries.clear()
+        self._snapshot_free.clear()
+        self._tails.clear()
+
+
+__all__ = ["CommittedCache", "SUMMARIES"]
