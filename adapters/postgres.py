@@ -36,6 +36,7 @@ import stamina
 import structlog
 
 from runengine import observe
+from runengine.adapters.group_commit import GroupCommit
 from runengine.adapters.postgres_queue import PostgresWorkQueue
 from runengine.adapters.sql_dialect import ENDED_STATUSES, POSTGRESQL
 from runengine.adapters.sql_log import Append, SQLLog, Statements, decide, new_summary, summary_from_row
@@ -265,8 +266,9 @@ class PostgresStore(SQLLog):
         self.events_channel = f"{prefix}_events"
         self.queue_channel = f"{prefix}_queue"
         self._pool: asyncpg.Pool | None = None
-        self._requests: asyncio.Queue[_Append] | None = None
-        self._writer_task: asyncio.Task[None] | None = None
+        self._writer: GroupCommit[_Append] = GroupCommit(
+            self._commit, name="runengine postgres writer", closed=self._closed, max_batch=max_batch
+        )
         self._listener_task: asyncio.Task[None] | None = None
         self._wakeups = RunWakeups()
         self._lost: dict[str, asyncio.Event] = {}
@@ -329,28 +331,22 @@ class PostgresStore(SQLLog):
         self._pool = await asyncpg.create_pool(
             self.dsn, min_size=self.pool_min, max_size=self.pool_max, server_settings=settings
         )
-        self._requests = asyncio.Queue()
-        self._writer_task = asyncio.create_task(self._write_loop(), name="runengine postgres writer")
+        self._writer.start()
         self._listener_task = asyncio.create_task(self._listen_loop(), name="runengine postgres listener")
 
     async def close(self) -> None:
         if self._pool is None:
             return
         self._closing = True
-        requests, writer = self._requests, self._writer_task
-        if requests is not None and writer is not None:
-            await requests.join()  # what was handed to the writer gets committed (or its error)
-            writer.cancel()
-        for task in (writer, self._listener_task):
-            if task is not None:
-                task.cancel()
-                try:
-                    await task
-                except (asyncio.CancelledError, Exception):
-                    pass
+        await self._writer.stop()  # what was handed to the writer gets committed (or its error)
+        task, self._listener_task = self._listener_task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
         pool, self._pool = self._pool, None
-        self._writer_task = self._listener_task = None
-        self._requests = None
         await pool.close()
         self._wakeups.notify_all()
 
@@ -472,49 +468,16 @@ class PostgresStore(SQLLog):
         await self._submit(_Append(run_id, list(events), expected_seq, lease=lease, enqueue=enqueue, after=after))
 
     async def _submit(self, request: _Append) -> None:
-        requests = self._requests
-        if requests is None or self._closing:
-            raise StoreError("the PostgreSQL store is not open: `await store.open()` first")
-        requests.put_nowait(request)
-        await request.future
+        await self._writer.submit(request)
 
-    async def _write_loop(self) -> None:
-        requests = self._requests
-        assert requests is not None
-        while True:
-            batch = [await requests.get()]
-            while len(batch) < self.max_batch and not requests.empty():
-                batch.append(requests.get_nowait())
-            started = asyncio.get_running_loop().time()
-            try:
-                await self._commit(batch)
-                self.commit_times.append(asyncio.get_running_loop().time() - started)
-                observe.current.store_commit(store="postgresql", seconds=self.commit_times[-1])
-                self.batch_sizes.append(sum(len(r.events) for r in batch if r.error is None))
-            except Exception as exc:  # the whole batch failed: each caller gets the error
-                for request in batch:
-                    if request.error is None:
-                        request.error = exc
-            except BaseException:  # cancelled (the store is closing): tell the callers, then stop
-                for request in batch:
-                    if request.error is None:
-                        request.error = StoreError("the store closed during the append; it may or may not be written")
-                raise
-            finally:
-                for request in batch:
-                    if not request.future.done():
-                        if request.error is not None:
-                            request.future.set_exception(request.error)
-                        else:
-                            request.future.set_result(None)
-                    requests.task_done()
-                for request in batch:
-                    if request.error is None:
-                        self._wakeups.notify(request.run_id, request.events[-1].seq)
-                if any(r.enqueue and r.error is None for r in batch):
-                    self._work.set()
+    def _closed(self) -> StoreError:
+        if self._pool is None or self._closing:
+            return StoreError("the PostgreSQL store is not open: `await store.open()` first")
+        return StoreError("the store closed during the append; it may or may not be written")
 
     async def _commit(self, batch: list[_Append]) -> None:
+        """The writer's batch in one transaction (retried on a lost connection); then its callers and
+        waiters hear of it."""
         attempt = 0
 
         async def once() -> None:
@@ -526,7 +489,27 @@ class PostgresStore(SQLLog):
                 async with conn.transaction():
                     await self._commit_in(conn, batch, retried=attempt > 1)
 
-        await self._retry(once)
+        started = asyncio.get_running_loop().time()
+        try:
+            await self._retry(once)
+        except Exception as exc:  # the whole batch failed: each caller gets the error
+            for request in batch:
+                request.error = request.error or exc
+        else:
+            self.commit_times.append(asyncio.get_running_loop().time() - started)
+            observe.current.store_commit(store="postgresql", seconds=self.commit_times[-1])
+            self.batch_sizes.append(sum(len(r.events) for r in batch if r.error is None))
+        for request in batch:
+            if not request.future.done():
+                if request.error is not None:
+                    request.future.set_exception(request.error)
+                else:
+                    request.future.set_result(None)
+        for request in batch:
+            if request.error is None:
+                self._wakeups.notify(request.run_id, request.events[-1].seq)
+        if any(r.enqueue and r.error is None for r in batch):
+            self._work.set()
 
     async def _commit_in(self, conn: asyncpg.Connection, batch: list[_Append], *, retried: bool) -> None:
         """The batch's transaction: lock its runs, create the new ones, decide (sql_log.decide, with

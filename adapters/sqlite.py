@@ -65,6 +65,7 @@ import anyio
 
 from runengine import observe
 from runengine.adapters.db_thread import DatabaseThread
+from runengine.adapters.group_commit import GroupCommit
 from runengine.adapters.log_cache import CommittedCache
 from runengine.adapters.sql_dialect import ENDED_STATUSES, SQLITE, from_micros
 from runengine.adapters.sql_log import IN_CHUNK, Append, SQLLog, Statements, check_text, decide, decode_event, summary_from_row
@@ -285,13 +286,9 @@ class SQLiteStore(SQLLog):
         self._reader_db: DatabaseThread | None = None
         # With :memory: there is one connection: reads wait for the writer's transaction to end.
         self._txn_lock: asyncio.Lock | None = None
-        self._writer_task: asyncio.Task[None] | None = None
-        self._queue: list[Append | _Statement] = []
-        self._queued_events = 0
-        self._wakeup: asyncio.Event | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._closing = False
-        self._broken: BaseException | None = None
+        self._writer: GroupCommit[Append | _Statement] = GroupCommit(
+            self._commit, name=f"sqlite writer {self.path}", closed=self._closed, flush_max=flush_max, window=self.flush_window
+        )
         #: What this store committed (the sole writer): summaries, snapshot-free runs, log tails
         #: (`tail_events` per run for `tail_runs` runs; 0 runs turns tails off).
         self._cache = CommittedCache(tail_events, tail_runs)
@@ -340,8 +337,6 @@ class SQLiteStore(SQLLog):
     async def open(self) -> None:
         if self._writer_db is not None:
             return
-        self._closing = False
-        self._broken = None
         if not self.memory and not Path(self.path).resolve().parent.is_dir():
             raise StoreError(f"cannot open SQLite database {self.path!r}: its directory does not exist")
         busy = f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}"
@@ -361,8 +356,7 @@ class SQLiteStore(SQLLog):
             raise
         self._writer_db, self._reader_db = writer, reader
         self._txn_lock = asyncio.Lock()
-        self._wakeup = asyncio.Event()
-        self._writer_task = asyncio.get_running_loop().create_task(self._write_loop(), name=f"sqlite writer {self.path}")
+        self._writer.start()
 
     async def _connect(self, role: str, opened: list[DatabaseThread]) -> DatabaseThread:
         db = DatabaseThread(f"sqlite {role} {self.path}")
@@ -373,18 +367,10 @@ class SQLiteStore(SQLLog):
     async def close(self) -> None:
         if self._writer_db is None:
             return
-        self._closing = True
-        task, self._writer_task = self._writer_task, None
         # Shielded: a cancelled caller still gets every accepted append answered and the
         # connections closed (nothing half-done is left behind).
         with anyio.CancelScope(shield=True):
-            if task is not None:
-                if self._wakeup is not None:
-                    self._wakeup.set()
-                try:
-                    await task  # drains the queue: whatever was accepted is committed or answered
-                except Exception:  # noqa: S110 - the writer had stopped; its error is in self._broken
-                    pass
+            await self._writer.stop()  # whatever was accepted is committed or answered
             writer, reader = self._writer_db, self._reader_db
             self._writer_db = self._reader_db = None
             try:
@@ -402,11 +388,13 @@ class SQLiteStore(SQLLog):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def _closed(self) -> StoreError:
+        broken = self._writer.broken
+        return StoreError(f"the SQLite store's writer stopped: {broken!r}" if broken else "the SQLite store is not open")
+
     def _require_open(self) -> None:
-        if self._writer_db is None or self._closing:
-            raise StoreError("the SQLite store is not open")
-        if self._broken is not None:
-            raise StoreError(f"the SQLite store's writer stopped: {self._broken!r}")
+        if self._writer_db is None or not self._writer.running:
+            raise self._closed()
 
     # -- writes: queued for the writer task --------------------------------------
 
@@ -418,19 +406,15 @@ class SQLiteStore(SQLLog):
         if not run_id.isascii():
             check_text(run_id, "the run id")
         item = Append(run_id, events, expected_seq, asyncio.get_running_loop().create_future())
-        self._queue.append(item)
-        self._queued_events += len(events)
-        self._kick(any(event.type != _DELTA for event in events))  # any event but a token delta: at once
-        await item.future
+        # any event but a token delta is committed at once
+        await self._writer.submit(item, urgent=any(event.type != _DELTA for event in events), size=len(events))
 
     async def _submit(
         self, run: Callable[[sqlite3.Connection], Any], snapshot_of: str | None = None, deletes: str | None = None
     ) -> Any:
         self._require_open()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Statement(run, future, snapshot_of, deletes))
-        self._kick(True)
-        return await future
+        return await self._writer.submit(_Statement(run, future, snapshot_of, deletes))
 
     async def _transaction(
         self, statements: Sequence[tuple[str, Sequence[Any]]], *, snapshot_of: str | None = None, deletes: str | None = None
@@ -440,36 +424,6 @@ class SQLiteStore(SQLLog):
 
         counts: list[int] = await self._submit(run, snapshot_of, deletes)
         return counts
-
-    def _kick(self, urgent: bool) -> None:
-        assert self._wakeup is not None
-        if urgent or self._queued_events >= self.flush_max or self.flush_window == 0:
-            self._wakeup.set()
-        elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.flush_window, self._wakeup.set)
-
-    async def _write_loop(self) -> None:
-        assert self._wakeup is not None
-        try:
-            while True:
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                if self._timer is not None:
-                    self._timer.cancel()
-                    self._timer = None
-                batch, self._queue, self._queued_events = self._queue, [], 0
-                batch = [item for item in batch if not item.future.cancelled()]
-                if batch:
-                    await self._commit(batch)
-                if self._closing and not self._queue:
-                    return
-        except BaseException as exc:
-            self._broken = exc
-            for item in self._queue:
-                if not item.future.done():
-                    item.future.set_exception(StoreError("the SQLite store's writer stopped"))
-            self._queue = []
-            raise
 
     async def _commit(self, batch: list[Append | _Statement]) -> None:
         """One transaction for the whole batch; answer every future once it has committed."""
