@@ -7,7 +7,7 @@ re-reading after each wake-up). Only a store that is the sole writer of its data
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from runengine.events import Event
 from runengine.ports import RunSummary
@@ -95,6 +95,35 @@ class CommittedCache:
             return None
         start = after_seq + 1 - tail.first_seq
         return tail.events[start : start + limit]
+
+    def committed(
+        self,
+        *,
+        found: Mapping[str, int],
+        summaries: Iterable[RunSummary],
+        snapshot_free: Iterable[str],
+        snapshots: Iterable[str],
+        tails: Iterable[tuple[str, int, Sequence[Event]]],
+        deleted: Iterable[str],
+    ) -> None:
+        """What one commit did: the last seq it `found` of each run it appended to (a cached run
+        found otherwise was written by someone else: forgotten), the `summaries` it wrote, the runs
+        it created `snapshot_free`, the runs it wrote `snapshots` of, the `tails` it appended (run,
+        first seq, events as a read gives them) and the runs it `deleted`."""
+        for run_id, seq in found.items():
+            cached = self._summaries.get(run_id)
+            if cached is not None and cached.last_seq != seq:
+                self.forget(run_id)
+        for summary in summaries:
+            self.remember(summary)
+        for run_id in snapshot_free:
+            self.set_snapshot_free(run_id, True)
+        for run_id in snapshots:
+            self.set_snapshot_free(run_id, False)
+        for run_id, first_seq, events in tails:
+            self.extend(run_id, first_seq, events)
+        for run_id in deleted:
+            self.forget(run_id)
 
     def forget(self, run_id: str) -> None:
         self._summaries.pop(run_id, None)

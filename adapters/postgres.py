@@ -1,25 +1,17 @@
-"""PostgresStore: the event store and work queue for many engine processes on many machines.
+"""PostgresStore: the event store and work queue for many engine processes on many machines
+(docs/postgres.md: tables, group commit, live tails, the queue, reconnects).
 
     store = PostgresStore("postgresql://user:pass@db/runs")          # or open_store(url)
     engine = RunEngine(store, worker=True)
 
-- Events live in one table with primary key (run_id, seq): two writers can never both
-  write seq N. A run row per run carries its listing fields and last seq; every append
-  locks it, so appends to one run are serialised across processes.
-- Group commit: appends from every run of this process go to one writer task, which
-  commits whatever has queued up in one transaction (a few statements over arrays, never
-  one round trip per event). A batch whose expected seq is stale fails alone.
-- Live tails: each append NOTIFYs `run_id seq` in its transaction (delivered on commit).
-  One listening connection per store fans the wake-ups out to in-process waiters, which
-  then read `seq > last`. Waits re-check the database every `recheck` seconds, so a lost
-  NOTIFY or a dropped listener (it reconnects) delays a tail, never hangs it.
-- The statements, rows and append decision are the SQL log's (adapters/sql_log.py, shared
-  with SQLite); this module is PostgreSQL's schema, locking, fencing, NOTIFY and reconnects.
-- The work queue (`store.work_queue`, runengine.adapters.postgres_queue) shares this
-  store's pool, writer and listener; its fencing is checked in the append's own transaction.
-- Lost connections (a server restart) are retried for up to `reconnect_timeout` seconds.
-
-Needs asyncpg: `pip install runengine[postgres]`. asyncio only.
+The statements, rows and append decision are the SQL log's (adapters/sql_log.py, shared with
+SQLite), the writer task is adapters/group_commit.py; this module is PostgreSQL's schema and
+migrations, its batch transaction (each run row locked, so appends to one run are serialised
+across processes; statements over arrays, never a round trip per event; fencing for the work
+queue, runengine.adapters.postgres_queue, checked in it), NOTIFY of `run_id seq` on commit with
+one LISTENing connection per store waking in-process waiters (who re-check every `recheck`
+seconds, so a lost NOTIFY delays a tail, never hangs it), and retries of lost connections for
+up to `reconnect_timeout` seconds. Needs asyncpg (`runengine[postgres]`), asyncio only.
 """
 
 from __future__ import annotations
@@ -29,7 +21,7 @@ import collections
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import stamina
@@ -39,9 +31,10 @@ from runengine import observe
 from runengine.adapters.group_commit import GroupCommit
 from runengine.adapters.postgres_queue import PostgresWorkQueue
 from runengine.adapters.sql_dialect import ENDED_STATUSES, POSTGRESQL
-from runengine.adapters.sql_log import Append, SQLLog, Statements, decide, new_summary, summary_from_row
+from runengine.adapters.sql_log import Append, SQLLog, Statements, decide, new_summary, schema_steps, summary_from_row
+from runengine.adapters.url_options import url_options
 from runengine.adapters.wakeup import RunWakeups
-from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError, StoreError
+from runengine.errors import ConcurrencyConflict, InvalidRequest, StoreError
 from runengine.events import Event
 from runengine.ports import Lease, LeaseLost, RunSummary
 from runengine.validation import check_append
@@ -290,17 +283,12 @@ class PostgresStore(SQLLog):
         parts = urlsplit(url)
         if parts.scheme not in ("postgresql", "postgres"):
             raise InvalidRequest(f"not a PostgreSQL URL: {url!r}")
-        ours: dict[str, Any] = {}
-        rest: list[tuple[str, str]] = []
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
-            if key == "schema":
-                ours[key] = value
-            elif key in ("pool_min", "pool_max"):
-                ours[key] = _parse(key, value, int)
-            elif key in ("recheck", "reconnect_timeout"):
-                ours[key] = _parse(key, value, float)
-            else:
-                rest.append((key, value))
+        rest: list[tuple[str, str]] = []  # asyncpg's
+        ours = url_options(
+            parts.query,
+            {"schema": str, "pool_min": int, "pool_max": int, "recheck": float, "reconnect_timeout": float},
+            others=rest,
+        )
         ours.update(options)
         dsn = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), parts.fragment))
         return cls(dsn, **ours)
@@ -350,13 +338,6 @@ class PostgresStore(SQLLog):
         await pool.close()
         self._wakeups.notify_all()
 
-    async def __aenter__(self) -> PostgresStore:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
     async def _connect(self) -> asyncpg.Connection:
         settings = self._server_settings()
         return await self._retry(lambda: asyncpg.connect(self.dsn, server_settings=settings, timeout=10))
@@ -368,20 +349,10 @@ class PostgresStore(SQLLog):
             await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             await conn.execute("CREATE TABLE IF NOT EXISTS runengine_schema (version integer NOT NULL)")
             version = await conn.fetchval("SELECT max(version) FROM runengine_schema")
-            if version is None:
-                await conn.execute(_DDL)
+            for statement in schema_steps(version, SCHEMA_VERSION, fresh=[_DDL], migrations=_MIGRATIONS):
+                await conn.execute(statement)
+            if version != SCHEMA_VERSION:
                 await conn.execute("INSERT INTO runengine_schema (version) VALUES ($1)", SCHEMA_VERSION)
-            elif version < SCHEMA_VERSION:
-                for target in range(version + 1, SCHEMA_VERSION + 1):
-                    for statement in _MIGRATIONS[target]:
-                        await conn.execute(statement)
-                await conn.execute("INSERT INTO runengine_schema (version) VALUES ($1)", SCHEMA_VERSION)
-            elif version > SCHEMA_VERSION:
-                raise SchemaVersionError(
-                    f"the database schema is version {version}; this runengine knows up to {SCHEMA_VERSION}",
-                    found=version,
-                    known=SCHEMA_VERSION,
-                )
 
     async def schema_current(self) -> bool:
         """Whether the database's schema is the version this runengine writes (readiness: another
@@ -650,21 +621,16 @@ class PostgresStore(SQLLog):
 
     # -- live tails -------------------------------------------------------------------
 
-    async def wait(self, run_id: str, *, after_seq: int, timeout: float | None = None) -> bool:
-        async def has_news() -> bool:
-            try:
-                return await self._last_seq_once(run_id) > after_seq
-            except _TRANSIENT:
-                return False  # the server is away: keep waiting, re-check later
+    async def _has_news(self, run_id: str, after_seq: int) -> bool:
+        try:
+            return await self._last_seq_once(run_id) > after_seq
+        except _TRANSIENT:
+            return False  # the server is away: keep waiting, re-check later
 
-        def recheck() -> float:
-            if self._pool is None:
-                raise StoreError("the PostgreSQL store is closed")
-            return self.recheck if self._listening else min(self.recheck, 0.25)
-
-        return await self._wakeups.wait(
-            run_id, after_seq=after_seq, timeout=timeout, has_news=has_news, recheck=recheck
-        )
+    def _recheck(self) -> float:
+        if self._pool is None:
+            raise StoreError("the PostgreSQL store is closed")
+        return self.recheck if self._listening else min(self.recheck, 0.25)
 
     async def _last_seq_once(self, run_id: str) -> int:
         async with self._require_pool().acquire() as conn:
@@ -724,13 +690,6 @@ class PostgresStore(SQLLog):
                 self._wake_everyone()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
-
-def _parse(key: str, value: str, kind: Callable[[str], Any]) -> Any:
-    try:
-        return kind(value)
-    except ValueError:
-        raise InvalidRequest(f"invalid {key} {value!r} in the store URL") from None
-
 
 class PostgresRateWindows:
     """Request counts per key in fixed windows (runengine.http.ratelimit.WindowCounter), in the

@@ -20,13 +20,14 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
-from typing import Any
+from typing import Any, Self
 
 import attrs
 
 from runengine.adapters.profiles.platform_webhook_store import WebhookRegistration
 from runengine.adapters.sql_dialect import Dialect, from_micros
-from runengine.errors import ConcurrencyConflict, InvalidRequest
+from runengine.adapters.wakeup import RunWakeups
+from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError
 from runengine.events import Event, MessageDelta, RunCreated
 from runengine.ports import (
     DEFAULT_PAGE,
@@ -198,6 +199,33 @@ def webhook_from_row(row: Sequence[Any], dialect: Dialect) -> WebhookRegistratio
     )
 
 
+def schema_steps(
+    found: int | None,
+    known: int,
+    *,
+    fresh: Sequence[str] = (),
+    migrations: Mapping[int, Sequence[str]],
+    every_time: Sequence[str] = (),
+    after: Sequence[str] = (),
+) -> list[str]:
+    """The statements that bring a schema at version `found` (None: none yet) to `known`:
+    `every_time`, then `fresh` for a new one or the migrations to each later version, then
+    `after`. SchemaVersionError for a schema newer than this runengine."""
+    if found is not None and found > known:
+        raise SchemaVersionError(
+            f"the database schema is version {found}; this runengine knows up to {known} (upgrade runengine to open it)",
+            found=found,
+            known=known,
+        )
+    steps = list(every_time)
+    if found is None:
+        steps += fresh
+    else:
+        for version in range(found + 1, known + 1):
+            steps += migrations[version]
+    return steps + list(after)
+
+
 # -- statements ----------------------------------------------------------------------------
 
 
@@ -316,6 +344,14 @@ class Statements:
         params.append(limit + 1)
         return sql + f" ORDER BY {column}, position LIMIT {p(len(params))}", params
 
+    def heads(self, count: int) -> str:
+        """The first events (seq <= the last parameter) of `count` runs given by id, by run and seq."""
+        return (
+            f"SELECT run_id, seq, type, {self.dialect.event_time_column}, data FROM {self.events}"
+            f" WHERE run_id IN ({', '.join(self.dialect.marks(count))}) AND seq <= {self.dialect.placeholder(count + 1)}"
+            " ORDER BY run_id, seq"
+        )
+
     def runs_in(self, count: int, *, lock: str = "") -> str:
         """The RUN_COLUMNS of `count` runs given by id (`lock`: appended, e.g. FOR UPDATE)."""
         return f"SELECT {RUN_COLUMNS} FROM {self.runs} WHERE run_id IN ({', '.join(self.dialect.marks(count))}){lock}"
@@ -394,9 +430,24 @@ def _all_deltas(events: Sequence[Event]) -> bool:
 
 class SQLLog:
     """The part of an SQL store that is the same in every dialect. A store sets `sql` (its
-    Statements) and provides `_fetch` and `_transaction`."""
+    Statements) and `_wakeups` (woken by its commits), and provides `open`, `close`, `_fetch`
+    and `_transaction`."""
 
     sql: Statements
+    _wakeups: RunWakeups
+
+    async def open(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
         """The rows of one read."""
@@ -413,6 +464,29 @@ class SQLLog:
         rows = await self._fetch(self.sql.read, (run_id, after_seq, min(limit, MAX_PAGE)))
         instant = self.sql.dialect.instant_value
         return [decode_event(run_id, seq, event_type, instant(at), data) for seq, event_type, at, data in rows]
+
+    async def read_heads(self, run_ids: Sequence[str], *, limit: int) -> dict[str, list[Event]]:
+        """The first `limit` events of each run, a chunk of runs per query (the HeadReader port)."""
+        heads: dict[str, list[Event]] = {}
+        instant = self.sql.dialect.instant_value
+        for start in range(0, len(run_ids), IN_CHUNK):
+            chunk = list(run_ids[start : start + IN_CHUNK])
+            for run_id, seq, event_type, at, data in await self._fetch(self.sql.heads(len(chunk)), (*chunk, limit)):
+                heads.setdefault(run_id, []).append(decode_event(run_id, seq, event_type, instant(at), data))
+        return heads
+
+    async def wait(self, run_id: str, *, after_seq: int, timeout: float | None = None) -> bool:
+        async def has_news() -> bool:
+            return await self._has_news(run_id, after_seq)
+
+        return await self._wakeups.wait(run_id, after_seq=after_seq, timeout=timeout, has_news=has_news, recheck=self._recheck)
+
+    async def _has_news(self, run_id: str, after_seq: int) -> bool:
+        return await self.last_seq(run_id) > after_seq
+
+    def _recheck(self) -> float | None:
+        """How long a waiter may sleep before it looks again without a wake-up (None: no limit)."""
+        return None
 
     async def get_run(self, run_id: str) -> RunSummary | None:
         rows = await self._fetch(self.sql.get_run, (run_id,))
@@ -554,6 +628,7 @@ __all__ = [
     "Statements",
     "decide",
     "decode_event",
+    "schema_steps",
     "event_data",
     "new_summary",
     "summary_from_row",

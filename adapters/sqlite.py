@@ -1,53 +1,17 @@
-"""SQLiteStore: the embedded default store. A file, zero set-up.
+"""SQLiteStore: the embedded default store. A file, zero set-up (docs/sqlite.md: layout, group
+commit, reads, durability).
 
     store = SQLiteStore("runs.db")                 # or RunEngine("sqlite:///runs.db")
 
-Layout (schema version 4, kept in the `schema_version` table; a file of an earlier version is
-migrated when opened, see _MIGRATIONS):
-
-- `events(run_id, seq, type, at_us, data)`, primary key (run_id, seq), WITHOUT ROWID, so
-  a run's log is stored in seq order and the key itself is the optimistic
-  concurrency check: two writers can never both write seq N.
-- `runs`: one row per run (agent, status, session, owner, times, last_seq), kept
-  current by every append, so listing runs never folds a log. `position` is the
-  creation order and the listing cursor. `ended_us` is the time of the run's terminal event
-  (µs since the epoch; NULL while it is active), indexed for retention sweeps (version 3).
-- `snapshots`, `idempotency` (keyed by principal, scope and key; indexed by run, so deleting
-  a run finds its keys), `sessions`, `webhooks` (the Agent Platform profile's registrations,
-  version 4; before, ended sessions `platform.webhooks.<app_id>`).
-
-The statements, the rows and the append decision are the SQL log's (adapters/sql_log.py,
-shared with PostgreSQL); this module is SQLite's schema, its thread and its group commit.
-
-Group commit. Every write goes through ONE writer task per store, which takes
-everything queued (appends of every run, snapshots, keys, sessions) and commits it
-as one transaction, run as ONE call into the store's database thread (BEGIN IMMEDIATE, one
-SELECT of the runs involved, one executemany of the events, one of the runs, COMMIT,
-or ROLLBACK on error): each hop into that thread costs ~100 µs, never one per row
-or per statement. A batch is taken when `flush_max` events are
-queued, `flush_window` seconds after the first queued append, or at once when an
-append holds any event other than `message.delta` (the default window is 0: take
-what is queued as soon as the previous commit ends; see DEFAULT_FLUSH_WINDOW). Appends are checked against the
-runs table inside the transaction, in queue order, so a stale `expected_seq` fails
-alone (ConcurrencyConflict, nothing written) while the rest of the batch commits.
-`append` returns once its batch has committed; waiters are woken only then, so a
-subscriber never sees an uncommitted event.
-
-Reads go through a second, read-only connection (WAL lets it read while the writer
-writes) and are paged: one `fetchall` of one page, using the primary key, so they
-cost what lies after the cursor, not the length of the log. The committed tail of
-recently written runs is also kept in memory, so the many subscribers of a live
-run re-reading after each wake-up cost no database call; so is which runs created
-here have no snapshot (short runs never get one), so `load_snapshot` of those costs
-none either.
-
-Durability. WAL mode. `synchronous="FULL"` (default): a committed append survives a
-process crash and a power loss. `synchronous="NORMAL"`: a committed append survives
-a crash of the process, not a power loss or OS crash (the last commits may roll back).
-
-One process writes a given file at a time (`shared = False`; the engine then fails
-the runs a dead process left unfinished when it starts). Needs asyncio. The sqlite3 connections
-live on threads of the store's own (`DatabaseThread`: one hop per call), not aiosqlite's.
+The statements, rows and append decision are the SQL log's (adapters/sql_log.py, shared with
+PostgreSQL), the writer task is adapters/group_commit.py; this module is SQLite's schema and
+migrations (version in `schema_version`) and its transaction: each batch is ONE call into the
+writer connection's thread (adapters/db_thread.py; BEGIN IMMEDIATE, one SELECT of the runs
+involved, one executemany of the events and one of the runs, the other writes each in a
+savepoint, COMMIT), never a hop per row. Reads go through a second, read-only connection (WAL);
+what this store committed is also kept in memory (adapters/log_cache.py). WAL mode;
+`synchronous="FULL"` (default) survives a power loss, `"NORMAL"` a process crash. One process
+writes a given file at a time (`shared = False`). Needs asyncio.
 """
 
 from __future__ import annotations
@@ -55,11 +19,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import anyio
 
@@ -68,9 +32,20 @@ from runengine.adapters.db_thread import DatabaseThread
 from runengine.adapters.group_commit import GroupCommit
 from runengine.adapters.log_cache import CommittedCache
 from runengine.adapters.sql_dialect import ENDED_STATUSES, SQLITE, from_micros
-from runengine.adapters.sql_log import IN_CHUNK, Append, SQLLog, Statements, check_text, decide, decode_event, summary_from_row
+from runengine.adapters.sql_log import (
+    IN_CHUNK,
+    Append,
+    SQLLog,
+    Statements,
+    check_text,
+    decide,
+    decode_event,
+    schema_steps,
+    summary_from_row,
+)
+from runengine.adapters.url_options import url_options
 from runengine.adapters.wakeup import RunWakeups
-from runengine.errors import InvalidRequest, SchemaVersionError, StoreError
+from runengine.errors import InvalidRequest, StoreError
 from runengine.events import Event, MessageDelta
 from runengine.ports import DEFAULT_PAGE, RunSummary
 from runengine.state import RunState
@@ -198,6 +173,8 @@ DEFAULT_FLUSH_WINDOW = 0.0
 #: and how many runs (at ~200 bytes a delta, at most ~50 MB).
 TAIL_EVENTS = 1024
 TAIL_RUNS = 128
+
+
 def _fetchall(raw: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
     return raw.execute(sql, params).fetchall()
 
@@ -231,26 +208,25 @@ def _summary_row(s: RunSummary) -> tuple[Any, ...]:
 
 
 class _Statement:
-    """Any other write (snapshot, key, session): run in the batch's transaction, in its own savepoint.
+    """Any other write (snapshot, key, session ...): its statements, run in the batch's
+    transaction in a savepoint of their own (so they fail alone); answered with their row counts."""
 
-    `run` is called on the database thread with the sqlite3 connection.
-    """
-
-    __slots__ = ("run", "future", "snapshot_of", "deletes")
+    __slots__ = ("statements", "future", "snapshot_of", "deletes")
 
     def __init__(
         self,
-        run: Callable[[sqlite3.Connection], Any],
+        statements: Sequence[tuple[str, Sequence[Any]]],
         future: asyncio.Future[Any],
         snapshot_of: str | None = None,
         deletes: str | None = None,
     ) -> None:
-        self.run = run
+        self.statements = statements
         self.future = future
         #: The run whose snapshot this statement writes, if it writes one.
         self.snapshot_of = snapshot_of
         #: The run this statement deletes, if it deletes one (its caches go at commit).
         self.deletes = deletes
+
 
 class SQLiteStore(SQLLog):
     """The event store in a SQLite file (or `:memory:`). See the module docstring."""
@@ -316,19 +292,7 @@ class SQLiteStore(SQLLog):
             path = parts.path[1:] if parts.path.startswith("/") else parts.path
             if not path:
                 raise InvalidRequest(f"sqlite URL {url!r} names no file; try sqlite:///runengine.db")
-        kwargs: dict[str, Any] = {}
-        for name, value in parse_qsl(parts.query, keep_blank_values=True):
-            try:
-                if name == "synchronous":
-                    kwargs[name] = value
-                elif name == "flush_max":
-                    kwargs[name] = int(value)
-                elif name in ("flush_window", "busy_timeout"):
-                    kwargs[name] = float(value)
-                else:
-                    raise InvalidRequest(f"unknown sqlite URL option {name!r}")
-            except ValueError:
-                raise InvalidRequest(f"bad value for sqlite URL option {name!r}: {value!r}") from None
+        kwargs = url_options(parts.query, {"synchronous": str, "flush_max": int, "flush_window": float, "busy_timeout": float})
         kwargs.update(options)
         return cls(path, **kwargs)
 
@@ -381,13 +345,6 @@ class SQLiteStore(SQLLog):
                     await writer.close()
             self._cache.clear()
 
-    async def __aenter__(self) -> SQLiteStore:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
     def _closed(self) -> StoreError:
         broken = self._writer.broken
         return StoreError(f"the SQLite store's writer stopped: {broken!r}" if broken else "the SQLite store is not open")
@@ -409,79 +366,53 @@ class SQLiteStore(SQLLog):
         # any event but a token delta is committed at once
         await self._writer.submit(item, urgent=any(event.type != _DELTA for event in events), size=len(events))
 
-    async def _submit(
-        self, run: Callable[[sqlite3.Connection], Any], snapshot_of: str | None = None, deletes: str | None = None
-    ) -> Any:
-        self._require_open()
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        return await self._writer.submit(_Statement(run, future, snapshot_of, deletes))
-
     async def _transaction(
         self, statements: Sequence[tuple[str, Sequence[Any]]], *, snapshot_of: str | None = None, deletes: str | None = None
     ) -> list[int]:
-        def run(raw: sqlite3.Connection) -> list[int]:
-            return [raw.execute(sql, params).rowcount for sql, params in statements]
-
-        counts: list[int] = await self._submit(run, snapshot_of, deletes)
+        self._require_open()
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        counts: list[int] = await self._writer.submit(_Statement(statements, future, snapshot_of, deletes))
         return counts
 
     async def _commit(self, batch: list[Append | _Statement]) -> None:
         """One transaction for the whole batch; answer every future once it has committed."""
         db = self._writer_db
         assert db is not None and self._txn_lock is not None
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = asyncio.get_running_loop().time()
         appends = [item for item in batch if isinstance(item, Append)]
         statements = [item for item in batch if isinstance(item, _Statement)]
         async with self._txn_lock:
             try:
                 written = await db.call(_write_batch, appends, statements)
             except Exception as exc:  # the whole batch failed (I/O error, disk full ...): nothing written
-                error = exc if isinstance(exc, StoreError) else StoreError(f"SQLite write failed: {exc}")
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(error)
-                return
-        self.commit_times.append(loop.time() - started)
+                raise exc if isinstance(exc, StoreError) else StoreError(f"SQLite write failed: {exc}") from exc
+        self.commit_times.append(asyncio.get_running_loop().time() - started)
         observe.current.store_commit(store="sqlite", seconds=self.commit_times[-1])
         self.batch_sizes.append(sum(len(item.events) for item in written.accepted))
         # Committed: now (and only now) the caches, the callers and the waiters hear of it.
-        cache = self._cache
-        for run_id, found_seq in written.found.items():
-            cached = cache.summary(run_id)
-            if cached is not None and cached.last_seq != found_seq:
-                cache.forget(run_id)  # written by someone else: our caches are stale
-        for summary in written.committed.values():
-            cache.remember(summary)
-        for run_id in written.snapshot_free:
-            cache.set_snapshot_free(run_id, True)
-        for statement in statements:
-            if statement.snapshot_of is not None:
-                cache.set_snapshot_free(statement.snapshot_of, False)
-        for item in written.accepted:
-            # keep exactly what a database read would give: the event itself when reading it
-            # back gives an equal one (token deltas), else the decoded row
-            cache.extend(item.run_id, item.expected_seq + 1, [
-                event if _same_after_storing(event) else decode_event(item.run_id, event.seq, event.type, from_micros(micros(event.at)), data)
-                for event, data in zip(item.events, item.data)
-            ])
-        for statement in statements:
-            if statement.deletes is not None:
-                cache.forget(statement.deletes)
-        for item, outcome in zip(appends, written.outcomes):
-            if item.future.done():
-                continue
-            if outcome is None:
-                item.future.set_result(None)
-            else:
-                item.future.set_exception(outcome)
-        for statement, result in zip(statements, written.results):
-            if statement.future.done():
-                continue
-            if isinstance(result, _Failed):
-                statement.future.set_exception(result.error)
-            else:
-                statement.future.set_result(result)
+        self._cache.committed(
+            found=written.found,
+            summaries=written.committed.values(),
+            snapshot_free=written.snapshot_free,
+            snapshots=[s.snapshot_of for s in statements if s.snapshot_of is not None],
+            # exactly what a database read would give: the event itself when reading it back
+            # gives an equal one (token deltas), else the decoded row
+            tails=[
+                (item.run_id, item.expected_seq + 1, [
+                    event if _same_after_storing(event)
+                    else decode_event(item.run_id, event.seq, event.type, from_micros(micros(event.at)), data)
+                    for event, data in zip(item.events, item.data)
+                ])
+                for item in written.accepted
+            ],
+            deleted=[s.deletes for s in statements if s.deletes is not None],
+        )
+        for item, outcome in zip([*appends, *statements], [*written.outcomes, *written.results]):
+            if not item.future.done():
+                if isinstance(outcome, BaseException):
+                    item.future.set_exception(outcome)
+                else:
+                    item.future.set_result(outcome)
         for run_id in written.committed:
             self._wakeups.notify(run_id)
 
@@ -506,28 +437,6 @@ class SQLiteStore(SQLLog):
         if cached is not None:
             return cached
         return await super().read(run_id, after_seq=after_seq, limit=limit)
-
-    async def read_heads(self, run_ids: Sequence[str], *, limit: int) -> dict[str, list[Event]]:
-        """The first `limit` events of each run, a chunk of runs per query (the HeadReader port)."""
-        self._require_open()
-        heads: dict[str, list[Event]] = {}
-        for start in range(0, len(run_ids), IN_CHUNK):
-            chunk = list(run_ids[start : start + IN_CHUNK])
-            marks = ",".join("?" * len(chunk))
-            rows = await self._fetch(
-                f"SELECT run_id, seq, type, at_us, data FROM events WHERE run_id IN ({marks}) AND seq <= ?"
-                " ORDER BY run_id, seq",
-                (*chunk, limit),
-            )
-            for run_id, seq, event_type, at_us, data in rows:
-                heads.setdefault(run_id, []).append(decode_event(run_id, seq, event_type, from_micros(at_us), data))
-        return heads
-
-    async def wait(self, run_id: str, *, after_seq: int, timeout: float | None = None) -> bool:
-        async def has_news() -> bool:
-            return await self.last_seq(run_id) > after_seq
-
-        return await self._wakeups.wait(run_id, after_seq=after_seq, timeout=timeout, has_news=has_news)
 
     async def get_run(self, run_id: str) -> RunSummary | None:
         cached = self._cache.summary(run_id)
@@ -570,21 +479,10 @@ def _create_schema(raw: sqlite3.Connection) -> None:
     try:
         raw.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         found = raw.execute("SELECT max(version) FROM schema_version").fetchone()[0]
-        if found is not None and found > SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"this database has schema version {found}; this runengine knows up to {SCHEMA_VERSION}"
-                " (upgrade runengine to open it)",
-                found=found,
-                known=SCHEMA_VERSION,
-            )
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                raw.execute(statement)
-        if found is not None:
-            for version in range(found + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[version]:
-                    raw.execute(statement)
-        for statement in _SCHEMA_AFTER_MIGRATIONS:
+        every_time = [statement for statement in _SCHEMA.split(";") if statement.strip()]  # IF NOT EXISTS
+        for statement in schema_steps(
+            found, SCHEMA_VERSION, migrations=_MIGRATIONS, every_time=every_time, after=_SCHEMA_AFTER_MIGRATIONS
+        ):
             raw.execute(statement)
         if found != SCHEMA_VERSION:
             raw.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
@@ -629,10 +527,10 @@ def _write_batch(raw: sqlite3.Connection, appends: list[Append], statements: lis
         for index, statement in enumerate(statements):
             raw.execute(f"SAVEPOINT s{index}")
             try:
-                written.results.append(statement.run(raw))
-            except Exception as exc:  # this statement fails alone
+                written.results.append([raw.execute(sql, params).rowcount for sql, params in statement.statements])
+            except Exception as exc:  # this write fails alone
                 raw.execute(f"ROLLBACK TO s{index}")
-                written.results.append(_Failed(exc))
+                written.results.append(exc)
             raw.execute(f"RELEASE s{index}")
         created = [item.run_id for item in written.accepted if item.expected_seq == 0]
         if created:  # checked last, so a snapshot written in this batch counts
@@ -673,13 +571,6 @@ def _event_rows(item: Append) -> list[tuple[str, int, str, int, str]]:
 def _event_row(item: Append, index: int, event: Event) -> tuple[str, int, str, int, str]:
     """(run_id, seq, type, at µs, data): what the events table keeps (a naive time is taken as UTC)."""
     return (item.run_id, event.seq, event.type, micros(event.at), item.data[index])
-
-
-class _Failed:
-    __slots__ = ("error",)
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
 
 
 __all__ = ["SQLiteStore", "SCHEMA_VERSION", "DEFAULT_FLUSH_MAX", "DEFAULT_FLUSH_WINDOW"]
