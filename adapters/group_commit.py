@@ -10,8 +10,11 @@ are queued, for others to join it. Stopping commits what was queued, then ends t
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, Protocol, TypeVar
+
+from runengine import observe
 
 
 class Write(Protocol):
@@ -24,8 +27,9 @@ _W = TypeVar("_W", bound=Write)
 class GroupCommit(Generic[_W]):
     def __init__(
         self,
-        commit: Callable[[list[_W]], Awaitable[None]],
+        commit: Callable[[list[_W]], Awaitable[int]],
         *,
+        store: str,
         name: str,
         closed: Callable[[], BaseException],
         max_batch: int | None = None,
@@ -33,8 +37,12 @@ class GroupCommit(Generic[_W]):
         window: float = 0.0,
     ) -> None:
         #: Commits a batch, answering each write's future (a future left unanswered gets the
-        #: error `commit` raised, or, if it returned, None).
+        #: error `commit` raised, or, if it returned, None); returns the events it wrote.
         self._commit = commit
+        self._store = store
+        #: Recent commits: seconds each, and events each (for benchmarks and observers).
+        self.commit_times: collections.deque[float] = collections.deque(maxlen=100_000)
+        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=100_000)
         self._name = name
         #: The error for a write when the writer is stopped or stopping.
         self._closed = closed
@@ -110,8 +118,9 @@ class GroupCommit(Generic[_W]):
             raise
 
     async def _commit_batch(self, batch: list[_W]) -> None:
+        started = asyncio.get_running_loop().time()
         try:
-            await self._commit(batch)
+            written = await self._commit(batch)
         except Exception as exc:  # the whole batch failed: each caller gets the error
             for write in batch:
                 _answer(write, exc)
@@ -119,6 +128,10 @@ class GroupCommit(Generic[_W]):
             for write in batch:
                 _answer(write, self._closed())
             raise
+        else:
+            self.commit_times.append(asyncio.get_running_loop().time() - started)
+            self.batch_sizes.append(written)
+            observe.current.store_commit(store=self._store, seconds=self.commit_times[-1])
         for write in batch:
             _answer(write, None)
 

@@ -17,7 +17,6 @@ up to `reconnect_timeout` seconds. Needs asyncpg (`runengine[postgres]`), asynci
 from __future__ import annotations
 
 import asyncio
-import collections
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -27,11 +26,19 @@ import asyncpg
 import stamina
 import structlog
 
-from runengine import observe
 from runengine.adapters.group_commit import GroupCommit
 from runengine.adapters.postgres_queue import PostgresWorkQueue
 from runengine.adapters.sql_dialect import ENDED_STATUSES, POSTGRESQL
-from runengine.adapters.sql_log import Append, SQLLog, Statements, decide, new_summary, schema_steps, summary_from_row
+from runengine.adapters.sql_log import (
+    Append,
+    SQLLog,
+    Statements,
+    decide,
+    log_tables,
+    new_summary,
+    schema_steps,
+    summary_from_row,
+)
 from runengine.adapters.url_options import url_options
 from runengine.adapters.wakeup import RunWakeups
 from runengine.errors import ConcurrencyConflict, InvalidRequest, StoreError
@@ -53,16 +60,7 @@ _IDEMPOTENCY_RUN_INDEX = "CREATE INDEX runengine_idempotency_run ON runengine_id
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 
-_IDEMPOTENCY_DDL = """
-CREATE TABLE runengine_idempotency (
-    principal text NOT NULL,
-    scope text NOT NULL,
-    key text NOT NULL,
-    fingerprint text NOT NULL,
-    run_id text NOT NULL,
-    created_at timestamptz NOT NULL,
-    PRIMARY KEY (principal, scope, key)
-);"""
+_TABLES = log_tables(POSTGRESQL)
 
 #: Version 4: the Agent Platform profile's webhook registrations in a table of their own.
 _WEBHOOKS_DDL = """
@@ -107,7 +105,7 @@ _MIGRATIONS = {
         # Version 1 kept keys as one joined "owner:key" string, which cannot be told apart by
         # principal: those records (24 h of retry protection) are dropped, not guessed at.
         "DROP TABLE runengine_idempotency",
-        _IDEMPOTENCY_DDL,
+        _TABLES["idempotency"],
         # Sessions begun by a run had no record (and so no owner): their first run's owner owns them.
         "INSERT INTO runengine_sessions (session_id, owner, created_at, metadata, data)"
         " SELECT DISTINCT ON (session_id) session_id, owner, created_at, '{}', '{}' FROM runengine_runs"
@@ -136,30 +134,11 @@ CREATE INDEX runengine_runs_session ON runengine_runs (session_id, position);
 CREATE INDEX runengine_runs_status ON runengine_runs (status, position);
 CREATE INDEX runengine_runs_owner ON runengine_runs (owner, position);
 {ended_index};
-CREATE TABLE runengine_events (
-    run_id text NOT NULL,
-    seq integer NOT NULL,
-    type text NOT NULL,
-    at timestamptz NOT NULL,
-    data text NOT NULL,
-    PRIMARY KEY (run_id, seq)
-);
-CREATE TABLE runengine_snapshots (
-    run_id text PRIMARY KEY,
-    last_seq integer NOT NULL,
-    state text NOT NULL
-);
-%(idempotency)s
+{events};
+{snapshots};
+{idempotency};
 {idempotency_run_index};
-CREATE TABLE runengine_sessions (
-    session_id text PRIMARY KEY,
-    owner text,
-    created_at timestamptz,
-    expires_at timestamptz,
-    ended_at timestamptz,
-    metadata text NOT NULL,
-    data text NOT NULL
-);
+{sessions};
 CREATE TABLE runengine_queue (
     run_id text PRIMARY KEY,
     agent text NOT NULL,
@@ -169,15 +148,20 @@ CREATE TABLE runengine_queue (
     worker text,
     lease_until timestamptz,
     claims integer NOT NULL DEFAULT 0,
-    after_runs text[] NOT NULL DEFAULT '{}',
+    after_runs text[] NOT NULL DEFAULT '{{}}',
     not_before timestamptz
 );
 CREATE INDEX runengine_queue_waiting ON runengine_queue (position) WHERE NOT claimed;
 CREATE INDEX runengine_queue_leases ON runengine_queue (lease_until) WHERE claimed;
 {webhooks};
-""".replace("%(idempotency)s", _IDEMPOTENCY_DDL).replace("{ended_index}", _ENDED_INDEX).replace(
-    "{idempotency_run_index}", _IDEMPOTENCY_RUN_INDEX
-).replace("{webhooks}", _WEBHOOKS_DDL.strip().rstrip(";")) + _RATE_WINDOWS_DDL + ";\n"
+{rate_windows};
+""".format(
+    ended_index=_ENDED_INDEX,
+    idempotency_run_index=_IDEMPOTENCY_RUN_INDEX,
+    webhooks=_WEBHOOKS_DDL.strip().rstrip(";"),
+    rate_windows=_RATE_WINDOWS_DDL,
+    **_TABLES,
+)
 
 #: Errors after which the operation is retried on a fresh connection (server restart, network).
 _TRANSIENT: tuple[type[BaseException], ...] = (
@@ -194,8 +178,6 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
 )
 
 T = TypeVar("T")
-
-
 
 _SQL = Statements(POSTGRESQL)
 _SQL.delete_run.append("DELETE FROM runengine_queue WHERE run_id = $1")  # and its queue row
@@ -260,7 +242,7 @@ class PostgresStore(SQLLog):
         self.queue_channel = f"{prefix}_queue"
         self._pool: asyncpg.Pool | None = None
         self._writer: GroupCommit[_Append] = GroupCommit(
-            self._commit, name="runengine postgres writer", closed=self._closed, max_batch=max_batch
+            self._commit, store="postgresql", name="runengine postgres writer", closed=self._closed, max_batch=max_batch
         )
         self._listener_task: asyncio.Task[None] | None = None
         self._wakeups = RunWakeups()
@@ -272,8 +254,7 @@ class PostgresStore(SQLLog):
         #: Rate-limit counts shared by every process on this database (a WindowCounter).
         self.rate_windows = PostgresRateWindows(self)
         #: The writer's recent transactions: seconds each, and events each (for benchmarks).
-        self.commit_times: collections.deque[float] = collections.deque(maxlen=100_000)
-        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=100_000)
+        self.commit_times, self.batch_sizes = self._writer.commit_times, self._writer.batch_sizes
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgresStore:
@@ -446,7 +427,7 @@ class PostgresStore(SQLLog):
             return StoreError("the PostgreSQL store is not open: `await store.open()` first")
         return StoreError("the store closed during the append; it may or may not be written")
 
-    async def _commit(self, batch: list[_Append]) -> None:
+    async def _commit(self, batch: list[_Append]) -> int:
         """The writer's batch in one transaction (retried on a lost connection); then its callers and
         waiters hear of it."""
         attempt = 0
@@ -460,16 +441,13 @@ class PostgresStore(SQLLog):
                 async with conn.transaction():
                     await self._commit_in(conn, batch, retried=attempt > 1)
 
-        started = asyncio.get_running_loop().time()
+        failed: Exception | None = None
         try:
             await self._retry(once)
         except Exception as exc:  # the whole batch failed: each caller gets the error
+            failed = exc
             for request in batch:
                 request.error = request.error or exc
-        else:
-            self.commit_times.append(asyncio.get_running_loop().time() - started)
-            observe.current.store_commit(store="postgresql", seconds=self.commit_times[-1])
-            self.batch_sizes.append(sum(len(r.events) for r in batch if r.error is None))
         for request in batch:
             if not request.future.done():
                 if request.error is not None:
@@ -481,6 +459,9 @@ class PostgresStore(SQLLog):
                 self._wakeups.notify(request.run_id, request.events[-1].seq)
         if any(r.enqueue and r.error is None for r in batch):
             self._work.set()
+        if failed is not None:
+            raise failed  # (every caller has its answer)
+        return sum(len(r.events) for r in batch if r.error is None)
 
     async def _commit_in(self, conn: asyncpg.Connection, batch: list[_Append], *, retried: bool) -> None:
         """The batch's transaction: lock its runs, create the new ones, decide (sql_log.decide, with

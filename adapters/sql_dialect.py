@@ -56,6 +56,11 @@ class Dialect:
     first_created_at: str
     #: What orders an app's webhook registrations oldest first.
     webhook_order: str
+    #: The column types of a listing time and of an instant, and what ends the CREATE TABLE of a
+    #: table stored in its key's order.
+    time_type: str
+    instant_type: str
+    keyed_table: str
 
     def table(self, name: str) -> str:
         return self.prefix + name
@@ -103,6 +108,9 @@ SQLITE = Dialect(
     # SQLite gives the bare column of the row holding MIN(position) (one per status group).
     first_created_at="created_at",
     webhook_order="rowid",
+    time_type="TEXT",
+    instant_type="INTEGER",
+    keyed_table=" WITHOUT ROWID",
 )
 
 POSTGRESQL = Dialect(
@@ -121,6 +129,9 @@ POSTGRESQL = Dialect(
     ended_param=_same,
     first_created_at="(array_agg(created_at ORDER BY position))[1]",
     webhook_order="position",
+    time_type="timestamptz",
+    instant_type="timestamptz",
+    keyed_table="",
 )
 
 

@@ -199,6 +199,44 @@ def webhook_from_row(row: Sequence[Any], dialect: Dialect) -> WebhookRegistratio
     )
 
 
+def log_tables(d: Dialect) -> dict[str, str]:
+    """The CREATE TABLE (IF NOT EXISTS) of the tables every SQL store has alike, by name; each
+    store adds its runs table, its indexes and its own tables."""
+    return {
+        "events": f"""CREATE TABLE IF NOT EXISTS {d.table("events")} (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    {d.event_time_column} {d.instant_type} NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+){d.keyed_table}""",
+        "snapshots": f"""CREATE TABLE IF NOT EXISTS {d.table("snapshots")} (
+    run_id TEXT PRIMARY KEY,
+    last_seq INTEGER NOT NULL,
+    state TEXT NOT NULL
+)""",
+        "idempotency": f"""CREATE TABLE IF NOT EXISTS {d.table("idempotency")} (
+    principal TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    {d.key_time_column} {d.instant_type} NOT NULL,
+    PRIMARY KEY (principal, scope, key)
+){d.keyed_table}""",
+        "sessions": f"""CREATE TABLE IF NOT EXISTS {d.table("sessions")} (
+    session_id TEXT PRIMARY KEY,
+    owner TEXT,
+    created_at {d.time_type},
+    expires_at {d.time_type},
+    ended_at {d.time_type},
+    metadata TEXT NOT NULL,
+    data TEXT NOT NULL
+)""",
+    }
+
+
 def schema_steps(
     found: int | None,
     known: int,
@@ -628,6 +666,7 @@ __all__ = [
     "Statements",
     "decide",
     "decode_event",
+    "log_tables",
     "schema_steps",
     "event_data",
     "new_summary",

@@ -17,7 +17,6 @@ writes a given file at a time (`shared = False`). Needs asyncio.
 from __future__ import annotations
 
 import asyncio
-import collections
 import sqlite3
 from collections.abc import Sequence
 from datetime import timezone
@@ -27,7 +26,6 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from runengine import observe
 from runengine.adapters.db_thread import DatabaseThread
 from runengine.adapters.group_commit import GroupCommit
 from runengine.adapters.log_cache import CommittedCache
@@ -40,6 +38,7 @@ from runengine.adapters.sql_log import (
     check_text,
     decide,
     decode_event,
+    log_tables,
     schema_steps,
     summary_from_row,
 )
@@ -54,15 +53,9 @@ from runengine.wire import state_to_json
 
 SCHEMA_VERSION = 4
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    run_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    type TEXT NOT NULL,
-    at_us INTEGER NOT NULL,
-    data TEXT NOT NULL,
-    PRIMARY KEY (run_id, seq)
-) WITHOUT ROWID;
+_TABLES = log_tables(SQLITE)
+_SCHEMA = f"""
+{_TABLES["events"]};
 CREATE TABLE IF NOT EXISTS runs (
     position INTEGER PRIMARY KEY,
     run_id TEXT NOT NULL UNIQUE,
@@ -78,30 +71,10 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_by_session ON runs (session_id, position);
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, position);
 CREATE INDEX IF NOT EXISTS runs_by_owner ON runs (owner, position);
-CREATE TABLE IF NOT EXISTS snapshots (
-    run_id TEXT PRIMARY KEY,
-    last_seq INTEGER NOT NULL,
-    state TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS idempotency (
-    principal TEXT NOT NULL,
-    scope TEXT NOT NULL,
-    key TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    created_us INTEGER NOT NULL,
-    PRIMARY KEY (principal, scope, key)
-) WITHOUT ROWID;
+{_TABLES["snapshots"]};
+{_TABLES["idempotency"]};
 CREATE INDEX IF NOT EXISTS idempotency_by_run ON idempotency (run_id);
-CREATE TABLE IF NOT EXISTS sessions (
-    session_id TEXT PRIMARY KEY,
-    owner TEXT,
-    created_at TEXT,
-    expires_at TEXT,
-    ended_at TEXT,
-    metadata TEXT NOT NULL,
-    data TEXT NOT NULL
-);
+{_TABLES["sessions"]};
 CREATE TABLE IF NOT EXISTS webhooks (
     webhook_id TEXT PRIMARY KEY,
     app_id TEXT NOT NULL,
@@ -263,15 +236,14 @@ class SQLiteStore(SQLLog):
         # With :memory: there is one connection: reads wait for the writer's transaction to end.
         self._txn_lock: asyncio.Lock | None = None
         self._writer: GroupCommit[Append | _Statement] = GroupCommit(
-            self._commit, name=f"sqlite writer {self.path}", closed=self._closed, flush_max=flush_max, window=self.flush_window
+            self._commit, store="sqlite", name=f"sqlite writer {self.path}", closed=self._closed, flush_max=flush_max, window=self.flush_window
         )
         #: What this store committed (the sole writer): summaries, snapshot-free runs, log tails
         #: (`tail_events` per run for `tail_runs` runs; 0 runs turns tails off).
         self._cache = CommittedCache(tail_events, tail_runs)
         self._wakeups = RunWakeups()
         #: Commit latencies (seconds) of recent batches and their sizes, for benchmarks.
-        self.commit_times: collections.deque[float] = collections.deque(maxlen=100_000)
-        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=100_000)
+        self.commit_times, self.batch_sizes = self._writer.commit_times, self._writer.batch_sizes
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SQLiteStore:
@@ -374,11 +346,10 @@ class SQLiteStore(SQLLog):
         counts: list[int] = await self._writer.submit(_Statement(statements, future, snapshot_of, deletes))
         return counts
 
-    async def _commit(self, batch: list[Append | _Statement]) -> None:
+    async def _commit(self, batch: list[Append | _Statement]) -> int:
         """One transaction for the whole batch; answer every future once it has committed."""
         db = self._writer_db
         assert db is not None and self._txn_lock is not None
-        started = asyncio.get_running_loop().time()
         appends = [item for item in batch if isinstance(item, Append)]
         statements = [item for item in batch if isinstance(item, _Statement)]
         async with self._txn_lock:
@@ -386,9 +357,6 @@ class SQLiteStore(SQLLog):
                 written = await db.call(_write_batch, appends, statements)
             except Exception as exc:  # the whole batch failed (I/O error, disk full ...): nothing written
                 raise exc if isinstance(exc, StoreError) else StoreError(f"SQLite write failed: {exc}") from exc
-        self.commit_times.append(asyncio.get_running_loop().time() - started)
-        observe.current.store_commit(store="sqlite", seconds=self.commit_times[-1])
-        self.batch_sizes.append(sum(len(item.events) for item in written.accepted))
         # Committed: now (and only now) the caches, the callers and the waiters hear of it.
         self._cache.committed(
             found=written.found,
@@ -415,6 +383,7 @@ class SQLiteStore(SQLLog):
                     item.future.set_result(outcome)
         for run_id in written.committed:
             self._wakeups.notify(run_id)
+        return sum(len(item.events) for item in written.accepted)
 
     # -- reads ------------------------------------------------------------------------
 
