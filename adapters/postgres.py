@@ -338,7 +338,7 @@ class PostgresStore(SQLLog):
     async def schema_current(self) -> bool:
         """Whether the database's schema is the version this runengine writes (readiness: another
         process of a newer version may have migrated it since this one opened it)."""
-        row = await self._fetchrow("SELECT max(version) FROM runengine_schema")
+        row = await self._fetch_one("SELECT max(version) FROM runengine_schema")
         return row is not None and row[0] == SCHEMA_VERSION
 
     def _require_pool(self) -> asyncpg.Pool:
@@ -392,18 +392,11 @@ class PostgresStore(SQLLog):
 
         return await self._retry(run)
 
-    async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        async def run() -> asyncpg.Record | None:
-            async with self._require_pool().acquire() as conn:
-                return await conn.fetchrow(sql, *args)
-
-        return await self._retry(run)
-
     # -- events: appends go through the writer task ---------------------------------
 
     async def append(self, run_id: str, events: Sequence[Event], *, expected_seq: int) -> None:
         check_append(run_id, events, expected_seq)
-        await self._submit(_Append(run_id, list(events), expected_seq))
+        await self._writer.submit(_Append(run_id, list(events), expected_seq))
 
     async def _append_for_queue(
         self,
@@ -417,10 +410,7 @@ class PostgresStore(SQLLog):
     ) -> None:
         """An append through the writer for the work queue: a queued run's first events
         (`enqueue`), or a leased run's next ones (fenced by `lease`). Checked by the caller."""
-        await self._submit(_Append(run_id, list(events), expected_seq, lease=lease, enqueue=enqueue, after=after))
-
-    async def _submit(self, request: _Append) -> None:
-        await self._writer.submit(request)
+        await self._writer.submit(_Append(run_id, list(events), expected_seq, lease=lease, enqueue=enqueue, after=after))
 
     def _closed(self) -> StoreError:
         if self._pool is None or self._closing:
@@ -515,7 +505,9 @@ class PostgresStore(SQLLog):
 
         decision = decide(batch, current, fenced)
         for request, outcome in zip(batch, decision.outcomes):
-            if isinstance(outcome, ConcurrencyConflict) and retried and await self._already_written(conn, request):
+            if isinstance(outcome, ConcurrencyConflict) and retried and request.written_as(
+                await conn.fetch(_SQL.read, request.run_id, request.expected_seq, len(request.events)), POSTGRESQL
+            ):
                 continue  # our earlier attempt committed before the connection dropped
             request.error = outcome
         accepted = [r for r in decision.accepted if isinstance(r, _Append)]
@@ -584,21 +576,6 @@ class PostgresStore(SQLLog):
         notes = [f"gone {rid}" for rid in gone] + (["work"] if queued or unblocked else [])
         if notes:
             await conn.execute("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", self.queue_channel, notes)
-
-    async def _already_written(self, conn: asyncpg.Connection, request: Append) -> bool:
-        """After a retry: are exactly these events in the log already (an earlier attempt committed)?"""
-        rows = await conn.fetch(
-            "SELECT seq, type, at, data FROM runengine_events WHERE run_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq",
-            request.run_id,
-            request.expected_seq,
-            request.events[-1].seq,
-        )
-        if len(rows) != len(request.events):
-            return False
-        return all(
-            row[0] == e.seq and row[1] == e.type and row[2] == e.at and row[3] == data
-            for row, e, data in zip(rows, request.events, request.data)
-        )
 
     # -- live tails -------------------------------------------------------------------
 

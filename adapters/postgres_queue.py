@@ -24,8 +24,7 @@ _T = TypeVar("_T")
 
 
 class QueueHost(Protocol):
-    """What the queue uses of its PostgresStore (declared here, so neither module imports the other's
-    class): its pool, retries, reads, writer and wake-ups."""
+    """What the queue uses of its PostgresStore (so this module does not import it)."""
 
     queue_channel: str
     _work: asyncio.Event
@@ -37,7 +36,7 @@ class QueueHost(Protocol):
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[asyncpg.Record]: ...
 
-    async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None: ...
+    async def _fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Sequence[Any] | None: ...
 
     async def _append_for_queue(
         self, run_id: str, events: Sequence[Event], expected_seq: int, *, lease: Lease | None = None,
@@ -98,7 +97,7 @@ class PostgresWorkQueue:
 
     async def depth(self) -> tuple[int, int]:
         """(queued, claimed): runs waiting for a worker, runs a worker holds; reported to observers."""
-        row = await self._store._fetchrow(
+        row = await self._store._fetch_one(
             "SELECT count(*) FILTER (WHERE NOT claimed), count(*) FILTER (WHERE claimed) FROM runengine_queue"
         )
         assert row is not None
@@ -140,7 +139,7 @@ class PostgresWorkQueue:
     async def wait_for_work(self, timeout: float) -> None:
         work = self._store._work
         # No notice comes when a delayed run's start_at arrives: wake for the earliest one.
-        row = await self._store._fetchrow(
+        row = await self._store._fetch_one(
             "SELECT extract(epoch FROM min(not_before) - clock_timestamp()) FROM runengine_queue"
             " WHERE NOT claimed AND not_before > clock_timestamp()"
         )
@@ -164,10 +163,8 @@ class PostgresWorkQueue:
         if store._lost.get(lease.run_id) is event:  # woken by a re-listen: arm a fresh one
             store._lost[lease.run_id] = asyncio.Event()
         # A wake-up is a hint: the queue row says whether we still hold the run.
-        row = await store._fetchrow(
-            "SELECT 1 FROM runengine_queue WHERE run_id = $1 AND token = $2::uuid AND claimed",
-            lease.run_id,
-            lease.token,
+        row = await store._fetch_one(
+            "SELECT 1 FROM runengine_queue WHERE run_id = $1 AND token = $2::uuid AND claimed", (lease.run_id, lease.token)
         )
         if row is None:
             store._lost.pop(lease.run_id, None)
@@ -176,10 +173,9 @@ class PostgresWorkQueue:
 
     async def held(self, lease: Lease) -> bool:
         """Whether `lease` is still held (token current and not expired), by the database clock."""
-        row = await self._store._fetchrow(
+        row = await self._store._fetch_one(
             "SELECT 1 FROM runengine_queue WHERE run_id = $1 AND token = $2::uuid AND claimed"
             " AND lease_until > clock_timestamp()",
-            lease.run_id,
-            lease.token,
+            (lease.run_id, lease.token),
         )
         return row is not None

@@ -413,6 +413,14 @@ class Append:
         self.future = future
         self.error: BaseException | None = None
 
+    def written_as(self, rows: Sequence[Sequence[Any]], dialect: Dialect) -> bool:
+        """Whether `rows` (Statements.read of its run after expected_seq, as many as its events)
+        are exactly this append's events: after a retry, an earlier attempt committed it."""
+        return len(rows) == len(self.events) and all(
+            row[0] == e.seq and row[1] == e.type and dialect.instant_value(row[2]) == e.at and row[3] == data
+            for row, e, data in zip(rows, self.events, self.data)
+        )
+
 
 @attrs.define
 class Decision:
@@ -494,6 +502,10 @@ class SQLLog:
     async def _transaction(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
         """Run `statements` in one transaction; the rows each changed."""
         raise NotImplementedError
+
+    async def _fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Sequence[Any] | None:
+        rows = await self._fetch(sql, params)
+        return rows[0] if rows else None
 
     # -- the log -----------------------------------------------------------------------------
 
