@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any, Self
 
@@ -412,6 +412,17 @@ class Append:
         self.expected_seq = expected_seq
         self.future = future
         self.error: BaseException | None = None
+
+    def as_read(self, dialect: Dialect) -> list[Event]:
+        """Its events exactly as a read of the stored rows gives them back (to cache them): the
+        event itself when that reads back equal (a token delta in UTC), else the decoded row."""
+        return [
+            event
+            if type(event) is MessageDelta and event.at.tzinfo is timezone.utc and type(event.content) is str
+            and type(event.message_id) is str
+            else decode_event(self.run_id, event.seq, event.type, dialect.instant_value(dialect.instant_param(event.at)), data)
+            for event, data in zip(self.events, self.data)
+        ]
 
     def written_as(self, rows: Sequence[Sequence[Any]], dialect: Dialect) -> bool:
         """Whether `rows` (Statements.read of its run after expected_seq, as many as its events)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Sequence
-from datetime import timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,7 +28,7 @@ import anyio
 from runengine.adapters.db_thread import DatabaseThread
 from runengine.adapters.group_commit import GroupCommit
 from runengine.adapters.log_cache import CommittedCache
-from runengine.adapters.sql_dialect import ENDED_STATUSES, SQLITE, from_micros
+from runengine.adapters.sql_dialect import ENDED_STATUSES, SQLITE
 from runengine.adapters.sql_log import (
     IN_CHUNK,
     Append,
@@ -37,7 +36,6 @@ from runengine.adapters.sql_log import (
     Statements,
     check_text,
     decide,
-    decode_event,
     log_tables,
     schema_steps,
     summary_from_row,
@@ -132,7 +130,6 @@ _UPSERT_RUN = (
 _SQL = Statements(SQLITE)
 _DELTA = MessageDelta.type
 _SYNCHRONOUS = ("FULL", "NORMAL")
-_UTC = timezone.utc
 
 #: Defaults chosen from benchmarks/bench_sqlite.py (see docs/sqlite.md): no extra wait.
 #: The engine's RunWriter already waits its own window per run, so appends arrive as
@@ -150,16 +147,6 @@ TAIL_RUNS = 128
 
 def _fetchall(raw: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
     return raw.execute(sql, params).fetchall()
-
-
-def _same_after_storing(event: Event) -> bool:
-    """True when reading the event back would give an equal event (so the tail cache may keep it)."""
-    return (
-        type(event) is MessageDelta
-        and event.at.tzinfo is _UTC
-        and type(event.content) is str
-        and type(event.message_id) is str
-    )
 
 
 def _summary_row(s: RunSummary) -> tuple[Any, ...]:
@@ -363,16 +350,7 @@ class SQLiteStore(SQLLog):
             summaries=written.committed.values(),
             snapshot_free=written.snapshot_free,
             snapshots=[s.snapshot_of for s in statements if s.snapshot_of is not None],
-            # exactly what a database read would give: the event itself when reading it back
-            # gives an equal one (token deltas), else the decoded row
-            tails=[
-                (item.run_id, item.expected_seq + 1, [
-                    event if _same_after_storing(event)
-                    else decode_event(item.run_id, event.seq, event.type, from_micros(micros(event.at)), data)
-                    for event, data in zip(item.events, item.data)
-                ])
-                for item in written.accepted
-            ],
+            tails=[(item.run_id, item.expected_seq + 1, item.as_read(SQLITE)) for item in written.accepted],
             deleted=[s.deletes for s in statements if s.deletes is not None],
         )
         for item, outcome in zip([*appends, *statements], [*written.outcomes, *written.results]):
