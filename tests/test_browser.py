@@ -275,6 +275,21 @@ async def test_an_option_the_agent_offers_is_a_button_that_answers(browser, site
     assert not await page.is_visible("#ask")
     await assert_page_shows_the_store_log(page, site.api, run_id)
 
+    # A request that is plain text is the question itself; no options: no buttons but Send.
+    @site.engine.agent("asker")
+    async def asker(ctx: Any) -> Any:
+        return await ctx.ask("Which colour?")
+
+    run_id = await start_run(site.api, "asker")
+    await page.goto(f"{site.url}#/runs/{run_id}")
+    await page.wait_for_selector("#ask", state="visible", timeout=WAIT)
+    assert await page.inner_text("#ask-question") == "Which colour?"
+    assert await page.eval_on_selector_all("#ask button", "els => els.map(e => e.textContent)") == ["Send input"]
+    await page.fill("#ask-input", "teal")
+    await page.click("#ask-send")
+    await page.wait_for_function("window.runengine.done", timeout=WAIT)
+    assert (await site.api.get(f"/runs/{run_id}")).json()["output"] == "teal"
+
 
 @pytest.mark.anyio
 async def test_the_list_shows_runs_pages_and_updates_live(browser, site: Site) -> None:
