@@ -1,8 +1,9 @@
 """The console page in headless Chromium (Debian's, driven by Playwright): start runs and watch
 them stream, the live list of runs, a run opened by id (a reload mid-stream resumes after the
 last seq it rendered: no gap, no duplicate), a forced disconnect (the reconnecting indicator, then
-recovery), cancel and input, and an API key sent as `Authorization: Bearer`. Writes the
-screenshot docs/console.png."""
+recovery), cancel and input (typed, or a button per option the agent offers), an API key sent as
+`Authorization: Bearer`, and a Pydantic AI run whose long step results fold and wrap: nothing
+wider than its column. Writes the screenshot docs/console.png."""
 
 from __future__ import annotations
 
@@ -13,9 +14,15 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
+import json
+from typing import Any
+
 import attrs
 import httpx
 import pytest
+from pydantic_ai import Agent
+from pydantic_ai.messages import ModelMessage, ToolReturnPart
+from pydantic_ai.models.function import AgentInfo, DeltaThinkingPart, DeltaToolCall, FunctionModel
 
 from httpkit import TcpProxy, add_test_agents, full_log, serve, wait_status
 from runengine import RunEngine
@@ -24,6 +31,7 @@ from runengine.demo import register_demo_agents
 from runengine.events import (
     MessageCompleted, MessageDelta, MessageDiscarded, RunCompleted, RunCreated, RunStarted,
 )
+from runengine.integrations.pydantic_ai import MODEL_STEP, agent_from_pydantic_ai
 from runengine.logfile import import_run
 from runengine.http.auth import AuthHook
 
@@ -37,6 +45,26 @@ ARGS = [
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "console.png"
 WAIT = 30_000  # ms: an upper bound for a condition, never a pause
 RENDERED_SEQS = "Array.from(document.querySelectorAll('#log [data-seq]'), e => Number(e.dataset.seq))"
+#: What sticks out sideways: the page wider than the window, or an element of the run's rendered
+#: view, event log or question past its column's edges (or a column scrolling sideways). [] when
+#: nothing does.
+OVERFLOWS = """() => {
+  const out = [];
+  const page = document.documentElement;
+  if (page.scrollWidth > page.clientWidth) out.push(`page: ${page.scrollWidth} > ${page.clientWidth}`);
+  for (const column of document.querySelectorAll('#transcript, #log, #ask')) {
+    const edge = column.getBoundingClientRect();
+    if (edge.right > page.clientWidth) out.push(`#${column.id} ends at ${edge.right} > ${page.clientWidth}`);
+    if (column.scrollWidth > column.clientWidth) out.push(`#${column.id} scrolls: ${column.scrollWidth} > ${column.clientWidth}`);
+    for (const element of column.querySelectorAll('*')) {
+      const box = element.getBoundingClientRect();
+      if (box.width && (box.left < edge.left - 1 || box.right > edge.right + 1)) {
+        out.push(`${element.tagName}.${element.className} in #${column.id}: ${box.left}..${box.right} outside ${edge.left}..${edge.right}`);
+      }
+    }
+  }
+  return out;
+}"""
 
 
 ANYIO_BACKENDS = ("asyncio",)  # uvicorn, playwright's async API
@@ -165,6 +193,102 @@ async def test_pizza_and_approval_in_the_page(browser, site: Site) -> None:
     SCREENSHOT.parent.mkdir(exist_ok=True)
     await page.screenshot(path=str(SCREENSHOT), full_page=True)
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+#: Long values with no place to break a line, as real runs record them (a signed URL, a digest).
+LONG_URL = "https://files.example.com/report?sig=" + "a1B2c3D4e5" * 40
+DIGEST = "sha256:" + "f00dcafe" * 40
+
+
+def pydantic_ai_reader() -> Agent[None, str]:
+    """A Pydantic AI agent on FunctionModel (offline): thinks, fetches LONG_URL with a tool whose
+    result is DIGEST, then answers with both; each model response is a recorded step."""
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
+        returns = [p for m in messages for p in m.parts if isinstance(p, ToolReturnPart)]
+        if not returns:
+            yield {0: DeltaThinkingPart(content="I should fetch the report first.")}
+            yield {1: DeltaToolCall(name="fetch", json_args=json.dumps({"url": LONG_URL}), tool_call_id="call_fetch")}
+        else:
+            for piece in ["Fetched ", LONG_URL, ": its digest is ", str(returns[-1].content), "."]:
+                yield piece
+
+    agent = Agent(FunctionModel(stream_function=model))
+
+    @agent.tool_plain
+    def fetch(url: str) -> str:
+        return DIGEST
+
+    return agent
+
+
+@pytest.mark.anyio
+async def test_a_pydantic_ai_run_folds_its_steps_and_nothing_overflows(browser, site: Site) -> None:
+    site.engine.agents.add(agent_from_pydantic_ai(pydantic_ai_reader(), name="reader"))
+    run_id = await start_run(site.api, "reader", "Summarise the report")
+    page = await browser.new_page(viewport={"width": 1360, "height": 820})
+    await page.goto(f"{site.url}#/runs/{run_id}")
+    await page.wait_for_function("window.runengine.done", timeout=WAIT)
+    assert await page.inner_text("#status") == "completed"
+    messages = await page.eval_on_selector_all("[data-message]", "els => els.map(e => e.textContent)")
+    assert messages == [f"Fetched {LONG_URL}: its digest is {DIGEST}."]
+    await assert_page_shows_the_store_log(page, site.api, run_id)
+    assert await page.evaluate(OVERFLOWS) == []
+
+    # Each model response is a step, folded: one line naming it, its recorded result behind it.
+    steps = await page.eval_on_selector_all(
+        "#transcript details.step, #transcript .step details", "els => els.map(e => [e.open, e.querySelector('summary').textContent])"
+    )
+    assert steps == [[False, f"step {MODEL_STEP}"]] * 2
+    # The long JSON payloads in the event log are folded too; the short ones are plain text.
+    assert await page.eval_on_selector_all("#log .data details", "els => els.length") >= 2
+
+    # Opened, a step's result wraps in its column; so does every folded value, at any window width.
+    await page.click("#transcript .step summary")
+    assert LONG_URL in await page.inner_text("#transcript .step pre")
+    for summary in await page.query_selector_all("#log .data summary"):
+        await summary.click()
+    assert await page.evaluate(OVERFLOWS) == []
+    for width in (1024, 800, 1600):
+        await page.set_viewport_size({"width": width, "height": 820})
+        assert await page.evaluate(OVERFLOWS) == [], width
+    # Wider columns than the old 170 px: the data of an event has most of the log's width.
+    data_width = await page.eval_on_selector("#log [data-seq='1'] .data", "e => e.getBoundingClientRect().width")
+    log_width = await page.eval_on_selector("#log", "e => e.clientWidth")
+    assert data_width >= 0.8 * log_width
+
+
+@pytest.mark.anyio
+async def test_an_option_the_agent_offers_is_a_button_that_answers(browser, site: Site) -> None:
+    run_id = await start_run(site.api, "approval", "release 4")
+    page = await browser.new_page()
+    await page.goto(f"{site.url}#/runs/{run_id}")
+    await page.wait_for_selector("#ask", state="visible", timeout=WAIT)
+    assert await page.inner_text("#ask-question") == "Approve: release 4?"
+    buttons = await page.eval_on_selector_all("#ask-options button", "els => els.map(e => e.textContent)")
+    assert buttons == ["yes", "no"]  # the request's options, in order
+    assert await page.evaluate(OVERFLOWS) == []
+    await page.click("#ask-options button:text-is('no')")
+    await page.wait_for_function("window.runengine.done", timeout=WAIT)
+    run = (await site.api.get(f"/runs/{run_id}")).json()
+    assert run["status"] == "completed" and run["output"] == {"approved": False, "answer": "no"}
+    assert not await page.is_visible("#ask")
+    await assert_page_shows_the_store_log(page, site.api, run_id)
+
+    # A request that is plain text is the question itself; no options: no buttons but Send.
+    @site.engine.agent("asker")
+    async def asker(ctx: Any) -> Any:
+        return await ctx.ask("Which colour?")
+
+    run_id = await start_run(site.api, "asker")
+    await page.goto(f"{site.url}#/runs/{run_id}")
+    await page.wait_for_selector("#ask", state="visible", timeout=WAIT)
+    assert await page.inner_text("#ask-question") == "Which colour?"
+    assert await page.eval_on_selector_all("#ask button", "els => els.map(e => e.textContent)") == ["Send input"]
+    await page.fill("#ask-input", "teal")
+    await page.click("#ask-send")
+    await page.wait_for_function("window.runengine.done", timeout=WAIT)
+    assert (await site.api.get(f"/runs/{run_id}")).json()["output"] == "teal"
 
 
 @pytest.mark.anyio

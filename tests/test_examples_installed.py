@@ -217,3 +217,27 @@ def wait_for_agents(client: httpx.Client, process: subprocess.Popen[str], timeou
             pass  # not listening yet
         assert time.monotonic() < deadline, "the example never answered"
         time.sleep(0.1)
+
+
+@pytest.mark.parametrize("where", ["root", "elsewhere"])
+def test_the_installed_server_runs_from_the_root_and_from_another_folder(where: str, venv: Path, tmp_path: Path) -> None:
+    """`runengine serve` of a normal install, started in the repository root (where ./runengine,
+    without the adapters/ folder that installs as runengine.adapters, comes first on the path of
+    `python -m`) and in another folder, serves the demo agents and completes a run."""
+    port = free_port()
+    env = {**os.environ, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", "VIRTUAL_ENV": str(venv)}
+    env.pop("PYTHONPATH", None)
+    store = f"sqlite:///{tmp_path / 'served.db'}"
+    argv = [str(venv / "bin" / "python"), "-m", "runengine.adapters.cli", "serve", "--store", store, "--port", str(port)]
+    cwd = ROOT if where == "root" else tmp_path
+    process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}/", timeout=30.0) as client:
+            assert "echo" in wait_for_agents(client, process)
+            run = client.post("runs", json={"agent": "echo", "input": f"served from the {where}"}).json()
+            assert run["status"] == "completed", run
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, f"{' '.join(argv)}:\n{output}"
+    assert "Traceback" not in output, output

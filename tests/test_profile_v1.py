@@ -1,7 +1,9 @@
 """The /v1 profile (seed 004, Threads/Runs API) over real HTTP, written from the seed's text: create
 (201 run_id + trace_id) and list runs per thread and globally with every listed field, paging with
 `before`, get, `:cancel`, interactive input (32 KB), the SSE stream with seq, after_seq and a client
-that reconnects with Last-Event-ID, and authentication (401) and ownership (404) on every route."""
+that reconnects with Last-Event-ID, and authentication (401) and ownership (404) on every route.
+Beyond the seed: what a waiting run asks for (`x_runengine_waiting_for`), JSON input (a Pydantic AI
+approval), and a persona_id whose version the agent does not have, refused."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from runengine.adapters.server import build_app
 from runengine.context import RunContext
 from runengine.engine import RunEngine
 from runengine.http.auth import Principal
+from runengine.integrations.pydantic_ai import agent_from_pydantic_ai
 
 #: Every field the seed lists for a row of GET /v1/runs.
 SEED_ROW_FIELDS = {
@@ -28,6 +31,8 @@ SEED_ROW_FIELDS = {
     "total_output_tokens", "total_cost_usd", "duration_ms", "cache_hit_rate", "credits_used",
     "created_at", "completed_at", "failed_at", "created_by_user_id", "created_by_user_name", "created_by_email",
 }
+#: The extension field (not in the seed) on a run row and detail: what a waiting run asks for.
+WAITING_FOR = "x_runengine_waiting_for"
 #: The fields the seed lists for GET /v1/runs/{run_id}.
 SEED_DETAIL_FIELDS = {"run_id", "org_id", "thread_id", "created_by_user_id", "status", "created_at", "trace_id"}
 ALICE = Principal(id="u-alice", org_id="org-1", user_name="alice", email="alice@example.com")
@@ -44,7 +49,7 @@ def users(headers: Any) -> Any:
 def make_engine() -> RunEngine:
     engine = demo_engine()
 
-    @engine.agent("meta")
+    @engine.agent("meta", version="3")
     async def meta(ctx: RunContext) -> dict[str, Any]:
         await ctx.usage(input_tokens=10, output_tokens=4, cost=0.25)
         return {"input": ctx.input, "route_id": ctx.metadata.get("route_id")}
@@ -140,7 +145,7 @@ async def test_create_list_and_get_in_the_seed_shapes() -> None:
 
         rows = {r["run_id"]: r for r in (await client.get("/runs")).json()}
         assert set(rows) == {run_id, bare.json()["run_id"], meta_id, failed, keyed[0].json()["run_id"]}
-        assert all(set(r) == SEED_ROW_FIELDS for r in rows.values())
+        assert all(set(r) == SEED_ROW_FIELDS | {WAITING_FOR} and r[WAITING_FOR] is None for r in rows.values())
         echo, figures, fail = rows[run_id], rows[meta_id], rows[failed]
         assert echo["total_input_tokens"] is None and echo["total_cost_usd"] is None  # no usage reported
         assert (figures["total_input_tokens"], figures["total_output_tokens"], figures["total_cost_usd"]) == (10, 4, 0.25)
@@ -180,11 +185,11 @@ async def test_paging_with_before_lists_every_run_once() -> None:
 @pytest.mark.anyio
 async def test_input_while_waiting_within_32_kb_and_cancel() -> None:
     async with v1() as (_, client):
-        run_id = (await client.post("/threads/t/runs", json={"persona_id": "approval@1", "input": "ship"})).json()["run_id"]
+        run_id = (await client.post("/threads/t/runs", json={"persona_id": "approval", "input": "ship"})).json()["run_id"]
         await wait_for(client, run_id, "waiting_for_input")
         too_big = await client.post(f"/runs/{run_id}/input", json={"content": "x" * (32 * 1024 + 1)})
         assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "payload_too_large"
-        for bad in ({"content": 1}, {}, {"content": "yes", "extra": 1}):
+        for bad in ({"content": None}, {}, {"content": "yes", "extra": 1}):
             response = await client.post(f"/runs/{run_id}/input", json=bad)
             assert response.status_code == 400 and set(response.json()) == {"error"}
         assert (await client.get(f"/runs/{run_id}")).json()["status"] == "waiting_for_input"  # nothing changed
@@ -202,6 +207,71 @@ async def test_input_while_waiting_within_32_kb_and_cancel() -> None:
         assert events[-1]["type"] == "run.cancelled"
         assert (await client.post(f"/runs/{sleeping}:cancel")).json() == {"ok": True}  # again: as it is
         assert (await client.post("/runs/none-such:cancel")).status_code == 404
+
+
+@pytest.mark.anyio
+async def test_a_waiting_run_says_what_it_asks_for() -> None:
+    """The seed has no field for it: `x_runengine_waiting_for` holds what the agent's ctx.ask asked,
+    on the run and in the listing, null once it goes on; the document describes it."""
+    async with v1() as (_, client):
+        run_id = (await client.post("/threads/t/runs", json={"persona_id": "approval", "input": "ship v2"})).json()["run_id"]
+        detail = await wait_for(client, run_id, "waiting_for_input")
+        asked = {"question": "Approve: ship v2?", "options": ["yes", "no"]}
+        assert detail[WAITING_FOR] == asked
+        [row] = (await client.get("/runs", params={"status": "waiting_for_input"})).json()
+        assert row[WAITING_FOR] == asked
+        assert (await client.post(f"/runs/{run_id}/input", json={"content": "yes"})).json() == {"ok": True}
+        assert (await wait_for(client, run_id, "completed"))[WAITING_FOR] is None
+        schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
+        for shape in ("RunRow", "RunDetail"):
+            assert WAITING_FOR in schemas[shape]["properties"], shape
+            assert "waiting_for_input" in schemas[shape]["properties"][WAITING_FOR]["description"]
+
+
+@pytest.mark.anyio
+async def test_input_may_be_json_as_a_pydantic_ai_approval_takes_it() -> None:
+    """docs/integrations.md: an approval is `true`, "yes" or {"approved": true}, a deferred tool's
+    input is its result: /v1 takes any JSON value but null as `content` (a string, as the seed has it,
+    too), and counts 32 KB of its JSON."""
+    from test_integration_pydantic_ai import approval_agent
+
+    ran: list[str] = []
+    async with v1() as (engine, client):
+        engine.agents.add(agent_from_pydantic_ai(approval_agent(ran), name="guarded"))
+        run_id = (await client.post("/threads/t/runs", json={"persona_id": "guarded", "input": "clean up"})).json()["run_id"]
+        await wait_for(client, run_id, "waiting_for_input")
+        null = await client.post(f"/runs/{run_id}/input", json={"content": None})
+        assert null.status_code == 400 and null.json()["error"]["details"]["field"] == "content"
+        assert "any JSON value but null" in null.json()["error"]["message"]
+        too_big = await client.post(f"/runs/{run_id}/input", json={"content": {"approved": True, "note": "x" * 32 * 1024}})
+        assert too_big.status_code == 413 and too_big.json()["error"]["details"]["limit_bytes"] == 32 * 1024
+        assert (await client.get(f"/runs/{run_id}")).json()["status"] == "waiting_for_input" and ran == []
+
+        approved = await client.post(f"/runs/{run_id}/input", json={"content": {"approved": True}})
+        assert approved.status_code == 200 and approved.json() == {"ok": True}
+        weather = {"city": "Oslo", "sky": "rain", "celsius": 3}
+        with anyio.fail_after(20):  # the deferred tool's turn: its result comes as JSON too
+            while (await client.get(f"/runs/{run_id}")).json()[WAITING_FOR].get("tool") != "weather":
+                await anyio.sleep(0.02)
+        assert (await client.post(f"/runs/{run_id}/input", json={"content": weather})).status_code == 200
+        await wait_for(client, run_id, "completed")
+        state = await engine.status(run_id)
+        assert ran == ["/tmp/x"] and list(state.inputs) == [{"approved": True}, weather]
+
+
+@pytest.mark.anyio
+async def test_a_persona_version_the_agent_does_not_have_is_refused() -> None:
+    """persona_id "key@version" runs the agent `key` at that version only: an agent with no version,
+    or another one, is answered 404 with what to send instead, and nothing is created."""
+    async with v1() as (engine, client):
+        for persona, says in (("approval@1", "has no version"), ("meta@2", "is at version '3'")):
+            refused = await client.post("/threads/t/runs", json={"persona_id": persona})
+            assert refused.status_code == 404, (persona, refused.text)
+            error = refused.json()["error"]
+            assert says in error["message"] and error["details"]["field"] == "persona_id", error
+        assert (await engine.list_runs()).runs == ()
+        for persona in ("meta@3", "meta", "approval"):
+            assert (await client.post("/threads/t/runs", json={"persona_id": persona})).status_code == 201, persona
 
 
 @pytest.mark.anyio

@@ -130,7 +130,7 @@ async def build_world(alice: httpx.AsyncClient, bob: httpx.AsyncClient) -> World
     assert r.status_code == 201, r.text
     w.webhook_id = r.json()["webhook_id"]
     # /v1 (seed 004): a run waiting for input in Alice's thread
-    r = await alice.post(f"/v1/threads/{w.v1_thread}/runs", json={"persona_id": "approval@1", "input": "refund"},
+    r = await alice.post(f"/v1/threads/{w.v1_thread}/runs", json={"persona_id": "approval", "input": "refund"},
                          headers={"idempotency-key": KEYS["v1"]})
     assert r.status_code == 201, r.text
     w.v1_run, w.v1_trace = r.json()["run_id"], r.json()["trace_id"]

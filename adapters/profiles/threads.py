@@ -3,17 +3,19 @@
     POST /threads/{thread_id}/runs      201 {"run_id", "trace_id"}; the run executes in the background
                                         (an Idempotency-Key header makes a retry get the same run)
     GET  /threads/{thread_id}/runs      [{"run_id", "status", "created_at"}]          ?limit=
-    GET  /runs                          [{every field the seed lists}]    ?limit= &before= &status=
+    GET  /runs                          [{every field the seed lists, x_runengine_waiting_for}]  ?limit= &before= &status=
     GET  /runs/{run_id}                 {"run_id", "org_id", "thread_id", "created_by_user_id", ...}
     POST /runs/{run_id}:cancel          {"ok": true}
-    POST /runs/{run_id}/input           {"content": "<at most 32 KB>"} -> {"ok": true} (waiting_for_input)
+    POST /runs/{run_id}/input           {"content": <a string or any JSON but null, 32 KB>} -> {"ok": true} (waiting_for_input)
     GET  /runs/{run_id}/events          SSE: `id: <seq>` + `data: {"seq","type","data","created_at"}`
     GET  /openapi.json                  this profile's OpenAPI document
 
 What the seed leaves open, fixed here: a thread is the run's session (begun by its first run,
-owned by its principal); `persona_id` "key@version" runs the agent named `key` (the version is
-kept in the run's metadata), no persona runs `default_agent`; the extension field `input` is
-the agent's `ctx.input`; `route_id` reaches the agent in `ctx.metadata`. The principal facts the
+owned by its principal); `persona_id` "key@version" runs the agent named `key` when it is at that
+version (`@engine.agent(key, version=...)`; another version, or none, is a 404), "key" whatever its
+version (the version is kept in the run's metadata), no persona runs `default_agent`; the extension field `input` is
+the agent's `ctx.input`, and an input's `content` may be any JSON value (the seed: a string);
+`route_id` reaches the agent in `ctx.metadata`. The principal facts the
 seed reports (`org_id`, `created_by_*`) are recorded in the run's metadata when it is created,
 so listings need no auth hook. docs/profiles.md has the event mapping and the field sources.
 """
@@ -45,7 +47,7 @@ from runengine.wire import dumps, event_data, format_time
 
 from .common import idempotency_key, invalid, request_fingerprint, request_owner
 from .native_openapi import STATUSES
-from .threads_openapi import SSE, threads_openapi
+from .threads_openapi import SSE, WAITING_FOR, threads_openapi
 
 #: The agent a run without `persona_id` gets (the demo agent under `runengine serve`).
 DEFAULT_AGENT = "echo"
@@ -110,6 +112,7 @@ def run_row(state: RunState) -> dict[str, Any]:
         "created_by_user_id": meta.get("created_by_user_id"),
         "created_by_user_name": meta.get("created_by_user_name"),
         "created_by_email": meta.get("created_by_email"),
+        WAITING_FOR: state.await_request,  # the reducer clears it when the run goes on or ends
     }
 
 
@@ -162,7 +165,8 @@ CREATE_RUN = Operation(
                 "persona_id": {
                     "type": ["string", "null"],
                     "maxLength": MAX_ID_LENGTH,
-                    "description": "persona_key@version: runs the agent named persona_key; empty: the default agent",
+                    "description": "persona_key@version: runs the agent named persona_key when it is at that version "
+                    "(another version, or none, is a 404); persona_key: at whatever version; empty: the default agent",
                 },
                 RUN_INPUT.name: RUN_INPUT.schema(),
             },
@@ -193,14 +197,21 @@ CANCEL_RUN = Operation(
 SUBMIT_INPUT = Operation(
     "submitInput",
     "Give input to a run in waiting_for_input",
-    # content is read by hand (a string; over the limit is a 413): stated here, once more.
+    # content is read by hand (`_input_content`; over the limit is a 413): stated here, once more.
     body=Body(
         "Input",
         {
             "type": "object",
             "required": ["content"],
             "additionalProperties": False,
-            "properties": {"content": {"type": "string", "description": f"at most {MAX_CONTENT_BYTES} bytes (UTF-8)"}},
+            "properties": {
+                "content": {
+                    "not": {"type": "null"},
+                    "description": f"a string (as in the seed), at most {MAX_CONTENT_BYTES} bytes of UTF-8; or, an "
+                    f"extension, any other JSON value but null, at most {MAX_CONTENT_BYTES} bytes as compact JSON "
+                    '(an approval: true, "yes" or {"approved": true}; a deferred tool: its result)',
+                }
+            },
         },
     ),
     replies={200: Reply("the input was recorded", "Ok")},
@@ -295,8 +306,18 @@ class ThreadsProfile:
         key, at, version = persona.partition("@")
         if not key or (at and not version) or len(persona) > MAX_ID_LENGTH or params.has_control_characters(persona):
             raise invalid("persona_id must be persona_key@version (or persona_key)", field="persona_id")
-        if self.engine.agents.get(key).metadata.get("internal"):  # unknown: AgentNotFound, a 404
+        spec = self.engine.agents.get(key)  # unknown: AgentNotFound, a 404
+        if spec.metadata.get("internal"):
             raise AgentNotFound(key)  # hidden agents are answered as missing
+        if version and version != spec.version:  # a version names what runs: never another one
+            has = "has no version" if spec.version is None else f"is at version {spec.version!r}"
+            instead = f"{key!r}" if spec.version is None else f"{key + '@' + spec.version!r} or {key!r}"
+            raise HttpError(
+                404,
+                "not_found",
+                f"no persona {persona!r}: agent {key!r} {has}; send persona_id {instead}",
+                {"field": "persona_id", "persona_id": persona, "agent": key, "version": spec.version},
+            )
         return key, version or None
 
     async def thread_runs(self, request: Request) -> Response:
@@ -343,17 +364,7 @@ class ThreadsProfile:
         state = await self._state(request)
         body = request.json_object()
         params.reject_unknown(body, ("content",))
-        content = body.get("content")
-        if not isinstance(content, str):
-            raise invalid("field 'content' is required and must be a string", field="content")
-        size = len(content.encode())
-        if size > MAX_CONTENT_BYTES:
-            raise HttpError(
-                413,
-                "payload_too_large",
-                f"content is {size} bytes; the limit is {MAX_CONTENT_BYTES} (32 KB)",
-                {"field": "content", "size_bytes": size, "limit_bytes": MAX_CONTENT_BYTES},
-            )
+        content = _input_content(body)
         await self.engine.resume(state.run_id, content)  # not waiting_for_input: 409
         return json_response({"ok": True})
 
@@ -378,6 +389,30 @@ class ThreadsProfile:
     async def openapi(self, request: Request) -> Response:
         declared = [(m, p, op) for m, p, op in self.router.declared() if op is not None]
         return json_response(threads_openapi(declared, auth=self.auth is not None, rate_limit=request.rate_limit))
+
+
+def _input_content(body: dict[str, Any]) -> Any:
+    """The input's `content`: the seed's string, or (an extension) any other JSON value but null, as
+    an approval (`true`, `{"approved": true}`) or a deferred tool's result takes it. The seed's 32 KB
+    counts a string's UTF-8 bytes, any other value's compact JSON."""
+    content = body.get("content")
+    if content is None:
+        raise invalid(
+            "field 'content' is required: a string, or any JSON value but null (e.g. true or {\"approved\": true})",
+            field="content",
+        )
+    try:
+        size = len(content.encode() if isinstance(content, str) else dumps(content).encode())
+    except RecursionError:
+        raise invalid("field 'content' is nested too deeply", field="content") from None
+    if size > MAX_CONTENT_BYTES:
+        raise HttpError(
+            413,
+            "payload_too_large",
+            f"content is {size} bytes; the limit is {MAX_CONTENT_BYTES} (32 KB)",
+            {"field": "content", "size_bytes": size, "limit_bytes": MAX_CONTENT_BYTES},
+        )
+    return content
 
 
 def _path_id(request: Request, name: str) -> str:

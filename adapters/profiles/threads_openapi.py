@@ -23,6 +23,10 @@ TEXT = {"type": ["string", "null"]}
 INT = {"type": ["integer", "null"]}
 NUMBER = {"type": ["number", "null"]}
 
+#: An extension (seed 004 has no field for it; the prefix keeps it apart from any field the seed
+#: may add): what a run in waiting_for_input asks for.
+WAITING_FOR = "x_runengine_waiting_for"
+
 ROW_FIELDS: dict[str, Any] = {
     "run_id": {"type": "string"},
     "org_id": TEXT,
@@ -42,6 +46,12 @@ ROW_FIELDS: dict[str, Any] = {
     "created_by_user_id": TEXT,
     "created_by_user_name": TEXT,
     "created_by_email": TEXT,
+    WAITING_FOR: {
+        "description": "extension (not in seed 004): while the run is waiting_for_input, what its agent asked for "
+        "(the request of ctx.ask, any JSON, e.g. {\"question\", \"options\"} or a Pydantic AI "
+        "{\"type\": \"approval\", \"tool\", \"arguments\", \"call_id\"}); null otherwise. "
+        "Answer it with POST /runs/{run_id}/input"
+    },
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -93,7 +103,7 @@ SSE = {
 ERRORS = {
     400: "invalid_request: malformed JSON, a wrong type, an unknown field or value",
     401: "authentication_error: missing or invalid credentials",
-    404: "not_found: no such run, thread or agent (or not visible to this principal)",
+    404: "not_found: no such run, thread, agent or agent version (or not visible to this principal)",
     409: "invalid_transition: the run's state does not allow this (input while not waiting_for_input)",
     413: "payload_too_large: the body, or an input's content, is over its limit",
     422: "idempotency_error: the Idempotency-Key was used with a different request",
@@ -119,4 +129,4 @@ def threads_openapi(
     )
 
 
-__all__ = ["threads_openapi"]
+__all__ = ["WAITING_FOR", "threads_openapi"]
