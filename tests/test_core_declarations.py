@@ -217,3 +217,21 @@ async def test_say_and_ask_do_not_freeze_the_state_per_call(monkeypatch: pytest.
         state = await engine.wait(run_id)
     assert state.status is Status.COMPLETED and state.output == "Ada" and len(state.messages) == steps
     assert len(freezes) < steps // 10, "say()/ask() froze the whole state on each call"
+
+
+def test_the_log_port_is_narrow_and_the_rest_are_ports_of_their_own() -> None:
+    # Issue 21: a third party writes at most ten methods for a store; sessions, idempotency
+    # records, ended-run listings and webhook registrations are small ports beside it.
+    from runengine.adapters.profiles.platform_webhook_store import WebhookStore
+    from runengine.idempotency import IdempotencyStore
+    from runengine.ports import EventStore, SessionStore
+    from runengine.retention import EndedRuns
+
+    def methods(port: type) -> set[str]:
+        return {name for name, value in vars(port).items() if inspect.isfunction(value) and not name.startswith("_")}
+
+    assert len(methods(EventStore)) <= 10, sorted(methods(EventStore))
+    others = [methods(port) for port in (SessionStore, IdempotencyStore, EndedRuns, WebhookStore)]
+    assert all(not (names & methods(EventStore)) for names in others)
+    store = MemoryStore()  # the full store declares every one of them
+    assert all(isinstance(store, port) for port in (EventStore, SessionStore, IdempotencyStore, EndedRuns, WebhookStore))
