@@ -1,7 +1,7 @@
 """Shared fixtures and settings. Test helpers live in tests/kit.py.
 
 Async tests run on both anyio backends; a module whose tests need one (I/O adapters on
-asyncio: uvicorn, aiosqlite, asyncpg) says so with `ANYIO_BACKENDS = ("asyncio",)`.
+asyncio: uvicorn, the SQLite store, asyncpg) says so with `ANYIO_BACKENDS = ("asyncio",)`.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from runengine.testing.conformance import StoreConformance, StoreFactory
 from webhook_store_conformance import WebhookStoreConformance
 
 
-ANYIO_BACKENDS = ("asyncio",)  # aiosqlite needs asyncio
+ANYIO_BACKENDS = ("asyncio",)  # the SQLite store needs asyncio
 
 
 class TestSQLiteFileConformance(StoreConformance, WebhookStoreConformance):

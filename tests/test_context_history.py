@@ -48,7 +48,7 @@ async def test_a_session_a_run_began_implicitly_is_on_ctx_with_its_id():
     await check_sessions_on_ctx(MemoryStore())
 
 
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiosqlite needs asyncio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the SQLite store needs asyncio
 async def test_a_session_a_run_began_implicitly_is_on_ctx_on_sqlite(tmp_path):
     await check_sessions_on_ctx(SQLiteStore(str(tmp_path / "runs.db")))
 

@@ -31,7 +31,7 @@ PHASE = 1_000
 CLIENTS = 8
 
 
-ANYIO_BACKENDS = ("asyncio",)  # uvicorn and aiosqlite
+ANYIO_BACKENDS = ("asyncio",)  # uvicorn and the SQLite store
 
 
 async def read_sse(response: httpx.Response, stop_after: int | None = None) -> int:

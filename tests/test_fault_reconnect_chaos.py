@@ -32,7 +32,7 @@ RUNS = 6
 DISCONNECTS = 1_000
 
 
-ANYIO_BACKENDS = ("asyncio",)  # uvicorn and aiosqlite
+ANYIO_BACKENDS = ("asyncio",)  # uvicorn and the SQLite store
 
 
 @pytest.mark.anyio

@@ -76,7 +76,7 @@ anyio.run(main)
 """
 
 
-ANYIO_BACKENDS = ("asyncio",)  # aiosqlite needs asyncio
+ANYIO_BACKENDS = ("asyncio",)  # the SQLite store needs asyncio
 
 
 def run_child_until_killed(path: Path, script: Path, kill_after: int) -> dict[str, int]:

@@ -21,7 +21,7 @@ from runengine.testing.conformance import T0, deltas, key_record, new_log, read_
 from runengine.testing.conformance import created as created_run
 
 
-ANYIO_BACKENDS = ("asyncio",)  # aiosqlite needs asyncio
+ANYIO_BACKENDS = ("asyncio",)  # the SQLite store needs asyncio
 
 
 def tables(path: Path) -> set[str]:
