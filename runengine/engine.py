@@ -446,13 +446,21 @@ class RunEngine:
                 created_at=self.clock(),
             )
             bound = await bind_key(self.store, key_record, ttl=self.idempotency_ttl, now=self.clock)
-            if bound is not None:
-                return await self._respond(bound, mode, after_seq=0)
+            if not bound.create:
+                return await self._respond(bound.run_id, mode, after_seq=0)
+            # The run an earlier request with this key bound it to, if it has not created it yet.
+            new_run_id = bound.run_id
+            key_record = attrs.evolve(key_record, run_id=new_run_id)
         try:
             state = await self._create_run(
                 new_run_id, spec.name, input, mode=mode, session_id=session_id, metadata=metadata,
-                timeout=timeout, owner=owner, policy=policy, start_at=start_at,
+                timeout=timeout, owner=owner, policy=policy, start_at=start_at, keyed=key_record is not None,
             )
+        except ConcurrencyConflict:
+            if key_record is None:
+                raise
+            # The other request holding this key (taken over from it, or by it) created the run.
+            return await self._respond(new_run_id, mode, after_seq=0)
         except BaseException:
             if key_record is not None:  # refused before the run existed: the key stays unused
                 with anyio.CancelScope(shield=True):
@@ -480,9 +488,14 @@ class RunEngine:
         owner: str | None,
         policy: str,
         start_at: datetime | None,
+        keyed: bool = False,
     ) -> RunState:
-        """Check the session (claiming a new one for `owner`), apply its policy, record run.created."""
+        """Check the session (claiming a new one for `owner`), apply its policy, record run.created.
+        `keyed`: the run id is an idempotency key's, which another request may have created first
+        (ConcurrencyConflict, and the session's runs are left alone)."""
         async with self._session_lock(session_id):
+            if keyed and await self.store.get_run(new_run_id) is not None:
+                raise ConcurrencyConflict(new_run_id, 0, 1)
             after: tuple[str, ...] = ()
             if session_id is not None:
                 session = await self.store.get_session(session_id)
@@ -496,7 +509,7 @@ class RunEngine:
                     raise SessionEnded(session_id)
                 if session.expires_at is not None and session.expires_at <= self.clock():
                     raise SessionEnded(session_id, expired=True)
-                after = await self._apply_session_policy(session_id, policy, owner)
+                after = await self._apply_session_policy(session_id, policy, owner, creating=new_run_id)
             carrier = observe.current.trace_context()  # whoever executes the run continues this trace
             if carrier and observe.TRACE_METADATA_KEY not in (metadata or {}):
                 metadata = {**(metadata or {}), observe.TRACE_METADATA_KEY: carrier}
@@ -541,13 +554,16 @@ class RunEngine:
             return contextlib.nullcontext()
         return self._session_locks(session_id)
 
-    async def _apply_session_policy(self, session_id: str, policy: str, owner: str | None) -> tuple[str, ...]:
+    async def _apply_session_policy(
+        self, session_id: str, policy: str, owner: str | None, *, creating: str
+    ) -> tuple[str, ...]:
         if policy == "allow":
             return ()
         active: list[str] = []
         for status in ACTIVE_STATUSES:  # only the owner's runs (a session older than ownership may hold others')
             page = await self.store.list_runs(session_id=session_id, status=status, owner=owner, limit=MAX_PAGE // 10)
-            active.extend(r.run_id for r in page.runs)
+            # `creating` itself, made meanwhile by another request with the same idempotency key, is not interrupted.
+            active.extend(r.run_id for r in page.runs if r.run_id != creating)
         if not active:
             return ()
         if policy == "reject":
@@ -775,7 +791,8 @@ class RunEngine:
         """Bind `record`'s key to `record.run_id` for a profile that creates or answers runs itself
         (runengine.idempotency.bind_key): None when the caller now holds the key, else the run the
         key already names (IdempotencyKeyReused when it names one for another request)."""
-        return await bind_key(self.store, record, ttl=self.idempotency_ttl, now=self.clock)
+        bound = await bind_key(self.store, record, ttl=self.idempotency_ttl, now=self.clock)
+        return None if bound.create and bound.run_id == record.run_id else bound.run_id
 
     async def release_idempotency_key(self, record: IdempotencyRecord) -> None:
         """Let go of a key bound by `bind_idempotency_key` whose request made nothing."""
