@@ -753,13 +753,22 @@ def export(run_id: str, output: str, store: str) -> None:
 @store_url_option
 def import_log(file: Any, store: str) -> None:
     """Load a run's log written by `export` (an ended run, whose id the store does not have)."""
+    from runengine.adapters.profiles.native import check_created
+    from runengine.events import RunCreated
+    from runengine.http.core import HttpError
     from runengine.logfile import import_run, parse_log
 
+    # The same checks and limits as the API: a log the API could not have recorded is refused.
     try:
         events = parse_log(file)
-    except RunEngineError as exc:
-        raise click.ClickException(exc.message) from None
-    state = _on_store(store, lambda target: import_run(target, events))
+        first = events[0]
+        assert isinstance(first, RunCreated)  # the reducer starts every log with it
+        check_created(first)
+    except (RunEngineError, HttpError) as exc:
+        message = exc.message if isinstance(exc, RunEngineError) else str(exc)
+        raise click.ClickException(f"{file.name}: {message}") from None
+    now = datetime.now(timezone.utc)
+    state = _on_store(store, lambda target: import_run(target, events, now=now))
     click.echo(f"imported run {state.run_id}: {len(events)} events, {state.status.value}")
 
 

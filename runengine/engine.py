@@ -80,6 +80,7 @@ from .driver import AgentFailed, DriverOptions, RunDriver, append_at_head
 from .following import follow_batches
 from .keylock import KeyLocks
 from .limits import MAX_EVENT_BYTES, MAX_EVENTS_PER_RUN
+from .validation import check_run_id
 from .wire import to_json
 from .worker import Worker, WorkerOptions, worker_options
 
@@ -429,6 +430,8 @@ class RunEngine:
         policy = session_policy or self.session_policy
         if policy not in SESSION_POLICIES:
             raise InvalidRequest(f"session_policy must be one of {SESSION_POLICIES}")
+        if run_id is not None:
+            check_run_id(run_id)
         new_run_id = run_id or uuid.uuid4().hex
 
         key_record: IdempotencyRecord | None = None
