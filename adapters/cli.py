@@ -84,14 +84,32 @@ def load_object(ref: str, what: str) -> Any:
         raise click.BadParameter(f"cannot load {ref!r} (module:attribute): {exc}", param_hint=what) from None
 
 
-def load_engine(ref: str) -> RunEngine:
-    """`--app module:engine`: a RunEngine, or a callable returning one."""
+def load_engine(ref: str, store: str | None = None) -> RunEngine:
+    """`--app module:engine`: a RunEngine, or a callable returning one; `store` (a --store given
+    on the command line, in the environment or the config file) becomes its store if it was
+    built without one (`RunEngine()`), and is a usage error if it has its own."""
     engine = load_object(ref, "--app")
     if callable(engine) and not isinstance(engine, RunEngine):
         engine = engine()
     if not isinstance(engine, RunEngine):
         raise click.BadParameter(f"{ref!r} is not a RunEngine", param_hint="--app")
+    if store is not None:
+        if engine.store_chosen:
+            raise click.UsageError(
+                f"--store: the engine {ref} was built with a store of its own; leave out --store, "
+                "or build it without one (RunEngine()) to choose its store with --store"
+            )
+        try:
+            engine.use_store(store)
+        except RunEngineError as exc:
+            raise click.BadParameter(exc.message, param_hint="--store") from None
     return engine
+
+
+def given(ctx: click.Context, name: str, value: Any) -> Any:
+    """`value` if the option was given (command line, environment, config file), else None (its default)."""
+    source = ctx.get_parameter_source(name)
+    return None if source in (None, click.core.ParameterSource.DEFAULT) else value
 
 
 # -- serve: access options (API keys, rate limits, webhook hosts) ---------------------------
@@ -209,7 +227,7 @@ def _access_summary(api_keys: tuple[tuple[str, str], ...], auth_ref: str | None,
     default="sqlite:///runengine.db",
     show_default=True,
     envvar="RUNENGINE_STORE",
-    help="Store URL for the demo engine (sqlite:///file.db, memory://, postgresql://...).",
+    help="Store URL (sqlite:///file.db, memory://, postgresql://...): the demo engine's, or that of an --app engine built without one.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
@@ -318,9 +336,7 @@ def serve(
     from runengine.demo import register_demo_agents
 
     if app_ref is not None:
-        if ctx.get_parameter_source("store") is click.core.ParameterSource.COMMANDLINE:
-            raise click.UsageError("--store applies to the demo engine; with --app your engine has its own store")
-        engine = load_engine(app_ref)
+        engine = load_engine(app_ref, given(ctx, "store", store))
     else:
         try:
             engine = register_demo_agents(RunEngine(store), delay=delay)
@@ -550,7 +566,7 @@ def show(run_id: str, url: str, token: str | None) -> None:
     "--store",
     default=None,
     envvar="RUNENGINE_STORE",
-    help="Store URL with a work queue (postgresql://...) for the demo engine.",
+    help="Store URL with a work queue (postgresql://...): the demo engine's, or that of an --app engine built without one.",
 )
 @click.option("--app", "app_ref", default=None, help="module:engine, your RunEngine (default: the demo agents).")
 @click.option("--lease", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Lease seconds.")
@@ -609,9 +625,7 @@ def worker(
         drain_timeout=drain_timeout,
     )
     if app_ref is not None:
-        if store is not None:
-            raise click.UsageError("--store applies to the demo engine; with --app your engine has its own store")
-        engine = load_engine(app_ref)
+        engine = load_engine(app_ref, store)
         engine.worker_options = options
     else:
         if store is None:

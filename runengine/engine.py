@@ -139,7 +139,7 @@ class RunEngine:
 
     def __init__(
         self,
-        store: EventStore | str = "memory://",
+        store: EventStore | str | None = None,
         *,
         flush_window: float = 0.005,
         flush_max: int = 512,
@@ -161,6 +161,10 @@ class RunEngine:
             raise InvalidRequest(f"session_policy must be one of {SESSION_POLICIES}")
         if not 0 < flush_window <= 0.010:
             raise InvalidRequest("flush_window must be in (0, 0.010] seconds")
+        #: Whether whoever built the engine chose its store; without one it is memory://, which
+        #: `use_store` may replace before the engine starts (`runengine serve --app ... --store URL`).
+        self.store_chosen = store is not None
+        store = "memory://" if store is None else store
         self.store: EventStore = open_store(store) if isinstance(store, str) else store
         self.agents = AgentRegistry()
         self.flush_window = flush_window
@@ -209,6 +213,21 @@ class RunEngine:
         self.retention = retention_seconds(retention)
         self.retention_interval = retention_seconds(retention_interval, "retention_interval") or DEFAULT_SWEEP_INTERVAL
         self.sweeper: RetentionSweeper | None = None
+
+    def use_store(self, store: EventStore | str) -> None:
+        """Give an engine built without a store (`RunEngine()`) its store, before it starts.
+        InvalidRequest when the engine has a store of its own, or has started."""
+        if self.store_chosen:
+            raise InvalidRequest("this engine was built with a store of its own")
+        if self._tg is not None:
+            raise InvalidRequest("the engine has started: its store can no longer change")
+        chosen = open_store(store) if isinstance(store, str) else store
+        queue: WorkQueue | None = getattr(chosen, "work_queue", None)
+        if self.worker_options is not None and queue is None:
+            raise InvalidRequest("worker mode needs a store with a work queue (e.g. postgresql://)")
+        self.store = self.driver.store = chosen
+        self.queue = queue
+        self.store_chosen = True
 
     # -- agents ---------------------------------------------------------------
 

@@ -168,13 +168,52 @@ def test_serve_with_an_app_module(tmp_path: Path) -> None:
         process.wait(timeout=20)
 
 
+APP_ENGINES = """
+from runengine import RunEngine
+
+storeless = RunEngine()  # its store comes from --store
+own = RunEngine("memory://")
+
+for engine in (storeless, own):
+    @engine.agent("shout", description="upper-cases its input")
+    async def shout(ctx):
+        await ctx.say(str(ctx.input).upper())
+"""
+
+
+def test_store_is_the_store_of_an_app_engine_built_without_one(tmp_path: Path) -> None:
+    """README: `runengine serve --store URL --app module:engine`."""
+    (tmp_path / "appengines.py").write_text(APP_ENGINES)
+    db = tmp_path / "app.db"
+    port = free_port()
+    process = subprocess.Popen(
+        [*COMMAND, "serve", "--store", f"sqlite:///{db}", "--app", "appengines:storeless", "--port", str(port),
+         "--log-level", "warning"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process)
+        with httpx.Client(base_url=url, timeout=30.0) as client:
+            run = client.post("/runs", json={"agent": "shout", "input": "hey"}).json()
+            assert run["output"] == "HEY", run
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=20)
+    # The run is in the file --store named (read back by the CLI, on the store itself).
+    exported = cli("export", run["run_id"], "--store", f"sqlite:///{db}", cwd=tmp_path)
+    assert exported.returncode == 0 and '"run.completed"' in exported.stdout, exported.stderr
+    # An engine with a store of its own: --store is a usage error, not silently ignored.
+    for command in ("serve", "worker"):
+        own = cli(command, "--app", "appengines:own", "--store", f"sqlite:///{db}", cwd=tmp_path)
+        assert own.returncode == 2 and "built with a store of its own" in own.stderr, (command, own.stderr)
+
+
 def test_serve_usage_errors(tmp_path: Path) -> None:
     no_module = cli("serve", "--app", "nowhere_to_be_found:engine", cwd=tmp_path)
     assert no_module.returncode == 2 and "cannot load" in no_module.stderr
     not_a_ref = cli("serve", "--app", "justaname", cwd=tmp_path)
     assert not_a_ref.returncode == 2 and "module:attribute" in not_a_ref.stderr
-    both = cli("serve", "--app", "x:y", "--store", "memory://", cwd=tmp_path)
-    assert both.returncode == 2 and "--store applies to the demo engine" in both.stderr
     bad_store = cli("serve", "--store", "nosuch://x", cwd=tmp_path)
     assert bad_store.returncode == 2 and "no store for scheme" in bad_store.stderr
     assert "serve" in cli("--help").stdout
