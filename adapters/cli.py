@@ -4,13 +4,13 @@
                     [--header-timeout 10] [--body-timeout 30] [--keep-alive-timeout 5]
                     [--api-key NAME=KEY ...] [--rate-limit 600/minute] [--webhook-allow-host HOST ...]
                     [--config runengine.toml]        (every option also RUNENGINE_<NAME>: docs/configuration.md)
-                    [--log-format console|json] [--metrics/--no-metrics] [--cors-origin ORIGIN ...]
+                    [--log-format console|json] [--log-locals] [--metrics/--no-metrics] [--cors-origin ORIGIN ...]
     runengine tail RUN_ID [--after-seq N] [--url http://127.0.0.1:8000]
     runengine runs [--session-id S] [--status S] [--limit N]
     runengine show RUN_ID
-    runengine prune --older-than 30d [--store URL] [--dry-run]
-    runengine export RUN_ID [--store URL] [-o FILE]
-    runengine import FILE [--store URL]
+    runengine prune --older-than 30d --store URL [--dry-run]
+    runengine export RUN_ID --store URL [-o FILE]
+    runengine import FILE --store URL
 
 `main` is a click group: a new command is one more `@main.command()` function.
 """
@@ -60,6 +60,13 @@ log_format_option = click.option(
     envvar="RUNENGINE_LOG_FORMAT",
     type=click.Choice(list(LOG_FORMATS)),
     help="console: readable lines; json: one JSON object per line (run_id on every line of a run).",
+)
+log_locals_option = click.option(
+    "--log-locals/--no-log-locals",
+    default=False,
+    envvar="RUNENGINE_LOG_LOCALS",
+    help="Tracebacks show every frame's local variables: a run's state, input and metadata (secrets, "
+    "personal data). For debugging on your own machine only; off by default.",
 )
 
 
@@ -256,6 +263,7 @@ def _access_summary(api_keys: tuple[tuple[str, str], ...], auth_ref: str | None,
     help="The server's and the engine's log level.",
 )
 @log_format_option
+@log_locals_option
 @click.option(
     "--metrics/--no-metrics",
     default=None,
@@ -312,6 +320,7 @@ def serve(
     default_agent: str,
     log_level: str,
     log_format: LogFormat,
+    log_locals: bool,
     metrics: bool | None,
     cors_origins: tuple[str, ...],
     run_worker: bool | None,
@@ -359,7 +368,7 @@ def serve(
         raise click.BadParameter(exc.message, param_hint="--api-key") from None
     if auth_ref:
         auth = load_object(auth_ref, "--auth")
-    configure_logging(log_level, log_format)
+    configure_logging(log_level, log_format, log_locals=log_locals)
     observer = _instrument(metrics)
     click.echo(
         f"runengine {__version__}: http://{host}:{port}/ (agents: {', '.join(a.name for a in engine.agents)});"
@@ -463,6 +472,7 @@ def _line(event: dict[str, Any]) -> str:
 @token_option
 def tail(run_id: str, after_seq: int, as_json: bool, retries: int, url: str, token: str | None) -> None:
     """Follow a run's events over SSE until it ends, reconnecting from the last seq after a drop."""
+    configure_logging("warning")  # the retry warnings (stamina's) go to stderr, not between the events
     cursor = after_seq
     timeout = httpx.Timeout(10.0, read=60.0)  # the server sends a keep-alive every 15 s
 
@@ -579,6 +589,7 @@ def show(run_id: str, url: str, token: str | None) -> None:
 @click.option("--delay", default=0.05, show_default=True, type=float, help="Seconds between demo tokens.")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 @log_format_option
+@log_locals_option
 @click.option(
     "--metrics-port",
     default=None,
@@ -598,6 +609,7 @@ def worker(
     delay: float,
     log_level: str,
     log_format: LogFormat,
+    log_locals: bool,
     metrics_port: int | None,
 ) -> None:
     """Execute queued runs (no HTTP) until SIGINT / SIGTERM, then stop gracefully."""
@@ -605,7 +617,7 @@ def worker(
 
     import anyio
 
-    configure_logging(log_level, log_format)
+    configure_logging(log_level, log_format, log_locals=log_locals)
     observer = _instrument(metrics_port is not None)
     if observer is not None:
         from prometheus_client import start_http_server
@@ -656,12 +668,13 @@ def worker(
 
 # -- data lifecycle: prune, export, import (on the store itself, no server) ----------------
 
+# No default: these commands work on a store that exists, and never make a new `runengine.db`
+# in whatever folder they happen to run in.
 store_url_option = click.option(
     "--store",
-    default="sqlite:///runengine.db",
-    show_default=True,
+    required=True,
     envvar="RUNENGINE_STORE",
-    help="Store URL (sqlite:///file.db, postgresql://...).",
+    help="Store URL (sqlite:///file.db, postgresql://...); required (or RUNENGINE_STORE).",
 )
 
 _DURATION = re.compile(r"([0-9]{1,9})([smhdw])")
@@ -687,14 +700,22 @@ class Duration(click.ParamType):
         return amount
 
 
-def _on_store(url: str, action: Callable[[EventStore], Awaitable[T]]) -> T:
-    """Open the store `url` names, run `action` on it, close it; engine errors become CLI errors."""
+def _on_store(url: str, action: Callable[[EventStore], Awaitable[T]], *, create: bool = False) -> T:
+    """Open the store `url` names, run `action` on it, close it; engine errors become CLI errors.
+    A SQLite file that does not exist is refused, unless `create` (an import may start a new file)."""
     import anyio
 
+    from runengine.adapters.sqlite import SQLiteStore
     from runengine.stores import open_store
 
-    async def run() -> T:
+    try:
         store = open_store(url)
+    except RunEngineError as exc:
+        raise click.BadParameter(exc.message, param_hint="--store") from None
+    if isinstance(store, SQLiteStore) and not store.memory and not create and not Path(store.path).exists():
+        raise click.ClickException(f"no store at {store.path}: --store names no SQLite file that exists")
+
+    async def run() -> T:
         await store.open()
         try:
             return await action(store)
@@ -782,7 +803,7 @@ def import_log(file: Any, store: str) -> None:
         message = exc.message if isinstance(exc, RunEngineError) else str(exc)
         raise click.ClickException(f"{file.name}: {message}") from None
     now = datetime.now(timezone.utc)
-    state = _on_store(store, lambda target: import_run(target, events, now=now))
+    state = _on_store(store, lambda target: import_run(target, events, now=now), create=True)
     click.echo(f"imported run {state.run_id}: {len(events)} events, {state.status.value}")
 
 
