@@ -314,8 +314,9 @@ class NativeAPI:
 
         if mode == "stream":
             with self.streams.slot(request) as slot:  # a 429 here creates no run
-                # Created (or, for a repeated Idempotency-Key, found) first: then streamed from seq 1.
-                run_id = (await self.engine.execute(agent, run_input, mode="async", run_id=run_id, **options)).run_id
+                # Created (or, for a repeated Idempotency-Key, found) first: then streamed from seq 1 by
+                # this profile's own SSE (the engine's stream is left unread); run.created says "stream".
+                run_id = (await self.engine.execute(agent, run_input, mode="stream", run_id=run_id, **options)).run_id
                 return slot.bind(
                     self._sse(run_id, after_seq=0, on_disconnect=on_disconnect, extra=(("x-run-id", run_id),))
                 )
