@@ -434,7 +434,7 @@ def _instrument(metrics: bool | None) -> Any:
         from runengine.adapters.metrics import install_metrics
     except ImportError:
         if metrics:
-            raise click.UsageError("--metrics needs prometheus-client: pip install 'runengine[metrics]'") from None
+            raise click.UsageError("--metrics needs prometheus-client: pip install '.[metrics]' from runengine's clone") from None
         return None
     return install_metrics()
 

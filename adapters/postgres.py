@@ -17,7 +17,7 @@
   store's pool, writer and listener; its fencing is checked in the append's own transaction.
 - Lost connections (a server restart) are retried for up to `reconnect_timeout` seconds.
 
-Needs asyncpg: `pip install runengine[postgres]`. asyncio only.
+Needs asyncpg: `pip install '.[postgres]'` from the clone's root. asyncio only.
 """
 
 from __future__ import annotations
