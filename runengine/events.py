@@ -179,9 +179,9 @@ class RunResumed(Event):
     version: str | None = None
 
     def fold_into(self, run: Fold) -> None:
-        run.set(attempt=self.attempt, worker=self.worker, version=self.version, suspended=False, resumed_seq=self.seq)
-        if self.reason == "worker_lost":
+        if self.reason == "worker_lost":  # counted against the previous start or resumption
             run.set(lost_attempts=losses_in_a_row(run.get("lost_attempts"), run.last_seq, run.get("resumed_seq")))
+        run.set(attempt=self.attempt, worker=self.worker, version=self.version, suspended=False, resumed_seq=self.seq)
 
 
 def losses_in_a_row(lost_attempts: int, last_seq: int, resumed_seq: int) -> int:

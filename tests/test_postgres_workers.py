@@ -227,7 +227,7 @@ async def test_a_worker_loss_counts_only_against_a_run_that_made_no_progress(url
     looping = await ghost_run(url, "ticker", {"n": 3}, losses=2, progressed=False)
     async with make_worker_engine(url, lease=2, poll=0.1, max_attempts=3) as worker:
         state = await worker.wait(progressed)
-        assert state.status is Status.COMPLETED and state.lost_attempts == 1, state.error
+        assert state.status is Status.COMPLETED and state.lost_attempts == 1, (state.status, state.lost_attempts, state.error)
         state = await worker.wait(looping)
         assert state.status is Status.FAILED and state.error is not None and state.error.code == "worker_lost"
         assert state.lost_attempts == 2
