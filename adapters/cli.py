@@ -91,16 +91,20 @@ def load_object(ref: str, what: str) -> Any:
         raise click.BadParameter(f"cannot load {ref!r} (module:attribute): {exc}", param_hint=what) from None
 
 
-def load_engine(ref: str, store: str | None = None) -> RunEngine:
-    """`--app module:engine`: a RunEngine, or a callable returning one; `store` (a --store given
+def load_engine(ref: str, store: str | None = None, *, on_command_line: bool = False) -> RunEngine:
+    """`--app module:engine`: a RunEngine, or a callable returning one. `store` (a --store given
     on the command line, in the environment or the config file) becomes its store if it was
-    built without one (`RunEngine()`), and is a usage error if it has its own."""
+    built without one (`RunEngine()`). An engine with a store of its own keeps it: a --store on
+    the command line is then a usage error; RUNENGINE_STORE or the config file's (which apps
+    often read themselves to build their engine) are left to it."""
     engine = load_object(ref, "--app")
     if callable(engine) and not isinstance(engine, RunEngine):
         engine = engine()
     if not isinstance(engine, RunEngine):
         raise click.BadParameter(f"{ref!r} is not a RunEngine", param_hint="--app")
     if store is not None:
+        if engine.store_chosen and not on_command_line:
+            return engine
         if engine.store_chosen:
             raise click.UsageError(
                 f"--store: the engine {ref} was built with a store of its own; leave out --store, "
@@ -113,10 +117,12 @@ def load_engine(ref: str, store: str | None = None) -> RunEngine:
     return engine
 
 
-def given(ctx: click.Context, name: str, value: Any) -> Any:
-    """`value` if the option was given (command line, environment, config file), else None (its default)."""
-    source = ctx.get_parameter_source(name)
-    return None if source in (None, click.core.ParameterSource.DEFAULT) else value
+def load_app_engine(ctx: click.Context, ref: str, store: str | None) -> RunEngine:
+    """`load_engine` with the --store option of the command `ctx` runs, unless that is its default."""
+    source = ctx.get_parameter_source("store")
+    if source in (None, click.core.ParameterSource.DEFAULT):
+        return load_engine(ref)
+    return load_engine(ref, store, on_command_line=source is click.core.ParameterSource.COMMANDLINE)
 
 
 # -- serve: access options (API keys, rate limits, webhook hosts) ---------------------------
@@ -345,7 +351,7 @@ def serve(
     from runengine.demo import register_demo_agents
 
     if app_ref is not None:
-        engine = load_engine(app_ref, given(ctx, "store", store))
+        engine = load_app_engine(ctx, app_ref, store)
     else:
         try:
             engine = register_demo_agents(RunEngine(store), delay=delay)
@@ -637,7 +643,7 @@ def worker(
         drain_timeout=drain_timeout,
     )
     if app_ref is not None:
-        engine = load_engine(app_ref, store)
+        engine = load_app_engine(click.get_current_context(), app_ref, store)
         engine.worker_options = options
     else:
         if store is None:
