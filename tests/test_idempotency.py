@@ -19,6 +19,7 @@ from kit import until
 from runengine import IdempotencyKeyReused, RunEngine, Status
 from runengine.adapters.asgi import engine_asgi_app
 from runengine.adapters.memory import MemoryStore
+from runengine.adapters.postgres import PostgresStore
 from runengine.adapters.sqlite import SQLiteStore
 from runengine.idempotency import PENDING_FOR, RECHECK
 
@@ -221,24 +222,45 @@ async def test_a_repeated_kore_answer_is_not_given_twice() -> None:
 
 
 class HeldCreation:
-    """A real store whose first `run.created` append waits until `release` is set: a creation
-    held pending (a slow request, a stalled process) for as long as the test likes."""
+    """A real store whose first `run.created` (appended, or put on its work queue) waits until
+    `release` is set: a creation held pending (a slow request, a stalled process) for as long
+    as the test likes."""
 
     def __init__(self, store: Any) -> None:
         self._store = store
         self.holding = anyio.Event()
         self.release = anyio.Event()
         self._held = False
+        queue = getattr(store, "work_queue", None)
+        if queue is not None:
+            self.work_queue = HeldQueue(queue, self)
 
-    async def append(self, run_id: str, events: Any, *, expected_seq: int) -> None:
-        if expected_seq == 0 and not self._held:
+    async def hold_the_first(self) -> None:
+        if not self._held:
             self._held = True
             self.holding.set()
             await self.release.wait()
+
+    async def append(self, run_id: str, events: Any, *, expected_seq: int) -> None:
+        if expected_seq == 0:
+            await self.hold_the_first()
         await self._store.append(run_id, events, expected_seq=expected_seq)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
+
+
+class HeldQueue:
+    def __init__(self, queue: Any, store: HeldCreation) -> None:
+        self._queue = queue
+        self._store = store
+
+    async def enqueue(self, run_id: str, events: Any, *, after: Any = ()) -> None:
+        await self._store.hold_the_first()
+        await self._queue.enqueue(run_id, events, after=after)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._queue, name)
 
 
 class Clock:
@@ -256,9 +278,25 @@ async def test_a_retry_after_the_pending_window_does_not_make_a_second_run(
     tmp_path: Path, store_kind: str, session_policy: str | None
 ) -> None:
     real = MemoryStore() if store_kind == "memory" else SQLiteStore(tmp_path / "runs.db")
-    store = HeldCreation(real)
-    clock = Clock()
-    engine = RunEngine(store, clock=clock)
+    await one_key_one_run(RunEngine(HeldCreation(real), clock=Clock()), session_policy)
+
+
+@pytest.mark.anyio
+@pytest.mark.postgres
+@pytest.mark.parametrize("session_policy", [None, "interrupt"])
+async def test_a_retry_after_the_pending_window_does_not_make_a_second_run_on_postgresql(
+    pg_schema_url: str, session_policy: str | None
+) -> None:
+    """The same on PostgreSQL, where a run is created by putting it on the work queue."""
+    engine = RunEngine(HeldCreation(PostgresStore.from_url(pg_schema_url)), clock=Clock(), worker=True)
+    await one_key_one_run(engine, session_policy)
+
+
+async def one_key_one_run(engine: RunEngine, session_policy: str | None) -> None:
+    """The first request binds a key, and its run's creation is held past PENDING_FOR; a retry
+    with the same key then comes: one run, answered to both, not cancelled by its retry."""
+    store, clock = engine.store, engine.clock
+    assert isinstance(store, HeldCreation) and isinstance(clock, Clock)
 
     @engine.agent("asker")
     async def asker(ctx: Any) -> Any:
@@ -271,6 +309,13 @@ async def test_a_retry_after_the_pending_window_does_not_make_a_second_run(
         state = await engine.execute("asker", "same", mode="async", idempotency_key="k", **session)
         answers[name] = state.run_id
 
+    with anyio.fail_after(60):
+        await _held_then_retried(engine, request, answers, session)
+
+
+async def _held_then_retried(engine: RunEngine, request: Any, answers: dict[str, str], session: dict[str, Any]) -> None:
+    store, clock = engine.store, engine.clock
+    assert isinstance(store, HeldCreation) and isinstance(clock, Clock)
     async with engine:
         async with anyio.create_task_group() as tg:
             tg.start_soon(request, "first")
