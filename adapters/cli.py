@@ -4,13 +4,13 @@
                     [--header-timeout 10] [--body-timeout 30] [--keep-alive-timeout 5]
                     [--api-key NAME=KEY ...] [--rate-limit 600/minute] [--webhook-allow-host HOST ...]
                     [--config runengine.toml]        (every option also RUNENGINE_<NAME>: docs/configuration.md)
-                    [--log-format console|json] [--metrics/--no-metrics] [--cors-origin ORIGIN ...]
+                    [--log-format console|json] [--log-locals] [--metrics/--no-metrics] [--cors-origin ORIGIN ...]
     runengine tail RUN_ID [--after-seq N] [--url http://127.0.0.1:8000]
     runengine runs [--session-id S] [--status S] [--limit N]
     runengine show RUN_ID
-    runengine prune --older-than 30d [--store URL] [--dry-run]
-    runengine export RUN_ID [--store URL] [-o FILE]
-    runengine import FILE [--store URL]
+    runengine prune --older-than 30d --store URL [--dry-run]
+    runengine export RUN_ID --store URL [-o FILE]
+    runengine import FILE --store URL
 
 `main` is a click group: a new command is one more `@main.command()` function.
 """
@@ -61,6 +61,13 @@ log_format_option = click.option(
     type=click.Choice(list(LOG_FORMATS)),
     help="console: readable lines; json: one JSON object per line (run_id on every line of a run).",
 )
+log_locals_option = click.option(
+    "--log-locals/--no-log-locals",
+    default=False,
+    envvar="RUNENGINE_LOG_LOCALS",
+    help="Tracebacks show every frame's local variables: a run's state, input and metadata (secrets, "
+    "personal data). For debugging on your own machine only; off by default.",
+)
 
 
 @click.group()
@@ -84,14 +91,38 @@ def load_object(ref: str, what: str) -> Any:
         raise click.BadParameter(f"cannot load {ref!r} (module:attribute): {exc}", param_hint=what) from None
 
 
-def load_engine(ref: str) -> RunEngine:
-    """`--app module:engine`: a RunEngine, or a callable returning one."""
+def load_engine(ref: str, store: str | None = None, *, on_command_line: bool = False) -> RunEngine:
+    """`--app module:engine`: a RunEngine, or a callable returning one. `store` (a --store given
+    on the command line, in the environment or the config file) becomes its store if it was
+    built without one (`RunEngine()`). An engine with a store of its own keeps it: a --store on
+    the command line is then a usage error; RUNENGINE_STORE or the config file's (which apps
+    often read themselves to build their engine) are left to it."""
     engine = load_object(ref, "--app")
     if callable(engine) and not isinstance(engine, RunEngine):
         engine = engine()
     if not isinstance(engine, RunEngine):
         raise click.BadParameter(f"{ref!r} is not a RunEngine", param_hint="--app")
+    if store is not None:
+        if engine.store_chosen and not on_command_line:
+            return engine
+        if engine.store_chosen:
+            raise click.UsageError(
+                f"--store: the engine {ref} was built with a store of its own; leave out --store, "
+                "or build it without one (RunEngine()) to choose its store with --store"
+            )
+        try:
+            engine.use_store(store)
+        except RunEngineError as exc:
+            raise click.BadParameter(exc.message, param_hint="--store") from None
     return engine
+
+
+def load_app_engine(ctx: click.Context, ref: str, store: str | None) -> RunEngine:
+    """`load_engine` with the --store option of the command `ctx` runs, unless that is its default."""
+    source = ctx.get_parameter_source("store")
+    if source in (None, click.core.ParameterSource.DEFAULT):
+        return load_engine(ref)
+    return load_engine(ref, store, on_command_line=source is click.core.ParameterSource.COMMANDLINE)
 
 
 # -- serve: access options (API keys, rate limits, webhook hosts) ---------------------------
@@ -209,7 +240,7 @@ def _access_summary(api_keys: tuple[tuple[str, str], ...], auth_ref: str | None,
     default="sqlite:///runengine.db",
     show_default=True,
     envvar="RUNENGINE_STORE",
-    help="Store URL for the demo engine (sqlite:///file.db, memory://, postgresql://...).",
+    help="Store URL (sqlite:///file.db, memory://, postgresql://...): the demo engine's, or that of an --app engine built without one.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
@@ -238,6 +269,7 @@ def _access_summary(api_keys: tuple[tuple[str, str], ...], auth_ref: str | None,
     help="The server's and the engine's log level.",
 )
 @log_format_option
+@log_locals_option
 @click.option(
     "--metrics/--no-metrics",
     default=None,
@@ -294,6 +326,7 @@ def serve(
     default_agent: str,
     log_level: str,
     log_format: LogFormat,
+    log_locals: bool,
     metrics: bool | None,
     cors_origins: tuple[str, ...],
     run_worker: bool | None,
@@ -318,9 +351,7 @@ def serve(
     from runengine.demo import register_demo_agents
 
     if app_ref is not None:
-        if ctx.get_parameter_source("store") is click.core.ParameterSource.COMMANDLINE:
-            raise click.UsageError("--store applies to the demo engine; with --app your engine has its own store")
-        engine = load_engine(app_ref)
+        engine = load_app_engine(ctx, app_ref, store)
     else:
         try:
             engine = register_demo_agents(RunEngine(store), delay=delay)
@@ -343,7 +374,7 @@ def serve(
         raise click.BadParameter(exc.message, param_hint="--api-key") from None
     if auth_ref:
         auth = load_object(auth_ref, "--auth")
-    configure_logging(log_level, log_format)
+    configure_logging(log_level, log_format, log_locals=log_locals)
     observer = _instrument(metrics)
     click.echo(
         f"runengine {__version__}: http://{host}:{port}/ (agents: {', '.join(a.name for a in engine.agents)});"
@@ -409,7 +440,7 @@ def _instrument(metrics: bool | None) -> Any:
         from runengine.adapters.metrics import install_metrics
     except ImportError:
         if metrics:
-            raise click.UsageError("--metrics needs prometheus-client: pip install 'runengine[metrics]'") from None
+            raise click.UsageError("--metrics needs prometheus-client: pip install '.[metrics]' from runengine's clone") from None
         return None
     return install_metrics()
 
@@ -447,6 +478,7 @@ def _line(event: dict[str, Any]) -> str:
 @token_option
 def tail(run_id: str, after_seq: int, as_json: bool, retries: int, url: str, token: str | None) -> None:
     """Follow a run's events over SSE until it ends, reconnecting from the last seq after a drop."""
+    configure_logging("warning")  # the retry warnings (stamina's) go to stderr, not between the events
     cursor = after_seq
     timeout = httpx.Timeout(10.0, read=60.0)  # the server sends a keep-alive every 15 s
 
@@ -550,7 +582,7 @@ def show(run_id: str, url: str, token: str | None) -> None:
     "--store",
     default=None,
     envvar="RUNENGINE_STORE",
-    help="Store URL with a work queue (postgresql://...) for the demo engine.",
+    help="Store URL with a work queue (postgresql://...): the demo engine's, or that of an --app engine built without one.",
 )
 @click.option("--app", "app_ref", default=None, help="module:engine, your RunEngine (default: the demo agents).")
 @click.option("--lease", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Lease seconds.")
@@ -563,6 +595,7 @@ def show(run_id: str, url: str, token: str | None) -> None:
 @click.option("--delay", default=0.05, show_default=True, type=float, help="Seconds between demo tokens.")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 @log_format_option
+@log_locals_option
 @click.option(
     "--metrics-port",
     default=None,
@@ -582,6 +615,7 @@ def worker(
     delay: float,
     log_level: str,
     log_format: LogFormat,
+    log_locals: bool,
     metrics_port: int | None,
 ) -> None:
     """Execute queued runs (no HTTP) until SIGINT / SIGTERM, then stop gracefully."""
@@ -589,7 +623,7 @@ def worker(
 
     import anyio
 
-    configure_logging(log_level, log_format)
+    configure_logging(log_level, log_format, log_locals=log_locals)
     observer = _instrument(metrics_port is not None)
     if observer is not None:
         from prometheus_client import start_http_server
@@ -609,9 +643,7 @@ def worker(
         drain_timeout=drain_timeout,
     )
     if app_ref is not None:
-        if store is not None:
-            raise click.UsageError("--store applies to the demo engine; with --app your engine has its own store")
-        engine = load_engine(app_ref)
+        engine = load_app_engine(click.get_current_context(), app_ref, store)
         engine.worker_options = options
     else:
         if store is None:
@@ -642,12 +674,13 @@ def worker(
 
 # -- data lifecycle: prune, export, import (on the store itself, no server) ----------------
 
+# No default: these commands work on a store that exists, and never make a new `runengine.db`
+# in whatever folder they happen to run in.
 store_url_option = click.option(
     "--store",
-    default="sqlite:///runengine.db",
-    show_default=True,
+    required=True,
     envvar="RUNENGINE_STORE",
-    help="Store URL (sqlite:///file.db, postgresql://...).",
+    help="Store URL (sqlite:///file.db, postgresql://...); required (or RUNENGINE_STORE).",
 )
 
 _DURATION = re.compile(r"([0-9]{1,9})([smhdw])")
@@ -673,14 +706,22 @@ class Duration(click.ParamType):
         return amount
 
 
-def _on_store(url: str, action: Callable[[EventStore], Awaitable[T]]) -> T:
-    """Open the store `url` names, run `action` on it, close it; engine errors become CLI errors."""
+def _on_store(url: str, action: Callable[[EventStore], Awaitable[T]], *, create: bool = False) -> T:
+    """Open the store `url` names, run `action` on it, close it; engine errors become CLI errors.
+    A SQLite file that does not exist is refused, unless `create` (an import may start a new file)."""
     import anyio
 
+    from runengine.adapters.sqlite import SQLiteStore
     from runengine.stores import open_store
 
-    async def run() -> T:
+    try:
         store = open_store(url)
+    except RunEngineError as exc:
+        raise click.BadParameter(exc.message, param_hint="--store") from None
+    if isinstance(store, SQLiteStore) and not store.memory and not create and not Path(store.path).exists():
+        raise click.ClickException(f"no store at {store.path}: --store names no SQLite file that exists")
+
+    async def run() -> T:
         await store.open()
         try:
             return await action(store)
@@ -753,13 +794,22 @@ def export(run_id: str, output: str, store: str) -> None:
 @store_url_option
 def import_log(file: Any, store: str) -> None:
     """Load a run's log written by `export` (an ended run, whose id the store does not have)."""
+    from runengine.adapters.profiles.native import check_created
+    from runengine.events import RunCreated
+    from runengine.http.core import HttpError
     from runengine.logfile import import_run, parse_log
 
+    # The same checks and limits as the API: a log the API could not have recorded is refused.
     try:
         events = parse_log(file)
-    except RunEngineError as exc:
-        raise click.ClickException(exc.message) from None
-    state = _on_store(store, lambda target: import_run(target, events))
+        first = events[0]
+        assert isinstance(first, RunCreated)  # the reducer starts every log with it
+        check_created(first)
+    except (RunEngineError, HttpError) as exc:
+        message = exc.message if isinstance(exc, RunEngineError) else str(exc)
+        raise click.ClickException(f"{file.name}: {message}") from None
+    now = datetime.now(timezone.utc)
+    state = _on_store(store, lambda target: import_run(target, events, now=now), create=True)
     click.echo(f"imported run {state.run_id}: {len(events)} events, {state.status.value}")
 
 

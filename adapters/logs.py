@@ -29,8 +29,12 @@ def _capture_exc_info(_logger: Any, _method: str, event_dict: dict[str, Any]) ->
     return event_dict
 
 
-def configure_logging(level: str = "info", log_format: LogFormat = "console") -> None:
-    """Route structlog and the standard library's logging through one handler on stderr."""
+def configure_logging(level: str = "info", log_format: LogFormat = "console", *, log_locals: bool = False) -> None:
+    """Route structlog and the standard library's logging through one handler on stderr.
+
+    A traceback shows no frame's local variables unless `log_locals`: in the engine's frames
+    they hold a run's whole state, its input and metadata, which carry secrets and personal
+    data that logs must not. `log_locals` is for debugging on one's own machine."""
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log_format must be one of {LOG_FORMATS}")
     threshold = getattr(logging, level.upper())
@@ -43,13 +47,19 @@ def configure_logging(level: str = "info", log_format: LogFormat = "console") ->
     renderer: Any
     if log_format == "json":
         renderer = structlog.processors.JSONRenderer()
-        tail: list[Any] = [structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False))]
+        tail: list[Any] = [
+            structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=log_locals))
+        ]
     else:
         tty = sys.stderr.isatty()
         renderer = structlog.dev.ConsoleRenderer(
             colors=tty,
             # A terminal gets a framed traceback (with rich installed); a file or a pipe the plain one, grep-able.
-            exception_formatter=structlog.dev.default_exception_formatter if tty else structlog.dev.plain_traceback,
+            exception_formatter=(
+                structlog.dev.RichTracebackFormatter(show_locals=log_locals)
+                if tty and structlog.dev.rich is not None
+                else structlog.dev.plain_traceback
+            ),
         )
         tail = []
     structlog.configure(

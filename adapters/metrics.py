@@ -1,4 +1,4 @@
-"""Prometheus metrics for the engine (`pip install runengine[metrics]`): an observer and `/metrics`.
+"""Prometheus metrics for the engine (`pip install '.[metrics]'` from the clone): an observer and `/metrics`.
 
     observer = install_metrics()                       # reports of every engine in this process
     add_metrics_route(router, engine, observer)        # GET /metrics, text exposition format

@@ -11,7 +11,7 @@ across processes; statements over arrays, never a round trip per event; fencing 
 queue, runengine.adapters.postgres_queue, checked in it), NOTIFY of `run_id seq` on commit with
 one LISTENing connection per store waking in-process waiters (who re-check every `recheck`
 seconds, so a lost NOTIFY delays a tail, never hangs it), and retries of lost connections for
-up to `reconnect_timeout` seconds. Needs asyncpg (`runengine[postgres]`), asyncio only.
+up to `reconnect_timeout` seconds. Needs asyncpg: `pip install '.[postgres]'` from the clone's root. asyncio only.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""OpenTelemetry traces for the engine (`pip install runengine[otel]`): a span per run execution,
+"""OpenTelemetry traces for the engine (`pip install '.[otel]'` from the clone): a span per run execution,
 a child span per tool call and durable step.
 
     from runengine.adapters.tracing import install_tracing

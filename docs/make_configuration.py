@@ -19,7 +19,7 @@ def _default(option: click.Option) -> str:
     if option.default is None or option.default == () or option.multiple:
         return ""
     if option.is_flag and option.secondary_opts:
-        return f"`{'--' if option.default else '--no-'}{option.name}`"
+        return f"`{option.opts[0] if option.default else option.secondary_opts[0]}`"
     return f"`{option.default}`"
 
 

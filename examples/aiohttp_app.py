@@ -1,6 +1,8 @@
 """runengine inside an aiohttp app: the native API and the live page under /runengine/.
 
-    $ pip install "runengine[aiohttp]"
+From the repository root (runengine is installed from this clone, not from a package index):
+
+    $ pip install '.[aiohttp]'
     $ python examples/aiohttp_app.py        # then open http://127.0.0.1:8080/runengine/
 
 `PORT=9000 python examples/aiohttp_app.py` listens on another port.

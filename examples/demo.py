@@ -1,6 +1,8 @@
 """The demo agents run in-process, with no server: every event printed as it is committed.
 
-    $ pip install runengine
+From the repository root (runengine is installed from this clone, not from a package index):
+
+    $ pip install .
     $ python examples/demo.py               # (`make demo`) SQLite in ./demo.db when available
 """
 

@@ -1,9 +1,10 @@
 """runengine inside a FastAPI app: the native API and the live page under /runengine/.
 
-    $ pip install runengine fastapi
+    $ pip install . fastapi
     $ uvicorn examples.fastapi_app:app      # then open http://127.0.0.1:8000/runengine/
 
-Run it from the repository root (`examples` is imported as a package from there).
+Run both from the repository root: runengine is installed from this clone (not from a package
+index), and `examples` is imported as a package from there.
 """
 
 import contextlib

@@ -2,7 +2,7 @@
 
 From the repository root:
 
-    $ pip install 'runengine[openai]'
+    $ pip install '.[openai]'
     $ OPENAI_API_KEY=sk-... runengine serve --app examples.openai_agent:engine   # http://127.0.0.1:8000/
     curl -sN localhost:8000/runs -H 'content-type: application/json' \\
          -d '{"agent": "assistant", "input": "What is 17 * 23?", "session_id": "demo", "mode": "stream"}'

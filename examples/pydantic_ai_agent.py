@@ -2,7 +2,7 @@
 
 From the repository root:
 
-    $ pip install 'runengine[pydantic-ai,openai]'
+    $ pip install '.[pydantic-ai,openai]'
     $ OPENAI_API_KEY=sk-... runengine serve --app examples.pydantic_ai_agent:engine   # http://127.0.0.1:8000/
     curl -sN localhost:8000/runs -H 'content-type: application/json' \\
          -d '{"agent": "assistant", "input": "Roll a die for me", "session_id": "demo", "mode": "stream"}'

@@ -36,6 +36,7 @@ from .events import (
     RunResumed,
     RunStarted,
     RunSuspended,
+    losses_in_a_row,
 )
 from .limits import MAX_EVENT_BYTES, MAX_EVENTS_PER_RUN
 from .ports import EventStore, LeaseLost, SessionStore
@@ -216,10 +217,12 @@ class RunDriver:
         # A run idle in a durable wait (for input, or a timer) cannot have brought its process down:
         # only a loss while its agent was working counts towards the crash-loop bound.
         idle = state.suspended or state.status is Status.WAITING_FOR_INPUT or state.timer_id is not None
+        # Of the runs a lost process was executing, only those that made no progress count it.
         reason = "restart" if idle else "worker_lost"
-        if reason == "worker_lost" and state.lost_attempts + 1 >= max_attempts:
+        losses = losses_in_a_row(state.lost_attempts, state.last_seq, state.resumed_seq)
+        if reason == "worker_lost" and losses >= max_attempts:
             return self._failed(
-                run_id, "worker_lost", f"the process executing this run was lost {state.lost_attempts + 1} times"
+                run_id, "worker_lost", f"the process executing this run was lost {losses} times in a row without progress"
             )
         if state.version != spec.version:
             return self._failed(

@@ -90,6 +90,7 @@ from .driver import AgentFailed, DriverOptions, RunDriver, append_at_head
 from .following import follow_batches
 from .keylock import KeyLocks
 from .limits import MAX_EVENT_BYTES, MAX_EVENTS_PER_RUN
+from .validation import check_run_id
 from .wire import to_json
 from .worker import Worker, WorkerOptions, worker_options
 
@@ -148,7 +149,7 @@ class RunEngine:
 
     def __init__(
         self,
-        store: EventStore | str = "memory://",
+        store: EventStore | str | None = None,
         *,
         flush_window: float = 0.005,
         flush_max: int = 512,
@@ -170,11 +171,11 @@ class RunEngine:
             raise InvalidRequest(f"session_policy must be one of {SESSION_POLICIES}")
         if not 0 < flush_window <= 0.010:
             raise InvalidRequest("flush_window must be in (0, 0.010] seconds")
-        self.store: EventStore = open_store(store) if isinstance(store, str) else store
-        #: The store's small ports beside its log, when it has them (None: it keeps no such thing,
-        #: and what needs it is refused with InvalidRequest).
-        self.session_store: SessionStore | None = port_of(self.store, SessionStore)
-        self.idempotency_store: IdempotencyStore | None = port_of(self.store, IdempotencyStore)
+        #: Whether whoever built the engine chose its store; without one it is memory://, which
+        #: `use_store` may replace before the engine starts (`runengine serve --app ... --store URL`).
+        self.store_chosen = store is not None
+        store = "memory://" if store is None else store
+        self._attach(open_store(store) if isinstance(store, str) else store)
         self.agents = AgentRegistry()
         self.flush_window = flush_window
         self.flush_max = flush_max
@@ -212,9 +213,6 @@ class RunEngine:
         self._session_locks = KeyLocks()
         self._tg: anyio.abc.TaskGroup | None = None
         self._exit_stack: contextlib.AsyncExitStack | None = None
-        #: The store's work queue, if it has one: execute then enqueues, workers execute.
-        queued = port_of(self.store, QueuedStore)
-        self.queue: WorkQueue | None = queued.work_queue if queued is not None else None
         self.worker_options = worker_options(worker)
         if self.worker_options is not None and self.queue is None:
             raise InvalidRequest("worker mode needs a store with a work queue (e.g. postgresql://)")
@@ -226,6 +224,30 @@ class RunEngine:
             ended_runs(self.store)  # refused now, not at the first sweep
         self.retention_interval = retention_seconds(retention_interval, "retention_interval") or DEFAULT_SWEEP_INTERVAL
         self.sweeper: RetentionSweeper | None = None
+
+    def use_store(self, store: EventStore | str) -> None:
+        """Give an engine built without a store (`RunEngine()`) its store, before it starts.
+        InvalidRequest when the engine has a store of its own, or has started."""
+        if self.store_chosen:
+            raise InvalidRequest("this engine was built with a store of its own")
+        if self._tg is not None:
+            raise InvalidRequest("the engine has started: its store can no longer change")
+        chosen = open_store(store) if isinstance(store, str) else store
+        if self.worker_options is not None and port_of(chosen, QueuedStore) is None:
+            raise InvalidRequest("worker mode needs a store with a work queue (e.g. postgresql://)")
+        self._attach(chosen)
+        self.driver.store, self.driver.sessions = self.store, self.session_store
+        self.store_chosen = True
+
+    def _attach(self, store: EventStore) -> None:
+        """Take `store` as the engine's log, with the small ports it declares beside it (None: it
+        keeps no such thing, and what needs it is refused with InvalidRequest)."""
+        self.store: EventStore = store
+        self.session_store: SessionStore | None = port_of(store, SessionStore)
+        self.idempotency_store: IdempotencyStore | None = port_of(store, IdempotencyStore)
+        #: The store's work queue, if it has one: execute then enqueues, workers execute.
+        queued = port_of(store, QueuedStore)
+        self.queue: WorkQueue | None = queued.work_queue if queued is not None else None
 
     # -- agents ---------------------------------------------------------------
 
@@ -447,6 +469,8 @@ class RunEngine:
         policy = session_policy or self.session_policy
         if policy not in SESSION_POLICIES:
             raise InvalidRequest(f"session_policy must be one of {SESSION_POLICIES}")
+        if run_id is not None:
+            check_run_id(run_id)
         new_run_id = run_id or uuid.uuid4().hex
 
         key_record: IdempotencyRecord | None = None
@@ -464,13 +488,21 @@ class RunEngine:
                 created_at=self.clock(),
             )
             bound = await bind_key(self.store, self._keys(), key_record, ttl=self.idempotency_ttl, now=self.clock)
-            if bound is not None:
-                return await self._respond(bound, mode, after_seq=0)
+            if not bound.create:
+                return await self._respond(bound.run_id, mode, after_seq=0)
+            # The run an earlier request with this key bound it to, if it has not created it yet.
+            new_run_id = bound.run_id
+            key_record = attrs.evolve(key_record, run_id=new_run_id)
         try:
             state = await self._create_run(
                 new_run_id, spec.name, input, mode=mode, session_id=session_id, metadata=metadata,
-                timeout=timeout, owner=owner, policy=policy, start_at=start_at,
+                timeout=timeout, owner=owner, policy=policy, start_at=start_at, keyed=key_record is not None,
             )
+        except ConcurrencyConflict:
+            if key_record is None:
+                raise
+            # The other request holding this key (taken over from it, or by it) created the run.
+            return await self._respond(new_run_id, mode, after_seq=0)
         except BaseException:
             if key_record is not None:  # refused before the run existed: the key stays unused
                 with anyio.CancelScope(shield=True):
@@ -498,9 +530,14 @@ class RunEngine:
         owner: str | None,
         policy: str,
         start_at: datetime | None,
+        keyed: bool = False,
     ) -> RunState:
-        """Check the session (claiming a new one for `owner`), apply its policy, record run.created."""
+        """Check the session (claiming a new one for `owner`), apply its policy, record run.created.
+        `keyed`: the run id is an idempotency key's, which another request may have created first
+        (ConcurrencyConflict, and the session's runs are left alone)."""
         async with self._session_lock(session_id):
+            if keyed and await self.store.get_run(new_run_id) is not None:
+                raise ConcurrencyConflict(new_run_id, 0, 1)
             after: tuple[str, ...] = ()
             if session_id is not None:
                 sessions = self._sessions()
@@ -515,7 +552,7 @@ class RunEngine:
                     raise SessionEnded(session_id)
                 if session.expires_at is not None and session.expires_at <= self.clock():
                     raise SessionEnded(session_id, expired=True)
-                after = await self._apply_session_policy(session_id, policy, owner)
+                after = await self._apply_session_policy(session_id, policy, owner, creating=new_run_id)
             carrier = observe.current.trace_context()  # whoever executes the run continues this trace
             if carrier and observe.TRACE_METADATA_KEY not in (metadata or {}):
                 metadata = {**(metadata or {}), observe.TRACE_METADATA_KEY: carrier}
@@ -560,13 +597,16 @@ class RunEngine:
             return contextlib.nullcontext()
         return self._session_locks(session_id)
 
-    async def _apply_session_policy(self, session_id: str, policy: str, owner: str | None) -> tuple[str, ...]:
+    async def _apply_session_policy(
+        self, session_id: str, policy: str, owner: str | None, *, creating: str
+    ) -> tuple[str, ...]:
         if policy == "allow":
             return ()
         active: list[str] = []
         for status in ACTIVE_STATUSES:  # only the owner's runs (a session older than ownership may hold others')
             page = await self.store.list_runs(session_id=session_id, status=status, owner=owner, limit=MAX_PAGE // 10)
-            active.extend(r.run_id for r in page.runs)
+            # `creating` itself, made meanwhile by another request with the same idempotency key, is not interrupted.
+            active.extend(r.run_id for r in page.runs if r.run_id != creating)
         if not active:
             return ()
         if policy == "reject":
@@ -793,7 +833,8 @@ class RunEngine:
         """Bind `record`'s key to `record.run_id` for a profile that creates or answers runs itself
         (runengine.idempotency.bind_key): None when the caller now holds the key, else the run the
         key already names (IdempotencyKeyReused when it names one for another request)."""
-        return await bind_key(self.store, self._keys(), record, ttl=self.idempotency_ttl, now=self.clock)
+        bound = await bind_key(self.store, self._keys(), record, ttl=self.idempotency_ttl, now=self.clock)
+        return None if bound.create and bound.run_id == record.run_id else bound.run_id
 
     async def release_idempotency_key(self, record: IdempotencyRecord) -> None:
         """Let go of a key bound by `bind_idempotency_key` whose request made nothing."""

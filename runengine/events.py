@@ -163,7 +163,7 @@ class RunStarted(Event):
     def fold_into(self, run: Fold) -> None:
         if run.get("started_at") is None:
             run.set(started_at=self.at)
-        run.set(attempt=self.attempt, worker=self.worker, version=self.version)
+        run.set(attempt=self.attempt, worker=self.worker, version=self.version, resumed_seq=self.seq)
 
 
 @attrs.frozen(kw_only=True)
@@ -179,9 +179,20 @@ class RunResumed(Event):
     version: str | None = None
 
     def fold_into(self, run: Fold) -> None:
-        run.set(attempt=self.attempt, worker=self.worker, version=self.version, suspended=False)
-        if self.reason == "worker_lost":
-            run.set(lost_attempts=run.get("lost_attempts") + 1)
+        if self.reason == "worker_lost":  # counted against the previous start or resumption
+            run.set(lost_attempts=losses_in_a_row(run.get("lost_attempts"), run.last_seq, run.get("resumed_seq")))
+        run.set(attempt=self.attempt, worker=self.worker, version=self.version, suspended=False, resumed_seq=self.seq)
+
+
+def losses_in_a_row(lost_attempts: int, last_seq: int, resumed_seq: int) -> int:
+    """A run's process losses in a row, counting one more now: the crash-loop bound's count.
+
+    A process runs many runs at once and any of them may bring it down. A loss counts against
+    a run that appended nothing since its last start or resumption (`resumed_seq`; its step was
+    in flight, or it crashed at once); a run that made progress was not the cause, and its
+    count starts again with this loss.
+    """
+    return lost_attempts + 1 if last_seq <= resumed_seq else 1
 
 
 @attrs.frozen(kw_only=True)
@@ -246,6 +257,8 @@ class MessageDiscarded(Event):
 
     def fold_into(self, run: Fold) -> None:
         run.discard_message(self.message_id)
+        if run.last_seq == run.get("resumed_seq"):  # the resumption's own bookkeeping, not progress
+            run.set(resumed_seq=self.seq)
 
 
 @attrs.frozen(kw_only=True)

@@ -6,6 +6,12 @@ three values. It is recorded only once its request creates a run: a request refu
 used again. The same key with the same request (its fingerprint) gets the first run's response;
 with another request, IdempotencyKeyReused (422 `idempotency_error`). Concurrent duplicates make
 exactly one run: the store binds the key atomically, and the others wait for that run.
+
+One key makes one run whatever the timing: a duplicate that finds the key bound to a run not
+created yet takes up that run's id, never a new one. If the first request is still pending after
+PENDING_FOR (it may have died, or be slow), the duplicate takes the key over and creates that same
+run; the store creates a run once (`run.created` at seq 1), so whichever of the two comes second
+gets the run the other created.
 """
 
 from __future__ import annotations
@@ -58,6 +64,16 @@ def fingerprint(value: Any) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+@attrs.frozen
+class KeyBinding:
+    """What binding a key gave: the run it names, and whether the caller must create that run."""
+
+    run_id: str
+    #: True: the caller holds the key and creates run `run_id` (or releases the key if it does not);
+    #: False: the run exists, created by the same request.
+    create: bool
+
+
 async def bind_key(
     store: EventStore,
     keys: IdempotencyStore,
@@ -65,21 +81,25 @@ async def bind_key(
     *,
     ttl: float,
     now: Callable[[], datetime],
-) -> str | None:
-    """Bind `record`'s key to `record.run_id`. None: the caller holds the key and must create the
-    run (or release the key if it does not). Otherwise the id of the run the key already names,
-    created by the same request. `now()` gives the time of each attempt."""
+) -> KeyBinding:
+    """Bind `record`'s key to `record.run_id`, or to the run an earlier request with the same key
+    bound it to and has not created yet. `now()` gives the time of each attempt."""
+    # Until it has seen what the key names, a request takes over nothing that is pending: an
+    # expired record (older than `ttl`) only.
+    pending_for = ttl
     while True:
         attempt = attrs.evolve(record, created_at=now())
-        held = await keys.reserve_idempotency_key(attempt, ttl=ttl, pending_for=PENDING_FOR)
+        held = await keys.reserve_idempotency_key(attempt, ttl=ttl, pending_for=pending_for)
         if held is None:
-            return None
+            return KeyBinding(record.run_id, create=True)
         if held.fingerprint != record.fingerprint:
             raise IdempotencyKeyReused(record.key)
         if await store.get_run(held.run_id) is not None:
-            return held.run_id
-        # Its request is still creating the run, or was refused (then the key is released).
+            return KeyBinding(held.run_id, create=False)
+        # Its request is still creating the run, or was refused (then the key is released), or
+        # died: should this request take the key over, it creates that same run, not another.
+        record, pending_for = attrs.evolve(record, run_id=held.run_id), PENDING_FOR
         await store.wait(held.run_id, after_seq=0, timeout=RECHECK)
 
 
-__all__ = ["PENDING_FOR", "IdempotencyStore", "bind_key", "fingerprint"]
+__all__ = ["PENDING_FOR", "IdempotencyStore", "KeyBinding", "bind_key", "fingerprint"]

@@ -50,6 +50,8 @@ MAX_CALLBACK_TOKEN_LENGTH = 4096
 MAX_EVENTS_PER_RUN = 1_000_000
 #: One event as JSON; an agent call that would record a larger one raises `EventTooLarge`.
 MAX_EVENT_BYTES = 4 * 1024 * 1024
+#: How far past this machine's clock an imported log's times may be (another machine's clock), in seconds.
+MAX_IMPORT_CLOCK_SKEW = 300.0
 
 # -- what a client holds open -----------------------------------------------------------------------
 

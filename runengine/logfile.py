@@ -5,28 +5,38 @@ and `runengine import` reads back; also a fixture format (`runengine.testing.log
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 from .errors import InvalidRequest, InvalidRunState, RunEngineError, RunNotFound
-from .events import Event
+from .events import Event, UnknownEvent
+from .limits import MAX_EVENT_BYTES, MAX_EVENTS_PER_RUN, MAX_IMPORT_CLOCK_SKEW
 from .ports import MAX_PAGE, EventStore
 from .reducer import Fold
 from .state import RunState
-from .wire import event_from_json, event_to_json
+from .validation import check_run_id
+from .wire import event_from_dict, event_to_json
 
 
 def parse_log(lines: Iterable[str | bytes]) -> list[Event]:
-    """The events of JSON lines (blank lines are skipped), checked by folding them with the
-    reducer: one run, seq 1, 2, 3 ... and only allowed transitions. InvalidRequest (naming the
-    line) otherwise."""
+    """The events of JSON lines (blank lines are skipped), checked as the engine checks what it
+    writes: each line at most MAX_EVENT_BYTES, at most MAX_EVENTS_PER_RUN of them, a known event
+    type, an integer seq, a run id every surface can address (`validation.is_run_id`), and folded
+    by the reducer: one run, seq 1, 2, 3 ... and only allowed transitions. InvalidRequest (naming
+    the line) otherwise."""
     events: list[Event] = []
     fold = Fold()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            event = event_from_json(line)
+            event = _event_of_line(line)
+            if not events:
+                check_run_id(event.run_id)  # the fold holds every later event to the same run
+            if len(events) >= MAX_EVENTS_PER_RUN:
+                raise InvalidRequest(f"a run's log holds at most {MAX_EVENTS_PER_RUN} events")
             fold.apply(event)
         except (RunEngineError, ValueError, RecursionError) as exc:  # ValueError: not JSON (or not UTF-8)
             message = exc.message if isinstance(exc, RunEngineError) else str(exc)
@@ -35,6 +45,21 @@ def parse_log(lines: Iterable[str | bytes]) -> list[Event]:
     if not events:
         raise InvalidRequest("the log holds no event")
     return events
+
+
+def _event_of_line(line: str | bytes) -> Event:
+    size = len(line.encode("utf-8", "surrogatepass") if isinstance(line, str) else line)
+    if size > MAX_EVENT_BYTES:
+        raise InvalidRequest(f"an event is {size} bytes of JSON; the limit is {MAX_EVENT_BYTES}")
+    raw = json.loads(line)
+    if not isinstance(raw, dict):
+        raise InvalidRequest("an event is a JSON object")
+    if type(raw.get("seq")) is not int:  # not "2", 2.0 or true
+        raise InvalidRequest(f"seq must be an integer, got {json.dumps(raw.get('seq'))[:40]}")
+    event = event_from_dict(raw)
+    if isinstance(event, UnknownEvent):
+        raise InvalidRequest(f"unknown event type {str(raw.get('type'))[:80]!r}")
+    return event
 
 
 async def export_run(store: EventStore, run_id: str, write: Callable[[str], Any]) -> int:
@@ -53,11 +78,16 @@ async def export_run(store: EventStore, run_id: str, write: Callable[[str], Any]
             return after
 
 
-async def import_run(store: EventStore, events: list[Event]) -> RunState:
+async def import_run(store: EventStore, events: list[Event], *, now: datetime) -> RunState:
     """Append an ended run's whole log as a new run, in one atomic append; return its state.
 
     Refuses (InvalidRunState, conflict) a run id the store has already, and (InvalidRequest) a log
-    that does not end: no process would ever execute or end such a run."""
+    that does not end (no process would ever execute or end such a run), or with a time later than
+    `now` (give or take MAX_IMPORT_CLOCK_SKEW): a run cannot have ended in the future."""
+    latest = now + timedelta(seconds=MAX_IMPORT_CLOCK_SKEW)
+    for event in events:
+        if event.at > latest:
+            raise InvalidRequest(f"event seq {event.seq} is at {event.at.isoformat()}, later than now", seq=event.seq)
     fold = Fold()
     try:
         fold.apply_all(events)

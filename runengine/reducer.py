@@ -278,6 +278,7 @@ class Fold:
             input_expires_at=changes.get("input_expires_at", base.input_expires_at),
             suspended=changes.get("suspended", base.suspended),
             lost_attempts=changes.get("lost_attempts", base.lost_attempts),
+            resumed_seq=changes.get("resumed_seq", base.resumed_seq),
             discarded=self._tuple("discarded", self._discarded),
             steps=self._steps,
             replay_from=changes.get("replay_from", base.replay_from),

@@ -8,7 +8,33 @@ from datetime import datetime, timedelta, timezone
 
 from .errors import InvalidRequest
 from .events import Event, RunCreated
+from .limits import MAX_ID_LENGTH
 from .ports import MAX_PAGE
+
+
+def has_control_characters(value: str) -> bool:
+    return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value)
+
+
+def is_run_id(value: object) -> bool:
+    """Whether `value` can name a run on every surface: 1 to MAX_ID_LENGTH characters, no control
+    characters, and one URL path segment (no "/", not "." or "..")."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_ID_LENGTH
+        and not has_control_characters(value)
+        and "/" not in value
+        and value not in (".", "..")
+    )
+
+
+def check_run_id(value: object) -> None:
+    if not is_run_id(value):
+        shown = value[:80] if isinstance(value, str) else value
+        raise InvalidRequest(
+            f"a run id must be 1 to {MAX_ID_LENGTH} characters without control characters or '/', got {shown!r}",
+            field="run_id",
+        )
 
 
 def check_append(run_id: str, events: Sequence[Event], expected_seq: int) -> None:

@@ -10,6 +10,7 @@ row (run_id, tool) in a transaction of its own, so the test can tell how often a
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -134,3 +135,34 @@ def register_restart(engine: RunEngine, counters: Path) -> RunEngine:
 def restart_engine() -> RunEngine:
     """`runengine serve --app durable_apps:restart_engine`."""
     return register_restart(RunEngine(store_url()), counters_path())
+
+
+#: The crash-loop suite: the innocent agent's steps, and how long each takes.
+INNOCENT_STEPS = 80
+INNOCENT_STEP_SECONDS = 0.06
+#: How long the crashing step runs before it kills its process.
+CRASH_AFTER_SECONDS = 1.0
+
+
+def crash_loop_engine() -> RunEngine:
+    """`runengine serve --app durable_apps:crash_loop_engine`: `crasher`, whose step kills the
+    process (a native crash, an OOM kill), and `innocent`, which makes steady progress."""
+    engine = RunEngine(store_url())
+
+    async def kill_the_process() -> None:
+        await anyio.sleep(CRASH_AFTER_SECONDS)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    @engine.agent("crasher", description="Its one step kills the process it runs in.")
+    async def crasher(ctx: RunContext) -> None:
+        await ctx.step("native-call", kill_the_process)
+
+    async def work(i: int) -> int:
+        await anyio.sleep(INNOCENT_STEP_SECONDS)
+        return i
+
+    @engine.agent("innocent", description="Many short steps, then the sum of their results.")
+    async def innocent(ctx: RunContext) -> int:
+        return sum([await ctx.step(f"work-{i}", work, i) for i in range(INNOCENT_STEPS)])
+
+    return engine

@@ -168,13 +168,52 @@ def test_serve_with_an_app_module(tmp_path: Path) -> None:
         process.wait(timeout=20)
 
 
+APP_ENGINES = """
+from runengine import RunEngine
+
+storeless = RunEngine()  # its store comes from --store
+own = RunEngine("memory://")
+
+for engine in (storeless, own):
+    @engine.agent("shout", description="upper-cases its input")
+    async def shout(ctx):
+        await ctx.say(str(ctx.input).upper())
+"""
+
+
+def test_store_is_the_store_of_an_app_engine_built_without_one(tmp_path: Path) -> None:
+    """README: `runengine serve --store URL --app module:engine`."""
+    (tmp_path / "appengines.py").write_text(APP_ENGINES)
+    db = tmp_path / "app.db"
+    port = free_port()
+    process = subprocess.Popen(
+        [*COMMAND, "serve", "--store", f"sqlite:///{db}", "--app", "appengines:storeless", "--port", str(port),
+         "--log-level", "warning"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process)
+        with httpx.Client(base_url=url, timeout=30.0) as client:
+            run = client.post("/runs", json={"agent": "shout", "input": "hey"}).json()
+            assert run["output"] == "HEY", run
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=20)
+    # The run is in the file --store named (read back by the CLI, on the store itself).
+    exported = cli("export", run["run_id"], "--store", f"sqlite:///{db}", cwd=tmp_path)
+    assert exported.returncode == 0 and '"run.completed"' in exported.stdout, exported.stderr
+    # An engine with a store of its own: --store is a usage error, not silently ignored.
+    for command in ("serve", "worker"):
+        own = cli(command, "--app", "appengines:own", "--store", f"sqlite:///{db}", cwd=tmp_path)
+        assert own.returncode == 2 and "built with a store of its own" in own.stderr, (command, own.stderr)
+
+
 def test_serve_usage_errors(tmp_path: Path) -> None:
     no_module = cli("serve", "--app", "nowhere_to_be_found:engine", cwd=tmp_path)
     assert no_module.returncode == 2 and "cannot load" in no_module.stderr
     not_a_ref = cli("serve", "--app", "justaname", cwd=tmp_path)
     assert not_a_ref.returncode == 2 and "module:attribute" in not_a_ref.stderr
-    both = cli("serve", "--app", "x:y", "--store", "memory://", cwd=tmp_path)
-    assert both.returncode == 2 and "--store applies to the demo engine" in both.stderr
     bad_store = cli("serve", "--store", "nosuch://x", cwd=tmp_path)
     assert bad_store.returncode == 2 and "no store for scheme" in bad_store.stderr
     assert "serve" in cli("--help").stdout
@@ -211,3 +250,106 @@ def test_serve_closes_requests_that_never_finish(tmp_path: Path) -> None:
         process.wait(timeout=20)
     help_text = cli("serve", "--help").stdout
     assert "--header-timeout" in help_text and "--body-timeout" in help_text and "--keep-alive-timeout" in help_text
+
+
+# -- issue 20 papercuts ---------------------------------------------------------------------------
+
+
+def _cli_without_store_env(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "RUNENGINE_STORE"}
+    return subprocess.run([*COMMAND, *args], capture_output=True, text=True, timeout=60, cwd=cwd, env=env)
+
+
+def test_store_commands_never_make_a_store_of_their_own(tmp_path: Path) -> None:
+    """export, import and prune need --store (or RUNENGINE_STORE), and export and prune refuse a
+    SQLite file that does not exist: none of them leaves a runengine.db where it happened to run."""
+    log = tmp_path / "run.jsonl"
+    log.write_text("{}\n")
+    for args in (["export", "some-run"], ["import", str(log)], ["prune", "--older-than", "30d"]):
+        result = _cli_without_store_env(*args, cwd=tmp_path)
+        assert result.returncode == 2 and "Missing option '--store'" in result.stderr, (args, result.stderr)
+    missing = tmp_path / "typo.db"
+    for args in (["export", "some-run"], ["prune", "--older-than", "30d"]):
+        result = _cli_without_store_env(*args, "--store", f"sqlite:///{missing}", cwd=tmp_path)
+        assert result.returncode == 1 and f"no store at {missing}" in result.stderr, (args, result.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.jsonl"]
+
+
+def test_tail_writes_only_events_on_stdout(tmp_path: Path) -> None:
+    """Its retry warnings go to stderr: stdout stays a clean stream of events (--json: one per line)."""
+    result = cli("tail", "some-run", "--json", "--retries", "2", "--url", f"http://127.0.0.1:{free_port()}", cwd=tmp_path)
+    assert result.returncode == 1 and "connection lost 3 times" in result.stderr
+    assert result.stdout == ""
+    assert "retry_scheduled" in result.stderr  # the warnings are still there, on stderr
+
+
+FAILING_APP = """
+from runengine import RunEngine
+
+engine = RunEngine("memory://")
+
+@engine.agent("leaky", description="fails, with a secret in its input")
+async def leaky(ctx):
+    card = ctx.input["card"]
+    raise ValueError("the payment provider said no")
+"""
+SECRET = "sk-live-4242-DO-NOT-LOG"
+
+
+def _failing_run_log(tmp_path: Path, *options: str, tty: bool) -> str:
+    """Serve FAILING_APP, fail one run whose input holds SECRET, stop; what the server logged.
+    With `tty`, stderr is a terminal (the console format's framed traceback), read as it comes."""
+    import pty
+    import threading
+
+    (tmp_path / "failingapp.py").write_text(FAILING_APP)
+    port = free_port()
+    out = tmp_path / "serve.log"
+    captured: list[bytes] = []
+    leader = follower = -1
+    if tty:
+        leader, follower = pty.openpty()
+
+        def drain() -> None:  # a terminal's buffer is small: a server writing to a full one blocks
+            while True:
+                try:
+                    chunk = os.read(leader, 65536)
+                except OSError:  # the terminal closed
+                    return
+                if not chunk:
+                    return
+                captured.append(chunk)
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+    with open(out, "wb") as log:
+        process = subprocess.Popen(
+            [*COMMAND, "serve", "--app", "failingapp:engine", "--port", str(port), "--log-level", "info", *options],
+            stdout=log, stderr=follower if tty else log, cwd=tmp_path,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+        try:
+            wait_ready(f"http://127.0.0.1:{port}", process)  # type: ignore[arg-type]
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0) as client:
+                run = client.post("/runs", json={"agent": "leaky", "input": {"card": SECRET, "amount": 12}}).json()
+            assert run["status"] == "failed" and run["error"]["code"] == "agent_error", run
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=20)
+            if tty:
+                os.close(follower)
+                reader.join(timeout=10)
+                os.close(leader)
+    text = out.read_text(errors="replace") + b"".join(captured).decode(errors="replace")
+    assert "agent raised an exception" in text and "ValueError" in text, text[-2000:]
+    return text
+
+
+@pytest.mark.parametrize(
+    ("options", "tty"), [(("--log-format", "console"), True), (("--log-format", "json"), False)], ids=["console", "json"]
+)
+def test_an_agent_s_traceback_logs_no_locals(tmp_path: Path, options: tuple[str, ...], tty: bool) -> None:
+    """A failing agent's input holds a secret: the traceback is logged, the secret is not."""
+    assert SECRET not in _failing_run_log(tmp_path, *options, tty=tty)
+    # --log-locals (local debugging) shows the frames' variables again: the test can see a leak.
+    assert SECRET in _failing_run_log(tmp_path, *options, "--log-locals", tty=tty)

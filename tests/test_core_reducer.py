@@ -16,9 +16,11 @@ from runengine.events import (
     ErrorInfo,
     MessageCompleted,
     MessageDelta,
+    MessageDiscarded,
     RunCompleted,
     RunCreated,
     RunInput,
+    RunResumed,
     RunStarted,
     ToolCall,
     ToolResult,
@@ -173,3 +175,28 @@ def test_freezing_mid_stream_does_not_change_the_result():
 
 TestLogMachine = LogMachine.TestCase
 TestLogMachine.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+
+
+def test_process_losses_count_in_a_row_without_progress() -> None:
+    """Issue 20, item 2: a loss counts against a run that appended nothing since its last start or
+    resumption (and the message.discarded that came with it); progress starts the count again."""
+    lost = [RunCreated(run_id="r", seq=1, agent="a"), RunStarted(run_id="r", seq=2)]
+
+    def resumed() -> RunResumed:
+        return RunResumed(run_id="r", seq=len(lost) + 1, reason="worker_lost")
+
+    counts = []
+    for step in ("lost", "lost", "progress", "lost", "partial", "lost", "lost"):
+        if step == "progress":
+            lost.append(MessageDelta(run_id="r", seq=len(lost) + 1, message_id=f"m{len(lost)}", content="x"))
+            lost.append(MessageCompleted(run_id="r", seq=len(lost) + 1, message_id=f"m{len(lost) - 1}"))
+            continue
+        if step == "partial":  # a half-streamed message: progress, discarded by the next resumption
+            lost.append(MessageDelta(run_id="r", seq=len(lost) + 1, message_id="half", content="x"))
+            continue
+        lost.append(resumed())
+        state = fold(lost)
+        if state.partial is not None:
+            lost.append(MessageDiscarded(run_id="r", seq=len(lost) + 1, message_id=state.partial.message_id))
+        counts.append(fold(lost).lost_attempts)
+    assert counts == [1, 2, 1, 1, 2]

@@ -3,7 +3,9 @@ virtualenv, from the repository root; and the install prints no warning of the p
 
 The documented commands are read from each example's docstring, never restated here: a line
 starting with `$ ` is a command, in order; `$ pip install ...` names what the example needs
-(`runengine` there means this repository), the last `$ ` line runs the example. When that line's
+(`.` or `.[extras]` there is this repository, as run from a clone's root: runengine is on no
+package index, so a line naming `runengine` would fail as written and fails the test), the last
+`$ ` line runs the example. When that line's
 comment names a URL (`# then open http://127.0.0.1:8000/prefix/`), the example is a server: the
 test gives it a free port ($PORT, and $UVICORN_PORT for uvicorn), then completes a run over HTTP
 at that prefix. A command may start with environment assignments (`OPENAI_API_KEY=sk-...`);
@@ -97,13 +99,18 @@ def _docstring(path: Path) -> str:
     return ast.get_docstring(ast.parse(path.read_text())) or ""
 
 
+#: The repository itself in a `pip install` run from its root: `.` or `.[extra,...]`.
+THIS_CLONE = re.compile(r"^\.(?:\[(?P<extras>[^\]]*)\])?$")
+
+
 def requirements(examples: list[Example], source: Path) -> list[str]:
-    """One `pip install` for every example: `runengine[...]` becomes the copy of this repository."""
+    """One `pip install` for every example: `.[...]` (run from the repository root) becomes the
+    copy of this repository."""
     extras: set[str] = set()
     others: set[str] = set()
     for example in examples:
         for argument in (a for install in example.installs for a in install):
-            name = re.match(r"^runengine(?:\[(?P<extras>[^\]]*)\])?$", argument)
+            name = THIS_CLONE.match(argument)
             if name:
                 extras.update(e.strip() for e in (name["extras"] or "").split(",") if e.strip())
             else:
@@ -140,6 +147,9 @@ def test_every_example_documents_its_command() -> None:
     for path in EXAMPLES:
         example = Example.read(path)
         assert example.command.split()[0] != "pip", f"{path.name}: its last '$ ' line must run it, not install"
+        for argument in (a for install in example.installs for a in install):
+            # runengine is on no package index: `pip install runengine...` fails as written.
+            assert not argument.startswith("runengine"), f"{path.name}: install {argument!r} from the clone: '.[...]'"
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])

@@ -65,6 +65,11 @@ async def test_stream_mode_sends_every_event_from_seq_1(client: httpx.AsyncClien
     assert types[0] == "run.created" and types[-1] == "run.completed"
     assert {"thought", "tool.call", "tool.result", "message.delta", "usage"} <= set(types)
     assert events == await full_log(client, events[0]["run_id"])
+    # The log records the mode the run was started with (issue 20), as for the other modes.
+    assert events[0]["data"]["mode"] == "stream"
+    for mode in ("sync", "async"):
+        run = (await client.post("/runs", json={"agent": "echo", "input": "x", "mode": mode})).json()
+        assert (await full_log(client, run["run_id"]))[0]["data"]["mode"] == mode
 
 
 @pytest.mark.anyio

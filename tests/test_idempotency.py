@@ -6,6 +6,7 @@ exactly one run."""
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,13 @@ import httpx
 import pytest
 
 from httpkit import demo_engine, serve, wait_status
-from runengine import IdempotencyKeyReused
+from kit import until
+from runengine import IdempotencyKeyReused, RunEngine, Status
 from runengine.adapters.asgi import engine_asgi_app
+from runengine.adapters.memory import MemoryStore
+from runengine.adapters.postgres import PostgresStore
+from runengine.adapters.sqlite import SQLiteStore
+from runengine.idempotency import PENDING_FOR, RECHECK
 
 
 ANYIO_BACKENDS = ("asyncio",)  # uvicorn
@@ -210,3 +216,125 @@ async def test_a_repeated_kore_answer_is_not_given_twice() -> None:
         assert run["status"] == "waiting_for_input" and run["await_request"] == "second?", run
         assert_error(await client.post(base, json={**answer, "input": [{"type": "text", "content": "b"}]}, headers=keyed("k-answer")),
                      422, "idempotency_error")
+
+
+# -- issue 20, item 3: one key, one run, whatever the timing --------------------------------------------
+
+
+class HeldCreation:
+    """A real store whose first `run.created` (appended, or put on its work queue) waits until
+    `release` is set: a creation held pending (a slow request, a stalled process) for as long
+    as the test likes."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.holding = anyio.Event()
+        self.release = anyio.Event()
+        self._held = False
+        queue = getattr(store, "work_queue", None)
+        if queue is not None:
+            self.work_queue = HeldQueue(queue, self)
+
+    async def hold_the_first(self) -> None:
+        if not self._held:
+            self._held = True
+            self.holding.set()
+            await self.release.wait()
+
+    async def append(self, run_id: str, events: Any, *, expected_seq: int) -> None:
+        if expected_seq == 0:
+            await self.hold_the_first()
+        await self._store.append(run_id, events, expected_seq=expected_seq)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+class HeldQueue:
+    def __init__(self, queue: Any, store: HeldCreation) -> None:
+        self._queue = queue
+        self._store = store
+
+    async def enqueue(self, run_id: str, events: Any, *, after: Any = ()) -> None:
+        await self._store.hold_the_first()
+        await self._queue.enqueue(run_id, events, after=after)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._queue, name)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("store_kind", ["memory", "sqlite"])
+@pytest.mark.parametrize("session_policy", [None, "interrupt"])
+async def test_a_retry_after_the_pending_window_does_not_make_a_second_run(
+    tmp_path: Path, store_kind: str, session_policy: str | None
+) -> None:
+    real = MemoryStore() if store_kind == "memory" else SQLiteStore(tmp_path / "runs.db")
+    await one_key_one_run(RunEngine(HeldCreation(real), clock=Clock()), session_policy)
+
+
+@pytest.mark.anyio
+@pytest.mark.postgres
+@pytest.mark.parametrize("session_policy", [None, "interrupt"])
+async def test_a_retry_after_the_pending_window_does_not_make_a_second_run_on_postgresql(
+    pg_schema_url: str, session_policy: str | None
+) -> None:
+    """The same on PostgreSQL, where a run is created by putting it on the work queue."""
+    engine = RunEngine(HeldCreation(PostgresStore.from_url(pg_schema_url)), clock=Clock(), worker=True)
+    await one_key_one_run(engine, session_policy)
+
+
+async def one_key_one_run(engine: RunEngine, session_policy: str | None) -> None:
+    """The first request binds a key, and its run's creation is held past PENDING_FOR; a retry
+    with the same key then comes: one run, answered to both, not cancelled by its retry."""
+    store, clock = engine.store, engine.clock
+    assert isinstance(store, HeldCreation) and isinstance(clock, Clock)
+
+    @engine.agent("asker")
+    async def asker(ctx: Any) -> Any:
+        return await ctx.ask("go?")
+
+    session = {"session_id": "s", "session_policy": session_policy} if session_policy else {}
+    answers: dict[str, str] = {}
+
+    async def request(name: str) -> None:
+        state = await engine.execute("asker", "same", mode="async", idempotency_key="k", **session)
+        answers[name] = state.run_id
+
+    with anyio.fail_after(60):
+        await _held_then_retried(engine, request, answers, session)
+
+
+async def _held_then_retried(engine: RunEngine, request: Any, answers: dict[str, str], session: dict[str, Any]) -> None:
+    store, clock = engine.store, engine.clock
+    assert isinstance(store, HeldCreation) and isinstance(clock, Clock)
+    async with engine:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(request, "first")
+            await store.holding.wait()  # the first request bound the key; its run is not created yet
+            clock.now += timedelta(seconds=PENDING_FOR + 5)  # ... for longer than the pending window
+            tg.start_soon(request, "retry")
+            await anyio.sleep(2 * RECHECK)  # the retry looks at the key again after the window
+            store.release.set()
+        assert answers["first"] == answers["retry"]
+        page = await engine.list_runs(limit=10)
+        assert [run.run_id for run in page.runs] == [answers["first"]]
+        # Not cancelled by its own retry (policy interrupt): it waits for its input.
+        assert await until(lambda: _status_is(engine, answers["first"], Status.WAITING_FOR_INPUT))
+        # And the key keeps naming it.
+        again = await engine.execute("asker", "same", mode="async", idempotency_key="k", **session)
+        assert again.run_id == answers["first"]
+
+
+async def _status_is(engine: RunEngine, run_id: str, status: Status) -> bool:
+    state = await engine.status(run_id)
+    assert state.status is not Status.CANCELLED, state.cancel_reason
+    return state.status is status

@@ -28,6 +28,7 @@ from runengine.adapters.profiles.platform_webhook_store import WebhookRegistrati
 from runengine.ports import SessionRecord
 from runengine.logfile import dump_log, export_run, import_run, parse_log
 from runengine.http.core import Request
+from runengine.limits import MAX_INPUT_BYTES
 from runengine.stores import open_store
 from runengine.testing.conformance import read_all
 from runengine.testing.logs import load_log, save_log
@@ -208,17 +209,18 @@ async def test_export_then_import_gives_the_same_log_and_state(tmp_path: Path) -
 
         target = open_store("memory://")
         await target.open()
-        imported = await import_run(target, load_log(path))
+        now = datetime.now(timezone.utc)
+        imported = await import_run(target, load_log(path), now=now)
         assert imported == original
         assert await read_all(target, original.run_id) == log
         assert await target.get_run(original.run_id) == await engine.store.get_run(original.run_id)
         with pytest.raises(InvalidRunState):  # a run id that exists is refused
-            await import_run(target, log)
+            await import_run(target, log, now=now)
         assert await read_all(target, original.run_id) == log
 
         waiting = await engine.execute("approval", None)
         with pytest.raises(InvalidRequest, match="has not ended"):
-            await import_run(target, await read_all(engine.store, waiting.run_id))
+            await import_run(target, await read_all(engine.store, waiting.run_id), now=now)
         assert await target.get_run(waiting.run_id) is None
         with pytest.raises(RunNotFound):
             await export_run(engine.store, "no-such-run", print)
@@ -248,6 +250,55 @@ def test_a_bad_log_names_its_line(tmp_path: Path) -> None:
             parse_log(bad)
         if name != "empty":
             assert caught.value.message.startswith("line "), name
+
+
+def _log_lines(**created: object) -> list[str]:
+    """An ended run's log as JSON lines; `created` changes its run.created."""
+    fields = {"run_id": "r", "agent": "echo", "input": "hi", **created}
+    run_id = str(fields["run_id"])
+    return dump_log(
+        [
+            RunCreated(seq=1, at=T0, **fields),  # type: ignore[arg-type]
+            RunStarted(run_id=run_id, seq=2, at=T0),
+            RunCompleted(run_id=run_id, seq=3, at=T0, output="ok"),
+        ]
+    ).splitlines()
+
+
+def test_cli_import_refuses_what_the_api_refuses(tmp_path: Path) -> None:
+    """Issue 20, item 12: `runengine import` holds a log to the API's checks and limits."""
+    store = f"sqlite:///{tmp_path / 'target.db'}"
+    good = _log_lines()
+    future = _log_lines()
+    future[2] = future[2].replace("2026-03-01", "9999-03-01")
+    cases = {
+        "a 20 MiB input": (_log_lines(input="x" * (20 * 1024 * 1024)), "limit is"),
+        "an input over the API's limit": (_log_lines(input="x" * (MAX_INPUT_BYTES + 1)), "'input'"),
+        "a 5,000-character run id": (_log_lines(run_id="r" * 5000), "run id"),
+        "a run id with a newline": (_log_lines(run_id="a\nb"), "run id"),
+        "a run id with NUL": (_log_lines(run_id="a\x00b"), "run id"),
+        "a run id with /..": (_log_lines(run_id="a/.."), "run id"),
+        "an agent with a control character": (_log_lines(agent="ec\x07ho"), "'agent'"),
+        "an unknown event type": (
+            [*good[:2], good[2].replace('"run.completed"', '"run.teleported"'), good[2].replace('"seq":3', '"seq":4')],
+            "unknown event type",
+        ),
+        "a seq as a string": ([good[0], good[1].replace('"seq":2', '"seq":"2"'), good[2]], "seq must be an integer"),
+        "a run ended in year 9999": (future, "later than now"),
+    }
+    runner = CliRunner()
+    for name, (lines, says) in cases.items():
+        path = tmp_path / "bad.jsonl"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        result = runner.invoke(main, ["import", str(path), "--store", store])
+        assert result.exit_code == 1 and says in result.output, (name, result.output[:300])
+    # Nothing was imported; the good log still is.
+    path = tmp_path / "good.jsonl"
+    path.write_text("\n".join(good) + "\n", encoding="utf-8")
+    result = runner.invoke(main, ["import", str(path), "--store", store])
+    assert result.exit_code == 0 and "imported run r: 3 events" in result.output, result.output
+    with sqlite3.connect(tmp_path / "target.db") as conn:
+        assert [row[0] for row in conn.execute("SELECT run_id FROM runs")] == ["r"]
 
 
 def test_cli_export_import_round_trip_and_prune_on_a_sqlite_file(tmp_path: Path) -> None:

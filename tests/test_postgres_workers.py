@@ -20,7 +20,7 @@ from runengine import RunEngine
 from runengine.engine import SessionBusy
 from runengine.adapters.postgres import PostgresStore
 from runengine.errors import InvalidRequest
-from runengine.events import MessageDelta, RunCreated, RunFailed, RunRequeued, RunStarted
+from runengine.events import Event, MessageDelta, RunCreated, RunFailed, RunRequeued, RunResumed, RunStarted
 from runengine.ports import LeaseLost, WorkQueue
 from runengine.status import Status
 from runengine.worker import WorkerOptions
@@ -183,18 +183,20 @@ def _error():  # type: ignore[no-untyped-def]
     return ErrorInfo(code="test", message="ended by the test")
 
 
-async def ghost_run(url: str, agent: str, input: object) -> str:
-    """A run claimed and started by a worker that then vanished (its lease runs out)."""
+async def ghost_run(url: str, agent: str, input: object, *, losses: int = 0, progressed: bool = True) -> str:
+    """A run claimed and started by a worker that then vanished (its lease runs out); before that,
+    `losses` resumptions after lost workers in a row, and (`progressed`) a delta after the last."""
     run_id = uuid.uuid4().hex
     async with PostgresStore.from_url(url) as store:
         queue = store.work_queue
         await queue.enqueue(run_id, [RunCreated(run_id=run_id, seq=1, agent=agent, input=input)])
         [lease] = await queue.claim("ghost", agents=[agent], limit=1, lease=0.5)
-        await queue.append_leased(
-            lease,
-            [RunStarted(run_id=run_id, seq=2, worker="ghost"), MessageDelta(run_id=run_id, seq=3, message_id="m", content="lost ")],
-            expected_seq=1,
-        )
+        events: list[Event] = [RunStarted(run_id=run_id, seq=2, worker="ghost")]
+        for _ in range(losses):
+            events.append(RunResumed(run_id=run_id, seq=len(events) + 2, worker="ghost", reason="worker_lost"))
+        if progressed:
+            events.append(MessageDelta(run_id=run_id, seq=len(events) + 2, message_id="m", content="lost "))
+        await queue.append_leased(lease, events, expected_seq=1)
     return run_id
 
 
@@ -214,6 +216,21 @@ async def test_a_lost_worker_s_run_is_resumed_by_default_or_failed_on_request(ur
     async with make_worker_engine(url, lease=2, poll=0.1, on_lost="fail") as worker:
         state = await worker.wait(run_id)
     assert state.status is Status.FAILED and state.error is not None and state.error.code == "worker_lost"
+
+
+@pytest.mark.anyio
+async def test_a_worker_loss_counts_only_against_a_run_that_made_no_progress(url: str) -> None:
+    # Lost twice in a row without progress, then it made progress before the third loss: the
+    # count starts again, and the run resumes and completes (max_attempts 3).
+    progressed = await ghost_run(url, "ticker", {"n": 3}, losses=2, progressed=True)
+    # Lost twice in a row, and a third time, without progress: that is a crash loop.
+    looping = await ghost_run(url, "ticker", {"n": 3}, losses=2, progressed=False)
+    async with make_worker_engine(url, lease=2, poll=0.1, max_attempts=3) as worker:
+        state = await worker.wait(progressed)
+        assert state.status is Status.COMPLETED and state.lost_attempts == 1, (state.status, state.lost_attempts, state.error)
+        state = await worker.wait(looping)
+        assert state.status is Status.FAILED and state.error is not None and state.error.code == "worker_lost"
+        assert state.lost_attempts == 2
 
 
 @pytest.mark.anyio

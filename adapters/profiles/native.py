@@ -35,7 +35,9 @@ from runengine.engine import MODES, SESSION_POLICIES, RunEngine
 from runengine.errors import AgentNotFound, RunEngineError, RunNotFound, SessionNotFound
 from runengine.idempotency import fingerprint
 from runengine.ports import SessionRecord, SessionRuns
-from runengine.wire import dumps, event_to_dict
+from runengine.validation import is_run_id
+from runengine.events import RunCreated
+from runengine.wire import dumps, event_to_dict, format_time
 from runengine.http import params
 from runengine.http.auth import AuthHook, guarded, owner_of
 from runengine.http.core import HttpError, Request, Response, StreamResponse, error_response, json_response
@@ -87,6 +89,23 @@ RUN_BODY = params.BodySpec(
     )
 )
 IDEMPOTENCY_KEY = params.TextField("Idempotency-Key", max_length=MAX_ID_LENGTH)
+OWNER = params.TextField("owner", max_length=MAX_ID_LENGTH)
+
+
+def check_created(created: RunCreated) -> None:
+    """Hold a recorded `run.created` (`runengine import`) to the rules of a `POST /runs` body:
+    the same fields, checked by RUN_BODY as a request made at the event's time. HttpError (400)."""
+    body = {
+        "agent": created.agent,
+        "input": created.input,
+        "session_id": created.session_id,
+        "mode": created.mode,
+        "metadata": created.metadata or None,
+        "timeout": created.timeout,
+        "start_at": format_time(created.start_at) if created.start_at is not None else None,
+    }
+    RUN_BODY.parse(body, now=created.at)
+    OWNER.parse({"owner": created.owner})
 CANCEL_BODY = params.BodySpec((params.TextField("reason", max_length=MAX_REASON_LENGTH),))
 INPUT_BODY = params.BodySpec((params.JsonField("content", max_bytes=MAX_CONTENT_BYTES, required=True),))
 SESSION_BODY = params.BodySpec(
@@ -250,9 +269,9 @@ class NativeAPI:
 
     @staticmethod
     def _run_id(request: Request) -> str:
-        """The path's run id; one no run can have (too long, control characters) is simply not found."""
+        """The path's run id; one no run can have (runengine.validation.is_run_id) is simply not found."""
         run_id = request.params["run_id"]
-        if len(run_id) > MAX_ID_LENGTH or params.has_control_characters(run_id):
+        if not is_run_id(run_id):
             raise RunNotFound(run_id[:MAX_ID_LENGTH])
         return run_id
 
@@ -295,8 +314,9 @@ class NativeAPI:
 
         if mode == "stream":
             with self.streams.slot(request) as slot:  # a 429 here creates no run
-                # Created (or, for a repeated Idempotency-Key, found) first: then streamed from seq 1.
-                run_id = (await self.engine.execute(agent, run_input, mode="async", run_id=run_id, **options)).run_id
+                # Created (or, for a repeated Idempotency-Key, found) first: then streamed from seq 1 by
+                # this profile's own SSE (the engine's stream is left unread); run.created says "stream".
+                run_id = (await self.engine.execute(agent, run_input, mode="stream", run_id=run_id, **options)).run_id
                 return slot.bind(
                     self._sse(run_id, after_seq=0, on_disconnect=on_disconnect, extra=(("x-run-id", run_id),))
                 )

@@ -10,6 +10,7 @@ from typing import Any
 
 import attrs
 
+from ..validation import has_control_characters
 from ..wire import dumps
 from .core import HttpError
 
@@ -37,10 +38,6 @@ def type_name(value: Any) -> str:
     if isinstance(value, list):
         return "array"
     return "object"
-
-
-def has_control_characters(value: str) -> bool:
-    return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value)
 
 
 def text(body: Mapping[str, Any], name: str, *, required: bool = False, max_length: int = 200) -> str | None:

@@ -29,7 +29,7 @@ try:
     import pydantic
     from openai import AsyncOpenAI
 except ImportError as exc:  # pragma: no cover - depends on the extra
-    raise ImportError("runengine.integrations.openai needs the openai package: pip install 'runengine[openai]'") from exc
+    raise ImportError("runengine.integrations.openai needs the openai package: pip install '.[openai]' from runengine's clone") from exc
 
 
 @attrs.frozen(kw_only=True)

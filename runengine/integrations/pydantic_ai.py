@@ -56,7 +56,8 @@ try:
     from pydantic_core import to_jsonable_python
 except ImportError as exc:  # pragma: no cover - depends on the extra
     raise ImportError(
-        "runengine.integrations.pydantic_ai needs Pydantic AI: pip install 'runengine[pydantic-ai]'"
+        "runengine.integrations.pydantic_ai needs Pydantic AI: pip install '.[pydantic-ai]' "
+        "from runengine's clone (and '.[pydantic-ai,openai]' for openai: models)"
     ) from exc
 
 #: The name of the step that records each model request.

@@ -1,4 +1,4 @@
-"""The testing kit shipped to users (needs hypothesis and pytest: `pip install runengine[testing]`).
+"""The testing kit shipped to users (needs hypothesis and pytest: `pip install '.[testing]'` from the clone's root).
 
 - `runengine.testing.strategies`: hypothesis strategies for valid histories (walking the
   transition table) and for arbitrary, often invalid, events.
