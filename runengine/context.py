@@ -31,6 +31,7 @@ from .events import (
     Event,
     MessageCompleted,
     MessageDelta,
+    MessageDiscarded,
     RunInput,
     RunInputTimedOut,
     RunWaitingForInput,
@@ -98,7 +99,11 @@ class RunContext:
         self._store = store
         self._clock = clock
         self._journal = journal
+        #: Discarded message -> the message carrying its kept text on (filled while replaying).
+        self._continued: dict[str, str] = journal.continued if journal is not None else {}
         self._diverged: ReplayDivergence | None = None
+        #: The deltas a replayed `stream_step` went through (message id, text): made again if cut short.
+        self._remade: tuple[str | None, str] = (None, "")
         self._on_stop = on_stop
         #: Set by the engine on a graceful stop: the run stops at its next recorded event.
         self.stop_requested = False
@@ -168,11 +173,41 @@ class RunContext:
             await self._stop()
         event = await journal.next()
         if event is None:
-            self._journal = None  # past the end of the log: live from here on
+            await self._go_live()
             return None
         if not isinstance(event, kind):
             raise self._diverge(event, call, f"the log has {event.type}")
         return event
+
+    async def _go_live(self) -> None:
+        """Past the end of the log: live from here on. A message left open whose last deltas are
+        streamed again (the journal's tail, or a cut-short stream_step's) is discarded, and its kept
+        text, what was replayed, carried on by a new message that the agent goes on streaming."""
+        journal, self._journal = self._journal, None
+        open_message = self._writer.fold.partial()
+        if journal is None or open_message is None:
+            return
+        # Dropped: the tail the journal skipped, and what a replayed stream_step, cut short, streamed before it.
+        dropped = (self._remade[1] if self._remade[0] == open_message.message_id else "") + journal.tail
+        if not dropped:
+            return
+        kept = open_message.content[: len(open_message.content) - len(dropped)]
+        continued = new_id("msg") if kept else None
+        await self._writer.add(
+            lambda seq: MessageDiscarded(
+                run_id=self.run_id, seq=seq, at=self._clock(), message_id=open_message.message_id, continued_as=continued
+            ),
+            durable=False,
+        )
+        if continued is not None:
+            self._continued[open_message.message_id] = continued
+            await self._writer.add_delta(continued, kept, self._clock())
+
+    def _same_message(self, message_id: str) -> str:
+        """The message that `message_id` goes on as now (itself, unless a resume discarded it)."""
+        while message_id in self._continued:
+            message_id = self._continued[message_id]
+        return message_id
 
     def _diverge(self, event: Event, call: str, why: str) -> ReplayDivergence:
         self._diverged = ReplayDivergence(
@@ -196,8 +231,10 @@ class RunContext:
             raise self._diverged
         if self._journal is not None:
             event = await self._journal.next()
-            self._journal = None
-            if event is not None:
+            if event is None:
+                await self._go_live()
+            else:
+                self._journal = None
                 raise self._diverge(event, "return", f"the log goes on with {event.type}")
 
     @property
@@ -213,11 +250,13 @@ class RunContext:
         if self._journal is not None or self._diverged is not None:
             recorded = await self._recorded(MessageDelta, f"delta({content[:40]!r})")
             if recorded is not None:
-                if message_id is not None:
-                    self._match(recorded, "delta", message_id=message_id)
+                if message_id is not None and self._same_message(message_id) != self._same_message(recorded.message_id):
+                    raise self._diverge(recorded, "delta", f"it recorded message_id={recorded.message_id!r}, not {message_id!r}")
                 self._match(recorded, "delta", content=content)
                 return str(recorded.message_id)
-        if message_id is None:
+        if message_id is not None:
+            message_id = self._same_message(message_id)
+        else:
             message_id = self._writer.fold.open_message_id or new_id("msg")
         await self._writer.add_delta(message_id, content, self._clock())
         if self.stop_requested:
@@ -228,14 +267,18 @@ class RunContext:
         self, *, role: str = "assistant", content: str | None = None, durable: bool = True
     ) -> str | None:
         """Close the message being streamed, if any; returns its id."""
-        partial = self._fold.partial()
+        if self._fold.partial() is None:
+            return None
+        recorded = await self._recorded(MessageCompleted, "complete_message()")
+        if recorded is not None:  # its deltas were matched one by one: the text is theirs
+            self._match(recorded, "complete_message()", role=role)
+            if content is not None:
+                self._match(recorded, "complete_message()", content=content)
+            return str(recorded.message_id)
+        partial = self._writer.fold.partial()  # live now: a discarded tail is gone from it
         if partial is None:
             return None
         text = partial.content if content is None else content
-        recorded = await self._recorded(MessageCompleted, "complete_message()")
-        if recorded is not None:
-            self._match(recorded, "complete_message()", message_id=partial.message_id, role=role, content=text)
-            return partial.message_id
         await self._add(
             lambda seq: MessageCompleted(
                 run_id=self.run_id, seq=seq, at=self._clock(), message_id=partial.message_id, role=role, content=text
@@ -268,7 +311,8 @@ class RunContext:
         await self.complete_message()
         stream = MessageStream(self)
         yield stream
-        if stream.message_id is not None and self._fold.open_message_id == stream.message_id:
+        open_id = self._fold.open_message_id
+        if stream.message_id is not None and open_id is not None and self._same_message(open_id) == self._same_message(stream.message_id):
             await self.complete_message(role=role)
         elif not stream.started:
             stream.message_id = await self._whole_message("", role, "message() with no delta")
@@ -378,10 +422,15 @@ class RunContext:
             recorded = await self._recorded(Event, call)
             if recorded is None:
                 break  # not recorded to its end: made again, live
-            if isinstance(recorded, (MessageDelta, Thought)):
-                continue  # streamed by this call the first time
+            if isinstance(recorded, MessageDelta):  # streamed by this call the first time
+                same = self._remade[0] == recorded.message_id
+                self._remade = (recorded.message_id, (self._remade[1] if same else "") + recorded.content)
+                continue
+            if isinstance(recorded, Thought):
+                continue
             if not isinstance(recorded, StepCompleted):
                 raise self._diverge(recorded, call, f"the log has {recorded.type}")
+            self._remade = (None, "")
             self._match(recorded, call, name=name)
             if recorded.error is not None:
                 raise StepFailed(name, recorded.error.code, recorded.error.message)

@@ -2,9 +2,8 @@
 
 A pending run is started: `run.started`, then its agent, live. An unfinished run that an
 engine takes up again (after a restart, a crash, or a worker's lost lease) is resumed:
-`run.resumed` (and `message.discarded` for a message left half-streamed), then its agent
-is called again with a context that replays its log (`runengine.replay`) and goes live
-where the log ends. Nothing here ends a run because a process stops: a graceful stop lets
+`run.resumed`, then its agent is called again with a context that replays its log
+(`runengine.replay`) and goes live where the log ends. Nothing here ends a run because a process stops: a graceful stop lets
 each run reach its next event, records `run.suspended` and leaves the run to the next engine.
 """
 
@@ -29,7 +28,6 @@ from .errors import AgentFailed, ConcurrencyConflict, ReplayDivergence
 from .events import (
     ErrorInfo,
     Event,
-    MessageDiscarded,
     RunCancelled,
     RunCompleted,
     RunFailed,
@@ -235,22 +233,16 @@ class RunDriver:
                 reason=reason,
                 version=spec.version,
             ),
-            durable=state.partial is None,
+            durable=True,
         )
         observe.current.run_started(agent=state.agent, resumed=True)
-        if state.partial is not None:  # clients drop the text a lost process left half-streamed
-            partial_id = state.partial.message_id
-            await writer.add(
-                lambda seq: MessageDiscarded(run_id=run_id, seq=seq, at=self.clock(), message_id=partial_id),
-                durable=True,
-            )
-        # The journal ends where the log ended when the run was taken up (what follows is bookkeeping).
+        # A message left open stays open while the agent replays: the context discards its unrecorded
+        # tail, if any, when it goes live (runengine.replay). The journal ends where the log ended when the run was taken up (what follows is bookkeeping).
         journal = Journal(
             writer.store,
             run_id,
             end_seq=state.last_seq,
             replay_from=state.replay_from,
-            discarded=writer.state.discarded,
             first_page=active.first_page,
         )
         active.first_page = ()

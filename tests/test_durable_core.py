@@ -491,3 +491,53 @@ async def test_a_run_whose_agent_is_gone_stays_as_it_is_and_says_so_until_an_eng
         await engine.resume(waiting.run_id, "yes")
         done = await engine.wait(waiting.run_id)
         assert done.output == "answer: yes" and engine.waiting_for_agent(done) is False
+
+
+def open_message_agents(crash_after: str) -> Agents:
+    """An agent that streams, makes durable calls with its message still open, then streams more;
+    its first process dies after the call named `crash_after` ("tool", "sleep" or "more": the
+    first delta after them, committed)."""
+
+    def agents(engine: RunEngine, store: DyingStore) -> None:
+        async def die_at(point: str, ctx: Any) -> None:
+            if point == crash_after and not store.dead and ctx.attempt == 1:
+                await ctx.flush()
+                store.die()
+                await anyio.sleep_forever()
+
+        @engine.agent("checker")
+        async def checker(ctx):
+            await ctx.delta("Let me check... ")
+            found = await ctx.step("look", lambda: 41)
+            await ctx.delta("found it. ")
+            await ctx.tool_call("add", {"n": found}, lambda n: n + 1)
+            await die_at("tool", ctx)
+            await ctx.sleep(0)
+            await die_at("sleep", ctx)
+            await ctx.delta("The answer ")
+            await die_at("more", ctx)
+            await ctx.delta("is 42.")
+
+    return agents
+
+
+ANSWER_ACROSS_CALLS = "Let me check... found it. The answer is 42."
+
+
+@pytest.mark.parametrize("crash_after", ["tool", "sleep", "more"])
+async def test_a_message_open_across_durable_calls_resumes_with_every_word_once(crash_after: str):
+    run_id, engine = await crash_then_resume(open_message_agents(crash_after), "checker")
+    async with engine:
+        state = await engine.wait(run_id)
+        log = [e async for e in engine.events(run_id)]
+    assert state.status is Status.COMPLETED, state.error
+    assert [m.content for m in state.messages] == [ANSWER_ACROSS_CALLS]
+    assert state.output == ANSWER_ACROSS_CALLS
+    # What a client keeps (the deltas of messages not discarded) spells the answer once.
+    visible = "".join(e.content for e in log if e.type == "message.delta" and e.message_id not in state.discarded)
+    assert visible == ANSWER_ACROSS_CALLS
+    discarded = [e for e in log if e.type == "message.discarded"]
+    if crash_after == "more":  # "The answer " followed by nothing recorded: dropped, the rest carried on
+        assert len(discarded) == 1 and discarded[0].continued_as == state.messages[0].message_id
+    else:  # nothing streamed after the last recorded call: the message just goes on
+        assert discarded == []
