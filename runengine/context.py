@@ -17,7 +17,7 @@ import random as _random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import anyio
@@ -67,6 +67,25 @@ def plain(value: Any) -> Any:
         return json.loads(dumps(value))
     except (TypeError, ValueError) as exc:
         raise TypeError(f"a recorded value must be JSON data: {exc}") from exc
+
+
+#: The latest deadline a durable wait can have (`ctx.sleep`, `ctx.ask(timeout=)`): a later one is
+#: not a date (past year 9999), so asking for it is refused as InvalidRequest, like a negative wait.
+LATEST_DEADLINE = datetime.max.replace(tzinfo=timezone.utc)
+
+
+def deadline_after(now: datetime, seconds: Any, what: str) -> datetime:
+    """`now` plus `seconds`, refused (InvalidRequest) unless a finite number >= 0 reaching no
+    later than LATEST_DEADLINE."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
+        raise InvalidRequest(f"{what} must be a finite number of seconds >= 0", seconds=seconds)
+    try:
+        return now + timedelta(seconds=seconds)
+    except OverflowError:
+        raise InvalidRequest(
+            f"{what} of {seconds} s ends after {format_time(LATEST_DEADLINE)}, the latest deadline there is",
+            seconds=seconds,
+        ) from None
 
 
 async def sleep_until(clock: Callable[[], datetime], when: datetime) -> None:
@@ -471,9 +490,8 @@ class RunContext:
     async def sleep(self, seconds: float) -> None:
         """Wait `seconds`, durably: a restart in the middle wakes at the original deadline,
         and a wait that finished is not repeated."""
-        if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
-            raise InvalidRequest("sleep takes a finite number of seconds >= 0", seconds=seconds)
-        await self._timer(lambda: self._clock() + timedelta(seconds=seconds), f"sleep({seconds})")
+        deadline_after(self._clock(), seconds, "sleep")  # refused at the call, live or replaying
+        await self._timer(lambda: deadline_after(self._clock(), seconds, "sleep"), f"sleep({seconds})")
 
     async def sleep_until(self, when: datetime) -> None:
         """Wait until `when` (timezone-aware), durably."""
@@ -518,8 +536,8 @@ class RunContext:
         With `timeout` (seconds), raises InputTimedOut when no input came by then; the deadline
         is recorded, so it holds across restarts.
         """
-        if timeout is not None and (not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout < 0):
-            raise InvalidRequest("ask timeout must be a finite number of seconds >= 0", timeout=timeout)
+        if timeout is not None:
+            deadline_after(self._clock(), timeout, "ask timeout")  # refused at the call, live or replaying
         await self.complete_message()
         call = "ask()"
         recorded = await self._recorded(RunWaitingForInput, call)
@@ -532,7 +550,7 @@ class RunContext:
             if isinstance(answer, RunInputTimedOut):
                 raise InputTimedOut("no input came before the deadline")
         else:
-            expires = self._clock() + timedelta(seconds=timeout) if timeout is not None else None
+            expires = deadline_after(self._clock(), timeout, "ask timeout") if timeout is not None else None
             await self._add(
                 lambda seq: RunWaitingForInput(
                     run_id=self.run_id, seq=seq, at=self._clock(), request=request, expires_at=expires

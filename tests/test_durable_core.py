@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import pytest
 
-from runengine import InputTimedOut, RunEngine, Status, StepFailed, StoreError
+from runengine import InputTimedOut, InvalidRequest, RunEngine, Status, StepFailed, StoreError
 from runengine.adapters.memory import MemoryStore
 
 pytestmark = pytest.mark.anyio
@@ -541,3 +541,48 @@ async def test_a_message_open_across_durable_calls_resumes_with_every_word_once(
         assert len(discarded) == 1 and discarded[0].continued_as == state.messages[0].message_id
     else:  # nothing streamed after the last recorded call: the message just goes on
         assert discarded == []
+
+
+@pytest.mark.parametrize(
+    "wait",
+    [
+        lambda ctx: ctx.sleep(1e13),
+        lambda ctx: ctx.sleep(1e15),
+        lambda ctx: ctx.ask(timeout=1e12),
+        lambda ctx: ctx.sleep(-1),
+        lambda ctx: ctx.ask(timeout=float("nan")),
+    ],
+    ids=["sleep 1e13", "sleep 1e15", "ask 1e12", "sleep -1", "ask nan"],
+)
+async def test_a_wait_past_the_latest_date_is_refused_as_invalid_request_and_records_nothing(wait):
+    engine = RunEngine(MemoryStore())
+
+    @engine.agent("waiter")
+    async def waiter(ctx):
+        try:
+            await wait(ctx)
+        except InvalidRequest as exc:
+            return {"refused": exc.code}
+        return "waited"
+
+    async with engine:
+        run = await engine.execute("waiter", mode="async")
+        with anyio.fail_after(10):
+            state = await engine.wait(run.run_id)
+        types = [e.type async for e in engine.events(run.run_id)]
+    assert state.status is Status.COMPLETED and state.output == {"refused": "invalid_request"}, state.error
+    assert "timer.started" not in types and "run.waiting_for_input" not in types
+
+
+async def test_a_run_delayed_to_the_latest_date_stays_pending():
+    engine = RunEngine(MemoryStore())
+
+    @engine.agent("later")
+    async def later(ctx):
+        return "never yet"
+
+    async with engine:
+        run = await engine.execute("later", mode="async", start_at=datetime.max.replace(tzinfo=timezone.utc))
+        await anyio.sleep(0.2)
+        state = await engine.status(run.run_id)
+    assert state.status is Status.PENDING and state.error is None
