@@ -17,6 +17,7 @@ import random as _random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -50,6 +51,28 @@ from .replay import Journal
 from .state import RunState
 from .wire import dumps, event_to_dict, format_time, parse_time
 from .writer import RunEndedElsewhere, RunWriter
+
+
+#: The idempotency key of the step or tool function running now (None outside one).
+_CALL_KEY: ContextVar[str | None] = ContextVar("runengine_idempotency_key", default=None)
+
+
+def current_idempotency_key() -> str:
+    """The idempotency key of the step or tool call whose function is running (`ctx.idempotency_key()`
+    for code that has no `ctx`, such as a Pydantic AI tool). RuntimeError outside one (a misuse)."""
+    key = _CALL_KEY.get()
+    if key is None:
+        raise RuntimeError("an idempotency key exists only while a step or tool function runs")
+    return key
+
+
+@contextlib.contextmanager
+def _keyed(key: str) -> Any:
+    token = _CALL_KEY.set(key)
+    try:
+        yield
+    finally:
+        _CALL_KEY.reset(token)
 
 
 def new_id(prefix: str) -> str:
@@ -158,6 +181,12 @@ class RunContext:
     @property
     def attempt(self) -> int:
         return self._writer.state.attempt
+
+    def idempotency_key(self) -> str:
+        """Inside a step or tool function: a key for its side effect that is the same every time this
+        call runs, across crashes and resumes (`{run_id}/tool/{call_id}`, `{run_id}/step/{n}` for the
+        run's n-th step), so an API that takes one (a payment's `Idempotency-Key`) does it once."""
+        return current_idempotency_key()
 
     async def history(self) -> list[HistoryMessage]:
         """The session's turns before this run, oldest first: each earlier run's input (role
@@ -387,7 +416,9 @@ class RunContext:
             if fn is None:
                 return None
         try:
-            with observe.current.step_span(kind="tool", name=name, run_id=self.run_id, seq=recorded.seq):
+            with observe.current.step_span(kind="tool", name=name, run_id=self.run_id, seq=recorded.seq), _keyed(
+                f"{self.run_id}/tool/{cid}"
+            ):
                 output = plain(await _call(fn, **args))
         except Exception as exc:
             error = ErrorInfo(code="tool_error", message=f"{type(exc).__name__}: {exc}")
@@ -461,8 +492,10 @@ class RunContext:
     ) -> Any:
         """Make a step's call live and record what came of it (`step.completed` with its output, or
         its error, which is raised again as StepFailed); `span` is around the call alone."""
+        # The run's steps recorded so far: the same number wherever this call runs again.
+        key = f"{self.run_id}/step/{self._writer.state.steps}"
         try:
-            with span if span is not None else contextlib.nullcontext():
+            with span if span is not None else contextlib.nullcontext(), _keyed(key):
                 output = plain(await call())
         except Exception as exc:
             error = ErrorInfo(code=type(exc).__name__, message=f"{type(exc).__name__}: {exc}")
@@ -653,4 +686,7 @@ class StepStream:
 
 AgentFn = Callable[[RunContext], Awaitable[Any]]
 
-__all__ = ["RunContext", "MessageStream", "StepStream", "AgentFn", "InvalidRunState", "new_id", "plain", "sleep_until"]
+__all__ = [
+    "RunContext", "MessageStream", "StepStream", "AgentFn", "InvalidRunState", "LATEST_DEADLINE",
+    "current_idempotency_key", "deadline_after", "new_id", "plain", "sleep_until",
+]

@@ -586,3 +586,53 @@ async def test_a_run_delayed_to_the_latest_date_stays_pending():
         await anyio.sleep(0.2)
         state = await engine.status(run.run_id)
     assert state.status is Status.PENDING and state.error is None
+
+
+async def test_a_step_and_a_tool_call_see_the_same_idempotency_key_across_a_crash_in_flight():
+    keys: dict[str, list[str]] = {"step": [], "tool": []}
+
+    def agents(engine: RunEngine, store: DyingStore) -> None:
+        def effect(kind: str, ctx: Any) -> Callable[..., Awaitable[str]]:
+            async def run(**_: Any) -> str:
+                keys[kind].append(ctx.idempotency_key())
+                if kind == crashing[0] and not store.dead and ctx.attempt == 1:
+                    store.die()  # in flight: its result is never recorded, so it runs again
+                    await anyio.sleep_forever()
+                return ctx.idempotency_key()
+
+            return run
+
+        @engine.agent("payer")
+        async def payer(ctx):
+            first = await ctx.step("quote", lambda: ctx.idempotency_key())
+            paid = await ctx.step("pay", effect("step", ctx))
+            sent = await ctx.tool_call("send", {"to": "x"}, effect("tool", ctx))
+            return [first, paid, sent]
+
+    for crashing in (["step"], ["tool"]):
+        keys = {"step": [], "tool": []}
+        with anyio.fail_after(30):  # without a key the step fails and never reaches its crash
+            run_id, engine = await crash_then_resume(agents, "payer")
+        async with engine:
+            state = await engine.wait(run_id)
+        assert state.status is Status.COMPLETED, state.error
+        quote, paid, sent = state.output
+        assert len(keys[crashing[0]]) == 2 and len(set(keys[crashing[0]])) == 1  # ran twice, one key
+        assert paid == keys["step"][0] == f"{run_id}/step/1" and quote == f"{run_id}/step/0"
+        assert sent == keys["tool"][0] == f"{run_id}/tool/{state.tool_calls[0].call_id}"
+
+
+async def test_an_idempotency_key_exists_only_inside_a_step_or_tool_function():
+    engine = RunEngine(MemoryStore())
+
+    @engine.agent("outside")
+    async def outside(ctx):
+        try:
+            ctx.idempotency_key()
+        except RuntimeError as exc:
+            return str(exc)
+        return "a key outside a call"
+
+    async with engine:
+        state = await engine.execute("outside", None)
+    assert state.output == "an idempotency key exists only while a step or tool function runs"
