@@ -636,3 +636,31 @@ async def test_an_idempotency_key_exists_only_inside_a_step_or_tool_function():
     async with engine:
         state = await engine.execute("outside", None)
     assert state.output == "an idempotency key exists only while a step or tool function runs"
+
+
+async def test_a_message_open_across_a_step_and_a_timer_survives_a_graceful_stop():
+    """SIGTERM's path (engine.__aexit__): the run suspends in its durable sleep with its message open,
+    and the next engine replays the message's recorded part instead of diverging on it."""
+    engine = RunEngine(MemoryStore(), drain_timeout=0)
+
+    @engine.agent("patient")
+    async def patient(ctx):
+        await ctx.delta("Let me check... ")
+        await ctx.step("look", lambda: 42)
+        await ctx.delta("found. ")
+        await ctx.sleep(0.5)
+        await ctx.delta("Done.")
+
+    async with engine:
+        run = await engine.execute("patient", mode="async")
+        with anyio.fail_after(10):
+            while (await engine.status(run.run_id)).sleeping_until is None:
+                await anyio.sleep(0.01)
+    assert (await engine.status(run.run_id)).suspended
+    async with engine:
+        with anyio.fail_after(10):
+            state = await engine.wait(run.run_id)
+        types = [e.type async for e in engine.events(run.run_id)]
+    assert state.status is Status.COMPLETED, state.error
+    assert [m.content for m in state.messages] == ["Let me check... found. Done."]
+    assert "message.discarded" not in types
