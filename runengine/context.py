@@ -2,9 +2,11 @@
 
 A context is live or replaying. Live, each call appends its event. Replaying (the run
 was taken up again by another engine), each call is matched against the next event the
-agent recorded the first time (`runengine.replay.Journal`): it returns what was recorded
-and appends nothing; a call that does not match fails the run with `replay_divergence`.
-When the journal runs out the context goes live, so the agent continues where its log ends.
+agent recorded the first time: it returns what was recorded and appends nothing; a call
+that does not match fails the run with `replay_divergence`. When the log runs out the
+context goes live, so the agent continues where its log ends. Every recorded call goes
+through one record-or-replay step, `runengine.recording.Recorder` (which the driver holds,
+with its plumbing); this module is what an agent author sees (docs/durability.md's table).
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ import random as _random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from contextvars import ContextVar
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import anyio
 import structlog
 
 from . import observe
-from .errors import InputTimedOut, InvalidRequest, InvalidRunState, InvalidTransition, ReplayDivergence, StepFailed
+from .errors import InputTimedOut, InvalidRequest, InvalidRunState, InvalidTransition, StepFailed
 from .events import (
     Custom,
     ErrorInfo,
@@ -44,15 +47,32 @@ from .events import (
 )
 from .history import HistoryMessage, session_history
 from .ports import EventStore, SessionRecord
-from .reducer import Fold
-from .replay import Journal
+from .recording import Recorder, new_id
 from .state import RunState
-from .wire import dumps, event_to_dict, format_time, parse_time
-from .writer import RunEndedElsewhere, RunWriter
+from .wire import dumps, format_time, parse_time
+from .writer import RunEndedElsewhere
 
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:16]}"
+#: The idempotency key of the step or tool function running now (None outside one).
+_CALL_KEY: ContextVar[str | None] = ContextVar("runengine_idempotency_key", default=None)
+
+
+def current_idempotency_key() -> str:
+    """The idempotency key of the step or tool call whose function is running (`ctx.idempotency_key()`
+    for code that has no `ctx`, such as a Pydantic AI tool). RuntimeError outside one (a misuse)."""
+    key = _CALL_KEY.get()
+    if key is None:
+        raise RuntimeError("an idempotency key exists only while a step or tool function runs")
+    return key
+
+
+@contextlib.contextmanager
+def _keyed(key: str) -> Any:
+    token = _CALL_KEY.set(key)
+    try:
+        yield
+    finally:
+        _CALL_KEY.reset(token)
 
 
 _SCALARS = (str, int, float, bool, type(None))
@@ -66,6 +86,25 @@ def plain(value: Any) -> Any:
         return json.loads(dumps(value))
     except (TypeError, ValueError) as exc:
         raise TypeError(f"a recorded value must be JSON data: {exc}") from exc
+
+
+#: The latest deadline a durable wait can have (`ctx.sleep`, `ctx.ask(timeout=)`): a later one is
+#: not a date (past year 9999), so asking for it is refused as InvalidRequest, like a negative wait.
+LATEST_DEADLINE = datetime.max.replace(tzinfo=timezone.utc)
+
+
+def deadline_after(now: datetime, seconds: Any, what: str) -> datetime:
+    """`now` plus `seconds`, refused (InvalidRequest) unless a finite number >= 0 reaching no
+    later than LATEST_DEADLINE."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
+        raise InvalidRequest(f"{what} must be a finite number of seconds >= 0", seconds=seconds)
+    try:
+        return now + timedelta(seconds=seconds)
+    except OverflowError:
+        raise InvalidRequest(
+            f"{what} of {seconds} s ends after {format_time(LATEST_DEADLINE)}, the latest deadline there is",
+            seconds=seconds,
+        ) from None
 
 
 async def sleep_until(clock: Callable[[], datetime], when: datetime) -> None:
@@ -82,29 +121,18 @@ async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 class RunContext:
-    """The run as its agent sees it. Create one only through the engine."""
+    """The run as its agent sees it. Create one only through the engine.
 
-    def __init__(
-        self,
-        writer: RunWriter,
-        store: EventStore,
-        clock: Callable[[], datetime],
-        session: SessionRecord | None,
-        *,
-        journal: Journal | None = None,
-        on_stop: Callable[[], None] | None = None,
-    ) -> None:
-        self._writer = writer
+    Every recorded call goes through the run's `Recorder` (`runengine.recording`): live it
+    appends its event, replaying it gets the recorded one back (docs/durability.md has the table).
+    """
+
+    def __init__(self, recorder: Recorder, store: EventStore, session: SessionRecord | None) -> None:
+        self._rec = recorder
+        self._writer = recorder.writer
         self._store = store
-        self._clock = clock
-        self._journal = journal
-        self._diverged: ReplayDivergence | None = None
-        self._on_stop = on_stop
-        #: Set by the engine on a graceful stop: the run stops at its next recorded event.
-        self.stop_requested = False
-        #: True while the agent is in a durable wait (ask, sleep) that a stop need not wait out.
-        self.waiting = False
-        state = writer.state
+        self._clock = recorder.clock
+        state = self._writer.state
         self.run_id: str = state.run_id
         self.agent: str = state.agent
         self.input: Any = state.input
@@ -118,22 +146,24 @@ class RunContext:
     @property
     def replaying(self) -> bool:
         """True while the agent's calls are answered from its log (a resumed run)."""
-        return self._journal is not None
-
-    @property
-    def _fold(self) -> Fold:
-        return self._journal.fold if self._journal is not None else self._writer.fold
+        return self._rec.replaying
 
     @property
     def state(self) -> RunState:
         """The run so far: while replaying, as it was at this point the first time."""
-        state = self._fold.state
+        state = self._rec.fold.state
         assert state is not None
         return state
 
     @property
     def attempt(self) -> int:
         return self._writer.state.attempt
+
+    def idempotency_key(self) -> str:
+        """Inside a step or tool function: a key for its side effect that is the same every time this
+        call runs, across crashes and resumes (`{run_id}/tool/{call_id}`, `{run_id}/step/{n}` for the
+        run's n-th step), so an API that takes one (a payment's `Idempotency-Key`) does it once."""
+        return current_idempotency_key()
 
     async def history(self) -> list[HistoryMessage]:
         """The session's turns before this run, oldest first: each earlier run's input (role
@@ -143,119 +173,62 @@ class RunContext:
             return []
         return await session_history(self._store, self.session_id, owner=self.owner, before_run=self.run_id)
 
-    # -- recording and replaying ------------------------------------------------
-
-    async def _add(self, build: Callable[[int], Event], durable: bool = True) -> Event:
-        event = await self._writer.add(build, durable=durable)
-        if self.stop_requested:
-            await self._stop()
-        return event
-
-    async def _stop(self) -> None:
-        """A graceful stop reached this run's next event: end the agent here (it resumes later)."""
-        assert self._on_stop is not None
-        self._on_stop()
-        await anyio.lowlevel.checkpoint()  # raises the cancellation the stop just requested
-
-    async def _recorded(self, kind: type[Event], call: str) -> Any:
-        """While replaying: the next recorded event, which must be a `kind`; None once live."""
-        if self._diverged is not None:
-            raise self._diverged
-        journal = self._journal
-        if journal is None:
-            return None
-        if self.stop_requested:
-            await self._stop()
-        event = await journal.next()
-        if event is None:
-            self._journal = None  # past the end of the log: live from here on
-            return None
-        if not isinstance(event, kind):
-            raise self._diverge(event, call, f"the log has {event.type}")
-        return event
-
-    def _diverge(self, event: Event, call: str, why: str) -> ReplayDivergence:
-        self._diverged = ReplayDivergence(
-            f"replay diverged at seq {event.seq}: the agent called {call}, but {why}",
-            seq=event.seq,
-            recorded=event_to_dict(event),
-            call=call,
-        )
-        self._journal = None
-        return self._diverged
-
-    def _match(self, event: Event, call: str, **expected: Any) -> None:
-        for name, value in expected.items():
-            recorded = getattr(event, name)
-            if recorded != value:
-                raise self._diverge(event, call, f"it recorded {name}={recorded!r}, not {value!r}")
-
-    async def finish_replay(self) -> None:
-        """The agent returned: recorded calls it did not make again mean it diverged."""
-        if self._diverged is not None:
-            raise self._diverged
-        if self._journal is not None:
-            event = await self._journal.next()
-            self._journal = None
-            if event is not None:
-                raise self._diverge(event, "return", f"the log goes on with {event.type}")
-
-    @property
-    def diverged(self) -> ReplayDivergence | None:
-        return self._diverged
-
     # -- messages -------------------------------------------------------------
 
     async def delta(self, content: str, *, message_id: str | None = None) -> str:
         """Stream a piece of the assistant's message (opens a message if none is open); its id."""
         if not isinstance(content, str):
             raise TypeError(f"delta content must be str, not {type(content).__name__}")
-        if self._journal is not None or self._diverged is not None:
-            recorded = await self._recorded(MessageDelta, f"delta({content[:40]!r})")
-            if recorded is not None:
-                if message_id is not None:
-                    self._match(recorded, "delta", message_id=message_id)
-                self._match(recorded, "delta", content=content)
-                return str(recorded.message_id)
-        if message_id is None:
+        call = f"delta({content[:40]!r})"
+        recorded = await self._rec.replayed(MessageDelta, call, content=content)
+        if recorded is not None:
+            same = self._rec.same_message
+            if message_id is not None and same(message_id) != same(recorded.message_id):
+                raise self._rec.diverge(recorded, call, f"it recorded message_id={recorded.message_id!r}, not {message_id!r}")
+            return recorded.message_id
+        if message_id is not None:
+            message_id = self._rec.same_message(message_id)
+        else:
             message_id = self._writer.fold.open_message_id or new_id("msg")
-        await self._writer.add_delta(message_id, content, self._clock())
-        if self.stop_requested:
-            await self._stop()
+        await self._rec.add_delta(message_id, content)
         return message_id
 
     async def complete_message(
         self, *, role: str = "assistant", content: str | None = None, durable: bool = True
     ) -> str | None:
         """Close the message being streamed, if any; returns its id."""
-        partial = self._fold.partial()
+        if self._rec.fold.partial() is None:
+            return None
+        call = "complete_message()"
+        # Its deltas were matched one by one: the recorded text is theirs.
+        expect: dict[str, Any] = {"role": role} if content is None else {"role": role, "content": content}
+        recorded = await self._rec.replayed(MessageCompleted, call, **expect)
+        if recorded is not None:
+            return recorded.message_id
+        partial = self._writer.fold.partial()  # live now: a discarded tail is gone from it
         if partial is None:
             return None
         text = partial.content if content is None else content
-        recorded = await self._recorded(MessageCompleted, "complete_message()")
-        if recorded is not None:
-            self._match(recorded, "complete_message()", message_id=partial.message_id, role=role, content=text)
-            return partial.message_id
-        await self._add(
+        await self._rec.add(
             lambda seq: MessageCompleted(
                 run_id=self.run_id, seq=seq, at=self._clock(), message_id=partial.message_id, role=role, content=text
             ),
-            durable,
+            durable=durable,
         )
         return partial.message_id
 
     async def _whole_message(self, content: str, role: str, call: str) -> str:
-        recorded = await self._recorded(MessageCompleted, call)
-        if recorded is not None:
-            self._match(recorded, call, role=role, content=content)
-            return str(recorded.message_id)
         message_id = new_id("msg")
-        await self._add(
+        event = await self._rec.once(
+            MessageCompleted,
+            call,
             lambda seq: MessageCompleted(
                 run_id=self.run_id, seq=seq, at=self._clock(), message_id=message_id, role=role, content=content
-            )
+            ),
+            role=role,
+            content=content,
         )
-        return message_id
+        return event.message_id
 
     async def say(self, content: str, *, role: str = "assistant") -> str:
         """Record a whole message at once (no deltas)."""
@@ -268,7 +241,9 @@ class RunContext:
         await self.complete_message()
         stream = MessageStream(self)
         yield stream
-        if stream.message_id is not None and self._fold.open_message_id == stream.message_id:
+        open_id = self._rec.fold.open_message_id
+        same = self._rec.same_message
+        if stream.message_id is not None and open_id is not None and same(open_id) == same(stream.message_id):
             await self.complete_message(role=role)
         elif not stream.started:
             stream.message_id = await self._whole_message("", role, "message() with no delta")
@@ -276,13 +251,13 @@ class RunContext:
     # -- the rest of what an agent does ---------------------------------------
 
     async def thought(self, content: str, *, source: str | None = None) -> None:
-        recorded = await self._recorded(Thought, f"thought({content[:40]!r})")
-        if recorded is not None:
-            self._match(recorded, "thought", content=content, source=source)
-            return
-        await self._add(
+        await self._rec.once(
+            Thought,
+            f"thought({content[:40]!r})",
             lambda seq: Thought(run_id=self.run_id, seq=seq, at=self._clock(), content=content, source=source),
             durable=False,
+            content=content,
+            source=source,
         )
 
     async def tool_call(
@@ -301,52 +276,52 @@ class RunContext:
         """
         args = dict(arguments or {})
         call = f"tool_call({name!r})"
-        recorded = await self._recorded(ToolCall, call)
-        if recorded is not None:
-            self._match(recorded, call, name=name, arguments=plain(args))
-            if call_id is not None:
-                self._match(recorded, call, call_id=call_id)
-            cid: str = recorded.call_id
-            if fn is None:
-                return None
-            result = await self._recorded(ToolResult, call)
-            if result is not None:
-                self._match(result, call, call_id=cid)
-                if result.error is not None:
-                    raise StepFailed(name, result.error.code, result.error.message)
-                return result.output
-            # Recorded, but in flight when its process stopped: called again (at least once).
-        else:
-            cid = call_id or new_id("call")
-            recorded = await self._add(
-                lambda seq: ToolCall(run_id=self.run_id, seq=seq, at=self._clock(), call_id=cid, name=name, arguments=args)
-            )
-            if fn is None:
-                return None
+        cid = call_id or new_id("call")
+        expect: dict[str, Any] = {"name": name, "arguments": plain(args)}
+        if call_id is not None:
+            expect["call_id"] = call_id
+        recorded = await self._rec.once(
+            ToolCall,
+            call,
+            lambda seq: ToolCall(run_id=self.run_id, seq=seq, at=self._clock(), call_id=cid, name=name, arguments=args),
+            **expect,
+        )
+        cid = recorded.call_id
+        if fn is None:
+            return None
+        result = await self._rec.replayed(ToolResult, call, call_id=cid)
+        if result is not None:
+            if result.error is not None:
+                raise StepFailed(name, result.error.code, result.error.message)
+            return result.output
+        # Live (or recorded, but in flight when its process stopped: called again, at least once).
         try:
-            with observe.current.step_span(kind="tool", name=name, run_id=self.run_id, seq=recorded.seq):
+            with observe.current.step_span(kind="tool", name=name, run_id=self.run_id, seq=recorded.seq), _keyed(
+                f"{self.run_id}/tool/{cid}"
+            ):
                 output = plain(await _call(fn, **args))
         except Exception as exc:
             error = ErrorInfo(code="tool_error", message=f"{type(exc).__name__}: {exc}")
-            await self._add(
+            await self._rec.add(
                 lambda seq: ToolResult(run_id=self.run_id, seq=seq, at=self._clock(), call_id=cid, error=error)
             )
             raise StepFailed(name, error.code, error.message) from exc
-        await self._add(
+        await self._rec.add(
             lambda seq: ToolResult(run_id=self.run_id, seq=seq, at=self._clock(), call_id=cid, output=output)
         )
         return output
 
     async def tool_result(self, call_id: str, output: Any = None, *, error: ErrorInfo | None = None) -> None:
         """Record the result of a tool call made with `tool_call(name, arguments)` and no fn."""
-        recorded = await self._recorded(ToolResult, f"tool_result({call_id!r})")
-        if recorded is not None:
-            self._match(recorded, "tool_result", call_id=call_id, output=plain(output), error=error)
-            return
-        await self._add(
+        await self._rec.once(
+            ToolResult,
+            f"tool_result({call_id!r})",
             lambda seq: ToolResult(
                 run_id=self.run_id, seq=seq, at=self._clock(), call_id=call_id, output=output, error=error
-            )
+            ),
+            call_id=call_id,
+            output=plain(output),
+            error=error,
         )
 
     async def step(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
@@ -357,13 +332,9 @@ class RunContext:
         The result comes back as recorded (JSON data). If `fn` raises, that is recorded too and
         `StepFailed` is raised, live and on replay alike.
         """
-        call = f"step({name!r})"
-        recorded = await self._recorded(StepCompleted, call)
+        recorded = await self._rec.replayed(StepCompleted, f"step({name!r})", name=name)
         if recorded is not None:
-            self._match(recorded, call, name=name)
-            if recorded.error is not None:
-                raise StepFailed(name, recorded.error.code, recorded.error.message)
-            return recorded.output
+            return _step_outcome(recorded)
         span = observe.current.step_span(kind="step", name=name, run_id=self.run_id, seq=self._writer.next_seq)
         return await self._record_step(name, lambda: _call(fn, *args, **kwargs), span)
 
@@ -372,37 +343,36 @@ class RunContext:
         `await stream.delta(text)` and `await stream.thought(text)` as its output arrives, and returns
         the result to record. The deltas and thoughts go out live; a resumed run gets the recorded
         result, and the deltas and thoughts that came with it, without calling `fn` again. A call cut
-        short by a stop is made again (its half-streamed message is discarded, as any other)."""
+        short by a stop is made again (what it had streamed of its message is discarded)."""
         call = f"stream_step({name!r})"
-        while self._journal is not None or self._diverged is not None:
-            recorded = await self._recorded(Event, call)
-            if recorded is None:
-                break  # not recorded to its end: made again, live
-            if isinstance(recorded, (MessageDelta, Thought)):
-                continue  # streamed by this call the first time
-            if not isinstance(recorded, StepCompleted):
-                raise self._diverge(recorded, call, f"the log has {recorded.type}")
-            self._match(recorded, call, name=name)
-            if recorded.error is not None:
-                raise StepFailed(name, recorded.error.code, recorded.error.message)
-            return recorded.output
-        return await self._record_step(name, lambda: fn(StepStream(self)))
+        while (recorded := await self._rec.replayed(Event, call)) is not None:
+            if isinstance(recorded, MessageDelta):  # streamed by this call the first time
+                self._rec.streamed_again(recorded)
+            elif not isinstance(recorded, Thought):
+                if not isinstance(recorded, StepCompleted):
+                    raise self._rec.diverge(recorded, call, f"the log has {recorded.type}")
+                self._rec.step_recorded()
+                self._rec.match(recorded, call, name=name)
+                return _step_outcome(recorded)
+        return await self._record_step(name, lambda: fn(StepStream(self)))  # not recorded to its end: made again
 
     async def _record_step(
         self, name: str, call: Callable[[], Awaitable[Any]], span: contextlib.AbstractContextManager[Any] | None = None
     ) -> Any:
         """Make a step's call live and record what came of it (`step.completed` with its output, or
         its error, which is raised again as StepFailed); `span` is around the call alone."""
+        # The run's steps recorded so far: the same number wherever this call runs again.
+        key = f"{self.run_id}/step/{self._writer.state.steps}"
         try:
-            with span if span is not None else contextlib.nullcontext():
+            with span if span is not None else contextlib.nullcontext(), _keyed(key):
                 output = plain(await call())
         except Exception as exc:
             error = ErrorInfo(code=type(exc).__name__, message=f"{type(exc).__name__}: {exc}")
-            await self._add(
+            await self._rec.add(
                 lambda seq: StepCompleted(run_id=self.run_id, seq=seq, at=self._clock(), name=name, error=error)
             )
             raise StepFailed(name, error.code, error.message) from exc
-        await self._add(
+        await self._rec.add(
             lambda seq: StepCompleted(run_id=self.run_id, seq=seq, at=self._clock(), name=name, output=output)
         )
         return output
@@ -422,9 +392,8 @@ class RunContext:
     async def sleep(self, seconds: float) -> None:
         """Wait `seconds`, durably: a restart in the middle wakes at the original deadline,
         and a wait that finished is not repeated."""
-        if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
-            raise InvalidRequest("sleep takes a finite number of seconds >= 0", seconds=seconds)
-        await self._timer(lambda: self._clock() + timedelta(seconds=seconds), f"sleep({seconds})")
+        deadline_after(self._clock(), seconds, "sleep")  # refused at the call, live or replaying
+        await self._timer(lambda: deadline_after(self._clock(), seconds, "sleep"), f"sleep({seconds})")
 
     async def sleep_until(self, when: datetime) -> None:
         """Wait until `when` (timezone-aware), durably."""
@@ -433,35 +402,20 @@ class RunContext:
         await self._timer(lambda: when, f"sleep_until({format_time(when)})")
 
     async def _timer(self, deadline: Callable[[], datetime], call: str) -> None:
-        recorded = await self._recorded(TimerStarted, call)
-        if recorded is not None:
-            until: datetime = recorded.until
-            timer_id: str = recorded.timer_id
-            fired = await self._recorded(TimerFired, call)
-            if fired is not None:
-                self._match(fired, call, timer_id=timer_id)
-                return
-        else:
-            until, timer_id = deadline(), new_id("timer")
-            await self._add(
-                lambda seq: TimerStarted(run_id=self.run_id, seq=seq, at=self._clock(), timer_id=timer_id, until=until)
-            )
-        async with self._durable_wait():
-            await sleep_until(self._clock, until)
-        await self._add(
-            lambda seq: TimerFired(run_id=self.run_id, seq=seq, at=self._clock(), timer_id=timer_id), durable=False
+        timer_id = new_id("timer")
+        started = await self._rec.once(
+            TimerStarted,
+            call,
+            lambda seq: TimerStarted(run_id=self.run_id, seq=seq, at=self._clock(), timer_id=timer_id, until=deadline()),
         )
-
-    @asynccontextmanager
-    async def _durable_wait(self) -> AsyncIterator[None]:
-        """Mark a wait that survives a restart: a graceful stop ends it at once."""
-        if self.stop_requested:
-            await self._stop()
-        self.waiting = True
-        try:
-            yield
-        finally:
-            self.waiting = False
+        if await self._rec.replayed(TimerFired, call, timer_id=started.timer_id) is not None:
+            return
+        async with self._rec.durable_wait():
+            await sleep_until(self._clock, started.until)
+        await self._rec.add(
+            lambda seq: TimerFired(run_id=self.run_id, seq=seq, at=self._clock(), timer_id=started.timer_id),
+            durable=False,
+        )
 
     async def ask(self, request: Any = None, *, timeout: float | None = None) -> Any:
         """Wait for input: records run.waiting_for_input, returns what `engine.resume` gives.
@@ -469,41 +423,42 @@ class RunContext:
         With `timeout` (seconds), raises InputTimedOut when no input came by then; the deadline
         is recorded, so it holds across restarts.
         """
-        if timeout is not None and (not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout < 0):
-            raise InvalidRequest("ask timeout must be a finite number of seconds >= 0", timeout=timeout)
+        if timeout is not None:
+            deadline_after(self._clock(), timeout, "ask timeout")  # refused at the call, live or replaying
         await self.complete_message()
         call = "ask()"
-        recorded = await self._recorded(RunWaitingForInput, call)
-        if recorded is not None:
-            self._match(recorded, call, request=plain(request))
-            expires: datetime | None = recorded.expires_at
-            answer = await self._recorded_answer(call)
-            if isinstance(answer, RunInput):
-                return answer.content
-            if isinstance(answer, RunInputTimedOut):
-                raise InputTimedOut("no input came before the deadline")
-        else:
-            expires = self._clock() + timedelta(seconds=timeout) if timeout is not None else None
-            await self._add(
-                lambda seq: RunWaitingForInput(
-                    run_id=self.run_id, seq=seq, at=self._clock(), request=request, expires_at=expires
-                )
-            )
-        return await self._wait_for_input(expires)
+        waiting = await self._rec.once(
+            RunWaitingForInput,
+            call,
+            lambda seq: RunWaitingForInput(
+                run_id=self.run_id,
+                seq=seq,
+                at=self._clock(),
+                request=request,
+                expires_at=deadline_after(self._clock(), timeout, "ask timeout") if timeout is not None else None,
+            ),
+            request=plain(request),
+        )
+        answer = await self._recorded_answer(call)
+        if isinstance(answer, RunInput):
+            return answer.content
+        if isinstance(answer, RunInputTimedOut):
+            raise InputTimedOut("no input came before the deadline")
+        return await self._wait_for_input(waiting.expires_at)
 
     async def _recorded_answer(self, call: str) -> Event | None:
-        """While replaying an ask: the recorded input or timeout (None: still waiting at the stop)."""
-        while True:
-            event = await self._recorded(Event, call)
-            if event is None or isinstance(event, (RunInput, RunInputTimedOut)):
+        """While replaying an ask: the recorded input or timeout (None: live, or still waiting at the stop)."""
+        while (event := await self._rec.replayed(Event, call)) is not None:
+            if isinstance(event, (RunInput, RunInputTimedOut)):
                 return event
             if not isinstance(event, (Usage, Custom)):  # others may note usage while the run waits
-                raise self._diverge(event, call, f"the log has {event.type} where an input was awaited")
+                raise self._rec.diverge(event, call, f"the log has {event.type} where an input was awaited")
+        return None
 
     async def _wait_for_input(self, expires: datetime | None) -> Any:
         seen = self._writer.committed_seq
         while True:
-            async with self._durable_wait():
+            async with self._rec.durable_wait():
                 while True:
                     news = await self._store.read(self.run_id, after_seq=seen)
                     if news:
@@ -520,27 +475,26 @@ class RunContext:
                         break
                     await self._store.wait(self.run_id, after_seq=seen, timeout=remaining)
             try:
-                await self._add(lambda seq: RunInputTimedOut(run_id=self.run_id, seq=seq, at=self._clock()))
+                await self._rec.add(lambda seq: RunInputTimedOut(run_id=self.run_id, seq=seq, at=self._clock()))
             except InvalidTransition:  # an input got in first: read it from where we were
                 expires = None
                 continue
             raise InputTimedOut("no input came before the deadline")
 
     async def custom(self, name: str, data: Any = None) -> None:
-        recorded = await self._recorded(Custom, f"custom({name!r})")
-        if recorded is not None:
-            self._match(recorded, "custom", name=name, data=plain(data))
-            return
-        await self._add(
-            lambda seq: Custom(run_id=self.run_id, seq=seq, at=self._clock(), name=name, data=data), durable=False
+        await self._rec.once(
+            Custom,
+            f"custom({name!r})",
+            lambda seq: Custom(run_id=self.run_id, seq=seq, at=self._clock(), name=name, data=data),
+            durable=False,
+            name=name,
+            data=plain(data),
         )
 
     async def usage(self, *, input_tokens: int = 0, output_tokens: int = 0, cost: float = 0.0) -> None:
-        recorded = await self._recorded(Usage, "usage()")
-        if recorded is not None:
-            self._match(recorded, "usage", input_tokens=input_tokens, output_tokens=output_tokens, cost=cost)
-            return
-        await self._add(
+        await self._rec.once(
+            Usage,
+            "usage()",
             lambda seq: Usage(
                 run_id=self.run_id,
                 seq=seq,
@@ -550,11 +504,21 @@ class RunContext:
                 cost=cost,
             ),
             durable=False,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost=cost,
         )
 
     async def flush(self) -> None:
         """Make everything recorded so far durable now (normally done for you)."""
         await self._writer.flush()
+
+
+def _step_outcome(recorded: StepCompleted) -> Any:
+    """A recorded step's output, or its recorded error raised again."""
+    if recorded.error is not None:
+        raise StepFailed(recorded.name, recorded.error.code, recorded.error.message)
+    return recorded.output
 
 
 class MessageStream:
@@ -586,4 +550,7 @@ class StepStream:
 
 AgentFn = Callable[[RunContext], Awaitable[Any]]
 
-__all__ = ["RunContext", "MessageStream", "StepStream", "AgentFn", "InvalidRunState", "new_id", "plain", "sleep_until"]
+__all__ = [
+    "RunContext", "MessageStream", "StepStream", "AgentFn", "InvalidRunState", "LATEST_DEADLINE",
+    "current_idempotency_key", "deadline_after", "new_id", "plain", "sleep_until",
+]

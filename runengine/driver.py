@@ -2,9 +2,8 @@
 
 A pending run is started: `run.started`, then its agent, live. An unfinished run that an
 engine takes up again (after a restart, a crash, or a worker's lost lease) is resumed:
-`run.resumed` (and `message.discarded` for a message left half-streamed), then its agent
-is called again with a context that replays its log (`runengine.replay`) and goes live
-where the log ends. Nothing here ends a run because a process stops: a graceful stop lets
+`run.resumed`, then its agent is called again with a context that replays its log
+(`runengine.replay`) and goes live where the log ends. Nothing here ends a run because a process stops: a graceful stop lets
 each run reach its next event, records `run.suspended` and leaves the run to the next engine.
 """
 
@@ -29,7 +28,6 @@ from .errors import AgentFailed, ConcurrencyConflict, ReplayDivergence
 from .events import (
     ErrorInfo,
     Event,
-    MessageDiscarded,
     RunCancelled,
     RunCompleted,
     RunFailed,
@@ -40,6 +38,7 @@ from .events import (
 )
 from .limits import MAX_EVENT_BYTES, MAX_EVENTS_PER_RUN
 from .ports import EventStore, LeaseLost, SessionStore
+from .recording import Recorder
 from .reducer import Fold
 from .replay import Journal
 from .state import RunState
@@ -59,8 +58,8 @@ class ActiveRun:
     done: anyio.Event = attrs.field(factory=anyio.Event)
     cancel_reason: str | None = None
     after: tuple[str, ...] = ()  # runs of the same session to wait for (policy "enqueue")
-    #: The agent's context, once it runs.
-    ctx: RunContext | None = None
+    #: What records the agent's calls (or replays them), once it runs.
+    recorder: Recorder | None = None
     #: Set by a queue worker: stop without writing (the lease is gone).
     abandoned: bool = False
     #: A graceful stop: end at the next event, record run.suspended, leave the run unfinished.
@@ -76,11 +75,11 @@ class ActiveRun:
     def suspend(self, *, now: bool) -> None:
         """Stop for a restart: at once (`now`, or while the agent waits durably), else at its next event."""
         self.suspending = True
-        ctx = self.ctx
-        if now or ctx is None or ctx.waiting:
+        recorder = self.recorder
+        if now or recorder is None or recorder.waiting:
             self.scope.cancel()
         else:
-            ctx.stop_requested = True
+            recorder.stop_requested = True
 
 
 @attrs.frozen(kw_only=True)
@@ -241,22 +240,16 @@ class RunDriver:
                 reason=reason,
                 version=spec.version,
             ),
-            durable=state.partial is None,
+            durable=True,
         )
         observe.current.run_started(agent=state.agent, resumed=True)
-        if state.partial is not None:  # clients drop the text a lost process left half-streamed
-            partial_id = state.partial.message_id
-            await writer.add(
-                lambda seq: MessageDiscarded(run_id=run_id, seq=seq, at=self.clock(), message_id=partial_id),
-                durable=True,
-            )
-        # The journal ends where the log ended when the run was taken up (what follows is bookkeeping).
+        # A message left open stays open while the agent replays: the context discards its unrecorded
+        # tail, if any, when it goes live (runengine.replay). The journal ends where the log ended when the run was taken up (what follows is bookkeeping).
         journal = Journal(
             writer.store,
             run_id,
             end_seq=state.last_seq,
             replay_from=state.replay_from,
-            discarded=writer.state.discarded,
             first_page=active.first_page,
         )
         active.first_page = ()
@@ -279,7 +272,7 @@ class RunDriver:
         """Run the agent; return how to build the run's last event (None: nothing to write)."""
         writer = active.writer
         run_id = active.run_id
-        ctx: RunContext | None = None
+        recorder: Recorder | None = None
         try:
             with active.scope:
                 begun = await self._begin(active, state, max_attempts)
@@ -288,9 +281,8 @@ class RunDriver:
                 spec = self.agents.get(state.agent)
                 sessions = self.sessions
                 session = await sessions.get_session(state.session_id) if state.session_id and sessions else None
-                ctx = active.ctx = RunContext(
-                    writer, self.store, self.clock, session, journal=begun, on_stop=active.scope.cancel
-                )
+                recorder = active.recorder = Recorder(writer, self.clock, journal=begun, on_stop=active.scope.cancel)
+                ctx = RunContext(recorder, self.store, session)
                 failure: Exception | None = None
                 async with anyio.create_task_group() as background:
                     background.start_soon(writer.flush_loop)
@@ -303,7 +295,7 @@ class RunDriver:
                             result = await spec.fn(ctx)
                         # The last message commits in one batch with the last event below.
                         await ctx.complete_message(durable=False)
-                        await ctx.finish_replay()
+                        await recorder.finish_replay()
                     except Exception as exc:  # re-raised below, outside the group (no ExceptionGroup)
                         failure = exc
                     finally:
@@ -320,8 +312,8 @@ class RunDriver:
             active.abandoned = True
             return None
         except TimeoutError:
-            if ctx is not None and ctx.diverged is not None:
-                return self._failed(run_id, ctx.diverged.code, ctx.diverged.message)
+            if recorder is not None and recorder.diverged is not None:
+                return self._failed(run_id, recorder.diverged.code, recorder.diverged.message)
             run_log.info("run timed out", timeout=state.timeout)
             return self._failed(run_id, "timeout", f"the run took longer than its timeout of {state.timeout} s")
         except Exception as exc:  # the agent's own failure ends the run, with what it said
@@ -329,9 +321,9 @@ class RunDriver:
                 active.abandoned = True
             if writer.ended_elsewhere is not None or active.abandoned:
                 return None
-            if ctx is not None and ctx.diverged is not None:  # even if the agent caught it
-                run_log.warning("replay diverged", **ctx.diverged.details)
-                return self._failed(run_id, ctx.diverged.code, ctx.diverged.message)
+            if recorder is not None and recorder.diverged is not None:  # even if the agent caught it
+                run_log.warning("replay diverged", **recorder.diverged.details)
+                return self._failed(run_id, recorder.diverged.code, recorder.diverged.message)
             if isinstance(exc, ReplayDivergence):
                 return self._failed(run_id, exc.code, exc.message)
             if isinstance(exc, AgentFailed):  # the agent's own verdict: no traceback to show

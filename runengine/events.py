@@ -240,7 +240,7 @@ class MessageCompleted(Event):
 
 @attrs.frozen(kw_only=True)
 class MessageDiscarded(Event):
-    """A message left streaming by a lost process: clients drop its partial text."""
+    """A message left streaming by a lost process: clients drop its partial text (docs/durability.md)."""
 
     type: ClassVar[str] = "message.discarded"
     moves = {R: R}
@@ -254,6 +254,9 @@ class MessageDiscarded(Event):
     )
     message_id: str
     reason: str = "resumed"
+    #: The message that carries on the discarded one's kept text (what was streamed before the
+    #: last recorded durable call, replayed): its first delta is that text. None: nothing kept.
+    continued_as: str | None = None
 
     def fold_into(self, run: Fold) -> None:
         run.discard_message(self.message_id)

@@ -13,7 +13,7 @@ import attrs
 import httpx
 from httpx_sse import aconnect_sse
 
-from durable_apps import ANSWER, TOOLS
+from durable_apps import ANSWER, MESSAGES, TOOLS
 from runengine.reducer import fold
 from runengine.wire import event_from_dict
 
@@ -27,6 +27,8 @@ class DrivenRun:
     """One run as its client saw it."""
 
     index: int
+    #: the chaos agent it runs (durable_apps.MESSAGES says what its messages must be)
+    agent: str = "chaos"
     run_id: str = ""
     #: every event received over SSE, by seq (subscribers only ever see committed events)
     seen: dict[int, dict[str, Any]] = attrs.field(factory=dict)
@@ -48,7 +50,7 @@ async def _create(client: httpx.AsyncClient, run: DrivenRun) -> None:
         try:
             response = await client.post(
                 "/runs",
-                json={"agent": "chaos", "input": {"i": run.index}, "mode": "async", "idempotency_key": f"chaos-{run.index}"},
+                json={"agent": run.agent, "input": {"i": run.index}, "mode": "async", "idempotency_key": f"chaos-{run.index}"},
             )
         except httpx.TransportError:
             await anyio.sleep(RECONNECT_PAUSE)
@@ -103,7 +105,7 @@ async def drive(client: httpx.AsyncClient, run: DrivenRun) -> None:
         await anyio.sleep(RECONNECT_PAUSE)
 
 
-async def drive_all(base: str, count: int, concurrency: int, progress: Progress) -> None:
+async def drive_all(base: str, count: int, concurrency: int, progress: Progress, agent: str = "chaos") -> None:
     limiter = anyio.CapacityLimiter(concurrency)
     timeout = httpx.Timeout(10.0, read=60.0)
     limits = httpx.Limits(max_connections=4 * concurrency, max_keepalive_connections=concurrency)
@@ -113,7 +115,7 @@ async def drive_all(base: str, count: int, concurrency: int, progress: Progress)
             while progress.released is not None and index >= progress.released:
                 await anyio.sleep(0.01)
             async with limiter:
-                run = DrivenRun(index)
+                run = DrivenRun(index, agent)
                 progress.runs.append(run)
                 await drive(client, run)
                 progress.done += 1
@@ -180,11 +182,19 @@ def check_run(
     # Everything a client was sent is in the log, unchanged.
     for seq, event in run.seen.items():
         assert log[seq - 1] == event, (where, seq)
-    # Completed, the answer there exactly once.
+    # Completed, every message there exactly once, the answer last.
+    expected = MESSAGES[run.agent]
     assert state["status"] == "completed", (where, state["status"], state["error"])
     assert state["output"] == ANSWER, (where, state["output"])
-    assert [m["content"] for m in state["messages"]] == [ANSWER], (where, state["messages"])
-    assert folded.output == ANSWER and [m.content for m in folded.messages] == [ANSWER], where
+    assert [m["content"] for m in state["messages"]] == expected, (where, state["messages"])
+    assert folded.output == ANSWER and [m.content for m in folded.messages] == expected, where
+    # What a client keeps (the deltas of messages not discarded) spells each message once.
+    discarded = set(folded.discarded)
+    kept: dict[str, str] = {}
+    for e in log:
+        if e["type"] == "message.delta" and e["data"]["message_id"] not in discarded:
+            kept[e["data"]["message_id"]] = kept.get(e["data"]["message_id"], "") + e["data"]["content"]
+    assert list(kept.values()) == expected, (where, kept)
 
     resumed_at = resumptions(log)
     tally.runs += 1

@@ -25,6 +25,12 @@ from runengine.engine import RunEngine
 ANSWER_WORDS = 24
 ANSWER = "".join(f"w{i} " for i in range(ANSWER_WORDS))
 TOOLS = ("lookup", "compute", "store")
+#: The `chaos_open` agent's first message, streamed with the message left open across its tool
+#: calls, a step and a timer (issue 20): it too must be in the run's messages exactly once.
+OPEN_WORDS = 24
+OPEN_TEXT = "Let me check... " + "".join(f"o{i} " for i in range(OPEN_WORDS))
+#: Per chaos agent, the contents of its run's messages at the end.
+MESSAGES = {"chaos": [ANSWER], "chaos_open": [OPEN_TEXT, ANSWER]}
 
 
 def store_url() -> str:
@@ -76,20 +82,31 @@ def read_counters(path: Path) -> dict[tuple[str, str], int]:
         conn.close()
 
 
+def counted_tool(counters: Path, run_id: str, name: str) -> Any:
+    """A tool whose every execution is counted in `counters`."""
+
+    async def run(**arguments: Any) -> dict[str, Any]:
+        await anyio.to_thread.run_sync(bump, counters, run_id, name)
+        # The side effect is committed, its tool.result is not yet: a kill here is the
+        # at-least-once window.
+        await anyio.sleep(0.02)
+        return {"tool": name, "n": arguments["n"]}
+
+    return run
+
+
+async def stream_answer(ctx: RunContext) -> None:
+    async with ctx.message() as message:
+        for i in range(ANSWER_WORDS):
+            await message.delta(f"w{i} ")
+            await anyio.sleep(0.004)
+
+
 def register_chaos(engine: RunEngine, counters: Path) -> RunEngine:
     @engine.agent("chaos", description="Thinks, calls three counted tools, asks, streams an answer.")
     async def chaos(ctx: RunContext) -> None:
-        run_id = ctx.run_id
-
         def tool(name: str) -> Any:
-            async def run(**arguments: Any) -> dict[str, Any]:
-                await anyio.to_thread.run_sync(bump, counters, run_id, name)
-                # The side effect is committed, its tool.result is not yet: a kill here is the
-                # at-least-once window.
-                await anyio.sleep(0.02)
-                return {"tool": name, "n": arguments["n"]}
-
-            return run
+            return counted_tool(counters, ctx.run_id, name)
 
         await ctx.thought("planning the lookup", source="planner")
         found = await ctx.tool_call("lookup", {"n": 1}, tool("lookup"))
@@ -98,11 +115,33 @@ def register_chaos(engine: RunEngine, counters: Path) -> RunEngine:
         answer = await ctx.ask({"question": "store it?", "n": computed["n"]})
         await ctx.thought(f"told {answer!r}")
         await ctx.tool_call("store", {"n": computed["n"] + 1}, tool("store"))
-        async with ctx.message() as message:
-            for i in range(ANSWER_WORDS):
-                await message.delta(f"w{i} ")
-                await anyio.sleep(0.004)
+        await stream_answer(ctx)
         # No return value: the run's output is its last message, the answer.
+
+    @engine.agent("chaos_open", description="Streams one message across two tools, a step and a timer; asks; answers.")
+    async def chaos_open(ctx: RunContext) -> None:
+        def tool(name: str) -> Any:
+            return counted_tool(counters, ctx.run_id, name)
+
+        async def words(start: int, stop: int) -> None:
+            for i in range(start, stop):
+                await ctx.delta(f"o{i} ")
+                await anyio.sleep(0.004)
+
+        # The most common agent shape: a message left open while the agent works (issue 20).
+        await ctx.delta("Let me check... ")
+        found = await ctx.tool_call("lookup", {"n": 1}, tool("lookup"))
+        await words(0, 6)
+        await ctx.sleep(0.01)
+        await words(6, 12)
+        computed = await ctx.tool_call("compute", {"n": found["n"] + 1}, tool("compute"))
+        await words(12, 18)
+        await ctx.step("note", lambda: computed["n"])
+        await words(18, OPEN_WORDS)
+        answer = await ctx.ask({"question": "store it?", "n": computed["n"]})  # completes the message
+        await ctx.tool_call("store", {"n": computed["n"] + 1}, tool("store"))
+        await ctx.thought(f"told {answer!r}")
+        await stream_answer(ctx)
 
     return engine
 

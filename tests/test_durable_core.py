@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import pytest
 
-from runengine import InputTimedOut, RunEngine, Status, StepFailed, StoreError
+from runengine import InputTimedOut, InvalidRequest, RunEngine, Status, StepFailed, StoreError
 from runengine.adapters.memory import MemoryStore
 
 pytestmark = pytest.mark.anyio
@@ -491,3 +491,176 @@ async def test_a_run_whose_agent_is_gone_stays_as_it_is_and_says_so_until_an_eng
         await engine.resume(waiting.run_id, "yes")
         done = await engine.wait(waiting.run_id)
         assert done.output == "answer: yes" and engine.waiting_for_agent(done) is False
+
+
+def open_message_agents(crash_after: str) -> Agents:
+    """An agent that streams, makes durable calls with its message still open, then streams more;
+    its first process dies after the call named `crash_after` ("tool", "sleep" or "more": the
+    first delta after them, committed)."""
+
+    def agents(engine: RunEngine, store: DyingStore) -> None:
+        async def die_at(point: str, ctx: Any) -> None:
+            if point == crash_after and not store.dead and ctx.attempt == 1:
+                await ctx.flush()
+                store.die()
+                await anyio.sleep_forever()
+
+        @engine.agent("checker")
+        async def checker(ctx):
+            await ctx.delta("Let me check... ")
+            found = await ctx.step("look", lambda: 41)
+            await ctx.delta("found it. ")
+            await ctx.tool_call("add", {"n": found}, lambda n: n + 1)
+            await die_at("tool", ctx)
+            await ctx.sleep(0)
+            await die_at("sleep", ctx)
+            await ctx.delta("The answer ")
+            await die_at("more", ctx)
+            await ctx.delta("is 42.")
+
+    return agents
+
+
+ANSWER_ACROSS_CALLS = "Let me check... found it. The answer is 42."
+
+
+@pytest.mark.parametrize("crash_after", ["tool", "sleep", "more"])
+async def test_a_message_open_across_durable_calls_resumes_with_every_word_once(crash_after: str):
+    run_id, engine = await crash_then_resume(open_message_agents(crash_after), "checker")
+    async with engine:
+        state = await engine.wait(run_id)
+        log = [e async for e in engine.events(run_id)]
+    assert state.status is Status.COMPLETED, state.error
+    assert [m.content for m in state.messages] == [ANSWER_ACROSS_CALLS]
+    assert state.output == ANSWER_ACROSS_CALLS
+    # What a client keeps (the deltas of messages not discarded) spells the answer once.
+    visible = "".join(e.content for e in log if e.type == "message.delta" and e.message_id not in state.discarded)
+    assert visible == ANSWER_ACROSS_CALLS
+    discarded = [e for e in log if e.type == "message.discarded"]
+    if crash_after == "more":  # "The answer " followed by nothing recorded: dropped, the rest carried on
+        assert len(discarded) == 1 and discarded[0].continued_as == state.messages[0].message_id
+    else:  # nothing streamed after the last recorded call: the message just goes on
+        assert discarded == []
+
+
+@pytest.mark.parametrize(
+    "wait",
+    [
+        lambda ctx: ctx.sleep(1e13),
+        lambda ctx: ctx.sleep(1e15),
+        lambda ctx: ctx.ask(timeout=1e12),
+        lambda ctx: ctx.sleep(-1),
+        lambda ctx: ctx.ask(timeout=float("nan")),
+    ],
+    ids=["sleep 1e13", "sleep 1e15", "ask 1e12", "sleep -1", "ask nan"],
+)
+async def test_a_wait_past_the_latest_date_is_refused_as_invalid_request_and_records_nothing(wait):
+    engine = RunEngine(MemoryStore())
+
+    @engine.agent("waiter")
+    async def waiter(ctx):
+        try:
+            await wait(ctx)
+        except InvalidRequest as exc:
+            return {"refused": exc.code}
+        return "waited"
+
+    async with engine:
+        run = await engine.execute("waiter", mode="async")
+        with anyio.fail_after(10):
+            state = await engine.wait(run.run_id)
+        types = [e.type async for e in engine.events(run.run_id)]
+    assert state.status is Status.COMPLETED and state.output == {"refused": "invalid_request"}, state.error
+    assert "timer.started" not in types and "run.waiting_for_input" not in types
+
+
+async def test_a_run_delayed_to_the_latest_date_stays_pending():
+    engine = RunEngine(MemoryStore())
+
+    @engine.agent("later")
+    async def later(ctx):
+        return "never yet"
+
+    async with engine:
+        run = await engine.execute("later", mode="async", start_at=datetime.max.replace(tzinfo=timezone.utc))
+        await anyio.sleep(0.2)
+        state = await engine.status(run.run_id)
+    assert state.status is Status.PENDING and state.error is None
+
+
+async def test_a_step_and_a_tool_call_see_the_same_idempotency_key_across_a_crash_in_flight():
+    keys: dict[str, list[str]] = {"step": [], "tool": []}
+
+    def agents(engine: RunEngine, store: DyingStore) -> None:
+        def effect(kind: str, ctx: Any) -> Callable[..., Awaitable[str]]:
+            async def run(**_: Any) -> str:
+                keys[kind].append(ctx.idempotency_key())
+                if kind == crashing[0] and not store.dead and ctx.attempt == 1:
+                    store.die()  # in flight: its result is never recorded, so it runs again
+                    await anyio.sleep_forever()
+                return ctx.idempotency_key()
+
+            return run
+
+        @engine.agent("payer")
+        async def payer(ctx):
+            first = await ctx.step("quote", lambda: ctx.idempotency_key())
+            paid = await ctx.step("pay", effect("step", ctx))
+            sent = await ctx.tool_call("send", {"to": "x"}, effect("tool", ctx))
+            return [first, paid, sent]
+
+    for crashing in (["step"], ["tool"]):
+        keys = {"step": [], "tool": []}
+        with anyio.fail_after(30):  # without a key the step fails and never reaches its crash
+            run_id, engine = await crash_then_resume(agents, "payer")
+        async with engine:
+            state = await engine.wait(run_id)
+        assert state.status is Status.COMPLETED, state.error
+        quote, paid, sent = state.output
+        assert len(keys[crashing[0]]) == 2 and len(set(keys[crashing[0]])) == 1  # ran twice, one key
+        assert paid == keys["step"][0] == f"{run_id}/step/1" and quote == f"{run_id}/step/0"
+        assert sent == keys["tool"][0] == f"{run_id}/tool/{state.tool_calls[0].call_id}"
+
+
+async def test_an_idempotency_key_exists_only_inside_a_step_or_tool_function():
+    engine = RunEngine(MemoryStore())
+
+    @engine.agent("outside")
+    async def outside(ctx):
+        try:
+            ctx.idempotency_key()
+        except RuntimeError as exc:
+            return str(exc)
+        return "a key outside a call"
+
+    async with engine:
+        state = await engine.execute("outside", None)
+    assert state.output == "an idempotency key exists only while a step or tool function runs"
+
+
+async def test_a_message_open_across_a_step_and_a_timer_survives_a_graceful_stop():
+    """SIGTERM's path (engine.__aexit__): the run suspends in its durable sleep with its message open,
+    and the next engine replays the message's recorded part instead of diverging on it."""
+    engine = RunEngine(MemoryStore(), drain_timeout=0)
+
+    @engine.agent("patient")
+    async def patient(ctx):
+        await ctx.delta("Let me check... ")
+        await ctx.step("look", lambda: 42)
+        await ctx.delta("found. ")
+        await ctx.sleep(0.5)
+        await ctx.delta("Done.")
+
+    async with engine:
+        run = await engine.execute("patient", mode="async")
+        with anyio.fail_after(10):
+            while (await engine.status(run.run_id)).sleeping_until is None:
+                await anyio.sleep(0.01)
+    assert (await engine.status(run.run_id)).suspended
+    async with engine:
+        with anyio.fail_after(10):
+            state = await engine.wait(run.run_id)
+        types = [e.type async for e in engine.events(run.run_id)]
+    assert state.status is Status.COMPLETED, state.error
+    assert [m.content for m in state.messages] == ["Let me check... found. Done."]
+    assert "message.discarded" not in types

@@ -2,15 +2,18 @@
 log an uninterrupted run of the same agent writes.
 
 Hypothesis draws an agent script (a list of ctx operations: steps, tool calls, thoughts, streamed
-messages, whole messages, sleep(0), now / uuid / random) and a crash point: the store refuses
+messages, messages left open across steps, tool calls and timers, whole messages, sleep(0),
+now / uuid / random) and a crash point: the store refuses
 every append after the k-th, as if the process died there, so the engine leaves the run
 unfinished. A second engine on the same store (the memory store, which outlives the "process")
 resumes it. Its log must equal the uninterrupted run's log, comparing event types and payloads
 modulo ids and times, once these are set aside:
 
 - run.started / run.resumed (bookkeeping of each engine that took the run up);
-- message.discarded, and the deltas of the partial message it discards (the resumed run streams
-  that message afresh, under a new id).
+- message.discarded, and every message.delta: a resumed run may drop an open message's unrecorded
+  tail and carry its kept text on in a new message (docs/durability.md), so the deltas are checked
+  instead by what a client keeps: the deltas of the messages not discarded spell each completed
+  message's text exactly once, as in the uninterrupted run.
 
 And what was committed before the crash is the resumed log's prefix, unchanged; every step and
 tool function ran once, except the one in flight at the crash, which may have run twice.
@@ -43,6 +46,18 @@ ops = st.one_of(
     # (kind, [(delta, commit it now)]): a commit mid-stream lets a crash cut the message
     st.tuples(st.just("stream"), st.lists(st.tuples(st.text("xyz", min_size=1, max_size=3), st.booleans()), max_size=8)),
     st.tuples(st.just("say"), st.text("pq", max_size=5)),
+    # (kind, parts): ctx.delta with the message left open across durable calls and thoughts
+    st.tuples(
+        st.just("open"),
+        st.lists(
+            st.one_of(
+                st.tuples(st.just("delta"), st.text("uvw", min_size=1, max_size=3), st.booleans()),
+                st.tuples(st.sampled_from(["step", "tool"]), st.integers(0, 99)),
+                st.tuples(st.sampled_from(["sleep0", "thought"])),
+            ),
+            max_size=8,
+        ),
+    ),
     st.tuples(st.just("sleep0")),
     st.tuples(st.sampled_from(["now", "uuid", "random"])),
 )
@@ -131,6 +146,20 @@ def register(engine: RunEngine, script: list[Op], calls: Counter[str]) -> None:
                         await message.delta(part)
                         if commit:
                             await ctx.flush()
+            elif kind == "open":
+                for part_index, part in enumerate(op[1]):
+                    if part[0] == "delta":
+                        await ctx.delta(part[1])
+                        if part[2]:
+                            await ctx.flush()
+                    elif part[0] == "step":
+                        await ctx.step(f"open{index}.{part_index}", lambda n: n + 1, part[1])
+                    elif part[0] == "tool":
+                        await ctx.tool_call(f"open{index}.{part_index}", {"n": part[1]}, lambda n: n + 1)
+                    elif part[0] == "sleep0":
+                        await ctx.sleep(0)
+                    else:
+                        await ctx.thought("in an open message")
             elif kind == "say":
                 await ctx.say(op[1])
             elif kind == "sleep0":
@@ -150,20 +179,29 @@ RECORDED_RANDOMNESS = ("runengine.now", "runengine.uuid", "runengine.random")
 
 
 def normalize(events: list[Event]) -> list[tuple[str, Any]]:
-    """Event types and payloads, without bookkeeping, discarded partials, ids, times and recorded
+    """Event types and payloads, without bookkeeping, discards and deltas, ids, times and recorded
     values of now / uuid / random (which differ between any two runs)."""
-    discarded = {e.message_id for e in events if e.type == "message.discarded"}  # type: ignore[attr-defined]
     kept: list[tuple[str, Any]] = []
     for event in events:
-        if event.type in ("run.started", "run.resumed", "message.discarded"):
-            continue
-        if event.type == "message.delta" and event.message_id in discarded:  # type: ignore[attr-defined]
+        if event.type in ("run.started", "run.resumed", "message.discarded", "message.delta"):
             continue
         data = {k: v for k, v in event_to_dict(event)["data"].items() if k not in VARYING}
         if event.type == "step.completed" and data.get("name") in RECORDED_RANDOMNESS:
             data.pop("output", None)
         kept.append((event.type, data))
     return kept
+
+
+def kept_texts(events: list[Event]) -> list[str]:
+    """Per message a client keeps, in order, the text of its deltas; each must be its completed text."""
+    discarded = {e.message_id for e in events if e.type == "message.discarded"}  # type: ignore[attr-defined]
+    texts: dict[str, str] = {}
+    for event in events:
+        if event.type == "message.delta" and event.message_id not in discarded:  # type: ignore[attr-defined]
+            texts[event.message_id] = texts.get(event.message_id, "") + event.content  # type: ignore[attr-defined]
+        elif event.type == "message.completed" and event.message_id in texts:  # type: ignore[attr-defined]
+            assert texts[event.message_id] == event.content, (texts[event.message_id], event.content)  # type: ignore[attr-defined]
+    return list(texts.values())
 
 
 async def run_to_end(engine: RunEngine, run_id: str) -> list[Event]:
@@ -207,6 +245,9 @@ async def crashed_and_resumed(script: list[Op], appends: int) -> tuple[list[Even
 # A crash inside a tool (its call recorded, its result not) and one in the middle of a message:
 @example(script=[("tool", 1, False)], crash_at=0.4)
 @example(script=[("stream", [("x", True), ("y", True), ("z", False)])], crash_at=0.7)
+# A message open across a step and a timer, cut after its step and in its tail:
+@example(script=[("open", [("delta", "u", True), ("step", 1), ("delta", "v", True), ("sleep0",), ("delta", "w", True)])], crash_at=0.5)
+@example(script=[("open", [("delta", "u", True), ("tool", 1), ("delta", "v", True), ("thought",), ("delta", "w", True)])], crash_at=0.8)
 def test_a_resumed_run_writes_the_log_of_an_uninterrupted_one(script: list[Op], crash_at: float) -> None:
     reference, appends = anyio.run(uninterrupted, script)
     # The crash comes after the first append (run.created) and before the last one.
@@ -218,6 +259,7 @@ def test_a_resumed_run_writes_the_log_of_an_uninterrupted_one(script: list[Op], 
     assert resumed[: len(committed)] == committed  # nothing committed was rewritten
     assert [e.seq for e in resumed] == list(range(1, len(resumed) + 1))
     assert normalize(resumed) == normalize(reference)
+    assert kept_texts(resumed) == kept_texts(reference)  # every streamed word kept exactly once
     # Each step / tool function ran once; the one in flight at the crash may have run again.
     expected = {f"{op[0]}{i}" for i, op in enumerate(script) if op[0] in ("step", "tool")}
     assert set(calls) == expected

@@ -329,3 +329,30 @@ def test_a_tool_from_a_typed_function_has_its_name_docstring_and_parameter_schem
             },
         },
     }
+
+
+async def test_a_tool_that_takes_an_idempotency_key_gets_the_same_one_when_run_again_after_a_crash(api):
+    fake, base_url = api
+    fake.script(tool_calls(("call_1", "charge", {"amount": 5})), text("Charged ", "5."))
+    keys: list[str] = []
+
+    def agents(engine: RunEngine, store: DyingStore) -> None:
+        async def charge(amount: int, idempotency_key: str) -> dict[str, Any]:
+            keys.append(idempotency_key)  # a payment API dedups on it: the charge happens once
+            if len(keys) == 1:
+                store.die()  # in flight: tool.call recorded, tool.result never
+                await anyio.sleep_forever()
+            return {"charged": amount}
+
+        tool = Tool.from_function(charge)
+        assert set(tool.parameters["properties"]) == {"amount"}  # not the model's to give
+
+        @engine.agent("shop")
+        async def shop(ctx):
+            reply = await tool_loop(ctx, client_for(base_url), model="m", messages=[{"role": "user", "content": "charge 5"}], tools=[tool])
+            return reply["content"]
+
+    with anyio.fail_after(30):  # without the key the tool fails and never reaches its crash
+        state, _ = await resume_after_crash(agents)
+    assert state.status is Status.COMPLETED and state.output == "Charged 5."
+    assert keys == [f"{state.run_id}/tool/call_1"] * 2

@@ -22,6 +22,7 @@ from pydantic_ai.models.test import TestModel
 
 from runengine import RunEngine, Status
 from runengine.adapters.memory import MemoryStore
+from runengine.context import current_idempotency_key
 from runengine.integrations.pydantic_ai import MODEL_STEP, agent_from_pydantic_ai, pydantic_ai_agent
 from kit import free_port, full_log
 from test_cli import COMMAND, wait_ready
@@ -408,3 +409,25 @@ async def test_tools_the_model_calls_together_run_one_after_another_in_its_order
     assert state.status is Status.COMPLETED
     assert steps == ["first started", "first ended", "second started"]
     assert [c.call_id for c in state.tool_calls] == ["c_first", "c_second"]
+
+
+async def test_a_tool_in_flight_at_the_crash_runs_again_with_the_same_idempotency_key():
+    keys: list[str] = []
+
+    def agents(engine: RunEngine, store: DyingStore) -> None:
+        agent = Agent(adder_model([]))
+
+        @agent.tool_plain
+        async def add(a: int, b: int) -> int:
+            keys.append(current_idempotency_key())  # what a payment API would be given
+            if len(keys) == 1:
+                store.die()  # in flight: tool.call recorded, tool.result never
+                await anyio.sleep_forever()
+            return a + b
+
+        engine.agent("adder")(pydantic_ai_agent(agent))
+
+    with anyio.fail_after(30):  # without a key the tool fails and never reaches its crash
+        state, _ = await resume_after_crash(agents)
+    assert state.status is Status.COMPLETED and state.output == "The sum is 5."
+    assert keys == [f"{state.run_id}/tool/call_add"] * 2

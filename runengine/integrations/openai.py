@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from ..context import RunContext, StepStream
+from ..context import RunContext, StepStream, current_idempotency_key
 from ..errors import StepFailed
 
 try:
@@ -30,6 +30,10 @@ try:
     from openai import AsyncOpenAI
 except ImportError as exc:  # pragma: no cover - depends on the extra
     raise ImportError("runengine.integrations.openai needs the openai package: pip install '.[openai]' from runengine's clone") from exc
+
+
+#: The tool parameter that receives the call's idempotency key instead of a model argument.
+KEY_PARAMETER = "idempotency_key"
 
 
 @attrs.frozen(kw_only=True)
@@ -40,15 +44,20 @@ class Tool:
     fn: Callable[..., Any]
     parameters: Mapping[str, Any] = attrs.field(factory=lambda: {"type": "object", "properties": {}})
     description: str = ""
+    #: `fn` takes the call's idempotency key as `idempotency_key` (not an argument the model gives).
+    wants_key: bool = False
 
     @classmethod
     def from_function(cls, fn: Callable[..., Any], *, name: str | None = None, description: str | None = None) -> Tool:
         """A tool from a typed function: its name, its docstring, a JSON schema of its parameters
-        (built by pydantic from the type hints and defaults)."""
+        (built by pydantic from the type hints and defaults). A parameter named `idempotency_key` is
+        not the model's to give: the call passes `ctx.idempotency_key()` there (docs/durability.md)."""
         hints = typing.get_type_hints(fn)
+        params = inspect.signature(fn).parameters
         fields: dict[str, Any] = {
             param.name: (hints.get(param.name, Any), ... if param.default is param.empty else param.default)
-            for param in inspect.signature(fn).parameters.values()
+            for param in params.values()
+            if param.name != KEY_PARAMETER
         }
         schema = pydantic.create_model(f"{fn.__name__}_arguments", **fields).model_json_schema()
         schema.pop("title", None)
@@ -57,7 +66,14 @@ class Tool:
             fn=fn,
             parameters=schema,
             description=description if description is not None else inspect.getdoc(fn) or "",
+            wants_key=KEY_PARAMETER in params,
         )
+
+    def call(self, **arguments: Any) -> Any:
+        """`fn` with the model's arguments (and the call's idempotency key, if it takes one)."""
+        if self.wants_key:
+            return self.fn(**{**arguments, KEY_PARAMETER: current_idempotency_key()})  # not the model's to set
+        return self.fn(**arguments)
 
     def definition(self) -> dict[str, Any]:
         """The tool as the chat completions API takes it."""
@@ -195,7 +211,7 @@ async def _call_tool(ctx: RunContext, toolbox: Mapping[str, Tool], call: Mapping
     tool = toolbox.get(name)
     if problem is None and tool is None:
         problem = f"there is no tool named {name!r}"
-    fn = tool.fn if tool is not None and problem is None else _refusal(problem or "")
+    fn = tool.call if tool is not None and problem is None else _refusal(problem or "")
     try:
         taken = {recorded.call_id for recorded in ctx.state.tool_calls}  # some servers reuse ids across replies
         output = await ctx.tool_call(name, arguments, fn, call_id=None if call["id"] in taken else call["id"])

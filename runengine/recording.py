@@ -1,0 +1,206 @@
+"""Record or replay: the one step every recorded call of an agent's context goes through.
+
+A `Recorder` is the engine's side of a run's `RunContext`, held by the driver. Live, a call
+appends its event (`Recorder.once`). Replaying (the run was taken up again by another engine),
+the call is matched against the next event the agent recorded the first time
+(`runengine.replay.Journal`): it gets that event back and appends nothing; a call that does not
+match fails the run with `replay_divergence`. When the journal runs out the recorder goes live,
+so the agent continues where its log ends: a message left open whose last deltas are streamed
+again is then discarded and its kept text carried on by a new message (docs/durability.md).
+
+The driver's plumbing lives here too, not on the agent's context: the graceful-stop flag, the
+durable-wait flag, the divergence and the check that a replayed agent made every recorded call.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, TypeVar
+
+import anyio
+
+from .errors import ReplayDivergence
+from .events import Event, MessageDelta, MessageDiscarded
+from .reducer import Fold
+from .replay import Journal
+from .wire import event_to_dict
+from .writer import RunWriter
+
+E = TypeVar("E", bound=Event)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:16]}"
+
+
+class Recorder:
+    """Records a run's agent calls, or replays them from `journal` until it runs out."""
+
+    def __init__(
+        self,
+        writer: RunWriter,
+        clock: Callable[[], datetime],
+        *,
+        journal: Journal | None = None,
+        on_stop: Callable[[], None] | None = None,
+    ) -> None:
+        self.writer = writer
+        self.clock = clock
+        self._journal = journal
+        self._on_stop = on_stop
+        self._diverged: ReplayDivergence | None = None
+        #: Discarded message -> the message carrying its kept text on (filled while replaying).
+        self._continued: dict[str, str] = journal.continued if journal is not None else {}
+        #: The deltas a replayed `stream_step` went through (message id, text): made again if cut short.
+        self._remade: tuple[str | None, str] = (None, "")
+        #: Set by the driver on a graceful stop: the run stops at its next recorded event.
+        self.stop_requested = False
+        #: True while the agent is in a durable wait (ask, sleep) that a stop need not wait out.
+        self.waiting = False
+
+    @property
+    def replaying(self) -> bool:
+        return self._journal is not None
+
+    @property
+    def fold(self) -> Fold:
+        """The run as the agent sees it: while replaying, as it was at this point the first time."""
+        return self._journal.fold if self._journal is not None else self.writer.fold
+
+    @property
+    def diverged(self) -> ReplayDivergence | None:
+        return self._diverged
+
+    # -- the primitive ----------------------------------------------------------------------
+
+    async def replayed(self, kind: type[E], call: str, **expect: Any) -> E | None:
+        """While replaying: the next recorded event, which must be a `kind` with the `expect`ed
+        fields (else the run diverges); None once live (the call is to be made and recorded)."""
+        if self._diverged is not None:
+            raise self._diverged
+        journal = self._journal
+        if journal is None:
+            return None
+        if self.stop_requested:
+            await self._stop()
+        event = await journal.next()
+        if event is None:
+            await self._go_live()
+            return None
+        if not isinstance(event, kind):
+            raise self.diverge(event, call, f"the log has {event.type}")
+        self.match(event, call, **expect)
+        return event
+
+    async def once(self, kind: type[E], call: str, build: Callable[[int], E], *, durable: bool = True, **expect: Any) -> E:
+        """Record-or-replay in one: the recorded `kind` event (matching `expect`), or `build(seq)` appended."""
+        recorded = await self.replayed(kind, call, **expect)
+        if recorded is not None:
+            return recorded
+        return await self.add(build, durable=durable)
+
+    async def add(self, build: Callable[[int], E], *, durable: bool = True) -> E:
+        """Append `build(seq)` live (a graceful stop ends the agent right after it)."""
+        event = await self.writer.add(build, durable=durable)
+        if self.stop_requested:
+            await self._stop()
+        return event  # type: ignore[return-value]
+
+    async def add_delta(self, message_id: str, content: str) -> None:
+        await self.writer.add_delta(message_id, content, self.clock())
+        if self.stop_requested:
+            await self._stop()
+
+    def match(self, event: Event, call: str, **expected: Any) -> None:
+        for name, value in expected.items():
+            recorded = getattr(event, name)
+            if recorded != value:
+                raise self.diverge(event, call, f"it recorded {name}={recorded!r}, not {value!r}")
+
+    def diverge(self, event: Event, call: str, why: str) -> ReplayDivergence:
+        self._diverged = ReplayDivergence(
+            f"replay diverged at seq {event.seq}: the agent called {call}, but {why}",
+            seq=event.seq,
+            recorded=event_to_dict(event),
+            call=call,
+        )
+        self._journal = None
+        return self._diverged
+
+    # -- messages across a resume -------------------------------------------------------------
+
+    def same_message(self, message_id: str) -> str:
+        """The message that `message_id` goes on as now (itself, unless a resume discarded it)."""
+        while message_id in self._continued:
+            message_id = self._continued[message_id]
+        return message_id
+
+    def streamed_again(self, delta: MessageDelta) -> None:
+        """A replayed `stream_step` went through `delta`: if the step turns out cut short, it is made
+        again and the delta's text with it."""
+        same = self._remade[0] == delta.message_id
+        self._remade = (delta.message_id, (self._remade[1] if same else "") + delta.content)
+
+    def step_recorded(self) -> None:
+        """The replayed `stream_step` reached its `step.completed`: nothing it streamed is made again."""
+        self._remade = (None, "")
+
+    async def _go_live(self) -> None:
+        """Past the end of the log: live from here on. A message left open whose last deltas are
+        streamed again (the journal's tail, or a cut-short stream_step's) is discarded, and its kept
+        text, what was replayed, carried on by a new message that the agent goes on streaming."""
+        journal, self._journal = self._journal, None
+        open_message = self.writer.fold.partial()
+        if journal is None or open_message is None:
+            return
+        # Dropped: the tail the journal skipped, and what a replayed stream_step, cut short, streamed before it.
+        dropped = (self._remade[1] if self._remade[0] == open_message.message_id else "") + journal.tail
+        if not dropped:
+            return
+        kept = open_message.content[: len(open_message.content) - len(dropped)]
+        continued = new_id("msg") if kept else None
+        await self.writer.add(
+            lambda seq: MessageDiscarded(
+                run_id=journal.run_id, seq=seq, at=self.clock(), message_id=open_message.message_id, continued_as=continued
+            ),
+            durable=False,
+        )
+        if continued is not None:
+            self._continued[open_message.message_id] = continued
+            await self.writer.add_delta(continued, kept, self.clock())
+
+    # -- the driver's plumbing ----------------------------------------------------------------
+
+    async def finish_replay(self) -> None:
+        """The agent returned: recorded calls it did not make again mean it diverged."""
+        if self._diverged is not None:
+            raise self._diverged
+        if self._journal is not None:
+            event = await self._journal.next()
+            if event is None:
+                await self._go_live()
+            else:
+                raise self.diverge(event, "return", f"the log goes on with {event.type}")
+
+    @asynccontextmanager
+    async def durable_wait(self) -> AsyncIterator[None]:
+        """Mark a wait that survives a restart: a graceful stop ends it at once."""
+        if self.stop_requested:
+            await self._stop()
+        self.waiting = True
+        try:
+            yield
+        finally:
+            self.waiting = False
+
+    async def _stop(self) -> None:
+        """A graceful stop reached this run's next event: end the agent here (it resumes later)."""
+        assert self._on_stop is not None
+        self._on_stop()
+        await anyio.lowlevel.checkpoint()  # raises the cancellation the stop just requested
+
+
+__all__ = ["Recorder", "new_id"]
