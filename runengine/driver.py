@@ -218,7 +218,7 @@ class RunDriver:
         idle = state.suspended or state.status is Status.WAITING_FOR_INPUT or state.timer_id is not None
         # Of the runs a lost process was executing, only those that made no progress count it.
         reason = "restart" if idle else "worker_lost"
-        losses = losses_in_a_row(state.lost_attempts, state.last_seq, state.resumed_seq)
+        losses = losses_in_a_row(state.lost_attempts, state.progress_seq, state.resumed_seq)
         if reason == "worker_lost" and losses >= max_attempts:
             return self._failed(
                 run_id, "worker_lost", f"the process executing this run was lost {losses} times in a row without progress"

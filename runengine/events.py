@@ -95,6 +95,9 @@ class Event:
     guards: ClassVar[tuple[Guard, ...]] = ()
     #: True for the events that end a run (derived from `moves`, below the classes).
     terminal: ClassVar[bool] = False
+    #: Whether appending it is progress of the run, for the crash-loop bound (`losses_in_a_row`).
+    #: Streamed text is not: a resume may discard it, and the agent streams it again.
+    progress: ClassVar[bool] = True
 
     run_id: str
     seq: int
@@ -180,19 +183,20 @@ class RunResumed(Event):
 
     def fold_into(self, run: Fold) -> None:
         if self.reason == "worker_lost":  # counted against the previous start or resumption
-            run.set(lost_attempts=losses_in_a_row(run.get("lost_attempts"), run.last_seq, run.get("resumed_seq")))
+            run.set(lost_attempts=losses_in_a_row(run.get("lost_attempts"), run.progress_seq, run.get("resumed_seq")))
         run.set(attempt=self.attempt, worker=self.worker, version=self.version, suspended=False, resumed_seq=self.seq)
 
 
-def losses_in_a_row(lost_attempts: int, last_seq: int, resumed_seq: int) -> int:
+def losses_in_a_row(lost_attempts: int, progress_seq: int, resumed_seq: int) -> int:
     """A run's process losses in a row, counting one more now: the crash-loop bound's count.
 
     A process runs many runs at once and any of them may bring it down. A loss counts against
-    a run that appended nothing since its last start or resumption (`resumed_seq`; its step was
-    in flight, or it crashed at once); a run that made progress was not the cause, and its
-    count starts again with this loss.
+    a run that made no progress since its last start or resumption (`progress_seq`, the seq of
+    its last event whose type is progress, not past `resumed_seq`: its step was in flight, it
+    crashed at once, or it only streamed text again); a run that made progress was not the
+    cause, and its count starts again with this loss.
     """
-    return lost_attempts + 1 if last_seq <= resumed_seq else 1
+    return lost_attempts + 1 if progress_seq <= resumed_seq else 1
 
 
 @attrs.frozen(kw_only=True)
@@ -211,6 +215,7 @@ class RunSuspended(Event):
 class MessageDelta(Event):
     type: ClassVar[str] = "message.delta"
     moves = {R: R}
+    progress = False
     guards = (
         Guard("continues the open message, or opens a new one when none is open",
               _message_continues, "message_id", _open_or_new_message),
@@ -244,6 +249,7 @@ class MessageDiscarded(Event):
 
     type: ClassVar[str] = "message.discarded"
     moves = {R: R}
+    progress = False
     guards = (
         Guard(
             "names the open message",
@@ -260,8 +266,6 @@ class MessageDiscarded(Event):
 
     def fold_into(self, run: Fold) -> None:
         run.discard_message(self.message_id)
-        if run.last_seq == run.get("resumed_seq"):  # the resumption's own bookkeeping, not progress
-            run.set(resumed_seq=self.seq)
 
 
 @attrs.frozen(kw_only=True)

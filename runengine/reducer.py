@@ -55,6 +55,8 @@ class Fold:
         self._base: RunState | None = state  # fields that events rarely touch
         self.status: Status | None = state.status if state else None
         self.last_seq = state.last_seq if state else 0
+        #: The seq of the last event that was progress of the run (`Event.progress`).
+        self.progress_seq = state.progress_seq if state else 0
         self.run_id: str | None = state.run_id if state else None
         self._messages: list[Message] = list(state.messages) if state else []
         self._message_ids = {m.message_id for m in self._messages}
@@ -116,6 +118,8 @@ class Fold:
         event.fold_into(self)
         self.status = nxt
         self.last_seq = event.seq
+        if event.progress:
+            self.progress_seq = event.seq
         self._changes["updated_at"] = event.at
         self._frozen = None
 
@@ -283,6 +287,7 @@ class Fold:
             steps=self._steps,
             replay_from=changes.get("replay_from", base.replay_from),
             last_seq=self.last_seq,
+            progress_seq=self.progress_seq,
         )
         return state
 

@@ -86,9 +86,10 @@ class RunState:
     suspended: bool = False
     #: How many times the run was taken up again after its process was lost (crash loops end at a bound).
     lost_attempts: int = 0
-    #: The seq of the run's last start or resumption (and the message.discarded it brought):
-    #: whether the run made progress since (`events.losses_in_a_row`).
+    #: The seq of the run's last start or resumption, and of its last event that was progress
+    #: (`Event.progress`): whether the run made progress since (`events.losses_in_a_row`).
     resumed_seq: int = 0
+    progress_seq: int = 0
     #: Messages dropped by `message.discarded` (partial text of a lost process).
     discarded: tuple[str, ...] = ()
     #: Recorded `ctx.step` results so far.

@@ -196,6 +196,11 @@ def crash_loop_engine() -> RunEngine:
     async def crasher(ctx: RunContext) -> None:
         await ctx.step("native-call", kill_the_process)
 
+    @engine.agent("talking_crasher", description="Streams a few words, then its step kills the process.")
+    async def talking_crasher(ctx: RunContext) -> None:
+        await ctx.delta("Let me check that... ")  # a message left open across the fatal step
+        await ctx.step("native-call", kill_the_process)
+
     async def work(i: int) -> int:
         await anyio.sleep(INNOCENT_STEP_SECONDS)
         return i

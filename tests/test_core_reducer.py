@@ -178,8 +178,10 @@ TestLogMachine.settings = settings(max_examples=60, stateful_step_count=40, dead
 
 
 def test_process_losses_count_in_a_row_without_progress() -> None:
-    """Issue 20, item 2: a loss counts against a run that appended nothing since its last start or
-    resumption (and the message.discarded that came with it); progress starts the count again."""
+    """Issue 20, item 2: a loss counts against a run that made no progress since its last start or
+    resumption; progress (a completed message here) starts the count again. Text streamed and
+    left open is not progress: the next resumption discards it and the agent streams it again
+    (a crash loop that talks before its fatal step still ends)."""
     lost = [RunCreated(run_id="r", seq=1, agent="a"), RunStarted(run_id="r", seq=2)]
 
     def resumed() -> RunResumed:
@@ -191,7 +193,7 @@ def test_process_losses_count_in_a_row_without_progress() -> None:
             lost.append(MessageDelta(run_id="r", seq=len(lost) + 1, message_id=f"m{len(lost)}", content="x"))
             lost.append(MessageCompleted(run_id="r", seq=len(lost) + 1, message_id=f"m{len(lost) - 1}"))
             continue
-        if step == "partial":  # a half-streamed message: progress, discarded by the next resumption
+        if step == "partial":  # a half-streamed message: not progress, discarded by the next resumption
             lost.append(MessageDelta(run_id="r", seq=len(lost) + 1, message_id="half", content="x"))
             continue
         lost.append(resumed())
@@ -199,4 +201,4 @@ def test_process_losses_count_in_a_row_without_progress() -> None:
         if state.partial is not None:
             lost.append(MessageDiscarded(run_id="r", seq=len(lost) + 1, message_id=state.partial.message_id))
         counts.append(fold(lost).lost_attempts)
-    assert counts == [1, 2, 1, 1, 2]
+    assert counts == [1, 2, 1, 2, 3]

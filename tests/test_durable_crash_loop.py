@@ -42,8 +42,11 @@ def test_a_crash_looping_run_fails_worker_lost_and_the_runs_beside_it_complete(t
                 client.post("/runs", json={"agent": "innocent", "mode": "async"}).json()["run_id"]
                 for _ in range(INNOCENT_RUNS)
             ]
-            crasher = client.post("/runs", json={"agent": "crasher", "mode": "async"}).json()["run_id"]
-        runs = [*innocents, crasher]
+            crashers = [
+                client.post("/runs", json={"agent": agent, "mode": "async"}).json()["run_id"]
+                for agent in ("crasher", "talking_crasher")
+            ]
+        runs = [*innocents, *crashers]
 
         # The supervisor: restart the server whenever it died, until every run has ended.
         deadline = time.monotonic() + 180
@@ -68,11 +71,14 @@ def test_a_crash_looping_run_fails_worker_lost_and_the_runs_beside_it_complete(t
     finally:
         server.kill()
 
-    # Three executions of the crasher, each killed: three restarts, and it failed at the third resumption.
-    crashed = states[crasher]
-    assert crashed["status"] == "failed" and crashed["error"]["code"] == "worker_lost", crashed
+    # Three executions of each crasher, each killed: three restarts, and each failed at the third
+    # resumption. The one that streamed before its step made no progress either: re-streaming
+    # the words a resume discarded is not progress.
     assert restarts == 3
-    assert [e["type"] for e in logs[crasher]].count("run.resumed") == 2
+    for crasher in crashers:
+        crashed = states[crasher]
+        assert crashed["status"] == "failed" and crashed["error"]["code"] == "worker_lost", crashed
+        assert [e["type"] for e in logs[crasher]].count("run.resumed") == 2
     for run_id in innocents:
         state: dict[str, Any] = states[run_id]
         assert state["status"] == "completed", (state["status"], state.get("error"))

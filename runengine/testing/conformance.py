@@ -56,9 +56,11 @@ from runengine.events import (
     RunCreated,
     RunFailed,
     RunInput,
+    RunInputTimedOut,
     RunStarted,
     RunWaitingForInput,
     Thought,
+    TimerFired,
     ToolCall,
     ToolResult,
     UnknownEvent,
@@ -160,7 +162,12 @@ _times = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1
 
 
 #: How often a type comes, against 1 for the others (a run streams mostly deltas, a pending run mostly starts).
-_WEIGHTS = {MessageDelta.type: 8, RunStarted.type: 6, RunInput.type: 3, ToolResult.type: 2}
+# A durable wait's end (a timer firing, an input timing out) can follow only its own start, and
+# competes there with every other allowed type: weighted up so that many generated logs hold one.
+_WEIGHTS = {
+    MessageDelta.type: 8, RunStarted.type: 6, RunInput.type: 3, ToolResult.type: 2,
+    TimerFired.type: 4, RunInputTimedOut.type: 3,
+}
 #: Runs the listing tests filter on: a few agents, sessions and owners; no delayed runs or timeouts.
 _OVERRIDES = {
     RunCreated.type: {
