@@ -38,6 +38,7 @@ from .events import (
     RunSuspended,
 )
 from .limits import MAX_EVENT_BYTES, MAX_EVENTS_PER_RUN
+from .ownership import session_of_run
 from .ports import EventStore, LeaseLost
 from .reducer import Fold
 from .replay import Journal
@@ -280,7 +281,7 @@ class RunDriver:
                 if begun is not None and not isinstance(begun, Journal):
                     return begun
                 spec = self.agents.get(state.agent)
-                session = await self.store.get_session(state.session_id) if state.session_id else None
+                session = await session_of_run(self.store, state)
                 ctx = active.ctx = RunContext(
                     writer, self.store, self.clock, session, journal=begun, on_stop=active.scope.cancel
                 )

@@ -55,7 +55,7 @@ from .events import (
 from .history import HistoryMessage
 from .history import session_history as read_session_history
 from .idempotency import bind_key, fingerprint
-from .ownership import can_access, idempotency_principal, run_of, session_of
+from .ownership import as_seen, as_stored, can_access, idempotency_principal, run_of, session_key, session_of
 from .ports import (
     DEFAULT_PAGE,
     MAX_PAGE,
@@ -482,13 +482,14 @@ class RunEngine:
         start_at: datetime | None,
     ) -> RunState:
         """Check the session (claiming a new one for `owner`), apply its policy, record run.created."""
-        async with self._session_lock(session_id):
+        async with self._session_lock(owner, session_id):
             after: tuple[str, ...] = ()
             if session_id is not None:
-                session = await self.store.get_session(session_id)
+                key = session_key(owner, session_id)
+                session = await self.store.get_session(key)
                 if session is None:  # begun by this run: `owner`'s, unless another request won the race
                     session = await self.store.add_session(
-                        SessionRecord(session_id=session_id, owner=owner, created_at=self.clock())
+                        SessionRecord(session_id=key, owner=owner, created_at=self.clock())
                     )
                 if not can_access(session.owner, owner):
                     raise SessionNotFound(session_id)
@@ -536,10 +537,10 @@ class RunEngine:
             return RunStream(run_id, self.events(run_id, after_seq=after_seq))
         return await self.wait(run_id, after_seq=after_seq)
 
-    def _session_lock(self, session_id: str | None) -> contextlib.AbstractAsyncContextManager[Any]:
+    def _session_lock(self, owner: str | None, session_id: str | None) -> contextlib.AbstractAsyncContextManager[Any]:
         if session_id is None:
             return contextlib.nullcontext()
-        return self._session_locks(session_id)
+        return self._session_locks(session_key(owner, session_id))
 
     async def _apply_session_policy(self, session_id: str, policy: str, owner: str | None) -> tuple[str, ...]:
         if policy == "allow":
@@ -740,8 +741,9 @@ class RunEngine:
         ttl: float | None = None,
         data: dict[str, Any] | None = None,
     ) -> SessionRecord:
-        """Create a session owned by `owner`. SessionExists when the id is taken (by anyone: a
-        session is never replaced, so two principals racing for one id cannot both own it)."""
+        """Create a session owned by `owner`. SessionExists when `owner` already has a session with
+        that id (a session is never replaced); another principal's session of the same id is
+        another session (runengine.ownership.session_key)."""
         to_json(metadata, "metadata")
         to_json(data, "data")
         now = self.clock()
@@ -753,8 +755,8 @@ class RunEngine:
             metadata=dict(metadata or {}),
             data=dict(data or {}),
         )
-        stored = await self.store.add_session(session)
-        if stored != session:
+        stored = await self.store.add_session(as_stored(session))
+        if as_seen(stored, session.session_id) != session:
             raise SessionExists(session.session_id)
         return session
 
@@ -765,7 +767,7 @@ class RunEngine:
     async def save_session(self, record: SessionRecord) -> None:
         """Store a session record its caller read (get_session) and changed: metadata, data, expiry.
         The caller serialises its own read-modify-write (a runengine.keylock.KeyLocks per session)."""
-        await self.store.put_session(record)
+        await self.store.put_session(as_stored(record))
 
     async def count_session_runs(self, session_id: str, *, owner: str | None = None) -> SessionRuns:
         """The session's runs (only `owner`'s when given) counted by status, at the cost of one read."""
@@ -797,11 +799,11 @@ class RunEngine:
     ) -> SessionRecord:
         """Mark a session ended: later runs in it are refused; its owner's active runs are cancelled.
         Another principal's session is SessionNotFound, and stays as it is."""
-        async with self._session_lock(session_id):  # no run joins between the check and the end
+        async with self._session_lock(owner, session_id):  # no run joins between the check and the end
             session = await session_of(self.store, session_id, owner)
             if session.ended_at is None:
                 session = attrs.evolve(session, ended_at=self.clock())
-                await self.store.put_session(session)
+                await self.store.put_session(as_stored(session))
         if cancel_active:
             for status in ACTIVE_STATUSES:
                 page = await self.store.list_runs(session_id=session_id, status=status, owner=owner, limit=1000)

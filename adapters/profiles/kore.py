@@ -443,11 +443,11 @@ class KoreProfile:
         except SessionExists:  # a request racing this one created it first: it is used if it is ours
             return await self.engine.get_session(session_id, owner=owner)
 
-    async def _session_status(self, session_id: str | None) -> str:
+    async def _session_status(self, session_id: str | None, owner: str | None) -> str:
         if session_id is None:
             return "idle"
         for status in (Status.PENDING, Status.RUNNING):
-            if (await self.engine.list_runs(session_id=session_id, status=status, limit=1)).runs:
+            if (await self.engine.list_runs(session_id=session_id, status=status, owner=owner, limit=1)).runs:
                 return "busy"
         return "idle"
 
@@ -638,7 +638,7 @@ class KoreProfile:
             assert slot is not None
             return slot.bind(sse_response(self._stream(run_id, req, turn)))
         final = await self.engine.wait(run_id, after_seq=turn.after_seq)
-        status = await self._session_status(final.session_id)
+        status = await self._session_status(final.session_id, final.owner)
         return json_response(execute_response(final, session_status=status, turn=turn))
 
     # -- a session's run waiting for input: the next execute answers it ------------------------
@@ -692,7 +692,7 @@ class KoreProfile:
             return session
         async with self._session_writes(session.session_id):
             with suppress(SessionNotFound):  # the latest record, unless it went meanwhile
-                session = await self.engine.get_session(session.session_id)
+                session = await self.engine.get_session(session.session_id, owner=session.owner)
             return await self._write_session(session, metadata, include, exclude)
 
     async def _write_session(
@@ -771,7 +771,7 @@ class KoreProfile:
                     yield frame({"messageId": f"msg-{run_id}", "output": out, "sessionInfo": short}, event.seq)
                 if event.terminal or isinstance(event, RunWaitingForInput):
                     final = await self.engine.status(run_id)
-                    info = session_info(final, status=await self._session_status(final.session_id))
+                    info = session_info(final, status=await self._session_status(final.session_id, final.owner))
                     info["output"] = run_output(final, skip=turn.skip_messages)
                     last: dict[str, Any] = {"messageId": message_id(final), "sessionInfo": info, "isLastEvent": True}
                     if final.error is not None:

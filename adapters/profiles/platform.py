@@ -154,13 +154,13 @@ class PlatformProfile:
             derived = "sess_" + hashlib.sha256(f"{self._owner(request)}\0{request.params['app_id']}\0{key}".encode()).hexdigest()[:32]
             async with self._session_lock(derived):
                 try:
-                    return await self.engine.get_session(derived)  # the id holds the owner: no other's
+                    return await self.engine.get_session(derived, owner=self._owner(request))
                 except SessionNotFound:
                     pass
                 try:
                     return await self._start_session(request, None, metadata, derived)
                 except SessionExists:  # another process's repeat of this request started it
-                    return await self.engine.get_session(derived)
+                    return await self.engine.get_session(derived, owner=self._owner(request))
         if session_id is None:
             return await self._start_session(request, None, metadata)
         if not isinstance(session_id, str) or not session_id:
@@ -340,7 +340,7 @@ class PlatformProfile:
         session_id = request.params["session_id"]
         async with self._session_lock(session_id):
             record = await self._own_session(request, session_id)
-            ended = None if record.ended else await self.engine.end_session(session_id)
+            ended = None if record.ended else await self.engine.end_session(session_id, owner=record.owner)
         if ended is not None:
             await self.webhooks.emit(
                 request.params["app_id"],
