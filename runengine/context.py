@@ -43,6 +43,7 @@ from .events import (
     Usage,
 )
 from .history import HistoryMessage, session_history
+from .limits import DEFAULT_AGENT_HISTORY
 from .ports import EventStore, SessionRecord
 from .reducer import Fold
 from .replay import Journal
@@ -135,13 +136,15 @@ class RunContext:
     def attempt(self) -> int:
         return self._writer.state.attempt
 
-    async def history(self) -> list[HistoryMessage]:
+    async def history(self, *, limit: int = DEFAULT_AGENT_HISTORY) -> list[HistoryMessage]:
         """The session's turns before this run, oldest first: each earlier run's input (role
-        "user"), then its messages. Empty outside a session. Read from the store, not recorded:
-        an earlier run still active shows the messages it has so far."""
+        "user"), then its messages; the latest `limit` of them (runengine.limits). Empty outside a
+        session. Read from the store, not recorded: an earlier run still active shows the messages
+        it has so far."""
         if self.session_id is None:
             return []
-        return await session_history(self._store, self.session_id, owner=self.owner, before_run=self.run_id)
+        page = await session_history(self._store, self.session_id, owner=self.owner, limit=limit, before_run=self.run_id)
+        return page.messages
 
     # -- recording and replaying ------------------------------------------------
 

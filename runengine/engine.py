@@ -52,7 +52,8 @@ from .events import (
     RunRequeued,
     RunStarted,
 )
-from .history import HistoryMessage
+from .history import HistoryMessage, HistoryPage, HistoryPosition
+from .history import history_message as read_history_message
 from .history import session_history as read_session_history
 from .idempotency import bind_key, fingerprint
 from .ownership import as_seen, as_stored, can_access, idempotency_principal, run_of, session_key, session_of
@@ -79,7 +80,7 @@ from .stores import open_store
 from .driver import AgentFailed, DriverOptions, RunDriver, append_at_head
 from .following import follow_batches
 from .keylock import KeyLocks
-from .limits import MAX_EVENT_BYTES, MAX_EVENTS_PER_RUN
+from .limits import DEFAULT_HISTORY_PAGE, MAX_EVENT_BYTES, MAX_EVENTS_PER_RUN
 from .wire import to_json
 from .worker import Worker, WorkerOptions, worker_options
 
@@ -672,13 +673,28 @@ class RunEngine:
         """The `list_runs(before=...)` cursor that lists the runs older than `run_id` (None: unknown run)."""
         return await self.store.run_cursor(run_id)
 
-    async def session_history(self, session_id: str, *, owner: str | None = None) -> list[HistoryMessage]:
-        """The messages of every run of a session, oldest first: each run's input, then its replies.
+    async def session_history(
+        self,
+        session_id: str,
+        *,
+        owner: str | None = None,
+        limit: int = DEFAULT_HISTORY_PAGE,
+        before: HistoryPosition | None = None,
+    ) -> HistoryPage:
+        """A page of the messages of a session's runs (each run's input, then its replies): the
+        latest `limit` before `before` (a previous page's `next`; None: the latest), oldest first.
 
         With `owner` (auth on), the session must be that owner's (SessionNotFound otherwise) and only
-        its runs count."""
+        its runs count; a `before` naming no message of it is HistoryCursorInvalid (InvalidRequest)."""
         await session_of(self.store, session_id, owner)
-        return await read_session_history(self.store, session_id, owner=owner)
+        return await read_session_history(self.store, session_id, owner=owner, limit=limit, before=before)
+
+    async def session_message(
+        self, session_id: str, position: HistoryPosition, *, owner: str | None = None
+    ) -> HistoryMessage:
+        """The one message of the session at `position` (a page's `positions`), reading that run only."""
+        await session_of(self.store, session_id, owner)
+        return await read_history_message(self.store, session_id, position, owner=owner)
 
     # -- commands -------------------------------------------------------------------
 
@@ -812,4 +828,7 @@ class RunEngine:
         return session
 
 
-__all__ = ["RunEngine", "RunStream", "AgentFailed", "HistoryMessage", "SessionBusy", "SessionEnded"]
+__all__ = [
+    "RunEngine", "RunStream", "AgentFailed", "HistoryMessage", "HistoryPage", "HistoryPosition", "SessionBusy",
+    "SessionEnded",
+]

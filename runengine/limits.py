@@ -44,6 +44,16 @@ MAX_SECRET_LENGTH = 1024
 #: A completion callback's bearer token (Kore `callbackToken`), in characters.
 MAX_CALLBACK_TOKEN_LENGTH = 4096
 
+# -- what one read of a session's history returns ---------------------------------------------------
+
+#: Messages one page of a session's history holds when the client names no `limit` (native
+#: `GET /sessions/{id}/history`, ACP `GET /sessions/{id}`, Platform history), and at most.
+DEFAULT_HISTORY_PAGE = 50
+MAX_HISTORY_PAGE = 100
+#: The latest messages an agent reads by default: `ctx.history(limit=)`, and so the message
+#: history the Pydantic AI and OpenAI integrations hand their model.
+DEFAULT_AGENT_HISTORY = 100
+
 # -- what a run's log keeps (engine options: RunEngine(max_events_per_run=, max_event_bytes=)) ----
 
 #: Events in one run's log; past it the run fails with error code `too_many_events`.

@@ -44,7 +44,16 @@ from runengine.http.openapi import Body, Operation, Reply
 from runengine.http.openstreams import OpenStreams
 from runengine.http.router import Router
 from .native_shapes import history_message_to_json, run_to_json, session_to_json, summary_to_json
-from runengine.http.cursor import AFTER_SEQ_PARAMETER, LAST_EVENT_ID_PARAMETER, after_seq_param, resume_after
+from runengine.http.cursor import (
+    AFTER_SEQ_PARAMETER,
+    HISTORY_CURSOR_PARAMETER,
+    HISTORY_LIMIT,
+    LAST_EVENT_ID_PARAMETER,
+    after_seq_param,
+    history_before,
+    history_cursor,
+    resume_after,
+)
 from runengine.http.sse import KEEPALIVE, FrameCache, sse_comment, sse_frame, sse_response
 from runengine.http.streaming import server_stop
 
@@ -180,9 +189,10 @@ END_SESSION = Operation(
 )
 SESSION_HISTORY = Operation(
     "getSessionHistory",
-    "The messages of a session's runs, oldest first",
+    "A page of the messages of a session's runs, oldest first: the latest `limit`, or those before `cursor`",
+    parameters=(HISTORY_LIMIT, HISTORY_CURSOR_PARAMETER),
     replies={200: Reply("the history", "History")},
-    errors=(404,),
+    errors=(400, 404),
 )
 LIST_AGENTS = Operation("listAgents", "The agents this engine runs", replies={200: Reply("the agents", "AgentList")})
 OPENAPI = Operation(
@@ -477,9 +487,15 @@ class NativeAPI:
 
     async def session_history(self, request: Request) -> Response:
         session_id = self._session_id(request)
-        messages = await self.engine.session_history(session_id, owner=self._owner(request))
+        page = await self.engine.session_history(
+            session_id, owner=self._owner(request), limit=HISTORY_LIMIT.parse(request.query), before=history_before(request)
+        )
         return json_response(
-            {"session_id": session_id, "messages": [history_message_to_json(m) for m in messages]}
+            {
+                "session_id": session_id,
+                "messages": [history_message_to_json(m) for m in page.messages],
+                "next": history_cursor(page.next) if page.next is not None else None,
+            }
         )
 
     async def list_agents(self, request: Request) -> Response:

@@ -13,6 +13,7 @@ from typing import Any
 
 from runengine.status import Status
 from runengine.http.openapi import Operation, openapi_document, ref as _ref
+from runengine.http.limits import MAX_HISTORY_PAGE
 
 STATUSES = [s.value for s in Status]
 
@@ -198,11 +199,13 @@ SCHEMAS: dict[str, Any] = {
     },
     "History": {
         "type": "object",
-        "required": ["session_id", "messages"],
+        "required": ["session_id", "messages", "next"],
         "properties": {
             "session_id": {"type": "string"},
+            "next": _nullable({"type": "string", "description": "the cursor of the page of older messages"}),
             "messages": {
                 "type": "array",
+                "maxItems": MAX_HISTORY_PAGE,
                 "items": {
                     "type": "object",
                     "required": ["role", "content", "run_id", "agent", "at"],

@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import attrs
 
-from runengine.engine import RunEngine
+from runengine.engine import HistoryPage, RunEngine
 from runengine.errors import InvalidRequest, RunNotFound, SessionExists, SessionNotFound
 from runengine.events import (
     Event,
@@ -40,7 +40,7 @@ from runengine.http.auth import AuthHook, guarded
 from runengine.http.core import App
 from runengine.http.openstreams import OpenStreams
 from runengine.http.ratelimit import RateLimited
-from runengine.http.cursor import last_event_id, resume_after
+from runengine.http.cursor import HISTORY_LIMIT, history_before, history_cursor, last_event_id, resume_after
 from runengine.http.sse import KEEPALIVE, sse_response
 from runengine.http.streaming import KeptText
 from runengine.keylock import KeyLocks
@@ -320,12 +320,13 @@ class PlatformProfile:
     async def history(self, request: Request) -> Response:
         session_id = request.params["session_id"]
         await self._own_session(request, session_id)
+        limit, before = HISTORY_LIMIT.parse(request.query), history_before(request)
         try:
-            messages = await self.engine.session_history(session_id, owner=self._owner(request))
+            page = await self.engine.session_history(session_id, owner=self._owner(request), limit=limit, before=before)
         except SessionNotFound:
-            messages = []
+            page = HistoryPage(messages=[], positions=[])
         out = []
-        for message in messages:
+        for message in page.messages:
             item: dict[str, Any] = {
                 "role": message.role,
                 "content": message.content,
@@ -334,7 +335,8 @@ class PlatformProfile:
             if message.agent is not None:
                 item["agent"] = message.agent
             out.append(item)
-        return json_response({"session_id": session_id, "messages": out})
+        next_cursor = history_cursor(page.next) if page.next is not None else None
+        return json_response({"session_id": session_id, "messages": out, "next": next_cursor})
 
     async def end_session(self, request: Request) -> Response:
         session_id = request.params["session_id"]

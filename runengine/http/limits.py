@@ -7,11 +7,13 @@ here); the paging and format limits of the HTTP API are declared here.
 from __future__ import annotations
 
 from ..limits import (
+    DEFAULT_HISTORY_PAGE,
     MAX_ACTIVE_ATTACHMENTS,
     MAX_ATTACHMENTS,
     MAX_BODY_BYTES,
     MAX_CONTENT_BYTES,
     MAX_FILE_ID_LENGTH,
+    MAX_HISTORY_PAGE,
     MAX_ID_LENGTH,
     MAX_INPUT_BYTES,
     MAX_MESSAGE_CHARS,
@@ -39,6 +41,7 @@ RETRY_MS = 1000
 
 __all__ = [
     "DEFAULT_EVENTS_LIMIT",
+    "DEFAULT_HISTORY_PAGE",
     "DEFAULT_RUNS_LIMIT",
     "MAX_ACTIVE_ATTACHMENTS",
     "MAX_ATTACHMENTS",
@@ -46,6 +49,7 @@ __all__ = [
     "MAX_CONTENT_BYTES",
     "MAX_EVENTS_LIMIT",
     "MAX_FILE_ID_LENGTH",
+    "MAX_HISTORY_PAGE",
     "MAX_ID_LENGTH",
     "MAX_INPUT_BYTES",
     "MAX_MESSAGE_CHARS",
