@@ -56,7 +56,16 @@ from .history import HistoryMessage, HistoryPage, HistoryPosition
 from .history import history_message as read_history_message
 from .history import session_history as read_session_history
 from .idempotency import bind_key, fingerprint
-from .ownership import as_seen, as_stored, can_access, idempotency_principal, run_of, session_key, session_of
+from .ownership import (
+    as_seen,
+    as_stored,
+    can_access,
+    idempotency_principal,
+    run_of,
+    session_key,
+    session_of,
+    stored_session,
+)
 from .ports import (
     DEFAULT_PAGE,
     MAX_PAGE,
@@ -77,6 +86,7 @@ from .retention import DEFAULT_SWEEP_INTERVAL, RetentionSweeper, delete_ended_ru
 from .state import RunState
 from .status import Status
 from .stores import open_store
+from .delayed import DEFAULT_HORIZON, DelayedRuns
 from .driver import AgentFailed, DriverOptions, RunDriver, append_at_head
 from .following import follow_batches
 from .keylock import KeyLocks
@@ -156,6 +166,7 @@ class RunEngine:
         max_event_bytes: int = MAX_EVENT_BYTES,
         retention: timedelta | float | None = None,
         retention_interval: float = DEFAULT_SWEEP_INTERVAL,
+        delay_horizon: float = DEFAULT_HORIZON,
     ) -> None:
         if session_policy not in SESSION_POLICIES:
             raise InvalidRequest(f"session_policy must be one of {SESSION_POLICIES}")
@@ -194,6 +205,13 @@ class RunEngine:
                 max_events_per_run=max_events_per_run,
                 max_event_bytes=max_event_bytes,
             ),
+        )
+        if not (isinstance(delay_horizon, (int, float)) and math.isfinite(delay_horizon) and delay_horizon >= 0):
+            raise InvalidRequest("delay_horizon must be a number of seconds >= 0")
+        #: Delayed runs stay in the store until `delay_horizon` seconds before their start_at
+        #: (runengine.delayed); only then are they launched, so thousands of them cost no memory.
+        self.delayed = DelayedRuns(
+            self.store, clock, self._resume, lambda run_id: run_id in self.driver.active, horizon=delay_horizon
         )
         self._session_locks = KeyLocks()
         self._tg: anyio.abc.TaskGroup | None = None
@@ -249,6 +267,8 @@ class RunEngine:
             raise
         self._exit_stack = stack
         recover = self.recover_on_start if self.recover_on_start is not None else not self.store.shared
+        if self.queue is None:
+            await self._tg.start(self.delayed.run)
         if recover:
             await self.recover()
         if self.queue is not None and self.worker_options is not None:
@@ -273,6 +293,7 @@ class RunEngine:
     async def _shutdown(self) -> None:
         """A graceful stop: runs reach their next event (within `drain_timeout`), record
         run.suspended and stay unfinished; the next engine resumes them. Nothing ends a run here."""
+        self.delayed.stop()
         with anyio.CancelScope(shield=True):
             if self._worker is not None:  # queued runs: suspended and handed back to the queue
                 await self._worker.stop()
@@ -315,6 +336,8 @@ class RunEngine:
                     log_head = logs.get(run_id, [])
                     if 0 < len(log_head) < RECOVERY_HEAD and run_id not in self.driver.active:
                         state = fold_log(log_head)
+                        if state is not None and self._defer(state):
+                            continue
                         if state is not None:
                             self.driver.launch(self._task_group(), state, first_page=log_head)
                             continue
@@ -339,8 +362,15 @@ class RunEngine:
 
     async def _resume(self, run_id: str) -> None:
         state, first_page = await self._load(run_id)
-        if run_id not in self.driver.active:
+        if run_id not in self.driver.active and not self._defer(state):
             self.driver.launch(self._task_group(), state, first_page=first_page)
+
+    def _defer(self, state: RunState) -> bool:
+        """Leave a pending run whose start_at is not near in the store (runengine.delayed)."""
+        if state.status is Status.PENDING and state.start_at is not None and not self.delayed.due(state.start_at):
+            self.delayed.defer(state.start_at)
+            return True
+        return False
 
     # -- execute ----------------------------------------------------------------
 
@@ -486,11 +516,10 @@ class RunEngine:
         async with self._session_lock(owner, session_id):
             after: tuple[str, ...] = ()
             if session_id is not None:
-                key = session_key(owner, session_id)
-                session = await self.store.get_session(key)
+                session = await stored_session(self.store, owner, session_id)
                 if session is None:  # begun by this run: `owner`'s, unless another request won the race
                     session = await self.store.add_session(
-                        SessionRecord(session_id=key, owner=owner, created_at=self.clock())
+                        SessionRecord(session_id=session_key(owner, session_id), owner=owner, created_at=self.clock())
                     )
                 if not can_access(session.owner, owner):
                     raise SessionNotFound(session_id)
@@ -525,7 +554,7 @@ class RunEngine:
             else:
                 await self.store.append(new_run_id, [created], expected_seq=0)
             observe.appended([created], state, time.perf_counter() - started)
-            if self.queue is None:
+            if self.queue is None and not self._defer(state):
                 self.driver.launch(self._task_group(), state, after=after, fold=fold)
         return state
 

@@ -62,9 +62,21 @@ def as_stored(record: SessionRecord) -> SessionRecord:
     return attrs.evolve(record, session_id=session_key(record.owner, record.session_id))
 
 
+async def stored_session(store: EventStore, owner: str | None, session_id: str) -> SessionRecord | None:
+    """`owner`'s session `session_id` as stored (under its key), None if it has none. A record an
+    owner made before ids were per principal is kept under the bare id: it is still found there
+    (its owner's, no one else's); saving it (`as_stored`) moves it under its key."""
+    record = await store.get_session(session_key(owner, session_id))
+    if record is None and owner is not None:
+        legacy = await store.get_session(session_id)
+        if legacy is not None and legacy.owner == owner:
+            return legacy
+    return record
+
+
 async def session_of(store: EventStore, session_id: str, caller: str | None) -> SessionRecord:
     """`caller`'s session `session_id` (the record as the caller names it); SessionNotFound otherwise."""
-    record = await store.get_session(session_key(caller, session_id))
+    record = await stored_session(store, caller, session_id)
     if record is None or not can_access(record.owner, caller):
         raise SessionNotFound(session_id)
     return as_seen(record, session_id)
@@ -74,8 +86,8 @@ async def session_of_run(store: EventStore, state: RunState) -> SessionRecord | 
     """The session a run belongs to (its owner's session of its session id), if any."""
     if state.session_id is None:
         return None
-    record = await store.get_session(session_key(state.owner, state.session_id))
+    record = await stored_session(store, state.owner, state.session_id)
     return None if record is None else as_seen(record, state.session_id)
 
 
-__all__ = ["as_seen", "as_stored", "can_access", "idempotency_principal", "run_of", "session_key", "session_of", "session_of_run"]
+__all__ = ["as_seen", "as_stored", "can_access", "idempotency_principal", "run_of", "session_key", "session_of", "session_of_run", "stored_session"]

@@ -146,3 +146,27 @@ async def test_platform_session_ids_stay_their_owners(clients) -> None:
     assert (await bob.get(f"/platform/apps/echo/sessions/{session}/history")).status_code == 404
     history = (await alice.get(f"/platform/apps/echo/sessions/{session}/history")).json()["messages"]
     assert "bob's" not in str(history) and "alice's" in str(history)
+
+
+@pytest.mark.anyio
+async def test_a_session_stored_under_its_bare_id_stays_its_owners() -> None:
+    """Records written before ids were per principal (e.g. by the schema 1 migration) are kept
+    under the bare id: their owner still reaches them, nobody else does."""
+    from datetime import datetime, timezone
+
+    from runengine import SessionNotFound
+    from runengine.ports import SessionRecord
+
+    engine = demo_engine()
+    async with engine:
+        legacy = SessionRecord(session_id="old", owner="alice", created_at=datetime.now(timezone.utc), metadata={"v": 1})
+        await engine.store.put_session(legacy)
+        assert (await engine.get_session("old", owner="alice")).metadata == {"v": 1}
+        run = await engine.execute("echo", "hi", session_id="old", owner="alice")
+        assert (await engine.status(run.run_id)).session_id == "old"
+        with pytest.raises(SessionNotFound):
+            await engine.get_session("old", owner="bob")
+        await engine.execute("echo", "mine", session_id="old", owner="bob")  # bob's own "old"
+        assert (await engine.get_session("old", owner="bob")).metadata == {}
+        ended = await engine.end_session("old", owner="alice")
+        assert ended.ended and (await engine.get_session("old", owner="alice")).ended
