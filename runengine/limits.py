@@ -35,8 +35,9 @@ MAX_ACTIVE_ATTACHMENTS = 50
 MAX_ATTACHMENTS = 100
 #: A file id of an attachment, in characters.
 MAX_FILE_ID_LENGTH = 64
-#: Webhook registrations per app (Platform profile).
-MAX_WEBHOOKS_PER_APP = 50
+#: Webhook registrations one principal may hold per app (Platform profile): each principal's own
+#: count, so one principal filling it neither blocks another nor learns that others have any.
+MAX_WEBHOOKS_PER_PRINCIPAL = 50
 #: A webhook or callback URL (Platform registrations, Kore `callbackUrl`), in characters.
 MAX_URL_LENGTH = 2048
 #: A webhook's signing secret (Platform), in characters.
@@ -65,6 +66,10 @@ MAX_EVENT_BYTES = 4 * 1024 * 1024
 
 #: SSE streams one authenticated principal may hold open at once, over every surface (429 past it).
 MAX_OPEN_STREAMS_PER_PRINCIPAL = 100
+#: Sync requests (waiting for a run to end or ask for input) one authenticated principal may hold
+#: open at once, over every surface: each holds a connection and a task, for as long as the run
+#: takes (a delayed run: days). 429 past it, before any run is created.
+MAX_SYNC_WAITS_PER_PRINCIPAL = 100
 #: Encoded SSE frames of recent events kept for many subscribers (native API), in bytes in all:
 #: large events (a 256 KiB input echoed back) must not make a count-bounded cache hold gigabytes.
 MAX_FRAME_CACHE_BYTES = 32 * 1024 * 1024

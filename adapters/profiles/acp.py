@@ -361,26 +361,27 @@ class AcpProfile:
         session_id = self._session_id(body)
         policy = session_policy(body.get("session_policy"), "session_policy") or self.session_policy
         key = idempotency_key(request)
-        with self.streams.slot(request) if mode == "stream" else nullcontext() as slot:  # a 429 starts no run
-            state = await self.engine.execute(
-                agent,
-                engine_input(messages),
-                mode="async",
-                session_id=session_id,  # another principal's session: SessionNotFound, a 404
-                owner=request_owner(self.auth, request),
-                idempotency_key=key,
-                idempotency_scope="acp",
-                request_fingerprint=request_fingerprint("acp", body, delivery=("mode",)) if key is not None else None,
-                session_policy=policy,
-                run_id=str(uuid.uuid4()),
-            )
-            run_header = (("run-id", state.run_id),)
-            if slot is not None:
-                return slot.bind(self._sse(state.run_id, after_seq=0, stop_when_awaiting=True, headers=run_header))
-        if mode == "async":
-            return json_response(run_json(state), status=202, headers=run_header)
-        state = await self.engine.wait(state.run_id)
-        return json_response(run_json(state), headers=run_header)
+        with self.streams.waiting(request) if mode == "sync" else nullcontext():  # a 429 starts no run
+            with self.streams.slot(request) if mode == "stream" else nullcontext() as slot:  # nor here
+                state = await self.engine.execute(
+                    agent,
+                    engine_input(messages),
+                    mode="async",
+                    session_id=session_id,  # another principal's session: SessionNotFound, a 404
+                    owner=request_owner(self.auth, request),
+                    idempotency_key=key,
+                    idempotency_scope="acp",
+                    request_fingerprint=request_fingerprint("acp", body, delivery=("mode",)) if key is not None else None,
+                    session_policy=policy,
+                    run_id=str(uuid.uuid4()),
+                )
+                run_header = (("run-id", state.run_id),)
+                if slot is not None:
+                    return slot.bind(self._sse(state.run_id, after_seq=0, stop_when_awaiting=True, headers=run_header))
+            if mode == "async":
+                return json_response(run_json(state), status=202, headers=run_header)
+            state = await self.engine.wait(state.run_id)
+            return json_response(run_json(state), headers=run_header)
 
     def _session_id(self, body: dict[str, Any]) -> str:
         """ACP sessions are UUIDs; a run without one gets a new session, as in ACP."""
@@ -414,14 +415,15 @@ class AcpProfile:
         if mode not in MODES:
             raise invalid(f"mode must be one of {', '.join(MODES)}", field="mode")
         given = engine_input([{"parts": parts}])
-        with self.streams.slot(request) if mode == "stream" else nullcontext() as slot:  # a 429 resumes nothing
-            resumed = await self.engine.resume(state.run_id, given)
-            if slot is not None:
-                # From the run.input event on: the client sees run.in-progress first, as in ACP.
-                return slot.bind(self._sse(resumed.run_id, after_seq=resumed.last_seq - 1, stop_when_awaiting=True))
-        if mode == "async":
-            return json_response(run_json(resumed), status=202)
-        return json_response(run_json(await self.engine.wait(resumed.run_id, after_seq=resumed.last_seq)))
+        with self.streams.waiting(request) if mode == "sync" else nullcontext():  # a 429 resumes nothing
+            with self.streams.slot(request) if mode == "stream" else nullcontext() as slot:  # nor here
+                resumed = await self.engine.resume(state.run_id, given)
+                if slot is not None:
+                    # From the run.input event on: the client sees run.in-progress first, as in ACP.
+                    return slot.bind(self._sse(resumed.run_id, after_seq=resumed.last_seq - 1, stop_when_awaiting=True))
+            if mode == "async":
+                return json_response(run_json(resumed), status=202)
+            return json_response(run_json(await self.engine.wait(resumed.run_id, after_seq=resumed.last_seq)))
 
     async def cancel_run(self, request: Request) -> Response:
         state = await self._state(request, request.params["run_id"])

@@ -560,8 +560,10 @@ class KoreProfile:
             await self.deliveries.sender.check_async(req.callback_url)  # UnsafeURL: a 400 before anything runs
         owner = request_owner(self.auth, request)
         streamed = req.stream["enable"] and not req.is_async
-        with self.streams.slot(request) if streamed else nullcontext() as slot:  # a 429 changes nothing
-            return await self._execute(request, req, app_id, env, key, key_fingerprint, owner, slot)
+        waits = not req.is_async and not streamed  # a sync request, answered when the turn ends
+        with self.streams.waiting(request) if waits else nullcontext():  # a 429 changes nothing
+            with self.streams.slot(request) if streamed else nullcontext() as slot:  # nor here
+                return await self._execute(request, req, app_id, env, key, key_fingerprint, owner, slot)
 
     async def _execute(
         self,

@@ -230,8 +230,9 @@ class PlatformProfile:
     # -- execute ---------------------------------------------------------------------
 
     async def execute(self, request: Request) -> Response:
-        state, _ = await self._start_run(request)
-        state = await self.engine.wait(state.run_id)
+        with self.streams.waiting(request):  # a 429 starts no run
+            state, _ = await self._start_run(request)
+            state = await self.engine.wait(state.run_id)
         if state.status is Status.FAILED:
             error = state.error
             raise HttpError(
