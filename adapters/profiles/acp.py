@@ -30,7 +30,7 @@ from typing import Any
 import attrs
 
 from runengine.engine import RunEngine, SessionPolicy
-from runengine.errors import AgentNotFound, InvalidRequest, RunNotFound, SessionNotFound
+from runengine.errors import AgentNotFound, InvalidRequest, RunDeleted, RunNotFound, SessionNotFound
 from runengine.events import (
     Custom,
     Event,
@@ -463,18 +463,22 @@ class AcpProfile:
         """
         mapper = EventMapper()
         async with aclosing(each_event(self.engine.follow(run_id, 0, idle=KEEPALIVE))) as events:  # type: ignore[type-var]
-            async for event in events:
-                if event is None:
-                    yield sse_comment()
-                    continue
-                mapped = mapper.map(event)
-                if event.seq <= after_seq:
-                    continue
-                for i, item in enumerate(mapped):
-                    last = i == len(mapped) - 1
-                    yield sse_frame(dumps(item), id=event.seq if last else None)
-                if stop_when_awaiting and isinstance(event, RunWaitingForInput):
-                    return
+            try:
+                async for event in events:
+                    if event is None:
+                        yield sse_comment()
+                        continue
+                    mapped = mapper.map(event)
+                    if event.seq <= after_seq:
+                        continue
+                    for i, item in enumerate(mapped):
+                        last = i == len(mapped) - 1
+                        yield sse_frame(dumps(item), id=event.seq if last else None)
+                    if stop_when_awaiting and isinstance(event, RunWaitingForInput):
+                        return
+            except RunDeleted as deleted:  # ACP's error event, with the one error format's fields
+                error = deleted.error_body()["error"]
+                yield sse_frame(dumps({"type": "error", "error": {"code": error["code"], "message": error["message"], "data": error["details"]}}))
 
     # -- sessions ---------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ import attrs
 
 from runengine import ownership
 from runengine.engine import RunEngine, SessionPolicy
-from runengine.errors import RunNotFound, SessionExists, SessionNotFound
+from runengine.errors import RunDeleted, RunNotFound, SessionExists, SessionNotFound
 from runengine.events import Custom, MessageCompleted, MessageDelta, RunWaitingForInput, Thought, ToolResult
 from runengine.http import params
 from runengine.http.auth import AuthHook, guarded
@@ -746,40 +746,45 @@ class KoreProfile:
         streamed: set[str] = set()  # messages already sent token by token
         follow = self.engine.follow(run_id, turn.after_seq, idle=KEEPALIVE)
         async with aclosing(each_event(follow, discarded=state.discarded)) as events:  # type: ignore[type-var]
-            async for event in events:
-                if event is None:
-                    yield sse_comment()
-                    continue
-                if isinstance(event, Thought) and debug_on and debug_mode in ("thoughts", "all"):
-                    item = {"type": "thought", "content": event.content, "source": event.source}
-                    yield frame({"messageId": f"msg-{run_id}", "debug": [item], "sessionInfo": short}, event.seq)
-                elif isinstance(event, ToolResult) and debug_on and debug_mode in ("function-call", "all"):
-                    item = {"type": "function-call", "callId": event.call_id, "output": event.output}
-                    yield frame({"messageId": f"msg-{run_id}", "debug": [item], "sessionInfo": short}, event.seq)
-                elif isinstance(event, MessageDelta) and mode == "tokens":
-                    out = [{"type": "text", "content": event.content}]
-                    yield frame({"messageId": event.message_id, "output": out, "sessionInfo": short}, event.seq)
-                elif isinstance(event, MessageCompleted) and event.role != "user":
-                    if mode != "tokens" or event.message_id not in streamed:
+            try:
+                async for event in events:
+                    if event is None:
+                        yield sse_comment()
+                        continue
+                    if isinstance(event, Thought) and debug_on and debug_mode in ("thoughts", "all"):
+                        item = {"type": "thought", "content": event.content, "source": event.source}
+                        yield frame({"messageId": f"msg-{run_id}", "debug": [item], "sessionInfo": short}, event.seq)
+                    elif isinstance(event, ToolResult) and debug_on and debug_mode in ("function-call", "all"):
+                        item = {"type": "function-call", "callId": event.call_id, "output": event.output}
+                        yield frame({"messageId": f"msg-{run_id}", "debug": [item], "sessionInfo": short}, event.seq)
+                    elif isinstance(event, MessageDelta) and mode == "tokens":
                         out = [{"type": "text", "content": event.content}]
                         yield frame({"messageId": event.message_id, "output": out, "sessionInfo": short}, event.seq)
-                elif isinstance(event, Custom) and mode == "custom":
-                    custom = {"name": event.name, "data": event.data}
-                    yield frame({"messageId": f"msg-{run_id}", "custom": custom, "sessionInfo": short}, event.seq)
-                if isinstance(event, MessageDelta):
-                    streamed.add(event.message_id)
-                if isinstance(event, RunWaitingForInput) and event.request is not None:
-                    out = text_output(event.request)
-                    yield frame({"messageId": f"msg-{run_id}", "output": out, "sessionInfo": short}, event.seq)
-                if event.terminal or isinstance(event, RunWaitingForInput):
-                    final = await self.engine.status(run_id)
-                    info = session_info(final, status=await self._session_status(final.session_id, final.owner))
-                    info["output"] = run_output(final, skip=turn.skip_messages)
-                    last: dict[str, Any] = {"messageId": message_id(final), "sessionInfo": info, "isLastEvent": True}
-                    if final.error is not None:
-                        last["error"] = {"code": final.error.code, "message": final.error.message}
-                    yield frame(last, event.seq)
-                    return
+                    elif isinstance(event, MessageCompleted) and event.role != "user":
+                        if mode != "tokens" or event.message_id not in streamed:
+                            out = [{"type": "text", "content": event.content}]
+                            yield frame({"messageId": event.message_id, "output": out, "sessionInfo": short}, event.seq)
+                    elif isinstance(event, Custom) and mode == "custom":
+                        custom = {"name": event.name, "data": event.data}
+                        yield frame({"messageId": f"msg-{run_id}", "custom": custom, "sessionInfo": short}, event.seq)
+                    if isinstance(event, MessageDelta):
+                        streamed.add(event.message_id)
+                    if isinstance(event, RunWaitingForInput) and event.request is not None:
+                        out = text_output(event.request)
+                        yield frame({"messageId": f"msg-{run_id}", "output": out, "sessionInfo": short}, event.seq)
+                    if event.terminal or isinstance(event, RunWaitingForInput):
+                        final = await self.engine.status(run_id)
+                        info = session_info(final, status=await self._session_status(final.session_id, final.owner))
+                        info["output"] = run_output(final, skip=turn.skip_messages)
+                        last: dict[str, Any] = {"messageId": message_id(final), "sessionInfo": info, "isLastEvent": True}
+                        if final.error is not None:
+                            last["error"] = {"code": final.error.code, "message": final.error.message}
+                        yield frame(last, event.seq)
+                        return
+            except RunDeleted as deleted:  # the last event says so, with the one error format's code and message
+                error = deleted.error_body()["error"]
+                gone = {"messageId": f"msg-{run_id}", "sessionInfo": short, "isLastEvent": True}
+                yield frame({**gone, "error": {"code": error["code"], "message": error["message"]}})
 
     # -- status -----------------------------------------------------------------------------------
 

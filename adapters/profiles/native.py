@@ -32,7 +32,7 @@ import structlog
 
 from runengine.agents import AgentSpec
 from runengine.engine import MODES, SESSION_POLICIES, RunEngine
-from runengine.errors import AgentNotFound, RunEngineError, RunNotFound, SessionNotFound
+from runengine.errors import AgentNotFound, RunDeleted, RunEngineError, RunNotFound, SessionNotFound
 from runengine.idempotency import fingerprint
 from runengine.ports import SessionRecord, SessionRuns
 from runengine.wire import dumps, event_to_dict
@@ -55,7 +55,7 @@ from runengine.http.cursor import (
     resume_after,
 )
 from runengine.http.sse import KEEPALIVE, FrameCache, sse_comment, sse_frame, sse_response
-from runengine.http.streaming import server_stop
+from runengine.http.streaming import deleted_frame, server_stop
 
 log = structlog.get_logger("runengine.http")
 
@@ -413,6 +413,8 @@ class NativeAPI:
         except (GeneratorExit, anyio.get_cancelled_exc_class()):
             gone = True  # the client disconnected (the binding closed or cancelled us)
             raise
+        except RunDeleted as deleted:  # deleted while streamed: said, not a silent end
+            yield deleted_frame(deleted)
         except Exception as exc:  # the headers are sent: report in-band, then end the stream
             log.exception("event stream failed", run_id=run_id)
             code = exc.code if isinstance(exc, RunEngineError) else "internal_error"

@@ -20,7 +20,7 @@ from typing import Any, cast
 import attrs
 
 from runengine.engine import HistoryPage, RunEngine
-from runengine.errors import InvalidRequest, RunNotFound, SessionExists, SessionNotFound
+from runengine.errors import InvalidRequest, RunDeleted, RunNotFound, SessionExists, SessionNotFound
 from runengine.events import (
     Event,
     MessageCompleted,
@@ -42,7 +42,7 @@ from runengine.http.openstreams import OpenStreams
 from runengine.http.ratelimit import RateLimited
 from runengine.http.cursor import HISTORY_LIMIT, history_before, history_cursor, last_event_id, resume_after
 from runengine.http.sse import KEEPALIVE, sse_response
-from runengine.http.streaming import KeptText
+from runengine.http.streaming import KeptText, deleted_frame
 from runengine.keylock import KeyLocks
 from runengine.limits import MAX_ID_LENGTH, MAX_MESSAGE_CHARS, MAX_METADATA_BYTES, MAX_SESSION_METADATA_BYTES
 from runengine.ports import SessionRecord
@@ -284,13 +284,16 @@ class PlatformProfile:
         kept = KeptText(discarded)  # token frames cannot be taken back
         follow = self.engine.follow(run_id, after_seq, idle=self.settings.keepalive)
         async with contextlib.aclosing(follow) as batches:
-            async for batch in batches:
-                if not batch:
-                    yield sse_comment()
-                    continue
-                frames = [frame for event in kept.filter(batch) for frame in await mapper.frames(event)]
-                if frames:  # one write per batch, not per frame
-                    yield b"".join(frames)
+            try:
+                async for batch in batches:
+                    if not batch:
+                        yield sse_comment()
+                        continue
+                    frames = [frame for event in kept.filter(batch) for frame in await mapper.frames(event)]
+                    if frames:  # one write per batch, not per frame
+                        yield b"".join(frames)
+            except RunDeleted as deleted:  # the seed's `error` event, in its error format
+                yield deleted_frame(deleted, event="error")
 
     # -- sessions ----------------------------------------------------------------------
 
