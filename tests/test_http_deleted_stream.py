@@ -3,12 +3,13 @@ last frame that says so (the one error format: code `not_found`, details {"run_i
 true}), on every stream surface, instead of closing it silently as if the log had ended.
 
 The client reads the first frame of a large run's stream and stops reading: the server stalls
-writing the first page of the log (500 events, far more than the socket buffers hold). The run
-ends, is deleted, and the client reads on: the rest of the first page, then the last frame."""
+writing the first pages of the log (500 events each, more than the socket buffers hold). The run
+is deleted, and the client reads on: what the server had read before, then the last frame."""
 
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,21 +22,28 @@ from runengine import RunEngine, Status
 from runengine.adapters.asgi import engine_asgi_app
 
 ANYIO_BACKENDS = ("asyncio",)  # uvicorn
-DELTAS, SIZE = 560, 32 * 1024  # more events than a page (500), each large: 18 MB a stream and more
+#: Over three pages of 500 events, each large: a server writes a page and reads the next before
+#: it waits for the client (uvicorn), so the deletion must come two pages before the log's end.
+DELTAS, SIZE = 1600, 16 * 1024
 SSE = {"accept": "text/event-stream"}
+#: The test client's receive buffer, fixed (no autotuning): with the server's send buffer it
+#: holds far less than a page, so a client that stops reading stalls the server's stream.
+RECEIVE_BUFFER = 256 * 1024
 
 
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[RunEngine, httpx.AsyncClient]]:
     engine = demo_engine()
 
-    @engine.agent("big", description="a long log of large deltas")
+    @engine.agent("big", description="a long log of large messages")
     async def big(ctx: Any) -> None:
+        size = ctx.input if isinstance(ctx.input, int) else SIZE
         for i in range(DELTAS):  # a message each (one message's whole text is one event)
-            await ctx.say(f"{i:04d}" + "x" * SIZE)
+            await ctx.say(f"#{i:04d}#" + "x" * size)
 
+    small_buffer = httpx.AsyncHTTPTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)])
     async with serve(engine_asgi_app(engine)) as url:
-        async with httpx.AsyncClient(base_url=url, timeout=60.0) as http:
+        async with httpx.AsyncClient(base_url=url, timeout=60.0, transport=small_buffer) as http:
             yield engine, http
 
 
@@ -70,7 +78,7 @@ async def stalled_then_deleted(
         assert deleted.status_code == 204, deleted.text
         rest = [frame async for frame in stream]
     assert len(rest) > 10  # the stream went on after the deletion: what was read before it
-    assert all(str(DELTAS - 1).zfill(4) not in data for _, data in rest)  # the log's end never came
+    assert all(f"#{DELTAS - 1:04d}#" not in data for _, data in rest)  # the log's end never came
     return rest
 
 
@@ -81,8 +89,9 @@ def says_deleted(error: dict[str, Any], run_id: str | None = None) -> None:
         assert details["deleted"] is True and (run_id is None or details["run_id"] == run_id), error
 
 
-async def a_big_run(engine: RunEngine) -> str:
-    return (await engine.execute("big", None, mode="async")).run_id
+async def a_big_run(engine: RunEngine, size: int = SIZE) -> str:
+    """An ended run whose log's first page is `size` x 500 bytes and more."""
+    return (await engine.execute("big", size)).run_id
 
 
 @pytest.mark.anyio
@@ -144,3 +153,37 @@ async def test_kore_stream_ends_with_a_last_event_saying_so(served) -> None:
     assert last["isLastEvent"] is True
     says_deleted(last["error"])
     assert (await engine.list_runs(status=Status.COMPLETED)).runs == ()
+
+
+@pytest.mark.anyio
+async def test_runengine_tail_says_the_run_was_deleted(served) -> None:
+    """The CLI's `tail` (a client of the native stream) stops with the reason instead of
+    reconnecting to a run that is gone. It is paused (SIGSTOP) as soon as it prints the first
+    event, to stall its stream."""
+    import os
+    import signal
+
+    from test_cli import COMMAND
+
+    engine, http = served
+    run_id = await a_big_run(engine, size=32 * 1024)
+    process = await anyio.open_process([*COMMAND, "tail", run_id, "--json", "--url", str(http.base_url).rstrip("/")])
+    async with process:
+        assert process.stdout is not None and process.stderr is not None
+        first = await process.stdout.receive()
+        assert b'"run.created"' in first
+        os.kill(process.pid, signal.SIGSTOP)
+        try:
+            with anyio.fail_after(30):
+                while not (await engine.status(run_id)).status.terminal:
+                    await anyio.sleep(0.05)
+            assert (await http.delete(f"/runs/{run_id}")).status_code == 204
+        finally:
+            os.kill(process.pid, signal.SIGCONT)
+        with anyio.fail_after(60):
+            async for _ in process.stdout:  # what it read before the deletion
+                pass
+            await process.wait()
+        stderr = b"".join([chunk async for chunk in process.stderr]).decode()
+    assert process.returncode == 1, stderr
+    assert "was deleted" in stderr
