@@ -266,10 +266,10 @@ ERRORS = {
     401: "authentication_error: the auth hook refused the request",
     404: "not_found: no such run, session or agent (or not visible to this principal)",
     408: "request_timeout: the body did not arrive within the server's body timeout",
-    409: "conflict: the run's or session's state does not allow this (or the session id is taken)",
+    409: "conflict: the run's or session's state does not allow this (or the caller already has a session of that id)",
     413: "payload_too_large: the body is larger than the limit",
     422: "idempotency_error: the Idempotency-Key was used with a different request",
-    429: "rate_limited: the principal already has the most event streams open at once (Retry-After)",
+    429: "rate_limited: the principal already has the most event streams, or sync requests, open at once (Retry-After)",
 }
 
 #: What a client can do next with the run_id a response names (OpenAPI links).
