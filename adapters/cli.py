@@ -41,6 +41,7 @@ from runengine.events import TERMINAL_TYPES
 from runengine.ports import EventStore
 from runengine.adapters.server import PLATFORM_RATE
 from runengine.http.ratelimit import Rate
+from runengine.http.streaming import RUN_DELETED_EVENT
 from runengine.worker import LOST_POLICIES
 
 from .configfile import ENV_PREFIX, config_option
@@ -506,6 +507,8 @@ def tail(run_id: str, after_seq: int, as_json: bool, retries: int, url: str, tok
                         continue
                     if sse.event == "stream.error":
                         raise httpx.RemoteProtocolError(f"the server's stream failed: {sse.data}")
+                    if sse.event == RUN_DELETED_EVENT:  # nothing more will come: not a reason to reconnect
+                        raise click.ClickException(json.loads(sse.data)["error"]["message"])
                     event = json.loads(sse.data)
                     click.echo(sse.data if as_json else _line(event))
                     cursor = event["seq"]

@@ -46,6 +46,7 @@ from .events import (
     Usage,
 )
 from .history import HistoryMessage, session_history
+from .limits import DEFAULT_AGENT_HISTORY
 from .ports import EventStore, SessionRecord
 from .recording import Recorder, new_id
 from .state import RunState
@@ -165,13 +166,15 @@ class RunContext:
         run's n-th step), so an API that takes one (a payment's `Idempotency-Key`) does it once."""
         return current_idempotency_key()
 
-    async def history(self) -> list[HistoryMessage]:
+    async def history(self, *, limit: int = DEFAULT_AGENT_HISTORY) -> list[HistoryMessage]:
         """The session's turns before this run, oldest first: each earlier run's input (role
-        "user"), then its messages. Empty outside a session. Read from the store, not recorded:
-        an earlier run still active shows the messages it has so far."""
+        "user"), then its messages; the latest `limit` of them (runengine.limits). Empty outside a
+        session. Read from the store, not recorded: an earlier run still active shows the messages
+        it has so far."""
         if self.session_id is None:
             return []
-        return await session_history(self._store, self.session_id, owner=self.owner, before_run=self.run_id)
+        page = await session_history(self._store, self.session_id, owner=self.owner, limit=limit, before_run=self.run_id)
+        return page.messages
 
     # -- messages -------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from .events import (
     losses_in_a_row,
 )
 from .limits import MAX_EVENT_BYTES, MAX_EVENTS_PER_RUN
+from .ownership import session_of_run
 from .ports import EventStore, LeaseLost, SessionStore
 from .recording import Recorder
 from .reducer import Fold
@@ -279,8 +280,7 @@ class RunDriver:
                 if begun is not None and not isinstance(begun, Journal):
                     return begun
                 spec = self.agents.get(state.agent)
-                sessions = self.sessions
-                session = await sessions.get_session(state.session_id) if state.session_id and sessions else None
+                session = await session_of_run(self.sessions, state) if self.sessions is not None else None
                 recorder = active.recorder = Recorder(writer, self.clock, journal=begun, on_stop=active.scope.cancel)
                 ctx = RunContext(recorder, self.store, session)
                 failure: Exception | None = None

@@ -52,10 +52,20 @@ from .events import (
     RunRequeued,
     RunStarted,
 )
-from .history import HistoryMessage
+from .history import HistoryMessage, HistoryPage, HistoryPosition
+from .history import history_message as read_history_message
 from .history import session_history as read_session_history
 from .idempotency import IdempotencyStore, bind_key, fingerprint
-from .ownership import can_access, idempotency_principal, run_of, session_of
+from .ownership import (
+    as_seen,
+    as_stored,
+    can_access,
+    idempotency_principal,
+    run_of,
+    session_key,
+    session_of,
+    stored_session,
+)
 from .ports import (
     DEFAULT_PAGE,
     MAX_PAGE,
@@ -86,10 +96,11 @@ from .retention import (
 from .state import RunState
 from .status import Status
 from .stores import open_store
+from .delayed import DEFAULT_HORIZON, DelayedRuns
 from .driver import AgentFailed, DriverOptions, RunDriver, append_at_head
 from .following import follow_batches
 from .keylock import KeyLocks
-from .limits import MAX_EVENT_BYTES, MAX_EVENTS_PER_RUN
+from .limits import DEFAULT_HISTORY_PAGE, MAX_EVENT_BYTES, MAX_EVENTS_PER_RUN
 from .validation import check_run_id
 from .wire import to_json
 from .worker import Worker, WorkerOptions, worker_options
@@ -166,6 +177,7 @@ class RunEngine:
         max_event_bytes: int = MAX_EVENT_BYTES,
         retention: timedelta | float | None = None,
         retention_interval: float = DEFAULT_SWEEP_INTERVAL,
+        delay_horizon: float = DEFAULT_HORIZON,
     ) -> None:
         if session_policy not in SESSION_POLICIES:
             raise InvalidRequest(f"session_policy must be one of {SESSION_POLICIES}")
@@ -209,6 +221,13 @@ class RunEngine:
                 max_events_per_run=max_events_per_run,
                 max_event_bytes=max_event_bytes,
             ),
+        )
+        if not (isinstance(delay_horizon, (int, float)) and math.isfinite(delay_horizon) and delay_horizon >= 0):
+            raise InvalidRequest("delay_horizon must be a number of seconds >= 0")
+        #: Delayed runs stay in the store until `delay_horizon` seconds before their start_at
+        #: (runengine.delayed); only then are they launched, so thousands of them cost no memory.
+        self.delayed = DelayedRuns(
+            self.store, clock, self._resume, lambda run_id: run_id in self.driver.active, horizon=delay_horizon
         )
         self._session_locks = KeyLocks()
         self._tg: anyio.abc.TaskGroup | None = None
@@ -288,6 +307,8 @@ class RunEngine:
             raise
         self._exit_stack = stack
         recover = self.recover_on_start if self.recover_on_start is not None else not self.store.shared
+        if self.queue is None:
+            await self._tg.start(self.delayed.run)
         if recover:
             await self.recover()
         if self.queue is not None and self.worker_options is not None:
@@ -312,6 +333,7 @@ class RunEngine:
     async def _shutdown(self) -> None:
         """A graceful stop: runs reach their next event (within `drain_timeout`), record
         run.suspended and stay unfinished; the next engine resumes them. Nothing ends a run here."""
+        self.delayed.stop()
         with anyio.CancelScope(shield=True):
             if self._worker is not None:  # queued runs: suspended and handed back to the queue
                 await self._worker.stop()
@@ -354,6 +376,8 @@ class RunEngine:
                     log_head = logs.get(run_id, [])
                     if 0 < len(log_head) < RECOVERY_HEAD and run_id not in self.driver.active:
                         state = fold_log(log_head)
+                        if state is not None and self._defer(state):
+                            continue
                         if state is not None:
                             self.driver.launch(self._task_group(), state, first_page=log_head)
                             continue
@@ -378,8 +402,15 @@ class RunEngine:
 
     async def _resume(self, run_id: str) -> None:
         state, first_page = await self._load(run_id)
-        if run_id not in self.driver.active:
+        if run_id not in self.driver.active and not self._defer(state):
             self.driver.launch(self._task_group(), state, first_page=first_page)
+
+    def _defer(self, state: RunState) -> bool:
+        """Leave a pending run whose start_at is not near in the store (runengine.delayed)."""
+        if state.status is Status.PENDING and state.start_at is not None and not self.delayed.due(state.start_at):
+            self.delayed.defer(state.start_at)
+            return True
+        return False
 
     # -- execute ----------------------------------------------------------------
 
@@ -535,16 +566,16 @@ class RunEngine:
         """Check the session (claiming a new one for `owner`), apply its policy, record run.created.
         `keyed`: the run id is an idempotency key's, which another request may have created first
         (ConcurrencyConflict, and the session's runs are left alone)."""
-        async with self._session_lock(session_id):
+        async with self._session_lock(owner, session_id):
             if keyed and await self.store.get_run(new_run_id) is not None:
                 raise ConcurrencyConflict(new_run_id, 0, 1)
             after: tuple[str, ...] = ()
             if session_id is not None:
                 sessions = self._sessions()
-                session = await sessions.get_session(session_id)
+                session = await stored_session(sessions, owner, session_id)
                 if session is None:  # begun by this run: `owner`'s, unless another request won the race
                     session = await sessions.add_session(
-                        SessionRecord(session_id=session_id, owner=owner, created_at=self.clock())
+                        SessionRecord(session_id=session_key(owner, session_id), owner=owner, created_at=self.clock())
                     )
                 if not can_access(session.owner, owner):
                     raise SessionNotFound(session_id)
@@ -579,7 +610,7 @@ class RunEngine:
             else:
                 await self.store.append(new_run_id, [created], expected_seq=0)
             observe.appended([created], state, time.perf_counter() - started)
-            if self.queue is None:
+            if self.queue is None and not self._defer(state):
                 self.driver.launch(self._task_group(), state, after=after, fold=fold)
         return state
 
@@ -592,10 +623,10 @@ class RunEngine:
             return RunStream(run_id, self.events(run_id, after_seq=after_seq))
         return await self.wait(run_id, after_seq=after_seq)
 
-    def _session_lock(self, session_id: str | None) -> contextlib.AbstractAsyncContextManager[Any]:
+    def _session_lock(self, owner: str | None, session_id: str | None) -> contextlib.AbstractAsyncContextManager[Any]:
         if session_id is None:
             return contextlib.nullcontext()
-        return self._session_locks(session_id)
+        return self._session_locks(session_key(owner, session_id))
 
     async def _apply_session_policy(
         self, session_id: str, policy: str, owner: str | None, *, creating: str
@@ -729,13 +760,28 @@ class RunEngine:
             session_id=session_id, status=wanted, owner=owner, limit=limit, before=before, before_run=before_run
         )
 
-    async def session_history(self, session_id: str, *, owner: str | None = None) -> list[HistoryMessage]:
-        """The messages of every run of a session, oldest first: each run's input, then its replies.
+    async def session_history(
+        self,
+        session_id: str,
+        *,
+        owner: str | None = None,
+        limit: int = DEFAULT_HISTORY_PAGE,
+        before: HistoryPosition | None = None,
+    ) -> HistoryPage:
+        """A page of the messages of a session's runs (each run's input, then its replies): the
+        latest `limit` before `before` (a previous page's `next`; None: the latest), oldest first.
 
         With `owner` (auth on), the session must be that owner's (SessionNotFound otherwise) and only
-        its runs count."""
+        its runs count; a `before` naming no message of it is HistoryCursorInvalid (InvalidRequest)."""
         await session_of(self._sessions(), session_id, owner)
-        return await read_session_history(self.store, session_id, owner=owner)
+        return await read_session_history(self.store, session_id, owner=owner, limit=limit, before=before)
+
+    async def session_message(
+        self, session_id: str, position: HistoryPosition, *, owner: str | None = None
+    ) -> HistoryMessage:
+        """The one message of the session at `position` (a page's `positions`), reading that run only."""
+        await session_of(self._sessions(), session_id, owner)
+        return await read_history_message(self.store, session_id, position, owner=owner)
 
     # -- commands -------------------------------------------------------------------
 
@@ -798,8 +844,9 @@ class RunEngine:
         ttl: float | None = None,
         data: dict[str, Any] | None = None,
     ) -> SessionRecord:
-        """Create a session owned by `owner`. SessionExists when the id is taken (by anyone: a
-        session is never replaced, so two principals racing for one id cannot both own it)."""
+        """Create a session owned by `owner`. SessionExists when `owner` already has a session with
+        that id (a session is never replaced); another principal's session of the same id is
+        another session (runengine.ownership.session_key)."""
         to_json(metadata, "metadata")
         to_json(data, "data")
         now = self.clock()
@@ -811,8 +858,8 @@ class RunEngine:
             metadata=dict(metadata or {}),
             data=dict(data or {}),
         )
-        stored = await self._sessions().add_session(session)
-        if stored != session:
+        stored = await self._sessions().add_session(as_stored(session))
+        if as_seen(stored, session.session_id) != session:
             raise SessionExists(session.session_id)
         return session
 
@@ -823,7 +870,7 @@ class RunEngine:
     async def save_session(self, record: SessionRecord) -> None:
         """Store a session record its caller read (get_session) and changed: metadata, data, expiry.
         The caller serialises its own read-modify-write (a runengine.keylock.KeyLocks per session)."""
-        await self._sessions().put_session(record)
+        await self._sessions().put_session(as_stored(record))
 
     async def count_session_runs(self, session_id: str, *, owner: str | None = None) -> SessionRuns:
         """The session's runs (only `owner`'s when given) counted by status, at the cost of one read."""
@@ -851,11 +898,11 @@ class RunEngine:
     ) -> SessionRecord:
         """Mark a session ended: later runs in it are refused; its owner's active runs are cancelled.
         Another principal's session is SessionNotFound, and stays as it is."""
-        async with self._session_lock(session_id):  # no run joins between the check and the end
+        async with self._session_lock(owner, session_id):  # no run joins between the check and the end
             session = await session_of(self._sessions(), session_id, owner)
             if session.ended_at is None:
                 session = attrs.evolve(session, ended_at=self.clock())
-                await self._sessions().put_session(session)
+                await self._sessions().put_session(as_stored(session))
         if cancel_active:
             for status in ACTIVE_STATUSES:
                 page = await self.store.list_runs(session_id=session_id, status=status, owner=owner, limit=1000)
@@ -864,4 +911,7 @@ class RunEngine:
         return session
 
 
-__all__ = ["RunEngine", "RunStream", "AgentFailed", "HistoryMessage", "SessionBusy", "SessionEnded"]
+__all__ = [
+    "RunEngine", "RunStream", "AgentFailed", "HistoryMessage", "HistoryPage", "HistoryPosition", "SessionBusy",
+    "SessionEnded",
+]

@@ -60,6 +60,21 @@ class RunNotFound(RunEngineError):
         self.run_id = run_id
 
 
+class RunDeleted(RunNotFound):
+    """The run was deleted while its log was being read (a stream that had begun): what a stream
+    tells its client last, instead of ending as if the run had no more events."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(run_id)
+        self.message = f"run {run_id!r} was deleted"
+        self.args = (self.message,)
+        self.details = {"run_id": run_id, "deleted": True}
+
+    def error_body(self) -> dict[str, object]:
+        """The one error format, as the last frame of a stream carries it."""
+        return {"error": {"code": self.code, "message": self.message, "details": dict(self.details)}}
+
+
 class AgentNotFound(RunEngineError):
     code = "agent_not_found"
 

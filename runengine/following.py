@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 
+from .errors import RunDeleted
 from .events import Event
 from .ports import DEFAULT_PAGE, EventStore
 
@@ -15,7 +16,9 @@ async def follow_batches(
 
     Yields [] whenever `idle` seconds pass without news (the caller sends a keep-alive
     then). Each read starts after the last seq yielded, so the output has no gap and
-    no duplicate whatever the timing. Ends at once for an unknown run.
+    no duplicate whatever the timing. Ends at once for an unknown run; raises RunDeleted when
+    the run is gone after the stream began (it read events, or resumed after a seq): every
+    profile then ends its stream with a last frame saying so.
     """
     cursor = after_seq
     while True:
@@ -30,6 +33,8 @@ async def follow_batches(
         if len(batch) == page_size:
             continue
         summary = await store.get_run(run_id)
+        if summary is None and cursor > 0:
+            raise RunDeleted(run_id)
         if summary is None or (summary.status.terminal and summary.last_seq <= cursor):
             return
         if not await store.wait(run_id, after_seq=cursor, timeout=idle):

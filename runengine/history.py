@@ -1,7 +1,8 @@
 """A session's conversation as data: each run's input, then its kept messages, oldest run first.
 
 Read by `RunEngine.session_history` (the HTTP APIs) and by `RunContext.history` (an agent reading
-the turns before its own run), from the store alone.
+the turns before its own run), from the store alone, a bounded page at a time: a session of many
+large runs is never held in memory whole.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from typing import Any
 
 import attrs
 
-from .ports import EventStore, RunSummary
+from .errors import InvalidRequest
+from .ownership import can_access
+from .ports import EventStore
 from .reducer import Fold
 from .state import RunState
 
@@ -38,45 +41,157 @@ async def committed_state(store: EventStore, run_id: str) -> RunState | None:
             return fold.state
 
 
-async def session_history(
-    store: EventStore, session_id: str, *, owner: str | None = None, before_run: str | None = None
-) -> list[HistoryMessage]:
-    """The messages of the session's runs (of `owner`'s, when given), oldest first.
+@attrs.frozen
+class HistoryPosition:
+    """Where a message sits in a session's history: the run, and the message's index in that
+    run's turn (0 is the run's input, 1.. its kept messages)."""
 
-    With `before_run`, only the runs created before that one (the run itself and later ones are left out).
-    """
-    runs: list[RunSummary] = []
-    before: str | None = None
-    while True:
-        page = await store.list_runs(session_id=session_id, owner=owner, limit=200, before=before)
-        runs.extend(page.runs)
-        before = page.next_before
-        if before is None:
-            break
-    runs.reverse()
-    if before_run is not None:
-        ids = [run.run_id for run in runs]
-        if before_run in ids:
-            runs = runs[: ids.index(before_run)]
-    history: list[HistoryMessage] = []
-    for summary in runs:
-        state = await committed_state(store, summary.run_id)
-        if state is None:  # deleted between the listing and the read
-            continue
-        history.append(
-            HistoryMessage(role="user", content=state.input, run_id=state.run_id, at=state.created_at, agent=None)
-        )
-        for message in state.messages:
-            history.append(
-                HistoryMessage(
-                    role=message.role,
-                    content=message.content,
-                    run_id=state.run_id,
-                    at=state.finished_at or state.updated_at,
-                    agent=state.agent,
-                )
+    run_id: str
+    index: int
+
+
+@attrs.frozen(kw_only=True)
+class HistoryPage:
+    """One page of a session's history, oldest first. Pages go back in time: the first is the
+    latest messages; `next` (None: nothing older) is where the page before this one ends."""
+
+    messages: list[HistoryMessage]
+    positions: list[HistoryPosition]
+    next: HistoryPosition | None = None
+
+
+class HistoryCursorInvalid(InvalidRequest):
+    """A history cursor that names no message of the caller's session."""
+
+    def __init__(self) -> None:
+        super().__init__("cursor names no message of this session", field="cursor")
+
+
+def turn(state: RunState) -> list[HistoryMessage]:
+    """A run's part of the conversation: its input (role "user"), then its kept messages."""
+    messages = [HistoryMessage(role="user", content=state.input, run_id=state.run_id, at=state.created_at, agent=None)]
+    for message in state.messages:
+        messages.append(
+            HistoryMessage(
+                role=message.role,
+                content=message.content,
+                run_id=state.run_id,
+                at=state.finished_at or state.updated_at,
+                agent=state.agent,
             )
-    return history
+        )
+    return messages
 
 
-__all__ = ["HistoryMessage", "committed_state", "session_history"]
+async def _session_turn(
+    store: EventStore, session_id: str, owner: str | None, run_id: str
+) -> list[HistoryMessage] | None:
+    """The turn of `run_id` if it is a run of `owner`'s session `session_id` (None otherwise)."""
+    summary = await store.get_run(run_id)
+    if summary is None or summary.session_id != session_id or not can_access(summary.owner, owner):
+        return None
+    state = await committed_state(store, run_id)
+    return None if state is None else turn(state)
+
+
+async def session_history(
+    store: EventStore,
+    session_id: str,
+    *,
+    owner: str | None = None,
+    limit: int,
+    before: HistoryPosition | None = None,
+    before_run: str | None = None,
+) -> HistoryPage:
+    """Up to `limit` messages of the session's runs (of `owner`'s, when given): the latest ones
+    before `before` (a message's position), or before the run `before_run` (its turn and later
+    ones left out), or the latest of all; oldest first.
+
+    Reads one run at a time, newest first, and keeps only the messages it returns: a page costs
+    the runs it covers, never the whole session. HistoryCursorInvalid for a `before` that names
+    no message of this session (another principal's run, another session's)."""
+    if limit < 1:
+        raise InvalidRequest("limit must be >= 1", field="limit")
+    newest_first: list[tuple[HistoryMessage, HistoryPosition]] = []
+    # The first listing starts below a run (`before_run`); the next ones from the page's cursor.
+    cursor: str | None = None
+    if before is not None:
+        messages = await _session_turn(store, session_id, owner, before.run_id)
+        if messages is None or not 0 <= before.index <= len(messages):
+            raise HistoryCursorInvalid()
+        if _take(messages, before.run_id, before.index, limit, newest_first):
+            return await _full_page(store, session_id, owner, newest_first)
+        before_run = before.run_id
+    while True:
+        page = await store.list_runs(
+            session_id=session_id, owner=owner, limit=min(limit, 200), before=cursor, before_run=before_run
+        )
+        before_run = None
+        for summary in page.runs:
+            state = await committed_state(store, summary.run_id)
+            if state is None:  # deleted between the listing and the read
+                continue
+            messages = turn(state)
+            if _take(messages, state.run_id, len(messages), limit, newest_first):
+                return await _full_page(store, session_id, owner, newest_first)
+        cursor = page.next_before
+        if cursor is None:
+            return _page(newest_first, more=False)
+
+
+def _take(
+    messages: list[HistoryMessage],
+    run_id: str,
+    end: int,
+    limit: int,
+    into: list[tuple[HistoryMessage, HistoryPosition]],
+) -> bool:
+    """Add messages[:end] newest first to `into` until it holds `limit`; whether it is full."""
+    for index in range(end - 1, -1, -1):
+        if len(into) == limit:
+            return True
+        into.append((messages[index], HistoryPosition(run_id, index)))
+    return len(into) == limit
+
+
+async def _full_page(
+    store: EventStore, session_id: str, owner: str | None, newest_first: list[tuple[HistoryMessage, HistoryPosition]]
+) -> HistoryPage:
+    """A page that reached its limit: `next` unless its oldest message is the session's first."""
+    oldest = newest_first[-1][1]
+    more = oldest.index > 0
+    if not more:
+        more = bool((await store.list_runs(session_id=session_id, owner=owner, limit=1, before_run=oldest.run_id)).runs)
+    return _page(newest_first, more=more)
+
+
+def _page(newest_first: list[tuple[HistoryMessage, HistoryPosition]], *, more: bool) -> HistoryPage:
+    newest_first.reverse()
+    return HistoryPage(
+        messages=[message for message, _ in newest_first],
+        positions=[position for _, position in newest_first],
+        next=newest_first[0][1] if more and newest_first else None,
+    )
+
+
+async def history_message(
+    store: EventStore, session_id: str, position: HistoryPosition, *, owner: str | None = None
+) -> HistoryMessage:
+    """The one message at `position` of the session (reads that run only); HistoryCursorInvalid
+    when there is none."""
+    messages = await _session_turn(store, session_id, owner, position.run_id)
+    if messages is None or not 0 <= position.index < len(messages):
+        raise HistoryCursorInvalid()
+    return messages[position.index]
+
+
+__all__ = [
+    "HistoryCursorInvalid",
+    "HistoryMessage",
+    "HistoryPage",
+    "HistoryPosition",
+    "committed_state",
+    "history_message",
+    "session_history",
+    "turn",
+]

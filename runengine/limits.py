@@ -35,14 +35,25 @@ MAX_ACTIVE_ATTACHMENTS = 50
 MAX_ATTACHMENTS = 100
 #: A file id of an attachment, in characters.
 MAX_FILE_ID_LENGTH = 64
-#: Webhook registrations per app (Platform profile).
-MAX_WEBHOOKS_PER_APP = 50
+#: Webhook registrations one principal may hold per app (Platform profile): each principal's own
+#: count, so one principal filling it neither blocks another nor learns that others have any.
+MAX_WEBHOOKS_PER_PRINCIPAL = 50
 #: A webhook or callback URL (Platform registrations, Kore `callbackUrl`), in characters.
 MAX_URL_LENGTH = 2048
 #: A webhook's signing secret (Platform), in characters.
 MAX_SECRET_LENGTH = 1024
 #: A completion callback's bearer token (Kore `callbackToken`), in characters.
 MAX_CALLBACK_TOKEN_LENGTH = 4096
+
+# -- what one read of a session's history returns ---------------------------------------------------
+
+#: Messages one page of a session's history holds when the client names no `limit` (native
+#: `GET /sessions/{id}/history`, ACP `GET /sessions/{id}`, Platform history), and at most.
+DEFAULT_HISTORY_PAGE = 50
+MAX_HISTORY_PAGE = 100
+#: The latest messages an agent reads by default: `ctx.history(limit=)`, and so the message
+#: history the Pydantic AI and OpenAI integrations hand their model.
+DEFAULT_AGENT_HISTORY = 100
 
 # -- what a run's log keeps (engine options: RunEngine(max_events_per_run=, max_event_bytes=)) ----
 
@@ -57,6 +68,10 @@ MAX_IMPORT_CLOCK_SKEW = 300.0
 
 #: SSE streams one authenticated principal may hold open at once, over every surface (429 past it).
 MAX_OPEN_STREAMS_PER_PRINCIPAL = 100
+#: Sync requests (waiting for a run to end or ask for input) one authenticated principal may hold
+#: open at once, over every surface: each holds a connection and a task, for as long as the run
+#: takes (a delayed run: days). 429 past it, before any run is created.
+MAX_SYNC_WAITS_PER_PRINCIPAL = 100
 #: Encoded SSE frames of recent events kept for many subscribers (native API), in bytes in all:
 #: large events (a 256 KiB input echoed back) must not make a count-bounded cache hold gigabytes.
 MAX_FRAME_CACHE_BYTES = 32 * 1024 * 1024

@@ -69,5 +69,5 @@ async def test_history_matches_the_engines_session_history():
     async with make_engine(MemoryStore(), seen) as engine:
         for text in ["one", "two", "three"]:
             await engine.execute("chat", text, session_id="s")
-        full = await engine.session_history("s")
+        full = (await engine.session_history("s")).messages
     assert [(m.role, m.content, m.run_id) for m in full[:4]] == seen[2][1]

@@ -252,7 +252,7 @@ async def test_session_policies_reject_enqueue_interrupt():
         fresh = await engine.execute("echo", "now", session_id="s1", session_policy="interrupt")
         assert (await engine.status(blocker.run_id)).status is Status.CANCELLED
         assert fresh.status is Status.COMPLETED
-        history = await engine.session_history("s1")
+        history = (await engine.session_history("s1")).messages
         assert [m.role for m in history][:2] == ["user", "assistant"]
 
 

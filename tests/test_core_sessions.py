@@ -49,7 +49,7 @@ async def test_a_session_takes_runs_until_it_expires_then_refuses_them():
         assert "expired" in refused.value.message
         # Nothing was written for the refused run; the history stays readable.
         assert len((await engine.list_runs(session_id=session.session_id)).runs) == 1
-        history = await engine.session_history(session.session_id)
+        history = (await engine.session_history(session.session_id)).messages
         assert [m.content for m in history if m.role == "user"] == ["in time"]
 
 

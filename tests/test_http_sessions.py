@@ -251,12 +251,13 @@ async def test_another_principal_cannot_see_read_or_end_a_session() -> None:
                 assert_error(await nobody.get(f"/sessions/{sid}"), 401, "authentication_error")
                 assert_error(await nobody.delete(f"/sessions/{sid}"), 401, "authentication_error")
             assert_error(await nobody.post("/sessions", json={}), 401, "authentication_error")
-            # The id is taken whoever asks (creating it again would replace alice's session).
+            # Ids are per principal: bob's "alice-s" is a session of his own, alice's stays hers.
+            assert (await bob.post("/sessions", json={"session_id": "alice-s"})).status_code == 201
             assert_error(await bob.post("/sessions", json={"session_id": "alice-s"}), 409, "conflict")
-            # Nor can bob's runs join it: to him it does not exist.
             joined = await bob.post("/runs", json={"agent": "echo", "input": "intruder", "session_id": "alice-s"})
-            assert assert_error(joined, 404, "not_found")["details"] == {"session_id": "alice-s"}
-            assert (await bob.get("/runs", params={"session_id": "alice-s"})).json()["runs"] == []
+            assert joined.status_code == 200, joined.text
+            assert [r["run_id"] for r in (await bob.get("/runs", params={"session_id": "alice-s"})).json()["runs"]] == [joined.json()["run_id"]]
+            assert "private" not in (await bob.get("/sessions/alice-s/history")).text
             mine = (await alice.get("/sessions/alice-s")).json()
             assert mine["status"] == "active" and mine["metadata"] == {"a": 1} and mine["runs"]["count"] == 1
 

@@ -16,6 +16,7 @@ import pytest
 from runengine import RunContext, RunEngine
 from runengine.adapters.memory import MemoryStore
 from runengine.adapters.server import build_app
+from runengine.ownership import session_key
 from runengine.demo import register_demo_agents
 from runengine.errors import EventTooLarge, InvalidRequest, TooManyEvents
 from runengine.events import Event
@@ -182,10 +183,10 @@ async def test_session_metadata_is_bounded_however_it_is_merged(server: Server) 
         session_id = (await http.post("/platform/apps/echo/sessions", json={})).json()["session_id"]
         first = await http.post("/platform/apps/echo/execute", json={"message": "a", "session_id": session_id, "metadata": {"a": blob(half)}})
         assert first.status_code == 200, first.text
-        kept = await server.engine.get_session(session_id)
+        kept = await server.engine.get_session(session_id, owner="alice")
         second = await http.post("/platform/apps/echo/execute", json={"message": "b", "session_id": session_id, "metadata": {"b": blob(half)}})
         assert_refused(second, 400, "invalid_request")
-        assert await server.engine.get_session(session_id) == kept  # unchanged, and no run started
+        assert await server.engine.get_session(session_id, owner="alice") == kept  # unchanged, and no run started
         replaced = await http.post("/platform/apps/echo/execute", json={"message": "c", "session_id": session_id, "metadata": {"a": "small"}})
         assert replaced.status_code == 200  # the same key again replaces, it does not add
 
@@ -193,10 +194,10 @@ async def test_session_metadata_is_bounded_however_it_is_merged(server: Server) 
         ok = await http.post(f"{KORE}/execute", json=kore_body("kore-meta", metadata={"a": blob(half)}))
         assert ok.status_code == 200, ok.text
         kore_session = ok.json()["sessionInfo"]["sessionId"]
-        kept = await server.engine.get_session(kore_session)
+        kept = await server.engine.get_session(kore_session, owner="alice")
         over = await http.post(f"{KORE}/execute", json=kore_body("kore-meta", metadata={"b": blob(half)}))
         assert assert_refused(over, 400, "invalid_request")["details"]["limit"] == MAX_SESSION_METADATA_BYTES
-        assert await server.engine.get_session(kore_session) == kept
+        assert await server.engine.get_session(kore_session, owner="alice") == kept
 
 
 # -- attachments (Kore) --------------------------------------------------------------------------------
@@ -209,10 +210,10 @@ async def test_active_and_listed_attachments_per_session_are_bounded(server: Ser
         full = await http.post(f"{KORE}/execute", json=kore_body("files", attachments={"includeFiles": files[:-1]}))
         assert full.status_code == 200, full.text
         session_id = full.json()["sessionInfo"]["sessionId"]
-        kept = await server.engine.get_session(session_id)
+        kept = await server.engine.get_session(session_id, owner="alice")
         over = await http.post(f"{KORE}/execute", json=kore_body("files", attachments={"includeFiles": files[-1:]}))
         assert assert_refused(over, 400, "invalid_request")["details"]["limit"] == MAX_ACTIVE_ATTACHMENTS
-        assert await server.engine.get_session(session_id) == kept
+        assert await server.engine.get_session(session_id, owner="alice") == kept
         # Excluding one makes room for another.
         swap = {"includeFiles": files[-1:], "excludeFiles": files[:1]}
         assert (await http.post(f"{KORE}/execute", json=kore_body("files", attachments=swap))).status_code == 200
@@ -231,12 +232,12 @@ async def test_kore_include_files_repro_keeps_the_record_and_each_run_bounded(se
     async with server.client() as http:
         first = await http.post(f"{KORE}/execute", json=kore_body("repro"))
         session_id = first.json()["sessionInfo"]["sessionId"]
-        empty = await server.engine.get_session(session_id)
+        empty = await server.engine.get_session(session_id, owner="alice")
         for turn in range(12):
             ids = [f"f{turn:02d}{i:05d}" for i in range(60_000)]  # ~700 KiB: under the body limit
             response = await http.post(f"{KORE}/execute", json=kore_body("repro", attachments={"includeFiles": ids}))
             assert assert_refused(response, 400, "invalid_request")["details"]["limit"] == MAX_ATTACHMENTS
-        assert await server.engine.get_session(session_id) == empty
+        assert await server.engine.get_session(session_id, owner="alice") == empty
 
         active: list[str] = []
         sizes: list[tuple[int, int, int]] = []
@@ -246,7 +247,7 @@ async def test_kore_include_files_repro_keeps_the_record_and_each_run_bounded(se
             response = await http.post(f"{KORE}/execute", json=kore_body("repro", attachments=change))
             assert response.status_code == 200, response.text
             active = new
-            record = await server.engine.get_session(session_id)
+            record = await server.engine.get_session(session_id, owner="alice")
             run = await server.engine.status(response.json()["sessionInfo"]["runId"])
             assert sorted(run.metadata["attachments"]) == sorted(new)
             sizes.append((len(dumps(attrs.asdict(record))), len(dumps(run.metadata)), len(response.content)))
@@ -278,7 +279,7 @@ async def test_session_records_do_not_grow_with_runs_on_any_surface(server: Serv
         async def records(ids: Sequence[str]) -> list[str]:
             out = []
             for session_id in ids:
-                record = await server.store.get_session(session_id)
+                record = await server.store.get_session(session_key("alice", session_id))
                 # Without expiry, which the Platform profile extends on every turn.
                 out.append(dumps(attrs.evolve(record, expires_at=None)) if record is not None else "none")
             return out

@@ -42,7 +42,7 @@ def not_found(response: httpx.Response) -> None:
     assert response.json()["error"]["code"] == "not_found"
 
 
-# -- finding 1: implicit sessions have an owner ----------------------------------------------------
+# -- finding 1: implicit sessions have an owner; issue 20 item 13: and a namespace per principal --
 
 
 @pytest.mark.anyio
@@ -54,14 +54,18 @@ async def test_an_implicit_session_is_its_first_runs_principals(clients) -> None
     run_id = waiting.json()["run_id"]
     await wait_status(alice, run_id, "waiting_for_input")
 
+    # Bob naming the same id gets a session of his own: no policy of his reaches alice's runs.
     for policy in ("reject", "interrupt", "enqueue", "allow"):
         r = await bob.post("/runs", json={"agent": "echo", "input": "x", "session_id": "support-ticket-1", "session_policy": policy})
-        not_found(r)
-        assert run_id not in r.text  # a 409 used to list alice's active runs
-    not_found(await bob.get("/sessions/support-ticket-1"))
-    not_found(await bob.get("/sessions/support-ticket-1/history"))
-    not_found(await bob.delete("/sessions/support-ticket-1"))
-    assert (await bob.get("/runs", params={"session_id": "support-ticket-1"})).json()["runs"] == []
+        assert r.status_code == 200 and r.json()["status"] == "completed", r.text
+        assert run_id not in r.text
+    bobs = (await bob.get("/sessions/support-ticket-1")).json()
+    assert bobs["runs"]["count"] == 4 and bobs["status"] == "active"
+    history = (await bob.get("/sessions/support-ticket-1/history")).json()["messages"]
+    assert "refund" not in str(history) and run_id not in str(history)
+    bob_runs = (await bob.get("/runs", params={"session_id": "support-ticket-1"})).json()["runs"]
+    assert len(bob_runs) == 4 and run_id not in str(bob_runs)
+    assert (await bob.delete("/sessions/support-ticket-1")).json()["status"] == "ended"
 
     # Nothing bob did reached her: her run still waits, her session is active and hers to use.
     assert (await alice.get(f"/runs/{run_id}")).json()["status"] == "waiting_for_input"
@@ -81,35 +85,34 @@ async def test_an_acp_session_is_its_first_runs_principals(clients) -> None:
     body = {"agent_name": "approval", "session_id": session_id, "mode": "async", "input": [{"parts": [{"content": "refund"}]}]}
     run_id = (await alice.post("/acp/runs", json=body)).json()["run_id"]
     await wait_status(alice, run_id, "waiting_for_input")
-    for policy in ("reject", "interrupt"):
-        r = await bob.post("/acp/runs", json={**body, "agent_name": "echo", "session_policy": policy})
-        not_found(r)
-        assert r.json()["code"] == "not_found" and run_id not in r.text  # ACP's own fields too
-    not_found(await bob.get(f"/acp/sessions/{session_id}"))
-    not_found(await bob.get(f"/acp/sessions/{session_id}/history/0"))
+    for policy in ("reject", "interrupt"):  # bob's session of that id is his own, and empty
+        r = await bob.post("/acp/runs", json={**body, "agent_name": "echo", "session_policy": policy, "mode": "sync", "input": [{"parts": [{"content": "bob's"}]}]})
+        assert r.status_code == 200 and r.json()["status"] == "completed", r.text
+        assert run_id not in r.text
+    bobs = (await bob.get(f"/acp/sessions/{session_id}")).json()
+    assert len(bobs["history"]) == 4  # his two runs: each its input and its reply
+    assert "refund" not in (await bob.get(bobs["history"][0])).text
     assert (await alice.get(f"/acp/runs/{run_id}")).json()["status"] == "awaiting"
-    assert (await alice.get(f"/acp/sessions/{session_id}")).status_code == 200
+    for url in (await alice.get(f"/acp/sessions/{session_id}")).json()["history"]:
+        assert "bob's" not in (await alice.get(url)).text
 
 
 @pytest.mark.anyio
-async def test_two_principals_racing_for_a_new_session_id_cannot_both_own_it() -> None:
+async def test_principals_racing_for_a_new_session_id_each_get_their_own() -> None:
     engine = demo_engine()
-    outcomes: dict[str, str] = {}
 
     async def run(owner: str) -> None:
-        try:
-            await engine.execute("echo", owner, mode="async", session_id="contested", owner=owner)
-            outcomes[owner] = "joined"
-        except SessionNotFound:
-            outcomes[owner] = "not found"
+        await engine.execute("echo", owner, mode="async", session_id="contested", owner=owner)
 
     async with engine:
         async with anyio.create_task_group() as tg:
             for owner in ("alice", "bob", "carol", "dave"):
                 tg.start_soon(run, owner)
-        session = await engine.get_session("contested")
-    assert sorted(outcomes.values()) == ["joined", "not found", "not found", "not found"]
-    assert outcomes[session.owner or ""] == "joined"
+        for owner in ("alice", "bob", "carol", "dave"):
+            session = await engine.get_session("contested", owner=owner)
+            assert (session.owner, session.session_id) == (owner, "contested")
+            runs = (await engine.list_runs(session_id="contested", owner=owner)).runs
+            assert [r.owner for r in runs] == [owner]
 
 
 @pytest.mark.anyio
@@ -125,7 +128,8 @@ async def test_engine_session_calls_check_the_owner() -> None:
             with pytest.raises(SessionNotFound):
                 await call
         assert not (await engine.get_session("s", owner="alice")).ended
-        assert (await engine.get_session("s")).owner == "alice"  # no caller (auth off): reachable
+        with pytest.raises(SessionNotFound):  # no owner (auth off) is a namespace of its own
+            await engine.get_session("s")
 
 
 # -- finding 2: idempotency keys are per principal ---------------------------------------------------

@@ -8,8 +8,8 @@
     GET  /runs/{run_id}/events  {"events": [...]}, or SSE with `id: <seq>` (Accept: text/event-stream)
     POST /runs/{run_id}         resume: {"await_resume": {"type": "message", "message": ...}, "mode": ...}
     POST /runs/{run_id}/cancel  cancel (idempotent)
-    GET  /sessions/{id}         {"id", "history": [message URLs], "state": null}
-    GET  /sessions/{id}/history/{n}   one history message (what the history URLs point at)
+    GET  /sessions/{id}         {"id", "history": [message URLs], "state": null}: a page (?limit=, ?cursor=; Link rel=next)
+    GET  /sessions/{id}/history/{ref}   one history message (what the history URLs point at)
 
 No run logic here: requests become engine calls, and the engine's state and events
 are translated to ACP's run object and events (docs/profiles.md has the table).
@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from urllib.parse import quote, urlencode
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing, nullcontext
 from typing import Any
@@ -29,7 +30,7 @@ from typing import Any
 import attrs
 
 from runengine.engine import RunEngine, SessionPolicy
-from runengine.errors import AgentNotFound, RunNotFound, SessionNotFound
+from runengine.errors import AgentNotFound, InvalidRequest, RunDeleted, RunNotFound, SessionNotFound
 from runengine.events import (
     Custom,
     Event,
@@ -51,13 +52,13 @@ from runengine.events import (
 )
 from runengine.http.auth import AuthHook, guarded
 from runengine.http import params
-from runengine.http.core import Request, Response, StreamResponse, json_response
+from runengine.http.core import HttpError, Request, Response, StreamResponse, json_response
 from runengine.http.openstreams import OpenStreams
 from runengine.http.router import Router
-from runengine.http.cursor import resume_after
+from runengine.http.cursor import HISTORY_LIMIT, history_before, history_cursor, parse_history_position, resume_after
 from runengine.http.sse import KEEPALIVE, sse_comment, sse_frame, sse_response
 from runengine.http.streaming import each_event
-from runengine.limits import MAX_CONTENT_BYTES, MAX_INPUT_BYTES
+from runengine.limits import MAX_CONTENT_BYTES, MAX_ID_LENGTH, MAX_INPUT_BYTES
 from runengine.reducer import Fold
 from runengine.state import RunState
 from runengine.status import Status
@@ -360,26 +361,27 @@ class AcpProfile:
         session_id = self._session_id(body)
         policy = session_policy(body.get("session_policy"), "session_policy") or self.session_policy
         key = idempotency_key(request)
-        with self.streams.slot(request) if mode == "stream" else nullcontext() as slot:  # a 429 starts no run
-            state = await self.engine.execute(
-                agent,
-                engine_input(messages),
-                mode="async",
-                session_id=session_id,  # another principal's session: SessionNotFound, a 404
-                owner=request_owner(self.auth, request),
-                idempotency_key=key,
-                idempotency_scope="acp",
-                request_fingerprint=request_fingerprint("acp", body, delivery=("mode",)) if key is not None else None,
-                session_policy=policy,
-                run_id=str(uuid.uuid4()),
-            )
-            run_header = (("run-id", state.run_id),)
-            if slot is not None:
-                return slot.bind(self._sse(state.run_id, after_seq=0, stop_when_awaiting=True, headers=run_header))
-        if mode == "async":
-            return json_response(run_json(state), status=202, headers=run_header)
-        state = await self.engine.wait(state.run_id)
-        return json_response(run_json(state), headers=run_header)
+        with self.streams.waiting(request) if mode == "sync" else nullcontext():  # a 429 starts no run
+            with self.streams.slot(request) if mode == "stream" else nullcontext() as slot:  # nor here
+                state = await self.engine.execute(
+                    agent,
+                    engine_input(messages),
+                    mode="async",
+                    session_id=session_id,  # another principal's session: SessionNotFound, a 404
+                    owner=request_owner(self.auth, request),
+                    idempotency_key=key,
+                    idempotency_scope="acp",
+                    request_fingerprint=request_fingerprint("acp", body, delivery=("mode",)) if key is not None else None,
+                    session_policy=policy,
+                    run_id=str(uuid.uuid4()),
+                )
+                run_header = (("run-id", state.run_id),)
+                if slot is not None:
+                    return slot.bind(self._sse(state.run_id, after_seq=0, stop_when_awaiting=True, headers=run_header))
+            if mode == "async":
+                return json_response(run_json(state), status=202, headers=run_header)
+            state = await self.engine.wait(state.run_id)
+            return json_response(run_json(state), headers=run_header)
 
     def _session_id(self, body: dict[str, Any]) -> str:
         """ACP sessions are UUIDs; a run without one gets a new session, as in ACP."""
@@ -413,14 +415,15 @@ class AcpProfile:
         if mode not in MODES:
             raise invalid(f"mode must be one of {', '.join(MODES)}", field="mode")
         given = engine_input([{"parts": parts}])
-        with self.streams.slot(request) if mode == "stream" else nullcontext() as slot:  # a 429 resumes nothing
-            resumed = await self.engine.resume(state.run_id, given)
-            if slot is not None:
-                # From the run.input event on: the client sees run.in-progress first, as in ACP.
-                return slot.bind(self._sse(resumed.run_id, after_seq=resumed.last_seq - 1, stop_when_awaiting=True))
-        if mode == "async":
-            return json_response(run_json(resumed), status=202)
-        return json_response(run_json(await self.engine.wait(resumed.run_id, after_seq=resumed.last_seq)))
+        with self.streams.waiting(request) if mode == "sync" else nullcontext():  # a 429 resumes nothing
+            with self.streams.slot(request) if mode == "stream" else nullcontext() as slot:  # nor here
+                resumed = await self.engine.resume(state.run_id, given)
+                if slot is not None:
+                    # From the run.input event on: the client sees run.in-progress first, as in ACP.
+                    return slot.bind(self._sse(resumed.run_id, after_seq=resumed.last_seq - 1, stop_when_awaiting=True))
+            if mode == "async":
+                return json_response(run_json(resumed), status=202)
+            return json_response(run_json(await self.engine.wait(resumed.run_id, after_seq=resumed.last_seq)))
 
     async def cancel_run(self, request: Request) -> Response:
         state = await self._state(request, request.params["run_id"])
@@ -460,48 +463,61 @@ class AcpProfile:
         """
         mapper = EventMapper()
         async with aclosing(each_event(self.engine.follow(run_id, 0, idle=KEEPALIVE))) as events:  # type: ignore[type-var]
-            async for event in events:
-                if event is None:
-                    yield sse_comment()
-                    continue
-                mapped = mapper.map(event)
-                if event.seq <= after_seq:
-                    continue
-                for i, item in enumerate(mapped):
-                    last = i == len(mapped) - 1
-                    yield sse_frame(dumps(item), id=event.seq if last else None)
-                if stop_when_awaiting and isinstance(event, RunWaitingForInput):
-                    return
+            try:
+                async for event in events:
+                    if event is None:
+                        yield sse_comment()
+                        continue
+                    mapped = mapper.map(event)
+                    if event.seq <= after_seq:
+                        continue
+                    for i, item in enumerate(mapped):
+                        last = i == len(mapped) - 1
+                        yield sse_frame(dumps(item), id=event.seq if last else None)
+                    if stop_when_awaiting and isinstance(event, RunWaitingForInput):
+                        return
+            except RunDeleted as deleted:  # ACP's error event, with the one error format's fields
+                error = deleted.error_body()["error"]
+                yield sse_frame(dumps({"type": "error", "error": {"code": error["code"], "message": error["message"], "data": error["details"]}}))
 
     # -- sessions ---------------------------------------------------------------------------
 
     async def read_session(self, request: Request) -> Response:
+        """The session object of seed 003 ({id, history, state}), its `history` one page of message
+        URLs (`?limit=`, `?cursor=`; the latest page by default); the page of older ones is the
+        `Link: <...>; rel="next"` header, so the object keeps the seed's schema."""
         session_id = parse_uuid(request.params["session_id"], "session_id")
-        history = await self._history(request, session_id)
-        base = _absolute_base(request)
+        page = await self.engine.session_history(
+            session_id,
+            owner=request_owner(self.auth, request),
+            limit=HISTORY_LIMIT.parse(request.query),
+            before=history_before(request),
+        )
+        base = f"{_absolute_base(request)}/sessions/{session_id}"
+        headers: tuple[tuple[str, str], ...] = ()
+        if page.next is not None:
+            query = urlencode({"limit": HISTORY_LIMIT.parse(request.query), "cursor": history_cursor(page.next)})
+            headers = (("link", f'<{base}?{query}>; rel="next"'),)
         return json_response(
             {
                 "id": session_id,
-                "history": [f"{base}/sessions/{session_id}/history/{i}" for i in range(len(history))],
+                "history": [f"{base}/history/{quote(history_cursor(p), safe=':')}" for p in page.positions],
                 "state": None,
-            }
+            },
+            headers=headers,
         )
 
     async def history_message(self, request: Request) -> Response:
+        """One message of the session (what its `history` URLs point at), reading its run only."""
         session_id = parse_uuid(request.params["session_id"], "session_id")
-        history = await self._history(request, session_id)
+        reference = request.params["index"]
         try:
-            index = int(request.params["index"])
-            item = history[index] if index >= 0 else None
-        except (ValueError, IndexError):
-            item = None
-        if item is None:
-            raise SessionNotFound(f"{session_id}/history/{request.params['index']}")
+            position = parse_history_position(reference)
+            item = await self.engine.session_message(session_id, position, owner=request_owner(self.auth, request))
+        except (HttpError, InvalidRequest):
+            raise SessionNotFound(f"{session_id}/history/{reference[:MAX_ID_LENGTH]}") from None
         role = "user" if item.role == "user" else agent_role(item.agent or "")
         return json_response(message_json(role, value_parts(item.content), item.at, item.at))
-
-    async def _history(self, request: Request, session_id: str) -> list[Any]:
-        return await self.engine.session_history(session_id, owner=request_owner(self.auth, request))
 
 
 def _absolute_base(request: Request) -> str:

@@ -23,7 +23,7 @@ import attrs
 
 from runengine import ownership
 from runengine.engine import RunEngine, SessionPolicy
-from runengine.errors import RunNotFound, SessionExists, SessionNotFound
+from runengine.errors import RunDeleted, RunNotFound, SessionExists, SessionNotFound
 from runengine.events import Custom, MessageCompleted, MessageDelta, RunWaitingForInput, Thought, ToolResult
 from runengine.http import params
 from runengine.http.auth import AuthHook, guarded
@@ -443,11 +443,11 @@ class KoreProfile:
         except SessionExists:  # a request racing this one created it first: it is used if it is ours
             return await self.engine.get_session(session_id, owner=owner)
 
-    async def _session_status(self, session_id: str | None) -> str:
+    async def _session_status(self, session_id: str | None, owner: str | None) -> str:
         if session_id is None:
             return "idle"
         for status in (Status.PENDING, Status.RUNNING):
-            if (await self.engine.list_runs(session_id=session_id, status=status, limit=1)).runs:
+            if (await self.engine.list_runs(session_id=session_id, status=status, owner=owner, limit=1)).runs:
                 return "busy"
         return "idle"
 
@@ -560,8 +560,10 @@ class KoreProfile:
             await self.deliveries.sender.check_async(req.callback_url)  # UnsafeURL: a 400 before anything runs
         owner = request_owner(self.auth, request)
         streamed = req.stream["enable"] and not req.is_async
-        with self.streams.slot(request) if streamed else nullcontext() as slot:  # a 429 changes nothing
-            return await self._execute(request, req, app_id, env, key, key_fingerprint, owner, slot)
+        waits = not req.is_async and not streamed  # a sync request, answered when the turn ends
+        with self.streams.waiting(request) if waits else nullcontext():  # a 429 changes nothing
+            with self.streams.slot(request) if streamed else nullcontext() as slot:  # nor here
+                return await self._execute(request, req, app_id, env, key, key_fingerprint, owner, slot)
 
     async def _execute(
         self,
@@ -638,7 +640,7 @@ class KoreProfile:
             assert slot is not None
             return slot.bind(sse_response(self._stream(run_id, req, turn)))
         final = await self.engine.wait(run_id, after_seq=turn.after_seq)
-        status = await self._session_status(final.session_id)
+        status = await self._session_status(final.session_id, final.owner)
         return json_response(execute_response(final, session_status=status, turn=turn))
 
     # -- a session's run waiting for input: the next execute answers it ------------------------
@@ -692,7 +694,7 @@ class KoreProfile:
             return session
         async with self._session_writes(session.session_id):
             with suppress(SessionNotFound):  # the latest record, unless it went meanwhile
-                session = await self.engine.get_session(session.session_id)
+                session = await self.engine.get_session(session.session_id, owner=session.owner)
             return await self._write_session(session, metadata, include, exclude)
 
     async def _write_session(
@@ -744,40 +746,45 @@ class KoreProfile:
         streamed: set[str] = set()  # messages already sent token by token
         follow = self.engine.follow(run_id, turn.after_seq, idle=KEEPALIVE)
         async with aclosing(each_event(follow, discarded=state.discarded)) as events:  # type: ignore[type-var]
-            async for event in events:
-                if event is None:
-                    yield sse_comment()
-                    continue
-                if isinstance(event, Thought) and debug_on and debug_mode in ("thoughts", "all"):
-                    item = {"type": "thought", "content": event.content, "source": event.source}
-                    yield frame({"messageId": f"msg-{run_id}", "debug": [item], "sessionInfo": short}, event.seq)
-                elif isinstance(event, ToolResult) and debug_on and debug_mode in ("function-call", "all"):
-                    item = {"type": "function-call", "callId": event.call_id, "output": event.output}
-                    yield frame({"messageId": f"msg-{run_id}", "debug": [item], "sessionInfo": short}, event.seq)
-                elif isinstance(event, MessageDelta) and mode == "tokens":
-                    out = [{"type": "text", "content": event.content}]
-                    yield frame({"messageId": event.message_id, "output": out, "sessionInfo": short}, event.seq)
-                elif isinstance(event, MessageCompleted) and event.role != "user":
-                    if mode != "tokens" or event.message_id not in streamed:
+            try:
+                async for event in events:
+                    if event is None:
+                        yield sse_comment()
+                        continue
+                    if isinstance(event, Thought) and debug_on and debug_mode in ("thoughts", "all"):
+                        item = {"type": "thought", "content": event.content, "source": event.source}
+                        yield frame({"messageId": f"msg-{run_id}", "debug": [item], "sessionInfo": short}, event.seq)
+                    elif isinstance(event, ToolResult) and debug_on and debug_mode in ("function-call", "all"):
+                        item = {"type": "function-call", "callId": event.call_id, "output": event.output}
+                        yield frame({"messageId": f"msg-{run_id}", "debug": [item], "sessionInfo": short}, event.seq)
+                    elif isinstance(event, MessageDelta) and mode == "tokens":
                         out = [{"type": "text", "content": event.content}]
                         yield frame({"messageId": event.message_id, "output": out, "sessionInfo": short}, event.seq)
-                elif isinstance(event, Custom) and mode == "custom":
-                    custom = {"name": event.name, "data": event.data}
-                    yield frame({"messageId": f"msg-{run_id}", "custom": custom, "sessionInfo": short}, event.seq)
-                if isinstance(event, MessageDelta):
-                    streamed.add(event.message_id)
-                if isinstance(event, RunWaitingForInput) and event.request is not None:
-                    out = text_output(event.request)
-                    yield frame({"messageId": f"msg-{run_id}", "output": out, "sessionInfo": short}, event.seq)
-                if event.terminal or isinstance(event, RunWaitingForInput):
-                    final = await self.engine.status(run_id)
-                    info = session_info(final, status=await self._session_status(final.session_id))
-                    info["output"] = run_output(final, skip=turn.skip_messages)
-                    last: dict[str, Any] = {"messageId": message_id(final), "sessionInfo": info, "isLastEvent": True}
-                    if final.error is not None:
-                        last["error"] = {"code": final.error.code, "message": final.error.message}
-                    yield frame(last, event.seq)
-                    return
+                    elif isinstance(event, MessageCompleted) and event.role != "user":
+                        if mode != "tokens" or event.message_id not in streamed:
+                            out = [{"type": "text", "content": event.content}]
+                            yield frame({"messageId": event.message_id, "output": out, "sessionInfo": short}, event.seq)
+                    elif isinstance(event, Custom) and mode == "custom":
+                        custom = {"name": event.name, "data": event.data}
+                        yield frame({"messageId": f"msg-{run_id}", "custom": custom, "sessionInfo": short}, event.seq)
+                    if isinstance(event, MessageDelta):
+                        streamed.add(event.message_id)
+                    if isinstance(event, RunWaitingForInput) and event.request is not None:
+                        out = text_output(event.request)
+                        yield frame({"messageId": f"msg-{run_id}", "output": out, "sessionInfo": short}, event.seq)
+                    if event.terminal or isinstance(event, RunWaitingForInput):
+                        final = await self.engine.status(run_id)
+                        info = session_info(final, status=await self._session_status(final.session_id, final.owner))
+                        info["output"] = run_output(final, skip=turn.skip_messages)
+                        last: dict[str, Any] = {"messageId": message_id(final), "sessionInfo": info, "isLastEvent": True}
+                        if final.error is not None:
+                            last["error"] = {"code": final.error.code, "message": final.error.message}
+                        yield frame(last, event.seq)
+                        return
+            except RunDeleted as deleted:  # the last event says so, with the one error format's code and message
+                error = deleted.error_body()["error"]
+                gone = {"messageId": f"msg-{run_id}", "sessionInfo": short, "isLastEvent": True}
+                yield frame({**gone, "error": {"code": error["code"], "message": error["message"]}})
 
     # -- status -----------------------------------------------------------------------------------
 

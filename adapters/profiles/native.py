@@ -32,7 +32,7 @@ import structlog
 
 from runengine.agents import AgentSpec
 from runengine.engine import MODES, SESSION_POLICIES, RunEngine
-from runengine.errors import AgentNotFound, RunEngineError, RunNotFound, SessionNotFound
+from runengine.errors import AgentNotFound, RunDeleted, RunEngineError, RunNotFound, SessionNotFound
 from runengine.idempotency import fingerprint
 from runengine.ports import SessionRecord, SessionRuns
 from runengine.validation import is_run_id
@@ -46,9 +46,18 @@ from runengine.http.openapi import Body, Operation, Reply
 from runengine.http.openstreams import OpenStreams
 from runengine.http.router import Router
 from .native_shapes import history_message_to_json, run_to_json, session_to_json, summary_to_json
-from runengine.http.cursor import AFTER_SEQ_PARAMETER, LAST_EVENT_ID_PARAMETER, after_seq_param, resume_after
+from runengine.http.cursor import (
+    AFTER_SEQ_PARAMETER,
+    HISTORY_CURSOR_PARAMETER,
+    HISTORY_LIMIT,
+    LAST_EVENT_ID_PARAMETER,
+    after_seq_param,
+    history_before,
+    history_cursor,
+    resume_after,
+)
 from runengine.http.sse import KEEPALIVE, FrameCache, sse_comment, sse_frame, sse_response
-from runengine.http.streaming import server_stop
+from runengine.http.streaming import deleted_frame, server_stop
 
 log = structlog.get_logger("runengine.http")
 
@@ -199,9 +208,10 @@ END_SESSION = Operation(
 )
 SESSION_HISTORY = Operation(
     "getSessionHistory",
-    "The messages of a session's runs, oldest first",
+    "A page of the messages of a session's runs, oldest first: the latest `limit`, or those before `cursor`",
+    parameters=(HISTORY_LIMIT, HISTORY_CURSOR_PARAMETER),
     replies={200: Reply("the history", "History")},
-    errors=(404,),
+    errors=(400, 404),
 )
 LIST_AGENTS = Operation("listAgents", "The agents this engine runs", replies={200: Reply("the agents", "AgentList")})
 OPENAPI = Operation(
@@ -322,7 +332,8 @@ class NativeAPI:
                 )
 
         try:
-            state = await self.engine.execute(agent, run_input, mode="sync", run_id=run_id, **options)
+            with self.streams.waiting(request):  # a 429 here creates no run
+                state = await self.engine.execute(agent, run_input, mode="sync", run_id=run_id, **options)
         except anyio.get_cancelled_exc_class():
             # The client went away while waiting (the binding cancels the handler).
             if on_disconnect == "cancel":
@@ -422,6 +433,8 @@ class NativeAPI:
         except (GeneratorExit, anyio.get_cancelled_exc_class()):
             gone = True  # the client disconnected (the binding closed or cancelled us)
             raise
+        except RunDeleted as deleted:  # deleted while streamed: said, not a silent end
+            yield deleted_frame(deleted)
         except Exception as exc:  # the headers are sent: report in-band, then end the stream
             log.exception("event stream failed", run_id=run_id)
             code = exc.code if isinstance(exc, RunEngineError) else "internal_error"
@@ -497,9 +510,15 @@ class NativeAPI:
 
     async def session_history(self, request: Request) -> Response:
         session_id = self._session_id(request)
-        messages = await self.engine.session_history(session_id, owner=self._owner(request))
+        page = await self.engine.session_history(
+            session_id, owner=self._owner(request), limit=HISTORY_LIMIT.parse(request.query), before=history_before(request)
+        )
         return json_response(
-            {"session_id": session_id, "messages": [history_message_to_json(m) for m in messages]}
+            {
+                "session_id": session_id,
+                "messages": [history_message_to_json(m) for m in page.messages],
+                "next": history_cursor(page.next) if page.next is not None else None,
+            }
         )
 
     async def list_agents(self, request: Request) -> Response:

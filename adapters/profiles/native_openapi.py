@@ -13,6 +13,7 @@ from typing import Any
 
 from runengine.status import Status
 from runengine.http.openapi import Operation, openapi_document, ref as _ref
+from runengine.http.limits import MAX_HISTORY_PAGE
 
 STATUSES = [s.value for s in Status]
 
@@ -198,11 +199,13 @@ SCHEMAS: dict[str, Any] = {
     },
     "History": {
         "type": "object",
-        "required": ["session_id", "messages"],
+        "required": ["session_id", "messages", "next"],
         "properties": {
             "session_id": {"type": "string"},
+            "next": _nullable({"type": "string", "description": "the cursor of the page of older messages"}),
             "messages": {
                 "type": "array",
+                "maxItems": MAX_HISTORY_PAGE,
                 "items": {
                     "type": "object",
                     "required": ["role", "content", "run_id", "agent", "at"],
@@ -263,10 +266,10 @@ ERRORS = {
     401: "authentication_error: the auth hook refused the request",
     404: "not_found: no such run, session or agent (or not visible to this principal)",
     408: "request_timeout: the body did not arrive within the server's body timeout",
-    409: "conflict: the run's or session's state does not allow this (or the session id is taken)",
+    409: "conflict: the run's or session's state does not allow this (or the caller already has a session of that id)",
     413: "payload_too_large: the body is larger than the limit",
     422: "idempotency_error: the Idempotency-Key was used with a different request",
-    429: "rate_limited: the principal already has the most event streams open at once (Retry-After)",
+    429: "rate_limited: the principal already has the most event streams, or sync requests, open at once (Retry-After)",
 }
 
 #: What a client can do next with the run_id a response names (OpenAPI links).

@@ -19,8 +19,8 @@ from typing import Any, cast
 
 import attrs
 
-from runengine.engine import RunEngine
-from runengine.errors import InvalidRequest, RunNotFound, SessionExists, SessionNotFound
+from runengine.engine import HistoryPage, RunEngine
+from runengine.errors import InvalidRequest, RunDeleted, RunNotFound, SessionExists, SessionNotFound
 from runengine.events import (
     Event,
     MessageCompleted,
@@ -40,9 +40,9 @@ from runengine.http.auth import AuthHook, guarded
 from runengine.http.core import App
 from runengine.http.openstreams import OpenStreams
 from runengine.http.ratelimit import RateLimited
-from runengine.http.cursor import last_event_id, resume_after
+from runengine.http.cursor import HISTORY_LIMIT, history_before, history_cursor, last_event_id, resume_after
 from runengine.http.sse import KEEPALIVE, sse_response
-from runengine.http.streaming import KeptText
+from runengine.http.streaming import KeptText, deleted_frame
 from runengine.keylock import KeyLocks
 from runengine.limits import MAX_ID_LENGTH, MAX_MESSAGE_CHARS, MAX_METADATA_BYTES, MAX_SESSION_METADATA_BYTES
 from runengine.ports import SessionRecord
@@ -154,13 +154,13 @@ class PlatformProfile:
             derived = "sess_" + hashlib.sha256(f"{self._owner(request)}\0{request.params['app_id']}\0{key}".encode()).hexdigest()[:32]
             async with self._session_lock(derived):
                 try:
-                    return await self.engine.get_session(derived)  # the id holds the owner: no other's
+                    return await self.engine.get_session(derived, owner=self._owner(request))
                 except SessionNotFound:
                     pass
                 try:
                     return await self._start_session(request, None, metadata, derived)
                 except SessionExists:  # another process's repeat of this request started it
-                    return await self.engine.get_session(derived)
+                    return await self.engine.get_session(derived, owner=self._owner(request))
         if session_id is None:
             return await self._start_session(request, None, metadata)
         if not isinstance(session_id, str) or not session_id:
@@ -230,8 +230,9 @@ class PlatformProfile:
     # -- execute ---------------------------------------------------------------------
 
     async def execute(self, request: Request) -> Response:
-        state, _ = await self._start_run(request)
-        state = await self.engine.wait(state.run_id)
+        with self.streams.waiting(request):  # a 429 starts no run
+            state, _ = await self._start_run(request)
+            state = await self.engine.wait(state.run_id)
         if state.status is Status.FAILED:
             error = state.error
             raise HttpError(
@@ -283,13 +284,16 @@ class PlatformProfile:
         kept = KeptText(discarded)  # token frames cannot be taken back
         follow = self.engine.follow(run_id, after_seq, idle=self.settings.keepalive)
         async with contextlib.aclosing(follow) as batches:
-            async for batch in batches:
-                if not batch:
-                    yield sse_comment()
-                    continue
-                frames = [frame for event in kept.filter(batch) for frame in await mapper.frames(event)]
-                if frames:  # one write per batch, not per frame
-                    yield b"".join(frames)
+            try:
+                async for batch in batches:
+                    if not batch:
+                        yield sse_comment()
+                        continue
+                    frames = [frame for event in kept.filter(batch) for frame in await mapper.frames(event)]
+                    if frames:  # one write per batch, not per frame
+                        yield b"".join(frames)
+            except RunDeleted as deleted:  # the seed's `error` event, in its error format
+                yield deleted_frame(deleted, event="error")
 
     # -- sessions ----------------------------------------------------------------------
 
@@ -320,12 +324,13 @@ class PlatformProfile:
     async def history(self, request: Request) -> Response:
         session_id = request.params["session_id"]
         await self._own_session(request, session_id)
+        limit, before = HISTORY_LIMIT.parse(request.query), history_before(request)
         try:
-            messages = await self.engine.session_history(session_id, owner=self._owner(request))
+            page = await self.engine.session_history(session_id, owner=self._owner(request), limit=limit, before=before)
         except SessionNotFound:
-            messages = []
+            page = HistoryPage(messages=[], positions=[])
         out = []
-        for message in messages:
+        for message in page.messages:
             item: dict[str, Any] = {
                 "role": message.role,
                 "content": message.content,
@@ -334,13 +339,14 @@ class PlatformProfile:
             if message.agent is not None:
                 item["agent"] = message.agent
             out.append(item)
-        return json_response({"session_id": session_id, "messages": out})
+        next_cursor = history_cursor(page.next) if page.next is not None else None
+        return json_response({"session_id": session_id, "messages": out, "next": next_cursor})
 
     async def end_session(self, request: Request) -> Response:
         session_id = request.params["session_id"]
         async with self._session_lock(session_id):
             record = await self._own_session(request, session_id)
-            ended = None if record.ended else await self.engine.end_session(session_id)
+            ended = None if record.ended else await self.engine.end_session(session_id, owner=record.owner)
         if ended is not None:
             await self.webhooks.emit(
                 request.params["app_id"],

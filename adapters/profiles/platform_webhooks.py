@@ -33,7 +33,7 @@ from runengine.errors import InvalidRequest
 from runengine.adapters.webhooks import Attempt, WebhookSender
 from runengine.engine import AgentFailed
 from runengine.events import Custom, ErrorInfo
-from runengine.limits import MAX_SECRET_LENGTH, MAX_URL_LENGTH, MAX_WEBHOOKS_PER_APP
+from runengine.limits import MAX_SECRET_LENGTH, MAX_URL_LENGTH, MAX_WEBHOOKS_PER_PRINCIPAL
 from runengine.keylock import KeyLocks
 from runengine.adapters.profiles.platform_webhook_store import WebhookRegistration, WebhookStore
 from runengine.ports import port_of, required
@@ -120,8 +120,11 @@ class WebhookRegistry:
             owner=owner,
         )
         async with self._lock(app_id):
-            if len(await self._store().list_webhooks(app_id)) >= MAX_WEBHOOKS_PER_APP:
-                raise InvalidRequest(f"an app may have at most {MAX_WEBHOOKS_PER_APP} webhooks", app_id=app_id)
+            if len(await self.of_owner(app_id, owner)) >= MAX_WEBHOOKS_PER_PRINCIPAL:
+                raise InvalidRequest(
+                    f"you may register at most {MAX_WEBHOOKS_PER_PRINCIPAL} webhooks for an app", app_id=app_id,
+                    limit=MAX_WEBHOOKS_PER_PRINCIPAL,
+                )
             await self._store().add_webhook(registration)
         return registration
 

@@ -29,7 +29,7 @@ from typing import Any
 import attrs
 
 from runengine.engine import RunEngine
-from runengine.errors import AgentNotFound, RunNotFound
+from runengine.errors import AgentNotFound, RunDeleted, RunNotFound
 from runengine.events import Event
 from runengine.http import params
 from runengine.http.auth import AuthHook, Principal, guarded
@@ -40,6 +40,7 @@ from runengine.http.openapi import Body, Operation, Reply
 from runengine.http.openstreams import OpenStreams
 from runengine.http.router import Router
 from runengine.http.sse import KEEPALIVE, sse_comment, sse_frame, sse_response
+from runengine.http.streaming import deleted_frame
 from runengine.limits import MAX_CONTENT_BYTES, MAX_INPUT_BYTES
 from runengine.state import RunState, UsageTotals
 from runengine.status import Status
@@ -383,6 +384,8 @@ class ThreadsProfile:
                     yield sse_comment()
                     continue
                 yield b"".join(sse_frame(dumps(event_json(e)), id=e.seq) for e in batch)
+        except RunDeleted as deleted:  # deleted while streamed: said, not a silent end
+            yield deleted_frame(deleted)
         finally:
             await batches.aclose()
 

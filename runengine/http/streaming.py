@@ -6,7 +6,20 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import aclosing
 from contextvars import ContextVar
 
+from ..errors import RunDeleted
 from ..events import Event, MessageDelta, MessageDiscarded
+from ..wire import dumps
+from .sse import sse_frame
+
+#: The event name of the last frame of a stream whose run was deleted while it was streamed
+#: (native, /v1; profiles with an error event of their own use theirs, with the same error).
+RUN_DELETED_EVENT = "run.deleted"
+
+
+def deleted_frame(deleted: RunDeleted, *, event: str = RUN_DELETED_EVENT) -> bytes:
+    """The last frame of a stream whose run was deleted: the one error format, code `not_found`,
+    details {"run_id", "deleted": true}."""
+    return sse_frame(dumps(deleted.error_body()), event=event)
 
 
 class ServerStop:

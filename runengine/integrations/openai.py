@@ -24,6 +24,7 @@ import attrs
 
 from ..context import RunContext, StepStream, current_idempotency_key
 from ..errors import StepFailed
+from ..limits import DEFAULT_AGENT_HISTORY
 
 try:
     import pydantic
@@ -235,11 +236,11 @@ def api_message(reply: Mapping[str, Any]) -> dict[str, Any]:
     return message
 
 
-async def session_messages(ctx: RunContext) -> list[dict[str, Any]]:
-    """The session's earlier turns (`ctx.history()`) as chat messages: inputs as user messages
-    (JSON text when not a string), replies as assistant messages."""
+async def session_messages(ctx: RunContext, *, limit: int = DEFAULT_AGENT_HISTORY) -> list[dict[str, Any]]:
+    """The session's earlier turns (the latest `limit`: `ctx.history(limit=)`) as chat messages:
+    inputs as user messages (JSON text when not a string), replies as assistant messages."""
     messages: list[dict[str, Any]] = []
-    for turn in await ctx.history():
+    for turn in await ctx.history(limit=limit):
         content = turn.content if isinstance(turn.content, str) else json.dumps(turn.content)
         messages.append({"role": "user" if turn.role == "user" else "assistant", "content": content})
     return messages

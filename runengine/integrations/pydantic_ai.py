@@ -26,6 +26,7 @@ from typing import Any
 
 from ..agents import AgentSpec
 from ..context import AgentFn, RunContext, StepStream
+from ..limits import DEFAULT_AGENT_HISTORY
 
 try:
     from pydantic import TypeAdapter
@@ -81,17 +82,19 @@ def pydantic_ai_agent(
     model: Model | str | None = None,
     stream: bool = True,
     history: bool = True,
+    history_limit: int = DEFAULT_AGENT_HISTORY,
 ) -> AgentFn:
     """The runengine agent function that runs `agent`.
 
     `deps(ctx)` builds the agent's dependencies for a run; `prompt(ctx)` its user prompt (by default
     the run's input, JSON text when it is not a string); `model` overrides the agent's model;
     `stream=False` for a model that cannot stream (its text then goes out once the response is in);
-    `history=False` leaves the session's earlier turns out."""
+    `history=False` leaves the session's earlier turns out; otherwise the latest `history_limit`
+    messages of them are the message history (`ctx.history(limit=)`)."""
 
     async def run(ctx: RunContext) -> Any:
         durable = _Durable(ctx, stream=stream)
-        messages: list[ModelMessage] | None = _model_messages(await ctx.history()) if history else None
+        messages: list[ModelMessage] | None = _model_messages(await ctx.history(limit=history_limit)) if history else None
         user_prompt: str | None = prompt(ctx)
         results: DeferredToolResults | None = None
         output_type = [agent.output_type, DeferredToolRequests]
