@@ -14,10 +14,12 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import anyio
+import attrs
 from aiohttp import web
 
 from runengine import observe
 from runengine.engine import RunEngine
+from runengine.http.admission import Admission, ServerLimits
 from runengine.http.auth import AuthHook
 from runengine.http.core import (
     LINGER_BYTES,
@@ -41,36 +43,61 @@ BODY_TIMEOUT = 30.0
 class AiohttpHandler:
     """An aiohttp handler for a catch-all route `/{tail:.*}` that calls `app`.
 
-    `body_timeout`: seconds for a request's whole body to arrive (None: no limit); later, a 408."""
+    `body_timeout`: seconds for a request's whole body to arrive (None: no limit); later, a 408.
+    `auth` and `limits`: as for `ASGIApp` (the hook is asked before any body is read; requests in
+    progress, bytes of bodies being read and failed authentications per address are limited). The
+    client address is aiohttp's `request.remote`: the peer, or what a forwarded-headers middleware
+    that trusts the proxy made it."""
 
-    def __init__(self, app: App, *, body_timeout: float | None = BODY_TIMEOUT) -> None:
+    def __init__(
+        self,
+        app: App,
+        *,
+        body_timeout: float | None = BODY_TIMEOUT,
+        auth: AuthHook | None = None,
+        limits: ServerLimits | None = None,
+    ) -> None:
         self.app = app
         self.body_timeout = body_timeout
+        self.admission = Admission(auth, limits)
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         try:
-            body = await _read_body(request, self.body_timeout)
-        except HttpError as exc:  # 413 / 408: answered now; the rest of the body is never read
+            self.admission.enter()
+        except HttpError as exc:  # 503: too many requests in progress
             return await _refuse(request, exc.response())
+        try:
+            return await self._admitted(request)
+        finally:
+            self.admission.leave()
+
+    async def _admitted(self, request: web.Request) -> web.StreamResponse:
         tail = request.match_info.get("tail")
         path = "/" + tail if tail is not None else request.path
         headers: dict[str, str] = {}
         for name, value in request.headers.items():
             key = name.lower()
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        inner = Request(
+        head = Request(
             method=request.method,
             path=path,
             query_string=request.query_string,
             headers=headers,
-            body=body,
             root_path=request.path,
         )
+        try:
+            # Who is asking, from the headers alone: a body is read only for a request that may send one.
+            head = await self.admission.admit(head, request.remote)
+            body = await _read_body(request, self.body_timeout, self.admission)
+        except HttpError as exc:  # 401 / 429 / 503 / 413 / 408: answered now; the rest of the body is never read
+            return await _refuse(request, exc.response())
+        inner = attrs.evolve(head, body=body)
         out: web.StreamResponse = web.Response(status=499)  # what is "returned" to a gone client
         async with anyio.create_task_group() as tg:
             tg.start_soon(_cancel_on_disconnect, request, tg.cancel_scope)
             with observe.current.request(headers=inner.headers):  # a traceparent continues its trace
                 response = await self.app(inner)
+            response = self.admission.answered(request.remote, response)
             if isinstance(response, Response):
                 out = web.Response(status=response.status, body=response.body, headers=list(response.headers))
             else:
@@ -87,19 +114,21 @@ class AiohttpHandler:
         return out
 
 
-async def _read_body(request: web.Request, timeout: float | None) -> bytes:
+async def _read_body(request: web.Request, timeout: float | None, admission: Admission) -> bytes:
     """The request body. HttpError 413 for a Content-Length over the limit (before reading any of
-    it) or as soon as a chunked body passes it; 408 when it has not all arrived within `timeout`."""
+    it) or as soon as a chunked body passes it; 503 when the bytes it needs of the bodies being read
+    at once are not free; 408 when it has not all arrived within `timeout`."""
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise payload_too_large()
     chunks: list[bytes] = []
     size = 0
     try:
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(timeout), admission.body(request.content_length) as hold:
             while chunk := await request.content.read(65536):
                 size += len(chunk)
                 if size > MAX_BODY_BYTES:
                     raise payload_too_large()
+                hold.cover(size)
                 chunks.append(chunk)
     except TimeoutError:
         assert timeout is not None
@@ -133,9 +162,12 @@ async def _cancel_on_disconnect(request: web.Request, scope: anyio.CancelScope) 
         await anyio.sleep(DISCONNECT_POLL)
 
 
-def aiohttp_app(app: App, *, body_timeout: float | None = BODY_TIMEOUT) -> web.Application:
+def aiohttp_app(
+    app: App, *, body_timeout: float | None = BODY_TIMEOUT, auth: AuthHook | None = None, limits: ServerLimits | None = None
+) -> web.Application:
+    """`app` as an aiohttp application (`auth`, `limits`: as for AiohttpHandler)."""
     web_app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
-    handler = AiohttpHandler(app, body_timeout=body_timeout)
+    handler = AiohttpHandler(app, body_timeout=body_timeout, auth=auth, limits=limits)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         return await handler(request)
@@ -149,14 +181,16 @@ def engine_aiohttp_app(
     *,
     auth: AuthHook | None = None,
     body_timeout: float | None = BODY_TIMEOUT,
+    limits: ServerLimits | None = None,
     cors_origins: Iterable[str] = (),
     **options: Any,
 ) -> web.Application:
     """`build_app(engine)` as an aiohttp application that runs `async with engine` while it serves;
-    `cors_origins` and `options` (`rate_limit`, `metrics`, ...) as for `engine_asgi_app`."""
+    `limits`, `cors_origins` and `options` (`rate_limit`, `metrics`, ...) as for `engine_asgi_app`."""
     from .server import standalone_app
 
-    web_app = aiohttp_app(standalone_app(engine, auth=auth, cors_origins=cors_origins, **options), body_timeout=body_timeout)
+    app = standalone_app(engine, auth=auth, cors_origins=cors_origins, **options)
+    web_app = aiohttp_app(app, body_timeout=body_timeout, auth=auth, limits=limits)
 
     async def run_engine(_: web.Application) -> AsyncIterator[None]:
         async with engine:

@@ -17,7 +17,7 @@ import pytest
 from httpkit import demo_engine, serve, serve_aiohttp
 from runengine.adapters.aiohttp_app import engine_aiohttp_app
 from runengine.adapters.asgi import engine_asgi_app
-from runengine.adapters.uvicorn_http import header_timeout_protocol
+from runengine.adapters.uvicorn_http import limited_protocol
 from runengine.http.core import MAX_BODY_BYTES
 
 #: Small timeouts for the tests (seconds); every wait below is bounded by WAIT instead.
@@ -34,7 +34,7 @@ ANYIO_BACKENDS = ("asyncio",)  # uvicorn, aiohttp
 async def uvicorn_server() -> AsyncIterator[int]:
     engine = demo_engine()
     app = engine_asgi_app(engine, body_timeout=BODY_TIMEOUT)
-    async with serve(app, http=header_timeout_protocol(HEADER_TIMEOUT), access_log=False) as url:
+    async with serve(app, http=limited_protocol(HEADER_TIMEOUT), access_log=False) as url:
         yield int(url.rsplit(":", 1)[1])
 
 
