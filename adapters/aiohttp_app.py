@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 import attrs
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from runengine import observe
 from runengine.engine import RunEngine
@@ -97,7 +97,7 @@ class AiohttpHandler:
             tg.start_soon(_cancel_on_disconnect, request, tg.cancel_scope)
             with observe.current.request(headers=inner.headers):  # a traceparent continues its trace
                 response = await self.app(inner)
-            response = self.admission.answered(request.remote, response)
+            self.admission.answered(request.remote, response.status)
             if isinstance(response, Response):
                 out = web.Response(status=response.status, body=response.body, headers=list(response.headers))
             else:
@@ -124,6 +124,7 @@ async def _read_body(request: web.Request, timeout: float | None, admission: Adm
     size = 0
     try:
         with anyio.fail_after(timeout), admission.body(request.content_length) as hold:
+            await _invite_body(request)
             while chunk := await request.content.read(65536):
                 size += len(chunk)
                 if size > MAX_BODY_BYTES:
@@ -134,6 +135,17 @@ async def _read_body(request: web.Request, timeout: float | None, admission: Adm
         assert timeout is not None
         raise request_timeout(timeout) from None
     return b"".join(chunks)
+
+
+async def _invite_body(request: web.Request) -> None:
+    """Send "100 Continue" to a client waiting for it, now that its body is to be read (aiohttp's own
+    expect handler would send it before the request is even authenticated: `_no_expect_handler`)."""
+    if request.version == HttpVersion11 and request.headers.get("expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+async def _no_expect_handler(request: web.Request) -> None:
+    return None
 
 
 async def _refuse(request: web.Request, response: Response) -> web.StreamResponse:
@@ -172,7 +184,7 @@ def aiohttp_app(
     async def handle(request: web.Request) -> web.StreamResponse:
         return await handler(request)
 
-    web_app.router.add_route("*", "/{tail:.*}", handle)
+    web_app.router.add_route("*", "/{tail:.*}", handle, expect_handler=_no_expect_handler)
     return web_app
 
 

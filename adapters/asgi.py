@@ -141,7 +141,7 @@ class ASGIApp:
             tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
             with observe.current.request(headers=request.headers):  # a traceparent continues its trace
                 response = await self.app(request)
-            response = self.admission.answered(address, response)
+            self.admission.answered(address, response.status)
             await send(
                 {
                     "type": "http.response.start",

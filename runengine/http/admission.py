@@ -2,11 +2,11 @@
 
     admission = Admission(auth=hook)                  # the limits of runengine.limits by default
     admission.enter()                                 # 503 past the requests in progress ... leave()
-    head = await admission.admit(head, address)       # 401: a body without valid credentials;
-                                                      # 429: a body from an address that failed too often
+    head = await admission.admit(head, address)       # 429: the address failed auth too often;
+                                                      # 401: a body without valid credentials
     with admission.body(declared) as hold:            # 503 past the bytes of bodies being read at once
         hold.cover(size_so_far)                       # (a chunked body is held as it grows)
-    response = admission.answered(address, response)  # a 401 counts against the address (or is a 429)
+    admission.answered(address, response.status)      # a 401 counts against the address
 
 So a client without a key makes the server read no body, a client guessing keys is slowed to
 `auth_failures` guesses per window per address, and the memory bodies take while being read
@@ -21,7 +21,6 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import TypeVar
 
 import attrs
 
@@ -34,11 +33,10 @@ from ..limits import (
     MAX_CONNECTIONS,
 )
 from .auth import AuthHook, authenticate
-from .core import HttpError, Request, Response, StreamResponse
+from .core import HttpError, Request
 from .ratelimit import RETRY_AFTER, Rate
 
 _RETRY = next(iter(RETRY_AFTER)).lower()
-Answer = TypeVar("Answer", Response, StreamResponse)
 #: What a client refused for a busy server is told to wait (seconds).
 BUSY_RETRY_AFTER = 1
 
@@ -167,35 +165,27 @@ class Admission:
     async def admit(self, head: Request, address: str | None) -> Request:
         """`head` (a request without its body yet) with its principal, from its headers alone.
 
-        401 when the hook refuses a request that announces a body (counted as a failure; the body
-        is never read). A refused request without a body goes on unauthenticated: the app answers
-        it (an open route, or its own 401, which `answered` counts). From an address that failed
-        too often the hook is not asked at all: a body gets 429 at once, and `answered` turns the
-        app's 401 into that 429, so the page and the health checks still load, but no key is tried."""
+        429 for every request from an address that has failed authentication too often, until its
+        window ends (the hook is not asked: no key is tried from there meanwhile). 401 when the hook
+        refuses a request that announces a body (a failure; the body is never read). A refused
+        request without a body goes on unauthenticated: the app answers it (an open route, or its
+        own 401, which `answered` counts)."""
         if self._retry_after(address) is not None:
-            if announces_body(head.headers):
-                raise self._too_many_failures(address)
-            return head
+            raise self._too_many_failures(address)
         if self.auth is None:
             return head
         try:
             return await authenticate(self.auth, head)
         except HttpError:
             if announces_body(head.headers):
-                if self.failures is not None:
-                    self.failures.failed(address)
+                self.answered(address, 401)
                 raise
             return head
 
-    def answered(self, address: str | None, response: Answer) -> Answer:
-        """The response to send for the app's `response` to a request from `address`: a 401 counts as
-        a failed authentication, and is a 429 for an address that has failed too often."""
-        if response.status != 401 or self.failures is None:
-            return response
-        if self._retry_after(address) is not None:
-            return self._too_many_failures(address).response()
-        self.failures.failed(address)
-        return response
+    def answered(self, address: str | None, status: int) -> None:
+        """Note the status a request from `address` was answered with (a 401 is a failed authentication)."""
+        if status == 401 and self.failures is not None:
+            self.failures.failed(address)
 
     def _retry_after(self, address: str | None) -> float | None:
         return self.failures.retry_after(address) if self.failures is not None else None
