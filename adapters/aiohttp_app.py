@@ -10,7 +10,7 @@ A client disconnect is noticed by the handler being cancelled (run the server wi
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import anyio
@@ -47,7 +47,7 @@ class AiohttpHandler:
     `auth` and `limits`: as for `ASGIApp` (the hook is asked before any body is read; requests in
     progress, bytes of bodies being read and failed authentications per address are limited). The
     client address is aiohttp's `request.remote`: the peer, or what a forwarded-headers middleware
-    that trusts the proxy made it."""
+    that trusts the proxy made it. `refusal`: as for `ASGIApp`."""
 
     def __init__(
         self,
@@ -56,10 +56,11 @@ class AiohttpHandler:
         body_timeout: float | None = BODY_TIMEOUT,
         auth: AuthHook | None = None,
         limits: ServerLimits | None = None,
+        refusal: Callable[[Request, Response], Response] | None = None,
     ) -> None:
         self.app = app
         self.body_timeout = body_timeout
-        self.admission = Admission(auth, limits)
+        self.admission = Admission(auth, limits, refusal=refusal)
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -90,7 +91,7 @@ class AiohttpHandler:
             head = await self.admission.admit(head, request.remote)
             body = await _read_body(request, self.body_timeout, self.admission)
         except HttpError as exc:  # 401 / 429 / 503 / 413 / 408: answered now; the rest of the body is never read
-            return await _refuse(request, exc.response())
+            return await _refuse(request, self.admission.refused(head, exc))
         inner = attrs.evolve(head, body=body)
         out: web.StreamResponse = web.Response(status=499)  # what is "returned" to a gone client
         async with anyio.create_task_group() as tg:
@@ -175,11 +176,16 @@ async def _cancel_on_disconnect(request: web.Request, scope: anyio.CancelScope) 
 
 
 def aiohttp_app(
-    app: App, *, body_timeout: float | None = BODY_TIMEOUT, auth: AuthHook | None = None, limits: ServerLimits | None = None
+    app: App,
+    *,
+    body_timeout: float | None = BODY_TIMEOUT,
+    auth: AuthHook | None = None,
+    limits: ServerLimits | None = None,
+    refusal: Callable[[Request, Response], Response] | None = None,
 ) -> web.Application:
-    """`app` as an aiohttp application (`auth`, `limits`: as for AiohttpHandler)."""
+    """`app` as an aiohttp application (`auth`, `limits`, `refusal`: as for AiohttpHandler)."""
     web_app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
-    handler = AiohttpHandler(app, body_timeout=body_timeout, auth=auth, limits=limits)
+    handler = AiohttpHandler(app, body_timeout=body_timeout, auth=auth, limits=limits, refusal=refusal)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         return await handler(request)
@@ -199,10 +205,10 @@ def engine_aiohttp_app(
 ) -> web.Application:
     """`build_app(engine)` as an aiohttp application that runs `async with engine` while it serves;
     `limits`, `cors_origins` and `options` (`rate_limit`, `metrics`, ...) as for `engine_asgi_app`."""
-    from .server import standalone_app
+    from .server import profile_error, standalone_app
 
     app = standalone_app(engine, auth=auth, cors_origins=cors_origins, **options)
-    web_app = aiohttp_app(app, body_timeout=body_timeout, auth=auth, limits=limits)
+    web_app = aiohttp_app(app, body_timeout=body_timeout, auth=auth, limits=limits, refusal=profile_error)
 
     async def run_engine(_: web.Application) -> AsyncIterator[None]:
         async with engine:

@@ -59,7 +59,8 @@ class ASGIApp:
     bodies being read at once and the failed authentications per client address this app allows
     (runengine.http.admission; 503 / 429 with Retry-After past them). The client address is the
     server's `scope["client"]`: behind a proxy, tell the server which proxy to trust (uvicorn's
-    `forwarded_allow_ips`) so that it is the client's, not the proxy's.
+    `forwarded_allow_ips`) so that it is the client's, not the proxy's. `refusal`: gives these
+    refusals the error format of the API a request is for (server.profile_error).
 
     `drain()` (in the event loop's thread, e.g. from the server's signal handler) ends every open
     stream, and any opened later, with a reconnect hint (sse.RECONNECT): the server can then
@@ -73,11 +74,12 @@ class ASGIApp:
         body_timeout: float | None = BODY_TIMEOUT,
         auth: AuthHook | None = None,
         limits: ServerLimits | None = None,
+        refusal: Callable[[Request, Response], Response] | None = None,
     ) -> None:
         self.app = app
         self.lifespan = lifespan
         self.body_timeout = body_timeout
-        self.admission = Admission(auth, limits)
+        self.admission = Admission(auth, limits, refusal=refusal)
         self._stop = ServerStop()
         self._streams: set[anyio.CancelScope] = set()
 
@@ -126,12 +128,13 @@ class ASGIApp:
 
     async def _admitted(self, scope: Scope, receive: Receive, send: Send) -> None:
         address = (scope.get("client") or (None,))[0]
+        head = _request(scope, b"")
         try:
             # Who is asking, from the headers alone: a body is read only for a request that may send one.
-            head = await self.admission.admit(_request(scope, b""), address)
+            head = await self.admission.admit(head, address)
             body = await _read_body(scope, receive, self.body_timeout, self.admission)
         except HttpError as exc:  # 401 / 429 / 503 / 413 / 408: answered now; the rest of the body is not read
-            await _refuse(scope, receive, send, exc.response())
+            await _refuse(scope, receive, send, self.admission.refused(head, exc))
             return
         if body is None:  # the client has gone
             return
@@ -292,7 +295,7 @@ def engine_asgi_app(
     `limits`: the server-wide limits (ServerLimits; runengine.limits' defaults); `cors_origins`:
     browser origins allowed to call the API (runengine.http.cors); `options` go to `build_app`
     (`metrics`: an installed observer whose metrics GET /metrics serves, `rate_limit`, ...)."""
-    from .server import standalone_app
+    from .server import profile_error, standalone_app
 
     app = standalone_app(engine, auth=auth, cors_origins=cors_origins, **options)
-    return ASGIApp(app, lifespan=lambda: engine, body_timeout=body_timeout, auth=auth, limits=limits)
+    return ASGIApp(app, lifespan=lambda: engine, body_timeout=body_timeout, auth=auth, limits=limits, refusal=profile_error)

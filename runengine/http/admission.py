@@ -33,7 +33,7 @@ from ..limits import (
     MAX_CONNECTIONS,
 )
 from .auth import AuthHook, authenticate
-from .core import HttpError, Request
+from .core import HttpError, Request, Response
 from .ratelimit import RETRY_AFTER, Rate
 
 _RETRY = next(iter(RETRY_AFTER)).lower()
@@ -143,10 +143,17 @@ class Admission:
     """One served app's server-wide limits (`limits`) and its auth hook, applied from a request's head."""
 
     def __init__(
-        self, auth: AuthHook | None = None, limits: ServerLimits | None = None, *, clock: Callable[[], float] = time.monotonic
+        self,
+        auth: AuthHook | None = None,
+        limits: ServerLimits | None = None,
+        *,
+        refusal: Callable[[Request, Response], Response] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`refusal`: gives a refusal the error format of the API the request is for (as RateLimited's)."""
         self.auth = auth
         self.limits = limits if limits is not None else ServerLimits()
+        self.refusal = refusal
         self.in_progress = 0
         #: Bytes of bodies held by requests whose body is being read.
         self.body_bytes = 0
@@ -181,6 +188,11 @@ class Admission:
                 self.answered(address, 401)
                 raise
             return head
+
+    def refused(self, head: Request, error: HttpError) -> Response:
+        """The response refusing `head` with `error`, in the format of the API it is for."""
+        response = error.response()
+        return self.refusal(head, response) if self.refusal is not None else response
 
     def answered(self, address: str | None, status: int) -> None:
         """Note the status a request from `address` was answered with (a 401 is a failed authentication)."""
