@@ -111,6 +111,18 @@ async def test_a_refusal_before_the_body_has_the_error_format_of_its_profile(ser
 
 
 @pytest.mark.anyio
+async def test_an_auth_hook_that_fails_is_a_500_in_the_error_format() -> None:
+    def broken(headers: Any) -> str:
+        raise RuntimeError("the user directory is down")
+
+    async with serve(engine_asgi_app(demo_engine(), auth=broken), **SERVE_OPTIONS) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            for call in (client.get("/runs"), client.post("/runs", json={"agent": "echo"})):
+                response = await call
+                assert response.status_code == 500 and response.json()["error"]["code"] == "internal_error"
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("server", sorted(SERVERS))
 async def test_bodies_being_read_at_once_are_capped_with_a_503(server: str) -> None:
     async with SERVERS[server](ServerLimits(body_bytes_in_flight=MAX_BODY_BYTES)) as port:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 
 import attrs
+import structlog
 
 from ..errors import InvalidRequest
 from ..limits import (
@@ -36,6 +37,7 @@ from .auth import AuthHook, authenticate
 from .core import HttpError, Request, Response
 from .ratelimit import RETRY_AFTER, Rate
 
+log = structlog.get_logger("runengine.http")
 _RETRY = next(iter(RETRY_AFTER)).lower()
 #: What a client refused for a busy server is told to wait (seconds).
 BUSY_RETRY_AFTER = 1
@@ -188,6 +190,9 @@ class Admission:
                 self.answered(address, 401)
                 raise
             return head
+        except Exception:  # a bug in the hook, as the router answers one: logged, 500 in the error format
+            log.exception("the auth hook failed", method=head.method, path=head.path)
+            raise HttpError(500, "internal_error", "internal server error") from None
 
     def refused(self, head: Request, error: HttpError) -> Response:
         """The response refusing `head` with `error`, in the format of the API it is for."""
