@@ -12,10 +12,12 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import attrs
 import structlog
 
 from runengine import observe
 from runengine.engine import RunEngine
+from runengine.http.admission import Admission, ServerLimits
 from runengine.http.auth import AuthHook
 from runengine.http.core import (
     LINGER_BYTES,
@@ -52,14 +54,32 @@ BODY_TIMEOUT = 30.0
 class ASGIApp:
     """`body_timeout`: seconds for a request's whole body to arrive (None: no limit); later, a 408.
 
+    `auth`: the app's auth hook, asked from the headers before any body is read (a request with a
+    body the hook refuses is a 401 at once), and `limits`: the requests in progress, the bytes of
+    bodies being read at once and the failed authentications per client address this app allows
+    (runengine.http.admission; 503 / 429 with Retry-After past them). The client address is the
+    server's `scope["client"]`: behind a proxy, tell the server which proxy to trust (uvicorn's
+    `forwarded_allow_ips`) so that it is the client's, not the proxy's. `refusal`: gives these
+    refusals the error format of the API a request is for (server.profile_error).
+
     `drain()` (in the event loop's thread, e.g. from the server's signal handler) ends every open
     stream, and any opened later, with a reconnect hint (sse.RECONNECT): the server can then
     stop without waiting out, or cutting, its streams, and clients resume elsewhere by seq."""
 
-    def __init__(self, app: App, *, lifespan: Lifespan | None = None, body_timeout: float | None = BODY_TIMEOUT) -> None:
+    def __init__(
+        self,
+        app: App,
+        *,
+        lifespan: Lifespan | None = None,
+        body_timeout: float | None = BODY_TIMEOUT,
+        auth: AuthHook | None = None,
+        limits: ServerLimits | None = None,
+        refusal: Callable[[Request, Response], Response] | None = None,
+    ) -> None:
         self.app = app
         self.lifespan = lifespan
         self.body_timeout = body_timeout
+        self.admission = Admission(auth, limits, refusal=refusal)
         self._stop = ServerStop()
         self._streams: set[anyio.CancelScope] = set()
 
@@ -97,18 +117,34 @@ class ASGIApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            body = await _read_body(scope, receive, self.body_timeout)
-        except HttpError as exc:  # 413 / 408: answered now; the rest of the body is not read
+            self.admission.enter()
+        except HttpError as exc:  # 503: too many requests in progress
             await _refuse(scope, receive, send, exc.response())
+            return
+        try:
+            await self._admitted(scope, receive, send)
+        finally:
+            self.admission.leave()
+
+    async def _admitted(self, scope: Scope, receive: Receive, send: Send) -> None:
+        address = (scope.get("client") or (None,))[0]
+        head = _request(scope, b"")
+        try:
+            # Who is asking, from the headers alone: a body is read only for a request that may send one.
+            head = await self.admission.admit(head, address)
+            body = await _read_body(scope, receive, self.body_timeout, self.admission)
+        except HttpError as exc:  # 401 / 429 / 503 / 413 / 408: answered now; the rest of the body is not read
+            await _refuse(scope, receive, send, self.admission.refused(head, exc))
             return
         if body is None:  # the client has gone
             return
-        request = _request(scope, body)
+        request = attrs.evolve(head, body=body)
         async with anyio.create_task_group() as tg:
             # The client may go at any time: stop the handler, and the stream, when it does.
             tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
             with observe.current.request(headers=request.headers):  # a traceparent continues its trace
                 response = await self.app(request)
+            self.admission.answered(address, response.status)
             await send(
                 {
                     "type": "http.response.start",
@@ -156,11 +192,12 @@ async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> N
             return
 
 
-async def _read_body(scope: Scope, receive: Receive, timeout: float | None) -> bytes | None:
+async def _read_body(scope: Scope, receive: Receive, timeout: float | None, admission: Admission) -> bytes | None:
     """The request body (None if the client went away first).
 
     HttpError 413 for a Content-Length over the limit (before reading any of it) or as soon as a
-    chunked body passes the limit; 408 when the whole body has not arrived within `timeout`.
+    chunked body passes the limit; 503 when the bytes it needs of the bodies being read at once are
+    not free; 408 when the whole body has not arrived within `timeout`.
     """
     declared = _content_length(scope)
     if declared is not None and declared > MAX_BODY_BYTES:
@@ -168,7 +205,7 @@ async def _read_body(scope: Scope, receive: Receive, timeout: float | None) -> b
     chunks: list[bytes] = []
     size = 0
     try:
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(timeout), admission.body(declared) as hold:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
@@ -177,6 +214,7 @@ async def _read_body(scope: Scope, receive: Receive, timeout: float | None) -> b
                 size += len(chunk)
                 if size > MAX_BODY_BYTES:
                     raise payload_too_large()
+                hold.cover(size)
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     return b"".join(chunks)
@@ -247,15 +285,17 @@ def engine_asgi_app(
     *,
     auth: AuthHook | None = None,
     body_timeout: float | None = BODY_TIMEOUT,
+    limits: ServerLimits | None = None,
     cors_origins: Iterable[str] = (),
     **options: Any,
 ) -> ASGIApp:
     """A standalone ASGI app for `engine`: `build_app` (given `auth` and `options`) plus a lifespan
     that runs `async with engine`.
 
-    `cors_origins`: browser origins allowed to call the API (runengine.http.cors); `options` go to
-    `build_app` (`metrics`: an installed observer whose metrics GET /metrics serves, `rate_limit`, ...)."""
-    from .server import standalone_app
+    `limits`: the server-wide limits (ServerLimits; runengine.limits' defaults); `cors_origins`:
+    browser origins allowed to call the API (runengine.http.cors); `options` go to `build_app`
+    (`metrics`: an installed observer whose metrics GET /metrics serves, `rate_limit`, ...)."""
+    from .server import profile_error, standalone_app
 
     app = standalone_app(engine, auth=auth, cors_origins=cors_origins, **options)
-    return ASGIApp(app, lifespan=lambda: engine, body_timeout=body_timeout)
+    return ASGIApp(app, lifespan=lambda: engine, body_timeout=body_timeout, auth=auth, limits=limits, refusal=profile_error)

@@ -4,7 +4,9 @@
                     [--header-timeout 10] [--body-timeout 30] [--keep-alive-timeout 5]
                     [--api-key NAME=KEY ...] [--rate-limit 600/minute] [--webhook-allow-host HOST ...]
                     [--config runengine.toml]        (every option also RUNENGINE_<NAME>: docs/configuration.md)
-                    [--log-format console|json] [--log-locals] [--metrics/--no-metrics] [--cors-origin ORIGIN ...]
+                    [--log-format console|json] [--log-locals] [--metrics/--no-metrics] [--metrics-port PORT] [--cors-origin ORIGIN ...]
+                    [--max-connections 1000] [--max-body-bytes-in-flight 67108864] [--auth-failure-limit 20/minute]
+                    [--forwarded-allow-ips 127.0.0.1]
     runengine tail RUN_ID [--after-seq N] [--url http://127.0.0.1:8000]
     runengine runs [--session-id S] [--status S] [--limit N]
     runengine show RUN_ID
@@ -42,6 +44,7 @@ from runengine.ports import EventStore
 from runengine.adapters.server import PLATFORM_RATE
 from runengine.http.ratelimit import Rate
 from runengine.http.streaming import RUN_DELETED_EVENT
+from runengine.limits import AUTH_FAILURE_WINDOW, MAX_AUTH_FAILURES, MAX_BODY_BYTES, MAX_BODY_BYTES_IN_FLIGHT, MAX_CONNECTIONS
 from runengine.worker import LOST_POLICIES
 
 from .configfile import ENV_PREFIX, config_option
@@ -220,6 +223,47 @@ def access_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+def limit_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The serve options that bound what all clients together make the server hold
+    (docs/security.md#server-wide-limits)."""
+    options = [
+        click.option(
+            "--max-connections",
+            default=MAX_CONNECTIONS,
+            show_default=True,
+            type=click.IntRange(min=1),
+            help="Connections open at once (each open SSE stream holds one); past it a new connection gets"
+            " 503 with Retry-After at once. Keep it under the process's file limit (ulimit -n).",
+        ),
+        click.option(
+            "--max-body-bytes-in-flight",
+            default=MAX_BODY_BYTES_IN_FLIGHT,
+            show_default=True,
+            type=click.IntRange(min=MAX_BODY_BYTES),
+            help="Bytes of request bodies being read at once, over every connection (a body holds its"
+            " Content-Length from its headers until it is read); past it 503 with Retry-After at once.",
+        ),
+        click.option(
+            "--auth-failure-limit",
+            type=RateType(),
+            default=str(Rate(MAX_AUTH_FAILURES, AUTH_FAILURE_WINDOW)),
+            show_default=True,
+            help="Requests answered 401 per client address (IPv6: per /64); past it the address gets 429 with"
+            " Retry-After for the rest of the period. `off`: not limited. Behind a proxy, see --forwarded-allow-ips.",
+        ),
+        click.option(
+            "--forwarded-allow-ips",
+            default="127.0.0.1",
+            show_default=True,
+            help="Proxies (comma-separated addresses or networks, or *) whose X-Forwarded-For is trusted: a request"
+            " through one counts as from the client it names (uvicorn's forwarded_allow_ips); others as from the peer.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def _access_summary(api_keys: tuple[tuple[str, str], ...], auth_ref: str | None, rate_limit: Rate | str | None) -> str:
     """The start-up line's account of who may call and how often."""
     if api_keys:
@@ -274,7 +318,14 @@ def _access_summary(api_keys: tuple[tuple[str, str], ...], auth_ref: str | None,
 @click.option(
     "--metrics/--no-metrics",
     default=None,
-    help="Serve Prometheus metrics at GET /metrics (default: yes when prometheus-client is installed).",
+    help="Serve Prometheus metrics (default: yes when prometheus-client is installed): on --metrics-port, or"
+    " at GET /metrics of the API when the server is open (no --api-key / --auth: never to API clients).",
+)
+@click.option(
+    "--metrics-port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="Serve GET /metrics on this port of --host, without a key (firewall it), and not on the API's port.",
 )
 @click.option(
     "--cors-origin",
@@ -314,6 +365,7 @@ def _access_summary(api_keys: tuple[tuple[str, str], ...], auth_ref: str | None,
     help="Seconds an idle connection is kept open after a response.",
 )
 @access_options
+@limit_options
 @config_option("serve")
 @click.pass_context
 def serve(
@@ -329,6 +381,7 @@ def serve(
     log_format: LogFormat,
     log_locals: bool,
     metrics: bool | None,
+    metrics_port: int | None,
     cors_origins: tuple[str, ...],
     run_worker: bool | None,
     header_timeout: float,
@@ -337,6 +390,10 @@ def serve(
     api_keys: tuple[tuple[str, str], ...],
     rate_limit: Rate | str | None,
     webhook_allow_hosts: tuple[str, ...],
+    max_connections: int,
+    max_body_bytes_in_flight: int,
+    auth_failure_limit: Rate | str,
+    forwarded_allow_ips: str,
 ) -> None:
     """Serve the native API and the live page (uvicorn).
 
@@ -345,9 +402,11 @@ def serve(
     import uvicorn
 
     from runengine.adapters.asgi import engine_asgi_app
-    from runengine.adapters.uvicorn_http import header_timeout_protocol
+    from runengine.adapters.uvicorn_http import limited_protocol
     from runengine.adapters.webhooks import WebhookSender
+    from runengine.http.admission import ServerLimits
     from runengine.http.apikeys import api_key_auth, keys_by_secret
+    from runengine.limits import MAX_HEADER_BYTES
 
     from runengine.demo import register_demo_agents
 
@@ -376,17 +435,22 @@ def serve(
     if auth_ref:
         auth = load_object(auth_ref, "--auth")
     configure_logging(log_level, log_format, log_locals=log_locals)
-    observer = _instrument(metrics)
+    observer = _instrument(True if metrics is None and metrics_port is not None else metrics)
     click.echo(
         f"runengine {__version__}: http://{host}:{port}/ (agents: {', '.join(a.name for a in engine.agents)});"
-        f" {_access_summary(api_keys, auth_ref, rate_limit)}"
+        f" {_access_summary(api_keys, auth_ref, rate_limit)}; {_serve_metrics(observer, host, metrics_port, auth)}"
     )
     asgi = engine_asgi_app(
         engine,
         auth=auth,
         body_timeout=body_timeout,
+        limits=ServerLimits(
+            connections=max_connections,
+            body_bytes_in_flight=max_body_bytes_in_flight,
+            auth_failures=auth_failure_limit if isinstance(auth_failure_limit, Rate) else None,
+        ),
         cors_origins=cors_origins,
-        metrics=observer,
+        metrics=observer if metrics_port is None and auth is None else None,
         rate_limit=rate_limit if isinstance(rate_limit, Rate) else None,
         platform_rate=None if rate_limit == RATE_OFF else PLATFORM_RATE,
         webhook_sender=WebhookSender(allow_hosts=webhook_allow_hosts),
@@ -400,8 +464,10 @@ def serve(
         log_config=None,  # configure_logging formats uvicorn's lines too
         lifespan="on",
         timeout_graceful_shutdown=3,
-        http=header_timeout_protocol(header_timeout),
+        http=limited_protocol(header_timeout, max_connections=max_connections, max_header_bytes=MAX_HEADER_BYTES),
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         timeout_keep_alive=keep_alive_timeout,  # type: ignore[arg-type]  # uvicorn types it int; any number works
+        forwarded_allow_ips=forwarded_allow_ips,
     )
     try:
         _draining_server(config, asgi).run()
@@ -425,6 +491,20 @@ def _draining_server(config: Any, asgi: Any) -> Any:
                 pass
 
     return Server(config)
+
+
+def _serve_metrics(observer: Any, host: str, metrics_port: int | None, auth: Any) -> str:
+    """Start the metrics port if one is asked for; the start-up line's account of where metrics are."""
+    if observer is None:
+        return "metrics: off"
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=host, registry=observer.registry)  # a thread of its own
+        return f"metrics: http://{host}:{metrics_port}/metrics"
+    if auth is not None:  # every principal's agents and counts: never to API clients
+        return "metrics: off on the API port with auth on (give --metrics-port)"
+    return "metrics: GET /metrics"
 
 
 def _instrument(metrics: bool | None) -> Any:

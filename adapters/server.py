@@ -18,6 +18,7 @@ from runengine.adapters.profiles.threads import DEFAULT_AGENT, ThreadsProfile
 from runengine.adapters.webhook_deliveries import WebhookDeliveries
 from runengine.adapters.webhooks import WebhookSender
 from runengine.engine import RunEngine
+from runengine.errors import InvalidRequest
 from runengine.http.auth import AuthHook
 from runengine.adapters.profiles.native import NativeAPI
 from runengine.http.core import App, Request, Response
@@ -56,7 +57,10 @@ def build_app(
     limited, at `platform_rate` (None: not at all; `runengine serve` gives PLATFORM_RATE). The
     counts are shared by every process when the store offers it (PostgreSQL). `webhook_sender`:
     how callbacks and webhooks are sent (its `allow_hosts` lets them reach internal hosts).
-    `metrics`: serve its metrics at GET /metrics (runengine.adapters.metrics.install_metrics()).
+    `metrics`: serve its metrics at GET /metrics (runengine.adapters.metrics.install_metrics()), only
+    with auth off: they count every principal's runs by agent, so with `auth` serve them on a port of
+    their own (`prometheus_client.start_http_server(port, registry=metrics.registry)`, as
+    `runengine serve --metrics-port` does).
     GET /healthz and /readyz are always there. `default_agent`: the agent a /v1 run without
     `persona_id` runs (None: persona_id is required)."""
     streams = streams if streams is not None else OpenStreams()
@@ -66,6 +70,11 @@ def build_app(
     NativeAPI(engine, auth=auth, router=router, streams=streams)  # registers its routes on `router`
     add_page(router)
     add_health(router, engine)
+    if metrics is not None and auth is not None:
+        raise InvalidRequest(
+            "metrics would show every principal's agents and counts to any client: with auth, serve them on"
+            " a port of their own (prometheus_client.start_http_server(port, registry=metrics.registry))"
+        )
     if metrics is not None:
         from runengine.adapters.metrics import add_metrics_route  # prometheus-client: an extra
 

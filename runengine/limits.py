@@ -75,3 +75,18 @@ MAX_SYNC_WAITS_PER_PRINCIPAL = 100
 #: Encoded SSE frames of recent events kept for many subscribers (native API), in bytes in all:
 #: large events (a 256 KiB input echoed back) must not make a count-bounded cache hold gigabytes.
 MAX_FRAME_CACHE_BYTES = 32 * 1024 * 1024
+
+# -- what the server holds for everyone at once (runengine.http.admission; `runengine serve` options) --
+
+#: Connections `runengine serve` keeps open at once (the ASGI and aiohttp bindings: requests in
+#: progress); past it a new one gets 503 at once. Each open SSE stream holds one.
+MAX_CONNECTIONS = 1000
+#: Bytes of request bodies being read at once, over every connection (a body is held from its
+#: headers, by its Content-Length, until it has been read); past it a request gets 503 at once.
+MAX_BODY_BYTES_IN_FLIGHT = 64 * 1024 * 1024
+#: A request's line and header fields, in bytes (`runengine serve`); past it a 431.
+MAX_HEADER_BYTES = 16 * 1024
+#: Requests answered 401 from one client address within AUTH_FAILURE_WINDOW seconds; past it every
+#: request from that address gets 429 until the window ends (IPv6: one count per /64).
+MAX_AUTH_FAILURES = 20
+AUTH_FAILURE_WINDOW = 60.0

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import anyio.abc
 import httpx
 import uvicorn
 from httpx_sse import aconnect_sse
@@ -75,6 +76,41 @@ async def serve_aiohttp(app: Any) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+# -- raw sockets: what a server really sends ------------------------------------------------------
+
+#: How long a raw-socket read waits for the server at most (seconds).
+RAW_WAIT = 15.0
+
+
+async def read_until_closed(stream: anyio.abc.SocketStream) -> bytes:
+    """Everything the server sends until it closes the connection (bounded by RAW_WAIT)."""
+    received = b""
+    with anyio.fail_after(RAW_WAIT):
+        while True:
+            try:
+                received += await stream.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionResetError):
+                return received
+
+
+def parse_response(raw: bytes) -> tuple[int, dict[str, str], Any]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    if headers.get("transfer-encoding") == "chunked":  # one chunk is enough for these small bodies
+        size, _, rest = body.partition(b"\r\n")
+        body = rest[: int(size, 16)]
+    return int(lines[0].split()[1]), headers, json.loads(body)
+
+
+def assert_error(raw: bytes, status: int, code: str) -> dict[str, Any]:
+    got, headers, body = parse_response(raw)
+    assert got == status, raw[:300]
+    assert headers["content-type"].startswith("application/json")
+    assert body["error"]["code"] == code and body["error"]["message"]
+    return body["error"]
 
 
 def add_test_agents(engine: RunEngine) -> None:

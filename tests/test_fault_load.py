@@ -33,7 +33,8 @@ ANYIO_BACKENDS = ("asyncio",)
 @pytest.mark.anyio
 async def test_thousand_subscribers_get_the_identical_sequence(tmp_path: Path) -> None:
     server = ServeProcess(
-        ["--app", "fault_apps:gate", "--log-level", "warning"],
+        # More streams at once than the default --max-connections (1,000) lets one process hold.
+        ["--app", "fault_apps:gate", "--log-level", "warning", "--max-connections", str(SUBSCRIBERS + 100)],
         tmp_path / "serve.log",
         env={"RUNENGINE_FAULT_STORE": f"sqlite:///{tmp_path / 'load.db'}"},
         cwd=TESTS,

@@ -7,23 +7,20 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import anyio
-import anyio.abc
 import httpx
 import pytest
 
-from httpkit import demo_engine, serve, serve_aiohttp
+from httpkit import RAW_WAIT, assert_error, demo_engine, parse_response, read_until_closed, serve, serve_aiohttp
 from runengine.adapters.aiohttp_app import engine_aiohttp_app
 from runengine.adapters.asgi import engine_asgi_app
-from runengine.adapters.uvicorn_http import header_timeout_protocol
+from runengine.adapters.uvicorn_http import limited_protocol
 from runengine.http.core import MAX_BODY_BYTES
 
-#: Small timeouts for the tests (seconds); every wait below is bounded by WAIT instead.
+#: Small timeouts for the tests (seconds); every wait below is bounded by RAW_WAIT instead.
 HEADER_TIMEOUT = 0.5
 BODY_TIMEOUT = 0.5
-WAIT = 15.0
 CHUNK = b"x" * 65536
 
 
@@ -34,7 +31,7 @@ ANYIO_BACKENDS = ("asyncio",)  # uvicorn, aiohttp
 async def uvicorn_server() -> AsyncIterator[int]:
     engine = demo_engine()
     app = engine_asgi_app(engine, body_timeout=BODY_TIMEOUT)
-    async with serve(app, http=header_timeout_protocol(HEADER_TIMEOUT), access_log=False) as url:
+    async with serve(app, http=limited_protocol(HEADER_TIMEOUT), access_log=False) as url:
         yield int(url.rsplit(":", 1)[1])
 
 
@@ -45,35 +42,6 @@ async def aiohttp_server() -> AsyncIterator[int]:
 
 
 SERVERS = {"uvicorn": uvicorn_server, "aiohttp": aiohttp_server}
-
-
-async def read_until_closed(stream: anyio.abc.SocketStream) -> bytes:
-    """Everything the server sends until it closes the connection (bounded by WAIT)."""
-    received = b""
-    with anyio.fail_after(WAIT):
-        while True:
-            try:
-                received += await stream.receive()
-            except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionResetError):
-                return received
-
-
-def parse_response(raw: bytes) -> tuple[int, dict[str, str], Any]:
-    head, _, body = raw.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
-    if headers.get("transfer-encoding") == "chunked":  # one chunk is enough for these small bodies
-        size, _, rest = body.partition(b"\r\n")
-        body = rest[: int(size, 16)]
-    return int(lines[0].split()[1]), headers, json.loads(body)
-
-
-def assert_error(raw: bytes, status: int, code: str) -> dict[str, Any]:
-    got, headers, body = parse_response(raw)
-    assert got == status, raw[:300]
-    assert headers["content-type"].startswith("application/json")
-    assert body["error"]["code"] == code and body["error"]["message"]
-    return body["error"]
 
 
 def post_head(extra: str) -> bytes:
@@ -181,7 +149,7 @@ async def test_a_body_just_under_the_limit_is_read(server: str) -> None:
 @pytest.mark.parametrize("server", sorted(SERVERS))
 async def test_a_client_that_sends_its_whole_body_before_reading_still_gets_the_413(server: str) -> None:
     async with SERVERS[server]() as port:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=WAIT) as client:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=RAW_WAIT) as client:
             for body in (b" " * (MAX_BODY_BYTES + 1), b" " * (2 * MAX_BODY_BYTES)):
                 response = await client.post("/runs", content=body, headers={"content-type": "application/json"})
                 assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"

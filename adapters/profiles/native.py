@@ -533,7 +533,8 @@ class NativeAPI:
         )
 
     async def openapi(self, request: Request) -> Response:
-        agents = tuple(spec.name for spec in self.engine.agents if not is_internal(spec))
+        # The document is public: with auth on, it names no agent (GET /agents tells the principals).
+        agents = () if self.auth is not None else tuple(spec.name for spec in self.engine.agents if not is_internal(spec))
         # The router's declared routes: this API's (the page, health and metrics routes a shared
         # router also serves are not declared, nor are mounted profiles, which have their own).
         declared = [(m, p, op) for m, p, op in self.router.declared() if op is not None]

@@ -228,7 +228,9 @@ RUN_EVENTS = Operation(
     replies={200: Reply("the event stream", content=SSE)},
     errors=(400, 404, 429),
 )
-OPENAPI = Operation("openapi", "This document", replies={200: Reply("the OpenAPI document", {"type": "object"})})
+OPENAPI = Operation(
+    "openapi", "This document", replies={200: Reply("the OpenAPI document", {"type": "object"})}, secured=False
+)
 
 
 # -- the app ------------------------------------------------------------------------------
@@ -255,7 +257,7 @@ class ThreadsProfile:
         r.route("POST", "/runs/{run_id}:cancel", guarded(self.auth, self.cancel_run), operation=CANCEL_RUN)
         r.route("POST", "/runs/{run_id}/input", guarded(self.auth, self.submit_input), operation=SUBMIT_INPUT)
         r.route("GET", "/runs/{run_id}/events", guarded(self.auth, self.run_events), operation=RUN_EVENTS)
-        r.route("GET", "/openapi.json", guarded(self.auth, self.openapi), operation=OPENAPI)
+        r.route("GET", "/openapi.json", self.openapi, operation=OPENAPI)  # public, as the native API's
 
     def routes(self) -> Iterator[tuple[str, str]]:
         return self.router.routes()
