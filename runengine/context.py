@@ -42,7 +42,7 @@ from .events import (
     ToolResult,
     Usage,
 )
-from .history import HistoryMessage, session_history
+from .history import HistoryMessage, session_history, session_runs, step_outputs
 from .ports import EventStore, SessionRecord
 from .reducer import Fold
 from .replay import Journal
@@ -142,6 +142,16 @@ class RunContext:
         if self.session_id is None:
             return []
         return await session_history(self._store, self.session_id, owner=self.owner, before_run=self.run_id)
+
+    async def session_steps(self, name: str) -> list[tuple[str, Any]]:
+        """`(run_id, output)` of every step named `name` that the session's earlier runs recorded
+        (failed ones left out), oldest run first, each run's in the order recorded: what an
+        integration keeps of a turn beyond its text (a framework's own message history). Empty
+        outside a session; read from the store, not recorded, like `history()`."""
+        if self.session_id is None:
+            return []
+        runs = await session_runs(self._store, self.session_id, owner=self.owner, before_run=self.run_id)
+        return [(run.run_id, output) for run in runs for output in await step_outputs(self._store, run.run_id, name)]
 
     # -- recording and replaying ------------------------------------------------
 
@@ -378,7 +388,7 @@ class RunContext:
             recorded = await self._recorded(Event, call)
             if recorded is None:
                 break  # not recorded to its end: made again, live
-            if isinstance(recorded, (MessageDelta, Thought)):
+            if isinstance(recorded, (MessageDelta, Thought, Custom)):
                 continue  # streamed by this call the first time
             if not isinstance(recorded, StepCompleted):
                 raise self._diverge(recorded, call, f"the log has {recorded.type}")
@@ -571,6 +581,10 @@ class MessageStream:
         self.started = True
 
 
+#: The `custom` event of a streamed piece of a tool call's arguments: `{"call_id", "tool", "delta"}`.
+TOOL_ARGUMENTS_DELTA = "tool.arguments.delta"
+
+
 class StepStream:
     """What a `stream_step` function streams through while it runs (live only)."""
 
@@ -583,7 +597,15 @@ class StepStream:
     async def thought(self, content: str) -> None:
         await self._ctx.thought(content)
 
+    async def custom(self, name: str, data: Any = None) -> None:
+        await self._ctx.custom(name, data)
+
+    async def tool_arguments(self, call_id: str, tool: str | None, delta: str) -> None:
+        """A piece of a tool call's arguments (JSON text) as the model streams it: a `custom` event
+        named TOOL_ARGUMENTS_DELTA, so a client can show the call before it is made."""
+        await self._ctx.custom(TOOL_ARGUMENTS_DELTA, {"call_id": call_id, "tool": tool, "delta": delta})
+
 
 AgentFn = Callable[[RunContext], Awaitable[Any]]
 
-__all__ = ["RunContext", "MessageStream", "StepStream", "AgentFn", "InvalidRunState", "new_id", "plain", "sleep_until"]
+__all__ = ["RunContext", "MessageStream", "StepStream", "TOOL_ARGUMENTS_DELTA", "AgentFn", "InvalidRunState", "new_id", "plain", "sleep_until"]

@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 
+from .events import StepCompleted
 from .ports import EventStore, RunSummary
 from .reducer import Fold
 from .state import RunState
@@ -38,13 +39,11 @@ async def committed_state(store: EventStore, run_id: str) -> RunState | None:
             return fold.state
 
 
-async def session_history(
+async def session_runs(
     store: EventStore, session_id: str, *, owner: str | None = None, before_run: str | None = None
-) -> list[HistoryMessage]:
-    """The messages of the session's runs (of `owner`'s, when given), oldest first.
-
-    With `before_run`, only the runs created before that one (the run itself and later ones are left out).
-    """
+) -> list[RunSummary]:
+    """The session's runs (of `owner`'s, when given), oldest first; with `before_run`, only the
+    runs created before that one."""
     runs: list[RunSummary] = []
     before: str | None = None
     while True:
@@ -58,8 +57,30 @@ async def session_history(
         ids = [run.run_id for run in runs]
         if before_run in ids:
             runs = runs[: ids.index(before_run)]
+    return runs
+
+
+async def step_outputs(store: EventStore, run_id: str, name: str) -> list[Any]:
+    """The recorded outputs of the run's steps named `name` that succeeded, in the order recorded."""
+    outputs: list[Any] = []
+    after = 0
+    while True:
+        page = await store.read(run_id, after_seq=after, limit=PAGE)
+        outputs.extend(e.output for e in page if isinstance(e, StepCompleted) and e.name == name and e.error is None)
+        if len(page) < PAGE:
+            return outputs
+        after = page[-1].seq
+
+
+async def session_history(
+    store: EventStore, session_id: str, *, owner: str | None = None, before_run: str | None = None
+) -> list[HistoryMessage]:
+    """The messages of the session's runs (of `owner`'s, when given), oldest first.
+
+    With `before_run`, only the runs created before that one (the run itself and later ones are left out).
+    """
     history: list[HistoryMessage] = []
-    for summary in runs:
+    for summary in await session_runs(store, session_id, owner=owner, before_run=before_run):
         state = await committed_state(store, summary.run_id)
         if state is None:  # deleted between the listing and the read
             continue
@@ -79,4 +100,4 @@ async def session_history(
     return history
 
 
-__all__ = ["HistoryMessage", "committed_state", "session_history"]
+__all__ = ["HistoryMessage", "committed_state", "session_history", "session_runs", "step_outputs"]

@@ -15,14 +15,30 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from dataclasses import dataclass
+
+from pydantic import BaseModel
 from pydantic_ai import Agent, CallDeferred, ModelRetry
-from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, ToolReturnPart, UserPromptPart
+from pydantic_ai import RunContext as PydanticRunContext
+from pydantic_ai.usage import UsageLimits
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelMessagesTypeAdapter,
+    ModelRequest,
+    ModelResponse,
+    TextPart,
+    ThinkingPart,
+    ToolCallPart,
+    ToolReturnPart,
+    UserPromptPart,
+)
 from pydantic_ai.models.function import AgentInfo, DeltaThinkingPart, DeltaToolCall, FunctionModel
 from pydantic_ai.models.test import TestModel
 
 from runengine import RunEngine, Status
 from runengine.adapters.memory import MemoryStore
-from runengine.integrations.pydantic_ai import MODEL_STEP, agent_from_pydantic_ai, pydantic_ai_agent
+from runengine.context import TOOL_ARGUMENTS_DELTA
+from runengine.integrations.pydantic_ai import INVALID_DEPS, MESSAGES_STEP, MODEL_STEP, USAGE_LIMIT_EXCEEDED, agent_from_pydantic_ai, pydantic_ai_agent
 from kit import free_port, full_log
 from test_cli import COMMAND, wait_ready
 from test_durable_core import DyingStore, crash_then_resume
@@ -82,7 +98,7 @@ async def test_text_thinking_tools_and_usage_become_the_runs_events():
     assert (tool_call.call_id, tool_call.name, tool_call.arguments) == ("call_add", "add", {"a": 2, "b": 3})
     assert next(e for e in log if e.type == "tool.result").output == 5
     assert adds == [(2, 3)]
-    assert [e.name for e in log if e.type == "step.completed"] == [MODEL_STEP, MODEL_STEP]
+    assert [e.name for e in log if e.type == "step.completed"] == [MODEL_STEP, MODEL_STEP, MESSAGES_STEP]
     usage = [e for e in log if e.type == "usage"]
     assert len(usage) == 2 and all(u.input_tokens > 0 and u.output_tokens > 0 for u in usage)
     # The user prompt reached the model as the run's input.
@@ -91,20 +107,51 @@ async def test_text_thinking_tools_and_usage_become_the_runs_events():
     assert [p.content for p in first_request.parts if isinstance(p, UserPromptPart)] == ["2+3?"]
 
 
-async def test_the_sessions_earlier_runs_are_the_agents_message_history():
+async def test_the_sessions_earlier_turns_come_back_as_the_same_model_messages_tools_and_thinking_included():
     calls: list[list[ModelMessage]] = []
     adds: list[tuple[int, int]] = []
     engine = RunEngine(MemoryStore())
     engine.agents.add(agent_from_pydantic_ai(adder_agent(calls, adds), name="adder"))
+
+    @engine.agent("plain")
+    async def plain(ctx):
+        await ctx.say("a plain reply")
+        return None
+
     async with engine:
         first = await engine.execute("adder", "2+3?", session_id="s")
+        await engine.execute("plain", "hello", session_id="s")
         await engine.execute("adder", {"again": True}, session_id="s")
-    second_run_first_request = calls[2]
-    assert isinstance(second_run_first_request[0], ModelRequest)
-    assert [p.content for p in second_run_first_request[0].parts if isinstance(p, UserPromptPart)] == ["2+3?"]
-    assert isinstance(second_run_first_request[1], ModelResponse)
-    assert second_run_first_request[1].parts == [TextPart(first.output)]
-    assert [p.content for p in second_run_first_request[-1].parts if isinstance(p, UserPromptPart)] == ['{"again": true}']
+        log = await full_log(engine, first.run_id)
+    recorded = ModelMessagesTypeAdapter.validate_python(next(e for e in log if e.type == "step.completed" and e.name == MESSAGES_STEP).output)
+    # Turn 1 as Pydantic AI kept it: prompt, thinking + tool call, tool return, answer (with usage).
+    assert recorded[:-1] == calls[1] and recorded[-1].parts == [TextPart("The sum is 5.")]
+    third_turn = calls[2]
+    assert third_turn[: len(recorded)] == recorded  # the same ModelMessage objects, round-tripped
+    parts = [p for m in third_turn for p in m.parts]
+    assert any(isinstance(p, ThinkingPart) and p.content == "need a tool" for p in parts)
+    assert any(isinstance(p, ToolCallPart) and p.args_as_dict() == {"a": 2, "b": 3} for p in parts)
+    assert any(isinstance(p, ToolReturnPart) and p.content == 5 for p in parts)
+    assert isinstance(third_turn[len(recorded) - 1], ModelResponse) and third_turn[len(recorded) - 1].usage.output_tokens > 0
+    # The run of another agent (nothing recorded) comes as its input and its text.
+    plain_turn = third_turn[len(recorded) : len(recorded) + 2]
+    assert [p.content for p in plain_turn[0].parts] == ["hello"] and plain_turn[1].parts == [TextPart("a plain reply")]
+    assert [p.content for p in third_turn[-1].parts if isinstance(p, UserPromptPart)] == ['{"again": true}']
+
+
+async def test_history_runs_keeps_the_last_turns_only():
+    prompts: list[list[str]] = []
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        prompts.append([p.content for m in messages for p in m.parts if isinstance(p, UserPromptPart)])
+        yield "ok"
+
+    engine = RunEngine(MemoryStore())
+    engine.agent("short")(pydantic_ai_agent(Agent(FunctionModel(stream_function=model)), history_runs=2))
+    async with engine:
+        for turn in ["one", "two", "three", "four"]:
+            await engine.execute("short", turn, session_id="s")
+    assert prompts[-1] == ["two", "three", "four"]
 
 
 async def test_test_model_calls_every_tool_and_its_output_is_the_runs_output():
@@ -245,7 +292,7 @@ async def test_a_model_request_in_flight_at_the_crash_is_made_again_and_nothing_
     # Request 1 recorded (replayed), request 2 in flight at the crash (made again), the tool once.
     assert len(calls) == 3 and adds == [(2, 3)]
     assert [m.content for m in state.messages] == ["The sum is 5."]
-    assert [e.name for e in log if e.type == "step.completed"] == [MODEL_STEP, MODEL_STEP]
+    assert [e.name for e in log if e.type == "step.completed"] == [MODEL_STEP, MODEL_STEP, MESSAGES_STEP]
 
 
 def approval_agent(ran: list[str]) -> Agent[None, str]:
@@ -408,3 +455,102 @@ async def test_tools_the_model_calls_together_run_one_after_another_in_its_order
     assert state.status is Status.COMPLETED
     assert steps == ["first started", "first ended", "second started"]
     assert [c.call_id for c in state.tool_calls] == ["c_first", "c_second"]
+
+
+class Booking(BaseModel):
+    city: str
+    nights: int
+
+
+@dataclass
+class Guest:
+    name: str
+    vip: bool = False
+
+
+def booking_model(seen: list[list[ModelMessage]]) -> FunctionModel:
+    """Answers through the output tool with a Booking (its arguments streamed), greeting the guest in deps."""
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
+        seen.append(messages)
+        output_tool = info.output_tools[0].name
+        yield {0: DeltaToolCall(name=output_tool, json_args='{"city": "Oslo", ', tool_call_id=f"out_{len(seen)}")}
+        yield {0: DeltaToolCall(json_args='"nights": 3}')}
+
+    return FunctionModel(stream_function=stream)
+
+
+async def test_structured_output_is_the_runs_output_and_its_arguments_stream_as_they_arrive():
+    seen: list[list[ModelMessage]] = []
+    engine = RunEngine(MemoryStore())
+    engine.agent("book")(pydantic_ai_agent(Agent(booking_model(seen)), output_type=Booking))
+    async with engine:
+        first = await engine.execute("book", "a room in Oslo", session_id="s")
+        second = await engine.execute("book", "and again", session_id="s")
+        log = await full_log(engine, first.run_id)
+    assert first.status is Status.COMPLETED and first.output == {"city": "Oslo", "nights": 3}
+    assert second.output == {"city": "Oslo", "nights": 3}
+    pieces = [e.data for e in log if e.type == "custom" and e.name == TOOL_ARGUMENTS_DELTA]
+    assert [p["delta"] for p in pieces] == ['{"city": "Oslo", ', '"nights": 3}']
+    assert {(p["call_id"], p["tool"]) for p in pieces} == {("out_1", "final_result")}
+    # Turn 2 saw turn 1 whole (the output tool's call and return) and then its own prompt.
+    prompts = [p.content for m in seen[1] for p in m.parts if isinstance(p, UserPromptPart)]
+    assert prompts == ["a room in Oslo", "and again"]
+    assert any(isinstance(p, ToolCallPart) and p.tool_call_id == "out_1" for m in seen[1] for p in m.parts)
+
+
+async def test_deps_come_from_the_runs_metadata_as_the_agents_deps_type_and_bad_ones_fail_the_run():
+    greeted: list[Guest] = []
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
+        if answered(messages):
+            yield "done"
+        else:
+            yield {0: DeltaToolCall(name="greet", json_args="{}", tool_call_id="g")}
+
+    agent = Agent(FunctionModel(stream_function=model), deps_type=Guest)
+
+    @agent.tool
+    def greet(run: PydanticRunContext[Guest]) -> str:
+        greeted.append(run.deps)
+        return f"hello {run.deps.name}"
+
+    engine = RunEngine(MemoryStore())
+    engine.agent("greeter")(pydantic_ai_agent(agent))
+    engine.agent("factory")(pydantic_ai_agent(agent, deps=lambda ctx: Guest(name=ctx.input.upper())))
+    async with engine:
+        state = await engine.execute("greeter", "hi", metadata={"deps": {"name": "Ada", "vip": True}})
+        bad = await engine.execute("greeter", "hi", metadata={"deps": {"vip": "maybe"}})
+        made = await engine.execute("factory", "bo")
+    assert state.status is Status.COMPLETED and state.tool_calls[0].output == "hello Ada"
+    assert greeted[0] == Guest(name="Ada", vip=True)
+    assert bad.status is Status.FAILED and bad.error.code == INVALID_DEPS and "name" in bad.error.message
+    assert bad.tool_calls == () and len(greeted) == 2  # nothing ran for the bad one
+    assert made.tool_calls[0].output == "hello BO"
+
+
+async def test_pydantic_ai_usage_limits_fail_the_run_with_their_code_and_the_engines_event_limit_with_its_own():
+    requests: list[int] = []
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
+        requests.append(1)  # calls its tool forever
+        yield {0: DeltaToolCall(name="again", json_args="{}", tool_call_id=f"c{len(requests)}")}
+
+    agent = Agent(FunctionModel(stream_function=model))
+
+    @agent.tool_plain
+    def again() -> str:
+        return "again"
+
+    engine = RunEngine(MemoryStore(), max_events_per_run=40)
+    engine.agent("limited")(pydantic_ai_agent(agent, usage_limits=UsageLimits(request_limit=3)))
+    engine.agent("unlimited")(pydantic_ai_agent(agent, usage_limits=UsageLimits(request_limit=None)))
+    async with engine:
+        limited = await engine.execute("limited", "go")
+        assert len(requests) == 3
+        unlimited = await engine.execute("unlimited", "go")
+        log = await full_log(engine, unlimited.run_id)
+    assert limited.status is Status.FAILED and limited.error.code == USAGE_LIMIT_EXCEEDED
+    assert "request_limit of 3" in limited.error.message
+    assert unlimited.status is Status.FAILED and unlimited.error.code == "too_many_events"
+    assert len(log) == 40
