@@ -39,7 +39,10 @@ from runengine import RunEngine, Status
 from runengine.adapters.memory import MemoryStore
 from runengine.context import TOOL_ARGUMENTS_DELTA
 from runengine.integrations.pydantic_ai import INVALID_DEPS, MESSAGES_STEP, MODEL_STEP, USAGE_LIMIT_EXCEEDED, agent_from_pydantic_ai, pydantic_ai_agent
-from kit import free_port, full_log
+from chaoskit import read_log
+from durable_apps import create_counters, read_counters
+from faultkit import ServeProcess
+from kit import free_port, full_log, until_sync
 from test_cli import COMMAND, wait_ready
 from test_durable_core import DyingStore, crash_then_resume
 
@@ -392,6 +395,7 @@ async def test_a_run_waiting_for_approval_goes_on_in_the_next_engine_without_ask
 
 
 REPO = Path(__file__).resolve().parent.parent
+TESTS = REPO / "tests"
 
 
 def test_the_example_serves_with_its_documented_command_on_the_test_model() -> None:
@@ -554,3 +558,52 @@ async def test_pydantic_ai_usage_limits_fail_the_run_with_their_code_and_the_eng
     assert "request_limit of 3" in limited.error.message
     assert unlimited.status is Status.FAILED and unlimited.error.code == "too_many_events"
     assert len(log) == 40
+
+
+@pytest.mark.slow
+def test_three_turns_across_a_sigkill_in_turn_two_turn_three_sees_turn_ones_tool_result(tmp_path: Path) -> None:
+    """`runengine serve` on SQLite, a session of three turns with tools (tests/integration_apps.py):
+    turn 2's process is SIGKILLed while its second model request is in flight (its tool's result
+    recorded). The restarted server finishes turn 2 without repeating the recorded request or the
+    tool, and turn 3's model finds turn 1's tool result among its input messages."""
+    counters = tmp_path / "effects.db"
+    create_counters(counters)
+    server = ServeProcess(
+        ["--app", "integration_apps:pydantic_memo_engine", "--log-level", "warning"],
+        tmp_path / "serve.log",
+        env={"RUNENGINE_DURABLE_STORE": f"sqlite:///{tmp_path / 'runs.db'}", "RUNENGINE_DURABLE_COUNTERS": str(counters),
+             "RUNENGINE_KILL_MARKER": str(tmp_path / "killed")},
+        cwd=TESTS,
+    )
+    server.start()
+    try:
+        with httpx.Client(base_url=server.base, timeout=30) as client:
+            first = client.post("/runs", json={"agent": "memo", "input": "store", "session_id": "memo"}).json()
+            assert first["status"] == "completed" and first["output"] == "stored.", first
+            secret = first["tool_calls"][0]["output"]
+            second = client.post("/runs", json={"agent": "memo", "input": "work", "session_id": "memo", "mode": "async"}).json()
+        assert server.process is not None
+        assert server.process.wait(timeout=60) == -signal.SIGKILL  # killed itself in turn 2
+        server.process = None
+        server.start()  # recovers the unfinished run at start
+        with httpx.Client(base_url=server.base, timeout=30) as client:
+            done = until_sync(lambda: _ended(client, second["run_id"]), timeout=60)
+            assert done["status"] == "completed" and done["output"] == "worked.", done
+            third = client.post("/runs", json={"agent": "memo", "input": "recall", "session_id": "memo"}).json()
+            assert third["status"] == "completed", third
+            assert third["output"] == f"the secret is {secret}"
+            types = [e["type"] for e in read_log(client, second["run_id"])]
+    finally:
+        server.kill(signal.SIGKILL)
+    assert types.count("run.resumed") == 1 and types.count("message.discarded") <= 1
+    assert read_counters(counters) == {
+        ("store", "model"): 2, ("store", "secret"): 1,
+        # Request 1 recorded (replayed, not made again), request 2 in flight at the kill (made again).
+        ("work", "model"): 3, ("work", "work"): 1,
+        ("recall", "model"): 1,
+    }
+
+
+def _ended(client: httpx.Client, run_id: str) -> dict[str, Any] | None:
+    state = client.get(f"/runs/{run_id}").json()
+    return state if state["status"] not in ("pending", "running") else None
