@@ -5,9 +5,14 @@ and a crash resumed without repeating a recorded model call or tool (counted at 
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from agents import (
     Agent,
@@ -20,7 +25,7 @@ from agents import (
 )
 from pydantic import BaseModel
 
-from kit import full_log
+from kit import free_port, full_log
 from openai_server import FakeOpenAI, Reply, text, tool_calls
 from runengine import RunEngine, Status
 from runengine.adapters.memory import MemoryStore
@@ -33,6 +38,7 @@ from runengine.integrations.openai_agents import (
     agent_from_openai_agents,
     openai_agents_agent,
 )
+from test_cli import COMMAND, wait_ready
 from test_durable_core import DyingStore, crash_then_resume
 from test_integration_openai import api, client_for  # noqa: F401 - the fake server's fixture
 
@@ -221,3 +227,37 @@ async def test_a_model_call_in_flight_at_the_crash_is_made_again_and_nothing_rec
     assert len(fake.requests) == 3 and charges == [5]
     assert [m.content for m in state.messages] == ["Charged 5."]
     assert [e.name for e in log if e.type == "step.completed"] == [MODEL_STEP, MODEL_STEP]
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+async def test_the_example_serves_with_its_documented_command_against_the_test_server(api):
+    """`runengine serve --app examples.openai_agents_agent:engine` from the repository root, the
+    model being the test server (OPENAI_BASE_URL, chat completions): a run calls the tool, a
+    session's second run sees the first, a password trips the guardrail."""
+    fake, base_url = api
+    fake.script(tool_calls(("call_m", "multiply", {"a": 17, "b": 23})), text("17 * 23 = ", "391"), text("You asked 17 * 23."))
+    port = free_port()
+    env = {**os.environ, "OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "test-key", "OPENAI_MODEL": "test-model",
+           "RUNENGINE_STORE": "memory://"}
+    process = subprocess.Popen(
+        [*COMMAND, "serve", "--app", "examples.openai_agents_agent:engine", "--port", str(port), "--log-level", "warning"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await anyio.to_thread.run_sync(wait_ready, url, process)  # the loop goes on serving the test API
+        async with httpx.AsyncClient(base_url=url, timeout=30.0) as http:
+            first = (await http.post("/runs", json={"agent": "assistant", "input": "17*23?", "session_id": "ex"})).json()
+            assert first["status"] == "completed" and first["output"] == "17 * 23 = 391", first
+            again = (await http.post("/runs", json={"agent": "assistant", "input": "what did I ask?", "session_id": "ex"})).json()
+            assert again["output"] == "You asked 17 * 23.", again
+            tripped = (await http.post("/runs", json={"agent": "assistant", "input": "my password is x"})).json()
+            assert tripped["status"] == "failed" and tripped["error"]["code"] == GUARDRAIL_TRIPPED, tripped
+    finally:
+        process.send_signal(signal.SIGINT)
+        await anyio.to_thread.run_sync(process.wait, 20)
+    assert [r["model"] for r in fake.requests] == ["test-model"] * 3
+    assert {"role": "tool", "tool_call_id": "call_m", "content": "391.0"} in fake.requests[1]["messages"]  # float tool
+    assert {"role": "user", "content": "17*23?"} in fake.requests[2]["messages"]
