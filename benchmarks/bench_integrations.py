@@ -148,10 +148,10 @@ async def timed(call: Run) -> float:
     return time.perf_counter() - started
 
 
-async def measure(store: str, runs: int) -> dict[tuple[str, bool], tuple[float, float]]:
+async def measure(store: str, runs: int, flush_window: float | None) -> dict[tuple[str, bool], tuple[float, float]]:
     """(bare, integrated) median seconds per run of each (framework, with_tool); ("runengine", False):
     a run of an agent that does nothing (what any run costs the engine), beside nothing at all."""
-    engine = RunEngine(store)
+    engine = RunEngine(store, **({"flush_window": flush_window} if flush_window is not None else {}))
     bare = {**bare_runs(), ("runengine", False): nothing}
     async with engine:
         integrated = register(engine)
@@ -185,6 +185,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200, help="runs of each agent, bare and integrated (default 200)")
     parser.add_argument("--store", choices=["memory", "sqlite", "both"], default="both")
+    parser.add_argument("--flush-window", type=float, default=None, help="the engine's flush_window (default: its own)")
     args = parser.parse_args()
     print(f"Python {platform.python_version()}, {args.runs} runs of each agent, medians in ms")
     print()
@@ -194,7 +195,7 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         stores = {"memory": "memory://", "sqlite": f"sqlite:///{Path(folder) / 'bench.db'}"}
         for name in (["memory", "sqlite"] if args.store == "both" else [args.store]):
-            for row in table(name, await measure(stores[name], args.runs)):
+            for row in table(name, await measure(stores[name], args.runs, args.flush_window)):
                 print(row, flush=True)
 
 

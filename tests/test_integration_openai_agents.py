@@ -31,8 +31,10 @@ from runengine import RunEngine, Status
 from runengine.adapters.memory import MemoryStore
 from runengine.context import TOOL_ARGUMENTS_DELTA
 from runengine.integrations.openai_agents import (
+    APPROVAL_NOT_SUPPORTED,
     GUARDRAIL_TRIPPED,
     HANDOFF,
+    MAX_TURNS_EXCEEDED,
     MODEL_STEP,
     SESSION_STEP,
     agent_from_openai_agents,
@@ -133,6 +135,36 @@ async def test_a_tripped_guardrail_fails_the_run_with_its_own_code(api):
     assert "no_secrets" in tripped.error.message
     assert fine.status is Status.COMPLETED and fine.output == "never shown"
     assert len(fake.requests) == 1  # the tripped run never reached the model
+
+
+async def test_max_turns_and_a_tool_that_needs_approval_fail_the_run_with_their_codes(api):
+    fake, base_url = api
+    fake.script(tool_calls(("call_d", "delete", {"path": "/tmp/x"})))  # every reply calls the tool again
+    deleted: list[str] = []
+
+    @function_tool(needs_approval=True)
+    def delete(path: str) -> str:
+        """Delete a file."""
+        deleted.append(path)
+        return "deleted"
+
+    @function_tool
+    def look(path: str) -> str:
+        """Look at a file."""
+        return "a file"
+
+    engine = RunEngine(MemoryStore())
+    engine.agent("careful")(openai_agents_agent(Agent(name="careful", model="test-model", tools=[delete]), run_config=config(base_url)))
+    engine.agent("looping")(
+        openai_agents_agent(Agent(name="looping", model="test-model", tools=[look]), run_config=config(base_url), max_turns=2)
+    )
+    async with engine:
+        careful = await engine.execute("careful", "clean up")
+        fake.script(tool_calls(("call_l", "look", {"path": "/tmp/x"})))
+        looping = await engine.execute("looping", "look forever")
+    assert careful.status is Status.FAILED and careful.error.code == APPROVAL_NOT_SUPPORTED, careful.error
+    assert "delete" in careful.error.message and deleted == []
+    assert looping.status is Status.FAILED and looping.error.code == MAX_TURNS_EXCEEDED, looping.error
 
 
 class Answer(BaseModel):

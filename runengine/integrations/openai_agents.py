@@ -13,7 +13,8 @@ output (structured output as JSON data). What the agent does becomes the run's e
 - a handoff is a `custom` event named HANDOFF (`{"from", "to"}`): the run goes on as the agent
   handed to (child runs do not exist yet), whose model calls and tools are recorded the same way;
 - a guardrail that trips (input, output, tool) fails the run with code GUARDRAIL_TRIPPED; more
-  turns than `max_turns` with code MAX_TURNS_EXCEEDED;
+  turns than `max_turns` with code MAX_TURNS_EXCEEDED; a call of a tool that needs approval
+  (not supported yet) with code APPROVAL_NOT_SUPPORTED, the tool not run;
 - in a session, the SDK's session memory is a `RunSession`: the items each run adds are recorded
   in its log (steps named SESSION_STEP), and the session's next runs read them back.
 
@@ -73,6 +74,8 @@ HANDOFF = "openai_agents.handoff"
 GUARDRAIL_TRIPPED = "guardrail_tripped"
 #: The error code of a run that took more turns than `max_turns`.
 MAX_TURNS_EXCEEDED = "max_turns_exceeded"
+#: The error code of a run whose model called a tool that needs approval (`needs_approval`).
+APPROVAL_NOT_SUPPORTED = "approval_not_supported"
 
 _GUARDRAIL_TRIPS = (
     InputGuardrailTripwireTriggered,
@@ -128,6 +131,9 @@ def openai_agents_agent(
             raise AgentFailed(GUARDRAIL_TRIPPED, _tripped(exc)) from exc
         except MaxTurnsExceeded as exc:
             raise AgentFailed(MAX_TURNS_EXCEEDED, str(exc)) from exc
+        if result.interruptions:  # tool approvals: the run would need the SDK's RunState to go on
+            names = sorted({item.name or "?" for item in result.interruptions})
+            raise AgentFailed(APPROVAL_NOT_SUPPORTED, f"tools that need approval are not supported yet: {', '.join(names)}")
         return to_jsonable_python(result.final_output)
 
     return run
@@ -365,6 +371,7 @@ def _apply(items: list[Any], change: dict[str, Any]) -> None:
 
 
 __all__ = [
+    "APPROVAL_NOT_SUPPORTED",
     "GUARDRAIL_TRIPPED",
     "HANDOFF",
     "MAX_TURNS_EXCEEDED",
