@@ -379,10 +379,11 @@ class RunContext:
 
     async def stream_step(self, name: str, fn: Callable[[StepStream], Awaitable[Any]]) -> Any:
         """Like `step`, for a call that streams while it runs (an LLM's reply): `fn(stream)` may
-        `await stream.delta(text)` and `await stream.thought(text)` as its output arrives, and returns
-        the result to record. The deltas and thoughts go out live; a resumed run gets the recorded
-        result, and the deltas and thoughts that came with it, without calling `fn` again. A call cut
-        short by a stop is made again (its half-streamed message is discarded, as any other)."""
+        `await stream.delta(text)`, `stream.thought(text)`, `stream.tool_arguments(...)` and
+        `stream.custom(name, data)` as its output arrives, and returns the result to record. What it
+        streams goes out live; a resumed run gets the recorded result, and the events that came with
+        it, without calling `fn` again. A call cut short by a stop is made again (its half-streamed
+        message is discarded, as any other)."""
         call = f"stream_step({name!r})"
         while self._journal is not None or self._diverged is not None:
             recorded = await self._recorded(Event, call)
