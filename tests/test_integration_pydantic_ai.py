@@ -142,6 +142,34 @@ async def test_the_sessions_earlier_turns_come_back_as_the_same_model_messages_t
     assert [p.content for p in third_turn[-1].parts if isinstance(p, UserPromptPart)] == ['{"again": true}']
 
 
+async def test_a_turn_whose_messages_are_too_large_to_keep_still_completes_and_is_text_for_the_next():
+    seen: list[list[ModelMessage]] = []
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
+        seen.append(messages)
+        if answered(messages) or len(seen) > 2:
+            yield "short answer"
+        else:
+            yield {0: DeltaToolCall(name="big", json_args="{}", tool_call_id="c_big")}
+
+    agent = Agent(FunctionModel(stream_function=model))
+
+    @agent.tool_plain
+    def big() -> str:
+        return "x" * 1500  # fits in its own tool.result, not with the whole turn's messages
+
+    engine = RunEngine(MemoryStore(), max_event_bytes=2048)
+    engine.agent("big")(pydantic_ai_agent(agent))
+    async with engine:
+        first = await engine.execute("big", "go", session_id="s")
+        second = await engine.execute("big", "again", session_id="s")
+        log = await full_log(engine, first.run_id)
+    assert first.status is Status.COMPLETED and first.output == "short answer", first.error
+    assert MESSAGES_STEP not in [e.name for e in log if e.type == "step.completed"]
+    assert second.status is Status.COMPLETED
+    assert [[p.content for p in m.parts] for m in seen[-1][:2]] == [["go"], ["short answer"]]  # the first turn as text
+
+
 async def test_history_runs_keeps_the_last_turns_only():
     prompts: list[list[str]] = []
 

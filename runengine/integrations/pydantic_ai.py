@@ -30,7 +30,7 @@ from typing import Any
 
 from ..agents import AgentSpec
 from ..context import AgentFn, RunContext, StepStream
-from ..errors import AgentFailed
+from ..errors import AgentFailed, EventTooLarge
 
 try:
     from pydantic import TypeAdapter
@@ -142,7 +142,10 @@ def pydantic_ai_agent(
                 results = await _ask_for_deferred(ctx, result.output)
                 messages, user_prompt, usage = result.all_messages(), None, result.usage
         turn = result.all_messages()[len(earlier) :]
-        await ctx.step(MESSAGES_STEP, lambda: ModelMessagesTypeAdapter.dump_python(turn, mode="json"))
+        try:
+            await ctx.step(MESSAGES_STEP, lambda: ModelMessagesTypeAdapter.dump_python(turn, mode="json"))
+        except EventTooLarge as exc:  # refused, nothing recorded: the turn's answer still counts
+            ctx.log.warning("the turn's messages are too large to keep; later turns get its text", error=str(exc))
         return to_jsonable_python(result.output)
 
     return run
