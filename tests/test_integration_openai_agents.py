@@ -205,7 +205,7 @@ def durable_agents(fake: FakeOpenAI, base_url: str, charges: list[int], die_on_r
         @engine.agent("shop")
         async def shop(ctx):
             output = await run(ctx)
-            if die_on_request is None and ctx.attempt == 1:
+            if die_on_request is None and ctx.attempt == 1 and ctx.input == "charge 5":
                 await ctx.flush()
                 store.die()
                 await anyio.sleep_forever()
@@ -230,10 +230,11 @@ class DieOnRequest(list):
             self.store.die()
 
 
-async def resume(api: Any, die_on_request: int | None) -> tuple[Any, list[int], Any]:
+async def resume(api: Any, die_on_request: int | None, session: Any = None) -> tuple[Any, list[int], Any]:
     fake, base_url = api
     charges: list[int] = []
-    run_id, second = await crash_then_resume(durable_agents(fake, base_url, charges, die_on_request), "shop", "charge 5")
+    agents = durable_agents(fake, base_url, charges, die_on_request)
+    run_id, second = await crash_then_resume(agents, "shop", "charge 5", session=session)
     async with second:
         state = await second.wait(run_id)
         log = await full_log(second, run_id)
@@ -247,6 +248,25 @@ async def test_a_resumed_run_makes_no_recorded_model_call_and_no_recorded_tool_c
     assert state.status is Status.COMPLETED and state.output == "Charged 5.", state.error
     assert len(fake.requests) == 2 and charges == [5]  # both model calls and the tool replayed from the log
     assert [m.content for m in state.messages] == ["Charged 5."]
+    assert [e.type for e in log].count("run.resumed") == 1
+
+
+async def test_a_resumed_run_in_a_session_replays_what_it_told_the_session_memory(api):
+    fake, _ = api
+    fake.script(text("First."), tool_calls(("call_1", "charge", {"amount": 5})), text("Charged ", "5."))
+
+    async def earlier_turn(engine: RunEngine) -> str:
+        await engine.create_session(session_id="shop-session")
+        await engine.execute("shop", "hello", session_id="shop-session")
+        return "shop-session"
+
+    state, charges, log = await resume(api, die_on_request=None, session=earlier_turn)
+    assert state.status is Status.COMPLETED and state.output == "Charged 5.", state.error
+    assert len(fake.requests) == 3 and charges == [5]  # the earlier turn's call, then this run's two, none again
+    sent = [(m["role"], m.get("content")) for m in fake.requests[1]["messages"] if m["role"] in ("user", "assistant")]
+    assert sent == [("user", "hello"), ("assistant", "First."), ("user", "charge 5")]
+    changes = [e.output for e in log if e.type == "step.completed" and e.name == SESSION_STEP]
+    assert [item.get("role") for change in changes for item in change["add"]][:1] == ["user"]
     assert [e.type for e in log].count("run.resumed") == 1
 
 
