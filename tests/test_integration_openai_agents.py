@@ -21,6 +21,7 @@ from agents import (
     OpenAIProvider,
     RunConfig,
     function_tool,
+    handoff,
     input_guardrail,
 )
 from pydantic import BaseModel
@@ -89,7 +90,8 @@ async def test_text_streams_as_deltas_tools_go_through_tool_call_and_arguments_s
     assert {"role": "tool", "tool_call_id": "call_1", "content": "5"} in fake.requests[1]["messages"]
 
 
-async def test_a_handoff_is_recorded_and_the_agent_handed_to_answers_with_its_own_model_and_tools(api):
+@pytest.mark.parametrize("given_as", ["agent", "handoff"])
+async def test_a_handoff_is_recorded_and_the_agent_handed_to_answers_with_its_own_model_and_tools(api, given_as):
     fake, base_url = api
     fake.script(tool_calls(("h_1", "transfer_to_billing", {})), tool_calls(("call_r", "refund", {"amount": 7})), text("Refunded 7."))
     refunds: list[int] = []
@@ -103,7 +105,8 @@ async def test_a_handoff_is_recorded_and_the_agent_handed_to_answers_with_its_ow
     # The agent handed to has its model as an instance (not a name): recorded just the same.
     billing = Agent(name="billing", instructions="Refund.", tools=[refund],
                     model=OpenAIChatCompletionsModel(model="billing-model", openai_client=client_for(base_url)))
-    triage = Agent(name="triage", instructions="Route.", model="test-model", handoffs=[billing])
+    target = billing if given_as == "agent" else handoff(billing)
+    triage = Agent(name="triage", instructions="Route.", model="test-model", handoffs=[target])
     engine = RunEngine(MemoryStore())
     engine.agent("triage")(openai_agents_agent(triage, run_config=config(base_url)))
     async with engine:
@@ -114,7 +117,7 @@ async def test_a_handoff_is_recorded_and_the_agent_handed_to_answers_with_its_ow
     assert [e.name for e in log if e.type == "step.completed"] == [MODEL_STEP] * 3
     assert [c.name for c in state.tool_calls] == ["refund"] and refunds == [7]
     assert [r["model"] for r in fake.requests] == ["test-model", "billing-model", "billing-model"]
-    assert triage.handoffs == [billing] and billing.tools == [refund]  # the given agents are untouched
+    assert triage.handoffs == [target] and billing.tools == [refund]  # the given agents are untouched
 
 
 async def test_a_tripped_guardrail_fails_the_run_with_its_own_code(api):
