@@ -33,8 +33,7 @@ from ..context import AgentFn, RunContext, StepStream
 from ..errors import AgentFailed, EventTooLarge
 
 try:
-    from pydantic import TypeAdapter
-    from pydantic import ValidationError
+    from pydantic import TypeAdapter, ValidationError
     from pydantic_ai import Agent, ApprovalRequired, CallDeferred, DeferredToolRequests, DeferredToolResults, ModelRetry
     from pydantic_ai.exceptions import ToolRetryError, UsageLimitExceeded
     from pydantic_ai.capabilities import AbstractCapability
@@ -196,7 +195,8 @@ def _metadata_deps(agent: Agent[Any, Any], ctx: RunContext) -> Any:
     try:
         return TypeAdapter(agent.deps_type).validate_python(ctx.metadata.get("deps"))
     except ValidationError as exc:
-        raise AgentFailed(INVALID_DEPS, f"the run's metadata['deps'] is not a {agent.deps_type.__name__}: {exc}") from exc
+        wanted = getattr(agent.deps_type, "__name__", repr(agent.deps_type))
+        raise AgentFailed(INVALID_DEPS, f"the run's metadata['deps'] is not a {wanted}: {exc}") from exc
 
 
 async def _ask_for_deferred(ctx: RunContext, requests: DeferredToolRequests) -> DeferredToolResults:
