@@ -67,7 +67,7 @@ def adder(adds: list[tuple[int, int]]) -> Agent[Any]:
 
 async def test_text_streams_as_deltas_tools_go_through_tool_call_and_arguments_stream_as_they_arrive(api):
     fake, base_url = api
-    fake.script(tool_calls(("call_1", "add", {"a": 2, "b": 3})), text("The sum ", "is 5.", prompt_tokens=9, completion_tokens=4))
+    fake.script(tool_calls(("call_1", "add", {"a": 2, "b": 3})), text("The sum ", "is 5.", prompt_tokens=9, completion_tokens=4, reasoning="add them"))
     adds: list[tuple[int, int]] = []
     engine = RunEngine(MemoryStore())
     engine.agents.add(agent_from_openai_agents(adder(adds), name="adder", run_config=config(base_url)))
@@ -78,6 +78,7 @@ async def test_text_streams_as_deltas_tools_go_through_tool_call_and_arguments_s
     assert state.output == "The sum is 5."
     assert [e.content for e in log if e.type == "message.delta"] == ["The sum ", "is 5."]
     assert [m.content for m in state.messages] == ["The sum is 5."]
+    assert [e.content for e in log if e.type == "thought"] == ["add them"]
     assert [(c.call_id, c.name, c.arguments, c.output) for c in state.tool_calls] == [("call_1", "add", {"a": 2, "b": 3}, 5)]
     assert adds == [(2, 3)]
     pieces = [e.data for e in log if e.type == "custom" and e.name == TOOL_ARGUMENTS_DELTA]
@@ -138,6 +139,25 @@ async def test_a_tripped_guardrail_fails_the_run_with_its_own_code(api):
     assert "no_secrets" in tripped.error.message
     assert fine.status is Status.COMPLETED and fine.output == "never shown"
     assert len(fake.requests) == 1  # the tripped run never reached the model
+
+
+async def test_a_tool_that_raises_is_reported_to_the_model_as_the_sdk_does_and_recorded_as_its_result(api):
+    fake, base_url = api
+    fake.script(tool_calls(("call_x", "explode", {})), text("It failed, sorry."))
+
+    @function_tool
+    def explode() -> str:
+        """Always fails."""
+        raise ValueError("boom")
+
+    engine = RunEngine(MemoryStore())
+    engine.agent("x")(openai_agents_agent(Agent(name="x", model="test-model", tools=[explode]), run_config=config(base_url)))
+    async with engine:
+        state = await engine.execute("x", "go")
+    assert state.status is Status.COMPLETED and state.output == "It failed, sorry."
+    [call] = state.tool_calls
+    assert call.error is None and call.output.startswith("An error occurred while running the tool")  # the SDK's text
+    assert {"role": "tool", "tool_call_id": "call_x", "content": call.output} in fake.requests[1]["messages"]
 
 
 async def test_max_turns_and_a_tool_that_needs_approval_fail_the_run_with_their_codes(api):
