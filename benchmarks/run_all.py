@@ -25,6 +25,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("bench_profiles.py", [], ["--quick"]),
     ("bench_platform_stream.py", [], ["--repeat", "1"]),
     ("bench_durability.py", [], ["--quick"]),
+    ("bench_integrations.py", [], ["--runs", "20"]),
     ("peers/run.py", [], ["--quick"]),
 ]
 

@@ -45,7 +45,7 @@ from .events import (
     ToolResult,
     Usage,
 )
-from .history import HistoryMessage, session_history
+from .history import HistoryMessage, session_history, session_runs, step_outputs
 from .limits import DEFAULT_AGENT_HISTORY
 from .ports import EventStore, SessionRecord
 from .recording import Recorder, new_id
@@ -175,6 +175,16 @@ class RunContext:
             return []
         page = await session_history(self._store, self.session_id, owner=self.owner, limit=limit, before_run=self.run_id)
         return page.messages
+
+    async def session_steps(self, name: str, *, runs: int = DEFAULT_AGENT_HISTORY) -> list[tuple[str, Any]]:
+        """`(run_id, output)` of every step named `name` that the session's latest `runs` earlier
+        runs recorded (failed ones left out), oldest run first, each run's in the order recorded:
+        what an integration keeps of a turn beyond its text (a framework's own message history).
+        Empty outside a session; read from the store, not recorded, like `history()`."""
+        if self.session_id is None:
+            return []
+        earlier = await session_runs(self._store, self.session_id, owner=self.owner, before_run=self.run_id, limit=runs)
+        return [(run.run_id, output) for run in earlier for output in await step_outputs(self._store, run.run_id, name)]
 
     # -- messages -------------------------------------------------------------
 
@@ -343,15 +353,16 @@ class RunContext:
 
     async def stream_step(self, name: str, fn: Callable[[StepStream], Awaitable[Any]]) -> Any:
         """Like `step`, for a call that streams while it runs (an LLM's reply): `fn(stream)` may
-        `await stream.delta(text)` and `await stream.thought(text)` as its output arrives, and returns
-        the result to record. The deltas and thoughts go out live; a resumed run gets the recorded
-        result, and the deltas and thoughts that came with it, without calling `fn` again. A call cut
-        short by a stop is made again (what it had streamed of its message is discarded)."""
+        `await stream.delta(text)`, `stream.thought(text)`, `stream.tool_arguments(...)` and
+        `stream.custom(name, data)` as its output arrives, and returns the result to record. What it
+        streams goes out live; a resumed run gets the recorded result, and the events that came with
+        it, without calling `fn` again. A call cut short by a stop is made again (what it had
+        streamed of its message is discarded)."""
         call = f"stream_step({name!r})"
         while (recorded := await self._rec.replayed(Event, call)) is not None:
             if isinstance(recorded, MessageDelta):  # streamed by this call the first time
                 self._rec.streamed_again(recorded)
-            elif not isinstance(recorded, Thought):
+            elif not isinstance(recorded, (Thought, Custom)):
                 if not isinstance(recorded, StepCompleted):
                     raise self._rec.diverge(recorded, call, f"the log has {recorded.type}")
                 self._rec.step_recorded()
@@ -538,6 +549,10 @@ class MessageStream:
         self.started = True
 
 
+#: The `custom` event of a streamed piece of a tool call's arguments: `{"call_id", "tool", "delta"}`.
+TOOL_ARGUMENTS_DELTA = "tool.arguments.delta"
+
+
 class StepStream:
     """What a `stream_step` function streams through while it runs (live only)."""
 
@@ -550,10 +565,18 @@ class StepStream:
     async def thought(self, content: str) -> None:
         await self._ctx.thought(content)
 
+    async def custom(self, name: str, data: Any = None) -> None:
+        await self._ctx.custom(name, data)
+
+    async def tool_arguments(self, call_id: str, tool: str | None, delta: str) -> None:
+        """A piece of a tool call's arguments (JSON text) as the model streams it: a `custom` event
+        named TOOL_ARGUMENTS_DELTA, so a client can show the call before it is made."""
+        await self._ctx.custom(TOOL_ARGUMENTS_DELTA, {"call_id": call_id, "tool": tool, "delta": delta})
+
 
 AgentFn = Callable[[RunContext], Awaitable[Any]]
 
 __all__ = [
-    "RunContext", "MessageStream", "StepStream", "AgentFn", "InvalidRunState", "LATEST_DEADLINE",
+    "RunContext", "MessageStream", "StepStream", "TOOL_ARGUMENTS_DELTA", "AgentFn", "InvalidRunState", "LATEST_DEADLINE",
     "current_idempotency_key", "deadline_after", "new_id", "plain", "sleep_until",
 ]

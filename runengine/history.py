@@ -13,8 +13,9 @@ from typing import Any
 import attrs
 
 from .errors import InvalidRequest
+from .events import StepCompleted
 from .ownership import can_access
-from .ports import EventStore
+from .ports import EventStore, RunSummary
 from .reducer import Fold
 from .state import RunState
 
@@ -185,6 +186,38 @@ async def history_message(
     return messages[position.index]
 
 
+async def session_runs(
+    store: EventStore, session_id: str, *, owner: str | None = None, before_run: str | None = None, limit: int
+) -> list[RunSummary]:
+    """The latest `limit` runs of the session (of `owner`'s, when given) created before the run
+    `before_run` (None: the latest of all), oldest first. Reads their summaries, not their logs."""
+    newest_first: list[RunSummary] = []
+    cursor: str | None = None
+    while len(newest_first) < limit:
+        page = await store.list_runs(
+            session_id=session_id, owner=owner, limit=min(limit - len(newest_first), 200), before=cursor, before_run=before_run
+        )
+        before_run = None
+        newest_first.extend(page.runs)
+        cursor = page.next_before
+        if cursor is None:
+            break
+    newest_first.reverse()
+    return newest_first
+
+
+async def step_outputs(store: EventStore, run_id: str, name: str) -> list[Any]:
+    """The recorded outputs of the run's steps named `name` that succeeded, in the order recorded."""
+    outputs: list[Any] = []
+    after = 0
+    while True:
+        page = await store.read(run_id, after_seq=after, limit=PAGE)
+        outputs.extend(e.output for e in page if isinstance(e, StepCompleted) and e.name == name and e.error is None)
+        if len(page) < PAGE:
+            return outputs
+        after = page[-1].seq
+
+
 __all__ = [
     "HistoryCursorInvalid",
     "HistoryMessage",
@@ -193,5 +226,7 @@ __all__ = [
     "committed_state",
     "history_message",
     "session_history",
+    "session_runs",
+    "step_outputs",
     "turn",
 ]

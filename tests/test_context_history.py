@@ -71,3 +71,34 @@ async def test_history_matches_the_engines_session_history():
             await engine.execute("chat", text, session_id="s")
         full = (await engine.session_history("s")).messages
     assert [(m.role, m.content, m.run_id) for m in full[:4]] == seen[2][1]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiosqlite needs asyncio
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+async def test_session_steps_are_the_outputs_the_sessions_earlier_runs_recorded_under_a_name(store, tmp_path):
+    seen: list[Any] = []
+    engine = RunEngine(MemoryStore() if store == "memory" else SQLiteStore(str(tmp_path / "runs.db")))
+
+    @engine.agent("keeper")
+    async def keeper(ctx):
+        seen.append(await ctx.session_steps("kept"))
+        await ctx.step("kept", lambda: {"turn": ctx.input, "part": 1})
+        await ctx.step("other", lambda: "not this name")
+        await ctx.step("kept", lambda: {"turn": ctx.input, "part": 2})
+        if ctx.input == "fails":
+            await ctx.step("kept", lambda: 1 / 0)  # a failed step keeps nothing
+
+    async with engine:
+        first = await engine.execute("keeper", "one", session_id="s")
+        failing = await engine.execute("keeper", "fails", session_id="s")
+        await engine.execute("keeper", "elsewhere", session_id="t")
+        await engine.execute("keeper", "alone")
+        await engine.execute("keeper", "three", session_id="s")
+    assert failing.status is Status.FAILED
+    assert seen[0] == [] and seen[2] == [] and seen[3] == []  # the first turn, another session, no session
+    assert seen[4] == [
+        (first.run_id, {"turn": "one", "part": 1}),
+        (first.run_id, {"turn": "one", "part": 2}),
+        (failing.run_id, {"turn": "fails", "part": 1}),
+        (failing.run_id, {"turn": "fails", "part": 2}),
+    ]

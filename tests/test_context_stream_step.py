@@ -10,6 +10,7 @@ import pytest
 
 from runengine import RunEngine, Status, StepFailed
 from runengine.adapters.memory import MemoryStore
+from runengine.context import TOOL_ARGUMENTS_DELTA
 from test_durable_core import DyingStore, crash_then_resume
 
 pytestmark = pytest.mark.anyio
@@ -66,6 +67,39 @@ async def test_a_recorded_stream_step_is_replayed_with_its_deltas_and_not_called
     assert calls == [1]
     assert [m.content for m in state.messages] == ["recorded answer", "after"]
     assert [e.content for e in log if e.type == "message.delta"] == ["recorded ", "answer"]
+
+
+async def test_tool_arguments_and_custom_events_a_stream_step_sent_are_replayed_with_it():
+    calls: list[int] = []
+
+    def agents(engine: RunEngine, store: DyingStore) -> None:
+        @engine.agent("llm")
+        async def llm(ctx):
+            async def call(stream):
+                calls.append(1)
+                await stream.tool_arguments("c1", "add", '{"a": ')
+                await stream.tool_arguments("c1", "add", "2}")
+                await stream.custom("progress", {"done": 1})
+                return {"call": "c1"}
+
+            answer = await ctx.stream_step("model", call)
+            await ctx.flush()
+            if ctx.attempt == 1:
+                store.die()
+                await anyio.sleep_forever()
+            return answer
+
+    run_id, engine = await crash_then_resume(agents, "llm")
+    async with engine:
+        state = await engine.wait(run_id)
+        log = [e async for e in engine.events(run_id, follow=False)]
+    assert state.status is Status.COMPLETED and state.output == {"call": "c1"}, state.error
+    assert calls == [1]
+    assert [(e.name, e.data) for e in log if e.type == "custom"] == [
+        (TOOL_ARGUMENTS_DELTA, {"call_id": "c1", "tool": "add", "delta": '{"a": '}),
+        (TOOL_ARGUMENTS_DELTA, {"call_id": "c1", "tool": "add", "delta": "2}"}),
+        ("progress", {"done": 1}),
+    ]
 
 
 async def test_a_stream_step_cut_by_a_crash_is_called_again_and_its_half_message_discarded():

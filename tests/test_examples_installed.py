@@ -92,7 +92,11 @@ def pydantic_ai_test_model() -> Iterator[dict[str, str]]:
 
 
 #: The model each LLM example is given here in place of its documented API key (the tests are offline).
-OFFLINE_MODELS = {"openai_agent": openai_compatible_server, "pydantic_ai_agent": pydantic_ai_test_model}
+OFFLINE_MODELS = {
+    "openai_agent": openai_compatible_server,
+    "openai_agents_agent": openai_compatible_server,
+    "pydantic_ai_agent": pydantic_ai_test_model,
+}
 
 
 def _docstring(path: Path) -> str:

@@ -15,16 +15,34 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from dataclasses import dataclass
+
+from pydantic import BaseModel
 from pydantic_ai import Agent, CallDeferred, ModelRetry
-from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, ToolReturnPart, UserPromptPart
+from pydantic_ai import RunContext as PydanticRunContext
+from pydantic_ai.usage import UsageLimits
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelMessagesTypeAdapter,
+    ModelRequest,
+    ModelResponse,
+    TextPart,
+    ThinkingPart,
+    ToolCallPart,
+    ToolReturnPart,
+    UserPromptPart,
+)
 from pydantic_ai.models.function import AgentInfo, DeltaThinkingPart, DeltaToolCall, FunctionModel
 from pydantic_ai.models.test import TestModel
 
 from runengine import RunEngine, Status
 from runengine.adapters.memory import MemoryStore
-from runengine.context import current_idempotency_key
-from runengine.integrations.pydantic_ai import MODEL_STEP, agent_from_pydantic_ai, pydantic_ai_agent
-from kit import free_port, full_log
+from runengine.context import TOOL_ARGUMENTS_DELTA, current_idempotency_key
+from runengine.integrations.pydantic_ai import INVALID_DEPS, MESSAGES_STEP, MODEL_STEP, USAGE_LIMIT_EXCEEDED, agent_from_pydantic_ai, pydantic_ai_agent
+from chaoskit import read_log
+from durable_apps import create_counters, read_counters
+from faultkit import ServeProcess
+from kit import free_port, full_log, until_sync
 from test_cli import COMMAND, wait_ready
 from test_durable_core import DyingStore, crash_then_resume
 
@@ -83,7 +101,7 @@ async def test_text_thinking_tools_and_usage_become_the_runs_events():
     assert (tool_call.call_id, tool_call.name, tool_call.arguments) == ("call_add", "add", {"a": 2, "b": 3})
     assert next(e for e in log if e.type == "tool.result").output == 5
     assert adds == [(2, 3)]
-    assert [e.name for e in log if e.type == "step.completed"] == [MODEL_STEP, MODEL_STEP]
+    assert [e.name for e in log if e.type == "step.completed"] == [MODEL_STEP, MODEL_STEP, MESSAGES_STEP]
     usage = [e for e in log if e.type == "usage"]
     assert len(usage) == 2 and all(u.input_tokens > 0 and u.output_tokens > 0 for u in usage)
     # The user prompt reached the model as the run's input.
@@ -92,20 +110,79 @@ async def test_text_thinking_tools_and_usage_become_the_runs_events():
     assert [p.content for p in first_request.parts if isinstance(p, UserPromptPart)] == ["2+3?"]
 
 
-async def test_the_sessions_earlier_runs_are_the_agents_message_history():
+async def test_the_sessions_earlier_turns_come_back_as_the_same_model_messages_tools_and_thinking_included():
     calls: list[list[ModelMessage]] = []
     adds: list[tuple[int, int]] = []
     engine = RunEngine(MemoryStore())
     engine.agents.add(agent_from_pydantic_ai(adder_agent(calls, adds), name="adder"))
+
+    @engine.agent("plain")
+    async def plain(ctx):
+        await ctx.say("a plain reply")
+        return None
+
     async with engine:
         first = await engine.execute("adder", "2+3?", session_id="s")
+        await engine.execute("plain", "hello", session_id="s")
         await engine.execute("adder", {"again": True}, session_id="s")
-    second_run_first_request = calls[2]
-    assert isinstance(second_run_first_request[0], ModelRequest)
-    assert [p.content for p in second_run_first_request[0].parts if isinstance(p, UserPromptPart)] == ["2+3?"]
-    assert isinstance(second_run_first_request[1], ModelResponse)
-    assert second_run_first_request[1].parts == [TextPart(first.output)]
-    assert [p.content for p in second_run_first_request[-1].parts if isinstance(p, UserPromptPart)] == ['{"again": true}']
+        log = await full_log(engine, first.run_id)
+    recorded = ModelMessagesTypeAdapter.validate_python(next(e for e in log if e.type == "step.completed" and e.name == MESSAGES_STEP).output)
+    # Turn 1 as Pydantic AI kept it: prompt, thinking + tool call, tool return, answer (with usage).
+    assert recorded[:-1] == calls[1] and recorded[-1].parts == [TextPart("The sum is 5.")]
+    third_turn = calls[2]
+    assert third_turn[: len(recorded)] == recorded  # the same ModelMessage objects, round-tripped
+    parts = [p for m in third_turn for p in m.parts]
+    assert any(isinstance(p, ThinkingPart) and p.content == "need a tool" for p in parts)
+    assert any(isinstance(p, ToolCallPart) and p.args_as_dict() == {"a": 2, "b": 3} for p in parts)
+    assert any(isinstance(p, ToolReturnPart) and p.content == 5 for p in parts)
+    assert isinstance(third_turn[len(recorded) - 1], ModelResponse) and third_turn[len(recorded) - 1].usage.output_tokens > 0
+    # The run of another agent (nothing recorded) comes as its input and its text.
+    plain_turn = third_turn[len(recorded) : len(recorded) + 2]
+    assert [p.content for p in plain_turn[0].parts] == ["hello"] and plain_turn[1].parts == [TextPart("a plain reply")]
+    assert [p.content for p in third_turn[-1].parts if isinstance(p, UserPromptPart)] == ['{"again": true}']
+
+
+async def test_a_turn_whose_messages_are_too_large_to_keep_still_completes_and_is_text_for_the_next():
+    seen: list[list[ModelMessage]] = []
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
+        seen.append(messages)
+        if answered(messages) or len(seen) > 2:
+            yield "short answer"
+        else:
+            yield {0: DeltaToolCall(name="big", json_args="{}", tool_call_id="c_big")}
+
+    agent = Agent(FunctionModel(stream_function=model))
+
+    @agent.tool_plain
+    def big() -> str:
+        return "x" * 1500  # fits in its own tool.result, not with the whole turn's messages
+
+    engine = RunEngine(MemoryStore(), max_event_bytes=2048)
+    engine.agent("big")(pydantic_ai_agent(agent))
+    async with engine:
+        first = await engine.execute("big", "go", session_id="s")
+        second = await engine.execute("big", "again", session_id="s")
+        log = await full_log(engine, first.run_id)
+    assert first.status is Status.COMPLETED and first.output == "short answer", first.error
+    assert MESSAGES_STEP not in [e.name for e in log if e.type == "step.completed"]
+    assert second.status is Status.COMPLETED
+    assert [[p.content for p in m.parts] for m in seen[-1][:2]] == [["go"], ["short answer"]]  # the first turn as text
+
+
+async def test_history_runs_keeps_the_last_turns_only():
+    prompts: list[list[str]] = []
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        prompts.append([p.content for m in messages for p in m.parts if isinstance(p, UserPromptPart)])
+        yield "ok"
+
+    engine = RunEngine(MemoryStore())
+    engine.agent("short")(pydantic_ai_agent(Agent(FunctionModel(stream_function=model)), history_runs=2))
+    async with engine:
+        for turn in ["one", "two", "three", "four"]:
+            await engine.execute("short", turn, session_id="s")
+    assert prompts[-1] == ["two", "three", "four"]
 
 
 async def test_test_model_calls_every_tool_and_its_output_is_the_runs_output():
@@ -246,7 +323,7 @@ async def test_a_model_request_in_flight_at_the_crash_is_made_again_and_nothing_
     # Request 1 recorded (replayed), request 2 in flight at the crash (made again), the tool once.
     assert len(calls) == 3 and adds == [(2, 3)]
     assert [m.content for m in state.messages] == ["The sum is 5."]
-    assert [e.name for e in log if e.type == "step.completed"] == [MODEL_STEP, MODEL_STEP]
+    assert [e.name for e in log if e.type == "step.completed"] == [MODEL_STEP, MODEL_STEP, MESSAGES_STEP]
 
 
 def approval_agent(ran: list[str]) -> Agent[None, str]:
@@ -346,6 +423,7 @@ async def test_a_run_waiting_for_approval_goes_on_in_the_next_engine_without_ask
 
 
 REPO = Path(__file__).resolve().parent.parent
+TESTS = REPO / "tests"
 
 
 def test_the_example_serves_with_its_documented_command_on_the_test_model() -> None:
@@ -431,3 +509,151 @@ async def test_a_tool_in_flight_at_the_crash_runs_again_with_the_same_idempotenc
         state, _ = await resume_after_crash(agents)
     assert state.status is Status.COMPLETED and state.output == "The sum is 5."
     assert keys == [f"{state.run_id}/tool/call_add"] * 2
+
+
+class Booking(BaseModel):
+    city: str
+    nights: int
+
+
+@dataclass
+class Guest:
+    name: str
+    vip: bool = False
+
+
+def booking_model(seen: list[list[ModelMessage]]) -> FunctionModel:
+    """Answers through the output tool with a Booking (its arguments streamed), greeting the guest in deps."""
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
+        seen.append(messages)
+        output_tool = info.output_tools[0].name
+        yield {0: DeltaToolCall(name=output_tool, json_args='{"city": "Oslo", ', tool_call_id=f"out_{len(seen)}")}
+        yield {0: DeltaToolCall(json_args='"nights": 3}')}
+
+    return FunctionModel(stream_function=stream)
+
+
+async def test_structured_output_is_the_runs_output_and_its_arguments_stream_as_they_arrive():
+    seen: list[list[ModelMessage]] = []
+    engine = RunEngine(MemoryStore())
+    engine.agent("book")(pydantic_ai_agent(Agent(booking_model(seen)), output_type=Booking))
+    async with engine:
+        first = await engine.execute("book", "a room in Oslo", session_id="s")
+        second = await engine.execute("book", "and again", session_id="s")
+        log = await full_log(engine, first.run_id)
+    assert first.status is Status.COMPLETED and first.output == {"city": "Oslo", "nights": 3}
+    assert second.output == {"city": "Oslo", "nights": 3}
+    pieces = [e.data for e in log if e.type == "custom" and e.name == TOOL_ARGUMENTS_DELTA]
+    assert [p["delta"] for p in pieces] == ['{"city": "Oslo", ', '"nights": 3}']
+    assert {(p["call_id"], p["tool"]) for p in pieces} == {("out_1", "final_result")}
+    # Turn 2 saw turn 1 whole (the output tool's call and return) and then its own prompt.
+    prompts = [p.content for m in seen[1] for p in m.parts if isinstance(p, UserPromptPart)]
+    assert prompts == ["a room in Oslo", "and again"]
+    assert any(isinstance(p, ToolCallPart) and p.tool_call_id == "out_1" for m in seen[1] for p in m.parts)
+
+
+async def test_deps_come_from_the_runs_metadata_as_the_agents_deps_type_and_bad_ones_fail_the_run():
+    greeted: list[Guest] = []
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
+        if answered(messages):
+            yield "done"
+        else:
+            yield {0: DeltaToolCall(name="greet", json_args="{}", tool_call_id="g")}
+
+    agent = Agent(FunctionModel(stream_function=model), deps_type=Guest)
+
+    @agent.tool
+    def greet(run: PydanticRunContext[Guest]) -> str:
+        greeted.append(run.deps)
+        return f"hello {run.deps.name}"
+
+    engine = RunEngine(MemoryStore())
+    engine.agent("greeter")(pydantic_ai_agent(agent))
+    engine.agent("factory")(pydantic_ai_agent(agent, deps=lambda ctx: Guest(name=ctx.input.upper())))
+    async with engine:
+        state = await engine.execute("greeter", "hi", metadata={"deps": {"name": "Ada", "vip": True}})
+        bad = await engine.execute("greeter", "hi", metadata={"deps": {"vip": "maybe"}})
+        made = await engine.execute("factory", "bo")
+    assert state.status is Status.COMPLETED and state.tool_calls[0].output == "hello Ada"
+    assert greeted[0] == Guest(name="Ada", vip=True)
+    assert bad.status is Status.FAILED and bad.error.code == INVALID_DEPS and "name" in bad.error.message
+    assert bad.tool_calls == () and len(greeted) == 2  # nothing ran for the bad one
+    assert made.tool_calls[0].output == "hello BO"
+
+
+async def test_pydantic_ai_usage_limits_fail_the_run_with_their_code_and_the_engines_event_limit_with_its_own():
+    requests: list[int] = []
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
+        requests.append(1)  # calls its tool forever
+        yield {0: DeltaToolCall(name="again", json_args="{}", tool_call_id=f"c{len(requests)}")}
+
+    agent = Agent(FunctionModel(stream_function=model))
+
+    @agent.tool_plain
+    def again() -> str:
+        return "again"
+
+    engine = RunEngine(MemoryStore(), max_events_per_run=40)
+    engine.agent("limited")(pydantic_ai_agent(agent, usage_limits=UsageLimits(request_limit=3)))
+    engine.agent("unlimited")(pydantic_ai_agent(agent, usage_limits=UsageLimits(request_limit=None)))
+    async with engine:
+        limited = await engine.execute("limited", "go")
+        assert len(requests) == 3
+        unlimited = await engine.execute("unlimited", "go")
+        log = await full_log(engine, unlimited.run_id)
+    assert limited.status is Status.FAILED and limited.error.code == USAGE_LIMIT_EXCEEDED
+    assert "request_limit of 3" in limited.error.message
+    assert unlimited.status is Status.FAILED and unlimited.error.code == "too_many_events"
+    assert len(log) == 40
+
+
+@pytest.mark.slow
+def test_three_turns_across_a_sigkill_in_turn_two_turn_three_sees_turn_ones_tool_result(tmp_path: Path) -> None:
+    """`runengine serve` on SQLite, a session of three turns with tools (tests/integration_apps.py):
+    turn 2's process is SIGKILLed while its second model request is in flight (its tool's result
+    recorded). The restarted server finishes turn 2 without repeating the recorded request or the
+    tool, and turn 3's model finds turn 1's tool result among its input messages."""
+    counters = tmp_path / "effects.db"
+    create_counters(counters)
+    server = ServeProcess(
+        ["--app", "integration_apps:pydantic_memo_engine", "--log-level", "warning"],
+        tmp_path / "serve.log",
+        env={"RUNENGINE_DURABLE_STORE": f"sqlite:///{tmp_path / 'runs.db'}", "RUNENGINE_DURABLE_COUNTERS": str(counters),
+             "RUNENGINE_KILL_MARKER": str(tmp_path / "killed")},
+        cwd=TESTS,
+    )
+    server.start()
+    try:
+        with httpx.Client(base_url=server.base, timeout=30) as client:
+            first = client.post("/runs", json={"agent": "memo", "input": "store", "session_id": "memo"}).json()
+            assert first["status"] == "completed" and first["output"] == "stored.", first
+            secret = first["tool_calls"][0]["output"]
+            second = client.post("/runs", json={"agent": "memo", "input": "work", "session_id": "memo", "mode": "async"}).json()
+        assert server.process is not None
+        assert server.process.wait(timeout=60) == -signal.SIGKILL  # killed itself in turn 2
+        server.process = None
+        server.start()  # recovers the unfinished run at start
+        with httpx.Client(base_url=server.base, timeout=30) as client:
+            done = until_sync(lambda: _ended(client, second["run_id"]), timeout=60)
+            assert done["status"] == "completed" and done["output"] == "worked.", done
+            third = client.post("/runs", json={"agent": "memo", "input": "recall", "session_id": "memo"}).json()
+            assert third["status"] == "completed", third
+            assert third["output"] == f"the secret is {secret}"
+            types = [e["type"] for e in read_log(client, second["run_id"])]
+    finally:
+        server.kill(signal.SIGKILL)
+    assert types.count("run.resumed") == 1 and types.count("message.discarded") <= 1
+    assert read_counters(counters) == {
+        ("store", "model"): 2, ("store", "secret"): 1,
+        # Request 1 recorded (replayed, not made again), request 2 in flight at the kill (made again).
+        ("work", "model"): 3, ("work", "work"): 1,
+        ("recall", "model"): 1,
+    }
+
+
+def _ended(client: httpx.Client, run_id: str) -> dict[str, Any] | None:
+    state = client.get(f"/runs/{run_id}").json()
+    return state if state["status"] not in ("pending", "running") else None
