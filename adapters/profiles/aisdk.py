@@ -19,7 +19,7 @@ docs/frontends.md has the whole mapping.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
 from typing import Any
 
@@ -37,6 +37,7 @@ from runengine.http.router import Router
 from runengine.http.sse import KEEPALIVE, sse_comment, sse_response
 from runengine.limits import MAX_ID_LENGTH, MAX_INPUT_BYTES
 from runengine.ports import RunSummary
+from runengine.state import RunState
 from runengine.status import Status
 
 from .aisdk_openapi import UI_MESSAGE_STREAM, aisdk_openapi
@@ -144,13 +145,13 @@ class AiSdkProfile:
             if active is not None and active.status is Status.WAITING_FOR_INPUT:
                 waiting = await self.engine.status(active.run_id)
                 await self.engine.resume(waiting.run_id, _answer(last, ask_call_id(waiting.last_seq)))
-                return slot.bind(self._stream(waiting.run_id, waiting.last_seq, waiting.discarded))
+                return slot.bind(self._stream(waiting, waiting.last_seq))
             text = _user_text(last)
             agent = self._agent(AGENT.parse(body))
             state = await self.engine.execute(
                 agent, text, mode="async", session_id=chat_id, owner=owner, session_policy="reject"
             )  # another principal's chat: SessionNotFound, a 404; a run under way: SessionBusy, a 409
-            return slot.bind(self._stream(state.run_id, 0, ()))
+            return slot.bind(self._stream(state, 0))
 
     async def resume(self, request: Request) -> Response | StreamResponse:
         chat_id = params_id(request, "chat_id")
@@ -160,7 +161,7 @@ class AiSdkProfile:
             return Response(status=204)
         state = await self.engine.status(active.run_id)
         with self.streams.slot(request) as slot:
-            return slot.bind(self._stream(state.run_id, after, state.discarded))
+            return slot.bind(self._stream(state, after))
 
     async def stop(self, request: Request) -> Response:
         chat_id = params_id(request, "chat_id")
@@ -191,13 +192,16 @@ class AiSdkProfile:
             active += (await self.engine.list_runs(session_id=chat_id, status=status, owner=owner, limit=1)).runs
         return max(active, key=lambda run: (run.created_at is not None, run.created_at), default=None)
 
-    def _stream(self, run_id: str, after_seq: int, discarded: Iterable[str]) -> StreamResponse:
-        return sse_response(self._frames(run_id, after_seq, discarded), headers=UI_STREAM_HEADERS)
+    def _stream(self, state: RunState, after_seq: int) -> StreamResponse:
+        return sse_response(self._frames(state, after_seq), headers=UI_STREAM_HEADERS)
 
-    async def _frames(self, run_id: str, after_seq: int, discarded: Iterable[str]) -> AsyncIterator[bytes]:
-        """The run's parts after `after_seq` until its end, or until it waits for input with nothing
-        after the wait (the client answers with its next POST); keep-alives when idle."""
-        parts = UIMessageParts(run_id, discarded=discarded)
+    async def _frames(self, state: RunState, after_seq: int) -> AsyncIterator[bytes]:
+        """The parts of the run (as `state` was when the stream began) after `after_seq` until its end,
+        or until it waits for input with nothing after the wait (the client answers with its next
+        POST); keep-alives when idle."""
+        run_id = state.run_id
+        open_message = state.partial.message_id if state.partial is not None else None
+        parts = UIMessageParts(run_id, discarded=state.discarded, open_message=open_message, live_after=state.last_seq)
         seen = 0
         while seen < after_seq:  # what the client has: the parts open at its cursor
             page = await self.engine.read_events(run_id, after_seq=seen, limit=min(PRIME_PAGE, after_seq - seen))

@@ -64,12 +64,24 @@ class UIMessageParts:
     """One stream's mapping: what it has opened (text parts, a step, a wait) decides the next parts.
 
     `discarded`: messages a resumed run dropped (`RunState.discarded`): their deltas are left out,
-    so a message streamed afresh after a crash shows once. Give a stream that starts after a seq
-    the events up to that seq first (`prime`): it then goes on where the client left off."""
+    so a message streamed afresh after a crash shows once. `open_message`, `live_after`: the message
+    the run was streaming when a replay began (`RunState.partial`) and the seq the log then ended
+    at. The replayed text of that message is held back until the run goes on: a live delta or its
+    completion sends it, its `message.discarded` (its process was lost, as the next process finds
+    out: after a lease, on PostgreSQL) drops it, since sent text cannot be taken back.
+    Give a stream that starts after a seq the events up to that seq first (`prime`): it then goes
+    on where the client left off (text parts open there are opened again for the new connection)."""
 
-    def __init__(self, run_id: str, *, discarded: Iterable[str] = ()) -> None:
+    def __init__(
+        self, run_id: str, *, discarded: Iterable[str] = (), open_message: str | None = None, live_after: int = 0
+    ) -> None:
         self.run_id = run_id
         self._dropped = set(discarded)
+        self._held = open_message if open_message not in self._dropped else None
+        self._held_until = live_after
+        self._held_text: list[str] = []
+        #: Text parts open at a resumed stream's cursor: the new connection needs their text-start.
+        self._reopen: set[str] = set()
         #: Open text parts: message id -> characters sent.
         self._text: dict[str, int] = {}
         self._step_open = False
@@ -83,6 +95,7 @@ class UIMessageParts:
         """Take in events the client already has (up to its cursor) without framing them."""
         for event in events:
             self.parts(event)
+        self._reopen = set(self._text)
 
     def frames(self, batch: Iterable[Event]) -> bytes:
         """The frames of a batch of events, joined (one write per batch)."""
@@ -113,6 +126,8 @@ class UIMessageParts:
 
     def _discarded(self, event: MessageDiscarded) -> list[Part]:
         self._dropped.add(event.message_id)
+        if event.message_id == self._held:
+            self._held, self._held_text = None, []
         if self._text.pop(event.message_id, None) is not None:  # sent live: it cannot be taken back
             return [{"type": "text-end", "id": event.message_id}]
         return []
@@ -172,19 +187,43 @@ class UIMessageParts:
         message_id = event.message_id
         if message_id in self._dropped or not event.content:
             return []
+        if message_id == self._held:
+            if event.seq <= self._held_until:  # replayed: held until the run goes on
+                self._held_text.append(event.content)
+                return []
+            return self._release(event.content)
         sent = self._text.get(message_id)
         self._text[message_id] = (sent or 0) + len(event.content)
         delta = {"type": "text-delta", "id": message_id, "delta": event.content}
-        if sent is not None:
-            return [delta]
-        return [*self._content(), {"type": "text-start", "id": message_id}, delta]
+        if sent is None:
+            return [*self._content(), {"type": "text-start", "id": message_id}, delta]
+        if message_id in self._reopen:
+            self._reopen.discard(message_id)
+            return [{"type": "text-start", "id": message_id}, delta]
+        return [delta]
+
+    def _release(self, more: str = "") -> list[Part]:
+        """The held message's text so far (and `more`), as a text part opened now."""
+        message_id, text = self._held, "".join(self._held_text) + more
+        assert message_id is not None
+        self._held, self._held_text = None, []
+        self._text[message_id] = len(text)
+        delta: list[Part] = [{"type": "text-delta", "id": message_id, "delta": text}] if text else []
+        return [*self._content(), {"type": "text-start", "id": message_id}, *delta]
 
     def _completed(self, event: MessageCompleted) -> list[Part]:
         if event.role != "assistant" or event.message_id in self._dropped:
             return []
         message_id = event.message_id
+        if message_id == self._held:
+            self._held, self._held_text = None, []  # the whole content comes below
         sent = self._text.pop(message_id, None)
-        parts: list[Part] = [] if sent is not None else [*self._content(), {"type": "text-start", "id": message_id}]
+        if sent is None or message_id in self._reopen:
+            self._reopen.discard(message_id)
+            parts: list[Part] = [*self._content()] if sent is None else []
+            parts.append({"type": "text-start", "id": message_id})
+        else:
+            parts = []
         rest = event.content[sent or 0 :]  # a message recorded whole (say), or its unstreamed end
         if rest:
             parts.append({"type": "text-delta", "id": message_id, "delta": rest})
@@ -203,12 +242,15 @@ class UIMessageParts:
         return parts
 
     def _close_text(self) -> list[Part]:
-        parts: list[Part] = [{"type": "text-end", "id": message_id} for message_id in self._text]
+        # A part still to be opened again on this connection needs no end on it.
+        parts: list[Part] = [{"type": "text-end", "id": m} for m in self._text if m not in self._reopen]
         self._text.clear()
+        self._reopen.clear()
         return parts
 
     def _close(self) -> list[Part]:
-        parts = self._close_text()
+        parts = self._release() if self._held is not None and self._held_text else []  # the run ended: it was real
+        parts += self._close_text()
         if self._step_open:
             parts.append({"type": "finish-step"})
             self._step_open = False
