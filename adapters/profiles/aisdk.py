@@ -209,6 +209,9 @@ class AiSdkProfile:
                 break
             parts.prime(page)
             seen = page[-1].seq
+        if after_seq and parts.waiting_at == after_seq and not await self.engine.read_events(run_id, after_seq=after_seq, limit=1):
+            yield parts.end_of_turn(after_seq)  # the client has the turn up to the wait: this stream ends too
+            return
         async with aclosing(self.engine.follow(run_id, after_seq, idle=self.keepalive)) as batches:
             async for batch in batches:
                 if not batch:

@@ -45,7 +45,7 @@ ERRORS = {
     400: "invalid_request: malformed JSON, a wrong type, no user message, an answer that does not fit the wait",
     401: "authentication_error: missing or invalid credentials",
     404: "not_found: no such agent (or one this server hides), or the chat is another principal's",
-    409: "invalid_transition: the chat already has a run under way (stop it, or wait for its end)",
+    409: "conflict: the chat already has a run under way (stop it, or wait for its end)",
     413: "payload_too_large: the body, or the user message, is over its limit",
     429: "rate_limited: the principal already has the most event streams open at once",
 }
