@@ -27,6 +27,9 @@ from runengine.events import (
     RunResumed,
     RunStarted,
 )
+from runengine.http.core import MAX_BODY_BYTES
+from runengine.http.openstreams import OpenStreams
+from runengine.http.ratelimit import Rate
 from runengine.limits import MAX_INPUT_BYTES
 
 ANYIO_BACKENDS = ("asyncio",)  # uvicorn
@@ -245,3 +248,33 @@ async def test_the_default_agent_runs_without_agent(app: tuple[RunEngine, httpx.
     assert assemble([p for _, p in got]) == "hi there"
     run = (await engine.list_runs(session_id="c-default")).runs[0]
     assert run.agent == "echo" and run.session_id == "c-default"
+
+
+async def test_every_limit_applies_to_the_ai_routes() -> None:
+    """Auth, the rate limit per principal, the open streams per principal and the server's body
+    limit: each refuses in the one error format, and a refused turn starts no run."""
+    engine = demo_engine()
+    keys = {"sk-a": "alice"}
+    app = engine_asgi_app(
+        engine, auth=lambda headers: keys.get((headers.get("authorization") or "").removeprefix("Bearer ")),
+        rate_limit=Rate(6, 60), streams=OpenStreams(limit=1),
+    )
+    async with serve(app) as url, httpx.AsyncClient(base_url=url, timeout=20) as client:
+        anonymous = await client.post("/ai/chat", json=chat_body("c-limits", "hi", "echo"))
+        assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "authentication_error"
+        alice = {"authorization": "Bearer sk-a"}
+        async with client.stream("POST", "/ai/chat", json=chat_body("c-open", "30", "sleeper"), headers=alice) as open_stream:
+            assert open_stream.status_code == 200
+            second = await client.post("/ai/chat", json=chat_body("c-second", "hi", "echo"), headers=alice)
+            assert second.status_code == 429 and second.json()["error"]["code"] == "rate_limited", second.text
+            assert (await engine.list_runs(session_id="c-second")).runs == ()
+            assert (await client.post("/ai/chat/c-open/stop", headers=alice)).status_code == 200
+        big = {**chat_body("c-big", "x"), "padding": "x" * (MAX_BODY_BYTES + 1)}
+        too_big = await client.post("/ai/chat", json=big, headers=alice)
+        assert too_big.status_code == 413 and set(too_big.json()["error"]) == {"code", "message", "details"}
+        statuses = [(await client.get("/ai/chat/c-open/stream", headers=alice)).status_code for _ in range(6)]
+        assert statuses[0] == 204 and statuses[-1] == 429, statuses  # at most 6 requests a minute
+        limited = await client.get("/ai/openapi.json", headers=alice)
+        assert limited.status_code == 429 and limited.json()["error"]["code"] == "rate_limited"
+        assert limited.headers["x-ratelimit-limit"] == "6"
+    assert not (await engine.list_runs(session_id="c-big")).runs
