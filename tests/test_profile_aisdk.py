@@ -26,7 +26,7 @@ JS = Path(__file__).resolve().parent / "js"
 KEY = "sk-alice-1"
 AUTH = {"authorization": f"Bearer {KEY}"}
 #: The text the echo agent streams back, a word every 50 ms: long enough to be cut in the middle.
-WORDS = " ".join(f"word{i}" for i in range(60))
+WORDS = " ".join(f"word{i}" for i in range(100))
 
 
 @pytest.fixture(scope="module")
