@@ -27,6 +27,7 @@ import attrs
 
 from runengine.engine import ACTIVE_STATUSES, RunEngine
 from runengine.errors import AgentNotFound
+from runengine.events import RunWaitingForInput
 from runengine.http import params
 from runengine.http.auth import AuthHook, guarded
 from runengine.http.core import HttpError, Request, Response, StreamResponse, json_response
@@ -52,6 +53,8 @@ MESSAGE_ID = params.TextField("messageId", max_length=MAX_ID_LENGTH, description
 AGENT = params.TextField("agent", max_length=MAX_ID_LENGTH, description="the agent to run (default: the server's)")
 #: Events read per page while a stream that starts after a seq takes in what the client has.
 PRIME_PAGE = 1000
+#: How far back from a waiting run's last event its `run.waiting_for_input` is looked for.
+WAIT_TAIL = 32
 
 CHAT = Operation(
     "chat",
@@ -136,7 +139,7 @@ class AiSdkProfile:
         body = request.json_object()
         chat_id = CHAT_ID.parse(body)
         assert chat_id is not None  # required
-        TRIGGER.parse(body)
+        TRIGGER.parse(body)  # checked only: every trigger is a turn (regenerate: a new run of the last user message)
         MESSAGE_ID.parse(body)
         last = _last_message(body.get("messages"))
         owner = request_owner(self.auth, request)
@@ -144,7 +147,7 @@ class AiSdkProfile:
             active = await self._active_run(chat_id, owner)
             if active is not None and active.status is Status.WAITING_FOR_INPUT:
                 waiting = await self.engine.status(active.run_id)
-                await self.engine.resume(waiting.run_id, _answer(last, ask_call_id(waiting.last_seq)))
+                await self.engine.resume(waiting.run_id, _answer(last, ask_call_id(await self._wait_seq(waiting))))
                 return slot.bind(self._stream(waiting, waiting.last_seq))
             text = _user_text(last)
             agent = self._agent(AGENT.parse(body))
@@ -191,6 +194,12 @@ class AiSdkProfile:
         for status in ACTIVE_STATUSES:
             active += (await self.engine.list_runs(session_id=chat_id, status=status, owner=owner, limit=1)).runs
         return max(active, key=lambda run: (run.created_at is not None, run.created_at), default=None)
+
+    async def _wait_seq(self, state: RunState) -> int:
+        """The seq of the wait a waiting run is in: its last `run.waiting_for_input` (events such as a
+        restart's may follow it)."""
+        tail = await self.engine.read_events(state.run_id, after_seq=max(0, state.last_seq - WAIT_TAIL), limit=WAIT_TAIL)
+        return max((e.seq for e in tail if isinstance(e, RunWaitingForInput)), default=state.last_seq)
 
     def _stream(self, state: RunState, after_seq: int) -> StreamResponse:
         return sse_response(self._frames(state, after_seq), headers=UI_STREAM_HEADERS)
