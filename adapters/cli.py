@@ -304,7 +304,8 @@ def _access_summary(api_keys: tuple[tuple[str, str], ...], auth_ref: str | None,
     "--default-agent",
     default="echo",
     show_default=True,
-    help="The agent a /v1 (seed 004) run without persona_id runs; '' makes persona_id required.",
+    help="The agent a /v1 (seed 004) run without persona_id, or an /ai chat without agent, runs;"
+    " '' makes them name one.",
 )
 @click.option(
     "--log-level",

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from runengine.adapters.profiles.acp import AcpProfile, acp_error
+from runengine.adapters.profiles.aisdk import AiSdkProfile
 from runengine.adapters.profiles.kore import KoreProfile
 from runengine.adapters.profiles.platform import build_platform_app
 from runengine.adapters.profiles.threads import DEFAULT_AGENT, ThreadsProfile
@@ -62,7 +63,7 @@ def build_app(
     their own (`prometheus_client.start_http_server(port, registry=metrics.registry)`, as
     `runengine serve --metrics-port` does).
     GET /healthz and /readyz are always there. `default_agent`: the agent a /v1 run without
-    `persona_id` runs (None: persona_id is required)."""
+    `persona_id`, or an /ai chat without `agent`, runs (None: they must name one)."""
     streams = streams if streams is not None else OpenStreams()
     sender = webhook_sender or WebhookSender()
     windows = rate_windows(engine)
@@ -90,6 +91,7 @@ def build_app(
         "/kore", KoreProfile(engine, auth=auth, deliveries=WebhookDeliveries(engine, sender=sender), streams=streams)
     )
     router.mount("/v1", ThreadsProfile(engine, auth=auth, default_agent=default_agent, streams=streams))  # seed 004
+    router.mount("/ai", AiSdkProfile(engine, auth=auth, default_agent=default_agent, streams=streams))  # AI SDK useChat
     if rate_limit is None:
         return router
     return RateLimited(

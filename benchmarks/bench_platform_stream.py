@@ -1,13 +1,14 @@
-"""Platform profile stream benchmark: seed-002 SSE frames beside the native SSE stream, same run.
+"""Profile stream benchmark: seed-002 (/platform) and AI SDK (/ai) SSE frames beside the native SSE stream.
 
     python benchmarks/bench_platform_stream.py [--tokens 10000] [--repeat 3]
 
 One uvicorn server on 127.0.0.1 (the app `runengine serve` builds: native API at `/`,
-the platform profile at `/platform`), memory store. For a run of --tokens token deltas:
+the platform profile at `/platform`, the AI SDK's UI message stream at `/ai`), memory store.
+For a run of --tokens token deltas:
 
-- live: `POST /platform/apps/tok/execute/stream` (start the run and stream it to the
-  end) beside the reference `POST /runs` with `mode: stream` (native), measured in
-  the same run;
+- live: `POST /platform/apps/tok/execute/stream` and `POST /ai/chat` (start the run and
+  stream it to the end) beside the reference `POST /runs` with `mode: stream` (native),
+  measured in the same run;
 - replay of the finished run: `GET /platform/apps/tok/traces/{id}/stream` beside
   the reference `GET /runs/{id}/events` (SSE), the very same run.
 
@@ -88,6 +89,13 @@ async def main(tokens: int, repeat: int) -> None:
                 async with http.stream("POST", "/runs", json=body, headers={"accept": "text/event-stream"}) as r:
                     return await count_frames(r)
 
+            async def ai_live() -> int:
+                chat = f"bench-{len(traces)}-{time.perf_counter_ns()}"
+                text = {"type": "text", "text": str(tokens)}
+                body = {"id": chat, "agent": "tok", "messages": [{"id": "m", "role": "user", "parts": [text]}]}
+                async with http.stream("POST", "/ai/chat", json=body) as r:
+                    return await count_frames(r)
+
             async def platform_replay() -> int:
                 async with http.stream("GET", f"/platform/apps/tok/traces/{traces[0]}/stream") as r:
                     return await count_frames(r)
@@ -99,6 +107,7 @@ async def main(tokens: int, repeat: int) -> None:
             rows = [
                 ("live: native POST /runs (stream)", *await timed(native_live, repeat)),
                 ("live: platform POST execute/stream", *await timed(platform_live, repeat)),
+                ("live: ai POST /ai/chat (UI message stream)", *await timed(ai_live, repeat)),
                 ("replay: native GET /runs/{id}/events", *await timed(native_replay, repeat)),
                 ("replay: platform GET traces/{id}/stream", *await timed(platform_replay, repeat)),
             ]
@@ -106,10 +115,10 @@ async def main(tokens: int, repeat: int) -> None:
         await task
 
     print(f"{tokens} token deltas per run, median of {repeat}; Python {host.python_version()}, {host.machine()}")
-    print(f"| {'stream':<42} | {'frames':>7} | {'seconds':>8} | {'frames/s':>9} |")
-    print(f"|{'-' * 44}|{'-' * 9}|{'-' * 10}|{'-' * 11}|")
+    print(f"| {'stream':<44} | {'frames':>7} | {'seconds':>8} | {'frames/s':>9} |")
+    print(f"|{'-' * 46}|{'-' * 9}|{'-' * 10}|{'-' * 11}|")
     for name, seconds, frames in rows:
-        print(f"| {name:<42} | {frames:>7} | {seconds:>8.3f} | {frames / seconds:>9.0f} |")
+        print(f"| {name:<44} | {frames:>7} | {seconds:>8.3f} | {frames / seconds:>9.0f} |")
 
 
 if __name__ == "__main__":

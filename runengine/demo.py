@@ -80,12 +80,19 @@ def register_demo_agents(engine: RunEngine, *, delay: float = 0.05) -> RunEngine
         action = as_text(ctx.input) or "deploy to production"
         await stream_text(ctx, f"I am about to {action}.", delay)
         answer = await ctx.ask({"question": f"Approve: {action}?", "options": ["yes", "no"]})
-        approved = as_text(answer).strip().lower() in ("yes", "y", "approve", "approved", "ok")
+        approved = _approves(answer)
         verdict = "Approved: done." if approved else "Not approved: nothing was done."
         await stream_text(ctx, verdict, delay)
         return {"approved": approved, "answer": answer}
 
     return engine
+
+
+def _approves(answer: Any) -> bool:
+    """A yes: a word such as "yes", or an approval response ({"approved": true}, as /ai gives one)."""
+    if isinstance(answer, dict) and isinstance(answer.get("approved"), bool):
+        return answer["approved"]
+    return as_text(answer).strip().lower() in ("yes", "y", "approve", "approved", "ok")
 
 
 def _pick(wish: str, menu: dict[str, float]) -> str:

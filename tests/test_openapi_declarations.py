@@ -21,6 +21,7 @@ from httpkit import demo_engine
 from runengine import RunEngine
 from runengine.http.limits import MAX_TIMEOUT
 from runengine.adapters.profiles.native import LIST_RUNS, MODES, ON_DISCONNECT, RUN_BODY, SESSION_POLICIES, NativeAPI
+from runengine.adapters.profiles.aisdk import CHAT, AiSdkProfile
 from runengine.adapters.profiles.threads import ThreadsProfile
 from runengine.http import params
 from runengine.http.core import HttpError, Request
@@ -32,9 +33,12 @@ NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 
 
-@pytest.mark.parametrize("name", ["native", "v1"])
+PROFILES = {"native": NativeAPI, "v1": ThreadsProfile, "ai": AiSdkProfile}
+
+
+@pytest.mark.parametrize("name", list(PROFILES))
 def test_every_route_is_declared_and_documented(name: str) -> None:
-    api = NativeAPI(demo_engine()) if name == "native" else ThreadsProfile(demo_engine())
+    api = PROFILES[name](demo_engine())
     router = api.router
     undeclared = [(method, pattern) for method, pattern, op in router.declared() if op is None]
     assert undeclared == [], f"routes registered without an Operation: {undeclared}"
@@ -56,11 +60,10 @@ def test_an_undeclared_route_is_seen() -> None:
 
 
 @pytest.mark.parametrize("auth", [False, True])
-@pytest.mark.parametrize("name", ["native", "v1"])
+@pytest.mark.parametrize("name", list(PROFILES))
 def test_the_documents_are_valid_openapi_3_1(name: str, auth: bool) -> None:
     hook = (lambda headers: "alice") if auth else None
-    engine = demo_engine()
-    api = NativeAPI(engine, auth=hook) if name == "native" else ThreadsProfile(engine, auth=hook)
+    api = PROFILES[name](demo_engine(), auth=hook)
     response = anyio.run(api, Request(method="GET", path="/openapi.json", headers={"authorization": "Bearer alice"}))
     doc = json.loads(response.body)
     assert doc["openapi"] == "3.1.0" and ("security" in doc) is auth
@@ -212,3 +215,22 @@ def test_the_last_event_id_parameter_and_the_parser_agree(raw: str) -> None:
     except HttpError:
         parsed = False
     assert parsed is Draft202012Validator(LAST_EVENT_ID_PARAMETER["schema"]).is_valid(raw), raw
+
+
+# -- the /ai chat body: the declared schema and the handler agree -----------------------------------
+
+CHAT_VALIDATOR = Draft202012Validator(CHAT.body.json_schema() if CHAT.body else {})
+#: No agents (the default one, "a", missing too): a chat body the handler accepts is answered 404,
+#: one it refuses 400.
+NO_AGENTS_AI = AiSdkProfile(RunEngine("memory://", clock=lambda: NOW), default_agent="a")
+USER_MESSAGE = {"id": "m", "role": "user", "parts": [{"type": "text", "text": "hi"}]}
+chat_fields = st.sampled_from(["id", "trigger", "messageId", "agent"])
+chat_values = values | st.sampled_from(["submit-message", "regenerate-message", "resume-stream", "c1"])
+
+
+@FAST
+@given(fields=st.dictionaries(chat_fields, chat_values, max_size=2))
+def test_the_chat_schema_and_the_handler_refuse_the_same_bodies(fields: dict[str, Any]) -> None:
+    body = {"id": "c1", "agent": "a", "messages": [USER_MESSAGE], **fields}
+    response = anyio.run(NO_AGENTS_AI, Request(method="POST", path="/chat", body=dumps(body).encode()))
+    assert (response.status != 400) is CHAT_VALIDATOR.is_valid(body), (body, response.body)

@@ -1,4 +1,4 @@
-"""Hypothesis-generated requests to the ACP, Kore and /v1 (seed 004) profiles, over real HTTP: never a 5xx, and
+"""Hypothesis-generated requests to the ACP, Kore, /v1 (seed 004) and /ai (AI SDK) profiles, over real HTTP: never a 5xx, and
 every error in the one error format (ACP errors also carry ACP's top-level fields)."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runengine.adapters.profiles.acp import AcpProfile
+from runengine.adapters.profiles.aisdk import TRIGGERS, AiSdkProfile
 from runengine.adapters.profiles.kore import KoreProfile
 from runengine.adapters.profiles.threads import ThreadsProfile
 from runengine.context import RunContext
@@ -40,6 +41,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
         root.mount("/acp", AcpProfile(engine))
         root.mount("/kore", KoreProfile(engine, tools={"tool": lambda **kw: kw}))
         root.mount("/v1", ThreadsProfile(engine))  # default agent: echo
+        root.mount("/ai", AiSdkProfile(engine, default_agent="echo"))
         async with serve_app(root) as base, httpx.AsyncClient(base_url=base, timeout=30) as client:
             yield client
 
@@ -205,3 +207,54 @@ async def test_v1_paths(http: httpx.AsyncClient, run_id: str, body: str, query: 
                          ("POST", f"/v1/runs/{quoted}/input"), ("GET", f"/v1/runs/{quoted}/events"),
                          ("GET", f"/v1/threads/{quoted}/runs")):
         check(await http.request(method, path, params=query, content=body.encode()), acp=False)
+
+
+ui_parts = st.lists(
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["text", "reasoning", "tool-ask", "step-start"]) | json_values},
+        optional={
+            "text": st.text(max_size=10) | json_values,
+            "toolCallId": st.sampled_from(["ask-1", "ask-4"]) | json_values,
+            "approval": st.fixed_dictionaries({}, optional={"id": st.sampled_from(["ask-1", "ask-4"]) | json_values,
+                                                            "approved": st.booleans() | json_values}) | json_values,
+        },
+    )
+    | json_values,
+    max_size=3,
+)
+ui_messages = st.lists(
+    st.fixed_dictionaries({}, optional={"id": st.text(max_size=6), "role": st.sampled_from(["user", "assistant", "system"])
+                                        | json_values, "parts": ui_parts | json_values}) | json_values,
+    max_size=3,
+)
+chat_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.sampled_from(["c1", "c2", "", "c\n"]) | st.text(max_size=8) | json_values,
+        "messages": ui_messages | json_values,
+        "trigger": st.sampled_from([*TRIGGERS, "resume-stream", ""]) | json_values,
+        "messageId": st.text(max_size=6) | json_values,
+        "agent": st.sampled_from(["echo", "ghost", "webhook.delivery", ""]) | json_values,
+        "extra": json_values,
+    },
+)
+
+
+@pytest.mark.anyio
+@settings(SERVERS, max_examples=100)
+@given(body=chat_bodies.map(lambda d: json.dumps(d).encode()) | st.binary(max_size=60))
+async def test_ai_chat(http: httpx.AsyncClient, body: bytes) -> None:
+    await send(http, "/ai/chat", body, acp=False)
+
+
+@pytest.mark.anyio
+@settings(SERVERS, max_examples=60)
+@given(chat_id=st.text(min_size=1, max_size=12), query=st.dictionaries(st.sampled_from(["after_seq", "x"]), query_values, max_size=2),
+       last_event_id=st.none() | st.text(st.sampled_from("0123456789-+ab"), max_size=22))
+async def test_ai_paths(http: httpx.AsyncClient, chat_id: str, query: dict[str, str], last_event_id: str | None) -> None:
+    quoted = quote(chat_id, safe="")
+    headers = {} if last_event_id is None else {"last-event-id": last_event_id}
+    for method, path in (("GET", f"/ai/chat/{quoted}/stream"), ("POST", f"/ai/chat/{quoted}/stop")):
+        response = await http.request(method, path, params=query, headers=headers)
+        check(response, acp=False)
+        assert response.status_code in (204, 400, 404), response.text  # no chat of these is active

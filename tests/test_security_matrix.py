@@ -1,5 +1,5 @@
 """The authorization matrix: two principals x every route of every surface (native, /acp, /kore,
-/platform, /v1), over real HTTP. Alice creates one object of each kind on each surface; Bob then calls
+/platform, /v1, /ai), over real HTTP. Alice creates one object of each kind on each surface; Bob then calls
 every route naming Alice's objects and must be told they do not exist (404), see none of them in
 a listing, and change nothing. A session or thread id a client chooses names a session in the
 caller's own namespace (issue 20 item 13): Bob naming Alice's "support-ticket-1" reaches his own
@@ -61,13 +61,15 @@ class World:
     v1_run: str = ""
     v1_trace: str = ""
     v1_thread: str = "alice-thread"  # begun by Alice's first /v1 run naming it
+    ai_chat: str = "alice-chat"  # begun by Alice's first /ai turn naming it
+    ai_run: str = ""
 
     def secrets(self) -> set[str]:
         """Every id of Alice's that Bob must never be shown (those she chose are names in her own
         namespace, which Bob may use in his)."""
         return {
             self.native_run, self.acp_run, self.kore_run, self.kore_session, self.platform_session,
-            self.platform_trace, self.webhook_id, self.v1_run, self.v1_trace,
+            self.platform_trace, self.webhook_id, self.v1_run, self.v1_trace, self.ai_run,
         }
 
 
@@ -137,7 +139,16 @@ async def build_world(alice: httpx.AsyncClient, bob: httpx.AsyncClient) -> World
     assert r.status_code == 201, r.text
     w.v1_run, w.v1_trace = r.json()["run_id"], r.json()["trace_id"]
     await wait_status(alice, w.v1_run, "waiting_for_input")
+    # /ai (AI SDK useChat): a chat whose run waits for approval
+    r = await alice.post("/ai/chat", json=ai_chat_body(w.ai_chat, "refund", agent="approval"))
+    assert r.status_code == 200 and r.text.endswith("data: [DONE]\n\n"), r.text
+    w.ai_run = r.text.split('"messageId":"', 1)[1].split('"', 1)[0]
+    await wait_status(alice, w.ai_run, "waiting_for_input")
     return w
+
+
+def ai_chat_body(chat_id: str, text: str, **extra: Any) -> dict[str, Any]:
+    return {"id": chat_id, "messages": [{"id": "m1", "role": "user", "parts": [{"type": "text", "text": text}]}], **extra}
 
 
 # -- what Bob may be answered ------------------------------------------------------------------
@@ -410,6 +421,45 @@ async def v1_events(w: World) -> None:
     hidden(await w.bob.get(f"/v1/runs/{w.v1_run}/events", headers={"accept": "text/event-stream"}))
 
 
+# -- /ai (AI SDK UI message stream) ------------------------------------------------------------------
+
+
+async def as_missing(w: World, method: str, path: str, **kwargs: Any) -> None:
+    """Bob is answered about Alice's chat exactly as about a chat that does not exist."""
+    r = await w.bob.request(method, path.format(chat=w.ai_chat), **kwargs)
+    missing = await w.bob.request(method, path.format(chat="no-such-chat-" + uuid.uuid4().hex), **kwargs)
+    assert (r.status_code, r.content) == (missing.status_code, missing.content), r.text
+    reveals_nothing(w, r, w.ai_chat)
+
+
+async def ai_chat(w: World) -> None:
+    # Alice's chat waits for approval: Bob's "yes" naming its id is a turn of his own chat of that
+    # id (chat ids are sessions: per principal), never an answer to hers (checked at the end).
+    for text in ("yes", "another turn"):
+        r = await w.bob.post("/ai/chat", json=ai_chat_body(w.ai_chat, text, agent="echo"))
+        own_namespace(w, r)
+    # His approval response naming her chat is answered as one naming no chat at all (a 400: no turn to answer).
+    def approval(chat: str) -> dict[str, Any]:
+        return {"id": chat, "messages": [{"id": w.ai_run, "role": "assistant", "parts": [
+            {"type": "tool-ask", "toolCallId": "ask-1", "approval": {"id": "ask-1", "approved": True}}]}]}
+
+    r = await w.bob.post("/ai/chat", json=approval(w.ai_chat))
+    missing = await w.bob.post("/ai/chat", json=approval("no-such-chat"))
+    assert (r.status_code, r.json()) == (missing.status_code, missing.json()), r.text
+    reveals_nothing(w, r, w.ai_chat, w.ai_run)
+
+
+async def ai_stream(w: World) -> None:
+    for headers in ({}, {"last-event-id": "1"}):
+        await as_missing(w, "GET", "/ai/chat/{chat}/stream", headers=headers)
+        assert (await w.bob.get(f"/ai/chat/{w.ai_chat}/stream", headers=headers)).status_code == 204
+
+
+async def ai_stop(w: World) -> None:
+    await as_missing(w, "POST", "/ai/chat/{chat}/stop")
+    assert (await w.bob.post(f"/ai/chat/{w.ai_chat}/stop")).status_code == 204
+
+
 #: Every route of the composed app, with how Bob tries it against Alice's objects.
 PROBES: dict[tuple[str, str], Probe] = {
     ("POST", "/runs"): native_create_run,
@@ -457,6 +507,10 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("POST", "/v1/runs/{run_id}/input"): v1_input,
     ("GET", "/v1/runs/{run_id}/events"): v1_events,
     ("GET", "/v1/openapi.json"): lambda w: public(w, "/v1/openapi.json"),
+    ("POST", "/ai/chat"): ai_chat,
+    ("GET", "/ai/chat/{chat_id}/stream"): ai_stream,
+    ("POST", "/ai/chat/{chat_id}/stop"): ai_stop,
+    ("GET", "/ai/openapi.json"): lambda w: public(w, "/ai/openapi.json"),
 }
 
 
@@ -483,6 +537,10 @@ async def alice_objects_unchanged(w: World) -> None:
     assert (await w.alice.get(f"/runs/{w.kore_run}")).json()["status"] == "waiting_for_input"
     assert (await w.alice.get(f"/v1/runs/{w.v1_run}")).json()["status"] == "waiting_for_input"
     assert [r["run_id"] for r in (await w.alice.get(f"/v1/threads/{w.v1_thread}/runs")).json()] == [w.v1_run]
+    assert (await w.alice.get(f"/runs/{w.ai_run}")).json()["status"] == "waiting_for_input"
+    assert [r["run_id"] for r in (await w.alice.get("/runs", params={"session_id": w.ai_chat})).json()["runs"]] == [w.ai_run]
+    stream = await w.alice.get(f"/ai/chat/{w.ai_chat}/stream")  # Alice still sees her chat's approval request
+    assert stream.status_code == 200 and '"type":"tool-approval-request"' in stream.text, stream.text
     history = await w.alice.get(f"/platform/apps/{APP}/sessions/{w.platform_session}/history")
     assert history.status_code == 200, history.text
     assert [h["webhook_id"] for h in (await w.alice.get(f"/platform/apps/{APP}/webhooks")).json()["webhooks"]] == [w.webhook_id]
