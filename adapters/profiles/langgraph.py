@@ -523,7 +523,8 @@ class LangGraphProfile:
             except SessionExists:
                 await self._record(request, thread_id)  # another's: 404; a race with its owner: theirs
         if command is not None:
-            return await self._resume(thread_id, owner, command, raw_input), options
+            state, after = await self._resume(thread_id, owner, command, raw_input)
+            return state, after, options
         active = await self._active_runs(thread_id, owner) if strategy == "rollback" else []
         state = await self.engine.execute(
             spec.name,
