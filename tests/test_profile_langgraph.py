@@ -19,11 +19,14 @@ from langgraph_sdk import get_client
 from langgraph_sdk.errors import BadRequestError, ConflictError, NotFoundError
 
 from faultkit import ServeProcess
-from httpkit import demo_engine
+from httpkit import add_test_agents
 from kit import until
 from profile_http import serve_app
 from runengine.adapters.profiles.langgraph import assistant_id_of
+from runengine import RunEngine
 from runengine.adapters.server import build_app
+from runengine.demo import register_demo_agents
+from runengine.worker import WorkerOptions
 
 ANYIO_BACKENDS = ("asyncio",)
 TUPLE = ["values", "messages-tuple", "updates"]
@@ -39,7 +42,9 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @asynccontextmanager
 async def langgraph(store: str = "memory://", **app_options: Any) -> AsyncIterator[tuple[Any, str]]:
     """The demo engine on `store` served over real HTTP; a langgraph-sdk client for /langgraph."""
-    engine = demo_engine(store)
+    # On PostgreSQL a run is queued: a worker in this engine takes it.
+    engine = register_demo_agents(RunEngine(store, worker=WorkerOptions(poll=0.05) if store.startswith("postgresql") else None), delay=0.0)
+    add_test_agents(engine)
     async with engine:
         async with serve_app(build_app(engine, **app_options)) as base:
             yield get_client(url=base + "/langgraph", timeout=30), base
