@@ -1,5 +1,5 @@
 """The authorization matrix: two principals x every route of every surface (native, /acp, /kore,
-/platform, /v1), over real HTTP. Alice creates one object of each kind on each surface; Bob then calls
+/platform, /v1, /langgraph), over real HTTP. Alice creates one object of each kind on each surface; Bob then calls
 every route naming Alice's objects and must be told they do not exist (404), see none of them in
 a listing, and change nothing.
 
@@ -59,13 +59,15 @@ class World:
     v1_run: str = ""
     v1_trace: str = ""
     v1_thread: str = "alice-thread"  # begun by Alice's first /v1 run naming it
+    lg_thread: str = "alice-lg-thread"  # created with POST /langgraph/threads
+    lg_run: str = ""
 
     def secrets(self) -> set[str]:
         """Every id of Alice's that Bob must never be shown."""
         return {
             self.native_run, self.native_session, self.explicit_session, self.acp_run, self.acp_session,
             self.kore_run, self.kore_session, self.platform_session, self.platform_trace, self.webhook_id,
-            self.v1_run, self.v1_trace, self.v1_thread,
+            self.v1_run, self.v1_trace, self.v1_thread, self.lg_thread, self.lg_run,
         }
 
 
@@ -135,6 +137,13 @@ async def build_world(alice: httpx.AsyncClient, bob: httpx.AsyncClient) -> World
     assert r.status_code == 201, r.text
     w.v1_run, w.v1_trace = r.json()["run_id"], r.json()["trace_id"]
     await wait_status(alice, w.v1_run, "waiting_for_input")
+    # /langgraph: a thread with a run waiting for input
+    r = await alice.post("/langgraph/threads", json={"thread_id": w.lg_thread, "metadata": {"owner": "alice"}})
+    assert r.status_code == 200, r.text
+    r = await alice.post(f"/langgraph/threads/{w.lg_thread}/runs", json={"assistant_id": "approval", "input": "refund"})
+    assert r.status_code == 200, r.text
+    w.lg_run = r.json()["run_id"]
+    await wait_status(alice, w.lg_run, "waiting_for_input")
     return w
 
 
@@ -233,8 +242,8 @@ async def native_history(w: World) -> None:
         hidden(await w.bob.get(f"/sessions/{session}/history"))
 
 
-async def public(w: World, path: str) -> None:
-    r = await w.bob.get(path)
+async def public(w: World, path: str, method: str = "GET") -> None:
+    r = await w.bob.request(method, path)
     assert r.status_code == 200, r.text
     reveals_nothing(w, r)
 
@@ -401,6 +410,62 @@ async def v1_events(w: World) -> None:
     hidden(await w.bob.get(f"/v1/runs/{w.v1_run}/events", headers={"accept": "text/event-stream"}))
 
 
+# -- /langgraph ---------------------------------------------------------------------------------------
+
+LG_RUN_BODIES = [
+    {"assistant_id": "echo", "input": {"messages": [{"type": "human", "content": "x"}]}},
+    *({"assistant_id": "echo", "input": "x", "multitask_strategy": s} for s in ("reject", "interrupt", "rollback", "enqueue")),
+    {"assistant_id": "echo", "input": "x", "if_not_exists": "create"},
+    {"assistant_id": "approval", "command": {"resume": "yes"}},
+]
+
+
+async def lg_create_thread(w: World) -> None:
+    r = await w.bob.post("/langgraph/threads", json={"thread_id": w.lg_thread})
+    assert r.status_code == 409, r.text  # taken: by whom is not said
+    reveals_nothing(w, r, w.lg_thread)
+    hidden(await w.bob.post("/langgraph/threads", json={"thread_id": w.lg_thread, "if_exists": "do_nothing"}))
+    r = await w.bob.post("/langgraph/threads", json={})
+    assert r.status_code == 200 and r.json()["thread_id"] not in w.secrets(), r.text
+
+
+async def lg_get_thread(w: World) -> None:
+    hidden(await w.bob.get(f"/langgraph/threads/{w.lg_thread}"))
+
+
+async def lg_state(w: World) -> None:
+    hidden(await w.bob.get(f"/langgraph/threads/{w.lg_thread}/state"))
+
+
+async def lg_history(w: World) -> None:
+    hidden(await w.bob.post(f"/langgraph/threads/{w.lg_thread}/history", json={}))
+
+
+async def lg_run_in_alices_thread(w: World, suffix: str) -> None:
+    for body in LG_RUN_BODIES:
+        r = await w.bob.post(f"/langgraph/threads/{w.lg_thread}/runs{suffix}", json=body)
+        hidden(r)
+        reveals_nothing(w, r, w.lg_thread)
+
+
+async def lg_get_run(w: World) -> None:
+    hidden(await w.bob.get(f"/langgraph/threads/{w.lg_thread}/runs/{w.lg_run}"))
+
+
+async def lg_join_stream(w: World) -> None:
+    for last in ("-1", "1"):
+        hidden(await w.bob.get(f"/langgraph/threads/{w.lg_thread}/runs/{w.lg_run}/stream", headers={"last-event-id": last}))
+
+
+async def lg_join(w: World) -> None:
+    hidden(await w.bob.get(f"/langgraph/threads/{w.lg_thread}/runs/{w.lg_run}/join"))
+
+
+async def lg_cancel(w: World) -> None:
+    for action in ("interrupt", "rollback"):
+        hidden(await w.bob.post(f"/langgraph/threads/{w.lg_thread}/runs/{w.lg_run}/cancel", params={"action": action}))
+
+
 #: Every route of the composed app, with how Bob tries it against Alice's objects.
 PROBES: dict[tuple[str, str], Probe] = {
     ("POST", "/runs"): native_create_run,
@@ -448,6 +513,20 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("POST", "/v1/runs/{run_id}/input"): v1_input,
     ("GET", "/v1/runs/{run_id}/events"): v1_events,
     ("GET", "/v1/openapi.json"): lambda w: public(w, "/v1/openapi.json"),
+    ("POST", "/langgraph/assistants/search"): lambda w: public(w, "/langgraph/assistants/search", "POST"),
+    ("GET", "/langgraph/assistants/{assistant_id}"): lambda w: public(w, "/langgraph/assistants/echo"),
+    ("POST", "/langgraph/threads"): lg_create_thread,
+    ("GET", "/langgraph/threads/{thread_id}"): lg_get_thread,
+    ("GET", "/langgraph/threads/{thread_id}/state"): lg_state,
+    ("POST", "/langgraph/threads/{thread_id}/history"): lg_history,
+    ("POST", "/langgraph/threads/{thread_id}/runs"): lambda w: lg_run_in_alices_thread(w, ""),
+    ("POST", "/langgraph/threads/{thread_id}/runs/stream"): lambda w: lg_run_in_alices_thread(w, "/stream"),
+    ("POST", "/langgraph/threads/{thread_id}/runs/wait"): lambda w: lg_run_in_alices_thread(w, "/wait"),
+    ("GET", "/langgraph/threads/{thread_id}/runs/{run_id}"): lg_get_run,
+    ("GET", "/langgraph/threads/{thread_id}/runs/{run_id}/stream"): lg_join_stream,
+    ("GET", "/langgraph/threads/{thread_id}/runs/{run_id}/join"): lg_join,
+    ("POST", "/langgraph/threads/{thread_id}/runs/{run_id}/cancel"): lg_cancel,
+    ("GET", "/langgraph/openapi.json"): lambda w: public(w, "/langgraph/openapi.json"),
 }
 
 
@@ -474,6 +553,10 @@ async def alice_objects_unchanged(w: World) -> None:
     assert (await w.alice.get(f"/runs/{w.kore_run}")).json()["status"] == "waiting_for_input"
     assert (await w.alice.get(f"/v1/runs/{w.v1_run}")).json()["status"] == "waiting_for_input"
     assert [r["run_id"] for r in (await w.alice.get(f"/v1/threads/{w.v1_thread}/runs")).json()] == [w.v1_run]
+    thread = (await w.alice.get(f"/langgraph/threads/{w.lg_thread}")).json()
+    assert thread["status"] == "interrupted" and thread["metadata"] == {"owner": "alice"}, thread
+    assert (await w.alice.get(f"/langgraph/threads/{w.lg_thread}/runs/{w.lg_run}")).json()["status"] == "running"
+    assert len((await w.alice.post(f"/langgraph/threads/{w.lg_thread}/history", json={})).json()) == 1
     history = await w.alice.get(f"/platform/apps/{APP}/sessions/{w.platform_session}/history")
     assert history.status_code == 200, history.text
     assert [h["webhook_id"] for h in (await w.alice.get(f"/platform/apps/{APP}/webhooks")).json()["webhooks"]] == [w.webhook_id]
