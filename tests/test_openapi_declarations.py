@@ -21,6 +21,7 @@ from httpkit import demo_engine
 from runengine import RunEngine
 from runengine.http.limits import MAX_TIMEOUT
 from runengine.adapters.profiles.native import LIST_RUNS, MODES, ON_DISCONNECT, RUN_BODY, SESSION_POLICIES, NativeAPI
+from runengine.adapters.profiles.langgraph import LangGraphProfile
 from runengine.adapters.profiles.threads import ThreadsProfile
 from runengine.http import params
 from runengine.http.core import HttpError, Request
@@ -32,9 +33,13 @@ NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 
 
-@pytest.mark.parametrize("name", ["native", "v1"])
+#: Each API whose routes carry declarations, and how to make it over an engine (with an auth hook or none).
+APIS: dict[str, Any] = {"native": NativeAPI, "v1": ThreadsProfile, "langgraph": LangGraphProfile}
+
+
+@pytest.mark.parametrize("name", list(APIS))
 def test_every_route_is_declared_and_documented(name: str) -> None:
-    api = NativeAPI(demo_engine()) if name == "native" else ThreadsProfile(demo_engine())
+    api = APIS[name](demo_engine())
     router = api.router
     undeclared = [(method, pattern) for method, pattern, op in router.declared() if op is None]
     assert undeclared == [], f"routes registered without an Operation: {undeclared}"
@@ -56,11 +61,10 @@ def test_an_undeclared_route_is_seen() -> None:
 
 
 @pytest.mark.parametrize("auth", [False, True])
-@pytest.mark.parametrize("name", ["native", "v1"])
+@pytest.mark.parametrize("name", list(APIS))
 def test_the_documents_are_valid_openapi_3_1(name: str, auth: bool) -> None:
     hook = (lambda headers: "alice") if auth else None
-    engine = demo_engine()
-    api = NativeAPI(engine, auth=hook) if name == "native" else ThreadsProfile(engine, auth=hook)
+    api = APIS[name](demo_engine(), auth=hook)
     response = anyio.run(api, Request(method="GET", path="/openapi.json", headers={"authorization": "Bearer alice"}))
     doc = json.loads(response.body)
     assert doc["openapi"] == "3.1.0" and ("security" in doc) is auth
@@ -212,3 +216,41 @@ def test_the_last_event_id_parameter_and_the_parser_agree(raw: str) -> None:
     except HttpError:
         parsed = False
     assert parsed is Draft202012Validator(LAST_EVENT_ID_PARAMETER["schema"]).is_valid(raw), raw
+
+
+# -- /langgraph's run body: the declared schema and the handler agree --------------------------------
+
+from runengine.adapters.profiles.langgraph import RUN_BODY as LANGGRAPH_RUN_BODY  # noqa: E402
+
+LANGGRAPH_VALIDATOR = Draft202012Validator(LANGGRAPH_RUN_BODY.json_schema())
+#: No agents: a body the handler accepts is a 404 (no such assistant), one it refuses a 400.
+NO_ASSISTANTS = LangGraphProfile(RunEngine("memory://", clock=lambda: NOW))
+MODES_DRAWN = st.sampled_from(["values", "messages-tuple", "updates", "custom", "events", "debug", "messages", "x"])
+LANGGRAPH_BODIES = st.fixed_dictionaries(
+    {},
+    optional={
+        "assistant_id": st.sampled_from(["agent", "", "x" * 200, "x" * 201, "a\nb"]) | json_values,
+        "input": json_values,
+        "command": st.fixed_dictionaries({}, optional={"resume": json_values, "goto": json_values}) | json_values,
+        "metadata": st.dictionaries(st.sampled_from(["k", "langgraph"]), json_values, max_size=2) | json_values,
+        "stream_mode": MODES_DRAWN | st.lists(MODES_DRAWN, max_size=3) | json_values,
+        "multitask_strategy": st.sampled_from(["reject", "interrupt", "rollback", "enqueue", "x"]) | json_values,
+        "if_not_exists": st.sampled_from(["create", "reject", "x"]) | json_values,
+        "on_disconnect": st.sampled_from(["cancel", "continue", "x"]) | json_values,
+        "after_seconds": st.sampled_from([0, 1.5, -1, 30 * 24 * 3600, 30 * 24 * 3600 + 1, True]) | json_values,
+        "checkpoint_id": st.none() | json_values,
+        "interrupt_before": st.none() | json_values,
+        "config": json_values,
+        "stream_resumable": json_values,
+        "unknown_field": json_values,
+    },
+)
+
+
+@FAST
+@given(body=LANGGRAPH_BODIES)
+def test_langgraph_run_body_schema_and_handler_agree(body: dict[str, Any]) -> None:
+    request = Request(method="POST", path="/threads/t/runs", body=dumps(body).encode())
+    status = anyio.run(NO_ASSISTANTS, request).status
+    assert (status != 400) == LANGGRAPH_VALIDATOR.is_valid(body), (status, body)
+    assert status in (400, 404)

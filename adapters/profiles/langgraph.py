@@ -201,9 +201,21 @@ RUN_BODY = Body(
             "assistant_id": {**ID, "description": "an agent's name (LangGraph's graph id) or its assistant_id"},
             "input": {"description": f"the run's input (at most {MAX_INPUT_BYTES} bytes): with `messages`, ctx.input "
                       "is the last human message's text; otherwise the object itself"},
-            "command": {"type": ["object", "null"], "description": "{\"resume\": value}: input for the thread's run waiting for it"},
-            "metadata": {"type": ["object", "null"]},
-            "stream_mode": {"description": f"one of, or a list of: {', '.join(STREAM_MODES + SILENT_MODES)}"},
+            "command": {
+                "type": ["object", "null"],
+                "required": ["resume"],
+                "additionalProperties": False,
+                "properties": {"resume": {}},
+                "description": "{\"resume\": value}: the input of the thread's run waiting for it (not with `input`)",
+            },
+            "metadata": {
+                "anyOf": [{"type": "null"}, {"type": "object", "not": {"required": [META_KEY]}}],
+                "description": f"the run's metadata (at most {MAX_METADATA_BYTES} bytes; the key {META_KEY!r} is this profile's)",
+            },
+            "stream_mode": {
+                "anyOf": [{"enum": [*STREAM_MODES, *SILENT_MODES, None]},
+                          {"type": "array", "items": {"enum": [*STREAM_MODES, *SILENT_MODES]}}],
+            },
             "multitask_strategy": {"enum": [*MULTITASK, None]},
             "if_not_exists": {"enum": ["reject", "create", None]},
             "on_disconnect": {"enum": ["cancel", "continue", None]},
@@ -212,6 +224,8 @@ RUN_BODY = Body(
             **{name: {"type": "null", "description": why} for name, why in REFUSED_FIELDS.items()},
         },
         "additionalProperties": False,
+        "if": {"required": ["command"], "properties": {"command": {"type": "object"}}},
+        "then": {"properties": {"input": {"type": "null"}}},
     },
 )
 STREAM_MODE_PARAMETER = {
@@ -321,8 +335,7 @@ class LangGraphProfile:
 
     def _agent(self, assistant_id: Any) -> Any:
         """The agent an assistant id names: its name (a graph id) or its derived assistant_id."""
-        if not isinstance(assistant_id, str) or not assistant_id or len(assistant_id) > MAX_ID_LENGTH:
-            raise invalid(f"assistant_id must be a string of 1 to {MAX_ID_LENGTH} characters", field="assistant_id")
+        _check_id(assistant_id, "assistant_id")
         for spec in self._agents():
             if assistant_id in (spec.name, assistant_id_of(spec.name)):
                 return spec
@@ -494,11 +507,13 @@ class LangGraphProfile:
         (the run's state, the seq its stream starts after, the parsed options)."""
         thread_id = _path_id(request, "thread_id")
         body = request.json_object()
+        # Every field is checked before anything is looked up (RUN_BODY states the same rules).
         params.reject_unknown(body, RUN_FIELDS + IGNORED_FIELDS + tuple(REFUSED_FIELDS))
         for field, why in REFUSED_FIELDS.items():
             if body.get(field) is not None:
                 raise invalid(why, field=field)
-        spec = self._agent(body.get("assistant_id"))
+        assistant_id = body.get("assistant_id")
+        _check_id(assistant_id, "assistant_id")
         modes = _stream_modes(body.get("stream_mode"))
         strategy = _choice(body, "multitask_strategy", tuple(MULTITASK), "reject")
         if_not_exists = _choice(body, "if_not_exists", ("reject", "create"), "reject")
@@ -511,6 +526,12 @@ class LangGraphProfile:
             raise invalid(f"after_seconds must be a number from 0 to {MAX_START_DELAY:g}", field="after_seconds")
         raw_input = params.json_value(body, "input", max_bytes=MAX_INPUT_BYTES)
         command = body.get("command")
+        if command is not None:
+            if not isinstance(command, dict) or set(command) != {"resume"}:
+                raise invalid('command must be {"resume": value}: goto and update are not supported', field="command")
+            if raw_input is not None:
+                raise invalid("give input or command, not both", field="command")
+        spec = self._agent(assistant_id)
         options = {"modes": modes, "on_disconnect": on_disconnect, "thread_id": thread_id}
         owner = request_owner(self.auth, request)
         try:
@@ -523,7 +544,7 @@ class LangGraphProfile:
             except SessionExists:
                 await self._record(request, thread_id)  # another's: 404; a race with its owner: theirs
         if command is not None:
-            state, after = await self._resume(thread_id, owner, command, raw_input)
+            state, after = await self._resume(thread_id, owner, command)
             return state, after, options
         active = await self._active_runs(thread_id, owner) if strategy == "rollback" else []
         state = await self.engine.execute(
@@ -557,12 +578,8 @@ class LangGraphProfile:
             found += [r.run_id for r in (await self.engine.list_runs(session_id=thread_id, owner=owner, status=status, limit=200)).runs]
         return found
 
-    async def _resume(self, thread_id: str, owner: str | None, command: Any, raw_input: Any) -> tuple[RunState, int]:
+    async def _resume(self, thread_id: str, owner: str | None, command: dict[str, Any]) -> tuple[RunState, int]:
         """command {"resume": value}: the value is the input of the thread's run waiting for it."""
-        if not isinstance(command, dict) or set(command) - {"resume"} or "resume" not in command:
-            raise invalid('command must be {"resume": value}: goto and update are not supported', field="command")
-        if raw_input is not None:
-            raise invalid("give input or command, not both", field="command")
         page = await self.engine.list_runs(session_id=thread_id, owner=owner, status=Status.WAITING_FOR_INPUT, limit=1)
         if not page.runs:
             raise HttpError(409, "conflict", "the thread has no run waiting for input", {"thread_id": thread_id[:80]})
