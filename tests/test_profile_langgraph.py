@@ -6,6 +6,7 @@ clear 400 for what LangGraph offers and this engine does not (checkpoints, graph
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +24,8 @@ from httpkit import add_test_agents
 from kit import until
 from profile_http import serve_app
 from runengine.adapters.profiles.langgraph import assistant_id_of
+from runengine.adapters.profiles.langgraph_shapes import StreamFrames
+from runengine.events import MessageDelta
 from runengine import RunEngine
 from runengine.adapters.server import build_app
 from runengine.demo import register_demo_agents
@@ -154,6 +157,18 @@ async def test_a_join_replays_only_its_run_and_keeps_the_runs_stream_modes() -> 
         parts = [part async for part in client.runs.join_stream(tid, run["run_id"], last_event_id="-1")]
         assert {p.event for p in parts} == {"metadata", "messages", "end"}  # the run's own modes
         assert list(assembled(parts).values()) == ["second turn"]
+
+
+def test_a_token_frame_says_what_the_general_encoding_says() -> None:
+    """The per-token fast path of messages-tuple encodes the same JSON as the general one."""
+    delta = MessageDelta(run_id="r1", seq=7, message_id='m"1\n', content='tok "quoted"\nline ünï')
+    fast = StreamFrames(["messages-tuple"], run_id="r1", thread_id="t1", node="echo").frames(delta)
+    general = StreamFrames(["messages-tuple", "events"], run_id="r1", thread_id="t1", node="echo").frames(delta)
+    fast_frames, general_frames = fast.decode().split("\n\n"), general.decode().split("\n\n")
+    assert fast_frames[0].startswith("id: 7\nevent: messages\ndata: ")
+    data = [json.loads(frame.split("data: ", 1)[1]) for frame in (fast_frames[0], general_frames[0])]
+    assert data[0] == data[1] and data[0][0]["content"] == delta.content and data[0][0]["id"] == delta.message_id
+    assert "id: 7" in general_frames[1] and "id: " not in general_frames[0]  # the event's last frame has its seq
 
 
 # -- wait, join, cancel, state, history -------------------------------------------------------------

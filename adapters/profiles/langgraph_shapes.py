@@ -194,7 +194,13 @@ class StreamFrames:
         self.earlier = list(earlier)
         self.run = RunMessages()
         self._tuple = "messages-tuple" in self.modes
-        self._meta_json = dumps(self.meta)
+        # An AIMessageChunk's fields after content and id, and the frame's metadata (dumps escapes
+        # every line break, so the data is one line).
+        constant = dumps(ai_chunk("", ""))
+        assert constant.startswith('{"type":"AIMessageChunk","content":"","id":""')
+        self._chunk_tail = ',"type":"AIMessageChunk"' + constant[len('{"type":"AIMessageChunk","content":"","id":""'):] + "," + dumps(self.meta) + "]"
+        self._last_id = ""
+        self._last_id_json = '""'
 
     def values(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         values = thread_values([*self.earlier, *self.run.messages], self.run.output)
@@ -202,15 +208,17 @@ class StreamFrames:
 
     def frames(self, event: Event) -> bytes:
         """The frames of `event`, the last with its seq as id (b"" when it has none)."""
-        kind = type(event)
-        if kind is MessageDelta and self._tuple:  # the hot path: one chunk per token
+        if type(event) is MessageDelta and self._tuple and "events" not in self.modes:
+            # The hot path, one frame per token: the chunk's constant fields are encoded once.
             assert isinstance(event, MessageDelta)
-            chunk = dumps(ai_chunk(event.content, event.message_id))
-            parts = [("messages", f"[{chunk},{self._meta_json}]")]
-            if "events" in self.modes:
-                parts.append(("events", dumps(self._lc_event("on_chat_model_stream", {"chunk": ai_chunk(event.content, event.message_id)}))))
-            return self._encode(parts, event.seq)
+            data = f'[{{"content":{dumps(event.content)},"id":{self._id_json(event.message_id)}{self._chunk_tail}'
+            return f"id: {event.seq}\nevent: messages\ndata: {data}\n\n".encode()
         return self._encode(self._parts(event), event.seq)
+
+    def _id_json(self, message_id: str) -> str:
+        if message_id != self._last_id:
+            self._last_id, self._last_id_json = message_id, dumps(message_id)
+        return self._last_id_json
 
     def _parts(self, event: Event) -> list[tuple[str, str]]:
         modes = self.modes
@@ -221,9 +229,13 @@ class StreamFrames:
             parts.append(("metadata", {"run_id": self.run_id, "attempt": 1}))
             if "events" in modes:
                 parts.append(("events", self._lc_event("on_chain_start", {"input": getattr(event, "input", None)})))
-        elif kind is MessageDelta and "events" in modes:
+        elif kind is MessageDelta:
             assert isinstance(event, MessageDelta)
-            parts.append(("events", self._lc_event("on_chat_model_stream", {"chunk": ai_chunk(event.content, event.message_id)})))
+            chunk = ai_chunk(event.content, event.message_id)
+            if self._tuple:
+                parts.append(("messages", [chunk, self.meta]))
+            if "events" in modes:
+                parts.append(("events", self._lc_event("on_chat_model_stream", {"chunk": chunk})))
         elif kind is ToolCall:
             assert isinstance(event, ToolCall)
             if self._tuple:
