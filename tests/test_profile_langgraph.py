@@ -26,6 +26,10 @@ from profile_http import serve_app
 from runengine.adapters.profiles.langgraph import assistant_id_of
 from runengine.adapters.profiles.langgraph_shapes import StreamFrames
 from runengine.events import MessageDelta
+from runengine.http.apikeys import api_key_auth
+from runengine.http.openstreams import OpenStreams
+from runengine.http.ratelimit import Rate
+from runengine.limits import MAX_BODY_BYTES
 from runengine import RunEngine
 from runengine.adapters.server import build_app
 from runengine.demo import register_demo_agents
@@ -122,8 +126,8 @@ async def test_a_streamed_run_assembles_its_text_and_its_ids_are_the_runs_seqs(s
 
 
 @pytest.mark.anyio
-async def test_a_dropped_stream_joined_with_its_last_event_id_has_no_gap_and_no_duplicate() -> None:
-    async with langgraph() as (client, _):
+async def test_a_dropped_stream_joined_with_its_last_event_id_has_no_gap_and_no_duplicate(store_url: str) -> None:
+    async with langgraph(store_url) as (client, _):
         thread = await client.threads.create()
         tid = thread["thread_id"]
         first: list[Any] = []
@@ -311,6 +315,33 @@ async def test_what_is_not_offered_is_a_clear_400_and_starts_nothing(extra: dict
         assert (await client.threads.get(tid))["values"] == {"messages": []}
         with pytest.raises(NotFoundError):
             await client.runs.create(tid, "no-such-agent", input=human("x"))
+
+
+@pytest.mark.anyio
+async def test_the_servers_limits_apply_to_langgraph() -> None:
+    """Auth (401), the body limit (413), the open streams per principal (429, no run started) and
+    the request rate (429), each in the one error format."""
+    streams = OpenStreams(limit=1)
+    options = {"auth": api_key_auth({"sk-a": "alice"}), "rate_limit": Rate(12, 60.0), "streams": streams}
+    async with langgraph(**options) as (_, base):
+        async with httpx.AsyncClient(base_url=base + "/langgraph", timeout=30) as anonymous:
+            r = await anonymous.post("/threads", json={})
+            assert r.status_code == 401 and r.json()["error"]["code"] == "authentication_error", r.text
+        client = get_client(url=base + "/langgraph", api_key="sk-a", timeout=30)
+        tid = (await client.threads.create())["thread_id"]
+        async with httpx.AsyncClient(base_url=base + "/langgraph", headers={"x-api-key": "sk-a"}, timeout=30) as alice:
+            big = {"assistant_id": "echo", "input": "x" * (MAX_BODY_BYTES + 1)}
+            r = await alice.post(f"/threads/{tid}/runs", json=big)
+            assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large", r.text
+            body = {"assistant_id": "sleeper", "input": 30, "stream_mode": "values"}
+            async with alice.stream("POST", f"/threads/{tid}/runs/stream", json=body) as held:
+                assert held.status_code == 200
+                second = await alice.post(f"/threads/{tid}/runs/stream", json={**body, "multitask_strategy": "enqueue"})
+                assert second.status_code == 429 and second.json()["error"]["code"] == "rate_limited", second.text
+            runs = await alice.get(f"/threads/{tid}")
+            assert [m["content"] for m in runs.json()["values"]["messages"]] == ["30"]  # the refused stream started nothing
+            codes = [(await alice.get(f"/threads/{tid}")).status_code for _ in range(12)]
+            assert codes[-1] == 429 and 200 in codes, codes
 
 
 # -- a real server SIGKILLed mid-run --------------------------------------------------------------
