@@ -384,3 +384,37 @@ async def _stream_kill_join(server: ServeProcess, words: list[str]) -> None:
     # The message the crash cut off was discarded and streamed afresh: the join assembles it whole.
     assert " ".join(words) in assembled(rest).values()
     assert (await client.runs.get(tid, run_id))["status"] == "success"
+
+
+@pytest.mark.slow
+def test_the_clients_own_reconnect_rides_out_a_sigkill(tmp_path: Path) -> None:
+    """No join by hand: the stream's `Location` lets langgraph-sdk reconnect by itself, with the
+    last id it saw, to the restarted server; the parts it yields have no gap and no duplicate."""
+    words = [f"w{i}" for i in range(60)]
+    server = ServeProcess(
+        ["--store", f"sqlite:///{tmp_path / 'runs.db'}", "--delay", "0.05", "--log-level", "warning"], tmp_path / "serve.log"
+    )
+    server.start()
+    try:
+        anyio.run(_stream_through_a_kill, server, words)
+    finally:
+        server.kill(signal.SIGKILL)
+
+
+async def _stream_through_a_kill(server: ServeProcess, words: list[str]) -> None:
+    client = get_client(url=server.base + "/langgraph", timeout=30)
+    tid = (await client.threads.create())["thread_id"]
+    parts: list[Any] = []
+    killed = False
+    async for part in client.runs.stream(tid, "echo", input=human(" ".join(words)), stream_mode=TUPLE):
+        parts.append(part)
+        if sum(p.event == "messages" for p in parts) == 15 and not killed:
+            killed = True
+            server.kill(signal.SIGKILL)  # mid-run; the client is told nothing
+            server.process = None
+            server.start()  # the same port: the client's reconnect finds it
+    ids = ids_of(parts)
+    assert killed and ids == sorted(set(ids)), "an id came twice or out of order"
+    assert parts[-1].event == "end"
+    assert [p.data for p in parts if p.event == "values"][-1]["messages"][-1]["content"] == " ".join(words)
+    assert " ".join(words) in assembled(parts).values()  # the message cut off, written afresh, whole
