@@ -28,14 +28,15 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import aclosing
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import parse_qsl
 
 import anyio
 import attrs
 import structlog
-from urllib.parse import parse_qsl
 
+from runengine.agents import AgentSpec
 from runengine.engine import RunEngine
-from runengine.errors import AgentNotFound, InvalidRunState, RunEngineError, RunNotFound, SessionExists, SessionNotFound
+from runengine.errors import InvalidRunState, RunEngineError, RunNotFound, SessionExists, SessionNotFound
 from runengine.events import Event, RunFailed, RunWaitingForInput
 from runengine.http import params
 from runengine.http.auth import AuthHook, guarded
@@ -46,8 +47,9 @@ from runengine.http.openstreams import OpenStreams
 from runengine.http.router import Router
 from runengine.http.sse import KEEPALIVE, sse_comment, sse_frame, sse_response
 from runengine.http.streaming import KeptText, server_stop
-from runengine.limits import MAX_ID_LENGTH, MAX_INPUT_BYTES, MAX_METADATA_BYTES, MAX_SESSION_METADATA_BYTES
 from runengine.http.limits import MAX_START_DELAY
+from runengine.limits import MAX_ID_LENGTH, MAX_INPUT_BYTES, MAX_METADATA_BYTES, MAX_SESSION_METADATA_BYTES
+from runengine.ports import SessionRecord
 from runengine.state import RunState
 from runengine.status import Status
 from runengine.wire import dumps, format_time
@@ -104,7 +106,6 @@ REFUSED_FIELDS = {
 THREAD_FIELDS = ("thread_id", "metadata", "if_exists", "ttl", "supersteps", "graph_id")
 HISTORY_FIELDS = ("limit", "before", "metadata", "checkpoint", "subgraphs")
 SEARCH_FIELDS = ("graph_id", "name", "metadata", "limit", "offset", "sort_by", "sort_order", "select", "response_format")
-HISTORY_LIMIT = params.QueryInt("limit", default=10, minimum=1, maximum=1000)  # documents the body field too
 #: Assistants are listed in this fixed order; created_at is unknown to the engine (agents are code).
 AGENT_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ASSISTANT_NS = uuid.UUID("6f1e2d6a-8a7e-4c55-9a3c-1b6f3f1d0a11")
@@ -123,7 +124,7 @@ def _time(value: datetime | None) -> str | None:
 class ThreadView:
     """A thread as its runs' logs fold it."""
 
-    record: Any
+    record: SessionRecord
     runs: tuple[RunState, ...]
     #: The thread's values after each run, oldest run first.
     values_after: tuple[dict[str, Any], ...]
@@ -316,10 +317,10 @@ class LangGraphProfile:
 
     # -- assistants -------------------------------------------------------------------
 
-    def _agents(self) -> list[Any]:
+    def _agents(self) -> list[AgentSpec]:
         return [spec for spec in self.engine.agents if not spec.metadata.get("internal")]
 
-    def _assistant(self, spec: Any) -> dict[str, Any]:
+    def _assistant(self, spec: AgentSpec) -> dict[str, Any]:
         return {
             "assistant_id": assistant_id_of(spec.name),
             "graph_id": spec.name,
@@ -333,7 +334,7 @@ class LangGraphProfile:
             "updated_at": format_time(AGENT_EPOCH),
         }
 
-    def _agent(self, assistant_id: Any) -> Any:
+    def _agent(self, assistant_id: Any) -> AgentSpec:
         """The agent an assistant id names: its name (a graph id) or its derived assistant_id."""
         _check_id(assistant_id, "assistant_id")
         for spec in self._agents():
@@ -363,7 +364,7 @@ class LangGraphProfile:
 
     # -- threads -----------------------------------------------------------------------
 
-    async def _record(self, request: Request, thread_id: str) -> Any:
+    async def _record(self, request: Request, thread_id: str) -> SessionRecord:
         """The thread, if it is this principal's and a LangGraph thread; 404 otherwise."""
         try:
             record = await self.engine.get_session(thread_id, owner=request_owner(self.auth, request))
@@ -373,7 +374,7 @@ class LangGraphProfile:
             raise HttpError(404, "not_found", f"no thread {thread_id[:80]!r}", {"thread_id": thread_id[:80]})
         return record
 
-    async def _new_thread(self, request: Request, thread_id: str, metadata: dict[str, Any]) -> Any:
+    async def _new_thread(self, request: Request, thread_id: str, metadata: dict[str, Any]) -> SessionRecord:
         return await self.engine.create_session(
             session_id=thread_id, owner=request_owner(self.auth, request), metadata=metadata, data={"kind": THREAD_KIND}
         )
@@ -681,10 +682,8 @@ class LangGraphProfile:
         run_id = state.run_id
         gone = False
         try:
-            earlier: list[dict[str, Any]] = []
-            if "values" in modes:  # the thread's messages before this run
-                view = await self._thread_before(thread_id, owner, run_id)
-                earlier = view
+            # The thread's messages before this run, which `values` frames start with.
+            earlier = await self._thread_before(thread_id, owner, run_id) if "values" in modes else []
             frames = StreamFrames(modes, run_id=run_id, thread_id=thread_id, node=state.agent, earlier=earlier)
             if after:  # a join: the messages the client already has, folded without frames
                 async for event in self._log(run_id, upto=after):
