@@ -30,7 +30,7 @@ from runengine.http.apikeys import api_key_auth
 from runengine.http.openstreams import OpenStreams
 from runengine.http.ratelimit import Rate
 from runengine.limits import MAX_BODY_BYTES
-from runengine import RunEngine
+from runengine import RunContext, RunEngine
 from runengine.adapters.server import build_app
 from runengine.demo import register_demo_agents
 from runengine.worker import WorkerOptions
@@ -52,6 +52,13 @@ async def langgraph(store: str = "memory://", **app_options: Any) -> AsyncIterat
     # On PostgreSQL a run is queued: a worker in this engine takes it.
     engine = register_demo_agents(RunEngine(store, worker=WorkerOptions(poll=0.05) if store.startswith("postgresql") else None), delay=0.0)
     add_test_agents(engine)
+
+    @engine.agent("reporter", description="reports progress, calls a tool, answers")
+    async def reporter(ctx: RunContext) -> str:
+        await ctx.custom("progress", {"pct": 50})
+        found = await ctx.tool_call("lookup", {"q": ctx.input}, lambda q: {"hits": 2})
+        await ctx.say(f"found {found['hits']}")
+        return "done"
     async with engine:
         async with serve_app(build_app(engine, **app_options)) as base:
             yield get_client(url=base + "/langgraph", timeout=30), base
@@ -173,6 +180,42 @@ def test_a_token_frame_says_what_the_general_encoding_says() -> None:
     data = [json.loads(frame.split("data: ", 1)[1]) for frame in (fast_frames[0], general_frames[0])]
     assert data[0] == data[1] and data[0][0]["content"] == delta.content and data[0][0]["id"] == delta.message_id
     assert "id: 7" in general_frames[1] and "id: " not in general_frames[0]  # the event's last frame has its seq
+
+
+@pytest.mark.anyio
+async def test_custom_updates_and_events_modes() -> None:
+    async with langgraph() as (client, _):
+        tid = (await client.threads.create())["thread_id"]
+        parts = [p async for p in client.runs.stream(tid, "reporter", input=human("cats"),
+                                                     stream_mode=["custom", "updates", "events", "debug"])]
+        by_mode: dict[str, list[Any]] = {}
+        for part in parts:
+            by_mode.setdefault(part.event, []).append(part.data)
+        assert set(by_mode) == {"metadata", "custom", "updates", "events", "end"}  # debug: accepted, nothing sent
+        assert by_mode["custom"] == [{"name": "progress", "data": {"pct": 50}}]
+        updates = [u["reporter"]["messages"][0] for u in by_mode["updates"]]
+        assert [m["type"] for m in updates] == ["ai", "tool", "ai"]
+        assert updates[0]["tool_calls"][0]["args"] == {"q": "cats"} and updates[1]["content"] == '{"hits":2}'
+        kinds = [e["event"] for e in by_mode["events"]]
+        assert kinds[0] == "on_chain_start" and kinds[-1] == "on_chain_end"
+        assert {"on_tool_start", "on_tool_end"} <= set(kinds)
+        assert by_mode["events"][-1]["data"]["output"] == "done"
+
+
+@pytest.mark.anyio
+async def test_on_disconnect_cancel_cancels_the_run_when_the_client_goes() -> None:
+    async with langgraph() as (client, _):
+        tid = (await client.threads.create())["thread_id"]
+        stream = client.runs.stream(tid, "sleeper", input=30, stream_mode=["values"], on_disconnect="cancel")
+        run_id = (await stream.__anext__()).data["run_id"]
+        await stream.aclose()
+        await until(lambda: _status(client, tid, run_id, "interrupted"))
+        kept = client.runs.stream(tid, "sleeper", input=30, stream_mode=["values"])  # continue: the default
+        other = (await kept.__anext__()).data["run_id"]
+        await kept.aclose()
+        await anyio.sleep(0.3)
+        assert (await client.runs.get(tid, other))["status"] == "running"
+        await client.runs.cancel(tid, other)
 
 
 # -- wait, join, cancel, state, history -------------------------------------------------------------
