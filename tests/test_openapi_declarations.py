@@ -220,7 +220,7 @@ def test_the_last_event_id_parameter_and_the_parser_agree(raw: str) -> None:
 
 # -- /langgraph's run body: the declared schema and the handler agree --------------------------------
 
-from runengine.adapters.profiles.langgraph import RUN_BODY as LANGGRAPH_RUN_BODY  # noqa: E402
+from runengine.adapters.profiles.langgraph_openapi import RUN_BODY as LANGGRAPH_RUN_BODY  # noqa: E402
 
 LANGGRAPH_VALIDATOR = Draft202012Validator(LANGGRAPH_RUN_BODY.json_schema())
 #: No agents: a body the handler accepts is a 404 (no such assistant), one it refuses a 400.

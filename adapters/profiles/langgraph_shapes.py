@@ -25,6 +25,7 @@ from runengine.events import (
     ToolResult,
 )
 from runengine.http.sse import sse_frame
+from runengine.status import Status
 from runengine.wire import dumps
 
 #: Stream modes with frames here, as LangGraph names them (`messages-tuple` frames are named `messages`).
@@ -38,6 +39,17 @@ DEFAULT_MODES = ("values",)
 OUTPUT_KEY = "output"
 #: Where the profile keeps its own facts in a run's metadata (the client's keys stay beside it).
 META_KEY = "langgraph"
+
+#: Run statuses as LangGraph names them. A run waiting for input is still `running` (it holds its
+#: thread, whose status is `interrupted`); `interrupted` is a cancelled run.
+RUN_STATUS = {
+    Status.PENDING: "pending",
+    Status.RUNNING: "running",
+    Status.WAITING_FOR_INPUT: "running",
+    Status.COMPLETED: "success",
+    Status.FAILED: "error",
+    Status.CANCELLED: "interrupted",
+}
 
 _MESSAGE_TYPES = {"assistant": "ai", "user": "human", "system": "system"}
 
@@ -309,6 +321,7 @@ __all__ = [
     "END",
     "META_KEY",
     "OUTPUT_KEY",
+    "RUN_STATUS",
     "SILENT_MODES",
     "STREAM_MODES",
     "RunMessages",
