@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from runengine.adapters.profiles.acp import AcpProfile, acp_error
 from runengine.adapters.profiles.aisdk import AiSdkProfile
 from runengine.adapters.profiles.kore import KoreProfile
+from runengine.adapters.profiles.langgraph import LangGraphProfile
 from runengine.adapters.profiles.platform import build_platform_app
 from runengine.adapters.profiles.threads import DEFAULT_AGENT, ThreadsProfile
 from runengine.adapters.webhook_deliveries import WebhookDeliveries
@@ -92,6 +93,7 @@ def build_app(
     )
     router.mount("/v1", ThreadsProfile(engine, auth=auth, default_agent=default_agent, streams=streams))  # seed 004
     router.mount("/ai", AiSdkProfile(engine, auth=auth, default_agent=default_agent, streams=streams))  # AI SDK useChat
+    router.mount("/langgraph", LangGraphProfile(engine, auth=auth, streams=streams))  # LangGraph's clients (issue 23)
     if rate_limit is None:
         return router
     return RateLimited(

@@ -1,4 +1,4 @@
-"""Profile stream benchmark: seed-002 (/platform) and AI SDK (/ai) SSE frames beside the native SSE stream.
+"""Profile stream benchmark: seed-002 (/platform), AI SDK (/ai) and LangGraph (/langgraph) SSE frames beside the native SSE stream, same run.
 
     python benchmarks/bench_platform_stream.py [--tokens 10000] [--repeat 3]
 
@@ -10,7 +10,10 @@ For a run of --tokens token deltas:
   stream it to the end) beside the reference `POST /runs` with `mode: stream` (native),
   measured in the same run;
 - replay of the finished run: `GET /platform/apps/tok/traces/{id}/stream` beside
-  the reference `GET /runs/{id}/events` (SSE), the very same run.
+  the reference `GET /runs/{id}/events` (SSE), the very same run;
+- /langgraph: `POST /langgraph/threads/{id}/runs/stream` in `messages-tuple` mode (one
+  `AIMessageChunk` frame per delta), and in useStream's modes (values, updates, messages-tuple),
+  and the join of a finished run from its start (`Last-Event-ID: -1`).
 
 Client and server share one event loop and the machine's cores; medians of --repeat.
 """
@@ -104,12 +107,32 @@ async def main(tokens: int, repeat: int) -> None:
                 async with http.stream("GET", f"/runs/{traces[0]}/events", headers={"accept": "text/event-stream"}) as r:
                     return await count_frames(r)
 
+            thread = (await http.post("/langgraph/threads", json={})).json()["thread_id"]
+            runs: list[str] = []
+
+            def langgraph_live(modes: list[str]) -> Callable[[], Awaitable[int]]:
+                async def stream() -> int:
+                    body = {"assistant_id": "tok", "input": tokens, "stream_mode": modes}
+                    async with http.stream("POST", f"/langgraph/threads/{thread}/runs/stream", json=body) as r:
+                        runs.append(r.headers["content-location"].rsplit("/", 1)[-1])
+                        return await count_frames(r)
+
+                return stream
+
+            async def langgraph_join() -> int:
+                path = f"/langgraph/threads/{thread}/runs/{runs[0]}/stream"
+                async with http.stream("GET", path, params={"stream_mode": "messages-tuple"}, headers={"last-event-id": "-1"}) as r:
+                    return await count_frames(r)
+
             rows = [
                 ("live: native POST /runs (stream)", *await timed(native_live, repeat)),
                 ("live: platform POST execute/stream", *await timed(platform_live, repeat)),
                 ("live: ai POST /ai/chat (UI message stream)", *await timed(ai_live, repeat)),
                 ("replay: native GET /runs/{id}/events", *await timed(native_replay, repeat)),
                 ("replay: platform GET traces/{id}/stream", *await timed(platform_replay, repeat)),
+                ("live: langgraph runs/stream messages-tuple", *await timed(langgraph_live(["messages-tuple"]), repeat)),
+                ("live: langgraph runs/stream useStream modes", *await timed(langgraph_live(["values", "updates", "messages-tuple"]), repeat)),
+                ("replay: langgraph join from -1 (tuple)", *await timed(langgraph_join, repeat)),
             ]
         server.should_exit = True
         await task

@@ -142,3 +142,47 @@ async def test_every_v1_response_matches_its_document(auth: bool) -> None:
     assert (401 in statuses) is auth
     for response in seen:
         check(mounted, response)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("auth", [False, True])
+async def test_every_langgraph_response_matches_its_document(auth: bool) -> None:
+    """The /langgraph profile's document at /langgraph/openapi.json, paths relative to /langgraph."""
+    async with tour(auth, "/langgraph/openapi.json", "/langgraph") as (doc, client, seen):
+        assert ("security" in doc) is auth and doc["servers"] == [{"url": "/langgraph"}]
+        mounted = {**doc, "paths": {"/langgraph" + path: item for path, item in doc["paths"].items()}}
+        human = {"messages": [{"type": "human", "content": "cheese"}]}
+        await client.post("/assistants/search", json={"limit": 2})
+        await client.get("/assistants/echo")
+        await client.get("/assistants/nobody")
+        await client.post("/threads", json={"thread_id": "t1", "metadata": {"k": 1}})
+        await client.post("/threads", json={"thread_id": "t1"})  # 409: taken
+        await client.post("/threads/t1/runs/wait", json={"assistant_id": "pizza", "input": human})
+        async with client.stream("POST", "/threads/t1/runs/stream", json={"assistant_id": "echo", "input": human,
+                                                                          "stream_mode": ["values", "messages-tuple"]}) as stream:
+            await stream.aread()
+            run_id = stream.headers["content-location"].rsplit("/", 1)[-1]
+        pending = (await client.post("/threads/t1/runs", json={"assistant_id": "approval", "input": "refund"})).json()
+        await client.post("/threads/t1/runs", json={"assistant_id": "echo", "input": human})  # 409: reject
+        await client.get("/threads/t1")
+        await client.get("/threads/t1/state")
+        await client.post("/threads/t1/history", json={"limit": 5})
+        await client.get(f"/threads/t1/runs/{run_id}")
+        async with client.stream("GET", f"/threads/t1/runs/{run_id}/stream", headers={"last-event-id": "-1"}) as stream:
+            await stream.aread()
+        await client.get(f"/threads/t1/runs/{run_id}/join")
+        await client.post(f"/threads/t1/runs/{pending['run_id']}/cancel")
+        await client.post("/threads/t1/runs", json={"assistant_id": "echo", "checkpoint_id": "c1"})
+        await client.post("/threads/t1/runs", json={"assistant_id": "echo", "input": "x" * 300_000})
+        await client.post("/threads/t1/runs", content=b"{")
+        await client.get("/threads/missing")
+        await client.get("/threads/t1/runs/missing")
+        await client.get(f"/threads/t1/runs/{run_id}/stream", headers={"last-event-id": "abc"})
+        if auth:
+            client.headers.pop("authorization")
+            await client.get("/threads/t1")
+    statuses = {r.status_code for r in seen}
+    assert {200, 400, 404, 409} <= statuses
+    assert (401 in statuses) is auth
+    for response in seen:
+        check(mounted, response)

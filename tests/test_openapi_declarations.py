@@ -22,6 +22,7 @@ from runengine import RunEngine
 from runengine.http.limits import MAX_TIMEOUT
 from runengine.adapters.profiles.native import LIST_RUNS, MODES, ON_DISCONNECT, RUN_BODY, SESSION_POLICIES, NativeAPI
 from runengine.adapters.profiles.aisdk import CHAT, AiSdkProfile
+from runengine.adapters.profiles.langgraph import LangGraphProfile
 from runengine.adapters.profiles.threads import ThreadsProfile
 from runengine.http import params
 from runengine.http.core import HttpError, Request
@@ -33,12 +34,13 @@ NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 
 
-PROFILES = {"native": NativeAPI, "v1": ThreadsProfile, "ai": AiSdkProfile}
+#: Each API whose routes carry declarations, and how to make it over an engine (with an auth hook or none).
+APIS: dict[str, Any] = {"native": NativeAPI, "v1": ThreadsProfile, "ai": AiSdkProfile, "langgraph": LangGraphProfile}
 
 
-@pytest.mark.parametrize("name", list(PROFILES))
+@pytest.mark.parametrize("name", list(APIS))
 def test_every_route_is_declared_and_documented(name: str) -> None:
-    api = PROFILES[name](demo_engine())
+    api = APIS[name](demo_engine())
     router = api.router
     undeclared = [(method, pattern) for method, pattern, op in router.declared() if op is None]
     assert undeclared == [], f"routes registered without an Operation: {undeclared}"
@@ -60,10 +62,10 @@ def test_an_undeclared_route_is_seen() -> None:
 
 
 @pytest.mark.parametrize("auth", [False, True])
-@pytest.mark.parametrize("name", list(PROFILES))
+@pytest.mark.parametrize("name", list(APIS))
 def test_the_documents_are_valid_openapi_3_1(name: str, auth: bool) -> None:
     hook = (lambda headers: "alice") if auth else None
-    api = PROFILES[name](demo_engine(), auth=hook)
+    api = APIS[name](demo_engine(), auth=hook)
     response = anyio.run(api, Request(method="GET", path="/openapi.json", headers={"authorization": "Bearer alice"}))
     doc = json.loads(response.body)
     assert doc["openapi"] == "3.1.0" and ("security" in doc) is auth
@@ -234,3 +236,41 @@ def test_the_chat_schema_and_the_handler_refuse_the_same_bodies(fields: dict[str
     body = {"id": "c1", "agent": "a", "messages": [USER_MESSAGE], **fields}
     response = anyio.run(NO_AGENTS_AI, Request(method="POST", path="/chat", body=dumps(body).encode()))
     assert (response.status != 400) is CHAT_VALIDATOR.is_valid(body), (body, response.body)
+
+
+# -- /langgraph's run body: the declared schema and the handler agree --------------------------------
+
+from runengine.adapters.profiles.langgraph_openapi import RUN_BODY as LANGGRAPH_RUN_BODY  # noqa: E402
+
+LANGGRAPH_VALIDATOR = Draft202012Validator(LANGGRAPH_RUN_BODY.json_schema())
+#: No agents: a body the handler accepts is a 404 (no such assistant), one it refuses a 400.
+NO_ASSISTANTS = LangGraphProfile(RunEngine("memory://", clock=lambda: NOW))
+MODES_DRAWN = st.sampled_from(["values", "messages-tuple", "updates", "custom", "events", "debug", "messages", "x"])
+LANGGRAPH_BODIES = st.fixed_dictionaries(
+    {},
+    optional={
+        "assistant_id": st.sampled_from(["agent", "", "x" * 200, "x" * 201, "a\nb"]) | json_values,
+        "input": json_values,
+        "command": st.fixed_dictionaries({}, optional={"resume": json_values, "goto": json_values}) | json_values,
+        "metadata": st.dictionaries(st.sampled_from(["k", "langgraph"]), json_values, max_size=2) | json_values,
+        "stream_mode": MODES_DRAWN | st.lists(MODES_DRAWN, max_size=3) | json_values,
+        "multitask_strategy": st.sampled_from(["reject", "interrupt", "rollback", "enqueue", "x"]) | json_values,
+        "if_not_exists": st.sampled_from(["create", "reject", "x"]) | json_values,
+        "on_disconnect": st.sampled_from(["cancel", "continue", "x"]) | json_values,
+        "after_seconds": st.sampled_from([0, 1.5, -1, 30 * 24 * 3600, 30 * 24 * 3600 + 1, True]) | json_values,
+        "checkpoint_id": st.none() | json_values,
+        "interrupt_before": st.none() | json_values,
+        "config": json_values,
+        "stream_resumable": json_values,
+        "unknown_field": json_values,
+    },
+)
+
+
+@FAST
+@given(body=LANGGRAPH_BODIES)
+def test_langgraph_run_body_schema_and_handler_agree(body: dict[str, Any]) -> None:
+    request = Request(method="POST", path="/threads/t/runs", body=dumps(body).encode())
+    status = anyio.run(NO_ASSISTANTS, request).status
+    assert (status != 400) == LANGGRAPH_VALIDATOR.is_valid(body), (status, body)
+    assert status in (400, 404)

@@ -1,4 +1,4 @@
-"""Hypothesis-generated requests to the ACP, Kore, /v1 (seed 004) and /ai (AI SDK) profiles, over real HTTP: never a 5xx, and
+"""Hypothesis-generated requests to the ACP, Kore, /v1 (seed 004), /ai (AI SDK) and /langgraph profiles, over real HTTP: never a 5xx, and
 every error in the one error format (ACP errors also carry ACP's top-level fields)."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from runengine.adapters.profiles.acp import AcpProfile
 from runengine.adapters.profiles.aisdk import TRIGGERS, AiSdkProfile
 from runengine.adapters.profiles.kore import KoreProfile
+from runengine.adapters.profiles.langgraph import LangGraphProfile
 from runengine.adapters.profiles.threads import ThreadsProfile
 from runengine.context import RunContext
 from runengine.engine import RunEngine
@@ -42,6 +43,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
         root.mount("/kore", KoreProfile(engine, tools={"tool": lambda **kw: kw}))
         root.mount("/v1", ThreadsProfile(engine))  # default agent: echo
         root.mount("/ai", AiSdkProfile(engine, default_agent="echo"))
+        root.mount("/langgraph", LangGraphProfile(engine))
         async with serve_app(root) as base, httpx.AsyncClient(base_url=base, timeout=30) as client:
             yield client
 
@@ -258,3 +260,65 @@ async def test_ai_paths(http: httpx.AsyncClient, chat_id: str, query: dict[str, 
         response = await http.request(method, path, params=query, headers=headers)
         check(response, acp=False)
         assert response.status_code in (204, 400, 404), response.text  # no chat of these is active
+
+
+lg_messages = st.lists(
+    st.fixed_dictionaries({}, optional={"type": st.sampled_from(["human", "ai", "user"]) | json_values,
+                                        "role": st.sampled_from(["user", "x"]), "id": uuids | json_values,
+                                        "content": st.text(max_size=10) | json_values})
+    | st.text(max_size=5) | json_values,
+    max_size=3,
+)
+lg_run_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "assistant_id": st.sampled_from(["echo", "ghost", "webhook.delivery", ""]) | json_values,
+        "input": st.fixed_dictionaries({"messages": lg_messages}) | json_values,
+        "command": st.fixed_dictionaries({}, optional={"resume": json_values, "goto": json_values}) | json_values,
+        "metadata": json_values,
+        "stream_mode": st.sampled_from(["values", "messages-tuple", "updates", "custom", "events", "debug", "x"])
+        | st.lists(st.sampled_from(["values", "messages-tuple", "events", "x"]), max_size=3) | json_values,
+        "multitask_strategy": st.sampled_from(["reject", "interrupt", "rollback", "enqueue", "x"]) | json_values,
+        "if_not_exists": st.sampled_from(["create", "reject", "x"]) | json_values,
+        "on_disconnect": st.sampled_from(["cancel", "continue", "x"]) | json_values,
+        "after_seconds": st.sampled_from([0, 0.0, -1, 10**9]) | json_values,
+        "checkpoint_id": st.none() | json_values,
+        "config": json_values,
+        "extra": json_values,
+    },
+)
+
+
+@pytest.mark.anyio
+@settings(SERVERS, max_examples=100)
+@given(
+    thread=st.sampled_from(["t1", "t2"]) | st.text(min_size=1, max_size=10),
+    suffix=st.sampled_from(["", "/stream", "/wait"]),
+    body=lg_run_bodies.map(lambda d: json.dumps(d).encode()) | st.binary(max_size=60),
+)
+async def test_langgraph_runs(http: httpx.AsyncClient, thread: str, suffix: str, body: bytes) -> None:
+    await send(http, f"/langgraph/threads/{quote(thread, safe='')}/runs{suffix}", body, acp=False)
+
+
+@pytest.mark.anyio
+@settings(SERVERS, max_examples=60)
+@given(
+    thread=st.sampled_from(["t1", "t2"]) | st.text(min_size=1, max_size=10),
+    run_id=st.text(min_size=1, max_size=12),
+    body=st.dictionaries(st.sampled_from(["thread_id", "metadata", "if_exists", "limit", "before", "graph_id", "offset", "x"]),
+                         json_values, max_size=3).map(json.dumps),
+    query=st.dictionaries(st.sampled_from(["stream_mode", "cancel_on_disconnect", "action", "wait"]),
+                          query_values | st.sampled_from(["values", "rollback", "true"]), max_size=3),
+    last_event_id=st.sampled_from(["-1", "0", "3", "-2", "x", ""]),
+)
+async def test_langgraph_paths(
+    http: httpx.AsyncClient, thread: str, run_id: str, body: str, query: dict[str, str], last_event_id: str
+) -> None:
+    t, r = quote(thread, safe=""), quote(run_id, safe="")
+    for method, path in (("POST", "/assistants/search"), ("GET", f"/assistants/{r}"), ("POST", "/threads"),
+                         ("GET", f"/threads/{t}"), ("GET", f"/threads/{t}/state"), ("POST", f"/threads/{t}/history"),
+                         ("GET", f"/threads/{t}/runs/{r}"), ("GET", f"/threads/{t}/runs/{r}/stream"),
+                         ("GET", f"/threads/{t}/runs/{r}/join"), ("POST", f"/threads/{t}/runs/{r}/cancel")):
+        response = await http.request(method, "/langgraph" + path, params=query, content=body.encode(),
+                                      headers={"last-event-id": last_event_id})
+        check(response, acp=False)

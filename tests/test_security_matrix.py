@@ -1,5 +1,5 @@
 """The authorization matrix: two principals x every route of every surface (native, /acp, /kore,
-/platform, /v1, /ai), over real HTTP. Alice creates one object of each kind on each surface; Bob then calls
+/platform, /v1, /ai, /langgraph), over real HTTP. Alice creates one object of each kind on each surface; Bob then calls
 every route naming Alice's objects and must be told they do not exist (404), see none of them in
 a listing, and change nothing. A session or thread id a client chooses names a session in the
 caller's own namespace (issue 20 item 13): Bob naming Alice's "support-ticket-1" reaches his own
@@ -63,13 +63,15 @@ class World:
     v1_thread: str = "alice-thread"  # begun by Alice's first /v1 run naming it
     ai_chat: str = "alice-chat"  # begun by Alice's first /ai turn naming it
     ai_run: str = ""
+    lg_thread: str = "alice-lg-thread"  # created with POST /langgraph/threads
+    lg_run: str = ""
 
     def secrets(self) -> set[str]:
         """Every id of Alice's that Bob must never be shown (those she chose are names in her own
         namespace, which Bob may use in his)."""
         return {
             self.native_run, self.acp_run, self.kore_run, self.kore_session, self.platform_session,
-            self.platform_trace, self.webhook_id, self.v1_run, self.v1_trace, self.ai_run,
+            self.platform_trace, self.webhook_id, self.v1_run, self.v1_trace, self.ai_run, self.lg_run,
         }
 
 
@@ -144,6 +146,13 @@ async def build_world(alice: httpx.AsyncClient, bob: httpx.AsyncClient) -> World
     assert r.status_code == 200 and r.text.endswith("data: [DONE]\n\n"), r.text
     w.ai_run = r.text.split('"messageId":"', 1)[1].split('"', 1)[0]
     await wait_status(alice, w.ai_run, "waiting_for_input")
+    # /langgraph: a thread with a run waiting for input
+    r = await alice.post("/langgraph/threads", json={"thread_id": w.lg_thread, "metadata": {"owner": "alice"}})
+    assert r.status_code == 200, r.text
+    r = await alice.post(f"/langgraph/threads/{w.lg_thread}/runs", json={"assistant_id": "approval", "input": "refund"})
+    assert r.status_code == 200, r.text
+    w.lg_run = r.json()["run_id"]
+    await wait_status(alice, w.lg_run, "waiting_for_input")
     return w
 
 
@@ -254,8 +263,8 @@ async def native_history(w: World) -> None:
         own_namespace(w, await w.bob.get(f"/sessions/{session}/history"))
 
 
-async def public(w: World, path: str) -> None:
-    r = await w.bob.get(path)
+async def public(w: World, path: str, method: str = "GET") -> None:
+    r = await w.bob.request(method, path)
     assert r.status_code == 200, r.text
     reveals_nothing(w, r)
 
@@ -458,6 +467,60 @@ async def ai_stream(w: World) -> None:
 async def ai_stop(w: World) -> None:
     await as_missing(w, "POST", "/ai/chat/{chat}/stop")
     assert (await w.bob.post(f"/ai/chat/{w.ai_chat}/stop")).status_code == 204
+# -- /langgraph ---------------------------------------------------------------------------------------
+
+LG_RUN_BODIES = [
+    {"assistant_id": "echo", "input": {"messages": [{"type": "human", "content": "x"}]}},
+    *({"assistant_id": "echo", "input": "x", "multitask_strategy": s} for s in ("reject", "interrupt", "rollback", "enqueue")),
+    {"assistant_id": "echo", "input": "x", "if_not_exists": "create"},
+    {"assistant_id": "approval", "command": {"resume": "yes"}},
+]
+
+
+async def lg_create_thread(w: World) -> None:
+    # A thread id is a session id: Bob naming Alice's is a thread of his own of that id.
+    for body in ({"thread_id": w.lg_thread}, {"thread_id": w.lg_thread, "if_exists": "do_nothing"}):
+        own_namespace(w, await w.bob.post("/langgraph/threads", json=body))
+    r = await w.bob.post("/langgraph/threads", json={})
+    assert r.status_code == 200 and r.json()["thread_id"] not in w.secrets(), r.text
+
+
+async def lg_get_thread(w: World) -> None:
+    own_namespace(w, await w.bob.get(f"/langgraph/threads/{w.lg_thread}"))
+
+
+async def lg_state(w: World) -> None:
+    own_namespace(w, await w.bob.get(f"/langgraph/threads/{w.lg_thread}/state"))
+
+
+async def lg_history(w: World) -> None:
+    own_namespace(w, await w.bob.post(f"/langgraph/threads/{w.lg_thread}/history", json={}))
+
+
+async def lg_run_in_alices_thread(w: World, suffix: str) -> None:
+    for body in LG_RUN_BODIES:
+        r = await w.bob.post(f"/langgraph/threads/{w.lg_thread}/runs{suffix}", json=body)
+        if body.get("command"):  # a resume: Bob's thread has no run waiting, Alice's is not his
+            assert r.status_code in (400, 404, 409), r.text
+        own_namespace(w, r)
+
+
+async def lg_get_run(w: World) -> None:
+    hidden(await w.bob.get(f"/langgraph/threads/{w.lg_thread}/runs/{w.lg_run}"))
+
+
+async def lg_join_stream(w: World) -> None:
+    for last in ("-1", "1"):
+        hidden(await w.bob.get(f"/langgraph/threads/{w.lg_thread}/runs/{w.lg_run}/stream", headers={"last-event-id": last}))
+
+
+async def lg_join(w: World) -> None:
+    hidden(await w.bob.get(f"/langgraph/threads/{w.lg_thread}/runs/{w.lg_run}/join"))
+
+
+async def lg_cancel(w: World) -> None:
+    for action in ("interrupt", "rollback"):
+        hidden(await w.bob.post(f"/langgraph/threads/{w.lg_thread}/runs/{w.lg_run}/cancel", params={"action": action}))
 
 
 #: Every route of the composed app, with how Bob tries it against Alice's objects.
@@ -511,6 +574,20 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("GET", "/ai/chat/{chat_id}/stream"): ai_stream,
     ("POST", "/ai/chat/{chat_id}/stop"): ai_stop,
     ("GET", "/ai/openapi.json"): lambda w: public(w, "/ai/openapi.json"),
+    ("POST", "/langgraph/assistants/search"): lambda w: public(w, "/langgraph/assistants/search", "POST"),
+    ("GET", "/langgraph/assistants/{assistant_id}"): lambda w: public(w, "/langgraph/assistants/echo"),
+    ("POST", "/langgraph/threads"): lg_create_thread,
+    ("GET", "/langgraph/threads/{thread_id}"): lg_get_thread,
+    ("GET", "/langgraph/threads/{thread_id}/state"): lg_state,
+    ("POST", "/langgraph/threads/{thread_id}/history"): lg_history,
+    ("POST", "/langgraph/threads/{thread_id}/runs"): lambda w: lg_run_in_alices_thread(w, ""),
+    ("POST", "/langgraph/threads/{thread_id}/runs/stream"): lambda w: lg_run_in_alices_thread(w, "/stream"),
+    ("POST", "/langgraph/threads/{thread_id}/runs/wait"): lambda w: lg_run_in_alices_thread(w, "/wait"),
+    ("GET", "/langgraph/threads/{thread_id}/runs/{run_id}"): lg_get_run,
+    ("GET", "/langgraph/threads/{thread_id}/runs/{run_id}/stream"): lg_join_stream,
+    ("GET", "/langgraph/threads/{thread_id}/runs/{run_id}/join"): lg_join,
+    ("POST", "/langgraph/threads/{thread_id}/runs/{run_id}/cancel"): lg_cancel,
+    ("GET", "/langgraph/openapi.json"): lambda w: public(w, "/langgraph/openapi.json"),
 }
 
 
@@ -541,6 +618,10 @@ async def alice_objects_unchanged(w: World) -> None:
     assert [r["run_id"] for r in (await w.alice.get("/runs", params={"session_id": w.ai_chat})).json()["runs"]] == [w.ai_run]
     stream = await w.alice.get(f"/ai/chat/{w.ai_chat}/stream")  # Alice still sees her chat's approval request
     assert stream.status_code == 200 and '"type":"tool-approval-request"' in stream.text, stream.text
+    thread = (await w.alice.get(f"/langgraph/threads/{w.lg_thread}")).json()
+    assert thread["status"] == "interrupted" and thread["metadata"] == {"owner": "alice"}, thread
+    assert (await w.alice.get(f"/langgraph/threads/{w.lg_thread}/runs/{w.lg_run}")).json()["status"] == "running"
+    assert len((await w.alice.post(f"/langgraph/threads/{w.lg_thread}/history", json={})).json()) == 1
     history = await w.alice.get(f"/platform/apps/{APP}/sessions/{w.platform_session}/history")
     assert history.status_code == 200, history.text
     assert [h["webhook_id"] for h in (await w.alice.get(f"/platform/apps/{APP}/webhooks")).json()["webhooks"]] == [w.webhook_id]
