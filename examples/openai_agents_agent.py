@@ -3,7 +3,7 @@ and the session's memory, every model call and tool call recorded in the run's l
 
 From the repository root:
 
-    $ pip install 'runengine[openai-agents]'
+    $ pip install '.[openai-agents]'
     $ OPENAI_API_KEY=sk-... runengine serve --app examples.openai_agents_agent:engine   # http://127.0.0.1:8000/
     curl -sN localhost:8000/runs -H 'content-type: application/json' \\
          -d '{"agent": "assistant", "input": "What is 17 * 23?", "session_id": "demo", "mode": "stream"}'

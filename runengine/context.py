@@ -50,7 +50,7 @@ from .limits import DEFAULT_AGENT_HISTORY
 from .ports import EventStore, SessionRecord
 from .recording import Recorder, new_id
 from .state import RunState
-from .wire import dumps, format_time, parse_time
+from .wire import format_time, parse_time, to_json
 from .writer import RunEndedElsewhere
 
 
@@ -83,10 +83,8 @@ def plain(value: Any) -> Any:
     """`value` as it reads back from the log (JSON), so live and replayed calls see the same thing."""
     if isinstance(value, _SCALARS):
         return value
-    try:
-        return json.loads(dumps(value))
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"a recorded value must be JSON data: {exc}") from exc
+    # InvalidRequest, as the writer refuses such an event: the agent may catch it and go on.
+    return json.loads(to_json(value, "a recorded value"))
 
 
 #: The latest deadline a durable wait can have (`ctx.sleep`, `ctx.ask(timeout=)`): a later one is

@@ -25,6 +25,10 @@ def register(engine: RunEngine) -> RunEngine:
                     await anyio.sleep(delay)
         return {"n": n, "attempt": ctx.attempt}
 
+    @engine.agent("stepper", description="n durable steps, then their count.")
+    async def stepper(ctx: RunContext) -> int:
+        return sum([await ctx.step("tick", lambda: 1) for _ in range(int(ctx.input.get("n", 3)))])
+
     @engine.agent("idle", description="Says one thing, then waits until it is stopped.")
     async def idle(ctx: RunContext) -> None:
         await ctx.say("waiting")

@@ -31,7 +31,7 @@ from runengine.demo import register_demo_agents
 from runengine.events import (
     MessageCompleted, MessageDelta, MessageDiscarded, RunCompleted, RunCreated, RunStarted,
 )
-from runengine.integrations.pydantic_ai import MODEL_STEP, agent_from_pydantic_ai
+from runengine.integrations.pydantic_ai import MESSAGES_STEP, MODEL_STEP, agent_from_pydantic_ai
 from runengine.logfile import import_run
 from runengine.http.auth import AuthHook
 
@@ -235,11 +235,12 @@ async def test_a_pydantic_ai_run_folds_its_steps_and_nothing_overflows(browser, 
     await assert_page_shows_the_store_log(page, site.api, run_id)
     assert await page.evaluate(OVERFLOWS) == []
 
-    # Each model response is a step, folded: one line naming it, its recorded result behind it.
+    # Each model response is a step, folded: one line naming it, its recorded result behind it;
+    # so is the turn's message history the integration keeps for the session's next turns.
     steps = await page.eval_on_selector_all(
         "#transcript details.step, #transcript .step details", "els => els.map(e => [e.open, e.querySelector('summary').textContent])"
     )
-    assert steps == [[False, f"step {MODEL_STEP}"]] * 2
+    assert steps == [[False, f"step {MODEL_STEP}"]] * 2 + [[False, f"step {MESSAGES_STEP}"]]
     # The long JSON payloads in the event log are folded too; the short ones are plain text.
     assert await page.eval_on_selector_all("#log .data details", "els => els.length") >= 2
 
@@ -452,7 +453,7 @@ async def test_a_discarded_message_leaves_no_text(browser, site: Site) -> None:
         MessageCompleted(run_id=run_id, seq=6, at=at, message_id="m2", content="The answer is 42."),
         RunCompleted(run_id=run_id, seq=7, at=at, output="The answer is 42."),
     ]
-    await import_run(site.engine.store, events)
+    await import_run(site.engine.store, events, now=datetime.now(UTC))
     page = await browser.new_page()
     await page.goto(f"{site.url}#/runs/{run_id}")
     await page.wait_for_function("window.runengine.done", timeout=WAIT)

@@ -20,7 +20,7 @@ from runengine import RunEngine
 from runengine.engine import SessionBusy
 from runengine.adapters.postgres import PostgresStore
 from runengine.errors import InvalidRequest
-from runengine.events import Event, MessageDelta, RunCreated, RunFailed, RunRequeued, RunResumed, RunStarted
+from runengine.events import Event, MessageDelta, RunCreated, RunFailed, RunRequeued, RunResumed, RunStarted, StepCompleted
 from runengine.ports import LeaseLost, WorkQueue
 from runengine.status import Status
 from runengine.worker import WorkerOptions
@@ -183,9 +183,12 @@ def _error():  # type: ignore[no-untyped-def]
     return ErrorInfo(code="test", message="ended by the test")
 
 
-async def ghost_run(url: str, agent: str, input: object, *, losses: int = 0, progressed: bool = True) -> str:
+async def ghost_run(
+    url: str, agent: str, input: object, *, losses: int = 0, progressed: bool = True, steps: int = 0
+) -> str:
     """A run claimed and started by a worker that then vanished (its lease runs out); before that,
-    `losses` resumptions after lost workers in a row, and (`progressed`) a delta after the last."""
+    `losses` resumptions after lost workers in a row, then `steps` recorded steps named "tick"
+    (progress), and (`progressed`) a delta after the last (streamed text: not progress)."""
     run_id = uuid.uuid4().hex
     async with PostgresStore.from_url(url) as store:
         queue = store.work_queue
@@ -194,6 +197,8 @@ async def ghost_run(url: str, agent: str, input: object, *, losses: int = 0, pro
         events: list[Event] = [RunStarted(run_id=run_id, seq=2, worker="ghost")]
         for _ in range(losses):
             events.append(RunResumed(run_id=run_id, seq=len(events) + 2, worker="ghost", reason="worker_lost"))
+        for _ in range(steps):
+            events.append(StepCompleted(run_id=run_id, seq=len(events) + 2, name="tick", output=1))
         if progressed:
             events.append(MessageDelta(run_id=run_id, seq=len(events) + 2, message_id="m", content="lost "))
         await queue.append_leased(lease, events, expected_seq=1)
@@ -220,11 +225,12 @@ async def test_a_lost_worker_s_run_is_resumed_by_default_or_failed_on_request(ur
 
 @pytest.mark.anyio
 async def test_a_worker_loss_counts_only_against_a_run_that_made_no_progress(url: str) -> None:
-    # Lost twice in a row without progress, then it made progress before the third loss: the
-    # count starts again, and the run resumes and completes (max_attempts 3).
-    progressed = await ghost_run(url, "ticker", {"n": 3}, losses=2, progressed=True)
-    # Lost twice in a row, and a third time, without progress: that is a crash loop.
-    looping = await ghost_run(url, "ticker", {"n": 3}, losses=2, progressed=False)
+    # Lost twice in a row without progress, then it made progress (a recorded step) before the
+    # third loss: the count starts again, and the run resumes and completes (max_attempts 3).
+    progressed = await ghost_run(url, "stepper", {"n": 3}, losses=2, steps=1, progressed=False)
+    # Lost twice in a row, and a third time, with only streamed text since (which a resume
+    # discards, so it is no progress): that is a crash loop.
+    looping = await ghost_run(url, "ticker", {"n": 3}, losses=2, progressed=True)
     async with make_worker_engine(url, lease=2, poll=0.1, max_attempts=3) as worker:
         state = await worker.wait(progressed)
         assert state.status is Status.COMPLETED and state.lost_attempts == 1, (state.status, state.lost_attempts, state.error)
