@@ -11,18 +11,17 @@ from hypothesis import strategies as st
 
 from runengine import (
     AgentNotFound,
-    ConcurrencyConflict,
-    EngineNotStarted,
     InvalidRequest,
     InvalidRunState,
     InvalidTransition,
     RunEngine,
     RunNotFound,
     SessionBusy,
-    SessionEnded,
     Status,
     fold,
 )
+from runengine.engine import SessionEnded
+from runengine.errors import ConcurrencyConflict, EngineNotStarted
 from runengine.adapters.memory import MemoryStore
 from runengine.events import MessageDelta, RunCreated, RunStarted
 from runengine.testing.machine import EngineMachine

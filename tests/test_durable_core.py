@@ -13,7 +13,8 @@ from typing import Any
 import anyio
 import pytest
 
-from runengine import InputTimedOut, InvalidRequest, RunEngine, Status, StepFailed, StoreError
+from runengine import InvalidRequest, RunEngine, Status, StepFailed
+from runengine.errors import InputTimedOut, StoreError
 from runengine.adapters.memory import MemoryStore
 
 pytestmark = pytest.mark.anyio
