@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import anyio
 import structlog
@@ -24,9 +24,6 @@ import structlog
 from .errors import InvalidRequest, InvalidRunState
 from .ownership import run_of
 from .ports import EndedRunPage, EventStore, port_of, required
-
-if TYPE_CHECKING:
-    from .engine import RunEngine
 
 log = structlog.get_logger("runengine.retention")
 
@@ -94,10 +91,21 @@ async def sweep(store: EventStore, *, ended_before: datetime, page: int = SWEEP_
             return deleted
 
 
+class SweptEngine(Protocol):
+    """What the sweep needs of its engine (runengine.engine.RunEngine), declared here so that
+    this module does not name the engine that imports it."""
+
+    store: EventStore
+    clock: Callable[[], datetime]
+    retention: float | None
+    retention_interval: float
+    sweeper: RetentionSweeper | None
+
+
 class RetentionSweeper:
     """The engine's background sweep: deletes expired ended runs now, then every `interval` seconds."""
 
-    def __init__(self, engine: RunEngine, retention: float, interval: float) -> None:
+    def __init__(self, engine: SweptEngine, retention: float, interval: float) -> None:
         self.engine = engine
         self.retention = retention
         self.interval = interval
@@ -130,7 +138,7 @@ class RetentionSweeper:
         await self._stopped.wait()
 
 
-async def start_retention(engine: RunEngine, task_group: anyio.abc.TaskGroup) -> Callable[[], Awaitable[None]]:
+async def start_retention(engine: SweptEngine, task_group: anyio.abc.TaskGroup) -> Callable[[], Awaitable[None]]:
     """Start the engine's sweep in `task_group` if it has a retention period; return what stops it."""
     if engine.retention is None:
         return _nothing

@@ -26,8 +26,8 @@ def test_the_import_contracts_are_kept(tmp_path: Path) -> None:
 
 def test_no_two_modules_import_each_other_not_even_for_type_checking() -> None:
     # lint-imports leaves out `if TYPE_CHECKING:` imports (exclude_type_checking_imports); two
-    # adapters naming each other there are still a circle (issue 21: the PostgreSQL store and its
-    # work queue were).
+    # modules naming each other there are still a circle (issue 21: the PostgreSQL store and its
+    # work queue were, and so were the engine and its worker, the events and the reducer).
     import ast
 
     modules = {
@@ -51,6 +51,4 @@ def test_no_two_modules_import_each_other_not_even_for_type_checking() -> None:
                 found.update(alias.name for alias in node.names)
         imports[name] = {other for other in found if other in modules and other != name}
     pairs = sorted({tuple(sorted((a, b))) for a, targets in imports.items() for b in targets if a in imports.get(b, ())})
-    # The core's own (the engine and the modules it hands itself to, typed) are left to another day.
-    stores = [pair for pair in pairs if any(name.startswith("runengine.adapters.") for name in pair)]
-    assert stores == [], stores
+    assert pairs == [], pairs
