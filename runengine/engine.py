@@ -31,7 +31,7 @@ import structlog
 
 from . import observe
 from .agents import AgentRegistry, AgentSpec
-from .context import AgentFn, RunContext
+from .context import AgentFn
 from .errors import (
     ConcurrencyConflict,
     EngineNotStarted,
@@ -41,17 +41,7 @@ from .errors import (
     SessionExists,
     SessionNotFound,
 )
-from .events import (
-    ErrorInfo,
-    Event,
-    RunCancelled,
-    RunCompleted,
-    RunCreated,
-    RunFailed,
-    RunInput,
-    RunRequeued,
-    RunStarted,
-)
+from .events import Event, RunCancelled, RunCreated, RunInput
 from .history import HistoryMessage, HistoryPage, HistoryPosition
 from .history import history_message as read_history_message
 from .history import session_history as read_session_history
@@ -72,7 +62,6 @@ from .ports import (
     EventStore,
     HeadReader,
     IdempotencyRecord,
-    LeaseLost,
     QueuedStore,
     RunPage,
     RunSummary,
@@ -107,7 +96,6 @@ from .worker import Worker, WorkerOptions, worker_options
 
 log = structlog.get_logger("runengine")
 
-Mode = Literal["sync", "async", "stream"]
 MODES: tuple[str, ...] = ("sync", "async", "stream")
 SessionPolicy = Literal["allow", "reject", "enqueue", "interrupt"]
 SESSION_POLICIES: tuple[str, ...] = ("allow", "reject", "enqueue", "interrupt")
@@ -817,12 +805,6 @@ class RunEngine:
             assert fold.state is not None
             observe.appended([event], lambda: fold.state, time.perf_counter() - started)
             return await self.status(run_id)
-
-    async def _fail_at_head(self, run_id: str, code: str, message: str) -> None:
-        error = ErrorInfo(code=code, message=message)
-        await self._append_at_head(
-            run_id, lambda seq: RunFailed(run_id=run_id, seq=seq, at=self.clock(), error=error)
-        )
 
     async def _append_at_head(self, run_id: str, build: Callable[[int], Event]) -> None:
         """Append one event after whatever the log holds now, unless the run has ended."""

@@ -34,7 +34,7 @@ from runengine.agents import AgentSpec
 from runengine.engine import MODES, SESSION_POLICIES, RunEngine
 from runengine.errors import AgentNotFound, RunDeleted, RunEngineError, RunNotFound, SessionNotFound
 from runengine.idempotency import fingerprint
-from runengine.ports import SessionRecord, SessionRuns
+from runengine.ports import RunSummary, SessionRecord, SessionRuns
 from runengine.validation import is_run_id
 from runengine.events import RunCreated
 from runengine.wire import dumps, event_to_dict, format_time
