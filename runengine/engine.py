@@ -668,10 +668,6 @@ class RunEngine:
         for an unknown run. What every profile's event stream reads; close it (aclose) when done."""
         return follow_batches(self.store, run_id, after_seq=after_seq, idle=idle, page_size=page_size)
 
-    async def read_events(self, run_id: str, *, after_seq: int = 0, limit: int = DEFAULT_PAGE) -> list[Event]:
-        """One page of the run's committed events after `after_seq` (empty for an unknown run)."""
-        return await self.store.read(run_id, after_seq=after_seq, limit=limit)
-
     async def run_summary(self, run_id: str, *, owner: str | None = None) -> RunSummary:
         """The run's listing row, if `owner` may reach it (runengine.ownership); RunNotFound otherwise."""
         return await run_of(self.store, run_id, owner)

@@ -400,7 +400,7 @@ class NativeAPI:
         resume_after(request)
         after_seq = after_seq_param(request)
         summary = await self._visible_summary(request, run_id)
-        events = await self.engine.read_events(run_id, after_seq=after_seq, limit=limit)
+        events = await self.engine.store.read(run_id, after_seq=after_seq, limit=limit)
         next_after = events[-1].seq if events else after_seq
         return json_response(
             {
