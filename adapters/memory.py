@@ -8,7 +8,7 @@ wake-ups, nothing shared between event loops.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import anyio
 

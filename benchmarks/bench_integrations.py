@@ -35,6 +35,7 @@ from pydantic_ai.messages import ModelMessage, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, FunctionModel
 
 from runengine import RunEngine, Status
+from runengine.options import Durability
 from runengine.integrations.openai_agents import openai_agents_agent
 from runengine.integrations.pydantic_ai import pydantic_ai_agent
 
@@ -151,7 +152,7 @@ async def timed(call: Run) -> float:
 async def measure(store: str, runs: int, flush_window: float | None) -> dict[tuple[str, bool], tuple[float, float]]:
     """(bare, integrated) median seconds per run of each (framework, with_tool); ("runengine", False):
     a run of an agent that does nothing (what any run costs the engine), beside nothing at all."""
-    engine = RunEngine(store, **({"flush_window": flush_window} if flush_window is not None else {}))
+    engine = RunEngine(store, durability=Durability(flush_window=flush_window) if flush_window is not None else Durability())
     bare = {**bare_runs(), ("runengine", False): nothing}
     async with engine:
         integrated = register(engine)

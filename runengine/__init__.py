@@ -13,73 +13,45 @@ from pkgutil import extend_path as _extend_path
 # copy's adapters are still found: the package's path spans every runengine/ on sys.path.
 __path__ = _extend_path(__path__, __name__)
 
-from .context import MessageStream, RunContext
-from .engine import AgentFailed, HistoryMessage, RunEngine, SessionBusy, SessionEnded
+# The public surface: what an embedding program needs (the engine, the context its agents get,
+# the state and events it reads, the errors it catches). Everything else is imported from its
+# own module (runengine.events, runengine.errors, runengine.ports, ...).
+from .context import RunContext
+from .engine import RunEngine, SessionBusy
 from .errors import (
     AgentNotFound,
-    ConcurrencyConflict,
-    EngineNotStarted,
-    IdempotencyKeyReused,
-    InputTimedOut,
     InvalidRequest,
     InvalidRunState,
     InvalidTransition,
-    ReplayDivergence,
-    RunDeleted,
     RunEngineError,
     RunNotFound,
-    SchemaVersionError,
-    SessionExists,
     SessionNotFound,
     StepFailed,
-    StoreError,
 )
 from .events import (
-    Custom,
     ErrorInfo,
     Event,
     MessageCompleted,
     MessageDelta,
-    MessageDiscarded,
-    RunCancelled,
     RunCompleted,
     RunCreated,
     RunFailed,
-    RunInput,
-    RunInputTimedOut,
-    RunRequeued,
-    RunResumed,
-    RunStarted,
-    RunSuspended,
-    RunWaitingForInput,
-    StepCompleted,
     Thought,
-    TimerFired,
-    TimerStarted,
     ToolCall,
     ToolResult,
-    UnknownEvent,
-    Usage,
 )
-from .ports import EventStore, IdempotencyRecord, RunPage, RunSummary, SessionRecord
-from .reducer import Fold, apply, fold
-from .state import Message, RunState, ThoughtRecord, ToolCallRecord, UsageTotals
+from .reducer import fold
+from .state import RunState
 from .status import Status
 from .stores import open_store
-from .transitions import TRANSITIONS
 
 # pyproject.toml holds the version; the installed metadata is read, not restated.
 __version__ = _metadata.version("runengine")
 
 __all__ = [
-    "InputTimedOut", "MessageDiscarded", "ReplayDivergence", "RunInputTimedOut", "RunResumed", "RunSuspended",
-    "StepCompleted", "StepFailed", "TimerFired", "TimerStarted",
-    "AgentFailed", "AgentNotFound", "ConcurrencyConflict", "Custom", "EngineNotStarted", "ErrorInfo", "Event",
-    "EventStore", "Fold", "HistoryMessage", "IdempotencyKeyReused", "IdempotencyRecord", "InvalidRequest", "InvalidRunState", "InvalidTransition",
-    "Message", "MessageCompleted", "MessageDelta", "MessageStream", "RunCancelled", "RunCompleted",
-    "RunContext", "RunCreated", "RunDeleted", "RunEngine", "RunEngineError", "RunFailed", "RunInput", "RunNotFound",
-    "RunPage", "RunRequeued", "RunStarted", "RunState", "RunSummary", "RunWaitingForInput",
-    "SchemaVersionError", "SessionBusy", "SessionEnded", "SessionExists", "SessionNotFound", "SessionRecord", "Status",
-    "StoreError", "TRANSITIONS", "Thought", "ThoughtRecord", "ToolCall", "ToolCallRecord", "ToolResult",
-    "UnknownEvent", "Usage", "UsageTotals", "apply", "fold", "open_store",
+    "RunEngine", "RunContext", "RunState", "Status", "Event", "fold", "open_store",
+    "RunCreated", "RunCompleted", "RunFailed", "MessageDelta", "MessageCompleted", "ToolCall", "ToolResult",
+    "Thought", "ErrorInfo",
+    "RunEngineError", "InvalidRequest", "InvalidRunState", "InvalidTransition", "RunNotFound", "AgentNotFound",
+    "SessionNotFound", "SessionBusy", "StepFailed",
 ]

@@ -23,7 +23,6 @@ from .engine import RunEngine
 from .stores import store_schemes
 from .wire import dumps
 
-DEMO_AGENTS = ("echo", "pizza", "approval")
 
 MENU: dict[str, float] = {"margherita": 8.5, "marinara": 7.0, "quattro formaggi": 10.0, "diavola": 9.5}
 

@@ -36,7 +36,7 @@ from .events import (
     RunSuspended,
     losses_in_a_row,
 )
-from .limits import MAX_EVENT_BYTES, MAX_EVENTS_PER_RUN
+from .options import Durability, RunLimits
 from .ownership import session_of_run
 from .ports import EventStore, LeaseLost, SessionStore
 from .recording import Recorder
@@ -83,18 +83,6 @@ class ActiveRun:
             recorder.stop_requested = True
 
 
-@attrs.frozen(kw_only=True)
-class DriverOptions:
-    flush_window: float = 0.005
-    flush_max: int = 512
-    snapshot_every: int = 1000
-    #: Executions in all of a run whose process keeps getting lost; then it fails `worker_lost`.
-    max_attempts: int = 3
-    #: The writer refuses an agent's event past these (runengine.limits has the defaults).
-    max_events_per_run: int = MAX_EVENTS_PER_RUN
-    max_event_bytes: int = MAX_EVENT_BYTES
-
-
 class RunDriver:
     """Executes runs in a task group with the agents of `agents`, writing to `store`."""
 
@@ -105,7 +93,8 @@ class RunDriver:
         *,
         clock: Callable[[], datetime],
         worker_id: str,
-        options: DriverOptions,
+        durability: Durability,
+        limits: RunLimits,
         sessions: SessionStore | None = None,
     ) -> None:
         self.store = store
@@ -114,7 +103,8 @@ class RunDriver:
         self.agents = agents
         self.clock = clock
         self.worker_id = worker_id
-        self.options = options
+        self.durability = durability
+        self.limits = limits
         self.active: dict[str, ActiveRun] = {}
 
     def launch(
@@ -132,15 +122,15 @@ class RunDriver:
         writer = RunWriter(
             store or self.store,
             fold or Fold(state),
-            flush_window=self.options.flush_window,
-            flush_max=self.options.flush_max,
-            snapshot_every=self.options.snapshot_every,
-            max_events=self.options.max_events_per_run,
-            max_event_bytes=self.options.max_event_bytes,
+            flush_window=self.durability.flush_window,
+            flush_max=self.durability.flush_max,
+            snapshot_every=self.durability.snapshot_every,
+            max_events=self.limits.max_events_per_run,
+            max_event_bytes=self.limits.max_event_bytes,
         )
         active = ActiveRun(run_id=state.run_id, writer=writer, after=after, first_page=first_page)
         self.active[state.run_id] = active
-        attempts = max_attempts if max_attempts is not None else self.options.max_attempts
+        attempts = max_attempts if max_attempts is not None else self.limits.max_attempts
         tg.start_soon(self._drive, active, attempts, name=f"run {state.run_id}")
         return active
 
@@ -385,4 +375,4 @@ def _last_message(state: RunState) -> Any:
     return None
 
 
-__all__ = ["ActiveRun", "AgentFailed", "DriverOptions", "RunDriver", "append_at_head"]
+__all__ = ["ActiveRun", "AgentFailed", "RunDriver", "append_at_head"]

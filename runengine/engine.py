@@ -31,7 +31,7 @@ import structlog
 
 from . import observe
 from .agents import AgentRegistry, AgentSpec
-from .context import AgentFn, RunContext
+from .context import AgentFn
 from .errors import (
     ConcurrencyConflict,
     EngineNotStarted,
@@ -41,17 +41,7 @@ from .errors import (
     SessionExists,
     SessionNotFound,
 )
-from .events import (
-    ErrorInfo,
-    Event,
-    RunCancelled,
-    RunCompleted,
-    RunCreated,
-    RunFailed,
-    RunInput,
-    RunRequeued,
-    RunStarted,
-)
+from .events import Event, RunCancelled, RunCreated, RunInput
 from .history import HistoryMessage, HistoryPage, HistoryPosition
 from .history import history_message as read_history_message
 from .history import session_history as read_session_history
@@ -72,7 +62,6 @@ from .ports import (
     EventStore,
     HeadReader,
     IdempotencyRecord,
-    LeaseLost,
     QueuedStore,
     RunPage,
     RunSummary,
@@ -85,29 +74,22 @@ from .ports import (
 )
 from .reducer import Fold
 from .reducer import fold as fold_log
-from .retention import (
-    DEFAULT_SWEEP_INTERVAL,
-    RetentionSweeper,
-    delete_ended_run,
-    ended_runs,
-    retention_seconds,
-    start_retention,
-)
+from .retention import RetentionSweeper, delete_ended_run, ended_runs, start_retention
 from .state import RunState
 from .status import Status
 from .stores import open_store
-from .delayed import DEFAULT_HORIZON, DelayedRuns
-from .driver import AgentFailed, DriverOptions, RunDriver, append_at_head
+from .delayed import DelayedRuns
+from .driver import AgentFailed, RunDriver, append_at_head
 from .following import follow_batches
 from .keylock import KeyLocks
-from .limits import DEFAULT_HISTORY_PAGE, MAX_EVENT_BYTES, MAX_EVENTS_PER_RUN
+from .options import Durability, Retention, RunLimits
+from .limits import DEFAULT_HISTORY_PAGE
 from .validation import check_run_id
 from .wire import to_json
 from .worker import Worker, WorkerOptions, worker_options
 
 log = structlog.get_logger("runengine")
 
-Mode = Literal["sync", "async", "stream"]
 MODES: tuple[str, ...] = ("sync", "async", "stream")
 SessionPolicy = Literal["allow", "reject", "enqueue", "interrupt"]
 SESSION_POLICIES: tuple[str, ...] = ("allow", "reject", "enqueue", "interrupt")
@@ -162,72 +144,44 @@ class RunEngine:
         self,
         store: EventStore | str | None = None,
         *,
-        flush_window: float = 0.005,
-        flush_max: int = 512,
-        snapshot_every: int = 1000,
-        session_policy: SessionPolicy = "allow",
-        idempotency_ttl: float = 24 * 3600.0,
-        recover_on_start: bool | None = None,
         clock: Callable[[], datetime] = utc_now,
-        worker_id: str | None = None,
+        session_policy: SessionPolicy = "allow",
         worker: WorkerOptions | bool | None = None,
-        drain_timeout: float = 10.0,
-        max_attempts: int = 3,
-        max_events_per_run: int = MAX_EVENTS_PER_RUN,
-        max_event_bytes: int = MAX_EVENT_BYTES,
-        retention: timedelta | float | None = None,
-        retention_interval: float = DEFAULT_SWEEP_INTERVAL,
-        delay_horizon: float = DEFAULT_HORIZON,
+        worker_id: str | None = None,
+        durability: Durability = Durability(),
+        limits: RunLimits = RunLimits(),
+        retention: Retention = Retention(),
     ) -> None:
+        """`store`: an EventStore or a store URL (None: memory://). The options are grouped by what
+        they govern (runengine.options): `durability` (group commit, snapshots, stop and restart),
+        `limits` (what one run may take), `retention` (how long runs and idempotency keys are kept);
+        `worker` runs queued runs (runengine.worker) on a store with a work queue."""
         if session_policy not in SESSION_POLICIES:
             raise InvalidRequest(f"session_policy must be one of {SESSION_POLICIES}")
-        if not 0 < flush_window <= 0.010:
-            raise InvalidRequest("flush_window must be in (0, 0.010] seconds")
+        for name, value, group in (("durability", durability, Durability), ("limits", limits, RunLimits),
+                                   ("retention", retention, Retention)):
+            if not isinstance(value, group):
+                raise InvalidRequest(f"{name} must be a runengine.options.{group.__name__}", **{name: repr(value)})
         #: Whether whoever built the engine chose its store; without one it is memory://, which
         #: `use_store` may replace before the engine starts (`runengine serve --app ... --store URL`).
         self.store_chosen = store is not None
         store = "memory://" if store is None else store
         self._attach(open_store(store) if isinstance(store, str) else store)
         self.agents = AgentRegistry()
-        self.flush_window = flush_window
-        self.flush_max = flush_max
-        self.snapshot_every = snapshot_every
+        self.durability = durability
+        self.limits = limits
         self.session_policy: SessionPolicy = session_policy
-        self.idempotency_ttl = idempotency_ttl
-        self.recover_on_start = recover_on_start
         self.clock = clock
         self.worker_id = worker_id or f"engine-{uuid.uuid4().hex[:8]}"
-        if not (isinstance(drain_timeout, (int, float)) and math.isfinite(drain_timeout) and drain_timeout >= 0):
-            raise InvalidRequest("drain_timeout must be a number of seconds >= 0")
-        if not (isinstance(max_attempts, int) and max_attempts >= 1):
-            raise InvalidRequest("max_attempts must be an integer >= 1")
-        if not (isinstance(max_events_per_run, int) and max_events_per_run >= 3):
-            raise InvalidRequest("max_events_per_run must leave room for run.created, run.started and an end (>= 3)")
-        if not (isinstance(max_event_bytes, int) and max_event_bytes >= 1024):
-            raise InvalidRequest("max_event_bytes must be an integer >= 1024")
-        #: Graceful stop: how long runs get to reach their next event before they are left as they are.
-        self.drain_timeout = float(drain_timeout)
         self.driver = RunDriver(
-            self.store,
-            self.agents,
-            clock=clock,
-            worker_id=self.worker_id,
-            sessions=self.session_store,
-            options=DriverOptions(
-                flush_window=flush_window,
-                flush_max=flush_max,
-                snapshot_every=snapshot_every,
-                max_attempts=max_attempts,
-                max_events_per_run=max_events_per_run,
-                max_event_bytes=max_event_bytes,
-            ),
+            self.store, self.agents, clock=clock, worker_id=self.worker_id, sessions=self.session_store,
+            durability=durability, limits=limits,
         )
-        if not (isinstance(delay_horizon, (int, float)) and math.isfinite(delay_horizon) and delay_horizon >= 0):
-            raise InvalidRequest("delay_horizon must be a number of seconds >= 0")
-        #: Delayed runs stay in the store until `delay_horizon` seconds before their start_at
-        #: (runengine.delayed); only then are they launched, so thousands of them cost no memory.
+        #: Delayed runs stay in the store until `durability.delay_horizon` seconds before their
+        #: start_at (runengine.delayed); only then are they launched, so thousands of them cost no memory.
         self.delayed = DelayedRuns(
-            self.store, clock, self._resume, lambda run_id: run_id in self.driver.active, horizon=delay_horizon
+            self.store, clock, self._resume, lambda run_id: run_id in self.driver.active,
+            horizon=durability.delay_horizon,
         )
         self._session_locks = KeyLocks()
         self._tg: anyio.abc.TaskGroup | None = None
@@ -236,12 +190,11 @@ class RunEngine:
         if self.worker_options is not None and self.queue is None:
             raise InvalidRequest("worker mode needs a store with a work queue (e.g. postgresql://)")
         self._worker: Worker | None = None
-        #: Ended runs are deleted this many seconds after they ended (None: kept), by a sweep
-        #: every `retention_interval` seconds (runengine.retention).
-        self.retention = retention_seconds(retention)
-        if self.retention is not None:
+        #: Ended runs are deleted `retention.runs` seconds after they ended (None: kept), by a
+        #: sweep every `retention.sweep_interval` seconds (runengine.retention).
+        self.retention = retention
+        if retention.runs is not None:
             ended_runs(self.store)  # refused now, not at the first sweep
-        self.retention_interval = retention_seconds(retention_interval, "retention_interval") or DEFAULT_SWEEP_INTERVAL
         self.sweeper: RetentionSweeper | None = None
 
     def use_store(self, store: EventStore | str) -> None:
@@ -301,12 +254,17 @@ class RunEngine:
             stack.push_async_callback(self.store.close)
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             stack.push_async_callback(self._shutdown)
-            stack.push_async_callback(await start_retention(self, self._tg))
+            self.sweeper = await start_retention(
+                self.store, self.clock, self.retention.runs, self.retention.sweep_interval, self._tg
+            )
+            if self.sweeper is not None:
+                stack.push_async_callback(self.sweeper.stop)
         except BaseException:
             await stack.aclose()
             raise
         self._exit_stack = stack
-        recover = self.recover_on_start if self.recover_on_start is not None else not self.store.shared
+        recover = self.durability.recover_on_start
+        recover = recover if recover is not None else not self.store.shared
         if self.queue is None:
             await self._tg.start(self.delayed.run)
         if recover:
@@ -338,7 +296,7 @@ class RunEngine:
             if self._worker is not None:  # queued runs: suspended and handed back to the queue
                 await self._worker.stop()
                 self._worker = None
-            await self.driver.suspend_all(self.drain_timeout)
+            await self.driver.suspend_all(self.durability.drain_timeout)
         self._tg = None
 
     def _task_group(self) -> anyio.abc.TaskGroup:
@@ -518,7 +476,7 @@ class RunEngine:
                 run_id=new_run_id,
                 created_at=self.clock(),
             )
-            bound = await bind_key(self.store, self._keys(), key_record, ttl=self.idempotency_ttl, now=self.clock)
+            bound = await bind_key(self.store, self._keys(), key_record, ttl=self.retention.idempotency_ttl, now=self.clock)
             if not bound.create:
                 return await self._respond(bound.run_id, mode, after_seq=0)
             # The run an earlier request with this key bound it to, if it has not created it yet.
@@ -710,10 +668,6 @@ class RunEngine:
         for an unknown run. What every profile's event stream reads; close it (aclose) when done."""
         return follow_batches(self.store, run_id, after_seq=after_seq, idle=idle, page_size=page_size)
 
-    async def read_events(self, run_id: str, *, after_seq: int = 0, limit: int = DEFAULT_PAGE) -> list[Event]:
-        """One page of the run's committed events after `after_seq` (empty for an unknown run)."""
-        return await self.store.read(run_id, after_seq=after_seq, limit=limit)
-
     async def run_summary(self, run_id: str, *, owner: str | None = None) -> RunSummary:
         """The run's listing row, if `owner` may reach it (runengine.ownership); RunNotFound otherwise."""
         return await run_of(self.store, run_id, owner)
@@ -818,12 +772,6 @@ class RunEngine:
             observe.appended([event], lambda: fold.state, time.perf_counter() - started)
             return await self.status(run_id)
 
-    async def _fail_at_head(self, run_id: str, code: str, message: str) -> None:
-        error = ErrorInfo(code=code, message=message)
-        await self._append_at_head(
-            run_id, lambda seq: RunFailed(run_id=run_id, seq=seq, at=self.clock(), error=error)
-        )
-
     async def _append_at_head(self, run_id: str, build: Callable[[int], Event]) -> None:
         """Append one event after whatever the log holds now, unless the run has ended."""
         await append_at_head(self.store, run_id, build, self.status)
@@ -875,17 +823,6 @@ class RunEngine:
     async def count_session_runs(self, session_id: str, *, owner: str | None = None) -> SessionRuns:
         """The session's runs (only `owner`'s when given) counted by status, at the cost of one read."""
         return await self._sessions().count_session_runs(session_id, owner=owner)
-
-    async def bind_idempotency_key(self, record: IdempotencyRecord) -> str | None:
-        """Bind `record`'s key to `record.run_id` for a profile that creates or answers runs itself
-        (runengine.idempotency.bind_key): None when the caller now holds the key, else the run the
-        key already names (IdempotencyKeyReused when it names one for another request)."""
-        bound = await bind_key(self.store, self._keys(), record, ttl=self.idempotency_ttl, now=self.clock)
-        return None if bound.create and bound.run_id == record.run_id else bound.run_id
-
-    async def release_idempotency_key(self, record: IdempotencyRecord) -> None:
-        """Let go of a key bound by `bind_idempotency_key` whose request made nothing."""
-        await self._keys().release_idempotency_key(record)
 
     def _sessions(self) -> SessionStore:
         return required(self.session_store, self.store, "sessions")

@@ -1,8 +1,20 @@
-"""The exceptions of the engine. Each has a stable `code` that transports map to their wire errors."""
+"""The exceptions of the engine. Each has a stable `code` that transports map to their wire errors.
+
+`ErrorInfo` is the same fact as recorded in a log (a failed run's or tool call's code and message)."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import attrs
+
+
+@attrs.frozen(kw_only=True)
+class ErrorInfo:
+    """Why a run (or a tool call) failed: a stable machine code and a human message."""
+
+    code: str
+    message: str = ""
 
 
 class RunEngineError(Exception):

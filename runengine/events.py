@@ -9,7 +9,8 @@ beside its fields, everything else about its type:
   every status it leads to is terminal);
 - `guards`: the checks beyond the table (each with the text docs/transitions.md shows,
   and for an id field the values that pass, which the hypothesis strategies draw from);
-- `fold_into(run)`: its effect on the state, through the reducer's accumulator (`Fold`).
+- `fold_into(run)`: its effect on the state, through the reducer's accumulator
+  (`runengine.accumulator.RunAccumulator`, which `runengine.reducer.Fold` implements).
 
 Conversion to and from JSON lives in `runengine.wire`, nowhere else.
 """
@@ -22,21 +23,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, Union
 
 import attrs
 
+from .errors import ErrorInfo
 from .status import Status
 
 if TYPE_CHECKING:
-    from .reducer import Fold
+    # What an event's guards read and its fold_into changes: declared below the events and the
+    # reducer (whose Fold is the one implementation), so that neither imports the other.
+    from .accumulator import RunAccumulator
 
 #: The epoch used where an event is built without a time (tests, strategies).
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-@attrs.frozen(kw_only=True)
-class ErrorInfo:
-    """Why a run (or a tool call) failed: a stable machine code and a human message."""
-
-    code: str
-    message: str = ""
 
 
 P, R, W = Status.PENDING, Status.RUNNING, Status.WAITING_FOR_INPUT
@@ -70,9 +66,9 @@ class Guard:
     """
 
     doc: str
-    refuse: Callable[[Fold, Any], str | None]
+    refuse: Callable[[RunAccumulator, Any], str | None]
     field: str | None = None
-    passing: Callable[[Fold], Passing] | None = None
+    passing: Callable[[RunAccumulator], Passing] | None = None
 
 
 #: Field metadata key: the values a text field takes in practice (generators draw from them).
@@ -103,26 +99,26 @@ class Event:
     seq: int
     at: datetime = EPOCH
 
-    def fold_into(self, run: Fold) -> None:
+    def fold_into(self, run: RunAccumulator) -> None:
         """This event's effect on the state (guards and table already passed)."""
 
 
 # -- guards shared by several types (each reads the accumulator, never changes it) ----------
 
 
-def _message_continues(run: Fold, e: Any) -> str | None:
+def _message_continues(run: RunAccumulator, e: Any) -> str | None:
     open_id = run.open_message_id
     if open_id is not None:
         return None if e.message_id == open_id else f"message {open_id!r} is still streaming"
     return f"message {e.message_id!r} is already completed" if e.message_id in run.message_ids else None
 
 
-def _open_or_new_message(run: Fold) -> Passing:
+def _open_or_new_message(run: RunAccumulator) -> Passing:
     open_id = run.open_message_id
     return (open_id,) if open_id is not None else Fresh(run.message_ids)
 
 
-def _answers_open_call(run: Fold, e: Any) -> str | None:
+def _answers_open_call(run: RunAccumulator, e: Any) -> str | None:
     done = run.call_done(e.call_id)
     if done is None:
         return f"no tool.call with call_id {e.call_id!r}"
@@ -145,7 +141,7 @@ class RunCreated(Event):
     #: A delayed run stays pending until this time.
     start_at: datetime | None = None
 
-    def fold_into(self, run: Fold) -> None:
+    def fold_into(self, run: RunAccumulator) -> None:
         run.begin(
             run_id=self.run_id, agent=self.agent, status=P, input=self.input, session_id=self.session_id,
             metadata=self.metadata, mode=self.mode, owner=self.owner, timeout=self.timeout,
@@ -163,7 +159,7 @@ class RunStarted(Event):
     #: The agent's version key (`@engine.agent(name, version=...)`), checked when the run resumes.
     version: str | None = None
 
-    def fold_into(self, run: Fold) -> None:
+    def fold_into(self, run: RunAccumulator) -> None:
         if run.get("started_at") is None:
             run.set(started_at=self.at)
         run.set(attempt=self.attempt, worker=self.worker, version=self.version, resumed_seq=self.seq)
@@ -181,7 +177,7 @@ class RunResumed(Event):
     reason: str = one_of("restart", "worker_lost")
     version: str | None = None
 
-    def fold_into(self, run: Fold) -> None:
+    def fold_into(self, run: RunAccumulator) -> None:
         if self.reason == "worker_lost":  # counted against the previous start or resumption
             run.set(lost_attempts=losses_in_a_row(run.get("lost_attempts"), run.progress_seq, run.get("resumed_seq")))
         run.set(attempt=self.attempt, worker=self.worker, version=self.version, suspended=False, resumed_seq=self.seq)
@@ -207,7 +203,7 @@ class RunSuspended(Event):
     moves = {R: R, W: W}
     reason: str = "shutdown"
 
-    def fold_into(self, run: Fold) -> None:
+    def fold_into(self, run: RunAccumulator) -> None:
         run.set(suspended=True)
 
 
@@ -223,7 +219,7 @@ class MessageDelta(Event):
     message_id: str
     content: str
 
-    def fold_into(self, run: Fold) -> None:
+    def fold_into(self, run: RunAccumulator) -> None:
         run.stream(self.message_id, self.content)
 
 
@@ -239,7 +235,7 @@ class MessageCompleted(Event):
     role: str = one_of("assistant", "user", "system")
     content: str = ""
 
-    def fold_into(self, run: Fold) -> None:
+    def fold_into(self, run: RunAccumulator) -> None:
         run.complete_message(self.message_id, self.role, self.content)
 
 
@@ -264,7 +260,7 @@ class MessageDiscarded(Event):
     #: last recorded durable call, replayed): its first delta is that text. None: nothing kept.
     continued_as: str | None = None
 
-    def fold_into(self, run: Fold) -> None:
+    def fold_into(self, run: RunAccumulator) -> None:
         run.discard_message(self.message_id)
 
 
@@ -275,7 +271,7 @@ class Thought(Event):
     content: str
     source: str | None = None
 
-    def fold_into(self, run: Fold) -> None:
+    def fold_into(self, run: RunAccumulator) -> None:
         run.add_thought(self.content, self.source, self.seq)
 
 
@@ -295,7 +291,7 @@ class ToolCall(Event):
     name: str
     arguments: dict[str, Any] = attrs.field(factory=dict)
 
-    def fold_into(self, run: Fold) -> None:
+    def fold_into(self, run: RunAccumulator) -> None:
         run.open_call(self.call_id, self.name, self.arguments)
 
 
@@ -310,7 +306,7 @@ class ToolResult(Event):
     output: Any = None
     error: ErrorInfo | None = None
 
-    def fold_into(self, run: Fold) -> None:
+    def fold_into(self, run: RunAccumulator) -> None:
         run.close_call(self.call_id, self.output, self.error)
 
 
@@ -324,7 +320,7 @@ class StepCompleted(Event):
     output: Any = None
     error: ErrorInfo | None = None
 
-    def fold_into(self, run: Fold) -> None:
+    def fold_into(self, run: RunAccumulator) -> None:
         run.count_step()
 
 
@@ -343,7 +339,7 @@ class TimerStarted(Event):
     timer_id: str
     until: datetime
 
-    def fold_into(self, run: Fold) -> None:
+    def fold_into(self, run: RunAccumulator) -> None:
         run.set(sleeping_until=self.until, timer_id=self.timer_id)
 
 
@@ -361,7 +357,7 @@ class TimerFired(Event):
     )
     timer_id: str
 
-    def fold_into(self, run: Fold) -> None:
+    def fold_into(self, run: RunAccumulator) -> None:
         run.set(sleeping_until=None, timer_id=None)
 
 
@@ -373,7 +369,7 @@ class RunWaitingForInput(Event):
     #: Past this time the run resumes without input (`ctx.ask(timeout=...)`).
     expires_at: datetime | None = None
 
-    def fold_into(self, run: Fold) -> None:
+    def fold_into(self, run: RunAccumulator) -> None:
         run.set(await_request=self.request, input_expires_at=self.expires_at)
 
 
@@ -383,7 +379,7 @@ class RunInput(Event):
     moves = {W: R}
     content: Any = None
 
-    def fold_into(self, run: Fold) -> None:
+    def fold_into(self, run: RunAccumulator) -> None:
         run.add_input(self.content)
         run.set(await_request=None, input_expires_at=None)
 
@@ -395,7 +391,7 @@ class RunInputTimedOut(Event):
     type: ClassVar[str] = "run.input_timed_out"
     moves = {W: R}
 
-    def fold_into(self, run: Fold) -> None:
+    def fold_into(self, run: RunAccumulator) -> None:
         run.set(await_request=None, input_expires_at=None)
 
 
@@ -407,7 +403,7 @@ class Usage(Event):
     output_tokens: int = 0
     cost: float = 0.0
 
-    def fold_into(self, run: Fold) -> None:
+    def fold_into(self, run: RunAccumulator) -> None:
         run.add_usage(self.input_tokens, self.output_tokens, self.cost)
 
 
@@ -427,7 +423,7 @@ class RunRequeued(Event):
     moves = {R: P, W: P}  # opt-in policy runs it again from its input
     reason: str = ""
 
-    def fold_into(self, run: Fold) -> None:
+    def fold_into(self, run: RunAccumulator) -> None:
         run.restart_attempt(self.seq)
 
 
@@ -437,7 +433,7 @@ class RunCompleted(Event):
     moves = {R: C}
     output: Any = None
 
-    def fold_into(self, run: Fold) -> None:
+    def fold_into(self, run: RunAccumulator) -> None:
         run.finish(self.at, output=self.output)
 
 
@@ -447,7 +443,7 @@ class RunFailed(Event):
     moves = {P: F, R: F, W: F}  # e.g. the agent vanished before it started; timeout; worker lost
     error: ErrorInfo
 
-    def fold_into(self, run: Fold) -> None:
+    def fold_into(self, run: RunAccumulator) -> None:
         run.finish(self.at, error=self.error)
 
 
@@ -457,7 +453,7 @@ class RunCancelled(Event):
     moves = {P: X, R: X, W: X}
     reason: str | None = None
 
-    def fold_into(self, run: Fold) -> None:
+    def fold_into(self, run: RunAccumulator) -> None:
         run.finish(self.at, cancel_reason=self.reason)
 
 

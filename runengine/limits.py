@@ -55,7 +55,7 @@ MAX_HISTORY_PAGE = 100
 #: history the Pydantic AI and OpenAI integrations hand their model.
 DEFAULT_AGENT_HISTORY = 100
 
-# -- what a run's log keeps (engine options: RunEngine(max_events_per_run=, max_event_bytes=)) ----
+# -- what a run's log keeps (engine options: RunEngine(limits=RunLimits(max_events_per_run=, max_event_bytes=))) ----
 
 #: Events in one run's log; past it the run fails with error code `too_many_events`.
 MAX_EVENTS_PER_RUN = 1_000_000

@@ -21,6 +21,8 @@ from collections.abc import Iterable, KeysView
 from datetime import datetime
 from typing import Any
 
+import attrs
+
 from .errors import InvalidTransition
 from .events import EVENT_TYPES, ErrorInfo, Event, UnknownEvent
 from .state import Message, RunState, ThoughtRecord, ToolCallRecord, UsageTotals
@@ -40,6 +42,18 @@ def _rules() -> dict[type[Event], tuple[dict[Status | None, Status], tuple[Any, 
 
 
 _RULES = _rules()
+
+#: The RunState fields the fold keeps in its own form (lists, counters, the open message): `_freeze`
+#: builds these. Every other field is carried, read from `attrs.fields(RunState)`, so that a field
+#: added to the state is never dropped by a fold.
+FOLDED_FIELDS = frozenset({
+    "status", "messages", "partial", "thoughts", "tool_calls", "usage", "inputs", "discarded", "steps",
+    "last_seq", "progress_seq",
+})
+_FIELDS = tuple(field.name for field in attrs.fields(RunState))
+if not FOLDED_FIELDS <= set(_FIELDS):  # a folded field renamed in RunState and not here
+    raise TypeError(f"not RunState fields: {sorted(FOLDED_FIELDS - set(_FIELDS))}")
+_CARRIED = tuple(name for name in _FIELDS if name not in FOLDED_FIELDS)
 
 
 class Fold:
@@ -91,6 +105,8 @@ class Fold:
             usage.cost,
         )
         self._changes: dict[str, Any] = {}
+        #: The base state and its carried fields' values, read once per base (by `_freeze`).
+        self._carried_base: tuple[RunState, dict[str, Any]] | None = None
 
     # -- the one entry point -------------------------------------------------
 
@@ -245,51 +261,23 @@ class Fold:
             if self.open_message_id is not None
             else None
         )
-        base = self._base
-        changes = self._changes
-        state = RunState(
-            run_id=base.run_id,
-            agent=base.agent,
+        if self._carried_base is None or self._carried_base[0] is not self._base:
+            self._carried_base = (self._base, {name: getattr(self._base, name) for name in _CARRIED})
+        # Every RunState field the fold does not keep itself: changed since the base, or the base's.
+        return RunState(
+            **{**self._carried_base[1], **self._changes},
             status=self.status,
-            input=base.input,
-            session_id=base.session_id,
-            metadata=base.metadata,
-            mode=base.mode,
-            owner=base.owner,
-            timeout=base.timeout,
             messages=self._tuple("messages", self._messages),
             partial=partial,
             thoughts=self._tuple("thoughts", self._thoughts),
             tool_calls=self._tuple("tool_calls", self._calls),
-            usage=UsageTotals(
-                input_tokens=self._in_tokens, output_tokens=self._out_tokens, cost=self._cost
-            ),
+            usage=UsageTotals(input_tokens=self._in_tokens, output_tokens=self._out_tokens, cost=self._cost),
             inputs=self._tuple("inputs", self._inputs),
-            await_request=changes.get("await_request", base.await_request),
-            output=changes.get("output", base.output),
-            error=changes.get("error", base.error),
-            cancel_reason=changes.get("cancel_reason", base.cancel_reason),
-            created_at=base.created_at,
-            started_at=changes.get("started_at", base.started_at),
-            finished_at=changes.get("finished_at", base.finished_at),
-            updated_at=changes.get("updated_at", base.updated_at),
-            attempt=changes.get("attempt", base.attempt),
-            worker=changes.get("worker", base.worker),
-            start_at=base.start_at,
-            version=changes.get("version", base.version),
-            sleeping_until=changes.get("sleeping_until", base.sleeping_until),
-            timer_id=changes.get("timer_id", base.timer_id),
-            input_expires_at=changes.get("input_expires_at", base.input_expires_at),
-            suspended=changes.get("suspended", base.suspended),
-            lost_attempts=changes.get("lost_attempts", base.lost_attempts),
-            resumed_seq=changes.get("resumed_seq", base.resumed_seq),
             discarded=self._tuple("discarded", self._discarded),
             steps=self._steps,
-            replay_from=changes.get("replay_from", base.replay_from),
             last_seq=self.last_seq,
             progress_seq=self.progress_seq,
         )
-        return state
 
     def _tuple(self, name: str, items: list[Any]) -> tuple[Any, ...]:
         """`tuple(items)`, reused from the last freeze while the (append-only) list has not grown."""

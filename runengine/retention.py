@@ -1,11 +1,11 @@
 """Data lifecycle: deleting ended runs, one by one or when their retention period has passed.
 
-    engine = RunEngine(store, retention=timedelta(days=30))   # or seconds; None keeps runs forever
+    engine = RunEngine(store, retention=Retention(runs=timedelta(days=30)))  # or seconds; None: kept
     await engine.delete_run(run_id, owner="alice")            # an ended run only
 
 With a retention period the engine runs a sweep in its task group: at start, then every
-`retention_interval` seconds it deletes the ended runs whose terminal event is older than
-`engine.clock() - retention` (its events, snapshot, run row, idempotency records and any
+`Retention.sweep_interval` seconds it deletes the ended runs whose terminal event is older than
+`engine.clock() - Retention.runs` (its events, snapshot, run row, idempotency records and any
 work-queue row; sessions stay). Active runs are never touched, whatever their age. Several
 engines may sweep one store at once: each lists the expired runs and deletes them, and a
 run deleted by another engine is simply no longer there (`delete_run` answers False).
@@ -14,9 +14,9 @@ run deleted by another engine is simply no longer there (`delete_run` answers Fa
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import anyio
 import structlog
@@ -25,12 +25,9 @@ from .errors import InvalidRequest, InvalidRunState
 from .ownership import run_of
 from .ports import EndedRunPage, EventStore, port_of, required
 
-if TYPE_CHECKING:
-    from .engine import RunEngine
-
 log = structlog.get_logger("runengine.retention")
 
-#: Seconds between two sweeps unless the engine is given `retention_interval`.
+#: Seconds between two sweeps unless the engine is given another (`Retention.sweep_interval`).
 DEFAULT_SWEEP_INTERVAL = 300.0
 #: Ended runs listed (then deleted) per store call during a sweep.
 SWEEP_PAGE = 200
@@ -97,8 +94,9 @@ async def sweep(store: EventStore, *, ended_before: datetime, page: int = SWEEP_
 class RetentionSweeper:
     """The engine's background sweep: deletes expired ended runs now, then every `interval` seconds."""
 
-    def __init__(self, engine: RunEngine, retention: float, interval: float) -> None:
-        self.engine = engine
+    def __init__(self, store: EventStore, clock: Callable[[], datetime], retention: float, interval: float) -> None:
+        self.store = store
+        self.clock = clock
         self.retention = retention
         self.interval = interval
         self._scope = anyio.CancelScope()
@@ -106,8 +104,8 @@ class RetentionSweeper:
 
     async def sweep(self) -> list[str]:
         """One sweep, against the engine's clock."""
-        cutoff = self.engine.clock() - timedelta(seconds=self.retention)
-        deleted = await sweep(self.engine.store, ended_before=cutoff)
+        cutoff = self.clock() - timedelta(seconds=self.retention)
+        deleted = await sweep(self.store, ended_before=cutoff)
         if deleted:
             log.info("deleted expired runs", count=len(deleted), ended_before=cutoff.isoformat())
         return deleted
@@ -130,17 +128,19 @@ class RetentionSweeper:
         await self._stopped.wait()
 
 
-async def start_retention(engine: RunEngine, task_group: anyio.abc.TaskGroup) -> Callable[[], Awaitable[None]]:
-    """Start the engine's sweep in `task_group` if it has a retention period; return what stops it."""
-    if engine.retention is None:
-        return _nothing
-    sweeper = engine.sweeper = RetentionSweeper(engine, engine.retention, engine.retention_interval)
+async def start_retention(
+    store: EventStore,
+    clock: Callable[[], datetime],
+    retention: float | None,
+    interval: float,
+    task_group: anyio.abc.TaskGroup,
+) -> RetentionSweeper | None:
+    """Start a sweep of `store` in `task_group` if there is a retention period (None: runs are kept)."""
+    if retention is None:
+        return None
+    sweeper = RetentionSweeper(store, clock, retention, interval)
     await task_group.start(sweeper.run)
-    return sweeper.stop
-
-
-async def _nothing() -> None:
-    return None
+    return sweeper
 
 
 __all__ = [

@@ -24,8 +24,9 @@ claims runs and executes them. The policy:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Literal, Protocol
 
 import anyio
 import attrs
@@ -37,12 +38,24 @@ from .ports import DEFAULT_PAGE, EventStore, Lease, LeaseLost, RunPage, RunSumma
 from .state import RunState
 from .status import Status
 
-from .driver import ActiveRun, append_at_head
-
-if TYPE_CHECKING:
-    from .engine import RunEngine
+from .agents import AgentRegistry
+from .driver import ActiveRun, RunDriver, append_at_head
 
 log = structlog.get_logger("runengine.worker")
+
+
+class WorkerEngine(Protocol):
+    """What a worker needs of its engine (runengine.engine.RunEngine), declared here so that this
+    module does not name the engine that imports it."""
+
+    store: EventStore
+    agents: AgentRegistry
+    driver: RunDriver
+    clock: Callable[[], datetime]
+    worker_id: str
+
+    async def status(self, run_id: str) -> RunState: ...
+
 
 LostPolicy = Literal["resume", "fail", "requeue"]
 LOST_POLICIES: tuple[str, ...] = ("resume", "fail", "requeue")
@@ -149,7 +162,7 @@ class _Held:
 class Worker:
     """Claims runs from `queue` and executes them with `engine`'s agents."""
 
-    def __init__(self, engine: RunEngine, queue: WorkQueue, options: WorkerOptions) -> None:
+    def __init__(self, engine: WorkerEngine, queue: WorkQueue, options: WorkerOptions) -> None:
         self.engine = engine
         self.queue = queue
         self.options = options

@@ -20,6 +20,7 @@ import anyio.to_thread
 
 from runengine.context import RunContext
 from runengine.engine import RunEngine
+from runengine.options import RunLimits
 
 #: The chaos agent's streamed answer: the text its run's messages must hold exactly once.
 ANSWER_WORDS = 24
@@ -150,7 +151,7 @@ def chaos_engine() -> RunEngine:
     """`runengine serve|worker --app durable_apps:chaos_engine`."""
     # Every run must end completed however many kills it lives through: the crash-loop bound
     # (max_attempts, 3 by default) is raised out of the way.
-    return register_chaos(RunEngine(store_url(), max_attempts=1000), counters_path())
+    return register_chaos(RunEngine(store_url(), limits=RunLimits(max_attempts=1000)), counters_path())
 
 
 def register_restart(engine: RunEngine, counters: Path) -> RunEngine:

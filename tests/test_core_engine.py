@@ -11,21 +11,21 @@ from hypothesis import strategies as st
 
 from runengine import (
     AgentNotFound,
-    ConcurrencyConflict,
-    EngineNotStarted,
     InvalidRequest,
     InvalidRunState,
     InvalidTransition,
     RunEngine,
     RunNotFound,
     SessionBusy,
-    SessionEnded,
     Status,
     fold,
 )
+from runengine.engine import SessionEnded
+from runengine.errors import ConcurrencyConflict, EngineNotStarted
 from runengine.adapters.memory import MemoryStore
 from runengine.events import MessageDelta, RunCreated, RunStarted
 from runengine.testing.machine import EngineMachine
+from runengine.options import Durability
 
 pytestmark = pytest.mark.anyio
 
@@ -213,7 +213,7 @@ async def test_eight_concurrent_appenders_never_duplicate_or_gap():
 
 async def test_reconnecting_readers_reassemble_exactly_the_log_while_it_is_written():
     rng = random.Random(7)
-    async with make_engine(flush_window=0.001, flush_max=16) as engine:
+    async with make_engine(durability=Durability(flush_window=0.001, flush_max=16)) as engine:
 
         @engine.agent("chatty")
         async def chatty(ctx):
@@ -293,7 +293,7 @@ async def test_list_runs_filters_and_pages_newest_first():
 
 
 async def test_shutdown_suspends_runs_in_flight_and_the_next_engine_resumes_them():
-    engine = make_engine(drain_timeout=0.05)
+    engine = make_engine(durability=Durability(drain_timeout=0.05))
     async with engine:
         run = await engine.execute("sleepy", mode="async")
         await engine.store.wait(run.run_id, after_seq=2)  # its first delta is committed

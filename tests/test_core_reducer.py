@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import pytest
 from attrs import evolve
 from hypothesis import given, settings
@@ -26,6 +27,7 @@ from runengine.events import (
     ToolResult,
 )
 from runengine.reducer import Fold, apply, fold
+from runengine.state import RunState
 from runengine.status import Status
 from runengine.testing.machine import LogMachine
 from runengine.testing.strategies import any_event, histories
@@ -202,3 +204,58 @@ def test_process_losses_count_in_a_row_without_progress() -> None:
             lost.append(MessageDiscarded(run_id="r", seq=len(lost) + 1, message_id=state.partial.message_id))
         counts.append(fold(lost).lost_attempts)
     assert counts == [1, 2, 1, 2, 3]
+
+
+def _distinct_value(field: attrs.Attribute, index: int) -> object:
+    """A value for `field` that is not its default, told apart from every other field's."""
+    from datetime import datetime, timedelta, timezone
+
+    from runengine.state import Message, ThoughtRecord, ToolCallRecord, UsageTotals
+
+    name = field.name
+    special = {
+        "status": Status.WAITING_FOR_INPUT,
+        "messages": (Message(message_id="m1", content="hi"),),
+        "partial": Message(message_id="m2", content="par"),
+        "thoughts": (ThoughtRecord(content="t", seq=3),),
+        "tool_calls": (ToolCallRecord(call_id="c1", name="tool"),),
+        "usage": UsageTotals(input_tokens=1, output_tokens=2, cost=0.5),
+        "inputs": ("in",),
+        "discarded": ("m0",),
+        "error": ErrorInfo(code="boom"),
+        "metadata": {"k": index},
+        "suspended": True,
+    }
+    if name in special:
+        return special[name]
+    if name.endswith("_at") or name in ("sleeping_until", "input_expires_at"):
+        return datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=index)
+    if field.type in ("int", int) or name in ("steps", "attempt", "last_seq", "progress_seq", "replay_from"):
+        return 100 + index
+    if name == "timeout":
+        return 1.5 + index
+    return f"{name}-{index}"
+
+
+def test_every_run_state_field_survives_a_fold_and_a_freeze() -> None:
+    # The reducer builds RunState from attrs.fields(RunState): a field it does not fold itself is
+    # carried from the base state or from its changes (issue 21), never dropped.
+    from runengine.reducer import FOLDED_FIELDS
+
+    fields = attrs.fields(RunState)
+    full = RunState(**{field.name: _distinct_value(field, i) for i, field in enumerate(fields)})
+    for field in fields:
+        assert getattr(full, field.name) != field.default, field.name
+    assert Fold(full).state == full
+
+    # A field changed by an event (it lives in the fold's changes until the next freeze) is
+    # carried too, whichever field it is.
+    base = RunState(run_id="r", agent="a", status=Status.RUNNING, last_seq=2)
+    for index, field in enumerate(fields):
+        if field.name in FOLDED_FIELDS:
+            continue
+        accumulator = Fold(base)
+        value = _distinct_value(field, index)
+        accumulator.apply(MessageDelta(run_id="r", seq=3, message_id="m", content="x"))
+        accumulator.set(**{field.name: value})  # as an event's fold_into does, before the freeze
+        assert getattr(accumulator.state, field.name) == value, field.name

@@ -6,7 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from runengine import RunEngine, SessionEnded, Status
+from runengine import RunEngine, Status
+from runengine.engine import SessionEnded
 from runengine.adapters.memory import MemoryStore
 
 pytestmark = pytest.mark.anyio

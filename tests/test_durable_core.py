@@ -13,8 +13,10 @@ from typing import Any
 import anyio
 import pytest
 
-from runengine import InputTimedOut, InvalidRequest, RunEngine, Status, StepFailed, StoreError
+from runengine import InvalidRequest, RunEngine, Status, StepFailed
+from runengine.errors import InputTimedOut, StoreError
 from runengine.adapters.memory import MemoryStore
+from runengine.options import Durability, RunLimits
 
 pytestmark = pytest.mark.anyio
 
@@ -63,7 +65,7 @@ async def crash_then_resume(
     `session`: makes the run's session in the first engine (e.g. through a profile's API)."""
     shared = MemoryStore()
     first = DyingStore(shared)
-    engine = RunEngine(first, drain_timeout=0, **engine_options)
+    engine = RunEngine(first, durability=Durability(drain_timeout=0), **engine_options)
     agents(engine, first)
     async with engine:
         session_id = await session(engine) if session is not None else None
@@ -210,7 +212,7 @@ async def test_a_changed_agent_fails_with_replay_divergence_and_leaves_the_log_v
 
     shared = MemoryStore()
     first = DyingStore(shared)
-    engine = RunEngine(first, drain_timeout=0)
+    engine = RunEngine(first, durability=Durability(drain_timeout=0))
     agents_v1(engine, first)
     async with engine:
         run = await engine.execute("flow", mode="async")
@@ -237,7 +239,7 @@ async def test_a_changed_agent_fails_with_replay_divergence_and_leaves_the_log_v
 async def test_a_new_agent_version_refuses_to_replay_old_runs():
     shared = MemoryStore()
     first = DyingStore(shared)
-    engine = RunEngine(first, drain_timeout=0)
+    engine = RunEngine(first, durability=Durability(drain_timeout=0))
 
     @engine.agent("v", version="1")
     async def v1(ctx):
@@ -266,7 +268,7 @@ async def test_a_run_that_kills_its_process_every_time_fails_worker_lost_after_m
     run_id = None
     for _ in range(5):
         store = DyingStore(shared)
-        engine = RunEngine(store, drain_timeout=0, max_attempts=3)
+        engine = RunEngine(store, durability=Durability(drain_timeout=0), limits=RunLimits(max_attempts=3))
 
         @engine.agent("doomed")
         async def doomed(ctx, store=store):
@@ -351,7 +353,7 @@ async def test_a_sleep_resumed_after_a_restart_wakes_once_at_its_deadline():
     woke: list[datetime] = []
 
     def make() -> RunEngine:
-        engine = RunEngine(store, drain_timeout=0)
+        engine = RunEngine(store, durability=Durability(drain_timeout=0))
 
         @engine.agent("nap")
         async def nap(ctx):
@@ -381,7 +383,7 @@ async def test_a_delayed_run_stays_pending_until_its_start_time_across_a_restart
     start_at = datetime.now(timezone.utc) + timedelta(seconds=0.4)
 
     def make() -> RunEngine:
-        engine = RunEngine(store, drain_timeout=0)
+        engine = RunEngine(store, durability=Durability(drain_timeout=0))
 
         @engine.agent("later")
         async def later(ctx):
@@ -425,7 +427,7 @@ async def test_a_graceful_stop_lets_a_step_in_flight_finish_and_record_before_su
     started = anyio.Event()
 
     def make(drain: float) -> RunEngine:
-        engine = RunEngine(store, drain_timeout=drain)
+        engine = RunEngine(store, durability=Durability(drain_timeout=drain))
 
         @engine.agent("slow")
         async def slow(ctx):
@@ -641,7 +643,7 @@ async def test_an_idempotency_key_exists_only_inside_a_step_or_tool_function():
 async def test_a_message_open_across_a_step_and_a_timer_survives_a_graceful_stop():
     """SIGTERM's path (engine.__aexit__): the run suspends in its durable sleep with its message open,
     and the next engine replays the message's recorded part instead of diverging on it."""
-    engine = RunEngine(MemoryStore(), drain_timeout=0)
+    engine = RunEngine(MemoryStore(), durability=Durability(drain_timeout=0))
 
     @engine.agent("patient")
     async def patient(ctx):

@@ -28,6 +28,7 @@ from runengine.context import RunContext
 from runengine.reducer import fold
 from runengine.status import Status
 from runengine.wire import event_to_dict, parse_time
+from runengine.options import Durability
 
 TESTS = Path(__file__).parent
 SLEEP = 5.0
@@ -131,7 +132,7 @@ def test_a_changed_agent_fails_its_in_flight_run_with_replay_divergence(tmp_path
     effects: list[str] = []
 
     async def scenario() -> tuple[list[Any], list[Any]]:
-        old = RunEngine(url, drain_timeout=0.2)
+        old = RunEngine(url, durability=Durability(drain_timeout=0.2))
         blocked = anyio.Event() if where == "inside_a_tool" else None
         _changing_agent(old, effects, inserted=False, blocked=blocked)
         async with old:
@@ -141,7 +142,7 @@ def test_a_changed_agent_fails_its_in_flight_run_with_replay_divergence(tmp_path
             else:
                 run = await old.execute("changing", mode="async")
                 await blocked.wait()
-        async with RunEngine(url, recover_on_start=False) as reader:
+        async with RunEngine(url, durability=Durability(recover_on_start=False)) as reader:
             before = [e async for e in reader.events(run.run_id, follow=False)]
         assert not any(e.terminal for e in before)
 

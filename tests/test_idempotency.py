@@ -16,7 +16,8 @@ import pytest
 
 from httpkit import demo_engine, serve, wait_status
 from kit import until
-from runengine import IdempotencyKeyReused, RunEngine, Status
+from runengine import RunEngine, Status
+from runengine.errors import IdempotencyKeyReused
 from runengine.adapters.asgi import engine_asgi_app
 from runengine.adapters.memory import MemoryStore
 from runengine.adapters.postgres import PostgresStore

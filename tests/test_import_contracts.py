@@ -26,8 +26,8 @@ def test_the_import_contracts_are_kept(tmp_path: Path) -> None:
 
 def test_no_two_modules_import_each_other_not_even_for_type_checking() -> None:
     # lint-imports leaves out `if TYPE_CHECKING:` imports (exclude_type_checking_imports); two
-    # adapters naming each other there are still a circle (issue 21: the PostgreSQL store and its
-    # work queue were).
+    # modules naming each other there are still a circle (issue 21: the PostgreSQL store and its
+    # work queue were, and so were the engine and its worker, the events and the reducer).
     import ast
 
     modules = {
@@ -51,6 +51,54 @@ def test_no_two_modules_import_each_other_not_even_for_type_checking() -> None:
                 found.update(alias.name for alias in node.names)
         imports[name] = {other for other in found if other in modules and other != name}
     pairs = sorted({tuple(sorted((a, b))) for a, targets in imports.items() for b in targets if a in imports.get(b, ())})
-    # The core's own (the engine and the modules it hands itself to, typed) are left to another day.
-    stores = [pair for pair in pairs if any(name.startswith("runengine.adapters.") for name in pair)]
-    assert stores == [], stores
+    assert pairs == [], pairs
+    assert _circles(imports) == []
+
+
+def _circles(imports: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles of any length: the modules each reachable from every other (strongly
+    connected components of more than one module, iterative Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    circles: list[list[str]] = []
+    for root in sorted(imports):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(imports[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, targets = work[-1]
+            target = next(targets, None)
+            if target is not None:
+                if target not in index:
+                    index[target] = low[target] = len(index)
+                    stack.append(target)
+                    on_stack.add(target)
+                    work.append((target, iter(sorted(imports[target]))))
+                elif target in on_stack:
+                    low[node] = min(low[node], index[target])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    circles.append(sorted(component))
+    return circles
+
+
+def test_the_circle_finder_finds_a_long_circle() -> None:
+    imports = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert _circles(imports) == [["a", "b", "c"]]
+    assert _circles({"a": {"b"}, "b": set()}) == []

@@ -45,6 +45,7 @@ from faultkit import ServeProcess
 from kit import free_port, full_log, until_sync
 from test_cli import COMMAND, wait_ready
 from test_durable_core import DyingStore, crash_then_resume
+from runengine.options import RunLimits
 
 pytestmark = pytest.mark.anyio
 
@@ -158,7 +159,7 @@ async def test_a_turn_whose_messages_are_too_large_to_keep_still_completes_and_i
     def big() -> str:
         return "x" * 1500  # fits in its own tool.result, not with the whole turn's messages
 
-    engine = RunEngine(MemoryStore(), max_event_bytes=2048)
+    engine = RunEngine(MemoryStore(), limits=RunLimits(max_event_bytes=2048))
     engine.agent("big")(pydantic_ai_agent(agent))
     async with engine:
         first = await engine.execute("big", "go", session_id="s")
@@ -596,7 +597,7 @@ async def test_pydantic_ai_usage_limits_fail_the_run_with_their_code_and_the_eng
     def again() -> str:
         return "again"
 
-    engine = RunEngine(MemoryStore(), max_events_per_run=40)
+    engine = RunEngine(MemoryStore(), limits=RunLimits(max_events_per_run=40))
     engine.agent("limited")(pydantic_ai_agent(agent, usage_limits=UsageLimits(request_limit=3)))
     engine.agent("unlimited")(pydantic_ai_agent(agent, usage_limits=UsageLimits(request_limit=None)))
     async with engine:

@@ -32,6 +32,7 @@ from runengine.limits import MAX_INPUT_BYTES
 from runengine.stores import open_store
 from runengine.testing.conformance import read_all
 from runengine.testing.logs import load_log, save_log
+from runengine.options import Retention
 
 BIN = Path(sys.executable).parent / "runengine"
 COMMAND = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "runengine.adapters.cli"]
@@ -103,7 +104,7 @@ async def test_retention_sweep_deletes_expired_ended_runs_in_the_background(
     url = "memory://" if store == "memory" else f"sqlite:///{tmp_path / 'r.db'}"
     clock = Clock()
     engine = register_demo_agents(
-        RunEngine(url, clock=clock, retention=timedelta(hours=1), retention_interval=0.02),
+        RunEngine(url, clock=clock, retention=Retention(runs=timedelta(hours=1), sweep_interval=0.02)),
         delay=0,
     )
     async with engine:
@@ -127,14 +128,14 @@ async def test_retention_sweep_deletes_expired_ended_runs_in_the_background(
 
 
 def test_retention_arguments_are_checked() -> None:
-    assert RunEngine(retention=timedelta(days=2)).retention == 2 * 86400
-    assert RunEngine(retention=90).retention == 90.0
-    assert RunEngine().retention is None
+    assert RunEngine(retention=Retention(runs=timedelta(days=2))).retention.runs == 2 * 86400
+    assert RunEngine(retention=Retention(runs=90)).retention.runs == 90.0
+    assert RunEngine().retention.runs is None
     for bad in (0, -1, float("nan"), float("inf"), "30d", True, timedelta(0)):
         with pytest.raises(InvalidRequest):
-            RunEngine(retention=bad)  # type: ignore[arg-type]
+            RunEngine(retention=Retention(runs=bad))  # type: ignore[arg-type]
     with pytest.raises(InvalidRequest):
-        RunEngine(retention=60, retention_interval=0)
+        RunEngine(retention=Retention(runs=60, sweep_interval=0))
 
 
 # -- HTTP: DELETE /runs/{run_id} ------------------------------------------------------------------

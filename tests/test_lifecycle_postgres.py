@@ -18,6 +18,7 @@ from runengine.events import RunCompleted, RunCreated, RunStarted
 from runengine.adapters.profiles.platform_webhook_store import WebhookRegistration
 from runengine.ports import SessionRecord
 from runengine.worker import WorkerOptions
+from runengine.options import Retention
 
 pytestmark = pytest.mark.postgres
 
@@ -97,7 +98,7 @@ async def test_a_version_2_schema_is_migrated_once_by_concurrent_openers(pg_dsn:
 async def test_an_engine_with_a_worker_sweeps_expired_runs(pg_schema_url: str) -> None:
     clock = Clock()
     engine = register_demo_agents(
-        RunEngine(pg_schema_url, clock=clock, worker=WorkerOptions(poll=0.05), retention=60, retention_interval=0.02),
+        RunEngine(pg_schema_url, clock=clock, worker=WorkerOptions(poll=0.05), retention=Retention(runs=60, sweep_interval=0.02)),
         delay=0,
     )
     async with engine:

@@ -20,6 +20,7 @@ from runengine.adapters.sqlite import SQLiteStore
 from runengine.events import ErrorInfo, Event, MessageDelta, RunCancelled, RunCompleted, RunCreated, RunFailed, RunStarted
 from runengine.ports import EventStore
 from runengine.testing.conformance import read_all
+from runengine.options import Retention
 
 T0 = datetime(2026, 6, 1, tzinfo=timezone.utc)
 
@@ -128,7 +129,7 @@ async def check_sweep(
 
 def engine_on(store: EventStore, clock: Clock, retention: int) -> RunEngine:
     # The background sweep also runs (at start; then rarely): the test sweeps explicitly.
-    return RunEngine(store, clock=clock, retention=retention, retention_interval=3600)
+    return RunEngine(store, clock=clock, retention=Retention(runs=retention, sweep_interval=3600))
 
 
 _SLOW = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]

@@ -37,6 +37,7 @@ from runengine.wire import dumps
 from httpkit import add_test_agents, wait_status
 from kit import until
 from profile_http import serve_app
+from runengine.options import RunLimits
 
 KORE = "/kore/apps/echo/environments/draft/runs"
 STREAM_LIMIT = 2
@@ -378,7 +379,7 @@ async def test_open_streams_per_principal_are_bounded_across_every_surface(serve
 
 @pytest.mark.anyio
 async def test_a_run_past_its_events_limit_fails_too_many_events() -> None:
-    engine = RunEngine("memory://", max_events_per_run=50)
+    engine = RunEngine("memory://", limits=RunLimits(max_events_per_run=50))
     caught: list[BaseException] = []
 
     @engine.agent("chatty")
@@ -409,7 +410,7 @@ async def test_a_run_past_its_events_limit_fails_too_many_events() -> None:
 @pytest.mark.anyio
 async def test_an_event_over_the_size_limit_is_refused_in_the_agent() -> None:
     limit = 64 * 1024
-    engine = RunEngine("memory://", max_event_bytes=limit)
+    engine = RunEngine("memory://", limits=RunLimits(max_event_bytes=limit))
     refused: list[EventTooLarge] = []
 
     @engine.agent("careful")
@@ -445,7 +446,7 @@ async def test_an_event_over_the_size_limit_is_refused_in_the_agent() -> None:
 
 @pytest.mark.anyio
 async def test_the_events_limit_over_http() -> None:
-    engine = RunEngine("memory://", max_events_per_run=20)
+    engine = RunEngine("memory://", limits=RunLimits(max_events_per_run=20))
     add_test_agents(engine)
     async with engine, serve_app(build_app(engine)) as base, httpx.AsyncClient(base_url=base) as http:
         response = await http.post("/runs", json={"agent": "ticker", "input": {"n": 100}})
@@ -457,6 +458,6 @@ def test_nonsense_limits_are_refused() -> None:
     with pytest.raises(ValueError):
         OpenStreams(limit=0)
     with pytest.raises(InvalidRequest, match="max_events_per_run"):
-        RunEngine("memory://", max_events_per_run=2)
+        RunEngine("memory://", limits=RunLimits(max_events_per_run=2))
     with pytest.raises(InvalidRequest, match="max_event_bytes"):
-        RunEngine("memory://", max_event_bytes=10)
+        RunEngine("memory://", limits=RunLimits(max_event_bytes=10))

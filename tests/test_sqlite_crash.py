@@ -32,6 +32,7 @@ import sys
 import anyio
 from runengine.adapters.sqlite import SQLiteStore
 from runengine.engine import RunEngine
+from runengine.options import Durability
 from runengine.events import MessageDelta, RunCreated, RunStarted
 from datetime import datetime, timezone
 
@@ -42,7 +43,7 @@ def say(*parts):
 
 async def main():
     store = SQLiteStore(path, flush_window=0.002)
-    engine = RunEngine(store, flush_window=0.002)
+    engine = RunEngine(store, durability=Durability(flush_window=0.002))
 
     @engine.agent("stream")
     async def stream(ctx):

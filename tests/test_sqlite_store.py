@@ -19,6 +19,7 @@ from runengine.status import Status
 from runengine.stores import open_store
 from runengine.testing.conformance import T0, deltas, key_record, new_log, read_all
 from runengine.testing.conformance import created as created_run
+from runengine.options import Durability
 
 
 ANYIO_BACKENDS = ("asyncio",)  # the SQLite store needs asyncio
@@ -322,7 +323,7 @@ async def test_engine_end_to_end_on_a_sqlite_url(tmp_path: Path, monkeypatch: py
 @pytest.mark.anyio
 async def test_engine_status_uses_the_snapshot_not_the_whole_log(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "snap.db")
-    engine = RunEngine(store, snapshot_every=100)
+    engine = RunEngine(store, durability=Durability(snapshot_every=100))
 
     @engine.agent("long")
     async def long(ctx: Any) -> None:

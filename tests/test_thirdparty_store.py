@@ -19,6 +19,7 @@ from runengine.ports import EventStore, SessionStore
 from runengine.retention import EndedRuns
 from runengine.stores import open_store, store_schemes
 from runengine.testing.conformance import LogConformance, StoreFactory
+from runengine.options import Retention
 
 THIRD_PARTY = Path(__file__).parent / "thirdparty"
 
@@ -100,6 +101,6 @@ async def test_an_engine_runs_on_it_and_refuses_what_it_does_not_keep(installed:
         with pytest.raises(InvalidRequest, match="keeps no idempotency records"):
             await engine.execute("echo", "hi", idempotency_key="k")
     with pytest.raises(InvalidRequest, match="ended runs"):
-        RunEngine(url, retention=60)
+        RunEngine(url, retention=Retention(runs=60))
     async with RunEngine(url) as again:  # the dbm file kept the run
         assert (await again.status(state.run_id)).output == "hi"

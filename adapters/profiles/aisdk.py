@@ -198,7 +198,7 @@ class AiSdkProfile:
     async def _wait_seq(self, state: RunState) -> int:
         """The seq of the wait a waiting run is in: its last `run.waiting_for_input` (events such as a
         restart's may follow it)."""
-        tail = await self.engine.read_events(state.run_id, after_seq=max(0, state.last_seq - WAIT_TAIL), limit=WAIT_TAIL)
+        tail = await self.engine.store.read(state.run_id, after_seq=max(0, state.last_seq - WAIT_TAIL), limit=WAIT_TAIL)
         return max((e.seq for e in tail if isinstance(e, RunWaitingForInput)), default=state.last_seq)
 
     def _stream(self, state: RunState, after_seq: int) -> StreamResponse:
@@ -213,12 +213,12 @@ class AiSdkProfile:
         parts = UIMessageParts(run_id, discarded=state.discarded, open_message=open_message, live_after=state.last_seq)
         seen = 0
         while seen < after_seq:  # what the client has: the parts open at its cursor
-            page = await self.engine.read_events(run_id, after_seq=seen, limit=min(PRIME_PAGE, after_seq - seen))
+            page = await self.engine.store.read(run_id, after_seq=seen, limit=min(PRIME_PAGE, after_seq - seen))
             if not page:
                 break
             parts.prime(page)
             seen = page[-1].seq
-        if after_seq and parts.waiting_at == after_seq and not await self.engine.read_events(run_id, after_seq=after_seq, limit=1):
+        if after_seq and parts.waiting_at == after_seq and not await self.engine.store.read(run_id, after_seq=after_seq, limit=1):
             yield parts.end_of_turn(after_seq)  # the client has the turn up to the wait: this stream ends too
             return
         async with aclosing(self.engine.follow(run_id, after_seq, idle=self.keepalive)) as batches:
@@ -228,7 +228,7 @@ class AiSdkProfile:
                     continue
                 frames = parts.frames(batch)
                 last = batch[-1].seq
-                if parts.waiting_at == last and not await self.engine.read_events(run_id, after_seq=last, limit=1):
+                if parts.waiting_at == last and not await self.engine.store.read(run_id, after_seq=last, limit=1):
                     yield frames + parts.end_of_turn(last)
                     return
                 if frames:

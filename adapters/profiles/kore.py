@@ -45,7 +45,8 @@ from runengine.limits import (
     MAX_TEXT_CHARS,
     MAX_URL_LENGTH,
 )
-from runengine.ports import IdempotencyRecord, SessionRecord
+from runengine.idempotency import IdempotencyStore, bind_key
+from runengine.ports import IdempotencyRecord, SessionRecord, required
 from runengine.context import RunContext
 from runengine.state import RunState
 from runengine.status import Status
@@ -664,9 +665,17 @@ class KoreProfile:
             run_id=run_id,
             created_at=self.engine.clock(),
         )
-        if await self.engine.bind_idempotency_key(record) is not None:
+        engine = self.engine
+        bound = await bind_key(
+            engine.store, self._keys(), record, ttl=engine.retention.idempotency_ttl, now=engine.clock
+        )
+        if not (bound.create and bound.run_id == record.run_id):
             return None  # execute() answers with the run the key named
         return KeyedAnswer(run_id, record)
+
+    def _keys(self) -> IdempotencyStore:
+        """The engine's idempotency records (InvalidRequest when its store keeps none)."""
+        return required(self.engine.idempotency_store, self.engine.store, "idempotency records")
 
     async def _answer(
         self, answer: KeyedAnswer, req: ExecuteRequest, owner: str | None, slot: Slot | None
@@ -679,7 +688,7 @@ class KoreProfile:
         except BaseException:
             if answer.key is not None:  # not answered: the key was not used
                 with anyio.CancelScope(shield=True):
-                    await self.engine.release_idempotency_key(answer.key)
+                    await self._keys().release_idempotency_key(answer.key)
             raise
         if req.callback_url is not None and self.deliveries is not None:
             await self.deliveries.schedule(run_id, req.callback_url, format=CALLBACK_FORMAT, token=req.token, owner=owner)

@@ -281,7 +281,7 @@ class LangGraphProfile:
     async def _log(self, run_id: str, *, upto: int | None = None) -> AsyncIterator[Event]:
         after = 0
         while True:
-            page = await self.engine.read_events(run_id, after_seq=after, limit=1000)
+            page = await self.engine.store.read(run_id, after_seq=after, limit=1000)
             for event in page:
                 if upto is not None and event.seq > upto:
                     return

@@ -34,7 +34,7 @@ from runengine.agents import AgentSpec
 from runengine.engine import MODES, SESSION_POLICIES, RunEngine
 from runengine.errors import AgentNotFound, RunDeleted, RunEngineError, RunNotFound, SessionNotFound
 from runengine.idempotency import fingerprint
-from runengine.ports import SessionRecord, SessionRuns
+from runengine.ports import RunSummary, SessionRecord, SessionRuns
 from runengine.validation import is_run_id
 from runengine.events import RunCreated
 from runengine.wire import dumps, event_to_dict, format_time
@@ -400,7 +400,7 @@ class NativeAPI:
         resume_after(request)
         after_seq = after_seq_param(request)
         summary = await self._visible_summary(request, run_id)
-        events = await self.engine.read_events(run_id, after_seq=after_seq, limit=limit)
+        events = await self.engine.store.read(run_id, after_seq=after_seq, limit=limit)
         next_after = events[-1].seq if events else after_seq
         return json_response(
             {

@@ -62,22 +62,6 @@ class Router:
             for method, pattern in listing():
                 yield method, prefix + pattern
 
-    def get(self, pattern: str):  # type: ignore[no-untyped-def]
-        return self._decorator("GET", pattern)
-
-    def post(self, pattern: str):  # type: ignore[no-untyped-def]
-        return self._decorator("POST", pattern)
-
-    def delete(self, pattern: str):  # type: ignore[no-untyped-def]
-        return self._decorator("DELETE", pattern)
-
-    def _decorator(self, method: str, pattern: str):  # type: ignore[no-untyped-def]
-        def register(handler: Handler) -> Handler:
-            self.route(method, pattern, handler)
-            return handler
-
-        return register
-
     def mount(self, prefix: str, app: App) -> None:
         """Serve `app` under `prefix` (longest prefix first); the app sees paths without it."""
         self._mounts.append((prefix.rstrip("/"), app))
