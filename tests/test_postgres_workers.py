@@ -347,7 +347,7 @@ async def test_fencing_stops_a_worker_that_was_never_told_it_lost_the_run(url: s
         state = await worker.status(run.run_id)
         # At most the one batch that was committing at the takeover; then nothing, not even an ending.
         assert state.status is Status.RUNNING
-        assert state.last_seq - at_takeover <= worker.flush_max + 1
+        assert state.last_seq - at_takeover <= worker.durability.flush_max + 1
         await anyio.sleep(0.5)
         assert (await worker.status(run.run_id)).last_seq == state.last_seq
 
