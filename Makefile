@@ -34,9 +34,11 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
-# Everything but the tests marked slow.
+# The fast tier: unit, property and conformance tests (memory and SQLite stores), in well under
+# 2 minutes. No server, process, PostgreSQL or browser: the markers declared in pyproject.toml,
+# kept true by tests/tiers.py.
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not postgres and not browser and not server"
 
 bench: install
 	$(PY) benchmarks/run_all.py

@@ -38,6 +38,8 @@ from httpkit import add_test_agents, wait_status
 from kit import until
 from profile_http import serve_app
 
+pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
+
 KORE = "/kore/apps/echo/environments/draft/runs"
 STREAM_LIMIT = 2
 
