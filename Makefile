@@ -34,9 +34,11 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
-# Everything but the tests marked slow.
+# The fast tier: unit, property and conformance tests (memory and SQLite stores), about a minute
+# here. No server, process, PostgreSQL or browser: the markers declared in pyproject.toml, kept
+# true by tests/tiers.py. Two processes (pytest-xdist), a test module each at a time.
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow and not postgres and not browser and not server"
 
 bench: install
 	$(PY) benchmarks/run_all.py

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-# The PostgreSQL server fixtures (tests/pg.py): a real server for the session.
-pytest_plugins = ["pg"]
+# The PostgreSQL server fixtures (tests/pg.py): a real server for the session; the tiers' markers
+# kept true (tests/tiers.py); pytester, for the tests of those plugins.
+pytest_plugins = ["pg", "tiers", "pytester"]
 
 
 @pytest.hookimpl(tryfirst=True)  # before anyio's own anyio_backend fixture parametrizes the test

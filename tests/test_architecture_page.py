@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
+
 PAGE_SCRIPT = Path(__file__).resolve().parent.parent / "docs" / "make_architecture.py"
 
 

@@ -19,6 +19,8 @@ import pytest
 from httpkit import TcpProxy
 from kit import free_port
 
+pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
+
 BIN = Path(sys.executable).parent / "runengine"
 COMMAND = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "runengine.adapters.cli"]
 

@@ -76,6 +76,7 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
 # -- API keys --------------------------------------------------------------------------------------
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_keys_on_every_surface_in_both_header_forms(keyed: ServeProcess) -> None:
     assert "auth: 2 API keys" in started_line(keyed)
@@ -93,6 +94,7 @@ async def test_keys_on_every_surface_in_both_header_forms(keyed: ServeProcess) -
         assert (await http.get("/")).status_code == 200  # the page itself loads without a key
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_the_key_name_is_the_principal(keyed: ServeProcess) -> None:
     async with httpx.AsyncClient(base_url=keyed.base, timeout=30) as http:
@@ -120,6 +122,7 @@ def test_key_parsing_and_matching() -> None:
     assert hook({"x-api-key": "sk-"}) is None and hook({}) is None
 
 
+@pytest.mark.server
 def test_without_keys_the_server_says_it_is_open(tmp_path: Path) -> None:
     with serve_process(["--store", "memory://"], tmp_path / "serve.log") as server:
         assert "auth: open" in started_line(server)
@@ -129,6 +132,7 @@ def test_without_keys_the_server_says_it_is_open(tmp_path: Path) -> None:
 # -- rate limits -------------------------------------------------------------------------------------
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_rate_limit_headers_on_every_surface_and_429_in_each_format(tmp_path: Path) -> None:
     args = ["--store", "memory://", "--delay", "0", "--rate-limit", "6/day", "--api-key", f"alice={KEYS['alice']}"]
@@ -158,6 +162,7 @@ async def test_rate_limit_headers_on_every_surface_and_429_in_each_format(tmp_pa
             assert unauthenticated.status_code == 401 and "x-ratelimit-limit" not in unauthenticated.headers
 
 
+@pytest.mark.server
 def test_platform_sends_its_seed_headers_by_default(tmp_path: Path) -> None:
     with serve_process(["--store", "memory://"], tmp_path / "serve.log") as server:
         assert "rate limit: /platform 600/minute" in started_line(server)
@@ -183,6 +188,7 @@ def test_rate_parsing() -> None:
 # -- webhook hosts -----------------------------------------------------------------------------------
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_allow_host_lets_a_callback_reach_an_internal_host(tmp_path: Path) -> None:
     with receiver() as hook:
@@ -201,6 +207,7 @@ async def test_allow_host_lets_a_callback_reach_an_internal_host(tmp_path: Path)
 # -- environment and file ----------------------------------------------------------------------------
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_keys_from_the_environment_and_limits_from_a_toml_file(tmp_path: Path) -> None:
     config = tmp_path / "runengine.toml"

@@ -334,6 +334,7 @@ async def test_recovery_resumes_runs_left_running_by_a_dead_process():
         assert (await engine.status("stranger")).status is Status.PENDING
 
 
+@pytest.mark.slow  # 4-5 s on each backend
 async def test_ten_thousand_runs_leave_no_tasks_or_active_runs_behind():
     async with make_engine() as engine:
         await engine.execute("echo", "warm up")

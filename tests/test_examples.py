@@ -16,6 +16,8 @@ from httpx_sse import aconnect_sse
 
 from httpkit import serve, sse_events, wait_status
 
+pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 

@@ -28,6 +28,8 @@ from schemathesis.checks import not_a_server_error
 from faultkit import ServeProcess
 from kit import SERVERS
 
+pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
+
 TESTS = Path(__file__).resolve().parent
 EXAMPLES = 60  # per operation and mode
 RAW_EXAMPLES = 1500

@@ -19,6 +19,8 @@ from runengine.adapters.postgres import SCHEMA_VERSION, PostgresStore
 from runengine.adapters.server import build_app
 from test_cli import COMMAND, wait_ready
 
+pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
+
 
 ANYIO_BACKENDS = ("asyncio",)  # uvicorn, asyncpg
 

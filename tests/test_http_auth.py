@@ -10,6 +10,8 @@ from httpkit import demo_engine, serve, sse_events
 from runengine.adapters.asgi import engine_asgi_app
 from runengine.http.auth import AuthenticationFailed, Principal
 
+pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
+
 TOKENS = {"t-alice": "alice", "t-bob": "bob"}
 
 

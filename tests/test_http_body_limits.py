@@ -18,6 +18,8 @@ from runengine.adapters.asgi import engine_asgi_app
 from runengine.adapters.uvicorn_http import limited_protocol
 from runengine.http.core import MAX_BODY_BYTES
 
+pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
+
 #: Small timeouts for the tests (seconds); every wait below is bounded by RAW_WAIT instead.
 HEADER_TIMEOUT = 0.5
 BODY_TIMEOUT = 0.5

@@ -21,6 +21,8 @@ from httpkit import demo_engine, serve
 from runengine import RunEngine, Status
 from runengine.adapters.asgi import engine_asgi_app
 
+pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
+
 ANYIO_BACKENDS = ("asyncio",)  # uvicorn
 #: Over three pages of 500 events, each large: a server writes a page and reads the next before
 #: it waits for the client (uvicorn), so the deletion must come two pages before the log's end.

@@ -15,6 +15,8 @@ from httpkit import demo_engine, serve
 from kit import SERVERS
 from runengine.adapters.asgi import engine_asgi_app
 
+pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
+
 
 ANYIO_BACKENDS = ("asyncio",)  # uvicorn
 

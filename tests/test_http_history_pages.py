@@ -57,6 +57,7 @@ def bad_request(response: httpx.Response, field: str) -> None:
     assert error["details"].get("field") == field or repr(field) in error["message"], error
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_native_history_pages_back_in_time_with_a_cursor(served) -> None:
     engine, alice, bob = served
@@ -93,6 +94,7 @@ async def test_native_history_pages_back_in_time_with_a_cursor(served) -> None:
     bad_request(await alice.get("/sessions/s/history", params={"cursor": f"{other_run}:1"}), "cursor")
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_acp_session_object_is_a_page_with_a_next_link(served) -> None:
     engine, alice, _ = served
@@ -122,6 +124,7 @@ async def test_acp_session_object_is_a_page_with_a_next_link(served) -> None:
     assert (await alice.get(f"/acp/sessions/{session_id}/history/{'f' * 32}:0")).status_code == 404
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_platform_history_is_paged(served) -> None:
     _, alice, _ = served

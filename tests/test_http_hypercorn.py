@@ -13,6 +13,8 @@ from httpkit import demo_engine, full_log, sse_events, wait_status
 from kit import free_port
 from runengine.adapters.asgi import engine_asgi_app
 
+pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
+
 
 @pytest.mark.anyio
 async def test_native_api_under_hypercorn(anyio_backend: str) -> None:

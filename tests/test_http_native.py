@@ -10,6 +10,8 @@ from httpkit import demo_engine, full_log, serve, sse_events, wait_status
 from runengine.adapters.asgi import engine_asgi_app
 from runengine.http.limits import MAX_CONTENT_BYTES, MAX_INPUT_BYTES
 
+pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
+
 
 ANYIO_BACKENDS = ("asyncio",)  # uvicorn
 

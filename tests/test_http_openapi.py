@@ -15,6 +15,8 @@ from jsonschema import Draft202012Validator
 from httpkit import demo_engine, serve, sse_events, wait_status
 from runengine.adapters.asgi import engine_asgi_app
 
+pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
+
 
 ANYIO_BACKENDS = ("asyncio",)  # uvicorn
 

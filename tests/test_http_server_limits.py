@@ -33,6 +33,8 @@ from runengine.http.apikeys import api_key_auth
 from runengine.http.ratelimit import Rate
 from runengine.limits import MAX_BODY_BYTES, MAX_HEADER_BYTES
 
+pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
+
 ANYIO_BACKENDS = ("asyncio",)  # uvicorn, aiohttp
 
 KEY = "sk-alice"

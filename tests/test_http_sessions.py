@@ -24,6 +24,8 @@ from runengine.wire import parse_time
 from test_http_auth import auth_hook
 from test_http_openapi import check
 
+pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
+
 
 ANYIO_BACKENDS = ("asyncio",)  # uvicorn
 

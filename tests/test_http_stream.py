@@ -19,6 +19,8 @@ from runengine.adapters.profiles.native import NativeAPI
 from runengine.adapters.console import add_page
 from runengine.http.router import Router
 
+pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
+
 
 ANYIO_BACKENDS = ("asyncio",)  # uvicorn
 

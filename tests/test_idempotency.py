@@ -24,6 +24,8 @@ from runengine.adapters.postgres import PostgresStore
 from runengine.adapters.sqlite import SQLiteStore
 from runengine.idempotency import PENDING_FOR, RECHECK
 
+pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
+
 
 ANYIO_BACKENDS = ("asyncio",)  # uvicorn
 

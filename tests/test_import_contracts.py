@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.server
 def test_the_import_contracts_are_kept(tmp_path: Path) -> None:
     # Run from another folder: lint-imports puts its working folder on the path, and from the
     # root ./runengine (without adapters/, which installs as runengine.adapters) would hide the

@@ -26,7 +26,7 @@ from runengine.integrations.openai import Tool, chat, session_messages, tool_loo
 from test_cli import COMMAND, wait_ready
 from test_durable_core import DyingStore, crash_then_resume
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.server]
 
 
 ANYIO_BACKENDS = ("asyncio",)  # uvicorn serves the fake API in the test's loop

@@ -45,7 +45,7 @@ from test_cli import COMMAND, wait_ready
 from test_durable_core import DyingStore, crash_then_resume
 from test_integration_openai import api, client_for  # noqa: F401 - the fake server's fixture
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.server]
 
 ANYIO_BACKENDS = ("asyncio",)  # the SDK and uvicorn run on asyncio
 

@@ -221,6 +221,7 @@ async def test_a_model_that_raises_fails_the_run_with_its_error():
     assert step.name == MODEL_STEP and step.error.code == "RuntimeError"
 
 
+@pytest.mark.slow  # about 11 s here
 async def test_a_tool_that_raises_model_retry_asks_the_model_again_and_one_that_raises_fails_the_run():
     attempts: list[int] = []
 
@@ -427,6 +428,7 @@ REPO = Path(__file__).resolve().parent.parent
 TESTS = REPO / "tests"
 
 
+@pytest.mark.server
 def test_the_example_serves_with_its_documented_command_on_the_test_model() -> None:
     """`runengine serve --app examples.pydantic_ai_agent:engine` from the repository root with
     PYDANTIC_AI_MODEL=test: TestModel calls both tools, the one that needs approval waits for it."""

@@ -60,6 +60,7 @@ def strict(text: str | bytes) -> Any:
     return parse_json(text)
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 @pytest.mark.parametrize("number", NOT_JSON_NUMBERS)
 async def test_every_surface_refuses_numbers_json_cannot_carry(served: Any, number: str) -> None:
@@ -77,6 +78,7 @@ async def test_every_surface_refuses_numbers_json_cannot_carry(served: Any, numb
     assert not (await engine.store.list_runs()).runs  # nothing was created anywhere
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_input_for_a_waiting_run_refuses_them_and_the_run_keeps_waiting(served: Any) -> None:
     _, http = served
@@ -91,6 +93,7 @@ async def test_input_for_a_waiting_run_refuses_them_and_the_run_keeps_waiting(se
     assert (await http.get(f"/runs/{run['run_id']}")).json() == waiting
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_numbers_at_the_edges_of_json_are_kept_exactly(served: Any) -> None:
     _, http = served

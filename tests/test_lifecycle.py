@@ -151,6 +151,7 @@ def as_user(url: str, token: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=url, headers={"authorization": f"Bearer {token}"}, timeout=30.0)
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_http_delete_is_for_the_owner_and_ended_runs_only(anyio_backend: str) -> None:
@@ -302,6 +303,7 @@ def test_cli_import_refuses_what_the_api_refuses(tmp_path: Path) -> None:
         assert [row[0] for row in conn.execute("SELECT run_id FROM runs")] == ["r"]
 
 
+@pytest.mark.server
 def test_cli_export_import_round_trip_and_prune_on_a_sqlite_file(tmp_path: Path) -> None:
     source, target = f"sqlite:///{tmp_path / 'source.db'}", f"sqlite:///{tmp_path / 'target.db'}"
     now = datetime.now(timezone.utc)

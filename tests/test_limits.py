@@ -39,6 +39,8 @@ from kit import until
 from profile_http import serve_app
 from runengine.options import RunLimits
 
+pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
+
 KORE = "/kore/apps/echo/environments/draft/runs"
 STREAM_LIMIT = 2
 

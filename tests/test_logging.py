@@ -16,6 +16,8 @@ import pytest
 from kit import free_port
 from test_cli import COMMAND, wait_ready
 
+pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
+
 AGENTS = textwrap.dedent(
     """
     import logging

@@ -63,6 +63,7 @@ def value(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
     return found.get((name, frozenset(labels.items())), 0.0)
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_metrics_after_a_run_of_each_kind(metrics: PrometheusObserver) -> None:
     engine = agents(RunEngine("memory://"))

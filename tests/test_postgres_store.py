@@ -16,6 +16,8 @@ from runengine.events import MessageDelta, RunCreated, RunStarted
 from runengine.stores import open_store
 from runengine.testing import conformance
 
+from kit import until
+
 pytestmark = pytest.mark.postgres
 
 
@@ -28,6 +30,10 @@ def created(run_id: str) -> RunCreated:
 
 def delta(run_id: str, seq: int) -> MessageDelta:
     return MessageDelta(run_id=run_id, seq=seq, message_id="m", content=f"t{seq}")
+
+
+#: The transaction id the next write transaction takes (reading it takes none).
+NEXT_XID = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
 
 
 def schema() -> str:
@@ -44,6 +50,17 @@ async def until_listening(store: PostgresStore) -> None:
             await anyio.sleep(0.01)
 
 
+async def until_parked(store: PostgresStore, run_id: str) -> None:
+    """Until a tail of `run_id` on `store` sleeps: registered for its wake-ups, its first check of
+    the log done (the pool idle again), so what comes next can only reach it by a wake-up."""
+
+    def parked() -> bool:
+        pool = store._pool
+        return run_id in store._wakeups._signals and pool is not None and pool.get_idle_size() == pool.get_size()
+
+    await until(parked, timeout=10)
+
+
 async def assert_append_wakes_tail(writer: PostgresStore, reader: PostgresStore) -> None:
     """A tail on `reader` past seq 2 of run "r" wakes within 5 s of `writer` appending seq 3."""
     results: list[bool] = []
@@ -53,7 +70,7 @@ async def assert_append_wakes_tail(writer: PostgresStore, reader: PostgresStore)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(tail)
-        await anyio.sleep(0.2)
+        await until_parked(reader, "r")
         with anyio.fail_after(5):  # far below the stores' 30 s re-check: the NOTIFY woke it
             await writer.append("r", [delta("r", 3)], expected_seq=2)
             while not results:
@@ -160,7 +177,9 @@ async def test_appends_from_many_runs_share_transactions(pg_dsn: str) -> None:
                 tg.start_soon(start_run, store, run_id)
         conn = await asyncpg.connect(pg_dsn)
         try:
-            before = await conn.fetchval("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+            # Each write transaction takes the next transaction id: counted at once, where the
+            # pg_stat counters are published late (up to a second).
+            before = await conn.fetchval(NEXT_XID)
             failures: list[BaseException] = []
 
             async def append(run_id: str, expected: int) -> None:
@@ -173,8 +192,7 @@ async def test_appends_from_many_runs_share_transactions(pg_dsn: str) -> None:
                 for run_id in runs:
                     tg.start_soon(append, run_id, 2)
                 tg.start_soon(append, "r7", 1)  # stale: fails alone
-            await anyio.sleep(0.6)  # pg_stat counters are published at most every 500 ms
-            after = await conn.fetchval("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+            after = await conn.fetchval(NEXT_XID)
         finally:
             await conn.close()
         assert len(failures) == 1 and failures[0].run_id == "r7"  # type: ignore[attr-defined]
@@ -208,7 +226,7 @@ async def test_a_lost_notify_delays_a_tail_but_never_hangs_it(pg_dsn: str) -> No
                     results.append(await store.wait("r", after_seq=2, timeout=30))
 
                 tg.start_soon(tail)
-                await anyio.sleep(0.2)
+                await until_parked(store, "r")
                 # A commit whose NOTIFY never arrives (written behind the store's back).
                 async with conn.transaction():
                     await conn.execute(

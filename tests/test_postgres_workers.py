@@ -81,7 +81,7 @@ async def test_cancel_from_another_process_stops_an_idle_agent_promptly(url: str
             await until(lambda: worker._worker.in_flight == 0, timeout=10)  # type: ignore[union-attr]
         log = [e.type async for e in api.events(run.run_id, follow=False)]
         assert log == ["run.created", "run.started", "message.completed", "run.cancelled"]
-        await anyio.sleep(0.3)
+        await anyio.sleep(0.3)  # the behaviour: a while in which nothing more may be written
         assert (await api.status(run.run_id)).last_seq == 4  # the worker wrote nothing after
 
 
@@ -160,7 +160,7 @@ async def test_a_lost_lease_fences_the_old_worker(url: str) -> None:
         [old] = await queue.claim("w1", agents=["x"], limit=1, lease=0.5)
         await queue.append_leased(old, [RunStarted(run_id="r", seq=2, worker="w1")], expected_seq=1)
         assert await queue.claim("w2", agents=["x"], limit=1, lease=30) == []  # still held
-        await anyio.sleep(0.7)
+        await anyio.sleep(0.7)  # the behaviour: the 0.5 s lease runs out
         with pytest.raises(LeaseLost):  # expired, even before anyone took it over
             await queue.append_leased(old, [MessageDelta(run_id="r", seq=3, message_id="m", content="x")], expected_seq=2)
         [new] = await queue.claim("w2", agents=["x"], limit=1, lease=30)
@@ -281,6 +281,19 @@ async def _status_is_resumed(api: RunEngine, run_id: str) -> bool:
     return log[-1] == "run.resumed"
 
 
+async def _settled_counts(dsn: str) -> tuple[int, int]:
+    """The store connections and the tasks, once two readings in a row agree (closing ones gone)."""
+    last: tuple[int, int] | None = None
+
+    async def settled() -> tuple[int, int] | None:
+        nonlocal last
+        now = (await _connections(dsn), len(asyncio.all_tasks()))
+        before, last = last, now
+        return now if now == before else None
+
+    return await until(settled, every=0.1)
+
+
 async def _connections(dsn: str) -> int:
     conn = await asyncpg.connect(dsn)
     try:
@@ -306,8 +319,7 @@ async def _many_runs(url: str, dsn: str, total: int) -> None:
             if done in (total // 5, total):
                 await until(lambda: worker._worker.in_flight == 0)  # type: ignore[union-attr]
                 gc.collect()
-                await anyio.sleep(0.3)
-                marks.append((await _connections(dsn), len(asyncio.all_tasks())))
+                marks.append(await _settled_counts(dsn))
         page = await api.list_runs(status=Status.COMPLETED, limit=1)
         assert page.runs and (await api.list_runs(status=Status.RUNNING, limit=1)).runs == ()
     (conns_early, tasks_early), (conns_late, tasks_late) = marks
@@ -348,7 +360,7 @@ async def test_fencing_stops_a_worker_that_was_never_told_it_lost_the_run(url: s
         # At most the one batch that was committing at the takeover; then nothing, not even an ending.
         assert state.status is Status.RUNNING
         assert state.last_seq - at_takeover <= worker.durability.flush_max + 1
-        await anyio.sleep(0.5)
+        await anyio.sleep(0.5)  # the behaviour: a while in which the fenced worker writes nothing
         assert (await worker.status(run.run_id)).last_seq == state.last_seq
 
 

@@ -20,6 +20,8 @@ from runengine.adapters.server import build_app
 from runengine.http.openstreams import OpenStreams
 from runengine.limits import MAX_WEBHOOKS_PER_PRINCIPAL
 
+pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
+
 ANYIO_BACKENDS = ("asyncio",)  # uvicorn
 SYNC_LIMIT = 2
 HOOK_URL = "https://93.184.216.34/hook"  # a public literal address: never called here

@@ -25,6 +25,8 @@ from runengine.http.router import Router
 
 from profile_http import serve_app
 
+pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
+
 ROOT = Path(__file__).resolve().parent.parent
 ACP_VENV = ROOT / ".venv-acp"
 ACP_SDK = "acp-sdk==1.0.3"

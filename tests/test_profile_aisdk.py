@@ -22,6 +22,8 @@ import pytest
 from faultkit import ServeProcess
 from kit import until_sync
 
+pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
+
 JS = Path(__file__).resolve().parent / "js"
 KEY = "sk-alice-1"
 AUTH = {"authorization": f"Bearer {KEY}"}
@@ -47,7 +49,7 @@ def js_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     """`runengine serve` with an API key: the demo agents on SQLite, or (--app) on PostgreSQL."""
     folder = tmp_path_factory.mktemp(request.param)

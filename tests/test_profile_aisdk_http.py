@@ -33,7 +33,7 @@ from runengine.http.ratelimit import Rate
 from runengine.limits import MAX_INPUT_BYTES
 
 ANYIO_BACKENDS = ("asyncio",)  # uvicorn
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.server]
 AT = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 

@@ -24,6 +24,8 @@ from runengine.http.router import Router
 from profile_http import serve_app
 from kit import SERVERS
 
+pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
+
 
 ANYIO_BACKENDS = ("asyncio",)
 

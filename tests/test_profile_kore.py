@@ -27,6 +27,8 @@ from runengine.status import Status
 
 from profile_http import Receiver, Reply, receiver, serve_app
 
+pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
+
 APP = "aa-2d38a297-6c74-4ec4-bf72-3b3ee5d326f2"
 BASE = f"/kore/apps/{APP}/environments/draft/runs"
 PIZZA = "Order me a thick crust medium-sized pizza with extra cheese "

@@ -35,11 +35,13 @@ from runengine.adapters.server import build_app
 from runengine.demo import register_demo_agents
 from runengine.worker import WorkerOptions
 
+pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
+
 ANYIO_BACKENDS = ("asyncio",)
 TUPLE = ["values", "messages-tuple", "updates"]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'runs.db'}"

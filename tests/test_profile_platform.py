@@ -29,6 +29,8 @@ from runengine.http import Request, Router
 from httpkit import serve
 from test_durable_core import DyingStore, crash_then_resume
 
+pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
+
 KEY = "sk-app-xxxxxxxxxxxxx"
 OTHER_KEY = "sk-app-yyyyyyyyyyyyy"
 SECRET = "whsec_xxxxx"

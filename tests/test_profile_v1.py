@@ -25,6 +25,8 @@ from runengine.engine import RunEngine
 from runengine.http.auth import Principal
 from runengine.integrations.pydantic_ai import agent_from_pydantic_ai
 
+pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
+
 #: Every field the seed lists for a row of GET /v1/runs.
 SEED_ROW_FIELDS = {
     "run_id", "org_id", "thread_id", "status", "model", "persona_id", "total_input_tokens",

@@ -79,6 +79,7 @@ def test_settings_are_checked() -> None:
 ANYIO_BACKENDS = ("asyncio",)
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_over_http_per_principal_with_every_profile() -> None:
     engine = RunEngine("memory://")
@@ -112,6 +113,7 @@ async def test_over_http_per_principal_with_every_profile() -> None:
             assert (await http.get("/acp/ping", headers=alice)).headers["x-ratelimit-remaining"] == "2"
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_off_unless_wrapped_and_streams_carry_headers() -> None:
     engine = RunEngine("memory://")
@@ -136,6 +138,7 @@ async def test_off_unless_wrapped_and_streams_carry_headers() -> None:
             assert (await http.get("/acp/ping")).status_code == 429
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_both_standalone_bindings_take_the_limit_and_cors() -> None:
     """`engine_asgi_app` and `engine_aiohttp_app` take the same options (`rate_limit`, `cors_origins`),
@@ -162,6 +165,7 @@ async def test_both_standalone_bindings_take_the_limit_and_cors() -> None:
 
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_openapi_documents_describe_the_limit_the_server_applies() -> None:
     """With a limit, every operation of /openapi.json and /v1/openapi.json documents 429 (with

@@ -630,6 +630,7 @@ async def alice_objects_unchanged(w: World) -> None:
     assert r.status_code == 200 and r.json()["status"] == "completed", r.text
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_no_principal_reaches_another_principals_objects() -> None:
     engine = demo_engine()

@@ -45,6 +45,7 @@ def not_found(response: httpx.Response) -> None:
 # -- finding 1: implicit sessions have an owner; issue 20 item 13: and a namespace per principal --
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_an_implicit_session_is_its_first_runs_principals(clients) -> None:
     alice, bob = clients
@@ -78,6 +79,7 @@ async def test_an_implicit_session_is_its_first_runs_principals(clients) -> None
     assert (await alice.get(f"/runs/{run_id}")).json()["status"] == "cancelled"
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_an_acp_session_is_its_first_runs_principals(clients) -> None:
     alice, bob = clients
@@ -135,6 +137,7 @@ async def test_engine_session_calls_check_the_owner() -> None:
 # -- finding 2: idempotency keys are per principal ---------------------------------------------------
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_a_key_that_spells_another_principals_key_gets_its_own_run(clients) -> None:
     alice, bob = clients

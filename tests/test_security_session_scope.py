@@ -45,6 +45,7 @@ def test_the_stored_key_never_joins_two_principals_ids() -> None:
     assert session_key(None, "s1") == "s1"  # no principal (auth off): the id as it is
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_native_session_ids_are_per_principal(clients) -> None:
     alice, bob = clients
@@ -75,6 +76,7 @@ async def test_native_session_ids_are_per_principal(clients) -> None:
     assert again.status_code == 200, again.text
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_v1_thread_ids_are_per_principal(clients) -> None:
     alice, bob = clients
@@ -92,6 +94,7 @@ async def test_v1_thread_ids_are_per_principal(clients) -> None:
     assert (await alice.get(f"/v1/runs/{mine.json()['run_id']}")).json()["status"] == "waiting_for_input"
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_acp_session_ids_are_per_principal(clients) -> None:
     alice, bob = clients
@@ -112,6 +115,7 @@ async def test_acp_session_ids_are_per_principal(clients) -> None:
         assert texts == [words, words]
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_kore_references_are_per_principal(clients) -> None:
     alice, bob = clients
@@ -136,6 +140,7 @@ async def test_kore_references_are_per_principal(clients) -> None:
     assert (await alice.post(path, json=direct)).status_code == 200
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_platform_session_ids_stay_their_owners(clients) -> None:
     alice, bob = clients

@@ -14,6 +14,8 @@ from kit import free_port
 from runengine.http.sse import RECONNECT
 from test_cli import COMMAND, wait_ready
 
+pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
+
 
 def start(tmp_path: Path, port: int) -> subprocess.Popen[str]:
     return subprocess.Popen(

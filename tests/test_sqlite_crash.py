@@ -27,6 +27,8 @@ from runengine.events import MessageDelta
 from runengine.status import Status
 from runengine.testing.conformance import read_all
 
+pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
+
 CHILD = r"""
 import sys
 import anyio

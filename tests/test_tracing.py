@@ -61,6 +61,7 @@ def named(exporter: InMemorySpanExporter, name: str) -> ReadableSpan:
     return found[0]
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_a_request_traceparent_becomes_the_runs_parent(spans: InMemorySpanExporter) -> None:
     engine = agents(RunEngine("memory://"))

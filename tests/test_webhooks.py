@@ -162,6 +162,7 @@ def test_retry_after_forms() -> None:
 # -- delivery against a real receiver -----------------------------------------------------------
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_retries_5xx_and_429_with_a_stable_webhook_id() -> None:
     with receiver() as hook:
@@ -183,6 +184,7 @@ async def test_retries_5xx_and_429_with_a_stable_webhook_id() -> None:
         assert attempts[1].retry_in == 1.0 and attempts[2].retry_in is None  # Retry-After: 1 is what is waited
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_client_errors_are_not_retried_and_redirects_not_followed() -> None:
     with receiver() as hook:
@@ -199,6 +201,7 @@ async def test_client_errors_are_not_retried_and_redirects_not_followed() -> Non
         assert hook.for_path("/elsewhere") == []
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_timeouts_are_retried_then_fail() -> None:
     with receiver() as hook:
@@ -209,6 +212,7 @@ async def test_timeouts_are_retried_then_fail() -> None:
         assert "timeout" in (result.error or "")
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_guard_is_on_by_default_and_connects_to_the_checked_address() -> None:
     with receiver() as hook:
@@ -225,6 +229,7 @@ async def test_guard_is_on_by_default_and_connects_to_the_checked_address() -> N
 # -- deliveries recorded as runs ----------------------------------------------------------------
 
 
+@pytest.mark.server
 @pytest.mark.anyio
 async def test_delivery_runs_record_attempts_and_final_failure() -> None:
     engine = RunEngine("memory://")
