@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-PLUGINS = ("-p", "pg", "-p", "tiers", "-p", "no:cacheprovider", "-p", "no:randomly")
+# `--assert=plain`: no assertion rewriting, so no `ast.parse` in this process, which CPython 3.11
+# can fail ("AST constructor recursion depth mismatch") while another thread of the session parses.
+PLUGINS = ("-p", "pg", "-p", "tiers", "-p", "no:cacheprovider", "-p", "no:randomly", "--assert=plain")
 
 
 def test_a_test_using_the_postgres_fixtures_is_marked_postgres(pytester: pytest.Pytester) -> None:
