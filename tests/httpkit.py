@@ -233,3 +233,27 @@ class TcpProxy:
         await asyncio.gather(pipe(reader, up_writer, False), pipe(up_reader, writer, True))
         self._writers.discard(writer)
         self._writers.discard(up_writer)
+
+
+def bearer_auth(tokens: dict[str, str]) -> Any:
+    """An auth hook: the principal a `Bearer` token names in `tokens` (None: refused)."""
+
+    def hook(headers: Any) -> str | None:
+        scheme, _, token = (headers.get("authorization") or "").partition(" ")
+        return tokens.get(token) if scheme.lower() == "bearer" else None
+
+    return hook
+
+
+@contextlib.asynccontextmanager
+async def alice_and_bob(engine: RunEngine, tokens: dict[str, str]) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    """`engine` served with `bearer_auth(tokens)`, and a client for each of the first two tokens."""
+    from runengine.adapters.asgi import engine_asgi_app
+
+    first, second = list(tokens)[:2]
+    async with serve(engine_asgi_app(engine, auth=bearer_auth(tokens))) as url:
+        async with (
+            httpx.AsyncClient(base_url=url, headers={"authorization": f"Bearer {first}"}, timeout=30.0) as alice,
+            httpx.AsyncClient(base_url=url, headers={"authorization": f"Bearer {second}"}, timeout=30.0) as bob,
+        ):
+            yield alice, bob

@@ -16,9 +16,8 @@ from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.messages import ModelResponse, TextPart
 
-from httpkit import demo_engine, serve
+from httpkit import alice_and_bob, demo_engine
 from runengine import RunEngine
-from runengine.adapters.asgi import engine_asgi_app
 from runengine.adapters.sqlite import SQLiteStore
 from runengine.integrations.pydantic_ai import agent_from_pydantic_ai
 from runengine.limits import DEFAULT_AGENT_HISTORY, DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE
@@ -27,20 +26,11 @@ TOKENS = {"t-alice": "alice", "t-bob": "bob"}
 ANYIO_BACKENDS = ("asyncio",)  # uvicorn
 
 
-def auth_hook(headers: Any) -> str | None:
-    scheme, _, token = (headers.get("authorization") or "").partition(" ")
-    return TOKENS.get(token) if scheme.lower() == "bearer" else None
-
-
 @pytest.fixture
 async def served():
     engine = demo_engine()
-    async with serve(engine_asgi_app(engine, auth=auth_hook)) as url:
-        async with (
-            httpx.AsyncClient(base_url=url, headers={"authorization": "Bearer t-alice"}, timeout=30.0) as alice,
-            httpx.AsyncClient(base_url=url, headers={"authorization": "Bearer t-bob"}, timeout=30.0) as bob,
-        ):
-            yield engine, alice, bob
+    async with alice_and_bob(engine, TOKENS) as (alice, bob):
+        yield engine, alice, bob
 
 
 async def echo_runs(engine: RunEngine, session_id: str, count: int, owner: str = "alice") -> list[str]:

@@ -11,30 +11,18 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import httpx
 import pytest
 
-from httpkit import demo_engine, serve, wait_status
-from runengine.adapters.asgi import engine_asgi_app
+from httpkit import alice_and_bob, demo_engine, wait_status
 
 TOKENS = {"t-alice": "acme:alice", "t-bob": "acme"}
 ANYIO_BACKENDS = ("asyncio",)  # uvicorn
 
 
-def auth_hook(headers: Any) -> str | None:
-    scheme, _, token = (headers.get("authorization") or "").partition(" ")
-    return TOKENS.get(token) if scheme.lower() == "bearer" else None
-
-
 @pytest.fixture
 async def clients():
-    engine = demo_engine()
-    async with serve(engine_asgi_app(engine, auth=auth_hook)) as url:
-        async with (
-            httpx.AsyncClient(base_url=url, headers={"authorization": "Bearer t-alice"}, timeout=30.0) as alice,
-            httpx.AsyncClient(base_url=url, headers={"authorization": "Bearer t-bob"}, timeout=30.0) as bob,
-        ):
-            yield alice, bob
+    async with alice_and_bob(demo_engine(), TOKENS) as (alice, bob):
+        yield alice, bob
 
 
 def test_the_stored_key_never_joins_two_principals_ids() -> None:
