@@ -106,12 +106,6 @@ def deadline_after(now: datetime, seconds: Any, what: str) -> datetime:
         ) from None
 
 
-async def sleep_until(clock: Callable[[], datetime], when: datetime) -> None:
-    """Sleep until `clock()` reaches `when` (re-checked after each sleep: the clock decides)."""
-    while (remaining := (when - clock()).total_seconds()) > 0:
-        await anyio.sleep(remaining)
-
-
 async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     result = fn(*args, **kwargs)
     if inspect.isawaitable(result):
@@ -423,7 +417,7 @@ class RunContext:
         if await self._rec.replayed(TimerFired, call, timer_id=started.timer_id) is not None:
             return
         async with self._rec.durable_wait():
-            await sleep_until(self._clock, started.until)
+            await self._clock.sleep_until(started.until)
         await self._rec.add(
             lambda seq: TimerFired(run_id=self.run_id, seq=seq, at=self._clock(), timer_id=started.timer_id),
             durable=False,
@@ -482,10 +476,10 @@ class RunContext:
                             if event.terminal:
                                 raise RunEndedElsewhere(event)
                         continue
-                    remaining = None if expires is None else (expires - self._clock()).total_seconds()
-                    if remaining is not None and remaining <= 0:
+                    if expires is not None and self._clock() >= expires:
                         break
-                    await self._store.wait(self.run_id, after_seq=seen, timeout=remaining)
+                    with self._clock.move_on_at(expires):
+                        await self._store.wait(self.run_id, after_seq=seen)
             try:
                 await self._rec.add(lambda seq: RunInputTimedOut(run_id=self.run_id, seq=seq, at=self._clock()))
             except InvalidTransition:  # an input got in first: read it from where we were
@@ -576,5 +570,5 @@ AgentFn = Callable[[RunContext], Awaitable[Any]]
 
 __all__ = [
     "RunContext", "MessageStream", "StepStream", "TOOL_ARGUMENTS_DELTA", "AgentFn", "InvalidRunState", "LATEST_DEADLINE",
-    "current_idempotency_key", "deadline_after", "new_id", "plain", "sleep_until",
+    "current_idempotency_key", "deadline_after", "new_id", "plain",
 ]

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 import anyio
 import anyio.abc
 
+from .clock import Clock
 from .events import RunCreated
 from .ports import EventStore
 from .status import Status
@@ -33,7 +34,7 @@ class DelayedRuns:
     def __init__(
         self,
         store: EventStore,
-        clock: Callable[[], datetime],
+        clock: Clock,
         launch: Callable[[str], Awaitable[None]],
         is_active: Callable[[str], bool],
         *,
@@ -74,12 +75,9 @@ class DelayedRuns:
 
     async def _loop(self) -> None:
         while True:
-            if self._earliest is None:
-                delay = None
-            else:
-                delay = max(0.0, (self._earliest - self.horizon - self._clock()).total_seconds())
-            if delay is None or delay > 0:
-                with anyio.move_on_after(delay if delay is not None else float("inf")):
+            due = None if self._earliest is None else self._earliest - self.horizon
+            if due is None or due > self._clock():
+                with self._clock.move_on_at(due):
                     assert self._wake is not None
                     await self._wake.wait()
                 self._wake = anyio.Event()

@@ -23,7 +23,8 @@ import structlog.contextvars
 
 from . import observe
 from .agents import AgentRegistry
-from .context import RunContext, sleep_until
+from .clock import Clock
+from .context import RunContext
 from .errors import AgentFailed, ConcurrencyConflict, ReplayDivergence
 from .events import (
     ErrorInfo,
@@ -91,7 +92,7 @@ class RunDriver:
         store: EventStore,
         agents: AgentRegistry,
         *,
-        clock: Callable[[], datetime],
+        clock: Clock,
         worker_id: str,
         durability: Durability,
         limits: RunLimits,
@@ -190,7 +191,7 @@ class RunDriver:
             for other in active.after:  # session policy "enqueue"
                 await self._wait_terminal(other)
             if state.start_at is not None:  # a delayed run: pending until then
-                await sleep_until(self.clock, state.start_at)
+                await self.clock.sleep_until(state.start_at)
             await writer.add(
                 lambda seq: RunStarted(
                     run_id=run_id,

@@ -31,6 +31,7 @@ import structlog
 
 from . import observe
 from .agents import AgentRegistry, AgentSpec
+from .clock import Clock, as_clock
 from .context import AgentFn
 from .errors import (
     ConcurrencyConflict,
@@ -101,10 +102,6 @@ ACTIVE_STATUSES = (Status.PENDING, Status.RUNNING, Status.WAITING_FOR_INPUT)
 RECOVERY_HEAD = 256
 
 
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 class SessionBusy(InvalidRunState):
     """The session already has an active run and its policy is `reject`."""
 
@@ -144,7 +141,7 @@ class RunEngine:
         self,
         store: EventStore | str | None = None,
         *,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Clock | Callable[[], datetime] = Clock(),
         session_policy: SessionPolicy = "allow",
         worker: WorkerOptions | bool | None = None,
         worker_id: str | None = None,
@@ -171,7 +168,8 @@ class RunEngine:
         self.durability = durability
         self.limits = limits
         self.session_policy: SessionPolicy = session_policy
-        self.clock = clock
+        #: The engine's time (runengine.clock): read it as `engine.clock()`.
+        self.clock = clock = as_clock(clock)
         self.worker_id = worker_id or f"engine-{uuid.uuid4().hex[:8]}"
         self.driver = RunDriver(
             self.store, self.agents, clock=clock, worker_id=self.worker_id, sessions=self.session_store,

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import anyio
 
+from .clock import Clock
 from .errors import ReplayDivergence
 from .events import Event, MessageDelta, MessageDiscarded
 from .reducer import Fold
@@ -42,7 +43,7 @@ class Recorder:
     def __init__(
         self,
         writer: RunWriter,
-        clock: Callable[[], datetime],
+        clock: Clock,
         *,
         journal: Journal | None = None,
         on_stop: Callable[[], None] | None = None,

@@ -13,6 +13,7 @@ import pytest
 from runengine import RunEngine, Status
 from runengine.adapters.sqlite import SQLiteStore
 from runengine.options import Durability
+from runengine.testing.clock import VirtualClock
 
 ANYIO_BACKENDS = ("asyncio",)  # aiosqlite
 
@@ -53,15 +54,18 @@ async def test_far_delayed_runs_are_not_held_in_memory_at_start_or_when_created(
 
 @pytest.mark.anyio
 async def test_a_deferred_run_starts_when_it_comes_due(tmp_path: Path) -> None:
-    path = tmp_path / "runs.db"
-    async with make_engine(path, durability=Durability(delay_horizon=0.2)) as engine:
-        soon = await engine.execute("echo", "soon", mode="async", start_at=now() + timedelta(seconds=1.0))
+    path, clock = tmp_path / "runs.db", VirtualClock()
+    async with make_engine(path, clock=clock) as engine:  # the default horizon: 60 s
+        soon = await engine.execute("echo", "soon", mode="async", start_at=clock() + timedelta(hours=1))
+        await clock.advance(3600 - 61)
         assert soon.run_id not in engine.driver.active
+        await clock.advance(61)
         await wait_status(engine, soon.run_id, Status.COMPLETED)
-        assert (await engine.status(soon.run_id)).started_at >= soon.start_at  # type: ignore[operator]
-        across = await engine.execute("echo", "after restart", mode="async", start_at=now() + timedelta(seconds=1.5))
-    async with make_engine(path, durability=Durability(delay_horizon=0.2)) as engine:
+        assert (await engine.status(soon.run_id)).started_at == soon.start_at
+        across = await engine.execute("echo", "after restart", mode="async", start_at=clock() + timedelta(hours=1))
+    async with make_engine(path, clock=clock) as engine:
         assert across.run_id not in engine.driver.active
+        await clock.advance(3600)
         await wait_status(engine, across.run_id, Status.COMPLETED)
         assert (await engine.status(across.run_id)).output == "after restart"
 

@@ -17,6 +17,7 @@ from runengine import InvalidRequest, RunEngine, Status, StepFailed
 from runengine.errors import InputTimedOut, StoreError
 from runengine.adapters.memory import MemoryStore
 from runengine.options import Durability, RunLimits
+from runengine.testing.clock import VirtualClock
 
 pytestmark = pytest.mark.anyio
 
@@ -349,16 +350,16 @@ async def test_ask_with_a_timeout_times_out_durably_across_a_restart():
 
 
 async def test_a_sleep_resumed_after_a_restart_wakes_once_at_its_deadline():
-    store = MemoryStore()
+    store, clock = MemoryStore(), VirtualClock()
     woke: list[datetime] = []
 
     def make() -> RunEngine:
-        engine = RunEngine(store, durability=Durability(drain_timeout=0))
+        engine = RunEngine(store, clock=clock, durability=Durability(drain_timeout=0))
 
         @engine.agent("nap")
         async def nap(ctx):
-            await ctx.sleep(0.5)
-            woke.append(datetime.now(timezone.utc))
+            await ctx.sleep(3600)
+            woke.append(clock())
 
         return engine
 
@@ -370,20 +371,23 @@ async def test_a_sleep_resumed_after_a_restart_wakes_once_at_its_deadline():
     started = await engine.status(run.run_id)
     engine = make()
     async with engine:
+        await clock.advance(3599)
+        assert (await engine.status(run.run_id)).status is Status.RUNNING and woke == []
+        await clock.advance(1)
         state = await engine.wait(run.run_id)
         log = [e async for e in engine.events(run.run_id)]
-    assert state.status is Status.COMPLETED and len(woke) == 1
+    assert state.status is Status.COMPLETED and woke == [started.sleeping_until]
     assert [e.type for e in log].count("timer.started") == 1 and [e.type for e in log].count("timer.fired") == 1
     fired = next(e for e in log if e.type == "timer.fired")
-    assert fired.at >= started.sleeping_until
+    assert fired.at == started.sleeping_until
 
 
 async def test_a_delayed_run_stays_pending_until_its_start_time_across_a_restart():
-    store = MemoryStore()
-    start_at = datetime.now(timezone.utc) + timedelta(seconds=0.4)
+    store, clock = MemoryStore(), VirtualClock()
+    start_at = clock() + timedelta(hours=2)
 
     def make() -> RunEngine:
-        engine = RunEngine(store, durability=Durability(drain_timeout=0))
+        engine = RunEngine(store, clock=clock, durability=Durability(drain_timeout=0))
 
         @engine.agent("later")
         async def later(ctx):
@@ -394,31 +398,41 @@ async def test_a_delayed_run_stays_pending_until_its_start_time_across_a_restart
     engine = make()
     async with engine:
         run = await engine.execute("later", mode="async", start_at=start_at)
+        await clock.advance(3600)
     assert (await engine.status(run.run_id)).status is Status.PENDING
     engine = make()
     async with engine:
+        await clock.advance(3599)
+        assert (await engine.status(run.run_id)).status is Status.PENDING
+        await clock.advance(1)
         state = await engine.wait(run.run_id)
-    assert state.status is Status.COMPLETED and state.started_at >= start_at
+    assert state.status is Status.COMPLETED and state.started_at == start_at
 
 
 async def test_ask_with_a_timeout_takes_an_input_in_time_and_times_out_without_one():
-    engine = RunEngine(MemoryStore())
+    clock = VirtualClock()
+    engine = RunEngine(MemoryStore(), clock=clock)
 
     @engine.agent("ask")
     async def ask(ctx):
         try:
-            return await ctx.ask("anyone?", timeout=0.3)
+            return await ctx.ask("anyone?", timeout=600)
         except InputTimedOut:
             return "nobody answered"
 
     async with engine:
         answered = await engine.execute("ask")
+        await clock.advance(599)
         await engine.resume(answered.run_id, "me")
         ignored = await engine.execute("ask")
         assert (await engine.wait(answered.run_id, after_seq=answered.last_seq)).output == "me"
+        await clock.advance(599)
+        assert (await engine.status(ignored.run_id)).status is Status.WAITING_FOR_INPUT
+        await clock.advance(1)
+        await engine.wait(ignored.run_id, after_seq=ignored.last_seq)
         events = [e async for e in engine.events(ignored.run_id)]
         assert events[-1].type == "run.completed" and events[-1].output == "nobody answered"
-        assert events[-2].type == "run.input_timed_out"
+        assert events[-2].type == "run.input_timed_out" and events[-2].at == ignored.created_at + timedelta(seconds=600)
 
 
 async def test_a_graceful_stop_lets_a_step_in_flight_finish_and_record_before_suspending():

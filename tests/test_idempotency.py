@@ -14,6 +14,8 @@ import anyio
 import httpx
 import pytest
 
+import runengine.clock
+
 from httpkit import demo_engine, serve, wait_status
 from kit import until
 from runengine import RunEngine, Status
@@ -266,8 +268,11 @@ class HeldQueue:
         return getattr(self._queue, name)
 
 
-class Clock:
+class Clock(runengine.clock.Clock):
+    """Time moved by hand (`clock.now = ...`); a Clock, so the engine keeps it as it is."""
+
     def __init__(self) -> None:
+        super().__init__()
         self.now = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
     def __call__(self) -> datetime:

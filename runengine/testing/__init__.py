@@ -5,4 +5,10 @@
 - `runengine.testing.machine`: a `RuleBasedStateMachine` to subclass for your own agents.
 - `runengine.testing.conformance`: the storage conformance suite every store passes.
 - `runengine.testing.logs`: `load_log` / `save_log`, run logs as JSON-lines fixtures.
+- `runengine.testing.VirtualClock` (`runengine.testing.clock`): time a test moves by hand, so
+  durable sleeps, ask timeouts and delayed starts are reached without waiting.
 """
+
+from .clock import VirtualClock
+
+__all__ = ["VirtualClock"]
