@@ -13,6 +13,7 @@
     runengine prune --older-than 30d --store URL [--dry-run]
     runengine export RUN_ID --store URL [-o FILE]
     runengine import FILE --store URL
+    runengine check-replay --app module:engine --store URL [--agent NAME ...] [--since 7d] [--in-flight]
 
 `main` is a click group: a new command is one more `@main.command()` function.
 """
@@ -895,6 +896,61 @@ def import_log(file: Any, store: str) -> None:
     now = datetime.now(timezone.utc)
     state = _on_store(store, lambda target: import_run(target, events, now=now), create=True)
     click.echo(f"imported run {state.run_id}: {len(events)} events, {state.status.value}")
+
+
+# -- check-replay: would new agent code replay the runs in a store? ---------------------------
+
+
+class Since(click.ParamType):
+    """`7d` (that long ago, as `Duration`) or an ISO 8601 time -> an aware datetime."""
+
+    name = "since"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        if _DURATION.fullmatch(str(value).strip()):
+            return datetime.now(timezone.utc) - Duration().convert(value, param, ctx)
+        try:
+            when = datetime.fromisoformat(str(value).strip())
+        except ValueError:
+            self.fail(f"{value!r} is neither a duration like 7d or 12h nor an ISO 8601 time", param, ctx)
+        return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+#: check-replay's exit statuses: every run replays / some diverge; 2 (click's usage errors): not checked.
+REPLAYS, DIVERGES, NOT_CHECKED = 0, 1, 2
+
+
+@main.command("check-replay")
+@click.option("--app", "app_ref", required=True, help="module:engine, the RunEngine with the agents' new code.")
+@store_url_option
+@click.option("--agent", "agent_names", multiple=True, help="Check this agent's runs only (repeatable; default: every agent of --app).")
+@click.option("--since", type=Since(), default=None, help="Only runs created since then: 7d, 12h, or an ISO 8601 time.")
+@click.option("--in-flight", is_flag=True, help="Only unfinished runs (those a deploy would resume).")
+def check_replay(app_ref: str, store: str, agent_names: tuple[str, ...], since: datetime | None, in_flight: bool) -> None:
+    """Replay the runs in --store with the agents' code of --app, without side effects, and report
+    each divergence (seq, recorded event, new call). Exit 0: all replay; 1: some diverge; 2: not checked."""
+    from runengine.testing.replay_check import check_store
+
+    engine = load_engine(app_ref)
+    unknown = [name for name in agent_names if name not in engine.agents]
+    if unknown:
+        raise click.BadParameter(f"{app_ref} has no agent {', '.join(unknown)}", param_hint="--agent")
+    specs = [spec for spec in engine.agents if not agent_names or spec.name in agent_names]
+    try:
+        found = _on_store(store, lambda target: check_store(target, specs, since=since, in_flight=in_flight))
+    except click.ClickException as exc:
+        exc.exit_code = NOT_CHECKED  # a store that cannot be read is no verdict on the code
+        raise
+    for divergence in found.divergences:
+        click.echo(f"{divergence.run_id}: diverges at seq {divergence.seq}")
+        click.echo(f"  recorded: {json.dumps(divergence.recorded, sort_keys=True, default=str)}")
+        click.echo(f"  new call: {divergence.call}")
+        click.echo(f"  {divergence.message}")
+    names = ", ".join(spec.name for spec in specs)
+    click.echo(f"checked {len(found.checked)} run(s) of {names}: {len(found.divergences)} diverge", err=True)
+    click.get_current_context().exit(DIVERGES if found.divergences else REPLAYS)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,6 +12,7 @@ with its plumbing); this module is what an agent author sees (docs/durability.md
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import json
 import math
@@ -47,6 +48,7 @@ from .events import (
 )
 from .history import HistoryMessage, session_history, session_runs, step_outputs
 from .limits import DEFAULT_AGENT_HISTORY
+from .patching import Answer, Patches
 from .ports import EventStore, SessionRecord
 from .recording import Recorder, new_id
 from .state import RunState
@@ -518,6 +520,24 @@ class RunContext:
     async def flush(self) -> None:
         """Make everything recorded so far durable now (normally done for you)."""
         await self._writer.flush()
+
+    # -- patching: code that changed while runs were in flight (runengine.patching) -----------
+
+    @functools.cached_property
+    def _patches(self) -> Patches:
+        return Patches(self._rec)
+
+    def patched(self, name: str) -> Answer:
+        """`if await ctx.patched("new-retrieval"):` new code `else:` the old code. True for a run
+        that reaches this point live (recorded as `patch.marked`), and when it replays; False for
+        a run replaying a log that predates the patch. The same answer for the rest of the run.
+        Awaitable (a truth value only once awaited: `if ctx.patched(...)` raises TypeError)."""
+        return Answer(self._patches.patched(name), f"ctx.patched({name!r})")
+
+    async def deprecate_patch(self, name: str) -> None:
+        """In place of `patched(name)` once no run that predates the patch is left (its old code
+        removed): replays the runs that recorded the marker, records nothing itself."""
+        await self._patches.deprecate(name)
 
 
 def _step_outcome(recorded: StepCompleted) -> Any:

@@ -84,6 +84,21 @@ class ActiveRun:
             recorder.stop_requested = True
 
 
+def version_mismatch(state: RunState, agent: str, version: str | None) -> str | None:
+    """Why `version` of `agent` cannot replay the run (None: it can): its log was recorded by another."""
+    if state.version == version:
+        return None
+    return f"the run was recorded by version {state.version!r} of agent {agent!r}, this engine has version {version!r}"
+
+
+async def after_agent(ctx: RunContext, recorder: Recorder) -> None:
+    """What follows the agent's return, live and replaying alike (the replay checker's too): its
+    open message completes (committing in one batch with the run's last event), and a replay
+    checks that the agent made every call its log recorded."""
+    await ctx.complete_message(durable=False)
+    await recorder.finish_replay()
+
+
 class RunDriver:
     """Executes runs in a task group with the agents of `agents`, writing to `store`."""
 
@@ -215,13 +230,8 @@ class RunDriver:
             return self._failed(
                 run_id, "worker_lost", f"the process executing this run was lost {losses} times in a row without progress"
             )
-        if state.version != spec.version:
-            return self._failed(
-                run_id,
-                "replay_divergence",
-                f"the run was recorded by version {state.version!r} of agent {spec.name!r}, "
-                f"this engine has version {spec.version!r}",
-            )
+        if (other_version := version_mismatch(state, spec.name, spec.version)) is not None:
+            return self._failed(run_id, "replay_divergence", other_version)
         await writer.add(
             lambda seq: RunResumed(
                 run_id=run_id,
@@ -284,9 +294,7 @@ class RunDriver:
                         deadline = anyio.fail_after(time_left) if time_left is not None else contextlib.nullcontext()
                         with deadline:
                             result = await spec.fn(ctx)
-                        # The last message commits in one batch with the last event below.
-                        await ctx.complete_message(durable=False)
-                        await recorder.finish_replay()
+                        await after_agent(ctx, recorder)
                     except Exception as exc:  # re-raised below, outside the group (no ExceptionGroup)
                         failure = exc
                     finally:
@@ -376,4 +384,4 @@ def _last_message(state: RunState) -> Any:
     return None
 
 
-__all__ = ["ActiveRun", "AgentFailed", "RunDriver", "append_at_head"]
+__all__ = ["ActiveRun", "AgentFailed", "RunDriver", "after_agent", "append_at_head", "version_mismatch"]

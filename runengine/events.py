@@ -415,6 +415,20 @@ class Custom(Event):
     data: Any = None
 
 
+# -- patching (runengine.patching): which side of a code change a run took ------------------
+
+
+@attrs.frozen(kw_only=True)
+class PatchMarked(Event):
+    """`ctx.patched(name)` was reached live: this run takes the patched code from here on, also
+    when replayed. A log without it at that point predates the patch (the old code replays it)."""
+
+    type: ClassVar[str] = "patch.marked"
+    moves = {R: R}
+    progress = False  # a decision of the code, not work done
+    name: str
+
+
 @attrs.frozen(kw_only=True)
 class RunRequeued(Event):
     """The run's worker was lost and the run goes back to the queue for another attempt."""
@@ -492,6 +506,7 @@ KNOWN_EVENTS: tuple[type[Event], ...] = (
     RunInputTimedOut,
     Usage,
     Custom,
+    PatchMarked,
     RunRequeued,
     RunCompleted,
     RunFailed,

@@ -33,6 +33,14 @@ from .writer import RunWriter
 E = TypeVar("E", bound=Event)
 
 
+class PastTheLog(Exception):
+    """A replay-only recorder (`Recorder(replay_only=True)`) was asked for a call its log does not
+    hold: the replay ends there, having diverged nowhere before it."""
+
+    def __init__(self) -> None:
+        super().__init__("the agent made a call past the end of its recorded log")
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:16]}"
 
@@ -47,8 +55,12 @@ class Recorder:
         *,
         journal: Journal | None = None,
         on_stop: Callable[[], None] | None = None,
+        replay_only: bool = False,
     ) -> None:
+        """`replay_only` (the replay checker, runengine.testing): the log is all there is, nothing is
+        made or appended; the first call past it raises PastTheLog, and so does every call after."""
         self.writer = writer
+        self.replay_only = replay_only
         self.clock = clock
         self._journal = journal
         self._on_stop = on_stop
@@ -77,20 +89,31 @@ class Recorder:
 
     # -- the primitive ----------------------------------------------------------------------
 
-    async def replayed(self, kind: type[E], call: str, **expect: Any) -> E | None:
-        """While replaying: the next recorded event, which must be a `kind` with the `expect`ed
-        fields (else the run diverges); None once live (the call is to be made and recorded)."""
+    async def upcoming(self) -> Event | None:
+        """While replaying: the next recorded event, left for the call that takes it (`replayed`);
+        None once live. Past the end of the log this goes live (a replay-only one raises PastTheLog)."""
         if self._diverged is not None:
             raise self._diverged
         journal = self._journal
         if journal is None:
+            if self.replay_only:
+                raise PastTheLog()
             return None
         if self.stop_requested:
             await self._stop()
-        event = await journal.next()
+        event = await journal.peek()
         if event is None:
             await self._go_live()
+        return event
+
+    async def replayed(self, kind: type[E], call: str, **expect: Any) -> E | None:
+        """While replaying: the next recorded event, which must be a `kind` with the `expect`ed
+        fields (else the run diverges); None once live (the call is to be made and recorded)."""
+        if await self.upcoming() is None:
             return None
+        assert self._journal is not None
+        event = await self._journal.next()
+        assert event is not None  # the one `upcoming` found
         if not isinstance(event, kind):
             raise self.diverge(event, call, f"the log has {event.type}")
         self.match(event, call, **expect)
@@ -105,12 +128,16 @@ class Recorder:
 
     async def add(self, build: Callable[[int], E], *, durable: bool = True) -> E:
         """Append `build(seq)` live (a graceful stop ends the agent right after it)."""
+        if self.replay_only:
+            raise PastTheLog()
         event = await self.writer.add(build, durable=durable)
         if self.stop_requested:
             await self._stop()
         return event  # type: ignore[return-value]
 
     async def add_delta(self, message_id: str, content: str) -> None:
+        if self.replay_only:
+            raise PastTheLog()
         await self.writer.add_delta(message_id, content, self.clock())
         if self.stop_requested:
             await self._stop()
@@ -154,6 +181,8 @@ class Recorder:
         streamed again (the journal's tail, or a cut-short stream_step's) is discarded, and its kept
         text, what was replayed, carried on by a new message that the agent goes on streaming."""
         journal, self._journal = self._journal, None
+        if self.replay_only:
+            raise PastTheLog()
         open_message = self.writer.fold.partial()
         if journal is None or open_message is None:
             return
@@ -204,4 +233,4 @@ class Recorder:
         await anyio.lowlevel.checkpoint()  # raises the cancellation the stop just requested
 
 
-__all__ = ["Recorder", "new_id"]
+__all__ = ["PastTheLog", "Recorder", "new_id"]

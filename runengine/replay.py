@@ -90,6 +90,8 @@ class Journal:
         self.continued: dict[str, str] = {}
         #: The text of the open message's unrecorded tail at the end of the journal, skipped.
         self.tail = ""
+        #: The next recorded call, found by `peek` and not passed yet.
+        self._held: Event | None = None
 
     @property
     def position(self) -> int:
@@ -98,27 +100,47 @@ class Journal:
 
     async def next(self) -> Event | None:
         """The next event the agent recorded (already folded), or None at the end of the journal."""
+        event = await self.peek()
+        if event is not None:
+            self._held = None
+            self.fold.apply(event)
+        return event
+
+    async def peek(self) -> Event | None:
+        """The event `next` returns, not passed yet (not folded): a call that is recorded only on
+        one side of a code change (`ctx.patched`) looks before it takes."""
+        if self._held is None:
+            self._held = await self._find()
+        return self._held
+
+    async def _find(self) -> Event | None:
+        """The next event the agent recorded, not folded yet (those skipped on the way are)."""
         while True:
             event = await self._take()
             if event is None:
                 return None
+            if await self._is_call(event):
+                return event
             self.fold.apply(event)
-            if event.seq <= self._replay_from:
-                continue
-            if isinstance(event, MessageDiscarded) and event.continued_as is not None:
-                self.continued[event.message_id] = event.continued_as
-                self._carried = event.continued_as
-            if isinstance(event, BOOKKEEPING):
-                continue
-            if isinstance(event, MessageDelta):
-                if event.message_id == self._carried:  # the kept text carried on, not a call
-                    self._carried = None
-                    continue
-                if not await self._replayed(event):
-                    if self._in_tail:
-                        self.tail += event.content
-                    continue
-            return event
+
+    async def _is_call(self, event: Event) -> bool:
+        """Whether `event` answers a call of the agent (else the journal skips it)."""
+        if event.seq <= self._replay_from:
+            return False
+        if isinstance(event, MessageDiscarded) and event.continued_as is not None:
+            self.continued[event.message_id] = event.continued_as
+            self._carried = event.continued_as
+        if isinstance(event, BOOKKEEPING):
+            return False
+        if isinstance(event, MessageDelta):
+            if event.message_id == self._carried:  # the kept text carried on, not a call
+                self._carried = None
+                return False
+            if not await self._replayed(event):
+                if self._in_tail:
+                    self.tail += event.content
+                return False
+        return True
 
     @property
     def _in_tail(self) -> bool:
