@@ -9,10 +9,9 @@ each run reach its next event, records `run.suspended` and leaves the run to the
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -260,13 +259,15 @@ class RunDriver:
     def _failed(self, run_id: str, code: str, message: str) -> Callable[[int], Event]:
         return lambda seq: RunFailed(run_id=run_id, seq=seq, at=self.clock(), error=ErrorInfo(code=code, message=message))
 
-    def _time_left(self, state: RunState) -> float | None:
-        """The run's timeout counts from its first start, across resumptions."""
+    def _deadline(self, state: RunState) -> datetime | None:
+        """When the run times out: its timeout counts from its first start, across resumptions
+        (None: no timeout, or one ending past the latest date there is)."""
         if state.timeout is None:
             return None
-        if state.started_at is None:
-            return state.timeout
-        return state.timeout - (self.clock() - state.started_at).total_seconds()
+        try:
+            return (state.started_at or self.clock()) + timedelta(seconds=state.timeout)
+        except OverflowError:
+            return None
 
     async def _run_agent(
         self, active: ActiveRun, state: RunState, max_attempts: int, run_log: Any
@@ -288,12 +289,14 @@ class RunDriver:
                 async with anyio.create_task_group() as background:
                     background.start_soon(writer.flush_loop)
                     try:
-                        time_left = self._time_left(writer.state)
-                        if time_left is not None and time_left <= 0:
+                        deadline = self._deadline(writer.state)
+                        if deadline is not None and deadline <= self.clock():
                             raise TimeoutError
-                        deadline = anyio.fail_after(time_left) if time_left is not None else contextlib.nullcontext()
-                        with deadline:
+                        # Waited for on the engine's clock, so a test's VirtualClock reaches it too.
+                        with self.clock.move_on_at(deadline) as timer:
                             result = await spec.fn(ctx)
+                        if timer.cancelled_caught:
+                            raise TimeoutError
                         await after_agent(ctx, recorder)
                     except Exception as exc:  # re-raised below, outside the group (no ExceptionGroup)
                         failure = exc

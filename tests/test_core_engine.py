@@ -24,6 +24,7 @@ from runengine.engine import SessionEnded
 from runengine.errors import ConcurrencyConflict, EngineNotStarted
 from runengine.adapters.memory import MemoryStore
 from runengine.events import MessageDelta, RunCreated, RunStarted
+from runengine.testing.clock import VirtualClock
 from runengine.testing.machine import EngineMachine
 from runengine.options import Durability
 
@@ -141,8 +142,18 @@ async def test_illegal_event_from_an_agent_fails_the_run_and_writes_nothing_ille
 
 
 async def test_timeout_fails_the_run_with_code_timeout():
-    async with make_engine() as engine:
-        state = await engine.execute("sleepy", timeout=0.05)
+    """The timeout is waited for on the engine's clock: a VirtualClock reaches it, to the second."""
+    clock = VirtualClock()
+    async with make_engine(clock=clock) as engine:
+        run = await engine.execute("sleepy", mode="async", timeout=3600)
+        async for event in engine.events(run.run_id):
+            if event.type == "message.delta":
+                break  # the agent is running and asleep
+        await clock.advance(3599)
+        assert (await engine.status(run.run_id)).status is Status.RUNNING
+        await clock.advance(1)
+        with anyio.fail_after(10):
+            state = await engine.wait(run.run_id)
         assert state.status is Status.FAILED and state.error.code == "timeout"
         assert state.partial.content == "zz"
 

@@ -1,5 +1,5 @@
 """A clock a test moves by hand: `RunEngine(store, clock=VirtualClock())`, then
-`await clock.advance(3600)` fires the hour's durable sleeps, ask timeouts and delayed starts
+`await clock.advance(3600)` fires the hour's durable sleeps, ask timeouts, run timeouts and delayed starts
 at once, in deadline order, without waiting for them.
 
 Time stands still between advances. `advance` moves to each deadline due in turn, cancelling
