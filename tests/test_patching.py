@@ -222,6 +222,40 @@ async def test_check_replay_has_no_side_effects_and_stops_past_the_log(tmp_path:
         assert (await engine.status(run_id)).status is Status.RUNNING
 
 
+async def test_check_replay_writes_nothing_for_an_agent_that_swallows_the_end_of_its_log(tmp_path: Path) -> None:
+    """An agent that catches every error and goes on calling: each call past the log ends the check
+    again, none is made or recorded."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    run_id = await start_in_flight(url, "old", held_in="summarize")
+    effects: list[str] = []
+
+    async def stubborn(ctx: RunContext) -> str:
+        await ctx.step("retrieve", effects.append, "retrieve")
+        for name in ("summarize", "publish"):
+            try:
+                await ctx.step(name, effects.append, name)
+            except Exception:  # noqa: BLE001 - the point of the test
+                pass
+        await ctx.delta("done")
+        await ctx.say("really done")
+        return "done"
+
+    async with RunEngine(url, durability=Durability(recover_on_start=False)) as engine:
+        log = await full_log(engine, run_id)
+        assert await check_replay(stubborn, [log], store=engine.store) == []
+        assert await full_log(engine, run_id) == log
+    assert effects == []
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_check_replay_is_awaited_on_either_backend(anyio_backend: str) -> None:
+    engine = register(RunEngine(), "old")
+    async with engine:
+        log = await full_log(engine, (await engine.execute("digest", mode="sync")).run_id)
+    [found] = await check_replay(digest("changed"), [log])
+    assert found.call == "step('rank')"
+
+
 async def test_check_replay_flags_new_code_that_raises_where_the_old_went_on(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     async with register(RunEngine(url), "old") as engine:
