@@ -17,6 +17,9 @@ modulo ids and times, once these are set aside:
 
 And what was committed before the crash is the resumed log's prefix, unchanged; every step and
 tool function ran once, except the one in flight at the crash, which may have run twice.
+The replay checker (`runengine.testing.check_replay`) finds no divergence in any of these logs.
+Scripts mark patches too (`ctx.patched`, also inside a message left open): a resumed run takes
+the marker it recorded, or marks it live if the crash lost it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from runengine.adapters.memory import MemoryStore
 from runengine.context import RunContext
 from runengine.events import Event
 from runengine.status import Status
+from runengine.testing import check_replay
 from runengine.wire import event_to_dict
 
 Op = tuple[Any, ...]
@@ -53,13 +57,14 @@ ops = st.one_of(
             st.one_of(
                 st.tuples(st.just("delta"), st.text("uvw", min_size=1, max_size=3), st.booleans()),
                 st.tuples(st.sampled_from(["step", "tool"]), st.integers(0, 99)),
-                st.tuples(st.sampled_from(["sleep0", "thought"])),
+                st.tuples(st.sampled_from(["sleep0", "thought", "patch"])),
             ),
             max_size=8,
         ),
     ),
     st.tuples(st.just("sleep0")),
     st.tuples(st.sampled_from(["now", "uuid", "random"])),
+    st.tuples(st.just("patch"), st.sampled_from(["p", "q"])),  # ctx.patched: a repeated name is marked once
 )
 scripts = st.lists(ops, min_size=1, max_size=12)
 
@@ -158,6 +163,8 @@ def register(engine: RunEngine, script: list[Op], calls: Counter[str]) -> None:
                         await ctx.tool_call(f"open{index}.{part_index}", {"n": part[1]}, lambda n: n + 1)
                     elif part[0] == "sleep0":
                         await ctx.sleep(0)
+                    elif part[0] == "patch":
+                        assert await ctx.patched(f"open{index}")
                     else:
                         await ctx.thought("in an open message")
             elif kind == "say":
@@ -168,6 +175,8 @@ def register(engine: RunEngine, script: list[Op], calls: Counter[str]) -> None:
                 await ctx.now()
             elif kind == "uuid":
                 await ctx.uuid()
+            elif kind == "patch":
+                assert await ctx.patched(op[1])  # every log of this script is recorded by this code
             else:
                 await ctx.random()
         return "done"
@@ -264,3 +273,10 @@ def test_a_resumed_run_writes_the_log_of_an_uninterrupted_one(script: list[Op], 
     expected = {f"{op[0]}{i}" for i, op in enumerate(script) if op[0] in ("step", "tool")}
     assert set(calls) == expected
     assert sum(calls.values()) - len(expected) <= 1 and all(n <= 2 for n in calls.values()), calls
+    # The replay checker judges as the resume did: the same code replays every one of its logs
+    # (the one cut by the crash, the resumed one), and running it calls no step or tool again.
+    before = Counter(calls)
+    checker = RunEngine()
+    register(checker, script, calls)
+    assert check_replay(checker.agents.get("scripted").fn, [committed, resumed, reference]) == []
+    assert calls == before
