@@ -8,6 +8,9 @@ match fails the run with `replay_divergence`. When the journal runs out the reco
 so the agent continues where its log ends: a message left open whose last deltas are streamed
 again is then discarded and its kept text carried on by a new message (docs/durability.md).
 
+The replay checker (runengine.testing.check_replay) uses a replay-only recorder: it judges a
+log exactly as a resume would, and where a resume would go live it stops instead (PastTheLog).
+
 The driver's plumbing lives here too, not on the agent's context: the graceful-stop flag, the
 durable-wait flag, the divergence and the check that a replayed agent made every recorded call.
 """

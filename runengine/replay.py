@@ -18,6 +18,9 @@ their text in `tail`, so the context can discard the message and carry its kept 
 (`message.discarded` with `continued_as`, docs/durability.md). The first delta of a message
 that carries on a discarded one is that kept text, not a call of the agent: skipped too.
 
+A call recorded on one side of a code change only (`ctx.patched`, runengine.patching) looks at
+the next recorded call first (`Journal.peek`) and takes it only if it is its own.
+
 It reads the log a page at a time: replaying a long run holds one page in memory (and, while
 it looks past an open message's deltas for its next durable call, the events up to it).
 """
