@@ -23,8 +23,10 @@ from runengine.context import AgentFn, RunContext
 from runengine.errors import InvalidRequest
 from runengine.events import Event, PatchMarked, StepCompleted
 from runengine.options import Durability
+from runengine.worker import WorkerOptions
 from runengine.reducer import Fold
 from runengine.testing import check_replay
+from runengine.testing.replay_check import check_store
 from runengine.testing.strategies import histories, next_types
 
 pytestmark = pytest.mark.anyio
@@ -37,8 +39,9 @@ def digest(code: str, effects: list[str] | None = None) -> AgentFn:
     return register(RunEngine(), code, effects).agents.get("digest").fn
 
 
-async def start_in_flight(url: str, code: str, held_in: str) -> str:
-    """A `digest` run of `code` left in flight inside its step `held_in` (its engine stops then)."""
+async def start_in_flight(url: str, code: str, held_in: str, **options: Any) -> str:
+    """A `digest` run of `code` left in flight inside its step `held_in` (its engine, built with
+    `options`, stops then)."""
     reached = anyio.Event()
 
     async def hold(name: str) -> None:
@@ -47,7 +50,8 @@ async def start_in_flight(url: str, code: str, held_in: str) -> str:
             await anyio.sleep_forever()
 
     # Not resuming the runs already in flight: only this one reaches `held_in`.
-    engine = register(RunEngine(url, durability=Durability(drain_timeout=0.1, recover_on_start=False)), code, blocks=hold)
+    durability = Durability(drain_timeout=0.1, recover_on_start=False)
+    engine = register(RunEngine(url, durability=durability, **options), code, blocks=hold)
     async with engine:
         run = await engine.execute("digest", "news", mode="async")
         with anyio.fail_after(20):
@@ -283,6 +287,22 @@ async def test_check_replay_checks_the_version_when_asked(tmp_path: Path) -> Non
 async def test_check_replay_refuses_a_log_no_engine_wrote() -> None:
     with pytest.raises(InvalidRequest):
         await check_replay(digest("old"), [[]])
+
+
+async def test_check_store_on_postgresql_flags_the_changed_agent_and_passes_the_patched_one(pg_schema_url: str) -> None:
+    """What `runengine check-replay` does, on PostgreSQL: every run of the agents given, replayed."""
+    run_id = await start_in_flight(pg_schema_url, "old", held_in="publish", worker=WorkerOptions(poll=0.05))
+    async with RunEngine(pg_schema_url, durability=Durability(recover_on_start=False)) as engine:
+        log = await full_log(engine, run_id)
+        changed = register(RunEngine(), "changed").agents
+        found = await check_store(engine.store, changed)
+        assert found.checked == (run_id,)
+        [divergence] = found.divergences
+        assert (divergence.run_id, divergence.seq, divergence.call) == (run_id, step_seq(log, "summarize"), "step('rank')")
+        patched = await check_store(engine.store, register(RunEngine(), "patched").agents, in_flight=True)
+        assert patched.checked == (run_id,) and patched.divergences == ()
+        assert (await check_store(engine.store, [])).checked == ()  # not an agent of the app: not checked
+        assert await full_log(engine, run_id) == log
 
 
 # -- the hypothesis strategies know patch.marked ---------------------------------------------------
