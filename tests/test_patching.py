@@ -168,10 +168,16 @@ async def test_deprecate_patch_replays_marked_runs_and_records_nothing(tmp_path:
 
         return engine
 
+    old_past = await start_in_flight(url, "old", held_in="publish")  # recorded summarize unranked
+    old_before = await start_in_flight(url, "old", held_in="summarize")  # not at the patch point yet
     async with RunEngine(url, durability=Durability(recover_on_start=False)) as reader:
-        marked_log = await full_log(reader, marked_run)
+        marked_log, past_log, before_log = [await full_log(reader, run) for run in (marked_run, old_past, old_before)]
+        for run in (old_past, old_before):  # only the marked run is left for the code below
+            await reader.cancel(run)
     fn = deprecated(RunEngine()).agents.get("digest").fn
-    assert await check_replay(fn, [marked_log]) == []
+    # The check that says when the old code may go: an old run past the patch point is flagged.
+    [flagged] = await check_replay(fn, [marked_log, past_log, before_log])
+    assert (flagged.run_id, flagged.seq) == (old_past, step_seq(past_log, "summarize"))
     [found] = await check_replay(digest("changed"), [marked_log])  # dropping the call too early
     assert found.recorded["type"] == "patch.marked" and found.call == "step('rank')"
 

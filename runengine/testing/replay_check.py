@@ -5,9 +5,10 @@ the run would (the engine's own `Recorder` and `Journal`, so "diverges" means on
 with no side effects: steps and tools return their recorded results, nothing is appended, and
 the first call past the end of a log ends that log's check (the run would go live there: no
 divergence is possible past its log). Use it in CI against logs exported from production
-(`runengine export`, `runengine.testing.load_log`), or run `runengine check-replay` on a store.
+(`runengine export`, `runengine.testing.logs.load_log`), or run `runengine check-replay` on a store.
 
-    from runengine.testing import check_replay, load_log
+    from runengine.testing import check_replay
+from runengine.testing.logs import load_log
 
     def test_the_new_code_replays_production_runs():
         assert check_replay(refund_agent, [load_log(path) for path in LOGS]) == []
