@@ -67,6 +67,8 @@ class ActiveRun:
     suspending: bool = False
     #: The log from seq 1, when whoever loaded the run's state has just read it (a resume replays it).
     first_page: Sequence[Event] = ()
+    #: Taken up from the store where it was idle (its timer or input woke it), not after a loss.
+    woken: bool = False
 
     def cancel(self, reason: str | None) -> None:
         if self.cancel_reason is None:
@@ -117,8 +119,13 @@ class RunDriver:
         store: EventStore | None = None,
         max_attempts: int | None = None,
         first_page: Sequence[Event] = (),
+        woken: bool = False,
     ) -> ActiveRun:
-        """Execute `state`'s run: start it if pending, else resume it (`store`: a worker's leased view)."""
+        """Execute `state`'s run: start it if pending, else resume it (`store`: a worker's leased
+        view; `woken`: it was idle in the store, not lost). A run already executing here is left
+        as it is (its creator and the idle scanner may both find a run that is due at once)."""
+        if state.run_id in self.active:
+            return self.active[state.run_id]
         writer = RunWriter(
             store or self.store,
             fold or Fold(state),
@@ -128,7 +135,7 @@ class RunDriver:
             max_events=self.limits.max_events_per_run,
             max_event_bytes=self.limits.max_event_bytes,
         )
-        active = ActiveRun(run_id=state.run_id, writer=writer, after=after, first_page=first_page)
+        active = ActiveRun(run_id=state.run_id, writer=writer, after=after, first_page=first_page, woken=woken)
         self.active[state.run_id] = active
         attempts = max_attempts if max_attempts is not None else self.limits.max_attempts
         tg.start_soon(self._drive, active, attempts, name=f"run {state.run_id}")
@@ -206,7 +213,7 @@ class RunDriver:
             return None
         # A run idle in a durable wait (for input, or a timer) cannot have brought its process down:
         # only a loss while its agent was working counts towards the crash-loop bound.
-        idle = state.suspended or state.status is Status.WAITING_FOR_INPUT or state.timer_id is not None
+        idle = active.woken or state.suspended or state.status is Status.WAITING_FOR_INPUT or state.timer_id is not None
         # Of the runs a lost process was executing, only those that made no progress count it.
         reason = "restart" if idle else "worker_lost"
         losses = losses_in_a_row(state.lost_attempts, state.progress_seq, state.resumed_seq)
