@@ -127,8 +127,16 @@ def summary_from_row(row: Sequence[Any], dialect: Dialect, start: int = 0) -> Ru
         created_at=dialect.time_value(row[start + 5]),
         updated_at=dialect.time_value(row[start + 6]),
         last_seq=row[start + 7],
-        wake_at=dialect.instant_value(row[start + 8]) if row[start + 8] is not None else None,
+        wake_at=_wake_value(row[start + 8], dialect),
     )
+
+
+def _wake_value(value: Any, dialect: Dialect) -> datetime | None:
+    if value is None:
+        return None
+    wake = dialect.instant_value(value)
+    # NO_DEADLINE is PostgreSQL's 'infinity', which asyncpg reads back without its zone.
+    return wake if wake.tzinfo is not None else wake.replace(tzinfo=timezone.utc)
 
 
 def new_summary(created: Event) -> RunSummary:
