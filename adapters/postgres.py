@@ -46,6 +46,7 @@ from runengine.adapters.wakeup import RunWakeups
 from runengine.errors import ConcurrencyConflict, InvalidRequest, StoreError
 from runengine.events import Event
 from runengine.ports import Lease, LeaseLost, RunSummary
+from runengine.status import Status
 from runengine.validation import check_append
 
 log = structlog.get_logger("runengine.postgres")
@@ -550,6 +551,10 @@ class PostgresStore(SQLLog):
             [changed[i].wake_at for i in ids],
         )
         ended = [i for i in ids if changed[i].status.terminal]
+        woken = [i for i in ids if i in current and current[i].wake_at is not None and changed[i].wake_at is None
+                 and current[i].status is Status.WAITING_FOR_INPUT]
+        if woken:  # an input came (the run may be parked on the queue): the workers waiting for work hear of it
+            await conn.execute("SELECT pg_notify($1, 'work')", self.queue_channel)
         gone: list[str] = []
         if ended:
             gone = [

@@ -41,7 +41,7 @@ from .errors import (
     SessionExists,
     SessionNotFound,
 )
-from .events import Event, RunCancelled, RunCreated, RunInput
+from .events import NO_DEADLINE, Event, RunCancelled, RunCreated, RunInput
 from .history import HistoryMessage, HistoryPage, HistoryPosition
 from .history import history_message as read_history_message
 from .history import session_history as read_session_history
@@ -183,6 +183,7 @@ class RunEngine:
         #: `durability.delay_horizon` seconds before they are due, or until their input comes
         #: (runengine.idle); only then are they launched, so a hundred thousand of them cost no memory.
         self.idle = self._idle_runs()
+        self.driver.on_parked = self._parked if self._can_park() else None
         self._session_locks = KeyLocks()
         self._tg: anyio.abc.TaskGroup | None = None
         self._exit_stack: contextlib.AsyncExitStack | None = None
@@ -216,6 +217,7 @@ class RunEngine:
         self._attach(chosen)
         self.driver.store, self.driver.sessions = self.store, self.session_store
         self.idle = self._idle_runs()
+        self.driver.on_parked = self._parked if self._can_park() else None
         self.store_chosen = True
 
     def _attach(self, store: EventStore) -> None:
@@ -391,6 +393,24 @@ class RunEngine:
 
     async def _wake(self, run_id: str) -> None:
         await self._resume(run_id, woken=True)
+
+    def _can_park(self) -> bool:
+        """Whether a run idle in memory may be parked in the store: the store keeps a timer index
+        (this engine's scanner or input takes it up again) or a work queue (a worker claims it)."""
+        return self.queue is not None or self.idle.index is not None
+
+    async def _parked(self, run_id: str, until: datetime) -> None:
+        """A run was parked (runengine.driver): the scanner wakes it for its deadline; an input
+        that came while it was being parked wakes it now. (On a work queue its worker hands it back.)"""
+        if self.queue is not None or self._tg is None:
+            return
+        summary = await self.store.get_run(run_id)
+        if summary is None or summary.status.terminal:
+            return
+        if summary.wake_at is None or self.idle.due(summary.wake_at):
+            await self._wake(run_id)
+        elif summary.wake_at < NO_DEADLINE:
+            self.idle.defer(summary.wake_at)
 
     def _defer(self, state: RunState) -> bool:
         """Leave a pending run whose start_at is not near in the store (runengine.idle)."""

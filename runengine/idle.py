@@ -29,6 +29,8 @@ from .status import Status
 
 #: An idle run is launched this many seconds before it is due; later ones stay in the store.
 DEFAULT_HORIZON = 60.0
+#: A run idle this many seconds in memory (and not due within the horizon) is parked in the store.
+DEFAULT_PARK_AFTER = 60.0
 #: Runs listed per store read while scanning.
 SCAN_PAGE = 200
 
@@ -135,4 +137,4 @@ class IdleRuns:
                 return
 
 
-__all__ = ["DEFAULT_HORIZON", "IdleRuns"]
+__all__ = ["DEFAULT_HORIZON", "DEFAULT_PARK_AFTER", "IdleRuns"]

@@ -317,7 +317,9 @@ class Worker:
             watch.cancel_scope.cancel()
         if active.abandoned:
             log.info("run stopped: lease lost", run_id=lease.run_id)
-        elif active.suspending:
+        elif active.suspending or active.parked_until is not None:
+            # Back on the queue: a parked run is claimable again once its wait is over (its input
+            # came, or its timer is due), by whichever worker is free then.
             await self.queue.release(lease)
 
     def _runs(self) -> anyio.abc.TaskGroup:

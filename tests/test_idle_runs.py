@@ -5,7 +5,7 @@ scanner, runengine.idle) or its input (`engine.resume`) takes it up again."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -250,3 +250,59 @@ async def test_the_postgresql_timer_index_follows_the_events(pg_schema_url: str)
 
     async with PostgresStore.from_url(pg_schema_url) as store:
         await wake_index_follows_the_events(store)
+
+
+# -- parking: a run idle in memory long enough leaves it ------------------------------------------
+
+
+def parking(path_or_url: str, **worker: object) -> RunEngine:
+    """An engine that parks a run idle 0.2 s in a wait not due within 0.5 s."""
+    from runengine.worker import WorkerOptions
+
+    options = WorkerOptions(**worker) if worker else None  # type: ignore[arg-type]
+    engine = RunEngine(path_or_url, worker=options, durability=Durability(park_after=0.2, delay_horizon=0.5))
+
+    @engine.agent("ask")
+    async def ask(ctx) -> object:  # type: ignore[no-untyped-def]
+        return await ctx.ask("go?")
+
+    @engine.agent("nap")
+    async def nap(ctx) -> str:  # type: ignore[no-untyped-def]
+        await ctx.sleep(ctx.input)
+        return "rested"
+
+    return engine
+
+
+async def parked_and_taken_up_again(engine: RunEngine, held: Callable[[], int]) -> None:
+    waiting = await engine.execute("ask", mode="async")
+    asleep = await engine.execute("nap", 2.0, mode="async")
+    await until(lambda: status_is(engine, waiting.run_id, Status.WAITING_FOR_INPUT))
+    await until(lambda: sleeping(engine, asleep.run_id))
+    await until(lambda: held() == 0)  # both parked: no task holds them
+    await engine.resume(waiting.run_id, "yes")  # its input takes it up again
+    assert (await until(lambda: ended(engine, waiting.run_id))).output == "yes"
+    assert (await until(lambda: ended(engine, asleep.run_id))).output == "rested"  # and its timer
+    for run_id in (waiting.run_id, asleep.run_id):
+        types = [e.type for e in await full_log(engine, run_id)]
+        assert "run.suspended" not in types and types.count("run.resumed") == 1  # parking wrote nothing
+        assert types[-1] == "run.completed"
+
+
+async def status_is(engine: RunEngine, run_id: str, status: Status) -> bool:
+    return (await engine.status(run_id)).status is status
+
+
+@pytest.mark.anyio
+async def test_a_run_idle_long_enough_is_parked_and_taken_up_again_by_its_input_or_timer(tmp_path: Path) -> None:
+    async with parking(f"sqlite:///{tmp_path / 'runs.db'}") as engine:
+        await parked_and_taken_up_again(engine, lambda: len(engine.driver.active))
+
+
+@pytest.mark.postgres
+@pytest.mark.anyio
+async def test_a_worker_hands_an_idle_run_back_to_the_queue_until_its_input_or_timer(pg_schema_url: str) -> None:
+    async with parking(pg_schema_url, lease=5, poll=0.2) as engine:
+        worker = engine._worker
+        assert worker is not None
+        await parked_and_taken_up_again(engine, lambda: worker.in_flight)
