@@ -15,6 +15,10 @@ For each number of worker processes, in a schema of its own on the same server:
   clients on one machine: the queue's wake-up, the claim and the start), p50 and p99; the same
   figure over the burst's runs (queueing behind the others included) is shown beside it.
 
+DBOS Transact beside it, on the same server: the same workload (ten `@DBOS.step` calls per
+workflow) on a DBOS queue executed by 1, 2 and 4 DBOS processes (benchmarks/peers/dbos_workers.py,
+in the virtualenv .bench-venvs/dbos; --skip-dbos leaves it out).
+
 The reference measured in the same run: the same number of steps as bare asyncpg transactions,
 one INSERT of one row each, committed one after the other by one connection (the floor of a
 durable step on this server).
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import re
@@ -146,18 +151,50 @@ async def with_workers(dsn: str, workers: int, runs: int, paced: int) -> dict[st
     return result
 
 
+def dbos_with_workers(dbos_python: str, dsn: str, workers: int, runs: int, paced: int) -> dict[str, Any]:
+    """The same workload on DBOS: `workers` DBOS processes on a queue, a DBOSClient enqueueing."""
+    url = dsn.replace("postgresql://", "postgresql+psycopg://", 1)
+    script = str(HERE / "peers" / "dbos_workers.py")
+    procs: list[subprocess.Popen[bytes]] = []
+    logs: list[Path] = []
+    try:
+        for i in range(workers):
+            log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_workers_dbos_{i}_{os.getpid()}.log"
+            logs.append(log_path)
+            procs.append(subprocess.Popen([dbos_python, script, "worker", url], stdout=open(log_path, "wb"),
+                                          stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + 120
+        for log_path in logs:
+            while "ready" not in log_path.read_text(errors="replace"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"DBOS worker did not start: {log_path.read_text()}")
+                time.sleep(0.05)
+        out = subprocess.run([dbos_python, script, "burst", url, str(runs), str(paced)], capture_output=True, text=True,
+                             timeout=1800)
+        if out.returncode != 0:
+            raise RuntimeError(f"DBOS burst failed: {out.stderr[-3000:]}")
+        result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait(30)
+    result["workers"] = workers
+    return result
+
+
 def table(rows: list[dict[str, Any]], floor_rate: float, runs: int, paced: int) -> str:
     lines = [
         f"{runs} runs of {STEPS} durable steps on PostgreSQL (fsync on), enqueued at once, executed by `runengine worker` "
         f"processes (concurrency 16 each); pick-up: {paced} runs enqueued 20 ms apart, run.created to run.started. "
         f"Floor: one bare asyncpg INSERT per transaction, one connection, {floor_rate:,.0f} commits/s:",
         "",
-        "| worker processes | runs/s | durable steps/s | steps/s / floor | pick-up p50 | pick-up p99 | burst: created to started p50 / p99 |",
+        "| worker processes (DBOS: its processes on one queue) | runs/s | durable steps/s | steps/s / floor | pick-up p50 | pick-up p99 | burst: created to started p50 / p99 |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['workers']} | {row['runs_s']:,.0f} | {row['steps_s']:,.0f} | {row['steps_s'] / floor_rate:.1f}x "
+            f"| {row.get('label', '')}{row['workers']} | {row['runs_s']:,.0f} | {row['steps_s']:,.0f} | {row['steps_s'] / floor_rate:.1f}x "
             f"| {row['pickup_p50'] * 1e3:,.1f} ms | {row['pickup_p99'] * 1e3:,.1f} ms "
             f"| {row['burst_p50']:.2f} s / {row['burst_p99']:.2f} s |"
         )
@@ -178,6 +215,13 @@ async def run(dsn: str, args: argparse.Namespace) -> None:
         print(f"  {workers} workers: {row['runs_s']:,.0f} runs/s, {row['steps_s']:,.0f} steps/s, "
               f"pick-up p99 {row['pickup_p99'] * 1e3:,.1f} ms", flush=True)
         rows.append(row)
+    if args.dbos_python:
+        for workers in args.workers:
+            row = dbos_with_workers(args.dbos_python, dsn, workers, args.runs, args.paced)
+            row["label"] = "DBOS, "
+            print(f"  DBOS, {workers} processes: {row['runs_s']:,.0f} runs/s, {row['steps_s']:,.0f} steps/s, "
+                  f"pick-up p99 {row['pickup_p99'] * 1e3:,.1f} ms", flush=True)
+            rows.append(row)
     print()
     print(f"machine: {machine()}")
     print()
@@ -190,10 +234,17 @@ def main() -> None:
     parser.add_argument("--paced", type=int, default=100, help="runs enqueued one at a time for the pick-up latency")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--quick", action="store_true", help="smaller, to check the harness")
+    parser.add_argument("--skip-dbos", action="store_true", help="runengine only (no DBOS virtualenv)")
     parser.add_argument("--dsn", default=None, help="an existing server (default: start one from /usr/lib/postgresql/15/bin)")
     args = parser.parse_args()
     if args.quick:
         args.runs, args.paced = 100, 20
+    args.dbos_python = None
+    if not args.skip_dbos:
+        sys.path.insert(0, str(HERE / "peers"))
+        from run import peer_python  # the peers' virtualenvs, created on first use
+
+        args.dbos_python = peer_python("dbos")
     if args.dsn:
         asyncio.run(run(args.dsn, args))
         return
