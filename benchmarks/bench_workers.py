@@ -10,7 +10,7 @@ For each number of worker processes, in a schema of its own on the same server:
 - throughput: --runs runs (an agent of 10 `ctx.step` calls of a trivial function, each step
   committed before the agent goes on) enqueued at once by this process; from the first enqueue
   until every run has completed: runs/s and durable steps/s;
-- pick-up latency: --paced runs enqueued one at a time, 20 ms apart, on otherwise idle workers:
+- pick-up latency: --paced runs enqueued one at a time, each once the previous one completed:
   from the run's `run.created` to its `run.started` (both times recorded by PostgreSQL's
   clients on one machine: the queue's wake-up, the claim and the start), p50 and p99; the same
   figure over the burst's runs (queueing behind the others included) is shown beside it.
@@ -125,11 +125,9 @@ async def with_workers(dsn: str, workers: int, runs: int, paced: int) -> dict[st
         async with register(RunEngine(url)) as api:  # enqueues; executes nothing
             # pick-up latency on idle workers
             paced_ids = []
-            for _ in range(paced):
+            for _ in range(paced):  # one at a time: each on workers with nothing else to do
                 paced_ids.append((await api.execute("steps", mode="async")).run_id)
-                await asyncio.sleep(0.02)
-            for run_id in paced_ids:
-                await api.wait(run_id)
+                await api.wait(paced_ids[-1])
             delays = await started_delays(url, paced_ids)
             result["pickup_p50"], result["pickup_p99"] = percentile(delays, 0.5), percentile(delays, 0.99)
             # throughput: a burst
@@ -186,7 +184,7 @@ def dbos_with_workers(dbos_python: str, dsn: str, workers: int, runs: int, paced
 def table(rows: list[dict[str, Any]], floor_rate: float, runs: int, paced: int) -> str:
     lines = [
         f"{runs} runs of {STEPS} durable steps on PostgreSQL (fsync on), enqueued at once, executed by `runengine worker` "
-        f"processes (concurrency 16 each); pick-up: {paced} runs enqueued 20 ms apart, run.created to run.started. "
+        f"processes (concurrency 16 each); pick-up: {paced} runs enqueued one after the other's end, run.created to run.started. "
         f"Floor: one bare asyncpg INSERT per transaction, one connection, {floor_rate:,.0f} commits/s:",
         "",
         "| worker processes (DBOS: its processes on one queue) | runs/s | durable steps/s | steps/s / floor | pick-up p50 | pick-up p99 | burst: created to started p50 / p99 |",
@@ -231,7 +229,7 @@ async def run(dsn: str, args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=1_000, help="runs per burst")
-    parser.add_argument("--paced", type=int, default=100, help="runs enqueued one at a time for the pick-up latency")
+    parser.add_argument("--paced", type=int, default=50, help="runs enqueued one at a time for the pick-up latency")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--quick", action="store_true", help="smaller, to check the harness")
     parser.add_argument("--skip-dbos", action="store_true", help="runengine only (no DBOS virtualenv)")
