@@ -15,7 +15,7 @@ import anyio
 from runengine.adapters.wakeup import RunWakeups
 from runengine.adapters.profiles.platform_webhook_store import WebhookRegistration
 from runengine.errors import ConcurrencyConflict, InvalidRequest
-from runengine.events import Event
+from runengine.events import NO_DEADLINE, Event, wake_after
 from runengine.ports import (
     DEFAULT_PAGE,
     MAX_PAGE,
@@ -112,6 +112,7 @@ class MemoryStore:
             created_at=summary.created_at,
             updated_at=events[-1].at,
             last_seq=len(log),
+            wake_at=wake_after(summary.wake_at, events),
         )
         await anyio.lowlevel.checkpoint()  # appends are awaited like real I/O
         self._wakeups.notify(run_id)
@@ -198,6 +199,36 @@ class MemoryStore:
         return EndedRunPage(
             runs=tuple(self._runs[run_id] for _, _, run_id in page),
             next_after=encode_ended_cursor(*page[-1][:2]) if len(matches) > limit else None,
+        )
+
+    async def list_waking(self, *, limit: int, after: str | None = None) -> RunPage:
+        check_page(0, limit)
+        start = decode_ended_cursor(after)
+        keys = sorted(
+            (micros(run.wake_at), self._order[run.run_id], run.run_id)
+            for run in self._runs.values()
+            if run.wake_at is not None and run.wake_at < NO_DEADLINE
+        )
+        matches = [key for key in keys if start is None or key[:2] > start][: limit + 1]
+        page = matches[:limit]
+        return RunPage(
+            runs=tuple(self._runs[run_id] for _, _, run_id in page),
+            next_before=encode_ended_cursor(*page[-1][:2]) if len(matches) > limit else None,
+        )
+
+    async def list_busy(self, *, limit: int, before: str | None = None) -> RunPage:
+        check_page(0, limit)
+        start = decode_listing_start(before, None)
+        matches = [
+            self._runs[run_id]
+            for run_id, position in sorted(self._order.items(), key=lambda kv: -kv[1])
+            if (start is None or position < start)
+            and self._runs[run_id].wake_at is None and not self._runs[run_id].status.terminal
+        ][: limit + 1]
+        page = matches[:limit]
+        return RunPage(
+            runs=tuple(page),
+            next_before=encode_cursor(self._order[page[-1].run_id]) if len(matches) > limit and page else None,
         )
 
     async def delete_run(self, run_id: str) -> bool:

@@ -30,6 +30,8 @@ from runengine.adapters.group_commit import GroupCommit
 from runengine.adapters.postgres_queue import PostgresWorkQueue
 from runengine.adapters.sql_dialect import ENDED_STATUSES, POSTGRESQL
 from runengine.adapters.sql_log import (
+    BUSY_CONDITION,
+    RUN_COLUMNS,
     Append,
     SQLLog,
     Statements,
@@ -44,19 +46,26 @@ from runengine.adapters.wakeup import RunWakeups
 from runengine.errors import ConcurrencyConflict, InvalidRequest, StoreError
 from runengine.events import Event
 from runengine.ports import Lease, LeaseLost, RunSummary
+from runengine.status import Status
 from runengine.validation import check_append
 
 log = structlog.get_logger("runengine.postgres")
 
 #: The schema this version writes. A database at a higher version is refused; one at a lower
 #: version is migrated when opened (_MIGRATIONS).
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 #: How long a session may sit idle inside a transaction before the server ends it (see _server_settings).
 IDLE_IN_TRANSACTION_MS = 5_000
 
 #: Version 3: ended runs by end time (retention sweeps), idempotency records by run (deleting a run).
 _ENDED_INDEX = f"CREATE INDEX runengine_runs_ended ON runengine_runs (updated_at, position) WHERE status IN ({ENDED_STATUSES})"
 _IDEMPOTENCY_RUN_INDEX = "CREATE INDEX runengine_idempotency_run ON runengine_idempotency (run_id)"
+
+#: Version 7: idle runs by wake time (the timer index), and the runs at work.
+_WAKE_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS runengine_runs_wake ON runengine_runs (wake_at, position) WHERE wake_at IS NOT NULL",
+    f"CREATE INDEX IF NOT EXISTS runengine_runs_busy ON runengine_runs (position) WHERE {BUSY_CONDITION}",
+)
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 
@@ -116,6 +125,9 @@ _MIGRATIONS = {
     5: (_WEBHOOKS_DDL, *_MOVE_WEBHOOKS_TO_THEIR_TABLE),
     # A delayed run is claimable from its start_at on, not before (a worker does not hold it meanwhile).
     6: ("ALTER TABLE runengine_queue ADD COLUMN IF NOT EXISTS not_before timestamptz",),
+    # The timer index (RunSummary.wake_at). Runs idle since before it have none: they are taken
+    # up once as runs at work (as before), and the index knows them from their next wait on.
+    7: ("ALTER TABLE runengine_runs ADD COLUMN IF NOT EXISTS wake_at timestamptz", *_WAKE_INDEXES),
 }
 
 _DDL = """
@@ -128,8 +140,10 @@ CREATE TABLE runengine_runs (
     owner text,
     created_at timestamptz,
     updated_at timestamptz,
-    last_seq integer NOT NULL
+    last_seq integer NOT NULL,
+    wake_at timestamptz
 );
+{wake_indexes};
 CREATE INDEX runengine_runs_session ON runengine_runs (session_id, position);
 CREATE INDEX runengine_runs_status ON runengine_runs (status, position);
 CREATE INDEX runengine_runs_owner ON runengine_runs (owner, position);
@@ -157,6 +171,7 @@ CREATE INDEX runengine_queue_leases ON runengine_queue (lease_until) WHERE claim
 {rate_windows};
 """.format(
     ended_index=_ENDED_INDEX,
+    wake_indexes=";\n".join(_WAKE_INDEXES),
     idempotency_run_index=_IDEMPOTENCY_RUN_INDEX,
     webhooks=_WEBHOOKS_DDL.strip().rstrip(";"),
     rate_windows=_RATE_WINDOWS_DDL,
@@ -182,8 +197,7 @@ T = TypeVar("T")
 _SQL = Statements(POSTGRESQL)
 _SQL.delete_run.append("DELETE FROM runengine_queue WHERE run_id = $1")  # and its queue row
 _LOCK_RUNS = (
-    "SELECT run_id, agent, status, session_id, owner, created_at, updated_at, last_seq FROM runengine_runs"
-    " WHERE run_id = ANY($1::text[]) ORDER BY run_id FOR UPDATE"
+    f"SELECT {RUN_COLUMNS} FROM runengine_runs WHERE run_id = ANY($1::text[]) ORDER BY run_id FOR UPDATE"
 )
 
 
@@ -525,15 +539,22 @@ class PostgresStore(SQLLog):
         changed = decision.changed
         ids = list(changed)
         await conn.execute(
-            "UPDATE runengine_runs AS r SET last_seq = u.last_seq, status = u.status, updated_at = u.updated_at"
-            " FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[]) AS u(run_id, last_seq, status, updated_at)"
+            "UPDATE runengine_runs AS r SET last_seq = u.last_seq, status = u.status, updated_at = u.updated_at,"
+            " wake_at = u.wake_at"
+            " FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[], $5::timestamptz[])"
+            " AS u(run_id, last_seq, status, updated_at, wake_at)"
             " WHERE r.run_id = u.run_id",
             ids,
             [changed[i].last_seq for i in ids],
             [changed[i].status.value for i in ids],
             [changed[i].updated_at for i in ids],
+            [changed[i].wake_at for i in ids],
         )
         ended = [i for i in ids if changed[i].status.terminal]
+        woken = [i for i in ids if i in current and current[i].wake_at is not None and changed[i].wake_at is None
+                 and current[i].status is Status.WAITING_FOR_INPUT]
+        if woken:  # an input came (the run may be parked on the queue): the workers waiting for work hear of it
+            await conn.execute("SELECT pg_notify($1, 'work')", self.queue_channel)
         gone: list[str] = []
         if ended:
             gone = [

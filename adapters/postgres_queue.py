@@ -67,12 +67,15 @@ class PostgresWorkQueue:
                     await conn.fetch(
                         "WITH picked AS ("
                         "  SELECT run_id, claimed AS taken_over FROM runengine_queue"
-                        "  WHERE (NOT claimed AND agent = ANY($2::text[])"
+                        "  WHERE ((NOT claimed AND agent = ANY($2::text[])"
                         "    AND (not_before IS NULL OR not_before <= clock_timestamp())"
                         "    AND (cardinality(after_runs) = 0 OR NOT EXISTS ("
                         "    SELECT 1 FROM runengine_runs AS r WHERE r.run_id = ANY(after_runs)"
                         "    AND r.status IN ('pending', 'running', 'waiting_for_input'))))"
-                        "   OR (claimed AND lease_until < clock_timestamp())"
+                        "   OR (claimed AND lease_until < clock_timestamp()))"
+                        # A parked run (idle in a durable wait) is claimable once its timer is due or its input came.
+                        "   AND NOT EXISTS (SELECT 1 FROM runengine_runs AS w WHERE w.run_id = runengine_queue.run_id"
+                        "    AND w.wake_at > clock_timestamp())"
                         "  ORDER BY position LIMIT $3 FOR UPDATE SKIP LOCKED)"
                         " UPDATE runengine_queue AS q SET claimed = true, token = gen_random_uuid(), worker = $1,"
                         "  lease_until = clock_timestamp() + $4::interval, claims = q.claims + 1"
@@ -143,6 +146,14 @@ class PostgresWorkQueue:
             "SELECT extract(epoch FROM min(not_before) - clock_timestamp()) FROM runengine_queue"
             " WHERE NOT claimed AND not_before > clock_timestamp()"
         )
+        # ... nor when a parked run's timer comes due.
+        parked = await self._store._fetch_one(
+            "SELECT extract(epoch FROM min(r.wake_at) - clock_timestamp()) FROM runengine_queue AS q"
+            " JOIN runengine_runs AS r ON r.run_id = q.run_id WHERE NOT q.claimed AND r.wake_at > clock_timestamp()"
+            " AND r.wake_at < 'infinity'"
+        )
+        if parked is not None and parked[0] is not None:
+            timeout = min(timeout, max(float(parked[0]), 0.0))
         if row is not None and row[0] is not None:
             timeout = min(timeout, max(float(row[0]), 0.0))
         try:

@@ -28,7 +28,7 @@ from runengine.adapters.profiles.platform_webhook_store import WebhookRegistrati
 from runengine.adapters.sql_dialect import Dialect, from_micros
 from runengine.adapters.wakeup import RunWakeups
 from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError
-from runengine.events import Event, MessageDelta, RunCreated
+from runengine.events import NO_DEADLINE, Event, MessageDelta, RunCreated, wake_after
 from runengine.ports import (
     DEFAULT_PAGE,
     MAX_PAGE,
@@ -48,13 +48,16 @@ from runengine.validation import (
     decode_listing_start,
     encode_cursor,
     encode_ended_cursor,
+    micros,
 )
 from runengine.wire import data_to_json, event_from_stored, loads_stored, state_from_json, state_to_json, to_json
 
 _DELTA = MessageDelta.type
-RUN_COLUMNS = "run_id, agent, status, session_id, owner, created_at, updated_at, last_seq"
+RUN_COLUMNS = "run_id, agent, status, session_id, owner, created_at, updated_at, last_seq, wake_at"
 SESSION_COLUMNS = "session_id, owner, created_at, expires_at, ended_at, metadata, data"
 WEBHOOK_COLUMNS = "webhook_id, app_id, url, events, secret, created_at, owner"
+#: A run at work or about to start: unfinished, with no wake time (the partial index of busy runs says the same).
+BUSY_CONDITION = "wake_at IS NULL AND status IN ({})".format(", ".join(f"'{s.value}'" for s in Status if not s.terminal))
 #: How long a statement list may be: run ids per `IN (...)` query.
 IN_CHUNK = 500
 
@@ -124,7 +127,16 @@ def summary_from_row(row: Sequence[Any], dialect: Dialect, start: int = 0) -> Ru
         created_at=dialect.time_value(row[start + 5]),
         updated_at=dialect.time_value(row[start + 6]),
         last_seq=row[start + 7],
+        wake_at=_wake_value(row[start + 8], dialect),
     )
+
+
+def _wake_value(value: Any, dialect: Dialect) -> datetime | None:
+    if value is None:
+        return None
+    wake = dialect.instant_value(value)
+    # NO_DEADLINE is PostgreSQL's 'infinity', which asyncpg reads back without its zone.
+    return wake if wake.tzinfo is not None else wake.replace(tzinfo=timezone.utc)
 
 
 def new_summary(created: Event) -> RunSummary:
@@ -382,6 +394,31 @@ class Statements:
         params.append(limit + 1)
         return sql + f" ORDER BY {column}, position LIMIT {p(len(params))}", params
 
+    def list_waking(self, start: tuple[int, int] | None, limit: int) -> tuple[str, list[Any]]:
+        """Unfinished runs with a wake time before NO_DEADLINE after `start` (wake µs, position),
+        earliest first, one more than `limit`: the SQL (wake_at, position, RUN_COLUMNS), parameters."""
+        d = self.dialect
+        p = d.placeholder
+        params: list[Any] = [d.instant_param(NO_DEADLINE)]
+        sql = f"SELECT wake_at, position, {RUN_COLUMNS} FROM {self.runs} WHERE wake_at < {p(1)}"
+        if start is not None:
+            params.extend((d.instant_param(from_micros(start[0])), start[1]))
+            sql += f" AND (wake_at, position) > ({p(2)}, {p(3)})"
+        params.append(limit + 1)
+        return sql + f" ORDER BY wake_at, position LIMIT {p(len(params))}", params
+
+    def list_busy(self, before_position: int | None, limit: int) -> tuple[str, list[Any]]:
+        """Unfinished runs without a wake time before a position, newest first, one more than
+        `limit`: the SQL (position, RUN_COLUMNS) and its parameters."""
+        p = self.dialect.placeholder
+        params: list[Any] = []
+        sql = f"SELECT position, {RUN_COLUMNS} FROM {self.runs} WHERE {BUSY_CONDITION}"
+        if before_position is not None:
+            params.append(before_position)
+            sql += f" AND position < {p(1)}"
+        params.append(limit + 1)
+        return sql + f" ORDER BY position DESC LIMIT {p(len(params))}", params
+
     def heads(self, count: int) -> str:
         """The first events (seq <= the last parameter) of `count` runs given by id, by run and seq."""
         return (
@@ -467,9 +504,15 @@ def decide(
         if summary is None:
             summary = new_summary(events[0])
         previous = summary.status if summary.last_seq else None
-        status = previous if _all_deltas(events) else status_after(previous, [event.type for event in events])
         last = events[-1]
-        changed[item.run_id] = attrs.evolve(summary, status=status or summary.status, updated_at=last.at, last_seq=last.seq)
+        if _all_deltas(events):  # the token hot path: status and wake time stay as they were
+            changed[item.run_id] = attrs.evolve(summary, updated_at=last.at, last_seq=last.seq)
+        else:
+            status = status_after(previous, [event.type for event in events])
+            changed[item.run_id] = attrs.evolve(
+                summary, status=status or summary.status, updated_at=last.at, last_seq=last.seq,
+                wake_at=wake_after(summary.wake_at, events),
+            )
         decision.accepted.append(item)
         decision.outcomes.append(None)
     return decision
@@ -596,6 +639,27 @@ class SQLLog:
             next_after=encode_ended_cursor(dialect.ended_micros(page[-1][0]), page[-1][1]) if len(rows) > limit else None,
         )
 
+    async def list_waking(self, *, limit: int, after: str | None = None) -> RunPage:
+        check_page(0, limit)
+        sql, params = self.sql.list_waking(decode_ended_cursor(after), limit)
+        rows = await self._fetch(sql, params)
+        page = rows[:limit]
+        dialect = self.sql.dialect
+        return RunPage(
+            runs=tuple(summary_from_row(row, dialect, 2) for row in page),
+            next_before=encode_ended_cursor(micros(dialect.instant_value(page[-1][0])), page[-1][1]) if len(rows) > limit else None,
+        )
+
+    async def list_busy(self, *, limit: int, before: str | None = None) -> RunPage:
+        check_page(0, limit)
+        sql, params = self.sql.list_busy(decode_listing_start(before, None), limit)
+        rows = await self._fetch(sql, params)
+        page = rows[:limit]
+        return RunPage(
+            runs=tuple(summary_from_row(row, self.sql.dialect, 1) for row in page),
+            next_before=encode_cursor(page[-1][0]) if len(rows) > limit and page else None,
+        )
+
     async def count_session_runs(self, session_id: str, *, owner: str | None = None) -> SessionRuns:
         sql = self.sql.count_session_runs
         params: list[Any] = [session_id]
@@ -683,6 +747,7 @@ class SQLLog:
 __all__ = [
     "Append",
     "Decision",
+    "BUSY_CONDITION",
     "IN_CHUNK",
     "RUN_COLUMNS",
     "SQLLog",

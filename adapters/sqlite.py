@@ -30,6 +30,7 @@ from runengine.adapters.group_commit import GroupCommit
 from runengine.adapters.log_cache import CommittedCache
 from runengine.adapters.sql_dialect import ENDED_STATUSES, SQLITE
 from runengine.adapters.sql_log import (
+    BUSY_CONDITION,
     IN_CHUNK,
     Append,
     SQLLog,
@@ -49,7 +50,7 @@ from runengine.state import RunState
 from runengine.validation import check_append, check_page, micros
 from runengine.wire import state_to_json
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _TABLES = log_tables(SQLITE)
 _SCHEMA = f"""
@@ -64,7 +65,8 @@ CREATE TABLE IF NOT EXISTS runs (
     created_at TEXT,
     updated_at TEXT,
     last_seq INTEGER NOT NULL,
-    ended_us INTEGER
+    ended_us INTEGER,
+    wake_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_by_session ON runs (session_id, position);
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, position);
@@ -115,17 +117,23 @@ _MIGRATIONS = {
         f" AND events.seq = runs.last_seq) WHERE status IN ({ENDED_STATUSES})",
     ),
     4: _MOVE_WEBHOOKS_TO_THEIR_TABLE,
+    # The timer index (RunSummary.wake_at, µs). Runs idle since before it have none: they are
+    # taken up once as runs at work (as before), and the index knows them from their next wait on.
+    5: ("ALTER TABLE runs ADD COLUMN wake_at INTEGER",),
 }
 #: Indexes on columns a migration adds: created after the migrations, on every file.
 _SCHEMA_AFTER_MIGRATIONS = (
     "CREATE INDEX IF NOT EXISTS runs_by_ended ON runs (ended_us, position) WHERE ended_us IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS runs_by_wake ON runs (wake_at, position) WHERE wake_at IS NOT NULL",
+    f"CREATE INDEX IF NOT EXISTS runs_busy ON runs (position) WHERE {BUSY_CONDITION}",
 )
 
 _UPSERT_RUN = (
-    "INSERT INTO runs (run_id, agent, status, session_id, owner, created_at, updated_at, last_seq, ended_us)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO runs (run_id, agent, status, session_id, owner, created_at, updated_at, last_seq, ended_us, wake_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (run_id) DO UPDATE SET status = excluded.status,"
-    " updated_at = excluded.updated_at, last_seq = excluded.last_seq, ended_us = excluded.ended_us"
+    " updated_at = excluded.updated_at, last_seq = excluded.last_seq, ended_us = excluded.ended_us,"
+    " wake_at = excluded.wake_at"
 )
 _SQL = Statements(SQLITE)
 _DELTA = MessageDelta.type
@@ -161,6 +169,7 @@ def _summary_row(s: RunSummary) -> tuple[Any, ...]:
         time(s.updated_at) if s.updated_at else None,
         s.last_seq,
         micros(s.updated_at) if s.updated_at and s.status.terminal else None,
+        micros(s.wake_at) if s.wake_at is not None else None,
     )
 
 

@@ -1,7 +1,7 @@
 """The engine's time: what time it is, and waiting for a time.
 
 Everything in the engine that reads the time or waits for one (durable sleeps, ask timeouts,
-delayed starts, the delayed-run scanner, schedules, a run's timeout) goes through one `Clock`, so a test can
+delayed starts, the idle-run scanner, schedules, a run's timeout) goes through one `Clock`, so a test can
 swap in `runengine.testing.VirtualClock` and reach an hour-long deadline without waiting.
 
 `RunEngine(clock=)` takes a `Clock`, or any `() -> datetime` (aware, UTC), which is read

@@ -34,6 +34,7 @@ from .events import (
     ErrorInfo,
     Event,
     MessageCompleted,
+    NO_DEADLINE,
     MessageDelta,
     RunInput,
     RunInputTimedOut,
@@ -418,7 +419,7 @@ class RunContext:
         )
         if await self._rec.replayed(TimerFired, call, timer_id=started.timer_id) is not None:
             return
-        async with self._rec.durable_wait():
+        async with self._rec.durable_wait(started.until):
             await self._clock.sleep_until(started.until)
         await self._rec.add(
             lambda seq: TimerFired(run_id=self.run_id, seq=seq, at=self._clock(), timer_id=started.timer_id),
@@ -466,7 +467,7 @@ class RunContext:
     async def _wait_for_input(self, expires: datetime | None) -> Any:
         seen = self._writer.committed_seq
         while True:
-            async with self._rec.durable_wait():
+            async with self._rec.durable_wait(expires if expires is not None else NO_DEADLINE):
                 while True:
                     news = await self._store.read(self.run_id, after_seq=seen)
                     if news:

@@ -67,11 +67,22 @@ class ActiveRun:
     suspending: bool = False
     #: The log from seq 1, when whoever loaded the run's state has just read it (a resume replays it).
     first_page: Sequence[Event] = ()
+    #: Taken up from the store where it was idle (its timer or input woke it), not after a loss.
+    woken: bool = False
+    #: Set when the run was parked: idle long enough, its task ended, writing nothing (the time it
+    #: waits until: NO_DEADLINE for input only).
+    parked_until: datetime | None = None
 
     def cancel(self, reason: str | None) -> None:
         if self.cancel_reason is None:
             self.cancel_reason = reason or "cancelled"
         self.scope.cancel()
+
+    def park(self, until: datetime) -> None:
+        """End the task of a run idle in a durable wait, writing nothing: it waits in the store."""
+        if self.cancel_reason is None and not self.suspending:
+            self.parked_until = until
+            self.scope.cancel()
 
     def suspend(self, *, now: bool) -> None:
         """Stop for a restart: at once (`now`, or while the agent waits durably), else at its next event."""
@@ -111,8 +122,12 @@ class RunDriver:
         durability: Durability,
         limits: RunLimits,
         sessions: SessionStore | None = None,
+        on_parked: Callable[[str, datetime], Awaitable[None]] | None = None,
     ) -> None:
+        """`on_parked(run_id, until)`: told once a parked run's task has ended (None: runs are
+        never parked, `durability.park_after` notwithstanding)."""
         self.store = store
+        self.on_parked = on_parked
         #: Where the sessions runs belong to are kept (None: the store keeps none).
         self.sessions = sessions
         self.agents = agents
@@ -132,8 +147,13 @@ class RunDriver:
         store: EventStore | None = None,
         max_attempts: int | None = None,
         first_page: Sequence[Event] = (),
+        woken: bool = False,
     ) -> ActiveRun:
-        """Execute `state`'s run: start it if pending, else resume it (`store`: a worker's leased view)."""
+        """Execute `state`'s run: start it if pending, else resume it (`store`: a worker's leased
+        view; `woken`: it was idle in the store, not lost). A run already executing here is left
+        as it is (its creator and the idle scanner may both find a run that is due at once)."""
+        if state.run_id in self.active:
+            return self.active[state.run_id]
         writer = RunWriter(
             store or self.store,
             fold or Fold(state),
@@ -143,7 +163,7 @@ class RunDriver:
             max_events=self.limits.max_events_per_run,
             max_event_bytes=self.limits.max_event_bytes,
         )
-        active = ActiveRun(run_id=state.run_id, writer=writer, after=after, first_page=first_page)
+        active = ActiveRun(run_id=state.run_id, writer=writer, after=after, first_page=first_page, woken=woken)
         self.active[state.run_id] = active
         attempts = max_attempts if max_attempts is not None else self.limits.max_attempts
         tg.start_soon(self._drive, active, attempts, name=f"run {state.run_id}")
@@ -195,6 +215,11 @@ class RunDriver:
             observer.active_runs(-1)
             self.active.pop(active.run_id, None)
             active.done.set()
+        if active.parked_until is not None and self.on_parked is not None:
+            try:  # after it left the active set: an input that came meanwhile is seen by one of the two
+                await self.on_parked(active.run_id, active.parked_until)
+            except Exception:
+                run_log.exception("taking up a parked run failed")
 
     async def _begin(self, active: ActiveRun, state: RunState, max_attempts: int) -> Journal | Callable[[int], Event] | None:
         """Record the start or the resumption; the journal to replay (None: live from the start),
@@ -221,7 +246,7 @@ class RunDriver:
             return None
         # A run idle in a durable wait (for input, or a timer) cannot have brought its process down:
         # only a loss while its agent was working counts towards the crash-loop bound.
-        idle = state.suspended or state.status is Status.WAITING_FOR_INPUT or state.timer_id is not None
+        idle = active.woken or state.suspended or state.status is Status.WAITING_FOR_INPUT or state.timer_id is not None
         # Of the runs a lost process was executing, only those that made no progress count it.
         reason = "restart" if idle else "worker_lost"
         losses = losses_in_a_row(state.lost_attempts, state.progress_seq, state.resumed_seq)
@@ -288,6 +313,8 @@ class RunDriver:
                 failure: Exception | None = None
                 async with anyio.create_task_group() as background:
                     background.start_soon(writer.flush_loop)
+                    if self.on_parked is not None and self.durability.park_after is not None:
+                        background.start_soon(self._park_when_idle, active, recorder)
                     try:
                         deadline = self._deadline(writer.state)
                         if deadline is not None and deadline <= self.clock():
@@ -341,11 +368,36 @@ class RunDriver:
                 if active.cancel_reason is not None:
                     reason = active.cancel_reason
                     return lambda seq: RunCancelled(run_id=run_id, seq=seq, at=self.clock(), reason=reason)  # noqa: B012
+                if active.parked_until is not None:
+                    return None  # noqa: B012 - parked: its log already says what it waits for
                 if active.suspending:
                     if writer.state.status is Status.PENDING:
                         return None  # noqa: B012 - never started: the next engine starts it
                     return lambda seq: RunSuspended(run_id=run_id, seq=seq, at=self.clock())  # noqa: B012
         return None  # pragma: no cover - every path above returns
+
+    async def _park_when_idle(self, active: ActiveRun, recorder: Recorder) -> None:
+        """Park the run once its agent has waited `park_after` seconds durably for what is not due
+        within `delay_horizon` (the idle scanner or a worker takes it up again in time)."""
+        park_after = self.durability.park_after
+        assert park_after is not None
+        horizon = timedelta(seconds=self.durability.delay_horizon)
+        while True:
+            since, until = recorder.waiting_since, recorder.waiting_until
+            if since is None or until is None:
+                await anyio.sleep(max(park_after, 0.05))
+                continue
+            idle_for = time.monotonic() - since
+            if idle_for < park_after:
+                await anyio.sleep(park_after - idle_for)
+                continue
+            summary = await self.store.get_run(active.run_id)
+            # Due soon, or a wait the store's timer index does not know (begun before it had one): it stays.
+            if until - self.clock() <= horizon or summary is None or summary.wake_at is None:
+                await anyio.sleep(max(park_after, 0.05))
+                continue
+            active.park(until)
+            return
 
     async def _wait_terminal(self, run_id: str) -> None:
         while True:

@@ -42,7 +42,7 @@ from .errors import (
     SessionExists,
     SessionNotFound,
 )
-from .events import Event, RunCancelled, RunCreated, RunInput
+from .events import NO_DEADLINE, Event, RunCancelled, RunCreated, RunInput
 from .history import HistoryMessage, HistoryPage, HistoryPosition
 from .history import history_message as read_history_message
 from .history import session_history as read_session_history
@@ -79,7 +79,7 @@ from .retention import RetentionSweeper, delete_ended_run, ended_runs, start_ret
 from .state import RunState
 from .status import Status
 from .stores import open_store
-from .delayed import DelayedRuns
+from .idle import IdleRuns
 from .driver import AgentFailed, RunDriver, append_at_head
 from .following import follow_batches
 from .keylock import KeyLocks
@@ -100,6 +100,8 @@ ACTIVE_STATUSES = (Status.PENDING, Status.RUNNING, Status.WAITING_FOR_INPUT)
 #: Recovery reads the logs of up to this many events in bulk (a page of runs per query); a longer
 #: log is loaded on its own (from its snapshot), so a bulk read never holds a long log it drops.
 RECOVERY_HEAD = 256
+#: Unfinished runs listed per store read at recovery.
+RECOVERY_PAGE = 200
 
 
 class SessionBusy(InvalidRunState):
@@ -175,12 +177,11 @@ class RunEngine:
             self.store, self.agents, clock=clock, worker_id=self.worker_id, sessions=self.session_store,
             durability=durability, limits=limits,
         )
-        #: Delayed runs stay in the store until `durability.delay_horizon` seconds before their
-        #: start_at (runengine.delayed); only then are they launched, so thousands of them cost no memory.
-        self.delayed = DelayedRuns(
-            self.store, clock, self._resume, lambda run_id: run_id in self.driver.active,
-            horizon=durability.delay_horizon,
-        )
+        #: Idle runs (delayed, sleeping, waiting for input) stay in the store until
+        #: `durability.delay_horizon` seconds before they are due, or until their input comes
+        #: (runengine.idle); only then are they launched, so a hundred thousand of them cost no memory.
+        self.idle = self._idle_runs()
+        self.driver.on_parked = self._parked if self._can_park() else None
         self._session_locks = KeyLocks()
         self._tg: anyio.abc.TaskGroup | None = None
         self._exit_stack: contextlib.AsyncExitStack | None = None
@@ -195,6 +196,12 @@ class RunEngine:
             ended_runs(self.store)  # refused now, not at the first sweep
         self.sweeper: RetentionSweeper | None = None
 
+    def _idle_runs(self) -> IdleRuns:
+        return IdleRuns(
+            self.store, self.clock, self._wake, lambda run_id: run_id in self.driver.active,
+            horizon=self.durability.delay_horizon,
+        )
+
     def use_store(self, store: EventStore | str) -> None:
         """Give an engine built without a store (`RunEngine()`) its store, before it starts.
         InvalidRequest when the engine has a store of its own, or has started."""
@@ -207,6 +214,8 @@ class RunEngine:
             raise InvalidRequest("worker mode needs a store with a work queue (e.g. postgresql://)")
         self._attach(chosen)
         self.driver.store, self.driver.sessions = self.store, self.session_store
+        self.idle = self._idle_runs()
+        self.driver.on_parked = self._parked if self._can_park() else None
         self.store_chosen = True
 
     def _attach(self, store: EventStore) -> None:
@@ -264,9 +273,11 @@ class RunEngine:
         recover = self.durability.recover_on_start
         recover = recover if recover is not None else not self.store.shared
         if self.queue is None:
-            await self._tg.start(self.delayed.run)
+            await self._tg.start(self.idle.run)
         if recover:
             await self.recover()
+            if self.queue is None and self.idle.index is not None:
+                self.idle.defer(self.clock())  # the idle runs due now are found by the scanner
         if self.queue is not None and self.worker_options is not None:
             self._worker = Worker(self, self.queue, self.worker_options)
             await self._tg.start(self._worker.run)
@@ -289,7 +300,7 @@ class RunEngine:
     async def _shutdown(self) -> None:
         """A graceful stop: runs reach their next event (within `drain_timeout`), record
         run.suspended and stay unfinished; the next engine resumes them. Nothing ends a run here."""
-        self.delayed.stop()
+        self.idle.stop()
         with anyio.CancelScope(shield=True):
             if self._worker is not None:  # queued runs: suspended and handed back to the queue
                 await self._worker.stop()
@@ -311,39 +322,52 @@ class RunEngine:
         recovered: dict[str, None] = {}
         missing: set[str] = set()
         heads = self.store if isinstance(self.store, HeadReader) else None
-        for status in ACTIVE_STATUSES:
-            before: str | None = None
-            while True:
-                page = await self.store.list_runs(status=status, limit=200, before=before)
-                found: list[str] = []
-                for summary in page.runs:
-                    if summary.run_id in self.driver.active or summary.run_id in recovered:
-                        continue  # (a run started meanwhile is listed again under its new status)
-                    if summary.agent not in self.agents:
-                        missing.add(summary.agent)
+        async for page in self._unfinished_runs():
+            found: list[str] = []
+            for summary in page:
+                if summary.run_id in self.driver.active or summary.run_id in recovered:
+                    continue  # (a run started meanwhile is listed again under its new status)
+                if summary.agent not in self.agents:
+                    missing.add(summary.agent)
+                    continue
+                recovered[summary.run_id] = None
+                found.append(summary.run_id)
+            # The page's short logs in one read; a run whose log is longer than a page (or a
+            # store that cannot read heads) reads its own state in its own task. A thousand
+            # runs resume at once, their run.resumed appends batched by the store.
+            logs = await heads.read_heads(found, limit=RECOVERY_HEAD) if heads is not None and found else {}
+            for run_id in found:
+                log_head = logs.get(run_id, [])
+                if 0 < len(log_head) < RECOVERY_HEAD and run_id not in self.driver.active:
+                    state = fold_log(log_head)
+                    if state is not None and self._defer(state):
                         continue
-                    recovered[summary.run_id] = None
-                    found.append(summary.run_id)
-                # The page's short logs in one read; a run whose log is longer than a page (or a
-                # store that cannot read heads) reads its own state in its own task. A thousand
-                # runs resume at once, their run.resumed appends batched by the store.
-                logs = await heads.read_heads(found, limit=RECOVERY_HEAD) if heads is not None and found else {}
-                for run_id in found:
-                    log_head = logs.get(run_id, [])
-                    if 0 < len(log_head) < RECOVERY_HEAD and run_id not in self.driver.active:
-                        state = fold_log(log_head)
-                        if state is not None and self._defer(state):
-                            continue
-                        if state is not None:
-                            self.driver.launch(self._task_group(), state, first_page=log_head)
-                            continue
-                    self._task_group().start_soon(self._resume, run_id, name=f"resume {run_id}")
-                before = page.next_before
-                if before is None:
-                    break
+                    if state is not None:
+                        self.driver.launch(self._task_group(), state, first_page=log_head)
+                        continue
+                self._task_group().start_soon(self._resume, run_id, name=f"resume {run_id}")
         if recovered or missing:
             log.info("resuming unfinished runs", count=len(recovered), agents_missing=sorted(missing))
         return list(recovered)
+
+    async def _unfinished_runs(self) -> AsyncIterator[tuple[RunSummary, ...]]:
+        """The unfinished runs recovery takes up, a page at a time: with a timer index only those
+        at work (the idle ones wait in the store, runengine.idle), else every unfinished run."""
+        index = self.idle.index
+        if index is not None:
+            before: str | None = None
+            while True:
+                page = await index.list_busy(limit=RECOVERY_PAGE, before=before)
+                yield page.runs
+                if (before := page.next_before) is None:
+                    return
+        for status in ACTIVE_STATUSES:
+            before = None
+            while True:
+                page = await self.store.list_runs(status=status, limit=RECOVERY_PAGE, before=before)
+                yield page.runs
+                if (before := page.next_before) is None:
+                    break
 
     def waiting_for_agent(self, state: RunState) -> bool | None:
         """Whether an unfinished run waits for an engine that has its agent: True when this
@@ -356,15 +380,40 @@ class RunEngine:
             return None
         return state.agent not in self.agents
 
-    async def _resume(self, run_id: str) -> None:
+    async def _resume(self, run_id: str, *, woken: bool = False) -> None:
+        """Take up an unfinished run this engine is not executing (`woken`: an idle one, by its
+        timer or its input: not a lost one), unless its agent is not this engine's."""
         state, first_page = await self._load(run_id)
+        if state.terminal or state.agent not in self.agents:
+            return
         if run_id not in self.driver.active and not self._defer(state):
-            self.driver.launch(self._task_group(), state, first_page=first_page)
+            self.driver.launch(self._task_group(), state, first_page=first_page, woken=woken)
+
+    async def _wake(self, run_id: str) -> None:
+        await self._resume(run_id, woken=True)
+
+    def _can_park(self) -> bool:
+        """Whether a run idle in memory may be parked in the store: the store keeps a timer index
+        (this engine's scanner or input takes it up again) or a work queue (a worker claims it)."""
+        return self.queue is not None or self.idle.index is not None
+
+    async def _parked(self, run_id: str, until: datetime) -> None:
+        """A run was parked (runengine.driver): the scanner wakes it for its deadline; an input
+        that came while it was being parked wakes it now. (On a work queue its worker hands it back.)"""
+        if self.queue is not None or self._tg is None:
+            return
+        summary = await self.store.get_run(run_id)
+        if summary is None or summary.status.terminal:
+            return
+        if summary.wake_at is None or self.idle.due(summary.wake_at):
+            await self._wake(run_id)
+        elif summary.wake_at < NO_DEADLINE:
+            self.idle.defer(summary.wake_at)
 
     def _defer(self, state: RunState) -> bool:
-        """Leave a pending run whose start_at is not near in the store (runengine.delayed)."""
-        if state.status is Status.PENDING and state.start_at is not None and not self.delayed.due(state.start_at):
-            self.delayed.defer(state.start_at)
+        """Leave a pending run whose start_at is not near in the store (runengine.idle)."""
+        if state.status is Status.PENDING and state.start_at is not None and not self.idle.due(state.start_at):
+            self.idle.defer(state.start_at)
             return True
         return False
 
@@ -768,6 +817,8 @@ class RunEngine:
                 continue
             assert fold.state is not None
             observe.appended([event], lambda: fold.state, time.perf_counter() - started)
+            if self.queue is None and self._tg is not None and run_id not in self.driver.active:
+                await self._wake(run_id)  # idle in the store, not in memory: its input wakes it
             return await self.status(run_id)
 
     async def _append_at_head(self, run_id: str, build: Callable[[int], Event]) -> None:

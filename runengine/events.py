@@ -17,7 +17,7 @@ Conversion to and from JSON lives in `runengine.wire`, nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar, Union
 
@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 #: The epoch used where an event is built without a time (tests, strategies).
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+#: The wake time of a run idle with no deadline (waiting for input without a timeout): later than
+#: any other, so a timer index ordered by wake time never finds it due.
+NO_DEADLINE = datetime.max.replace(tzinfo=timezone.utc)
 
 
 P, R, W = Status.PENDING, Status.RUNNING, Status.WAITING_FOR_INPUT
@@ -102,6 +105,14 @@ class Event:
     def fold_into(self, run: RunAccumulator) -> None:
         """This event's effect on the state (guards and table already passed)."""
 
+    def wake_after(self, wake: datetime | None) -> datetime | None:
+        """The run's wake time after this event, from `wake` before it: when a run idle in a durable
+        wait (or delayed) is due to go on (NO_DEADLINE: only input ends the wait); None when it is
+        not idle (at work, or ended). Stores keep it (`RunSummary.wake_at`) as the timer index
+        that lets an engine hold nothing for an idle run (runengine.wakeups). Most events
+        leave it as it was; those that begin or end a wait say so."""
+        return None if self.terminal else wake
+
 
 # -- guards shared by several types (each reads the accumulator, never changes it) ----------
 
@@ -148,6 +159,9 @@ class RunCreated(Event):
             start_at=self.start_at, created_at=self.at,
         )
 
+    def wake_after(self, wake: datetime | None) -> datetime | None:
+        return self.start_at  # a delayed run idles until its start (None: it starts now)
+
 
 @attrs.frozen(kw_only=True)
 class RunStarted(Event):
@@ -163,6 +177,9 @@ class RunStarted(Event):
         if run.get("started_at") is None:
             run.set(started_at=self.at)
         run.set(attempt=self.attempt, worker=self.worker, version=self.version, resumed_seq=self.seq)
+
+    def wake_after(self, wake: datetime | None) -> datetime | None:
+        return None
 
 
 @attrs.frozen(kw_only=True)
@@ -181,6 +198,13 @@ class RunResumed(Event):
         if self.reason == "worker_lost":  # counted against the previous start or resumption
             run.set(lost_attempts=losses_in_a_row(run.get("lost_attempts"), run.progress_seq, run.get("resumed_seq")))
         run.set(attempt=self.attempt, worker=self.worker, version=self.version, suspended=False, resumed_seq=self.seq)
+
+
+def wake_after(wake: datetime | None, events: Sequence[Event]) -> datetime | None:
+    """The run's wake time after `events` (`Event.wake_after`, in order), from `wake` before them."""
+    for event in events:
+        wake = event.wake_after(wake)
+    return wake
 
 
 def losses_in_a_row(lost_attempts: int, progress_seq: int, resumed_seq: int) -> int:
@@ -342,6 +366,9 @@ class TimerStarted(Event):
     def fold_into(self, run: RunAccumulator) -> None:
         run.set(sleeping_until=self.until, timer_id=self.timer_id)
 
+    def wake_after(self, wake: datetime | None) -> datetime | None:
+        return self.until
+
 
 @attrs.frozen(kw_only=True)
 class TimerFired(Event):
@@ -360,6 +387,9 @@ class TimerFired(Event):
     def fold_into(self, run: RunAccumulator) -> None:
         run.set(sleeping_until=None, timer_id=None)
 
+    def wake_after(self, wake: datetime | None) -> datetime | None:
+        return None
+
 
 @attrs.frozen(kw_only=True)
 class RunWaitingForInput(Event):
@@ -372,6 +402,9 @@ class RunWaitingForInput(Event):
     def fold_into(self, run: RunAccumulator) -> None:
         run.set(await_request=self.request, input_expires_at=self.expires_at)
 
+    def wake_after(self, wake: datetime | None) -> datetime | None:
+        return self.expires_at if self.expires_at is not None else NO_DEADLINE
+
 
 @attrs.frozen(kw_only=True)
 class RunInput(Event):
@@ -383,6 +416,9 @@ class RunInput(Event):
         run.add_input(self.content)
         run.set(await_request=None, input_expires_at=None)
 
+    def wake_after(self, wake: datetime | None) -> datetime | None:
+        return None
+
 
 @attrs.frozen(kw_only=True)
 class RunInputTimedOut(Event):
@@ -393,6 +429,9 @@ class RunInputTimedOut(Event):
 
     def fold_into(self, run: RunAccumulator) -> None:
         run.set(await_request=None, input_expires_at=None)
+
+    def wake_after(self, wake: datetime | None) -> datetime | None:
+        return None
 
 
 @attrs.frozen(kw_only=True)
@@ -439,6 +478,9 @@ class RunRequeued(Event):
 
     def fold_into(self, run: RunAccumulator) -> None:
         run.restart_attempt(self.seq)
+
+    def wake_after(self, wake: datetime | None) -> datetime | None:
+        return None  # its agent starts again from the beginning
 
 
 @attrs.frozen(kw_only=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from .delayed import DEFAULT_HORIZON
+from .idle import DEFAULT_HORIZON, DEFAULT_PARK_AFTER
 from .errors import InvalidRequest
 from .limits import MAX_EVENT_BYTES, MAX_EVENTS_PER_RUN
 from .retention import DEFAULT_SWEEP_INTERVAL, retention_seconds
@@ -57,8 +57,13 @@ class Durability:
     drain_timeout: float = attrs.field(default=10.0, validator=_seconds, converter=float)
     #: Take up the runs a previous process left unfinished (None: when the store is not shared).
     recover_on_start: bool | None = None
-    #: Delayed runs stay in the store until this many seconds before their start (runengine.delayed).
+    #: Idle runs (delayed, in a durable sleep, waiting for input with a deadline) stay in the store
+    #: until this many seconds before they are due (runengine.idle).
     delay_horizon: float = attrs.field(default=DEFAULT_HORIZON, validator=_seconds)
+    #: A run idle this many seconds in a durable wait that is not due within `delay_horizon` is
+    #: parked: its task ends, writing nothing, and it waits in the store for its timer or input
+    #: (runengine.idle; a worker hands it back to the queue). None: idle runs stay in memory.
+    park_after: float | None = attrs.field(default=DEFAULT_PARK_AFTER, validator=attrs.validators.optional(_seconds))
 
 
 @attrs.frozen(kw_only=True)

@@ -35,6 +35,9 @@ class RunSummary:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     last_seq: int = 0
+    #: While the run is idle (a durable wait, or delayed): when it is due to go on
+    #: (events.NO_DEADLINE: when input comes); None while it is at work or has ended.
+    wake_at: datetime | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -109,6 +112,23 @@ class HeadReader(Protocol):
 
     async def read_heads(self, run_ids: Sequence[str], *, limit: int) -> dict[str, list[Event]]:
         """Each run's events with seq 1 .. `limit`, in order (a run with none is left out)."""
+        ...
+
+
+@runtime_checkable
+class WakeIndex(Protocol):
+    """Optional, for a store that indexes its runs' wake times (`RunSummary.wake_at`, kept on
+    each append from `Event.wake_after`): an engine then holds nothing for an idle run (a durable
+    wait, a delayed start) and finds the due ones a page at a time (runengine.wakeups)."""
+
+    async def list_waking(self, *, limit: int, after: str | None = None) -> RunPage:
+        """Unfinished runs whose wake time is before NO_DEADLINE, earliest first (then oldest),
+        paged: pass a page's `next_before` as `after`."""
+        ...
+
+    async def list_busy(self, *, limit: int, before: str | None = None) -> RunPage:
+        """Unfinished runs with no wake time (at work, or pending to start now), newest first,
+        paged by `before` (a page's `next_before`)."""
         ...
 
 

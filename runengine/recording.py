@@ -17,6 +17,7 @@ durable-wait flag, the divergence and the check that a replayed agent made every
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -76,6 +77,9 @@ class Recorder:
         self.stop_requested = False
         #: True while the agent is in a durable wait (ask, sleep) that a stop need not wait out.
         self.waiting = False
+        #: While it waits: since when (monotonic seconds), and until when (NO_DEADLINE: input only).
+        self.waiting_since: float | None = None
+        self.waiting_until: datetime | None = None
 
     @property
     def replaying(self) -> bool:
@@ -219,15 +223,16 @@ class Recorder:
                 raise self.diverge(event, "return", f"the log goes on with {event.type}")
 
     @asynccontextmanager
-    async def durable_wait(self) -> AsyncIterator[None]:
-        """Mark a wait that survives a restart: a graceful stop ends it at once."""
+    async def durable_wait(self, until: datetime) -> AsyncIterator[None]:
+        """Mark a wait that survives a restart, until `until`: a graceful stop ends it at once (and
+        the driver may park a long one, runengine.driver)."""
         if self.stop_requested:
             await self._stop()
-        self.waiting = True
+        self.waiting, self.waiting_since, self.waiting_until = True, time.monotonic(), until
         try:
             yield
         finally:
-            self.waiting = False
+            self.waiting, self.waiting_since, self.waiting_until = False, None, None
 
     async def _stop(self) -> None:
         """A graceful stop reached this run's next event: end the agent here (it resumes later)."""

@@ -19,6 +19,10 @@ claims runs and executes them. The policy:
 - Graceful stop: no more claims; in-flight runs get `drain_timeout` seconds to reach their
   next event; then each records `run.suspended` and goes back on the queue, where another
   worker resumes it (a run waiting for input keeps waiting).
+- Idle runs: a run idle in a durable wait (`ctx.ask`, `ctx.sleep`) for `durability.park_after`
+  seconds is parked (runengine.driver): its task ends, writing nothing, and its lease goes back
+  to the queue, where it is claimable again once its timer is due or its input came. A waiting
+  run holds no worker slot.
 """
 
 from __future__ import annotations
@@ -317,7 +321,9 @@ class Worker:
             watch.cancel_scope.cancel()
         if active.abandoned:
             log.info("run stopped: lease lost", run_id=lease.run_id)
-        elif active.suspending:
+        elif active.suspending or active.parked_until is not None:
+            # Back on the queue: a parked run is claimable again once its wait is over (its input
+            # came, or its timer is due), by whichever worker is free then.
             await self.queue.release(lease)
 
     def _runs(self) -> anyio.abc.TaskGroup:

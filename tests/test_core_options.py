@@ -30,7 +30,7 @@ async def test_the_groups_reach_what_they_govern() -> None:
     )
     assert engine.driver.durability.snapshot_every == 10
     assert engine.driver.limits.max_events_per_run == 30
-    assert engine.delayed.horizon == timedelta(seconds=5)
+    assert engine.idle.horizon == timedelta(seconds=5)
     assert engine.retention.runs == 3600.0
 
     @engine.agent("chatty")

@@ -149,6 +149,8 @@ def test_a_changed_agent_fails_its_in_flight_run_with_replay_divergence(tmp_path
         new = RunEngine(url)
         _changing_agent(new, effects, inserted=True, blocked=None)
         async with new:
+            if blocked is None:  # idle in the store until its input comes: then it replays, and diverges
+                await new.resume(run.run_id, "go")
             with anyio.fail_after(30):
                 after = [e async for e in new.events(run.run_id)]  # to its terminal event
             state = await new.status(run.run_id)

@@ -369,6 +369,9 @@ async def test_a_version_2_sqlite_file_opens_and_is_migrated(tmp_path: Path, any
         conn.execute("DROP INDEX idempotency_by_run")
         conn.execute("ALTER TABLE runs DROP COLUMN ended_us")
         conn.execute("DROP TABLE webhooks")
+        conn.execute("DROP INDEX runs_by_wake")  # version 5's timer index
+        conn.execute("DROP INDEX runs_busy")
+        conn.execute("ALTER TABLE runs DROP COLUMN wake_at")
         conn.execute("DELETE FROM schema_version")
         conn.execute("INSERT INTO schema_version VALUES (2)")
     async with SQLiteStore(path) as store:
@@ -379,9 +382,9 @@ async def test_a_version_2_sqlite_file_opens_and_is_migrated(tmp_path: Path, any
         page = await store.list_ended_runs(ended_before=T0 + timedelta(seconds=1))
         assert [r.run_id for r in page.runs] == ["running", done.run_id]  # ended an hour before `done`
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT max(version) FROM schema_version").fetchall() == [(SCHEMA_VERSION,)] == [(4,)]
+        assert conn.execute("SELECT max(version) FROM schema_version").fetchall() == [(SCHEMA_VERSION,)] == [(5,)]
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert {"runs_by_ended", "idempotency_by_run"} <= indexes
+    assert {"runs_by_ended", "idempotency_by_run", "runs_by_wake", "runs_busy"} <= indexes
 
 
 # -- schema version 4: webhook registrations leave the sessions for a table of their own ---------------
@@ -421,6 +424,9 @@ async def test_a_version_3_sqlite_file_moves_webhook_registrations_to_their_tabl
         await store.put_session(SessionRecord(session_id="platform.webhooks.mine", created_at=T0, data={"a": 1}))
     with sqlite3.connect(path) as conn:  # back to what version 3 wrote
         conn.execute("DROP TABLE webhooks")
+        conn.execute("DROP INDEX runs_by_wake")
+        conn.execute("DROP INDEX runs_busy")
+        conn.execute("ALTER TABLE runs DROP COLUMN wake_at")
         conn.execute("DELETE FROM schema_version")
         conn.execute("INSERT INTO schema_version VALUES (3)")
     async with SQLiteStore(path) as store:

@@ -375,18 +375,19 @@ async def test_serve_and_worker_commands_on_postgres(pg_schema_url: str, tmp_pat
             events = (await client.get(f"{base}/runs/{run_id}/events")).json()["events"]
             assert [e["type"] for e in events][-1] == "run.suspended"
             assert wid in worker.output()
-            # The next worker takes the run up where it waits; the input completes it.
+            # The run waits on the queue, claimable by no worker (it holds none) until its input
+            # comes; then the next worker takes it up where it waited, and completes it.
             second = DemoProc("worker2", ["worker", "--lease", "5"], url, tmp_path)
             procs.append(second)
-            with anyio.fail_after(30):
-                while [e["type"] for e in events][-1] != "run.resumed":
-                    await anyio.sleep(0.05)
-                    events = (await client.get(f"{base}/runs/{run_id}/events")).json()["events"]
+            await worker_id(second)
             answered = await client.post(f"{base}/runs/{run_id}/input", json={"content": "yes"})
             assert answered.status_code == 200, answered.text
             with anyio.fail_after(30):
                 while (state := (await client.get(f"{base}/runs/{run_id}")).json())["status"] != "completed":
                     await anyio.sleep(0.05)
+            events = (await client.get(f"{base}/runs/{run_id}/events")).json()["events"]
+            after_stop = [e["type"] for e in events][[e["type"] for e in events].index("run.suspended") + 1 :]
+            assert after_stop[:2] == ["run.input", "run.resumed"], after_stop
             # What the first worker streamed before the question is replayed, not said again.
             assert [m["content"] for m in state["messages"]] == ["I am about to ship it.", "Approved: done."]
             assert state["output"] == {"approved": True, "answer": "yes"}

@@ -135,6 +135,9 @@ async def test_a_version_1_database_is_migrated_when_opened(pg_dsn: str) -> None
         await conn.execute("DROP TABLE runengine_rate_windows")  # version 4's
         await conn.execute("DROP TABLE runengine_webhooks")  # version 5's
         await conn.execute("ALTER TABLE runengine_queue DROP COLUMN not_before")  # version 6's
+        await conn.execute("DROP INDEX runengine_runs_wake")  # version 7's
+        await conn.execute("DROP INDEX runengine_runs_busy")
+        await conn.execute("ALTER TABLE runengine_runs DROP COLUMN wake_at")
         await conn.execute("DELETE FROM runengine_schema")
         await conn.execute("INSERT INTO runengine_schema VALUES (1)")
     finally:

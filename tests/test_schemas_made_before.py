@@ -59,7 +59,7 @@ async def test_a_sqlite_file_of_the_old_store_opens(tmp_path: Path) -> None:
         assert snapshot is not None and snapshot.last_seq == 3
         await reads_and_writes_what_the_old_store_wrote(store)
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT max(version) FROM schema_version").fetchone() == (4,)
+        assert conn.execute("SELECT max(version) FROM schema_version").fetchone() == (5,)  # migrated: the timer index column (version 5)
 
 
 @pytest.mark.postgres

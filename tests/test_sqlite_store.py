@@ -62,6 +62,9 @@ async def test_a_version_1_file_is_migrated_when_opened(tmp_path: Path) -> None:
         conn.execute("DELETE FROM sessions WHERE session_id = 'implicit'")
         conn.execute("DROP INDEX runs_by_ended")  # version 3's
         conn.execute("ALTER TABLE runs DROP COLUMN ended_us")
+        conn.execute("DROP INDEX runs_by_wake")  # version 5's
+        conn.execute("DROP INDEX runs_busy")
+        conn.execute("ALTER TABLE runs DROP COLUMN wake_at")
         conn.execute("DELETE FROM schema_version")
         conn.execute("INSERT INTO schema_version VALUES (1)")
     async with SQLiteStore(path) as store:
