@@ -569,7 +569,6 @@ def _write_appends(
     written.accepted, written.outcomes, written.committed = decision.accepted, decision.outcomes, decision.changed
     if not decision.accepted:
         return
-    raw.executemany(_SQL.insert_event, [row for item in decision.accepted for row in _event_rows(item)])
     new: list[tuple[Any, ...]] = []
     moved: list[tuple[Any, ...]] = []
     changed: list[tuple[Any, ...]] = []
@@ -582,11 +581,13 @@ def _write_appends(
         else:
             _, _, status, _, _, _, updated_at, last_seq, ended_us = _summary_row(after)
             changed.append((status, updated_at, last_seq, ended_us, run_id, before.last_seq))
-    if new:
-        raw.executemany(_UPSERT_RUN, new)
+    # The rows first: a row not as this writer left it stops the batch before any event is written.
     for sql, params in ((_MOVE_RUN, moved), (_MOVE_RUN_STATUS, changed)):
         if params and raw.executemany(sql, params).rowcount != len(params):
             raise _StaleRow()
+    if new:
+        raw.executemany(_UPSERT_RUN, new)
+    raw.executemany(_SQL.insert_event, [row for item in decision.accepted for row in _event_rows(item)])
 
 
 def _event_rows(item: Append) -> list[tuple[str, int, str, int, str]]:
