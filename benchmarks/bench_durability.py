@@ -1,8 +1,10 @@
-"""Durable runs benchmark: step cost, crash recovery and resume cost, beside DBOS Transact.
+"""Durable runs benchmark: step cost, crash recovery, resume cost and group commit across runs,
+beside DBOS Transact.
 
-    .venv/bin/python benchmarks/bench_durability.py                # full run (about 5 minutes here)
+    .venv/bin/python benchmarks/bench_durability.py                # full run (about 30 minutes here)
     .venv/bin/python benchmarks/bench_durability.py --quick        # small sizes, to check the harness
     .venv/bin/python benchmarks/bench_durability.py --skip-dbos    # runengine only (no peer virtualenv)
+    .venv/bin/python benchmarks/bench_durability.py --only steps concurrent --skip-postgres
 
 Measured in the same run, on the same disk (SQLite files in one temporary directory):
 
@@ -21,6 +23,13 @@ Measured in the same run, on the same disk (SQLite files in one temporary direct
    beforehand, decoding not timed), reading them with the store (`store.read`, decoded), and
    the floor of any resume that reads the log: plain sqlite3 fetching the rows, not decoded;
    and how the time grows with 10x the events.
+
+4. group commit across runs: one run of --concurrent-steps durable steps alone, then
+   --concurrent-runs such runs started at once, until every one has ended (each checked:
+   completed with all its steps recorded): durable steps per second, beside DBOS running as
+   many workflows at once, on SQLite (FULL; DBOS on its SQLite system database) and on one
+   PostgreSQL server with fsync on (tests/pg.py starts it; DBOS's system database on the same
+   server). On PostgreSQL the runs are queued and this engine is their worker.
 
 DBOS runs in a virtualenv of its own (.bench-venvs/dbos, see benchmarks/peers/run.py),
 one process per phase (benchmarks/peers/dbos_bench.py). The long runs of part 3 are
@@ -557,6 +566,7 @@ def main() -> None:
     parser.add_argument("--resume-repeat", type=int, default=3)
     parser.add_argument("--concurrent-runs", type=int, default=100, help="runs at once in part 4")
     parser.add_argument("--concurrent-steps", type=int, default=100, help="steps per run in part 4")
+    parser.add_argument("--concurrent-repeat", type=int, default=3, help="repeats of part 4 (median)")
     parser.add_argument("--skip-postgres", action="store_true", help="part 4 on SQLite only (no PostgreSQL server)")
     parser.add_argument("--only", choices=["steps", "recovery", "resume", "concurrent"], nargs="+",
                         help="run only these parts (default: all)")
@@ -581,7 +591,7 @@ def main() -> None:
     if args.quick:
         args.steps, args.repeat, args.runs, args.recovery_repeat = [10, 100], 1, 50, 1
         args.events, args.resume_repeat = [200, 2_000], 1
-        args.concurrent_runs, args.concurrent_steps = 10, 20
+        args.concurrent_runs, args.concurrent_steps, args.concurrent_repeat = 10, 20, 1
     parts = set(args.only or ["steps", "recovery", "resume", "concurrent"])
     dbos_python = None
     if not args.skip_dbos:
@@ -599,7 +609,7 @@ def main() -> None:
     log = RESULTS / "durability-phases.log"  # the child processes' stderr
     results: dict[str, Any] = {"repeat": args.repeat, "runs": args.runs, "resume_repeat": args.resume_repeat, "steps": [], "resume": [],
                                "recovery": {"runengine": [], "dbos": []}, "concurrent": [],
-                               "concurrent_repeat": args.repeat}
+                               "concurrent_repeat": args.concurrent_repeat}
     try:
         if "steps" in parts:
             print("1. cost per durable step", flush=True)
@@ -638,7 +648,7 @@ def main() -> None:
 
         if "concurrent" in parts:
             print("4. group commit across runs", flush=True)
-            results["concurrent"] = concurrent_rows(directory, args.concurrent_runs, args.concurrent_steps, args.repeat,
+            results["concurrent"] = concurrent_rows(directory, args.concurrent_runs, args.concurrent_steps, args.concurrent_repeat,
                                                     dbos_python, log, postgres=not args.skip_postgres)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
