@@ -11,7 +11,9 @@ Measured in the same run, on the same disk (SQLite files in one temporary direct
 1. cost per durable step: an agent of N `ctx.step` calls of a trivial function on SQLite
    with synchronous=FULL (each step is committed before the agent goes on), beside a DBOS
    workflow of N trivial `@DBOS.step` calls on its SQLite system database. Timed inside
-   the agent / workflow around the loop; median of --repeat runs.
+   the agent / workflow around the loop; median of --repeat runs, and p50 / p99 of every
+   step. Each runengine run is followed at once by the floor's n commits (plain sqlite3, one
+   small row each), so a change of the machine's load hits both alike.
 2. recovery: --runs runs (workflows), each past its first step and in a durable sleep of an
    hour, are SIGKILLed with their process; a fresh process opens the same file and the
    figure is the time from the engine's start (`async with engine` / `DBOS.launch()`) until
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -54,6 +57,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -222,46 +226,54 @@ def copy_db(source: Path, target: Path) -> Path:
 # -- 1. cost per durable step ----------------------------------------------------------------
 
 
-async def runengine_steps(path: Path, n: int, repeat: int) -> tuple[list[float], list[float]]:
-    """Seconds per step (mean of each run) of `repeat` runs of n steps, each checked to have n
-    committed steps, and the seconds of every step of them all."""
+async def runengine_steps(path: Path, floor_path: Path, n: int, repeat: int) -> dict[str, list[float]]:
+    """`repeat` runs of n steps, each checked to have n committed steps, each followed at once by
+    n floor commits (so a change of the machine's load hits both alike): the seconds per step
+    (mean of each run) and of every step, for runengine and the floor."""
     engine = make_engine(path)
-    per_step: list[float] = []
-    every: list[float] = []
-    async with engine:
-        await engine.execute("steps", 10)  # warm up
-        for _ in range(repeat):
-            state = await engine.execute("steps", n)
-            if state.status.value != "completed":
-                raise RuntimeError(f"the steps run ended {state.status.value}: {state.error}")
-            steps = [e async for e in engine.events(state.run_id, follow=False) if e.type == "step.completed"]
-            if len(steps) != n:
-                raise RuntimeError(f"{len(steps)} step.completed events for {n} steps")
-            per_step.append(statistics.mean(state.output))
-            every.extend(state.output)
-    return per_step, every
+    found: dict[str, list[float]] = {"runengine": [], "runengine_every": [], "floor": [], "floor_every": []}
+    with floor_connection(floor_path) as floor:
+        async with engine:
+            await engine.execute("steps", 10)  # warm up
+            raw_commits(floor, "warm-up", 10)
+            for r in range(repeat):
+                state = await engine.execute("steps", n)
+                if state.status.value != "completed":
+                    raise RuntimeError(f"the steps run ended {state.status.value}: {state.error}")
+                steps = [e async for e in engine.events(state.run_id, follow=False) if e.type == "step.completed"]
+                if len(steps) != n:
+                    raise RuntimeError(f"{len(steps)} step.completed events for {n} steps")
+                found["runengine"].append(statistics.mean(state.output))
+                found["runengine_every"].extend(state.output)
+                took = raw_commits(floor, str(r), n)
+                found["floor"].append(statistics.mean(took))
+                found["floor_every"].extend(took)
+    return found
 
 
-def raw_commits(path: Path, n: int, repeat: int) -> tuple[list[float], list[float]]:
-    """The floor: seconds per commit of one small row, plain sqlite3, WAL, synchronous=FULL (the
-    mean of each repeat), and the seconds of every commit."""
-    per_commit: list[float] = []
-    every: list[float] = []
-    with sqlite3.connect(path, isolation_level=None) as conn:
+@contextlib.contextmanager
+def floor_connection(path: Path) -> Iterator[sqlite3.Connection]:
+    """The floor's database: plain sqlite3, WAL, synchronous=FULL, one small table."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("CREATE TABLE steps (run_id TEXT, seq INTEGER, data TEXT, PRIMARY KEY (run_id, seq))")
-        for r in range(repeat):
-            took = []
-            for i in range(n):
-                started = time.perf_counter()
-                conn.execute("BEGIN")
-                conn.execute("INSERT INTO steps VALUES (?, ?, ?)", (str(r), i, '{"name":"trivial","output":1}'))
-                conn.execute("COMMIT")
-                took.append(time.perf_counter() - started)
-            per_commit.append(statistics.mean(took))
-            every.extend(took)
-    return per_commit, every
+        yield conn
+    finally:
+        conn.close()
+
+
+def raw_commits(conn: sqlite3.Connection, tag: str, n: int) -> list[float]:
+    """The floor: the seconds of each of n commits of one small row."""
+    took = []
+    for i in range(n):
+        started = time.perf_counter()
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO steps VALUES (?, ?, ?)", (tag, i, '{"name":"trivial","output":1}'))
+        conn.execute("COMMIT")
+        took.append(time.perf_counter() - started)
+    return took
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -614,12 +626,11 @@ def main() -> None:
         if "steps" in parts:
             print("1. cost per durable step", flush=True)
         for n in args.steps if "steps" in parts else []:
-            mean, every = asyncio.run(runengine_steps(directory / f"steps-{n}.db", n, args.repeat))
-            row: dict[str, Any] = {"n": n, "runengine": mean, "runengine_every": every}
-            print(f"  runengine, {n} steps: {median(mean) * 1e6:,.0f} µs per step, p50 {percentile(every, 0.5) * 1e6:,.0f}, "
+            row: dict[str, Any] = {"n": n, **asyncio.run(runengine_steps(directory / f"steps-{n}.db", directory / f"floor-{n}.db", n, args.repeat))}
+            every = row["runengine_every"]
+            print(f"  runengine, {n} steps: {median(row['runengine']) * 1e6:,.0f} µs per step, p50 {percentile(every, 0.5) * 1e6:,.0f}, "
                   f"p99 {percentile(every, 0.99) * 1e6:,.0f}", flush=True)
-            row["floor"], row["floor_every"] = raw_commits(directory / f"floor-{n}.db", n, args.repeat)
-            print(f"  floor, {n} commits: {median(row['floor']) * 1e6:,.0f} µs per commit", flush=True)
+            print(f"  floor, {n} commits (each repeat right after runengine's): {median(row['floor']) * 1e6:,.0f} µs per commit", flush=True)
             if dbos_python:
                 row["dbos"] = dbos_steps(dbos_python, directory / f"dbos-steps-{n}.sqlite", n, args.repeat, log)
                 print(f"  DBOS, {n} steps: {median(row['dbos']) * 1e6:,.0f} µs per step", flush=True)
