@@ -67,7 +67,8 @@ def tables(output: str) -> list[str]:
         while i < len(lines) and lines[i].startswith("|"):
             i += 1
         caption = next((line for line in reversed(lines[max(0, start - 3) : start]) if line.strip()), "")
-        block = ([caption.strip(), ""] if caption and not caption.startswith("|") else []) + lines[start:i]
+        caption = caption.strip().lstrip("#").strip()  # a line of text here, never a heading of the page
+        block = ([caption, ""] if caption and not caption.startswith("|") else []) + lines[start:i]
         found.append("\n".join(block))
     return found
 
