@@ -40,8 +40,11 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow and not postgres and not browser and not server"
 
+# Every benchmark, one after the other, each printing its tables; the tables go into
+# docs/benchmarks.md. `make bench BENCH_ARGS=--quick` for the short sizes (checks the harnesses).
+BENCH_ARGS ?=
 bench: install
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,4 +1,5 @@
-"""Group commit: a store's one writer task, shared by the SQL stores.
+"""Group commit: a store's one writer task (the PostgreSQL store's; the SQLite store commits on its
+writer connection's thread, adapters/db_thread.py).
 
 Writes are queued (each with a future its caller awaits); the writer takes everything queued
 (up to `max_batch`) and hands it to the store's `commit`, one transaction, which answers each

@@ -5,10 +5,11 @@ commit, reads, durability).
 
 The statements, rows and append decision are the SQL log's (adapters/sql_log.py, shared with
 PostgreSQL), the writer task is adapters/group_commit.py; this module is SQLite's schema and
-migrations (version in `schema_version`) and its transaction: each batch is ONE call into the
-writer connection's thread (adapters/db_thread.py; BEGIN IMMEDIATE, one SELECT of the runs
-involved, one executemany of the events and one of the runs, the other writes each in a
-savepoint, COMMIT), never a hop per row. Reads go through a second, read-only connection (WAL);
+migrations (version in `schema_version`) and its transaction: appends go straight into the
+writer connection's thread (adapters/db_thread.py), which commits everything queued as one batch
+(BEGIN IMMEDIATE, one executemany of the events, one of the runs rows each checked against the
+last seq this writer committed (a SELECT only for runs it has not written since it opened), the
+other writes each in a savepoint, COMMIT), never a hop per row nor an event-loop turn per write. Reads go through a second, read-only connection (WAL);
 what this store committed is also kept in memory (adapters/log_cache.py). WAL mode;
 `synchronous="FULL"` (default) survives a power loss, `"NORMAL"` a process crash. One process
 writes a given file at a time (`shared = False`). Needs asyncio.
@@ -17,6 +18,7 @@ writes a given file at a time (`shared = False`). Needs asyncio.
 from __future__ import annotations
 
 import asyncio
+import collections
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,9 +27,9 @@ from urllib.parse import urlsplit
 
 import anyio
 
+from runengine import observe
 from runengine.adapters.db_thread import DatabaseThread
-from runengine.adapters.group_commit import GroupCommit
-from runengine.adapters.log_cache import CommittedCache
+from runengine.adapters.log_cache import SUMMARIES, CommittedCache
 from runengine.adapters.sql_dialect import ENDED_STATUSES, SQLITE
 from runengine.adapters.sql_log import (
     BUSY_CONDITION,
@@ -128,6 +130,13 @@ _SCHEMA_AFTER_MIGRATIONS = (
     f"CREATE INDEX IF NOT EXISTS runs_busy ON runs (position) WHERE {BUSY_CONDITION}",
 )
 
+#: A run this writer wrote before: its row moves on only from the last seq it left there (the
+#: status, end and wake columns, and their indexes, are written only when one of them changes).
+_MOVE_RUN = "UPDATE runs SET updated_at = ?, last_seq = ? WHERE run_id = ? AND last_seq = ?"
+_MOVE_RUN_STATUS = (
+    "UPDATE runs SET status = ?, updated_at = ?, last_seq = ?, ended_us = ?, wake_at = ?"
+    " WHERE run_id = ? AND last_seq = ?"
+)
 _UPSERT_RUN = (
     "INSERT INTO runs (run_id, agent, status, session_id, owner, created_at, updated_at, last_seq, ended_us, wake_at)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -227,19 +236,17 @@ class SQLiteStore(SQLLog):
         self.flush_window = float(flush_window)
         self.busy_timeout = busy_timeout
         self.memory = self.path == ":memory:"
-        self._writer_db: DatabaseThread | None = None
-        self._reader_db: DatabaseThread | None = None
-        # With :memory: there is one connection: reads wait for the writer's transaction to end.
-        self._txn_lock: asyncio.Lock | None = None
-        self._writer: GroupCommit[Append | _Statement] = GroupCommit(
-            self._commit, store="sqlite", name=f"sqlite writer {self.path}", closed=self._closed, flush_max=flush_max, window=self.flush_window
-        )
+        # With :memory: there is one connection, the writer's: reads queue behind its batches.
+        self._writer_db: DatabaseThread[Append | _Statement] | None = None
+        self._reader_db: DatabaseThread[Any] | None = None
+        self._closing = False
         #: What this store committed (the sole writer): summaries, snapshot-free runs, log tails
         #: (`tail_events` per run for `tail_runs` runs; 0 runs turns tails off).
         self._cache = CommittedCache(tail_events, tail_runs)
         self._wakeups = RunWakeups()
-        #: Commit latencies (seconds) of recent batches and their sizes, for benchmarks.
-        self.commit_times, self.batch_sizes = self._writer.commit_times, self._writer.batch_sizes
+        #: Commit latencies (seconds) of recent batches and their sizes (events), for benchmarks.
+        self.commit_times: collections.deque[float] = collections.deque(maxlen=100_000)
+        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=100_000)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SQLiteStore:
@@ -272,7 +279,7 @@ class SQLiteStore(SQLLog):
         if not self.memory and not Path(self.path).resolve().parent.is_dir():
             raise StoreError(f"cannot open SQLite database {self.path!r}: its directory does not exist")
         busy = f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}"
-        opened: list[DatabaseThread] = []
+        opened: list[DatabaseThread[Any]] = []
         try:
             writer = await self._connect("writer", opened)
             await writer.call(_prepare_writer, busy, self.synchronous, not self.memory)
@@ -287,11 +294,11 @@ class SQLiteStore(SQLLog):
                 raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
             raise
         self._writer_db, self._reader_db = writer, reader
-        self._txn_lock = asyncio.Lock()
-        self._writer.start()
+        self._closing = False
+        writer.start_writes(_BatchWriter().commit, self._committed, flush_max=self.flush_max, window=self.flush_window)
 
-    async def _connect(self, role: str, opened: list[DatabaseThread]) -> DatabaseThread:
-        db = DatabaseThread(f"sqlite {role} {self.path}")
+    async def _connect(self, role: str, opened: list[DatabaseThread[Any]]) -> DatabaseThread[Any]:
+        db: DatabaseThread[Any] = DatabaseThread(f"sqlite {role} {self.path}")
         await db.connect(lambda: sqlite3.connect(self.path, isolation_level=None, check_same_thread=False))
         opened.append(db)
         return db
@@ -302,24 +309,19 @@ class SQLiteStore(SQLLog):
         # Shielded: a cancelled caller still gets every accepted append answered and the
         # connections closed (nothing half-done is left behind).
         with anyio.CancelScope(shield=True):
-            await self._writer.stop()  # whatever was accepted is committed or answered
+            self._closing = True  # no new work; what was accepted is committed (queued before the close)
             writer, reader = self._writer_db, self._reader_db
-            self._writer_db = self._reader_db = None
             try:
                 if reader is not None and reader is not writer:
                     await reader.close()
             finally:
-                if writer is not None:
-                    await writer.close()
+                await writer.close()
+                self._writer_db = self._reader_db = None
             self._cache.clear()
 
-    def _closed(self) -> StoreError:
-        broken = self._writer.broken
-        return StoreError(f"the SQLite store's writer stopped: {broken!r}" if broken else "the SQLite store is not open")
-
     def _require_open(self) -> None:
-        if self._writer_db is None or not self._writer.running:
-            raise self._closed()
+        if self._writer_db is None or self._closing:
+            raise StoreError("the SQLite store is not open")
 
     # -- writes: queued for the writer task --------------------------------------
 
@@ -331,28 +333,40 @@ class SQLiteStore(SQLLog):
         if not run_id.isascii():
             check_text(run_id, "the run id")
         item = Append(run_id, events, expected_seq, asyncio.get_running_loop().create_future())
+        assert self._writer_db is not None
         # any event but a token delta is committed at once
-        await self._writer.submit(item, urgent=any(event.type != _DELTA for event in events), size=len(events))
+        self._writer_db.write(item, urgent=any(event.type != _DELTA for event in events), size=len(events))
+        await item.future
 
     async def _transaction(
         self, statements: Sequence[tuple[str, Sequence[Any]]], *, snapshot_of: str | None = None, deletes: str | None = None
     ) -> list[int]:
         self._require_open()
-        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        counts: list[int] = await self._writer.submit(_Statement(statements, future, snapshot_of, deletes))
+        assert self._writer_db is not None
+        item = _Statement(statements, asyncio.get_running_loop().create_future(), snapshot_of, deletes)
+        self._writer_db.write(item)
+        counts: list[int] = await item.future
         return counts
 
-    async def _commit(self, batch: list[Append | _Statement]) -> int:
-        """One transaction for the whole batch; answer every future once it has committed."""
-        db = self._writer_db
-        assert db is not None and self._txn_lock is not None
-        appends = [item for item in batch if isinstance(item, Append)]
-        statements = [item for item in batch if isinstance(item, _Statement)]
-        async with self._txn_lock:
-            try:
-                written = await db.call(_write_batch, appends, statements)
-            except Exception as exc:  # the whole batch failed (I/O error, disk full ...): nothing written
-                raise exc if isinstance(exc, StoreError) else StoreError(f"SQLite write failed: {exc}") from exc
+    def _committed(self, batch: list[Append | _Statement], outcome: _Written | Exception, seconds: float) -> None:
+        """On the loop, once the writer thread is done with `batch`: answer every write."""
+        try:
+            if isinstance(outcome, Exception):  # the whole batch failed (I/O error, disk full ...): nothing written
+                error = outcome if isinstance(outcome, StoreError) else StoreError(f"SQLite write failed: {outcome}")
+                for item in batch:
+                    _answer(item, error)
+                return
+            self._answer_committed(outcome)
+            self.commit_times.append(seconds)
+            self.batch_sizes.append(sum(len(item.events) for item in outcome.accepted))
+            observe.current.store_commit(store="sqlite", seconds=seconds)
+        except BaseException as exc:  # never leave a caller waiting
+            for item in batch:
+                _answer(item, StoreError(f"SQLite write failed: {exc!r}"))
+            raise
+
+    def _answer_committed(self, written: _Written) -> None:
+        appends, statements = written.appends, written.statements
         # Committed: now (and only now) the caches, the callers and the waiters hear of it.
         self._cache.committed(
             found=written.found,
@@ -363,25 +377,17 @@ class SQLiteStore(SQLLog):
             deleted=[s.deletes for s in statements if s.deletes is not None],
         )
         for item, outcome in zip([*appends, *statements], [*written.outcomes, *written.results]):
-            if not item.future.done():
-                if isinstance(outcome, BaseException):
-                    item.future.set_exception(outcome)
-                else:
-                    item.future.set_result(outcome)
-        for run_id in written.committed:
-            self._wakeups.notify(run_id)
-        return sum(len(item.events) for item in written.accepted)
+            _answer(item, outcome)
+        for run_id, summary in written.committed.items():
+            self._wakeups.notify(run_id, summary.last_seq)
 
     # -- reads ------------------------------------------------------------------------
 
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
         self._require_open()
         db = self._reader_db
-        assert db is not None and self._txn_lock is not None
+        assert db is not None
         try:
-            if self.memory:  # one connection: never read inside the writer's open transaction
-                async with self._txn_lock:
-                    return await db.call(_fetchall, sql, params)
             return await db.call(_fetchall, sql, params)
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite read failed: {exc}") from exc
@@ -454,9 +460,10 @@ def _create_schema(raw: sqlite3.Connection) -> None:
 class _Written:
     """What one committed batch did: read back on the event loop once COMMIT returned."""
 
-    __slots__ = ("accepted", "outcomes", "committed", "found", "results", "snapshot_free")
+    __slots__ = ("appends", "statements", "accepted", "outcomes", "committed", "found", "results", "snapshot_free")
 
-    def __init__(self) -> None:
+    def __init__(self, appends: list[Append], statements: list[_Statement]) -> None:
+        self.appends, self.statements = appends, statements
         self.accepted: list[Append] = []
         self.outcomes: list[BaseException | None] = []
         #: The runs table rows this batch wrote.
@@ -468,18 +475,64 @@ class _Written:
         self.snapshot_free: list[str] = []
 
 
-def _write_batch(raw: sqlite3.Connection, appends: list[Append], statements: list[_Statement]) -> _Written:
-    """The whole transaction of one batch, in the database thread (one hop from the loop).
+class _StaleRow(Exception):
+    """A runs row was not as this writer left it: someone else wrote the file."""
 
-    Touches nothing but `raw` and its arguments' plain data (no futures, no caches): the
-    event loop reads the result once this returns. On any error the transaction is
-    rolled back and the error raised, so nothing of the batch is written.
-    """
-    written = _Written()
+
+def _answer(item: Append | _Statement, outcome: Any) -> None:
+    if not item.future.done():  # the caller may have been cancelled meanwhile
+        if isinstance(outcome, BaseException):
+            item.future.set_exception(outcome)
+        else:
+            item.future.set_result(outcome)
+
+
+class _BatchWriter:
+    """The writer thread's side: commits batches, and remembers the runs rows it committed (it is
+    the sole writer of its file), so an append to a run it wrote needs no SELECT of the row: its
+    UPDATE moves the row on only from the last seq this writer left there. Touched only by the
+    writer thread."""
+
+    def __init__(self) -> None:
+        self._rows: collections.OrderedDict[str, RunSummary] = collections.OrderedDict()
+
+    def commit(self, raw: sqlite3.Connection, batch: list[Append | _Statement]) -> _Written:
+        """The whole transaction of one batch, on the database thread.
+
+        Touches nothing but `raw`, its own rows and the batch's plain data (no futures, no
+        caches): the event loop reads the result. On any error the transaction is rolled back and
+        the error raised, so nothing of the batch is written.
+        """
+        appends = [item for item in batch if isinstance(item, Append)]
+        statements = [item for item in batch if isinstance(item, _Statement)]
+        try:
+            written = _write_batch(raw, appends, statements, self._rows)
+        except _StaleRow:  # not as this writer left it: read every row involved, once more
+            self._rows.clear()
+            written = _write_batch(raw, appends, statements, self._rows)
+        except BaseException:
+            self._rows.clear()  # what a failed batch would have left is unknown
+            raise
+        rows = self._rows
+        for run_id, summary in written.committed.items():
+            rows[run_id] = summary
+            rows.move_to_end(run_id)
+        for statement in statements:
+            if statement.deletes is not None:
+                rows.pop(statement.deletes, None)
+        while len(rows) > SUMMARIES:
+            rows.popitem(last=False)
+        return written
+
+
+def _write_batch(
+    raw: sqlite3.Connection, appends: list[Append], statements: list[_Statement], rows: collections.OrderedDict[str, RunSummary]
+) -> _Written:
+    written = _Written(appends, statements)
     raw.execute("BEGIN IMMEDIATE")
     try:
         if appends:
-            _write_appends(raw, appends, written)
+            _write_appends(raw, appends, written, rows)
         for index, statement in enumerate(statements):
             raw.execute(f"SAVEPOINT s{index}")
             try:
@@ -504,20 +557,48 @@ def _write_batch(raw: sqlite3.Connection, appends: list[Append], statements: lis
     return written
 
 
-def _write_appends(raw: sqlite3.Connection, appends: list[Append], written: _Written) -> None:
-    """Check each append against the runs table (in queue order: sql_log.decide), then write the good ones."""
+def _write_appends(
+    raw: sqlite3.Connection, appends: list[Append], written: _Written, rows: collections.OrderedDict[str, RunSummary]
+) -> None:
+    """Check each append against its run's row (in queue order: sql_log.decide), then write the
+    good ones: the rows this writer left (`rows`), read only for the runs it has not written."""
     run_ids = list(dict.fromkeys(item.run_id for item in appends))
     current: dict[str, RunSummary] = {}
-    for start in range(0, len(run_ids), IN_CHUNK):
-        chunk = run_ids[start : start + IN_CHUNK]
+    unknown: list[str] = []
+    for run_id in run_ids:
+        known = rows.get(run_id)
+        if known is not None:
+            current[run_id] = known
+        else:
+            unknown.append(run_id)
+    for start in range(0, len(unknown), IN_CHUNK):
+        chunk = unknown[start : start + IN_CHUNK]
         for row in raw.execute(_SQL.runs_in(len(chunk)), chunk).fetchall():
             current[row[0]] = summary_from_row(row, SQLITE)
     written.found = {run_id: (current[run_id].last_seq if run_id in current else 0) for run_id in run_ids}
     decision = decide(appends, current)
     written.accepted, written.outcomes, written.committed = decision.accepted, decision.outcomes, decision.changed
-    if decision.accepted:
-        raw.executemany(_SQL.insert_event, [row for item in decision.accepted for row in _event_rows(item)])
-        raw.executemany(_UPSERT_RUN, [_summary_row(s) for s in decision.changed.values()])
+    if not decision.accepted:
+        return
+    new: list[tuple[Any, ...]] = []
+    moved: list[tuple[Any, ...]] = []
+    changed: list[tuple[Any, ...]] = []
+    for run_id, after in decision.changed.items():
+        before = current.get(run_id)
+        if before is None:
+            new.append(_summary_row(after))
+        elif before.status is after.status and not after.status.terminal and before.wake_at == after.wake_at:
+            moved.append((SQLITE.time_param(after.updated_at), after.last_seq, run_id, before.last_seq))
+        else:
+            _, _, status, _, _, _, updated_at, last_seq, ended_us, wake_at = _summary_row(after)
+            changed.append((status, updated_at, last_seq, ended_us, wake_at, run_id, before.last_seq))
+    # The rows first: a row not as this writer left it stops the batch before any event is written.
+    for sql, params in ((_MOVE_RUN, moved), (_MOVE_RUN_STATUS, changed)):
+        if params and raw.executemany(sql, params).rowcount != len(params):
+            raise _StaleRow()
+    if new:
+        raw.executemany(_UPSERT_RUN, new)
+    raw.executemany(_SQL.insert_event, [row for item in decision.accepted for row in _event_rows(item)])
 
 
 def _event_rows(item: Append) -> list[tuple[str, int, str, int, str]]:

@@ -1,15 +1,19 @@
-"""Durable runs benchmark: step cost, crash recovery and resume cost, beside DBOS Transact.
+"""Durable runs benchmark: step cost, crash recovery, resume cost and group commit across runs,
+beside DBOS Transact.
 
-    .venv/bin/python benchmarks/bench_durability.py                # full run (about 5 minutes here)
+    .venv/bin/python benchmarks/bench_durability.py                # full run (about 30 minutes here)
     .venv/bin/python benchmarks/bench_durability.py --quick        # small sizes, to check the harness
     .venv/bin/python benchmarks/bench_durability.py --skip-dbos    # runengine only (no peer virtualenv)
+    .venv/bin/python benchmarks/bench_durability.py --only steps concurrent --skip-postgres
 
 Measured in the same run, on the same disk (SQLite files in one temporary directory):
 
 1. cost per durable step: an agent of N `ctx.step` calls of a trivial function on SQLite
    with synchronous=FULL (each step is committed before the agent goes on), beside a DBOS
    workflow of N trivial `@DBOS.step` calls on its SQLite system database. Timed inside
-   the agent / workflow around the loop; median of --repeat runs.
+   the agent / workflow around the loop; median of --repeat runs, and p50 / p99 of every
+   step. Each runengine run is followed at once by the floor's n commits (plain sqlite3, one
+   small row each), so a change of the machine's load hits both alike.
 2. recovery: --runs runs (workflows), each past its first step and in a durable sleep of an
    hour, are SIGKILLed with their process; a fresh process opens the same file and the
    figure is the time from the engine's start (`async with engine` / `DBOS.launch()`) until
@@ -22,6 +26,13 @@ Measured in the same run, on the same disk (SQLite files in one temporary direct
    the floor of any resume that reads the log: plain sqlite3 fetching the rows, not decoded;
    and how the time grows with 10x the events.
 
+4. group commit across runs: one run of --concurrent-steps durable steps alone, then
+   --concurrent-runs such runs started at once, until every one has ended (each checked:
+   completed with all its steps recorded): durable steps per second, beside DBOS running as
+   many workflows at once, on SQLite (FULL; DBOS on its SQLite system database) and on one
+   PostgreSQL server with fsync on (tests/pg.py starts it; DBOS's system database on the same
+   server). On PostgreSQL the runs are queued and this engine is their worker.
+
 DBOS runs in a virtualenv of its own (.bench-venvs/dbos, see benchmarks/peers/run.py),
 one process per phase (benchmarks/peers/dbos_bench.py). The long runs of part 3 are
 written with synchronous=NORMAL to save preparation time; every measured resume opens
@@ -32,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -45,6 +57,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,17 +103,19 @@ def first_step() -> str:
     return "done"
 
 
-def make_engine(path: Path, synchronous: str = "FULL") -> RunEngine:
-    engine = RunEngine(SQLiteStore(path, synchronous=synchronous))
+def make_engine(path: Path | None, synchronous: str = "FULL", *, store: Any = None, worker: Any = None) -> RunEngine:
+    """The benchmark's agents on a SQLite file, or on `store` (with `worker`: WorkerOptions for a queued store)."""
+    engine = RunEngine(store if store is not None else SQLiteStore(path, synchronous=synchronous), worker=worker)
 
     @engine.agent("steps")
-    async def steps(ctx: RunContext) -> float:
-        """N trivial durable steps; returns the seconds per step."""
-        n = int(ctx.input)
-        started = time.perf_counter()
-        for i in range(n):
+    async def steps(ctx: RunContext) -> list[float]:
+        """N trivial durable steps; returns the seconds each took."""
+        took = []
+        for i in range(int(ctx.input)):
+            started = time.perf_counter()
             await ctx.step("trivial", trivial, i)
-        return (time.perf_counter() - started) / n
+            took.append(time.perf_counter() - started)
+        return took
 
     @engine.agent("sleeper")
     async def sleeper(ctx: RunContext) -> None:
@@ -211,43 +226,153 @@ def copy_db(source: Path, target: Path) -> Path:
 # -- 1. cost per durable step ----------------------------------------------------------------
 
 
-async def runengine_steps(path: Path, n: int, repeat: int) -> list[float]:
-    """Seconds per step of `repeat` runs of n steps, each checked to have n committed steps."""
+async def runengine_steps(path: Path, floor_path: Path, n: int, repeat: int) -> dict[str, list[float]]:
+    """`repeat` runs of n steps, each checked to have n committed steps, each followed at once by
+    n floor commits (so a change of the machine's load hits both alike): the seconds per step
+    (mean of each run) and of every step, for runengine and the floor."""
     engine = make_engine(path)
-    per_step = []
-    async with engine:
-        await engine.execute("steps", 10)  # warm up
-        for _ in range(repeat):
-            state = await engine.execute("steps", n)
-            if state.status.value != "completed":
-                raise RuntimeError(f"the steps run ended {state.status.value}: {state.error}")
-            steps = [e async for e in engine.events(state.run_id, follow=False) if e.type == "step.completed"]
-            if len(steps) != n:
-                raise RuntimeError(f"{len(steps)} step.completed events for {n} steps")
-            per_step.append(float(state.output))
-    return per_step
+    found: dict[str, list[float]] = {"runengine": [], "runengine_every": [], "floor": [], "floor_every": []}
+    with floor_connection(floor_path) as floor:
+        async with engine:
+            await engine.execute("steps", 10)  # warm up
+            raw_commits(floor, "warm-up", 10)
+            for r in range(repeat):
+                state = await engine.execute("steps", n)
+                if state.status.value != "completed":
+                    raise RuntimeError(f"the steps run ended {state.status.value}: {state.error}")
+                steps = [e async for e in engine.events(state.run_id, follow=False) if e.type == "step.completed"]
+                if len(steps) != n:
+                    raise RuntimeError(f"{len(steps)} step.completed events for {n} steps")
+                found["runengine"].append(statistics.mean(state.output))
+                found["runengine_every"].extend(state.output)
+                took = raw_commits(floor, str(r), n)
+                found["floor"].append(statistics.mean(took))
+                found["floor_every"].extend(took)
+    return found
 
 
-def raw_commits(path: Path, n: int, repeat: int) -> list[float]:
-    """The floor: seconds per commit of one small row, plain sqlite3, WAL, synchronous=FULL."""
-    per_commit = []
-    with sqlite3.connect(path, isolation_level=None) as conn:
+@contextlib.contextmanager
+def floor_connection(path: Path) -> Iterator[sqlite3.Connection]:
+    """The floor's database: plain sqlite3, WAL, synchronous=FULL, one small table."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("CREATE TABLE steps (run_id TEXT, seq INTEGER, data TEXT, PRIMARY KEY (run_id, seq))")
-        for r in range(repeat):
-            started = time.perf_counter()
-            for i in range(n):
-                conn.execute("BEGIN")
-                conn.execute("INSERT INTO steps VALUES (?, ?, ?)", (str(r), i, '{"name":"trivial","output":1}'))
-                conn.execute("COMMIT")
-            per_commit.append((time.perf_counter() - started) / n)
-    return per_commit
+        yield conn
+    finally:
+        conn.close()
+
+
+def raw_commits(conn: sqlite3.Connection, tag: str, n: int) -> list[float]:
+    """The floor: the seconds of each of n commits of one small row."""
+    took = []
+    for i in range(n):
+        started = time.perf_counter()
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO steps VALUES (?, ?, ?)", (tag, i, '{"name":"trivial","output":1}'))
+        conn.execute("COMMIT")
+        took.append(time.perf_counter() - started)
+    return took
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def dbos_steps(python: str, path: Path, n: int, repeat: int, log: Path) -> list[float]:
     result = run_for_json([python, str(DBOS_SCRIPT), "steps", str(path), str(n), str(repeat)], log)
     return [float(s) for s in result["per_step_s"]]
+
+
+# -- 4. group commit across runs ---------------------------------------------------------------
+
+
+async def runengine_concurrent(store: Any, runs: int, n: int, repeat: int) -> list[float]:
+    """Seconds for `runs` runs of n durable steps started at once until every one has ended (each
+    checked: completed, n steps recorded), one figure per repeat."""
+    from runengine.adapters.postgres import PostgresStore
+    from runengine.worker import WorkerOptions
+
+    # On PostgreSQL runs are queued: this engine is also their worker, taking all of them at once.
+    queued = isinstance(store, PostgresStore)
+    engine = make_engine(None, store=store, worker=WorkerOptions(concurrency=runs, lease=60, poll=0.05) if queued else None)
+    seconds = []
+    async with engine:
+        await engine.execute("steps", 10)  # warm up
+        for _ in range(repeat):
+            started = time.perf_counter()
+            states = await asyncio.gather(*(engine.execute("steps", n) for _ in range(runs)))
+            seconds.append(time.perf_counter() - started)
+            for state in states:
+                if state.status.value != "completed" or state.steps != n:
+                    raise RuntimeError(f"a run ended {state.status.value} with {state.steps} of {n} steps")
+    return seconds
+
+
+def dbos_concurrent(python: str, database: str, runs: int, n: int, repeat: int, log: Path) -> list[float]:
+    result = run_for_json([python, str(DBOS_SCRIPT), "concurrent", database, str(runs), str(n), str(repeat)], log)
+    return [float(s) for s in result["seconds"]]
+
+
+def concurrent_rows(directory: Path, runs: int, n: int, repeat: int, dbos_python: str | None, log: Path,
+                    postgres: bool) -> list[dict[str, Any]]:
+    """Steps per second of one run alone and of `runs` runs at once, runengine beside DBOS, on SQLite
+    (FULL) and, with `postgres`, on one PostgreSQL server (fsync on) started for this."""
+    rows = []
+
+    def measure(store_name: str, make_store: Any, dbos_database: Any) -> None:
+        for count in (1, runs):
+            row: dict[str, Any] = {"store": store_name, "runs": count, "steps": n}
+            row["runengine"] = [count * n / t for t in asyncio.run(runengine_concurrent(make_store(), count, n, repeat))]
+            print(f"  runengine on {store_name}, {count} x {n} steps: {median(row['runengine']):,.0f} steps/s", flush=True)
+            if dbos_python:
+                row["dbos"] = [count * n / t for t in dbos_concurrent(dbos_python, dbos_database(count), count, n, repeat, log)]
+                print(f"  DBOS on {store_name}, {count} x {n} steps: {median(row['dbos']):,.0f} steps/s", flush=True)
+            rows.append(row)
+
+    measure("SQLite FULL", lambda: SQLiteStore(directory / f"concurrent-{len(rows)}.db"),
+            lambda count: str(directory / f"dbos-concurrent-{count}.sqlite"))
+    if postgres:
+        sys.path.insert(0, str(HERE.parent / "tests"))
+        from pg import PostgresServer  # the test suite's throwaway server, here with fsync on
+
+        from runengine.adapters.postgres import PostgresStore
+
+        server = PostgresServer(fsync=True)
+        try:
+            server.start()
+            measure("PostgreSQL", lambda: PostgresStore(server.dsn_for(server.create_database("re"))),
+                    lambda count: server.dsn_for(server.create_database("dbos")))
+        finally:
+            server.cleanup()
+    return rows
+
+
+def concurrent_table(rows: list[dict[str, Any]], repeat: int) -> str:
+    dbos = any("dbos" in row for row in rows)
+    lines = [f"Group commit across runs: durable steps per second (each step committed before its agent goes on), "
+             f"one run alone and many at once (median of {repeat}):", ""]
+    header = "| store | runs x steps | runengine steps/s | runengine / one run |"
+    rule = "|---|---:|---:|---:|"
+    if dbos:
+        header += " DBOS steps/s | DBOS / one run | runengine / DBOS |"
+        rule += "---:|---:|---:|"
+    lines += [header, rule]
+    alone: dict[tuple[str, str], float] = {}
+    for row in rows:
+        ours = median(row["runengine"])
+        if row["runs"] == 1:
+            alone[(row["store"], "runengine")] = ours
+        line = f"| {row['store']} | {row['runs']} x {row['steps']} | {ours:,.0f} | {ours / alone[(row['store'], 'runengine')]:.1f}x |"
+        if dbos:
+            theirs = median(row["dbos"])
+            if row["runs"] == 1:
+                alone[(row["store"], "dbos")] = theirs
+            line += f" {theirs:,.0f} | {theirs / alone[(row['store'], 'dbos')]:.1f}x | {ours / theirs:.1f}x |"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 # -- 2. recovery -------------------------------------------------------------------------------
@@ -355,23 +480,45 @@ def median(values: list[float]) -> float:
 
 
 def table(results: dict[str, Any], dbos: bool) -> str:
-    lines = [f"Durable steps on SQLite (synchronous=FULL), µs per step (median of {results['repeat']} runs); the floor: "
-             "one plain sqlite3 commit of one row per step (WAL, synchronous=FULL):", ""]
+    """The tables of the parts that ran."""
+    parts = []
+    if results["steps"]:
+        parts.append(steps_table(results, dbos))
+    if results["recovery"]["runengine"]:
+        parts.append(recovery_table(results, dbos))
+    if results["resume"]:
+        parts.append(resume_table(results))
+    if results["concurrent"]:
+        parts.append(concurrent_table(results["concurrent"], results["concurrent_repeat"]))
+    return "\n\n".join(parts)
+
+
+def steps_table(results: dict[str, Any], dbos: bool) -> str:
+    lines = [f"Durable steps on SQLite (synchronous=FULL), µs per step (mean per run, median of {results['repeat']} runs; "
+             "p50 and p99 of every step of those runs); the floor: one plain sqlite3 commit of one row per step "
+             "(WAL, synchronous=FULL):", ""]
     # DBOS / floor is the most any design that commits once per step can be cheaper than DBOS here.
+    head = ("| steps per run | floor: sqlite3 commit | floor p50 / p99 | runengine `ctx.step` | runengine p50 / p99 "
+            "| runengine / floor (mean) | runengine / floor (p50) |")
+    rule = "|---:|---:|---:|---:|---:|---:|---:|"
     if dbos:
-        lines += ["| steps per run | floor: sqlite3 commit | runengine `ctx.step` | DBOS `@DBOS.step` | runengine / floor "
-                  "| DBOS / runengine | DBOS / floor (the ceiling) |",
-                  "|---:|---:|---:|---:|---:|---:|---:|"]
-    else:
-        lines += ["| steps per run | floor: sqlite3 commit | runengine `ctx.step` | runengine / floor |", "|---:|---:|---:|---:|"]
+        head += " DBOS `@DBOS.step` | DBOS / runengine | DBOS / floor (the ceiling) |"
+        rule += "---:|---:|---:|"
+    lines += [head, rule]
     for row in results["steps"]:
         floor, ours = median(row["floor"]) * 1e6, median(row["runengine"]) * 1e6
+        f50, f99 = percentile(row["floor_every"], 0.5) * 1e6, percentile(row["floor_every"], 0.99) * 1e6
+        o50, o99 = percentile(row["runengine_every"], 0.5) * 1e6, percentile(row["runengine_every"], 0.99) * 1e6
+        line = (f"| {row['n']:,} | {floor:,.0f} | {f50:,.0f} / {f99:,.0f} | {ours:,.0f} | {o50:,.0f} / {o99:,.0f} "
+                f"| {ours / floor:.2f}x | {o50 / f50:.2f}x |")
         if dbos:
             theirs = median(row["dbos"]) * 1e6
-            lines.append(f"| {row['n']:,} | {floor:,.0f} | {ours:,.0f} | {theirs:,.0f} | {ours / floor:.1f}x "
-                         f"| {theirs / ours:.1f}x | {theirs / floor:.1f}x |")
-        else:
-            lines.append(f"| {row['n']:,} | {floor:,.0f} | {ours:,.0f} | {ours / floor:.1f}x |")
+            line += f" {theirs:,.0f} | {theirs / ours:.1f}x | {theirs / floor:.1f}x |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def recovery_table(results: dict[str, Any], dbos: bool) -> str:
 
     def cell(values: list[float | None]) -> str:
         done = [v for v in values if v is not None]
@@ -380,7 +527,7 @@ def table(results: dict[str, Any], dbos: bool) -> str:
         return f"{median(done):.2f} s"
 
     runs = results["runs"]
-    lines += ["", f"Recovery: {runs:,} runs SIGKILLed in a durable sleep past their first step; engine start until "
+    lines = [f"Recovery: {runs:,} runs SIGKILLed in a durable sleep past their first step; engine start until "
               f"every run is executing again (median of {len(results['recovery']['runengine'])}):", ""]
     if dbos:
         ours, theirs = results["recovery"]["runengine"], results["recovery"]["dbos"]
@@ -390,20 +537,24 @@ def table(results: dict[str, Any], dbos: bool) -> str:
         lines += ["| runengine | DBOS | DBOS / runengine |", "|---:|---:|---:|", f"| {cell(ours)} | {cell(theirs)} | {ratio} |"]
     else:
         lines += ["| runengine |", "|---:|", f"| {cell(results['recovery']['runengine'])} |"]
+    return "\n".join(lines)
 
-    lines += ["", "Resume against the run's length: engine start until the agent is past its last replayed step, "
+
+def resume_table(results: dict[str, Any]) -> str:
+    lines = ["Resume against the run's length: engine start until the agent is past its last replayed step, "
               "beside `runengine.fold` of the same events and reading them from the file (`store.read`, decoded) "
               f"(median of {results['resume_repeat']}):", "",
-              "| events in the run | resume | fold | read | floor: sqlite3 fetch, not decoded | floor / fold "
+              "| events in the run | resume | fold | read | floor: sqlite3 fetch, not decoded | resume / floor "
               "| resume / fold | resume / (read + fold) |",
               "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in results["resume"]:
         resume_s, fold_s, read_s, raw_s = row["resume_s"], row["fold_s"], row["read_s"], row["raw_s"]
-        known = f"| {row['events']:,} | {{}} | {fold_s * 1e3:,.0f} ms | {read_s * 1e3:,.0f} ms | {raw_s * 1e3:,.0f} ms | {raw_s / fold_s:.1f}x "
+        known = f"| {row['events']:,} | {{}} | {fold_s * 1e3:,.0f} ms | {read_s * 1e3:,.0f} ms | {raw_s * 1e3:,.0f} ms | {{}} "
         if resume_s is None:
-            lines.append(known.format("did not finish") + "| - | - |")
+            lines.append(known.format("did not finish", "-") + "| - | - |")
         else:
-            lines.append(known.format(f"{resume_s * 1e3:,.0f} ms") + f"| {resume_s / fold_s:.1f}x | {resume_s / (read_s + fold_s):.2f}x |")
+            lines.append(known.format(f"{resume_s * 1e3:,.0f} ms", f"{resume_s / raw_s:.1f}x")
+                         + f"| {resume_s / fold_s:.1f}x | {resume_s / (read_s + fold_s):.2f}x |")
     rows = results["resume"]
     if len(rows) >= 2 and rows[0]["resume_s"] and rows[-1]["resume_s"]:
         events_x = rows[-1]["events"] / rows[0]["events"]
@@ -425,6 +576,12 @@ def main() -> None:
     parser.add_argument("--recovery-repeat", type=int, default=3)
     parser.add_argument("--events", type=int, nargs="+", default=[10_000, 100_000], help="steps of the long runs of part 3")
     parser.add_argument("--resume-repeat", type=int, default=3)
+    parser.add_argument("--concurrent-runs", type=int, default=100, help="runs at once in part 4")
+    parser.add_argument("--concurrent-steps", type=int, default=100, help="steps per run in part 4")
+    parser.add_argument("--concurrent-repeat", type=int, default=3, help="repeats of part 4 (median)")
+    parser.add_argument("--skip-postgres", action="store_true", help="part 4 on SQLite only (no PostgreSQL server)")
+    parser.add_argument("--only", choices=["steps", "recovery", "resume", "concurrent"], nargs="+",
+                        help="run only these parts (default: all)")
     parser.add_argument("--skip-dbos", action="store_true", help="runengine alone (no DBOS virtualenv)")
     parser.add_argument("--quick", action="store_true", help="small sizes to check the harness")
     parser.add_argument("--phase", nargs="+", help=argparse.SUPPRESS)  # the benchmark's own child processes
@@ -446,6 +603,8 @@ def main() -> None:
     if args.quick:
         args.steps, args.repeat, args.runs, args.recovery_repeat = [10, 100], 1, 50, 1
         args.events, args.resume_repeat = [200, 2_000], 1
+        args.concurrent_runs, args.concurrent_steps, args.concurrent_repeat = 10, 20, 1
+    parts = set(args.only or ["steps", "recovery", "resume", "concurrent"])
     dbos_python = None
     if not args.skip_dbos:
         sys.path.insert(0, str(HERE / "peers"))
@@ -461,21 +620,25 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     log = RESULTS / "durability-phases.log"  # the child processes' stderr
     results: dict[str, Any] = {"repeat": args.repeat, "runs": args.runs, "resume_repeat": args.resume_repeat, "steps": [], "resume": [],
-                               "recovery": {"runengine": [], "dbos": []}}
+                               "recovery": {"runengine": [], "dbos": []}, "concurrent": [],
+                               "concurrent_repeat": args.concurrent_repeat}
     try:
-        print("1. cost per durable step", flush=True)
-        for n in args.steps:
-            row: dict[str, Any] = {"n": n, "runengine": asyncio.run(runengine_steps(directory / f"steps-{n}.db", n, args.repeat))}
-            print(f"  runengine, {n} steps: {median(row['runengine']) * 1e6:,.0f} µs per step", flush=True)
-            row["floor"] = raw_commits(directory / f"floor-{n}.db", n, args.repeat)
-            print(f"  floor, {n} commits: {median(row['floor']) * 1e6:,.0f} µs per commit", flush=True)
+        if "steps" in parts:
+            print("1. cost per durable step", flush=True)
+        for n in args.steps if "steps" in parts else []:
+            row: dict[str, Any] = {"n": n, **asyncio.run(runengine_steps(directory / f"steps-{n}.db", directory / f"floor-{n}.db", n, args.repeat))}
+            every = row["runengine_every"]
+            print(f"  runengine, {n} steps: {median(row['runengine']) * 1e6:,.0f} µs per step, p50 {percentile(every, 0.5) * 1e6:,.0f}, "
+                  f"p99 {percentile(every, 0.99) * 1e6:,.0f}", flush=True)
+            print(f"  floor, {n} commits (each repeat right after runengine's): {median(row['floor']) * 1e6:,.0f} µs per commit", flush=True)
             if dbos_python:
                 row["dbos"] = dbos_steps(dbos_python, directory / f"dbos-steps-{n}.sqlite", n, args.repeat, log)
                 print(f"  DBOS, {n} steps: {median(row['dbos']) * 1e6:,.0f} µs per step", flush=True)
             results["steps"].append(row)
 
-        print("2. recovery", flush=True)
-        for i in range(args.recovery_repeat):
+        if "recovery" in parts:
+            print("2. recovery", flush=True)
+        for i in range(args.recovery_repeat if "recovery" in parts else 0):
             repeat_dir = directory / f"recovery-{i}"
             repeat_dir.mkdir()
             seconds = runengine_recovery(repeat_dir, args.runs, log)
@@ -486,11 +649,18 @@ def main() -> None:
                 results["recovery"]["dbos"].append(seconds)
                 print(f"  DBOS: all {args.runs} back in {seconds} s", flush=True)
 
-        print("3. resume against the run's length", flush=True)
-        for steps in args.events:
+        if "resume" in parts:
+            print("3. resume against the run's length", flush=True)
+        for steps in args.events if "resume" in parts else []:
             row = resume_against_length(directory, steps, args.resume_repeat, log)
             results["resume"].append(row)
-            print(f"  {row['events']:,} events: resume {row['resume_s']} s, fold {row['fold_s']:.4f} s", flush=True)
+            print(f"  {row['events']:,} events: resume {row['resume_s']} s, fold {row['fold_s']:.4f} s, "
+                  f"floor {row['raw_s']:.4f} s", flush=True)
+
+        if "concurrent" in parts:
+            print("4. group commit across runs", flush=True)
+            results["concurrent"] = concurrent_rows(directory, args.concurrent_runs, args.concurrent_steps, args.concurrent_repeat,
+                                                    dbos_python, log, postgres=not args.skip_postgres)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -498,6 +668,8 @@ def main() -> None:
     print(f"machine: {machine()}")
     print()
     print(table(results, dbos_python is not None))
+    sys.stdout.flush()
+    os._exit(0)  # the PostgreSQL store's and DBOS' leftovers need no orderly exit
 
 
 if __name__ == "__main__":

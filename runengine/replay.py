@@ -7,6 +7,8 @@ appends nothing. Once the journal is exhausted the context goes live.
 
 The journal folds every event it passes into a `Fold` of its own, so that during replay
 `ctx.state` is the state the agent saw at that point the first time, not the end of the log.
+It folds lazily: the events passed are kept and folded when the state is asked for (an agent
+that never reads `ctx.state` while replaying pays no fold), at most FOLD_BEHIND of them.
 It skips what the agent did not produce itself (the run's lifecycle bookkeeping).
 
 A message may stay open across durable calls (`delta`, then `step`, then more `delta`s). Its
@@ -57,6 +59,8 @@ BOOKKEEPING: tuple[type[Event], ...] = (
 
 #: Events read per page while replaying.
 PAGE = 1000
+#: Events passed but not yet folded, at most (then they are folded: memory stays bounded).
+FOLD_BEHIND = 100_000
 
 
 class Journal:
@@ -77,7 +81,10 @@ class Journal:
         self.end_seq = end_seq
         # Before the last run.requeued the agent started afresh: nothing there is replayed.
         self._replay_from = replay_from
-        self.fold = Fold()
+        self._fold = Fold()
+        #: Events passed since the fold last caught up, in order.
+        self._unfolded: list[Event] = []
+        self._position = 0
         self._page: list[Event] = [e for e in first_page if e.seq <= end_seq]
         if self._page and self._page[0].seq != 1:
             raise ValueError("first_page must start at seq 1")
@@ -99,37 +106,57 @@ class Journal:
     @property
     def position(self) -> int:
         """The seq of the last event passed (replayed or skipped)."""
-        return self.fold.last_seq
+        return self._position
+
+    @property
+    def fold(self) -> Fold:
+        """The run as it was right after the last event passed."""
+        if self._unfolded:
+            unfolded, self._unfolded = self._unfolded, []
+            self._fold.apply_all(unfolded)
+        return self._fold
 
     async def next(self) -> Event | None:
-        """The next event the agent recorded (already folded), or None at the end of the journal."""
+        """The next event the agent recorded (passed, so in `fold`), or None at the end of the journal."""
         event = await self.peek()
         if event is not None:
             self._held = None
-            self.fold.apply(event)
+            self._pass(event)
         return event
 
     async def peek(self) -> Event | None:
-        """The event `next` returns, not passed yet (not folded): a call that is recorded only on
+        """The event `next` returns, not passed yet (not in `fold`): a call that is recorded only on
         one side of a code change (`ctx.patched`) looks before it takes."""
         if self._held is None:
             self._held = await self._find()
         return self._held
 
+    def _pass(self, event: Event) -> None:
+        self._position = event.seq
+        unfolded = self._unfolded
+        unfolded.append(event)
+        if len(unfolded) >= FOLD_BEHIND:
+            self.fold  # noqa: B018 - catches up, so memory stays bounded
+
     async def _find(self) -> Event | None:
-        """The next event the agent recorded, not folded yet (those skipped on the way are)."""
+        """The next event the agent recorded, not passed yet (those skipped on the way are)."""
         while True:
-            event = await self._take()
+            # The common case inline (an event of the page in hand): no coroutine per event.
+            if self._ahead:
+                event: Event | None = self._ahead.popleft()
+            elif self._index < len(self._page):
+                event = self._page[self._index]
+                self._index += 1
+            else:
+                event = await self._read()
             if event is None:
                 return None
-            if await self._is_call(event):
+            if event.seq > self._replay_from and await self._is_call(event):
                 return event
-            self.fold.apply(event)
+            self._pass(event)
 
     async def _is_call(self, event: Event) -> bool:
-        """Whether `event` answers a call of the agent (else the journal skips it)."""
-        if event.seq <= self._replay_from:
-            return False
+        """Whether `event` (after `replay_from`) answers a call of the agent (else it is skipped)."""
         if isinstance(event, MessageDiscarded) and event.continued_as is not None:
             self.continued[event.message_id] = event.continued_as
             self._carried = event.continued_as
@@ -166,9 +193,6 @@ class Journal:
                 return verdict
         self._decided = (self.end_seq + 1, False)  # past the end of the journal: the open message's tail
         return False
-
-    async def _take(self) -> Event | None:
-        return self._ahead.popleft() if self._ahead else await self._read()
 
     async def _read(self) -> Event | None:
         """The next event of the log up to `end_seq`, in order (None past it)."""

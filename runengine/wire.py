@@ -139,7 +139,7 @@ def event_from_stored(run_id: str, seq: int, event_type: str, at: datetime, data
         cls, times, errors = shape
         payload = data
         try:
-            if times or errors:
+            if (times or errors) and not data.keys().isdisjoint(times + errors):
                 payload = dict(data)
                 for name in times:
                     value = payload.get(name)

@@ -76,7 +76,8 @@ class RunWriter:
         self._lock = anyio.Lock(fast_acquire=True)  # uncontended (the common case): no yield to the loop
         self._wake = anyio.Event()
         self._full = anyio.Event()  # a whole batch is queued: the flush loop need not wait
-        self._batch_done = anyio.Event()  # set (and replaced) each time an append returns
+        #: Set (and dropped) when an append returns; made only when someone waits for one.
+        self._batch_done: anyio.Event | None = None
         self._loop_running = False
         self._flush_window = flush_window
         self._flush_max = flush_max
@@ -171,6 +172,8 @@ class RunWriter:
         memory stays bounded. Without a flush loop, flush here.
         """
         if self._lock.locked():
+            if self._batch_done is None:
+                self._batch_done = anyio.Event()
             await self._batch_done.wait()
         elif self._loop_running:
             self._full.set()
@@ -204,8 +207,7 @@ class RunWriter:
                     await self._rebase(batch)
                     continue
                 finally:
-                    self._batch_done.set()
-                    self._batch_done = anyio.Event()
+                    self._batch_returned()
                 self.committed_seq = last.seq
                 observe.appended(batch, lambda: self.state, time.perf_counter() - started)
                 if snapshot is not None and snapshot.last_seq == last.seq:
@@ -230,7 +232,12 @@ class RunWriter:
             self.failure = exc
         finally:
             self._loop_running = False
-            self._batch_done.set()  # nobody may wait for a loop that has stopped
+            self._batch_returned()  # nobody may wait for a loop that has stopped
+
+    def _batch_returned(self) -> None:
+        done, self._batch_done = self._batch_done, None
+        if done is not None:
+            done.set()
 
     async def accept(self, events: list[Event]) -> None:
         """Take in events that someone else committed (a run.input, a cancel ...)."""

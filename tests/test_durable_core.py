@@ -680,3 +680,36 @@ async def test_a_message_open_across_a_step_and_a_timer_survives_a_graceful_stop
     assert state.status is Status.COMPLETED, state.error
     assert [m.content for m in state.messages] == ["Let me check... found. Done."]
     assert "message.discarded" not in types
+
+
+async def test_the_journal_folds_only_when_the_state_is_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replaying a long run costs no fold per event: the journal passes events and folds them
+    when (and only when) the agent reads the state, which is then exactly as it was there."""
+    from runengine.reducer import Fold
+    from runengine.replay import Journal
+    from runengine.testing.conformance import created, started
+    from runengine.events import StepCompleted
+
+    store = MemoryStore()
+    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    log = [created("r"), started("r")] + [
+        StepCompleted(run_id="r", seq=seq, at=at, name="s", output=seq) for seq in range(3, 1503)
+    ]
+    await store.append("r", log, expected_seq=0)
+    applied = 0
+    real_apply = Fold.apply
+
+    def counting_apply(self: Fold, event: Any) -> None:
+        nonlocal applied
+        applied += 1
+        real_apply(self, event)
+
+    monkeypatch.setattr(Fold, "apply", counting_apply)
+    journal = Journal(store, "r", end_seq=len(log))
+    outputs = []
+    while (event := await journal.next()) is not None and event.seq < 1000:
+        outputs.append(event.output)
+    assert outputs == list(range(3, 1000)) and applied == 0  # passed, none folded
+    state = journal.fold.state
+    assert state is not None and state.last_seq == 1000 and state.steps == 998
+    assert applied == 1000

@@ -151,3 +151,62 @@ async def test_sigkill_mid_stream_keeps_every_acknowledged_event(tmp_path: Path,
             assert tail[0].reason == "worker_lost" and tail[-1].output == "resumed"
             state = await engine.status(run_id)
             assert state.status is Status.COMPLETED and state.messages == ()
+
+
+STEPS_CHILD = r"""
+import os, signal, sys
+import anyio
+from runengine.adapters.sqlite import SQLiteStore
+from runengine.engine import RunEngine
+
+path, kill_at, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+
+async def main():
+    engine = RunEngine(SQLiteStore(path))  # synchronous=FULL, the default
+
+    @engine.agent("steps")
+    async def steps(ctx):
+        i = 0
+        while True:
+            i += 1
+            output = await ctx.step("count", lambda: f"{ctx.run_id}:{i}")
+            print("ack", ctx.run_id, i, output, flush=True)
+            if ctx.run_id == "r0" and i == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)  # the instant the step returned
+
+    async with engine:
+        for r in range(runs):
+            await engine.execute("steps", mode="async", run_id=f"r{r}")
+        await anyio.sleep_forever()
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_a_step_is_recorded_when_the_process_dies_the_instant_it_returned(tmp_path: Path, seed: int) -> None:
+    """`ctx.step` returns only once its result is durable: the process SIGKILLs itself right after
+    one returns (other runs' steps committing in the same batches), and every step any run
+    acknowledged, that one included, is in the file with its output."""
+    script = tmp_path / "steps.py"
+    script.write_text(STEPS_CHILD)
+    path = tmp_path / "steps.db"
+    kill_at = random.Random(seed).randint(20, 200)
+    done = subprocess.run(
+        [sys.executable, str(script), str(path), str(kill_at), "8"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    acked: dict[str, dict[int, str]] = {}
+    for line in done.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[0] == "ack":
+            acked.setdefault(parts[1], {})[int(parts[2])] = parts[3]
+    assert max(acked["r0"]) == kill_at
+
+    async with SQLiteStore(path) as store:
+        for run_id, steps in acked.items():
+            recorded = [e for e in await read_all(store, run_id) if e.type == "step.completed"]
+            outputs = {i + 1: event.output for i, event in enumerate(recorded)}
+            assert all(outputs.get(i) == output for i, output in steps.items()), (run_id, steps, outputs)

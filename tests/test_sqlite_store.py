@@ -11,7 +11,7 @@ import pytest
 
 from runengine.adapters.sqlite import SCHEMA_VERSION, SQLiteStore
 from runengine.engine import RunEngine
-from runengine.errors import InvalidRequest, SchemaVersionError, StoreError
+from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError, StoreError
 from runengine.events import MessageDelta
 from runengine.ports import SessionRecord
 from runengine.reducer import Fold
@@ -264,6 +264,65 @@ async def test_concurrent_appends_share_commits(tmp_path: Path) -> None:
         commits = len(store.commit_times) - commits_before
         assert 1 <= commits <= 10, commits  # 50 appends, queued together, share a few transactions
         assert all([await store.last_seq(f"r{i}") == 3 for i in range(50)])
+
+
+@pytest.mark.anyio
+async def test_a_write_reaches_the_disk_while_the_event_loop_is_busy(tmp_path: Path) -> None:
+    """A write goes straight to the writer thread: no turn of the event loop is needed between the
+    caller queuing it and its COMMIT (the loop is busy here, never yielding, until the row is on disk)."""
+    import asyncio
+    import time
+
+    path = tmp_path / "hop.db"
+    async with SQLiteStore(path) as store:
+        await store.append("r", new_log("r", 2), expected_seq=0)
+        append = asyncio.ensure_future(store.append("r", deltas("r", 3, 1), expected_seq=2))
+        await asyncio.sleep(0)  # the append runs up to its wait for the commit
+        deadline = time.monotonic() + 10.0
+        committed = 0
+        with sqlite3.connect(path) as other:
+            while time.monotonic() < deadline and committed < 3:  # the loop thread never yields in here
+                committed = other.execute("SELECT count(*) FROM events WHERE run_id = 'r'").fetchone()[0]
+                time.sleep(0.001)
+        await append
+    assert committed == 3
+
+
+@pytest.mark.anyio
+async def test_appending_to_a_run_this_store_wrote_reads_no_runs_row(tmp_path: Path) -> None:
+    """The sole writer knows the row it left: an append's commit updates the run's row checked on its
+    last seq, with no SELECT of it first (one statement fewer on the hot path of every step)."""
+    async with SQLiteStore(tmp_path / "rows.db") as store:
+        await store.append("r", new_log("r", 2), expected_seq=0)
+        writer = store._writer_db
+        assert writer is not None
+        statements: list[str] = []
+        await writer.call(lambda raw: raw.set_trace_callback(statements.append))
+        await store.append("r", deltas("r", 3, 1), expected_seq=2)
+        await store.append("r", deltas("r", 4, 2), expected_seq=3)
+        await writer.call(lambda raw: raw.set_trace_callback(None))
+        assert not [sql for sql in statements if sql.lstrip().upper().startswith("SELECT")], statements
+        assert await store.last_seq("r") == 5
+
+
+@pytest.mark.anyio
+async def test_a_runs_row_changed_behind_the_writer_is_a_conflict_not_overwritten(tmp_path: Path) -> None:
+    """If another connection moved a run on (it should not: one writer per file), the row check
+    notices, the batch is decided again on what the file holds, and nothing is overwritten."""
+    path = tmp_path / "stale.db"
+    async with SQLiteStore(path) as store:
+        await store.append("r", new_log("r", 2), expected_seq=0)
+        with sqlite3.connect(path, isolation_level=None) as other:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("INSERT INTO events SELECT run_id, 3, type, at_us, data FROM events WHERE run_id = 'r' AND seq = 2")
+            other.execute("UPDATE runs SET last_seq = 3 WHERE run_id = 'r'")
+            other.execute("COMMIT")
+        with pytest.raises(ConcurrencyConflict):
+            await store.append("r", deltas("r", 3, 1), expected_seq=2)
+        await store.append("r", deltas("r", 4, 1), expected_seq=3)  # decided on the file's row from now on
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT last_seq FROM runs WHERE run_id = 'r'").fetchone() == (4,)
+        assert [row[0] for row in raw.execute("SELECT seq FROM events WHERE run_id = 'r' ORDER BY seq")] == [1, 2, 3, 4]
 
 
 @pytest.mark.anyio

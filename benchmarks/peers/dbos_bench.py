@@ -3,12 +3,16 @@
 Runs inside the benchmark's own virtualenv (.bench-venvs/dbos), one phase per process:
 
     python dbos_bench.py steps DB N REPEATS   # one JSON line: seconds per step, one figure per repeat
+    python dbos_bench.py concurrent DB RUNS N REPEATS
+                                              # one JSON line: seconds for RUNS workflows of N steps
+                                              # started at once, until every one has ended, per repeat
     python dbos_bench.py prepare DB RUNS      # RUNS workflows past their first step, in DBOS.sleep;
                                               # prints "ready" once every sleep is recorded, then waits
                                               # to be SIGKILLed
     python dbos_bench.py recover DB RUNS      # one JSON line: seconds from DBOS.launch() until every
                                               # workflow is executing again past its recorded step
 
+DB is a SQLite file, or a postgresql:// URL (its system database on that server).
 The workflows are the same in every phase (DBOS recovers only workflows of the same
 application version, which it computes from the registered code).
 """
@@ -29,7 +33,7 @@ SLEEP_SECONDS = 3600.0
 
 config: DBOSConfig = {
     "name": "runengine-bench",
-    "system_database_url": f"sqlite:///{DB}",
+    "system_database_url": DB if DB.startswith("postgresql://") else f"sqlite:///{DB}",
     "log_level": "WARNING",
 }
 DBOS(config=config)
@@ -87,6 +91,19 @@ def main() -> None:
         steps_workflow(10)  # warm up
         per_step = [steps_workflow(n) for _ in range(repeats)]
         print(json.dumps({"per_step_s": per_step}), flush=True)
+        os._exit(0)
+    if PHASE == "concurrent":
+        runs, n, repeats = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+        DBOS.launch()
+        steps_workflow(10)  # warm up
+        seconds = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            handles = [DBOS.start_workflow(steps_workflow, n) for _ in range(runs)]
+            for handle in handles:
+                handle.get_result()
+            seconds.append(time.perf_counter() - started)
+        print(json.dumps({"seconds": seconds}), flush=True)
         os._exit(0)
     if PHASE == "prepare":
         expected = int(sys.argv[3])
