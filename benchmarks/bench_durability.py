@@ -63,6 +63,7 @@ from typing import Any
 
 from runengine import RunContext, RunEngine, fold
 from runengine.adapters.sqlite import SQLiteStore
+from runengine.options import Durability
 
 HERE = Path(__file__).resolve().parent
 DBOS_SCRIPT = HERE / "peers" / "dbos_bench.py"
@@ -105,7 +106,10 @@ def first_step() -> str:
 
 def make_engine(path: Path | None, synchronous: str = "FULL", *, store: Any = None, worker: Any = None) -> RunEngine:
     """The benchmark's agents on a SQLite file, or on `store` (with `worker`: WorkerOptions for a queued store)."""
-    engine = RunEngine(store if store is not None else SQLiteStore(path, synchronous=synchronous), worker=worker)
+    # An idle run is taken up only when its timer nears (runengine.idle): a horizon past the
+    # runs' hour of sleep makes every one due at the start, so recovery and resume take them all up.
+    engine = RunEngine(store if store is not None else SQLiteStore(path, synchronous=synchronous), worker=worker,
+                       durability=Durability(delay_horizon=2 * SLEEP_SECONDS, park_after=None))
 
     @engine.agent("steps")
     async def steps(ctx: RunContext) -> list[float]:

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 import uuid
@@ -198,7 +199,7 @@ class RunEngine:
 
     def _idle_runs(self) -> IdleRuns:
         return IdleRuns(
-            self.store, self.clock, self._wake, lambda run_id: run_id in self.driver.active,
+            self.store, self.clock, self._wake_all, lambda run_id: run_id in self.driver.active,
             horizon=self.durability.delay_horizon,
         )
 
@@ -321,7 +322,6 @@ class RunEngine:
             return []
         recovered: dict[str, None] = {}
         missing: set[str] = set()
-        heads = self.store if isinstance(self.store, HeadReader) else None
         async for page in self._unfinished_runs():
             found: list[str] = []
             for summary in page:
@@ -332,23 +332,28 @@ class RunEngine:
                     continue
                 recovered[summary.run_id] = None
                 found.append(summary.run_id)
-            # The page's short logs in one read; a run whose log is longer than a page (or a
-            # store that cannot read heads) reads its own state in its own task. A thousand
-            # runs resume at once, their run.resumed appends batched by the store.
-            logs = await heads.read_heads(found, limit=RECOVERY_HEAD) if heads is not None and found else {}
-            for run_id in found:
-                log_head = logs.get(run_id, [])
-                if 0 < len(log_head) < RECOVERY_HEAD and run_id not in self.driver.active:
-                    state = fold_log(log_head)
-                    if state is not None and self._defer(state):
-                        continue
-                    if state is not None:
-                        self.driver.launch(self._task_group(), state, first_page=log_head)
-                        continue
-                self._task_group().start_soon(self._resume, run_id, name=f"resume {run_id}")
+            await self._take_up(found, woken=False)
         if recovered or missing:
             log.info("resuming unfinished runs", count=len(recovered), agents_missing=sorted(missing))
         return list(recovered)
+
+    async def _take_up(self, run_ids: list[str], *, woken: bool) -> None:
+        """Launch these unfinished runs (`woken`: idle ones come due, not lost ones). The page's
+        short logs in one read; a run whose log is longer than a page (or a store that cannot
+        read heads) reads its own state in its own task. A thousand runs resume at once, their
+        run.resumed appends batched by the store."""
+        heads = self.store if isinstance(self.store, HeadReader) else None
+        logs = await heads.read_heads(run_ids, limit=RECOVERY_HEAD) if heads is not None and run_ids else {}
+        for run_id in run_ids:
+            log_head = logs.get(run_id, [])
+            if 0 < len(log_head) < RECOVERY_HEAD and run_id not in self.driver.active:
+                state = fold_log(log_head)
+                if state is not None and (state.terminal or state.agent not in self.agents or self._defer(state)):
+                    continue
+                if state is not None:
+                    self.driver.launch(self._task_group(), state, first_page=log_head, woken=woken)
+                    continue
+            self._task_group().start_soon(functools.partial(self._resume, run_id, woken=woken), name=f"resume {run_id}")
 
     async def _unfinished_runs(self) -> AsyncIterator[tuple[RunSummary, ...]]:
         """The unfinished runs recovery takes up, a page at a time: with a timer index only those
@@ -391,6 +396,10 @@ class RunEngine:
 
     async def _wake(self, run_id: str) -> None:
         await self._resume(run_id, woken=True)
+
+    async def _wake_all(self, run_ids: list[str]) -> None:
+        """Take up a page of idle runs come due (runengine.idle)."""
+        await self._take_up(run_ids, woken=True)
 
     def _can_park(self) -> bool:
         """Whether a run idle in memory may be parked in the store: the store keeps a timer index

@@ -43,7 +43,7 @@ class IdleRuns:
         self,
         store: EventStore,
         clock: Clock,
-        launch: Callable[[str], Awaitable[None]],
+        launch: Callable[[list[str]], Awaitable[None]],
         is_active: Callable[[str], bool],
         *,
         horizon: float = DEFAULT_HORIZON,
@@ -103,13 +103,20 @@ class IdleRuns:
         after: str | None = None
         while True:
             page = await self.index.list_waking(limit=SCAN_PAGE, after=after)
+            due: list[str] = []
+            left = None
             for summary in page.runs:
                 assert summary.wake_at is not None
                 if not self.due(summary.wake_at):
-                    self.defer(summary.wake_at)  # the earliest left: the index is in wake order
-                    return
+                    left = summary.wake_at  # the earliest left: the index is in wake order
+                    break
                 if not self._is_active(summary.run_id):
-                    await self._launch(summary.run_id)
+                    due.append(summary.run_id)
+            if due:
+                await self._launch(due)  # a page at a time (their logs read in one query)
+            if left is not None:
+                self.defer(left)
+                return
             after = page.next_before
             if after is None:
                 return
@@ -127,7 +134,7 @@ class IdleRuns:
                 if start_at is None:
                     continue  # not a delayed run: its engine launched it (or recovery will)
                 if self.due(start_at):
-                    await self._launch(summary.run_id)
+                    await self._launch([summary.run_id])
                 else:
                     self.defer(start_at)
             before = page.next_before
