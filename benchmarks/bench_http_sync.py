@@ -14,8 +14,9 @@ message) on SQLite as shipped (synchronous=FULL) and, with --stores, on memory.
    all of them alike; runs/s, median of the batches.
 2. concurrent: --clients clients at once (each its own connection), --concurrent-runs runs in
    all; runs/s, median of --repeat.
-3. flat as the store grows: --soak sequential runs on the first store, runs/s for every 10,000
-   (the file grows by every run: a figure that fell as it grew would show here).
+3. flat as the store grows: --soak runs (sequential, or from --soak-clients clients) on the
+   first store, runs/s for every 10,000 (the file grows by every run: a figure that fell as
+   it grew would show here).
 """
 
 from __future__ import annotations
@@ -97,8 +98,13 @@ async def workloads(sides: list[Side], args: argparse.Namespace) -> dict[str, An
             while done < args.soak:
                 window = min(SOAK_WINDOW, args.soak - done)
                 started = time.perf_counter()
-                for chunk in range(0, window, 1_000):  # batches of 1,000: one slow request cannot hide in a mean
-                    await sync_batch(client, soaked, min(1_000, window - chunk), 10_000_000 + done + chunk)
+                if args.soak_clients > 1:
+                    row = await concurrent_sync(soaked, window, args.soak_clients, 3_600.0, 10_000_000 + done)
+                    if not row["finished"]:
+                        raise RuntimeError(f"{soaked.name}: the soak did not finish {window} runs within an hour")
+                else:
+                    for chunk in range(0, window, 1_000):  # batches of 1,000: one slow request cannot hide in a mean
+                        await sync_batch(client, soaked, min(1_000, window - chunk), 10_000_000 + done + chunk)
                 done += window
                 results["soak"].append((done, window / (time.perf_counter() - started)))
                 print(f"  soak {soaked.name}: {done:,} runs, {results['soak'][-1][1]:.0f}/s over the last {window:,}", flush=True)
@@ -118,7 +124,8 @@ def table(results: dict[str, Any], args: argparse.Namespace, floor_name: str) ->
         lines.append(f"| {name} | {s:,.0f} | {s / floor_seq:.0%} | {c:,.0f} | {c / floor_conc:.0%} |")
     if results["soak"]:
         rates = [rate for _, rate in results["soak"]]
-        lines += ["", f"{results['soak_side']}: {results['soak'][-1][0]:,} sequential sync runs into one store, runs/s per "
+        how = "sequential" if args.soak_clients <= 1 else f"from {args.soak_clients} clients,"
+        lines += ["", f"{results['soak_side']}: {results['soak'][-1][0]:,} {how} sync runs into one store, runs/s per "
                   f"{SOAK_WINDOW:,} (last / first {rates[-1] / rates[0]:.2f}):", "",
                   "| runs so far | " + " | ".join(f"{n:,}" for n, _ in results["soak"]) + " |",
                   "|---|" + "---:|" * len(rates),
@@ -134,6 +141,7 @@ def main() -> None:
     parser.add_argument("--concurrent-runs", type=int, default=2_000)
     parser.add_argument("--repeat", type=int, default=3, help="repeats of the concurrent workload (median)")
     parser.add_argument("--soak", type=int, default=100_000, help="sequential runs into one store, rates per 10,000 (0: skip)")
+    parser.add_argument("--soak-clients", type=int, default=1, help="clients of the soak (1: sequential)")
     parser.add_argument("--stores", nargs="+", default=["sqlite"], choices=sorted(STORES))
     parser.add_argument("--base", type=Path, default=None,
                         help="also serve older code, importable from this folder (a `git archive` of it with adapters/ "
