@@ -106,9 +106,23 @@ async def workloads(sides: list[Side], args: argparse.Namespace) -> dict[str, An
                     for chunk in range(0, window, 1_000):  # batches of 1,000: one slow request cannot hide in a mean
                         await sync_batch(client, soaked, min(1_000, window - chunk), 10_000_000 + done + chunk)
                 done += window
-                results["soak"].append((done, window / (time.perf_counter() - started)))
+                results["soak"].append((done, window / (time.perf_counter() - started), os.getloadavg()[0]))
                 print(f"  soak {soaked.name}: {done:,} runs, {results['soak'][-1][1]:.0f}/s over the last {window:,}", flush=True)
             results["soak_side"] = soaked.name
+            # The load here moves the rates above by more than a store's growth could: so the grown
+            # store is also measured beside a fresh one, batches interleaved, in this one run.
+            fresh_dir = Path(tempfile.mkdtemp(prefix="runengine-sync-fresh-"))
+            fresh = runengine_native_side(runengine_server(args.stores[0], fresh_dir), "fresh", soak=False)
+            (fresh_dir / "new").mkdir()
+            fresh.server.start()
+            try:
+                await sync_batch(client, fresh, 20, 0)
+                for batch in range(args.batches):
+                    for side, key in ((soaked, "grown"), (fresh, "fresh")):
+                        results.setdefault(key, []).append(await sync_batch(client, side, args.runs, 30_000_000 + batch * args.runs))
+            finally:
+                fresh.server.stop()
+                shutil.rmtree(fresh_dir, ignore_errors=True)
     return results
 
 
@@ -123,13 +137,17 @@ def table(results: dict[str, Any], args: argparse.Namespace, floor_name: str) ->
         s, c = statistics.median(seq[name]), statistics.median(conc[name])
         lines.append(f"| {name} | {s:,.0f} | {s / floor_seq:.0%} | {c:,.0f} | {c / floor_conc:.0%} |")
     if results["soak"]:
-        rates = [rate for _, rate in results["soak"]]
+        rates = [rate for _, rate, _ in results["soak"]]
         how = "sequential" if args.soak_clients <= 1 else f"from {args.soak_clients} clients,"
         lines += ["", f"{results['soak_side']}: {results['soak'][-1][0]:,} {how} sync runs into one store, runs/s per "
                   f"{SOAK_WINDOW:,} (last / first {rates[-1] / rates[0]:.2f}):", "",
-                  "| runs so far | " + " | ".join(f"{n:,}" for n, _ in results["soak"]) + " |",
+                  "| runs so far | " + " | ".join(f"{n:,}" for n, _, _ in results["soak"]) + " |",
                   "|---|" + "---:|" * len(rates),
-                  "| runs/s | " + " | ".join(f"{r:,.0f}" for r in rates) + " |"]
+                  "| runs/s | " + " | ".join(f"{r:,.0f}" for r in rates) + " |",
+                  "| load average | " + " | ".join(f"{load:.1f}" for _, _, load in results["soak"]) + " |",
+                  "", f"Sequential, batches of {args.runs} interleaved: the store of {results['soak'][-1][0]:,} runs "
+                  f"{statistics.median(results['grown']):,.0f} runs/s, a fresh store {statistics.median(results['fresh']):,.0f} "
+                  f"(grown / fresh {statistics.median(results['grown']) / statistics.median(results['fresh']):.2f})."]
     return "\n".join(lines)
 
 
