@@ -1,6 +1,6 @@
 """Sync runs over HTTP: `POST /runs` (mode sync, a trivial agent) beside the floor, in one run.
 
-    .venv/bin/python benchmarks/bench_http_sync.py              # full run (about 10 minutes here)
+    .venv/bin/python benchmarks/bench_http_sync.py              # full run (10 to 40 minutes here, with the load)
     .venv/bin/python benchmarks/bench_http_sync.py --quick      # small sizes, to check the harness
 
 The floor is the peer benchmark's: a FastAPI JSON endpoint (benchmarks/peers/floor_server.py)
