@@ -37,6 +37,12 @@ class TracingObserver(observe.Observer):
 
     def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
         self.tracer = trace.get_tracer("runengine", __version__, tracer_provider=tracer_provider)
+        self._own_provider = tracer_provider is not None
+
+    def _no_span(self, carrier: Mapping[str, str] | None = None) -> bool:
+        """No SDK has been set up (the global provider is still the API's proxy) and there is no trace
+        to continue: the span would be the invalid one, so it is not made (a few µs per run and step)."""
+        return not self._own_provider and not carrier and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
     def trace_context(self) -> dict[str, str]:
         carrier: dict[str, str] = {}
@@ -57,6 +63,9 @@ class TracingObserver(observe.Observer):
 
     @contextlib.contextmanager
     def run_span(self, *, run_id: str, agent: str, attempt: int, carrier: Mapping[str, str]) -> Iterator[None]:
+        if self._no_span(carrier) and not trace.get_current_span().get_span_context().is_valid:
+            yield
+            return
         parent = propagate.extract(dict(carrier)) if carrier else None
         with self.tracer.start_as_current_span(
             f"run {agent}",
@@ -71,6 +80,8 @@ class TracingObserver(observe.Observer):
                 _run_span.reset(token)
 
     def step_span(self, *, kind: str, name: str, run_id: str, seq: int) -> contextlib.AbstractContextManager[Any]:
+        if self._no_span() and not trace.get_current_span().get_span_context().is_valid:
+            return contextlib.nullcontext()
         return self.tracer.start_as_current_span(
             f"{kind} {name}",
             attributes={"runengine.run_id": run_id, "runengine.seq": seq, f"runengine.{kind}": name},

@@ -10,7 +10,14 @@ event loop with the httpx client:
   the clock starts, in chunks of 500 frames (what a store page gives the native API).
   No store, no JSON encoding, no routing: the cost of HTTP + SSE framing here.
 
+A third server is the plain SSE endpoint of the streaming row: a starlette app whose
+StreamingResponse yields the same frames (built beforehand) one at a time, as a plain SSE
+endpoint does, under the same uvicorn.
+
 Rows (medians of --repeat, every repeat on a run of its own so no cache is warm):
+- a streamed run, `POST /runs` mode stream of an agent streaming --events deltas live, from
+  the request to the last frame, beside the starlette endpoint streaming its frames (the goal
+  of issue 22: within 1.2x); 3 x --repeat of each, interleaved;
 - replay of a finished run by one client, as SSE and as JSON pages;
 - live fan-out: --subscribers clients follow one run from before it starts until it ends
   (the clock runs from the moment the agent starts streaming to the last client done).
@@ -31,6 +38,11 @@ import anyio
 import httpx
 import structlog
 import uvicorn
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
 
 from runengine import RunContext, RunEngine
 from runengine.adapters.asgi import engine_asgi_app
@@ -68,9 +80,24 @@ class Floor:
         await send({"type": "http.response.body", "body": b""})
 
 
-async def count_sse(client: httpx.AsyncClient, url: str) -> int:
+def plain_sse_app(frames: list[bytes]) -> Starlette:
+    """A plain SSE endpoint: starlette streaming `frames` (filled in before the clock starts) one by one."""
+
+    async def stream(request: Request) -> StreamingResponse:
+        await request.body()
+
+        async def body() -> Any:
+            for frame in frames:
+                yield frame
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/stream", stream, methods=["POST"])])
+
+
+async def count_sse(client: httpx.AsyncClient, url: str, method: str = "GET", json: Any = None) -> int:
     frames = 0
-    async with client.stream("GET", url, headers={"accept": "text/event-stream"}) as response:
+    async with client.stream(method, url, headers={"accept": "text/event-stream"}, json=json) as response:
         async for line in response.aiter_lines():
             if line.startswith("id: "):
                 frames += 1
@@ -105,7 +132,7 @@ def median(samples: list[tuple[float, int]]) -> tuple[float, int]:
     return statistics.median(s for s, _ in samples), samples[-1][1]
 
 
-async def main(events: int, subscribers: int, repeat: int, store: str) -> None:
+async def run(events: int, subscribers: int, repeat: int, store: str) -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     engine = RunEngine(store)
     gates: dict[str, anyio.Event] = {}
@@ -122,12 +149,13 @@ async def main(events: int, subscribers: int, repeat: int, store: str) -> None:
                 await message.delta(f"t{i} ")
 
     floor = Floor()
+    plain_frames: list[bytes] = []
     servers = [
         uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning", timeout_keep_alive=300))
-        for app in (engine_asgi_app(engine), floor)
+        for app in (engine_asgi_app(engine), floor, plain_sse_app(plain_frames))
     ]
-    sockets = [free_socket(), free_socket()]
-    native, floor_url = (f"http://127.0.0.1:{s.getsockname()[1]}" for s in sockets)
+    sockets = [free_socket(), free_socket(), free_socket()]
+    native, floor_url, plain_url = (f"http://127.0.0.1:{s.getsockname()[1]}" for s in sockets)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     rows: list[tuple[str, tuple[float, int]]] = []
     async with anyio.create_task_group() as tg:
@@ -147,12 +175,20 @@ async def main(events: int, subscribers: int, repeat: int, store: str) -> None:
                 log.extend(page)
             frames = [sse_frame(event_to_json(e), event=e.type, id=e.seq) for e in log]
             floor.chunks = [b"".join(frames[i : i + PAGE]) for i in range(0, len(frames), PAGE)]
+            plain_frames.extend(frames)
 
             async def timed(fn: Callable[[], Awaitable[int]]) -> tuple[float, int]:
                 start = time.perf_counter()
                 count = await fn()
                 return time.perf_counter() - start, count
 
+            streamed: dict[str, list[tuple[float, int]]] = {"plain": [], "runengine": []}
+            for _ in range(3 * repeat):  # short: more repeats, interleaved so a change in load lands on both alike
+                streamed["plain"].append(await timed(lambda: count_sse(client, f"{plain_url}/stream", "POST", {})))
+                body = {"agent": "tokens", "input": {"n": events}, "mode": "stream"}
+                streamed["runengine"].append(await timed(lambda: count_sse(client, f"{native}/runs", "POST", body)))
+            rows.append(("plain SSE endpoint: starlette, frame by frame", median(streamed["plain"])))
+            rows.append(("runengine: POST /runs mode stream (live)", median(streamed["runengine"])))
             rows.append(("floor: bare ASGI, the same SSE bytes", median([await timed(lambda: count_sse(client, floor_url)) for _ in range(repeat)])))
             samples = []
             for _ in range(repeat):
@@ -214,13 +250,22 @@ async def main(events: int, subscribers: int, repeat: int, store: str) -> None:
     print(f"|{'-' * 50}|{'-' * 10}|{'-' * 10}|{'-' * 12}|")
     for name, (seconds, count) in rows:
         print(f"| {name:<48} | {count:>8} | {seconds:>8.3f} | {count / seconds:>10.0f} |")
+    plain, ours = dict(rows)["plain SSE endpoint: starlette, frame by frame"], dict(rows)["runengine: POST /runs mode stream (live)"]
+    print(f"\nA streamed run of {events:,} deltas takes {ours[0] / plain[0]:.2f}x the plain SSE endpoint's time (goal: at most 1.2x).")
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--subscribers", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--store", default="memory://")
+    parser.add_argument("--quick", action="store_true", help="small sizes to check the harness")
     args = parser.parse_args()
-    anyio.run(main, args.events, args.subscribers, args.repeat, args.store)
+    if args.quick:
+        args.events, args.subscribers, args.repeat = 1_000, 10, 1
+    anyio.run(run, args.events, args.subscribers, args.repeat, args.store)
+
+
+if __name__ == "__main__":
+    main()

@@ -226,6 +226,9 @@ class RunContext:
         return partial.message_id
 
     async def _whole_message(self, content: str, role: str, call: str) -> str:
+        # Not durable on its own (like a thought): it commits with the run's next durable event
+        # or within the flush window, so `say` then the run's end is one commit, not two. A say
+        # lost with its process is said again on resume: nothing outside the run saw it.
         message_id = new_id("msg")
         event = await self._rec.once(
             MessageCompleted,
@@ -233,6 +236,7 @@ class RunContext:
             lambda seq: MessageCompleted(
                 run_id=self.run_id, seq=seq, at=self._clock(), message_id=message_id, role=role, content=content
             ),
+            durable=False,
             role=role,
             content=content,
         )

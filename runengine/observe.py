@@ -93,22 +93,35 @@ class _Observers(Observer):
 
     def __init__(self, observers: tuple[Observer, ...]) -> None:
         self.observers = observers
+        #: The fan-out of each report, made on its first use (the engine reports several per run).
+        self._fan_outs: dict[str, Any] = {}
 
     def __getattribute__(self, name: str) -> Any:
         if name.startswith("_") or name == "observers":
             return object.__getattribute__(self, name)
-        observers = object.__getattribute__(self, "observers")
-        methods = [getattr(observer, name) for observer in observers]
-        if name in _CONTEXTS:
-            return lambda **kwargs: _all_contexts(methods, kwargs)
-        if name == "trace_context":
-            return lambda: {k: v for method in methods for k, v in method().items()}
+        fan_outs = object.__getattribute__(self, "_fan_outs")
+        found = fan_outs.get(name)
+        if found is None:
+            found = fan_outs[name] = _fan_out(name, object.__getattribute__(self, "observers"))
+        return found
 
-        def report(*args: Any, **kwargs: Any) -> None:
-            for method in methods:
-                method(*args, **kwargs)
 
-        return report
+def _fan_out(name: str, observers: tuple[Observer, ...]) -> Any:
+    """One callable for report `name` calling it on each observer that does something with it."""
+    base = getattr(Observer, name)
+    methods = [method for method in (getattr(o, name) for o in observers) if getattr(method, "__func__", None) is not base]
+    if len(methods) <= 1:  # one that listens (or none): called directly, no loop, no ExitStack
+        return methods[0] if methods else getattr(Observer(), name)
+    if name in _CONTEXTS:
+        return lambda **kwargs: _all_contexts(methods, kwargs)
+    if name == "trace_context":
+        return lambda: {k: v for method in methods for k, v in method().items()}
+
+    def report(*args: Any, **kwargs: Any) -> None:
+        for method in methods:
+            method(*args, **kwargs)
+
+    return report
 
 
 _CONTEXTS = frozenset({"request", "run_span", "step_span"})

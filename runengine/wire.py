@@ -25,6 +25,8 @@ from .state import RunState
 from .status import Status
 
 converter = cattrs.Converter(omit_if_default=False)
+#: A str as a JSON string, as `dumps` writes one (not ASCII-escaped).
+_json_string = json.encoder.encode_basestring
 
 
 def format_time(value: datetime) -> str:
@@ -195,7 +197,12 @@ def _default(value: Any) -> Any:
 
 
 def event_to_json(event: Event) -> str:
-    return dumps(event_to_dict(event))
+    """`dumps(event_to_dict(event))`, byte for byte, around the payload text `data_to_json` keeps:
+    a payload encoded for the store (or the writer's size check) is not encoded again per frame."""
+    return (
+        f'{{"seq":{int(event.seq)},"type":{_json_string(event.type)},"run_id":{_json_string(event.run_id)},'
+        f'"at":"{format_time(event.at)}","data":{data_to_json(event)}}}'
+    )
 
 
 def event_from_json(text: str | bytes) -> Event:

@@ -118,6 +118,8 @@ class AuthFailures:
 
     def retry_after(self, address: str | None) -> float | None:
         """Seconds until `address` may try again; None when it is not refused."""
+        if not self._windows:  # nobody has failed: no address to parse (every request asks)
+            return None
         found = self._windows.get(address_key(address))
         if found is None:
             return None

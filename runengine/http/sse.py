@@ -27,8 +27,11 @@ def sse_frame(data: str, *, event: str | None = None, id: int | str | None = Non
         lines.append(f"id: {id}")
     if event is not None:
         lines.append(f"event: {event}")
-    for line in _LINE_END.split(data):  # one data line per line of `data`: clients join them with \n
-        lines.append(f"data: {line}")
+    if "\n" in data or "\r" in data:
+        for line in _LINE_END.split(data):  # one data line per line of `data`: clients join them with \n
+            lines.append(f"data: {line}")
+    else:  # one line (JSON text always is): no split
+        lines.append(f"data: {data}")
     return ("\n".join(lines) + "\n\n").encode()
 
 
