@@ -29,6 +29,7 @@ import structlog
 from runengine.adapters.group_commit import GroupCommit
 from runengine.adapters.postgres_queue import PostgresWorkQueue
 from runengine.adapters.sql_dialect import ENDED_STATUSES, POSTGRESQL
+from runengine.adapters.sql_streams import SQLStreams, StreamStatements, stream_tables
 from runengine.adapters.sql_log import (
     Append,
     SQLLog,
@@ -50,7 +51,7 @@ log = structlog.get_logger("runengine.postgres")
 
 #: The schema this version writes. A database at a higher version is refused; one at a lower
 #: version is migrated when opened (_MIGRATIONS).
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 #: How long a session may sit idle inside a transaction before the server ends it (see _server_settings).
 IDLE_IN_TRANSACTION_MS = 5_000
 
@@ -116,6 +117,8 @@ _MIGRATIONS = {
     5: (_WEBHOOKS_DDL, *_MOVE_WEBHOOKS_TO_THEIR_TABLE),
     # A delayed run is claimable from its start_at on, not before (a worker does not hold it meanwhile).
     6: ("ALTER TABLE runengine_queue ADD COLUMN IF NOT EXISTS not_before timestamptz",),
+    # The Durable Streams profile's streams: a stream table and a chunk table (adapters/sql_streams.py).
+    7: tuple(stream_tables(POSTGRESQL)),
 }
 
 _DDL = """
@@ -155,7 +158,9 @@ CREATE INDEX runengine_queue_waiting ON runengine_queue (position) WHERE NOT cla
 CREATE INDEX runengine_queue_leases ON runengine_queue (lease_until) WHERE claimed;
 {webhooks};
 {rate_windows};
+{streams};
 """.format(
+    streams=";\n".join(stream_tables(POSTGRESQL)),
     ended_index=_ENDED_INDEX,
     idempotency_run_index=_IDEMPOTENCY_RUN_INDEX,
     webhooks=_WEBHOOKS_DDL.strip().rstrip(";"),
@@ -208,11 +213,12 @@ class _Append(Append):
         self.after = tuple(after)
 
 
-class PostgresStore(SQLLog):
+class PostgresStore(SQLStreams, SQLLog):
     """An EventStore (and WorkQueue, as `.work_queue`) on PostgreSQL through an asyncpg pool."""
 
     shared = True
     sql = _SQL
+    stream_sql = StreamStatements(POSTGRESQL)
 
     def __init__(
         self,
@@ -578,6 +584,13 @@ class PostgresStore(SQLLog):
             await conn.execute("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", self.queue_channel, notes)
 
     # -- live tails -------------------------------------------------------------------
+
+    def _stream_notices(self, woken: Sequence[tuple[str, int]]) -> list[tuple[str, Sequence[Any]]]:
+        # On the run log's channel: every process's listener wakes its readers of the stream.
+        return [("SELECT pg_notify($1, $2)", (self.events_channel, f"{key} {version}")) for key, version in woken]
+
+    def _stream_recheck(self) -> float | None:
+        return self._recheck()
 
     async def _has_news(self, run_id: str, after_seq: int) -> bool:
         try:

@@ -29,6 +29,7 @@ from runengine.adapters.db_thread import DatabaseThread
 from runengine.adapters.group_commit import GroupCommit
 from runengine.adapters.log_cache import CommittedCache
 from runengine.adapters.sql_dialect import ENDED_STATUSES, SQLITE
+from runengine.adapters.sql_streams import SQLStreams, StreamStatements, stream_tables
 from runengine.adapters.sql_log import (
     IN_CHUNK,
     Append,
@@ -49,9 +50,10 @@ from runengine.state import RunState
 from runengine.validation import check_append, check_page, micros
 from runengine.wire import state_to_json
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _TABLES = log_tables(SQLITE)
+_STREAM_TABLES = ";\n".join(stream_tables(SQLITE))
 _SCHEMA = f"""
 {_TABLES["events"]};
 CREATE TABLE IF NOT EXISTS runs (
@@ -83,6 +85,7 @@ CREATE TABLE IF NOT EXISTS webhooks (
     owner TEXT
 );
 CREATE INDEX IF NOT EXISTS webhooks_by_app ON webhooks (app_id);
+{_STREAM_TABLES};
 """
 
 #: Webhook registrations used to be kept as ended sessions `platform.webhooks.<app_id>` whose data
@@ -115,6 +118,7 @@ _MIGRATIONS = {
         f" AND events.seq = runs.last_seq) WHERE status IN ({ENDED_STATUSES})",
     ),
     4: _MOVE_WEBHOOKS_TO_THEIR_TABLE,
+    5: (),  # the Durable Streams tables: new tables only, made by _SCHEMA
 }
 #: Indexes on columns a migration adds: created after the migrations, on every file.
 _SCHEMA_AFTER_MIGRATIONS = (
@@ -188,11 +192,12 @@ class _Statement:
         self.deletes = deletes
 
 
-class SQLiteStore(SQLLog):
+class SQLiteStore(SQLStreams, SQLLog):
     """The event store in a SQLite file (or `:memory:`). See the module docstring."""
 
     shared = False
     sql = _SQL
+    stream_sql = StreamStatements(SQLITE)
 
     def __init__(
         self,
