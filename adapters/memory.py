@@ -285,7 +285,10 @@ class MemoryStore:
         for old, new in write.rows:  # checked before anything changes: all or nothing
             path = (old or new).path  # type: ignore[union-attr]
             current = self._streams.get(path)
-            if (current is None) if old is None else (current is None or (current.stream_id, current.version) != (old.stream_id, old.version)):
+            if old is None:  # an insert: the path must be free
+                if current is not None:
+                    return False
+            elif current is None or (current.stream_id, current.version) != (old.stream_id, old.version):
                 return False
         woken = []
         for old, new in write.rows:

@@ -1,6 +1,6 @@
 """The official Durable Streams server conformance suite, `@durable-streams/server-conformance-tests`
-(pinned in tests/js/package-lock.json), against a real `runengine serve` on SQLite and on
-PostgreSQL: every test must pass (the project's Node reference server fails 6 of them). The suite
+(pinned in tests/js/package-lock.json), against a real `runengine serve` on SQLite, on
+PostgreSQL and on the memory store: every test must pass (the project's Node reference server fails 6 of them). The suite
 runs in vitest through tests/js/durable_streams.test.mjs; its subscription tests are opt-in
 (`subscriptions: true`) and skipped, as for the reference server.
 
@@ -29,8 +29,10 @@ SUITE_TESTS = 338
 SKIPPED = 6
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "memory":
+        return "memory://"
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'streams.db'}"
     return str(request.getfixturevalue("pg_schema_url"))
