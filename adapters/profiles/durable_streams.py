@@ -138,9 +138,12 @@ class StoredSource(Source):
         self.profile, self.meta = profile, meta
         self.content_type, self.etag_id = meta.content_type, meta.stream_id
         self.json_mode = is_json(meta.content_type)
+        self._read = False  # the first view is the row the request just read
 
     async def view(self) -> View:
-        self.meta = await self.profile.visible(self.meta.path, same_as=self.meta)
+        if self._read:
+            self.meta = await self.profile.visible(self.meta.path, same_as=self.meta)
+        self._read = True
         return View(self.meta.tail, self.meta.closed, self.meta)
 
     async def parts(self, view: View, position: int) -> list[Chunk]:
