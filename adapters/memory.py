@@ -7,6 +7,7 @@ wake-ups, nothing shared between event loops.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -279,7 +280,8 @@ class MemoryStore:
 
     async def stream_chunks(self, stream_id: str, *, start: int, end: int, limit: int) -> list[Chunk]:
         chunks = self._chunks.get(stream_id, [])
-        return [c for c in chunks if c.end > start and c.start < end][:limit]
+        first = max(bisect.bisect_right(chunks, start, key=lambda c: c.start) - 1, 0)  # in order, contiguous
+        return [c for c in chunks[first : first + limit + 1] if c.end > start and c.start < end][:limit]
 
     async def stream_write(self, write: StreamWrite) -> bool:
         for old, new in write.rows:  # checked before anything changes: all or nothing

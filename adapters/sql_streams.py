@@ -111,6 +111,7 @@ class StreamStatements:
         self.delete = f"DELETE FROM {streams} WHERE path = {p(1)} AND token = {p(2)}"
         self.add_chunk = f"INSERT INTO {chunks} (stream_id, start_pos, end_pos, data) VALUES ({', '.join(d.marks(4))})"
         self.drop_chunks = f"DELETE FROM {chunks} WHERE stream_id = {p(1)}"
+        self.mine = f"SELECT 1 FROM {streams} WHERE token = {p(1)} LIMIT 1"
         self.touch = f"UPDATE {streams} SET touched_us = {p(1)} WHERE path = {p(2)} AND touched_us < {p(3)}"
 
     def update_params(self, new: StreamMeta, old: StreamMeta, token: str) -> tuple[Any, ...]:
@@ -203,9 +204,12 @@ class SQLStreams:
         try:
             await self._transaction(statements)
         except Exception as exc:
-            if CONFLICT in str(exc):
+            if CONFLICT not in str(exc):
+                raise
+            # Lost, unless an earlier try of this very transaction committed before its connection
+            # was lost (PostgreSQL retries it on a new one): then its rows bear this token.
+            if not write.rows or all(new is None for _, new in write.rows) or not await self._fetch(sql.mine, (token,)):
                 return False
-            raise
         for key, version in woken:
             self._wakeups.notify(key, version)
         return True

@@ -19,14 +19,20 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def node_and_npm(needed_for: str) -> tuple[str, str]:
-    """The node and npm executables; skips (fails in CI) when either is missing."""
+def node_and_npm(needed_for: str, *, major: int = 18) -> tuple[str, str]:
+    """The node and npm executables, node at least version `major`; skips (fails in CI) otherwise."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
-        if in_ci():
-            pytest.fail(f"Node.js and npm are required in CI for {needed_for}", pytrace=False)
-        pytest.skip(f"Node.js and npm are not installed: {needed_for} needs them")
-    return node, npm
+        missing = f"Node.js and npm are not installed: {needed_for} needs them"
+    else:
+        version = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+        found = int(version.lstrip("v").split(".")[0] or 0) if version.lstrip("v")[:1].isdigit() else 0
+        if found >= major:
+            return node, npm
+        missing = f"{needed_for} needs Node.js {major} or later; found {version or 'no version'}"
+    if in_ci():
+        pytest.fail(missing, pytrace=False)
+    pytest.skip(missing)
 
 
 def npm_ci(folder: Path, npm: str) -> None:

@@ -39,7 +39,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def test_the_official_suite_passes_every_test(store_url: str, tmp_path: Path) -> None:
-    node, npm = node_and_npm("the Durable Streams conformance suite")
+    node, npm = node_and_npm("the Durable Streams conformance suite (vitest 4)", major=20)
     js = installed(SUITE, npm)
     server = ServeProcess(
         ["--store", store_url, "--durable-streams-long-poll", "2", "--cors-origin", "*", "--log-level", "warning"],
