@@ -91,15 +91,20 @@ async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, str]]
 
 
 async def read_sse(client: httpx.AsyncClient, url: str, offset: str, want: int) -> int:
-    """Items a JSON stream's SSE reader gets from `offset` until `want` of them, or the close."""
+    """Items a JSON stream's SSE reader gets from `offset` until `want` of them, or the close; as a
+    client does, it resumes from the last control event's offset when a response ends (runengine
+    ends each after 60 s)."""
     got = 0
-    async with client.stream("GET", url, params={"offset": offset, "live": "sse"}) as response:
-        async for event, data in sse_events(response):
-            if event == "data":
-                got += len(json.loads(data))
-            elif event == "control" and (got >= want or '"streamClosed":true' in data):
-                break
-    return got
+    while True:
+        async with client.stream("GET", url, params={"offset": offset, "live": "sse"}) as response:
+            async for event, data in sse_events(response):
+                if event == "data":
+                    got += len(json.loads(data))
+                    continue
+                control = json.loads(data)
+                offset = control["streamNextOffset"]
+                if got >= want or control.get("streamClosed"):
+                    return got
 
 
 async def read_catch_up(client: httpx.AsyncClient, url: str) -> int:
