@@ -42,6 +42,8 @@ from runengine.engine import RunEngine
 from runengine.errors import InvalidRequest, RunEngineError
 from runengine.events import TERMINAL_TYPES
 from runengine.ports import EventStore
+from runengine.adapters.profiles.durable_streams import DEFAULT_PREFIX as DURABLE_STREAMS_PREFIX
+from runengine.adapters.profiles.durable_streams import LONG_POLL_SECONDS as DURABLE_STREAMS_LONG_POLL
 from runengine.adapters.server import PLATFORM_RATE
 from runengine.http.ratelimit import Rate
 from runengine.http.streaming import RUN_DELETED_EVENT
@@ -309,6 +311,20 @@ def _access_summary(api_keys: tuple[tuple[str, str], ...], auth_ref: str | None,
     " '' makes them name one.",
 )
 @click.option(
+    "--durable-streams-prefix",
+    default=DURABLE_STREAMS_PREFIX,
+    show_default=True,
+    help="Where the Durable Streams profile is served (streams at PREFIX/v1/stream/NAME, runs at"
+    " PREFIX/v1/stream/runs/RUN_ID); '' serves it nowhere.",
+)
+@click.option(
+    "--durable-streams-long-poll",
+    default=DURABLE_STREAMS_LONG_POLL,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a Durable Streams long-poll waits for data before its 204.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -379,6 +395,8 @@ def serve(
     auth_ref: str | None,
     delay: float,
     default_agent: str,
+    durable_streams_prefix: str,
+    durable_streams_long_poll: float,
     log_level: str,
     log_format: LogFormat,
     log_locals: bool,
@@ -457,6 +475,8 @@ def serve(
         platform_rate=None if rate_limit == RATE_OFF else PLATFORM_RATE,
         webhook_sender=WebhookSender(allow_hosts=webhook_allow_hosts),
         default_agent=default_agent or None,
+        durable_streams_prefix=_mount_prefix(durable_streams_prefix),
+        durable_streams_long_poll=durable_streams_long_poll,
     )
     config = uvicorn.Config(
         asgi,
@@ -475,6 +495,16 @@ def serve(
         _draining_server(config, asgi).run()
     except KeyboardInterrupt:  # uvicorn raises the Ctrl+C again once it has stopped cleanly
         pass
+
+
+def _mount_prefix(prefix: str) -> str | None:
+    """A profile's mount prefix as given ('' or '/': not mounted), with one leading slash."""
+    prefix = prefix.strip().strip("/")
+    if not prefix:
+        return None
+    if any(c in prefix for c in " ?#"):
+        raise click.BadParameter(f"{prefix!r} is not a path prefix", param_hint="--durable-streams-prefix")
+    return "/" + prefix
 
 
 def _draining_server(config: Any, asgi: Any) -> Any:

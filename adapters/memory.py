@@ -7,12 +7,15 @@ wake-ups, nothing shared between event loops.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import anyio
+import attrs
 
 from runengine.adapters.wakeup import RunWakeups
+from runengine.adapters.profiles.durable_streams_store import Chunk, StreamMeta, StreamWrite, wake_key
 from runengine.adapters.profiles.platform_webhook_store import WebhookRegistration
 from runengine.errors import ConcurrencyConflict, InvalidRequest
 from runengine.events import NO_DEADLINE, Event, wake_after
@@ -53,6 +56,8 @@ class MemoryStore:
         self._keys: dict[tuple[str, str, str], IdempotencyRecord] = {}  # (principal, scope, key)
         self._sessions: dict[str, SessionRecord] = {}
         self._webhooks: dict[str, WebhookRegistration] = {}  # by webhook id, oldest first
+        self._streams: dict[str, StreamMeta] = {}  # Durable Streams rows by path
+        self._chunks: dict[str, list[Chunk]] = {}  # by stream id, in order
         self._wakeups = RunWakeups()
 
     @classmethod
@@ -297,3 +302,52 @@ class MemoryStore:
             return False
         del self._webhooks[webhook_id]
         return True
+
+
+    # -- durable streams (the Durable Streams profile's DurableStreamStore) ---------------------
+
+    async def stream_meta(self, path: str) -> StreamMeta | None:
+        return self._streams.get(path)
+
+    async def stream_chunks(self, stream_id: str, *, start: int, end: int, limit: int) -> list[Chunk]:
+        chunks = self._chunks.get(stream_id, [])
+        first = max(bisect.bisect_right(chunks, start, key=lambda c: c.start) - 1, 0)  # in order, contiguous
+        return [c for c in chunks[first : first + limit + 1] if c.end > start and c.start < end][:limit]
+
+    async def stream_write(self, write: StreamWrite) -> bool:
+        for old, new in write.rows:  # checked before anything changes: all or nothing
+            path = (old or new).path  # type: ignore[union-attr]
+            current = self._streams.get(path)
+            if old is None:  # an insert: the path must be free
+                if current is not None:
+                    return False
+            elif current is None or (current.stream_id, current.version) != (old.stream_id, old.version):
+                return False
+        woken = []
+        for old, new in write.rows:
+            if new is None:
+                del self._streams[old.path]  # type: ignore[union-attr]
+            else:  # a read's touch since is kept (stream_touch)
+                current = self._streams.get(new.path)
+                touched = max(new.touched_us, current.touched_us) if current is not None else new.touched_us
+                self._streams[new.path] = attrs.evolve(new, touched_us=touched)
+            woken.append((old or new).stream_id)  # type: ignore[union-attr]
+        for stream_id in write.drop:
+            self._chunks.pop(stream_id, None)
+        for stream_id, chunk in write.chunks:
+            self._chunks.setdefault(stream_id, []).append(chunk)
+        for stream_id in woken:
+            self._wakeups.notify(wake_key(stream_id))
+        return True
+
+    async def stream_touch(self, path: str, at_us: int) -> None:
+        current = self._streams.get(path)
+        if current is not None and current.touched_us < at_us:
+            self._streams[path] = attrs.evolve(current, touched_us=at_us)
+
+    async def stream_wait(self, meta: StreamMeta, *, timeout: float) -> bool:
+        async def has_news() -> bool:
+            current = self._streams.get(meta.path)
+            return current is None or current.stream_id != meta.stream_id or current.version != meta.version
+
+        return await self._wakeups.wait(wake_key(meta.stream_id), after_seq=1 << 62, timeout=timeout, has_news=has_news)

@@ -29,6 +29,7 @@ import structlog
 from runengine.adapters.group_commit import GroupCommit
 from runengine.adapters.postgres_queue import PostgresWorkQueue
 from runengine.adapters.sql_dialect import ENDED_STATUSES, POSTGRESQL
+from runengine.adapters.sql_streams import SQLStreams, StreamStatements, stream_tables
 from runengine.adapters.sql_log import (
     BUSY_CONDITION,
     RUN_COLUMNS,
@@ -53,7 +54,7 @@ log = structlog.get_logger("runengine.postgres")
 
 #: The schema this version writes. A database at a higher version is refused; one at a lower
 #: version is migrated when opened (_MIGRATIONS).
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 #: How long a session may sit idle inside a transaction before the server ends it (see _server_settings).
 IDLE_IN_TRANSACTION_MS = 5_000
 
@@ -128,6 +129,8 @@ _MIGRATIONS = {
     # The timer index (RunSummary.wake_at). Runs idle since before it have none: they are taken
     # up once as runs at work (as before), and the index knows them from their next wait on.
     7: ("ALTER TABLE runengine_runs ADD COLUMN IF NOT EXISTS wake_at timestamptz", *_WAKE_INDEXES),
+    # The Durable Streams profile's streams: a stream table and a chunk table (adapters/sql_streams.py).
+    8: tuple(stream_tables(POSTGRESQL)),
 }
 
 _DDL = """
@@ -169,7 +172,9 @@ CREATE INDEX runengine_queue_waiting ON runengine_queue (position) WHERE NOT cla
 CREATE INDEX runengine_queue_leases ON runengine_queue (lease_until) WHERE claimed;
 {webhooks};
 {rate_windows};
+{streams};
 """.format(
+    streams=";\n".join(stream_tables(POSTGRESQL)),
     ended_index=_ENDED_INDEX,
     wake_indexes=";\n".join(_WAKE_INDEXES),
     idempotency_run_index=_IDEMPOTENCY_RUN_INDEX,
@@ -222,11 +227,12 @@ class _Append(Append):
         self.after = tuple(after)
 
 
-class PostgresStore(SQLLog):
+class PostgresStore(SQLStreams, SQLLog):
     """An EventStore (and WorkQueue, as `.work_queue`) on PostgreSQL through an asyncpg pool."""
 
     shared = True
     sql = _SQL
+    stream_sql = StreamStatements(POSTGRESQL)
 
     def __init__(
         self,
@@ -599,6 +605,13 @@ class PostgresStore(SQLLog):
             await conn.execute("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", self.queue_channel, notes)
 
     # -- live tails -------------------------------------------------------------------
+
+    def _stream_notices(self, woken: Sequence[tuple[str, int]]) -> list[tuple[str, Sequence[Any]]]:
+        # On the run log's channel: every process's listener wakes its readers of the stream.
+        return [("SELECT pg_notify($1, $2)", (self.events_channel, f"{key} {version}")) for key, version in woken]
+
+    def _stream_recheck(self) -> float | None:
+        return self._recheck()
 
     async def _has_news(self, run_id: str, after_seq: int) -> bool:
         try:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from runengine.adapters.profiles.acp import AcpProfile, acp_error
 from runengine.adapters.profiles.aisdk import AiSdkProfile
+from runengine.adapters.profiles.durable_streams import DEFAULT_PREFIX, LONG_POLL_SECONDS, DurableStreamsProfile
 from runengine.adapters.profiles.kore import KoreProfile
 from runengine.adapters.profiles.langgraph import LangGraphProfile
 from runengine.adapters.profiles.platform import build_platform_app
@@ -50,6 +51,8 @@ def build_app(
     webhook_sender: WebhookSender | None = None,
     metrics: PrometheusObserver | None = None,
     default_agent: str | None = DEFAULT_AGENT,
+    durable_streams_prefix: str | None = DEFAULT_PREFIX,
+    durable_streams_long_poll: float = LONG_POLL_SECONDS,
 ) -> Router | RateLimited:
     """Every HTTP surface of `engine` in one App (mounts are matched before the root routes).
 
@@ -64,7 +67,9 @@ def build_app(
     their own (`prometheus_client.start_http_server(port, registry=metrics.registry)`, as
     `runengine serve --metrics-port` does).
     GET /healthz and /readyz are always there. `default_agent`: the agent a /v1 run without
-    `persona_id`, or an /ai chat without `agent`, runs (None: they must name one)."""
+    `persona_id`, or an /ai chat without `agent`, runs (None: they must name one).
+    `durable_streams_prefix`: where the Durable Streams profile is mounted (None: not at all);
+    `durable_streams_long_poll`: how long its long-polls wait for data (seconds)."""
     streams = streams if streams is not None else OpenStreams()
     sender = webhook_sender or WebhookSender()
     windows = rate_windows(engine)
@@ -94,6 +99,9 @@ def build_app(
     router.mount("/v1", ThreadsProfile(engine, auth=auth, default_agent=default_agent, streams=streams))  # seed 004
     router.mount("/ai", AiSdkProfile(engine, auth=auth, default_agent=default_agent, streams=streams))  # AI SDK useChat
     router.mount("/langgraph", LangGraphProfile(engine, auth=auth, streams=streams))  # LangGraph's clients (issue 23)
+    if durable_streams_prefix:  # the Durable Streams protocol (issue 24)
+        profile = DurableStreamsProfile(engine, auth=auth, streams=streams, long_poll=durable_streams_long_poll)
+        router.mount(durable_streams_prefix, profile)
     if rate_limit is None:
         return router
     return RateLimited(

@@ -61,6 +61,8 @@ class Dialect:
     time_type: str
     instant_type: str
     keyed_table: str
+    #: The column type of raw bytes (a Durable Stream's data).
+    blob_type: str
 
     def table(self, name: str) -> str:
         return self.prefix + name
@@ -111,6 +113,7 @@ SQLITE = Dialect(
     time_type="TEXT",
     instant_type="INTEGER",
     keyed_table=" WITHOUT ROWID",
+    blob_type="BLOB",
 )
 
 POSTGRESQL = Dialect(
@@ -132,6 +135,7 @@ POSTGRESQL = Dialect(
     time_type="timestamptz",
     instant_type="timestamptz",
     keyed_table="",
+    blob_type="bytea",
 )
 
 

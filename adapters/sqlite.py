@@ -31,6 +31,7 @@ from runengine import observe
 from runengine.adapters.db_thread import DatabaseThread
 from runengine.adapters.log_cache import SUMMARIES, CommittedCache
 from runengine.adapters.sql_dialect import ENDED_STATUSES, SQLITE
+from runengine.adapters.sql_streams import SQLStreams, StreamStatements, stream_tables
 from runengine.adapters.sql_log import (
     BUSY_CONDITION,
     IN_CHUNK,
@@ -52,9 +53,10 @@ from runengine.state import RunState
 from runengine.validation import check_append, check_page, micros
 from runengine.wire import state_to_json
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _TABLES = log_tables(SQLITE)
+_STREAM_TABLES = ";\n".join(stream_tables(SQLITE))
 _SCHEMA = f"""
 {_TABLES["events"]};
 CREATE TABLE IF NOT EXISTS runs (
@@ -87,6 +89,7 @@ CREATE TABLE IF NOT EXISTS webhooks (
     owner TEXT
 );
 CREATE INDEX IF NOT EXISTS webhooks_by_app ON webhooks (app_id);
+{_STREAM_TABLES};
 """
 
 #: Webhook registrations used to be kept as ended sessions `platform.webhooks.<app_id>` whose data
@@ -122,6 +125,7 @@ _MIGRATIONS = {
     # The timer index (RunSummary.wake_at, µs). Runs idle since before it have none: they are
     # taken up once as runs at work (as before), and the index knows them from their next wait on.
     5: ("ALTER TABLE runs ADD COLUMN wake_at INTEGER",),
+    6: (),  # the Durable Streams tables: new tables only, made by _SCHEMA
 }
 #: Indexes on columns a migration adds: created after the migrations, on every file.
 _SCHEMA_AFTER_MIGRATIONS = (
@@ -206,11 +210,12 @@ class _Statement:
         self.deletes = deletes
 
 
-class SQLiteStore(SQLLog):
+class SQLiteStore(SQLStreams, SQLLog):
     """The event store in a SQLite file (or `:memory:`). See the module docstring."""
 
     shared = False
     sql = _SQL
+    stream_sql = StreamStatements(SQLITE)
 
     def __init__(
         self,

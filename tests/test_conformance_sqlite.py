@@ -11,13 +11,14 @@ import pytest
 
 from runengine.adapters.sqlite import SQLiteStore
 from runengine.testing.conformance import StoreConformance, StoreFactory
+from durable_stream_store_conformance import DurableStreamStoreConformance
 from webhook_store_conformance import WebhookStoreConformance
 
 
 ANYIO_BACKENDS = ("asyncio",)  # the SQLite store needs asyncio
 
 
-class TestSQLiteFileConformance(StoreConformance, WebhookStoreConformance):
+class TestSQLiteFileConformance(StoreConformance, WebhookStoreConformance, DurableStreamStoreConformance):
     max_examples = 25
 
     @pytest.fixture
@@ -35,7 +36,7 @@ class TestSQLiteFileConformance(StoreConformance, WebhookStoreConformance):
         return factory
 
 
-class TestSQLiteMemoryConformance(StoreConformance, WebhookStoreConformance):
+class TestSQLiteMemoryConformance(StoreConformance, WebhookStoreConformance, DurableStreamStoreConformance):
     max_examples = 15
 
     @pytest.fixture

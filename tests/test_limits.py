@@ -350,6 +350,7 @@ async def test_open_streams_per_principal_are_bounded_across_every_surface(serve
             (await http.post(f"{KORE}/execute", json=kore_body("streams", stream={"enable": True})), False),
             (await http.post("/platform/apps/echo/execute/stream", json={"message": "x"}), False),
             (await http.get(f"/platform/apps/echo/traces/{trace}/stream"), False),
+            (await http.get(f"/ds/v1/stream/runs/{waiting}", params={"offset": "-1", "live": "sse"}), False),
         ]
         for response, acp in refusals:
             error = assert_refused(response, 429, "rate_limited", acp=acp)

@@ -10,6 +10,7 @@ import pytest
 
 from runengine.adapters.postgres import PostgresStore
 from runengine.testing.conformance import StoreConformance, StoreFactory
+from durable_stream_store_conformance import DurableStreamStoreConformance
 from webhook_store_conformance import WebhookStoreConformance
 
 pytestmark = pytest.mark.postgres
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.postgres
 ANYIO_BACKENDS = ("asyncio",)  # asyncpg needs asyncio
 
 
-class TestPostgresConformance(StoreConformance, WebhookStoreConformance):
+class TestPostgresConformance(StoreConformance, WebhookStoreConformance, DurableStreamStoreConformance):
     max_examples = 15
 
     @pytest.fixture

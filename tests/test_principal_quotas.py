@@ -1,6 +1,6 @@
 """Issue 20 item 8, over real HTTP: what one principal may hold open is bounded per principal.
 Sync requests waiting for their run are counted over every surface (native, ACP, Kore,
-Platform) and refused with a 429 in the one error format past `sync_limit`, before any run is
+Platform, and the Durable Streams long-polls) and refused with a 429 in the one error format past `sync_limit`, before any run is
 created; another principal is not affected. Webhook registrations are counted per principal."""
 
 from __future__ import annotations
@@ -80,6 +80,8 @@ async def test_sync_waits_are_capped_per_principal_on_every_surface(served) -> N
         }))
         session = (await alice.post("/platform/apps/echo/sessions", json={})).json()["session_id"]
         too_many(await alice.post("/platform/apps/echo/execute", json={"message": "x", "session_id": session}))
+        assert (await alice.put("/ds/v1/stream/quota")).status_code == 201  # a Durable Streams long-poll waits too
+        too_many(await alice.get("/ds/v1/stream/quota", params={"offset": "now", "live": "long-poll"}))
         assert await run_count(engine) == before  # a refusal starts nothing
         # What does not wait is not counted: async runs and reads go on.
         assert (await alice.post("/runs", json={"agent": "echo", "input": "x", "mode": "async"})).status_code == 202

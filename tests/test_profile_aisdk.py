@@ -7,7 +7,6 @@ except with CI=true, where they fail.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -20,11 +19,11 @@ import httpx
 import pytest
 
 from faultkit import ServeProcess
+from jskit import JS, node_and_npm, npm_ci
 from kit import until_sync
 
 pytestmark = pytest.mark.server  # it serves over real sockets or starts processes
 
-JS = Path(__file__).resolve().parent / "js"
 KEY = "sk-alice-1"
 AUTH = {"authorization": f"Bearer {KEY}"}
 #: The text the echo agent streams back, a word every 50 ms: long enough to be cut in the middle.
@@ -34,18 +33,11 @@ WORDS = " ".join(f"word{i}" for i in range(100))
 @pytest.fixture(scope="module")
 def js_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tests/js installed with `npm ci` (its lock pins `ai`) in a folder of its own."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("Node.js and npm are needed for the AI SDK client tests (CI never skips them)")
-        pytest.skip("Node.js and npm are not installed: the AI SDK client tests need them")
+    _, npm = node_and_npm("the AI SDK client tests")
     folder = tmp_path_factory.mktemp("js")
     for name in ("package.json", "package-lock.json", "aisdk_driver.mjs"):
         shutil.copy(JS / name, folder / name)
-    result = subprocess.run(
-        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=folder, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, f"npm ci failed:\n{result.stdout}\n{result.stderr}"
+    npm_ci(folder, npm)
     return folder
 
 

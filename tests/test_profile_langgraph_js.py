@@ -6,7 +6,6 @@ waits for a run. The client's version is pinned by tests/js/package-lock.json (`
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -14,33 +13,13 @@ from pathlib import Path
 import pytest
 
 from faultkit import ServeProcess
-
-JS = Path(__file__).parent / "js"
-
-
-def _node() -> str:
-    node = shutil.which("node")
-    if node is None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail("Node.js is required in CI for the @langchain/langgraph-sdk test", pytrace=False)
-        pytest.skip("Node.js is not installed: the @langchain/langgraph-sdk test needs node and npm")
-    return node
-
-
-def _installed() -> None:
-    """The pinned client in tests/js/node_modules (npm ci from the lock file when missing)."""
-    if (JS / "node_modules" / "@langchain" / "langgraph-sdk" / "package.json").exists():
-        return
-    npm = shutil.which("npm")
-    assert npm is not None, "npm is needed to install @langchain/langgraph-sdk"
-    done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+from jskit import JS, installed, node_and_npm
 
 
 @pytest.mark.slow
 def test_the_javascript_client_streams_joins_and_waits(tmp_path: Path) -> None:
-    node = _node()
-    _installed()
+    node, npm = node_and_npm("the @langchain/langgraph-sdk test")
+    installed("@langchain/langgraph-sdk", npm)
     server = ServeProcess(
         ["--store", f"sqlite:///{tmp_path / 'runs.db'}", "--delay", "0.02", "--log-level", "warning"], tmp_path / "serve.log"
     )

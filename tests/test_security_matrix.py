@@ -1,5 +1,5 @@
 """The authorization matrix: two principals x every route of every surface (native, /acp, /kore,
-/platform, /v1, /ai, /langgraph), over real HTTP. Alice creates one object of each kind on each surface; Bob then calls
+/platform, /v1, /ai, /langgraph, /ds), over real HTTP. Alice creates one object of each kind on each surface; Bob then calls
 every route naming Alice's objects and must be told they do not exist (404), see none of them in
 a listing, and change nothing. A session or thread id a client chooses names a session in the
 caller's own namespace (issue 20 item 13): Bob naming Alice's "support-ticket-1" reaches his own
@@ -65,6 +65,7 @@ class World:
     ai_run: str = ""
     lg_thread: str = "alice-lg-thread"  # created with POST /langgraph/threads
     lg_run: str = ""
+    ds_stream: str = "alice-notes"  # a Durable Stream Alice made: a name in her own namespace
 
     def secrets(self) -> set[str]:
         """Every id of Alice's that Bob must never be shown (those she chose are names in her own
@@ -152,6 +153,9 @@ async def build_world(alice: httpx.AsyncClient, bob: httpx.AsyncClient) -> World
     r = await alice.post(f"/langgraph/threads/{w.lg_thread}/runs", json={"assistant_id": "approval", "input": "refund"})
     assert r.status_code == 200, r.text
     w.lg_run = r.json()["run_id"]
+    # /ds: a stream of her own (its data names her run's input), beside her runs' streams
+    r = await alice.put(f"/ds/v1/stream/{w.ds_stream}", content=b"refund notes", headers={"content-type": "text/plain"})
+    assert r.status_code == 201, r.text
     await wait_status(alice, w.lg_run, "waiting_for_input")
     return w
 
@@ -523,6 +527,48 @@ async def lg_cancel(w: World) -> None:
         hidden(await w.bob.post(f"/langgraph/threads/{w.lg_thread}/runs/{w.lg_run}/cancel", params={"action": action}))
 
 
+# -- /ds --------------------------------------------------------------------------------------------
+
+
+async def ds_run_stream_as_missing(w: World, method: str, **kwargs: Any) -> None:
+    """Bob is answered about Alice's run's stream exactly as about a run that does not exist."""
+    r = await w.bob.request(method, f"/ds/v1/stream/runs/{w.native_run}", **kwargs)
+    missing = await w.bob.request(method, f"/ds/v1/stream/runs/no-such-run-{uuid.uuid4().hex}", **kwargs)
+    assert (r.status_code, r.content) == (missing.status_code, missing.content), r.text
+    assert r.status_code in (404, 405), r.text
+    reveals_nothing(w, r)
+
+
+async def ds_put(w: World) -> None:
+    await ds_run_stream_as_missing(w, "PUT", headers={"content-type": "application/json"})
+    # A stream name is his own: Bob naming Alice's makes a stream of his; forking hers finds none.
+    own_namespace(w, await w.bob.put(f"/ds/v1/stream/{w.ds_stream}", headers={"content-type": "text/plain"}))
+    hidden(await w.bob.put("/ds/v1/stream/bobs-fork", headers={"stream-forked-from": f"/v1/stream/{w.ds_stream}x"}))
+    r = await w.bob.put(f"/ds/v1/stream/fork-{uuid.uuid4().hex}", headers={"stream-forked-from": f"/ds/v1/stream/{w.ds_stream}"})
+    own_namespace(w, r)  # a fork of his own stream of that name, never of hers
+
+
+async def ds_post(w: World) -> None:
+    await ds_run_stream_as_missing(w, "POST", content=b"[1]", headers={"content-type": "application/json"})
+    own_namespace(w, await w.bob.post(f"/ds/v1/stream/{w.ds_stream}", content=b"bob", headers={"content-type": "text/plain"}))
+
+
+async def ds_get(w: World) -> None:
+    for params in ({}, {"offset": "-1", "live": "long-poll"}, {"offset": "now", "live": "sse"}):
+        hidden(await w.bob.get(f"/ds/v1/stream/runs/{w.native_run}", params=params))
+    own_namespace(w, await w.bob.get(f"/ds/v1/stream/{w.ds_stream}"))
+
+
+async def ds_head(w: World) -> None:
+    assert (await w.bob.head(f"/ds/v1/stream/runs/{w.native_run}")).status_code == 404
+    assert (await w.bob.head(f"/ds/v1/stream/{w.ds_stream}")).status_code in (200, 404)  # his own, or none
+
+
+async def ds_delete(w: World) -> None:
+    await ds_run_stream_as_missing(w, "DELETE")
+    own_namespace(w, await w.bob.delete(f"/ds/v1/stream/{w.ds_stream}"))
+
+
 #: Every route of the composed app, with how Bob tries it against Alice's objects.
 PROBES: dict[tuple[str, str], Probe] = {
     ("POST", "/runs"): native_create_run,
@@ -588,6 +634,11 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("GET", "/langgraph/threads/{thread_id}/runs/{run_id}/join"): lg_join,
     ("POST", "/langgraph/threads/{thread_id}/runs/{run_id}/cancel"): lg_cancel,
     ("GET", "/langgraph/openapi.json"): lambda w: public(w, "/langgraph/openapi.json"),
+    ("PUT", "/ds/v1/stream/{name}"): ds_put,
+    ("POST", "/ds/v1/stream/{name}"): ds_post,
+    ("GET", "/ds/v1/stream/{name}"): ds_get,
+    ("HEAD", "/ds/v1/stream/{name}"): ds_head,
+    ("DELETE", "/ds/v1/stream/{name}"): ds_delete,
 }
 
 
@@ -625,6 +676,9 @@ async def alice_objects_unchanged(w: World) -> None:
     history = await w.alice.get(f"/platform/apps/{APP}/sessions/{w.platform_session}/history")
     assert history.status_code == 200, history.text
     assert [h["webhook_id"] for h in (await w.alice.get(f"/platform/apps/{APP}/webhooks")).json()["webhooks"]] == [w.webhook_id]
+    notes = await w.alice.get(f"/ds/v1/stream/{w.ds_stream}")
+    assert (notes.status_code, notes.text) == (200, "refund notes"), notes.text
+    assert (await w.alice.get(f"/ds/v1/stream/runs/{w.native_run}")).json()[0]["type"] == "run.created"
     # Alice still drives her own run in her own session.
     r = await w.alice.post("/runs", json={"agent": "echo", "input": "again", "session_id": w.native_session})
     assert r.status_code == 200 and r.json()["status"] == "completed", r.text
