@@ -23,6 +23,7 @@ import structlog.contextvars
 
 from . import observe
 from .agents import AgentRegistry
+from .children import ChildHost
 from .clock import Clock
 from .context import RunContext
 from .errors import AgentFailed, ConcurrencyConflict, ReplayDivergence
@@ -107,6 +108,8 @@ class RunDriver:
         self.durability = durability
         self.limits = limits
         self.active: dict[str, ActiveRun] = {}
+        #: What creates and reads child runs for the agents' `ctx.spawn` (the engine sets itself).
+        self.children: ChildHost | None = None
 
     def launch(
         self,
@@ -273,7 +276,7 @@ class RunDriver:
                 spec = self.agents.get(state.agent)
                 session = await session_of_run(self.sessions, state) if self.sessions is not None else None
                 recorder = active.recorder = Recorder(writer, self.clock, journal=begun, on_stop=active.scope.cancel)
-                ctx = RunContext(recorder, self.store, session)
+                ctx = RunContext(recorder, self.store, session, children=self.children)
                 failure: Exception | None = None
                 async with anyio.create_task_group() as background:
                     background.start_soon(writer.flush_loop)

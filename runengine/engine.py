@@ -42,7 +42,8 @@ from .errors import (
     SessionExists,
     SessionNotFound,
 )
-from .events import Event, RunCancelled, RunCreated, RunInput
+from .children import cancel_children
+from .events import Event, RunCancelled, RunCreated, RunInput, SignalReceived
 from .history import HistoryMessage, HistoryPage, HistoryPosition
 from .history import history_message as read_history_message
 from .history import session_history as read_session_history
@@ -85,8 +86,9 @@ from .following import follow_batches
 from .keylock import KeyLocks
 from .options import Durability, Retention, RunLimits
 from .limits import DEFAULT_HISTORY_PAGE
+from .signals import check_signal_name
 from .validation import check_run_id
-from .wire import to_json
+from .wire import data_to_json, to_json
 from .worker import Worker, WorkerOptions, worker_options
 
 log = structlog.get_logger("runengine")
@@ -175,6 +177,7 @@ class RunEngine:
             self.store, self.agents, clock=clock, worker_id=self.worker_id, sessions=self.session_store,
             durability=durability, limits=limits,
         )
+        self.driver.children = self  # the agents' ctx.spawn (runengine.children.ChildHost)
         #: Delayed runs stay in the store until `durability.delay_horizon` seconds before their
         #: start_at (runengine.delayed); only then are they launched, so thousands of them cost no memory.
         self.delayed = DelayedRuns(
@@ -518,6 +521,7 @@ class RunEngine:
         policy: str,
         start_at: datetime | None,
         keyed: bool = False,
+        parent_run_id: str | None = None,
     ) -> RunState:
         """Check the session (claiming a new one for `owner`), apply its policy, record run.created.
         `keyed`: the run id is an idempotency key's, which another request may have created first
@@ -555,6 +559,7 @@ class RunEngine:
                 owner=owner,
                 timeout=float(timeout) if timeout is not None else None,
                 start_at=start_at,
+                parent_run_id=parent_run_id,
             )
             fold = Fold()
             fold.apply(created)
@@ -738,18 +743,21 @@ class RunEngine:
     # -- commands -------------------------------------------------------------------
 
     async def cancel(self, run_id: str, *, reason: str | None = None) -> RunState:
-        """Cancel a run (idempotent: an ended run is returned as it is)."""
+        """Cancel a run (idempotent: an ended run is returned as it is), and its unfinished children."""
         active = self.driver.active.get(run_id)
         if active is not None:
             active.cancel(reason)
             with anyio.CancelScope(shield=True):
                 await active.done.wait()
-            return await self.status(run_id)
-        await self._append_at_head(
-            run_id,
-            lambda seq: RunCancelled(run_id=run_id, seq=seq, at=self.clock(), reason=reason or "cancelled"),
-        )
-        return await self.status(run_id)
+        else:
+            await self._append_at_head(
+                run_id,
+                lambda seq: RunCancelled(run_id=run_id, seq=seq, at=self.clock(), reason=reason or "cancelled"),
+            )
+        state = await self.status(run_id)
+        if state.status is Status.CANCELLED:
+            await cancel_children(state, lambda child: self.cancel(child, reason="parent cancelled"), self.store.get_run)
+        return state
 
     async def resume(self, run_id: str, input: Any) -> RunState:
         """Give input to a run waiting for it; returns the state with the input recorded."""
@@ -770,14 +778,75 @@ class RunEngine:
             observe.appended([event], lambda: fold.state, time.perf_counter() - started)
             return await self.status(run_id)
 
-    async def _append_at_head(self, run_id: str, build: Callable[[int], Event]) -> None:
-        """Append one event after whatever the log holds now, unless the run has ended."""
-        await append_at_head(self.store, run_id, build, self.status)
+    async def _append_at_head(self, run_id: str, build: Callable[[int], Event]) -> RunState | None:
+        """Append one event after whatever the log holds now, unless the run has ended (then None)."""
+        return await append_at_head(self.store, run_id, build, self.status)
 
     async def delete_run(self, run_id: str, *, owner: str | None = None) -> None:
         """Delete an ended run: its events, snapshot and idempotency records (InvalidRunState while
         it is active; with `owner`, another owner's run is RunNotFound)."""
         await delete_ended_run(self.store, run_id, owner=owner)
+
+    # -- child runs and signals (runengine.children, runengine.signals) ------------------
+
+    def check_child(self, agent: str, input: Any, metadata: dict[str, Any] | None) -> None:
+        """What `ctx.spawn` checks before it records anything (runengine.children.ChildHost)."""
+        self.agents.get(agent)
+        if metadata is not None and not isinstance(metadata, dict):
+            raise InvalidRequest("metadata must be an object")
+        to_json(input, "input")
+        to_json(metadata, "metadata")
+
+    async def create_child(
+        self, parent: RunState, child_run_id: str, agent: str, input: Any, *,
+        session_id: str | None, metadata: dict[str, Any] | None,
+    ) -> None:
+        """Create `parent`'s child run `child_run_id`, owned by the parent's owner, unless it exists."""
+        if await self.store.get_run(child_run_id) is not None:
+            return
+        try:
+            await self._create_run(
+                child_run_id, agent, input, mode="async", session_id=session_id, metadata=metadata, timeout=None,
+                owner=parent.owner, policy="allow", start_at=None, keyed=True, parent_run_id=parent.run_id,
+            )
+        except ConcurrencyConflict:  # created meanwhile (a replay racing the first attempt)
+            pass
+
+    async def children(self, run_id: str, *, owner: str | None = None) -> list[RunSummary]:
+        """The listing rows of the child runs `run_id` spawned, in spawn order (RunNotFound for
+        another owner's run, as everywhere)."""
+        await run_of(self.store, run_id, owner)
+        state = await self.status(run_id)
+        rows = [await self.store.get_run(child.run_id) for child in state.children]
+        return [row for row in rows if row is not None]
+
+    async def signal(self, run_id: str, name: str, payload: Any = None, *, owner: str | None = None) -> SignalReceived:
+        """Send signal `name` with `payload` to an unfinished run: recorded in its log at once
+        (`signal.received`), whether or not a process executes it now; its agent takes it with
+        `ctx.receive(name)`. RunNotFound (another owner's run too), InvalidRunState once it ended,
+        InvalidRequest for a payload over the run's event size limit, InvalidRunState when its log is full."""
+        check_signal_name(name)
+        await run_of(self.store, run_id, owner)
+        signal_id = f"sig_{uuid.uuid4().hex}"
+
+        def build(seq: int) -> SignalReceived:
+            event = SignalReceived(run_id=run_id, seq=seq, at=self.clock(), signal_id=signal_id, name=name, payload=payload)
+            size = len(data_to_json(event).encode())  # InvalidRequest for what is not strict JSON
+            if size > self.limits.max_event_bytes:
+                raise InvalidRequest(
+                    f"the signal is {size} bytes of JSON, over the run's limit of {self.limits.max_event_bytes}",
+                    size=size, limit=self.limits.max_event_bytes,
+                )
+            if seq >= self.limits.max_events_per_run:  # the last seq is kept for the run's end
+                raise InvalidRunState(run_id, "full", f"its log holds its limit of {self.limits.max_events_per_run} events")
+            return event
+
+        after = await self._append_at_head(run_id, build)
+        if after is None:
+            state = await self.status(run_id)
+            raise InvalidRunState(run_id, state.status.value, "signals are only accepted until the run ends")
+        return next(s for s in reversed(after.signals) if s.signal_id == signal_id)
+
 
     # -- sessions ---------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from .events import (
     RunResumed,
     RunStarted,
     RunSuspended,
+    SignalReceived,
     UnknownEvent,
 )
 from .ports import EventStore
@@ -49,6 +50,7 @@ BOOKKEEPING: tuple[type[Event], ...] = (
     RunSuspended,
     RunRequeued,
     MessageDiscarded,
+    SignalReceived,  # a sender's, at whatever point it came: ctx.receive replays signal.taken
     UnknownEvent,
 )
 
