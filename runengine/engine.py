@@ -43,7 +43,7 @@ from .errors import (
     SessionNotFound,
 )
 from .children import cancel_children
-from .events import Event, RunCancelled, RunCreated, RunInput, SignalReceived
+from .events import Event, RunCancelled, RunCreated, RunInput, SignalReceived, SignalRecord
 from .history import HistoryMessage, HistoryPage, HistoryPosition
 from .history import history_message as read_history_message
 from .history import session_history as read_session_history
@@ -820,7 +820,7 @@ class RunEngine:
         rows = [await self.store.get_run(child.run_id) for child in state.children]
         return [row for row in rows if row is not None]
 
-    async def signal(self, run_id: str, name: str, payload: Any = None, *, owner: str | None = None) -> SignalReceived:
+    async def signal(self, run_id: str, name: str, payload: Any = None, *, owner: str | None = None) -> SignalRecord:
         """Send signal `name` with `payload` to an unfinished run: recorded in its log at once
         (`signal.received`), whether or not a process executes it now; its agent takes it with
         `ctx.receive(name)`. RunNotFound (another owner's run too), InvalidRunState once it ended,
