@@ -27,6 +27,7 @@ def register(engine: RunEngine) -> RunEngine:
     @engine.agent("fan_child", description="notes its live start, works input.delay seconds, returns 2 * input.i")
     async def fan_child(ctx: RunContext) -> int:
         if not ctx.replaying:
+            await ctx.flush()  # its run.started committed: from here on, a crash resumes it (replaying)
             _note(os.environ["RUNENGINE_TEST_STARTS"], f"start {ctx.run_id}")
 
         async def work() -> int:
@@ -49,3 +50,4 @@ def register(engine: RunEngine) -> RunEngine:
 
 def make_engine() -> RunEngine:
     return register(RunEngine(os.environ["RUNENGINE_TEST_STORE"]))
+

@@ -126,3 +126,89 @@ async def test_a_parent_with_ten_children_killed_mid_way_on_sqlite(tmp_path: Pat
         await check_family(after, "parent", starts)
         log = await full_log(after, "parent")
         assert log[: len(at_kill)] == at_kill  # nothing acknowledged was lost
+
+
+WORKER = ("--lease", "1", "--heartbeat", "0.25", "--poll", "0.1")
+
+
+class Workers:
+    """`runengine worker --app children_agents:make_engine` processes on one PostgreSQL store."""
+
+    def __init__(self, url: str, starts: Path, logs: Path) -> None:
+        self.env = _env(starts, RUNENGINE_TEST_STORE=url)
+        self.env.pop("RUNENGINE_STORE", None)
+        self.logs = logs
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._count = 0
+
+    async def start(self) -> str:
+        self._count += 1
+        log_path = self.logs / f"worker{self._count}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "runengine.adapters.cli", "worker", "--app", "children_agents:make_engine", *WORKER],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env, cwd=TESTS,
+            )
+        with anyio.fail_after(60):
+            while "ready" not in (text := log_path.read_text(errors="replace")):
+                assert proc.poll() is None, text
+                await anyio.sleep(0.05)
+        worker_id = text.split(": worker ", 1)[1].split()[0]
+        self.procs[worker_id] = proc
+        return worker_id
+
+    def kill(self, worker_id: str) -> None:
+        proc = self.procs.pop(worker_id)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+async def _children_done(engine: RunEngine, parent_id: str, count: int) -> bool:
+    state = await engine.status(parent_id)
+    done = 0
+    for child in state.children:
+        summary = await engine.store.get_run(child.run_id)
+        done += summary is not None and summary.status is Status.COMPLETED
+    return done >= count
+
+
+@pytest.mark.postgres
+@pytest.mark.anyio
+async def test_a_worker_killed_under_a_parent_and_its_children_on_postgres(pg_schema_url: str, tmp_path: Path) -> None:
+    from children_agents import register
+
+    starts = tmp_path / "starts.txt"
+    starts.touch()
+    workers = Workers(pg_schema_url, starts, tmp_path)
+    try:
+        for _ in range(2):
+            await workers.start()
+        async with register(RunEngine(pg_schema_url)) as api:
+            await api.execute("fan_parent", {"n": CHILDREN, "delay": 0.2}, mode="async", run_id="parent")
+            await until(lambda: _children_done(api, "parent", 4), timeout=60)
+            at_kill = await full_log(api, "parent")
+            executing = [e for e in at_kill if e.type in ("run.started", "run.resumed")][-1].worker  # type: ignore[attr-defined]
+            workers.kill(executing)
+            # Its lease still holds for a moment: nobody executes the parent, and the signal is recorded.
+            await api.signal("parent", "finish", {"go": True})
+            assert _ended_children(at_kill) < CHILDREN
+            await workers.start()  # two workers again; one of them takes the parent over
+            with anyio.fail_after(90):
+                state = await api.wait("parent")
+            assert state.status is Status.COMPLETED, state.error
+            await check_family(api, "parent", starts)
+            log = await full_log(api, "parent")
+            assert log[: len(at_kill)] == at_kill
+            assert "run.resumed" in [e.type for e in log[len(at_kill):]]
+    finally:
+        workers.stop()
