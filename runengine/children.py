@@ -146,8 +146,13 @@ class ChildRuns:
         return results
 
     async def _wait_ended(self, child_run_id: str) -> tuple[str, Any, ErrorInfo | None]:
-        """Wait (durably) for the child's end: its status, output and error."""
+        """Wait (durably) for the child's end: its status, output and error. Where the engine can,
+        the parent parks instead (no task; the child's end resumes it, and it replays to here)."""
         host = self._engine()
+        if self._rec.can_park:
+            summary = await self._store.get_run(child_run_id)
+            if summary is not None and not summary.status.terminal:
+                await self._rec.park()
         async with self._rec.durable_wait():
             while True:
                 summary = await self._store.get_run(child_run_id)

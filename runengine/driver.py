@@ -70,9 +70,16 @@ class ActiveRun:
     #: The log from seq 1, when whoever loaded the run's state has just read it (a resume replays it).
     first_page: Sequence[Event] = ()
 
+    #: Parked (`Recorder.park`): its agent waits for a child or a signal, with no task.
+    parked: bool = False
+
     def cancel(self, reason: str | None) -> None:
         if self.cancel_reason is None:
             self.cancel_reason = reason or "cancelled"
+        self.scope.cancel()
+
+    def park(self) -> None:
+        self.parked = self.suspending = True
         self.scope.cancel()
 
     def suspend(self, *, now: bool) -> None:
@@ -110,6 +117,11 @@ class RunDriver:
         self.active: dict[str, ActiveRun] = {}
         #: What creates and reads child runs for the agents' `ctx.spawn` (the engine sets itself).
         self.children: ChildHost | None = None
+        #: Whether a run waiting for a child or a signal ends its task (`Recorder.park`); the engine
+        #: resumes it (on a store only it writes: a queue worker would hand it straight back).
+        self.parking = False
+        #: Told of each run this driver ended, with its state (the engine wakes a waiting parent).
+        self.on_ended: Callable[[RunState], None] | None = None
 
     def launch(
         self,
@@ -174,6 +186,8 @@ class RunDriver:
                     with anyio.CancelScope(shield=True):
                         try:
                             await writer.add(last, durable=True)
+                            if self.on_ended is not None and writer.state.terminal:
+                                self.on_ended(writer.state)
                         except RunEndedElsewhere:
                             pass
                         except LeaseLost:  # a queue worker that lost its lease: the run is someone else's
@@ -275,7 +289,10 @@ class RunDriver:
                     return begun
                 spec = self.agents.get(state.agent)
                 session = await session_of_run(self.sessions, state) if self.sessions is not None else None
-                recorder = active.recorder = Recorder(writer, self.clock, journal=begun, on_stop=active.scope.cancel)
+                recorder = active.recorder = Recorder(
+                    writer, self.clock, journal=begun, on_stop=active.scope.cancel,
+                    on_park=active.park if self.parking else None,
+                )
                 ctx = RunContext(recorder, self.store, session, children=self.children)
                 failure: Exception | None = None
                 async with anyio.create_task_group() as background:
@@ -336,7 +353,8 @@ class RunDriver:
                 if active.suspending:
                     if writer.state.status is Status.PENDING:
                         return None  # noqa: B012 - never started: the next engine starts it
-                    return lambda seq: RunSuspended(run_id=run_id, seq=seq, at=self.clock())  # noqa: B012
+                    why = "waiting" if active.parked else "shutdown"
+                    return lambda seq: RunSuspended(run_id=run_id, seq=seq, at=self.clock(), reason=why)  # noqa: B012
         return None  # pragma: no cover - every path above returns
 
     async def _wait_terminal(self, run_id: str) -> None:

@@ -178,6 +178,10 @@ class RunEngine:
             durability=durability, limits=limits,
         )
         self.driver.children = self  # the agents' ctx.spawn (runengine.children.ChildHost)
+        self.driver.on_ended = self._ended
+        # A run waiting for a child or a signal ends its task, and this engine resumes it (_wake);
+        # a queue worker holds its task instead (a parked run would go straight back to the queue).
+        self.driver.parking = self.queue is None
         #: Delayed runs stay in the store until `durability.delay_horizon` seconds before their
         #: start_at (runengine.delayed); only then are they launched, so thousands of them cost no memory.
         self.delayed = DelayedRuns(
@@ -210,6 +214,7 @@ class RunEngine:
             raise InvalidRequest("worker mode needs a store with a work queue (e.g. postgresql://)")
         self._attach(chosen)
         self.driver.store, self.driver.sessions = self.store, self.session_store
+        self.driver.parking = self.queue is None
         self.store_chosen = True
 
     def _attach(self, store: EventStore) -> None:
@@ -757,6 +762,7 @@ class RunEngine:
         state = await self.status(run_id)
         if state.status is Status.CANCELLED:
             await cancel_children(state, lambda child: self.cancel(child, reason="parent cancelled"), self.store.get_run)
+            self._ended(state)
         return state
 
     async def resume(self, run_id: str, input: Any) -> RunState:
@@ -845,7 +851,31 @@ class RunEngine:
         if after is None:
             state = await self.status(run_id)
             raise InvalidRunState(run_id, state.status.value, "signals are only accepted until the run ends")
+        self._wake_soon(run_id)
         return next(s for s in reversed(after.signals) if s.signal_id == signal_id)
+
+    def _ended(self, state: RunState) -> None:
+        """A run ended: its parent, if it waits parked for it, is resumed."""
+        if state.parent_run_id is not None:
+            self._wake_soon(state.parent_run_id)
+
+    def _wake_soon(self, run_id: str) -> None:
+        if self.driver.parking and self._tg is not None:
+            self._tg.start_soon(self._wake, run_id, name=f"wake {run_id}")
+
+    async def _wake(self, run_id: str) -> None:
+        """Resume `run_id` if it is parked (suspended while it waits for a child or a signal). One
+        this engine is executing is looked at again once it stops: it may be parking right now."""
+        active = self.driver.active.get(run_id)
+        if active is not None:
+            await active.done.wait()
+        try:
+            state, first_page = await self._load(run_id)
+        except RunNotFound:
+            return
+        if state.suspended and not state.terminal and state.agent in self.agents and run_id not in self.driver.active:
+            if self._tg is not None:
+                self.driver.launch(self._tg, state, first_page=first_page)
 
 
     # -- sessions ---------------------------------------------------------------------

@@ -47,11 +47,14 @@ class Recorder:
         *,
         journal: Journal | None = None,
         on_stop: Callable[[], None] | None = None,
+        on_park: Callable[[], None] | None = None,
     ) -> None:
         self.writer = writer
         self.clock = clock
         self._journal = journal
         self._on_stop = on_stop
+        #: Ends the agent's task for a wait that something else resumes (None: this engine cannot).
+        self._on_park = on_park
         self._diverged: ReplayDivergence | None = None
         #: Discarded message -> the message carrying its kept text on (filled while replaying).
         self._continued: dict[str, str] = journal.continued if journal is not None else {}
@@ -196,6 +199,20 @@ class Recorder:
             yield
         finally:
             self.waiting = False
+
+    @property
+    def can_park(self) -> bool:
+        """Whether a wait may end the agent's task (`park`) instead of holding it."""
+        return self._on_park is not None
+
+    async def park(self) -> None:
+        """End the agent here, its run unfinished (`run.suspended`, reason "waiting"), holding no
+        task: the engine resumes it, replaying its log, when what it waits for comes
+        (runengine.children, runengine.signals)."""
+        assert self._on_park is not None
+        await self.writer.flush()
+        self._on_park()
+        await anyio.lowlevel.checkpoint()  # raises the cancellation the park just requested
 
     async def _stop(self) -> None:
         """A graceful stop reached this run's next event: end the agent here (it resumes later)."""

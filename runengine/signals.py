@@ -95,6 +95,8 @@ class SignalInbox:
             if not waiting:
                 await rec.add(lambda seq: SignalWaiting(
                     run_id=writer.run_id, seq=seq, at=self._clock(), name=name, expires_at=expires))
+            if expires is None and rec.can_park:
+                await rec.park()  # no task while it waits: the signal's arrival resumes the run (replayed to here)
             async with rec.durable_wait():
                 while next_signal(writer.state.signals, name) is None and (expires is None or self._clock() < expires):
                     with self._clock.move_on_at(expires):

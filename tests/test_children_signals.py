@@ -298,3 +298,48 @@ async def test_a_signal_sent_while_no_process_runs_the_run_is_received_after_the
         state = await second.wait(run_id)
         assert state.output == ["one", "two"]
     assert taken == ["one", "one", "two"]  # replayed "one" (recorded), then received "two"
+
+
+async def test_a_waiting_parent_and_a_waiting_receiver_hold_no_task(make_store) -> None:
+    """A parent joining children that have not ended, and a run receiving a signal that has not
+    come, end their tasks (`run.suspended` with reason "waiting"): the engine executes nothing.
+    A child's end resumes its parent, a signal its receiver; each replays to where it waited."""
+    engine = RunEngine(make_store())
+    starts: Counter[str] = Counter()
+
+    @engine.agent("gated")
+    async def gated(ctx):
+        return {"child": ctx.input, "got": await ctx.receive("go")}
+
+    @engine.agent("parent")
+    async def parent(ctx):
+        starts[ctx.run_id] += 1
+        handles = [await ctx.spawn("gated", n) for n in range(2)]
+        return await ctx.gather(*handles)
+
+    async with engine:
+        run_id = (await engine.execute("parent", mode="async")).run_id
+
+        async def idle() -> bool:
+            state = await engine.status(run_id)
+            return len(state.children) == 2 and state.suspended and not engine.driver.active
+
+        await until(idle)
+        children = [c.run_id for c in (await engine.status(run_id)).children]
+        suspended = [e for e in await full_log(engine, run_id) if e.type == "run.suspended"]
+        assert [e.reason for e in suspended] == ["waiting"]
+        for child in children:
+            assert (await engine.status(child)).suspended
+        await engine.signal(children[1], "go", "second")  # the one joined last ends first
+        await until(lambda: _ended(engine, children[1]))
+        await until(idle)  # resumed by that end, replayed, parked again on the first child
+        await engine.signal(children[0], "go", "first")
+        state = await engine.wait(run_id)
+        assert state.output == [{"child": 0, "got": "first"}, {"child": 1, "got": "second"}]
+        assert starts[run_id] >= 2  # its function ran again after each wake, replaying
+        log = await full_log(engine, run_id)
+        assert _types(log).count("child.spawned") == 2 and _types(log).count("child.ended") == 2
+
+
+async def _ended(engine: RunEngine, run_id: str) -> bool:
+    return (await engine.status(run_id)).terminal
