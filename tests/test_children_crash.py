@@ -212,3 +212,38 @@ async def test_a_worker_killed_under_a_parent_and_its_children_on_postgres(pg_sc
             assert "run.resumed" in [e.type for e in log[len(at_kill):]]
     finally:
         workers.stop()
+
+
+@pytest.mark.postgres
+@pytest.mark.anyio
+async def test_a_worker_run_waiting_in_its_task_gets_a_signal_and_a_childs_end_from_another_process(
+    pg_schema_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a store with a work queue a waiting run keeps its task (a parked run would go straight
+    back to the queue): a signal appended by another engine, and a child's end, wake it there."""
+    from children_agents import register
+    from runengine.worker import WorkerOptions
+
+    monkeypatch.setenv("RUNENGINE_TEST_STARTS", str(tmp_path / "starts.txt"))
+    worker = register(RunEngine(pg_schema_url, worker=WorkerOptions(lease=2.0, poll=0.1)))
+    api = register(RunEngine(pg_schema_url))
+    for engine in (worker, api):
+
+        @engine.agent("courier")
+        async def courier(ctx):
+            child = await ctx.spawn("fan_child", {"i": 21, "delay": 0.1})
+            note = await ctx.receive("note")
+            return {"child": await child, "note": note, "late": await ctx.poll("note", default="none")}
+
+    async with worker, api:
+        run_id = (await api.execute("courier", mode="async")).run_id
+        await until(lambda: _has(api, run_id, "signal.waiting"))
+        assert not worker.driver.parking and run_id in worker.driver.active
+        await api.signal(run_id, "note", [1, 2])
+        state = await api.wait(run_id)
+        assert state.output == {"child": 42, "note": [1, 2], "late": "none"}, state.error
+        assert "run.suspended" not in [e.type for e in await full_log(api, run_id)]
+
+
+async def _has(engine: RunEngine, run_id: str, event_type: str) -> bool:
+    return event_type in [e.type for e in await full_log(engine, run_id)]
