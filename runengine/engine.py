@@ -179,6 +179,7 @@ class RunEngine:
         )
         self.driver.children = self  # the agents' ctx.spawn (runengine.children.ChildHost)
         self.driver.on_ended = self._ended
+        self._waking: set[str] = set()  # parked runs a waker task is about to look at
         # A run waiting for a child or a signal ends its task, and this engine resumes it (_wake);
         # a queue worker holds its task instead (a parked run would go straight back to the queue).
         self.driver.parking = self.queue is None
@@ -860,23 +861,28 @@ class RunEngine:
             self._wake_soon(state.parent_run_id)
 
     def _wake_soon(self, run_id: str) -> None:
-        if self.driver.parking and self._tg is not None:
+        if self.driver.parking and self._tg is not None and run_id not in self._waking:
+            self._waking.add(run_id)  # one waker per run is enough: it looks once the run is idle
             self._tg.start_soon(self._wake, run_id, name=f"wake {run_id}")
 
     async def _wake(self, run_id: str) -> None:
         """Resume `run_id` if it is parked (suspended while it waits for a child or a signal). One
         this engine is executing is looked at again once it stops: it may be parking right now."""
-        active = self.driver.active.get(run_id)
-        if active is not None:
-            await active.done.wait()
         try:
+            active = self.driver.active.get(run_id)
+            if active is not None:
+                await active.done.wait()
+            self._waking.discard(run_id)  # from here on, news wakes it again
             state, first_page = await self._load(run_id)
-        except RunNotFound:
-            return
-        if state.suspended and not state.terminal and state.agent in self.agents and run_id not in self.driver.active:
-            if self._tg is not None:
+            parked = state.suspended and not state.terminal and state.agent in self.agents
+            if parked and run_id not in self.driver.active and self._tg is not None:
                 self.driver.launch(self._tg, state, first_page=first_page)
-
+        except RunNotFound:
+            pass
+        except Exception:  # a store failure: the run stays parked until the next news or restart
+            log.exception("could not resume a parked run", run_id=run_id)
+        finally:
+            self._waking.discard(run_id)
 
     # -- sessions ---------------------------------------------------------------------
 
