@@ -8,6 +8,8 @@ from collections import Counter
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runengine import RunEngine, Status
 from runengine.adapters.memory import MemoryStore
@@ -343,3 +345,103 @@ async def test_a_waiting_parent_and_a_waiting_receiver_hold_no_task(make_store) 
 
 async def _ended(engine: RunEngine, run_id: str) -> bool:
     return (await engine.status(run_id)).terminal
+
+
+@given(data=st.data())
+@settings(max_examples=30, deadline=None)
+def test_the_hypothesis_strategies_walk_into_every_child_and_signal_event(data) -> None:
+    """Where a run has a spawned child and a signal, the strategies offer every child and signal
+    event next, and each one they build passes the reducer (its guarded ids drawn from the state)."""
+    from runengine.events import COMPOSITION_EVENTS, ChildSpawned, RunCreated, RunStarted, SignalReceived
+    from runengine.reducer import Fold
+    from runengine.testing.strategies import BASE_TIME, build_event, next_types
+
+    fold = Fold()
+    fold.apply_all([
+        RunCreated(run_id="r", seq=1, agent="a"), RunStarted(run_id="r", seq=2),
+        ChildSpawned(run_id="r", seq=3, child_run_id="c", agent="b"),
+        SignalReceived(run_id="r", seq=4, signal_id="s", name="n"),
+    ])
+    offered = set(next_types(fold))
+    assert {cls.type for cls in COMPOSITION_EVENTS} <= offered
+    event_type = data.draw(st.sampled_from([cls.type for cls in COMPOSITION_EVENTS]))
+    event = build_event(data.draw, event_type, "r", 5, BASE_TIME, fold)
+    fold.apply(event)  # InvalidTransition if a drawn id did not pass
+
+
+async def test_a_signal_to_a_pending_run_waits_in_its_log_until_the_agent_takes_it(make_store) -> None:
+    from datetime import timedelta
+
+    clock = VirtualClock()
+    engine = RunEngine(make_store(), clock=clock)
+
+    @engine.agent("later")
+    async def later(ctx):
+        return [await ctx.poll("early"), await ctx.receive("early", timeout=5)]
+
+    async with engine:
+        run_id = (await engine.execute("later", mode="async", start_at=clock() + timedelta(seconds=30))).run_id
+        await engine.signal(run_id, "early", "one")
+        await engine.signal(run_id, "early", "two")
+        assert (await engine.status(run_id)).status is Status.PENDING
+        await clock.advance(31)
+        assert (await engine.wait(run_id)).output == ["one", "two"]
+
+
+async def test_a_receive_with_a_timeout_is_woken_by_the_signal_and_a_parked_one_can_be_cancelled(make_store) -> None:
+    engine = RunEngine(make_store())
+
+    @engine.agent("patient")
+    async def patient(ctx):
+        return await ctx.receive("reply", timeout=3600)
+
+    @engine.agent("forever")
+    async def forever(ctx):
+        return await ctx.receive("never")
+
+    async with engine:
+        patient_id = (await engine.execute("patient", mode="async")).run_id
+        forever_id = (await engine.execute("forever", mode="async")).run_id
+        await until(lambda: _logged(engine, patient_id, "signal.waiting"))
+        await engine.signal(patient_id, "reply", {"ok": True})
+        assert (await engine.wait(patient_id)).output == {"ok": True}
+        await until(lambda: _logged(engine, forever_id, "run.suspended"))
+        state = await engine.cancel(forever_id, reason="no reply")
+        assert state.status is Status.CANCELLED and forever_id not in engine.driver.active
+
+
+async def test_a_receive_deadline_is_recorded_and_holds_across_a_restart(tmp_path) -> None:
+    clock = VirtualClock()
+    path = str(tmp_path / "runs.db")
+
+    def agents(engine: RunEngine) -> None:
+        @engine.agent("deadline")
+        async def deadline(ctx):
+            try:
+                return await ctx.receive("answer", timeout=60)
+            except SignalTimedOut:
+                return "too late"
+
+    first = RunEngine(SQLiteStore(path), clock=clock)
+    agents(first)
+    async with first:
+        run_id = (await first.execute("deadline", mode="async")).run_id
+        await until(lambda: _logged(first, run_id, "signal.waiting"))
+    waiting = [e for e in await _log_of(path, run_id) if e.type == "signal.waiting"][0]
+    await clock.advance(30)  # half the wait passes while nothing runs
+    second = RunEngine(SQLiteStore(path), clock=clock)
+    agents(second)
+    async with second:
+        await until(lambda: _logged(second, run_id, "run.resumed"))
+        await clock.advance(29)
+        assert not (await second.status(run_id)).terminal  # the recorded deadline is not reached yet
+        await clock.advance(2)
+        state = await second.wait(run_id)
+        assert state.output == "too late"
+        log = await full_log(second, run_id)
+        assert [e for e in log if e.type == "signal.waiting"] == [waiting]  # not recorded again
+
+
+async def _log_of(path: str, run_id: str):
+    async with RunEngine(SQLiteStore(path), durability=Durability(recover_on_start=False)) as reader:
+        return await full_log(reader, run_id)
