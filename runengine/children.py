@@ -48,8 +48,11 @@ class ChildFailed(RunEngineError):
 class ChildHost(Protocol):
     """What the agent's side needs of the engine (runengine.engine.RunEngine implements it)."""
 
-    def check_child(self, agent: str, input: Any, metadata: dict[str, Any] | None) -> None:
-        """Raise (AgentNotFound, InvalidRequest) if such a child cannot be created."""
+    async def check_child(
+        self, parent: RunState, agent: str, input: Any, *, session_id: str | None, metadata: dict[str, Any] | None
+    ) -> None:
+        """Raise (AgentNotFound, InvalidRequest, SessionNotFound, SessionEnded) if `parent` cannot
+        have such a child."""
 
     async def create_child(
         self, parent: RunState, child_run_id: str, agent: str, input: Any, *,
@@ -99,8 +102,9 @@ class ChildRuns:
         self, agent: str, input: Any, *, session_id: str | None, metadata: dict[str, Any] | None
     ) -> ChildHandle:
         host = self._engine()
-        host.check_child(agent, input, metadata)  # refused before anything is recorded
         rec, writer = self._rec, self._rec.writer
+        # Refused before anything is recorded: a recorded spawn creates its child, whatever happens.
+        await host.check_child(writer.state, agent, input, session_id=session_id, metadata=metadata)
         child_run_id = uuid.uuid4().hex
         spawned = await rec.once(
             ChildSpawned,

@@ -796,13 +796,22 @@ class RunEngine:
 
     # -- child runs and signals (runengine.children, runengine.signals) ------------------
 
-    def check_child(self, agent: str, input: Any, metadata: dict[str, Any] | None) -> None:
-        """What `ctx.spawn` checks before it records anything (runengine.children.ChildHost)."""
+    async def check_child(
+        self, parent: RunState, agent: str, input: Any, *, session_id: str | None, metadata: dict[str, Any] | None
+    ) -> None:
+        """What `ctx.spawn` checks before it records anything (runengine.children.ChildHost): the
+        agent, the input and metadata, and a session the parent's owner may start runs in."""
         self.agents.get(agent)
         if metadata is not None and not isinstance(metadata, dict):
             raise InvalidRequest("metadata must be an object")
         to_json(input, "input")
         to_json(metadata, "metadata")
+        if session_id is not None:
+            session = await stored_session(self._sessions(), parent.owner, session_id)
+            if session is not None and not can_access(session.owner, parent.owner):
+                raise SessionNotFound(session_id)
+            if session is not None and (session.ended or (session.expires_at is not None and session.expires_at <= self.clock())):
+                raise SessionEnded(session_id, expired=not session.ended)
 
     async def create_child(
         self, parent: RunState, child_run_id: str, agent: str, input: Any, *,

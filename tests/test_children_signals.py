@@ -445,3 +445,26 @@ async def test_a_receive_deadline_is_recorded_and_holds_across_a_restart(tmp_pat
 async def _log_of(path: str, run_id: str):
     async with RunEngine(SQLiteStore(path), durability=Durability(recover_on_start=False)) as reader:
         return await full_log(reader, run_id)
+
+
+async def test_spawn_refuses_an_ended_session_before_recording(make_store) -> None:
+    engine = RunEngine(make_store())
+
+    @engine.agent("leaf")
+    async def leaf(ctx):
+        return ctx.session_id
+
+    @engine.agent("parent")
+    async def parent(ctx):
+        try:
+            await ctx.spawn("leaf", session_id="closed")
+        except Exception as exc:
+            refused = type(exc).__name__
+        return {"refused": refused, "open": await ctx.run("leaf", session_id="fresh")}
+
+    async with engine:
+        await engine.create_session(session_id="closed", owner="alice")
+        await engine.end_session("closed", owner="alice")
+        state = await engine.execute("parent", owner="alice")
+        assert state.output == {"refused": "SessionEnded", "open": "fresh"}
+        assert _types(await full_log(engine, state.run_id)).count("child.spawned") == 1
