@@ -291,7 +291,8 @@ class RunDriver:
                 session = await session_of_run(self.sessions, state) if self.sessions is not None else None
                 recorder = active.recorder = Recorder(
                     writer, self.clock, journal=begun, on_stop=active.scope.cancel,
-                    on_park=active.park if self.parking else None,
+                    # A run with a timeout waits in its task: the timeout is counted while it waits.
+                    on_park=active.park if self.parking and state.timeout is None else None,
                 )
                 ctx = RunContext(recorder, self.store, session, children=self.children)
                 failure: Exception | None = None

@@ -468,3 +468,16 @@ async def test_spawn_refuses_an_ended_session_before_recording(make_store) -> No
         state = await engine.execute("parent", owner="alice")
         assert state.output == {"refused": "SessionEnded", "open": "fresh"}
         assert _types(await full_log(engine, state.run_id)).count("child.spawned") == 1
+
+
+async def test_a_run_with_a_timeout_times_out_while_it_waits_for_a_signal() -> None:
+    engine = RunEngine(MemoryStore())
+
+    @engine.agent("bounded")
+    async def bounded(ctx):
+        return await ctx.receive("never")
+
+    async with engine:
+        with anyio.fail_after(10):
+            state = await engine.execute("bounded", timeout=0.3)
+        assert state.status is Status.FAILED and state.error.code == "timeout"
