@@ -180,6 +180,7 @@ class RunEngine:
         self.driver.children = self  # the agents' ctx.spawn (runengine.children.ChildHost)
         self.driver.on_ended = self._ended
         self._waking: set[str] = set()  # parked runs a waker task is about to look at
+        self._closing = False
         # A run waiting for a child or a signal ends its task, and this engine resumes it (_wake);
         # a queue worker holds its task instead (a parked run would go straight back to the queue).
         self.driver.parking = self.queue is None
@@ -254,6 +255,7 @@ class RunEngine:
     # -- lifecycle --------------------------------------------------------------
 
     async def __aenter__(self) -> RunEngine:
+        self._closing = False
         stack = contextlib.AsyncExitStack()
         await stack.__aenter__()
         try:
@@ -299,6 +301,7 @@ class RunEngine:
         """A graceful stop: runs reach their next event (within `drain_timeout`), record
         run.suspended and stay unfinished; the next engine resumes them. Nothing ends a run here."""
         self.delayed.stop()
+        self._closing = True  # parked runs are no longer woken: the next engine resumes them
         with anyio.CancelScope(shield=True):
             if self._worker is not None:  # queued runs: suspended and handed back to the queue
                 await self._worker.stop()
@@ -870,7 +873,7 @@ class RunEngine:
             self._wake_soon(state.parent_run_id)
 
     def _wake_soon(self, run_id: str) -> None:
-        if self.driver.parking and self._tg is not None and run_id not in self._waking:
+        if self.driver.parking and self._tg is not None and not self._closing and run_id not in self._waking:
             self._waking.add(run_id)  # one waker per run is enough: it looks once the run is idle
             self._tg.start_soon(self._wake, run_id, name=f"wake {run_id}")
 
@@ -884,7 +887,7 @@ class RunEngine:
             self._waking.discard(run_id)  # from here on, news wakes it again
             state, first_page = await self._load(run_id)
             parked = state.suspended and not state.terminal and state.agent in self.agents
-            if parked and run_id not in self.driver.active and self._tg is not None:
+            if parked and run_id not in self.driver.active and self._tg is not None and not self._closing:
                 self.driver.launch(self._tg, state, first_page=first_page)
         except RunNotFound:
             pass

@@ -481,3 +481,20 @@ async def test_a_run_with_a_timeout_times_out_while_it_waits_for_a_signal() -> N
         with anyio.fail_after(10):
             state = await engine.execute("bounded", timeout=0.3)
         assert state.status is Status.FAILED and state.error.code == "timeout"
+
+
+async def test_a_graceful_stop_is_not_undone_by_a_waiting_wake_up(make_store) -> None:
+    """A signal to a busy run leaves a wake-up waiting for the run to stop; a graceful stop must
+    not have it launch the run again (the engine would never finish stopping)."""
+    engine = RunEngine(make_store(), durability=Durability(drain_timeout=0.2))
+
+    @engine.agent("asker")
+    async def asker(ctx):
+        return await ctx.ask("anything?")
+
+    with anyio.fail_after(15):  # the engine's exit, the stop, included
+        async with engine:
+            run_id = (await engine.execute("asker", mode="async")).run_id
+            await until(lambda: _logged(engine, run_id, "run.waiting_for_input"))
+            await engine.signal(run_id, "aside", 1)
+    assert not engine.driver.active
