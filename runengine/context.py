@@ -47,11 +47,13 @@ from .events import (
     ToolResult,
     Usage,
 )
+from .children import ChildHandle, ChildHost, ChildRuns
 from .history import HistoryMessage, session_history, session_runs, step_outputs
 from .limits import DEFAULT_AGENT_HISTORY
 from .patching import Answer, Patches
 from .ports import EventStore, SessionRecord
 from .recording import Recorder, new_id
+from .signals import SignalInbox, check_signal_name
 from .state import RunState
 from .wire import format_time, parse_time, to_json
 from .writer import RunEndedElsewhere
@@ -123,7 +125,9 @@ class RunContext:
     appends its event, replaying it gets the recorded one back (docs/durability.md has the table).
     """
 
-    def __init__(self, recorder: Recorder, store: EventStore, session: SessionRecord | None) -> None:
+    def __init__(
+        self, recorder: Recorder, store: EventStore, session: SessionRecord | None, *, children: ChildHost | None = None
+    ) -> None:
         self._rec = recorder
         self._writer = recorder.writer
         self._store = store
@@ -138,6 +142,8 @@ class RunContext:
         #: The session this run belongs to, with its metadata, when there is one.
         self.session = session
         self.log = structlog.get_logger("runengine.agent").bind(run_id=self.run_id, agent=self.agent)
+        self._children = ChildRuns(recorder, store, children)
+        self._signals = SignalInbox(recorder, store, recorder.clock)
 
     @property
     def replaying(self) -> bool:
@@ -493,6 +499,45 @@ class RunContext:
                 expires = None
                 continue
             raise InputTimedOut("no input came before the deadline")
+
+    # -- child runs and signals (runengine.children, runengine.signals) -------
+
+    @property
+    def parent_run_id(self) -> str | None:
+        """The run that spawned this one (None: a top-level run)."""
+        return self._writer.state.parent_run_id
+
+    async def spawn(
+        self, agent: str, input: Any = None, *, session_id: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> ChildHandle:
+        """Start a child run of `agent` (recorded: replayed, it is the same child, created once);
+        `await handle` joins it. Spawn one after the other, join in a fixed order (docs/durability.md)."""
+        return await self._children.spawn(agent, input, session_id=session_id, metadata=metadata)
+
+    async def join(self, run_id: str) -> Any:
+        """Wait for child run `run_id` to end (a durable wait): its output, or ChildFailed raised."""
+        return await self._children.join(run_id)
+
+    async def run(self, agent: str, input: Any = None, **options: Any) -> Any:
+        """Spawn a child run and join it: its output."""
+        return await (await self.spawn(agent, input, **options))
+
+    async def gather(self, *children: ChildHandle | str, return_exceptions: bool = False) -> list[Any]:
+        """Join children in the order given (they run at once; this only collects them): their outputs.
+        With `return_exceptions`, a child's ChildFailed is in the list instead of raised."""
+        return await self._children.gather(children, return_exceptions)
+
+    async def receive(self, name: str, *, timeout: float | None = None) -> Any:
+        """The next signal `name` sent to this run (each once, in order): its payload. Waits
+        durably for one; with `timeout` (seconds, recorded) raises SignalTimedOut when none came."""
+        check_signal_name(name)
+        expires = deadline_after(self._clock(), timeout, "receive timeout") if timeout is not None else None
+        return await self._signals.receive(name, expires)
+
+    async def poll(self, name: str, default: Any = None) -> Any:
+        """The next signal `name` if one has arrived (taken, as by `receive`), else `default`; never waits."""
+        check_signal_name(name)
+        return await self._signals.poll(name, default)
 
     async def custom(self, name: str, data: Any = None) -> None:
         await self._rec.once(

@@ -22,6 +22,7 @@ import structlog.contextvars
 
 from . import observe
 from .agents import AgentRegistry
+from .children import ChildHost
 from .clock import Clock
 from .context import RunContext
 from .errors import AgentFailed, ConcurrencyConflict, ReplayDivergence
@@ -73,6 +74,9 @@ class ActiveRun:
     #: waits until: NO_DEADLINE for input only).
     parked_until: datetime | None = None
 
+    #: Parked (`Recorder.park`): its agent waits for a child or a signal, with no task.
+    parked: bool = False
+
     def cancel(self, reason: str | None) -> None:
         if self.cancel_reason is None:
             self.cancel_reason = reason or "cancelled"
@@ -83,6 +87,12 @@ class ActiveRun:
         if self.cancel_reason is None and not self.suspending:
             self.parked_until = until
             self.scope.cancel()
+
+    def park_suspended(self) -> None:
+        """End the task of a run waiting for a child or a signal, recording run.suspended (reason
+        "waiting"): the engine resumes it by replay when what it waits for comes."""
+        self.parked = self.suspending = True
+        self.scope.cancel()
 
     def suspend(self, *, now: bool) -> None:
         """Stop for a restart: at once (`now`, or while the agent waits durably), else at its next event."""
@@ -136,6 +146,13 @@ class RunDriver:
         self.durability = durability
         self.limits = limits
         self.active: dict[str, ActiveRun] = {}
+        #: What creates and reads child runs for the agents' `ctx.spawn` (the engine sets itself).
+        self.children: ChildHost | None = None
+        #: Whether a run waiting for a child or a signal ends its task (`Recorder.park`); the engine
+        #: resumes it (on a store only it writes: a queue worker would hand it straight back).
+        self.parking = False
+        #: Told of each run this driver ended, with its state (the engine wakes a waiting parent).
+        self.on_ended: Callable[[RunState], None] | None = None
 
     def launch(
         self,
@@ -205,6 +222,8 @@ class RunDriver:
                     with anyio.CancelScope(shield=True):
                         try:
                             await writer.add(last, durable=True)
+                            if self.on_ended is not None and writer.state.terminal:
+                                self.on_ended(writer.state)
                         except RunEndedElsewhere:
                             pass
                         except LeaseLost:  # a queue worker that lost its lease: the run is someone else's
@@ -308,8 +327,12 @@ class RunDriver:
                     return begun
                 spec = self.agents.get(state.agent)
                 session = await session_of_run(self.sessions, state) if self.sessions is not None else None
-                recorder = active.recorder = Recorder(writer, self.clock, journal=begun, on_stop=active.scope.cancel)
-                ctx = RunContext(recorder, self.store, session)
+                recorder = active.recorder = Recorder(
+                    writer, self.clock, journal=begun, on_stop=active.scope.cancel,
+                    # A run with a timeout waits in its task: the timeout is counted while it waits.
+                    on_park=active.park_suspended if self.parking and state.timeout is None else None,
+                )
+                ctx = RunContext(recorder, self.store, session, children=self.children)
                 failure: Exception | None = None
                 async with anyio.create_task_group() as background:
                     background.start_soon(writer.flush_loop)
@@ -373,7 +396,8 @@ class RunDriver:
                 if active.suspending:
                     if writer.state.status is Status.PENDING:
                         return None  # noqa: B012 - never started: the next engine starts it
-                    return lambda seq: RunSuspended(run_id=run_id, seq=seq, at=self.clock())  # noqa: B012
+                    why = "waiting" if active.parked else "shutdown"
+                    return lambda seq: RunSuspended(run_id=run_id, seq=seq, at=self.clock(), reason=why)  # noqa: B012
         return None  # pragma: no cover - every path above returns
 
     async def _park_when_idle(self, active: ActiveRun, recorder: Recorder) -> None:

@@ -43,7 +43,8 @@ from .errors import (
     SessionExists,
     SessionNotFound,
 )
-from .events import NO_DEADLINE, Event, RunCancelled, RunCreated, RunInput
+from .children import cancel_children
+from .events import NO_DEADLINE, Event, RunCancelled, RunCreated, RunInput, SignalReceived, SignalRecord
 from .history import HistoryMessage, HistoryPage, HistoryPosition
 from .history import history_message as read_history_message
 from .history import session_history as read_session_history
@@ -86,8 +87,9 @@ from .following import follow_batches
 from .keylock import KeyLocks
 from .options import Durability, Retention, RunLimits
 from .limits import DEFAULT_HISTORY_PAGE
+from .signals import check_signal_name
 from .validation import check_run_id
-from .wire import to_json
+from .wire import data_to_json, to_json
 from .worker import Worker, WorkerOptions, worker_options
 
 log = structlog.get_logger("runengine")
@@ -183,6 +185,13 @@ class RunEngine:
         #: (runengine.idle); only then are they launched, so a hundred thousand of them cost no memory.
         self.idle = self._idle_runs()
         self.driver.on_parked = self._parked if self._can_park() else None
+        self.driver.children = self  # the agents' ctx.spawn (runengine.children.ChildHost)
+        self.driver.on_ended = self._ended
+        self._waking: set[str] = set()  # parked runs a waker task is about to look at
+        self._closing = False
+        # A run waiting for a child or a signal ends its task, and this engine resumes it (_wake);
+        # a queue worker holds its task instead (a parked run would go straight back to the queue).
+        self.driver.parking = self.queue is None
         self._session_locks = KeyLocks()
         self._tg: anyio.abc.TaskGroup | None = None
         self._exit_stack: contextlib.AsyncExitStack | None = None
@@ -217,6 +226,7 @@ class RunEngine:
         self.driver.store, self.driver.sessions = self.store, self.session_store
         self.idle = self._idle_runs()
         self.driver.on_parked = self._parked if self._can_park() else None
+        self.driver.parking = self.queue is None
         self.store_chosen = True
 
     def _attach(self, store: EventStore) -> None:
@@ -255,6 +265,7 @@ class RunEngine:
     # -- lifecycle --------------------------------------------------------------
 
     async def __aenter__(self) -> RunEngine:
+        self._closing = False
         stack = contextlib.AsyncExitStack()
         await stack.__aenter__()
         try:
@@ -302,6 +313,7 @@ class RunEngine:
         """A graceful stop: runs reach their next event (within `drain_timeout`), record
         run.suspended and stay unfinished; the next engine resumes them. Nothing ends a run here."""
         self.idle.stop()
+        self._closing = True  # parked runs are no longer woken: the next engine resumes them
         with anyio.CancelScope(shield=True):
             if self._worker is not None:  # queued runs: suspended and handed back to the queue
                 await self._worker.stop()
@@ -576,6 +588,7 @@ class RunEngine:
         policy: str,
         start_at: datetime | None,
         keyed: bool = False,
+        parent_run_id: str | None = None,
     ) -> RunState:
         """Check the session (claiming a new one for `owner`), apply its policy, record run.created.
         `keyed`: the run id is an idempotency key's, which another request may have created first
@@ -613,6 +626,7 @@ class RunEngine:
                 owner=owner,
                 timeout=float(timeout) if timeout is not None else None,
                 start_at=start_at,
+                parent_run_id=parent_run_id,
             )
             fold = Fold()
             fold.apply(created)
@@ -796,18 +810,22 @@ class RunEngine:
     # -- commands -------------------------------------------------------------------
 
     async def cancel(self, run_id: str, *, reason: str | None = None) -> RunState:
-        """Cancel a run (idempotent: an ended run is returned as it is)."""
+        """Cancel a run (idempotent: an ended run is returned as it is), and its unfinished children."""
         active = self.driver.active.get(run_id)
         if active is not None:
             active.cancel(reason)
             with anyio.CancelScope(shield=True):
                 await active.done.wait()
-            return await self.status(run_id)
-        await self._append_at_head(
-            run_id,
-            lambda seq: RunCancelled(run_id=run_id, seq=seq, at=self.clock(), reason=reason or "cancelled"),
-        )
-        return await self.status(run_id)
+        else:
+            await self._append_at_head(
+                run_id,
+                lambda seq: RunCancelled(run_id=run_id, seq=seq, at=self.clock(), reason=reason or "cancelled"),
+            )
+        state = await self.status(run_id)
+        if state.status is Status.CANCELLED:
+            await cancel_children(state, lambda child: self.cancel(child, reason="parent cancelled"), self.store.get_run)
+            self._ended(state)
+        return state
 
     async def resume(self, run_id: str, input: Any) -> RunState:
         """Give input to a run waiting for it; returns the state with the input recorded."""
@@ -830,14 +848,113 @@ class RunEngine:
                 await self._wake(run_id)  # idle in the store, not in memory: its input wakes it
             return await self.status(run_id)
 
-    async def _append_at_head(self, run_id: str, build: Callable[[int], Event]) -> None:
-        """Append one event after whatever the log holds now, unless the run has ended."""
-        await append_at_head(self.store, run_id, build, self.status)
+    async def _append_at_head(self, run_id: str, build: Callable[[int], Event]) -> RunState | None:
+        """Append one event after whatever the log holds now, unless the run has ended (then None)."""
+        return await append_at_head(self.store, run_id, build, self.status)
 
     async def delete_run(self, run_id: str, *, owner: str | None = None) -> None:
         """Delete an ended run: its events, snapshot and idempotency records (InvalidRunState while
         it is active; with `owner`, another owner's run is RunNotFound)."""
         await delete_ended_run(self.store, run_id, owner=owner)
+
+    # -- child runs and signals (runengine.children, runengine.signals) ------------------
+
+    async def check_child(
+        self, parent: RunState, agent: str, input: Any, *, session_id: str | None, metadata: dict[str, Any] | None
+    ) -> None:
+        """What `ctx.spawn` checks before it records anything (runengine.children.ChildHost): the
+        agent, the input and metadata, and a session the parent's owner may start runs in."""
+        self.agents.get(agent)
+        if metadata is not None and not isinstance(metadata, dict):
+            raise InvalidRequest("metadata must be an object")
+        to_json(input, "input")
+        to_json(metadata, "metadata")
+        if session_id is not None:
+            session = await stored_session(self._sessions(), parent.owner, session_id)
+            if session is not None and not can_access(session.owner, parent.owner):
+                raise SessionNotFound(session_id)
+            if session is not None and (session.ended or (session.expires_at is not None and session.expires_at <= self.clock())):
+                raise SessionEnded(session_id, expired=not session.ended)
+
+    async def create_child(
+        self, parent: RunState, child_run_id: str, agent: str, input: Any, *,
+        session_id: str | None, metadata: dict[str, Any] | None,
+    ) -> None:
+        """Create `parent`'s child run `child_run_id`, owned by the parent's owner, unless it exists."""
+        if await self.store.get_run(child_run_id) is not None:
+            return
+        try:
+            await self._create_run(
+                child_run_id, agent, input, mode="async", session_id=session_id, metadata=metadata, timeout=None,
+                owner=parent.owner, policy="allow", start_at=None, keyed=True, parent_run_id=parent.run_id,
+            )
+        except ConcurrencyConflict:  # created meanwhile (a replay racing the first attempt)
+            pass
+
+    async def children(self, run_id: str, *, owner: str | None = None) -> list[RunSummary]:
+        """The listing rows of the child runs `run_id` spawned, in spawn order (RunNotFound for
+        another owner's run, as everywhere)."""
+        await run_of(self.store, run_id, owner)
+        state = await self.status(run_id)
+        rows = [await self.store.get_run(child.run_id) for child in state.children]
+        return [row for row in rows if row is not None]
+
+    async def signal(self, run_id: str, name: str, payload: Any = None, *, owner: str | None = None) -> SignalRecord:
+        """Send signal `name` with `payload` to an unfinished run: recorded in its log at once
+        (`signal.received`), whether or not a process executes it now; its agent takes it with
+        `ctx.receive(name)`. RunNotFound (another owner's run too), InvalidRunState once it ended,
+        InvalidRequest for a payload over the run's event size limit, InvalidRunState when its log is full."""
+        check_signal_name(name)
+        await run_of(self.store, run_id, owner)
+        signal_id = f"sig_{uuid.uuid4().hex}"
+
+        def build(seq: int) -> SignalReceived:
+            event = SignalReceived(run_id=run_id, seq=seq, at=self.clock(), signal_id=signal_id, name=name, payload=payload)
+            size = len(data_to_json(event).encode())  # InvalidRequest for what is not strict JSON
+            if size > self.limits.max_event_bytes:
+                raise InvalidRequest(
+                    f"the signal is {size} bytes of JSON, over the run's limit of {self.limits.max_event_bytes}",
+                    size=size, limit=self.limits.max_event_bytes,
+                )
+            if seq >= self.limits.max_events_per_run:  # the last seq is kept for the run's end
+                raise InvalidRunState(run_id, "full", f"its log holds its limit of {self.limits.max_events_per_run} events")
+            return event
+
+        after = await self._append_at_head(run_id, build)
+        if after is None:
+            state = await self.status(run_id)
+            raise InvalidRunState(run_id, state.status.value, "signals are only accepted until the run ends")
+        self._wake_soon(run_id)
+        return next(s for s in reversed(after.signals) if s.signal_id == signal_id)
+
+    def _ended(self, state: RunState) -> None:
+        """A run ended: its parent, if it waits parked for it, is resumed."""
+        if state.parent_run_id is not None:
+            self._wake_soon(state.parent_run_id)
+
+    def _wake_soon(self, run_id: str) -> None:
+        if self.driver.parking and self._tg is not None and not self._closing and run_id not in self._waking:
+            self._waking.add(run_id)  # one waker per run is enough: it looks once the run is idle
+            self._tg.start_soon(self._wake_parked, run_id, name=f"wake {run_id}")
+
+    async def _wake_parked(self, run_id: str) -> None:
+        """Resume `run_id` if it is parked (suspended while it waits for a child or a signal). One
+        this engine is executing is looked at again once it stops: it may be parking right now."""
+        try:
+            active = self.driver.active.get(run_id)
+            if active is not None:
+                await active.done.wait()
+            self._waking.discard(run_id)  # from here on, news wakes it again
+            state, first_page = await self._load(run_id)
+            parked = state.suspended and not state.terminal and state.agent in self.agents
+            if parked and run_id not in self.driver.active and self._tg is not None and not self._closing:
+                self.driver.launch(self._tg, state, first_page=first_page)
+        except RunNotFound:
+            pass
+        except Exception:  # a store failure: the run stays parked until the next news or restart
+            log.exception("could not resume a parked run", run_id=run_id)
+        finally:
+            self._waking.discard(run_id)
 
     # -- sessions ---------------------------------------------------------------------
 

@@ -151,12 +151,14 @@ class RunCreated(Event):
     timeout: float | None = None
     #: A delayed run stays pending until this time.
     start_at: datetime | None = None
+    #: The run that spawned this one (`ctx.spawn`), if any: its `child.spawned` names this run.
+    parent_run_id: str | None = None
 
     def fold_into(self, run: RunAccumulator) -> None:
         run.begin(
             run_id=self.run_id, agent=self.agent, status=P, input=self.input, session_id=self.session_id,
             metadata=self.metadata, mode=self.mode, owner=self.owner, timeout=self.timeout,
-            start_at=self.start_at, created_at=self.at,
+            start_at=self.start_at, created_at=self.at, parent_run_id=self.parent_run_id,
         )
 
     def wake_after(self, wake: datetime | None) -> datetime | None:
@@ -528,6 +530,168 @@ class UnknownEvent(Event):
     data: dict[str, Any] = attrs.field(factory=dict)
 
 
+# -- child runs and signals (runengine.children, runengine.signals) ----------------------------
+
+
+@attrs.frozen(kw_only=True)
+class ChildRecord:
+    """A child run this run spawned (`child.spawned`), and its end once a join saw it (`child.ended`)."""
+
+    run_id: str
+    agent: str
+    #: None until the parent's `child.ended`: "completed", "failed" or "cancelled".
+    status: str | None = None
+    output: Any = None
+    error: ErrorInfo | None = None
+
+
+@attrs.frozen(kw_only=True)
+class SignalRecord:
+    """A signal sent to this run (`signal.received`), and whether `ctx.receive` took it (`signal.taken`)."""
+
+    signal_id: str
+    name: str
+    payload: Any = None
+    seq: int = 0
+    taken: bool = False
+
+
+def _child(run: RunAccumulator, child_run_id: str) -> Any:
+    return next((c for c in run.get("children") if c.run_id == child_run_id), None)
+
+
+@attrs.frozen(kw_only=True)
+class ChildSpawned(Event):
+    """`ctx.spawn` started a child run (its `run.created` names this run as its parent)."""
+
+    type: ClassVar[str] = "child.spawned"
+    moves = {R: R}
+    guards = (
+        Guard(
+            "its child_run_id is new",
+            lambda run, e: f"child {e.child_run_id!r} already spawned" if _child(run, e.child_run_id) else None,
+            "child_run_id",
+            lambda run: Fresh({c.run_id for c in run.get("children")}),
+        ),
+    )
+    child_run_id: str
+    agent: str
+
+    def fold_into(self, run: RunAccumulator) -> None:
+        run.set(children=(*run.get("children"), ChildRecord(run_id=self.child_run_id, agent=self.agent)))
+
+
+def _unended_children(run: RunAccumulator) -> tuple[str, ...]:
+    return tuple(c.run_id for c in run.get("children") if c.status is None)
+
+
+@attrs.frozen(kw_only=True)
+class ChildEnded(Event):
+    """A child run's end as its parent's join saw it: what `await handle` returns (or raises), replayed."""
+
+    type: ClassVar[str] = "child.ended"
+    moves = {R: R}
+    guards = (
+        Guard(
+            "names a spawned child that has not ended",
+            lambda run, e: None if e.child_run_id in _unended_children(run) else f"no unended child {e.child_run_id!r}",
+            "child_run_id",
+            _unended_children,
+        ),
+    )
+    child_run_id: str
+    status: str = one_of("completed", "failed", "cancelled")
+    output: Any = None
+    error: ErrorInfo | None = None
+
+    def fold_into(self, run: RunAccumulator) -> None:
+        run.set(children=tuple(
+            attrs.evolve(c, status=self.status, output=self.output, error=self.error) if c.run_id == self.child_run_id else c
+            for c in run.get("children")
+        ))
+
+
+@attrs.frozen(kw_only=True)
+class SignalReceived(Event):
+    """`engine.signal` delivered a message to the run: kept in its log until `ctx.receive` takes it."""
+
+    type: ClassVar[str] = "signal.received"
+    moves = {P: P, R: R, W: W}
+    progress = False  # written by a sender, not by the run: no sign that its agent got on
+    guards = (
+        Guard(
+            "its signal_id is new",
+            lambda run, e: f"signal {e.signal_id!r} already received" if any(
+                s.signal_id == e.signal_id for s in run.get("signals")) else None,
+            "signal_id",
+            lambda run: Fresh({s.signal_id for s in run.get("signals")}),
+        ),
+    )
+    signal_id: str
+    name: str
+    payload: Any = None
+
+    def fold_into(self, run: RunAccumulator) -> None:
+        record = SignalRecord(signal_id=self.signal_id, name=self.name, payload=self.payload, seq=self.seq)
+        run.set(signals=(*run.get("signals"), record))
+
+
+@attrs.frozen(kw_only=True)
+class SignalWaiting(Event):
+    """`ctx.receive` found no signal of `name` and waits for one (until `expires_at`, if given)."""
+
+    type: ClassVar[str] = "signal.waiting"
+    moves = {R: R}
+    name: str
+    expires_at: datetime | None = None
+
+
+def _next_signals(run: RunAccumulator) -> tuple[str, ...]:
+    """Per signal name, the earliest signal not taken yet: the only one a receive can take."""
+    first: dict[str, str] = {}
+    for s in run.get("signals"):
+        if not s.taken:
+            first.setdefault(s.name, s.signal_id)
+    return tuple(first.values())
+
+
+@attrs.frozen(kw_only=True)
+class SignalTaken(Event):
+    """`ctx.receive` (or `ctx.poll`) took this signal: each signal is taken once, in order per name."""
+
+    type: ClassVar[str] = "signal.taken"
+    moves = {R: R}
+    guards = (
+        Guard(
+            "takes the earliest signal of its name not taken yet",
+            lambda run, e: None if e.signal_id in _next_signals(run) else f"signal {e.signal_id!r} is not the next of its name",
+            "signal_id",
+            _next_signals,
+        ),
+    )
+    signal_id: str
+
+    def fold_into(self, run: RunAccumulator) -> None:
+        run.set(signals=tuple(
+            attrs.evolve(s, taken=True) if s.signal_id == self.signal_id else s for s in run.get("signals")
+        ))
+
+
+@attrs.frozen(kw_only=True)
+class SignalMissed(Event):
+    """`ctx.poll` found no signal of `name`, or `ctx.receive`'s timeout passed first."""
+
+    type: ClassVar[str] = "signal.missed"
+    moves = {R: R}
+    name: str
+
+
+#: The event types of child runs and signals, in table order.
+COMPOSITION_EVENTS: tuple[type[Event], ...] = (
+    ChildSpawned, ChildEnded, SignalReceived, SignalWaiting, SignalTaken, SignalMissed,
+)
+
+
 #: Every known event type; their order is the table's within each status (and the docs').
 KNOWN_EVENTS: tuple[type[Event], ...] = (
     RunCreated,
@@ -553,6 +717,7 @@ KNOWN_EVENTS: tuple[type[Event], ...] = (
     RunCompleted,
     RunFailed,
     RunCancelled,
+    *COMPOSITION_EVENTS,
 )
 
 #: Wire name -> event class.

@@ -60,6 +60,7 @@ class Recorder:
         journal: Journal | None = None,
         on_stop: Callable[[], None] | None = None,
         replay_only: bool = False,
+        on_park: Callable[[], None] | None = None,
     ) -> None:
         """`replay_only` (the replay checker, runengine.testing): the log is all there is, nothing is
         made or appended; the first call past it raises PastTheLog, and so does every call after."""
@@ -68,6 +69,8 @@ class Recorder:
         self.clock = clock
         self._journal = journal
         self._on_stop = on_stop
+        #: Ends the agent's task for a wait that something else resumes (None: this engine cannot).
+        self._on_park = on_park
         self._diverged: ReplayDivergence | None = None
         #: Discarded message -> the message carrying its kept text on (filled while replaying).
         self._continued: dict[str, str] = journal.continued if journal is not None else {}
@@ -233,6 +236,20 @@ class Recorder:
             yield
         finally:
             self.waiting, self.waiting_since, self.waiting_until = False, None, None
+
+    @property
+    def can_park(self) -> bool:
+        """Whether a wait may end the agent's task (`park`) instead of holding it."""
+        return self._on_park is not None
+
+    async def park(self) -> None:
+        """End the agent here, its run unfinished (`run.suspended`, reason "waiting"), holding no
+        task: the engine resumes it, replaying its log, when what it waits for comes
+        (runengine.children, runengine.signals)."""
+        assert self._on_park is not None
+        await self.writer.flush()
+        self._on_park()
+        await anyio.lowlevel.checkpoint()  # raises the cancellation the park just requested
 
     async def _stop(self) -> None:
         """A graceful stop reached this run's next event: end the agent here (it resumes later)."""

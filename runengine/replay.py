@@ -41,6 +41,7 @@ from .events import (
     RunResumed,
     RunStarted,
     RunSuspended,
+    SignalReceived,
     UnknownEvent,
 )
 from .ports import EventStore
@@ -54,6 +55,7 @@ BOOKKEEPING: tuple[type[Event], ...] = (
     RunSuspended,
     RunRequeued,
     MessageDiscarded,
+    SignalReceived,  # a sender's, at whatever point it came: ctx.receive replays signal.taken
     UnknownEvent,
 )
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from .events import ErrorInfo
+from .events import ChildRecord, ErrorInfo, SignalRecord
 from .status import Status
 
 
@@ -94,6 +94,12 @@ class RunState:
     discarded: tuple[str, ...] = ()
     #: Recorded `ctx.step` results so far.
     steps: int = 0
+    #: The run that spawned this one (None: a top-level run).
+    parent_run_id: str | None = None
+    #: The child runs it spawned, in spawn order.
+    children: tuple[ChildRecord, ...] = ()
+    #: The signals sent to it, in arrival order.
+    signals: tuple[SignalRecord, ...] = ()
     #: Replay starts after this seq: the last `run.requeued` (which starts the agent afresh), or 0.
     replay_from: int = 0
     last_seq: int = 0

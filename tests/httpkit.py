@@ -134,6 +134,15 @@ def add_test_agents(engine: RunEngine) -> None:
     async def sleeper(ctx: Any) -> None:
         await anyio.sleep(float(ctx.input))
 
+    @engine.agent("fanout", description="spawns an echo child per word of its input, joins them in order")
+    async def fanout(ctx: Any) -> Any:
+        handles = [await ctx.spawn("echo", word) for word in str(ctx.input).split()]
+        return await ctx.gather(*handles)
+
+    @engine.agent("listener", description="returns the payload of the next signal named input (default msg)")
+    async def listener(ctx: Any) -> Any:
+        return await ctx.receive(ctx.input or "msg")
+
 
 def demo_engine(store: str = "memory://") -> RunEngine:
     engine = register_demo_agents(RunEngine(store), delay=0.0)

@@ -461,3 +461,24 @@ async def test_a_discarded_message_leaves_no_text(browser, site: Site) -> None:
     assert messages == ["The answer is 42."]
     assert "discarded" in await page.inner_text("#transcript")
     await assert_page_shows_the_store_log(page, site.api, run_id)
+
+
+@pytest.mark.anyio
+async def test_the_console_links_a_parent_and_its_children(browser, site: Site) -> None:
+    """A run's page links its children (the family line and each child.spawned / child.ended of
+    the transcript); a child's page links back to its parent."""
+    parent = (await site.api.post("/runs", json={"agent": "fanout", "input": "left right"})).json()
+    assert parent["status"] == "completed", parent
+    children = [c["run_id"] for c in parent["children"]]
+    page = await browser.new_page()
+    await page.goto(site.url + f"#/runs/{parent['run_id']}")
+    await page.wait_for_function("window.runengine.done", timeout=WAIT)
+    family = "Array.from(document.querySelectorAll('#family a'), a => a.dataset.run)"
+    assert await page.evaluate(family) == children
+    linked = "Array.from(document.querySelectorAll('#transcript a'), a => a.dataset.run)"
+    assert await page.evaluate(linked) == children + children  # spawned, then ended
+    await page.click(f"#family a[data-run='{children[1]}']")
+    await page.wait_for_function(f"document.querySelector('#run-id').textContent === {json.dumps(children[1])}", timeout=WAIT)
+    await page.wait_for_function("document.querySelectorAll('#family a').length === 1", timeout=WAIT)
+    assert await page.evaluate(family) == [parent["run_id"]]
+    assert await page.evaluate("location.hash") == f"#/runs/{children[1]}"

@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 
 from kit import full_log
 from runengine import RunEngine, StepFailed
+from runengine.children import ChildFailed
 from runengine.adapters.memory import MemoryStore
 from runengine.context import RunContext
 from runengine.events import Event
@@ -65,6 +66,9 @@ ops = st.one_of(
     st.tuples(st.just("sleep0")),
     st.tuples(st.sampled_from(["now", "uuid", "random"])),
     st.tuples(st.just("patch"), st.sampled_from(["p", "q"])),  # ctx.patched: a repeated name is marked once
+    # (kind, argument, fails): a child run (ctx.run), its output or ChildFailed; a signal poll (none sent)
+    st.tuples(st.just("child"), st.integers(0, 99), st.booleans()),
+    st.tuples(st.just("poll")),
 )
 scripts = st.lists(ops, min_size=1, max_size=12)
 
@@ -119,6 +123,12 @@ class CountingStore(CrashingStore):
 def register(engine: RunEngine, script: list[Op], calls: Counter[str]) -> None:
     """The agent that plays `script`; `calls` counts how often each step / tool function ran."""
 
+    @engine.agent("leaf")
+    async def leaf(ctx: RunContext) -> int:
+        if ctx.input["fails"]:
+            raise Boom("leaf")
+        return int(await ctx.step("leaf", lambda: ctx.input["n"] * 3))
+
     @engine.agent("scripted")
     async def scripted(ctx: RunContext) -> str:
         for index, op in enumerate(script):
@@ -171,6 +181,13 @@ def register(engine: RunEngine, script: list[Op], calls: Counter[str]) -> None:
                 await ctx.say(op[1])
             elif kind == "sleep0":
                 await ctx.sleep(0)
+            elif kind == "child":
+                try:
+                    await ctx.run("leaf", {"n": op[1], "fails": op[2]})
+                except ChildFailed:
+                    pass
+            elif kind == "poll":
+                await ctx.poll("never-sent")
             elif kind == "now":
                 await ctx.now()
             elif kind == "uuid":
@@ -183,7 +200,7 @@ def register(engine: RunEngine, script: list[Op], calls: Counter[str]) -> None:
 
 
 #: Payload fields that differ between two runs of the same script: ids, times, recorded randomness.
-VARYING = frozenset({"message_id", "call_id", "timer_id", "until", "worker", "attempt"})
+VARYING = frozenset({"message_id", "call_id", "timer_id", "until", "worker", "attempt", "child_run_id"})
 RECORDED_RANDOMNESS = ("runengine.now", "runengine.uuid", "runengine.random")
 
 
@@ -192,7 +209,8 @@ def normalize(events: list[Event]) -> list[tuple[str, Any]]:
     values of now / uuid / random (which differ between any two runs)."""
     kept: list[tuple[str, Any]] = []
     for event in events:
-        if event.type in ("run.started", "run.resumed", "message.discarded", "message.delta"):
+        # run.suspended: a parent parks while its child runs, or not, as the timing goes
+        if event.type in ("run.started", "run.resumed", "run.suspended", "message.discarded", "message.delta"):
             continue
         data = {k: v for k, v in event_to_dict(event)["data"].items() if k not in VARYING}
         if event.type == "step.completed" and data.get("name") in RECORDED_RANDOMNESS:
@@ -257,6 +275,9 @@ async def crashed_and_resumed(script: list[Op], appends: int) -> tuple[list[Even
 # A message open across a step and a timer, cut after its step and in its tail:
 @example(script=[("open", [("delta", "u", True), ("step", 1), ("delta", "v", True), ("sleep0",), ("delta", "w", True)])], crash_at=0.5)
 @example(script=[("open", [("delta", "u", True), ("tool", 1), ("delta", "v", True), ("thought",), ("delta", "w", True)])], crash_at=0.8)
+# A crash while a child runs (its parent parked), and one between a spawn and the child's creation:
+@example(script=[("child", 2, False), ("poll",), ("child", 3, True)], crash_at=0.5)
+@example(script=[("child", 2, False)], crash_at=0.0)
 def test_a_resumed_run_writes_the_log_of_an_uninterrupted_one(script: list[Op], crash_at: float) -> None:
     reference, appends = anyio.run(uninterrupted, script)
     # The crash comes after the first append (run.created) and before the last one.

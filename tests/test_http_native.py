@@ -186,7 +186,7 @@ async def test_agents_and_openapi(client: httpx.AsyncClient) -> None:
     assert doc["openapi"].startswith("3.")
     assert set(doc["paths"]) == {
         "/runs", "/runs/{run_id}", "/runs/{run_id}/events", "/runs/{run_id}/cancel",
-        "/runs/{run_id}/input", "/sessions", "/sessions/{session_id}", "/sessions/{session_id}/history", "/agents",
+        "/runs/{run_id}/input", "/runs/{run_id}/signals/{name}", "/runs/{run_id}/children", "/sessions", "/sessions/{session_id}", "/sessions/{session_id}/history", "/agents",
         "/openapi.json",
     }
 

@@ -83,6 +83,15 @@ async def test_every_response_matches_the_document(auth: bool) -> None:
         await client.post(f"/runs/{pending['run_id']}/input", json={"content": {"answer": "no"}})
         await client.post(f"/runs/{pending['run_id']}/input", json={"content": "again"})  # 409 once ended
         await client.post(f"/runs/{pending['run_id']}/cancel", json={"reason": "done"})
+        listening = (await client.post("/runs", json={"agent": "listener", "mode": "async"})).json()
+        await client.post(f"/runs/{listening['run_id']}/signals/msg", json={"payload": {"hi": 1}})
+        await client.post(f"/runs/{listening['run_id']}/signals/bad%20name", json={"payload": 1})
+        await client.post(f"/runs/{pending['run_id']}/signals/msg")  # 409: ended
+        await client.post("/runs/missing/signals/msg")
+        fanned = (await client.post("/runs", json={"agent": "fanout", "input": "a b"})).json()
+        await client.get(f"/runs/{fanned['run_id']}/children")
+        await client.get(f"/runs/{fanned['children'][0]['run_id']}")
+        await client.get("/runs/missing/children")
         await client.post("/runs", json={"agent": "echo", "mode": "sometimes"})
         await client.post("/runs", json={"agent": "nobody"})
         await client.post("/runs", content=b"{")

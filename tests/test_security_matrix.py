@@ -245,6 +245,16 @@ async def native_input(w: World) -> None:
     hidden(await w.bob.post(f"/runs/{w.native_run}/input", json={"content": "yes"}))
 
 
+async def native_signal(w: World) -> None:
+    hidden(await w.bob.post(f"/runs/{w.native_run}/signals/msg", json={"payload": "from bob"}))
+    state = (await w.alice.get(f"/runs/{w.native_run}")).json()
+    assert state["signals"] == [], state["signals"]  # nothing recorded
+
+
+async def native_children(w: World) -> None:
+    hidden(await w.bob.get(f"/runs/{w.native_run}/children"))
+
+
 async def native_create_session(w: World) -> None:
     for session in (w.native_session, w.explicit_session):
         r = await w.bob.post("/sessions", json={"session_id": session, "metadata": {"by": "bob"}})
@@ -577,6 +587,8 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("GET", "/runs/{run_id}/events"): native_events,
     ("POST", "/runs/{run_id}/cancel"): native_cancel,
     ("POST", "/runs/{run_id}/input"): native_input,
+    ("POST", "/runs/{run_id}/signals/{name}"): native_signal,
+    ("GET", "/runs/{run_id}/children"): native_children,
     ("DELETE", "/runs/{run_id}"): native_delete_run,
     ("POST", "/sessions"): native_create_session,
     ("GET", "/sessions/{session_id}"): native_get_session,

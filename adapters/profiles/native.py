@@ -9,6 +9,8 @@
                                     Last-Event-ID, live until the terminal event
     POST /runs/{run_id}/cancel      cancel (idempotent)
     POST /runs/{run_id}/input       give input to a run waiting for it (409 otherwise)
+    POST /runs/{run_id}/signals/{name}  send a signal to an unfinished run (409 once it ended)
+    GET  /runs/{run_id}/children    the child runs it spawned
     POST /sessions                  create a session (201): session_id, metadata, ttl, user_id
     GET  /sessions/{id}             the session, with its runs counted by status
     DELETE /sessions/{id}           end it (idempotent): active runs cancelled, new ones refused (409)
@@ -190,6 +192,18 @@ GIVE_INPUT = Operation(
     replies={200: Reply("the run with the input recorded", "Run")},
     errors=(400, 404, 408, 409, 413),
 )
+SIGNAL_BODY = params.BodySpec((params.JsonField("payload", max_bytes=MAX_CONTENT_BYTES),))
+SEND_SIGNAL = Operation(
+    "sendSignal",
+    "Send a signal to an unfinished run: recorded in its log (signal.received), taken by its agent's ctx.receive",
+    body=Body("Signal", SIGNAL_BODY, required=False, description="no body: a signal without payload"),
+    replies={202: Reply("the signal, recorded", "SignalReceipt")},
+    errors=(400, 404, 408, 409, 413),
+)
+LIST_CHILDREN = Operation(
+    "listChildren", "The child runs this run spawned, in spawn order", replies={200: Reply("the children", "ChildList")},
+    errors=(404,),
+)
 CREATE_SESSION = Operation(
     "createSession",
     "Create a session, owned by the caller",
@@ -262,6 +276,8 @@ class NativeAPI:
         r.route("GET", "/runs/{run_id}/events", guarded(self.auth, self.run_events), operation=RUN_EVENTS)
         r.route("POST", "/runs/{run_id}/cancel", guarded(self.auth, self.cancel_run), operation=CANCEL_RUN)
         r.route("POST", "/runs/{run_id}/input", guarded(self.auth, self.give_input), operation=GIVE_INPUT)
+        r.route("POST", "/runs/{run_id}/signals/{name}", guarded(self.auth, self.send_signal), operation=SEND_SIGNAL)
+        r.route("GET", "/runs/{run_id}/children", guarded(self.auth, self.list_children), operation=LIST_CHILDREN)
         r.route("POST", "/sessions", guarded(self.auth, self.create_session), operation=CREATE_SESSION)
         r.route("GET", "/sessions/{session_id}", guarded(self.auth, self.get_session), operation=GET_SESSION)
         r.route("DELETE", "/sessions/{session_id}", guarded(self.auth, self.end_session), operation=END_SESSION)
@@ -380,6 +396,18 @@ class NativeAPI:
         await self._visible_summary(request, run_id)
         state = await self.engine.resume(run_id, content)
         return json_response(run_to_json(state))
+
+    async def send_signal(self, request: Request) -> Response:
+        run_id = self._run_id(request)
+        payload = SIGNAL_BODY.parse(request.json_object())["payload"] if request.body.strip() else None
+        signal = await self.engine.signal(run_id, request.params["name"], payload, owner=self._owner(request))
+        receipt = {"run_id": run_id, "signal_id": signal.signal_id, "name": signal.name, "seq": signal.seq}
+        return json_response(receipt, status=202)
+
+    async def list_children(self, request: Request) -> Response:
+        run_id = self._run_id(request)
+        children = await self.engine.children(run_id, owner=self._owner(request))
+        return json_response({"runs": [summary_to_json(row) for row in children]})
 
     # -- events -----------------------------------------------------------------------
 

@@ -53,7 +53,7 @@ SCHEMAS: dict[str, Any] = {
             "run_id", "agent", "status", "session_id", "input", "metadata", "mode", "output", "error",
             "await_request", "cancel_reason", "messages", "tool_calls", "usage", "attempt",
             "start_at", "sleeping_until", "input_expires_at", "suspended", "discarded_messages", "waiting_for_agent",
-            "created_at", "started_at", "finished_at", "updated_at", "last_seq",
+            "parent_run_id", "children", "signals", "created_at", "started_at", "finished_at", "updated_at", "last_seq",
         ],
         "properties": {
             "run_id": {"type": "string"},
@@ -118,11 +118,55 @@ SCHEMAS: dict[str, Any] = {
                 "description": "unfinished, and the serving engine does not have its agent: it stays as it is until an "
                 "engine that has the agent starts (null on a shared store, where another worker may have it)",
             },
+            "parent_run_id": {**_nullable({"type": "string"}), "description": "the run that spawned this one (ctx.spawn)"},
+            "children": {
+                "type": "array",
+                "description": "the child runs this run spawned, in spawn order; status null until its join saw it end",
+                "items": {
+                    "type": "object",
+                    "required": ["run_id", "agent", "status", "output", "error"],
+                    "properties": {
+                        "run_id": {"type": "string"},
+                        "agent": {"type": "string"},
+                        "status": _nullable({"type": "string", "enum": ["completed", "failed", "cancelled"]}),
+                        "output": {},
+                        "error": ERROR_INFO,
+                    },
+                },
+            },
+            "signals": {
+                "type": "array",
+                "description": "the signals sent to this run, in arrival order, and whether its agent took each",
+                "items": {
+                    "type": "object",
+                    "required": ["signal_id", "name", "taken"],
+                    "properties": {
+                        "signal_id": {"type": "string"},
+                        "name": {"type": "string"},
+                        "taken": {"type": "boolean"},
+                    },
+                },
+            },
             "created_at": TIME,
             "started_at": TIME,
             "finished_at": TIME,
             "updated_at": TIME,
             "last_seq": {"type": "integer", "minimum": 1},
+        },
+    },
+    "ChildList": {
+        "type": "object",
+        "required": ["runs"],
+        "properties": {"runs": {"type": "array", "items": _ref("RunSummary")}},
+    },
+    "SignalReceipt": {
+        "type": "object",
+        "required": ["run_id", "signal_id", "name", "seq"],
+        "properties": {
+            "run_id": {"type": "string"},
+            "signal_id": {"type": "string"},
+            "name": {"type": "string"},
+            "seq": {"type": "integer", "minimum": 1, "description": "the signal.received event's seq in the run's log"},
         },
     },
     "RunSummary": {
@@ -275,7 +319,7 @@ ERRORS = {
 #: What a client can do next with the run_id a response names (OpenAPI links).
 RUN_LINKS = {
     op: {"operationId": op, "parameters": {"run_id": "$response.body#/run_id"}}
-    for op in ("getRun", "getRunEvents", "cancelRun", "giveInput", "deleteRun")
+    for op in ("getRun", "getRunEvents", "cancelRun", "giveInput", "deleteRun", "sendSignal", "listChildren")
 }
 
 #: What a client can do next with the session a response names.

@@ -65,6 +65,12 @@ def run_to_json(state: RunState, *, waiting_for_agent: bool | None = False) -> d
         "suspended": state.suspended,
         "discarded_messages": list(state.discarded),
         "waiting_for_agent": waiting_for_agent,
+        "parent_run_id": state.parent_run_id,
+        "children": [
+            {"run_id": c.run_id, "agent": c.agent, "status": c.status, "output": c.output, "error": error_to_json(c.error)}
+            for c in state.children
+        ],
+        "signals": [{"signal_id": s.signal_id, "name": s.name, "taken": s.taken} for s in state.signals],
         "created_at": _time(state.created_at),
         "started_at": _time(state.started_at),
         "finished_at": _time(state.finished_at),

@@ -47,6 +47,8 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precon
 
 from runengine.errors import ConcurrencyConflict, InvalidRequest, RunEngineError
 from runengine.events import (
+    ChildEnded,
+    ChildSpawned,
     Custom,
     ErrorInfo,
     Event,
@@ -60,6 +62,10 @@ from runengine.events import (
     RunInputTimedOut,
     RunStarted,
     RunWaitingForInput,
+    SignalMissed,
+    SignalReceived,
+    SignalTaken,
+    SignalWaiting,
     Thought,
     TimerFired,
     ToolCall,
@@ -73,6 +79,7 @@ from runengine.ports import (
 )
 from runengine.retention import EndedRuns
 from runengine.reducer import Fold
+from runengine.reducer import fold as fold_log
 from runengine.status import Status
 from runengine.stores import open_store
 from runengine.testing.strategies import next_event
@@ -321,6 +328,35 @@ class LogConformance:
                 await store.append("r", [event], expected_seq=event.seq - 1)
             assert await store.read("r") == log
             assert (await store.get_run("r")).status is Status.FAILED  # type: ignore[union-attr]
+
+    @pytest.mark.anyio
+    async def test_child_run_and_signal_events_read_back_equal(self, store_factory: StoreFactory) -> None:
+        """The events of child runs and signals (runengine.children, runengine.signals), and the
+        state they fold to (its children and signals, in a snapshot), come back as written."""
+        at = datetime(2026, 5, 4, 3, 2, 1, tzinfo=timezone.utc)
+        log: list[Event] = [
+            RunCreated(run_id="r", seq=1, at=at, agent="a", parent_run_id="the-parent"),
+            SignalReceived(run_id="r", seq=2, at=at, signal_id="s1", name="early", payload={"n": [1, None]}),
+            RunStarted(run_id="r", seq=3, at=at, worker="w"),
+            ChildSpawned(run_id="r", seq=4, at=at, child_run_id="c1", agent="sub"),
+            ChildSpawned(run_id="r", seq=5, at=at, child_run_id="c2", agent="sub"),
+            SignalWaiting(run_id="r", seq=6, at=at, name="late", expires_at=at + timedelta(seconds=5)),
+            SignalReceived(run_id="r", seq=7, at=at, signal_id="s2", name="late", payload="hi"),
+            SignalTaken(run_id="r", seq=8, at=at, signal_id="s2"),
+            SignalMissed(run_id="r", seq=9, at=at, name="never"),
+            ChildEnded(run_id="r", seq=10, at=at, child_run_id="c1", status="completed", output={"x": 1}),
+            ChildEnded(run_id="r", seq=11, at=at, child_run_id="c2", status="failed", error=ErrorInfo(code="e", message="m")),
+        ]
+        async with store_factory() as store:
+            await store.append("r", log[:5], expected_seq=0)
+            await store.append("r", log[5:], expected_seq=5)
+            assert await store.read("r") == log
+            state = fold_log(log)
+            assert state is not None and state.parent_run_id == "the-parent"
+            assert [(c.run_id, c.status) for c in state.children] == [("c1", "completed"), ("c2", "failed")]
+            assert [(s.signal_id, s.taken) for s in state.signals] == [("s1", False), ("s2", True)]
+            await store.save_snapshot(state)
+            assert await store.load_snapshot("r") == state
 
     # -- optimistic concurrency ---------------------------------------------------
 

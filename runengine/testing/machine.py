@@ -148,6 +148,18 @@ class EngineMachine(RuleBasedStateMachine):
         again = self.portal.call(lambda: self.engine.cancel(run_id))
         assert again == state, "cancel must be idempotent"
 
+    @precondition(lambda self: bool(self.run_ids))
+    @rule(data=st.data())
+    def send_signal(self, data: st.DataObject) -> None:
+        """A signal (runengine.signals) to a run in any state: recorded until it ends, then refused
+        (InvalidRunState) with nothing written."""
+        run_id = data.draw(st.sampled_from(self.run_ids))
+        payload = data.draw(self.inputs)
+        try:
+            self.portal.call(lambda: self.engine.signal(run_id, "machine", payload))
+        except InvalidRunState:
+            assert self.portal.call(lambda: self.engine.status(run_id)).terminal
+
     @invariant()
     def logs_are_gapless_and_fold_to_status(self) -> None:
         for run_id in self.run_ids:
