@@ -11,11 +11,13 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import anyio
+import attrs
 
 from runengine.adapters.wakeup import RunWakeups
 from runengine.adapters.profiles.platform_webhook_store import WebhookRegistration
 from runengine.errors import ConcurrencyConflict, InvalidRequest
 from runengine.events import Event
+from runengine.schedules import Schedule
 from runengine.ports import (
     DEFAULT_PAGE,
     MAX_PAGE,
@@ -53,6 +55,7 @@ class MemoryStore:
         self._keys: dict[tuple[str, str, str], IdempotencyRecord] = {}  # (principal, scope, key)
         self._sessions: dict[str, SessionRecord] = {}
         self._webhooks: dict[str, WebhookRegistration] = {}  # by webhook id, oldest first
+        self._schedules: dict[str, Schedule] = {}  # by Schedule.key
         self._wakeups = RunWakeups()
 
     @classmethod
@@ -266,3 +269,31 @@ class MemoryStore:
             return False
         del self._webhooks[webhook_id]
         return True
+
+    # -- schedules (runengine.schedules.ScheduleStore) ----------------------------------------
+
+    async def add_schedule(self, schedule: Schedule) -> bool:
+        return self._schedules.setdefault(schedule.key, schedule) is schedule
+
+    async def get_schedule(self, key: str) -> Schedule | None:
+        return self._schedules.get(key)
+
+    async def list_schedules(self, *, owner: str | None = None, after: str | None = None, limit: int = 200) -> list[Schedule]:
+        keys = sorted(k for k, s in self._schedules.items() if (owner is None or s.owner == owner) and (after is None or k > after))
+        return [self._schedules[k] for k in keys[:limit]]
+
+    async def set_schedule_paused(self, key: str, paused: bool) -> bool:
+        found = self._schedules.get(key)
+        if found is not None:
+            self._schedules[key] = attrs.evolve(found, paused=paused)
+        return found is not None
+
+    async def advance_schedule(self, key: str, slot: datetime) -> bool:
+        found = self._schedules.get(key)
+        if found is None or (found.last_slot is not None and found.last_slot >= slot):
+            return False
+        self._schedules[key] = attrs.evolve(found, last_slot=slot)
+        return True
+
+    async def delete_schedule(self, key: str) -> bool:
+        return self._schedules.pop(key, None) is not None

@@ -32,6 +32,7 @@ from .events import (
     MessageDelta,
     MessageDiscarded,
     RunCreated,
+    RunForked,
     RunRequeued,
     RunResumed,
     RunStarted,
@@ -44,6 +45,7 @@ from .reducer import Fold
 #: Events an engine writes around the agent, never in answer to one of its calls.
 BOOKKEEPING: tuple[type[Event], ...] = (
     RunCreated,
+    RunForked,
     RunStarted,
     RunResumed,
     RunSuspended,

@@ -94,6 +94,9 @@ class RunState:
     discarded: tuple[str, ...] = ()
     #: Recorded `ctx.step` results so far.
     steps: int = 0
+    #: A fork (`engine.fork`): the run its log was copied from, and the last seq copied.
+    forked_from: str | None = None
+    forked_at_seq: int | None = None
     #: Replay starts after this seq: the last `run.requeued` (which starts the agent afresh), or 0.
     replay_from: int = 0
     last_seq: int = 0
