@@ -29,6 +29,7 @@ import structlog
 from runengine.adapters.group_commit import GroupCommit
 from runengine.adapters.postgres_queue import PostgresWorkQueue
 from runengine.adapters.sql_dialect import ENDED_STATUSES, POSTGRESQL
+from runengine.adapters.sql_schedules import ScheduleStatements, schedule_table
 from runengine.adapters.sql_log import (
     Append,
     SQLLog,
@@ -50,7 +51,7 @@ log = structlog.get_logger("runengine.postgres")
 
 #: The schema this version writes. A database at a higher version is refused; one at a lower
 #: version is migrated when opened (_MIGRATIONS).
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 #: How long a session may sit idle inside a transaction before the server ends it (see _server_settings).
 IDLE_IN_TRANSACTION_MS = 5_000
 
@@ -116,6 +117,7 @@ _MIGRATIONS = {
     5: (_WEBHOOKS_DDL, *_MOVE_WEBHOOKS_TO_THEIR_TABLE),
     # A delayed run is claimable from its start_at on, not before (a worker does not hold it meanwhile).
     6: ("ALTER TABLE runengine_queue ADD COLUMN IF NOT EXISTS not_before timestamptz",),
+    7: (schedule_table(POSTGRESQL),),  # schedules (runengine.schedules): a table of their own
 }
 
 _DDL = """
@@ -155,11 +157,13 @@ CREATE INDEX runengine_queue_waiting ON runengine_queue (position) WHERE NOT cla
 CREATE INDEX runengine_queue_leases ON runengine_queue (lease_until) WHERE claimed;
 {webhooks};
 {rate_windows};
+{schedules};
 """.format(
     ended_index=_ENDED_INDEX,
     idempotency_run_index=_IDEMPOTENCY_RUN_INDEX,
     webhooks=_WEBHOOKS_DDL.strip().rstrip(";"),
     rate_windows=_RATE_WINDOWS_DDL,
+    schedules=schedule_table(POSTGRESQL),
     **_TABLES,
 )
 
@@ -213,6 +217,7 @@ class PostgresStore(SQLLog):
 
     shared = True
     sql = _SQL
+    schedule_sql = ScheduleStatements(POSTGRESQL)
 
     def __init__(
         self,

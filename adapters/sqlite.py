@@ -29,6 +29,7 @@ from runengine.adapters.db_thread import DatabaseThread
 from runengine.adapters.group_commit import GroupCommit
 from runengine.adapters.log_cache import CommittedCache
 from runengine.adapters.sql_dialect import ENDED_STATUSES, SQLITE
+from runengine.adapters.sql_schedules import ScheduleStatements, schedule_table
 from runengine.adapters.sql_log import (
     IN_CHUNK,
     Append,
@@ -49,7 +50,7 @@ from runengine.state import RunState
 from runengine.validation import check_append, check_page, micros
 from runengine.wire import state_to_json
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _TABLES = log_tables(SQLITE)
 _SCHEMA = f"""
@@ -83,6 +84,7 @@ CREATE TABLE IF NOT EXISTS webhooks (
     owner TEXT
 );
 CREATE INDEX IF NOT EXISTS webhooks_by_app ON webhooks (app_id);
+{schedule_table(SQLITE)};
 """
 
 #: Webhook registrations used to be kept as ended sessions `platform.webhooks.<app_id>` whose data
@@ -115,6 +117,7 @@ _MIGRATIONS = {
         f" AND events.seq = runs.last_seq) WHERE status IN ({ENDED_STATUSES})",
     ),
     4: _MOVE_WEBHOOKS_TO_THEIR_TABLE,
+    5: (schedule_table(SQLITE),),  # schedules (runengine.schedules): a table of their own
 }
 #: Indexes on columns a migration adds: created after the migrations, on every file.
 _SCHEMA_AFTER_MIGRATIONS = (
@@ -193,6 +196,7 @@ class SQLiteStore(SQLLog):
 
     shared = False
     sql = _SQL
+    schedule_sql = ScheduleStatements(SQLITE)
 
     def __init__(
         self,

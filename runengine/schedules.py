@@ -14,9 +14,10 @@ appended with expected_seq 0: of two processes creating it, one gets Concurrency
 means "already started"). After starting it, the schedule's `last_slot` is moved to the slot
 (a compare-and-set: it only moves forward), so a later process does not look at it again.
 
-Missed slots (every process was down, or the schedule was paused): a slot reached more than
-`grace` seconds late is missed. `missed="skip"` starts nothing for it; `"catch_up_one"` starts one
-run for the latest missed slot, however many there were. Slots while paused are skipped: resume
+Missed slots (every process was down): a slot reached more than `grace` seconds late is missed;
+each slot reached within `grace` starts its run. `missed="skip"` starts nothing for the missed
+slots; `"catch_up_one"` starts one run for them, however many there were (for the latest missed
+slot, unless an on-time slot's run already follows them). Slots while paused are skipped: resume
 moves `last_slot` to the present. Overlapping runs follow the session policies: a schedule with a
 `session_id` starts its runs in that session under its `session_policy` (reject: the slot is
 skipped while a run is active; enqueue: it waits; interrupt: it cancels the active one).
@@ -276,22 +277,34 @@ class Schedules:
             after = page[-1].key
 
     async def fire_due(self, schedule: Schedule) -> datetime | None:
-        """Handle the schedule's due slot, if any (at most one run: the latest slot); its next slot."""
+        """Start the runs of the schedule's due slots; its next slot (None: left to another engine)."""
         if schedule.paused:
             return None
         now = self._clock()
-        first = schedule.next_slot(schedule.last_slot or schedule.created_at)
+        handled = schedule.last_slot or schedule.created_at
+        first = schedule.next_slot(handled)
         if first > now:
             return first
-        latest = schedule.latest_slot(now)
-        on_time = (now - latest).total_seconds() <= self.grace
-        if on_time or schedule.missed == "catch_up_one":
-            if not await self._start_run(schedule, latest, slot_run_id(schedule, latest)):
+        cutoff = now - timedelta(seconds=self.grace)  # a slot at or before it is missed
+        on_time: list[datetime] = []
+        slot = schedule.next_slot(max(handled, cutoff))
+        while slot <= now:
+            on_time.append(slot)
+            slot = schedule.next_slot(slot)
+        due = on_time
+        if first <= cutoff:  # slots were missed
+            latest_missed = schedule.latest_slot(cutoff)
+            if not on_time and schedule.missed == "catch_up_one":
+                due = [latest_missed]  # one run stands for them all
+            else:
+                log.info("missed schedule slots skipped", schedule_id=schedule.schedule_id,
+                         until=latest_missed.isoformat())
+                await self.store.advance_schedule(schedule.key, latest_missed)
+        for slot in due:
+            if not await self._start_run(schedule, slot, slot_run_id(schedule, slot)):
                 return None  # for an engine that has the agent
-        else:
-            log.info("missed schedule slot skipped", schedule_id=schedule.schedule_id, slot=latest.isoformat())
-        await self.store.advance_schedule(schedule.key, latest)
-        return schedule.next_slot(latest)
+            await self.store.advance_schedule(schedule.key, slot)
+        return schedule.next_slot(now)
 
 
 __all__ = [
