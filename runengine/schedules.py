@@ -147,6 +147,33 @@ def slot_run_id(schedule: Schedule, slot: datetime) -> str:
     return "sched_" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+#: The fields a schedule entry of the configuration names (`schedule_from_entry`).
+ENTRY_FIELDS: tuple[str, ...] = (
+    "schedule_id", "cron", "agent", "input", "timezone", "metadata", "session_id", "session_policy", "missed",
+)
+
+
+def schedule_from_entry(entry: Any, now: datetime) -> Schedule:
+    """A schedule from a configuration entry (`runengine serve --schedule` JSON, a config file
+    table): an object of ENTRY_FIELDS; its owner is None (the server's own). InvalidRequest."""
+    if not isinstance(entry, dict):
+        raise InvalidRequest("a schedule entry is an object (schedule_id, cron, agent, ...)")
+    unknown = sorted(set(entry) - set(ENTRY_FIELDS))
+    if unknown:
+        raise InvalidRequest(f"unknown schedule field(s) {', '.join(unknown)}; the fields are: {', '.join(ENTRY_FIELDS)}")
+    for name in ("schedule_id", "cron", "agent"):
+        if not isinstance(entry.get(name), str):
+            raise InvalidRequest(f"a schedule entry needs {name} (a string)", field=name)
+    for name in ("timezone", "session_id", "session_policy", "missed"):
+        if entry.get(name) is not None and not isinstance(entry[name], str):
+            raise InvalidRequest(f"{name} must be a string", field=name)
+    schedule = Schedule(
+        **{name: entry[name] for name in ENTRY_FIELDS if entry.get(name) is not None}, created_at=now
+    )
+    check_schedule(schedule)
+    return schedule
+
+
 @runtime_checkable
 class ScheduleStore(Protocol):
     """Where a store keeps schedules (the port this module uses), by `Schedule.key`."""
@@ -186,6 +213,8 @@ class Schedules:
         self._start_run = start_run
         self.grace = grace
         self.poll = poll
+        #: Schedules to declare (`declare`) when `run` starts: the configuration's (`runengine serve --schedule`).
+        self.declared: list[Schedule] = []
         self._wake: anyio.Event | None = None
         self._scope: anyio.CancelScope | None = None
 
@@ -196,6 +225,20 @@ class Schedules:
         if not await self.store.add_schedule(schedule):
             raise ScheduleExists(schedule.schedule_id)
         self.wake()
+        return schedule
+
+    async def declare(self, schedule: Schedule) -> Schedule:
+        """Make the stored schedule of `schedule`'s key say what it says (a configuration entry, at
+        each start): added when missing, replaced when its cron, agent, input ... differ (keeping
+        its last slot and whether it is paused), left alone when the same."""
+        check_schedule(schedule)
+        stored = await self.store.get_schedule(schedule.key)
+        if stored is not None:
+            schedule = attrs.evolve(schedule, created_at=stored.created_at, last_slot=stored.last_slot, paused=stored.paused)
+            if stored == schedule:
+                return stored
+            await self.store.delete_schedule(schedule.key)
+        await self.store.add_schedule(schedule)
         return schedule
 
     async def get(self, schedule_id: str, *, owner: str | None = None) -> Schedule:
@@ -242,6 +285,8 @@ class Schedules:
         """Start each due slot's run, until `stop`."""
         with anyio.CancelScope() as self._scope:
             self._wake = anyio.Event()
+            for schedule in self.declared:
+                await self.declare(schedule)
             task_status.started()
             while True:
                 earliest = await self.tick()
@@ -309,5 +354,5 @@ class Schedules:
 
 __all__ = [
     "DEFAULT_GRACE", "DEFAULT_POLL", "MISSED_POLICIES", "SCHEDULE_KEY", "SLOT_KEY", "Schedule", "ScheduleExists",
-    "ScheduleNotFound", "ScheduleStore", "Schedules", "check_schedule", "slot_run_id",
+    "ScheduleNotFound", "ScheduleStore", "Schedules", "check_schedule", "schedule_from_entry", "slot_run_id",
 ]
