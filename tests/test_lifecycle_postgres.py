@@ -79,7 +79,7 @@ async def test_a_version_2_schema_is_migrated_once_by_concurrent_openers(pg_dsn:
             await store.close()
     conn = await asyncpg.connect(pg_dsn)
     try:
-        assert await conn.fetchval(f'SELECT max(version) FROM "{schema}".runengine_schema') == SCHEMA_VERSION == 6
+        assert await conn.fetchval(f'SELECT max(version) FROM "{schema}".runengine_schema') == SCHEMA_VERSION == 7
         indexes = {r[0] for r in await conn.fetch("SELECT indexname FROM pg_indexes WHERE schemaname = $1", schema)}
         queue_columns = {
             r[0]
