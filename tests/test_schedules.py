@@ -17,7 +17,7 @@ from runengine import RunEngine, Status
 from runengine.adapters.sqlite import SQLiteStore
 from runengine.errors import AgentNotFound, InvalidRequest
 from runengine.ports import EventStore
-from runengine.schedules import Schedule, ScheduleExists, ScheduleNotFound, slot_run_id
+from runengine.schedules import Schedule, ScheduleExists, ScheduleNotFound, schedule_from_entry, slot_run_id
 from runengine.testing.clock import VirtualClock
 from runengine.wire import format_time
 
@@ -235,3 +235,33 @@ async def _runs_of(schedule_id: str, engine: RunEngine, count: int) -> list[str]
     page = await engine.list_runs(limit=100)
     runs = [r.run_id for r in page.runs if (await engine.status(r.run_id)).metadata.get("schedule_id") == schedule_id]
     return runs if len(runs) >= count else None
+
+
+@pytest.mark.anyio
+async def test_a_declared_schedule_is_added_kept_and_updated_keeping_its_progress(tmp_path: Path) -> None:
+    path, clock = tmp_path / "runs.db", VirtualClock(T0)
+    entry = {"schedule_id": "every-minute", "cron": "* * * * *", "agent": "echo", "input": 1}
+    engine = make_engine(SQLiteStore(str(path)), clock)
+    engine.schedules.declared.append(schedule_from_entry(entry, clock()))
+    async with engine:
+        await advance_minutes(engine, clock, 2)
+        await engine.schedules.pause("every-minute")
+    # Started again with the same entry: left alone (its last slot and pause kept).
+    again = make_engine(SQLiteStore(str(path)), clock)
+    again.schedules.declared.append(schedule_from_entry(entry, clock()))
+    async with again as engine:
+        kept = await engine.schedules.get("every-minute")
+        assert kept.created_at == T0 and kept.last_slot == T0 + timedelta(minutes=2) and kept.paused
+    # With another input: replaced, its progress and pause kept.
+    changed = make_engine(SQLiteStore(str(path)), clock)
+    changed.schedules.declared.append(schedule_from_entry({**entry, "input": 2}, clock()))
+    async with changed as engine:
+        replaced = await engine.schedules.get("every-minute")
+        assert replaced.input == 2 and replaced.last_slot == T0 + timedelta(minutes=2) and replaced.paused
+        await engine.schedules.resume("every-minute")
+        await advance_minutes(engine, clock, 1)
+        runs = await scheduled_runs(engine)
+        assert sorted(runs) == [slot(1), slot(2), slot(3)]
+        assert (await engine.wait(runs[slot(3)])).output == 2
+    with pytest.raises(InvalidRequest):
+        schedule_from_entry({**entry, "cron": 5}, clock())
