@@ -1,6 +1,7 @@
 """Issue 25 (schedules) on PostgreSQL with several `runengine worker` processes, each running the
 schedules of the store: an every-second schedule starts exactly one run per slot, while a worker
-is SIGKILLed and another started; every run is executed to its end, once."""
+is SIGKILLed and another started, then every worker is SIGKILLed and two new ones started; every
+run is executed to its end, once."""
 
 from __future__ import annotations
 
@@ -52,6 +53,15 @@ async def test_each_slot_starts_one_run_across_worker_processes_and_a_kill(clust
         await until(lambda: _at_least(engine, 3), timeout=60)
         workers[0].signal(signal.SIGKILL)
         await anyio.sleep(2)
+        cluster.worker("--lease", "3", "--poll", "0.2")
+        before = len(await scheduled(engine))
+        await until(lambda: _at_least(engine, before + 5), timeout=60)
+        # Every process down (SIGKILL), then two new ones: the slots meanwhile are within the
+        # grace, so each starts once, at the restart.
+        for proc in cluster.procs:
+            proc.signal(signal.SIGKILL)
+        await anyio.sleep(2)
+        cluster.worker("--lease", "3", "--poll", "0.2")
         cluster.worker("--lease", "3", "--poll", "0.2")
         before = len(await scheduled(engine))
         await until(lambda: _at_least(engine, before + 5), timeout=60)
