@@ -1,7 +1,7 @@
 """Issue 25 (schedules) on PostgreSQL with several `runengine worker` processes, each running the
 schedules of the store: an every-second schedule starts exactly one run per slot, while a worker
 is SIGKILLed and another started, then every worker is SIGKILLed and two new ones started; every
-run is executed to its end, once."""
+run is executed to its end, once. And a fork on PostgreSQL: enqueued whole, resumed by a worker."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from kit import full_log, until
-from pg_agents import register
+from pg_agents import make_worker_engine, register
 from runengine import RunEngine
 from runengine.status import Status
 from runengine.wire import parse_time
@@ -86,3 +86,19 @@ async def _at_least(engine: RunEngine, count: int) -> bool:
 async def _ended(engine: RunEngine, run_id: str):  # type: ignore[no-untyped-def]
     state = await engine.status(run_id)
     return state if state.terminal else None
+
+
+@pytest.mark.anyio
+async def test_a_fork_on_postgresql_is_queued_and_resumed_by_a_worker(pg_schema_url: str) -> None:
+    async with register(RunEngine(pg_schema_url)) as api, make_worker_engine(pg_schema_url, lease=5, poll=0.2) as worker:
+        source = await api.execute("asker", None)
+        assert source.status is Status.WAITING_FOR_INPUT
+        await api.resume(source.run_id, "yes")
+        assert (await api.wait(source.run_id)).output == {"answer": "yes"}
+        log = await full_log(api, source.run_id)
+        input_seq = next(e.seq for e in log if e.type == "run.input")
+        fork = await api.fork(source.run_id, input_seq, input="no")
+        ended = await api.wait(fork.run_id)
+        assert ended.status is Status.COMPLETED and ended.output == {"answer": "no"}
+        assert ended.worker == worker.worker_id != api.worker_id  # enqueued, claimed by the worker
+        assert ended.forked_from == source.run_id and ended.forked_at_seq == input_seq
