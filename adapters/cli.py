@@ -132,6 +132,47 @@ def load_app_engine(ctx: click.Context, ref: str, store: str | None) -> RunEngin
     return load_engine(ref, store, on_command_line=source is click.core.ParameterSource.COMMANDLINE)
 
 
+# -- serve: schedules (runengine.schedules) -------------------------------------------------
+
+
+class ScheduleEntryType(click.ParamType):
+    """A schedule as a JSON object (schedule_id, cron, agent, input, timezone, ...), or a table of the
+    config file; the environment variable holds a JSON array of them."""
+
+    name = "JSON"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> dict[str, Any]:
+        if isinstance(value, dict):
+            return value
+        try:
+            entry = json.loads(str(value))
+        except ValueError:
+            self.fail(f"not JSON: {value!r}", param, ctx)
+        if not isinstance(entry, dict):
+            self.fail("a schedule is a JSON object (schedule_id, cron, agent, ...)", param, ctx)
+        return entry
+
+    def split_envvar_value(self, rv: str) -> list[Any]:
+        try:
+            entries = json.loads(rv)
+        except ValueError:
+            self.fail(f"RUNENGINE_SCHEDULE holds a JSON array of schedules, not {rv[:80]!r}")
+        return entries if isinstance(entries, list) else [entries]
+
+
+def declare_schedules(engine: RunEngine, entries: tuple[dict[str, Any], ...]) -> None:
+    """The --schedule entries, checked now, declared by the engine when it starts (Schedules.declare)."""
+    from runengine.schedules import schedule_from_entry
+
+    for entry in entries:
+        try:
+            schedule = schedule_from_entry(entry, engine.clock())
+            engine.agents.get(schedule.agent)
+            engine.schedules.declared.append(schedule)
+        except RunEngineError as exc:
+            raise click.BadParameter(exc.message, param_hint="--schedule") from None
+
+
 # -- serve: access options (API keys, rate limits, webhook hosts) ---------------------------
 
 
@@ -382,6 +423,15 @@ def _access_summary(api_keys: tuple[tuple[str, str], ...], auth_ref: str | None,
     type=click.FloatRange(min=0, min_open=True),
     help="Seconds an idle connection is kept open after a response.",
 )
+@click.option(
+    "--schedule",
+    "schedules",
+    envvar=f"{ENV_PREFIX}_SCHEDULE",
+    multiple=True,
+    type=ScheduleEntryType(),
+    help="Start runs on a schedule: a JSON object {schedule_id, cron, agent, input, timezone, metadata, session_id,"
+    " session_policy, missed}; repeatable (the config file: an array of tables). Kept in the store, updated at each start.",
+)
 @access_options
 @limit_options
 @config_option("serve")
@@ -414,6 +464,7 @@ def serve(
     max_body_bytes_in_flight: int,
     auth_failure_limit: Rate | str,
     forwarded_allow_ips: str,
+    schedules: tuple[dict[str, Any], ...],
 ) -> None:
     """Serve the native API and the live page (uvicorn).
 
@@ -446,6 +497,7 @@ def serve(
             engine.worker_options = None
     elif run_worker:
         raise click.UsageError("--worker needs a store with a work queue (postgresql://)")
+    declare_schedules(engine, schedules)
     if api_keys and auth_ref:
         raise click.UsageError("give --api-key or --auth, not both")
     try:

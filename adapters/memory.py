@@ -19,6 +19,7 @@ from runengine.adapters.profiles.durable_streams_store import Chunk, StreamMeta,
 from runengine.adapters.profiles.platform_webhook_store import WebhookRegistration
 from runengine.errors import ConcurrencyConflict, InvalidRequest
 from runengine.events import NO_DEADLINE, Event, wake_after
+from runengine.schedules import Schedule
 from runengine.ports import (
     DEFAULT_PAGE,
     MAX_PAGE,
@@ -58,6 +59,7 @@ class MemoryStore:
         self._webhooks: dict[str, WebhookRegistration] = {}  # by webhook id, oldest first
         self._streams: dict[str, StreamMeta] = {}  # Durable Streams rows by path
         self._chunks: dict[str, list[Chunk]] = {}  # by stream id, in order
+        self._schedules: dict[str, Schedule] = {}  # by Schedule.key
         self._wakeups = RunWakeups()
 
     @classmethod
@@ -351,3 +353,30 @@ class MemoryStore:
             return current is None or current.stream_id != meta.stream_id or current.version != meta.version
 
         return await self._wakeups.wait(wake_key(meta.stream_id), after_seq=1 << 62, timeout=timeout, has_news=has_news)
+    # -- schedules (runengine.schedules.ScheduleStore) ----------------------------------------
+
+    async def add_schedule(self, schedule: Schedule) -> bool:
+        return self._schedules.setdefault(schedule.key, schedule) is schedule
+
+    async def get_schedule(self, key: str) -> Schedule | None:
+        return self._schedules.get(key)
+
+    async def list_schedules(self, *, owner: str | None = None, after: str | None = None, limit: int = 200) -> list[Schedule]:
+        keys = sorted(k for k, s in self._schedules.items() if (owner is None or s.owner == owner) and (after is None or k > after))
+        return [self._schedules[k] for k in keys[:limit]]
+
+    async def set_schedule_paused(self, key: str, paused: bool) -> bool:
+        found = self._schedules.get(key)
+        if found is not None:
+            self._schedules[key] = attrs.evolve(found, paused=paused)
+        return found is not None
+
+    async def advance_schedule(self, key: str, slot: datetime) -> bool:
+        found = self._schedules.get(key)
+        if found is None or (found.last_slot is not None and found.last_slot >= slot):
+            return False
+        self._schedules[key] = attrs.evolve(found, last_slot=slot)
+        return True
+
+    async def delete_schedule(self, key: str) -> bool:
+        return self._schedules.pop(key, None) is not None

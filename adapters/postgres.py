@@ -30,6 +30,7 @@ from runengine.adapters.group_commit import GroupCommit
 from runengine.adapters.postgres_queue import PostgresWorkQueue
 from runengine.adapters.sql_dialect import ENDED_STATUSES, POSTGRESQL
 from runengine.adapters.sql_streams import SQLStreams, StreamStatements, stream_tables
+from runengine.adapters.sql_schedules import ScheduleStatements, schedule_table
 from runengine.adapters.sql_log import (
     BUSY_CONDITION,
     RUN_COLUMNS,
@@ -54,7 +55,7 @@ log = structlog.get_logger("runengine.postgres")
 
 #: The schema this version writes. A database at a higher version is refused; one at a lower
 #: version is migrated when opened (_MIGRATIONS).
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 #: How long a session may sit idle inside a transaction before the server ends it (see _server_settings).
 IDLE_IN_TRANSACTION_MS = 5_000
 
@@ -131,6 +132,7 @@ _MIGRATIONS = {
     7: ("ALTER TABLE runengine_runs ADD COLUMN IF NOT EXISTS wake_at timestamptz", *_WAKE_INDEXES),
     # The Durable Streams profile's streams: a stream table and a chunk table (adapters/sql_streams.py).
     8: tuple(stream_tables(POSTGRESQL)),
+    9: (schedule_table(POSTGRESQL),),  # schedules (runengine.schedules): a table of their own
 }
 
 _DDL = """
@@ -173,6 +175,7 @@ CREATE INDEX runengine_queue_leases ON runengine_queue (lease_until) WHERE claim
 {webhooks};
 {rate_windows};
 {streams};
+{schedules};
 """.format(
     streams=";\n".join(stream_tables(POSTGRESQL)),
     ended_index=_ENDED_INDEX,
@@ -180,6 +183,7 @@ CREATE INDEX runengine_queue_leases ON runengine_queue (lease_until) WHERE claim
     idempotency_run_index=_IDEMPOTENCY_RUN_INDEX,
     webhooks=_WEBHOOKS_DDL.strip().rstrip(";"),
     rate_windows=_RATE_WINDOWS_DDL,
+    schedules=schedule_table(POSTGRESQL),
     **_TABLES,
 )
 
@@ -233,6 +237,7 @@ class PostgresStore(SQLStreams, SQLLog):
     shared = True
     sql = _SQL
     stream_sql = StreamStatements(POSTGRESQL)
+    schedule_sql = ScheduleStatements(POSTGRESQL)
 
     def __init__(
         self,

@@ -26,6 +26,7 @@ import attrs
 
 from runengine.adapters.profiles.platform_webhook_store import WebhookRegistration
 from runengine.adapters.sql_dialect import Dialect, from_micros
+from runengine.adapters.sql_schedules import SQLSchedules
 from runengine.adapters.wakeup import RunWakeups
 from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError
 from runengine.events import NO_DEADLINE, Event, MessageDelta, RunCreated, wake_after
@@ -528,7 +529,7 @@ def _all_deltas(events: Sequence[Event]) -> bool:
 # -- the store methods that are statements and rows ------------------------------------------------
 
 
-class SQLLog:
+class SQLLog(SQLSchedules):
     """The part of an SQL store that is the same in every dialect. A store sets `sql` (its
     Statements) and `_wakeups` (woken by its commits), and provides `open`, `close`, `_fetch`
     and `_transaction`."""

@@ -32,6 +32,7 @@ from runengine.adapters.db_thread import DatabaseThread
 from runengine.adapters.log_cache import SUMMARIES, CommittedCache
 from runengine.adapters.sql_dialect import ENDED_STATUSES, SQLITE
 from runengine.adapters.sql_streams import SQLStreams, StreamStatements, stream_tables
+from runengine.adapters.sql_schedules import ScheduleStatements, schedule_table
 from runengine.adapters.sql_log import (
     BUSY_CONDITION,
     IN_CHUNK,
@@ -53,7 +54,7 @@ from runengine.state import RunState
 from runengine.validation import check_append, check_page, micros
 from runengine.wire import state_to_json
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _TABLES = log_tables(SQLITE)
 _STREAM_TABLES = ";\n".join(stream_tables(SQLITE))
@@ -90,6 +91,7 @@ CREATE TABLE IF NOT EXISTS webhooks (
 );
 CREATE INDEX IF NOT EXISTS webhooks_by_app ON webhooks (app_id);
 {_STREAM_TABLES};
+{schedule_table(SQLITE)};
 """
 
 #: Webhook registrations used to be kept as ended sessions `platform.webhooks.<app_id>` whose data
@@ -126,6 +128,7 @@ _MIGRATIONS = {
     # taken up once as runs at work (as before), and the index knows them from their next wait on.
     5: ("ALTER TABLE runs ADD COLUMN wake_at INTEGER",),
     6: (),  # the Durable Streams tables: new tables only, made by _SCHEMA
+    7: (schedule_table(SQLITE),),  # schedules (runengine.schedules): a table of their own
 }
 #: Indexes on columns a migration adds: created after the migrations, on every file.
 _SCHEMA_AFTER_MIGRATIONS = (
@@ -216,6 +219,7 @@ class SQLiteStore(SQLStreams, SQLLog):
     shared = False
     sql = _SQL
     stream_sql = StreamStatements(SQLITE)
+    schedule_sql = ScheduleStatements(SQLITE)
 
     def __init__(
         self,

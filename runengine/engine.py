@@ -89,7 +89,9 @@ from .options import Durability, Retention, RunLimits
 from .limits import DEFAULT_HISTORY_PAGE
 from .signals import check_signal_name
 from .validation import check_run_id
-from .wire import data_to_json, to_json
+from .wire import data_to_json, format_time, to_json
+from .fork import fork_events, read_prefix
+from .schedules import SCHEDULE_KEY, SLOT_KEY, Schedule, Schedules, ScheduleStore
 from .worker import Worker, WorkerOptions, worker_options
 
 log = structlog.get_logger("runengine")
@@ -238,6 +240,8 @@ class RunEngine:
         #: The store's work queue, if it has one: execute then enqueues, workers execute.
         queued = port_of(store, QueuedStore)
         self.queue: WorkQueue | None = queued.work_queue if queued is not None else None
+        self.schedule_store: ScheduleStore | None = port_of(store, ScheduleStore)
+        self._schedules: Schedules | None = None
 
     # -- agents ---------------------------------------------------------------
 
@@ -286,6 +290,8 @@ class RunEngine:
         recover = recover if recover is not None else not self.store.shared
         if self.queue is None:
             await self._tg.start(self.idle.run)
+        if self.schedule_store is not None:
+            await self._tg.start(self.schedules.run)
         if recover:
             await self.recover()
             if self.queue is None and self.idle.index is not None:
@@ -314,6 +320,8 @@ class RunEngine:
         run.suspended and stay unfinished; the next engine resumes them. Nothing ends a run here."""
         self.idle.stop()
         self._closing = True  # parked runs are no longer woken: the next engine resumes them
+        if self._schedules is not None:
+            self._schedules.stop()
         with anyio.CancelScope(shield=True):
             if self._worker is not None:  # queued runs: suspended and handed back to the queue
                 await self._worker.stop()
@@ -955,6 +963,69 @@ class RunEngine:
             log.exception("could not resume a parked run", run_id=run_id)
         finally:
             self._waking.discard(run_id)
+    # -- fork and schedules (runengine.fork, runengine.schedules) ------------------------------
+
+    async def fork(self, run_id: str, at_seq: int, *, input: Any = None, owner: str | None = None) -> RunState:
+        """A new run whose log begins with `run_id`'s events up to `at_seq` and `run.forked`; its
+        agent replays them and goes on live (runengine.fork). `input`: another result for the
+        event at `at_seq` (a tool.result, a run.input, or run.created at seq 1). With `owner`,
+        another owner's run is RunNotFound. Returns the fork's state as created."""
+        self._task_group()
+        await run_of(self.store, run_id, owner)
+        events, state = fork_events(
+            await read_prefix(self.store, run_id, at_seq), uuid.uuid4().hex, at=self.clock(), input=input
+        )
+        self.agents.get(state.agent)
+        if self.queue is not None:  # a worker (in any process) claims and resumes it
+            await self.queue.enqueue(state.run_id, events)
+        else:
+            await self.store.append(state.run_id, events, expected_seq=0)
+            if not self._defer(state):
+                self.driver.launch(self._task_group(), state, first_page=events)
+        return state
+
+    @property
+    def schedules(self) -> Schedules:
+        """The store's schedules: get, list, pause, resume, delete (InvalidRequest: it keeps none)."""
+        if self._schedules is None:
+            store = required(self.schedule_store, self.store, "schedules")
+            self._schedules = Schedules(store, self.clock, self._start_scheduled_run)
+        return self._schedules
+
+    async def schedule(
+        self, schedule_id: str, *, cron: str, agent: str, input: Any = None, timezone: str = "UTC",
+        owner: str | None = None, session_id: str | None = None, session_policy: SessionPolicy | None = None,
+        metadata: dict[str, Any] | None = None, missed: str = "skip",
+    ) -> Schedule:
+        """Start a run of `agent` at each slot of `cron` in `timezone` (runengine.schedules): one run
+        per slot across every process; `missed` ("skip", "catch_up_one") after downtime; with a
+        `session_id`, overlapping runs follow `session_policy`. ScheduleExists for a taken id."""
+        self._task_group()
+        self.agents.get(agent)
+        if session_policy is not None and session_policy not in SESSION_POLICIES:
+            raise InvalidRequest(f"session_policy must be one of {SESSION_POLICIES}")
+        return await self.schedules.add(Schedule(
+            schedule_id=schedule_id, cron=cron, agent=agent, input=input, timezone=timezone, owner=owner,
+            session_id=session_id, session_policy=session_policy, metadata=dict(metadata or {}), missed=missed,
+            created_at=self.clock(),
+        ))
+
+    async def _start_scheduled_run(self, schedule: Schedule, slot: datetime, run_id: str) -> bool:
+        if schedule.agent not in self.agents:
+            return False  # left to an engine that has the agent
+        if await self.store.get_run(run_id) is not None:
+            return True  # started already (by another process, or before a restart)
+        try:
+            await self.execute(
+                schedule.agent, schedule.input, mode="async", run_id=run_id, owner=schedule.owner,
+                session_id=schedule.session_id, session_policy=schedule.session_policy,
+                metadata={**schedule.metadata, SCHEDULE_KEY: schedule.schedule_id, SLOT_KEY: format_time(slot)},
+            )
+        except ConcurrencyConflict:
+            pass  # another process created this slot's run first
+        except (SessionBusy, SessionEnded, SessionNotFound) as refused:  # the session's policy: this slot is skipped
+            log.info("scheduled run not started", schedule_id=schedule.schedule_id, reason=refused.message)
+        return True
 
     # -- sessions ---------------------------------------------------------------------
 

@@ -515,6 +515,29 @@ class RunCancelled(Event):
         run.finish(self.at, cancel_reason=self.reason)
 
 
+# -- fork from any event (runengine.fork) ---------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class RunForked(Event):
+    """This run's log so far is a copy of `source_run_id`'s up to `source_seq`: the agent replays
+    it, then goes on live (`engine.fork`). `replaced`: the copied event at `source_seq` was given
+    another result (a tool.result's output, a run.input's content, run.created's input)."""
+
+    type: ClassVar[str] = "run.forked"
+    moves = {s: s for s in LIVE}
+    source_run_id: str
+    source_seq: int
+    replaced: bool = False
+
+    def fold_into(self, run: RunAccumulator) -> None:
+        # Taken up by its first engine as after a graceful stop (not a crash: no loss counted);
+        # its timeout counts from the fork, not from the source's start.
+        run.set(forked_from=self.source_run_id, forked_at_seq=self.source_seq, lost_attempts=0)
+        if run.get("started_at") is not None:
+            run.set(suspended=True, started_at=self.at)
+
+
 @attrs.frozen(kw_only=True)
 class UnknownEvent(Event):
     """An event whose type this version does not know (written by a newer one).
@@ -718,6 +741,7 @@ KNOWN_EVENTS: tuple[type[Event], ...] = (
     RunFailed,
     RunCancelled,
     *COMPOSITION_EVENTS,
+    RunForked,
 )
 
 #: Wire name -> event class.

@@ -37,6 +37,7 @@ from .events import (
     MessageDelta,
     MessageDiscarded,
     RunCreated,
+    RunForked,
     RunRequeued,
     RunResumed,
     RunStarted,
@@ -50,6 +51,7 @@ from .reducer import Fold
 #: Events an engine writes around the agent, never in answer to one of its calls.
 BOOKKEEPING: tuple[type[Event], ...] = (
     RunCreated,
+    RunForked,
     RunStarted,
     RunResumed,
     RunSuspended,

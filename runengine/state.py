@@ -100,6 +100,9 @@ class RunState:
     children: tuple[ChildRecord, ...] = ()
     #: The signals sent to it, in arrival order.
     signals: tuple[SignalRecord, ...] = ()
+    #: A fork (`engine.fork`): the run its log was copied from, and the last seq copied.
+    forked_from: str | None = None
+    forked_at_seq: int | None = None
     #: Replay starts after this seq: the last `run.requeued` (which starts the agent afresh), or 0.
     replay_from: int = 0
     last_seq: int = 0

@@ -188,6 +188,9 @@ async def test_agents_and_openapi(client: httpx.AsyncClient) -> None:
         "/runs", "/runs/{run_id}", "/runs/{run_id}/events", "/runs/{run_id}/cancel",
         "/runs/{run_id}/input", "/runs/{run_id}/signals/{name}", "/runs/{run_id}/children", "/sessions", "/sessions/{session_id}", "/sessions/{session_id}/history", "/agents",
         "/openapi.json",
+        # issue 25: fork and schedules
+        "/runs/{run_id}/fork", "/schedules", "/schedules/{schedule_id}", "/schedules/{schedule_id}/pause",
+        "/schedules/{schedule_id}/resume",
     }
 
 

@@ -13,7 +13,9 @@ import asyncpg
 import pytest
 
 from runengine.adapters.postgres import PostgresStore
+from runengine.adapters.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from runengine.adapters.sqlite import SQLiteStore
+from runengine.schedules import Schedule
 from runengine.events import MessageDelta, RunCompleted, RunStarted
 from runengine.ports import IdempotencyRecord, SessionRecord
 from runengine.status import Status
@@ -47,6 +49,9 @@ async def reads_and_writes_what_the_old_store_wrote(store: SQLiteStore | Postgre
     assert r2 is not None and (r2.status, r2.last_seq) == (Status.COMPLETED, 3)
     assert await store.delete_run("r1") is True
     assert await store.read("r1") == [] and await store.load_snapshot("r1") is None
+    # the schedules table a migration added (runengine.schedules)
+    daily = Schedule(schedule_id="daily", cron="0 9 * * *", agent="a", owner="alice", created_at=T0)
+    assert await store.add_schedule(daily) is True and await store.list_schedules() == [daily]
 
 
 @pytest.mark.anyio
@@ -59,7 +64,7 @@ async def test_a_sqlite_file_of_the_old_store_opens(tmp_path: Path) -> None:
         assert snapshot is not None and snapshot.last_seq == 3
         await reads_and_writes_what_the_old_store_wrote(store)
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT max(version) FROM schema_version").fetchone() == (5,)  # migrated: the timer index column (version 5)
+        assert conn.execute("SELECT max(version) FROM schema_version").fetchone() == (SQLITE_SCHEMA_VERSION,)
 
 
 @pytest.mark.postgres

@@ -11,6 +11,8 @@
     POST /runs/{run_id}/input       give input to a run waiting for it (409 otherwise)
     POST /runs/{run_id}/signals/{name}  send a signal to an unfinished run (409 once it ended)
     GET  /runs/{run_id}/children    the child runs it spawned
+    POST /runs/{run_id}/fork        a new run replaying this one's log up to an event (native_fork.py)
+    /schedules ...                  runs started on a cron schedule (native_schedules.py)
     POST /sessions                  create a session (201): session_id, metadata, ttl, user_id
     GET  /sessions/{id}             the session, with its runs counted by status
     DELETE /sessions/{id}           end it (idempotent): active runs cancelled, new ones refused (409)
@@ -43,6 +45,8 @@ from runengine.wire import dumps, event_to_dict, format_time
 from runengine.http import params
 from runengine.http.auth import AuthHook, guarded, owner_of
 from runengine.http.core import HttpError, Request, Response, StreamResponse, error_response, json_response
+from .native_fork import add_fork_route
+from .native_schedules import add_schedule_routes
 from .native_openapi import RUN_LINKS, SESSION_LINKS, SSE, STATUSES, native_openapi
 from runengine.http.openapi import Body, Operation, Reply
 from runengine.http.openstreams import OpenStreams
@@ -282,6 +286,9 @@ class NativeAPI:
         r.route("GET", "/sessions/{session_id}", guarded(self.auth, self.get_session), operation=GET_SESSION)
         r.route("DELETE", "/sessions/{session_id}", guarded(self.auth, self.end_session), operation=END_SESSION)
         r.route("GET", "/sessions/{session_id}/history", guarded(self.auth, self.session_history), operation=SESSION_HISTORY)
+        # Issue 25: fork from any event, and schedules (their own modules).
+        add_fork_route(r, engine, self.auth, self._owner, self._run_id)
+        add_schedule_routes(r, engine, self.auth, self._owner, is_internal)
         r.route("GET", "/agents", guarded(self.auth, self.list_agents), operation=LIST_AGENTS)
         r.route("GET", "/openapi.json", self.openapi, operation=OPENAPI)
 

@@ -152,6 +152,14 @@ SCHEMAS: dict[str, Any] = {
             "finished_at": TIME,
             "updated_at": TIME,
             "last_seq": {"type": "integer", "minimum": 1},
+            "forked_from": {
+                **_nullable({
+                    "type": "object",
+                    "required": ["run_id", "seq"],
+                    "properties": {"run_id": {"type": "string"}, "seq": {"type": "integer", "minimum": 1}},
+                }),
+                "description": "a fork (POST /runs/{run_id}/fork): its log begins with this run's events up to seq",
+            },
         },
     },
     "ChildList": {

@@ -76,6 +76,10 @@ def run_to_json(state: RunState, *, waiting_for_agent: bool | None = False) -> d
         "finished_at": _time(state.finished_at),
         "updated_at": _time(state.updated_at),
         "last_seq": state.last_seq,
+        # A fork (POST /runs/{id}/fork): the run and the seq its log was copied up to.
+        "forked_from": (
+            {"run_id": state.forked_from, "seq": state.forked_at_seq} if state.forked_from is not None else None
+        ),
     }
 
 

@@ -304,7 +304,36 @@ class TimeField:
         return nullable(_described(value, f"{self.description}, {ahead}" if self.description else ahead))
 
 
-BodyField = TextField | ChoiceField | JsonField | ObjectField | SecondsField | TimeField
+@attrs.frozen
+class IntField:
+    """A JSON integer from `minimum` to `maximum` (not a boolean, not a float); absent or null is None."""
+
+    name: str
+    minimum: int = 0
+    maximum: int = 2**31 - 1
+    required: bool = False
+    description: str | None = None
+
+    def parse(self, body: Mapping[str, Any], *, now: datetime | None = None) -> int | None:
+        value = body.get(self.name)
+        if value is None:
+            if self.required:
+                raise invalid(f"field {self.name!r} is required", field=self.name)
+            return None
+        integer = isinstance(value, int) and not isinstance(value, bool)
+        if not integer or not self.minimum <= value <= self.maximum:
+            got = value if integer else type_name(value)
+            raise invalid(
+                f"field {self.name!r} must be an integer from {self.minimum} to {self.maximum}, got {got}", field=self.name
+            )
+        return value
+
+    def schema(self) -> dict[str, Any]:
+        value = _described({"type": "integer", "minimum": self.minimum, "maximum": self.maximum}, self.description)
+        return value if self.required else nullable(value)
+
+
+BodyField = TextField | ChoiceField | JsonField | ObjectField | SecondsField | TimeField | IntField
 
 
 @attrs.frozen

@@ -2,7 +2,8 @@
 
 One suite per port: `LogConformance` (the run log, `runengine.ports.EventStore`: what every
 store must pass), `SessionConformance`, `IdempotencyConformance` and `EndedRunsConformance` (the
-small ports a store may keep beside its log); `StoreConformance` is all four (a full store).
+small ports a store may keep beside its log), `ScheduleConformance` (runengine.schedules'
+ScheduleStore); `StoreConformance` is all five (a full store).
 A store passes when a test module subclasses the suites of the ports it declares and provides
 a `store_factory` fixture: a zero-argument callable returning an async context manager that
 yields an opened, EMPTY store (a new one on every call):
@@ -38,6 +39,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import anyio
+import attrs
 import anyio.from_thread
 import attrs
 import pytest
@@ -60,6 +62,7 @@ from runengine.events import (
     RunFailed,
     RunInput,
     RunInputTimedOut,
+    RunForked,
     RunStarted,
     RunWaitingForInput,
     SignalMissed,
@@ -78,6 +81,7 @@ from runengine.ports import (
     MAX_PAGE, EventStore, IdempotencyRecord, RunSummary, SessionRecord, SessionStore, WakeIndex, last_seq,
 )
 from runengine.retention import EndedRuns
+from runengine.schedules import Schedule, ScheduleStore
 from runengine.reducer import Fold
 from runengine.reducer import fold as fold_log
 from runengine.status import Status
@@ -1013,9 +1017,87 @@ class EndedRunsConformance:
             assert (await store.list_ended_runs(ended_before=T0 + timedelta(days=1))).runs == (kept_run,)
 
 
-class StoreConformance(LogConformance, SessionConformance, IdempotencyConformance, EndedRunsConformance):
+class ScheduleConformance:
+    """Every behaviour of `runengine.schedules.ScheduleStore` (with `store_factory`), and a fork's
+    first batch (a copied log, then `run.forked`) kept as any log."""
+
+    @staticmethod
+    def _schedule(schedule_id: str, owner: str | None = None, **changes: Any) -> Schedule:
+        return Schedule(schedule_id=schedule_id, owner=owner, cron="*/5 * * * *", agent="a",
+                        input={"n": [1, "two", None], "big": 10**30}, timezone="Europe/Paris", session_id="s",
+                        session_policy="reject", metadata={"k": "v"}, missed="catch_up_one",
+                        created_at=T0 + timedelta(microseconds=123456), **changes)
+
+    @pytest.mark.anyio
+    async def test_schedules_are_kept_by_key_and_never_replaced(self, store_factory: StoreFactory) -> None:
+        async with store_factory() as store:
+            assert isinstance(store, ScheduleStore)
+            alice = self._schedule("daily", "alice")
+            assert await store.add_schedule(alice) is True
+            assert await store.add_schedule(attrs.evolve(alice, cron="0 * * * *")) is False
+            assert await store.add_schedule(self._schedule("daily", None)) is True  # another key
+            assert await store.get_schedule(alice.key) == alice
+            assert await store.get_schedule("nothing") is None
+            assert await store.set_schedule_paused(alice.key, True) is True
+            assert (await store.get_schedule(alice.key)).paused is True  # type: ignore[union-attr]
+            assert await store.set_schedule_paused("nothing", True) is False
+            assert await store.delete_schedule(alice.key) is True
+            assert await store.delete_schedule(alice.key) is False
+            assert await store.get_schedule(alice.key) is None
+            assert await store.get_schedule(self._schedule("daily").key) is not None
+
+    @pytest.mark.anyio
+    async def test_a_schedule_only_moves_forward(self, store_factory: StoreFactory) -> None:
+        async with store_factory() as store:
+            schedule = self._schedule("s")
+            await store.add_schedule(schedule)
+            slot = T0 + timedelta(minutes=5)
+            assert await store.advance_schedule(schedule.key, slot) is True
+            assert await store.advance_schedule(schedule.key, slot) is False
+            assert await store.advance_schedule(schedule.key, slot - timedelta(microseconds=1)) is False
+            assert (await store.get_schedule(schedule.key)).last_slot == slot  # type: ignore[union-attr]
+            later = slot + timedelta(minutes=5, microseconds=7)
+            assert await store.advance_schedule(schedule.key, later) is True
+            assert await store.get_schedule(schedule.key) == attrs.evolve(schedule, last_slot=later)
+            assert await store.advance_schedule("nothing", later) is False
+
+    @pytest.mark.anyio
+    async def test_list_schedules_by_key_paged_and_by_owner(self, store_factory: StoreFactory) -> None:
+        async with store_factory() as store:
+            made = [self._schedule(f"s{i}", owner) for i in range(5) for owner in ("alice", "bob", None)]
+            for schedule in made:
+                await store.add_schedule(schedule)
+            by_key = sorted(made, key=lambda s: s.key)
+            for limit in (1, 2, 7, 100):
+                seen: list[Schedule] = []
+                after: str | None = None
+                while True:
+                    page = await store.list_schedules(after=after, limit=limit)
+                    assert len(page) <= limit
+                    seen.extend(page)
+                    if len(page) < limit:
+                        break
+                    after = page[-1].key
+                assert seen == by_key
+            alice = await store.list_schedules(owner="alice", limit=100)
+            assert alice == [s for s in by_key if s.owner == "alice"]
+            assert await store.list_schedules(owner="alice", after=alice[1].key, limit=2) == alice[2:4]
+
+    @pytest.mark.anyio
+    async def test_a_forked_log_reads_back_equal(self, store_factory: StoreFactory) -> None:
+        async with store_factory() as store:
+            source = [*new_log("src", 5), ToolCall(run_id="src", seq=6, at=T0, call_id="c", name="n")]
+            forked = [attrs.evolve(e, run_id="fork") for e in source]
+            forked.append(RunForked(run_id="fork", seq=7, at=T0, source_run_id="src", source_seq=6, replaced=True))
+            await store.append("fork", forked, expected_seq=0)
+            assert await store.read("fork") == forked
+            summary = await store.get_run("fork")
+            assert summary is not None and summary.status is Status.RUNNING and summary.last_seq == 7
+
+
+class StoreConformance(LogConformance, SessionConformance, IdempotencyConformance, EndedRunsConformance, ScheduleConformance):
     """A full store: the run log and every small port of the core (sessions, idempotency records,
-    the ended-run listing). Subclass it and provide `store_factory`."""
+    the ended-run listing, schedules). Subclass it and provide `store_factory`."""
 
 def _model_machine(portal: anyio.from_thread.BlockingPortal, factory: StoreFactory) -> type[RuleBasedStateMachine]:
     """A state machine doing the same random operations on the store and on MemoryStore (the model)."""
@@ -1198,6 +1280,7 @@ __all__ = [
     "EndedRunsConformance",
     "IdempotencyConformance",
     "LogConformance",
+    "ScheduleConformance",
     "SessionConformance",
     "StoreConformance",
     "StoreFactory",
