@@ -45,6 +45,7 @@ from .reducer import Fold
 from .replay import Journal
 from .state import RunState
 from .status import Status
+from .step_limits import StepLimiter
 from .writer import RunEndedElsewhere, RunWriter
 
 log = structlog.get_logger("runengine")
@@ -68,6 +69,8 @@ class ActiveRun:
     suspending: bool = False
     #: The log from seq 1, when whoever loaded the run's state has just read it (a resume replays it).
     first_page: Sequence[Event] = ()
+    #: Called once the run's task ends, whatever the outcome (flow control frees its slot).
+    on_done: list[Callable[[], None]] = attrs.field(factory=list)
 
     def cancel(self, reason: str | None) -> None:
         if self.cancel_reason is None:
@@ -97,8 +100,11 @@ class RunDriver:
         durability: Durability,
         limits: RunLimits,
         sessions: SessionStore | None = None,
+        limiter: StepLimiter | None = None,
     ) -> None:
         self.store = store
+        #: The engine's named step limits, given to every run's context.
+        self.limiter = limiter
         #: Where the sessions runs belong to are kept (None: the store keeps none).
         self.sessions = sessions
         self.agents = agents
@@ -181,6 +187,8 @@ class RunDriver:
             observer.active_runs(-1)
             self.active.pop(active.run_id, None)
             active.done.set()
+            for callback in active.on_done:
+                callback()
 
     async def _begin(self, active: ActiveRun, state: RunState, max_attempts: int) -> Journal | Callable[[int], Event] | None:
         """Record the start or the resumption; the journal to replay (None: live from the start),
@@ -273,7 +281,7 @@ class RunDriver:
                 spec = self.agents.get(state.agent)
                 session = await session_of_run(self.sessions, state) if self.sessions is not None else None
                 recorder = active.recorder = Recorder(writer, self.clock, journal=begun, on_stop=active.scope.cancel)
-                ctx = RunContext(recorder, self.store, session)
+                ctx = RunContext(recorder, self.store, session, self.limiter)
                 failure: Exception | None = None
                 async with anyio.create_task_group() as background:
                     background.start_soon(writer.flush_loop)

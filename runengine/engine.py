@@ -20,7 +20,7 @@ import contextlib
 import math
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from types import TracebackType
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, overload
@@ -69,6 +69,7 @@ from .ports import (
     SessionRecord,
     SessionRuns,
     SessionStore,
+    TokenBuckets,
     WorkQueue,
     port_of,
     required,
@@ -83,7 +84,11 @@ from .delayed import DelayedRuns
 from .driver import AgentFailed, RunDriver, append_at_head
 from .following import follow_batches
 from .keylock import KeyLocks
-from .options import Durability, Retention, RunLimits
+from .options import Durability, Flow, Retention, RunLimits
+from .flow import (
+    DEBOUNCED, WAITING_SCHEDULE, Gate, KeyFunction, Rate, check_priority, flow_spec, scope_of,
+)
+from .step_limits import LocalBuckets, StepLimiter
 from .limits import DEFAULT_HISTORY_PAGE
 from .validation import check_run_id
 from .wire import to_json
@@ -148,15 +153,17 @@ class RunEngine:
         durability: Durability = Durability(),
         limits: RunLimits = RunLimits(),
         retention: Retention = Retention(),
+        flow: Flow = Flow(),
     ) -> None:
         """`store`: an EventStore or a store URL (None: memory://). The options are grouped by what
         they govern (runengine.options): `durability` (group commit, snapshots, stop and restart),
         `limits` (what one run may take), `retention` (how long runs and idempotency keys are kept);
-        `worker` runs queued runs (runengine.worker) on a store with a work queue."""
+        `flow` names the step limits runs share (runengine.step_limits); `worker` runs queued runs
+        (runengine.worker) on a store with a work queue."""
         if session_policy not in SESSION_POLICIES:
             raise InvalidRequest(f"session_policy must be one of {SESSION_POLICIES}")
         for name, value, group in (("durability", durability, Durability), ("limits", limits, RunLimits),
-                                   ("retention", retention, Retention)):
+                                   ("retention", retention, Retention), ("flow", flow, Flow)):
             if not isinstance(value, group):
                 raise InvalidRequest(f"{name} must be a runengine.options.{group.__name__}", **{name: repr(value)})
         #: Whether whoever built the engine chose its store; without one it is memory://, which
@@ -171,10 +178,19 @@ class RunEngine:
         #: The engine's time (runengine.clock): read it as `engine.clock()`.
         self.clock = clock = as_clock(clock)
         self.worker_id = worker_id or f"engine-{uuid.uuid4().hex[:8]}"
+        self.flow = flow
         self.driver = RunDriver(
             self.store, self.agents, clock=clock, worker_id=self.worker_id, sessions=self.session_store,
             durability=durability, limits=limits,
+            limiter=StepLimiter(flow.step_limits, self._token_buckets(), clock),
         )
+        #: Pending runs of limited agents in line (runengine.flow), on a store only this engine
+        #: executes; a store with a work queue holds them back at claim instead.
+        self.gate = Gate()
+        self._flow_wake: anyio.Event | None = None
+        self._admit_scope = anyio.CancelScope()
+        self._debounced: dict[tuple[str, str | None], str] = {}
+        self._debounce_locks = KeyLocks()
         #: Delayed runs stay in the store until `durability.delay_horizon` seconds before their
         #: start_at (runengine.delayed); only then are they launched, so thousands of them cost no memory.
         self.delayed = DelayedRuns(
@@ -207,6 +223,8 @@ class RunEngine:
             raise InvalidRequest("worker mode needs a store with a work queue (e.g. postgresql://)")
         self._attach(chosen)
         self.driver.store, self.driver.sessions = self.store, self.session_store
+        assert self.driver.limiter is not None
+        self.driver.limiter.buckets = self._token_buckets()
         self.store_chosen = True
 
     def _attach(self, store: EventStore) -> None:
@@ -219,6 +237,10 @@ class RunEngine:
         queued = port_of(store, QueuedStore)
         self.queue: WorkQueue | None = queued.work_queue if queued is not None else None
 
+    def _token_buckets(self) -> TokenBuckets:
+        """The store's shared token buckets, or this process's (a store only this engine writes)."""
+        return port_of(self.store, TokenBuckets) or LocalBuckets(self.clock)
+
     # -- agents ---------------------------------------------------------------
 
     def agent(
@@ -228,15 +250,30 @@ class RunEngine:
         description: str = "",
         metadata: dict[str, Any] | None = None,
         version: str | None = None,
+        concurrency: int | None = None,
+        concurrency_key: KeyFunction | None = None,
+        rate: str | Rate | None = None,
+        debounce: float | None = None,
+        debounce_key: KeyFunction | None = None,
     ) -> Callable[[AgentFn], AgentFn]:
         """Decorator: register an async function `fn(ctx) -> output` as the agent `name`.
 
         `version`: change it when runs in flight must not replay against the new code
-        (they fail `replay_divergence` when resumed by an engine with another version)."""
+        (they fail `replay_divergence` when resumed by an engine with another version).
+        Flow control (runengine.flow, docs/flow-control.md): at most `concurrency` runs execute
+        at once (per `concurrency_key(input, metadata)` when given), the rest wait pending in
+        order; runs start at most at `rate` ("60/minute"); `debounce` seconds: a burst of starts
+        (per `debounce_key(input, metadata)`) runs only its last."""
+        flow = flow_spec(
+            concurrency=concurrency, concurrency_key=concurrency_key, rate=rate, debounce=debounce,
+            debounce_key=debounce_key,
+        )
 
         def register(fn: AgentFn) -> AgentFn:
             self.agents.add(
-                AgentSpec(name=name, fn=fn, description=description, metadata=dict(metadata or {}), version=version)
+                AgentSpec(
+                    name=name, fn=fn, description=description, metadata=dict(metadata or {}), version=version, flow=flow
+                )
             )
             return fn
 
@@ -265,6 +302,7 @@ class RunEngine:
         recover = recover if recover is not None else not self.store.shared
         if self.queue is None:
             await self._tg.start(self.delayed.run)
+            await self._tg.start(self._admit_loop)
         if recover:
             await self.recover()
         if self.queue is not None and self.worker_options is not None:
@@ -290,6 +328,7 @@ class RunEngine:
         """A graceful stop: runs reach their next event (within `drain_timeout`), record
         run.suspended and stay unfinished; the next engine resumes them. Nothing ends a run here."""
         self.delayed.stop()
+        self._admit_scope.cancel()  # runs in line stay pending in the store for the next engine
         with anyio.CancelScope(shield=True):
             if self._worker is not None:  # queued runs: suspended and handed back to the queue
                 await self._worker.stop()
@@ -335,7 +374,7 @@ class RunEngine:
                         if state is not None and self._defer(state):
                             continue
                         if state is not None:
-                            self.driver.launch(self._task_group(), state, first_page=log_head)
+                            self._launch(state, first_page=log_head)
                             continue
                     self._task_group().start_soon(self._resume, run_id, name=f"resume {run_id}")
                 before = page.next_before
@@ -359,7 +398,7 @@ class RunEngine:
     async def _resume(self, run_id: str) -> None:
         state, first_page = await self._load(run_id)
         if run_id not in self.driver.active and not self._defer(state):
-            self.driver.launch(self._task_group(), state, first_page=first_page)
+            self._launch(state, first_page=first_page)
 
     def _defer(self, state: RunState) -> bool:
         """Leave a pending run whose start_at is not near in the store (runengine.delayed)."""
@@ -367,6 +406,122 @@ class RunEngine:
             self.delayed.defer(state.start_at)
             return True
         return False
+
+    # -- flow control (runengine.flow) -----------------------------------------------
+
+    def _launch(
+        self, state: RunState, *, after: tuple[str, ...] = (), fold: Fold | None = None,
+        first_page: Sequence[Event] = (),
+    ) -> None:
+        """Execute `state`'s run, or put it in line when its agent's limits hold it back."""
+        spec = self.agents.find(state.agent)
+        flow = spec.flow if spec is not None else None
+        if flow is None or not flow.limited:
+            self.driver.launch(self._task_group(), state, after=after, fold=fold, first_page=first_page)
+            return
+        scope = scope_of(state.agent, state.concurrency_key)
+        if state.status is not Status.PENDING:  # under way before a restart: it holds its slot
+            self.gate.hold(state.run_id, scope, flow)
+            self._launch_admitted(state, after=after, fold=fold, first_page=first_page)
+            return
+        if state.start_at is not None and state.start_at > self.clock():  # in line once it is due
+            self._task_group().start_soon(self._queue_when_due, state, after, name=f"due {state.run_id}")
+            return
+        created = state.created_at.timestamp() if state.created_at is not None else 0.0
+        self.gate.queue(
+            state.run_id, scope, flow, priority=state.priority, created=created, now=self.clock().timestamp(),
+            payload=after,
+        )
+        observe.current.flow_depth(self.gate.depths())
+        self._poke_flow()
+
+    async def _queue_when_due(self, state: RunState, after: tuple[str, ...]) -> None:
+        assert state.start_at is not None
+        await self.clock.sleep_until(state.start_at)
+        self._launch(state, after=after)
+
+    def _launch_admitted(self, state: RunState, **launch: Any) -> None:
+        active = self.driver.launch(self._task_group(), state, **launch)
+        active.on_done.append(lambda: self._release_slot(state.run_id))
+
+    def _release_slot(self, run_id: str) -> None:
+        self.gate.release(run_id)
+        self._poke_flow()
+
+    def _poke_flow(self) -> None:
+        if self._flow_wake is not None:
+            self._flow_wake.set()
+
+    async def _admit_loop(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Start the runs in line as slots free up and tokens come (one task for all of them)."""
+        with anyio.CancelScope() as self._admit_scope:  # until the engine stops (_shutdown)
+            self._flow_wake = anyio.Event()
+            task_status.started()
+            while True:
+                admitted, wake = self.gate.admit(self.clock().timestamp())
+                for entry in admitted:
+                    observe.current.flow_waited(entry.scope, entry.waited)
+                    await self._start_admitted(entry.run_id, entry.payload)
+                if admitted:
+                    observe.current.flow_depth(self.gate.depths())
+                when = None if wake is None else self.clock() + timedelta(seconds=wake)
+                with self.clock.move_on_at(when):
+                    await self._flow_wake.wait()
+                self._flow_wake = anyio.Event()
+
+    async def _start_admitted(self, run_id: str, after: tuple[str, ...]) -> None:
+        try:
+            state, first_page = await self._load(run_id)
+        except RunNotFound:
+            state = None
+        if state is None or state.terminal or run_id in self.driver.active:  # cancelled (or deleted) in line
+            self._release_slot(run_id)
+            return
+        self._launch_admitted(state, after=after or (), first_page=first_page)
+
+    async def waiting_for(self, state: RunState) -> str | None:
+        """Why a pending run has not started: "concurrency" (its agent's or key's slots are
+        taken, or runs ahead of it wait too), "rate" (the next start's token), "schedule" (its
+        start_at, or a debounce); None when nothing holds it back (or it is not pending)."""
+        if state.status is not Status.PENDING:
+            return None
+        if state.start_at is not None and state.start_at > self.clock():
+            return WAITING_SCHEDULE
+        if self.queue is not None:
+            spec = self.agents.find(state.agent)
+            if spec is None or spec.flow is None or not spec.flow.limited:
+                return None
+            return await self.queue.waiting_for(state.run_id, spec.flow)
+        return self.gate.waiting_for(state.run_id)
+
+    def _debounce_lock(self, key: tuple[str, str | None] | None) -> contextlib.AbstractAsyncContextManager[Any]:
+        return contextlib.nullcontext() if key is None else self._debounce_locks(repr(key))
+
+    async def _supersede(self, key: tuple[str, str | None], run_id: str) -> None:
+        """A debounced start: the burst's previous run, if it has not started, is cancelled with
+        a reason naming the run that takes its place (which a later start may supersede in turn)."""
+        previous, self._debounced[key] = self._debounced.get(key), run_id
+        if previous is None:
+            return
+        reason = f"{DEBOUNCED}: superseded by run {run_id}"
+        active = self.driver.active.get(previous)
+        if active is not None:  # waiting for its start_at in this process
+            if active.writer.state.status is Status.PENDING:
+                active.cancel(reason)
+                with anyio.CancelScope(shield=True):
+                    await active.done.wait()
+            return
+        while True:
+            state = await self.status(previous)
+            if state.status is not Status.PENDING:
+                return  # it started (its debounce ran out before this start): it runs
+            event = RunCancelled(run_id=previous, seq=state.last_seq + 1, at=self.clock(), reason=reason)
+            try:
+                await self.store.append(previous, [event], expected_seq=state.last_seq)
+            except ConcurrencyConflict:
+                continue
+            self.gate.discard(previous)
+            return
 
     # -- execute ----------------------------------------------------------------
 
@@ -387,6 +542,7 @@ class RunEngine:
         session_policy: SessionPolicy | None = ...,
         run_id: str | None = ...,
         start_at: datetime | None = ...,
+        priority: int = ...,
     ) -> RunState: ...
 
     @overload
@@ -406,6 +562,7 @@ class RunEngine:
         session_policy: SessionPolicy | None = ...,
         run_id: str | None = ...,
         start_at: datetime | None = ...,
+        priority: int = ...,
     ) -> RunStream: ...
 
     async def execute(
@@ -424,6 +581,7 @@ class RunEngine:
         session_policy: SessionPolicy | None = None,
         run_id: str | None = None,
         start_at: datetime | None = None,
+        priority: int = 0,
     ) -> RunState | RunStream:
         """Start a run of `agent`, owned by `owner` (None: no principal, auth off).
 
@@ -432,6 +590,7 @@ class RunEngine:
         mode="stream": a RunStream: the run's id, and (iterating it) its events from seq 1 to the last.
         Each mode's answer carries the run id (`.run_id`), a repeated idempotency key's included.
         start_at: a delayed run stays pending until then (across restarts).
+        priority: among its agent's runs waiting for a slot (runengine.flow), higher starts first.
 
         `session_id` names a session of `owner`'s, or a new one, which this run begins and
         `owner` then owns; another principal's session is SessionNotFound (runengine.ownership).
@@ -450,9 +609,17 @@ class RunEngine:
             raise InvalidRequest("metadata must be an object")
         if start_at is not None and (not isinstance(start_at, datetime) or start_at.tzinfo is None):
             raise InvalidRequest("start_at must be a timezone-aware datetime")
+        check_priority(priority)
         # Before anything is reserved or written: what cannot be stored as JSON (NaN ...) is refused.
         to_json(input, "input")
         to_json(metadata, "metadata")
+        flow = spec.flow
+        concurrency_key = flow.key_of(input, dict(metadata or {})) if flow is not None else None
+        debounced = None
+        if flow is not None and flow.debounce is not None:
+            if start_at is not None:
+                raise InvalidRequest("a debounced agent's run starts when its burst ends: start_at is not taken")
+            debounced = (spec.name, flow.debounce_key_of(input, dict(metadata or {})))
         policy = session_policy or self.session_policy
         if policy not in SESSION_POLICIES:
             raise InvalidRequest(f"session_policy must be one of {SESSION_POLICIES}")
@@ -464,7 +631,7 @@ class RunEngine:
         if idempotency_key is not None:
             if request_fingerprint is None:
                 request_fingerprint = fingerprint(
-                    [spec.name, input, session_id, metadata or {}, timeout, session_policy, start_at]
+                    [spec.name, input, session_id, metadata or {}, timeout, session_policy, start_at, priority]
                 )
             key_record = IdempotencyRecord(
                 principal=idempotency_principal(owner),
@@ -481,10 +648,16 @@ class RunEngine:
             new_run_id = bound.run_id
             key_record = attrs.evolve(key_record, run_id=new_run_id)
         try:
-            state = await self._create_run(
-                new_run_id, spec.name, input, mode=mode, session_id=session_id, metadata=metadata,
-                timeout=timeout, owner=owner, policy=policy, start_at=start_at, keyed=key_record is not None,
-            )
+            async with self._debounce_lock(debounced):
+                if debounced is not None and flow is not None and flow.debounce is not None:
+                    start_at = self.clock() + timedelta(seconds=flow.debounce)
+                state = await self._create_run(
+                    new_run_id, spec.name, input, mode=mode, session_id=session_id, metadata=metadata,
+                    timeout=timeout, owner=owner, policy=policy, start_at=start_at, keyed=key_record is not None,
+                    priority=priority, concurrency_key=concurrency_key,
+                )
+                if debounced is not None:
+                    await self._supersede(debounced, new_run_id)
         except ConcurrencyConflict:
             if key_record is None:
                 raise
@@ -518,6 +691,8 @@ class RunEngine:
         policy: str,
         start_at: datetime | None,
         keyed: bool = False,
+        priority: int = 0,
+        concurrency_key: str | None = None,
     ) -> RunState:
         """Check the session (claiming a new one for `owner`), apply its policy, record run.created.
         `keyed`: the run id is an idempotency key's, which another request may have created first
@@ -555,6 +730,8 @@ class RunEngine:
                 owner=owner,
                 timeout=float(timeout) if timeout is not None else None,
                 start_at=start_at,
+                priority=priority,
+                concurrency_key=concurrency_key,
             )
             fold = Fold()
             fold.apply(created)
@@ -567,7 +744,7 @@ class RunEngine:
                 await self.store.append(new_run_id, [created], expected_seq=0)
             observe.appended([created], state, time.perf_counter() - started)
             if self.queue is None and not self._defer(state):
-                self.driver.launch(self._task_group(), state, after=after, fold=fold)
+                self._launch(state, after=after, fold=fold)
         return state
 
     async def _respond(
@@ -749,6 +926,7 @@ class RunEngine:
             run_id,
             lambda seq: RunCancelled(run_id=run_id, seq=seq, at=self.clock(), reason=reason or "cancelled"),
         )
+        self.gate.discard(run_id)  # if it waited in line for a slot
         return await self.status(run_id)
 
     async def resume(self, run_id: str, input: Any) -> RunState:
