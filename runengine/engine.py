@@ -188,7 +188,7 @@ class RunEngine:
         #: executes; a store with a work queue holds them back at claim instead.
         self.gate = Gate()
         self._flow_wake: anyio.Event | None = None
-        self._admit_scope = anyio.CancelScope()
+        self._admit_scope: anyio.CancelScope | None = None
         self._debounced: dict[tuple[str, str | None], str] = {}
         self._debounce_locks = KeyLocks()
         #: Delayed runs stay in the store until `durability.delay_horizon` seconds before their
@@ -328,7 +328,8 @@ class RunEngine:
         """A graceful stop: runs reach their next event (within `drain_timeout`), record
         run.suspended and stay unfinished; the next engine resumes them. Nothing ends a run here."""
         self.delayed.stop()
-        self._admit_scope.cancel()  # runs in line stay pending in the store for the next engine
+        if self._admit_scope is not None:  # runs in line stay pending in the store for the next engine
+            self._admit_scope.cancel()
         with anyio.CancelScope(shield=True):
             if self._worker is not None:  # queued runs: suspended and handed back to the queue
                 await self._worker.stop()
