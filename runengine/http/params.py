@@ -107,6 +107,17 @@ def seconds(body: Mapping[str, Any], name: str, *, maximum: float) -> float | No
     return float(value)
 
 
+def integer(body: Mapping[str, Any], name: str, *, minimum: int, maximum: int) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid(f"field {name!r} must be an integer, not {type_name(value)}", field=name)
+    if not minimum <= value <= maximum:
+        raise invalid(f"field {name!r} must be from {minimum} to {maximum}", field=name, minimum=minimum, maximum=maximum)
+    return value
+
+
 def timestamp(body: Mapping[str, Any], name: str, *, max_ahead: float, now: datetime) -> datetime | None:
     """An RFC 3339 time with an offset (e.g. `2026-01-01T12:00:00Z`), at most `max_ahead` seconds from now."""
     value = body.get(name)
@@ -282,6 +293,27 @@ class SecondsField:
         return nullable(_described({"type": "number", "exclusiveMinimum": 0, "maximum": self.maximum}, self.description))
 
 
+@attrs.frozen
+class IntField:
+    """An integer from `minimum` to `maximum` (`integer`); absent or null is `default`."""
+
+    name: str
+    minimum: int
+    maximum: int
+    default: int | None = None
+    description: str | None = None
+
+    def parse(self, body: Mapping[str, Any], *, now: datetime | None = None) -> int | None:
+        value = integer(body, self.name, minimum=self.minimum, maximum=self.maximum)
+        return self.default if value is None else value
+
+    def schema(self) -> dict[str, Any]:
+        value: dict[str, Any] = {"type": "integer", "minimum": self.minimum, "maximum": self.maximum}
+        if self.default is not None:
+            value["default"] = self.default
+        return nullable(_described(value, self.description))
+
+
 #: Longest time string `timestamp` reads.
 MAX_TIMESTAMP_LENGTH = 40
 
@@ -304,7 +336,7 @@ class TimeField:
         return nullable(_described(value, f"{self.description}, {ahead}" if self.description else ahead))
 
 
-BodyField = TextField | ChoiceField | JsonField | ObjectField | SecondsField | TimeField
+BodyField = TextField | ChoiceField | JsonField | ObjectField | SecondsField | TimeField | IntField
 
 
 @attrs.frozen
