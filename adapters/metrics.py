@@ -54,8 +54,8 @@ class PrometheusObserver(observe.Observer):
             "runengine_lease_expiries", "Runs taken over from a worker whose lease had expired.", registry=r
         )
         self.flow_waiting_metric = Gauge(
-            "runengine_flow_waiting_runs", "Pending runs held back by their agent's concurrency or rate, by agent and"
-            " concurrency key (\"\" for the agent's own limit).", ["agent", "key"], registry=r,
+            "runengine_flow_waiting_runs", "Runs in line to start, by agent and concurrency key (\"\": none): held back"
+            " by flow control; on PostgreSQL every queued run not yet claimed, at the last scrape.", ["agent", "key"], registry=r,
         )
         self.flow_wait_metric = Histogram(
             "runengine_flow_wait_seconds", "How long a run held back by flow control waited in line before it started.",
