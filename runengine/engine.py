@@ -189,6 +189,8 @@ class RunEngine:
         self.gate = Gate()
         self._flow_wake: anyio.Event | None = None
         self._admit_scope: anyio.CancelScope | None = None
+        #: While above 0 (recovery under way) no run in line is admitted.
+        self._admission_holds = 0
         self._debounced: dict[tuple[str, str | None], str] = {}
         self._debounce_locks = KeyLocks()
         #: Delayed runs stay in the store until `durability.delay_horizon` seconds before their
@@ -351,6 +353,28 @@ class RunEngine:
         recovered: dict[str, None] = {}
         missing: set[str] = set()
         heads = self.store if isinstance(self.store, HeadReader) else None
+        # No run in line starts before the runs under way have taken their slots back (flow control).
+        self._admission_holds += 1
+        try:
+            await self._recover_pages(recovered, missing, heads)
+        finally:
+            self._release_admission()
+        if recovered or missing:
+            log.info("resuming unfinished runs", count=len(recovered), agents_missing=sorted(missing))
+        return list(recovered)
+
+    def _release_admission(self) -> None:
+        self._admission_holds -= 1
+        self._poke_flow()
+
+    async def _resume_held(self, run_id: str) -> None:
+        """`_resume` for recovery: admission waits for it (it may hold a slot)."""
+        try:
+            await self._resume(run_id)
+        finally:
+            self._release_admission()
+
+    async def _recover_pages(self, recovered: dict[str, None], missing: set[str], heads: HeadReader | None) -> None:
         for status in ACTIVE_STATUSES:
             before: str | None = None
             while True:
@@ -377,13 +401,11 @@ class RunEngine:
                         if state is not None:
                             self._launch(state, first_page=log_head)
                             continue
-                    self._task_group().start_soon(self._resume, run_id, name=f"resume {run_id}")
+                    self._admission_holds += 1
+                    self._task_group().start_soon(self._resume_held, run_id, name=f"resume {run_id}")
                 before = page.next_before
                 if before is None:
                     break
-        if recovered or missing:
-            log.info("resuming unfinished runs", count=len(recovered), agents_missing=sorted(missing))
-        return list(recovered)
 
     def waiting_for_agent(self, state: RunState) -> bool | None:
         """Whether an unfinished run waits for an engine that has its agent: True when this
@@ -459,7 +481,7 @@ class RunEngine:
             self._flow_wake = anyio.Event()
             task_status.started()
             while True:
-                admitted, wake = self.gate.admit(self.clock().timestamp())
+                admitted, wake = ([], None) if self._admission_holds else self.gate.admit(self.clock().timestamp())
                 for entry in admitted:
                     observe.current.flow_waited(entry.scope, entry.waited)
                     await self._start_admitted(entry.run_id, entry.payload)

@@ -13,7 +13,7 @@ from runengine import RunEngine, Status
 from runengine.adapters.memory import MemoryStore
 from runengine.errors import InvalidRequest
 from runengine.flow import Bucket, Rate, take
-from runengine.options import Flow, StepLimit
+from runengine.options import Durability, Flow, StepLimit
 from runengine.testing.clock import EPOCH, VirtualClock
 
 pytestmark = pytest.mark.anyio
@@ -289,23 +289,31 @@ async def test_an_unknown_step_limit_fails_the_step_clearly() -> None:
 
 
 @asyncio_only
-async def test_runs_in_line_survive_a_restart_and_keep_their_limit(tmp_path: Path) -> None:
+async def test_runs_in_line_and_under_way_keep_their_limit_across_a_restart(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     gauge = Gauge()
+    stuck = anyio.Event()  # never set: the first engine's two runs are under way when it stops
 
-    def build() -> RunEngine:
-        engine = RunEngine(url)
+    def build(first: bool) -> RunEngine:
+        engine = RunEngine(url, durability=Durability(drain_timeout=0))
 
         @engine.agent("limited", concurrency=2)
         async def limited(ctx):
-            await gauge.hold(seconds=0.01)
+            if first:
+                await stuck.wait()
+            await gauge.hold(seconds=0.05)
 
         return engine
 
-    async with build() as engine:
-        # Stopped before any starts: the runs stay pending in the store.
+    async with build(first=True) as engine:
         runs = [await engine.execute("limited", i, mode="async") for i in range(10)]
-    async with build() as engine:
+        with anyio.fail_after(5):
+            while len(engine.driver.active) < 2:
+                await anyio.sleep(0.005)
+        await anyio.sleep(0.02)
+        assert len(engine.driver.active) == 2  # the other eight are in line
+    # The next engine resumes the two (they hold their slots) and puts the eight in line again.
+    async with build(first=False) as engine:
         with anyio.fail_after(10):
             for r in runs:
                 assert (await engine.wait(r.run_id)).status is Status.COMPLETED
