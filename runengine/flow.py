@@ -207,6 +207,8 @@ class Gate:
         #: Waiting run -> (scope, queued at, payload); a run gone from here is skipped in the heap.
         self._waiting: dict[str, tuple[tuple[str, str | None], float, Any]] = {}
         self._running: dict[str, tuple[str, str | None]] = {}
+        #: Runs in line per scope, kept as they come and go (read at every change, for metrics).
+        self._depths: dict[tuple[str, str | None], int] = {}
         self._arrivals = 0
 
     def _scope(self, scope: tuple[str, str | None], flow: FlowSpec) -> _Scope:
@@ -229,17 +231,27 @@ class Gate:
         self._arrivals += 1
         heapq.heappush(self._scope(scope, flow).waiting, (-priority, created, self._arrivals, run_id))
         self._waiting[run_id] = (scope, now, payload)
+        self._depths[scope] = self._depths.get(scope, 0) + 1
+
+    def _leave_line(self, run_id: str) -> None:
+        entry = self._waiting.pop(run_id, None)
+        if entry is not None:
+            self._depths[entry[0]] -= 1
 
     def discard(self, run_id: str) -> None:
         """A waiting run that ended meanwhile (cancelled) leaves the line."""
-        self._waiting.pop(run_id, None)
+        self._leave_line(run_id)
 
     def release(self, run_id: str) -> None:
         """A run that held a slot ended (or stopped): its slot is free."""
         scope = self._running.pop(run_id, None)
         if scope is not None:
-            self._scopes[scope].running.discard(run_id)
-        self._waiting.pop(run_id, None)
+            line = self._scopes[scope]
+            line.running.discard(run_id)
+            if not line.running and not line.waiting and line.rate is None:  # a key seen once costs nothing after
+                del self._scopes[scope]
+                self._depths.pop(scope, None)
+        self._leave_line(run_id)
 
     def admit(self, now: float) -> tuple[list[Admitted], float | None]:
         """The runs that may start now (each then holds a slot until `release`), and when to
@@ -261,7 +273,7 @@ class Gate:
                         wake = wait if wake is None else min(wake, wait)
                         break
                 heapq.heappop(line.waiting)
-                del self._waiting[run_id]
+                self._leave_line(run_id)
                 line.running.add(run_id)
                 self._running[run_id] = scope
                 admitted.append(Admitted(run_id, scope, max(0.0, now - entry[1]), entry[2]))
@@ -277,14 +289,7 @@ class Gate:
 
     def depths(self) -> dict[tuple[str, str | None], int]:
         """Runs in line per scope (what /metrics exports as queue depth)."""
-        counts: dict[tuple[str, str | None], int] = {}
-        for scope, _, _ in self._waiting.values():
-            counts[scope] = counts.get(scope, 0) + 1
-        return counts
-
-    def running(self, scope: tuple[str, str | None]) -> int:
-        line = self._scopes.get(scope)
-        return 0 if line is None else len(line.running)
+        return {scope: count for scope, count in self._depths.items() if count}
 
 
 __all__ = [
