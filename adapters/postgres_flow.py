@@ -19,8 +19,9 @@ from runengine import observe
 from runengine.flow import WAITING_CONCURRENCY, WAITING_RATE, Bucket, FlowSpec, Rate, take
 
 #: Schema: the buckets, and the queue's flow columns (the run's priority and key, when it was queued).
+#: IF NOT EXISTS: a migration may meet them already made (a schema written by this version, marked older).
 BUCKETS_DDL = """
-CREATE TABLE runengine_flow_buckets (
+CREATE TABLE IF NOT EXISTS runengine_flow_buckets (
     key text PRIMARY KEY,
     tokens double precision NOT NULL,
     at double precision NOT NULL
@@ -31,7 +32,7 @@ QUEUE_COLUMNS = (
     " ADD COLUMN IF NOT EXISTS queued_at timestamptz NOT NULL DEFAULT clock_timestamp()"
 )
 #: What a claim reads first: the unclaimed runs, highest priority then oldest.
-QUEUE_INDEX = "CREATE INDEX runengine_queue_next ON runengine_queue (priority DESC, position) WHERE NOT claimed"
+QUEUE_INDEX = "CREATE INDEX IF NOT EXISTS runengine_queue_next ON runengine_queue (priority DESC, position) WHERE NOT claimed"
 
 #: The advisory lock (a constant key) that makes claims of limited agents one at a time.
 _CLAIM_LOCK = 0x72756E_666C6F77  # "run" "flow"
