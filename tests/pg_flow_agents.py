@@ -29,6 +29,11 @@ def register(engine: RunEngine) -> RunEngine:
     async def hourly(ctx: RunContext) -> Any:
         return ctx.input
 
+    @engine.agent("digest", debounce=1, debounce_key=lambda input, metadata: metadata["thread"],
+                  description="Debounced per thread: a burst of starts runs its last.")
+    async def digest(ctx: RunContext) -> Any:
+        return ctx.input
+
     return engine
 
 

@@ -90,3 +90,17 @@ async def test_token_buckets_are_shared_by_every_store_instance(pg_schema_url: s
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_debounced_burst_of_20_starts_makes_one_run_on_a_worker(pg_schema_url: str) -> None:
+    async with register(RunEngine(pg_schema_url)) as api, register(RunEngine(pg_schema_url, worker=WorkerOptions(poll=0.1))):
+        burst = [await api.execute("digest", i, mode="async", metadata={"thread": "t1"}) for i in range(20)]
+        assert await api.waiting_for(await api.status(burst[-1].run_id)) == "schedule"
+        with anyio.fail_after(30):
+            last = await api.wait(burst[-1].run_id)
+        superseded = [await api.status(r.run_id) for r in burst[:-1]]
+    assert last.status is Status.COMPLETED and last.output == 19
+    assert [s.status for s in superseded] == [Status.CANCELLED] * 19
+    for run, state in zip(burst[1:], superseded):
+        assert state.cancel_reason == f"debounced: superseded by run {run.run_id}"
+        assert state.started_at is None  # never ran
