@@ -85,9 +85,8 @@ from .driver import AgentFailed, RunDriver, append_at_head
 from .following import follow_batches
 from .keylock import KeyLocks
 from .options import Durability, Flow, Retention, RunLimits
-from .flow import (
-    DEBOUNCED, WAITING_SCHEDULE, Gate, KeyFunction, Rate, check_priority, flow_spec, scope_of,
-)
+from .admission import Admission
+from .flow import WAITING_SCHEDULE, KeyFunction, Rate, check_priority, flow_spec
 from .step_limits import LocalBuckets, StepLimiter
 from .limits import DEFAULT_HISTORY_PAGE
 from .validation import check_run_id
@@ -184,15 +183,9 @@ class RunEngine:
             durability=durability, limits=limits,
             limiter=StepLimiter(flow.step_limits, self._token_buckets(), clock),
         )
-        #: Pending runs of limited agents in line (runengine.flow), on a store only this engine
-        #: executes; a store with a work queue holds them back at claim instead.
-        self.gate = Gate()
-        self._flow_wake: anyio.Event | None = None
-        self._admit_scope: anyio.CancelScope | None = None
-        #: While above 0 (recovery under way) no run in line is admitted.
-        self._admission_holds = 0
-        self._debounced: dict[tuple[str, str | None], str] = {}
-        self._debounce_locks = KeyLocks()
+        #: Flow control of the runs this engine executes (runengine.admission): pending runs of
+        #: limited agents in line, debounced starts. A store with a work queue holds runs back at claim.
+        self.admission = Admission(self)
         #: Delayed runs stay in the store until `durability.delay_horizon` seconds before their
         #: start_at (runengine.delayed); only then are they launched, so thousands of them cost no memory.
         self.delayed = DelayedRuns(
@@ -304,7 +297,7 @@ class RunEngine:
         recover = recover if recover is not None else not self.store.shared
         if self.queue is None:
             await self._tg.start(self.delayed.run)
-            await self._tg.start(self._admit_loop)
+            await self._tg.start(self.admission.run)
         if recover:
             await self.recover()
         if self.queue is not None and self.worker_options is not None:
@@ -330,8 +323,7 @@ class RunEngine:
         """A graceful stop: runs reach their next event (within `drain_timeout`), record
         run.suspended and stay unfinished; the next engine resumes them. Nothing ends a run here."""
         self.delayed.stop()
-        if self._admit_scope is not None:  # runs in line stay pending in the store for the next engine
-            self._admit_scope.cancel()
+        self.admission.stop()  # runs in line stay pending in the store for the next engine
         with anyio.CancelScope(shield=True):
             if self._worker is not None:  # queued runs: suspended and handed back to the queue
                 await self._worker.stop()
@@ -354,25 +346,21 @@ class RunEngine:
         missing: set[str] = set()
         heads = self.store if isinstance(self.store, HeadReader) else None
         # No run in line starts before the runs under way have taken their slots back (flow control).
-        self._admission_holds += 1
+        self.admission.hold()
         try:
             await self._recover_pages(recovered, missing, heads)
         finally:
-            self._release_admission()
+            self.admission.unhold()
         if recovered or missing:
             log.info("resuming unfinished runs", count=len(recovered), agents_missing=sorted(missing))
         return list(recovered)
-
-    def _release_admission(self) -> None:
-        self._admission_holds -= 1
-        self._poke_flow()
 
     async def _resume_held(self, run_id: str) -> None:
         """`_resume` for recovery: admission waits for it (it may hold a slot)."""
         try:
             await self._resume(run_id)
         finally:
-            self._release_admission()
+            self.admission.unhold()
 
     async def _recover_pages(self, recovered: dict[str, None], missing: set[str], heads: HeadReader | None) -> None:
         for status in ACTIVE_STATUSES:
@@ -401,7 +389,7 @@ class RunEngine:
                         if state is not None:
                             self._launch(state, first_page=log_head)
                             continue
-                    self._admission_holds += 1
+                    self.admission.hold()
                     self._task_group().start_soon(self._resume_held, run_id, name=f"resume {run_id}")
                 before = page.next_before
                 if before is None:
@@ -430,77 +418,14 @@ class RunEngine:
             return True
         return False
 
-    # -- flow control (runengine.flow) -----------------------------------------------
+    # -- flow control (runengine.admission) ----------------------------------------
 
     def _launch(
         self, state: RunState, *, after: tuple[str, ...] = (), fold: Fold | None = None,
         first_page: Sequence[Event] = (),
     ) -> None:
         """Execute `state`'s run, or put it in line when its agent's limits hold it back."""
-        spec = self.agents.find(state.agent)
-        flow = spec.flow if spec is not None else None
-        if flow is None or not flow.limited:
-            self.driver.launch(self._task_group(), state, after=after, fold=fold, first_page=first_page)
-            return
-        scope = scope_of(state.agent, state.concurrency_key)
-        if state.status is not Status.PENDING:  # under way before a restart: it holds its slot
-            self.gate.hold(state.run_id, scope, flow)
-            self._launch_admitted(state, after=after, fold=fold, first_page=first_page)
-            return
-        if state.start_at is not None and state.start_at > self.clock():  # in line once it is due
-            self._task_group().start_soon(self._queue_when_due, state, after, name=f"due {state.run_id}")
-            return
-        created = state.created_at.timestamp() if state.created_at is not None else 0.0
-        self.gate.queue(
-            state.run_id, scope, flow, priority=state.priority, created=created, now=self.clock().timestamp(),
-            payload=after,
-        )
-        observe.current.flow_depth(self.gate.depths())
-        self._poke_flow()
-
-    async def _queue_when_due(self, state: RunState, after: tuple[str, ...]) -> None:
-        assert state.start_at is not None
-        await self.clock.sleep_until(state.start_at)
-        self._launch(state, after=after)
-
-    def _launch_admitted(self, state: RunState, **launch: Any) -> None:
-        active = self.driver.launch(self._task_group(), state, **launch)
-        active.on_done.append(lambda: self._release_slot(state.run_id))
-
-    def _release_slot(self, run_id: str) -> None:
-        self.gate.release(run_id)
-        self._poke_flow()
-
-    def _poke_flow(self) -> None:
-        if self._flow_wake is not None:
-            self._flow_wake.set()
-
-    async def _admit_loop(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Start the runs in line as slots free up and tokens come (one task for all of them)."""
-        with anyio.CancelScope() as self._admit_scope:  # until the engine stops (_shutdown)
-            self._flow_wake = anyio.Event()
-            task_status.started()
-            while True:
-                admitted, wake = ([], None) if self._admission_holds else self.gate.admit(self.clock().timestamp())
-                for entry in admitted:
-                    observe.current.flow_waited(entry.scope, entry.waited)
-                    await self._start_admitted(entry.run_id, entry.payload)
-                if admitted:
-                    observe.current.flow_depth(self.gate.depths())
-                when = None if wake is None else self.clock() + timedelta(seconds=wake)
-                with self.clock.move_on_at(when):
-                    await self._flow_wake.wait()
-                self._flow_wake = anyio.Event()
-
-    async def _start_admitted(self, run_id: str, after: tuple[str, ...]) -> None:
-        try:
-            state, first_page = await self._load(run_id)
-        except RunNotFound:
-            state = None
-        if state is None or state.terminal or run_id in self.driver.active:  # cancelled (or deleted) in line
-            self._release_slot(run_id)
-            return
-        self._launch_admitted(state, after=after or (), first_page=first_page)
+        self.admission.launch(state, after=after, fold=fold, first_page=first_page)
 
     async def waiting_for(self, state: RunState) -> str | None:
         """Why a pending run has not started: "concurrency" (its agent's or key's slots are
@@ -515,36 +440,7 @@ class RunEngine:
             if spec is None or spec.flow is None or not spec.flow.limited:
                 return None
             return await self.queue.waiting_for(state.run_id, spec.flow)
-        return self.gate.waiting_for(state.run_id)
-
-    def _debounce_lock(self, key: tuple[str, str | None] | None) -> contextlib.AbstractAsyncContextManager[Any]:
-        return contextlib.nullcontext() if key is None else self._debounce_locks(repr(key))
-
-    async def _supersede(self, key: tuple[str, str | None], run_id: str) -> None:
-        """A debounced start: the burst's previous run, if it has not started, is cancelled with
-        a reason naming the run that takes its place (which a later start may supersede in turn)."""
-        previous, self._debounced[key] = self._debounced.get(key), run_id
-        if previous is None:
-            return
-        reason = f"{DEBOUNCED}: superseded by run {run_id}"
-        active = self.driver.active.get(previous)
-        if active is not None:  # waiting for its start_at in this process
-            if active.writer.state.status is Status.PENDING:
-                active.cancel(reason)
-                with anyio.CancelScope(shield=True):
-                    await active.done.wait()
-            return
-        while True:
-            state = await self.status(previous)
-            if state.status is not Status.PENDING:
-                return  # it started (its debounce ran out before this start): it runs
-            event = RunCancelled(run_id=previous, seq=state.last_seq + 1, at=self.clock(), reason=reason)
-            try:
-                await self.store.append(previous, [event], expected_seq=state.last_seq)
-            except ConcurrencyConflict:
-                continue
-            self.gate.discard(previous)
-            return
+        return self.admission.gate.waiting_for(state.run_id)
 
     # -- execute ----------------------------------------------------------------
 
@@ -671,7 +567,7 @@ class RunEngine:
             new_run_id = bound.run_id
             key_record = attrs.evolve(key_record, run_id=new_run_id)
         try:
-            async with self._debounce_lock(debounced):
+            async with self.admission.debounce_lock(debounced):
                 if debounced is not None and flow is not None and flow.debounce is not None:
                     start_at = self.clock() + timedelta(seconds=flow.debounce)
                 state = await self._create_run(
@@ -680,7 +576,7 @@ class RunEngine:
                     priority=priority, concurrency_key=concurrency_key,
                 )
                 if debounced is not None:
-                    await self._supersede(debounced, new_run_id)
+                    await self.admission.supersede(debounced, new_run_id)
         except ConcurrencyConflict:
             if key_record is None:
                 raise
@@ -949,7 +845,7 @@ class RunEngine:
             run_id,
             lambda seq: RunCancelled(run_id=run_id, seq=seq, at=self.clock(), reason=reason or "cancelled"),
         )
-        self.gate.discard(run_id)  # if it waited in line for a slot
+        self.admission.gate.discard(run_id)  # if it waited in line for a slot
         return await self.status(run_id)
 
     async def resume(self, run_id: str, input: Any) -> RunState:

@@ -335,7 +335,7 @@ async def test_a_run_cancelled_in_line_leaves_it() -> None:
         await anyio.sleep(0.02)
         cancelled = await engine.cancel(runs[1].run_id)
         assert cancelled.status is Status.CANCELLED
-        assert engine.gate.depths() == {("one", None): 1}
+        assert engine.admission.gate.depths() == {("one", None): 1}
         release.set()
         with anyio.fail_after(5):
             await engine.wait(runs[2].run_id)
