@@ -104,3 +104,16 @@ async def test_a_debounced_burst_of_20_starts_makes_one_run_on_a_worker(pg_schem
     for run, state in zip(burst[1:], superseded):
         assert state.cancel_reason == f"debounced: superseded by run {run.run_id}"
         assert state.started_at is None  # never ran
+
+
+async def test_a_queued_run_past_the_limit_says_it_waits_for_concurrency(pg_schema_url: str) -> None:
+    async with register(RunEngine(pg_schema_url)) as api:
+        first = await api.execute("serial", "a", mode="async")
+        second = await api.execute("serial", "b", mode="async")
+        assert await api.waiting_for(await api.status(second.run_id)) is None  # claimable: no worker yet
+        queue, spec = api.queue, api.agents.get("serial").flow
+        assert queue is not None and spec is not None
+        claimed = await queue.claim("w", agents=["serial"], limit=5, lease=30, flow={"serial": spec})
+        assert [lease.run_id for lease in claimed] == [first.run_id]  # one slot
+        assert await api.waiting_for(await api.status(second.run_id)) == "concurrency"
+        assert await queue.claim("w2", agents=["serial"], limit=5, lease=30, flow={"serial": spec}) == []
