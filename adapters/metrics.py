@@ -53,6 +53,15 @@ class PrometheusObserver(observe.Observer):
         self.lease_expiries_metric = Counter(
             "runengine_lease_expiries", "Runs taken over from a worker whose lease had expired.", registry=r
         )
+        self.flow_waiting_metric = Gauge(
+            "runengine_flow_waiting_runs", "Runs in line to start, by agent and concurrency key (\"\": none): held back"
+            " by flow control; on PostgreSQL every queued run not yet claimed, at the last scrape.", ["agent", "key"], registry=r,
+        )
+        self.flow_wait_metric = Histogram(
+            "runengine_flow_wait_seconds", "How long a run held back by flow control waited in line before it started.",
+            ["agent", "key"], buckets=RUN_BUCKETS, registry=r,
+        )
+        self._flow_scopes: set[tuple[str, str]] = set()
         self.webhook_deliveries_metric = Counter(
             "runengine_webhook_deliveries", "Webhook deliveries ended, by outcome.", ["outcome"], registry=r
         )
@@ -91,6 +100,17 @@ class PrometheusObserver(observe.Observer):
 
     def leases_expired(self, count: int) -> None:
         self.lease_expiries_metric.inc(count)
+
+    def flow_depth(self, depths: Mapping[tuple[str, str | None], int]) -> None:
+        now = {(agent, key or ""): count for (agent, key), count in depths.items()}
+        for gone in self._flow_scopes - now.keys():
+            self.flow_waiting_metric.labels(*gone).set(0)
+        for labels, count in now.items():
+            self.flow_waiting_metric.labels(*labels).set(count)
+        self._flow_scopes = set(now)
+
+    def flow_waited(self, scope: tuple[str, str | None], seconds: float) -> None:
+        self.flow_wait_metric.labels(scope[0], scope[1] or "").observe(seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

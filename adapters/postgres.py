@@ -27,6 +27,7 @@ import stamina
 import structlog
 
 from runengine.adapters.group_commit import GroupCommit
+from runengine.adapters.postgres_flow import BUCKETS_DDL, QUEUE_COLUMNS, QUEUE_INDEX, take_tokens_in
 from runengine.adapters.postgres_queue import PostgresWorkQueue
 from runengine.adapters.sql_dialect import ENDED_STATUSES, POSTGRESQL
 from runengine.adapters.sql_streams import SQLStreams, StreamStatements, stream_tables
@@ -47,6 +48,7 @@ from runengine.adapters.url_options import url_options
 from runengine.adapters.wakeup import RunWakeups
 from runengine.errors import ConcurrencyConflict, InvalidRequest, StoreError
 from runengine.events import Event
+from runengine.flow import Rate
 from runengine.ports import Lease, LeaseLost, RunSummary
 from runengine.status import Status
 from runengine.validation import check_append
@@ -55,7 +57,7 @@ log = structlog.get_logger("runengine.postgres")
 
 #: The schema this version writes. A database at a higher version is refused; one at a lower
 #: version is migrated when opened (_MIGRATIONS).
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 #: How long a session may sit idle inside a transaction before the server ends it (see _server_settings).
 IDLE_IN_TRANSACTION_MS = 5_000
 
@@ -133,6 +135,8 @@ _MIGRATIONS = {
     # The Durable Streams profile's streams: a stream table and a chunk table (adapters/sql_streams.py).
     8: tuple(stream_tables(POSTGRESQL)),
     9: (schedule_table(POSTGRESQL),),  # schedules (runengine.schedules): a table of their own
+    # Flow control (adapters/postgres_flow.py): a queued run's priority and key, shared token buckets.
+    10: (QUEUE_COLUMNS, QUEUE_INDEX, BUCKETS_DDL),
 }
 
 _DDL = """
@@ -168,8 +172,13 @@ CREATE TABLE runengine_queue (
     lease_until timestamptz,
     claims integer NOT NULL DEFAULT 0,
     after_runs text[] NOT NULL DEFAULT '{{}}',
-    not_before timestamptz
+    not_before timestamptz,
+    priority integer NOT NULL DEFAULT 0,
+    flow_key text,
+    queued_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+{queue_index};
+{buckets};
 CREATE INDEX runengine_queue_waiting ON runengine_queue (position) WHERE NOT claimed;
 CREATE INDEX runengine_queue_leases ON runengine_queue (lease_until) WHERE claimed;
 {webhooks};
@@ -184,6 +193,8 @@ CREATE INDEX runengine_queue_leases ON runengine_queue (lease_until) WHERE claim
     webhooks=_WEBHOOKS_DDL.strip().rstrip(";"),
     rate_windows=_RATE_WINDOWS_DDL,
     schedules=schedule_table(POSTGRESQL),
+    queue_index=QUEUE_INDEX,
+    buckets=BUCKETS_DDL.strip(),
     **_TABLES,
 )
 
@@ -437,6 +448,15 @@ class PostgresStore(SQLStreams, SQLLog):
         (`enqueue`), or a leased run's next ones (fenced by `lease`). Checked by the caller."""
         await self._writer.submit(_Append(run_id, list(events), expected_seq, lease=lease, enqueue=enqueue, after=after))
 
+    async def take_tokens(self, key: str, rate: Rate, cost: float, *, force: bool = False) -> float:
+        """TokenBuckets: a bucket every process on the database takes from (adapters/postgres_flow.py)."""
+
+        async def run() -> float:
+            async with self._require_pool().acquire() as conn, conn.transaction():
+                return await take_tokens_in(conn, key, rate, cost, force=force)
+
+        return await self._retry(run)
+
     def _closed(self) -> StoreError:
         if self._pool is None or self._closing:
             return StoreError("the PostgreSQL store is not open: `await store.open()` first")
@@ -579,20 +599,25 @@ class PostgresStore(SQLStreams, SQLLog):
         plain = [r for r in queued if not r.after]
         if plain:
             await conn.execute(
-                "INSERT INTO runengine_queue (run_id, agent, not_before)"
-                " SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])",
+                "INSERT INTO runengine_queue (run_id, agent, not_before, priority, flow_key)"
+                " SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::integer[], $5::text[])",
                 [r.run_id for r in plain],
                 [getattr(r.events[0], "agent", "") for r in plain],
                 [getattr(r.events[0], "start_at", None) for r in plain],
+                [getattr(r.events[0], "priority", 0) for r in plain],
+                [getattr(r.events[0], "concurrency_key", None) for r in plain],
             )
         for r in queued:
             if r.after:  # rare (session policy "enqueue"): one row each
                 await conn.execute(
-                    "INSERT INTO runengine_queue (run_id, agent, after_runs, not_before) VALUES ($1, $2, $3::text[], $4)",
+                    "INSERT INTO runengine_queue (run_id, agent, after_runs, not_before, priority, flow_key)"
+                    " VALUES ($1, $2, $3::text[], $4, $5, $6)",
                     r.run_id,
                     getattr(r.events[0], "agent", ""),
                     list(r.after),
                     getattr(r.events[0], "start_at", None),
+                    getattr(r.events[0], "priority", 0),
+                    getattr(r.events[0], "concurrency_key", None),
                 )
         unblocked = False
         if ended:  # runs queued behind one that just ended can be claimed now

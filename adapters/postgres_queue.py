@@ -8,15 +8,17 @@ It shares its PostgresStore's pool, writer task and listening connection (`store
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Protocol, TypeVar
 
 import asyncpg
 
 from runengine import observe
+from runengine.adapters import postgres_flow
 from runengine.errors import InvalidRequest
 from runengine.events import Event, RunCreated
+from runengine.flow import FlowSpec
 from runengine.ports import Lease
 from runengine.validation import check_append
 
@@ -56,15 +58,20 @@ class PostgresWorkQueue:
             raise InvalidRequest("a queued run starts with run.created")
         await self._store._append_for_queue(run_id, events, 0, enqueue=True, after=after)
 
-    async def claim(self, worker: str, *, agents: Sequence[str], limit: int, lease: float) -> list[Lease]:
+    async def claim(
+        self, worker: str, *, agents: Sequence[str], limit: int, lease: float, flow: Mapping[str, FlowSpec] | None = None
+    ) -> list[Lease]:
         if limit < 1:
             return []
         store = self._store
+        limited = {name: spec for name, spec in (flow or {}).items() if spec.limited and name in agents}
 
         async def run() -> list[asyncpg.Record]:
             async with store._require_pool().acquire() as conn, conn.transaction():
-                rows = list(
-                    await conn.fetch(
+                rows = (
+                    await postgres_flow.claim_limited(conn, worker, agents=agents, limit=limit, lease=lease, flow=limited)
+                    if limited
+                    else list(await conn.fetch(
                         "WITH picked AS ("
                         "  SELECT run_id, claimed AS taken_over FROM runengine_queue"
                         "  WHERE ((NOT claimed AND agent = ANY($2::text[])"
@@ -76,7 +83,7 @@ class PostgresWorkQueue:
                         # A parked run (idle in a durable wait) is claimable once its timer is due or its input came.
                         "   AND NOT EXISTS (SELECT 1 FROM runengine_runs AS w WHERE w.run_id = runengine_queue.run_id"
                         "    AND w.wake_at > clock_timestamp())"
-                        "  ORDER BY position LIMIT $3 FOR UPDATE SKIP LOCKED)"
+                        "  ORDER BY priority DESC, position LIMIT $3 FOR UPDATE SKIP LOCKED)"
                         " UPDATE runengine_queue AS q SET claimed = true, token = gen_random_uuid(), worker = $1,"
                         "  lease_until = clock_timestamp() + $4::interval, claims = q.claims + 1"
                         " FROM picked WHERE q.run_id = picked.run_id"
@@ -85,7 +92,7 @@ class PostgresWorkQueue:
                         list(agents),
                         limit,
                         timedelta(seconds=lease),
-                    )
+                    ))
                 )
                 taken = [f"gone {row[0]}" for row in rows if row[4]]
                 if taken:  # the lost holder (if it is only slow) stops at once
@@ -106,7 +113,13 @@ class PostgresWorkQueue:
         assert row is not None
         queued, claimed = int(row[0]), int(row[1])
         observe.current.queue_depth(queued=queued, claimed=claimed)
+        async with self._store._require_pool().acquire() as conn:
+            observe.current.flow_depth(await postgres_flow.depths(conn))
         return queued, claimed
+
+    async def waiting_for(self, run_id: str, flow: FlowSpec) -> str | None:
+        async with self._store._require_pool().acquire() as conn:
+            return await postgres_flow.waiting_for(conn, run_id, flow)
 
     async def renew(self, leases: Sequence[Lease], *, lease: float) -> set[str]:
         if not leases:

@@ -10,6 +10,7 @@ import attrs
 
 from .context import AgentFn
 from .errors import AgentNotFound, InvalidRequest
+from .flow import FlowSpec
 
 
 @attrs.frozen(kw_only=True)
@@ -21,6 +22,8 @@ class AgentSpec:
     #: Change it when a change to the agent would not replay its runs in flight: they then
     #: fail `replay_divergence` at resume instead of replaying against the wrong code.
     version: str | None = None
+    #: Concurrency, rate and debounce of its runs (runengine.flow); None: every run starts at once.
+    flow: FlowSpec | None = None
 
 
 class AgentRegistry:

@@ -55,6 +55,7 @@ from .ports import EventStore, SessionRecord
 from .recording import Recorder, new_id
 from .signals import SignalInbox, check_signal_name
 from .state import RunState
+from .step_limits import StepLimiter
 from .wire import format_time, parse_time, to_json
 from .writer import RunEndedElsewhere
 
@@ -126,9 +127,12 @@ class RunContext:
     """
 
     def __init__(
-        self, recorder: Recorder, store: EventStore, session: SessionRecord | None, *, children: ChildHost | None = None
+        self, recorder: Recorder, store: EventStore, session: SessionRecord | None, *,
+        children: ChildHost | None = None, limiter: StepLimiter | None = None,
     ) -> None:
         self._rec = recorder
+        #: The engine's named step limits (`ctx.step(..., limit=)`; None: it has none).
+        self._limiter = limiter
         self._writer = recorder.writer
         self._store = store
         self._clock = recorder.clock
@@ -342,27 +346,43 @@ class RunContext:
             error=error,
         )
 
-    async def step(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    async def step(
+        self, name: str, fn: Callable[..., Any], /, *args: Any, limit: str | None = None, **kwargs: Any
+    ) -> Any:
         """Run `fn(*args, **kwargs)` (sync or async) once, durably: its result is recorded before
         this returns, and a resumed run gets the recorded result without calling `fn` again.
 
         Use it for whatever must not be recomputed: an LLM call, an HTTP request, a payment.
         The result comes back as recorded (JSON data). If `fn` raises, that is recorded too and
-        `StepFailed` is raised, live and on replay alike.
+        `StepFailed` is raised, live and on replay alike. `limit`: the name of an engine step
+        limit (runengine.step_limits) the call waits for, live only (a replay calls nothing).
         """
+        self._check_limit(limit)
         recorded = await self._rec.replayed(StepCompleted, f"step({name!r})", name=name)
         if recorded is not None:
             return _step_outcome(recorded)
+        await self._acquire(limit)
         span = observe.current.step_span(kind="step", name=name, run_id=self.run_id, seq=self._writer.next_seq)
         return await self._record_step(name, lambda: _call(fn, *args, **kwargs), span)
 
-    async def stream_step(self, name: str, fn: Callable[[StepStream], Awaitable[Any]]) -> Any:
+    def _check_limit(self, limit: str | None) -> None:
+        if limit is not None:
+            if self._limiter is None:
+                raise InvalidRequest(f"this engine has no step limits; limit={limit!r} names none", limit=limit)
+            self._limiter.check(limit)
+
+    async def _acquire(self, limit: str | None) -> None:
+        if limit is not None and self._limiter is not None:
+            await self._limiter.acquire(limit)
+
+    async def stream_step(self, name: str, fn: Callable[[StepStream], Awaitable[Any]], *, limit: str | None = None) -> Any:
         """Like `step`, for a call that streams while it runs (an LLM's reply): `fn(stream)` may
         `await stream.delta(text)`, `stream.thought(text)`, `stream.tool_arguments(...)` and
         `stream.custom(name, data)` as its output arrives, and returns the result to record. What it
         streams goes out live; a resumed run gets the recorded result, and the events that came with
         it, without calling `fn` again. A call cut short by a stop is made again (what it had
-        streamed of its message is discarded)."""
+        streamed of its message is discarded). `limit`: as for `step`."""
+        self._check_limit(limit)
         call = f"stream_step({name!r})"
         while (recorded := await self._rec.replayed(Event, call)) is not None:
             if isinstance(recorded, MessageDelta):  # streamed by this call the first time
@@ -373,6 +393,7 @@ class RunContext:
                 self._rec.step_recorded()
                 self._rec.match(recorded, call, name=name)
                 return _step_outcome(recorded)
+        await self._acquire(limit)
         return await self._record_step(name, lambda: fn(StepStream(self)))  # not recorded to its end: made again
 
     async def _record_step(
@@ -549,7 +570,13 @@ class RunContext:
             data=plain(data),
         )
 
-    async def usage(self, *, input_tokens: int = 0, output_tokens: int = 0, cost: float = 0.0) -> None:
+    async def usage(
+        self, *, input_tokens: int = 0, output_tokens: int = 0, cost: float = 0.0, limit: str | None = None
+    ) -> None:
+        """Record tokens and cost used; `limit`: spend the tokens from that step limit's budget
+        (live only: a replayed report was spent when it was made)."""
+        self._check_limit(limit)
+        live = not self.replaying
         await self._rec.once(
             Usage,
             "usage()",
@@ -566,6 +593,8 @@ class RunContext:
             output_tokens=output_tokens,
             cost=cost,
         )
+        if live and limit is not None and self._limiter is not None:
+            await self._limiter.spend(limit, input_tokens + output_tokens)
 
     async def flush(self) -> None:
         """Make everything recorded so far durable now (normally done for you)."""

@@ -45,6 +45,7 @@ from .reducer import Fold
 from .replay import Journal
 from .state import RunState
 from .status import Status
+from .step_limits import StepLimiter
 from .writer import RunEndedElsewhere, RunWriter
 
 log = structlog.get_logger("runengine")
@@ -76,6 +77,8 @@ class ActiveRun:
 
     #: Parked (`Recorder.park`): its agent waits for a child or a signal, with no task.
     parked: bool = False
+    #: Called once the run's task ends, whatever the outcome (flow control frees its slot).
+    on_done: list[Callable[[], None]] = attrs.field(factory=list)
 
     def cancel(self, reason: str | None) -> None:
         if self.cancel_reason is None:
@@ -133,11 +136,14 @@ class RunDriver:
         limits: RunLimits,
         sessions: SessionStore | None = None,
         on_parked: Callable[[str, datetime], Awaitable[None]] | None = None,
+        limiter: StepLimiter | None = None,
     ) -> None:
         """`on_parked(run_id, until)`: told once a parked run's task has ended (None: runs are
         never parked, `durability.park_after` notwithstanding)."""
         self.store = store
         self.on_parked = on_parked
+        #: The engine's named step limits, given to every run's context.
+        self.limiter = limiter
         #: Where the sessions runs belong to are kept (None: the store keeps none).
         self.sessions = sessions
         self.agents = agents
@@ -234,6 +240,8 @@ class RunDriver:
             observer.active_runs(-1)
             self.active.pop(active.run_id, None)
             active.done.set()
+            for callback in active.on_done:
+                callback()
         if active.parked_until is not None and self.on_parked is not None:
             try:  # after it left the active set: an input that came meanwhile is seen by one of the two
                 await self.on_parked(active.run_id, active.parked_until)
@@ -332,7 +340,7 @@ class RunDriver:
                     # A run with a timeout waits in its task: the timeout is counted while it waits.
                     on_park=active.park_suspended if self.parking and state.timeout is None else None,
                 )
-                ctx = RunContext(recorder, self.store, session, children=self.children)
+                ctx = RunContext(recorder, self.store, session, children=self.children, limiter=self.limiter)
                 failure: Exception | None = None
                 async with anyio.create_task_group() as background:
                     background.start_soon(writer.flush_loop)

@@ -21,7 +21,7 @@ import functools
 import math
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from types import TracebackType
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, overload
@@ -71,6 +71,7 @@ from .ports import (
     SessionRecord,
     SessionRuns,
     SessionStore,
+    TokenBuckets,
     WorkQueue,
     port_of,
     required,
@@ -85,7 +86,10 @@ from .idle import IdleRuns
 from .driver import AgentFailed, RunDriver, append_at_head
 from .following import follow_batches
 from .keylock import KeyLocks
-from .options import Durability, Retention, RunLimits
+from .options import Durability, Flow, Retention, RunLimits
+from .admission import Admission
+from .flow import WAITING_SCHEDULE, KeyFunction, Rate, check_priority, flow_spec
+from .step_limits import LocalBuckets, StepLimiter
 from .limits import DEFAULT_HISTORY_PAGE
 from .signals import check_signal_name
 from .validation import check_run_id
@@ -155,15 +159,17 @@ class RunEngine:
         durability: Durability = Durability(),
         limits: RunLimits = RunLimits(),
         retention: Retention = Retention(),
+        flow: Flow = Flow(),
     ) -> None:
         """`store`: an EventStore or a store URL (None: memory://). The options are grouped by what
         they govern (runengine.options): `durability` (group commit, snapshots, stop and restart),
         `limits` (what one run may take), `retention` (how long runs and idempotency keys are kept);
-        `worker` runs queued runs (runengine.worker) on a store with a work queue."""
+        `flow` names the step limits runs share (runengine.step_limits); `worker` runs queued runs
+        (runengine.worker) on a store with a work queue."""
         if session_policy not in SESSION_POLICIES:
             raise InvalidRequest(f"session_policy must be one of {SESSION_POLICIES}")
         for name, value, group in (("durability", durability, Durability), ("limits", limits, RunLimits),
-                                   ("retention", retention, Retention)):
+                                   ("retention", retention, Retention), ("flow", flow, Flow)):
             if not isinstance(value, group):
                 raise InvalidRequest(f"{name} must be a runengine.options.{group.__name__}", **{name: repr(value)})
         #: Whether whoever built the engine chose its store; without one it is memory://, which
@@ -178,9 +184,11 @@ class RunEngine:
         #: The engine's time (runengine.clock): read it as `engine.clock()`.
         self.clock = clock = as_clock(clock)
         self.worker_id = worker_id or f"engine-{uuid.uuid4().hex[:8]}"
+        self.flow = flow
         self.driver = RunDriver(
             self.store, self.agents, clock=clock, worker_id=self.worker_id, sessions=self.session_store,
             durability=durability, limits=limits,
+            limiter=StepLimiter(flow.step_limits, self._token_buckets(), clock),
         )
         #: Idle runs (delayed, sleeping, waiting for input) stay in the store until
         #: `durability.delay_horizon` seconds before they are due, or until their input comes
@@ -194,6 +202,9 @@ class RunEngine:
         # A run waiting for a child or a signal ends its task, and this engine resumes it (_wake);
         # a queue worker holds its task instead (a parked run would go straight back to the queue).
         self.driver.parking = self.queue is None
+        #: Flow control of the runs this engine executes (runengine.admission): pending runs of
+        #: limited agents in line, debounced starts. A store with a work queue holds runs back at claim.
+        self.admission = Admission(self)
         self._session_locks = KeyLocks()
         self._tg: anyio.abc.TaskGroup | None = None
         self._exit_stack: contextlib.AsyncExitStack | None = None
@@ -229,6 +240,8 @@ class RunEngine:
         self.idle = self._idle_runs()
         self.driver.on_parked = self._parked if self._can_park() else None
         self.driver.parking = self.queue is None
+        assert self.driver.limiter is not None
+        self.driver.limiter.buckets = self._token_buckets()
         self.store_chosen = True
 
     def _attach(self, store: EventStore) -> None:
@@ -243,6 +256,10 @@ class RunEngine:
         self.schedule_store: ScheduleStore | None = port_of(store, ScheduleStore)
         self._schedules: Schedules | None = None
 
+    def _token_buckets(self) -> TokenBuckets:
+        """The store's shared token buckets, or this process's (a store only this engine writes)."""
+        return port_of(self.store, TokenBuckets) or LocalBuckets(self.clock)
+
     # -- agents ---------------------------------------------------------------
 
     def agent(
@@ -252,15 +269,30 @@ class RunEngine:
         description: str = "",
         metadata: dict[str, Any] | None = None,
         version: str | None = None,
+        concurrency: int | None = None,
+        concurrency_key: KeyFunction | None = None,
+        rate: str | Rate | None = None,
+        debounce: float | None = None,
+        debounce_key: KeyFunction | None = None,
     ) -> Callable[[AgentFn], AgentFn]:
         """Decorator: register an async function `fn(ctx) -> output` as the agent `name`.
 
         `version`: change it when runs in flight must not replay against the new code
-        (they fail `replay_divergence` when resumed by an engine with another version)."""
+        (they fail `replay_divergence` when resumed by an engine with another version).
+        Flow control (runengine.flow, docs/flow-control.md): at most `concurrency` runs execute
+        at once (per `concurrency_key(input, metadata)` when given), the rest wait pending in
+        order; runs start at most at `rate` ("60/minute"); `debounce` seconds: a burst of starts
+        (per `debounce_key(input, metadata)`) runs only its last."""
+        flow = flow_spec(
+            concurrency=concurrency, concurrency_key=concurrency_key, rate=rate, debounce=debounce,
+            debounce_key=debounce_key,
+        )
 
         def register(fn: AgentFn) -> AgentFn:
             self.agents.add(
-                AgentSpec(name=name, fn=fn, description=description, metadata=dict(metadata or {}), version=version)
+                AgentSpec(
+                    name=name, fn=fn, description=description, metadata=dict(metadata or {}), version=version, flow=flow
+                )
             )
             return fn
 
@@ -292,6 +324,7 @@ class RunEngine:
             await self._tg.start(self.idle.run)
         if self.schedule_store is not None:
             await self._tg.start(self.schedules.run)
+            await self._tg.start(self.admission.run)
         if recover:
             await self.recover()
             if self.queue is None and self.idle.index is not None:
@@ -322,6 +355,7 @@ class RunEngine:
         self._closing = True  # parked runs are no longer woken: the next engine resumes them
         if self._schedules is not None:
             self._schedules.stop()
+        self.admission.stop()  # runs in line stay pending in the store for the next engine
         with anyio.CancelScope(shield=True):
             if self._worker is not None:  # queued runs: suspended and handed back to the queue
                 await self._worker.stop()
@@ -342,17 +376,22 @@ class RunEngine:
             return []
         recovered: dict[str, None] = {}
         missing: set[str] = set()
-        async for page in self._unfinished_runs():
-            found: list[str] = []
-            for summary in page:
-                if summary.run_id in self.driver.active or summary.run_id in recovered:
-                    continue  # (a run started meanwhile is listed again under its new status)
-                if summary.agent not in self.agents:
-                    missing.add(summary.agent)
-                    continue
-                recovered[summary.run_id] = None
-                found.append(summary.run_id)
-            await self._take_up(found, woken=False)
+        # No run in line starts before the runs under way have taken their slots back (flow control).
+        self.admission.hold()
+        try:
+            async for page in self._unfinished_runs():
+                found: list[str] = []
+                for summary in page:
+                    if summary.run_id in self.driver.active or summary.run_id in recovered:
+                        continue  # (a run started meanwhile is listed again under its new status)
+                    if summary.agent not in self.agents:
+                        missing.add(summary.agent)
+                        continue
+                    recovered[summary.run_id] = None
+                    found.append(summary.run_id)
+                await self._take_up(found, woken=False)
+        finally:
+            self.admission.unhold()
         if recovered or missing:
             log.info("resuming unfinished runs", count=len(recovered), agents_missing=sorted(missing))
         return list(recovered)
@@ -371,9 +410,17 @@ class RunEngine:
                 if state is not None and (state.terminal or state.agent not in self.agents or self._defer(state)):
                     continue
                 if state is not None:
-                    self.driver.launch(self._task_group(), state, first_page=log_head, woken=woken)
+                    self._launch(state, first_page=log_head, woken=woken)
                     continue
-            self._task_group().start_soon(functools.partial(self._resume, run_id, woken=woken), name=f"resume {run_id}")
+            self.admission.hold()  # admission waits for it: it may hold a slot
+            self._task_group().start_soon(functools.partial(self._resume_held, run_id, woken=woken), name=f"resume {run_id}")
+
+    async def _resume_held(self, run_id: str, *, woken: bool) -> None:
+        """`_resume` for a take-up: admission holds until it is done (the run may hold a slot)."""
+        try:
+            await self._resume(run_id, woken=woken)
+        finally:
+            self.admission.unhold()
 
     async def _unfinished_runs(self) -> AsyncIterator[tuple[RunSummary, ...]]:
         """The unfinished runs recovery takes up, a page at a time: with a timer index only those
@@ -412,7 +459,7 @@ class RunEngine:
         if state.terminal or state.agent not in self.agents:
             return
         if run_id not in self.driver.active and not self._defer(state):
-            self.driver.launch(self._task_group(), state, first_page=first_page, woken=woken)
+            self._launch(state, first_page=first_page, woken=woken)
 
     async def _wake(self, run_id: str) -> None:
         await self._resume(run_id, woken=True)
@@ -446,6 +493,30 @@ class RunEngine:
             return True
         return False
 
+    # -- flow control (runengine.admission) ----------------------------------------
+
+    def _launch(
+        self, state: RunState, *, after: tuple[str, ...] = (), fold: Fold | None = None,
+        first_page: Sequence[Event] = (), woken: bool = False,
+    ) -> None:
+        """Execute `state`'s run, or put it in line when its agent's limits hold it back."""
+        self.admission.launch(state, after=after, fold=fold, first_page=first_page, woken=woken)
+
+    async def waiting_for(self, state: RunState) -> str | None:
+        """Why a pending run has not started: "concurrency" (its agent's or key's slots are
+        taken, or runs ahead of it wait too), "rate" (the next start's token), "schedule" (its
+        start_at, or a debounce); None when nothing holds it back (or it is not pending)."""
+        if state.status is not Status.PENDING:
+            return None
+        if state.start_at is not None and state.start_at > self.clock():
+            return WAITING_SCHEDULE
+        if self.queue is not None:
+            spec = self.agents.find(state.agent)
+            if spec is None or spec.flow is None or not spec.flow.limited:
+                return None
+            return await self.queue.waiting_for(state.run_id, spec.flow)
+        return self.admission.gate.waiting_for(state.run_id)
+
     # -- execute ----------------------------------------------------------------
 
     @overload
@@ -465,6 +536,7 @@ class RunEngine:
         session_policy: SessionPolicy | None = ...,
         run_id: str | None = ...,
         start_at: datetime | None = ...,
+        priority: int = ...,
     ) -> RunState: ...
 
     @overload
@@ -484,6 +556,7 @@ class RunEngine:
         session_policy: SessionPolicy | None = ...,
         run_id: str | None = ...,
         start_at: datetime | None = ...,
+        priority: int = ...,
     ) -> RunStream: ...
 
     async def execute(
@@ -502,6 +575,7 @@ class RunEngine:
         session_policy: SessionPolicy | None = None,
         run_id: str | None = None,
         start_at: datetime | None = None,
+        priority: int = 0,
     ) -> RunState | RunStream:
         """Start a run of `agent`, owned by `owner` (None: no principal, auth off).
 
@@ -510,6 +584,7 @@ class RunEngine:
         mode="stream": a RunStream: the run's id, and (iterating it) its events from seq 1 to the last.
         Each mode's answer carries the run id (`.run_id`), a repeated idempotency key's included.
         start_at: a delayed run stays pending until then (across restarts).
+        priority: among its agent's runs waiting for a slot (runengine.flow), higher starts first.
 
         `session_id` names a session of `owner`'s, or a new one, which this run begins and
         `owner` then owns; another principal's session is SessionNotFound (runengine.ownership).
@@ -528,9 +603,17 @@ class RunEngine:
             raise InvalidRequest("metadata must be an object")
         if start_at is not None and (not isinstance(start_at, datetime) or start_at.tzinfo is None):
             raise InvalidRequest("start_at must be a timezone-aware datetime")
+        check_priority(priority)
         # Before anything is reserved or written: what cannot be stored as JSON (NaN ...) is refused.
         to_json(input, "input")
         to_json(metadata, "metadata")
+        flow = spec.flow
+        concurrency_key = flow.key_of(input, dict(metadata or {})) if flow is not None else None
+        debounced = None
+        if flow is not None and flow.debounce is not None:
+            if start_at is not None:
+                raise InvalidRequest("a debounced agent's run starts when its burst ends: start_at is not taken")
+            debounced = (spec.name, flow.debounce_key_of(input, dict(metadata or {})))
         policy = session_policy or self.session_policy
         if policy not in SESSION_POLICIES:
             raise InvalidRequest(f"session_policy must be one of {SESSION_POLICIES}")
@@ -542,7 +625,7 @@ class RunEngine:
         if idempotency_key is not None:
             if request_fingerprint is None:
                 request_fingerprint = fingerprint(
-                    [spec.name, input, session_id, metadata or {}, timeout, session_policy, start_at]
+                    [spec.name, input, session_id, metadata or {}, timeout, session_policy, start_at, priority]
                 )
             key_record = IdempotencyRecord(
                 principal=idempotency_principal(owner),
@@ -559,10 +642,16 @@ class RunEngine:
             new_run_id = bound.run_id
             key_record = attrs.evolve(key_record, run_id=new_run_id)
         try:
-            state = await self._create_run(
-                new_run_id, spec.name, input, mode=mode, session_id=session_id, metadata=metadata,
-                timeout=timeout, owner=owner, policy=policy, start_at=start_at, keyed=key_record is not None,
-            )
+            async with self.admission.debounce_lock(debounced):
+                if debounced is not None and flow is not None and flow.debounce is not None:
+                    start_at = self.clock() + timedelta(seconds=flow.debounce)
+                state = await self._create_run(
+                    new_run_id, spec.name, input, mode=mode, session_id=session_id, metadata=metadata,
+                    timeout=timeout, owner=owner, policy=policy, start_at=start_at, keyed=key_record is not None,
+                    priority=priority, concurrency_key=concurrency_key,
+                )
+                if debounced is not None:
+                    await self.admission.supersede(debounced, new_run_id)
         except ConcurrencyConflict:
             if key_record is None:
                 raise
@@ -597,6 +686,8 @@ class RunEngine:
         start_at: datetime | None,
         keyed: bool = False,
         parent_run_id: str | None = None,
+        priority: int = 0,
+        concurrency_key: str | None = None,
     ) -> RunState:
         """Check the session (claiming a new one for `owner`), apply its policy, record run.created.
         `keyed`: the run id is an idempotency key's, which another request may have created first
@@ -635,6 +726,8 @@ class RunEngine:
                 timeout=float(timeout) if timeout is not None else None,
                 start_at=start_at,
                 parent_run_id=parent_run_id,
+                priority=priority,
+                concurrency_key=concurrency_key,
             )
             fold = Fold()
             fold.apply(created)
@@ -647,7 +740,7 @@ class RunEngine:
                 await self.store.append(new_run_id, [created], expected_seq=0)
             observe.appended([created], state, time.perf_counter() - started)
             if self.queue is None and not self._defer(state):
-                self.driver.launch(self._task_group(), state, after=after, fold=fold)
+                self._launch(state, after=after, fold=fold)
         return state
 
     async def _respond(
@@ -829,6 +922,7 @@ class RunEngine:
                 run_id,
                 lambda seq: RunCancelled(run_id=run_id, seq=seq, at=self.clock(), reason=reason or "cancelled"),
             )
+        self.admission.gate.discard(run_id)  # if it waited in line for a slot
         state = await self.status(run_id)
         if state.status is Status.CANCELLED:
             await cancel_children(state, lambda child: self.cancel(child, reason="parent cancelled"), self.store.get_run)
@@ -956,7 +1050,7 @@ class RunEngine:
             state, first_page = await self._load(run_id)
             parked = state.suspended and not state.terminal and state.agent in self.agents
             if parked and run_id not in self.driver.active and self._tg is not None and not self._closing:
-                self.driver.launch(self._tg, state, first_page=first_page)
+                self._launch(state, first_page=first_page)
         except RunNotFound:
             pass
         except Exception:  # a store failure: the run stays parked until the next news or restart
@@ -981,7 +1075,7 @@ class RunEngine:
         else:
             await self.store.append(state.run_id, events, expected_seq=0)
             if not self._defer(state):
-                self.driver.launch(self._task_group(), state, first_page=events)
+                self._launch(state, first_page=events)
         return state
 
     @property

@@ -153,12 +153,17 @@ class RunCreated(Event):
     start_at: datetime | None = None
     #: The run that spawned this one (`ctx.spawn`), if any: its `child.spawned` names this run.
     parent_run_id: str | None = None
+    #: Flow control (runengine.flow): higher starts first among its agent's waiting runs ...
+    priority: int = 0
+    #: ... and the key its agent's concurrency and rate limits count it under (None: the agent's).
+    concurrency_key: str | None = None
 
     def fold_into(self, run: RunAccumulator) -> None:
         run.begin(
             run_id=self.run_id, agent=self.agent, status=P, input=self.input, session_id=self.session_id,
             metadata=self.metadata, mode=self.mode, owner=self.owner, timeout=self.timeout,
             start_at=self.start_at, created_at=self.at, parent_run_id=self.parent_run_id,
+            priority=self.priority, concurrency_key=self.concurrency_key,
         )
 
     def wake_after(self, wake: datetime | None) -> datetime | None:

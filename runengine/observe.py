@@ -69,6 +69,15 @@ class Observer:
     def leases_expired(self, count: int) -> None:
         """A worker took over `count` runs whose lease had expired (their worker was lost)."""
 
+    # -- flow control (runengine.flow) -------------------------------------------------------
+
+    def flow_depth(self, depths: Mapping[tuple[str, str | None], int]) -> None:
+        """Pending runs held back by their agent's limits, per (agent, concurrency key); a scope
+        left out has none."""
+
+    def flow_waited(self, scope: tuple[str, str | None], seconds: float) -> None:
+        """A run held back by its agent's limits started after `seconds` in line."""
+
     # -- tracing ---------------------------------------------------------------------------
 
     def trace_context(self) -> dict[str, str]:

@@ -99,4 +99,34 @@ class Retention:
     idempotency_ttl: float = attrs.field(default=24 * 3600.0, validator=_seconds)
 
 
-__all__ = ["Durability", "Retention", "RunLimits"]
+def _per_minute(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise InvalidRequest(f"{attribute.name} must be an integer >= 1 (or None: no limit)", **{attribute.name: value})
+
+
+@attrs.frozen(kw_only=True)
+class StepLimit:
+    """A provider's quota, shared by every run that names it (`ctx.step(..., limit=name)`)."""
+
+    requests_per_minute: int | None = attrs.field(default=None, validator=_per_minute)
+    #: Tokens are counted as the runs report them (`ctx.usage(..., limit=name)`): a call waits
+    #: while the minute's tokens are spent.
+    tokens_per_minute: int | None = attrs.field(default=None, validator=_per_minute)
+
+
+def _step_limits(_instance: object, _attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, dict) or not all(
+        isinstance(name, str) and name and isinstance(limit, StepLimit) for name, limit in value.items()
+    ):
+        raise InvalidRequest("step_limits must map names to runengine.options.StepLimit", step_limits=repr(value))
+
+
+@attrs.frozen(kw_only=True)
+class Flow:
+    """Load the engine puts on what its runs call (runengine.flow; agents declare their own limits)."""
+
+    #: Named step limits: `Flow(step_limits={"openai": StepLimit(requests_per_minute=500)})`.
+    step_limits: dict[str, StepLimit] = attrs.field(factory=dict, validator=_step_limits)
+
+
+__all__ = ["Durability", "Flow", "Retention", "RunLimits", "StepLimit"]

@@ -7,7 +7,7 @@ suite in `runengine.testing.conformance`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -15,6 +15,7 @@ import attrs
 
 from .errors import InvalidRequest, RunEngineError
 from .events import Event
+from .flow import FlowSpec, Rate
 from .state import RunState
 from .status import Status
 
@@ -271,10 +272,18 @@ class WorkQueue(Protocol):
         """Append a new run's first events (expected_seq 0) and queue it, atomically. It is not
         claimed before the runs in `after` have ended (session policy "enqueue")."""
 
-    async def claim(self, worker: str, *, agents: Sequence[str], limit: int, lease: float) -> list[Lease]:
-        """Claim up to `limit` runs, oldest first: queued ones whose agent is in `agents`, and
-        any run whose lease has expired (its worker is presumed lost). Never blocks on runs
-        other workers are claiming."""
+    async def claim(
+        self, worker: str, *, agents: Sequence[str], limit: int, lease: float, flow: Mapping[str, FlowSpec] | None = None
+    ) -> list[Lease]:
+        """Claim up to `limit` runs, highest priority then oldest first: queued ones whose agent
+        is in `agents`, and any run whose lease has expired (its worker is presumed lost). Never
+        blocks on runs other workers are claiming. `flow`: the limits of the agents that have
+        some (runengine.flow): a run is claimed only while its agent (or key) has a free slot
+        and a token, counted over every process."""
+
+    async def waiting_for(self, run_id: str, flow: FlowSpec) -> str | None:
+        """Why the queued run `run_id` of an agent limited by `flow` is not claimed: "concurrency"
+        or "rate" (None: it is claimable, or not queued)."""
 
     async def renew(self, leases: Sequence[Lease], *, lease: float) -> set[str]:
         """Heartbeat: extend the leases still held by `lease` seconds; return their run ids."""
@@ -292,6 +301,17 @@ class WorkQueue(Protocol):
     async def wait_lost(self, lease: Lease, timeout: float) -> bool:
         """Return True as soon as `lease` is no longer held (the run ended elsewhere, or was
         taken over), False if it still is after `timeout` seconds."""
+
+
+@runtime_checkable
+class TokenBuckets(Protocol):
+    """Token buckets (runengine.flow.take) kept where every process of a shared store sees them:
+    a step limit's budget is the provider's, not one process's. A store only one engine writes
+    needs none (the engine keeps its buckets in memory)."""
+
+    async def take_tokens(self, key: str, rate: Rate, cost: float, *, force: bool = False) -> float:
+        """Take `cost` tokens from bucket `key` (made full at `rate`): 0.0 when taken, else the
+        seconds until they will be there (nothing taken). `force`: take them anyway (a debt)."""
 
 
 @runtime_checkable

@@ -75,6 +75,10 @@ class RunState:
     worker: str | None = None
     #: A delayed run's start time (`execute(start_at=...)`).
     start_at: datetime | None = None
+    #: Flow control (runengine.flow): the run's priority and concurrency key (run.created). Why a
+    #: pending run waits is not folded from the log: `RunEngine.waiting_for(state)` tells.
+    priority: int = 0
+    concurrency_key: str | None = None
     #: The agent version key recorded when the run started or last resumed.
     version: str | None = None
     #: While a durable `ctx.sleep` is under way: when it ends.

@@ -235,6 +235,7 @@ class Worker:
                     agents=[spec.name for spec in self.engine.agents],
                     limit=min(free, options.claim_batch),
                     lease=options.lease,
+                    flow={s.name: s.flow for s in self.engine.agents if s.flow is not None and s.flow.limited},
                 )
             except Exception as exc:  # the database is away: try again later
                 log.warning("claim failed", error=repr(exc))

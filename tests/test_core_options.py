@@ -16,7 +16,7 @@ from runengine.options import Durability, Retention, RunLimits
 def test_the_constructor_takes_few_plain_keywords_and_the_groups() -> None:
     parameters = inspect.signature(RunEngine).parameters
     assert list(parameters) == [
-        "store", "clock", "session_policy", "worker", "worker_id", "durability", "limits", "retention",
+        "store", "clock", "session_policy", "worker", "worker_id", "durability", "limits", "retention", "flow",
     ]
 
 

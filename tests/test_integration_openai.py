@@ -356,3 +356,35 @@ async def test_a_tool_that_takes_an_idempotency_key_gets_the_same_one_when_run_a
         state, _ = await resume_after_crash(agents)
     assert state.status is Status.COMPLETED and state.output == "Charged 5."
     assert keys == [f"{state.run_id}/tool/call_1"] * 2
+
+
+async def test_model_calls_wait_for_the_engines_step_limit_and_spend_its_tokens(api):
+    from runengine.options import Flow, StepLimit
+    from runengine.testing.clock import VirtualClock
+
+    fake, base_url = api
+    fake.script(*[text("ok", prompt_tokens=30, completion_tokens=10) for _ in range(3)])
+    clock = VirtualClock()
+    engine = RunEngine(
+        MemoryStore(), clock=clock, flow=Flow(step_limits={"openai": StepLimit(requests_per_minute=2, tokens_per_minute=1000)})
+    )
+
+    @engine.agent("talk")
+    async def talk(ctx):
+        return (await chat(ctx, client_for(base_url), model="m", messages=[{"role": "user", "content": "hi"}], limit="openai"))["content"]
+
+    async with engine:
+        runs = [await engine.execute("talk", mode="async") for _ in range(3)]
+        with anyio.fail_after(10):
+            for run in runs[:2]:
+                assert (await engine.wait(run.run_id)).status is Status.COMPLETED
+        await anyio.sleep(0.1)
+        assert len(fake.requests) == 2  # the third waits for the minute's next request
+        assert (await engine.status(runs[2].run_id)).status is Status.RUNNING
+        await clock.advance(30)
+        with anyio.fail_after(10):
+            assert (await engine.wait(runs[2].run_id)).status is Status.COMPLETED
+        tokens = engine.driver.limiter.buckets._buckets["step:openai:tokens"]  # what the replies used, spent
+    assert len(fake.requests) == 3
+    # Two replies of 40 tokens at 0 s; refilled to the full 1000 by 30 s; the third's 40 spent then.
+    assert tokens.tokens == pytest.approx(960)

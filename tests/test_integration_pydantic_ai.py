@@ -660,3 +660,33 @@ def test_three_turns_across_a_sigkill_in_turn_two_turn_three_sees_turn_ones_tool
 def _ended(client: httpx.Client, run_id: str) -> dict[str, Any] | None:
     state = client.get(f"/runs/{run_id}").json()
     return state if state["status"] not in ("pending", "running") else None
+
+
+async def test_model_requests_wait_for_the_engines_step_limit_and_spend_its_tokens() -> None:
+    from runengine.options import Flow, StepLimit
+    from runengine.testing.clock import VirtualClock
+
+    requests: list[int] = []
+
+    async def reply(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        requests.append(len(messages))
+        yield "fine"
+
+    clock = VirtualClock()
+    engine = RunEngine(
+        MemoryStore(), clock=clock, flow=Flow(step_limits={"llm": StepLimit(requests_per_minute=1, tokens_per_minute=100_000)})
+    )
+    engine.agents.add(agent_from_pydantic_ai(Agent(FunctionModel(stream_function=reply)), name="pyd", limit="llm"))
+    async with engine:
+        first = await engine.execute("pyd", "hi", mode="async")
+        second = await engine.execute("pyd", "hi", mode="async")
+        with anyio.fail_after(10):
+            assert (await engine.wait(first.run_id)).status is Status.COMPLETED
+        await anyio.sleep(0.1)
+        assert len(requests) == 1  # one request a minute: the second run's waits
+        await clock.advance(60)
+        with anyio.fail_after(10):
+            done = await engine.wait(second.run_id)
+        spent = engine.driver.limiter.buckets._buckets["step:llm:tokens"]
+    assert done.status is Status.COMPLETED and len(requests) == 2
+    assert spent.tokens < 100_000  # the second request's usage was spent from the budget

@@ -65,6 +65,9 @@ async def test_a_version_2_schema_is_migrated_once_by_concurrent_openers(pg_dsn:
         await conn.execute(f'DROP INDEX "{schema}".runengine_runs_wake')  # version 7's timer index
         await conn.execute(f'DROP INDEX "{schema}".runengine_runs_busy')
         await conn.execute(f'ALTER TABLE "{schema}".runengine_runs DROP COLUMN wake_at')
+        await conn.execute(f'DROP INDEX "{schema}".runengine_queue_next')
+        await conn.execute(f'ALTER TABLE "{schema}".runengine_queue DROP COLUMN priority, DROP COLUMN flow_key, DROP COLUMN queued_at')
+        await conn.execute(f'DROP TABLE "{schema}".runengine_flow_buckets')
         await conn.execute(f'DELETE FROM "{schema}".runengine_schema')
         await conn.execute(f'INSERT INTO "{schema}".runengine_schema VALUES (2)')
     finally:
@@ -82,7 +85,7 @@ async def test_a_version_2_schema_is_migrated_once_by_concurrent_openers(pg_dsn:
             await store.close()
     conn = await asyncpg.connect(pg_dsn)
     try:
-        assert await conn.fetchval(f'SELECT max(version) FROM "{schema}".runengine_schema') == SCHEMA_VERSION == 7
+        assert await conn.fetchval(f'SELECT max(version) FROM "{schema}".runengine_schema') == SCHEMA_VERSION == 10
         indexes = {r[0] for r in await conn.fetch("SELECT indexname FROM pg_indexes WHERE schemaname = $1", schema)}
         queue_columns = {
             r[0]
@@ -91,10 +94,13 @@ async def test_a_version_2_schema_is_migrated_once_by_concurrent_openers(pg_dsn:
                 schema,
             )
         }
+        tables = {r[0] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = $1", schema)}
     finally:
         await conn.close()
-    assert {"runengine_runs_ended", "runengine_idempotency_run", "runengine_runs_wake", "runengine_runs_busy"} <= indexes
-    assert "not_before" in queue_columns
+    assert {"runengine_runs_ended", "runengine_idempotency_run", "runengine_runs_wake", "runengine_runs_busy",
+            "runengine_queue_next"} <= indexes
+    assert {"not_before", "priority", "flow_key", "queued_at"} <= queue_columns
+    assert "runengine_flow_buckets" in tables
 
 
 @pytest.mark.anyio

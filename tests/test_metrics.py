@@ -140,3 +140,59 @@ async def test_queue_depth_and_lease_expiries_on_postgresql(metrics: PrometheusO
     assert value(queued, "runengine_queue_runs", state="claimed") == 0
     assert value(claimed, "runengine_queue_runs", state="claimed") == 3
     assert value(claimed, "runengine_lease_expiries_total") == 1
+
+
+def flow_agents(engine: RunEngine, release: anyio.Event) -> RunEngine:
+    @engine.agent("per_user", concurrency=1, concurrency_key=lambda input, metadata: metadata.get("user"))
+    async def per_user(ctx: RunContext) -> None:
+        await release.wait()
+
+    return engine
+
+
+@pytest.mark.server
+@pytest.mark.anyio
+async def test_flow_queue_depth_and_wait_time_per_agent_and_key(metrics: PrometheusObserver) -> None:
+    release = anyio.Event()
+    engine = flow_agents(RunEngine("memory://"), release)
+    async with serve(engine_asgi_app(engine, metrics=metrics)) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        runs = []
+        for user in ("ann", "ann", "ann", "bob", "bob"):
+            body = {"agent": "per_user", "mode": "async", "metadata": {"user": user}}
+            runs.append((await http.post("/runs", json=body)).json()["run_id"])
+        await anyio.sleep(0.05)
+        during = samples((await http.get("/metrics")).text)
+        release.set()
+        with anyio.fail_after(10):
+            for run_id in runs:
+                await engine.wait(run_id)
+        after = samples((await http.get("/metrics")).text)
+    assert value(during, "runengine_flow_waiting_runs", agent="per_user", key="ann") == 2
+    assert value(during, "runengine_flow_waiting_runs", agent="per_user", key="bob") == 1
+    assert value(after, "runengine_flow_waiting_runs", agent="per_user", key="ann") == 0
+    assert value(after, "runengine_flow_wait_seconds_count", agent="per_user", key="ann") == 3
+    assert value(after, "runengine_flow_wait_seconds_count", agent="per_user", key="bob") == 2
+    assert value(after, "runengine_flow_wait_seconds_sum", agent="per_user", key="ann") > 0  # two waited in line
+
+
+@pytest.mark.anyio
+@pytest.mark.postgres
+async def test_flow_queue_depth_per_agent_and_key_on_postgresql(metrics: PrometheusObserver, pg_schema_url: str) -> None:
+    engine = flow_agents(RunEngine(pg_schema_url), anyio.Event())  # accepts runs; no worker here executes them
+    async with serve(engine_asgi_app(engine, metrics=metrics)) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        for user in ("ann", "ann", "bob"):
+            body = {"agent": "per_user", "mode": "async", "metadata": {"user": user}}
+            assert (await http.post("/runs", json=body)).status_code == 202
+        queued = samples((await http.get("/metrics")).text)
+        queue = engine.queue
+        assert queue is not None
+        spec = engine.agents.get("per_user").flow
+        assert spec is not None
+        leases = await queue.claim("w", agents=["per_user"], limit=5, lease=30, flow={"per_user": spec})
+        claimed = samples((await http.get("/metrics")).text)
+    assert len(leases) == 2  # one per key: the second of ann's waits for her slot
+    assert value(queued, "runengine_flow_waiting_runs", agent="per_user", key="ann") == 2
+    assert value(queued, "runengine_flow_waiting_runs", agent="per_user", key="bob") == 1
+    assert value(claimed, "runengine_flow_waiting_runs", agent="per_user", key="ann") == 1
+    assert value(claimed, "runengine_flow_waiting_runs", agent="per_user", key="bob") == 0
+    assert value(claimed, "runengine_flow_wait_seconds_count", agent="per_user", key="ann") == 1

@@ -120,6 +120,9 @@ def from_schema(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
     if kind == "number":
         top = schema["maximum"]
         return st.floats(min_value=0, max_value=top, exclude_min=True) | st.sampled_from([top, int(top), 1e-9])
+    if kind == "integer":
+        low, high = schema["minimum"], schema["maximum"]
+        return st.integers(min_value=low, max_value=high) | st.sampled_from([low, high])
     if kind == "object" and "properties" in schema:
         required = {name: from_schema(schema["properties"][name]) for name in schema.get("required", ())}
         optional = {name: from_schema(s) for name, s in schema["properties"].items() if name not in required}

@@ -41,6 +41,7 @@ from runengine.idempotency import fingerprint
 from runengine.ports import RunSummary, SessionRecord, SessionRuns
 from runengine.validation import is_run_id
 from runengine.events import RunCreated
+from runengine.flow import PRIORITY_BOUND
 from runengine.wire import dumps, event_to_dict, format_time
 from runengine.http import params
 from runengine.http.auth import AuthHook, guarded, owner_of
@@ -101,6 +102,10 @@ RUN_BODY = params.BodySpec(
         params.TextField("idempotency_key", max_length=MAX_ID_LENGTH),
         params.ChoiceField("session_policy", SESSION_POLICIES),
         params.ChoiceField("on_disconnect", ON_DISCONNECT, default="continue"),
+        params.IntField(
+            "priority", minimum=-PRIORITY_BOUND, maximum=PRIORITY_BOUND, default=0,
+            description="among the agent's runs waiting for a slot (flow control), higher starts first",
+        ),
     )
 )
 IDEMPOTENCY_KEY = params.TextField("Idempotency-Key", max_length=MAX_ID_LENGTH)
@@ -118,6 +123,7 @@ def check_created(created: RunCreated) -> None:
         "metadata": created.metadata or None,
         "timeout": created.timeout,
         "start_at": format_time(created.start_at) if created.start_at is not None else None,
+        "priority": created.priority,
     }
     RUN_BODY.parse(body, now=created.at)
     OWNER.parse({"owner": created.owner})
@@ -339,6 +345,7 @@ class NativeAPI:
                 fingerprint({k: v for k, v in body.items() if k not in DELIVERY_FIELDS}) if key is not None else None
             ),
             session_policy=fields["session_policy"],
+            priority=fields["priority"],
         )
 
         if mode == "async":
@@ -369,7 +376,11 @@ class NativeAPI:
         run_id = self._run_id(request)
         await self._visible_summary(request, run_id)
         state = await self.engine.status(run_id)
-        return json_response(run_to_json(state, waiting_for_agent=self.engine.waiting_for_agent(state)))
+        return json_response(
+            run_to_json(
+                state, waiting_for_agent=self.engine.waiting_for_agent(state), waiting_for=await self.engine.waiting_for(state)
+            )
+        )
 
     async def delete_run(self, request: Request) -> Response:
         run_id = self._run_id(request)

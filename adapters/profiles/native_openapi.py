@@ -53,7 +53,7 @@ SCHEMAS: dict[str, Any] = {
             "run_id", "agent", "status", "session_id", "input", "metadata", "mode", "output", "error",
             "await_request", "cancel_reason", "messages", "tool_calls", "usage", "attempt",
             "start_at", "sleeping_until", "input_expires_at", "suspended", "discarded_messages", "waiting_for_agent",
-            "parent_run_id", "children", "signals", "created_at", "started_at", "finished_at", "updated_at", "last_seq",
+            "parent_run_id", "children", "signals", "waiting_for", "priority", "created_at", "started_at", "finished_at", "updated_at", "last_seq",
         ],
         "properties": {
             "run_id": {"type": "string"},
@@ -147,6 +147,12 @@ SCHEMAS: dict[str, Any] = {
                     },
                 },
             },
+            "waiting_for": {
+                **_nullable({"type": "string", "enum": ["concurrency", "rate", "schedule"]}),
+                "description": "why a pending run has not started (flow control, start_at, debounce); "
+                "null when nothing holds it back (given by GET /runs/{run_id})",
+            },
+            "priority": {"type": "integer", "description": "among its agent's runs waiting for a slot, higher starts first"},
             "created_at": TIME,
             "started_at": TIME,
             "finished_at": TIME,

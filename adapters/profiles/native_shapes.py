@@ -24,9 +24,10 @@ def error_to_json(error: ErrorInfo | None) -> dict[str, str] | None:
     return None if error is None else {"code": error.code, "message": error.message}
 
 
-def run_to_json(state: RunState, *, waiting_for_agent: bool | None = False) -> dict[str, Any]:
-    """The run object: what a client needs to know about a run, folded from its log, and whether
-    it waits for an engine that has its agent (`RunEngine.waiting_for_agent`)."""
+def run_to_json(state: RunState, *, waiting_for_agent: bool | None = False, waiting_for: str | None = None) -> dict[str, Any]:
+    """The run object: what a client needs to know about a run, folded from its log, whether
+    it waits for an engine that has its agent (`RunEngine.waiting_for_agent`), and what else a
+    pending run waits for (`RunEngine.waiting_for`: "concurrency", "rate", "schedule")."""
     return {
         "run_id": state.run_id,
         "agent": state.agent,
@@ -71,6 +72,8 @@ def run_to_json(state: RunState, *, waiting_for_agent: bool | None = False) -> d
             for c in state.children
         ],
         "signals": [{"signal_id": s.signal_id, "name": s.name, "taken": s.taken} for s in state.signals],
+        "waiting_for": waiting_for,
+        "priority": state.priority,
         "created_at": _time(state.created_at),
         "started_at": _time(state.started_at),
         "finished_at": _time(state.finished_at),

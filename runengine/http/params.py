@@ -306,20 +306,22 @@ class TimeField:
 
 @attrs.frozen
 class IntField:
-    """A JSON integer from `minimum` to `maximum` (not a boolean, not a float); absent or null is None."""
+    """A JSON integer from `minimum` to `maximum` (not a boolean, not a float); absent or null is
+    `default` (None unless told)."""
 
     name: str
     minimum: int = 0
     maximum: int = 2**31 - 1
     required: bool = False
     description: str | None = None
+    default: int | None = None
 
     def parse(self, body: Mapping[str, Any], *, now: datetime | None = None) -> int | None:
         value = body.get(self.name)
         if value is None:
             if self.required:
                 raise invalid(f"field {self.name!r} is required", field=self.name)
-            return None
+            return self.default
         integer = isinstance(value, int) and not isinstance(value, bool)
         if not integer or not self.minimum <= value <= self.maximum:
             got = value if integer else type_name(value)
@@ -329,7 +331,10 @@ class IntField:
         return value
 
     def schema(self) -> dict[str, Any]:
-        value = _described({"type": "integer", "minimum": self.minimum, "maximum": self.maximum}, self.description)
+        value: dict[str, Any] = {"type": "integer", "minimum": self.minimum, "maximum": self.maximum}
+        if self.default is not None:
+            value["default"] = self.default
+        value = _described(value, self.description)
         return value if self.required else nullable(value)
 
 

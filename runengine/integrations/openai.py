@@ -96,12 +96,14 @@ async def chat(
     messages: Sequence[Mapping[str, Any]],
     tools: Sequence[Tool] = (),
     step: str = "openai.chat",
+    limit: str | None = None,
     **params: Any,
 ) -> dict[str, Any]:
     """One chat completion, streamed into the run and recorded; returns the assistant's reply as an
     API message (`role`, `content`, `tool_calls` when there are some) plus `finish_reason` and `usage`.
 
-    `params` go to `client.chat.completions.create` as they are (temperature, max_tokens, ...)."""
+    `params` go to `client.chat.completions.create` as they are (temperature, max_tokens, ...).
+    `limit`: the engine step limit the call waits for and spends its tokens from (runengine.step_limits)."""
 
     async def call(stream: StepStream) -> dict[str, Any]:
         request: dict[str, Any] = {"model": model, "messages": list(messages), **params}
@@ -112,11 +114,11 @@ async def chat(
         )
         return await _assemble(response, stream)
 
-    reply: dict[str, Any] = await ctx.stream_step(step, call)
+    reply: dict[str, Any] = await ctx.stream_step(step, call, limit=limit)
     await ctx.complete_message()
     usage = reply.get("usage")
     if usage:
-        await ctx.usage(input_tokens=usage["prompt_tokens"], output_tokens=usage["completion_tokens"])
+        await ctx.usage(input_tokens=usage["prompt_tokens"], output_tokens=usage["completion_tokens"], limit=limit)
     return reply
 
 
@@ -184,7 +186,8 @@ async def tool_loop(
 
     Each tool call is `ctx.tool_call(name, arguments, fn, call_id=...)`: recorded, not made again on
     a resumed run. A tool that raises (or one the model made up, or arguments that are not JSON)
-    is reported to the model as an error result, so it can recover; it does not end the run."""
+    is reported to the model as an error result, so it can recover; it does not end the run.
+    `params` go to `chat` (a step `limit=` among them: every turn's call waits for it)."""
     toolbox = {tool.name: tool for tool in tools}
     conversation = [dict(message) for message in messages]
     for turn in range(max_turns):

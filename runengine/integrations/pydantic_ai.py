@@ -99,6 +99,7 @@ def pydantic_ai_agent(
     history: bool = True,
     history_limit: int = DEFAULT_AGENT_HISTORY,
     history_runs: int | None = None,
+    limit: str | None = None,
 ) -> AgentFn:
     """The runengine agent function that runs `agent`.
 
@@ -112,12 +113,13 @@ def pydantic_ai_agent(
     for a model that cannot stream (its text then goes out once the response is in);
     `history=False` leaves the session's earlier turns out; otherwise the turns of the latest
     `history_limit` messages of them (`ctx.history(limit=)`) are the message history,
-    `history_runs=N` keeps only the last N of those turns."""
+    `history_runs=N` keeps only the last N of those turns. `limit`: the engine step limit each
+    model request waits for and spends its tokens from (runengine.step_limits)."""
     if history_runs is not None and (not isinstance(history_runs, int) or history_runs < 0):
         raise ValueError(f"history_runs must be a whole number >= 0 or None, not {history_runs!r}")
 
     async def run(ctx: RunContext) -> Any:
-        durable = _Durable(ctx, stream=stream)
+        durable = _Durable(ctx, stream=stream, limit=limit)
         earlier = await session_messages(ctx, runs=history_runs, limit=history_limit) if history else []
         messages: list[ModelMessage] | None = earlier or None
         user_prompt: str | None = prompt(ctx)
@@ -234,12 +236,13 @@ def _approved(answer: Any) -> bool:
 class _Durable(AbstractCapability[Any]):
     """Routes the run's model requests through `ctx.stream_step` and its tool calls through `ctx.tool_call`."""
 
-    def __init__(self, ctx: RunContext, *, stream: bool) -> None:
+    def __init__(self, ctx: RunContext, *, stream: bool, limit: str | None = None) -> None:
         self.ctx = ctx
         self.stream = stream
+        self.limit = limit
 
     def get_wrapper_model(self, model: Model) -> Model | None:
-        return _RecordedModel(model, self.ctx, stream=self.stream)
+        return _RecordedModel(model, self.ctx, stream=self.stream, limit=self.limit)
 
     async def wrap_tool_execute(self, ctx: Any, *, call: ToolCallPart, tool_def: Any, args: Any, handler: Any) -> Any:
         async def execute(**_: Any) -> Any:
@@ -281,10 +284,11 @@ def _flow_exception(recorded: dict[str, Any]) -> Exception:
 class _RecordedModel(WrapperModel):
     """A model whose requests are made once per run: recorded, streamed live, replayed from the log."""
 
-    def __init__(self, wrapped: Model, ctx: RunContext, *, stream: bool) -> None:
+    def __init__(self, wrapped: Model, ctx: RunContext, *, stream: bool, limit: str | None = None) -> None:
         super().__init__(wrapped)
         self._ctx = ctx
         self._stream = stream
+        self._limit = limit
 
     async def request(
         self,
@@ -326,13 +330,13 @@ class _RecordedModel(WrapperModel):
                         await out.delta(part.content)
             return ModelMessagesTypeAdapter.dump_python([response], mode="json")[0]
 
-        recorded = await self._ctx.stream_step(MODEL_STEP, call)
+        recorded = await self._ctx.stream_step(MODEL_STEP, call, limit=self._limit)
         await self._ctx.complete_message()
         response = ModelMessagesTypeAdapter.validate_python([recorded])[0]
         assert isinstance(response, ModelResponse)
         usage = response.usage
         if usage.input_tokens or usage.output_tokens:
-            await self._ctx.usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
+            await self._ctx.usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, limit=self._limit)
         return response
 
 
