@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Protocol
 
 from .errors import InvalidRequest, RunEngineError
-from .events import ChildEnded, ChildRecord, ChildSpawned, ErrorInfo
+from .events import NO_DEADLINE, ChildEnded, ChildRecord, ChildSpawned, ErrorInfo
 from .ports import EventStore, RunSummary
 from .recording import Recorder
 from .state import RunState
@@ -101,10 +101,12 @@ class ChildRuns:
     async def spawn(
         self, agent: str, input: Any, *, session_id: str | None, metadata: dict[str, Any] | None
     ) -> ChildHandle:
-        host = self._engine()
         rec, writer = self._rec, self._rec.writer
+        # The replay checker (runengine.testing) replays a recorded spawn with no engine behind it.
+        host = self._host if rec.replay_only else self._engine()
         # Refused before anything is recorded: a recorded spawn creates its child, whatever happens.
-        await host.check_child(writer.state, agent, input, session_id=session_id, metadata=metadata)
+        if host is not None:
+            await host.check_child(writer.state, agent, input, session_id=session_id, metadata=metadata)
         child_run_id = uuid.uuid4().hex
         spawned = await rec.once(
             ChildSpawned,
@@ -113,7 +115,7 @@ class ChildRuns:
             agent=agent,
         )
         known = next(c for c in writer.state.children if c.run_id == spawned.child_run_id)
-        if known.status is None:  # not joined yet: make sure it exists (a crash may have come in between)
+        if known.status is None and host is not None:  # not joined yet: make sure it exists (a crash may have come in between)
             await host.create_child(
                 writer.state, spawned.child_run_id, agent, input, session_id=session_id, metadata=metadata
             )
@@ -157,7 +159,7 @@ class ChildRuns:
             summary = await self._store.get_run(child_run_id)
             if summary is not None and not summary.status.terminal:
                 await self._rec.park()
-        async with self._rec.durable_wait():
+        async with self._rec.durable_wait(NO_DEADLINE):  # until the child ends
             while True:
                 summary = await self._store.get_run(child_run_id)
                 if summary is None:  # deleted by hand before its parent joined it

@@ -24,7 +24,7 @@ from typing import Any
 
 from .clock import Clock
 from .errors import InvalidRequest, RunEngineError
-from .events import Event, SignalMissed, SignalRecord, SignalTaken, SignalWaiting
+from .events import NO_DEADLINE, Event, SignalMissed, SignalRecord, SignalTaken, SignalWaiting
 from .ports import EventStore
 from .recording import Recorder
 from .writer import RunEndedElsewhere
@@ -97,7 +97,7 @@ class SignalInbox:
                     run_id=writer.run_id, seq=seq, at=self._clock(), name=name, expires_at=expires))
             if expires is None and rec.can_park:
                 await rec.park()  # no task while it waits: the signal's arrival resumes the run (replayed to here)
-            async with rec.durable_wait():
+            async with rec.durable_wait(expires if expires is not None else NO_DEADLINE):
                 while next_signal(writer.state.signals, name) is None and (expires is None or self._clock() < expires):
                     with self._clock.move_on_at(expires):
                         await self._store.wait(writer.run_id, after_seq=writer.committed_seq)

@@ -66,6 +66,7 @@ class World:
     lg_thread: str = "alice-lg-thread"  # created with POST /langgraph/threads
     lg_run: str = ""
     ds_stream: str = "alice-notes"  # a Durable Stream Alice made: a name in her own namespace
+    schedule: str = "alice-digest"  # a schedule Alice made (its input names her "refund"): a name in her own namespace
 
     def secrets(self) -> set[str]:
         """Every id of Alice's that Bob must never be shown (those she chose are names in her own
@@ -155,6 +156,9 @@ async def build_world(alice: httpx.AsyncClient, bob: httpx.AsyncClient) -> World
     w.lg_run = r.json()["run_id"]
     # /ds: a stream of her own (its data names her run's input), beside her runs' streams
     r = await alice.put(f"/ds/v1/stream/{w.ds_stream}", content=b"refund notes", headers={"content-type": "text/plain"})
+    assert r.status_code == 201, r.text
+    # /schedules: a yearly schedule of hers
+    r = await alice.post("/schedules", json={"schedule_id": w.schedule, "cron": "0 0 1 1 *", "agent": "echo", "input": "refund"})
     assert r.status_code == 201, r.text
     await wait_status(alice, w.lg_run, "waiting_for_input")
     return w
@@ -253,6 +257,51 @@ async def native_signal(w: World) -> None:
 
 async def native_children(w: World) -> None:
     hidden(await w.bob.get(f"/runs/{w.native_run}/children"))
+
+
+async def native_fork(w: World) -> None:
+    async def alices_runs() -> set[str]:
+        return {run["run_id"] for run in (await w.alice.get("/runs", params={"limit": 200})).json()["runs"]}
+
+    before = await alices_runs()
+    hidden(await w.bob.post(f"/runs/{w.native_run}/fork", json={"at_seq": 1}))
+    assert await alices_runs() == before, "a fork was made"
+
+
+async def schedule_untouched(w: World) -> None:
+    r = await w.alice.get(f"/schedules/{w.schedule}")
+    assert r.status_code == 200 and r.json()["paused"] is False and r.json()["input"] == "refund", r.text
+
+
+async def schedules_create(w: World) -> None:
+    own_namespace(w, await w.bob.post("/schedules", json={"schedule_id": w.schedule, "cron": "0 0 1 1 *", "agent": "echo"}))
+    await schedule_untouched(w)
+
+
+async def schedules_list(w: World) -> None:
+    r = await w.bob.get("/schedules")
+    assert r.status_code == 200, r.text
+    reveals_nothing(w, r)
+    assert "refund" not in r.text, r.text
+
+
+async def schedule_get(w: World) -> None:
+    own_namespace(w, await w.bob.get(f"/schedules/{w.schedule}"))
+
+
+async def schedule_pause(w: World) -> None:
+    own_namespace(w, await w.bob.post(f"/schedules/{w.schedule}/pause"))
+    await schedule_untouched(w)
+
+
+async def schedule_resume(w: World) -> None:
+    own_namespace(w, await w.bob.post(f"/schedules/{w.schedule}/resume"))
+    await schedule_untouched(w)
+
+
+async def schedule_delete(w: World) -> None:
+    own_namespace(w, await w.bob.delete(f"/schedules/{w.schedule}"))
+    await schedule_untouched(w)
 
 
 async def native_create_session(w: World) -> None:
@@ -589,6 +638,13 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("POST", "/runs/{run_id}/input"): native_input,
     ("POST", "/runs/{run_id}/signals/{name}"): native_signal,
     ("GET", "/runs/{run_id}/children"): native_children,
+    ("POST", "/runs/{run_id}/fork"): native_fork,
+    ("POST", "/schedules"): schedules_create,
+    ("GET", "/schedules"): schedules_list,
+    ("GET", "/schedules/{schedule_id}"): schedule_get,
+    ("POST", "/schedules/{schedule_id}/pause"): schedule_pause,
+    ("POST", "/schedules/{schedule_id}/resume"): schedule_resume,
+    ("DELETE", "/schedules/{schedule_id}"): schedule_delete,
     ("DELETE", "/runs/{run_id}"): native_delete_run,
     ("POST", "/sessions"): native_create_session,
     ("GET", "/sessions/{session_id}"): native_get_session,
