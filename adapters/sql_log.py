@@ -385,28 +385,28 @@ class Statements:
         """Ended runs before `ended_before`, after the cursor `start` (end µs, position), oldest
         ended first, one more than `limit`: the SQL (end column, position, RUN_COLUMNS), parameters."""
         d = self.dialect
-        p = d.placeholder
-        column = d.ended_column
-        params: list[Any] = [d.ended_param(ended_before)]
-        sql = f"SELECT {column}, position, {RUN_COLUMNS} FROM {self.runs} WHERE {d.ended_condition} AND {column} < {p(1)}"
-        if start is not None:
-            params.extend((d.ended_param(from_micros(start[0])), start[1]))
-            sql += f" AND ({column}, position) > ({p(2)}, {p(3)})"
-        params.append(limit + 1)
-        return sql + f" ORDER BY {column}, position LIMIT {p(len(params))}", params
+        return self._by_time(d.ended_column, d.ended_condition, d.ended_param, ended_before, start, limit)
 
     def list_waking(self, start: tuple[int, int] | None, limit: int) -> tuple[str, list[Any]]:
         """Unfinished runs with a wake time before NO_DEADLINE after `start` (wake µs, position),
         earliest first, one more than `limit`: the SQL (wake_at, position, RUN_COLUMNS), parameters."""
-        d = self.dialect
-        p = d.placeholder
-        params: list[Any] = [d.instant_param(NO_DEADLINE)]
-        sql = f"SELECT wake_at, position, {RUN_COLUMNS} FROM {self.runs} WHERE wake_at < {p(1)}"
+        return self._by_time("wake_at", None, self.dialect.instant_param, NO_DEADLINE, start, limit)
+
+    def _by_time(
+        self, column: str, condition: str | None, param: Callable[[datetime], Any], before: datetime,
+        start: tuple[int, int] | None, limit: int,
+    ) -> tuple[str, list[Any]]:
+        """Runs meeting `condition` (if any) whose time `column` is before `before`, after the cursor
+        `start` (µs, position), in (time, position) order, one more than `limit`."""
+        p = self.dialect.placeholder
+        params: list[Any] = [param(before)]
+        where = f"{condition} AND " if condition else ""
+        sql = f"SELECT {column}, position, {RUN_COLUMNS} FROM {self.runs} WHERE {where}{column} < {p(1)}"
         if start is not None:
-            params.extend((d.instant_param(from_micros(start[0])), start[1]))
-            sql += f" AND (wake_at, position) > ({p(2)}, {p(3)})"
+            params.extend((param(from_micros(start[0])), start[1]))
+            sql += f" AND ({column}, position) > ({p(2)}, {p(3)})"
         params.append(limit + 1)
-        return sql + f" ORDER BY wake_at, position LIMIT {p(len(params))}", params
+        return sql + f" ORDER BY {column}, position LIMIT {p(len(params))}", params
 
     def list_busy(self, before_position: int | None, limit: int) -> tuple[str, list[Any]]:
         """Unfinished runs without a wake time before a position, newest first, one more than
