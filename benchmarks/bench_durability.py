@@ -339,18 +339,13 @@ def concurrent_rows(directory: Path, runs: int, n: int, repeat: int, dbos_python
     measure("SQLite FULL", lambda: SQLiteStore(directory / f"concurrent-{len(rows)}.db"),
             lambda count: str(directory / f"dbos-concurrent-{count}.sqlite"))
     if postgres:
-        sys.path.insert(0, str(HERE.parent / "tests"))
-        from pg import PostgresServer  # the test suite's throwaway server, here with fsync on
+        from throwaway_postgres import throwaway_postgres
 
         from runengine.adapters.postgres import PostgresStore
 
-        server = PostgresServer(fsync=True)
-        try:
-            server.start()
+        with throwaway_postgres() as server:
             measure("PostgreSQL", lambda: PostgresStore(server.dsn_for(server.create_database("re"))),
                     lambda count: server.dsn_for(server.create_database("dbos")))
-        finally:
-            server.cleanup()
     return rows
 
 

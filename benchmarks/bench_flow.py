@@ -171,12 +171,9 @@ def main() -> None:
     rows.append(("SQLite", ours, theirs))
 
     if not args.skip_postgres:
-        sys.path.insert(0, str(HERE.parent / "tests"))
-        from pg import PostgresServer  # the test suite's throwaway server, here with fsync on
+        from throwaway_postgres import throwaway_postgres
 
-        server = PostgresServer(fsync=True)
-        try:
-            server.start()
+        with throwaway_postgres() as server:
             ours_pg = asyncio.run(runengine_postgres(server.dsn_for(server.create_database("flow")), args.runs, args.limit,
                                                      args.workers))
             print(f"  runengine, PostgreSQL ({args.workers} workers): {ours_pg:,.0f} claims/s", flush=True)
@@ -186,8 +183,6 @@ def main() -> None:
                 if theirs_pg is not None:
                     print(f"  DBOS, PostgreSQL: {theirs_pg:,.0f} claims/s", flush=True)
             rows.append((f"PostgreSQL ({args.workers} worker engines)", ours_pg, theirs_pg))
-        finally:
-            server.cleanup()
     print()
     print(f"machine: {machine()}")
     print(table(rows, args.runs, args.limit))

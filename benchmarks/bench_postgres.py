@@ -279,15 +279,10 @@ def main() -> None:
     if args.dsn:
         asyncio.run(run(args.dsn, args))
         return
-    sys.path.insert(0, str(HERE.parent / "tests"))
-    from pg import PostgresServer  # the test suite's throwaway server, here with fsync on
+    from throwaway_postgres import throwaway_postgres
 
-    server = PostgresServer(fsync=True)
-    try:
-        server.start()
+    with throwaway_postgres() as server:
         asyncio.run(run(server.dsn, args))
-    finally:
-        server.cleanup()
 
 
 if __name__ == "__main__":

@@ -12,15 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
 import uuid
-from pathlib import Path
 
 from runengine.adapters.postgres import PostgresStore
 from runengine.http.ratelimit import MemoryWindows, WindowCounter
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 TAKES = 3_000
 
@@ -51,14 +47,10 @@ def main() -> None:
     if args.dsn:
         asyncio.run(measure(args.dsn))
         return
-    from pg import PostgresServer  # the test suite's throwaway server
+    from throwaway_postgres import throwaway_postgres
 
-    server = PostgresServer(fsync=True)
-    server.start()
-    try:
+    with throwaway_postgres() as server:
         asyncio.run(measure(server.dsn_for(server.create_database())))
-    finally:
-        server.stop()
 
 
 if __name__ == "__main__":
