@@ -1,7 +1,7 @@
 """Run every benchmark in turn, each printing its own tables, and write those tables into
 docs/benchmarks.md (`make bench`).
 
-    python benchmarks/run_all.py           # the full runs, the documented sizes (1-2 hours here)
+    python benchmarks/run_all.py           # the full runs, the documented sizes (2-3 hours here)
     python benchmarks/run_all.py --quick   # short versions, to check they all work (CI-like use)
     python benchmarks/run_all.py --no-write   # print only, leave docs/benchmarks.md alone
 
@@ -37,6 +37,13 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("bench_profiles.py", [], ["--quick"]),
     ("bench_platform_stream.py", [], ["--repeat", "1"]),
     ("bench_durability.py", [], ["--quick"]),
+    ("bench_idle.py", [], ["--quick"]),
+    ("bench_workers.py", [], ["--quick"]),
+    ("bench_http_sync.py", [], ["--quick"]),
+    ("bench_flow.py", [], ["--quick"]),
+    ("bench_durable_streams.py", [], ["--items", "1000", "--repeat", "1"]),
+    ("bench_retention.py", [], ["--quick"]),
+    ("bench_ratelimit.py", [], []),
     ("bench_integrations.py", [], ["--runs", "20"]),
     ("peers/run.py", [], ["--quick"]),
 ]
