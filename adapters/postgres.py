@@ -541,8 +541,7 @@ class PostgresStore(SQLStreams, SQLLog):
         if any(r.enqueue and r.error is None for r in batch):
             self._work.set()
         if failed is None and notices:
-            self._notices.extend(notices)
-            self._notices_queued.set()
+            self._notify_after_commit(notices)
         if failed is not None:
             raise failed  # (every caller has its answer)
         return sum(len(r.events) for r in batch if r.error is None)
@@ -708,6 +707,11 @@ class PostgresStore(SQLStreams, SQLLog):
                 self._wakeups.notify(run_id, int(seq))
             except ValueError:
                 log.warning("ignored a malformed notification", payload=line)
+
+    def _notify_after_commit(self, notices: Sequence[tuple[str, str]]) -> None:
+        """Queue (channel, payload) notices of something committed, for the notice task to send."""
+        self._notices.extend(notices)
+        self._notices_queued.set()
 
     async def _notice_loop(self) -> None:
         """Send the notices of committed batches, after each commit and outside it: a NOTIFY in a

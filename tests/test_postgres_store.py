@@ -393,3 +393,24 @@ async def test_a_batch_sends_one_notification_for_all_its_runs(pg_dsn: str) -> N
             await listener.close()
         assert sorted(line for p in payloads for line in p.split("\n")) == sorted(f"{r} 3" for r in runs)
         assert len(payloads) <= commits < len(runs), (len(payloads), commits)
+
+
+@pytest.mark.anyio
+async def test_a_claim_and_a_look_for_work_are_one_statement_each(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every idle worker claims on each "work" notice: a claim is one statement (its own
+    transaction, no BEGIN/COMMIT round trips), and so is the look at the timers before a wait."""
+    async with PostgresStore(pg_dsn, schema=schema()) as store:
+        queue = store.work_queue
+        await queue.enqueue("r", [created("r")])
+        statements = StatementLog(monkeypatch)
+
+        def sent() -> list[str]:
+            return [query for _conn, query in statements.sent if "pg_notify" not in query]  # (notices, sent meanwhile)
+
+        [lease] = await queue.claim("w", agents=["a"], limit=4, lease=30)
+        assert len(sent()) == 1, sent()
+        assert await queue.held(lease)
+        assert await queue.claim("w2", agents=["a"], limit=4, lease=30) == []  # claimed: nobody else gets it
+        statements.sent.clear()
+        await queue.wait_for_work(0.01)
+        assert len(sent()) == 1, sent()
