@@ -236,6 +236,22 @@ _WRITE_EVENTS_AND_RUNS = (
     " AS u(run_id, last_seq, status, updated_at, wake_at)"
     " WHERE r.run_id = u.run_id"
 )
+#: New queued runs in one statement, its own transaction (one round trip): their rows, events and
+#: queue rows, each run only if its row was not there (a run created elsewhere meanwhile: returned
+#: missing, and its append fails as a conflict).
+_CREATE_QUEUED_RUNS = (
+    "WITH runs AS (INSERT INTO runengine_runs (run_id, agent, status, session_id, owner, created_at, updated_at,"
+    " last_seq, wake_at) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+    " $6::timestamptz[], $7::timestamptz[], $8::int[], $9::timestamptz[])"
+    " ON CONFLICT (run_id) DO NOTHING RETURNING run_id),"
+    " written AS (INSERT INTO runengine_events (run_id, seq, type, at, data) SELECT e.* FROM"
+    " unnest($10::text[], $11::int[], $12::text[], $13::timestamptz[], $14::text[]) AS e(run_id, seq, type, at, data)"
+    " WHERE e.run_id IN (SELECT run_id FROM runs)),"
+    " queued AS (INSERT INTO runengine_queue (run_id, agent, not_before, priority, flow_key) SELECT q.* FROM"
+    " unnest($1::text[], $2::text[], $15::timestamptz[], $16::integer[], $17::text[])"
+    " AS q(run_id, agent, not_before, priority, flow_key) WHERE q.run_id IN (SELECT run_id FROM runs))"
+    " SELECT run_id FROM runs"
+)
 #: The longest NOTIFY payload we send (PostgreSQL refuses 8000 bytes and more).
 _NOTIFY_PAYLOAD_MAX = 7_000
 
@@ -519,6 +535,9 @@ class PostgresStore(SQLStreams, SQLLog):
             for request in batch:
                 request.error = None
             async with self._require_pool().acquire() as conn:
+                if attempt == 1 and _only_new_queued_runs(batch):  # (a retry decides in a transaction)
+                    notices = await self._create_queued_runs(conn, batch)
+                    return
                 async with conn.transaction():
                     notices = await self._commit_in(conn, batch, retried=attempt > 1)
 
@@ -545,6 +564,47 @@ class PostgresStore(SQLStreams, SQLLog):
         if failed is not None:
             raise failed  # (every caller has its answer)
         return sum(len(r.events) for r in batch if r.error is None)
+
+    async def _create_queued_runs(self, conn: asyncpg.Connection, batch: list[_Append]) -> list[tuple[str, str]]:
+        """A batch of new queued runs (the burst of an API process enqueueing) in one statement."""
+        decision = decide(batch, {})
+        summaries = [decision.changed[r.run_id] for r in batch]
+        created = [r.events[0] for r in batch]
+        inserted = {
+            row[0]
+            for row in await conn.fetch(
+                _CREATE_QUEUED_RUNS,
+                [r.run_id for r in batch],
+                [getattr(e, "agent", "") for e in created],
+                [s.status.value for s in summaries],
+                [s.session_id for s in summaries],
+                [s.owner for s in summaries],
+                [s.created_at for s in summaries],
+                [s.updated_at for s in summaries],
+                [s.last_seq for s in summaries],
+                [s.wake_at for s in summaries],
+                [r.run_id for r in batch for _ in r.events],
+                [e.seq for r in batch for e in r.events],
+                [e.type for r in batch for e in r.events],
+                [e.at for r in batch for e in r.events],
+                [data for r in batch for data in r.data],
+                [getattr(e, "start_at", None) for e in created],
+                [getattr(e, "priority", 0) for e in created],
+                [getattr(e, "concurrency_key", None) for e in created],
+            )
+        }
+        there = [r.run_id for r in batch if r.run_id not in inserted]
+        if there:  # created elsewhere meanwhile: each such append fails as the conflict it is
+            actual = dict(await conn.fetch("SELECT run_id, last_seq FROM runengine_runs WHERE run_id = ANY($1::text[])", there))
+            for request in batch:
+                if request.run_id not in inserted:
+                    request.error = ConcurrencyConflict(request.run_id, 0, actual.get(request.run_id, 0))
+        if not inserted:
+            return []
+        return [
+            *((self.events_channel, payload) for payload in _joined(f"{i} {decision.changed[i].last_seq}" for i in inserted)),
+            (self.queue_channel, "work"),
+        ]
 
     async def _commit_in(self, conn: asyncpg.Connection, batch: list[_Append], *, retried: bool) -> list[tuple[str, str]]:
         """The batch's transaction: lock its runs (reading their leases), create the new ones, decide
@@ -787,6 +847,14 @@ class PostgresStore(SQLStreams, SQLLog):
                 self._wake_everyone()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+def _only_new_queued_runs(batch: Sequence[_Append]) -> bool:
+    """Whether the batch only creates and queues runs, each run once (no lease, no run to wait
+    behind, none ended at once): then it is one statement (PostgresStore._create_queued_runs)."""
+    return len({r.run_id for r in batch}) == len(batch) and all(
+        r.enqueue and r.expected_seq == 0 and r.lease is None and not r.after and not r.events[-1].terminal for r in batch
+    )
+
 
 def _joined(lines: Iterable[str]) -> list[str]:
     """`lines` joined by newlines into as few NOTIFY payloads as fit (one per commit, as a rule)."""

@@ -414,3 +414,35 @@ async def test_a_claim_and_a_look_for_work_are_one_statement_each(pg_dsn: str, m
         statements.sent.clear()
         await queue.wait_for_work(0.01)
         assert len(sent()) == 1, sent()
+
+
+@pytest.mark.anyio
+async def test_queued_runs_are_created_in_one_statement_and_a_taken_id_fails_alone(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An API process enqueueing: new queued runs are one statement (run rows, events and queue
+    rows, no BEGIN/COMMIT); a run id already taken fails as a conflict and changes nothing."""
+    async with PostgresStore(pg_dsn, schema=schema()) as store:
+        queue = store.work_queue
+        await queue.enqueue("taken", [created("taken"), RunStarted(run_id="taken", seq=2)])
+        statements = StatementLog(monkeypatch)
+        await queue.enqueue("r", [created("r")])
+        assert len([q for _c, q in statements.sent if "pg_notify" not in q]) == 1, statements.sent
+        results: dict[str, BaseException | None] = {}
+
+        async def enqueue(run_id: str) -> None:
+            try:
+                await queue.enqueue(run_id, [created(run_id)])
+                results[run_id] = None
+            except ConcurrencyConflict as exc:
+                results[run_id] = exc
+
+        async with anyio.create_task_group() as tg:
+            for run_id in ("a1", "taken", "a2"):
+                tg.start_soon(enqueue, run_id)
+        assert results["a1"] is None and results["a2"] is None
+        assert isinstance(results["taken"], ConcurrencyConflict) and results["taken"].actual_seq == 2  # type: ignore[attr-defined]
+        assert [e.seq for e in await store.read("taken")] == [1, 2]
+        assert await store.last_seq("a1") == 1 and (await store.get_run("a2")) is not None
+        leases = await queue.claim("w", agents=["a"], limit=10, lease=30)
+        assert sorted(lease.run_id for lease in leases) == ["a1", "a2", "r", "taken"]
