@@ -8,8 +8,8 @@ The statements, rows and append decision are the SQL log's (adapters/sql_log.py,
 SQLite), the writer task is adapters/group_commit.py; this module is PostgreSQL's schema and
 migrations, its batch transaction (each run row locked, so appends to one run are serialised
 across processes; statements over arrays, never a round trip per event; fencing for the work
-queue, runengine.adapters.postgres_queue, checked in it), NOTIFY of `run_id seq` on commit with
-one LISTENing connection per store waking in-process waiters (who re-check every `recheck`
+queue, runengine.adapters.postgres_queue, checked in it), NOTIFY of `run_id seq` lines after each
+commit (outside it: see _notice_loop) with one LISTENing connection per store waking in-process waiters (who re-check every `recheck`
 seconds, so a lost NOTIFY delays a tail, never hangs it), and retries of lost connections for
 up to `reconnect_timeout` seconds. Needs asyncpg: `pip install '.[postgres]'` from the clone's root. asyncio only.
 """
