@@ -848,6 +848,7 @@ class PostgresStore(SQLStreams, SQLLog):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
+
 def _only_new_queued_runs(batch: Sequence[_Append]) -> bool:
     """Whether the batch only creates and queues runs, each run once (no lease, no run to wait
     behind, none ended at once): then it is one statement (PostgresStore._create_queued_runs)."""
