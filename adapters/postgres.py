@@ -8,8 +8,8 @@ The statements, rows and append decision are the SQL log's (adapters/sql_log.py,
 SQLite), the writer task is adapters/group_commit.py; this module is PostgreSQL's schema and
 migrations, its batch transaction (each run row locked, so appends to one run are serialised
 across processes; statements over arrays, never a round trip per event; fencing for the work
-queue, runengine.adapters.postgres_queue, checked in it), NOTIFY of `run_id seq` on commit with
-one LISTENing connection per store waking in-process waiters (who re-check every `recheck`
+queue, runengine.adapters.postgres_queue, checked in it), NOTIFY of `run_id seq` lines after each
+commit (outside it: see _notice_loop) with one LISTENing connection per store waking in-process waiters (who re-check every `recheck`
 seconds, so a lost NOTIFY delays a tail, never hangs it), and retries of lost connections for
 up to `reconnect_timeout` seconds. Needs asyncpg: `pip install '.[postgres]'` from the clone's root. asyncio only.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -219,6 +219,51 @@ _SQL.delete_run.append("DELETE FROM runengine_queue WHERE run_id = $1")  # and i
 _LOCK_RUNS = (
     f"SELECT {RUN_COLUMNS} FROM runengine_runs WHERE run_id = ANY($1::text[]) ORDER BY run_id FOR UPDATE"
 )
+#: The batch's first statement: its runs locked, with the token of each one's live lease beside it
+#: (read for fencing in the same round trip; NULL when the run is not claimed or its lease ran out).
+_LOCK_RUNS_AND_LEASES = (
+    f"SELECT {', '.join('r.' + c.strip() for c in RUN_COLUMNS.split(','))}, q.token::text FROM runengine_runs AS r"
+    " LEFT JOIN runengine_queue AS q ON q.run_id = r.run_id AND q.claimed AND q.lease_until > clock_timestamp()"
+    " WHERE r.run_id = ANY($1::text[]) ORDER BY r.run_id FOR UPDATE OF r"
+)
+#: The accepted events and their runs' new summaries: one statement, one round trip.
+_WRITE_EVENTS_AND_RUNS = (
+    "WITH written AS (INSERT INTO runengine_events (run_id, seq, type, at, data)"
+    " SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[], $5::text[]))"
+    " UPDATE runengine_runs AS r SET last_seq = u.last_seq, status = u.status, updated_at = u.updated_at,"
+    " wake_at = u.wake_at"
+    " FROM unnest($6::text[], $7::int[], $8::text[], $9::timestamptz[], $10::timestamptz[])"
+    " AS u(run_id, last_seq, status, updated_at, wake_at)"
+    " WHERE r.run_id = u.run_id"
+)
+#: New queued runs in one statement, its own transaction (one round trip): their rows, events and
+#: queue rows, each run only if its row was not there (a run created elsewhere meanwhile: returned
+#: missing, and its append fails as a conflict).
+_CREATE_QUEUED_RUNS = (
+    "WITH runs AS (INSERT INTO runengine_runs (run_id, agent, status, session_id, owner, created_at, updated_at,"
+    " last_seq, wake_at) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+    " $6::timestamptz[], $7::timestamptz[], $8::int[], $9::timestamptz[])"
+    " ON CONFLICT (run_id) DO NOTHING RETURNING run_id),"
+    " written AS (INSERT INTO runengine_events (run_id, seq, type, at, data) SELECT e.* FROM"
+    " unnest($10::text[], $11::int[], $12::text[], $13::timestamptz[], $14::text[]) AS e(run_id, seq, type, at, data)"
+    " WHERE e.run_id IN (SELECT run_id FROM runs)),"
+    " queued AS (INSERT INTO runengine_queue (run_id, agent, not_before, priority, flow_key) SELECT q.* FROM"
+    " unnest($1::text[], $2::text[], $15::timestamptz[], $16::integer[], $17::text[])"
+    " AS q(run_id, agent, not_before, priority, flow_key) WHERE q.run_id IN (SELECT run_id FROM runs))"
+    " SELECT run_id FROM runs"
+)
+#: The longest NOTIFY payload we send (PostgreSQL refuses 8000 bytes and more).
+_NOTIFY_PAYLOAD_MAX = 7_000
+
+
+class _PooledConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A pool connection released without asyncpg's reset query (a round trip on every release):
+    ours hold no session state to undo (settings are fixed at connect, LISTEN is on a connection
+    of its own, advisory locks are transaction-scoped, no cursor outlives its transaction). An
+    open transaction is still rolled back on release."""
+
+    def get_reset_query(self) -> str:
+        return ""
 
 
 class _Append(Append):
@@ -281,6 +326,11 @@ class PostgresStore(SQLStreams, SQLLog):
             self._commit, store="postgresql", name="runengine postgres writer", closed=self._closed, max_batch=max_batch
         )
         self._listener_task: asyncio.Task[None] | None = None
+        #: Notices of committed batches, for the notice task to send (channel, payload).
+        self._notices: list[tuple[str, str]] = []
+        self._notices_queued = asyncio.Event()
+        self._notice_task: asyncio.Task[None] | None = None
+        self._notices_ending = False
         self._wakeups = RunWakeups()
         self._lost: dict[str, asyncio.Event] = {}
         self._work = asyncio.Event()
@@ -334,9 +384,12 @@ class PostgresStore(SQLStreams, SQLLog):
         finally:
             await conn.close()
         self._pool = await asyncpg.create_pool(
-            self.dsn, min_size=self.pool_min, max_size=self.pool_max, server_settings=settings
+            self.dsn, min_size=self.pool_min, max_size=self.pool_max, server_settings=settings,
+            connection_class=_PooledConnection,
         )
         self._writer.start()
+        self._notices_ending = False
+        self._notice_task = asyncio.create_task(self._notice_loop(), name="runengine postgres notices")
         self._listener_task = asyncio.create_task(self._listen_loop(), name="runengine postgres listener")
 
     async def close(self) -> None:
@@ -344,6 +397,14 @@ class PostgresStore(SQLStreams, SQLLog):
             return
         self._closing = True
         await self._writer.stop()  # what was handed to the writer gets committed (or its error)
+        notices, self._notice_task = self._notice_task, None
+        if notices is not None:  # the committed batches' notices are sent (while the server answers), then it ends
+            self._notices_ending = True
+            self._notices_queued.set()
+            try:
+                await asyncio.wait_for(notices, 5.0)
+            except (asyncio.TimeoutError, Exception):  # noqa: S110 - the waiters' re-checks stand in for them
+                pass
         task, self._listener_task = self._listener_task, None
         if task is not None:
             task.cancel()
@@ -466,15 +527,19 @@ class PostgresStore(SQLStreams, SQLLog):
         """The writer's batch in one transaction (retried on a lost connection); then its callers and
         waiters hear of it."""
         attempt = 0
+        notices: list[tuple[str, str]] = []
 
         async def once() -> None:
-            nonlocal attempt
+            nonlocal attempt, notices
             attempt += 1
             for request in batch:
                 request.error = None
             async with self._require_pool().acquire() as conn:
+                if attempt == 1 and _only_new_queued_runs(batch):  # (a retry decides in a transaction)
+                    notices = await self._create_queued_runs(conn, batch)
+                    return
                 async with conn.transaction():
-                    await self._commit_in(conn, batch, retried=attempt > 1)
+                    notices = await self._commit_in(conn, batch, retried=attempt > 1)
 
         failed: Exception | None = None
         try:
@@ -494,16 +559,63 @@ class PostgresStore(SQLStreams, SQLLog):
                 self._wakeups.notify(request.run_id, request.events[-1].seq)
         if any(r.enqueue and r.error is None for r in batch):
             self._work.set()
+        if failed is None and notices:
+            self._notify_after_commit(notices)
         if failed is not None:
             raise failed  # (every caller has its answer)
         return sum(len(r.events) for r in batch if r.error is None)
 
-    async def _commit_in(self, conn: asyncpg.Connection, batch: list[_Append], *, retried: bool) -> None:
-        """The batch's transaction: lock its runs, create the new ones, decide (sql_log.decide, with
-        the leases checked here), write the accepted events and summaries, keep the queue, NOTIFY."""
-        current: dict[str, RunSummary] = {
-            row[0]: summary_from_row(row, POSTGRESQL) for row in await conn.fetch(_LOCK_RUNS, sorted({r.run_id for r in batch}))
+    async def _create_queued_runs(self, conn: asyncpg.Connection, batch: list[_Append]) -> list[tuple[str, str]]:
+        """A batch of new queued runs (the burst of an API process enqueueing) in one statement."""
+        decision = decide(batch, {})
+        summaries = [decision.changed[r.run_id] for r in batch]
+        created = [r.events[0] for r in batch]
+        inserted = {
+            row[0]
+            for row in await conn.fetch(
+                _CREATE_QUEUED_RUNS,
+                [r.run_id for r in batch],
+                [getattr(e, "agent", "") for e in created],
+                [s.status.value for s in summaries],
+                [s.session_id for s in summaries],
+                [s.owner for s in summaries],
+                [s.created_at for s in summaries],
+                [s.updated_at for s in summaries],
+                [s.last_seq for s in summaries],
+                [s.wake_at for s in summaries],
+                [r.run_id for r in batch for _ in r.events],
+                [e.seq for r in batch for e in r.events],
+                [e.type for r in batch for e in r.events],
+                [e.at for r in batch for e in r.events],
+                [data for r in batch for data in r.data],
+                [getattr(e, "start_at", None) for e in created],
+                [getattr(e, "priority", 0) for e in created],
+                [getattr(e, "concurrency_key", None) for e in created],
+            )
         }
+        there = [r.run_id for r in batch if r.run_id not in inserted]
+        if there:  # created elsewhere meanwhile: each such append fails as the conflict it is
+            actual = dict(await conn.fetch("SELECT run_id, last_seq FROM runengine_runs WHERE run_id = ANY($1::text[])", there))
+            for request in batch:
+                if request.run_id not in inserted:
+                    request.error = ConcurrencyConflict(request.run_id, 0, actual.get(request.run_id, 0))
+        if not inserted:
+            return []
+        return [
+            *((self.events_channel, payload) for payload in _joined(f"{i} {decision.changed[i].last_seq}" for i in inserted)),
+            (self.queue_channel, "work"),
+        ]
+
+    async def _commit_in(self, conn: asyncpg.Connection, batch: list[_Append], *, retried: bool) -> list[tuple[str, str]]:
+        """The batch's transaction: lock its runs (reading their leases), create the new ones, decide
+        (sql_log.decide, with the leases checked here), write the accepted events and summaries, keep
+        the queue. Returns the notices to send once it has committed (channel, payload)."""
+        current: dict[str, RunSummary] = {}
+        holders: dict[str, str] = {}
+        for row in await conn.fetch(_LOCK_RUNS_AND_LEASES, sorted({r.run_id for r in batch})):
+            current[row[0]] = summary_from_row(row, POSTGRESQL)
+            if row[-1] is not None:
+                holders[row[0]] = row[-1]
         # New runs: insert their rows now (a concurrent creator elsewhere makes ours conflict).
         new: dict[str, Event] = {}
         for request in batch:
@@ -530,17 +642,16 @@ class PostgresStore(SQLStreams, SQLLog):
             lost = sorted(set(new) - inserted)
             if lost:  # created elsewhere meanwhile: decided against that run as it is now
                 current.update((row[0], summary_from_row(row, POSTGRESQL)) for row in await conn.fetch(_LOCK_RUNS, lost))
-        leased = [r.run_id for r in batch if r.lease is not None]
-        holders: dict[str, str] = {}
-        if leased:
-            holders = {
-                row[0]: row[1]
+        created_leased = [r.run_id for r in batch if r.lease is not None and r.run_id in new]
+        if created_leased:  # (a run created in this batch had no row to join its lease to: never in practice)
+            holders.update(
+                (row[0], row[1])
                 for row in await conn.fetch(
                     "SELECT run_id, token::text FROM runengine_queue WHERE run_id = ANY($1::text[])"
                     " AND claimed AND lease_until > clock_timestamp()",
-                    leased,
+                    created_leased,
                 )
-            }
+            )
 
         def fenced(request: Append) -> BaseException | None:
             lease = request.lease if isinstance(request, _Append) else None
@@ -557,24 +668,16 @@ class PostgresStore(SQLStreams, SQLLog):
             request.error = outcome
         accepted = [r for r in decision.accepted if isinstance(r, _Append)]
         if not accepted:
-            return
+            return []
+        changed = decision.changed
+        ids = list(changed)
         await conn.execute(
-            "INSERT INTO runengine_events (run_id, seq, type, at, data)"
-            " SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[], $5::text[])",
+            _WRITE_EVENTS_AND_RUNS,
             [r.run_id for r in accepted for _ in r.events],
             [e.seq for r in accepted for e in r.events],
             [e.type for r in accepted for e in r.events],
             [e.at for r in accepted for e in r.events],
             [data for r in accepted for data in r.data],
-        )
-        changed = decision.changed
-        ids = list(changed)
-        await conn.execute(
-            "UPDATE runengine_runs AS r SET last_seq = u.last_seq, status = u.status, updated_at = u.updated_at,"
-            " wake_at = u.wake_at"
-            " FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[], $5::timestamptz[])"
-            " AS u(run_id, last_seq, status, updated_at, wake_at)"
-            " WHERE r.run_id = u.run_id",
             ids,
             [changed[i].last_seq for i in ids],
             [changed[i].status.value for i in ids],
@@ -584,8 +687,6 @@ class PostgresStore(SQLStreams, SQLLog):
         ended = [i for i in ids if changed[i].status.terminal]
         woken = [i for i in ids if i in current and current[i].wake_at is not None and changed[i].wake_at is None
                  and current[i].status is Status.WAITING_FOR_INPUT]
-        if woken:  # an input came (the run may be parked on the queue): the workers waiting for work hear of it
-            await conn.execute("SELECT pg_notify($1, 'work')", self.queue_channel)
         gone: list[str] = []
         if ended:
             gone = [
@@ -626,13 +727,13 @@ class PostgresStore(SQLStreams, SQLLog):
                     "SELECT EXISTS (SELECT 1 FROM runengine_queue WHERE after_runs && $1::text[])", ended
                 )
             )
-        payloads = [f"{i} {changed[i].last_seq}" for i in ids]
-        await conn.execute(
-            "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", self.events_channel, payloads
-        )
-        notes = [f"gone {rid}" for rid in gone] + (["work"] if queued or unblocked else [])
-        if notes:
-            await conn.execute("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", self.queue_channel, notes)
+        # An input came to a parked run, a run was queued or unblocked: the workers waiting for work hear of it.
+        work = bool(woken or queued or unblocked)
+        return [
+            *((self.events_channel, payload) for payload in _joined(f"{i} {changed[i].last_seq}" for i in ids)),
+            *((self.queue_channel, f"gone {run_id}") for run_id in gone),
+            *([(self.queue_channel, "work")] if work else []),
+        ]
 
     # -- live tails -------------------------------------------------------------------
 
@@ -660,11 +761,45 @@ class PostgresStore(SQLStreams, SQLLog):
         return int(value) if value is not None else 0
 
     def _on_event_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        run_id, _, seq = payload.rpartition(" ")
-        try:
-            self._wakeups.notify(run_id, int(seq))
-        except ValueError:
-            log.warning("ignored a malformed notification", payload=payload)
+        for line in payload.split("\n"):  # `run_id seq`, a line per run a commit wrote to
+            run_id, _, seq = line.rpartition(" ")
+            try:
+                self._wakeups.notify(run_id, int(seq))
+            except ValueError:
+                log.warning("ignored a malformed notification", payload=line)
+
+    def _notify_after_commit(self, notices: Sequence[tuple[str, str]]) -> None:
+        """Queue (channel, payload) notices of something committed, for the notice task to send."""
+        self._notices.extend(notices)
+        self._notices_queued.set()
+
+    async def _notice_loop(self) -> None:
+        """Send the notices of committed batches, after each commit and outside it: a NOTIFY in a
+        transaction holds PostgreSQL's database-wide notify lock until that transaction's WAL flush
+        is done, which would make every process's durable commits wait for each other's fsyncs (no
+        group commit across processes). Here one statement sends all pending notices, committed
+        without waiting for its flush (nothing durable is in it). A notice lost in a crash delays a
+        tail until its re-check, as a lost NOTIFY always could."""
+        while True:
+            await self._notices_queued.wait()
+            self._notices_queued.clear()
+            while self._notices:
+                notices, self._notices = self._notices, []
+                try:
+                    await self._retry(lambda: self._send_notices(notices))
+                except Exception as exc:  # the waiters' re-checks find what the notices would have said
+                    log.warning("notifications not sent", error=repr(exc), count=len(notices))
+            if self._notices_ending:
+                return
+
+    async def _send_notices(self, notices: Sequence[tuple[str, str]]) -> None:
+        async with self._require_pool().acquire() as conn:
+            await conn.execute(
+                "SELECT set_config('synchronous_commit', 'off', true), pg_notify(n.channel, n.payload)"
+                " FROM unnest($1::text[], $2::text[]) AS n(channel, payload)",
+                [channel for channel, _ in notices],
+                [payload for _, payload in notices],
+            )
 
     def _on_queue_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         if payload == "work":
@@ -712,6 +847,31 @@ class PostgresStore(SQLStreams, SQLLog):
                 self._wake_everyone()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+
+def _only_new_queued_runs(batch: Sequence[_Append]) -> bool:
+    """Whether the batch only creates and queues runs, each run once (no lease, no run to wait
+    behind, none ended at once): then it is one statement (PostgresStore._create_queued_runs)."""
+    return len({r.run_id for r in batch}) == len(batch) and all(
+        r.enqueue and r.expected_seq == 0 and r.lease is None and not r.after and not r.events[-1].terminal for r in batch
+    )
+
+
+def _joined(lines: Iterable[str]) -> list[str]:
+    """`lines` joined by newlines into as few NOTIFY payloads as fit (one per commit, as a rule)."""
+    payloads: list[str] = []
+    current: list[str] = []
+    size = 0
+    for line in lines:
+        if current and size + len(line) + 1 > _NOTIFY_PAYLOAD_MAX:
+            payloads.append("\n".join(current))
+            current, size = [], 0
+        current.append(line)
+        size += len(line) + 1
+    if current:
+        payloads.append("\n".join(current))
+    return payloads
+
 
 class PostgresRateWindows:
     """Request counts per key in fixed windows (runengine.http.ratelimit.WindowCounter), in the

@@ -40,6 +40,8 @@ class QueueHost(Protocol):
 
     async def _fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Sequence[Any] | None: ...
 
+    def _notify_after_commit(self, notices: Sequence[tuple[str, str]]) -> None: ...
+
     async def _append_for_queue(
         self, run_id: str, events: Sequence[Event], expected_seq: int, *, lease: Lease | None = None,
         enqueue: bool = False, after: Sequence[str] = (),
@@ -67,42 +69,42 @@ class PostgresWorkQueue:
         limited = {name: spec for name, spec in (flow or {}).items() if spec.limited and name in agents}
 
         async def run() -> list[asyncpg.Record]:
-            async with store._require_pool().acquire() as conn, conn.transaction():
-                rows = (
-                    await postgres_flow.claim_limited(conn, worker, agents=agents, limit=limit, lease=lease, flow=limited)
-                    if limited
-                    else list(await conn.fetch(
-                        "WITH picked AS ("
-                        "  SELECT run_id, claimed AS taken_over FROM runengine_queue"
-                        "  WHERE ((NOT claimed AND agent = ANY($2::text[])"
-                        "    AND (not_before IS NULL OR not_before <= clock_timestamp())"
-                        "    AND (cardinality(after_runs) = 0 OR NOT EXISTS ("
-                        "    SELECT 1 FROM runengine_runs AS r WHERE r.run_id = ANY(after_runs)"
-                        "    AND r.status IN ('pending', 'running', 'waiting_for_input'))))"
-                        "   OR (claimed AND lease_until < clock_timestamp()))"
-                        # A parked run (idle in a durable wait) is claimable once its timer is due or its input came.
-                        "   AND NOT EXISTS (SELECT 1 FROM runengine_runs AS w WHERE w.run_id = runengine_queue.run_id"
-                        "    AND w.wake_at > clock_timestamp())"
-                        "  ORDER BY priority DESC, position LIMIT $3 FOR UPDATE SKIP LOCKED)"
-                        " UPDATE runengine_queue AS q SET claimed = true, token = gen_random_uuid(), worker = $1,"
-                        "  lease_until = clock_timestamp() + $4::interval, claims = q.claims + 1"
-                        " FROM picked WHERE q.run_id = picked.run_id"
-                        " RETURNING q.run_id, q.token::text, q.agent, q.claims, picked.taken_over",
-                        worker,
-                        list(agents),
-                        limit,
-                        timedelta(seconds=lease),
-                    ))
-                )
-                taken = [f"gone {row[0]}" for row in rows if row[4]]
-                if taken:  # the lost holder (if it is only slow) stops at once
-                    observe.current.leases_expired(len(taken))
-                    await conn.execute(
-                        "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", store.queue_channel, taken
-                    )
-                return rows
+            if limited:
+                async with store._require_pool().acquire() as conn, conn.transaction():
+                    return await postgres_flow.claim_limited(conn, worker, agents=agents, limit=limit, lease=lease, flow=limited)
+            async with store._require_pool().acquire() as conn:
+                # One statement, its own transaction: one round trip. It does not wait for its WAL
+                # flush: the claimer's first append (run.started) is durable only once the WAL up to
+                # it, this claim included, is flushed; a claim lost in a crash is a lease run out.
+                return list(await conn.fetch(
+                    "WITH picked AS ("
+                    "  SELECT run_id, claimed AS taken_over FROM runengine_queue"
+                    "  WHERE ((NOT claimed AND agent = ANY($2::text[])"
+                    "    AND (not_before IS NULL OR not_before <= clock_timestamp())"
+                    "    AND (cardinality(after_runs) = 0 OR NOT EXISTS ("
+                    "    SELECT 1 FROM runengine_runs AS r WHERE r.run_id = ANY(after_runs)"
+                    "    AND r.status IN ('pending', 'running', 'waiting_for_input'))))"
+                    "   OR (claimed AND lease_until < clock_timestamp()))"
+                    # A parked run (idle in a durable wait) is claimable once its timer is due or its input came.
+                    "   AND NOT EXISTS (SELECT 1 FROM runengine_runs AS w WHERE w.run_id = runengine_queue.run_id"
+                    "    AND w.wake_at > clock_timestamp())"
+                    "  ORDER BY priority DESC, position LIMIT $3 FOR UPDATE SKIP LOCKED)"
+                    ", claimed AS (UPDATE runengine_queue AS q SET claimed = true, token = gen_random_uuid(), worker = $1,"
+                    "  lease_until = clock_timestamp() + $4::interval, claims = q.claims + 1"
+                    " FROM picked WHERE q.run_id = picked.run_id"
+                    " RETURNING q.run_id, q.token::text AS token, q.agent, q.claims, picked.taken_over)"
+                    " SELECT c.*, set_config('synchronous_commit', 'off', true) FROM claimed AS c",
+                    worker,
+                    list(agents),
+                    limit,
+                    timedelta(seconds=lease),
+                ))
 
         rows = await store._retry(run)
+        taken = [(store.queue_channel, f"gone {row[0]}") for row in rows if row[4]]
+        if taken:  # the lost holder (if it is only slow) stops at once
+            observe.current.leases_expired(len(taken))
+            store._notify_after_commit(taken)
         return [Lease(run_id=r[0], token=r[1], worker=worker, agent=r[2], claims=r[3]) for r in rows]
 
     async def depth(self) -> tuple[int, int]:
@@ -154,19 +156,15 @@ class PostgresWorkQueue:
 
     async def wait_for_work(self, timeout: float) -> None:
         work = self._store._work
-        # No notice comes when a delayed run's start_at arrives: wake for the earliest one.
+        # No notice comes when a delayed run's start_at arrives, nor when a parked run's timer comes
+        # due: wake for the earliest of either (one statement).
         row = await self._store._fetch_one(
-            "SELECT extract(epoch FROM min(not_before) - clock_timestamp()) FROM runengine_queue"
-            " WHERE NOT claimed AND not_before > clock_timestamp()"
+            "SELECT extract(epoch FROM least("
+            "(SELECT min(not_before) FROM runengine_queue WHERE NOT claimed AND not_before > clock_timestamp()),"
+            " (SELECT min(r.wake_at) FROM runengine_queue AS q JOIN runengine_runs AS r ON r.run_id = q.run_id"
+            "  WHERE NOT q.claimed AND r.wake_at > clock_timestamp() AND r.wake_at < 'infinity')"
+            ") - clock_timestamp())"
         )
-        # ... nor when a parked run's timer comes due.
-        parked = await self._store._fetch_one(
-            "SELECT extract(epoch FROM min(r.wake_at) - clock_timestamp()) FROM runengine_queue AS q"
-            " JOIN runengine_runs AS r ON r.run_id = q.run_id WHERE NOT q.claimed AND r.wake_at > clock_timestamp()"
-            " AND r.wake_at < 'infinity'"
-        )
-        if parked is not None and parked[0] is not None:
-            timeout = min(timeout, max(float(parked[0]), 0.0))
         if row is not None and row[0] is not None:
             timeout = min(timeout, max(float(row[0]), 0.0))
         try:

@@ -8,11 +8,13 @@ import uuid
 
 import anyio
 import asyncpg
+import attrs
 import pytest
 
 from runengine.adapters.postgres import SCHEMA_VERSION, PostgresStore
 from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError, StoreError
 from runengine.events import MessageDelta, RunCreated, RunStarted
+from runengine.ports import LeaseLost
 from runengine.stores import open_store
 from runengine.testing import conformance
 
@@ -42,6 +44,10 @@ def schema() -> str:
 
 async def start_run(store: PostgresStore, run_id: str) -> None:
     await store.append(run_id, [created(run_id), RunStarted(run_id=run_id, seq=2)], expected_seq=0)
+
+
+async def append_delta(store: PostgresStore, run_id: str, seq: int) -> None:
+    await store.append(run_id, [delta(run_id, seq)], expected_seq=seq - 1)
 
 
 async def until_listening(store: PostgresStore) -> None:
@@ -286,3 +292,157 @@ async def test_appends_survive_killed_pool_connections(pg_dsn: str) -> None:
         for seq in range(3, 13):
             await store.append("r", [delta("r", seq)], expected_seq=seq - 1)
         assert [e.seq for e in await store.read("r")] == list(range(1, 13))
+
+
+class StatementLog:
+    """Every statement asyncpg sends (on any connection, pooled or not), with its connection:
+    a count of round trips, the figure a PostgreSQL append or read costs."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sent: list[tuple[int, str]] = []
+        for name in ("execute", "fetch", "fetchval", "fetchrow"):
+            original = getattr(asyncpg.connection.Connection, name)
+
+            def logged(conn: asyncpg.Connection, query: str, *args: object, _original=original, **kwargs: object):  # type: ignore[no-untyped-def]
+                self.sent.append((id(conn), query))
+                return _original(conn, query, *args, **kwargs)
+
+            monkeypatch.setattr(asyncpg.connection.Connection, name, logged)
+
+    def transaction(self) -> list[str]:
+        """The statements of the one transaction sent, BEGIN to COMMIT, on its connection."""
+        begins = [i for i, (_conn, query) in enumerate(self.sent) if query.strip().rstrip(";").upper() == "BEGIN"]
+        assert len(begins) == 1, self.sent
+        conn = self.sent[begins[0]][0]
+        on_it = [query for c, query in self.sent[begins[0]:] if c == conn]
+        ends = [i for i, query in enumerate(on_it) if query.strip().rstrip(";").upper() == "COMMIT"]
+        return on_it[: ends[0] + 1]
+
+
+@pytest.mark.anyio
+async def test_a_pooled_read_is_one_round_trip(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pool connection goes back without asyncpg's reset query (a second round trip per read)."""
+    async with PostgresStore(pg_dsn, schema=schema()) as store:
+        await start_run(store, "r")
+        statements = StatementLog(monkeypatch)
+        for _ in range(5):
+            assert (await store.get_run("r")) is not None
+        reads = [query for _conn, query in statements.sent if "pg_notify" not in query]  # (start_run's notice, sent meanwhile)
+        assert len(reads) == 5, reads
+
+
+@pytest.mark.anyio
+async def test_a_leased_step_commits_in_four_statements_without_notify(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker's append (fenced by its lease) is BEGIN, one statement locking the run and reading
+    its lease, one writing the events and the run row, COMMIT; the NOTIFY goes after the commit,
+    outside it (inside, PostgreSQL's notify lock would be held through the commit's WAL flush)."""
+    async with PostgresStore(pg_dsn, schema=schema(), recheck=30.0) as writer, PostgresStore(
+        pg_dsn, schema=writer.schema, recheck=30.0
+    ) as reader:
+        queue = writer.work_queue
+        await queue.enqueue("r", [created("r")])
+        [lease] = await queue.claim("w", agents=["a"], limit=1, lease=30)
+        await queue.append_leased(lease, [RunStarted(run_id="r", seq=2)], expected_seq=1)
+        await until_listening(reader)
+        statements = StatementLog(monkeypatch)
+        woken: list[bool] = []
+
+        async def tail() -> None:
+            woken.append(await reader.wait("r", after_seq=2, timeout=20))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tail)
+            await until_parked(reader, "r")
+            statements.sent.clear()
+            await queue.append_leased(lease, [delta("r", 3)], expected_seq=2)
+            with anyio.fail_after(5):  # far below the re-check: the notice after the commit woke it
+                while not woken:
+                    await anyio.sleep(0.01)
+        assert woken == [True]
+        commit = statements.transaction()
+        assert len(commit) == 4, commit
+        assert not any("pg_notify" in query for query in commit), commit
+        # The lease is still checked: a stale token is refused and writes nothing.
+        with pytest.raises(LeaseLost):
+            await queue.append_leased(attrs.evolve(lease, token=str(uuid.uuid4())), [delta("r", 4)], expected_seq=3)
+        assert await writer.last_seq("r") == 3
+
+
+@pytest.mark.anyio
+async def test_a_batch_sends_one_notification_for_all_its_runs(pg_dsn: str) -> None:
+    """The runs of one commit are named in one NOTIFY payload (a line each), not one NOTIFY per run:
+    every listening process handles one notification per commit."""
+    async with PostgresStore(pg_dsn, schema=schema()) as store:
+        runs = [f"r{i}" for i in range(100)]
+        async with anyio.create_task_group() as tg:
+            for run_id in runs:
+                tg.start_soon(start_run, store, run_id)
+        listener = await asyncpg.connect(pg_dsn)
+        payloads: list[str] = []
+        try:
+            await listener.add_listener(store.events_channel, lambda *args: payloads.append(args[-1]))
+            commits_before = len(store.batch_sizes)
+            async with anyio.create_task_group() as tg:
+                for run_id in runs:
+                    tg.start_soon(append_delta, store, run_id, 3)
+            commits = len(store.batch_sizes) - commits_before
+            with anyio.fail_after(5):
+                while sum(len(p.split("\n")) for p in payloads) < len(runs):
+                    await anyio.sleep(0.01)
+        finally:
+            await listener.close()
+        assert sorted(line for p in payloads for line in p.split("\n")) == sorted(f"{r} 3" for r in runs)
+        assert len(payloads) <= commits < len(runs), (len(payloads), commits)
+
+
+@pytest.mark.anyio
+async def test_a_claim_and_a_look_for_work_are_one_statement_each(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every idle worker claims on each "work" notice: a claim is one statement (its own
+    transaction, no BEGIN/COMMIT round trips), and so is the look at the timers before a wait."""
+    async with PostgresStore(pg_dsn, schema=schema()) as store:
+        queue = store.work_queue
+        await queue.enqueue("r", [created("r")])
+        statements = StatementLog(monkeypatch)
+
+        def sent() -> list[str]:
+            return [query for _conn, query in statements.sent if "pg_notify" not in query]  # (notices, sent meanwhile)
+
+        [lease] = await queue.claim("w", agents=["a"], limit=4, lease=30)
+        assert len(sent()) == 1, sent()
+        assert await queue.held(lease)
+        assert await queue.claim("w2", agents=["a"], limit=4, lease=30) == []  # claimed: nobody else gets it
+        statements.sent.clear()
+        await queue.wait_for_work(0.01)
+        assert len(sent()) == 1, sent()
+
+
+@pytest.mark.anyio
+async def test_queued_runs_are_created_in_one_statement_and_a_taken_id_fails_alone(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An API process enqueueing: new queued runs are one statement (run rows, events and queue
+    rows, no BEGIN/COMMIT); a run id already taken fails as a conflict and changes nothing."""
+    async with PostgresStore(pg_dsn, schema=schema()) as store:
+        queue = store.work_queue
+        await queue.enqueue("taken", [created("taken"), RunStarted(run_id="taken", seq=2)])
+        statements = StatementLog(monkeypatch)
+        await queue.enqueue("r", [created("r")])
+        assert len([q for _c, q in statements.sent if "pg_notify" not in q]) == 1, statements.sent
+        results: dict[str, BaseException | None] = {}
+
+        async def enqueue(run_id: str) -> None:
+            try:
+                await queue.enqueue(run_id, [created(run_id)])
+                results[run_id] = None
+            except ConcurrencyConflict as exc:
+                results[run_id] = exc
+
+        async with anyio.create_task_group() as tg:
+            for run_id in ("a1", "taken", "a2"):
+                tg.start_soon(enqueue, run_id)
+        assert results["a1"] is None and results["a2"] is None
+        assert isinstance(results["taken"], ConcurrencyConflict) and results["taken"].actual_seq == 2  # type: ignore[attr-defined]
+        assert [e.seq for e in await store.read("taken")] == [1, 2]
+        assert await store.last_seq("a1") == 1 and (await store.get_run("a2")) is not None
+        leases = await queue.claim("w", agents=["a"], limit=10, lease=30)
+        assert sorted(lease.run_id for lease in leases) == ["a1", "a2", "r", "taken"]
