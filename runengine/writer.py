@@ -24,7 +24,7 @@ the new events and tries again.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -66,15 +66,20 @@ class RunWriter:
         snapshot_seq: int = 0,
         max_events: int = MAX_EVENTS_PER_RUN,
         max_event_bytes: int = MAX_EVENT_BYTES,
+        unsaved: Sequence[Event] = (),
     ) -> None:
+        """`unsaved`: the last events `fold` holds, not yet committed (a sync run's run.created,
+        which commits in the run's first batch): queued, and committed within the flush window."""
         assert fold.run_id is not None
         self.store = store
         self.run_id: str = fold.run_id
         self.fold = fold
-        self.committed_seq = fold.last_seq
-        self._pending: list[Event] = []
+        self.committed_seq = fold.last_seq - len(unsaved)
+        self._pending: list[Event] = list(unsaved)
         self._lock = anyio.Lock(fast_acquire=True)  # uncontended (the common case): no yield to the loop
         self._wake = anyio.Event()
+        if unsaved:
+            self._wake.set()
         self._full = anyio.Event()  # a whole batch is queued: the flush loop need not wait
         #: Set (and dropped) when an append returns; made only when someone waits for one.
         self._batch_done: anyio.Event | None = None
@@ -92,6 +97,10 @@ class RunWriter:
         #: Set when a background flush failed; the run's driver reads it.
         self.failure: BaseException | None = None
         self.ended_elsewhere: Event | None = None
+        #: Set once the `unsaved` events are committed, or once nothing more will be (`settle`).
+        self.saved = anyio.Event()
+        if not unsaved:
+            self.saved.set()
 
     @property
     def next_seq(self) -> int:
@@ -209,6 +218,7 @@ class RunWriter:
                 finally:
                     self._batch_returned()
                 self.committed_seq = last.seq
+                self.saved.set()
                 observe.appended(batch, lambda: self.state, time.perf_counter() - started)
                 if snapshot is not None and snapshot.last_seq == last.seq:
                     await self.store.save_snapshot(snapshot)
@@ -233,6 +243,10 @@ class RunWriter:
         finally:
             self._loop_running = False
             self._batch_returned()  # nobody may wait for a loop that has stopped
+
+    def settle(self) -> None:
+        """The run's task has ended: nobody waits for `saved` any longer (see `committed_seq`)."""
+        self.saved.set()
 
     def _batch_returned(self) -> None:
         done, self._batch_done = self._batch_done, None
