@@ -536,6 +536,7 @@ class RunEngine:
         request_fingerprint: str | None = ...,
         session_policy: SessionPolicy | None = ...,
         run_id: str | None = ...,
+        fresh_run_id: bool = ...,
         start_at: datetime | None = ...,
         priority: int = ...,
     ) -> RunState: ...
@@ -556,6 +557,7 @@ class RunEngine:
         request_fingerprint: str | None = ...,
         session_policy: SessionPolicy | None = ...,
         run_id: str | None = ...,
+        fresh_run_id: bool = ...,
         start_at: datetime | None = ...,
         priority: int = ...,
     ) -> RunStream: ...
@@ -575,6 +577,7 @@ class RunEngine:
         request_fingerprint: str | None = None,
         session_policy: SessionPolicy | None = None,
         run_id: str | None = None,
+        fresh_run_id: bool = False,
         start_at: datetime | None = None,
         priority: int = 0,
     ) -> RunState | RunStream:
@@ -584,6 +587,9 @@ class RunEngine:
         mode="async": the state right after creation (status pending) — at once.
         mode="stream": a RunStream: the run's id, and (iterating it) its events from seq 1 to the last.
         Each mode's answer carries the run id (`.run_id`), a repeated idempotency key's included.
+        `fresh_run_id`: `run_id` was made for this call (a new uuid, as the engine makes one), so no
+        run can have it: a sync run may then commit its run.created with its first batch, as one
+        with an engine-made id does (a sync run's answer is its only acknowledgement).
         start_at: a delayed run stays pending until then (across restarts).
         priority: among its agent's runs waiting for a slot (runengine.flow), higher starts first.
 
@@ -651,7 +657,7 @@ class RunEngine:
                     timeout=timeout, owner=owner, policy=policy, start_at=start_at, keyed=key_record is not None,
                     priority=priority, concurrency_key=concurrency_key,
                     commit_with_start=(
-                        mode == "sync" and run_id is None and key_record is None and session_id is None
+                        mode == "sync" and (run_id is None or fresh_run_id) and key_record is None and session_id is None
                         and start_at is None and (flow is None or not flow.limited)
                     ),
                 )

@@ -6,9 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 
+from httpkit import serve
 from runengine import observe
+from runengine.adapters.asgi import engine_asgi_app
 from runengine.adapters.sqlite import SQLiteStore
 from runengine.context import RunContext
 from runengine.engine import RunEngine
@@ -151,3 +154,27 @@ async def test_a_said_message_commits_within_the_flush_window_while_the_agent_go
                 await anyio.sleep(0.005)
         go_on.set()
         assert (await engine.wait(run.run_id)).status is Status.COMPLETED
+
+
+@pytest.mark.server  # real uvicorn on loopback
+@pytest.mark.anyio
+async def test_post_runs_in_sync_mode_costs_one_commit(tmp_path: Path, commits: Commits) -> None:
+    """The native profile makes the run id itself (to cancel the run if the client goes): still one commit."""
+    engine = RunEngine(SQLiteStore(tmp_path / "runs.db"))
+
+    @engine.agent("echo")
+    async def echo(ctx: RunContext) -> None:
+        await ctx.say(str(ctx.input))
+
+    async with engine, serve(engine_asgi_app(engine)) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        assert (await http.post("/runs", json={"agent": "echo", "input": "warm-up"})).status_code == 200
+        before = commits.count
+        response = await http.post("/runs", json={"agent": "echo", "input": "hello", "mode": "sync"})
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "completed" and response.json()["output"] == "hello"
+        assert commits.count - before == 1
+        run_id = response.json()["run_id"]
+        assert (await http.get(f"/runs/{run_id}")).json()["status"] == "completed"
+        before = commits.count
+        response = await http.post("/runs", json={"agent": "echo", "input": "later", "mode": "async"})
+        assert response.status_code == 202 and commits.count - before >= 1  # answered once run.created is durable
