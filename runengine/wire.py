@@ -31,10 +31,11 @@ _json_string = json.encoder.encode_basestring
 
 def format_time(value: datetime) -> str:
     """RFC 3339 in UTC with a Z, microseconds kept."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    utc = value.astimezone(timezone.utc)
-    return f"{utc.year:04d}" + utc.strftime("-%m-%dT%H:%M:%S.%fZ")  # %Y is not zero-padded before 1000
+    if value.tzinfo is not timezone.utc:  # the engine's clock gives UTC: nothing to convert (every frame has one)
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        value = value.astimezone(timezone.utc)
+    return value.isoformat(timespec="microseconds")[:-6] + "Z"  # "+00:00" as Z; the year is zero-padded
 
 
 def parse_time(value: str) -> datetime:

@@ -4,7 +4,7 @@ the same bytes as the general encoding, without the event converter (issue 22, p
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -29,3 +29,17 @@ def test_a_delta_frame_is_the_general_encoding_without_the_converter(content: st
     assert converted == []  # no converter call for a delta
     assert frame == f"id: 7\nevent: message.delta\ndata: {general}\n\n".encode()
     assert json.loads(frame.decode().split("data: ", 1)[1])["data"] == {"message_id": 'm"1', "content": content}
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        (datetime(2026, 12, 3, 16, 4, 5, 120, tzinfo=timezone.utc), "2026-12-03T16:04:05.000120Z"),
+        (datetime(2026, 12, 3, 16, 4, 5), "2026-12-03T16:04:05.000000Z"),  # naive: taken as UTC
+        (datetime(2026, 12, 3, 18, 4, 5, 999999, tzinfo=timezone(timedelta(hours=2))), "2026-12-03T16:04:05.999999Z"),
+        (datetime(7, 1, 2, 3, 4, 5, tzinfo=timezone.utc), "0007-01-02T03:04:05.000000Z"),  # the year zero-padded
+    ],
+)
+def test_times_are_rfc3339_in_utc_with_microseconds(value: datetime, text: str) -> None:
+    assert wire.format_time(value) == text
+    assert wire.parse_time(text) == (value if value.tzinfo else value.replace(tzinfo=timezone.utc))
