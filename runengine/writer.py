@@ -42,6 +42,9 @@ from .wire import data_to_json
 
 log = structlog.get_logger("runengine.writer")
 
+#: Batches' worth of events (`flush_max` each) an agent may queue while a batch commits.
+BACKLOG_BATCHES = 4
+
 #: A finished run gets a snapshot only if at least this many events follow the last one.
 TERMINAL_SNAPSHOT_MIN = 64
 
@@ -176,11 +179,15 @@ class RunWriter:
     async def _hand_over(self) -> None:
         """A whole batch is queued: the flush loop commits it while the agent goes on producing.
 
-        The agent waits only while an earlier batch is still committing, so one batch is in
-        flight while the next one fills (the store's fsync overlaps the agent's work), and
-        memory stays bounded. Without a flush loop, flush here.
+        The agent goes on while an earlier batch is still committing (the store's fsync overlaps
+        the agent's work), queueing up to BACKLOG_BATCHES batches' worth, which the flush under
+        way takes next in one append: a slow commit makes the next one larger, not the agent
+        stall at every batch. Past that it waits, so memory stays bounded. Without a flush
+        loop, flush here.
         """
         if self._lock.locked():
+            if len(self._pending) < self._flush_max * BACKLOG_BATCHES:
+                return  # the flush under way takes them next (its loop runs while any are pending)
             if self._batch_done is None:
                 self._batch_done = anyio.Event()
             await self._batch_done.wait()
