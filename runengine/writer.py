@@ -43,7 +43,7 @@ from .wire import data_to_json
 log = structlog.get_logger("runengine.writer")
 
 #: Batches' worth of events (`flush_max` each) an agent may queue while a batch commits.
-BACKLOG_BATCHES = 4
+BACKLOG_BATCHES = 2
 
 #: A finished run gets a snapshot only if at least this many events follow the last one.
 TERMINAL_SNAPSHOT_MIN = 64

@@ -49,7 +49,7 @@ async def test_an_agent_goes_on_streaming_while_a_batch_commits_up_to_the_backlo
     @engine.agent("stream")
     async def stream(ctx: RunContext) -> None:
         nonlocal produced
-        await anyio.sleep(0)  # the run's flush task starts (before it, the agent flushes a batch itself)
+        await anyio.sleep(0.01)  # the run's flush task starts (before it, the agent flushes a batch itself)
         for i in range(FLUSH_MAX + backlog + 3 * FLUSH_MAX):
             await ctx.delta(f"t{i} ")
             produced += 1
