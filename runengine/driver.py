@@ -171,9 +171,11 @@ class RunDriver:
         max_attempts: int | None = None,
         first_page: Sequence[Event] = (),
         woken: bool = False,
+        unsaved: Sequence[Event] = (),
     ) -> ActiveRun:
         """Execute `state`'s run: start it if pending, else resume it (`store`: a worker's leased
-        view; `woken`: it was idle in the store, not lost). A run already executing here is left
+        view; `woken`: it was idle in the store, not lost; `unsaved`: its run.created, not yet
+        committed: it commits with the run's first batch, RunWriter). A run already executing here is left
         as it is (its creator and the idle scanner may both find a run that is due at once)."""
         if state.run_id in self.active:
             return self.active[state.run_id]
@@ -185,6 +187,7 @@ class RunDriver:
             snapshot_every=self.durability.snapshot_every,
             max_events=self.limits.max_events_per_run,
             max_event_bytes=self.limits.max_event_bytes,
+            unsaved=unsaved,
         )
         active = ActiveRun(run_id=state.run_id, writer=writer, after=after, first_page=first_page, woken=woken)
         self.active[state.run_id] = active
@@ -239,6 +242,7 @@ class RunDriver:
         finally:
             observer.active_runs(-1)
             self.active.pop(active.run_id, None)
+            writer.settle()
             active.done.set()
             for callback in active.on_done:
                 callback()

@@ -42,6 +42,7 @@ from .errors import (
     RunNotFound,
     SessionExists,
     SessionNotFound,
+    StoreError,
 )
 from .children import cancel_children
 from .events import NO_DEADLINE, Event, RunCancelled, RunCreated, RunInput, SignalReceived, SignalRecord
@@ -83,7 +84,7 @@ from .state import RunState
 from .status import Status
 from .stores import open_store
 from .idle import IdleRuns
-from .driver import AgentFailed, RunDriver, append_at_head
+from .driver import ActiveRun, AgentFailed, RunDriver, append_at_head
 from .following import follow_batches
 from .keylock import KeyLocks
 from .options import Durability, Flow, Retention, RunLimits
@@ -535,6 +536,7 @@ class RunEngine:
         request_fingerprint: str | None = ...,
         session_policy: SessionPolicy | None = ...,
         run_id: str | None = ...,
+        fresh_run_id: bool = ...,
         start_at: datetime | None = ...,
         priority: int = ...,
     ) -> RunState: ...
@@ -555,6 +557,7 @@ class RunEngine:
         request_fingerprint: str | None = ...,
         session_policy: SessionPolicy | None = ...,
         run_id: str | None = ...,
+        fresh_run_id: bool = ...,
         start_at: datetime | None = ...,
         priority: int = ...,
     ) -> RunStream: ...
@@ -574,6 +577,7 @@ class RunEngine:
         request_fingerprint: str | None = None,
         session_policy: SessionPolicy | None = None,
         run_id: str | None = None,
+        fresh_run_id: bool = False,
         start_at: datetime | None = None,
         priority: int = 0,
     ) -> RunState | RunStream:
@@ -583,6 +587,9 @@ class RunEngine:
         mode="async": the state right after creation (status pending) — at once.
         mode="stream": a RunStream: the run's id, and (iterating it) its events from seq 1 to the last.
         Each mode's answer carries the run id (`.run_id`), a repeated idempotency key's included.
+        `fresh_run_id`: `run_id` was made for this call (a new uuid, as the engine makes one), so no
+        run can have it: a sync run may then commit its run.created with its first batch, as one
+        with an engine-made id does (a sync run's answer is its only acknowledgement).
         start_at: a delayed run stays pending until then (across restarts).
         priority: among its agent's runs waiting for a slot (runengine.flow), higher starts first.
 
@@ -649,6 +656,10 @@ class RunEngine:
                     new_run_id, spec.name, input, mode=mode, session_id=session_id, metadata=metadata,
                     timeout=timeout, owner=owner, policy=policy, start_at=start_at, keyed=key_record is not None,
                     priority=priority, concurrency_key=concurrency_key,
+                    commit_with_start=(
+                        mode == "sync" and (run_id is None or fresh_run_id) and key_record is None and session_id is None
+                        and start_at is None and (flow is None or not flow.limited)
+                    ),
                 )
                 if debounced is not None:
                     await self.admission.supersede(debounced, new_run_id)
@@ -662,7 +673,23 @@ class RunEngine:
                 with anyio.CancelScope(shield=True):
                     await self._release_key(key_record)
             raise
+        if mode == "sync" and (active := self.driver.active.get(new_run_id)) is not None:
+            return await self._answer_sync(active)
         return await self._respond(new_run_id, mode, after_seq=0, created=state)
+
+    async def _answer_sync(self, active: ActiveRun) -> RunState:
+        """A sync run launched by this request: once its run.created is durable, the state it
+        ends (or waits for input) in; straight from its writer when that holds only committed events."""
+        writer = active.writer
+        await writer.saved.wait()
+        if writer.committed_seq == 0:  # its task ended with nothing committed (a store failure, a stop)
+            raise StoreError(f"run {active.run_id} could not be recorded")
+        state = writer.state
+        if writer.committed_seq == state.last_seq and (
+            state.status.terminal or state.status is Status.WAITING_FOR_INPUT
+        ):
+            return state
+        return await self.wait(active.run_id)
 
     async def _release_key(self, record: IdempotencyRecord) -> None:
         try:
@@ -688,10 +715,14 @@ class RunEngine:
         parent_run_id: str | None = None,
         priority: int = 0,
         concurrency_key: str | None = None,
+        commit_with_start: bool = False,
     ) -> RunState:
         """Check the session (claiming a new one for `owner`), apply its policy, record run.created.
         `keyed`: the run id is an idempotency key's, which another request may have created first
-        (ConcurrencyConflict, and the session's runs are left alone)."""
+        (ConcurrencyConflict, and the session's runs are left alone).
+        `commit_with_start`: a sync run whose id nobody else knows, launched at once: its
+        run.created is not committed alone but in the run's first batch (within the flush
+        window, or with its end: `_answer_sync` waits for it)."""
         async with self._session_lock(owner, session_id):
             if keyed and await self.store.get_run(new_run_id) is not None:
                 raise ConcurrencyConflict(new_run_id, 0, 1)
@@ -733,6 +764,9 @@ class RunEngine:
             fold.apply(created)
             state = fold.state
             assert state is not None
+            if commit_with_start and self.queue is None and not after and not self._defer(state):
+                self.driver.launch(self._task_group(), state, fold=fold, unsaved=(created,))
+                return state
             started = time.perf_counter()
             if self.queue is not None:  # a worker (in any process) claims and executes it
                 await self.queue.enqueue(new_run_id, [created], after=after)

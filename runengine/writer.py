@@ -24,7 +24,7 @@ the new events and tries again.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -41,6 +41,9 @@ from .state import RunState
 from .wire import data_to_json
 
 log = structlog.get_logger("runengine.writer")
+
+#: Batches' worth of events (`flush_max` each) an agent may queue while a batch commits.
+BACKLOG_BATCHES = 2
 
 #: A finished run gets a snapshot only if at least this many events follow the last one.
 TERMINAL_SNAPSHOT_MIN = 64
@@ -66,15 +69,20 @@ class RunWriter:
         snapshot_seq: int = 0,
         max_events: int = MAX_EVENTS_PER_RUN,
         max_event_bytes: int = MAX_EVENT_BYTES,
+        unsaved: Sequence[Event] = (),
     ) -> None:
+        """`unsaved`: the last events `fold` holds, not yet committed (a sync run's run.created,
+        which commits in the run's first batch): queued, and committed within the flush window."""
         assert fold.run_id is not None
         self.store = store
         self.run_id: str = fold.run_id
         self.fold = fold
-        self.committed_seq = fold.last_seq
-        self._pending: list[Event] = []
+        self.committed_seq = fold.last_seq - len(unsaved)
+        self._pending: list[Event] = list(unsaved)
         self._lock = anyio.Lock(fast_acquire=True)  # uncontended (the common case): no yield to the loop
         self._wake = anyio.Event()
+        if unsaved:
+            self._wake.set()
         self._full = anyio.Event()  # a whole batch is queued: the flush loop need not wait
         #: Set (and dropped) when an append returns; made only when someone waits for one.
         self._batch_done: anyio.Event | None = None
@@ -92,6 +100,10 @@ class RunWriter:
         #: Set when a background flush failed; the run's driver reads it.
         self.failure: BaseException | None = None
         self.ended_elsewhere: Event | None = None
+        #: Set once the `unsaved` events are committed, or once nothing more will be (`settle`).
+        self.saved = anyio.Event()
+        if not unsaved:
+            self.saved.set()
 
     @property
     def next_seq(self) -> int:
@@ -167,11 +179,15 @@ class RunWriter:
     async def _hand_over(self) -> None:
         """A whole batch is queued: the flush loop commits it while the agent goes on producing.
 
-        The agent waits only while an earlier batch is still committing, so one batch is in
-        flight while the next one fills (the store's fsync overlaps the agent's work), and
-        memory stays bounded. Without a flush loop, flush here.
+        The agent goes on while an earlier batch is still committing (the store's fsync overlaps
+        the agent's work), queueing up to BACKLOG_BATCHES batches' worth, which the flush under
+        way takes next in one append: a slow commit makes the next one larger, not the agent
+        stall at every batch. Past that it waits, so memory stays bounded. Without a flush
+        loop, flush here.
         """
         if self._lock.locked():
+            if len(self._pending) < self._flush_max * BACKLOG_BATCHES:
+                return  # the flush under way takes them next (its loop runs while any are pending)
             if self._batch_done is None:
                 self._batch_done = anyio.Event()
             await self._batch_done.wait()
@@ -209,6 +225,7 @@ class RunWriter:
                 finally:
                     self._batch_returned()
                 self.committed_seq = last.seq
+                self.saved.set()
                 observe.appended(batch, lambda: self.state, time.perf_counter() - started)
                 if snapshot is not None and snapshot.last_seq == last.seq:
                     await self.store.save_snapshot(snapshot)
@@ -233,6 +250,10 @@ class RunWriter:
         finally:
             self._loop_running = False
             self._batch_returned()  # nobody may wait for a loop that has stopped
+
+    def settle(self) -> None:
+        """The run's task has ended: nobody waits for `saved` any longer (see `committed_seq`)."""
+        self.saved.set()
 
     def _batch_returned(self) -> None:
         done, self._batch_done = self._batch_done, None

@@ -6,12 +6,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 
+from httpkit import serve
 from runengine import observe
+from runengine.adapters.asgi import engine_asgi_app
 from runengine.adapters.sqlite import SQLiteStore
 from runengine.context import RunContext
 from runengine.engine import RunEngine
+from runengine.errors import StoreError
 from runengine.status import Status
 from tests.kit import full_log
 
@@ -38,7 +42,7 @@ def commits() -> Iterator[Commits]:
 
 
 @pytest.mark.anyio
-async def test_a_sync_run_that_says_one_message_costs_two_commits(tmp_path: Path, commits: Commits) -> None:
+async def test_a_sync_run_that_says_one_message_costs_one_commit(tmp_path: Path, commits: Commits) -> None:
     engine = RunEngine(SQLiteStore(tmp_path / "runs.db"))
 
     @engine.agent("echo")
@@ -50,10 +54,85 @@ async def test_a_sync_run_that_says_one_message_costs_two_commits(tmp_path: Path
         before = commits.count
         state = await engine.execute("echo", "hello", mode="sync")
         assert state.status is Status.COMPLETED and state.output == "hello"
-        # run.created (durable before anything runs), then started + the message + the end in one.
-        assert commits.count - before == 2
+        # run.created commits with the run's first batch: here created, started, the message and the end in one.
+        assert commits.count - before == 1
         log = await full_log(engine, state.run_id)
         assert [e.type for e in log] == ["run.created", "run.started", "message.completed", "run.completed"]
+        assert await engine.status(state.run_id) == state
+
+
+@pytest.mark.anyio
+async def test_an_async_run_is_answered_once_its_creation_is_committed(tmp_path: Path, commits: Commits) -> None:
+    engine = RunEngine(SQLiteStore(tmp_path / "runs.db"))
+    go_on = anyio.Event()
+
+    @engine.agent("slow")
+    async def slow(ctx: RunContext) -> None:
+        await go_on.wait()
+
+    async with engine:
+        before = commits.count
+        run = await engine.execute("slow", None, mode="async")
+        assert commits.count - before == 1  # run.created, alone, before the 202
+        assert [e.type for e in await full_log(engine, run.run_id)][:1] == ["run.created"]
+        go_on.set()
+        assert (await engine.wait(run.run_id)).status is Status.COMPLETED
+
+
+@pytest.mark.anyio
+async def test_a_long_sync_run_is_recorded_within_the_flush_window(tmp_path: Path) -> None:
+    """Its run.created waits for no end: it commits within the flush window (listed, cancellable)."""
+    engine = RunEngine(SQLiteStore(tmp_path / "runs.db"))
+    begun = anyio.Event()
+
+    @engine.agent("forever")
+    async def forever(ctx: RunContext) -> None:
+        begun.set()
+        await anyio.sleep_forever()
+
+    async with engine, anyio.create_task_group() as tg:
+        answer: list[object] = []
+
+        async def call() -> None:
+            answer.append(await engine.execute("forever", None, mode="sync"))
+
+        tg.start_soon(call)
+        await begun.wait()
+        with anyio.fail_after(5):
+            while not (runs := (await engine.list_runs()).runs) or runs[0].status is not Status.RUNNING:
+                await anyio.sleep(0.005)
+        (row,) = runs
+        await engine.cancel(row.run_id)
+        with anyio.fail_after(5):
+            while not answer:
+                await anyio.sleep(0.005)
+        assert getattr(answer[0], "status") is Status.CANCELLED
+
+
+@pytest.mark.anyio
+async def test_a_sync_run_whose_first_commit_fails_is_an_error_and_leaves_nothing(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "runs.db")
+    engine = RunEngine(store)
+
+    @engine.agent("echo")
+    async def echo(ctx: RunContext) -> None:
+        await ctx.say(str(ctx.input))
+
+    async with engine:
+        await engine.execute("echo", "warm-up", mode="sync")
+        real_append = store.append
+
+        async def failing_append(*args: object, **kwargs: object) -> None:
+            raise OSError("disk full")
+
+        store.append = failing_append  # type: ignore[method-assign]
+        try:
+            with anyio.fail_after(10), pytest.raises(StoreError):
+                await engine.execute("echo", "lost", mode="sync")
+        finally:
+            store.append = real_append  # type: ignore[method-assign]
+        page = await engine.list_runs()
+        assert [r.status for r in page.runs] == [Status.COMPLETED]  # only the warm-up
 
 
 @pytest.mark.anyio
@@ -75,3 +154,27 @@ async def test_a_said_message_commits_within_the_flush_window_while_the_agent_go
                 await anyio.sleep(0.005)
         go_on.set()
         assert (await engine.wait(run.run_id)).status is Status.COMPLETED
+
+
+@pytest.mark.server  # real uvicorn on loopback
+@pytest.mark.anyio
+async def test_post_runs_in_sync_mode_costs_one_commit(tmp_path: Path, commits: Commits) -> None:
+    """The native profile makes the run id itself (to cancel the run if the client goes): still one commit."""
+    engine = RunEngine(SQLiteStore(tmp_path / "runs.db"))
+
+    @engine.agent("echo")
+    async def echo(ctx: RunContext) -> None:
+        await ctx.say(str(ctx.input))
+
+    async with engine, serve(engine_asgi_app(engine)) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        assert (await http.post("/runs", json={"agent": "echo", "input": "warm-up"})).status_code == 200
+        before = commits.count
+        response = await http.post("/runs", json={"agent": "echo", "input": "hello", "mode": "sync"})
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "completed" and response.json()["output"] == "hello"
+        assert commits.count - before == 1
+        run_id = response.json()["run_id"]
+        assert (await http.get(f"/runs/{run_id}")).json()["status"] == "completed"
+        before = commits.count
+        response = await http.post("/runs", json={"agent": "echo", "input": "later", "mode": "async"})
+        assert response.status_code == 202 and commits.count - before >= 1  # answered once run.created is durable

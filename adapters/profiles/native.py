@@ -363,7 +363,9 @@ class NativeAPI:
 
         try:
             with self.streams.waiting(request):  # a 429 here creates no run
-                state = await self.engine.execute(agent, run_input, mode="sync", run_id=run_id, **options)
+                state = await self.engine.execute(
+                    agent, run_input, mode="sync", run_id=run_id, fresh_run_id=True, **options
+                )
         except anyio.get_cancelled_exc_class():
             # The client went away while waiting (the binding cancels the handler).
             if on_disconnect == "cancel":
