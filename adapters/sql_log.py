@@ -586,6 +586,18 @@ class SQLLog(SQLSchedules):
 
         return await self._wakeups.wait(run_id, after_seq=after_seq, timeout=timeout, has_news=has_news, recheck=self._recheck)
 
+    async def wait_settled(self, run_id: str, *, after_seq: int, timeout: float | None = None) -> bool:
+        """SettledWait: woken only by commits that settled the run (where the store's notify says
+        so; PostgreSQL's NOTIFY does not, so there every commit wakes as for `wait`)."""
+
+        async def has_news() -> bool:
+            summary = await self.get_run(run_id)
+            return summary is not None and summary.last_seq > after_seq and summary.status.settled
+
+        return await self._wakeups.wait(
+            run_id, after_seq=after_seq, timeout=timeout, has_news=has_news, recheck=self._recheck, settled=True
+        )
+
     async def _has_news(self, run_id: str, after_seq: int) -> bool:
         return await self.last_seq(run_id) > after_seq
 
