@@ -11,6 +11,7 @@ import anyio
 import pytest
 
 from runengine import RunContext
+from runengine.adapters.memory import MemoryStore
 from runengine.adapters.sqlite import SQLiteStore
 from runengine.adapters.wakeup import RunWakeups
 from runengine.engine import RunEngine
@@ -23,8 +24,8 @@ ANYIO_BACKENDS = ("asyncio",)  # the SQLite store needs asyncio
 STEPS = 200
 
 
-class CountingSQLiteStore(SQLiteStore):
-    """The real SQLite store, counting the run-row reads of one run (each wake-up of a waiter reads it)."""
+class Counting:
+    """A real store, counting the run-row reads of one run (each wake-up of a waiter reads it)."""
 
     watched: str | None = None
     reads = 0
@@ -32,12 +33,21 @@ class CountingSQLiteStore(SQLiteStore):
     async def get_run(self, run_id: str) -> RunSummary | None:
         if run_id == self.watched:
             self.reads += 1
-        return await super().get_run(run_id)
+        return await super().get_run(run_id)  # type: ignore[misc]
+
+
+class CountingSQLiteStore(Counting, SQLiteStore):
+    pass
+
+
+class CountingMemoryStore(Counting, MemoryStore):
+    pass
 
 
 @pytest.mark.anyio
-async def test_a_sync_waiter_is_not_woken_by_each_step(tmp_path: Path) -> None:
-    store = CountingSQLiteStore(tmp_path / "runs.db")
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+async def test_a_sync_waiter_is_not_woken_by_each_step(tmp_path: Path, kind: str) -> None:
+    store: Any = CountingSQLiteStore(tmp_path / "runs.db") if kind == "sqlite" else CountingMemoryStore()
     engine = RunEngine(store, durability=Durability(park_after=None))
     go = anyio.Event()
 
