@@ -16,6 +16,7 @@ SQLite store's group commit on its thread, the PostgreSQL store's locking, fenci
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
@@ -115,6 +116,11 @@ def decode_event(run_id: str, seq: int, event_type: str, at: datetime, data: str
         payload = loads_stored(data)
         return MessageDelta(run_id=run_id, seq=seq, at=at, message_id=payload["message_id"], content=payload["content"])
     return event_from_stored(run_id, seq, event_type, at, loads_stored(data))
+
+
+def _decode_as_read(dialect: Dialect, run_id: str, event: Event, data: str | bytes) -> Event:
+    """`event` as a read of its stored row gives it back."""
+    return decode_event(run_id, event.seq, event.type, dialect.instant_value(dialect.instant_param(event.at)), data)
 
 
 def summary_from_row(row: Sequence[Any], dialect: Dialect, start: int = 0) -> RunSummary:
@@ -451,14 +457,15 @@ class Append:
         self.future = future
         self.error: BaseException | None = None
 
-    def as_read(self, dialect: Dialect) -> list[Event]:
+    def as_read(self, dialect: Dialect) -> list[Event | Callable[[], Event]]:
         """Its events exactly as a read of the stored rows gives them back (to cache them): the
-        event itself when that reads back equal (a token delta in UTC), else the decoded row."""
+        event itself when that reads back equal (a token delta in UTC), else a call that decodes
+        its row (made only if the cached event is ever read: most are not)."""
         return [
             event
             if type(event) is MessageDelta and event.at.tzinfo is timezone.utc and type(event.content) is str
             and type(event.message_id) is str
-            else decode_event(self.run_id, event.seq, event.type, dialect.instant_value(dialect.instant_param(event.at)), data)
+            else functools.partial(_decode_as_read, dialect, self.run_id, event, data)
             for event, data in zip(self.events, self.data)
         ]
 
