@@ -118,6 +118,28 @@ def decode_event(run_id: str, seq: int, event_type: str, at: datetime, data: str
     return event_from_stored(run_id, seq, event_type, at, loads_stored(data))
 
 
+#: The payload's fields of each event class (all but run_id, seq and at), made on first use.
+_PAYLOAD_FIELDS: dict[type[Event], tuple[str, ...]] = {}
+#: Values that JSON gives back as they were (same type, equal) and that nobody can change.
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _reads_back_as_itself(event: Event) -> bool:
+    """Whether a read of `event`'s stored row gives back an event equal to it that may be shared:
+    its time in UTC and every field of its payload an immutable JSON scalar (a container is
+    decoded afresh on a read: the agent may hold and change the one in the event)."""
+    if event.at.tzinfo is not timezone.utc:
+        return False
+    cls = type(event)
+    names = _PAYLOAD_FIELDS.get(cls)
+    if names is None:
+        names = _PAYLOAD_FIELDS[cls] = tuple(f.name for f in attrs.fields(cls) if f.name not in ("run_id", "seq", "at"))
+    for name in names:
+        if type(getattr(event, name)) not in _SCALARS:
+            return False
+    return True
+
+
 def _decode_as_read(dialect: Dialect, run_id: str, event: Event, data: str | bytes) -> Event:
     """`event` as a read of its stored row gives it back."""
     return decode_event(run_id, event.seq, event.type, dialect.instant_value(dialect.instant_param(event.at)), data)
@@ -459,13 +481,10 @@ class Append:
 
     def as_read(self, dialect: Dialect) -> list[Event | Callable[[], Event]]:
         """Its events exactly as a read of the stored rows gives them back (to cache them): the
-        event itself when that reads back equal (a token delta in UTC), else a call that decodes
-        its row (made only if the cached event is ever read: most are not)."""
+        event itself when it reads back as itself, else a call that decodes its row (made only
+        if the cached event is ever read: most are not)."""
         return [
-            event
-            if type(event) is MessageDelta and event.at.tzinfo is timezone.utc and type(event.content) is str
-            and type(event.message_id) is str
-            else functools.partial(_decode_as_read, dialect, self.run_id, event, data)
+            event if _reads_back_as_itself(event) else functools.partial(_decode_as_read, dialect, self.run_id, event, data)
             for event, data in zip(self.events, self.data)
         ]
 
