@@ -7,13 +7,18 @@ re-reading after each wake-up). Only a store that is the sole writer of its data
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from runengine.events import Event
 from runengine.ports import RunSummary
 
 #: Run summaries (and snapshot-free runs) kept.
 SUMMARIES = 8192
+
+#: A committed event in the tail: the event as a read gives it, or a call that makes it (decoding
+#: its stored row). Most tails are never read (a run nobody follows), so a store may defer the
+#: decoding to the first read, which keeps the decoded event in its place.
+TailEvent = Event | Callable[[], Event]
 
 
 class _Tail:
@@ -23,14 +28,14 @@ class _Tail:
 
     def __init__(self, first_seq: int, keep: int) -> None:
         self.first_seq = first_seq
-        self.events: list[Event] = []
+        self.events: list[TailEvent] = []
         self.keep = keep
 
     @property
     def last_seq(self) -> int:
         return self.first_seq + len(self.events) - 1
 
-    def extend(self, events: Sequence[Event]) -> None:
+    def extend(self, events: Sequence[TailEvent]) -> None:
         self.events.extend(events)
         if len(self.events) > 2 * self.keep:  # trim now and then, not on every append
             drop = len(self.events) - self.keep
@@ -71,8 +76,8 @@ class CommittedCache:
         if len(self._snapshot_free) > SUMMARIES:
             self._snapshot_free.popitem(last=False)
 
-    def extend(self, run_id: str, first_seq: int, events: Sequence[Event]) -> None:
-        """Events first_seq .. committed: exactly what a read would give back."""
+    def extend(self, run_id: str, first_seq: int, events: Sequence[TailEvent]) -> None:
+        """Events first_seq .. committed: exactly what a read would give back (or makes it)."""
         tails = self._tails
         tail = tails.get(run_id)
         if tail is None or tail.last_seq != first_seq - 1:
@@ -94,7 +99,12 @@ class CommittedCache:
         if after_seq + 1 < tail.first_seq:
             return None
         start = after_seq + 1 - tail.first_seq
-        return tail.events[start : start + limit]
+        kept = tail.events
+        found = kept[start : start + limit]
+        for index, event in enumerate(found):
+            if not isinstance(event, Event):  # not decoded yet: now, once
+                found[index] = kept[start + index] = event()
+        return found  # type: ignore[return-value]  # every one decoded above
 
     def committed(
         self,
@@ -103,13 +113,13 @@ class CommittedCache:
         summaries: Iterable[RunSummary],
         snapshot_free: Iterable[str],
         snapshots: Iterable[str],
-        tails: Iterable[tuple[str, int, Sequence[Event]]],
+        tails: Iterable[tuple[str, int, Sequence[TailEvent]]],
         deleted: Iterable[str],
     ) -> None:
         """What one commit did: the last seq it `found` of each run it appended to (a cached run
         found otherwise was written by someone else: forgotten), the `summaries` it wrote, the runs
         it created `snapshot_free`, the runs it wrote `snapshots` of, the `tails` it appended (run,
-        first seq, events as a read gives them) and the runs it `deleted`."""
+        first seq, events as a read gives them, or calls that make them) and the runs it `deleted`."""
         for run_id, seq in found.items():
             cached = self._summaries.get(run_id)
             if cached is not None and cached.last_seq != seq:
@@ -136,4 +146,4 @@ class CommittedCache:
         self._tails.clear()
 
 
-__all__ = ["CommittedCache", "SUMMARIES"]
+__all__ = ["CommittedCache", "SUMMARIES", "TailEvent"]

@@ -122,7 +122,8 @@ class MemoryStore:
             wake_at=wake_after(summary.wake_at, events),
         )
         await anyio.lowlevel.checkpoint()  # appends are awaited like real I/O
-        self._wakeups.notify(run_id)
+        now = self._runs[run_id]  # as the run is now (others may have appended meanwhile)
+        self._wakeups.notify(run_id, now.last_seq, status=now.status)
 
     async def read(self, run_id: str, *, after_seq: int = 0, limit: int = DEFAULT_PAGE) -> list[Event]:
         check_page(after_seq, limit)
@@ -137,6 +138,15 @@ class MemoryStore:
             return len(self._logs.get(run_id, ())) > after_seq
 
         return await self._wakeups.wait(run_id, after_seq=after_seq, timeout=timeout, has_news=has_news)
+
+    async def wait_settled(self, run_id: str, *, after_seq: int, timeout: float | None = None) -> bool:
+        """SettledWait: woken only by appends that leave the run ended or waiting for input."""
+
+        async def has_news() -> bool:
+            summary = self._runs.get(run_id)
+            return summary is not None and summary.last_seq > after_seq and summary.status.settled
+
+        return await self._wakeups.wait(run_id, after_seq=after_seq, timeout=timeout, has_news=has_news, settled=True)
 
     # -- listing ----------------------------------------------------------------
 

@@ -16,6 +16,7 @@ SQLite store's group commit on its thread, the PostgreSQL store's locking, fenci
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
@@ -115,6 +116,33 @@ def decode_event(run_id: str, seq: int, event_type: str, at: datetime, data: str
         payload = loads_stored(data)
         return MessageDelta(run_id=run_id, seq=seq, at=at, message_id=payload["message_id"], content=payload["content"])
     return event_from_stored(run_id, seq, event_type, at, loads_stored(data))
+
+
+#: The payload's fields of each event class (all but run_id, seq and at), made on first use.
+_PAYLOAD_FIELDS: dict[type[Event], tuple[str, ...]] = {}
+#: Values that JSON gives back as they were (same type, equal) and that nobody can change.
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _reads_back_as_itself(event: Event) -> bool:
+    """Whether a read of `event`'s stored row gives back an event equal to it that may be shared:
+    its time in UTC and every field of its payload an immutable JSON scalar (a container is
+    decoded afresh on a read: the agent may hold and change the one in the event)."""
+    if event.at.tzinfo is not timezone.utc:
+        return False
+    cls = type(event)
+    names = _PAYLOAD_FIELDS.get(cls)
+    if names is None:
+        names = _PAYLOAD_FIELDS[cls] = tuple(f.name for f in attrs.fields(cls) if f.name not in ("run_id", "seq", "at"))
+    for name in names:
+        if type(getattr(event, name)) not in _SCALARS:
+            return False
+    return True
+
+
+def _decode_as_read(dialect: Dialect, run_id: str, event: Event, data: str | bytes) -> Event:
+    """`event` as a read of its stored row gives it back."""
+    return decode_event(run_id, event.seq, event.type, dialect.instant_value(dialect.instant_param(event.at)), data)
 
 
 def summary_from_row(row: Sequence[Any], dialect: Dialect, start: int = 0) -> RunSummary:
@@ -451,14 +479,12 @@ class Append:
         self.future = future
         self.error: BaseException | None = None
 
-    def as_read(self, dialect: Dialect) -> list[Event]:
+    def as_read(self, dialect: Dialect) -> list[Event | Callable[[], Event]]:
         """Its events exactly as a read of the stored rows gives them back (to cache them): the
-        event itself when that reads back equal (a token delta in UTC), else the decoded row."""
+        event itself when it reads back as itself, else a call that decodes its row (made only
+        if the cached event is ever read: most are not)."""
         return [
-            event
-            if type(event) is MessageDelta and event.at.tzinfo is timezone.utc and type(event.content) is str
-            and type(event.message_id) is str
-            else decode_event(self.run_id, event.seq, event.type, dialect.instant_value(dialect.instant_param(event.at)), data)
+            event if _reads_back_as_itself(event) else functools.partial(_decode_as_read, dialect, self.run_id, event, data)
             for event, data in zip(self.events, self.data)
         ]
 
@@ -585,6 +611,18 @@ class SQLLog(SQLSchedules):
             return await self._has_news(run_id, after_seq)
 
         return await self._wakeups.wait(run_id, after_seq=after_seq, timeout=timeout, has_news=has_news, recheck=self._recheck)
+
+    async def wait_settled(self, run_id: str, *, after_seq: int, timeout: float | None = None) -> bool:
+        """SettledWait: woken only by commits that settled the run (where the store's notify says
+        so; PostgreSQL's NOTIFY does not, so there every commit wakes as for `wait`)."""
+
+        async def has_news() -> bool:
+            summary = await self.get_run(run_id)
+            return summary is not None and summary.last_seq > after_seq and summary.status.settled
+
+        return await self._wakeups.wait(
+            run_id, after_seq=after_seq, timeout=timeout, has_news=has_news, recheck=self._recheck, settled=True
+        )
 
     async def _has_news(self, run_id: str, after_seq: int) -> bool:
         return await self.last_seq(run_id) > after_seq

@@ -388,7 +388,7 @@ class SQLiteStore(SQLStreams, SQLLog):
         for item, outcome in zip([*appends, *statements], [*written.outcomes, *written.results]):
             _answer(item, outcome)
         for run_id, summary in written.committed.items():
-            self._wakeups.notify(run_id, summary.last_seq)
+            self._wakeups.notify(run_id, summary.last_seq, status=summary.status)
 
     # -- reads ------------------------------------------------------------------------
 

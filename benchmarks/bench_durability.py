@@ -13,7 +13,9 @@ Measured in the same run, on the same disk (SQLite files in one temporary direct
    workflow of N trivial `@DBOS.step` calls on its SQLite system database. Timed inside
    the agent / workflow around the loop; median of --repeat runs, and p50 / p99 of every
    step. Each runengine run is followed at once by the floor's n commits (plain sqlite3, one
-   small row each), so a change of the machine's load hits both alike.
+   small row each), so a change of the machine's load hits both alike, then by floor 2: the
+   same n commits run on one writer thread, each handed over from the asyncio loop and awaited
+   (the least an asyncio library that keeps its loop free pays per durable step).
 2. recovery: --runs runs (workflows), each past its first step and in a durable sleep of an
    hour, are SIGKILLed with their process; a fresh process opens the same file and the
    figure is the time from the engine's start (`async with engine` / `DBOS.launch()`) until
@@ -48,6 +50,7 @@ import gc
 import json
 import os
 import platform
+import queue
 import shutil
 import signal
 import sqlite3
@@ -235,11 +238,13 @@ async def runengine_steps(path: Path, floor_path: Path, n: int, repeat: int) -> 
     n floor commits (so a change of the machine's load hits both alike): the seconds per step
     (mean of each run) and of every step, for runengine and the floor."""
     engine = make_engine(path)
-    found: dict[str, list[float]] = {"runengine": [], "runengine_every": [], "floor": [], "floor_every": []}
-    with floor_connection(floor_path) as floor:
+    found: dict[str, list[float]] = {"runengine": [], "runengine_every": [], "floor": [], "floor_every": [],
+                                     "thread": [], "thread_every": []}
+    with floor_connection(floor_path) as floor, ThreadFloor(floor_path) as thread_floor:
         async with engine:
             await engine.execute("steps", 10)  # warm up
             raw_commits(floor, "warm-up", 10)
+            await thread_floor.commits("warm-up", 10)
             for r in range(repeat):
                 state = await engine.execute("steps", n)
                 if state.status.value != "completed":
@@ -252,6 +257,9 @@ async def runengine_steps(path: Path, floor_path: Path, n: int, repeat: int) -> 
                 took = raw_commits(floor, str(r), n)
                 found["floor"].append(statistics.mean(took))
                 found["floor_every"].extend(took)
+                took = await thread_floor.commits(str(r), n)
+                found["thread"].append(statistics.mean(took))
+                found["thread_every"].extend(took)
     return found
 
 
@@ -278,6 +286,51 @@ def raw_commits(conn: sqlite3.Connection, tag: str, n: int) -> list[float]:
         conn.execute("COMMIT")
         took.append(time.perf_counter() - started)
     return took
+
+
+class ThreadFloor:
+    """The second floor: the floor's commit of one row run on one writer thread, handed over from
+    the event loop (a queue in, `call_soon_threadsafe` out) and awaited, the least an asyncio
+    library that keeps its loop free can pay per durable step. Its own connection, on its thread,
+    to the floor's file (made by floor_connection)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._jobs: queue.SimpleQueue[tuple[asyncio.Future[None], str, int] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="thread-floor", daemon=True)
+
+    def __enter__(self) -> ThreadFloor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._jobs.put(None)
+        self._thread.join()
+
+    def _serve(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None)
+        conn.execute("PRAGMA synchronous = FULL")
+        try:
+            while (job := self._jobs.get()) is not None:
+                future, tag, i = job
+                conn.execute("BEGIN")
+                conn.execute("INSERT INTO steps VALUES (?, ?, ?)", (f"thread-{tag}", i, '{"name":"trivial","output":1}'))
+                conn.execute("COMMIT")
+                future.get_loop().call_soon_threadsafe(future.set_result, None)
+        finally:
+            conn.close()
+
+    async def commits(self, tag: str, n: int) -> list[float]:
+        """The seconds of each of n commits, each handed to the thread and awaited in turn."""
+        loop = asyncio.get_running_loop()
+        took = []
+        for i in range(n):
+            started = time.perf_counter()
+            future: asyncio.Future[None] = loop.create_future()
+            self._jobs.put((future, tag, i))
+            await future
+            took.append(time.perf_counter() - started)
+        return took
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -498,8 +551,9 @@ def steps_table(results: dict[str, Any], dbos: bool) -> str:
              "(WAL, synchronous=FULL):", ""]
     # DBOS / floor is the most any design that commits once per step can be cheaper than DBOS here.
     head = ("| steps per run | floor: sqlite3 commit | floor p50 / p99 | runengine `ctx.step` | runengine p50 / p99 "
-            "| runengine / floor (mean) | runengine / floor (p50) |")
-    rule = "|---:|---:|---:|---:|---:|---:|---:|"
+            "| runengine / floor (mean) | runengine / floor (p50) | floor 2: commit on a thread, awaited | floor 2 p50 / p99 "
+            "| runengine / floor 2 (mean) | runengine / floor 2 (p50) |")
+    rule = "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     if dbos:
         head += " DBOS `@DBOS.step` | DBOS / runengine | DBOS / floor (the ceiling) |"
         rule += "---:|---:|---:|"
@@ -510,6 +564,12 @@ def steps_table(results: dict[str, Any], dbos: bool) -> str:
         o50, o99 = percentile(row["runengine_every"], 0.5) * 1e6, percentile(row["runengine_every"], 0.99) * 1e6
         line = (f"| {row['n']:,} | {floor:,.0f} | {f50:,.0f} / {f99:,.0f} | {ours:,.0f} | {o50:,.0f} / {o99:,.0f} "
                 f"| {ours / floor:.2f}x | {o50 / f50:.2f}x |")
+        if row.get("thread"):  # results of a run before the second floor existed have none
+            hop = median(row["thread"]) * 1e6
+            h50, h99 = percentile(row["thread_every"], 0.5) * 1e6, percentile(row["thread_every"], 0.99) * 1e6
+            line += f" {hop:,.0f} | {h50:,.0f} / {h99:,.0f} | {ours / hop:.2f}x | {o50 / h50:.2f}x |"
+        else:
+            line += " - | - | - | - |"
         if dbos:
             theirs = median(row["dbos"]) * 1e6
             line += f" {theirs:,.0f} | {theirs / ours:.1f}x | {theirs / floor:.1f}x |"
@@ -630,6 +690,8 @@ def main() -> None:
             print(f"  runengine, {n} steps: {median(row['runengine']) * 1e6:,.0f} µs per step, p50 {percentile(every, 0.5) * 1e6:,.0f}, "
                   f"p99 {percentile(every, 0.99) * 1e6:,.0f}", flush=True)
             print(f"  floor, {n} commits (each repeat right after runengine's): {median(row['floor']) * 1e6:,.0f} µs per commit", flush=True)
+            print(f"  floor 2, {n} commits on a thread, awaited (right after the floor's): {median(row['thread']) * 1e6:,.0f} µs per commit",
+                  flush=True)
             if dbos_python:
                 row["dbos"] = dbos_steps(dbos_python, directory / f"dbos-steps-{n}.sqlite", n, args.repeat, log)
                 print(f"  DBOS, {n} steps: {median(row['dbos']) * 1e6:,.0f} µs per step", flush=True)

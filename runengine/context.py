@@ -402,7 +402,7 @@ class RunContext:
         """Make a step's call live and record what came of it (`step.completed` with its output, or
         its error, which is raised again as StepFailed); `span` is around the call alone."""
         # The run's steps recorded so far: the same number wherever this call runs again.
-        key = f"{self.run_id}/step/{self._writer.state.steps}"
+        key = f"{self.run_id}/step/{self._writer.fold.steps}"
         try:
             with span if span is not None else contextlib.nullcontext(), _keyed(key):
                 output = plain(await call())

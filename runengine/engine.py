@@ -65,6 +65,7 @@ from .ports import (
     MAX_PAGE,
     EventStore,
     HeadReader,
+    SettledWait,
     IdempotencyRecord,
     QueuedStore,
     RunPage,
@@ -885,6 +886,8 @@ class RunEngine:
 
         # Each wake-up looks at the run's listing row (its status, cached by the stores that can);
         # the state is loaded once, when the row says the wait is over, not folded event by event.
+        # A store that knows each commit's status (SettledWait) wakes us only when the run settles.
+        settled = port_of(self.store, SettledWait)
         seen = after_seq
         while True:
             summary = await self.store.get_run(run_id)
@@ -897,7 +900,10 @@ class RunEngine:
                     return state
                 last_seq = state.last_seq  # it moved on meanwhile
             seen = max(seen, last_seq)
-            await self.store.wait(run_id, after_seq=seen, timeout=30.0)
+            if settled is not None:
+                await settled.wait_settled(run_id, after_seq=seen, timeout=30.0)
+            else:
+                await self.store.wait(run_id, after_seq=seen, timeout=30.0)
 
     async def list_runs(
         self,

@@ -117,6 +117,17 @@ class HeadReader(Protocol):
 
 
 @runtime_checkable
+class SettledWait(Protocol):
+    """Optional, for a store that knows the status each commit left a run in: a waiter for a run's
+    end (or its wait for input) is then woken by those commits only, not by each of its steps."""
+
+    async def wait_settled(self, run_id: str, *, after_seq: int, timeout: float | None = None) -> bool:
+        """Return True once the run may be settled (`Status.settled`) with an event after
+        `after_seq` (a hint: the caller reads the run again), False on timeout."""
+        ...
+
+
+@runtime_checkable
 class WakeIndex(Protocol):
     """Optional, for a store that indexes its runs' wake times (`RunSummary.wake_at`, kept on
     each append from `Event.wake_after`): an engine then holds nothing for an idle run (a durable

@@ -161,6 +161,11 @@ class Fold:
     # -- what guards read ----------------------------------------------------
 
     @property
+    def steps(self) -> int:
+        """The steps recorded so far (`RunState.steps`, without freezing a state)."""
+        return self._steps
+
+    @property
     def message_ids(self) -> set[str]:
         """Ids of the completed and discarded messages (spent: a new message needs another)."""
         return self._message_ids

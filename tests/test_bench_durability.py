@@ -28,6 +28,7 @@ def test_quick_mode_prints_every_table() -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     out = done.stdout
     assert "| steps per run | floor: sqlite3 commit | floor p50 / p99 | runengine `ctx.step` | runengine p50 / p99 |" in out
+    assert "| floor 2: commit on a thread, awaited | floor 2 p50 / p99 | runengine / floor 2 (mean) |" in out
     assert "| runengine |" in out  # the recovery table
     assert "| events in the run | resume | fold | read | floor: sqlite3 fetch, not decoded | resume / floor |" in out
     assert "| SQLite FULL | 10 x 20 |" in out  # group commit across runs
