@@ -358,9 +358,9 @@ class RunContext:
         limit (runengine.step_limits) the call waits for, live only (a replay calls nothing).
         """
         self._check_limit(limit)
-        recorded = await self._rec.replayed(StepCompleted, f"step({name!r})", name=name)
+        recorded = await self._rec.replayed_step(name)
         if recorded is not None:
-            return _step_outcome(recorded)
+            return _step_outcome(name, *recorded)
         await self._acquire(limit)
         span = observe.current.step_span(kind="step", name=name, run_id=self.run_id, seq=self._writer.next_seq)
         return await self._record_step(name, lambda: _call(fn, *args, **kwargs), span)
@@ -392,7 +392,7 @@ class RunContext:
                     raise self._rec.diverge(recorded, call, f"the log has {recorded.type}")
                 self._rec.step_recorded()
                 self._rec.match(recorded, call, name=name)
-                return _step_outcome(recorded)
+                return _step_outcome(name, recorded.output, recorded.error)
         await self._acquire(limit)
         return await self._record_step(name, lambda: fn(StepStream(self)))  # not recorded to its end: made again
 
@@ -619,11 +619,11 @@ class RunContext:
         await self._patches.deprecate(name)
 
 
-def _step_outcome(recorded: StepCompleted) -> Any:
+def _step_outcome(name: str, output: Any, error: ErrorInfo | None) -> Any:
     """A recorded step's output, or its recorded error raised again."""
-    if recorded.error is not None:
-        raise StepFailed(recorded.name, recorded.error.code, recorded.error.message)
-    return recorded.output
+    if error is not None:
+        raise StepFailed(name, error.code, error.message)
+    return output
 
 
 class MessageStream:

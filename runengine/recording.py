@@ -28,13 +28,17 @@ import anyio
 
 from .clock import Clock
 from .errors import ReplayDivergence
-from .events import Event, MessageDelta, MessageDiscarded
+from .events import ErrorInfo, Event, MessageDelta, MessageDiscarded, StepCompleted
 from .reducer import Fold
 from .replay import Journal
 from .wire import event_to_dict
 from .writer import RunWriter
 
 E = TypeVar("E", bound=Event)
+
+_STEP = StepCompleted.type
+#: The payload fields of a stored step.completed.
+_STEP_FIELDS = {"name", "output", "error"}
 
 
 class PastTheLog(Exception):
@@ -128,6 +132,27 @@ class Recorder:
             raise self.diverge(event, call, f"the log has {event.type}")
         self.match(event, call, **expect)
         return event
+
+    async def replayed_step(self, name: str) -> tuple[Any, ErrorInfo | None] | None:
+        """`replayed(StepCompleted, ...)` for `ctx.step`, returning the recorded (output, error);
+        None once live. A step.completed in the page in hand is compared and returned on its stored
+        form (no event built): a long run replays its steps at about the cost of reading them."""
+        journal = self._journal
+        row = journal.take_at_hand() if journal is not None and self._diverged is None and not self.stop_requested else None
+        if row is None:
+            event = await self.replayed(StepCompleted, f"step({name!r})", name=name)
+            return None if event is None else (event.output, event.error)
+        if row.type == _STEP:
+            data = row.stored_data()
+            # The stored form of a step that returned (the layout `event_data` writes): its output as is.
+            if type(data) is dict and data.get("name") == name and data.get("error") is None and data.keys() <= _STEP_FIELDS:
+                return data.get("output"), None
+        recorded = row.event
+        call = f"step({name!r})"
+        if not isinstance(recorded, StepCompleted):
+            raise self.diverge(recorded, call, f"the log has {recorded.type}")
+        self.match(recorded, call, name=name)
+        return recorded.output, recorded.error
 
     async def once(self, kind: type[E], call: str, build: Callable[[int], E], *, durable: bool = True, **expect: Any) -> E:
         """Record-or-replay in one: the recorded `kind` event (matching `expect`), or `build(seq)` appended."""
