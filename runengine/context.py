@@ -358,7 +358,7 @@ class RunContext:
         limit (runengine.step_limits) the call waits for, live only (a replay calls nothing).
         """
         self._check_limit(limit)
-        recorded = await self._rec.replayed_step(name)
+        recorded = self._rec.step_at_hand(name) or await self._rec.replayed_step(name)
         if recorded is not None:
             return _step_outcome(name, *recorded)
         await self._acquire(limit)

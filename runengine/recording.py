@@ -133,15 +133,18 @@ class Recorder:
         self.match(event, call, **expect)
         return event
 
-    async def replayed_step(self, name: str) -> tuple[Any, ErrorInfo | None] | None:
-        """`replayed(StepCompleted, ...)` for `ctx.step`, returning the recorded (output, error);
-        None once live. A step.completed in the page in hand is compared and returned on its stored
-        form (no event built): a long run replays its steps at about the cost of reading them."""
+    def step_at_hand(self, name: str) -> tuple[Any, ErrorInfo | None] | None:
+        """While replaying, when the next recorded call is in the page in hand: `ctx.step`'s
+        recorded (output, error), without a wait; one that returned is compared and returned on its
+        stored form (no event built), so a long run replays its steps at about the cost of reading
+        them. None when it is not at hand (live, or a page to read or events to pass first): then
+        `replayed_step`."""
         journal = self._journal
-        row = journal.take_at_hand() if journal is not None and self._diverged is None and not self.stop_requested else None
+        if journal is None or self._diverged is not None or self.stop_requested:
+            return None
+        row = journal.take_at_hand()
         if row is None:
-            event = await self.replayed(StepCompleted, f"step({name!r})", name=name)
-            return None if event is None else (event.output, event.error)
+            return None
         if row.type == _STEP:
             data = row.stored_data()
             # The stored form of a step that returned (the layout `event_data` writes): its output as is.
@@ -153,6 +156,11 @@ class Recorder:
             raise self.diverge(recorded, call, f"the log has {recorded.type}")
         self.match(recorded, call, name=name)
         return recorded.output, recorded.error
+
+    async def replayed_step(self, name: str) -> tuple[Any, ErrorInfo | None] | None:
+        """`ctx.step`'s recorded (output, error) while replaying (`replayed`); None once live."""
+        event = await self.replayed(StepCompleted, f"step({name!r})", name=name)
+        return None if event is None else (event.output, event.error)
 
     async def once(self, kind: type[E], call: str, build: Callable[[int], E], *, durable: bool = True, **expect: Any) -> E:
         """Record-or-replay in one: the recorded `kind` event (matching `expect`), or `build(seq)` appended."""
