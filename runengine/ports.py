@@ -19,7 +19,6 @@ from .events import Event
 from .flow import FlowSpec, Rate
 from .state import RunState
 from .status import Status
-from .wire import loads_stored
 
 #: Default and largest page of a paged read.
 DEFAULT_PAGE = 500
@@ -121,7 +120,7 @@ class HeadReader(Protocol):
 class Recorded:
     """One event of a run's log as its store keeps it, for a replay that passes most events by:
     its seq and type at once; the event itself built only when asked for (`event`); the stored
-    payload (`stored_data`) readable without building the event (a replayed step compares and
+    payload (`stored`) readable without building the event (a replayed step compares and
     returns it as it is)."""
 
     __slots__ = ("seq", "type", "_at", "_data", "_decode", "_event")
@@ -159,9 +158,11 @@ class Recorded:
             self._data = self._at = self._decode = None
         return event
 
-    def stored_data(self) -> Any:
-        """The payload as stored (JSON data), None when only the event is at hand (read its fields)."""
-        return None if self._data is None else loads_stored(self._data)
+    @property
+    def stored(self) -> Any:
+        """The payload as stored (JSON text, `runengine.wire.loads_stored` decodes it), None when
+        the event itself is at hand (read its fields)."""
+        return self._data
 
 
 @runtime_checkable

@@ -31,7 +31,7 @@ from .errors import ReplayDivergence
 from .events import ErrorInfo, Event, MessageDelta, MessageDiscarded, StepCompleted
 from .reducer import Fold
 from .replay import Journal
-from .wire import event_to_dict
+from .wire import event_to_dict, loads_stored
 from .writer import RunWriter
 
 E = TypeVar("E", bound=Event)
@@ -145,8 +145,8 @@ class Recorder:
         row = journal.take_at_hand()
         if row is None:
             return None
-        if row.type == _STEP:
-            data = row.stored_data()
+        if row.type == _STEP and row.stored is not None:
+            data = loads_stored(row.stored)
             # The stored form of a step that returned (the layout `event_data` writes): its output as is.
             if type(data) is dict and data.get("name") == name and data.get("error") is None and data.keys() <= _STEP_FIELDS:
                 return data.get("output"), None
