@@ -6,6 +6,7 @@ scanner, runengine.idle) or its input (`engine.resume`) takes it up again."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from runengine.events import (
     TimerStarted,
     Usage,
 )
+from runengine.idle import SCAN_PAGE
 from runengine.options import Durability
 from runengine.ports import EventStore, WakeIndex
 from runengine.state import RunState
@@ -306,3 +308,42 @@ async def test_a_worker_hands_an_idle_run_back_to_the_queue_until_its_input_or_t
         worker = engine._worker
         assert worker is not None
         await parked_and_taken_up_again(engine, lambda: worker.in_flight)
+
+
+@pytest.mark.anyio
+async def test_at_start_every_due_idle_run_is_listed_and_its_log_read_before_any_is_launched(tmp_path: Path) -> None:
+    """Recovery takes the idle runs already due up in the same pass as the runs at work: every page
+    of the timer index is read, then their logs in one pass, and only then are they launched, all
+    before the engine has started (a page read no longer waits behind the runs just launched)."""
+    path = tmp_path / "runs.db"
+    count = SCAN_PAGE + 50  # more than one page of the timer index
+    async with make_engine(path, horizon=7200) as engine:
+        runs = [(await engine.execute("nap", 3600, mode="async")).run_id for _ in range(count)]
+        for run_id in runs:
+            await until(lambda: sleeping(engine, run_id))
+    engine = make_engine(path, horizon=7200)  # an hour's sleep is due within the horizon
+    store, driver = engine.store, engine.driver
+    calls: list[str] = []
+
+    def recorded(name: str, read: Callable[..., Any]) -> Callable[..., Any]:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return await read(*args, **kwargs)
+
+        return call
+
+    store.list_waking = recorded("list_waking", store.list_waking)  # type: ignore[attr-defined]
+    store.read_heads = recorded("read_heads", store.read_heads)  # type: ignore[attr-defined]
+    launch = driver.launch
+
+    def launching(*args: Any, **kwargs: Any) -> Any:
+        calls.append("launch")
+        return launch(*args, **kwargs)
+
+    driver.launch = launching  # type: ignore[method-assign]
+    async with engine:
+        assert set(driver.active) == set(runs)  # every one taken up by the time the engine has started
+        first = calls.index("launch")
+        assert calls[:first] == ["list_waking", "list_waking", "read_heads"]
+        assert calls[first:] == ["launch"] * count
+        assert [(await engine.status(run_id)).timer_id is not None for run_id in runs[:3]] == [True] * 3
