@@ -145,9 +145,14 @@ class RunContext:
         self.owner: str | None = state.owner
         #: The session this run belongs to, with its metadata, when there is one.
         self.session = session
-        self.log = structlog.get_logger("runengine.agent").bind(run_id=self.run_id, agent=self.agent)
         self._children = ChildRuns(recorder, store, children)
         self._signals = SignalInbox(recorder, store, recorder.clock)
+
+    @functools.cached_property
+    def log(self) -> Any:
+        """A structlog logger bound to the run (its id and agent); made on first use, as most
+        agents never log (a thousand runs resumed at once bind none)."""
+        return structlog.get_logger("runengine.agent").bind(run_id=self.run_id, agent=self.agent)
 
     @property
     def replaying(self) -> bool:
@@ -442,11 +447,12 @@ class RunContext:
         await self._timer(lambda: when, f"sleep_until({format_time(when)})")
 
     async def _timer(self, deadline: Callable[[], datetime], call: str) -> None:
-        timer_id = new_id("timer")
-        started = await self._rec.once(
+        started = await self._rec.once(  # the id drawn only when the timer is recorded, not replayed
             TimerStarted,
             call,
-            lambda seq: TimerStarted(run_id=self.run_id, seq=seq, at=self._clock(), timer_id=timer_id, until=deadline()),
+            lambda seq: TimerStarted(
+                run_id=self.run_id, seq=seq, at=self._clock(), timer_id=new_id("timer"), until=deadline()
+            ),
         )
         if await self._rec.replayed(TimerFired, call, timer_id=started.timer_id) is not None:
             return
