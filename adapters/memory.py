@@ -26,6 +26,7 @@ from runengine.ports import (
     EndedRunPage,
     IdempotencyRecord,
     RunPage,
+    Recorded,
     RunSummary,
     SessionRecord,
     SessionRuns,
@@ -129,6 +130,10 @@ class MemoryStore:
         check_page(after_seq, limit)
         log = self._logs.get(run_id, [])
         return log[after_seq : after_seq + min(limit, MAX_PAGE)]
+
+    async def read_recorded(self, run_id: str, *, after_seq: int = 0, limit: int = DEFAULT_PAGE) -> list[Recorded]:
+        """`read` for a replay (the RecordedReader port): the events are kept decoded already."""
+        return [Recorded.of(event) for event in await self.read(run_id, after_seq=after_seq, limit=limit)]
 
     async def last_seq(self, run_id: str) -> int:
         return len(self._logs.get(run_id, ()))

@@ -269,7 +269,7 @@ class _PooledConnection(asyncpg.Connection):  # type: ignore[misc]
 class _Append(Append):
     """An append for the writer task; for the work queue, a queued run's first one or a leased one."""
 
-    __slots__ = ("lease", "enqueue", "after")
+    __slots__ = ("lease", "enqueue", "after", "settled")
 
     def __init__(
         self,
@@ -285,6 +285,9 @@ class _Append(Append):
         self.lease = lease
         self.enqueue = enqueue
         self.after = tuple(after)
+        #: The status this append left its run at, if it was the run's last in its batch (its
+        #: wake-up carries it, so a waiter for the run to settle sleeps through the rest).
+        self.settled: Status | None = None
 
 
 class PostgresStore(SQLStreams, SQLLog):
@@ -556,7 +559,7 @@ class PostgresStore(SQLStreams, SQLLog):
                     request.future.set_result(None)
         for request in batch:
             if request.error is None:
-                self._wakeups.notify(request.run_id, request.events[-1].seq)
+                self._wakeups.notify(request.run_id, request.events[-1].seq, status=request.settled)
         if any(r.enqueue and r.error is None for r in batch):
             self._work.set()
         if failed is None and notices:
@@ -602,7 +605,7 @@ class PostgresStore(SQLStreams, SQLLog):
         if not inserted:
             return []
         return [
-            *((self.events_channel, payload) for payload in _joined(f"{i} {decision.changed[i].last_seq}" for i in inserted)),
+            *((self.events_channel, payload) for payload in _joined(_notice(decision.changed[i]) for i in inserted)),
             (self.queue_channel, "work"),
         ]
 
@@ -671,6 +674,9 @@ class PostgresStore(SQLStreams, SQLLog):
             return []
         changed = decision.changed
         ids = list(changed)
+        for request in accepted:
+            if request.events[-1].seq == changed[request.run_id].last_seq:
+                request.settled = changed[request.run_id].status
         await conn.execute(
             _WRITE_EVENTS_AND_RUNS,
             [r.run_id for r in accepted for _ in r.events],
@@ -730,7 +736,7 @@ class PostgresStore(SQLStreams, SQLLog):
         # An input came to a parked run, a run was queued or unblocked: the workers waiting for work hear of it.
         work = bool(woken or queued or unblocked)
         return [
-            *((self.events_channel, payload) for payload in _joined(f"{i} {changed[i].last_seq}" for i in ids)),
+            *((self.events_channel, payload) for payload in _joined(_notice(changed[i]) for i in ids)),
             *((self.queue_channel, f"gone {run_id}") for run_id in gone),
             *([(self.queue_channel, "work")] if work else []),
         ]
@@ -761,10 +767,12 @@ class PostgresStore(SQLStreams, SQLLog):
         return int(value) if value is not None else 0
 
     def _on_event_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        for line in payload.split("\n"):  # `run_id seq`, a line per run a commit wrote to
-            run_id, _, seq = line.rpartition(" ")
+        # A line per run a commit wrote to, `run_id seq:status` (a stream's, `key version`).
+        for line in payload.split("\n"):
+            key, _, position = line.rpartition(" ")
+            seq, _, status = position.partition(":")
             try:
-                self._wakeups.notify(run_id, int(seq))
+                self._wakeups.notify(key, int(seq), status=Status(status) if status else None)
             except ValueError:
                 log.warning("ignored a malformed notification", payload=line)
 
@@ -855,6 +863,11 @@ def _only_new_queued_runs(batch: Sequence[_Append]) -> bool:
     return len({r.run_id for r in batch}) == len(batch) and all(
         r.enqueue and r.expected_seq == 0 and r.lease is None and not r.after and not r.events[-1].terminal for r in batch
     )
+
+
+def _notice(run: RunSummary) -> str:
+    """A run's line in a commit's notification: where its log ends and the status it is at."""
+    return f"{run.run_id} {run.last_seq}:{run.status.value}"
 
 
 def _joined(lines: Iterable[str]) -> list[str]:

@@ -36,6 +36,7 @@ from runengine.ports import (
     MAX_PAGE,
     EndedRunPage,
     IdempotencyRecord,
+    Recorded,
     RunPage,
     RunSummary,
     SessionRecord,
@@ -595,6 +596,18 @@ class SQLLog(SQLSchedules):
         rows = await self._fetch(self.sql.read, (run_id, after_seq, min(limit, MAX_PAGE)))
         instant = self.sql.dialect.instant_value
         return [decode_event(run_id, seq, event_type, instant(at), data) for seq, event_type, at, data in rows]
+
+    async def read_recorded(self, run_id: str, *, after_seq: int = 0, limit: int = DEFAULT_PAGE) -> list[Recorded]:
+        """`read` undecoded, for a replay (the RecordedReader port): each row keeps its stored
+        time and payload text until the event is asked for."""
+        check_page(after_seq, limit)
+        rows = await self._fetch(self.sql.read, (run_id, after_seq, min(limit, MAX_PAGE)))
+        instant = self.sql.dialect.instant_value
+
+        def decode(seq: int, event_type: str, at: Any, data: Any) -> Event:
+            return decode_event(run_id, seq, event_type, instant(at), data)
+
+        return [Recorded(seq, event_type, at, data, decode) for seq, event_type, at, data in rows]
 
     async def read_heads(self, run_ids: Sequence[str], *, limit: int) -> dict[str, list[Event]]:
         """The first `limit` events of each run, a chunk of runs per query (the HeadReader port)."""

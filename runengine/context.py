@@ -145,9 +145,14 @@ class RunContext:
         self.owner: str | None = state.owner
         #: The session this run belongs to, with its metadata, when there is one.
         self.session = session
-        self.log = structlog.get_logger("runengine.agent").bind(run_id=self.run_id, agent=self.agent)
         self._children = ChildRuns(recorder, store, children)
         self._signals = SignalInbox(recorder, store, recorder.clock)
+
+    @functools.cached_property
+    def log(self) -> Any:
+        """A structlog logger bound to the run (its id and agent); made on first use, as most
+        agents never log (a thousand runs resumed at once bind none)."""
+        return structlog.get_logger("runengine.agent").bind(run_id=self.run_id, agent=self.agent)
 
     @property
     def replaying(self) -> bool:
@@ -358,9 +363,9 @@ class RunContext:
         limit (runengine.step_limits) the call waits for, live only (a replay calls nothing).
         """
         self._check_limit(limit)
-        recorded = await self._rec.replayed(StepCompleted, f"step({name!r})", name=name)
+        recorded = self._rec.step_at_hand(name) or await self._rec.replayed_step(name)
         if recorded is not None:
-            return _step_outcome(recorded)
+            return _step_outcome(name, *recorded)
         await self._acquire(limit)
         span = observe.current.step_span(kind="step", name=name, run_id=self.run_id, seq=self._writer.next_seq)
         return await self._record_step(name, lambda: _call(fn, *args, **kwargs), span)
@@ -392,7 +397,7 @@ class RunContext:
                     raise self._rec.diverge(recorded, call, f"the log has {recorded.type}")
                 self._rec.step_recorded()
                 self._rec.match(recorded, call, name=name)
-                return _step_outcome(recorded)
+                return _step_outcome(name, recorded.output, recorded.error)
         await self._acquire(limit)
         return await self._record_step(name, lambda: fn(StepStream(self)))  # not recorded to its end: made again
 
@@ -442,11 +447,12 @@ class RunContext:
         await self._timer(lambda: when, f"sleep_until({format_time(when)})")
 
     async def _timer(self, deadline: Callable[[], datetime], call: str) -> None:
-        timer_id = new_id("timer")
-        started = await self._rec.once(
+        started = await self._rec.once(  # the id drawn only when the timer is recorded, not replayed
             TimerStarted,
             call,
-            lambda seq: TimerStarted(run_id=self.run_id, seq=seq, at=self._clock(), timer_id=timer_id, until=deadline()),
+            lambda seq: TimerStarted(
+                run_id=self.run_id, seq=seq, at=self._clock(), timer_id=new_id("timer"), until=deadline()
+            ),
         )
         if await self._rec.replayed(TimerFired, call, timer_id=started.timer_id) is not None:
             return
@@ -619,11 +625,11 @@ class RunContext:
         await self._patches.deprecate(name)
 
 
-def _step_outcome(recorded: StepCompleted) -> Any:
+def _step_outcome(name: str, output: Any, error: ErrorInfo | None) -> Any:
     """A recorded step's output, or its recorded error raised again."""
-    if recorded.error is not None:
-        raise StepFailed(recorded.name, recorded.error.code, recorded.error.message)
-    return recorded.output
+    if error is not None:
+        raise StepFailed(name, error.code, error.message)
+    return output
 
 
 class MessageStream:

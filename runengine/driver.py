@@ -9,6 +9,7 @@ each run reach its next event, records `run.suspended` and leaves the run to the
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
@@ -49,6 +50,11 @@ from .step_limits import StepLimiter
 from .writer import RunEndedElsewhere, RunWriter
 
 log = structlog.get_logger("runengine")
+
+try:  # anyio asks sniffio which event loop runs for every primitive it makes (~1.5 µs a sniff)
+    import sniffio
+except ImportError:  # pragma: no cover - anyio then asks asyncio directly
+    sniffio = None
 
 
 @attrs.define(eq=False)
@@ -212,9 +218,12 @@ class RunDriver:
     # -- one task per executing run ----------------------------------------------------
 
     async def _drive(self, active: ActiveRun, max_attempts: int) -> None:
+        if sniffio is not None:  # said once in this task's own context: its ~15 look-ups read it
+            sniffio.current_async_library_cvar.set(sniffio.current_async_library())
         writer = active.writer
         state = writer.state
-        run_log = log.bind(run_id=active.run_id, agent=state.agent)
+        # Bound only when a line is logged (most runs log none): every line carries the run anyway.
+        run_log = functools.partial(log.bind, run_id=active.run_id, agent=state.agent)
         observer = observe.current
         observer.active_runs(1)
         carrier = state.metadata.get(observe.TRACE_METADATA_KEY)
@@ -238,7 +247,7 @@ class RunDriver:
                         except LeaseLost:  # a queue worker that lost its lease: the run is someone else's
                             active.abandoned = True
         except Exception:  # a store failure: the run stays unfinished and is resumed later
-            run_log.exception("run driver failed")
+            run_log().exception("run driver failed")
         finally:
             observer.active_runs(-1)
             self.active.pop(active.run_id, None)
@@ -250,7 +259,7 @@ class RunDriver:
             try:  # after it left the active set: an input that came meanwhile is seen by one of the two
                 await self.on_parked(active.run_id, active.parked_until)
             except Exception:
-                run_log.exception("taking up a parked run failed")
+                run_log().exception("taking up a parked run failed")
 
     async def _begin(self, active: ActiveRun, state: RunState, max_attempts: int) -> Journal | Callable[[int], Event] | None:
         """Record the start or the resumption; the journal to replay (None: live from the start),
@@ -326,7 +335,7 @@ class RunDriver:
             return None
 
     async def _run_agent(
-        self, active: ActiveRun, state: RunState, max_attempts: int, run_log: Any
+        self, active: ActiveRun, state: RunState, max_attempts: int, run_log: Callable[[], Any]
     ) -> Callable[[int], Event] | None:
         """Run the agent; return how to build the run's last event (None: nothing to write)."""
         writer = active.writer
@@ -378,7 +387,7 @@ class RunDriver:
         except TimeoutError:
             if recorder is not None and recorder.diverged is not None:
                 return self._failed(run_id, recorder.diverged.code, recorder.diverged.message)
-            run_log.info("run timed out", timeout=state.timeout)
+            run_log().info("run timed out", timeout=state.timeout)
             return self._failed(run_id, "timeout", f"the run took longer than its timeout of {state.timeout} s")
         except Exception as exc:  # the agent's own failure ends the run, with what it said
             if isinstance(writer.failure, LeaseLost):
@@ -386,14 +395,14 @@ class RunDriver:
             if writer.ended_elsewhere is not None or active.abandoned:
                 return None
             if recorder is not None and recorder.diverged is not None:  # even if the agent caught it
-                run_log.warning("replay diverged", **recorder.diverged.details)
+                run_log().warning("replay diverged", **recorder.diverged.details)
                 return self._failed(run_id, recorder.diverged.code, recorder.diverged.message)
             if isinstance(exc, ReplayDivergence):
                 return self._failed(run_id, exc.code, exc.message)
             if isinstance(exc, AgentFailed):  # the agent's own verdict: no traceback to show
-                run_log.info("agent failed the run", code=exc.code, message=exc.message)
+                run_log().info("agent failed the run", code=exc.code, message=exc.message)
                 return self._failed(run_id, exc.code, exc.message)
-            run_log.error("agent raised an exception; the run fails agent_error", exc_info=exc)
+            run_log().error("agent raised an exception; the run fails agent_error", exc_info=exc)
             return self._failed(run_id, "agent_error", f"{type(exc).__name__}: {exc}")
         finally:
             if active.scope.cancelled_caught and writer.ended_elsewhere is None:

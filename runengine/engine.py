@@ -84,7 +84,7 @@ from .retention import RetentionSweeper, delete_ended_run, ended_runs, start_ret
 from .state import RunState
 from .status import Status
 from .stores import open_store
-from .idle import IdleRuns
+from .idle import TAKE_UP_BATCH, IdleRuns
 from .driver import ActiveRun, AgentFailed, RunDriver, append_at_head
 from .following import follow_batches
 from .keylock import KeyLocks
@@ -328,9 +328,7 @@ class RunEngine:
             await self._tg.start(self.schedules.run)
             await self._tg.start(self.admission.run)
         if recover:
-            await self.recover()
-            if self.queue is None and self.idle.index is not None:
-                self.idle.defer(self.clock())  # the idle runs due now are found by the scanner
+            await self.recover()  # with the idle runs due now (the scanner then waits for the next)
         if self.queue is not None and self.worker_options is not None:
             self._worker = Worker(self, self.queue, self.worker_options)
             await self._tg.start(self._worker.run)
@@ -372,50 +370,62 @@ class RunEngine:
 
     async def recover(self) -> list[str]:
         """Take up the runs a previous process left unfinished in a store only it writes:
-        pending runs are started, running or waiting ones resumed from their logs. A run whose
-        agent this engine does not have stays as it is, for an engine that has it."""
+        pending runs are started, running or waiting ones resumed from their logs, and (with a
+        timer index) the idle runs already due: every one listed, and their logs read, before
+        any is launched. A run whose agent this engine does not have stays as it is, for an
+        engine that has it. Returns the ids of the runs at work it took up (not the idle ones)."""
         if self.queue is not None:  # a shared store: workers take lost runs over (runengine.worker)
             return []
-        recovered: dict[str, None] = {}
+        lost: dict[str, None] = {}
         missing: set[str] = set()
         # No run in line starts before the runs under way have taken their slots back (flow control).
         self.admission.hold()
         try:
             async for page in self._unfinished_runs():
-                found: list[str] = []
                 for summary in page:
-                    if summary.run_id in self.driver.active or summary.run_id in recovered:
+                    if summary.run_id in self.driver.active or summary.run_id in lost:
                         continue  # (a run started meanwhile is listed again under its new status)
                     if summary.agent not in self.agents:
                         missing.add(summary.agent)
                         continue
-                    recovered[summary.run_id] = None
-                    found.append(summary.run_id)
-                await self._take_up(found, woken=False)
+                    lost[summary.run_id] = None
+            # The idle runs due now, taken up in the same pass (an agent this engine lacks leaves
+            # its run in the store: _take_up reads its state first).
+            due, more = await self.idle.take_due()
+            due = [run_id for run_id in due if run_id not in lost]
+            await self._take_up(list(lost), woken=False, also_woken=due)
+            if more is not None:
+                self.idle.defer(self.clock())  # more due than one batch: the scanner takes the rest
         finally:
             self.admission.unhold()
-        if recovered or missing:
-            log.info("resuming unfinished runs", count=len(recovered), agents_missing=sorted(missing))
-        return list(recovered)
+        if lost or missing:
+            log.info("resuming unfinished runs", count=len(lost), agents_missing=sorted(missing))
+        return list(lost)
 
-    async def _take_up(self, run_ids: list[str], *, woken: bool) -> None:
-        """Launch these unfinished runs (`woken`: idle ones come due, not lost ones). The page's
-        short logs in one read; a run whose log is longer than a page (or a store that cannot
-        read heads) reads its own state in its own task. A thousand runs resume at once, their
-        run.resumed appends batched by the store."""
+    async def _take_up(self, run_ids: list[str], *, woken: bool, also_woken: Sequence[str] = ()) -> None:
+        """Launch these unfinished runs (`woken`: idle ones come due, not lost ones; `also_woken`:
+        idle ones taken up beside lost ones), TAKE_UP_BATCH at a time. A batch's short logs are
+        read before any of it is launched, in one pass; a run whose log is longer than a page (or
+        a store that cannot read heads) reads its own state in its own task. A thousand runs
+        resume at once, their run.resumed appends batched by the store."""
+        taken = [(run_id, woken) for run_id in run_ids] + [(run_id, True) for run_id in also_woken]
         heads = self.store if isinstance(self.store, HeadReader) else None
-        logs = await heads.read_heads(run_ids, limit=RECOVERY_HEAD) if heads is not None and run_ids else {}
-        for run_id in run_ids:
-            log_head = logs.get(run_id, [])
-            if 0 < len(log_head) < RECOVERY_HEAD and run_id not in self.driver.active:
-                state = fold_log(log_head)
-                if state is not None and (state.terminal or state.agent not in self.agents or self._defer(state)):
-                    continue
-                if state is not None:
-                    self._launch(state, first_page=log_head, woken=woken)
-                    continue
-            self.admission.hold()  # admission waits for it: it may hold a slot
-            self._task_group().start_soon(functools.partial(self._resume_held, run_id, woken=woken), name=f"resume {run_id}")
+        for start in range(0, len(taken), TAKE_UP_BATCH):
+            batch = taken[start : start + TAKE_UP_BATCH]
+            logs = await heads.read_heads([run_id for run_id, _ in batch], limit=RECOVERY_HEAD) if heads is not None else {}
+            for run_id, run_woken in batch:
+                log_head = logs.get(run_id, [])
+                if 0 < len(log_head) < RECOVERY_HEAD and run_id not in self.driver.active:
+                    state = fold_log(log_head)
+                    if state is not None and (state.terminal or state.agent not in self.agents or self._defer(state)):
+                        continue
+                    if state is not None:
+                        self._launch(state, first_page=log_head, woken=run_woken)
+                        continue
+                self.admission.hold()  # admission waits for it: it may hold a slot
+                self._task_group().start_soon(
+                    functools.partial(self._resume_held, run_id, woken=run_woken), name=f"resume {run_id}"
+                )
 
     async def _resume_held(self, run_id: str, *, woken: bool) -> None:
         """`_resume` for a take-up: admission holds until it is done (the run may hold a slot)."""

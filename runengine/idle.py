@@ -34,6 +34,10 @@ DEFAULT_HORIZON = 60.0
 DEFAULT_PARK_AFTER = 60.0
 #: Runs listed per store read while scanning.
 SCAN_PAGE = 200
+#: Runs taken up at once (recovery, a scan): every page of them is listed, and their logs read,
+#: before any is launched, so no store read waits behind the runs just launched. Bounds what is
+#: read ahead of the launches when more are due at once.
+TAKE_UP_BATCH = 2_000
 
 
 class IdleRuns:
@@ -102,24 +106,33 @@ class IdleRuns:
             return
         after: str | None = None
         while True:
+            due, after = await self.take_due(after)
+            if due:
+                await self._launch(due)  # a batch at a time (their logs read in one pass)
+            if after is None:
+                return
+
+    async def take_due(self, after: str | None = None) -> tuple[list[str], str | None]:
+        """The due idle runs not executing here, in wake order from the cursor `after`, up to
+        TAKE_UP_BATCH of them, read page after page with nothing launched in between; and the
+        cursor to go on from when more may be due (None: all listed, and the earliest run left
+        behind is deferred to). Without a timer index: none."""
+        if self.index is None:
+            return [], None
+        due: list[str] = []
+        while len(due) < TAKE_UP_BATCH:
             page = await self.index.list_waking(limit=SCAN_PAGE, after=after)
-            due: list[str] = []
-            left = None
             for summary in page.runs:
                 assert summary.wake_at is not None
                 if not self.due(summary.wake_at):
-                    left = summary.wake_at  # the earliest left: the index is in wake order
-                    break
+                    self.defer(summary.wake_at)  # the earliest left: the index is in wake order
+                    return due, None
                 if not self._is_active(summary.run_id):
                     due.append(summary.run_id)
-            if due:
-                await self._launch(due)  # a page at a time (their logs read in one query)
-            if left is not None:
-                self.defer(left)
-                return
             after = page.next_before
             if after is None:
-                return
+                return due, None
+        return due, after
 
     async def _scan_pending(self) -> None:
         """Without a timer index: page through the pending runs, reading each one's start_at."""
@@ -142,4 +155,4 @@ class IdleRuns:
                 return
 
 
-__all__ = ["DEFAULT_HORIZON", "DEFAULT_PARK_AFTER", "IdleRuns"]
+__all__ = ["DEFAULT_HORIZON", "DEFAULT_PARK_AFTER", "TAKE_UP_BATCH", "IdleRuns"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import attrs
@@ -113,6 +114,65 @@ class HeadReader(Protocol):
 
     async def read_heads(self, run_ids: Sequence[str], *, limit: int) -> dict[str, list[Event]]:
         """Each run's events with seq 1 .. `limit`, in order (a run with none is left out)."""
+        ...
+
+
+class Recorded:
+    """One event of a run's log as its store keeps it, for a replay that passes most events by:
+    its seq and type at once; the event itself built only when asked for (`event`); the stored
+    payload (`stored`) readable without building the event (a replayed step compares and
+    returns it as it is)."""
+
+    __slots__ = ("seq", "type", "_at", "_data", "_decode", "_event")
+
+    def __init__(
+        self,
+        seq: int,
+        type: str,
+        at: Any = None,
+        data: Any = None,
+        decode: Callable[[int, str, Any, Any], Event] | None = None,
+        event: Event | None = None,
+    ) -> None:
+        """Either `event` (a store that holds events), or the stored `at` and `data` (payload JSON
+        text) with `decode(seq, type, at, data)`, which builds the event."""
+        self.seq = seq
+        self.type = type
+        self._at = at
+        self._data = data
+        self._decode = decode
+        self._event = event
+
+    @classmethod
+    def of(cls, event: Event) -> Recorded:
+        """An event already decoded."""
+        return cls(event.seq, event.type, event=event)
+
+    @property
+    def event(self) -> Event:
+        """The event (decoded once, on first use)."""
+        event = self._event
+        if event is None:
+            assert self._decode is not None
+            event = self._event = self._decode(self.seq, self.type, self._at, self._data)
+            self._data = self._at = self._decode = None
+        return event
+
+    @property
+    def stored(self) -> Any:
+        """The payload as stored (JSON text, `runengine.wire.loads_stored` decodes it), None when
+        the event itself is at hand (read its fields)."""
+        return self._data
+
+
+@runtime_checkable
+class RecordedReader(Protocol):
+    """Optional, for a store that can hand a run's log to a replay undecoded (`Recorded`): a
+    resumed run replays its log without building an event for each row it passes
+    (runengine.replay). A store without it is read with `read`, every event decoded."""
+
+    async def read_recorded(self, run_id: str, *, after_seq: int = 0, limit: int = DEFAULT_PAGE) -> list[Recorded]:
+        """What `read` returns, as `Recorded` rows (the same arguments, checks and order)."""
         ...
 
 

@@ -28,13 +28,17 @@ import anyio
 
 from .clock import Clock
 from .errors import ReplayDivergence
-from .events import Event, MessageDelta, MessageDiscarded
+from .events import ErrorInfo, Event, MessageDelta, MessageDiscarded, StepCompleted
 from .reducer import Fold
 from .replay import Journal
-from .wire import event_to_dict
+from .wire import event_to_dict, loads_stored
 from .writer import RunWriter
 
 E = TypeVar("E", bound=Event)
+
+_STEP = StepCompleted.type
+#: The payload fields of a stored step.completed.
+_STEP_FIELDS = {"name", "output", "error"}
 
 
 class PastTheLog(Exception):
@@ -128,6 +132,35 @@ class Recorder:
             raise self.diverge(event, call, f"the log has {event.type}")
         self.match(event, call, **expect)
         return event
+
+    def step_at_hand(self, name: str) -> tuple[Any, ErrorInfo | None] | None:
+        """While replaying, when the next recorded call is in the page in hand: `ctx.step`'s
+        recorded (output, error), without a wait; one that returned is compared and returned on its
+        stored form (no event built), so a long run replays its steps at about the cost of reading
+        them. None when it is not at hand (live, or a page to read or events to pass first): then
+        `replayed_step`."""
+        journal = self._journal
+        if journal is None or self._diverged is not None or self.stop_requested:
+            return None
+        row = journal.take_at_hand()
+        if row is None:
+            return None
+        if row.type == _STEP and row.stored is not None:
+            data = loads_stored(row.stored)
+            # The stored form of a step that returned (the layout `event_data` writes): its output as is.
+            if type(data) is dict and data.get("name") == name and data.get("error") is None and data.keys() <= _STEP_FIELDS:
+                return data.get("output"), None
+        recorded = row.event
+        call = f"step({name!r})"
+        if not isinstance(recorded, StepCompleted):
+            raise self.diverge(recorded, call, f"the log has {recorded.type}")
+        self.match(recorded, call, name=name)
+        return recorded.output, recorded.error
+
+    async def replayed_step(self, name: str) -> tuple[Any, ErrorInfo | None] | None:
+        """`ctx.step`'s recorded (output, error) while replaying (`replayed`); None once live."""
+        event = await self.replayed(StepCompleted, f"step({name!r})", name=name)
+        return None if event is None else (event.output, event.error)
 
     async def once(self, kind: type[E], call: str, build: Callable[[int], E], *, durable: bool = True, **expect: Any) -> E:
         """Record-or-replay in one: the recorded `kind` event (matching `expect`), or `build(seq)` appended."""

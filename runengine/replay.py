@@ -24,7 +24,11 @@ A call recorded on one side of a code change only (`ctx.patched`, runengine.patc
 the next recorded call first (`Journal.peek`) and takes it only if it is its own.
 
 It reads the log a page at a time: replaying a long run holds one page in memory (and, while
-it looks past an open message's deltas for its next durable call, the events up to it).
+it looks past an open message's deltas for its next durable call, the events up to it). A store
+that can (the RecordedReader port) hands it rows undecoded (`Recorded`): the journal decides on
+each row's type alone, and builds an event only for what needs one (a delta, a discard, a call
+the agent takes as an event, a fold the agent asks for); a replayed `ctx.step` takes its
+recorded output from the stored payload (`Journal.take_at_hand`, `Recorder.replayed_step`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from .events import (
+    EVENT_TYPES,
     Event,
     MessageDelta,
     MessageDiscarded,
@@ -45,7 +50,7 @@ from .events import (
     SignalReceived,
     UnknownEvent,
 )
-from .ports import EventStore
+from .ports import EventStore, Recorded, RecordedReader, port_of
 from .reducer import Fold
 
 #: Events an engine writes around the agent, never in answer to one of its calls.
@@ -61,10 +66,17 @@ BOOKKEEPING: tuple[type[Event], ...] = (
     UnknownEvent,
 )
 
+#: Event types that answer a call of the agent, told by type alone (a delta needs a look ahead;
+#: every type not known here is an UnknownEvent, bookkeeping).
+_CALLS = frozenset(EVENT_TYPES) - {cls.type for cls in BOOKKEEPING if cls is not UnknownEvent} - {MessageDelta.type}
+_DELTA = MessageDelta.type
+_DISCARDED = MessageDiscarded.type
+
 #: Events read per page while replaying.
 PAGE = 1000
-#: Events passed but not yet folded, at most (then they are folded: memory stays bounded).
-FOLD_BEHIND = 100_000
+#: Rows passed but not yet folded, at most (then they are folded: memory stays bounded). A
+#: passed row is kept as the store gave it (undecoded, about as large as a decoded event).
+FOLD_BEHIND = 200_000
 
 
 class Journal:
@@ -86,16 +98,16 @@ class Journal:
         # Before the last run.requeued the agent started afresh: nothing there is replayed.
         self._replay_from = replay_from
         self._fold = Fold()
-        #: Events passed since the fold last caught up, in order.
-        self._unfolded: list[Event] = []
+        #: Rows passed since the fold last caught up, in order.
+        self._unfolded: list[Recorded] = []
         self._position = 0
-        self._page: list[Event] = [e for e in first_page if e.seq <= end_seq]
+        self._page: list[Recorded] = [Recorded.of(e) for e in first_page if e.seq <= end_seq]
         if self._page and self._page[0].seq != 1:
             raise ValueError("first_page must start at seq 1")
         self._index = 0
         self._read_seq = self._page[-1].seq if self._page else 0
-        #: Events read past the one being decided (looking for a delta's durable call), not yet passed.
-        self._ahead: deque[Event] = deque()
+        #: Rows read past the one being decided (looking for a delta's durable call), not yet passed.
+        self._ahead: deque[Recorded] = deque()
         #: Deltas up to this seq are known to be replayed (True) or an unrecorded tail (False).
         self._decided: tuple[int, bool] = (0, False)
         #: A message that carries on a discarded one: its first delta (the kept text) comes next.
@@ -105,7 +117,7 @@ class Journal:
         #: The text of the open message's unrecorded tail at the end of the journal, skipped.
         self.tail = ""
         #: The next recorded call, found by `peek` and not passed yet.
-        self._held: Event | None = None
+        self._held: Recorded | None = None
 
     @property
     def position(self) -> int:
@@ -117,63 +129,90 @@ class Journal:
         """The run as it was right after the last event passed."""
         if self._unfolded:
             unfolded, self._unfolded = self._unfolded, []
-            self._fold.apply_all(unfolded)
+            apply = self._fold.apply
+            for row in unfolded:
+                apply(row.event)
         return self._fold
 
     async def next(self) -> Event | None:
         """The next event the agent recorded (passed, so in `fold`), or None at the end of the journal."""
-        event = await self.peek()
-        if event is not None:
-            self._held = None
-            self._pass(event)
-        return event
+        row = await self._peek_row()
+        if row is None:
+            return None
+        self._held = None
+        self._pass(row)
+        return row.event
 
     async def peek(self) -> Event | None:
         """The event `next` returns, not passed yet (not in `fold`): a call that is recorded only on
         one side of a code change (`ctx.patched`) looks before it takes."""
+        row = await self._peek_row()
+        return None if row is None else row.event
+
+    def take_at_hand(self) -> Recorded | None:
+        """`next` without a wait, for the common case: the next row of the page in hand, passed, if
+        it is a recorded call told by its type alone (no event built). None when there is more to
+        do first (a page to read, a delta or bookkeeping to pass, a call already peeked): then `next`."""
+        index = self._index
+        if self._held is not None or self._ahead or index >= len(self._page):
+            return None
+        row = self._page[index]
+        if row.type not in _CALLS or row.seq <= self._replay_from:
+            return None
+        self._index = index + 1
+        self._pass(row)
+        return row
+
+    async def _peek_row(self) -> Recorded | None:
         if self._held is None:
             self._held = await self._find()
         return self._held
 
-    def _pass(self, event: Event) -> None:
-        self._position = event.seq
+    def _pass(self, row: Recorded) -> None:
+        self._position = row.seq
         unfolded = self._unfolded
-        unfolded.append(event)
+        unfolded.append(row)
         if len(unfolded) >= FOLD_BEHIND:
             self.fold  # noqa: B018 - catches up, so memory stays bounded
 
-    async def _find(self) -> Event | None:
-        """The next event the agent recorded, not passed yet (those skipped on the way are)."""
+    async def _find(self) -> Recorded | None:
+        """The next row the agent recorded, not passed yet (those skipped on the way are)."""
         while True:
-            # The common case inline (an event of the page in hand): no coroutine per event.
+            # The common case inline (a row of the page in hand): no coroutine per row.
             if self._ahead:
-                event: Event | None = self._ahead.popleft()
+                row: Recorded | None = self._ahead.popleft()
             elif self._index < len(self._page):
-                event = self._page[self._index]
+                row = self._page[self._index]
                 self._index += 1
             else:
-                event = await self._read()
-            if event is None:
+                row = await self._read()
+            if row is None:
                 return None
-            if event.seq > self._replay_from and await self._is_call(event):
-                return event
-            self._pass(event)
+            if row.seq > self._replay_from and (row.type in _CALLS or await self._is_call(row)):
+                return row
+            self._pass(row)
 
-    async def _is_call(self, event: Event) -> bool:
-        """Whether `event` (after `replay_from`) answers a call of the agent (else it is skipped)."""
-        if isinstance(event, MessageDiscarded) and event.continued_as is not None:
-            self.continued[event.message_id] = event.continued_as
-            self._carried = event.continued_as
-        if isinstance(event, BOOKKEEPING):
+    async def _is_call(self, row: Recorded) -> bool:
+        """Whether `row` (after `replay_from`, not of a type that always is) answers a call of the
+        agent (else it is skipped)."""
+        if row.type == _DISCARDED:
+            discarded = row.event
+            assert isinstance(discarded, MessageDiscarded)
+            if discarded.continued_as is not None:
+                self.continued[discarded.message_id] = discarded.continued_as
+                self._carried = discarded.continued_as
             return False
-        if isinstance(event, MessageDelta):
-            if event.message_id == self._carried:  # the kept text carried on, not a call
-                self._carried = None
-                return False
-            if not await self._replayed(event):
-                if self._in_tail:
-                    self.tail += event.content
-                return False
+        if row.type != _DELTA:
+            return False  # bookkeeping
+        delta = row.event
+        assert isinstance(delta, MessageDelta)
+        if delta.message_id == self._carried:  # the kept text carried on, not a call
+            self._carried = None
+            return False
+        if not await self._replayed(delta):
+            if self._in_tail:
+                self.tail += delta.content
+            return False
         return True
 
     @property
@@ -186,43 +225,50 @@ class Journal:
         upto, replayed = self._decided
         if delta.seq <= upto:
             return replayed
-        for event in self._ahead:
-            if (verdict := _verdict(event)) is not None:
-                self._decided = (event.seq, verdict)
+        for row in self._ahead:
+            if (verdict := _verdict(row.type)) is not None:
+                self._decided = (row.seq, verdict)
                 return verdict
-        while (event := await self._read()) is not None:
-            self._ahead.append(event)
-            if (verdict := _verdict(event)) is not None:
-                self._decided = (event.seq, verdict)
+        while (row := await self._read()) is not None:
+            self._ahead.append(row)
+            if (verdict := _verdict(row.type)) is not None:
+                self._decided = (row.seq, verdict)
                 return verdict
         self._decided = (self.end_seq + 1, False)  # past the end of the journal: the open message's tail
         return False
 
-    async def _read(self) -> Event | None:
-        """The next event of the log up to `end_seq`, in order (None past it)."""
+    async def _read(self) -> Recorded | None:
+        """The next row of the log up to `end_seq`, in order (None past it)."""
         if self._index >= len(self._page):
             if self._read_seq >= self.end_seq:
                 return None
             limit = min(PAGE, self.end_seq - self._read_seq)
-            self._page = await self._store.read(self.run_id, after_seq=self._read_seq, limit=limit)
+            # Looked up here, not before: a log given whole (`first_page`) needs no store at all.
+            rows = port_of(self._store, RecordedReader)
+            if rows is not None:
+                self._page = await rows.read_recorded(self.run_id, after_seq=self._read_seq, limit=limit)
+            else:
+                events = await self._store.read(self.run_id, after_seq=self._read_seq, limit=limit)
+                self._page = [Recorded.of(event) for event in events]
             self._index = 0
             if not self._page:  # the log is shorter than it was when the resume began
                 self._read_seq = self.end_seq
                 return None
             self._read_seq = self._page[-1].seq
-        event = self._page[self._index]
+        row = self._page[self._index]
         self._index += 1
-        return event
+        return row
 
 
-def _verdict(event: Event) -> bool | None:
-    """What `event`, after an open message's deltas, says of them: replayed (True: the agent went
-    on past them), an unrecorded tail (False: the message was discarded), or nothing yet (None)."""
-    if isinstance(event, MessageDiscarded):
+def _verdict(event_type: str) -> bool | None:
+    """What an event of `event_type`, after an open message's deltas, says of them: replayed (True:
+    the agent went on past them), an unrecorded tail (False: the message was discarded), or nothing
+    yet (None)."""
+    if event_type == _DISCARDED:
         return False
-    if isinstance(event, (MessageDelta, *BOOKKEEPING)):
-        return None
-    return True
+    if event_type in _CALLS:
+        return True
+    return None  # a delta, or bookkeeping
 
 
 __all__ = ["BOOKKEEPING", "Journal"]

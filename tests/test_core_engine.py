@@ -392,3 +392,29 @@ class DemoAgentsMachine(EngineMachine):
 
 TestDemoAgentsMachine = DemoAgentsMachine.TestCase
 TestDemoAgentsMachine.settings = settings(max_examples=15, stateful_step_count=12, deadline=None)
+
+
+def test_a_run_task_names_its_event_loop_once_for_anyio() -> None:
+    """anyio sniffs the event loop for every primitive it makes (cancel scopes, events, task
+    groups: ~15 a resumed run); a run's task names it once in its own context, under a plain
+    asyncio.run too (not only under anyio.run, which names it for the whole run)."""
+    import asyncio
+    import contextvars
+
+    import sniffio
+
+    seen: list[str | None] = []
+
+    async def main() -> None:
+        engine = RunEngine()
+
+        @engine.agent("probe")
+        async def probe(ctx) -> None:  # type: ignore[no-untyped-def]
+            seen.append(sniffio.current_async_library_cvar.get())
+
+        async with engine:
+            await engine.execute("probe")
+        seen.append(sniffio.current_async_library_cvar.get())  # the caller's context is left as it was
+
+    contextvars.Context().run(asyncio.run, main())
+    assert seen == ["asyncio", None]

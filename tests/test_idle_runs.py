@@ -6,13 +6,17 @@ scanner, runengine.idle) or its input (`engine.resume`) takes it up again."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import anyio
 import pytest
+import structlog
+import structlog._config
+import structlog.testing
 
-from runengine import RunEngine, Status
+from runengine import RunEngine, Status, context, recording
 from runengine.adapters.memory import MemoryStore
 from runengine.adapters.sqlite import SQLiteStore
 from runengine.errors import InputTimedOut
@@ -27,6 +31,7 @@ from runengine.events import (
     TimerStarted,
     Usage,
 )
+from runengine.idle import SCAN_PAGE
 from runengine.options import Durability
 from runengine.ports import EventStore, WakeIndex
 from runengine.state import RunState
@@ -306,3 +311,75 @@ async def test_a_worker_hands_an_idle_run_back_to_the_queue_until_its_input_or_t
         worker = engine._worker
         assert worker is not None
         await parked_and_taken_up_again(engine, lambda: worker.in_flight)
+
+
+@pytest.mark.anyio
+async def test_at_start_every_due_idle_run_is_listed_and_its_log_read_before_any_is_launched(tmp_path: Path) -> None:
+    """Recovery takes the idle runs already due up in the same pass as the runs at work: every page
+    of the timer index is read, then their logs in one pass, and only then are they launched, all
+    before the engine has started (a page read no longer waits behind the runs just launched)."""
+    path = tmp_path / "runs.db"
+    count = SCAN_PAGE + 50  # more than one page of the timer index
+    async with make_engine(path, horizon=7200) as engine:
+        runs = [(await engine.execute("nap", 3600, mode="async")).run_id for _ in range(count)]
+        for run_id in runs:
+            await until(lambda: sleeping(engine, run_id))
+    engine = make_engine(path, horizon=7200)  # an hour's sleep is due within the horizon
+    store, driver = engine.store, engine.driver
+    calls: list[str] = []
+
+    def recorded(name: str, read: Callable[..., Any]) -> Callable[..., Any]:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return await read(*args, **kwargs)
+
+        return call
+
+    store.list_waking = recorded("list_waking", store.list_waking)  # type: ignore[attr-defined]
+    store.read_heads = recorded("read_heads", store.read_heads)  # type: ignore[attr-defined]
+    launch = driver.launch
+
+    def launching(*args: Any, **kwargs: Any) -> Any:
+        calls.append("launch")
+        return launch(*args, **kwargs)
+
+    driver.launch = launching  # type: ignore[method-assign]
+    async with engine:
+        assert set(driver.active) == set(runs)  # every one taken up by the time the engine has started
+        first = calls.index("launch")
+        assert calls[:first] == ["list_waking", "list_waking", "read_heads"]
+        assert calls[first:] == ["launch"] * count
+        assert [(await engine.status(run_id)).timer_id is not None for run_id in runs[:3]] == [True] * 3
+
+
+@pytest.mark.anyio
+async def test_resumed_runs_bind_no_logger_and_draw_no_timer_id_until_they_need_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per-run costs of a resume paid only when used: a run's logger is bound when a line is
+    logged (ctx.log on first use, the driver's on its first line), a replayed sleep draws no new
+    timer id. Logged lines still carry the run."""
+    path = tmp_path / "runs.db"
+    async with make_engine(path, horizon=7200) as engine:
+        runs = [(await engine.execute("nap", 3600, mode="async")).run_id for _ in range(5)]
+        for run_id in runs:
+            await until(lambda: sleeping(engine, run_id))
+    binds, ids = [], []
+    bind = structlog._config.BoundLoggerLazyProxy.bind
+    monkeypatch.setattr(structlog._config.BoundLoggerLazyProxy, "bind", lambda self, **kw: binds.append(kw) or bind(self, **kw))
+    new_id = recording.new_id
+    monkeypatch.setattr(context, "new_id", lambda kind: ids.append(kind) or new_id(kind))
+    engine = make_engine(path, horizon=7200)
+
+    @engine.agent("logs")
+    async def logs(ctx) -> None:  # type: ignore[no-untyped-def]
+        ctx.log.info("hello")
+
+    async with engine:
+        await until(lambda: all(engine.driver.active[r].recorder is not None and not engine.driver.active[r].recorder.replaying
+                                for r in runs))
+        assert binds == [] and ids == []  # five runs resumed and asleep again: no logger, no id
+        with structlog.testing.capture_logs() as lines:
+            state = await engine.execute("logs")
+        assert state.status is Status.COMPLETED
+        assert [(line["event"], line["run_id"]) for line in lines if line["event"] == "hello"] == [("hello", state.run_id)]

@@ -4,6 +4,7 @@ PostgreSQL NOTIFY, notify_all) still wakes it, to look for itself."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 
 from runengine import RunContext
 from runengine.adapters.memory import MemoryStore
+from runengine.adapters.postgres import PostgresStore
 from runengine.adapters.sqlite import SQLiteStore
 from runengine.adapters.wakeup import RunWakeups
 from runengine.engine import RunEngine
@@ -142,3 +144,41 @@ async def test_any_news_waiters_still_wake_on_every_commit() -> None:
         await anyio.sleep(0.01)
         wakeups.notify("r", 2, status=Status.RUNNING)
     assert results == [True]
+
+
+class CountingPostgresStore(Counting, PostgresStore):
+    pass
+
+
+@pytest.mark.postgres
+@pytest.mark.anyio
+async def test_a_waiter_in_another_process_sleeps_through_the_steps_on_postgresql(pg_dsn: str) -> None:
+    """The NOTIFY of each commit carries the status it left the run at: a second store on the same
+    database (its own listener, as another process has) wakes its settled waiter at the end only."""
+    schema = f"settled_{uuid.uuid4().hex[:8]}"
+    running = RunEngine(PostgresStore(pg_dsn, schema=schema), durability=Durability(park_after=None))
+    watching = CountingPostgresStore(pg_dsn, schema=schema)
+    go = anyio.Event()
+
+    @running.agent("steps")
+    async def steps(ctx: RunContext) -> int:
+        await go.wait()
+        for i in range(STEPS):
+            await ctx.step("identity", lambda i=i: i)
+        return STEPS
+
+    async with running, watching:
+        waiter = RunEngine(watching)
+        run = await running.execute("steps", mode="async")
+        watching.watched = run.run_id
+        async with anyio.create_task_group() as tg:
+            ended: list[Any] = []
+
+            async def wait() -> None:
+                ended.append(await waiter.wait(run.run_id))
+
+            tg.start_soon(wait)
+            await anyio.sleep(0.2)  # the waiter is asleep (and listening) before the first step
+            go.set()
+        assert ended[0].status is Status.COMPLETED and ended[0].steps == STEPS
+        assert watching.reads < 10, watching.reads

@@ -69,6 +69,7 @@ from runengine.events import (
     SignalReceived,
     SignalTaken,
     SignalWaiting,
+    StepCompleted,
     Thought,
     TimerFired,
     ToolCall,
@@ -78,7 +79,7 @@ from runengine.events import (
 )
 from runengine.idempotency import IdempotencyStore
 from runengine.ports import (
-    MAX_PAGE, EventStore, IdempotencyRecord, RunSummary, SessionRecord, SessionStore, WakeIndex, last_seq,
+    MAX_PAGE, EventStore, IdempotencyRecord, RecordedReader, RunSummary, SessionRecord, SessionStore, WakeIndex, last_seq,
 )
 from runengine.retention import EndedRuns
 from runengine.schedules import Schedule, ScheduleStore
@@ -88,6 +89,7 @@ from runengine.status import Status
 from runengine.stores import open_store
 from runengine.testing.strategies import next_event
 from runengine.transitions import status_after
+from runengine.wire import event_data, loads_stored
 
 StoreFactory = Callable[[], AbstractAsyncContextManager[EventStore]]
 
@@ -345,6 +347,36 @@ class LogConformance:
                 await store.append("r", [event], expected_seq=event.seq - 1)
             assert await store.read("r") == log
             assert (await store.get_run("r")).status is Status.FAILED  # type: ignore[union-attr]
+
+    @pytest.mark.anyio
+    async def test_read_recorded_gives_what_read_gives(self, store_factory: StoreFactory) -> None:
+        """The RecordedReader port (optional): the same rows as `read`, in the same pages, each
+        decoding to the event `read` gives; a stored payload, where the store keeps one, is the
+        event's data."""
+        at = datetime(2026, 5, 4, 3, 2, 1, 123456, tzinfo=timezone.utc)
+        log: list[Event] = [
+            *new_log("r", 3),
+            StepCompleted(run_id="r", seq=4, at=at, name="s", output={"big": 10**40, "list": [1, "two", None]}),
+            StepCompleted(run_id="r", seq=5, at=at, name="s", error=ErrorInfo(code="ValueError", message="no")),
+            UnknownEvent(run_id="r", seq=6, at=at, type="x.from_the_future", data={"v": 2}),
+            *deltas("r", 7, 600),
+        ]
+        async with store_factory() as store:
+            if not isinstance(store, RecordedReader):
+                pytest.skip("this store has no RecordedReader port (a replay reads it with `read`)")
+            await store.append("r", log[:5], expected_seq=0)
+            await store.append("r", log[5:], expected_seq=5)
+            for after_seq, limit in ((0, MAX_PAGE), (0, 500), (3, 2), (500, 1000), (606, 10), (99, 1)):
+                events = await store.read("r", after_seq=after_seq, limit=limit)
+                rows = await store.read_recorded("r", after_seq=after_seq, limit=limit)
+                assert [(row.seq, row.type) for row in rows] == [(event.seq, event.type) for event in events]
+                for row, event in zip(rows, events):
+                    assert row.stored is None or loads_stored(row.stored) == event_data(event)
+                    assert row.event == event
+            assert await store.read_recorded("other") == []
+            for bad in ({"after_seq": -1}, {"limit": 0}):
+                with pytest.raises(InvalidRequest):
+                    await store.read_recorded("r", **bad)
 
     @pytest.mark.anyio
     async def test_child_run_and_signal_events_read_back_equal(self, store_factory: StoreFactory) -> None:

@@ -1,0 +1,113 @@
+"""Replay passes a long log by without building an event per row (issue 22).
+
+A resumed run's journal reads the log as the store keeps it (`RecordedReader.read_recorded`):
+a replayed `ctx.step` is compared and answered on its stored payload, so the events built while
+resuming are those of the state's fold (the tail after the latest snapshot), not one per step.
+What the agent gets back, and what a changed agent is told, stay as they were.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import runengine.adapters.sql_log as sql_log
+from kit import until
+from runengine import RunEngine
+from runengine.adapters.memory import MemoryStore
+from runengine.adapters.postgres import PostgresStore
+from runengine.adapters.sqlite import SQLiteStore
+from runengine.context import RunContext
+from runengine.errors import StepFailed
+from runengine.options import Durability
+from runengine.ports import RecordedReader
+from runengine.status import Status
+
+STEPS = 2_500
+SLEEP = 3600.0
+
+
+def test_the_shipped_stores_hand_a_replay_their_rows_undecoded() -> None:
+    """Each store the project ships keeps the RecordedReader port (its conformance suite checks it)."""
+    for store in (MemoryStore, SQLiteStore, PostgresStore):
+        assert issubclass(store, RecordedReader), store
+
+
+def _engine(path: Path, seen: dict[str, Any], *, step_name: str = "part") -> RunEngine:
+    """Steps named `step_name`, a failing step, then a long durable sleep; `seen` gets what the
+    agent got back and counts the calls made."""
+    engine = RunEngine(SQLiteStore(path), durability=Durability(delay_horizon=2 * SLEEP, park_after=None))
+
+    def part(i: int) -> dict[str, Any]:
+        seen["calls"] = seen.get("calls", 0) + 1
+        return {"i": i, "of": [i, str(i)], "big": 10**30 + i}
+
+    def boom() -> None:
+        seen["calls"] = seen.get("calls", 0) + 1
+        raise ValueError("no")
+
+    @engine.agent("long")
+    async def long(ctx: RunContext) -> None:
+        outputs = [await ctx.step(step_name, part, i) for i in range(int(ctx.input))]
+        try:
+            await ctx.step("boom", boom)
+        except StepFailed as exc:
+            seen["failed"] = exc.args
+        seen["outputs"] = outputs
+        await ctx.sleep(SLEEP)
+
+    return engine
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the SQLite store needs asyncio
+async def test_a_resumed_run_builds_no_event_per_replayed_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "runs.db"
+    live: dict[str, Any] = {}
+    async with _engine(path, live) as engine:
+        run_id = (await engine.execute("long", STEPS, mode="async")).run_id
+        await until(lambda: "outputs" in live, timeout=120)
+    assert live["calls"] == STEPS + 1
+
+    built: list[str] = []
+    decode = sql_log.decode_event
+
+    def counted(run_id: str, seq: int, event_type: str, at: Any, data: Any) -> Any:
+        built.append(event_type)
+        return decode(run_id, seq, event_type, at, data)
+
+    monkeypatch.setattr(sql_log, "decode_event", counted)
+    resumed: dict[str, Any] = {}
+    async with _engine(path, resumed) as engine:
+        await until(lambda: "outputs" in resumed, timeout=120)
+        state = await engine.status(run_id)
+    assert resumed.get("calls", 0) == 0  # nothing made again
+    assert resumed["outputs"] == live["outputs"]  # each step's output as recorded
+    assert resumed["failed"] == live["failed"]  # a recorded error raised again
+    assert state.status is Status.RUNNING and state.steps == STEPS + 1
+    # The state's fold reads the tail after the latest snapshot (every 1,000 events); the journal
+    # builds none of the step.completed rows it replays (before: every one of them, once more).
+    assert built.count("step.completed") <= 1_000 + 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the SQLite store needs asyncio
+async def test_a_renamed_step_still_diverges_where_it_was_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    seen: dict[str, Any] = {}
+    async with _engine(path, seen) as engine:
+        run_id = (await engine.execute("long", 3, mode="async")).run_id
+        await until(lambda: "outputs" in seen)
+    async with _engine(path, {}, step_name="renamed") as engine:
+        state = await until(lambda: _ended(engine, run_id))
+    assert state.status is Status.FAILED
+    assert state.error.code == "replay_divergence"
+    assert "called step('renamed'), but it recorded name='part', not 'renamed'" in state.error.message
+    assert "replay diverged at seq 3:" in state.error.message  # the first step (after run.created, run.started)
+
+
+async def _ended(engine: RunEngine, run_id: str) -> Any:
+    state = await engine.status(run_id)
+    return state if state.terminal else None
