@@ -20,6 +20,7 @@ from runengine.engine import RunEngine
 from runengine.options import Durability
 from runengine.ports import RunSummary
 from runengine.status import Status
+from runengine.worker import WorkerOptions
 
 ANYIO_BACKENDS = ("asyncio",)  # the SQLite store needs asyncio
 
@@ -156,7 +157,9 @@ async def test_a_waiter_in_another_process_sleeps_through_the_steps_on_postgresq
     """The NOTIFY of each commit carries the status it left the run at: a second store on the same
     database (its own listener, as another process has) wakes its settled waiter at the end only."""
     schema = f"settled_{uuid.uuid4().hex[:8]}"
-    running = RunEngine(PostgresStore(pg_dsn, schema=schema), durability=Durability(park_after=None))
+    running = RunEngine(
+        PostgresStore(pg_dsn, schema=schema), durability=Durability(park_after=None), worker=WorkerOptions(poll=0.05)
+    )
     watching = CountingPostgresStore(pg_dsn, schema=schema)
     go = anyio.Event()
 
@@ -168,7 +171,7 @@ async def test_a_waiter_in_another_process_sleeps_through_the_steps_on_postgresq
         return STEPS
 
     async with running, watching:
-        waiter = RunEngine(watching)
+        waiter = RunEngine(watching)  # no worker: it only waits
         run = await running.execute("steps", mode="async")
         watching.watched = run.run_id
         async with anyio.create_task_group() as tg:
