@@ -391,7 +391,7 @@ async def test_a_batch_sends_one_notification_for_all_its_runs(pg_dsn: str) -> N
                     await anyio.sleep(0.01)
         finally:
             await listener.close()
-        assert sorted(line for p in payloads for line in p.split("\n")) == sorted(f"{r} 3" for r in runs)
+        assert sorted(line for p in payloads for line in p.split("\n")) == sorted(f"{r} 3:running" for r in runs)  # `run_id seq:status`
         assert len(payloads) <= commits < len(runs), (len(payloads), commits)
 
 
