@@ -12,8 +12,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import attrs
@@ -147,6 +148,30 @@ def serve_process(
 
 
 # -- process figures --------------------------------------------------------------------------
+
+
+def sigkill_when(script: Path, *args: str, killed_after: Callable[[str], bool]) -> None:
+    """Run `python script *args`, hand each line it prints to `killed_after`, and SIGKILL the
+    process as soon as that returns True (a watchdog kills it after 120 s: never hang the suite)."""
+    child = subprocess.Popen(
+        [sys.executable, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    watchdog = threading.Timer(120.0, child.kill)
+    watchdog.start()
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            if killed_after(line):
+                child.send_signal(signal.SIGKILL)
+                break
+        child.wait(timeout=60)
+    finally:
+        watchdog.cancel()
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == -signal.SIGKILL, "the child stopped before it was killed"
 
 
 def rss_bytes(pid: int | str = "self") -> int:

@@ -16,11 +16,11 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
+from faultkit import sigkill_when
 from runengine.adapters.sqlite import SQLiteStore
 from runengine.engine import RunEngine
 from runengine.events import MessageDelta
@@ -84,36 +84,20 @@ ANYIO_BACKENDS = ("asyncio",)  # the SQLite store needs asyncio
 
 def run_child_until_killed(path: Path, script: Path, kill_after: int) -> dict[str, int]:
     """Start the writer, read acknowledgements until `kill_after` of them, SIGKILL it."""
-    child = subprocess.Popen(
-        [sys.executable, str(script), str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    watchdog = threading.Timer(120.0, child.kill)  # never hang the suite
-    watchdog.start()
     acked: dict[str, int] = {"engine": 0, "direct": 0}
-    try:
-        assert child.stdout is not None
-        seen = 0
-        for line in child.stdout:
-            parts = line.split()
-            if len(parts) != 3 or parts[0] not in acked:
-                continue  # a log line, not an acknowledgement
-            kind, _run_id, seq = parts
-            acked[kind] = max(acked[kind], int(seq))
-            seen += 1
-            if seen >= kill_after and acked["engine"] and acked["direct"]:
-                child.send_signal(signal.SIGKILL)
-                break
-        child.wait(timeout=60)
-    finally:
-        watchdog.cancel()
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert child.returncode == -signal.SIGKILL, "the writer stopped before it was killed"
+    seen = 0
+
+    def enough(line: str) -> bool:
+        nonlocal seen
+        parts = line.split()
+        if len(parts) != 3 or parts[0] not in acked:
+            return False  # a log line, not an acknowledgement
+        kind, _run_id, seq = parts
+        acked[kind] = max(acked[kind], int(seq))
+        seen += 1
+        return seen >= kill_after and bool(acked["engine"] and acked["direct"])
+
+    sigkill_when(script, str(path), killed_after=enough)
     return acked
 
 

@@ -9,16 +9,12 @@ there, and any run of the file whole (created, started, its message, its end) or
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import anyio
 import pytest
 
+from faultkit import sigkill_when
 from runengine.adapters.sqlite import SQLiteStore
 from runengine.status import Status
 from runengine.testing.conformance import read_all
@@ -52,30 +48,16 @@ anyio.run(main)
 
 
 def answered_until_killed(path: Path, script: Path, kill_after: int) -> list[str]:
-    child = subprocess.Popen(
-        [sys.executable, str(script), str(path)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    watchdog = threading.Timer(120.0, child.kill)  # never hang the suite
-    watchdog.start()
     answered: list[str] = []
-    try:
-        assert child.stdout is not None
-        for line in child.stdout:
-            parts = line.split()
-            if len(parts) == 3 and parts[0] == "answered":
-                assert parts[2] == "completed"
-                answered.append(parts[1])
-                if len(answered) >= kill_after:
-                    child.send_signal(signal.SIGKILL)
-                    break
-        child.wait(timeout=60)
-    finally:
-        watchdog.cancel()
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert child.returncode == -signal.SIGKILL, "the child stopped before it was killed"
+
+    def enough(line: str) -> bool:
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "answered":
+            assert parts[2] == "completed"
+            answered.append(parts[1])
+        return len(answered) >= kill_after
+
+    sigkill_when(script, str(path), killed_after=enough)
     return answered
 
 
