@@ -47,11 +47,8 @@ class CountingMemoryStore(Counting, MemoryStore):
     pass
 
 
-@pytest.mark.anyio
-@pytest.mark.parametrize("kind", ["sqlite", "memory"])
-async def test_a_sync_waiter_is_not_woken_by_each_step(tmp_path: Path, kind: str) -> None:
-    store: Any = CountingSQLiteStore(tmp_path / "runs.db") if kind == "sqlite" else CountingMemoryStore()
-    engine = RunEngine(store, durability=Durability(park_after=None))
+def add_steps_agent(engine: RunEngine) -> anyio.Event:
+    """Agent `steps`: STEPS durable steps once the returned event is set."""
     go = anyio.Event()
 
     @engine.agent("steps")
@@ -61,19 +58,35 @@ async def test_a_sync_waiter_is_not_woken_by_each_step(tmp_path: Path, kind: str
             await ctx.step("identity", lambda i=i: i)
         return STEPS
 
+    return go
+
+
+async def wait_while_it_steps(engine: RunEngine, run_id: str, go: anyio.Event, *, asleep_after: float) -> Any:
+    """`engine.wait` for the run, started `asleep_after` seconds before the run's steps begin."""
+    ended: list[Any] = []
+
+    async def wait() -> None:
+        ended.append(await engine.wait(run_id))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(wait)
+        await anyio.sleep(asleep_after)
+        go.set()
+    return ended[0]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+async def test_a_sync_waiter_is_not_woken_by_each_step(tmp_path: Path, kind: str) -> None:
+    store: Any = CountingSQLiteStore(tmp_path / "runs.db") if kind == "sqlite" else CountingMemoryStore()
+    engine = RunEngine(store, durability=Durability(park_after=None))
+    go = add_steps_agent(engine)
+
     async with engine:
         run = await engine.execute("steps", mode="async")
         store.watched = run.run_id
-        async with anyio.create_task_group() as tg:
-            ended: list[Any] = []
-
-            async def wait() -> None:
-                ended.append(await engine.wait(run.run_id))
-
-            tg.start_soon(wait)
-            await anyio.sleep(0.05)  # the waiter is asleep before the first step
-            go.set()
-        assert ended[0].status is Status.COMPLETED and ended[0].steps == STEPS
+        ended = await wait_while_it_steps(engine, run.run_id, go, asleep_after=0.05)
+        assert ended.status is Status.COMPLETED and ended.steps == STEPS
         # Woken by the run's end (and perhaps its start), not once per step: a handful of reads.
         assert store.reads < 10, store.reads
 
@@ -161,27 +174,13 @@ async def test_a_waiter_in_another_process_sleeps_through_the_steps_on_postgresq
         PostgresStore(pg_dsn, schema=schema), durability=Durability(park_after=None), worker=WorkerOptions(poll=0.05)
     )
     watching = CountingPostgresStore(pg_dsn, schema=schema)
-    go = anyio.Event()
-
-    @running.agent("steps")
-    async def steps(ctx: RunContext) -> int:
-        await go.wait()
-        for i in range(STEPS):
-            await ctx.step("identity", lambda i=i: i)
-        return STEPS
+    go = add_steps_agent(running)
 
     async with running, watching:
         waiter = RunEngine(watching)  # no worker: it only waits
         run = await running.execute("steps", mode="async")
         watching.watched = run.run_id
-        async with anyio.create_task_group() as tg:
-            ended: list[Any] = []
-
-            async def wait() -> None:
-                ended.append(await waiter.wait(run.run_id))
-
-            tg.start_soon(wait)
-            await anyio.sleep(0.2)  # the waiter is asleep (and listening) before the first step
-            go.set()
-        assert ended[0].status is Status.COMPLETED and ended[0].steps == STEPS
+        # the waiter is asleep (and listening) before the first step
+        ended = await wait_while_it_steps(waiter, run.run_id, go, asleep_after=0.2)
+        assert ended.status is Status.COMPLETED and ended.steps == STEPS
         assert watching.reads < 10, watching.reads
