@@ -30,7 +30,7 @@ from runengine.adapters.sql_dialect import Dialect, from_micros
 from runengine.adapters.sql_schedules import SQLSchedules
 from runengine.adapters.wakeup import RunWakeups
 from runengine.errors import ConcurrencyConflict, InvalidRequest, SchemaVersionError
-from runengine.events import NO_DEADLINE, Event, MessageDelta, RunCreated, wake_after
+from runengine.events import NO_DEADLINE, Event, MessageDelta, RunCreated, data_fields, wake_after
 from runengine.ports import (
     DEFAULT_PAGE,
     MAX_PAGE,
@@ -53,7 +53,7 @@ from runengine.validation import (
     encode_ended_cursor,
     micros,
 )
-from runengine.wire import data_to_json, event_from_stored, loads_stored, state_from_json, state_to_json, to_json
+from runengine.wire import JSON_SCALARS, data_to_json, event_from_stored, loads_stored, state_from_json, state_to_json, to_json
 
 _DELTA = MessageDelta.type
 RUN_COLUMNS = "run_id, agent, status, session_id, owner, created_at, updated_at, last_seq, wake_at"
@@ -121,8 +121,6 @@ def decode_event(run_id: str, seq: int, event_type: str, at: datetime, data: str
 
 #: The payload's fields of each event class (all but run_id, seq and at), made on first use.
 _PAYLOAD_FIELDS: dict[type[Event], tuple[str, ...]] = {}
-#: Values that JSON gives back as they were (same type, equal) and that nobody can change.
-_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _reads_back_as_itself(event: Event) -> bool:
@@ -134,9 +132,9 @@ def _reads_back_as_itself(event: Event) -> bool:
     cls = type(event)
     names = _PAYLOAD_FIELDS.get(cls)
     if names is None:
-        names = _PAYLOAD_FIELDS[cls] = tuple(f.name for f in attrs.fields(cls) if f.name not in ("run_id", "seq", "at"))
+        names = _PAYLOAD_FIELDS[cls] = data_fields(cls)
     for name in names:
-        if type(getattr(event, name)) not in _SCALARS:
+        if type(getattr(event, name)) not in JSON_SCALARS:
             return False
     return True
 
@@ -533,7 +531,7 @@ def decide(
             summary = new_summary(events[0])
         previous = summary.status if summary.last_seq else None
         last = events[-1]
-        if _all_deltas(events):  # the token hot path: status and wake time stay as they were
+        if all_deltas(events):  # the token hot path: status and wake time stay as they were
             changed[item.run_id] = attrs.evolve(summary, updated_at=last.at, last_seq=last.seq)
         else:
             status = status_after(previous, [event.type for event in events])
@@ -546,7 +544,7 @@ def decide(
     return decision
 
 
-def _all_deltas(events: Sequence[Event]) -> bool:
+def all_deltas(events: Sequence[Event]) -> bool:
     for event in events:
         if event.type != _DELTA:
             return False

@@ -39,6 +39,7 @@ from runengine.adapters.sql_log import (
     Append,
     SQLLog,
     Statements,
+    all_deltas,
     check_text,
     decide,
     log_tables,
@@ -344,7 +345,7 @@ class SQLiteStore(SQLStreams, SQLLog):
         item = Append(run_id, events, expected_seq, asyncio.get_running_loop().create_future())
         assert self._writer_db is not None
         # any event but a token delta is committed at once
-        self._writer_db.write(item, urgent=any(event.type != _DELTA for event in events), size=len(events))
+        self._writer_db.write(item, urgent=not all_deltas(events), size=len(events))
         await item.future
 
     async def _transaction(

@@ -73,6 +73,10 @@ def current_idempotency_key() -> str:
     return key
 
 
+#: The span of a step when no observer is installed: one context that does nothing, reused.
+_NO_SPAN = contextlib.nullcontext()
+
+
 @contextlib.contextmanager
 def _keyed(key: str) -> Any:
     token = _CALL_KEY.set(key)
@@ -366,9 +370,14 @@ class RunContext:
         recorded = self._rec.step_at_hand(name) or await self._rec.replayed_step(name)
         if recorded is not None:
             return _step_outcome(name, *recorded)
-        await self._acquire(limit)
-        span = observe.current.step_span(kind="step", name=name, run_id=self.run_id, seq=self._writer.next_seq)
-        return await self._record_step(name, lambda: _call(fn, *args, **kwargs), span)
+        if limit is not None:
+            await self._acquire(limit)
+        # No span made when no observer is installed (nobody would see it).
+        span = (
+            observe.current.step_span(kind="step", name=name, run_id=self.run_id, seq=self._writer.next_seq)
+            if observe.installed() else None
+        )
+        return await self._record_step(name, lambda: fn(*args, **kwargs), span)
 
     def _check_limit(self, limit: str | None) -> None:
         if limit is not None:
@@ -402,15 +411,22 @@ class RunContext:
         return await self._record_step(name, lambda: fn(StepStream(self)))  # not recorded to its end: made again
 
     async def _record_step(
-        self, name: str, call: Callable[[], Awaitable[Any]], span: contextlib.AbstractContextManager[Any] | None = None
+        self, name: str, call: Callable[[], Any], span: contextlib.AbstractContextManager[Any] | None = None
     ) -> Any:
-        """Make a step's call live and record what came of it (`step.completed` with its output, or
-        its error, which is raised again as StepFailed); `span` is around the call alone."""
+        """Make a step's call live (`call()`: its result, or an awaitable of it) and record what came
+        of it (`step.completed` with its output, or its error, which is raised again as StepFailed);
+        `span` is around the call alone."""
         # The run's steps recorded so far: the same number wherever this call runs again.
-        key = f"{self.run_id}/step/{self._writer.fold.steps}"
+        token = _CALL_KEY.set(f"{self.run_id}/step/{self._writer.fold.steps}")
         try:
-            with span if span is not None else contextlib.nullcontext(), _keyed(key):
-                output = plain(await call())
+            try:
+                with span if span is not None else _NO_SPAN:
+                    output = call()
+                    if inspect.isawaitable(output):
+                        output = await output
+                    output = plain(output)
+            finally:
+                _CALL_KEY.reset(token)
         except Exception as exc:
             error = ErrorInfo(code=type(exc).__name__, message=f"{type(exc).__name__}: {exc}")
             await self._rec.add(

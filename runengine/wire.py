@@ -10,6 +10,7 @@ so a reader of a log written by a newer version keeps working.
 from __future__ import annotations
 
 import json
+import math
 import types
 import typing
 from datetime import datetime, timezone
@@ -20,7 +21,7 @@ import msgspec
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from .errors import InvalidRequest
-from .events import ENVELOPE_FIELDS, EVENT_TYPES, ErrorInfo, Event, MessageDelta, UnknownEvent
+from .events import ENVELOPE_FIELDS, EVENT_TYPES, ErrorInfo, Event, MessageDelta, UnknownEvent, data_fields
 from .state import RunState
 from .status import Status
 
@@ -172,7 +173,7 @@ def dumps(value: Any) -> str:
     Strict: NaN, Infinity and -Infinity raise ValueError (they are not JSON, and JavaScript's
     JSON.parse refuses them), as do integers longer than Python converts to text (4,300 digits).
     """
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default)
+    return _encoder.encode(value)
 
 
 def to_json(value: Any, what: str) -> str:
@@ -197,6 +198,10 @@ def _default(value: Any) -> Any:
     return converter.unstructure(value)
 
 
+#: What `json.dumps` with these options makes on every call, made once (the same text).
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default)
+
+
 def event_to_json(event: Event) -> str:
     """`dumps(event_to_dict(event))`, byte for byte, around the payload text `data_to_json` keeps:
     a payload encoded for the store (or the writer's size check) is not encoded again per frame."""
@@ -208,6 +213,71 @@ def event_to_json(event: Event) -> str:
 
 def event_from_json(text: str | bytes) -> Event:
     return event_from_dict(json.loads(text))
+
+
+#: Python types that JSON gives back as themselves (the same type, an equal value) and that nobody
+#: can change: a payload of only these is shared, not copied (the SQLite tail cache), and
+#: encoded without the converter (below).
+JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+#: Per event class: its payload fields in the converter's order, each with its key as JSON text
+#: and whether only None passes it unchanged (a time or an ErrorInfo); None for a class the
+#: converter may change a scalar of (UnknownEvent, a field of another type).
+_SCALAR_FIELDS: dict[type[Event], tuple[tuple[str, str, bool], ...] | None] = {}
+
+
+def _scalar_fields(cls: type[Event]) -> tuple[tuple[str, str, bool], ...] | None:
+    if cls is UnknownEvent:
+        return None
+    none_only: dict[str, bool] = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        if name in ENVELOPE_FIELDS or typing.get_origin(hint) is typing.ClassVar:
+            continue
+        args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+        kinds = {typing.get_origin(arg) or arg for arg in args}
+        if not kinds <= {*_JSON_TYPES, datetime, ErrorInfo}:
+            return None
+        none_only[name] = not kinds <= set(_JSON_TYPES)
+    order = data_fields(cls)
+    if sorted(order) != sorted(none_only):
+        return None
+    return tuple((name, _json_string(name) + ":", none_only[name]) for name in order)
+
+
+def _scalar_payload_json(event: Event) -> str | None:
+    """The payload's JSON text, exactly as `to_json(event_data(event))` writes it, when every payload
+    field holds a JSON scalar (a step that returned a number or text, a thought ...): each field
+    written as the encoder writes it, no converter, no encoder call. None otherwise (a container,
+    a float that is not finite, an integer too long for text: the converter's path, and its errors)."""
+    cls = type(event)
+    try:
+        fields = _SCALAR_FIELDS[cls]
+    except KeyError:
+        fields = _SCALAR_FIELDS[cls] = _scalar_fields(cls)
+    if fields is None:
+        return None
+    members = []
+    for name, key, none_only in fields:
+        value = getattr(event, name)
+        kind = type(value)
+        if value is None:
+            members.append(key + "null")
+        elif none_only:
+            return None
+        elif kind is str:
+            members.append(key + _json_string(value))
+        elif kind is bool:
+            members.append(key + ("true" if value else "false"))
+        elif kind is int and -_SHORT_INT < value < _SHORT_INT:
+            members.append(key + int.__repr__(value))
+        elif kind is float and math.isfinite(value):
+            members.append(key + float.__repr__(value))
+        else:
+            return None
+    return "{" + ",".join(members) + "}"
+
+
+#: Integers this far from 0 have far fewer digits than Python refuses to write (4,300).
+_SHORT_INT = 10**1000
 
 
 #: The payloads encoded last, by event identity (the event is kept, so its id is not reused):
@@ -232,7 +302,9 @@ def data_to_json(event: Event) -> str:
     if known is not None and known[0] is event:
         return known[1]
     global _encoded_chars
-    text = to_json(event_data(event), f"event seq {event.seq} ({event.type})")
+    text = _scalar_payload_json(event)
+    if text is None:
+        text = to_json(event_data(event), f"event seq {event.seq} ({event.type})")
     if len(_ENCODED) >= _ENCODED_MAX or _encoded_chars + len(text) > _ENCODED_MAX_CHARS:
         _ENCODED.clear()
         _encoded_chars = 0

@@ -172,7 +172,8 @@ class RunWriter:
 
     def _check_size(self, event: Event) -> None:
         """Encodes the payload once: InvalidRequest if it cannot be strict JSON, EventTooLarge if too big."""
-        size = len(data_to_json(event).encode())
+        text = data_to_json(event)
+        size = len(text) if text.isascii() else len(text.encode())
         if size > self._max_event_bytes:
             raise EventTooLarge(event.type, size, self._max_event_bytes)
 
@@ -225,7 +226,8 @@ class RunWriter:
                 finally:
                     self._batch_returned()
                 self.committed_seq = last.seq
-                self.saved.set()
+                if not self.saved.is_set():
+                    self.saved.set()
                 observe.appended(batch, lambda: self.state, time.perf_counter() - started)
                 if snapshot is not None and snapshot.last_seq == last.seq:
                     await self.store.save_snapshot(snapshot)
