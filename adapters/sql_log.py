@@ -532,16 +532,27 @@ def decide(
         previous = summary.status if summary.last_seq else None
         last = events[-1]
         if all_deltas(events):  # the token hot path: status and wake time stay as they were
-            changed[item.run_id] = attrs.evolve(summary, updated_at=last.at, last_seq=last.seq)
+            changed[item.run_id] = _moved_on(summary, last, summary.status, summary.wake_at)
         else:
             status = status_after(previous, [event.type for event in events])
-            changed[item.run_id] = attrs.evolve(
-                summary, status=status or summary.status, updated_at=last.at, last_seq=last.seq,
-                wake_at=wake_after(summary.wake_at, events),
-            )
+            changed[item.run_id] = _moved_on(summary, last, status or summary.status, wake_after(summary.wake_at, events))
         decision.accepted.append(item)
         decision.outcomes.append(None)
     return decision
+
+
+_SUMMARY_FIELDS = ("run_id", "agent", "status", "session_id", "owner", "created_at", "updated_at", "last_seq", "wake_at")
+if tuple(field.name for field in attrs.fields(RunSummary)) != _SUMMARY_FIELDS:  # a field added and not carried below
+    raise TypeError(f"_moved_on does not carry every RunSummary field: {attrs.fields(RunSummary)}")
+
+
+def _moved_on(summary: RunSummary, last: Event, status: Status, wake_at: datetime | None) -> RunSummary:
+    """`summary` after an append ending with `last` (`attrs.evolve`, without its per-field lookups:
+    the writer makes one per run in every batch)."""
+    return RunSummary(
+        run_id=summary.run_id, agent=summary.agent, status=status, session_id=summary.session_id, owner=summary.owner,
+        created_at=summary.created_at, updated_at=last.at, last_seq=last.seq, wake_at=wake_at,
+    )
 
 
 def all_deltas(events: Sequence[Event]) -> bool:
