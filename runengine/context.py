@@ -367,9 +367,12 @@ class RunContext:
         limit (runengine.step_limits) the call waits for, live only (a replay calls nothing).
         """
         self._check_limit(limit)
-        recorded = self._rec.step_at_hand(name) or await self._rec.replayed_step(name)
-        if recorded is not None:
-            return _step_outcome(name, *recorded)
+        rec = self._rec
+        # Live (the common case) nothing is recorded yet to look for: no replay call made at all.
+        if rec.replaying or rec.diverged is not None or rec.replay_only:
+            recorded = rec.step_at_hand(name) or await rec.replayed_step(name)
+            if recorded is not None:
+                return _step_outcome(name, *recorded)
         if limit is not None:
             await self._acquire(limit)
         # No span made when no observer is installed (nobody would see it).
