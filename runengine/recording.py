@@ -145,12 +145,14 @@ class Recorder:
         row = journal.take_at_hand()
         if row is None:
             return None
-        if row.type == _STEP and row.stored is not None:
-            data = loads_stored(row.stored)
+        if row[1] == _STEP:
+            data = row[3]
+            if type(data) is not dict and isinstance(data, (str, bytes)):
+                data = loads_stored(data)
             # The stored form of a step that returned (the layout `event_data` writes): its output as is.
             if type(data) is dict and data.get("name") == name and data.get("error") is None and data.keys() <= _STEP_FIELDS:
                 return data.get("output"), None
-        recorded = row.event
+        recorded = journal.event_of(row)
         call = f"step({name!r})"
         if not isinstance(recorded, StepCompleted):
             raise self.diverge(recorded, call, f"the log has {recorded.type}")
