@@ -362,10 +362,11 @@ class RunContext:
         `StepFailed` is raised, live and on replay alike. `limit`: the name of an engine step
         limit (runengine.step_limits) the call waits for, live only (a replay calls nothing).
         """
-        self._check_limit(limit)
+        if limit is not None:  # (checked inline: a resume replays 100,000 steps through here)
+            self._check_limit(limit)
         recorded = self._rec.step_at_hand(name) or await self._rec.replayed_step(name)
         if recorded is not None:
-            return _step_outcome(name, *recorded)
+            return recorded[0] if recorded[1] is None else _step_outcome(name, *recorded)
         await self._acquire(limit)
         span = observe.current.step_span(kind="step", name=name, run_id=self.run_id, seq=self._writer.next_seq)
         return await self._record_step(name, lambda: _call(fn, *args, **kwargs), span)

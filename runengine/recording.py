@@ -167,7 +167,7 @@ class Recorder:
                 # write): its output is the text between a prefix naming this step and the null
                 # error; if that text is one JSON value, the payload is exactly {name, output,
                 # error: null}. Only the output is decoded, no dict made and looked into.
-                prefix = _step_prefix(name)
+                prefix = _STEP_PREFIXES.get(name) or _step_prefix(name)
                 if stored.startswith(prefix) and stored.endswith(_STEP_RETURNED):
                     try:
                         return decode_json(stored[len(prefix) : -len(_STEP_RETURNED)]), None
