@@ -25,10 +25,11 @@ the next recorded call first (`Journal.peek`) and takes it only if it is its own
 
 It reads the log a page at a time: replaying a long run holds one page in memory (and, while
 it looks past an open message's deltas for its next durable call, the events up to it). A store
-that can (the RecordedReader port) hands it rows undecoded (`Recorded`): the journal decides on
-each row's type alone, and builds an event only for what needs one (a delta, a discard, a call
-the agent takes as an event, a fold the agent asks for); a replayed `ctx.step` takes its
-recorded output from the stored payload (`Journal.take_at_hand`, `Recorder.replayed_step`).
+that can (the RecordedReader port) hands it a page of rows undecoded (`RecordedPage`: tuples
+`(seq, type, at, payload)` as fetched, no object per row): the journal decides on each row's
+type alone, and builds an event only for what needs one (a delta, a discard, a call the agent
+takes as an event, a fold the agent asks for); a replayed `ctx.step` takes its recorded output
+from the stored payload (`Journal.take_at_hand`, `Recorder.step_at_hand`).
 """
 
 from __future__ import annotations
