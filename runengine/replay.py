@@ -79,8 +79,9 @@ Row = Sequence[Any]
 
 #: Events read per page while replaying.
 PAGE = 1000
-#: Rows passed but not yet folded, at most (then they are folded: memory stays bounded). A
-#: passed row is kept as the store gave it (undecoded, about as large as a decoded event).
+#: Rows passed but not yet folded, at most (looked at as each page is read: past it they are
+#: folded, so memory stays bounded). A passed row is kept as the store gave it (a tuple with
+#: the payload's text, smaller than its event).
 FOLD_BEHIND = 200_000
 
 
