@@ -26,7 +26,7 @@ from runengine.ports import (
     EndedRunPage,
     IdempotencyRecord,
     RunPage,
-    Recorded,
+    RecordedPage,
     RunSummary,
     SessionRecord,
     SessionRuns,
@@ -131,9 +131,9 @@ class MemoryStore:
         log = self._logs.get(run_id, [])
         return log[after_seq : after_seq + min(limit, MAX_PAGE)]
 
-    async def read_recorded(self, run_id: str, *, after_seq: int = 0, limit: int = DEFAULT_PAGE) -> list[Recorded]:
+    async def read_recorded(self, run_id: str, *, after_seq: int = 0, limit: int = DEFAULT_PAGE) -> RecordedPage:
         """`read` for a replay (the RecordedReader port): the events are kept decoded already."""
-        return [Recorded.of(event) for event in await self.read(run_id, after_seq=after_seq, limit=limit)]
+        return RecordedPage.of(await self.read(run_id, after_seq=after_seq, limit=limit))
 
     async def last_seq(self, run_id: str) -> int:
         return len(self._logs.get(run_id, ()))

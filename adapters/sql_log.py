@@ -36,7 +36,7 @@ from runengine.ports import (
     MAX_PAGE,
     EndedRunPage,
     IdempotencyRecord,
-    Recorded,
+    RecordedPage,
     RunPage,
     RunSummary,
     SessionRecord,
@@ -606,17 +606,25 @@ class SQLLog(SQLSchedules):
         instant = self.sql.dialect.instant_value
         return [decode_event(run_id, seq, event_type, instant(at), data) for seq, event_type, at, data in rows]
 
-    async def read_recorded(self, run_id: str, *, after_seq: int = 0, limit: int = DEFAULT_PAGE) -> list[Recorded]:
-        """`read` undecoded, for a replay (the RecordedReader port): each row keeps its stored
-        time and payload text until the event is asked for."""
+    async def read_recorded(self, run_id: str, *, after_seq: int = 0, limit: int = DEFAULT_PAGE) -> RecordedPage:
+        """`read` undecoded, for a replay (the RecordedReader port): the rows as fetched, each
+        keeping its stored time and payload text until its event is asked for."""
         check_page(after_seq, limit)
         rows = await self._fetch(self.sql.read, (run_id, after_seq, min(limit, MAX_PAGE)))
+        return RecordedPage(rows, self._row_decoder(run_id))
+
+    def _row_decoder(self, run_id: str) -> Callable[[Sequence[Any]], Event]:
+        """Builds the event of a row `(seq, type, at, payload)` of `run_id` read by this store (the
+        payload its text, or that text decoded)."""
         instant = self.sql.dialect.instant_value
 
-        def decode(seq: int, event_type: str, at: Any, data: Any) -> Event:
+        def decode(row: Sequence[Any]) -> Event:
+            seq, event_type, at, data = row
+            if type(data) is dict:  # decoded already, shared with the row: the event gets a copy
+                return event_from_stored(run_id, seq, event_type, instant(at), dict(data))
             return decode_event(run_id, seq, event_type, instant(at), data)
 
-        return [Recorded(seq, event_type, at, data, decode) for seq, event_type, at, data in rows]
+        return decode
 
     async def read_heads(self, run_ids: Sequence[str], *, limit: int) -> dict[str, list[Event]]:
         """The first `limit` events of each run, a chunk of runs per query (the HeadReader port)."""

@@ -50,7 +50,7 @@ from runengine.adapters.url_options import url_options
 from runengine.adapters.wakeup import RunWakeups
 from runengine.errors import InvalidRequest, StoreError
 from runengine.events import Event, MessageDelta
-from runengine.ports import DEFAULT_PAGE, Recorded, RunSummary
+from runengine.ports import DEFAULT_PAGE, RecordedPage, RunSummary
 from runengine.state import RunState
 from runengine.validation import check_append, check_page, micros
 from runengine.wire import state_to_json
@@ -410,12 +410,12 @@ class SQLiteStore(SQLStreams, SQLLog):
             return cached
         return await super().read(run_id, after_seq=after_seq, limit=limit)
 
-    async def read_recorded(self, run_id: str, *, after_seq: int = 0, limit: int = DEFAULT_PAGE) -> list[Recorded]:
+    async def read_recorded(self, run_id: str, *, after_seq: int = 0, limit: int = DEFAULT_PAGE) -> RecordedPage:
         check_page(after_seq, limit)
         self._require_open()
         cached = self._cache.read(run_id, after_seq, limit)
         if cached is not None:
-            return [Recorded.of(event) for event in cached]
+            return RecordedPage.of(cached)
         return await super().read_recorded(run_id, after_seq=after_seq, limit=limit)
 
     async def get_run(self, run_id: str) -> RunSummary | None:

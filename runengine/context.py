@@ -366,13 +366,14 @@ class RunContext:
         `StepFailed` is raised, live and on replay alike. `limit`: the name of an engine step
         limit (runengine.step_limits) the call waits for, live only (a replay calls nothing).
         """
-        self._check_limit(limit)
         rec = self._rec
+        if limit is not None:  # (checked inline: a resume replays 100,000 steps through here)
+            self._check_limit(limit)
         # Live (the common case) nothing is recorded yet to look for: no replay call made at all.
         if rec.replaying or rec.diverged is not None or rec.replay_only:
             recorded = rec.step_at_hand(name) or await rec.replayed_step(name)
             if recorded is not None:
-                return _step_outcome(name, *recorded)
+                return recorded[0] if recorded[1] is None else _step_outcome(name, *recorded)
         if limit is not None:
             await self._acquire(limit)
         # No span made when no observer is installed (nobody would see it).

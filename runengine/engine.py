@@ -33,6 +33,7 @@ import structlog
 from . import observe
 from .agents import AgentRegistry, AgentSpec
 from .clock import Clock, as_clock
+from .collector import CollectorPause
 from .context import AgentFn
 from .errors import (
     ConcurrencyConflict,
@@ -113,6 +114,10 @@ ACTIVE_STATUSES = (Status.PENDING, Status.RUNNING, Status.WAITING_FOR_INPUT)
 RECOVERY_HEAD = 256
 #: Unfinished runs listed per store read at recovery.
 RECOVERY_PAGE = 200
+#: Recovery taking up at least this many runs pauses the cyclic garbage collector
+#: (runengine.collector) for RECOVERY_GC_PAUSE seconds at most: their take-up and first turns.
+RECOVERY_GC_RUNS = 100
+RECOVERY_GC_PAUSE = 1.0
 
 
 class SessionBusy(InvalidRunState):
@@ -393,6 +398,8 @@ class RunEngine:
             # its run in the store: _take_up reads its state first).
             due, more = await self.idle.take_due()
             due = [run_id for run_id in due if run_id not in lost]
+            if len(lost) + len(due) >= RECOVERY_GC_RUNS:
+                self._pause_collector(RECOVERY_GC_PAUSE)
             await self._take_up(list(lost), woken=False, also_woken=due)
             if more is not None:
                 self.idle.defer(self.clock())  # more due than one batch: the scanner takes the rest
@@ -401,6 +408,21 @@ class RunEngine:
         if lost or missing:
             log.info("resuming unfinished runs", count=len(lost), agents_missing=sorted(missing))
         return list(lost)
+
+    def _pause_collector(self, seconds: float) -> None:
+        """Pause the cyclic garbage collector for the burst of runs being taken up (their objects
+        live on while they wait: collections during the burst walk them for nothing), `seconds`
+        at most: the launched runs' first turns happen after `recover` returns."""
+        pause = CollectorPause()
+        pause.start()
+
+        async def end_after() -> None:
+            try:
+                await anyio.sleep(seconds)
+            finally:
+                pause.end()  # (also when the engine stops first)
+
+        self._task_group().start_soon(end_after, name="collector pause")
 
     async def _take_up(self, run_ids: list[str], *, woken: bool, also_woken: Sequence[str] = ()) -> None:
         """Launch these unfinished runs (`woken`: idle ones come due, not lost ones; `also_woken`:

@@ -117,62 +117,44 @@ class HeadReader(Protocol):
         ...
 
 
-class Recorded:
-    """One event of a run's log as its store keeps it, for a replay that passes most events by:
-    its seq and type at once; the event itself built only when asked for (`event`); the stored
-    payload (`stored`) readable without building the event (a replayed step compares and
-    returns it as it is)."""
+class RecordedPage:
+    """A page of a run's log as its store keeps it, for a replay that passes most rows by.
 
-    __slots__ = ("seq", "type", "_at", "_data", "_decode", "_event")
+    `rows`: one sequence per event, in order, `(seq, type, at, payload)`: its seq and type at
+    once; `payload` as the store holds it, the stored JSON text, that text already decoded (a
+    dict, the event's data as `runengine.wire.event_data` writes it) or, for a store that keeps
+    events, the event itself; `at` the store's own form of the time. `event(row)` builds a row's
+    event (only when asked for: a replayed step compares and returns its payload as it is).
+    Plain tuples or lists, no object per row: a long resume passes 100,000 of them."""
 
-    def __init__(
-        self,
-        seq: int,
-        type: str,
-        at: Any = None,
-        data: Any = None,
-        decode: Callable[[int, str, Any, Any], Event] | None = None,
-        event: Event | None = None,
-    ) -> None:
-        """Either `event` (a store that holds events), or the stored `at` and `data` (payload JSON
-        text) with `decode(seq, type, at, data)`, which builds the event."""
-        self.seq = seq
-        self.type = type
-        self._at = at
-        self._data = data
-        self._decode = decode
-        self._event = event
+    __slots__ = ("rows", "event")
+
+    def __init__(self, rows: list[Sequence[Any]], event: Callable[[Sequence[Any]], Event]) -> None:
+        self.rows = rows
+        #: Builds the event of one of `rows` (a fresh one each call).
+        self.event = event
 
     @classmethod
-    def of(cls, event: Event) -> Recorded:
-        """An event already decoded."""
-        return cls(event.seq, event.type, event=event)
+    def of(cls, events: Sequence[Event]) -> RecordedPage:
+        """Events already decoded: each row's payload is the event."""
+        return cls([(event.seq, event.type, None, event) for event in events], _the_event)
 
-    @property
-    def event(self) -> Event:
-        """The event (decoded once, on first use)."""
-        event = self._event
-        if event is None:
-            assert self._decode is not None
-            event = self._event = self._decode(self.seq, self.type, self._at, self._data)
-            self._data = self._at = self._decode = None
-        return event
+    def __len__(self) -> int:
+        return len(self.rows)
 
-    @property
-    def stored(self) -> Any:
-        """The payload as stored (JSON text, `runengine.wire.loads_stored` decodes it), None when
-        the event itself is at hand (read its fields)."""
-        return self._data
+
+def _the_event(row: Sequence[Any]) -> Event:
+    return row[3]  # type: ignore[no-any-return]
 
 
 @runtime_checkable
 class RecordedReader(Protocol):
-    """Optional, for a store that can hand a run's log to a replay undecoded (`Recorded`): a
+    """Optional, for a store that can hand a run's log to a replay undecoded (`RecordedPage`): a
     resumed run replays its log without building an event for each row it passes
     (runengine.replay). A store without it is read with `read`, every event decoded."""
 
-    async def read_recorded(self, run_id: str, *, after_seq: int = 0, limit: int = DEFAULT_PAGE) -> list[Recorded]:
-        """What `read` returns, as `Recorded` rows (the same arguments, checks and order)."""
+    async def read_recorded(self, run_id: str, *, after_seq: int = 0, limit: int = DEFAULT_PAGE) -> RecordedPage:
+        """What `read` returns, as a `RecordedPage` (the same arguments, checks and order)."""
         ...
 
 

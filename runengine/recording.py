@@ -25,20 +25,35 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import anyio
+import msgspec
 
 from .clock import Clock
 from .errors import ReplayDivergence
 from .events import ErrorInfo, Event, MessageDelta, MessageDiscarded, StepCompleted
 from .reducer import Fold
 from .replay import Journal
-from .wire import event_to_dict, loads_stored
+from .wire import decode_json, dumps, event_to_dict
 from .writer import RunWriter
 
 E = TypeVar("E", bound=Event)
 
 _STEP = StepCompleted.type
-#: The payload fields of a stored step.completed.
-_STEP_FIELDS = {"name", "output", "error"}
+#: How the stored payload of a step that returned ends (after its output).
+_STEP_RETURNED = ',"error":null}'
+#: A step's name -> how its stored payload starts (up to its output), for the names replayed lately.
+_STEP_PREFIXES: dict[str, str] = {}
+#: At most this many names kept (more are made again as needed).
+_STEP_PREFIXES_KEPT = 1024
+
+
+def _step_prefix(name: str) -> str:
+    """How the stored payload of step `name` starts, up to its output (`dumps`' layout)."""
+    prefix = _STEP_PREFIXES.get(name)
+    if prefix is None:
+        if len(_STEP_PREFIXES) >= _STEP_PREFIXES_KEPT:
+            _STEP_PREFIXES.clear()
+        prefix = _STEP_PREFIXES[name] = '{"name":' + dumps(name) + ',"output":'
+    return prefix
 
 
 class PastTheLog(Exception):
@@ -145,12 +160,20 @@ class Recorder:
         row = journal.take_at_hand()
         if row is None:
             return None
-        if row.type == _STEP and row.stored is not None:
-            data = loads_stored(row.stored)
-            # The stored form of a step that returned (the layout `event_data` writes): its output as is.
-            if type(data) is dict and data.get("name") == name and data.get("error") is None and data.keys() <= _STEP_FIELDS:
-                return data.get("output"), None
-        recorded = row.event
+        if row[1] == _STEP:
+            stored = row[3]
+            if type(stored) is str:
+                # The stored text of a step that returned (the layout `event_data` and `dumps`
+                # write): its output is the text between a prefix naming this step and the null
+                # error; if that text is one JSON value, the payload is exactly {name, output,
+                # error: null}. Only the output is decoded, no dict made and looked into.
+                prefix = _STEP_PREFIXES.get(name) or _step_prefix(name)
+                if stored.startswith(prefix) and stored.endswith(_STEP_RETURNED):
+                    try:
+                        return decode_json(stored[len(prefix) : -len(_STEP_RETURNED)]), None
+                    except msgspec.DecodeError:
+                        pass  # not one value, or one only the standard library reads: the event decides
+        recorded = journal.event_of(row)
         call = f"step({name!r})"
         if not isinstance(recorded, StepCompleted):
             raise self.diverge(recorded, call, f"the log has {recorded.type}")

@@ -25,16 +25,18 @@ the next recorded call first (`Journal.peek`) and takes it only if it is its own
 
 It reads the log a page at a time: replaying a long run holds one page in memory (and, while
 it looks past an open message's deltas for its next durable call, the events up to it). A store
-that can (the RecordedReader port) hands it rows undecoded (`Recorded`): the journal decides on
-each row's type alone, and builds an event only for what needs one (a delta, a discard, a call
-the agent takes as an event, a fold the agent asks for); a replayed `ctx.step` takes its
-recorded output from the stored payload (`Journal.take_at_hand`, `Recorder.replayed_step`).
+that can (the RecordedReader port) hands it a page of rows undecoded (`RecordedPage`: tuples
+`(seq, type, at, payload)` as fetched, no object per row): the journal decides on each row's
+type alone, and builds an event only for what needs one (a delta, a discard, a call the agent
+takes as an event, a fold the agent asks for); a replayed `ctx.step` takes its recorded output
+from the stored payload (`Journal.take_at_hand`, `Recorder.step_at_hand`).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .events import (
     EVENT_TYPES,
@@ -50,7 +52,7 @@ from .events import (
     SignalReceived,
     UnknownEvent,
 )
-from .ports import EventStore, Recorded, RecordedReader, port_of
+from .ports import EventStore, RecordedPage, RecordedReader, port_of
 from .reducer import Fold
 
 #: Events an engine writes around the agent, never in answer to one of its calls.
@@ -72,10 +74,14 @@ _CALLS = frozenset(EVENT_TYPES) - {cls.type for cls in BOOKKEEPING if cls is not
 _DELTA = MessageDelta.type
 _DISCARDED = MessageDiscarded.type
 
+#: A row of a RecordedPage: (seq, type, at, payload).
+Row = Sequence[Any]
+
 #: Events read per page while replaying.
 PAGE = 1000
-#: Rows passed but not yet folded, at most (then they are folded: memory stays bounded). A
-#: passed row is kept as the store gave it (undecoded, about as large as a decoded event).
+#: Rows passed but not yet folded, at most (looked at as each page is read: past it they are
+#: folded, so memory stays bounded). A passed row is kept as the store gave it (a tuple with
+#: the payload's text, smaller than its event).
 FOLD_BEHIND = 200_000
 
 
@@ -98,16 +104,20 @@ class Journal:
         # Before the last run.requeued the agent started afresh: nothing there is replayed.
         self._replay_from = replay_from
         self._fold = Fold()
-        #: Rows passed since the fold last caught up, in order.
-        self._unfolded: list[Recorded] = []
+        #: Rows passed since the fold last caught up, in order; `_position` is the seq of the last
+        #: row passed before them.
+        self._unfolded: list[Row] = []
         self._position = 0
-        self._page: list[Recorded] = [Recorded.of(e) for e in first_page if e.seq <= end_seq]
-        if self._page and self._page[0].seq != 1:
+        #: The rows of the page in hand (RecordedPage rows: (seq, type, at, payload)).
+        self._page: list[Row] = RecordedPage.of([e for e in first_page if e.seq <= end_seq]).rows
+        if self._page and self._page[0][0] != 1:
             raise ValueError("first_page must start at seq 1")
+        #: Builds a row's event (the store's page decoder; a row holding its event needs none).
+        self._decode: Callable[[Row], Event] | None = None
         self._index = 0
-        self._read_seq = self._page[-1].seq if self._page else 0
+        self._read_seq = self._page[-1][0] if self._page else 0
         #: Rows read past the one being decided (looking for a delta's durable call), not yet passed.
-        self._ahead: deque[Recorded] = deque()
+        self._ahead: deque[Row] = deque()
         #: Deltas up to this seq are known to be replayed (True) or an unrecorded tail (False).
         self._decided: tuple[int, bool] = (0, False)
         #: A message that carries on a discarded one: its first delta (the kept text) comes next.
@@ -117,22 +127,41 @@ class Journal:
         #: The text of the open message's unrecorded tail at the end of the journal, skipped.
         self.tail = ""
         #: The next recorded call, found by `peek` and not passed yet.
-        self._held: Recorded | None = None
+        self._held: Row | None = None
+        #: The last row whose event was built, and that event (peek, then next: built once).
+        self._built: tuple[Row, Event] | None = None
 
     @property
     def position(self) -> int:
         """The seq of the last event passed (replayed or skipped)."""
-        return self._position
+        return self._unfolded[-1][0] if self._unfolded else self._position
 
     @property
     def fold(self) -> Fold:
         """The run as it was right after the last event passed."""
         if self._unfolded:
             unfolded, self._unfolded = self._unfolded, []
-            apply = self._fold.apply
+            self._position = unfolded[-1][0]
+            apply, event_of = self._fold.apply, self._fresh_event
             for row in unfolded:
-                apply(row.event)
+                apply(event_of(row))
         return self._fold
+
+    def event_of(self, row: Row) -> Event:
+        """The event of one of the journal's rows (built once for the row last asked about)."""
+        built = self._built
+        if built is not None and built[0] is row:
+            return built[1]
+        event = self._fresh_event(row)
+        self._built = (row, event)
+        return event
+
+    def _fresh_event(self, row: Row) -> Event:
+        payload = row[3]
+        if isinstance(payload, Event):
+            return payload
+        assert self._decode is not None  # a stored row came from a page, with its decoder
+        return self._decode(row)
 
     async def next(self) -> Event | None:
         """The next event the agent recorded (passed, so in `fold`), or None at the end of the journal."""
@@ -141,46 +170,44 @@ class Journal:
             return None
         self._held = None
         self._pass(row)
-        return row.event
+        return self.event_of(row)
 
     async def peek(self) -> Event | None:
         """The event `next` returns, not passed yet (not in `fold`): a call that is recorded only on
         one side of a code change (`ctx.patched`) looks before it takes."""
         row = await self._peek_row()
-        return None if row is None else row.event
+        return None if row is None else self.event_of(row)
 
-    def take_at_hand(self) -> Recorded | None:
+    def take_at_hand(self) -> Row | None:
         """`next` without a wait, for the common case: the next row of the page in hand, passed, if
-        it is a recorded call told by its type alone (no event built). None when there is more to
-        do first (a page to read, a delta or bookkeeping to pass, a call already peeked): then `next`."""
+        it is a recorded call told by its type alone (no event built: `event_of` builds it). None
+        when there is more to do first (a page to read, a delta or bookkeeping to pass, a call
+        already peeked): then `next`."""
         index = self._index
-        if self._held is not None or self._ahead or index >= len(self._page):
+        page = self._page
+        if index >= len(page) or self._held is not None or self._ahead:
             return None
-        row = self._page[index]
-        if row.type not in _CALLS or row.seq <= self._replay_from:
+        row = page[index]
+        if row[1] not in _CALLS or row[0] <= self._replay_from:
             return None
         self._index = index + 1
-        self._pass(row)
+        self._unfolded.append(row)  # passed (`_pass` inline: this is once per replayed step)
         return row
 
-    async def _peek_row(self) -> Recorded | None:
+    async def _peek_row(self) -> Row | None:
         if self._held is None:
             self._held = await self._find()
         return self._held
 
-    def _pass(self, row: Recorded) -> None:
-        self._position = row.seq
-        unfolded = self._unfolded
-        unfolded.append(row)
-        if len(unfolded) >= FOLD_BEHIND:
-            self.fold  # noqa: B018 - catches up, so memory stays bounded
+    def _pass(self, row: Row) -> None:
+        self._unfolded.append(row)
 
-    async def _find(self) -> Recorded | None:
+    async def _find(self) -> Row | None:
         """The next row the agent recorded, not passed yet (those skipped on the way are)."""
         while True:
             # The common case inline (a row of the page in hand): no coroutine per row.
             if self._ahead:
-                row: Recorded | None = self._ahead.popleft()
+                row: Row | None = self._ahead.popleft()
             elif self._index < len(self._page):
                 row = self._page[self._index]
                 self._index += 1
@@ -188,23 +215,23 @@ class Journal:
                 row = await self._read()
             if row is None:
                 return None
-            if row.seq > self._replay_from and (row.type in _CALLS or await self._is_call(row)):
+            if row[0] > self._replay_from and (row[1] in _CALLS or await self._is_call(row)):
                 return row
             self._pass(row)
 
-    async def _is_call(self, row: Recorded) -> bool:
+    async def _is_call(self, row: Row) -> bool:
         """Whether `row` (after `replay_from`, not of a type that always is) answers a call of the
         agent (else it is skipped)."""
-        if row.type == _DISCARDED:
-            discarded = row.event
+        if row[1] == _DISCARDED:
+            discarded = self.event_of(row)
             assert isinstance(discarded, MessageDiscarded)
             if discarded.continued_as is not None:
                 self.continued[discarded.message_id] = discarded.continued_as
                 self._carried = discarded.continued_as
             return False
-        if row.type != _DELTA:
+        if row[1] != _DELTA:
             return False  # bookkeeping
-        delta = row.event
+        delta = self.event_of(row)
         assert isinstance(delta, MessageDelta)
         if delta.message_id == self._carried:  # the kept text carried on, not a call
             self._carried = None
@@ -226,18 +253,18 @@ class Journal:
         if delta.seq <= upto:
             return replayed
         for row in self._ahead:
-            if (verdict := _verdict(row.type)) is not None:
-                self._decided = (row.seq, verdict)
+            if (verdict := _verdict(row[1])) is not None:
+                self._decided = (row[0], verdict)
                 return verdict
         while (row := await self._read()) is not None:
             self._ahead.append(row)
-            if (verdict := _verdict(row.type)) is not None:
-                self._decided = (row.seq, verdict)
+            if (verdict := _verdict(row[1])) is not None:
+                self._decided = (row[0], verdict)
                 return verdict
         self._decided = (self.end_seq + 1, False)  # past the end of the journal: the open message's tail
         return False
 
-    async def _read(self) -> Recorded | None:
+    async def _read(self) -> Row | None:
         """The next row of the log up to `end_seq`, in order (None past it)."""
         if self._index >= len(self._page):
             if self._read_seq >= self.end_seq:
@@ -246,15 +273,18 @@ class Journal:
             # Looked up here, not before: a log given whole (`first_page`) needs no store at all.
             rows = port_of(self._store, RecordedReader)
             if rows is not None:
-                self._page = await rows.read_recorded(self.run_id, after_seq=self._read_seq, limit=limit)
+                page = await rows.read_recorded(self.run_id, after_seq=self._read_seq, limit=limit)
             else:
-                events = await self._store.read(self.run_id, after_seq=self._read_seq, limit=limit)
-                self._page = [Recorded.of(event) for event in events]
-            self._index = 0
+                page = RecordedPage.of(await self._store.read(self.run_id, after_seq=self._read_seq, limit=limit))
+            self._page, self._index = page.rows, 0
+            if self._page and not isinstance(self._page[0][3], Event):  # stored rows (else events)
+                self._decode = page.event
             if not self._page:  # the log is shorter than it was when the resume began
                 self._read_seq = self.end_seq
                 return None
-            self._read_seq = self._page[-1].seq
+            self._read_seq = self._page[-1][0]
+            if len(self._unfolded) >= FOLD_BEHIND:
+                self.fold  # noqa: B018 - catches up, so memory stays bounded
         row = self._page[self._index]
         self._index += 1
         return row

@@ -119,7 +119,9 @@ _STORED: dict[str, tuple[type[Event], tuple[str, ...], tuple[str, ...]] | None] 
 }
 
 
-_decode_json = msgspec.json.Decoder()
+#: msgspec's JSON decoder: raises msgspec.DecodeError on what it refuses (`loads_stored` then
+#: falls back to the standard library's).
+decode_json = msgspec.json.Decoder().decode
 
 
 def loads_stored(text: str | bytes) -> Any:
@@ -127,7 +129,7 @@ def loads_stored(text: str | bytes) -> Any:
     the standard library's on the small payloads of a log; integers of any size stay exact),
     with the standard library's as the fallback for anything it refuses."""
     try:
-        return _decode_json.decode(text)
+        return decode_json(text)
     except msgspec.DecodeError:
         return json.loads(text)
 

@@ -111,3 +111,103 @@ async def test_a_renamed_step_still_diverges_where_it_was_recorded(tmp_path: Pat
 async def _ended(engine: RunEngine, run_id: str) -> Any:
     state = await engine.status(run_id)
     return state if state.terminal else None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the SQLite store needs asyncio
+async def test_a_replayed_step_decodes_its_output_not_its_whole_payload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replayed `ctx.step` that returned takes its output from between the stored payload's
+    name and its null error: no payload decoded whole (a dict made and looked into) per step."""
+    import runengine.recording as recording
+    import runengine.wire as wire
+
+    path = tmp_path / "runs.db"
+    live: dict[str, Any] = {}
+    async with _engine(path, live) as engine:
+        await engine.execute("long", STEPS, mode="async")  # past the head recovery reads decoded
+        await until(lambda: "outputs" in live, timeout=60)
+
+    whole: list[Any] = []
+    loads = wire.loads_stored
+
+    def counted(text: Any) -> Any:
+        value = loads(text)
+        if isinstance(value, dict) and "output" in value:
+            whole.append(value)
+        return value
+
+    # Wherever the replay would decode a payload with it (the recorder's own name, if it has one).
+    monkeypatch.setattr(wire, "loads_stored", counted)
+    monkeypatch.setattr(recording, "loads_stored", counted, raising=False)
+    resumed: dict[str, Any] = {}
+    async with _engine(path, resumed) as engine:
+        await until(lambda: "outputs" in resumed, timeout=60)
+    assert resumed.get("calls", 0) == 0
+    assert resumed["outputs"] == live["outputs"] and resumed["failed"] == live["failed"]
+    assert whole == []  # before: every one of the 2,500 steps' payloads
+
+
+#: Steps enough that a resume reads the log from the store as rows (a log without a snapshot,
+#: every 1,000 events, is folded from seq 1 and its events handed over decoded).
+PAST_THE_HEAD = 1_200
+
+# Outputs that look like the end of a stored payload, or hold its keys, and names JSON escapes.
+TRICKY = [
+    ("plain", 'a,"error":null}'),
+    ("plain", {"error": None, "output": 1, "name": "other"}),
+    ("plain", [1, ',"error":null}', {"x": '"}'}]),
+    ("plain", None),
+    ('quo"te\\d', "x"),
+    ("ünï ✓", 10**40),
+    ("plain", 1.5),
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the SQLite store needs asyncio
+async def test_a_replayed_step_gets_back_what_it_returned_whatever_it_looks_like(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Taken from between the stored name and null error or not, each output comes back as it was."""
+    import runengine.recording as recording
+
+    path = tmp_path / "runs.db"
+    seen: list[dict[str, Any]] = [{}, {}]
+
+    def engine_for(run: int) -> RunEngine:
+        engine = RunEngine(SQLiteStore(path), durability=Durability(delay_horizon=2 * SLEEP, park_after=None))
+
+        @engine.agent("tricky")
+        async def tricky(ctx: RunContext) -> None:
+            for i in range(PAST_THE_HEAD):  # the journal reads the log from the store, as rows
+                await ctx.step("pad", lambda i=i: i)
+            got = [await ctx.step(name, lambda output=output: output) for name, output in TRICKY]
+            try:
+                await ctx.step("plain", _fails)  # same name as a step that returned: the error comes back
+            except StepFailed as exc:
+                got.append(exc.args)
+            seen[run]["got"] = got
+            await ctx.sleep(SLEEP)
+
+        return engine
+
+    async with engine_for(0) as engine:
+        await engine.execute("tricky", None, mode="async")
+        await until(lambda: "got" in seen[0])
+    decoded: list[str] = []
+    decode = recording.decode_json
+
+    def counted(text: str) -> Any:
+        decoded.append(text)
+        return decode(text)
+
+    monkeypatch.setattr(recording, "decode_json", counted)
+    async with engine_for(1) as engine:
+        await until(lambda: "got" in seen[1])
+    assert len(decoded) >= PAST_THE_HEAD  # the outputs were taken from the stored text
+    assert seen[1]["got"] == seen[0]["got"]
+    assert seen[1]["got"][: len(TRICKY)] == [output for _, output in TRICKY]
+
+
+def _fails() -> None:
+    raise ValueError("no")
