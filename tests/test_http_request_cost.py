@@ -170,3 +170,30 @@ def test_a_lone_surrogate_is_still_refused(body: bytes, dumps_counted: list[Any]
     with pytest.raises(HttpError) as raised:
         Request(method="POST", path="/", body=body).json()
     assert raised.value.status == 400 and "lone surrogate" in raised.value.message
+
+
+def test_control_characters_are_found_by_one_search() -> None:
+    """Ids and short texts (a run id, an agent name: every request checks some) are searched for
+    control characters in C, not character by character in Python; the same characters as
+    declared (C0, DEL, C1), every code point checked."""
+    import sys
+
+    from runengine.validation import has_control_characters
+
+    calls = 0
+
+    def count(frame: Any, event: str, arg: Any) -> None:
+        nonlocal calls
+        if event in ("call", "c_call"):
+            calls += 1
+
+    sys.setprofile(count)
+    try:
+        found = has_control_characters("r" * 200)
+    finally:
+        sys.setprofile(None)
+    assert found is False
+    assert calls < 10  # not one per character
+    control = {cp for cp in range(0x110000) if has_control_characters(chr(cp))}
+    assert control == set(range(0x20)) | set(range(0x7F, 0xA0))
+    assert has_control_characters("ok\x85") and not has_control_characters("\ud800é")
