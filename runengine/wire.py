@@ -172,7 +172,7 @@ def dumps(value: Any) -> str:
     Strict: NaN, Infinity and -Infinity raise ValueError (they are not JSON, and JavaScript's
     JSON.parse refuses them), as do integers longer than Python converts to text (4,300 digits).
     """
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default)
+    return _encoder.encode(value)
 
 
 def to_json(value: Any, what: str) -> str:
@@ -195,6 +195,11 @@ def _default(value: Any) -> Any:
     if isinstance(value, datetime):
         return format_time(value)
     return converter.unstructure(value)
+
+
+#: `dumps`' encoder, made once: json.dumps with these options makes a JSONEncoder on every call
+#: (~1.5 µs; a sync run encodes ~8 values). It keeps no state between calls (any thread may use it).
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default)
 
 
 def event_to_json(event: Event) -> str:

@@ -197,3 +197,27 @@ def test_control_characters_are_found_by_one_search() -> None:
     control = {cp for cp in range(0x110000) if has_control_characters(chr(cp))}
     assert control == set(range(0x20)) | set(range(0x7F, 0xA0))
     assert has_control_characters("ok\x85") and not has_control_characters("\ud800é")
+
+
+def test_json_is_written_without_making_an_encoder_each_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """wire.dumps (every stored event, every answer) reuses one encoder: json.dumps with options
+    makes a JSONEncoder per call. Still strict and compact."""
+    from datetime import datetime, timezone
+
+    from runengine.wire import dumps
+
+    made = 0
+    real_init = json.JSONEncoder.__init__
+
+    def counted(self: json.JSONEncoder, *args: Any, **kwargs: Any) -> None:
+        nonlocal made
+        made += 1
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(json.JSONEncoder, "__init__", counted)
+    value = {"a": [1, 2.5, "é", None], "at": datetime(2030, 1, 1, tzinfo=timezone.utc)}
+    assert [dumps(value) for _ in range(10)] == ['{"a":[1,2.5,"é",null],"at":"2030-01-01T00:00:00.000000Z"}'] * 10
+    assert made == 0
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError):
+            dumps({"x": bad})
