@@ -18,7 +18,7 @@ import structlog
 
 from runengine import observe
 from runengine.engine import RunEngine
-from runengine.http.admission import Admission, ServerLimits
+from runengine.http.admission import Admission, BodyHold, ServerLimits
 from runengine.http.auth import AuthHook
 from runengine.http.core import (
     LINGER_BYTES,
@@ -38,6 +38,11 @@ from runengine.http.streaming import ServerStop, server_stop
 if TYPE_CHECKING:
     from .metrics import PrometheusObserver
 
+try:  # anyio asks sniffio which event loop runs for every primitive it makes
+    import sniffio
+except ImportError:  # pragma: no cover - anyio then asks asyncio directly
+    sniffio = None  # type: ignore[assignment]
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -50,6 +55,9 @@ log = structlog.get_logger("runengine.asgi")
 CLOSE_TIMEOUT = 10.0
 #: How long a request's whole body may take to arrive, by default (seconds).
 BODY_TIMEOUT = 30.0
+#: How long a handler runs before a task watches for its client's disconnect (seconds): a sync
+#: run that ends sooner, as most do, makes no watcher task; a later disconnect is noticed then.
+WATCH_AFTER = 0.05
 
 
 class ASGIApp:
@@ -117,6 +125,10 @@ class ASGIApp:
         await send({"type": "lifespan.shutdown.complete"})
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if sniffio is not None and sniffio.current_async_library_cvar.get() is None:
+            # Said once in this request's task (a context of its own): the anyio primitives the
+            # request and the run it starts make read it instead of sniffing the loop each time.
+            sniffio.current_async_library_cvar.set(sniffio.current_async_library())
         try:
             self.admission.enter()
         except HttpError as exc:  # 503: too many requests in progress
@@ -141,7 +153,7 @@ class ASGIApp:
             return
         request = attrs.evolve(head, body=body)
         # The client may go at any time: stop the handler, and the stream, when it does.
-        async with _cancelled_on_disconnect(receive):
+        async with _cancelled_on_disconnect(receive) as watch:
             with observe.current.request(headers=request.headers):  # a traceparent continues its trace
                 response = await self.app(request)
             self.admission.answered(address, response.status)
@@ -155,6 +167,7 @@ class ASGIApp:
             if isinstance(response, Response):
                 await send({"type": "http.response.body", "body": response.body})
             else:
+                watch.now()
                 await self._send_stream(response, send)
 
     async def _send_stream(self, response: StreamResponse, send: Send) -> None:
@@ -183,28 +196,69 @@ async def _close_body(response: StreamResponse) -> None:
             await aclose()
 
 
+def _on_asyncio() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # trio
+        return False
+    return True
+
+
+class _Watch:
+    """The task reading `receive` for a disconnect (asyncio): made only once the handler has run
+    WATCH_AFTER seconds, or at once by `now()` (a stream is watched from its first byte)."""
+
+    __slots__ = ("_loop", "_receive", "_scope", "_timer", "_task")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, receive: Receive, scope: anyio.CancelScope) -> None:
+        self._loop, self._receive, self._scope = loop, receive, scope
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = loop.call_later(WATCH_AFTER, self.now)
+
+    def now(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._task is None:
+            self._task = self._loop.create_task(_cancel_on_disconnect(self._receive, self._scope))
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
+
+
+class _Watched:
+    """Elsewhere (trio) the watcher runs from the start, in a task group."""
+
+    def now(self) -> None:
+        pass
+
+
 @contextlib.asynccontextmanager
-async def _cancelled_on_disconnect(receive: Receive) -> AsyncIterator[None]:
+async def _cancelled_on_disconnect(receive: Receive) -> AsyncIterator[_Watch | _Watched]:
     """Run the block cancelled as soon as the client disconnects (a task reads `receive` meanwhile).
 
     On asyncio the watcher is a plain task cancelled at the end: it only awaits `receive`, and an
-    anyio task group around every request cost several times as much (issue 22). Elsewhere (trio),
-    a task group."""
+    anyio task group around every request cost several times as much (issue 22). It is made only
+    for a handler still running after WATCH_AFTER seconds (or a stream, `now()`): a sync run that
+    ends sooner makes no task at all. Elsewhere (trio), a task group from the start."""
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # not asyncio
         loop = None
     if loop is not None:
         with anyio.CancelScope() as scope:
-            watcher = loop.create_task(_cancel_on_disconnect(receive, scope))
+            watch = _Watch(loop, receive, scope)
             try:
-                yield
+                yield watch
             finally:
-                watcher.cancel()
+                watch.stop()
         return
     async with anyio.create_task_group() as tg:
         tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
-        yield
+        yield _Watched()
         tg.cancel_scope.cancel()
 
 
@@ -226,25 +280,44 @@ async def _read_body(scope: Scope, receive: Receive, timeout: float | None, admi
     declared = _content_length(scope)
     if declared is not None and declared > MAX_BODY_BYTES:
         raise payload_too_large()
-    chunks: list[bytes] = []
-    size = 0
     try:
-        with anyio.fail_after(timeout), admission.body(declared) as hold:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return None
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > MAX_BODY_BYTES:
-                    raise payload_too_large()
-                hold.cover(size)
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    return b"".join(chunks)
+        async with _deadline(timeout):
+            with admission.body(declared) as hold:
+                return await _body_chunks(receive, hold)
     except TimeoutError:
         assert timeout is not None
         raise request_timeout(timeout) from None
+
+
+async def _body_chunks(receive: Receive, hold: BodyHold) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise payload_too_large()
+        hold.cover(size)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _deadline(seconds: float | None) -> contextlib.AbstractAsyncContextManager[Any]:
+    """TimeoutError after `seconds` (None: never). On asyncio its own timeout: anyio's cancel scope
+    cost a sync run over HTTP ~8% of the server's CPU (issue 22), for a body that is there already."""
+    if _on_asyncio():
+        return asyncio.timeout(seconds)
+    return _anyio_deadline(seconds)
+
+
+@contextlib.asynccontextmanager
+async def _anyio_deadline(seconds: float | None) -> AsyncIterator[None]:
+    with anyio.fail_after(seconds):
+        yield
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, response: Response) -> None:

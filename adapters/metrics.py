@@ -11,6 +11,7 @@ to expose them beside the application's others.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -31,6 +32,8 @@ class PrometheusObserver(observe.Observer):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        #: Labelled children of the metrics the engine reports per run or per commit (`_child`).
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.runs_started_metric = Counter(
             "runengine_runs_started", "Executions begun, by agent; resumed: a run taken up again.", ["agent", "resumed"], registry=r
         )
@@ -66,24 +69,33 @@ class PrometheusObserver(observe.Observer):
             "runengine_webhook_deliveries", "Webhook deliveries ended, by outcome.", ["outcome"], registry=r
         )
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, kept: prometheus_client checks and locks on every `labels()`
+        (~3 µs), and the engine reports several per run (issue 22); the child is the same object."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def run_started(self, *, agent: str, resumed: bool) -> None:
-        self.runs_started_metric.labels(agent, "true" if resumed else "false").inc()
+        self._child(self.runs_started_metric, agent, "true" if resumed else "false").inc()
 
     def run_ended(self, *, run_id: str, agent: str, status: str, seconds: float | None) -> None:
-        self.runs_ended_metric.labels(agent, status).inc()
+        self._child(self.runs_ended_metric, agent, status).inc()
         if seconds is not None:
-            self.run_duration_metric.labels(agent, status).observe(seconds)
+            self._child(self.run_duration_metric, agent, status).observe(seconds)
 
     def active_runs(self, delta: int) -> None:
         self.runs_active_metric.inc(delta)
 
     def events_appended(self, *, types: Mapping[str, int], seconds: float) -> None:
         for kind, count in types.items():
-            self.events_appended_metric.labels(kind).inc(count)
+            self._child(self.events_appended_metric, kind).inc(count)
         self.append_seconds_metric.observe(seconds)
 
     def store_commit(self, *, store: str, seconds: float) -> None:
-        self.commit_seconds_metric.labels(store).observe(seconds)
+        self._child(self.commit_seconds_metric, store).observe(seconds)
 
     def stream_opened(self) -> None:
         self.sse_subscribers_metric.inc()

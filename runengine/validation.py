@@ -12,8 +12,16 @@ from .limits import MAX_ID_LENGTH
 from .ports import MAX_PAGE
 
 
+#: The control characters no id or short text may hold (C0, DEL and C1), as a regular expression
+#: both Python and JSON Schema read (the OpenAPI document's "no control characters" says it too).
+CONTROL_CHARACTER = "[\\u0000-\\u001f\\u007f-\\u009f]"
+_CONTROL = re.compile(CONTROL_CHARACTER)
+
+
 def has_control_characters(value: str) -> bool:
-    return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value)
+    # One search in C: a generator over the characters cost a sync run over HTTP ~130 Python
+    # calls (its run id and agent name checked), about 6% of all it made (issue 22).
+    return _CONTROL.search(value) is not None
 
 
 def is_run_id(value: object) -> bool:

@@ -8,6 +8,7 @@ import anyio
 import httpx
 import pytest
 from httpx_sse import aconnect_sse
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from runengine import RunEngine, observe
@@ -196,3 +197,26 @@ async def test_flow_queue_depth_per_agent_and_key_on_postgresql(metrics: Prometh
     assert value(claimed, "runengine_flow_waiting_runs", agent="per_user", key="ann") == 1
     assert value(claimed, "runengine_flow_waiting_runs", agent="per_user", key="bob") == 0
     assert value(claimed, "runengine_flow_wait_seconds_count", agent="per_user", key="ann") == 1
+
+
+@pytest.mark.anyio
+async def test_the_labelled_metrics_of_each_run_are_looked_up_once(metrics: PrometheusObserver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """prometheus_client checks and locks on every labels() (issue 22: several per run): the
+    observer keeps each labelled child, so ten runs of one agent look each one up once, and still
+    count every run."""
+    looked_up: list[tuple[str, tuple[str, ...]]] = []
+    for metric in (metrics.runs_started_metric, metrics.runs_ended_metric, metrics.run_duration_metric,
+                   metrics.events_appended_metric, metrics.commit_seconds_metric):
+        real = metric.labels
+
+        def counted(*labels: str, _real: object = real, _name: str = metric._name) -> object:
+            looked_up.append((_name, labels))
+            return _real(*labels)  # type: ignore[operator]
+
+        monkeypatch.setattr(metric, "labels", counted)
+    async with agents(RunEngine("memory://")) as engine:
+        for _ in range(10):
+            assert (await engine.execute("ok", None)).status.value == "completed"
+    assert len(looked_up) == len(set(looked_up))
+    found = samples(generate_latest(metrics.registry).decode())
+    assert found[("runengine_runs_ended_total", frozenset({("agent", "ok"), ("status", "completed")}))] == 10

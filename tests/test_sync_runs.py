@@ -178,3 +178,44 @@ async def test_post_runs_in_sync_mode_costs_one_commit(tmp_path: Path, commits: 
         before = commits.count
         response = await http.post("/runs", json={"agent": "echo", "input": "later", "mode": "async"})
         assert response.status_code == 202 and commits.count - before >= 1  # answered once run.created is durable
+
+
+@pytest.mark.server  # real uvicorn on loopback
+@pytest.mark.anyio
+async def test_concurrent_sync_requests_run_at_once_and_share_commits(tmp_path: Path, commits: Commits) -> None:
+    """Eight clients' sync runs are all running at once (nothing serializes them: each agent waits
+    until the eight have started), and their ends share commits (group commit: fewer fsyncs than
+    runs); every answered run is in the store, completed."""
+    engine = RunEngine(SQLiteStore(tmp_path / "runs.db"))
+    clients = 8
+    started = 0
+    all_started = anyio.Event()
+
+    @engine.agent("together")
+    async def together(ctx: RunContext) -> None:
+        nonlocal started
+        started += 1
+        if started == clients:
+            all_started.set()
+        await all_started.wait()
+        await ctx.say(str(ctx.input))
+
+    async with engine, serve(engine_asgi_app(engine)) as url:
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
+            answers: list[dict[str, object]] = []
+
+            async def one(i: int) -> None:
+                response = await http.post("/runs", json={"agent": "together", "input": f"hello {i}", "mode": "sync"})
+                assert response.status_code == 200, response.text
+                answers.append(response.json())
+
+            before = commits.count
+            with anyio.fail_after(20):
+                async with anyio.create_task_group() as tg:
+                    for i in range(clients):
+                        tg.start_soon(one, i)
+            assert commits.count - before < clients
+        assert sorted(a["output"] for a in answers) == sorted(f"hello {i}" for i in range(clients))
+        for answer in answers:
+            assert (await engine.status(str(answer["run_id"]))).status is Status.COMPLETED

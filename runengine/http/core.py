@@ -41,6 +41,15 @@ def parse_json(body: bytes | str) -> Any:
     return json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
 
 
+def _may_hold_surrogate(body: bytes) -> bool:
+    """Whether JSON text `body` can decode to a lone surrogate: only through a \\u escape, or
+    bytes past ASCII (UTF-8 read with surrogatepass, as json.loads does), or a UTF-16/32 text
+    (NUL bytes). A plain ASCII body without one is not encoded again just to find out."""
+    if not isinstance(body, bytes):
+        return True
+    return not body.isascii() or b"\\u" in body or b"\x00" in body
+
+
 @attrs.frozen(kw_only=True)
 class Request:
     method: str
@@ -77,7 +86,8 @@ class Request:
         try:
             value = parse_json(self.body)
             # "\ud800" parses, but a lone surrogate cannot be stored or sent as UTF-8: refuse it here.
-            json.dumps(value, ensure_ascii=False).encode()
+            if _may_hold_surrogate(self.body):
+                json.dumps(value, ensure_ascii=False).encode()
             return value
         except UnicodeEncodeError:
             raise HttpError(400, "invalid_request", "malformed JSON: a string holds a lone surrogate") from None

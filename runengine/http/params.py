@@ -10,7 +10,7 @@ from typing import Any
 
 import attrs
 
-from ..validation import has_control_characters
+from ..validation import CONTROL_CHARACTER, has_control_characters
 from ..wire import dumps
 from .core import HttpError
 
@@ -179,7 +179,7 @@ def query_choice(query: Mapping[str, str], name: str, options: tuple[str, ...], 
 
 #: JSON Schema for "no control characters" (`has_control_characters`): a search for one must fail
 #: (not an anchored `^...$`, which Python's `re` lets end before a trailing newline).
-NO_CONTROL: dict[str, Any] = {"not": {"pattern": "[\\u0000-\\u001f\\u007f-\\u009f]"}}
+NO_CONTROL: dict[str, Any] = {"not": {"pattern": CONTROL_CHARACTER}}
 
 
 def nullable(schema: dict[str, Any]) -> dict[str, Any]:

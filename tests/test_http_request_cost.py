@@ -1,0 +1,223 @@
+"""What one request costs the server beyond its run (issue 22): a sync run over real uvicorn makes
+no disconnect-watcher task when it ends at once (a long one still gets one, so a disconnect still
+cancels it), reads its body under asyncio's own timeout rather than an anyio cancel scope, names
+its event loop for anyio once, and an ASCII body is not encoded again to look for lone surrogates."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from httpkit import demo_engine, serve
+from runengine.adapters import asgi as asgi_module
+from runengine.adapters.asgi import ASGIApp
+from runengine.adapters.profiles.native import NativeAPI
+from runengine.http import core
+from runengine.http.core import HttpError, Request, Response, json_response
+from runengine.http.router import Router
+
+pytestmark = [pytest.mark.server, pytest.mark.anyio]  # it serves over real sockets
+
+ANYIO_BACKENDS = ("asyncio",)  # uvicorn
+
+
+def tasks_made(loop: asyncio.AbstractEventLoop) -> tuple[list[str], Any]:
+    """A task factory recording the name of every coroutine a task is made for (and the old factory)."""
+    names: list[str] = []
+    previous = loop.get_task_factory()
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        names.append(getattr(coro, "__qualname__", repr(coro)))
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(factory)
+    return names, previous
+
+
+@pytest.fixture
+async def served() -> Any:
+    engine = demo_engine()
+    router = Router()
+    NativeAPI(engine, router=router)
+    async with engine, serve(ASGIApp(router)) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30.0) as http:
+            yield http
+
+
+async def test_a_sync_run_that_ends_at_once_makes_no_disconnect_watcher(served) -> None:
+    client = served
+    assert (await client.post("/runs", json={"agent": "echo", "input": "warm"})).status_code == 200
+    loop = asyncio.get_running_loop()
+    names, previous = tasks_made(loop)
+    try:
+        for i in range(5):
+            response = await client.post("/runs", json={"agent": "echo", "input": f"hello {i}"})
+            assert response.json()["status"] == "completed"
+        quick = list(names)
+        names.clear()
+        # A run still going after WATCH_AFTER is watched: its client's disconnect is still noticed.
+        response = await client.post("/runs", json={"agent": "sleeper", "input": asgi_module.WATCH_AFTER * 4})
+        assert response.json()["status"] == "completed"
+    finally:
+        loop.set_task_factory(previous)
+    assert "_cancel_on_disconnect" not in quick
+    assert quick.count("RequestResponseCycle.run_asgi") == 5  # the requests were seen
+    assert "_cancel_on_disconnect" in names
+
+
+async def test_the_body_is_read_under_asyncio_own_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    body_timeout = 12.5  # told apart from the client's own deadlines
+    scopes: list[float | None] = []
+    real = anyio.fail_after
+
+    def recorded(delay: float | None, *args: Any, **kwargs: Any) -> Any:
+        scopes.append(delay)
+        return real(delay, *args, **kwargs)
+
+    engine = demo_engine()
+    router = Router()
+    NativeAPI(engine, router=router)
+    async with engine, serve(ASGIApp(router, body_timeout=body_timeout)) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30.0) as client:
+            monkeypatch.setattr(anyio, "fail_after", recorded)
+            response = await client.post("/runs", json={"agent": "echo", "input": "hello"})
+    assert response.json()["status"] == "completed"
+    assert body_timeout not in scopes
+
+
+async def test_a_body_that_does_not_come_in_time_is_still_a_408() -> None:
+    async def never(request: Request) -> Response:  # pragma: no cover - the body never arrives
+        return json_response({})
+
+    app = ASGIApp(never, body_timeout=0.2)
+    sent: list[dict[str, Any]] = []
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": [(b"content-length", b"10")], "client": ("127.0.0.1", 1)}
+
+    async def receive() -> dict[str, Any]:
+        await anyio.sleep(30)
+        return {"type": "http.disconnect"}  # pragma: no cover
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    with anyio.fail_after(10):
+        await app(scope, receive, send)
+    assert sent[0]["status"] == 408
+    assert json.loads(sent[1]["body"])["error"]["code"] == "request_timeout"
+
+
+async def test_a_request_names_its_event_loop_for_anyio_once() -> None:
+    seen: list[str | None] = []
+
+    async def handler(request: Request) -> Response:
+        import sniffio
+
+        seen.append(sniffio.current_async_library_cvar.get())
+        return json_response({"ok": True})
+
+    import sniffio
+
+    # As under `runengine serve` (uvicorn's asyncio.run): nobody has named the loop in the
+    # context the server's tasks start from (anyio's test runner has, in this test's own).
+    sniffio.current_async_library_cvar.set(None)
+    async with serve(ASGIApp(handler), lifespan="off") as url:
+        async with httpx.AsyncClient(base_url=url) as client:
+            assert (await client.post("/", json={})).json() == {"ok": True}
+    assert seen == ["asyncio"]
+
+
+@pytest.fixture
+def dumps_counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
+    """Every json.dumps the HTTP core makes (its module's `json`, counted)."""
+    calls: list[Any] = []
+
+    class CountingJson:
+        loads = staticmethod(json.loads)
+
+        @staticmethod
+        def dumps(value: Any, **kwargs: Any) -> str:
+            calls.append(value)
+            return json.dumps(value, **kwargs)
+
+    monkeypatch.setattr(core, "json", CountingJson)
+    yield calls
+
+
+def test_an_ascii_body_is_not_encoded_again(dumps_counted: list[Any]) -> None:
+    assert Request(method="POST", path="/", body=b'{"agent": "echo", "input": "hello"}').json_object() == {
+        "agent": "echo",
+        "input": "hello",
+    }
+    assert dumps_counted == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"input": "\\ud800"}',  # an escape
+        '{"input": "\ud800"}'.encode("utf-8", "surrogatepass"),  # the bytes themselves
+        '{"input": "\\ud800"}'.encode("utf-16-le"),  # an escape in UTF-16
+        '{"input": "\ud800"}'.encode("utf-16-le", "surrogatepass"),
+    ],
+)
+def test_a_lone_surrogate_is_still_refused(body: bytes, dumps_counted: list[Any]) -> None:
+    with pytest.raises(HttpError) as raised:
+        Request(method="POST", path="/", body=body).json()
+    assert raised.value.status == 400 and "lone surrogate" in raised.value.message
+
+
+def test_control_characters_are_found_by_one_search() -> None:
+    """Ids and short texts (a run id, an agent name: every request checks some) are searched for
+    control characters in C, not character by character in Python; the same characters as
+    declared (C0, DEL, C1), every code point checked."""
+    import sys
+
+    from runengine.validation import has_control_characters
+
+    calls = 0
+
+    def count(frame: Any, event: str, arg: Any) -> None:
+        nonlocal calls
+        if event in ("call", "c_call"):
+            calls += 1
+
+    sys.setprofile(count)
+    try:
+        found = has_control_characters("r" * 200)
+    finally:
+        sys.setprofile(None)
+    assert found is False
+    assert calls < 10  # not one per character
+    control = {cp for cp in range(0x110000) if has_control_characters(chr(cp))}
+    assert control == set(range(0x20)) | set(range(0x7F, 0xA0))
+    assert has_control_characters("ok\x85") and not has_control_characters("\ud800é")
+
+
+def test_json_is_written_without_making_an_encoder_each_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """wire.dumps (every stored event, every answer) reuses one encoder: json.dumps with options
+    makes a JSONEncoder per call. Still strict and compact."""
+    from datetime import datetime, timezone
+
+    from runengine.wire import dumps
+
+    made = 0
+    real_init = json.JSONEncoder.__init__
+
+    def counted(self: json.JSONEncoder, *args: Any, **kwargs: Any) -> None:
+        nonlocal made
+        made += 1
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(json.JSONEncoder, "__init__", counted)
+    value = {"a": [1, 2.5, "é", None], "at": datetime(2030, 1, 1, tzinfo=timezone.utc)}
+    assert [dumps(value) for _ in range(10)] == ['{"a":[1,2.5,"é",null],"at":"2030-01-01T00:00:00.000000Z"}'] * 10
+    assert made == 0
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError):
+            dumps({"x": bad})
