@@ -85,6 +85,8 @@ class ActiveRun:
     parked: bool = False
     #: Called once the run's task ends, whatever the outcome (flow control frees its slot).
     on_done: list[Callable[[], None]] = attrs.field(factory=list)
+    #: Called when its agent begins a durable wait, with when it is due (set before the task runs).
+    on_wait: Callable[[datetime], None] | None = None
 
     def cancel(self, reason: str | None) -> None:
         if self.cancel_reason is None:
@@ -352,6 +354,7 @@ class RunDriver:
                     writer, self.clock, journal=begun, on_stop=active.scope.cancel,
                     # A run with a timeout waits in its task: the timeout is counted while it waits.
                     on_park=active.park_suspended if self.parking and state.timeout is None else None,
+                    on_wait=active.on_wait,
                 )
                 ctx = RunContext(recorder, self.store, session, children=self.children, limiter=self.limiter)
                 failure: Exception | None = None

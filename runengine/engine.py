@@ -511,8 +511,15 @@ class RunEngine:
         self, state: RunState, *, after: tuple[str, ...] = (), fold: Fold | None = None,
         first_page: Sequence[Event] = (), woken: bool = False,
     ) -> None:
-        """Execute `state`'s run, or put it in line when its agent's limits hold it back."""
-        self.admission.launch(state, after=after, fold=fold, first_page=first_page, woken=woken)
+        """Execute `state`'s run, or put it in line when its agent's limits hold it back. A woken
+        run takes a place among the woken runs in flight (runengine.idle) until its task ends or
+        its agent waits again for what is not due within the horizon."""
+        active = self.admission.launch(state, after=after, fold=fold, first_page=first_page, woken=woken)
+        if woken and active is not None:
+            release = functools.partial(self.idle.release, active.run_id)
+            self.idle.hold(active.run_id)
+            active.on_done.append(release)
+            active.on_wait = release
 
     async def waiting_for(self, state: RunState) -> str | None:
         """Why a pending run has not started: "concurrency" (its agent's or key's slots are
