@@ -85,8 +85,6 @@ class ActiveRun:
     parked: bool = False
     #: Called once the run's task ends, whatever the outcome (flow control frees its slot).
     on_done: list[Callable[[], None]] = attrs.field(factory=list)
-    #: Called when its agent begins a durable wait, with when it is due (set before the task runs).
-    on_wait: Callable[[datetime], None] | None = None
 
     def cancel(self, reason: str | None) -> None:
         if self.cancel_reason is None:
@@ -167,6 +165,10 @@ class RunDriver:
         self.parking = False
         #: Told of each run this driver ended, with its state (the engine wakes a waiting parent).
         self.on_ended: Callable[[RunState], None] | None = None
+        #: Told, for a run taken up from the store (`woken`), when its agent begins a durable wait
+        #: (with when it is due) and when its task ends (None): the engine frees its place among
+        #: the woken runs in flight (runengine.idle). One callable for every run: none made per run.
+        self.on_woken_idle: Callable[[str, datetime | None], None] | None = None
 
     def launch(
         self,
@@ -257,6 +259,8 @@ class RunDriver:
             active.done.set()
             for callback in active.on_done:
                 callback()
+            if active.woken and self.on_woken_idle is not None:
+                self.on_woken_idle(active.run_id, None)
         if active.parked_until is not None and self.on_parked is not None:
             try:  # after it left the active set: an input that came meanwhile is seen by one of the two
                 await self.on_parked(active.run_id, active.parked_until)
@@ -354,7 +358,7 @@ class RunDriver:
                     writer, self.clock, journal=begun, on_stop=active.scope.cancel,
                     # A run with a timeout waits in its task: the timeout is counted while it waits.
                     on_park=active.park_suspended if self.parking and state.timeout is None else None,
-                    on_wait=active.on_wait,
+                    on_wait=self.on_woken_idle if active.woken else None,
                 )
                 ctx = RunContext(recorder, self.store, session, children=self.children, limiter=self.limiter)
                 failure: Exception | None = None
