@@ -47,8 +47,8 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def make_engine(path: Path, *, horizon: float = 60.0) -> RunEngine:
-    engine = RunEngine(SQLiteStore(str(path)), durability=Durability(delay_horizon=horizon, drain_timeout=1.0))
+def make_engine(path: Path, *, horizon: float = 60.0, **durability: Any) -> RunEngine:
+    engine = RunEngine(SQLiteStore(str(path)), durability=Durability(delay_horizon=horizon, drain_timeout=1.0, **durability))
 
     @engine.agent("ask")
     async def ask(ctx) -> object:  # type: ignore[no-untyped-def]
@@ -464,3 +464,23 @@ async def test_a_woken_run_waiting_again_for_what_is_not_due_frees_its_place(tmp
         await engine.resume(runs[0], "no")
         with anyio.fail_after(20):
             assert (await engine.wait(runs[0])).output == "no"
+
+
+@pytest.mark.anyio
+async def test_a_run_asleep_until_a_time_within_the_horizon_has_no_park_watcher(tmp_path: Path) -> None:
+    """A run held in memory for a wait due within the horizon (a mass wake holds thousands) never
+    needs parking: two tasks each (its own and its writer's), no park watcher polling meanwhile.
+    A run waiting for what is not due within the horizon still gets one, and is parked."""
+    import asyncio
+
+    async with make_engine(tmp_path / "runs.db", horizon=60.0, park_after=0.2) as engine:
+        before = len(asyncio.all_tasks())
+        runs = [(await engine.execute("nap", 30.0, mode="async")).run_id for _ in range(20)]
+        for run_id in runs:
+            await until(lambda: sleeping(engine, run_id))
+        await anyio.sleep(0.3)  # past park_after: none of them is parked (due within the horizon)
+        assert set(engine.driver.active) == set(runs)
+        assert len(asyncio.all_tasks()) - before == 2 * len(runs)
+        waiting = await engine.execute("ask", "go?", mode="async")
+        await until(lambda: status_is(engine, waiting.run_id, Status.WAITING_FOR_INPUT))
+        await until(lambda: waiting.run_id not in engine.driver.active)  # watched, then parked
