@@ -16,9 +16,10 @@ to the store to save preparation time.) A fresh process then opens the file and 
   runengine imported and an empty engine started on an empty file (the reference, measured in
   the same run);
 - runs held in memory (the driver's active set) once settled;
-- that every run goes on: the time until every timer has fired and its run completed, then the
-  time to give every waiting run its input (64 at a time through `engine.resume`) until all of
-  them completed; and the peak RSS at the end.
+- that every run goes on: the time until every timer has fired and its run completed (all of
+  them come due at once: a mass wake), then the time to give every waiting run its input (64 at a
+  time through `engine.resume`) until all of them completed; the peak RSS after each, and the
+  most runs held at once (looked at every 50 ms).
 
 Old code is measured by running this file with the old package first on PYTHONPATH (the figures
 in docs/benchmarks.md say which).
@@ -132,6 +133,7 @@ async def measure(path: Path, runs: int, horizon: float, wake_epoch: float | Non
         result["rss_kb"], result["hwm_kb"] = memory_kb()
         if wake_epoch is None:  # the reference: an empty file
             return result
+        held = asyncio.create_task(most_held(engine))
         # Every timer: fired and its run completed.
         sleepers = runs // 2
         began = time.perf_counter()
@@ -140,22 +142,37 @@ async def measure(path: Path, runs: int, horizon: float, wake_epoch: float | Non
                 raise SystemExit(f"only {count(path, 'completed')} of {sleepers} timers fired within {PHASE_CAP} s")
             await asyncio.sleep(0.2)
         result["timers_s"] = time.time() - wake_epoch  # from when they came due
-        # Every waiting run: its input, then completed.
-        limit = asyncio.Semaphore(RESUME_CONCURRENCY)
+        result["timers_hwm_kb"] = memory_kb()[1]
+        # Every waiting run: its input, then completed. RESUME_CONCURRENCY givers take the next run
+        # in turn (tens of thousands of tasks made at once would weigh more than the runs).
+        waiting = iter(range(0, runs, 2))
 
-        async def give(run_id: str) -> None:
-            async with limit:
-                await engine.resume(run_id, "yes")
+        async def give() -> None:
+            for i in waiting:
+                await engine.resume(f"run-{i:07d}", "yes")
 
         began = time.perf_counter()
-        await asyncio.gather(*(give(f"run-{i:07d}") for i in range(0, runs, 2)))
+        await asyncio.gather(*(give() for _ in range(RESUME_CONCURRENCY)))
         while count(path, "completed") < runs:
             if time.perf_counter() - began > PHASE_CAP:
                 raise SystemExit(f"only {count(path, 'completed')} of {runs} runs completed within {PHASE_CAP} s")
             await asyncio.sleep(0.2)
         result["inputs_s"] = time.perf_counter() - began
         result["end_hwm_kb"] = memory_kb()[1]
+        held.cancel()
+        result["most_held"] = await held
     return result
+
+
+async def most_held(engine: RunEngine) -> int:
+    """The most runs the engine held at once (looked at every 50 ms), until cancelled."""
+    most = 0
+    try:
+        while True:
+            most = max(most, len(engine.driver.active))
+            await asyncio.sleep(0.05)
+    except asyncio.CancelledError:
+        return most
 
 
 # -- the parent ------------------------------------------------------------------------------------
@@ -198,8 +215,9 @@ def table(result: dict[str, Any]) -> str:
         f"| peak RSS at start | {ref['hwm_kb'] / mb:.0f} MB | {got['hwm_kb'] / mb:.0f} MB | - |",
         "",
         f"Every run goes on: all {runs // 2:,} timers fired and their runs completed {got['timers_s']:.1f} s after "
-        f"they came due; all {runs // 2:,} waiting runs given their input ({RESUME_CONCURRENCY} at a time) and "
-        f"completed in {got['inputs_s']:.1f} s; peak RSS by then {got['end_hwm_kb'] / mb:.0f} MB.",
+        f"they came due (peak RSS by then {got['timers_hwm_kb'] / mb:.0f} MB); all {runs // 2:,} waiting runs given "
+        f"their input ({RESUME_CONCURRENCY} at a time) and completed in {got['inputs_s']:.1f} s; peak RSS by then "
+        f"{got['end_hwm_kb'] / mb:.0f} MB; at most {got['most_held']:,} runs held at once meanwhile.",
     ]
     return "\n".join(lines)
 

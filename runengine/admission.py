@@ -21,7 +21,7 @@ import anyio.abc
 from . import observe
 from .agents import AgentRegistry
 from .clock import Clock
-from .driver import RunDriver
+from .driver import ActiveRun, RunDriver
 from .errors import ConcurrencyConflict, RunNotFound
 from .events import Event, RunCancelled
 from .flow import DEBOUNCED, Gate, scope_of
@@ -65,23 +65,21 @@ class Admission:
     def launch(
         self, state: RunState, *, after: tuple[str, ...] = (), fold: Fold | None = None,
         first_page: Sequence[Event] = (), woken: bool = False,
-    ) -> None:
+    ) -> ActiveRun | None:
         """Execute `state`'s run, or put it in line when its agent's limits hold it back (`woken`:
-        an idle run taken up from the store, runengine.idle)."""
+        an idle run taken up from the store, runengine.idle). The run executing, if it does now."""
         engine = self.engine
         spec = engine.agents.find(state.agent)
         flow = spec.flow if spec is not None else None
         if flow is None or not flow.limited:
-            engine.driver.launch(engine._task_group(), state, after=after, fold=fold, first_page=first_page, woken=woken)
-            return
+            return engine.driver.launch(engine._task_group(), state, after=after, fold=fold, first_page=first_page, woken=woken)
         scope = scope_of(state.agent, state.concurrency_key)
         if state.status is not Status.PENDING:  # under way before a restart: it holds its slot
             self.gate.hold(state.run_id, scope, flow)
-            self._launch_admitted(state, after=after, fold=fold, first_page=first_page, woken=woken)
-            return
+            return self._launch_admitted(state, after=after, fold=fold, first_page=first_page, woken=woken)
         if state.start_at is not None and state.start_at > engine.clock():  # in line once it is due
             engine._task_group().start_soon(self._queue_when_due, state, after, name=f"due {state.run_id}")
-            return
+            return None
         created = state.created_at.timestamp() if state.created_at is not None else 0.0
         self.gate.queue(
             state.run_id, scope, flow, priority=state.priority, created=created, now=engine.clock().timestamp(),
@@ -89,15 +87,17 @@ class Admission:
         )
         observe.current.flow_depth(self.gate.depths())
         self._poke()
+        return None
 
     async def _queue_when_due(self, state: RunState, after: tuple[str, ...]) -> None:
         assert state.start_at is not None
         await self.engine.clock.sleep_until(state.start_at)
         self.launch(state, after=after)
 
-    def _launch_admitted(self, state: RunState, **launch: Any) -> None:
+    def _launch_admitted(self, state: RunState, **launch: Any) -> ActiveRun:
         active = self.engine.driver.launch(self.engine._task_group(), state, **launch)
         active.on_done.append(lambda: self._release_slot(state.run_id))
+        return active
 
     def _release_slot(self, run_id: str) -> None:
         self.gate.release(run_id)

@@ -85,6 +85,9 @@ class ActiveRun:
     parked: bool = False
     #: Called once the run's task ends, whatever the outcome (flow control frees its slot).
     on_done: list[Callable[[], None]] = attrs.field(factory=list)
+    #: Its agent's task group, until the park watcher starts in it: at the first durable wait not
+    #: due within the horizon (a run that never waits that long never needs a watcher).
+    park_watch: anyio.abc.TaskGroup | None = None
 
     def cancel(self, reason: str | None) -> None:
         if self.cancel_reason is None:
@@ -165,6 +168,11 @@ class RunDriver:
         self.parking = False
         #: Told of each run this driver ended, with its state (the engine wakes a waiting parent).
         self.on_ended: Callable[[RunState], None] | None = None
+        #: Told, for a run taken up from the store (`woken`), when its agent begins a durable wait
+        #: (with when it is due) and when its task ends (None): the engine frees its place among
+        #: the woken runs in flight (runengine.idle). One callable for every run: none made per run.
+        self.on_woken_idle: Callable[[str, datetime | None], None] | None = None
+        self._on_wait = self._waits  # made once: every run's recorder is given this one
 
     def launch(
         self,
@@ -255,6 +263,8 @@ class RunDriver:
             active.done.set()
             for callback in active.on_done:
                 callback()
+            if active.woken and self.on_woken_idle is not None:
+                self.on_woken_idle(active.run_id, None)
         if active.parked_until is not None and self.on_parked is not None:
             try:  # after it left the active set: an input that came meanwhile is seen by one of the two
                 await self.on_parked(active.run_id, active.parked_until)
@@ -348,17 +358,19 @@ class RunDriver:
                     return begun
                 spec = self.agents.get(state.agent)
                 session = await session_of_run(self.sessions, state) if self.sessions is not None else None
+                parks = self.on_parked is not None and self.durability.park_after is not None
                 recorder = active.recorder = Recorder(
                     writer, self.clock, journal=begun, on_stop=active.scope.cancel,
                     # A run with a timeout waits in its task: the timeout is counted while it waits.
                     on_park=active.park_suspended if self.parking and state.timeout is None else None,
+                    on_wait=self._on_wait if parks or active.woken else None,
                 )
                 ctx = RunContext(recorder, self.store, session, children=self.children, limiter=self.limiter)
                 failure: Exception | None = None
                 async with anyio.create_task_group() as background:
                     background.start_soon(writer.flush_loop)
-                    if self.on_parked is not None and self.durability.park_after is not None:
-                        background.start_soon(self._park_when_idle, active, recorder)
+                    if parks:
+                        active.park_watch = background
                     try:
                         deadline = self._deadline(writer.state)
                         if deadline is not None and deadline <= self.clock():
@@ -420,6 +432,20 @@ class RunDriver:
                     why = "waiting" if active.parked else "shutdown"
                     return lambda seq: RunSuspended(run_id=run_id, seq=seq, at=self.clock(), reason=why)  # noqa: B012
         return None  # pragma: no cover - every path above returns
+
+    def _waits(self, run_id: str, until: datetime) -> None:
+        """A run's agent begins a durable wait until `until`: a woken run's place among those in
+        flight is freed (`on_woken_idle`), and a wait not due within the horizon starts the run's
+        park watcher (once)."""
+        active = self.active.get(run_id)
+        if active is None:
+            return
+        if active.woken and self.on_woken_idle is not None:
+            self.on_woken_idle(run_id, until)
+        group, recorder = active.park_watch, active.recorder
+        if group is not None and recorder is not None and until - self.clock() > timedelta(seconds=self.durability.delay_horizon):
+            active.park_watch = None
+            group.start_soon(self._park_when_idle, active, recorder)
 
     async def _park_when_idle(self, active: ActiveRun, recorder: Recorder) -> None:
         """Park the run once its agent has waited `park_after` seconds durably for what is not due

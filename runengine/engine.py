@@ -204,6 +204,7 @@ class RunEngine:
         self.driver.on_parked = self._parked if self._can_park() else None
         self.driver.children = self  # the agents' ctx.spawn (runengine.children.ChildHost)
         self.driver.on_ended = self._ended
+        self.driver.on_woken_idle = self.idle.release
         self._waking: set[str] = set()  # parked runs a waker task is about to look at
         self._closing = False
         # A run waiting for a child or a signal ends its task, and this engine resumes it (_wake);
@@ -246,6 +247,7 @@ class RunEngine:
         self.driver.store, self.driver.sessions = self.store, self.session_store
         self.idle = self._idle_runs()
         self.driver.on_parked = self._parked if self._can_park() else None
+        self.driver.on_woken_idle = self.idle.release
         self.driver.parking = self.queue is None
         assert self.driver.limiter is not None
         self.driver.limiter.buckets = self._token_buckets()
@@ -533,8 +535,12 @@ class RunEngine:
         self, state: RunState, *, after: tuple[str, ...] = (), fold: Fold | None = None,
         first_page: Sequence[Event] = (), woken: bool = False,
     ) -> None:
-        """Execute `state`'s run, or put it in line when its agent's limits hold it back."""
-        self.admission.launch(state, after=after, fold=fold, first_page=first_page, woken=woken)
+        """Execute `state`'s run, or put it in line when its agent's limits hold it back. A woken
+        run takes a place among the woken runs in flight (runengine.idle) until its task ends or
+        its agent waits again for what is not due within the horizon."""
+        active = self.admission.launch(state, after=after, fold=fold, first_page=first_page, woken=woken)
+        if active is not None and active.woken:  # released through driver.on_woken_idle
+            self.idle.hold(active.run_id)
 
     async def waiting_for(self, state: RunState) -> str | None:
         """Why a pending run has not started: "concurrency" (its agent's or key's slots are

@@ -80,6 +80,7 @@ class Recorder:
         on_stop: Callable[[], None] | None = None,
         replay_only: bool = False,
         on_park: Callable[[], None] | None = None,
+        on_wait: Callable[[str, datetime], None] | None = None,
     ) -> None:
         """`replay_only` (the replay checker, runengine.testing): the log is all there is, nothing is
         made or appended; the first call past it raises PastTheLog, and so does every call after."""
@@ -90,6 +91,9 @@ class Recorder:
         self._on_stop = on_stop
         #: Ends the agent's task for a wait that something else resumes (None: this engine cannot).
         self._on_park = on_park
+        #: Told when the agent begins a durable wait, with the run and when it is due (the engine
+        #: frees a woken run's place among those in flight when the wait is long: runengine.idle).
+        self._on_wait = on_wait
         self._diverged: ReplayDivergence | None = None
         #: Discarded message -> the message carrying its kept text on (filled while replaying).
         self._continued: dict[str, str] = journal.continued if journal is not None else {}
@@ -288,6 +292,8 @@ class Recorder:
         if self.stop_requested:
             await self._stop()
         self.waiting, self.waiting_since, self.waiting_until = True, time.monotonic(), until
+        if self._on_wait is not None:
+            self._on_wait(self.writer.run_id, until)
         try:
             yield
         finally:

@@ -47,8 +47,8 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def make_engine(path: Path, *, horizon: float = 60.0) -> RunEngine:
-    engine = RunEngine(SQLiteStore(str(path)), durability=Durability(delay_horizon=horizon, drain_timeout=1.0))
+def make_engine(path: Path, *, horizon: float = 60.0, **durability: Any) -> RunEngine:
+    engine = RunEngine(SQLiteStore(str(path)), durability=Durability(delay_horizon=horizon, drain_timeout=1.0, **durability))
 
     @engine.agent("ask")
     async def ask(ctx) -> object:  # type: ignore[no-untyped-def]
@@ -383,3 +383,104 @@ async def test_resumed_runs_bind_no_logger_and_draw_no_timer_id_until_they_need_
             state = await engine.execute("logs")
         assert state.status is Status.COMPLETED
         assert [(line["event"], line["run_id"]) for line in lines if line["event"] == "hello"] == [("hello", state.run_id)]
+
+
+# -- a mass wake: admitted as earlier runs end ------------------------------------------------------
+
+
+async def last_timer(engine: RunEngine, runs: list[str]) -> datetime:
+    """Once every run is asleep: when the last of their timers comes due."""
+    for run_id in runs:
+        await until(lambda: sleeping(engine, run_id))
+    timers = [(await engine.status(run_id)).sleeping_until for run_id in runs]
+    return max(at for at in timers if at is not None)
+
+
+async def sleep_past(at: datetime) -> None:
+    await anyio.sleep((at - now()).total_seconds() + 0.1)
+
+
+def most_held(engine: RunEngine) -> Callable[[], int]:
+    """The most runs the engine held at once, counted at each launch."""
+    most = 0
+    launch = engine.driver.launch
+
+    def launching(*args: Any, **kwargs: Any) -> Any:
+        nonlocal most
+        active = launch(*args, **kwargs)
+        most = max(most, len(engine.driver.active))
+        return active
+
+    engine.driver.launch = launching  # type: ignore[method-assign]
+    return lambda: most
+
+
+@pytest.mark.anyio
+async def test_a_mass_wake_holds_no_more_woken_runs_than_the_limit(tmp_path: Path) -> None:
+    """Every timer comes due at once: the engine takes the runs up as earlier ones end, never
+    holding more than `in_flight` of them (all of them, before), and every one completes."""
+    path = tmp_path / "runs.db"
+    async with make_engine(path, horizon=0.2) as engine:
+        runs = [(await engine.execute("nap", 3.0, mode="async")).run_id for _ in range(100)]
+        due = await last_timer(engine, runs)
+    await sleep_past(due)  # every timer is due when the next engine starts
+    engine = make_engine(path, horizon=0.2)
+    engine.idle.in_flight = 10
+    held = most_held(engine)
+    async with engine:
+        for run_id in runs:
+            with anyio.fail_after(30):
+                assert (await engine.wait(run_id)).output == "rested"
+    assert 0 < held() <= 10
+
+
+@pytest.mark.anyio
+async def test_a_woken_run_waiting_again_for_what_is_not_due_frees_its_place(tmp_path: Path) -> None:
+    """A run its timer woke that then asks for input is idle again: it no longer counts among the
+    woken runs in flight, so the runs due after it are taken up without waiting for it to be
+    parked (`park_after`, a minute); an input wakes its run at once, whatever is in flight."""
+    path = tmp_path / "runs.db"
+
+    def nap_then_ask(engine: RunEngine) -> RunEngine:
+        @engine.agent("nap_then_ask")
+        async def nap_then_ask(ctx) -> object:  # type: ignore[no-untyped-def]
+            await ctx.sleep(ctx.input)
+            return await ctx.ask("more?")
+
+        return engine
+
+    async with nap_then_ask(make_engine(path, horizon=0.2)) as engine:
+        runs = [(await engine.execute("nap_then_ask", 2.0, mode="async")).run_id for _ in range(12)]
+        due = await last_timer(engine, runs)
+    await sleep_past(due)
+    engine = nap_then_ask(make_engine(path, horizon=0.2))
+    engine.idle.in_flight = 4
+    held = most_held(engine)
+    async with engine:
+        with anyio.fail_after(20):
+            for run_id in runs:
+                await until(lambda: status_is(engine, run_id, Status.WAITING_FOR_INPUT))
+        assert held() > 4  # held in memory, waiting: not in flight
+        await engine.resume(runs[0], "no")
+        with anyio.fail_after(20):
+            assert (await engine.wait(runs[0])).output == "no"
+
+
+@pytest.mark.anyio
+async def test_a_run_asleep_until_a_time_within_the_horizon_has_no_park_watcher(tmp_path: Path) -> None:
+    """A run held in memory for a wait due within the horizon (a mass wake holds thousands) never
+    needs parking: two tasks each (its own and its writer's), no park watcher polling meanwhile.
+    A run waiting for what is not due within the horizon still gets one, and is parked."""
+    import asyncio
+
+    async with make_engine(tmp_path / "runs.db", horizon=60.0, park_after=0.2) as engine:
+        before = len(asyncio.all_tasks())
+        runs = [(await engine.execute("nap", 30.0, mode="async")).run_id for _ in range(20)]
+        for run_id in runs:
+            await until(lambda: sleeping(engine, run_id))
+        await anyio.sleep(0.3)  # past park_after: none of them is parked (due within the horizon)
+        assert set(engine.driver.active) == set(runs)
+        assert len(asyncio.all_tasks()) - before == 2 * len(runs)
+        waiting = await engine.execute("ask", "go?", mode="async")
+        await until(lambda: status_is(engine, waiting.run_id, Status.WAITING_FOR_INPUT))
+        await until(lambda: waiting.run_id not in engine.driver.active)  # watched, then parked
