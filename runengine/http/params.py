@@ -306,7 +306,7 @@ class TimeField:
 
 @attrs.frozen
 class IntField:
-    """A JSON integer from `minimum` to `maximum` (not a boolean, not a float); absent or null is
+    """A JSON integer from `minimum` to `maximum` (not a boolean, nor a number with a fraction); absent or null is
     `default` (None unless told)."""
 
     name: str
@@ -322,6 +322,8 @@ class IntField:
             if self.required:
                 raise invalid(f"field {self.name!r} is required", field=self.name)
             return self.default
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # JSON Schema's integer: any number without a fraction (2.0 is 2)
         integer = isinstance(value, int) and not isinstance(value, bool)
         if not integer or not self.minimum <= value <= self.maximum:
             got = value if integer else type_name(value)
