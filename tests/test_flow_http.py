@@ -41,7 +41,7 @@ async def test_priority_orders_runs_and_a_waiting_run_says_why() -> None:
     assert order == ["first", "high", "low"]
 
 
-@pytest.mark.parametrize("priority", [1.5, "high", True, 10**7, -(10**7), [1]])
+@pytest.mark.parametrize("priority", [1.5, "high", True, 10**7, -(10**7), [1], 1e300, -0.5])
 async def test_a_bad_priority_is_a_400_in_the_one_error_format_and_creates_nothing(priority: object) -> None:
     engine = RunEngine()
 
@@ -54,5 +54,20 @@ async def test_a_bad_priority_is_a_400_in_the_one_error_format_and_creates_nothi
         assert response.status_code == 400, response.text
         error = response.json()["error"]
         assert error["code"] == "invalid_request" and "priority" in error["message"]
+        assert len(error["message"]) < 120  # says the number as sent (1e+300), not as 300 digits
         assert error["details"]["field"] == "priority"
         assert (await client.get("/runs")).json()["runs"] == []
+
+
+async def test_a_priority_without_a_fraction_is_that_integer_as_the_schema_says() -> None:
+    engine = RunEngine()
+
+    @engine.agent("echo")
+    async def echo(ctx):
+        return ctx.input
+
+    async with engine, serve(engine_asgi_app(engine)) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+        response = await client.post("/runs", content=b'{"agent": "echo", "input": "x", "priority": 3.0}',
+                                     headers={"content-type": "application/json"})
+        assert response.status_code == 200, response.text
+        assert response.json()["priority"] == 3 and isinstance(response.json()["priority"], int)

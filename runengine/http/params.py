@@ -322,15 +322,15 @@ class IntField:
             if self.required:
                 raise invalid(f"field {self.name!r} is required", field=self.name)
             return self.default
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)  # JSON Schema's integer: any number without a fraction (2.0 is 2)
-        integer = isinstance(value, int) and not isinstance(value, bool)
+        # JSON Schema's integer: any number without a fraction (2.0 is 2).
+        whole = isinstance(value, float) and value.is_integer()
+        integer = whole or isinstance(value, int) and not isinstance(value, bool)
         if not integer or not self.minimum <= value <= self.maximum:
             got = value if integer else type_name(value)
             raise invalid(
                 f"field {self.name!r} must be an integer from {self.minimum} to {self.maximum}, got {got}", field=self.name
             )
-        return value
+        return int(value) if whole else value
 
     def schema(self) -> dict[str, Any]:
         value: dict[str, Any] = {"type": "integer", "minimum": self.minimum, "maximum": self.maximum}
