@@ -343,6 +343,11 @@ class Worker:
         active = held.active
         if active is None or active.done.is_set():
             return
+        if active.writer.state.terminal:
+            # Its own end is queued or committed, and that commit took the run off the queue: the
+            # lease went with it. (Were the lease lost before, the end's commit is fenced off and
+            # the run stops on LeaseLost as ever.)
+            return
         store = self.engine.store
         summary = await store.get_run(held.lease.run_id)
         if summary is not None and summary.status.terminal and summary.last_seq > 0:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import anyio
 import asyncpg
 import pytest
+import structlog
 
 from kit import until
 from pg_agents import make_worker_engine, register
@@ -385,3 +386,17 @@ async def test_session_policy_enqueue_holds_a_run_until_the_session_is_free(url:
         with pytest.raises(SessionBusy):
             await api.execute("ticker", {"n": 1}, session_id="s1", session_policy="reject", mode="async")
         await api.cancel(third.run_id)
+
+
+@pytest.mark.anyio
+async def test_a_run_that_ends_by_itself_is_not_stopped_as_if_its_lease_were_lost(url: str) -> None:
+    """A run's end is committed with its queue row deleted, so the worker's lease watcher hears the
+    lease go as the run ends: that is the run's own end, not a loss to stop it for (the old code
+    cancelled a few runs in 100 this way, logging `run stopped: lease gone`)."""
+    with structlog.testing.capture_logs() as lines:
+        async with make_worker_engine(url, lease=60, poll=0.05, concurrency=100) as engine:
+            for _ in range(3):
+                with anyio.fail_after(120):
+                    ended = await asyncio.gather(*(engine.execute("stepper", {"n": 100}) for _ in range(100)))
+                assert [s.status for s in ended] == [Status.COMPLETED] * 100
+    assert [line for line in lines if str(line.get("event", "")).startswith("run stopped")] == []
