@@ -30,6 +30,13 @@ from kit import free_port
 
 PG_BIN = Path(os.environ.get("RUNENGINE_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
+# The test cluster has no TLS. asyncpg's default (`prefer`) opens every connection with an
+# SSLRequest, and a restart that closes the socket during it, just as the connecting task is
+# cancelled, leaves an exception on asyncpg's own future that nobody retrieves
+# (asyncpg.connect_utils.TLSUpgradeProto; MagicStack/asyncpg#1312): anyio's test runner then
+# fails the test that restarted the server. Served and worker processes inherit this too.
+os.environ.setdefault("PGSSLMODE", "disable")
+
 
 class PostgresServer:
     """One PostgreSQL cluster in a temporary directory, started and stopped with pg_ctl."""
