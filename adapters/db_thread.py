@@ -45,13 +45,6 @@ class _Call:
         self.future, self.fn, self.args = future, fn, args
 
 
-class _Queued(Generic[_W]):
-    """A write in the queue: the write, whether it must go at once, and its size (events)."""
-
-    __slots__ = ("write", "urgent", "size")
-
-    def __init__(self, write: _W, urgent: bool, size: int) -> None:
-        self.write, self.urgent, self.size = write, urgent, size
 
 
 class _Writes(Generic[_W]):
@@ -73,7 +66,7 @@ class DatabaseThread(Generic[_W]):
     """One connection and the thread it lives on (made there by `connect(factory)`)."""
 
     def __init__(self, name: str) -> None:
-        self._calls: queue.SimpleQueue[_Call | _Queued[_W] | None] = queue.SimpleQueue()
+        self._calls: queue.SimpleQueue[_Call | tuple[_W, bool, int] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._writes: _Writes[_W] | None = None
         self._closing = False
@@ -110,11 +103,13 @@ class DatabaseThread(Generic[_W]):
         self._writes = _Writes(asyncio.get_running_loop(), commit, committed, flush_max, window)
 
     def write(self, write: _W, *, urgent: bool = True, size: int = 1) -> None:
-        """Queue `write` for the next batch (its future is answered on the loop once committed)."""
-        self._calls.put(_Queued(write, urgent, size))
+        """Queue `write` for the next batch (its future is answered on the loop once committed):
+        queued as the tuple (write, whether it must go at once, its size in events), a call as a
+        _Call."""
+        self._calls.put((write, urgent, size))
 
     def _serve(self) -> None:
-        held: _Call | _Queued[_W] | None = None
+        held: _Call | tuple[_W, bool, int] | None = None
         while True:
             item = held if held is not None else self._calls.get()
             held = None
@@ -133,15 +128,15 @@ class DatabaseThread(Generic[_W]):
         else:
             self._post(call.future.get_loop(), _succeed, call.future, result)
 
-    def _commit_from(self, first: _Queued[_W]) -> _Call | _Queued[_W] | None:
+    def _commit_from(self, first: tuple[_W, bool, int]) -> _Call | tuple[_W, bool, int] | None:
         """Commit `first` and every write queued behind it; returns the item that ended the batch
         (a call, or the end) to be served next, or None."""
         writes = self._writes
         assert writes is not None, "write() before start_writes()"
-        batch = [first.write]
-        urgent, size = first.urgent, first.size
+        write, urgent, size = first
+        batch = [write]
         deadline = None if urgent or writes.window <= 0 else time.monotonic() + writes.window
-        held: _Call | _Queued[_W] | None = None
+        held: _Call | tuple[_W, bool, int] | None = None
         while True:
             try:
                 if deadline is None or size >= writes.flush_max:
@@ -150,12 +145,12 @@ class DatabaseThread(Generic[_W]):
                     item = self._calls.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
-            if not isinstance(item, _Queued):
+            if type(item) is not tuple:
                 held = item  # a call or the end: after this batch has committed
                 break
-            batch.append(item.write)
-            size += item.size
-            if item.urgent:
+            batch.append(item[0])
+            size += item[2]
+            if item[1]:
                 deadline = None
         batch = [write for write in batch if not write.future.cancelled()]
         if batch:

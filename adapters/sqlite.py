@@ -368,7 +368,7 @@ class SQLiteStore(SQLStreams, SQLLog):
                 return
             self._answer_committed(outcome)
             self.commit_times.append(seconds)
-            self.batch_sizes.append(sum(len(item.events) for item in outcome.accepted))
+            self.batch_sizes.append(outcome.events)
             observe.current.store_commit(store="sqlite", seconds=seconds)
         except BaseException as exc:  # never leave a caller waiting
             for item in batch:
@@ -382,11 +382,13 @@ class SQLiteStore(SQLStreams, SQLLog):
             found=written.found,
             summaries=written.committed.values(),
             snapshot_free=written.snapshot_free,
-            snapshots=[s.snapshot_of for s in statements if s.snapshot_of is not None],
+            snapshots=[s.snapshot_of for s in statements if s.snapshot_of is not None] if statements else (),
             tails=[(item.run_id, item.expected_seq + 1, item.as_read(SQLITE)) for item in written.accepted],
-            deleted=[s.deletes for s in statements if s.deletes is not None],
+            deleted=[s.deletes for s in statements if s.deletes is not None] if statements else (),
         )
-        for item, outcome in zip([*appends, *statements], [*written.outcomes, *written.results]):
+        for item, outcome in zip(appends, written.outcomes):
+            _answer(item, outcome)
+        for item, outcome in zip(statements, written.results):
             _answer(item, outcome)
         for run_id, summary in written.committed.items():
             self._wakeups.notify(run_id, summary.last_seq, status=summary.status)
@@ -478,11 +480,13 @@ def _create_schema(raw: sqlite3.Connection) -> None:
 class _Written:
     """What one committed batch did: read back on the event loop once COMMIT returned."""
 
-    __slots__ = ("appends", "statements", "accepted", "outcomes", "committed", "found", "results", "snapshot_free")
+    __slots__ = ("appends", "statements", "accepted", "events", "outcomes", "committed", "found", "results", "snapshot_free")
 
     def __init__(self, appends: list[Append], statements: list[_Statement]) -> None:
         self.appends, self.statements = appends, statements
         self.accepted: list[Append] = []
+        #: Events written (of the accepted appends).
+        self.events = 0
         self.outcomes: list[BaseException | None] = []
         #: The runs table rows this batch wrote.
         self.committed: dict[str, RunSummary] = {}
@@ -616,7 +620,9 @@ def _write_appends(
             raise _StaleRow()
     if new:
         raw.executemany(_UPSERT_RUN, new)
-    raw.executemany(_SQL.insert_event, [row for item in decision.accepted for row in _event_rows(item)])
+    events = [row for item in decision.accepted for row in _event_rows(item)]
+    raw.executemany(_SQL.insert_event, events)
+    written.events = len(events)
 
 
 def _event_rows(item: Append) -> list[tuple[str, int, str, int, str]]:

@@ -62,7 +62,7 @@ def check_append(run_id: str, events: Sequence[Event], expected_seq: int) -> Non
     first_is_created = isinstance(events[0], RunCreated)
     if expected_seq == 0 and not first_is_created:
         raise InvalidRequest("a run's log must start with run.created")
-    if any(isinstance(e, RunCreated) for e in events[1:]) or (expected_seq > 0 and first_is_created):
+    if (len(events) > 1 and any(isinstance(e, RunCreated) for e in events[1:])) or (expected_seq > 0 and first_is_created):
         raise InvalidRequest("run.created can only be the first event of a run")
 
 
