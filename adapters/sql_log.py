@@ -510,7 +510,7 @@ class Decision:
 def decide(
     appends: Sequence[Append],
     current: Mapping[str, RunSummary],
-    refused: Callable[[Append], BaseException | None] = lambda _append: None,
+    refused: Callable[[Append], BaseException | None] | None = None,
 ) -> Decision:
     """Check each append, in order, against its run's summary as the earlier ones leave it
     (`current`: the stored summaries; a run without one, or with last_seq 0, is new). An append
@@ -518,7 +518,7 @@ def decide(
     decision = Decision()
     changed = decision.changed
     for item in appends:
-        error = refused(item)
+        error = refused(item) if refused is not None else None
         summary = changed.get(item.run_id) or current.get(item.run_id)
         actual = summary.last_seq if summary is not None else 0
         if error is None and actual != item.expected_seq:
@@ -531,11 +531,17 @@ def decide(
             summary = new_summary(events[0])
         previous = summary.status if summary.last_seq else None
         last = events[-1]
-        if all_deltas(events):  # the token hot path: status and wake time stay as they were
-            changed[item.run_id] = _moved_on(summary, last, summary.status, summary.wake_at)
+        if len(events) == 1:  # most appends (a step, an input ...): one event, no loop over them
+            if last.type == _DELTA:
+                status, wake = summary.status, summary.wake_at
+            else:
+                status, wake = status_after(previous, [last.type]), last.wake_after(summary.wake_at)
+        elif all_deltas(events):  # the token hot path: status and wake time stay as they were
+            status, wake = summary.status, summary.wake_at
         else:
             status = status_after(previous, [event.type for event in events])
-            changed[item.run_id] = _moved_on(summary, last, status or summary.status, wake_after(summary.wake_at, events))
+            wake = wake_after(summary.wake_at, events)
+        changed[item.run_id] = _moved_on(summary, last, status or summary.status, wake)
         decision.accepted.append(item)
         decision.outcomes.append(None)
     return decision

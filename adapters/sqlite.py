@@ -620,18 +620,14 @@ def _write_appends(
             raise _StaleRow()
     if new:
         raw.executemany(_UPSERT_RUN, new)
-    events = [row for item in decision.accepted for row in _event_rows(item)]
+    # (run_id, seq, type, at µs, data): what the events table keeps (a naive time is taken as UTC)
+    events = [
+        (item.run_id, event.seq, event.type, micros(event.at), data)
+        for item in decision.accepted
+        for event, data in zip(item.events, item.data)
+    ]
     raw.executemany(_SQL.insert_event, events)
     written.events = len(events)
-
-
-def _event_rows(item: Append) -> list[tuple[str, int, str, int, str]]:
-    return [_event_row(item, i, event) for i, event in enumerate(item.events)]
-
-
-def _event_row(item: Append, index: int, event: Event) -> tuple[str, int, str, int, str]:
-    """(run_id, seq, type, at µs, data): what the events table keeps (a naive time is taken as UTC)."""
-    return (item.run_id, event.seq, event.type, micros(event.at), item.data[index])
 
 
 __all__ = ["SQLiteStore", "SCHEMA_VERSION", "DEFAULT_FLUSH_MAX", "DEFAULT_FLUSH_WINDOW"]
