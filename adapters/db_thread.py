@@ -45,8 +45,6 @@ class _Call:
         self.future, self.fn, self.args = future, fn, args
 
 
-
-
 class _Writes(Generic[_W]):
     """How the thread commits writes: set once by `start_writes`."""
 

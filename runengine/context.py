@@ -73,7 +73,6 @@ def current_idempotency_key() -> str:
     return key
 
 
-
 @contextlib.contextmanager
 def _keyed(key: str) -> Any:
     token = _CALL_KEY.set(key)
