@@ -35,12 +35,11 @@ class _Tail:
     def last_seq(self) -> int:
         return self.first_seq + len(self.events) - 1
 
-    def extend(self, events: Sequence[TailEvent]) -> None:
-        self.events.extend(events)
-        if len(self.events) > 2 * self.keep:  # trim now and then, not on every append
-            drop = len(self.events) - self.keep
-            del self.events[:drop]
-            self.first_seq += drop
+    def trim(self) -> None:
+        """Down to the last `keep` events (called now and then, not on every append)."""
+        drop = len(self.events) - self.keep
+        del self.events[:drop]
+        self.first_seq += drop
 
 
 class CommittedCache:
@@ -57,13 +56,6 @@ class CommittedCache:
     def summary(self, run_id: str) -> RunSummary | None:
         return self._summaries.get(run_id)
 
-    def remember(self, summary: RunSummary) -> None:
-        summaries = self._summaries
-        summaries[summary.run_id] = summary
-        summaries.move_to_end(summary.run_id)
-        if len(summaries) > SUMMARIES:
-            summaries.popitem(last=False)
-
     def snapshot_free(self, run_id: str) -> bool:
         """Whether the run is known to have no snapshot."""
         return run_id in self._snapshot_free
@@ -75,19 +67,6 @@ class CommittedCache:
         self._snapshot_free[run_id] = None
         if len(self._snapshot_free) > SUMMARIES:
             self._snapshot_free.popitem(last=False)
-
-    def extend(self, run_id: str, first_seq: int, events: Sequence[TailEvent]) -> None:
-        """Events first_seq .. committed: exactly what a read would give back (or makes it)."""
-        tails = self._tails
-        tail = tails.get(run_id)
-        if tail is None or tail.last_seq != first_seq - 1:
-            tail = tails[run_id] = _Tail(first_seq, self.tail_events)
-            if len(tails) > self.tail_runs:
-                tails.popitem(last=False)
-                if run_id not in tails:  # no tails kept at all
-                    return
-        tails.move_to_end(run_id)
-        tail.extend(events)
 
     def read(self, run_id: str, after_seq: int, limit: int) -> list[Event] | None:
         """The committed events after `after_seq` as a read gives them, or None when not kept."""
@@ -119,19 +98,36 @@ class CommittedCache:
         """What one commit did: the last seq it `found` of each run it appended to (a cached run
         found otherwise was written by someone else: forgotten), the `summaries` it wrote, the runs
         it created `snapshot_free`, the runs it wrote `snapshots` of, the `tails` it appended (run,
-        first seq, events as a read gives them, or calls that make them) and the runs it `deleted`."""
+        first seq, events as a read gives them, or calls that make them) and the runs it `deleted`.
+        (One loop per kind, no call per run: a commit of many runs' steps is answered on the loop.)"""
+        kept = self._summaries
         for run_id, seq in found.items():
-            cached = self._summaries.get(run_id)
+            cached = kept.get(run_id)
             if cached is not None and cached.last_seq != seq:
                 self.forget(run_id)
         for summary in summaries:
-            self.remember(summary)
+            kept[summary.run_id] = summary
+            kept.move_to_end(summary.run_id)
+        while len(kept) > SUMMARIES:
+            kept.popitem(last=False)
         for run_id in snapshot_free:
             self.set_snapshot_free(run_id, True)
         for run_id in snapshots:
             self.set_snapshot_free(run_id, False)
+        tails_kept = self._tails
         for run_id, first_seq, events in tails:
-            self.extend(run_id, first_seq, events)
+            # events first_seq .. committed: exactly what a read would give back (or makes it)
+            tail = tails_kept.get(run_id)
+            if tail is None or tail.first_seq + len(tail.events) != first_seq:
+                if not self.tail_runs:
+                    continue
+                tail = tails_kept[run_id] = _Tail(first_seq, self.tail_events)
+                if len(tails_kept) > self.tail_runs:
+                    tails_kept.popitem(last=False)
+            tails_kept.move_to_end(run_id)
+            tail.events.extend(events)
+            if len(tail.events) > 2 * tail.keep:
+                tail.trim()
         for run_id in deleted:
             self.forget(run_id)
 
