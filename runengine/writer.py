@@ -113,6 +113,8 @@ class RunWriter:
         self.ended_elsewhere: Event | None = None
         #: Set once the `unsaved` events are committed, or once nothing more will be (`settle`).
         self.saved = anyio.Event()
+        #: Whether `saved` is still to be set (known here, not asked of the Event at every flush).
+        self._saving = bool(unsaved)
         if not unsaved:
             self.saved.set()
 
@@ -241,7 +243,8 @@ class RunWriter:
                     if self._batch_done is not None:
                         self._batch_returned()
                 self.committed_seq = last.seq
-                if not self.saved.is_set():
+                if self._saving:
+                    self._saving = False
                     self.saved.set()
                 observe.appended(batch, lambda: self.state, time.perf_counter() - started)
                 if snapshot is not None and snapshot.last_seq == last.seq:
@@ -272,6 +275,7 @@ class RunWriter:
 
     def settle(self) -> None:
         """The run's task has ended: nobody waits for `saved` any longer (see `committed_seq`)."""
+        self._saving = False
         self.saved.set()
 
     def _batch_returned(self) -> None:
