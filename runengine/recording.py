@@ -25,36 +25,16 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import anyio
-import msgspec
 
 from .clock import Clock
 from .errors import ReplayDivergence
 from .events import ErrorInfo, Event, MessageDelta, MessageDiscarded, StepCompleted
 from .reducer import Fold
-from .replay import Journal
-from .wire import decode_json, dumps, event_to_dict
+from .replay import NOT_AT_HAND, Journal
+from .wire import event_to_dict
 from .writer import RunWriter
 
 E = TypeVar("E", bound=Event)
-
-_STEP = StepCompleted.type
-#: How the stored payload of a step that returned ends (after its output).
-_STEP_RETURNED = ',"error":null}'
-#: A step's name -> how its stored payload starts (up to its output), for the names replayed lately.
-_STEP_PREFIXES: dict[str, str] = {}
-#: At most this many names kept (more are made again as needed).
-_STEP_PREFIXES_KEPT = 1024
-
-
-def _step_prefix(name: str) -> str:
-    """How the stored payload of step `name` starts, up to its output (`dumps`' layout)."""
-    prefix = _STEP_PREFIXES.get(name)
-    if prefix is None:
-        if len(_STEP_PREFIXES) >= _STEP_PREFIXES_KEPT:
-            _STEP_PREFIXES.clear()
-        prefix = _STEP_PREFIXES[name] = '{"name":' + dumps(name) + ',"output":'
-    return prefix
-
 
 class PastTheLog(Exception):
     """A replay-only recorder (`Recorder(replay_only=True)`) was asked for a call its log does not
@@ -152,37 +132,16 @@ class Recorder:
         self.match(event, call, **expect)
         return event
 
-    def step_at_hand(self, name: str) -> tuple[Any, ErrorInfo | None] | None:
-        """While replaying, when the next recorded call is in the page in hand: `ctx.step`'s
-        recorded (output, error), without a wait; one that returned is compared and returned on its
-        stored form (no event built), so a long run replays its steps at about the cost of reading
-        them. None when it is not at hand (live, or a page to read or events to pass first): then
-        `replayed_step`."""
+    def step_at_hand(self, name: str) -> Any:
+        """While replaying, when the next recorded call is in the page in hand and is step `name`
+        that returned: its recorded output, without a wait (`Journal.returned_step`: compared and
+        taken on its stored form, no event built), so a long run replays its steps at about the
+        cost of reading them. NOT_AT_HAND otherwise (live, a page to read or events to pass
+        first, a recorded error, another call): then `replayed_step`."""
         journal = self._journal
         if journal is None or self._diverged is not None or self.stop_requested:
-            return None
-        row = journal.take_at_hand()
-        if row is None:
-            return None
-        if row[1] == _STEP:
-            stored = row[3]
-            if type(stored) is str:
-                # The stored text of a step that returned (the layout `event_data` and `dumps`
-                # write): its output is the text between a prefix naming this step and the null
-                # error; if that text is one JSON value, the payload is exactly {name, output,
-                # error: null}. Only the output is decoded, no dict made and looked into.
-                prefix = _STEP_PREFIXES.get(name) or _step_prefix(name)
-                if stored.startswith(prefix) and stored.endswith(_STEP_RETURNED):
-                    try:
-                        return decode_json(stored[len(prefix) : -len(_STEP_RETURNED)]), None
-                    except msgspec.DecodeError:
-                        pass  # not one value, or one only the standard library reads: the event decides
-        recorded = journal.event_of(row)
-        call = f"step({name!r})"
-        if not isinstance(recorded, StepCompleted):
-            raise self.diverge(recorded, call, f"the log has {recorded.type}")
-        self.match(recorded, call, name=name)
-        return recorded.output, recorded.error
+            return NOT_AT_HAND
+        return journal.returned_step(name)
 
     async def replayed_step(self, name: str) -> tuple[Any, ErrorInfo | None] | None:
         """`ctx.step`'s recorded (output, error) while replaying (`replayed`); None once live."""
