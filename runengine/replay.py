@@ -208,13 +208,13 @@ class Journal:
         error, another call, another name or layout, a value msgspec refuses): then `next`
         decides, builds the event and matches it."""
         index = self._index
-        page = self._page
-        if index >= len(page) or self._held is not None or self._ahead:
+        try:
+            row = self._page[index]
+        except IndexError:  # (no len() asked first: this is once per replayed step)
             return NOT_AT_HAND
-        row = page[index]
-        if row[1] != _STEP or row[0] <= self._replay_from:
+        seq, event_type, _, stored = row
+        if event_type != _STEP or seq <= self._replay_from or self._held is not None or self._ahead:
             return NOT_AT_HAND
-        stored = row[3]
         if type(stored) is str:
             try:
                 returned = _decode_returned(stored)

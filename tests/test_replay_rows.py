@@ -216,9 +216,9 @@ def _fails() -> None:
 #: Calls (Python frames entered, a coroutine's included, and C functions called) per replayed
 #: `ctx.step` whose row is in the page in hand: 12.2 before this bound was set (the journal's
 #: `take_at_hand`, then the stored text checked and sliced around the output: a dict look-up,
-#: startswith, endswith, two len, the decode, a tuple handed back), 7.1 after (one decode of
-#: the payload into its fields, in the journal).
-MAX_CALLS_PER_REPLAYED_STEP = 9
+#: startswith, endswith, two len, the decode, a tuple handed back), 4.1 after (`ctx.step`
+#: calls the journal's `returned_step` straight, which decodes the payload into its fields).
+MAX_CALLS_PER_REPLAYED_STEP = 6
 
 
 @pytest.mark.anyio
