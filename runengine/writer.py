@@ -33,7 +33,7 @@ import structlog
 
 from . import observe
 from .errors import AgentFailed, ConcurrencyConflict, EventTooLarge, InvalidRequest, TooManyEvents
-from .events import ErrorInfo, Event, MessageDelta, RunCompleted, RunFailed, RunSuspended
+from .events import ErrorInfo, Event, MessageDelta, RunCompleted, RunFailed, RunResumed, RunSuspended
 from .limits import MAX_EVENT_BYTES, MAX_EVENTS_PER_RUN
 from .ports import MAX_PAGE, EventStore
 from .reducer import Fold
@@ -287,6 +287,11 @@ class RunWriter:
         since = last.seq - self._snapshot_seq
         if last.terminal or last.wake_after(None) is not None or type(last) is RunSuspended:
             return since >= TERMINAL_SNAPSHOT_MIN
+        if type(last) is RunResumed:
+            # The state was just loaded (its latest snapshot and the tail after it), and this
+            # writer counts from seq 0: a snapshot here would be written on the resume's path,
+            # before the replay, of a state the next batch holds too. That batch takes it.
+            return False
         return since >= max(self._snapshot_every, self._snapshot_seq // 8)
 
     async def _rebase(self, batch: list[Event]) -> None:

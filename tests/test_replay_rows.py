@@ -340,3 +340,40 @@ async def test_a_short_run_that_comes_to_rest_takes_no_snapshot() -> None:
         run_id = (await engine.execute("short", None, mode="async")).run_id
         await until(lambda: _resting(engine, run_id))
         assert await engine.store.load_snapshot(run_id) is None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the SQLite store needs asyncio
+async def test_a_resumed_run_writes_no_snapshot_before_its_replay(tmp_path: Path) -> None:
+    """A resumed run's `run.resumed` is committed before its replay; the state it resumes from
+    was just loaded, so no snapshot of it is written then (before: one, for a log of 1,000
+    events or more, on the resume's path). Its first live batch takes one."""
+    path = tmp_path / "runs.db"
+    seen: dict[str, Any] = {}
+
+    def engine_for() -> RunEngine:
+        engine = RunEngine(SQLiteStore(path), durability=Durability(delay_horizon=2 * SLEEP, park_after=None))
+
+        @engine.agent("asks")
+        async def asks(ctx: RunContext) -> int:
+            for i in range(PAST_THE_HEAD):
+                await ctx.step("part", _same, i)
+            answer = await ctx.ask("go on?")
+            if ctx.replaying:  # resumed: what the store holds before anything live is written
+                seen["snapshot_when_replayed"] = await engine.store.load_snapshot(ctx.run_id)
+            await ctx.step("after", _same, answer)
+            return PAST_THE_HEAD
+
+        return engine
+
+    async with engine_for() as engine:
+        run_id = (await engine.execute("asks", None, mode="async")).run_id
+        rested = await until(lambda: _resting(engine, run_id), timeout=60)
+        await until(lambda: _snapshot_at(engine, run_id, rested.last_seq), timeout=20)
+    async with engine_for() as engine:
+        await engine.resume(run_id, 1)
+        state = await until(lambda: _ended(engine, run_id), timeout=60)
+        final = await engine.store.load_snapshot(run_id)
+    assert state.status is Status.COMPLETED and state.steps == PAST_THE_HEAD + 1
+    assert seen["snapshot_when_replayed"].last_seq == rested.last_seq  # the one taken where it rested
+    assert final is not None and final.last_seq > rested.last_seq + 2  # past run.input and run.resumed
