@@ -92,6 +92,9 @@ class _Returned(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     error: None
 
 
+#: Not looked up yet.
+_UNKNOWN: Any = object()
+
 #: Decodes a stored step payload straight into its three fields: no dict made and looked into.
 _decode_returned = msgspec.json.Decoder(_Returned).decode
 
@@ -120,6 +123,8 @@ class Journal:
     ) -> None:
         """`first_page`: the log from seq 1 if the caller has just read it (saves reading it again)."""
         self._store = store
+        #: The store as a RecordedReader (None: it is not one), looked up at the first read.
+        self._rows: Any = _UNKNOWN
         self.run_id = run_id
         self.end_seq = end_seq
         # Before the last run.requeued the agent started afresh: nothing there is replayed.
@@ -307,8 +312,11 @@ class Journal:
             if self._read_seq >= self.end_seq:
                 return None
             limit = min(PAGE, self.end_seq - self._read_seq)
-            # Looked up here, not before: a log given whole (`first_page`) needs no store at all.
-            rows = port_of(self._store, RecordedReader)
+            # Looked up here, not before: a log given whole (`first_page`) needs no store at all;
+            # once (a runtime-checkable Protocol's isinstance walks its members: not per page).
+            if self._rows is _UNKNOWN:
+                self._rows = port_of(self._store, RecordedReader)
+            rows = self._rows
             if rows is not None:
                 page = await rows.read_recorded(self.run_id, after_seq=self._read_seq, limit=limit)
             else:

@@ -377,3 +377,30 @@ async def test_a_resumed_run_writes_no_snapshot_before_its_replay(tmp_path: Path
     assert state.status is Status.COMPLETED and state.steps == PAST_THE_HEAD + 1
     assert seen["snapshot_when_replayed"].last_seq == rested.last_seq  # the one taken where it rested
     assert final is not None and final.last_seq > rested.last_seq + 2  # past run.input and run.resumed
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the SQLite store needs asyncio
+async def test_a_resume_looks_its_store_up_as_a_reader_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journal asks whether its store is a RecordedReader (an isinstance check that walks the
+    Protocol's members) at its first page, not at every page of a long log."""
+    import runengine.replay as replay
+
+    path = tmp_path / "runs.db"
+    live: dict[str, Any] = {}
+    async with _engine(path, live) as engine:
+        await engine.execute("long", STEPS, mode="async")  # three pages of 1,000 rows to replay
+        await until(lambda: "outputs" in live, timeout=60)
+    looked_up: list[Any] = []
+    port_of = replay.port_of
+
+    def counted(store: Any, port: Any) -> Any:
+        looked_up.append(port)
+        return port_of(store, port)
+
+    monkeypatch.setattr(replay, "port_of", counted)
+    resumed: dict[str, Any] = {}
+    async with _engine(path, resumed) as engine:
+        await until(lambda: "outputs" in resumed, timeout=60)
+    assert resumed["outputs"] == live["outputs"]
+    assert looked_up == [RecordedReader]  # before: once per page read
