@@ -53,6 +53,7 @@ from .limits import DEFAULT_AGENT_HISTORY
 from .patching import Answer, Patches
 from .ports import EventStore, SessionRecord
 from .recording import Recorder, new_id
+from .replay import NOT_AT_HAND
 from .signals import SignalInbox, check_signal_name
 from .state import RunState
 from .step_limits import StepLimiter
@@ -369,7 +370,10 @@ class RunContext:
             self._check_limit(limit)
         # Live (the common case) nothing is recorded yet to look for: no replay call made at all.
         if rec.replaying or rec.diverged is not None or rec.replay_only:
-            recorded = rec.step_at_hand(name) or await rec.replayed_step(name)
+            output = rec.step_at_hand(name)
+            if output is not NOT_AT_HAND:
+                return output
+            recorded = await rec.replayed_step(name)
             if recorded is not None:
                 return recorded[0] if recorded[1] is None else _step_outcome(name, *recorded)
         if limit is not None:

@@ -25,36 +25,16 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import anyio
-import msgspec
 
 from .clock import Clock
 from .errors import ReplayDivergence
 from .events import ErrorInfo, Event, MessageDelta, MessageDiscarded, StepCompleted
 from .reducer import Fold
-from .replay import Journal
-from .wire import decode_json, dumps, event_to_dict
+from .replay import NOT_AT_HAND, Journal
+from .wire import event_to_dict
 from .writer import RunWriter
 
 E = TypeVar("E", bound=Event)
-
-_STEP = StepCompleted.type
-#: How the stored payload of a step that returned ends (after its output).
-_STEP_RETURNED = ',"error":null}'
-#: A step's name -> how its stored payload starts (up to its output), for the names replayed lately.
-_STEP_PREFIXES: dict[str, str] = {}
-#: At most this many names kept (more are made again as needed).
-_STEP_PREFIXES_KEPT = 1024
-
-
-def _step_prefix(name: str) -> str:
-    """How the stored payload of step `name` starts, up to its output (`dumps`' layout)."""
-    prefix = _STEP_PREFIXES.get(name)
-    if prefix is None:
-        if len(_STEP_PREFIXES) >= _STEP_PREFIXES_KEPT:
-            _STEP_PREFIXES.clear()
-        prefix = _STEP_PREFIXES[name] = '{"name":' + dumps(name) + ',"output":'
-    return prefix
-
 
 class PastTheLog(Exception):
     """A replay-only recorder (`Recorder(replay_only=True)`) was asked for a call its log does not
@@ -62,6 +42,11 @@ class PastTheLog(Exception):
 
     def __init__(self) -> None:
         super().__init__("the agent made a call past the end of its recorded log")
+
+
+def _not_at_hand(name: str) -> Any:
+    """`Recorder.step_at_hand` while there is no journal to answer from at once."""
+    return NOT_AT_HAND
 
 
 def new_id(prefix: str) -> str:
@@ -87,7 +72,6 @@ class Recorder:
         self.writer = writer
         self.replay_only = replay_only
         self.clock = clock
-        self._journal = journal
         self._on_stop = on_stop
         #: Ends the agent's task for a wait that something else resumes (None: this engine cannot).
         self._on_park = on_park
@@ -99,17 +83,37 @@ class Recorder:
         self._continued: dict[str, str] = journal.continued if journal is not None else {}
         #: The deltas a replayed `stream_step` went through (message id, text): made again if cut short.
         self._remade: tuple[str | None, str] = (None, "")
-        #: Set by the driver on a graceful stop: the run stops at its next recorded event.
-        self.stop_requested = False
+        self._stop_requested = False
+        self._journal: Journal | None = None
+        #: Whether the agent's calls are answered from the journal (set with it, `_use`: read
+        #: once per `ctx.step`, live or replaying, so an attribute, not a property).
+        self.replaying = False
+        #: `ctx.step`'s way to a recorded step without a wait: the journal's `returned_step` while
+        #: it replays and no stop is requested, else an answer of NOT_AT_HAND (then
+        #: `replayed_step`). Set with the journal and the stop (one call per replayed step).
+        self.step_at_hand: Callable[[str], Any] = _not_at_hand
+        self._use(journal)
         #: True while the agent is in a durable wait (ask, sleep) that a stop need not wait out.
         self.waiting = False
         #: While it waits: since when (monotonic seconds), and until when (NO_DEADLINE: input only).
         self.waiting_since: float | None = None
         self.waiting_until: datetime | None = None
 
+    def _use(self, journal: Journal | None) -> None:
+        """Replay from `journal` on (None: live from here on)."""
+        self._journal = journal
+        self.replaying = journal is not None
+        self.step_at_hand = journal.returned_step if journal is not None and not self._stop_requested else _not_at_hand
+
     @property
-    def replaying(self) -> bool:
-        return self._journal is not None
+    def stop_requested(self) -> bool:
+        """Set by the driver on a graceful stop: the run stops at its next recorded event."""
+        return self._stop_requested
+
+    @stop_requested.setter
+    def stop_requested(self, requested: bool) -> None:
+        self._stop_requested = requested
+        self._use(self._journal)  # a replayed step then takes the long way, which stops
 
     @property
     def fold(self) -> Fold:
@@ -132,7 +136,7 @@ class Recorder:
             if self.replay_only:
                 raise PastTheLog()
             return None
-        if self.stop_requested:
+        if self._stop_requested:
             await self._stop()
         event = await journal.peek()
         if event is None:
@@ -152,38 +156,6 @@ class Recorder:
         self.match(event, call, **expect)
         return event
 
-    def step_at_hand(self, name: str) -> tuple[Any, ErrorInfo | None] | None:
-        """While replaying, when the next recorded call is in the page in hand: `ctx.step`'s
-        recorded (output, error), without a wait; one that returned is compared and returned on its
-        stored form (no event built), so a long run replays its steps at about the cost of reading
-        them. None when it is not at hand (live, or a page to read or events to pass first): then
-        `replayed_step`."""
-        journal = self._journal
-        if journal is None or self._diverged is not None or self.stop_requested:
-            return None
-        row = journal.take_at_hand()
-        if row is None:
-            return None
-        if row[1] == _STEP:
-            stored = row[3]
-            if type(stored) is str:
-                # The stored text of a step that returned (the layout `event_data` and `dumps`
-                # write): its output is the text between a prefix naming this step and the null
-                # error; if that text is one JSON value, the payload is exactly {name, output,
-                # error: null}. Only the output is decoded, no dict made and looked into.
-                prefix = _STEP_PREFIXES.get(name) or _step_prefix(name)
-                if stored.startswith(prefix) and stored.endswith(_STEP_RETURNED):
-                    try:
-                        return decode_json(stored[len(prefix) : -len(_STEP_RETURNED)]), None
-                    except msgspec.DecodeError:
-                        pass  # not one value, or one only the standard library reads: the event decides
-        recorded = journal.event_of(row)
-        call = f"step({name!r})"
-        if not isinstance(recorded, StepCompleted):
-            raise self.diverge(recorded, call, f"the log has {recorded.type}")
-        self.match(recorded, call, name=name)
-        return recorded.output, recorded.error
-
     async def replayed_step(self, name: str) -> tuple[Any, ErrorInfo | None] | None:
         """`ctx.step`'s recorded (output, error) while replaying (`replayed`); None once live."""
         event = await self.replayed(StepCompleted, f"step({name!r})", name=name)
@@ -201,7 +173,7 @@ class Recorder:
         if self.replay_only:
             raise PastTheLog()
         event = await self.writer.add(build, durable=durable)
-        if self.stop_requested:
+        if self._stop_requested:
             await self._stop()
         return event  # type: ignore[return-value]
 
@@ -209,7 +181,7 @@ class Recorder:
         if self.replay_only:
             raise PastTheLog()
         await self.writer.add_delta(message_id, content, self.clock())
-        if self.stop_requested:
+        if self._stop_requested:
             await self._stop()
 
     def match(self, event: Event, call: str, **expected: Any) -> None:
@@ -225,7 +197,7 @@ class Recorder:
             recorded=event_to_dict(event),
             call=call,
         )
-        self._journal = None
+        self._use(None)
         return self._diverged
 
     # -- messages across a resume -------------------------------------------------------------
@@ -250,7 +222,8 @@ class Recorder:
         """Past the end of the log: live from here on. A message left open whose last deltas are
         streamed again (the journal's tail, or a cut-short stream_step's) is discarded, and its kept
         text, what was replayed, carried on by a new message that the agent goes on streaming."""
-        journal, self._journal = self._journal, None
+        journal = self._journal
+        self._use(None)
         if self.replay_only:
             raise PastTheLog()
         open_message = self.writer.fold.partial()
@@ -289,7 +262,7 @@ class Recorder:
     async def durable_wait(self, until: datetime) -> AsyncIterator[None]:
         """Mark a wait that survives a restart, until `until`: a graceful stop ends it at once (and
         the driver may park a long one, runengine.driver)."""
-        if self.stop_requested:
+        if self._stop_requested:
             await self._stop()
         self.waiting, self.waiting_since, self.waiting_until = True, time.monotonic(), until
         if self._on_wait is not None:

@@ -28,8 +28,8 @@ it looks past an open message's deltas for its next durable call, the events up 
 that can (the RecordedReader port) hands it a page of rows undecoded (`RecordedPage`: tuples
 `(seq, type, at, payload)` as fetched, no object per row): the journal decides on each row's
 type alone, and builds an event only for what needs one (a delta, a discard, a call the agent
-takes as an event, a fold the agent asks for); a replayed `ctx.step` takes its recorded output
-from the stored payload (`Journal.take_at_hand`, `Recorder.step_at_hand`).
+takes as an event, a fold the agent asks for); a replayed `ctx.step` that returned takes its
+recorded output from the stored payload, without a wait (`Journal.returned_step`).
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import msgspec
 
 from .events import (
     EVENT_TYPES,
@@ -50,6 +52,7 @@ from .events import (
     RunStarted,
     RunSuspended,
     SignalReceived,
+    StepCompleted,
     UnknownEvent,
 )
 from .ports import EventStore, RecordedPage, RecordedReader, port_of
@@ -73,6 +76,27 @@ BOOKKEEPING: tuple[type[Event], ...] = (
 _CALLS = frozenset(EVENT_TYPES) - {cls.type for cls in BOOKKEEPING if cls is not UnknownEvent} - {MessageDelta.type}
 _DELTA = MessageDelta.type
 _DISCARDED = MessageDiscarded.type
+_STEP = StepCompleted.type
+
+#: What `Journal.returned_step` answers when the next recorded call is not at hand as a step that
+#: returned (then the caller takes the long way: `Recorder.replayed_step`).
+NOT_AT_HAND: Any = object()
+
+
+class _Returned(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """The stored payload of a step that returned, exactly (`StepCompleted`'s fields, the error
+    null): anything else fails to decode as one. (gc=False: decoded JSON holds no cycles.)"""
+
+    name: str
+    output: Any
+    error: None
+
+
+#: Not looked up yet.
+_UNKNOWN: Any = object()
+
+#: Decodes a stored step payload straight into its three fields: no dict made and looked into.
+_decode_returned = msgspec.json.Decoder(_Returned).decode
 
 #: A row of a RecordedPage: (seq, type, at, payload).
 Row = Sequence[Any]
@@ -99,6 +123,8 @@ class Journal:
     ) -> None:
         """`first_page`: the log from seq 1 if the caller has just read it (saves reading it again)."""
         self._store = store
+        #: The store as a RecordedReader (None: it is not one), looked up at the first read.
+        self._rows: Any = _UNKNOWN
         self.run_id = run_id
         self.end_seq = end_seq
         # Before the last run.requeued the agent started afresh: nothing there is replayed.
@@ -178,21 +204,37 @@ class Journal:
         row = await self._peek_row()
         return None if row is None else self.event_of(row)
 
-    def take_at_hand(self) -> Row | None:
-        """`next` without a wait, for the common case: the next row of the page in hand, passed, if
-        it is a recorded call told by its type alone (no event built: `event_of` builds it). None
-        when there is more to do first (a page to read, a delta or bookkeeping to pass, a call
-        already peeked): then `next`."""
+    def returned_step(self, name: str) -> Any:
+        """`ctx.step(name)` replayed without a wait, for the common case: the output of the next
+        recorded call, passed, when it is in the page in hand and is step `name` that returned;
+        taken from the stored payload (decoded into its fields, no event built) or the event a
+        row holds. NOT_AT_HAND (nothing passed) when there is more to do first (a page to read, a
+        delta or bookkeeping to pass, a call already peeked) or anything else is recorded (an
+        error, another call, another name or layout, a value msgspec refuses): then `next`
+        decides, builds the event and matches it."""
         index = self._index
-        page = self._page
-        if index >= len(page) or self._held is not None or self._ahead:
-            return None
-        row = page[index]
-        if row[1] not in _CALLS or row[0] <= self._replay_from:
-            return None
+        try:
+            row = self._page[index]
+        except IndexError:  # (no len() asked first: this is once per replayed step)
+            return NOT_AT_HAND
+        seq, event_type, _, stored = row
+        if event_type != _STEP or seq <= self._replay_from or self._held is not None or self._ahead:
+            return NOT_AT_HAND
+        if type(stored) is str:
+            try:
+                returned = _decode_returned(stored)
+            except msgspec.DecodeError:  # (a ValidationError is one too)
+                return NOT_AT_HAND
+            if returned.name != name:
+                return NOT_AT_HAND
+            output = returned.output
+        elif type(stored) is StepCompleted and stored.name == name and stored.error is None:
+            output = stored.output
+        else:
+            return NOT_AT_HAND
         self._index = index + 1
         self._unfolded.append(row)  # passed (`_pass` inline: this is once per replayed step)
-        return row
+        return output
 
     async def _peek_row(self) -> Row | None:
         if self._held is None:
@@ -270,8 +312,11 @@ class Journal:
             if self._read_seq >= self.end_seq:
                 return None
             limit = min(PAGE, self.end_seq - self._read_seq)
-            # Looked up here, not before: a log given whole (`first_page`) needs no store at all.
-            rows = port_of(self._store, RecordedReader)
+            # Looked up here, not before: a log given whole (`first_page`) needs no store at all;
+            # once (a runtime-checkable Protocol's isinstance walks its members: not per page).
+            if self._rows is _UNKNOWN:
+                self._rows = port_of(self._store, RecordedReader)
+            rows = self._rows
             if rows is not None:
                 page = await rows.read_recorded(self.run_id, after_seq=self._read_seq, limit=limit)
             else:
@@ -301,4 +346,4 @@ def _verdict(event_type: str) -> bool | None:
     return None  # a delta, or bookkeeping
 
 
-__all__ = ["BOOKKEEPING", "Journal"]
+__all__ = ["BOOKKEEPING", "NOT_AT_HAND", "Journal"]
