@@ -9,6 +9,7 @@ each run reach its next event, records `run.suspended` and leaves the run to the
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -368,7 +369,11 @@ class RunDriver:
                 ctx = RunContext(recorder, self.store, session, children=self.children, limiter=self.limiter)
                 failure: Exception | None = None
                 async with anyio.create_task_group() as background:
-                    background.start_soon(writer.flush_loop)
+                    call_later = _loop_timer()
+                    if call_later is not None:  # the flush loop is a task only once it has work
+                        writer.flush_when_needed(functools.partial(background.start_soon, writer.flush_loop), call_later)
+                    else:
+                        background.start_soon(writer.flush_loop)
                     if parks:
                         active.park_watch = background
                     try:
@@ -384,6 +389,7 @@ class RunDriver:
                     except Exception as exc:  # re-raised below, outside the group (no ExceptionGroup)
                         failure = exc
                     finally:
+                        writer.flush_when_needed(None)
                         background.cancel_scope.cancel()
                 if failure is not None:
                     raise failure
@@ -501,6 +507,14 @@ async def append_at_head(
             continue
         observe.appended([event], lambda: fold.state, time.perf_counter() - started)
         return fold.state
+
+
+def _loop_timer() -> Callable[[float, Callable[[], None]], Any] | None:
+    """The event loop's `call_later` on asyncio (None elsewhere: a run's flush loop then runs from its start)."""
+    try:
+        return asyncio.get_running_loop().call_later
+    except RuntimeError:
+        return None
 
 
 def _last_message(state: RunState) -> Any:

@@ -219,3 +219,47 @@ async def test_concurrent_sync_requests_run_at_once_and_share_commits(tmp_path: 
         assert sorted(a["output"] for a in answers) == sorted(f"hello {i}" for i in range(clients))
         for answer in answers:
             assert (await engine.status(str(answer["run_id"]))).status is Status.COMPLETED
+
+
+@pytest.mark.anyio
+async def test_a_run_that_ends_within_its_flush_window_makes_no_flush_task(tmp_path: Path) -> None:
+    """The flush loop is a task only once it has work (events still queued a window after the
+    first, or a whole batch): a run that ends sooner commits with its end and makes one task, its
+    own. A run that waits longer still gets its events committed by the loop (tests above)."""
+    import asyncio
+
+    engine = RunEngine(SQLiteStore(tmp_path / "runs.db"))
+
+    @engine.agent("echo")
+    async def echo(ctx: RunContext) -> None:
+        await ctx.say(str(ctx.input))
+
+    @engine.agent("pause")
+    async def pause(ctx: RunContext) -> None:
+        await ctx.say("before")
+        await anyio.sleep(engine.durability.flush_window * 4)
+
+    loop = asyncio.get_running_loop()
+    made: list[asyncio.Task[object]] = []
+    previous = loop.get_task_factory()
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: object, **kwargs: object) -> asyncio.Task[object]:
+        task = asyncio.Task(coro, loop=loop, **kwargs)  # type: ignore[arg-type]
+        made.append(task)  # named by the loop once made: anyio names it after its function unless told a name
+        return task
+
+    async with engine:
+        await engine.execute("echo", "warm-up", mode="sync")
+        loop.set_task_factory(factory)
+        try:
+            for i in range(3):
+                assert (await engine.execute("echo", f"hello {i}", mode="sync")).output == f"hello {i}"
+            quick = list(made)
+            made.clear()
+            assert (await engine.execute("pause", None, mode="sync")).status is Status.COMPLETED
+        finally:
+            loop.set_task_factory(previous)
+    names = [task.get_name() for task in quick]
+    assert len(names) == 3 and all(name.startswith("run ") for name in names), names  # RunDriver.launch's names
+    names = [task.get_name() for task in made]
+    assert sum(name.endswith("RunWriter.flush_loop") for name in names) == 1, names  # its message waited past the window
