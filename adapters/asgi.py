@@ -153,22 +153,36 @@ class ASGIApp:
             return
         request = attrs.evolve(head, body=body)
         # The client may go at any time: stop the handler, and the stream, when it does.
-        async with _cancelled_on_disconnect(receive) as watch:
-            with observe.current.request(headers=request.headers):  # a traceparent continues its trace
-                response = await self.app(request)
-            self.admission.answered(address, response.status)
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status,
-                    "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers],
-                }
-            )
-            if isinstance(response, Response):
-                await send({"type": "http.response.body", "body": response.body})
-            else:
-                watch.now()
-                await self._send_stream(response, send)
+        loop = _running_loop()
+        if loop is None:  # trio: a watcher task from the start
+            async with _watched(receive) as watched:
+                await self._respond(request, address, send, watched)
+            return
+        # asyncio: a plain task, made only for a handler still running after WATCH_AFTER (or a
+        # stream): an anyio task group around every request cost several times as much (issue 22).
+        with anyio.CancelScope() as scope:
+            watch = _Watch(loop, receive, scope)
+            try:
+                await self._respond(request, address, send, watch)
+            finally:
+                watch.stop()
+
+    async def _respond(self, request: Request, address: str | None, send: Send, watch: _Watch | _Watched) -> None:
+        with observe.current.request(headers=request.headers):  # a traceparent continues its trace
+            response = await self.app(request)
+        self.admission.answered(address, response.status)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers],
+            }
+        )
+        if isinstance(response, Response):
+            await send({"type": "http.response.body", "body": response.body})
+        else:
+            watch.now()
+            await self._send_stream(response, send)
 
     async def _send_stream(self, response: StreamResponse, send: Send) -> None:
         drained = anyio.CancelScope()
@@ -196,12 +210,12 @@ async def _close_body(response: StreamResponse) -> None:
             await aclose()
 
 
-def _on_asyncio() -> bool:
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """The asyncio event loop running this task (None: trio)."""
     try:
-        asyncio.get_running_loop()
-    except RuntimeError:  # trio
-        return False
-    return True
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class _Watch:
@@ -237,25 +251,9 @@ class _Watched:
 
 
 @contextlib.asynccontextmanager
-async def _cancelled_on_disconnect(receive: Receive) -> AsyncIterator[_Watch | _Watched]:
-    """Run the block cancelled as soon as the client disconnects (a task reads `receive` meanwhile).
-
-    On asyncio the watcher is a plain task cancelled at the end: it only awaits `receive`, and an
-    anyio task group around every request cost several times as much (issue 22). It is made only
-    for a handler still running after WATCH_AFTER seconds (or a stream, `now()`): a sync run that
-    ends sooner makes no task at all. Elsewhere (trio), a task group from the start."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # not asyncio
-        loop = None
-    if loop is not None:
-        with anyio.CancelScope() as scope:
-            watch = _Watch(loop, receive, scope)
-            try:
-                yield watch
-            finally:
-                watch.stop()
-        return
+async def _watched(receive: Receive) -> AsyncIterator[_Watched]:
+    """Run the block cancelled as soon as the client disconnects: a task reads `receive`
+    meanwhile, in a task group (trio; asyncio has `_Watch`, a plain task made only when needed)."""
     async with anyio.create_task_group() as tg:
         tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
         yield _Watched()
@@ -309,7 +307,7 @@ async def _body_chunks(receive: Receive, hold: BodyHold) -> bytes | None:
 def _deadline(seconds: float | None) -> contextlib.AbstractAsyncContextManager[Any]:
     """TimeoutError after `seconds` (None: never). On asyncio its own timeout: anyio's cancel scope
     cost a sync run over HTTP ~8% of the server's CPU (issue 22), for a body that is there already."""
-    if _on_asyncio():
+    if _running_loop() is not None:
         return asyncio.timeout(seconds)
     return _anyio_deadline(seconds)
 

@@ -380,11 +380,13 @@ class RunDriver:
                         deadline = self._deadline(writer.state)
                         if deadline is not None and deadline <= self.clock():
                             raise TimeoutError
-                        # Waited for on the engine's clock, so a test's VirtualClock reaches it too.
-                        with self.clock.move_on_at(deadline) as timer:
+                        if deadline is None:  # no cancel scope for a timeout that cannot come
                             result = await spec.fn(ctx)
-                        if timer.cancelled_caught:
-                            raise TimeoutError
+                        else:  # waited for on the engine's clock, so a test's VirtualClock reaches it too
+                            with self.clock.move_on_at(deadline) as timer:
+                                result = await spec.fn(ctx)
+                            if timer.cancelled_caught:
+                                raise TimeoutError
                         await after_agent(ctx, recorder)
                     except Exception as exc:  # re-raised below, outside the group (no ExceptionGroup)
                         failure = exc

@@ -1,0 +1,171 @@
+"""What a sync run over HTTP costs the server's event loop, counted (issue 22, sync part): the
+Python calls of `POST /runs` (mode sync, a trivial agent) through the ASGI app `runengine serve`
+builds, with its observers (tracing, metrics) installed, on SQLite; the cancel scopes a run
+without a timeout enters; a report to several observers. Counts, not timings: a count is the same
+on a busy machine."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from anyio._backends import _asyncio as anyio_asyncio
+from prometheus_client import CollectorRegistry
+
+from runengine import observe
+from runengine.adapters.asgi import engine_asgi_app
+from runengine.adapters.metrics import PrometheusObserver
+from runengine.adapters.server import PLATFORM_RATE
+from runengine.adapters.sqlite import SQLiteStore
+from runengine.adapters.tracing import TracingObserver
+from runengine.context import RunContext
+from runengine.engine import RunEngine
+from runengine.status import Status
+
+ANYIO_BACKENDS = ("asyncio",)  # the SQLite store needs asyncio (and `runengine serve` is uvicorn's asyncio)
+
+RUNS = 40
+
+#: Python calls (frames entered, a coroutine's resumption included) per sync run: 1,041 before
+#: this bound was set (the flush loop a task in every run, a cancel scope for no timeout, a
+#: Python `__getattribute__` per report to the observers), 911 after.
+MAX_CALLS_PER_RUN = 960
+
+
+@pytest.fixture
+def serve_observers() -> Iterator[None]:
+    """The observers `runengine serve` installs (tracing when OpenTelemetry is there, metrics)."""
+    installed = [observe.add(TracingObserver()), observe.add(PrometheusObserver(CollectorRegistry()))]
+    try:
+        yield
+    finally:
+        for observer in installed:
+            observe.remove(observer)
+
+
+def _request(body: bytes) -> tuple[dict[str, Any], Any]:
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/runs", "raw_path": b"/runs", "query_string": b"", "root_path": "",
+        "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
+    }
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop()
+        await anyio.sleep_forever()
+        raise AssertionError  # pragma: no cover
+
+    return scope, receive
+
+
+@pytest.mark.anyio
+async def test_a_sync_run_over_http_makes_few_python_calls(tmp_path: Path, serve_observers: None) -> None:
+    engine = RunEngine(SQLiteStore(tmp_path / "runs.db"))
+
+    @engine.agent("echo")
+    async def echo(ctx: RunContext) -> None:
+        await ctx.say(str(ctx.input))
+
+    app = engine_asgi_app(engine, platform_rate=PLATFORM_RATE)
+    answers: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        answers.append(message)
+
+    async def one(i: int) -> None:
+        scope, receive = _request(json.dumps({"agent": "echo", "input": f"hello {i}", "mode": "sync"}).encode())
+        await app(scope, receive, send)
+
+    calls = 0
+
+    def count(_frame: Any, event: str, _arg: Any) -> None:
+        nonlocal calls
+        if event == "call":
+            calls += 1
+
+    async with engine:
+        for i in range(10):  # warm-up: imports, caches, the prepared statements
+            await one(i)
+        answers.clear()
+        sys.setprofile(count)
+        try:
+            for i in range(RUNS):
+                await one(100 + i)
+        finally:
+            sys.setprofile(None)
+    bodies = [json.loads(m["body"]) for m in answers if m["type"] == "http.response.body"]
+    assert [b["status"] for b in bodies] == ["completed"] * RUNS
+    assert calls / RUNS <= MAX_CALLS_PER_RUN, calls / RUNS
+
+
+@pytest.fixture
+def scopes_entered(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many anyio cancel scopes were entered (anyio's asyncio backend)."""
+    entered = [0]
+    real = anyio_asyncio.CancelScope.__enter__
+
+    def counted(self: Any) -> Any:
+        entered[0] += 1
+        return real(self)
+
+    monkeypatch.setattr(anyio_asyncio.CancelScope, "__enter__", counted)
+    return entered
+
+
+@pytest.mark.anyio
+async def test_a_run_without_a_timeout_has_no_timeout_scope(tmp_path: Path, scopes_entered: list[int]) -> None:
+    """The timeout's cancel scope is entered only for a run that has a timeout."""
+    engine = RunEngine(SQLiteStore(tmp_path / "runs.db"))
+
+    @engine.agent("echo")
+    async def echo(ctx: RunContext) -> None:
+        await ctx.say(str(ctx.input))
+
+    async with engine:
+        await engine.execute("echo", "warm-up")
+        entered: dict[float | None, int] = {}
+        for timeout in (None, 30.0):
+            before = scopes_entered[0]
+            state = await engine.execute("echo", "hello", timeout=timeout)
+            assert state.status is Status.COMPLETED
+            entered[timeout] = scopes_entered[0] - before
+    assert entered[30.0] == entered[None] + 1, entered
+
+
+def test_a_report_to_several_observers_is_one_attribute_look_up() -> None:
+    """Two observers installed: a report is its fan-out and the two methods, no Python-level
+    attribute look-up before them."""
+    heard: list[int] = []
+
+    class Listener(observe.Observer):
+        def active_runs(self, delta: int) -> None:
+            heard.append(delta)
+
+    first, second = observe.add(Listener()), observe.add(Listener())
+    calls = 0
+
+    def count(_frame: Any, event: str, _arg: Any) -> None:
+        nonlocal calls
+        if event == "call":
+            calls += 1
+
+    try:
+        current = observe.current
+        sys.setprofile(count)
+        try:
+            current.active_runs(1)
+        finally:
+            sys.setprofile(None)
+    finally:
+        observe.remove(first)
+        observe.remove(second)
+    assert heard == [1, 1]
+    assert calls == 3, calls  # the fan-out, the two listeners
