@@ -45,7 +45,7 @@ from .ports import EventStore, LeaseLost, SessionStore
 from .recording import Recorder
 from .reducer import Fold
 from .replay import Journal
-from .state import RunState
+from .state import Message, RunState
 from .status import Status
 from .step_limits import StepLimiter
 from .writer import RunEndedElsewhere, RunWriter
@@ -397,7 +397,7 @@ class RunDriver:
                     raise failure
                 if writer.ended_elsewhere is not None:
                     return None
-                output = result if result is not None else _last_message(writer.state)
+                output = result if result is not None else _last_message(writer.fold.messages)  # no state frozen
                 return lambda seq: RunCompleted(run_id=run_id, seq=seq, at=self.clock(), output=output)
         except RunEndedElsewhere:
             return None
@@ -519,8 +519,8 @@ def _loop_timer() -> Callable[[float, Callable[[], None]], Any] | None:
         return None
 
 
-def _last_message(state: RunState) -> Any:
-    for message in reversed(state.messages):
+def _last_message(messages: Sequence[Message]) -> Any:
+    for message in reversed(messages):
         if message.role == "assistant":
             return message.content
     return None
