@@ -58,6 +58,26 @@ except ImportError:  # pragma: no cover - anyio then asks asyncio directly
     sniffio = None
 
 
+class _Helpers:
+    """A run's helper tasks (its flush loop, its park watcher), started in its task group only
+    when needed. `stop()` cancels them, and does nothing when none was started: anyio's cancel
+    delivery schedules a callback on the loop even for a group with no task (one a run)."""
+
+    __slots__ = ("_group", "_started")
+
+    def __init__(self, group: anyio.abc.TaskGroup) -> None:
+        self._group = group
+        self._started = False
+
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        self._started = True
+        self._group.start_soon(fn, *args)
+
+    def stop(self) -> None:
+        if self._started:
+            self._group.cancel_scope.cancel()
+
+
 @attrs.define(eq=False)
 class ActiveRun:
     """A run this process is executing: its writer, its cancel scope and when it is done."""
@@ -88,7 +108,7 @@ class ActiveRun:
     on_done: list[Callable[[], None]] = attrs.field(factory=list)
     #: Its agent's task group, until the park watcher starts in it: at the first durable wait not
     #: due within the horizon (a run that never waits that long never needs a watcher).
-    park_watch: anyio.abc.TaskGroup | None = None
+    park_watch: _Helpers | None = None
 
     def cancel(self, reason: str | None) -> None:
         if self.cancel_reason is None:
@@ -236,9 +256,12 @@ class RunDriver:
         observer = observe.current
         observer.active_runs(1)
         carrier = state.metadata.get(observe.TRACE_METADATA_KEY)
+        # Every log line of the run (the agent's, the engine's, a library's) carries its id: bound
+        # in this task's own context (made for the run, so nothing needs undoing), not with
+        # `bound_contextvars`, which copies and scans the whole context to restore it afterwards.
+        structlog.contextvars.bind_contextvars(run_id=active.run_id, agent=state.agent)
         try:
-            # Every log line of the run (the agent's, the engine's, a library's) carries its id.
-            with structlog.contextvars.bound_contextvars(run_id=active.run_id, agent=state.agent), observer.run_span(
+            with observer.run_span(
                 run_id=active.run_id,
                 agent=state.agent,
                 attempt=state.attempt + 1,
@@ -368,7 +391,8 @@ class RunDriver:
                 )
                 ctx = RunContext(recorder, self.store, session, children=self.children, limiter=self.limiter)
                 failure: Exception | None = None
-                async with anyio.create_task_group() as background:
+                async with anyio.create_task_group() as group:
+                    background = _Helpers(group)
                     call_later = _loop_timer()
                     if call_later is not None:  # the flush loop is a task only once it has work
                         writer.flush_when_needed(functools.partial(background.start_soon, writer.flush_loop), call_later)
@@ -392,7 +416,7 @@ class RunDriver:
                         failure = exc
                     finally:
                         writer.flush_when_needed(None)
-                        background.cancel_scope.cancel()
+                        background.stop()
                 if failure is not None:
                     raise failure
                 if writer.ended_elsewhere is not None:
