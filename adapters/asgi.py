@@ -55,6 +55,8 @@ log = structlog.get_logger("runengine.asgi")
 CLOSE_TIMEOUT = 10.0
 #: How long a request's whole body may take to arrive, by default (seconds).
 BODY_TIMEOUT = 30.0
+#: Statuses whose responses have no body and say no Content-Length (RFC 9110 8.6).
+_NO_CONTENT = frozenset({204, 304})
 #: How long a handler runs before a task watches for its client's disconnect (seconds): a sync
 #: run that ends sooner, as most do, makes no watcher task; a later disconnect is noticed then.
 WATCH_AFTER = 0.05
@@ -171,14 +173,14 @@ class ASGIApp:
         with observe.current.request(headers=request.headers):  # a traceparent continues its trace
             response = await self.app(request)
         self.admission.answered(address, response.status)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": response.status,
-                "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers],
-            }
-        )
-        if isinstance(response, Response):
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+        whole = isinstance(response, Response)
+        if whole and response.status not in _NO_CONTENT:
+            # Its length said up front, so the server need not chunk it: the body goes in one write
+            # with no closing chunk after it (one send, one wake-up of the client fewer).
+            headers.append((b"content-length", str(len(response.body)).encode("ascii")))
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        if whole:
             await send({"type": "http.response.body", "body": response.body})
         else:
             watch.now()

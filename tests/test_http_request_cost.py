@@ -221,3 +221,17 @@ def test_json_is_written_without_making_an_encoder_each_time(monkeypatch: pytest
     for bad in (float("nan"), float("inf")):
         with pytest.raises(ValueError):
             dumps({"x": bad})
+
+
+async def test_a_whole_response_says_its_length_and_is_not_chunked(served) -> None:
+    """A JSON answer goes with its Content-Length, so the server writes its body in one piece with
+    no closing chunk (a chunked answer cost a send and a wake-up of the client more); a 204 has none."""
+    client = served
+    response = await client.post("/runs", json={"agent": "echo", "input": "hello"})
+    assert response.status_code == 200 and response.json()["status"] == "completed"
+    assert response.headers.get("transfer-encoding") is None
+    assert response.headers["content-length"] == str(len(response.content))
+    missing = await client.get("/runs/nope")  # an error is a whole response too
+    assert missing.status_code == 404 and missing.headers["content-length"] == str(len(missing.content))
+    deleted = await client.delete(f"/runs/{response.json()['run_id']}")
+    assert deleted.status_code == 204 and "content-length" not in deleted.headers and deleted.content == b""
