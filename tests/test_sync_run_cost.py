@@ -241,3 +241,32 @@ async def test_a_run_that_started_no_helper_task_cancels_nothing(
         assert (await engine.execute("pause", None)).status is Status.COMPLETED
     assert quick == 0
     assert cancels >= 1
+
+
+def test_no_trace_to_continue_costs_no_generator() -> None:
+    """With no SDK configured and no trace to continue (`runengine serve`'s default), a request's
+    and a run's tracing contexts are one shared no-op (the method, enter, exit), not a
+    generator-based context manager per request and per run (6 and 17 calls before, 3 and 14)."""
+    tracer = TracingObserver()
+    calls = 0
+
+    def count(_frame: Any, event: str, _arg: Any) -> None:
+        nonlocal calls
+        if event == "call":
+            calls += 1
+
+    made: dict[str, int] = {}
+    for name, open_context in (
+        ("request", lambda: tracer.request(headers={"host": "h"})),
+        ("run_span", lambda: tracer.run_span(run_id="r", agent="a", attempt=1, carrier={})),
+    ):
+        calls = 0
+        sys.setprofile(count)
+        try:
+            with open_context():
+                pass
+        finally:
+            sys.setprofile(None)
+        made[name] = calls - 1  # less the lambda
+    # run_span also asks OpenTelemetry whether a span is current (11 calls of its own)
+    assert made["request"] <= 3 and made["run_span"] <= 14, made
