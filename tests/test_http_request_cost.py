@@ -235,3 +235,26 @@ async def test_a_whole_response_says_its_length_and_is_not_chunked(served) -> No
     assert missing.status_code == 404 and missing.headers["content-length"] == str(len(missing.content))
     deleted = await client.delete(f"/runs/{response.json()['run_id']}")
     assert deleted.status_code == 204 and "content-length" not in deleted.headers and deleted.content == b""
+
+
+@pytest.mark.parametrize(("level", "access_lines"), [("info", True), ("debug", True), ("warning", False), ("error", False)])
+def test_access_lines_are_built_only_at_levels_that_show_them(level: str, access_lines: bool) -> None:
+    """uvicorn builds an access line for every response (the client's address, the path)
+    whenever its access logger has a handler (`hasHandlers`), even when the level then drops
+    it: at --log-level warning or error, where none is shown, it has none."""
+    import logging
+
+    import structlog
+
+    from runengine.adapters.logs import configure_logging
+
+    root, access = logging.getLogger(), logging.getLogger("uvicorn.access")
+    saved = (root.handlers[:], root.level, access.handlers[:], access.propagate, structlog.get_config())
+    try:
+        configure_logging(level)
+        assert access.hasHandlers() is access_lines
+    finally:  # the process's logging as it was, for the tests after this one
+        root.handlers[:], access.handlers[:] = saved[0], saved[2]
+        root.setLevel(saved[1])
+        access.propagate = saved[3]
+        structlog.configure(**saved[4])
