@@ -59,23 +59,46 @@ except ImportError:  # pragma: no cover - anyio then asks asyncio directly
 
 
 class _Helpers:
-    """A run's helper tasks (its flush loop, its park watcher), started in its task group only
-    when needed. `stop()` cancels them, and does nothing when none was started: anyio's cancel
-    delivery schedules a callback on the loop even for a group with no task (one a run)."""
+    """A run's helper tasks (its flush loop, its park watcher), started only when needed, in the
+    task group that runs the run's own task, each under a cancel scope of its own. A run that
+    needs none (most: a short one, or one with no long durable wait) makes no task group, no
+    cancel scope and no task for them; `stop()` cancels those started and waits for them (as
+    leaving a task group of the run's own did). A helper that fails is logged, and the run goes
+    on without it (a flush loop keeps its failure for the agent's next event itself)."""
 
-    __slots__ = ("_group", "_started")
+    __slots__ = ("_group", "_scopes", "_running", "_ended")
 
     def __init__(self, group: anyio.abc.TaskGroup) -> None:
         self._group = group
-        self._started = False
+        self._scopes: list[anyio.CancelScope] = []
+        self._running = 0
+        self._ended: anyio.Event | None = None
 
     def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        self._started = True
-        self._group.start_soon(fn, *args)
+        scope = anyio.CancelScope()
+        self._scopes.append(scope)
+        self._running += 1
+        self._group.start_soon(self._run, scope, fn, args, name=getattr(fn, "__qualname__", None))
 
-    def stop(self) -> None:
-        if self._started:
-            self._group.cancel_scope.cancel()
+    async def _run(self, scope: anyio.CancelScope, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+        try:
+            with scope:
+                await fn(*args)
+        except Exception:
+            log.exception("a run's helper task failed", helper=getattr(fn, "__qualname__", repr(fn)))
+        finally:
+            self._running -= 1
+            if self._running == 0 and self._ended is not None:
+                self._ended.set()
+
+    async def stop(self) -> None:
+        """Cancel the helpers started and wait until they have ended (nothing to do: no wait)."""
+        for scope in self._scopes:
+            scope.cancel()
+        if self._running:
+            self._ended = anyio.Event()
+            with anyio.CancelScope(shield=True):  # as a task group's exit, even when the run is cancelled
+                await self._ended.wait()
 
 
 @attrs.define(eq=False)
@@ -227,7 +250,7 @@ class RunDriver:
         active = ActiveRun(run_id=state.run_id, writer=writer, after=after, first_page=first_page, woken=woken)
         self.active[state.run_id] = active
         attempts = max_attempts if max_attempts is not None else self.limits.max_attempts
-        tg.start_soon(self._drive, active, attempts, name=f"run {state.run_id}")
+        tg.start_soon(self._drive, active, attempts, tg, name=f"run {state.run_id}")
         return active
 
     async def suspend_all(self, drain_timeout: float) -> None:
@@ -246,7 +269,8 @@ class RunDriver:
 
     # -- one task per executing run ----------------------------------------------------
 
-    async def _drive(self, active: ActiveRun, max_attempts: int) -> None:
+    async def _drive(self, active: ActiveRun, max_attempts: int, tg: anyio.abc.TaskGroup) -> None:
+        """Execute the run in this task; `tg`, the group running it, runs its helper tasks too."""
         if sniffio is not None:  # said once in this task's own context: its ~15 look-ups read it
             sniffio.current_async_library_cvar.set(sniffio.current_async_library())
         writer = active.writer
@@ -267,7 +291,7 @@ class RunDriver:
                 attempt=state.attempt + 1,
                 carrier=carrier if isinstance(carrier, dict) else {},
             ):
-                last = await self._run_agent(active, state, max_attempts, run_log)
+                last = await self._run_agent(active, state, max_attempts, run_log, _Helpers(tg))
                 if last is not None:
                     with anyio.CancelScope(shield=True):
                         try:
@@ -369,9 +393,10 @@ class RunDriver:
             return None
 
     async def _run_agent(
-        self, active: ActiveRun, state: RunState, max_attempts: int, run_log: Callable[[], Any]
+        self, active: ActiveRun, state: RunState, max_attempts: int, run_log: Callable[[], Any], background: _Helpers
     ) -> Callable[[int], Event] | None:
-        """Run the agent; return how to build the run's last event (None: nothing to write)."""
+        """Run the agent; return how to build the run's last event (None: nothing to write).
+        `background` starts the run's helper tasks (its flush loop, its park watcher)."""
         writer = active.writer
         run_id = active.run_id
         recorder: Recorder | None = None
@@ -390,35 +415,29 @@ class RunDriver:
                     on_wait=self._on_wait if parks or active.woken else None,
                 )
                 ctx = RunContext(recorder, self.store, session, children=self.children, limiter=self.limiter)
-                failure: Exception | None = None
-                async with anyio.create_task_group() as group:
-                    background = _Helpers(group)
-                    call_later = _loop_timer()
-                    if call_later is not None:  # the flush loop is a task only once it has work
-                        writer.flush_when_needed(functools.partial(background.start_soon, writer.flush_loop), call_later)
-                    else:
-                        background.start_soon(writer.flush_loop)
-                    if parks:
-                        active.park_watch = background
-                    try:
-                        deadline = self._deadline(writer.state)
-                        if deadline is not None and deadline <= self.clock():
-                            raise TimeoutError
-                        if deadline is None:  # no cancel scope for a timeout that cannot come
+                call_later = _loop_timer()
+                if call_later is not None:  # the flush loop is a task only once it has work
+                    writer.flush_when_needed(functools.partial(background.start_soon, writer.flush_loop), call_later)
+                else:
+                    background.start_soon(writer.flush_loop)
+                if parks:
+                    active.park_watch = background
+                try:
+                    deadline = self._deadline(writer.state)
+                    if deadline is not None and deadline <= self.clock():
+                        raise TimeoutError
+                    if deadline is None:  # no cancel scope for a timeout that cannot come
+                        result = await spec.fn(ctx)
+                    else:  # waited for on the engine's clock, so a test's VirtualClock reaches it too
+                        with self.clock.move_on_at(deadline) as timer:
                             result = await spec.fn(ctx)
-                        else:  # waited for on the engine's clock, so a test's VirtualClock reaches it too
-                            with self.clock.move_on_at(deadline) as timer:
-                                result = await spec.fn(ctx)
-                            if timer.cancelled_caught:
-                                raise TimeoutError
-                        await after_agent(ctx, recorder)
-                    except Exception as exc:  # re-raised below, outside the group (no ExceptionGroup)
-                        failure = exc
-                    finally:
-                        writer.flush_when_needed(None)
-                        background.stop()
-                if failure is not None:
-                    raise failure
+                        if timer.cancelled_caught:
+                            raise TimeoutError
+                    await after_agent(ctx, recorder)
+                finally:
+                    active.park_watch = None
+                    writer.flush_when_needed(None)
+                    await background.stop()
                 if writer.ended_elsewhere is not None:
                     return None
                 output = result if result is not None else _last_message(writer.fold.messages)  # no state frozen

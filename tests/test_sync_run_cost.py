@@ -35,8 +35,8 @@ RUNS = 40
 #: this bound was set (the flush loop a task in every run, a cancel scope for no timeout, a
 #: Python `__getattribute__` per report to the observers, a state frozen for the output, the log
 #: context bound by scanning the whole context, a cancel delivered to an empty task group, tracing
-#: and counting contexts), 833 after.
-MAX_CALLS_PER_RUN = 880
+#: and counting contexts, a task group per run for its helper tasks), 783 after.
+MAX_CALLS_PER_RUN = 830
 
 
 @pytest.fixture
@@ -306,3 +306,23 @@ def test_a_committed_batch_is_counted_by_type_without_counter() -> None:
         observe.remove(listener)
     assert counted == [{"message.delta": 4}]
     assert calls <= 2, calls  # appended, the listener
+
+
+@pytest.mark.anyio
+async def test_a_run_that_needs_no_helper_makes_no_task_group(tmp_path: Path, scopes_entered: list[int]) -> None:
+    """A run's helper tasks (flush loop, park watcher) start only when needed, in the group that
+    runs the run itself: a short run enters no task group of its own. The cancel scopes a sync
+    run enters (anyio's task and checkpoints, the run's scope, the shields around its end and
+    its commit): 8, 10 with the run's own task group."""
+    engine = RunEngine(SQLiteStore(tmp_path / "runs.db"))
+
+    @engine.agent("echo")
+    async def echo(ctx: RunContext) -> None:
+        await ctx.say(str(ctx.input))
+
+    async with engine:
+        await engine.execute("echo", "warm-up")
+        before = scopes_entered[0]
+        state = await engine.execute("echo", "hello")
+        assert state.status is Status.COMPLETED
+    assert scopes_entered[0] - before <= 8, scopes_entered[0] - before
