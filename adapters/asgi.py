@@ -57,8 +57,9 @@ CLOSE_TIMEOUT = 10.0
 BODY_TIMEOUT = 30.0
 #: Statuses whose responses have no body and say no Content-Length (RFC 9110 8.6).
 _NO_CONTENT = frozenset({204, 304})
-#: How long a handler runs before a task watches for its client's disconnect (seconds): a sync
-#: run that ends sooner, as most do, makes no watcher task; a later disconnect is noticed then.
+#: How long a handler runs before a task watches for its client's disconnect (seconds; up to
+#: twice that, `_Watches`): a sync run that ends sooner, as most do, makes no watcher task; a
+#: later disconnect is noticed then.
 WATCH_AFTER = 0.05
 
 
@@ -93,6 +94,7 @@ class ASGIApp:
         self.admission = Admission(auth, limits, refusal=refusal)
         self._stop = ServerStop()
         self._streams: set[anyio.CancelScope] = set()
+        self._watches = _Watches()
 
     @property
     def draining(self) -> bool:
@@ -164,9 +166,11 @@ class ASGIApp:
         # stream): an anyio task group around every request cost several times as much (issue 22).
         with anyio.CancelScope() as scope:
             watch = _Watch(loop, receive, scope)
+            self._watches.add(loop, watch)
             try:
                 await self._respond(request, address, send, watch)
             finally:
+                self._watches.discard(watch)
                 watch.stop()
 
     async def _respond(self, request: Request, address: str | None, send: Send, watch: _Watch | _Watched) -> None:
@@ -222,27 +226,57 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 class _Watch:
     """The task reading `receive` for a disconnect (asyncio): made only once the handler has run
-    WATCH_AFTER seconds, or at once by `now()` (a stream is watched from its first byte)."""
+    WATCH_AFTER seconds (`_Watches`), or at once by `now()` (a stream is watched from its first byte)."""
 
-    __slots__ = ("_loop", "_receive", "_scope", "_timer", "_task")
+    __slots__ = ("_loop", "_receive", "_scope", "_task")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, receive: Receive, scope: anyio.CancelScope) -> None:
         self._loop, self._receive, self._scope = loop, receive, scope
         self._task: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = loop.call_later(WATCH_AFTER, self.now)
 
     def now(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if self._task is None:
             self._task = self._loop.create_task(_cancel_on_disconnect(self._receive, self._scope))
 
     def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
         if self._task is not None:
             self._task.cancel()
+
+
+class _Watches:
+    """The requests in progress on one event loop, and one timer for them all instead of one per
+    request (a timer is a heap push and a cancel on the loop: two a request with the run's flush
+    window): every WATCH_AFTER seconds, while any request is in progress, the requests that were
+    already in progress at the previous sweep get their watcher (`_Watch.now`), so a handler
+    still running WATCH_AFTER to 2 x WATCH_AFTER seconds after it began is watched, and one that
+    ends sooner never is."""
+
+    __slots__ = ("_loop", "_young", "_old", "_timer")
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._young: dict[int, _Watch] = {}  # begun since the last sweep
+        self._old: dict[int, _Watch] = {}  # in progress at the last sweep
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, loop: asyncio.AbstractEventLoop, watch: _Watch) -> None:
+        if loop is not self._loop:  # an app served on another loop (tests): start afresh there
+            self._loop, self._young, self._old, self._timer = loop, {}, {}, None
+        self._young[id(watch)] = watch
+        if self._timer is None:
+            self._timer = loop.call_later(WATCH_AFTER, self._sweep)
+
+    def discard(self, watch: _Watch) -> None:
+        key = id(watch)
+        if self._young.pop(key, None) is None:
+            self._old.pop(key, None)
+
+    def _sweep(self) -> None:
+        for watch in self._old.values():
+            watch.now()
+        self._old, self._young = self._young, {}
+        loop = self._loop
+        self._timer = loop.call_later(WATCH_AFTER, self._sweep) if self._old and loop is not None else None
 
 
 class _Watched:

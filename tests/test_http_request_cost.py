@@ -258,3 +258,46 @@ def test_access_lines_are_built_only_at_levels_that_show_them(level: str, access
         root.setLevel(saved[1])
         access.propagate = saved[3]
         structlog.configure(**saved[4])
+
+
+
+def test_requests_in_progress_share_one_timer() -> None:
+    """The requests in progress share one timer that starts the watchers of those still running
+    at its second sweep (WATCH_AFTER to 2 x WATCH_AFTER after they began): a quick request arms
+    no timer of its own (a heap push and a cancel on the loop each), and a long one is watched."""
+
+    class Loop:  # records what is armed and made, runs nothing
+        def __init__(self) -> None:
+            self.armed: list[Any] = []
+            self.tasks: list[Any] = []
+
+        def call_later(self, delay: float, callback: Any) -> Any:
+            assert delay == asgi_module.WATCH_AFTER
+            self.armed.append(callback)
+            return callback
+
+        def create_task(self, coro: Any) -> Any:
+            coro.close()
+            self.tasks.append(coro)
+            return self
+
+        def cancel(self) -> None:
+            pass
+
+    loop = Loop()
+    watches = asgi_module._Watches()
+    for _ in range(50):  # quick requests, all within one WATCH_AFTER
+        watch = asgi_module._Watch(loop, None, None)  # type: ignore[arg-type]
+        watches.add(loop, watch)  # type: ignore[arg-type]
+        watches.discard(watch)
+    assert len(loop.armed) == 1 and loop.tasks == []
+    loop.armed.pop()()  # the sweep finds nothing in progress: no timer after it
+    assert loop.armed == []
+    long = asgi_module._Watch(loop, None, None)  # type: ignore[arg-type]
+    watches.add(loop, long)  # type: ignore[arg-type]
+    loop.armed.pop()()  # its first sweep: it began since the last one, not watched yet
+    assert loop.tasks == [] and len(loop.armed) == 1
+    loop.armed.pop()()  # the second: in progress for WATCH_AFTER at least, watched
+    assert len(loop.tasks) == 1
+    assert loop.armed == []  # nothing else in progress unwatched: the timer stops
+    watches.discard(long)

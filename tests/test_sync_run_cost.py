@@ -35,8 +35,9 @@ RUNS = 40
 #: this bound was set (the flush loop a task in every run, a cancel scope for no timeout, a
 #: Python `__getattribute__` per report to the observers, a state frozen for the output, the log
 #: context bound by scanning the whole context, a cancel delivered to an empty task group, tracing
-#: and counting contexts, a task group per run for its helper tasks), 783 after.
-MAX_CALLS_PER_RUN = 830
+#: and counting contexts, a task group per run for its helper tasks, a disconnect timer per
+#: request), 765 after.
+MAX_CALLS_PER_RUN = 810
 
 
 @pytest.fixture
