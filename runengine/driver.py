@@ -295,6 +295,11 @@ class RunDriver:
                 if last is not None:
                     with anyio.CancelScope(shield=True):
                         try:
+                            if len(self.active) > 1:
+                                # Other runs are under way: one turn of the loop lets those that end
+                                # now queue their ends too, so that one commit takes them together
+                                # (group commit); a run alone commits at once.
+                                await anyio.lowlevel.cancel_shielded_checkpoint()
                             await writer.add(last, durable=True)
                             if self.on_ended is not None and writer.state.terminal:
                                 self.on_ended(writer.state)
