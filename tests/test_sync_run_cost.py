@@ -327,3 +327,34 @@ async def test_a_run_that_needs_no_helper_makes_no_task_group(tmp_path: Path, sc
         state = await engine.execute("echo", "hello")
         assert state.status is Status.COMPLETED
     assert scopes_entered[0] - before <= 8, scopes_entered[0] - before
+
+
+@pytest.mark.anyio
+async def test_a_run_output_from_its_message_freezes_no_state_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent that returns nothing ends with its last message as its output, read from the
+    fold's messages: no state is frozen for it (a RunState is built only when one is read: at
+    the creation, for the context, at the end)."""
+    from runengine.reducer import Fold
+
+    freezes = 0
+    real = Fold._freeze
+
+    def counted(self: Fold) -> Any:
+        nonlocal freezes
+        freezes += 1
+        return real(self)
+
+    engine = RunEngine(SQLiteStore(tmp_path / "runs.db"))
+
+    @engine.agent("echo")
+    async def echo(ctx: RunContext) -> None:
+        await ctx.say(str(ctx.input))
+
+    async with engine:
+        await engine.execute("echo", "warm-up")
+        monkeypatch.setattr(Fold, "_freeze", counted)
+        state = await engine.execute("echo", "hello")
+    assert state.output == "hello"
+    assert freezes == 3, freezes
