@@ -55,8 +55,11 @@ log = structlog.get_logger("runengine.asgi")
 CLOSE_TIMEOUT = 10.0
 #: How long a request's whole body may take to arrive, by default (seconds).
 BODY_TIMEOUT = 30.0
-#: How long a handler runs before a task watches for its client's disconnect (seconds): a sync
-#: run that ends sooner, as most do, makes no watcher task; a later disconnect is noticed then.
+#: Statuses whose responses have no body and say no Content-Length (RFC 9110 8.6).
+_NO_CONTENT = frozenset({204, 304})
+#: How long a handler runs before a task watches for its client's disconnect (seconds; up to
+#: twice that, `_Watches`): a sync run that ends sooner, as most do, makes no watcher task; a
+#: later disconnect is noticed then.
 WATCH_AFTER = 0.05
 
 
@@ -91,6 +94,7 @@ class ASGIApp:
         self.admission = Admission(auth, limits, refusal=refusal)
         self._stop = ServerStop()
         self._streams: set[anyio.CancelScope] = set()
+        self._watches = _Watches()
 
     @property
     def draining(self) -> bool:
@@ -153,22 +157,38 @@ class ASGIApp:
             return
         request = attrs.evolve(head, body=body)
         # The client may go at any time: stop the handler, and the stream, when it does.
-        async with _cancelled_on_disconnect(receive) as watch:
-            with observe.current.request(headers=request.headers):  # a traceparent continues its trace
-                response = await self.app(request)
-            self.admission.answered(address, response.status)
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status,
-                    "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers],
-                }
-            )
-            if isinstance(response, Response):
-                await send({"type": "http.response.body", "body": response.body})
-            else:
-                watch.now()
-                await self._send_stream(response, send)
+        loop = _running_loop()
+        if loop is None:  # trio: a watcher task from the start
+            async with _watched(receive) as watched:
+                await self._respond(request, address, send, watched)
+            return
+        # asyncio: a plain task, made only for a handler still running after WATCH_AFTER (or a
+        # stream): an anyio task group around every request cost several times as much (issue 22).
+        with anyio.CancelScope() as scope:
+            watch = _Watch(loop, receive, scope)
+            self._watches.add(loop, watch)
+            try:
+                await self._respond(request, address, send, watch)
+            finally:
+                self._watches.discard(watch)
+                watch.stop()
+
+    async def _respond(self, request: Request, address: str | None, send: Send, watch: _Watch | _Watched) -> None:
+        with observe.current.request(headers=request.headers):  # a traceparent continues its trace
+            response = await self.app(request)
+        self.admission.answered(address, response.status)
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+        whole = isinstance(response, Response)
+        if whole and response.status not in _NO_CONTENT:
+            # Its length said up front, so the server need not chunk it: the body goes in one write
+            # with no closing chunk after it (one send, one wake-up of the client fewer).
+            headers.append((b"content-length", str(len(response.body)).encode("ascii")))
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        if whole:
+            await send({"type": "http.response.body", "body": response.body})
+        else:
+            watch.now()
+            await self._send_stream(response, send)
 
     async def _send_stream(self, response: StreamResponse, send: Send) -> None:
         drained = anyio.CancelScope()
@@ -196,37 +216,67 @@ async def _close_body(response: StreamResponse) -> None:
             await aclose()
 
 
-def _on_asyncio() -> bool:
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """The asyncio event loop running this task (None: trio)."""
     try:
-        asyncio.get_running_loop()
-    except RuntimeError:  # trio
-        return False
-    return True
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class _Watch:
     """The task reading `receive` for a disconnect (asyncio): made only once the handler has run
-    WATCH_AFTER seconds, or at once by `now()` (a stream is watched from its first byte)."""
+    WATCH_AFTER seconds (`_Watches`), or at once by `now()` (a stream is watched from its first byte)."""
 
-    __slots__ = ("_loop", "_receive", "_scope", "_timer", "_task")
+    __slots__ = ("_loop", "_receive", "_scope", "_task")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, receive: Receive, scope: anyio.CancelScope) -> None:
         self._loop, self._receive, self._scope = loop, receive, scope
         self._task: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = loop.call_later(WATCH_AFTER, self.now)
 
     def now(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if self._task is None:
             self._task = self._loop.create_task(_cancel_on_disconnect(self._receive, self._scope))
 
     def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
         if self._task is not None:
             self._task.cancel()
+
+
+class _Watches:
+    """The requests in progress on one event loop, and one timer for them all instead of one per
+    request (a timer is a heap push and a cancel on the loop: two a request with the run's flush
+    window): every WATCH_AFTER seconds, while any request is in progress, the requests that were
+    already in progress at the previous sweep get their watcher (`_Watch.now`), so a handler
+    still running WATCH_AFTER to 2 x WATCH_AFTER seconds after it began is watched, and one that
+    ends sooner never is."""
+
+    __slots__ = ("_loop", "_young", "_old", "_timer")
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._young: dict[int, _Watch] = {}  # begun since the last sweep
+        self._old: dict[int, _Watch] = {}  # in progress at the last sweep
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, loop: asyncio.AbstractEventLoop, watch: _Watch) -> None:
+        if loop is not self._loop:  # an app served on another loop (tests): start afresh there
+            self._loop, self._young, self._old, self._timer = loop, {}, {}, None
+        self._young[id(watch)] = watch
+        if self._timer is None:
+            self._timer = loop.call_later(WATCH_AFTER, self._sweep)
+
+    def discard(self, watch: _Watch) -> None:
+        key = id(watch)
+        if self._young.pop(key, None) is None:
+            self._old.pop(key, None)
+
+    def _sweep(self) -> None:
+        for watch in self._old.values():
+            watch.now()
+        self._old, self._young = self._young, {}
+        loop = self._loop
+        self._timer = loop.call_later(WATCH_AFTER, self._sweep) if self._old and loop is not None else None
 
 
 class _Watched:
@@ -237,25 +287,9 @@ class _Watched:
 
 
 @contextlib.asynccontextmanager
-async def _cancelled_on_disconnect(receive: Receive) -> AsyncIterator[_Watch | _Watched]:
-    """Run the block cancelled as soon as the client disconnects (a task reads `receive` meanwhile).
-
-    On asyncio the watcher is a plain task cancelled at the end: it only awaits `receive`, and an
-    anyio task group around every request cost several times as much (issue 22). It is made only
-    for a handler still running after WATCH_AFTER seconds (or a stream, `now()`): a sync run that
-    ends sooner makes no task at all. Elsewhere (trio), a task group from the start."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # not asyncio
-        loop = None
-    if loop is not None:
-        with anyio.CancelScope() as scope:
-            watch = _Watch(loop, receive, scope)
-            try:
-                yield watch
-            finally:
-                watch.stop()
-        return
+async def _watched(receive: Receive) -> AsyncIterator[_Watched]:
+    """Run the block cancelled as soon as the client disconnects: a task reads `receive`
+    meanwhile, in a task group (trio; asyncio has `_Watch`, a plain task made only when needed)."""
     async with anyio.create_task_group() as tg:
         tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
         yield _Watched()
@@ -309,7 +343,7 @@ async def _body_chunks(receive: Receive, hold: BodyHold) -> bytes | None:
 def _deadline(seconds: float | None) -> contextlib.AbstractAsyncContextManager[Any]:
     """TimeoutError after `seconds` (None: never). On asyncio its own timeout: anyio's cancel scope
     cost a sync run over HTTP ~8% of the server's CPU (issue 22), for a body that is there already."""
-    if _on_asyncio():
+    if _running_loop() is not None:
         return asyncio.timeout(seconds)
     return _anyio_deadline(seconds)
 

@@ -82,6 +82,9 @@ def configure_logging(level: str = "info", log_format: LogFormat = "console", *,
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    # uvicorn builds each access line (the client's address, the path) whenever its logger has
+    # a handler, before the level drops it: above INFO, where none is shown, it has none.
+    logging.getLogger("uvicorn.access").propagate = threshold <= logging.INFO
 
 
 __all__ = ["LOG_FORMATS", "LogFormat", "configure_logging"]

@@ -28,6 +28,9 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from runengine import __version__, observe
 
+#: What `request` and `run_span` give when there is no trace to continue nor a span to make
+#: (reusable: nullcontext keeps no state).
+_NOTHING = contextlib.nullcontext()
 #: The run span of the execution this task belongs to: (run id, span).
 _run_span: ContextVar[tuple[str, Span] | None] = ContextVar("runengine_run_span", default=None)
 
@@ -50,22 +53,25 @@ class TracingObserver(observe.Observer):
             propagate.inject(carrier)
         return carrier
 
+    def request(self, *, headers: Mapping[str, str]) -> contextlib.AbstractContextManager[Any]:
+        # A request with no trace to continue (most): one shared no-op, not a generator per request.
+        return self._continued(headers) if "traceparent" in headers else _NOTHING
+
     @contextlib.contextmanager
-    def request(self, *, headers: Mapping[str, str]) -> Iterator[None]:
-        if "traceparent" not in headers:
-            yield
-            return
+    def _continued(self, headers: Mapping[str, str]) -> Iterator[None]:
         token = otel_context.attach(propagate.extract(dict(headers)))
         try:
             yield
         finally:
             otel_context.detach(token)
 
-    @contextlib.contextmanager
-    def run_span(self, *, run_id: str, agent: str, attempt: int, carrier: Mapping[str, str]) -> Iterator[None]:
+    def run_span(self, *, run_id: str, agent: str, attempt: int, carrier: Mapping[str, str]) -> contextlib.AbstractContextManager[Any]:
         if self._no_span(carrier) and not trace.get_current_span().get_span_context().is_valid:
-            yield
-            return
+            return _NOTHING  # no span would be made: one shared no-op, not a generator per run
+        return self._run_span(run_id=run_id, agent=agent, attempt=attempt, carrier=carrier)
+
+    @contextlib.contextmanager
+    def _run_span(self, *, run_id: str, agent: str, attempt: int, carrier: Mapping[str, str]) -> Iterator[None]:
         parent = propagate.extract(dict(carrier)) if carrier else None
         with self.tracer.start_as_current_span(
             f"run {agent}",
@@ -81,7 +87,7 @@ class TracingObserver(observe.Observer):
 
     def step_span(self, *, kind: str, name: str, run_id: str, seq: int) -> contextlib.AbstractContextManager[Any]:
         if self._no_span() and not trace.get_current_span().get_span_context().is_valid:
-            return contextlib.nullcontext()
+            return _NOTHING
         return self.tracer.start_as_current_span(
             f"{kind} {name}",
             attributes={"runengine.run_id": run_id, "runengine.seq": seq, f"runengine.{kind}": name},

@@ -9,6 +9,7 @@ each run reach its next event, records `run.suspended` and leaves the run to the
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -44,7 +45,7 @@ from .ports import EventStore, LeaseLost, SessionStore
 from .recording import Recorder
 from .reducer import Fold
 from .replay import Journal
-from .state import RunState
+from .state import Message, RunState
 from .status import Status
 from .step_limits import StepLimiter
 from .writer import RunEndedElsewhere, RunWriter
@@ -55,6 +56,49 @@ try:  # anyio asks sniffio which event loop runs for every primitive it makes (~
     import sniffio
 except ImportError:  # pragma: no cover - anyio then asks asyncio directly
     sniffio = None
+
+
+class _Helpers:
+    """A run's helper tasks (its flush loop, its park watcher), started only when needed, in the
+    task group that runs the run's own task, each under a cancel scope of its own. A run that
+    needs none (most: a short one, or one with no long durable wait) makes no task group, no
+    cancel scope and no task for them; `stop()` cancels those started and waits for them (as
+    leaving a task group of the run's own did). A helper that fails is logged, and the run goes
+    on without it (a flush loop keeps its failure for the agent's next event itself)."""
+
+    __slots__ = ("_group", "_scopes", "_running", "_ended")
+
+    def __init__(self, group: anyio.abc.TaskGroup) -> None:
+        self._group = group
+        self._scopes: list[anyio.CancelScope] = []
+        self._running = 0
+        self._ended: anyio.Event | None = None
+
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        scope = anyio.CancelScope()
+        self._scopes.append(scope)
+        self._running += 1
+        self._group.start_soon(self._run, scope, fn, args, name=getattr(fn, "__qualname__", None))
+
+    async def _run(self, scope: anyio.CancelScope, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+        try:
+            with scope:
+                await fn(*args)
+        except Exception:
+            log.exception("a run's helper task failed", helper=getattr(fn, "__qualname__", repr(fn)))
+        finally:
+            self._running -= 1
+            if self._running == 0 and self._ended is not None:
+                self._ended.set()
+
+    async def stop(self) -> None:
+        """Cancel the helpers started and wait until they have ended (nothing to do: no wait)."""
+        for scope in self._scopes:
+            scope.cancel()
+        if self._running:
+            self._ended = anyio.Event()
+            with anyio.CancelScope(shield=True):  # as a task group's exit, even when the run is cancelled
+                await self._ended.wait()
 
 
 @attrs.define(eq=False)
@@ -87,7 +131,7 @@ class ActiveRun:
     on_done: list[Callable[[], None]] = attrs.field(factory=list)
     #: Its agent's task group, until the park watcher starts in it: at the first durable wait not
     #: due within the horizon (a run that never waits that long never needs a watcher).
-    park_watch: anyio.abc.TaskGroup | None = None
+    park_watch: _Helpers | None = None
 
     def cancel(self, reason: str | None) -> None:
         if self.cancel_reason is None:
@@ -206,7 +250,7 @@ class RunDriver:
         active = ActiveRun(run_id=state.run_id, writer=writer, after=after, first_page=first_page, woken=woken)
         self.active[state.run_id] = active
         attempts = max_attempts if max_attempts is not None else self.limits.max_attempts
-        tg.start_soon(self._drive, active, attempts, name=f"run {state.run_id}")
+        tg.start_soon(self._drive, active, attempts, tg, name=f"run {state.run_id}")
         return active
 
     async def suspend_all(self, drain_timeout: float) -> None:
@@ -225,7 +269,8 @@ class RunDriver:
 
     # -- one task per executing run ----------------------------------------------------
 
-    async def _drive(self, active: ActiveRun, max_attempts: int) -> None:
+    async def _drive(self, active: ActiveRun, max_attempts: int, tg: anyio.abc.TaskGroup) -> None:
+        """Execute the run in this task; `tg`, the group running it, runs its helper tasks too."""
         if sniffio is not None:  # said once in this task's own context: its ~15 look-ups read it
             sniffio.current_async_library_cvar.set(sniffio.current_async_library())
         writer = active.writer
@@ -235,18 +280,26 @@ class RunDriver:
         observer = observe.current
         observer.active_runs(1)
         carrier = state.metadata.get(observe.TRACE_METADATA_KEY)
+        # Every log line of the run (the agent's, the engine's, a library's) carries its id: bound
+        # in this task's own context (made for the run, so nothing needs undoing), not with
+        # `bound_contextvars`, which copies and scans the whole context to restore it afterwards.
+        structlog.contextvars.bind_contextvars(run_id=active.run_id, agent=state.agent)
         try:
-            # Every log line of the run (the agent's, the engine's, a library's) carries its id.
-            with structlog.contextvars.bound_contextvars(run_id=active.run_id, agent=state.agent), observer.run_span(
+            with observer.run_span(
                 run_id=active.run_id,
                 agent=state.agent,
                 attempt=state.attempt + 1,
                 carrier=carrier if isinstance(carrier, dict) else {},
             ):
-                last = await self._run_agent(active, state, max_attempts, run_log)
+                last = await self._run_agent(active, state, max_attempts, run_log, _Helpers(tg))
                 if last is not None:
                     with anyio.CancelScope(shield=True):
                         try:
+                            if len(self.active) > 1:
+                                # Other runs are under way: one turn of the loop lets those that end
+                                # now queue their ends too, so that one commit takes them together
+                                # (group commit); a run alone commits at once.
+                                await anyio.lowlevel.cancel_shielded_checkpoint()
                             await writer.add(last, durable=True)
                             if self.on_ended is not None and writer.state.terminal:
                                 self.on_ended(writer.state)
@@ -345,9 +398,10 @@ class RunDriver:
             return None
 
     async def _run_agent(
-        self, active: ActiveRun, state: RunState, max_attempts: int, run_log: Callable[[], Any]
+        self, active: ActiveRun, state: RunState, max_attempts: int, run_log: Callable[[], Any], background: _Helpers
     ) -> Callable[[int], Event] | None:
-        """Run the agent; return how to build the run's last event (None: nothing to write)."""
+        """Run the agent; return how to build the run's last event (None: nothing to write).
+        `background` starts the run's helper tasks (its flush loop, its park watcher)."""
         writer = active.writer
         run_id = active.run_id
         recorder: Recorder | None = None
@@ -366,30 +420,32 @@ class RunDriver:
                     on_wait=self._on_wait if parks or active.woken else None,
                 )
                 ctx = RunContext(recorder, self.store, session, children=self.children, limiter=self.limiter)
-                failure: Exception | None = None
-                async with anyio.create_task_group() as background:
+                call_later = _loop_timer()
+                if call_later is not None:  # the flush loop is a task only once it has work
+                    writer.flush_when_needed(functools.partial(background.start_soon, writer.flush_loop), call_later)
+                else:
                     background.start_soon(writer.flush_loop)
-                    if parks:
-                        active.park_watch = background
-                    try:
-                        deadline = self._deadline(writer.state)
-                        if deadline is not None and deadline <= self.clock():
-                            raise TimeoutError
-                        # Waited for on the engine's clock, so a test's VirtualClock reaches it too.
+                if parks:
+                    active.park_watch = background
+                try:
+                    deadline = self._deadline(writer.state)
+                    if deadline is not None and deadline <= self.clock():
+                        raise TimeoutError
+                    if deadline is None:  # no cancel scope for a timeout that cannot come
+                        result = await spec.fn(ctx)
+                    else:  # waited for on the engine's clock, so a test's VirtualClock reaches it too
                         with self.clock.move_on_at(deadline) as timer:
                             result = await spec.fn(ctx)
                         if timer.cancelled_caught:
                             raise TimeoutError
-                        await after_agent(ctx, recorder)
-                    except Exception as exc:  # re-raised below, outside the group (no ExceptionGroup)
-                        failure = exc
-                    finally:
-                        background.cancel_scope.cancel()
-                if failure is not None:
-                    raise failure
+                    await after_agent(ctx, recorder)
+                finally:
+                    active.park_watch = None
+                    writer.flush_when_needed(None)
+                    await background.stop()
                 if writer.ended_elsewhere is not None:
                     return None
-                output = result if result is not None else _last_message(writer.state)
+                output = result if result is not None else _last_message(writer.fold.messages)  # no state frozen
                 return lambda seq: RunCompleted(run_id=run_id, seq=seq, at=self.clock(), output=output)
         except RunEndedElsewhere:
             return None
@@ -503,8 +559,16 @@ async def append_at_head(
         return fold.state
 
 
-def _last_message(state: RunState) -> Any:
-    for message in reversed(state.messages):
+def _loop_timer() -> Callable[[float, Callable[[], None]], Any] | None:
+    """The event loop's `call_later` on asyncio (None elsewhere: a run's flush loop then runs from its start)."""
+    try:
+        return asyncio.get_running_loop().call_later
+    except RuntimeError:
+        return None
+
+
+def _last_message(messages: Sequence[Message]) -> Any:
+    for message in reversed(messages):
         if message.role == "assistant":
             return message.content
     return None

@@ -17,7 +17,7 @@ accumulator's read and write methods that the declarations use.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, KeysView
+from collections.abc import Iterable, KeysView, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -169,6 +169,11 @@ class Fold:
     def message_ids(self) -> set[str]:
         """Ids of the completed and discarded messages (spent: a new message needs another)."""
         return self._message_ids
+
+    @property
+    def messages(self) -> Sequence[Message]:
+        """The completed messages so far (`RunState.messages`, without freezing a state)."""
+        return self._messages
 
     @property
     def call_ids(self) -> KeysView[str]:

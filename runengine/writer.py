@@ -96,6 +96,11 @@ class RunWriter:
         if unsaved:
             self._wake.set()
         self._full = anyio.Event()  # a whole batch is queued: the flush loop need not wait
+        #: Given by `flush_when_needed`: starts `flush_loop` as a task, and a timer (None: the
+        #: owner runs the loop from the start).
+        self._spawn_loop: Callable[[], None] | None = None
+        self._call_later: Callable[[float, Callable[[], None]], Any] | None = None
+        self._window: Any = None  # the timer of the first queued event's flush window
         #: Set (and dropped) when an append returns; made only when someone waits for one.
         self._batch_done: anyio.Event | None = None
         self._loop_running = False
@@ -142,7 +147,7 @@ class RunWriter:
         elif len(pending) >= self._flush_max:
             await self._hand_over()
         elif len(pending) == 1:
-            self._wake.set()
+            self._first_queued()
         return event
 
     async def add_delta(self, message_id: str, content: str, at: Any) -> None:
@@ -159,7 +164,7 @@ class RunWriter:
         if len(pending) >= self._flush_max:
             await self._hand_over()
         elif len(pending) == 1:
-            self._wake.set()
+            self._first_queued()
 
     def _within_limits(self, event: Event) -> Event:
         """`event` if it is strict JSON within the run's limits; raises for an agent's event that is
@@ -210,8 +215,51 @@ class RunWriter:
             self._full.set()
             self._wake.set()
             await anyio.lowlevel.checkpoint()  # let the loop take the batch
+        elif self._spawn_loop is not None:
+            self._start_loop()
+            await anyio.lowlevel.checkpoint()
         else:
             await self.flush()
+
+    def flush_when_needed(
+        self, spawn: Callable[[], None] | None, call_later: Callable[[float, Callable[[], None]], Any] | None = None
+    ) -> None:
+        """Start `flush_loop` (`spawn()`, a task in the run's task group) only once it has work:
+        when events are still queued a flush window after the first of them (`call_later(seconds,
+        callback)` -> a handle with `cancel()`, the event loop's timer), or a whole batch is. A
+        run that ends within the window, as a short one does, commits with its end and makes no
+        task. `spawn=None`: no more (the group is closing); the timer is cancelled."""
+        self._spawn_loop, self._call_later = spawn, call_later
+        if spawn is None:
+            self._cancel_window()
+        elif self._pending:  # a sync run's unsaved run.created
+            self._first_queued()
+
+    def _first_queued(self) -> None:
+        """An event is queued with none before it: it commits within the flush window."""
+        if self._spawn_loop is None or self._loop_running:
+            self._wake.set()
+        elif self._window is None and self._call_later is not None:
+            self._window = self._call_later(self._flush_window, self._window_ended)
+
+    def _window_ended(self) -> None:
+        self._window = None
+        if self._pending and not self._loop_running and self._spawn_loop is not None:
+            self._start_loop()
+
+    def _start_loop(self) -> None:
+        """Start the flush loop, which commits what is queued at once (its window has passed, or a batch is whole)."""
+        assert self._spawn_loop is not None
+        self._cancel_window()
+        self._loop_running = True
+        self._full.set()
+        self._wake.set()
+        self._spawn_loop()
+
+    def _cancel_window(self) -> None:
+        window, self._window = self._window, None
+        if window is not None:
+            window.cancel()
 
     def _check(self) -> None:
         if self.ended_elsewhere is not None:
@@ -251,6 +299,7 @@ class RunWriter:
                 if snapshot is not None and snapshot.last_seq == last.seq:
                     await self.store.save_snapshot(snapshot)
                     self._snapshot_seq = snapshot.last_seq
+            self._cancel_window()  # nothing is queued: no window is running
         finally:
             self._lock.release()
 

@@ -221,3 +221,83 @@ def test_json_is_written_without_making_an_encoder_each_time(monkeypatch: pytest
     for bad in (float("nan"), float("inf")):
         with pytest.raises(ValueError):
             dumps({"x": bad})
+
+
+async def test_a_whole_response_says_its_length_and_is_not_chunked(served) -> None:
+    """A JSON answer goes with its Content-Length, so the server writes its body in one piece with
+    no closing chunk (a chunked answer cost a send and a wake-up of the client more); a 204 has none."""
+    client = served
+    response = await client.post("/runs", json={"agent": "echo", "input": "hello"})
+    assert response.status_code == 200 and response.json()["status"] == "completed"
+    assert response.headers.get("transfer-encoding") is None
+    assert response.headers["content-length"] == str(len(response.content))
+    missing = await client.get("/runs/nope")  # an error is a whole response too
+    assert missing.status_code == 404 and missing.headers["content-length"] == str(len(missing.content))
+    deleted = await client.delete(f"/runs/{response.json()['run_id']}")
+    assert deleted.status_code == 204 and "content-length" not in deleted.headers and deleted.content == b""
+
+
+@pytest.mark.parametrize(("level", "access_lines"), [("info", True), ("debug", True), ("warning", False), ("error", False)])
+def test_access_lines_are_built_only_at_levels_that_show_them(level: str, access_lines: bool) -> None:
+    """uvicorn builds an access line for every response (the client's address, the path)
+    whenever its access logger has a handler (`hasHandlers`), even when the level then drops
+    it: at --log-level warning or error, where none is shown, it has none."""
+    import logging
+
+    import structlog
+
+    from runengine.adapters.logs import configure_logging
+
+    root, access = logging.getLogger(), logging.getLogger("uvicorn.access")
+    saved = (root.handlers[:], root.level, access.handlers[:], access.propagate, structlog.get_config())
+    try:
+        configure_logging(level)
+        assert access.hasHandlers() is access_lines
+    finally:  # the process's logging as it was, for the tests after this one
+        root.handlers[:], access.handlers[:] = saved[0], saved[2]
+        root.setLevel(saved[1])
+        access.propagate = saved[3]
+        structlog.configure(**saved[4])
+
+
+
+def test_requests_in_progress_share_one_timer() -> None:
+    """The requests in progress share one timer that starts the watchers of those still running
+    at its second sweep (WATCH_AFTER to 2 x WATCH_AFTER after they began): a quick request arms
+    no timer of its own (a heap push and a cancel on the loop each), and a long one is watched."""
+
+    class Loop:  # records what is armed and made, runs nothing
+        def __init__(self) -> None:
+            self.armed: list[Any] = []
+            self.tasks: list[Any] = []
+
+        def call_later(self, delay: float, callback: Any) -> Any:
+            assert delay == asgi_module.WATCH_AFTER
+            self.armed.append(callback)
+            return callback
+
+        def create_task(self, coro: Any) -> Any:
+            coro.close()
+            self.tasks.append(coro)
+            return self
+
+        def cancel(self) -> None:
+            pass
+
+    loop = Loop()
+    watches = asgi_module._Watches()
+    for _ in range(50):  # quick requests, all within one WATCH_AFTER
+        watch = asgi_module._Watch(loop, None, None)  # type: ignore[arg-type]
+        watches.add(loop, watch)  # type: ignore[arg-type]
+        watches.discard(watch)
+    assert len(loop.armed) == 1 and loop.tasks == []
+    loop.armed.pop()()  # the sweep finds nothing in progress: no timer after it
+    assert loop.armed == []
+    long = asgi_module._Watch(loop, None, None)  # type: ignore[arg-type]
+    watches.add(loop, long)  # type: ignore[arg-type]
+    loop.armed.pop()()  # its first sweep: it began since the last one, not watched yet
+    assert loop.tasks == [] and len(loop.armed) == 1
+    loop.armed.pop()()  # the second: in progress for WATCH_AFTER at least, watched
+    assert len(loop.tasks) == 1
+    assert loop.armed == []  # nothing else in progress unwatched: the timer stops
+    watches.discard(long)

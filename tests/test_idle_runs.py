@@ -469,7 +469,8 @@ async def test_a_woken_run_waiting_again_for_what_is_not_due_frees_its_place(tmp
 @pytest.mark.anyio
 async def test_a_run_asleep_until_a_time_within_the_horizon_has_no_park_watcher(tmp_path: Path) -> None:
     """A run held in memory for a wait due within the horizon (a mass wake holds thousands) never
-    needs parking: two tasks each (its own and its writer's), no park watcher polling meanwhile.
+    needs parking: one task each (its own; its writer's flush loop is a task only once it has
+    work, and a durable sleep leaves none queued), no park watcher polling meanwhile.
     A run waiting for what is not due within the horizon still gets one, and is parked."""
     import asyncio
 
@@ -480,7 +481,7 @@ async def test_a_run_asleep_until_a_time_within_the_horizon_has_no_park_watcher(
             await until(lambda: sleeping(engine, run_id))
         await anyio.sleep(0.3)  # past park_after: none of them is parked (due within the horizon)
         assert set(engine.driver.active) == set(runs)
-        assert len(asyncio.all_tasks()) - before == 2 * len(runs)
+        assert len(asyncio.all_tasks()) - before == len(runs)
         waiting = await engine.execute("ask", "go?", mode="async")
         await until(lambda: status_is(engine, waiting.run_id, Status.WAITING_FOR_INPUT))
         await until(lambda: waiting.run_id not in engine.driver.active)  # watched, then parked

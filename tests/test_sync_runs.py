@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -219,3 +220,89 @@ async def test_concurrent_sync_requests_run_at_once_and_share_commits(tmp_path: 
         assert sorted(a["output"] for a in answers) == sorted(f"hello {i}" for i in range(clients))
         for answer in answers:
             assert (await engine.status(str(answer["run_id"]))).status is Status.COMPLETED
+
+
+@pytest.mark.anyio
+async def test_a_run_that_ends_within_its_flush_window_makes_no_flush_task(tmp_path: Path) -> None:
+    """The flush loop is a task only once it has work (events still queued a window after the
+    first, or a whole batch): a run that ends sooner commits with its end and makes one task, its
+    own. A run that waits longer still gets its events committed by the loop (tests above)."""
+    import asyncio
+
+    engine = RunEngine(SQLiteStore(tmp_path / "runs.db"))
+
+    @engine.agent("echo")
+    async def echo(ctx: RunContext) -> None:
+        await ctx.say(str(ctx.input))
+
+    @engine.agent("pause")
+    async def pause(ctx: RunContext) -> None:
+        await ctx.say("before")
+        await anyio.sleep(engine.durability.flush_window * 4)
+
+    loop = asyncio.get_running_loop()
+    made: list[asyncio.Task[object]] = []
+    previous = loop.get_task_factory()
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: object, **kwargs: object) -> asyncio.Task[object]:
+        task = asyncio.Task(coro, loop=loop, **kwargs)  # type: ignore[arg-type]
+        made.append(task)  # named by the loop once made: anyio names it after its function unless told a name
+        return task
+
+    async with engine:
+        await engine.execute("echo", "warm-up", mode="sync")
+        loop.set_task_factory(factory)
+        try:
+            for i in range(3):
+                assert (await engine.execute("echo", f"hello {i}", mode="sync")).output == f"hello {i}"
+            quick = list(made)
+            made.clear()
+            assert (await engine.execute("pause", None, mode="sync")).status is Status.COMPLETED
+        finally:
+            loop.set_task_factory(previous)
+    names = [task.get_name() for task in quick]
+    assert len(names) == 3 and all(name.startswith("run ") for name in names), names  # RunDriver.launch's names
+    names = [task.get_name() for task in made]
+    assert sum(name.endswith("RunWriter.flush_loop") for name in names) == 1, names  # its message waited past the window
+
+
+@pytest.mark.anyio
+async def test_a_run_ending_beside_others_gives_them_a_turn_to_queue_their_ends(tmp_path: Path) -> None:
+    """Group commit: a run that ends while other runs are under way lets the loop turn once before
+    its end is queued for the writer, so runs ending at about the same time commit together (the
+    runs of 8 clients shared commits less once a run needed fewer turns of the loop); a run
+    alone queues its end at once (a sequential run waits for nothing)."""
+    import asyncio
+
+    store = SQLiteStore(tmp_path / "runs.db")
+    engine = RunEngine(store)
+    order: list[str] = []
+    forever = anyio.Event()
+
+    @engine.agent("mark")
+    async def mark(ctx: RunContext) -> None:
+        asyncio.get_running_loop().call_soon(order.append, "a turn of the loop")
+
+    @engine.agent("busy")
+    async def busy(ctx: RunContext) -> None:
+        await forever.wait()
+
+    real_append = store.append
+
+    async def append(run_id: str, events: Any, *, expected_seq: int) -> None:
+        if events[-1].terminal and events[-1].type == "run.completed":
+            order.append("end queued")
+        await real_append(run_id, events, expected_seq=expected_seq)
+
+    store.append = append  # type: ignore[method-assign]
+    async with engine:
+        await engine.execute("mark", None)
+        alone = list(order)
+        order.clear()
+        other = await engine.execute("busy", None, mode="async")
+        await engine.execute("mark", None)
+        beside = list(order)
+        forever.set()
+        await engine.wait(other.run_id)
+    assert alone == ["end queued", "a turn of the loop"]
+    assert beside[:2] == ["a turn of the loop", "end queued"]
