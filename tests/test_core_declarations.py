@@ -91,7 +91,9 @@ def test_docs_transitions_page_is_the_generated_one():
 def test_histories_emit_every_declared_event_type():
     seen: set[str] = set()
 
-    @_covering
+    # timer.fired needs timer.started before it: 13 of 300 derandomized histories hold one, and a
+    # run of this test saw none once (not reproduced); 1,000 make that margin about 40.
+    @settings(_covering, max_examples=1000)
     @given(histories(max_events=40))
     def collect(log):
         seen.update(UNKNOWN if isinstance(e, UnknownEvent) else e.type for e in log)
