@@ -13,6 +13,8 @@ import anyio
 from hypothesis import HealthCheck, settings
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from runengine import RunEngine
     from runengine.events import Event
 
@@ -56,3 +58,39 @@ def free_port() -> int:
 async def full_log(engine: RunEngine, run_id: str) -> list[Event]:
     """Every committed event of the run, from seq 1 (not following it)."""
     return [event async for event in engine.events(run_id, follow=False)]
+
+
+def echo_engine(path: Path, *, pause: bool = False) -> RunEngine:
+    """An engine on a SQLite file at `path` with the agent `echo` (says its input back) and, with
+    `pause`, the agent `pause` (says "before", then sleeps four flush windows: its run's flush
+    loop starts meanwhile)."""
+    from runengine.adapters.sqlite import SQLiteStore
+    from runengine.engine import RunEngine
+
+    engine = RunEngine(SQLiteStore(path))
+
+    @engine.agent("echo")
+    async def echo(ctx: Any) -> None:
+        await ctx.say(str(ctx.input))
+
+    if pause:
+
+        @engine.agent("pause")
+        async def paused(ctx: Any) -> None:
+            await ctx.say("before")
+            await anyio.sleep(engine.durability.flush_window * 4)
+
+    return engine
+
+
+class PythonCalls:
+    """A `sys.setprofile` function counting the calls made while it is set: Python frames entered
+    (a coroutine's resumption included), and with `"c_call"` in `events` calls of C functions too."""
+
+    def __init__(self, *events: str) -> None:
+        self.events = frozenset(events or ("call",))
+        self.count = 0
+
+    def __call__(self, _frame: Any, event: str, _arg: Any) -> None:
+        if event in self.events:
+            self.count += 1

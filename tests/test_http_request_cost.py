@@ -21,6 +21,7 @@ from runengine.adapters.profiles.native import NativeAPI
 from runengine.http import core
 from runengine.http.core import HttpError, Request, Response, json_response
 from runengine.http.router import Router
+from kit import PythonCalls
 
 pytestmark = [pytest.mark.server, pytest.mark.anyio]  # it serves over real sockets
 
@@ -180,20 +181,15 @@ def test_control_characters_are_found_by_one_search() -> None:
 
     from runengine.validation import has_control_characters
 
-    calls = 0
+    calls = PythonCalls("call", "c_call")
 
-    def count(frame: Any, event: str, arg: Any) -> None:
-        nonlocal calls
-        if event in ("call", "c_call"):
-            calls += 1
-
-    sys.setprofile(count)
+    sys.setprofile(calls)
     try:
         found = has_control_characters("r" * 200)
     finally:
         sys.setprofile(None)
     assert found is False
-    assert calls < 10  # not one per character
+    assert calls.count < 10  # not one per character
     control = {cp for cp in range(0x110000) if has_control_characters(chr(cp))}
     assert control == set(range(0x20)) | set(range(0x7F, 0xA0))
     assert has_control_characters("ok\x85") and not has_control_characters("\ud800é")

@@ -20,6 +20,7 @@ from runengine.adapters.sqlite import SQLiteStore
 from runengine.engine import RunEngine
 from runengine.events import EVENT_TYPES, RunCompleted, StepCompleted, Thought
 from runengine.options import Durability
+from kit import PythonCalls
 
 ANYIO_BACKENDS = ("asyncio",)  # the SQLite store needs asyncio
 
@@ -44,17 +45,12 @@ def _trivial(i: int) -> int:
 async def test_a_durable_step_makes_few_python_calls_on_the_loop(tmp_path: Path, kind: str) -> None:
     store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "runs.db", synchronous="NORMAL")
     engine = RunEngine(store, durability=Durability(park_after=None))
-    calls = 0
-
-    def count(_frame: Any, event: str, _arg: Any) -> None:
-        nonlocal calls
-        if event == "call":
-            calls += 1
+    calls = PythonCalls()
 
     @engine.agent("steps")
     async def steps(ctx: RunContext) -> None:
         await ctx.step("first", _trivial, -1)  # the run's start and its first commit, not counted
-        sys.setprofile(count)
+        sys.setprofile(calls)
         try:
             for i in range(STEPS):
                 await ctx.step("trivial", _trivial, i)
@@ -64,7 +60,7 @@ async def test_a_durable_step_makes_few_python_calls_on_the_loop(tmp_path: Path,
     async with engine:
         state = await engine.execute("steps", None)
     assert state.status.value == "completed" and state.steps == STEPS + 1
-    assert calls / STEPS <= MAX_CALLS_PER_STEP[kind], f"{calls / STEPS:.1f} Python calls per step"
+    assert calls.count / STEPS <= MAX_CALLS_PER_STEP[kind], f"{calls.count / STEPS:.1f} Python calls per step"
 
 
 #: Python calls on the SQLite writer thread per event it commits, many runs stepping at once (each
@@ -78,17 +74,12 @@ RUNS = 20
 async def test_the_sqlite_writer_makes_few_python_calls_per_event(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = SQLiteStore(tmp_path / "runs.db", synchronous="NORMAL")
     engine = RunEngine(store, durability=Durability(park_after=None))
-    calls = 0
-
-    def count(_frame: Any, event: str, _arg: Any) -> None:
-        nonlocal calls
-        if event == "call":
-            calls += 1
+    calls = PythonCalls()
 
     commit = sqlite_adapter._BatchWriter.commit
 
     def counted(self: Any, raw: Any, batch: Any) -> Any:  # on the writer thread: its own profile
-        sys.setprofile(count)
+        sys.setprofile(calls)
         try:
             return commit(self, raw, batch)
         finally:
@@ -103,13 +94,13 @@ async def test_the_sqlite_writer_makes_few_python_calls_per_event(tmp_path: Path
 
     async with engine:
         await engine.execute("steps", None)  # the store's first batches, not counted
-        calls = 0
+        calls.count = 0
         store.batch_sizes.clear()
         states = await asyncio.gather(*(engine.execute("steps", None) for _ in range(RUNS)))
         written = sum(store.batch_sizes)
     assert all(state.status.value == "completed" and state.steps == RUNS for state in states)
     assert written >= RUNS * RUNS and max(store.batch_sizes) > 1  # many runs' steps in a batch
-    assert calls / written <= MAX_WRITER_CALLS_PER_EVENT, f"{calls / written:.1f} Python calls per event"
+    assert calls.count / written <= MAX_WRITER_CALLS_PER_EVENT, f"{calls.count / written:.1f} Python calls per event"
 
 
 def test_a_payload_of_json_scalars_is_written_without_the_converter(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,6 +26,7 @@ from runengine.adapters.tracing import TracingObserver
 from runengine.context import RunContext
 from runengine.engine import RunEngine
 from runengine.status import Status
+from kit import PythonCalls, echo_engine
 
 ANYIO_BACKENDS = ("asyncio",)  # the SQLite store needs asyncio (and `runengine serve` is uvicorn's asyncio)
 
@@ -71,11 +72,7 @@ def _request(body: bytes) -> tuple[dict[str, Any], Any]:
 
 @pytest.mark.anyio
 async def test_a_sync_run_over_http_makes_few_python_calls(tmp_path: Path, serve_observers: None) -> None:
-    engine = RunEngine(SQLiteStore(tmp_path / "runs.db"))
-
-    @engine.agent("echo")
-    async def echo(ctx: RunContext) -> None:
-        await ctx.say(str(ctx.input))
+    engine = echo_engine(tmp_path / "runs.db")
 
     app = engine_asgi_app(engine, platform_rate=PLATFORM_RATE)
     answers: list[dict[str, Any]] = []
@@ -87,18 +84,13 @@ async def test_a_sync_run_over_http_makes_few_python_calls(tmp_path: Path, serve
         scope, receive = _request(json.dumps({"agent": "echo", "input": f"hello {i}", "mode": "sync"}).encode())
         await app(scope, receive, send)
 
-    calls = 0
-
-    def count(_frame: Any, event: str, _arg: Any) -> None:
-        nonlocal calls
-        if event == "call":
-            calls += 1
+    calls = PythonCalls()
 
     async with engine:
         for i in range(10):  # warm-up: imports, caches, the prepared statements
             await one(i)
         answers.clear()
-        sys.setprofile(count)
+        sys.setprofile(calls)
         try:
             for i in range(RUNS):
                 await one(100 + i)
@@ -106,7 +98,7 @@ async def test_a_sync_run_over_http_makes_few_python_calls(tmp_path: Path, serve
             sys.setprofile(None)
     bodies = [json.loads(m["body"]) for m in answers if m["type"] == "http.response.body"]
     assert [b["status"] for b in bodies] == ["completed"] * RUNS
-    assert calls / RUNS <= MAX_CALLS_PER_RUN, calls / RUNS
+    assert calls.count / RUNS <= MAX_CALLS_PER_RUN, calls.count / RUNS
 
 
 @pytest.fixture
@@ -126,11 +118,7 @@ def scopes_entered(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 @pytest.mark.anyio
 async def test_a_run_without_a_timeout_has_no_timeout_scope(tmp_path: Path, scopes_entered: list[int]) -> None:
     """The timeout's cancel scope is entered only for a run that has a timeout."""
-    engine = RunEngine(SQLiteStore(tmp_path / "runs.db"))
-
-    @engine.agent("echo")
-    async def echo(ctx: RunContext) -> None:
-        await ctx.say(str(ctx.input))
+    engine = echo_engine(tmp_path / "runs.db")
 
     async with engine:
         await engine.execute("echo", "warm-up")
@@ -153,16 +141,11 @@ def test_a_report_to_several_observers_is_one_attribute_look_up() -> None:
             heard.append(delta)
 
     first, second = observe.add(Listener()), observe.add(Listener())
-    calls = 0
-
-    def count(_frame: Any, event: str, _arg: Any) -> None:
-        nonlocal calls
-        if event == "call":
-            calls += 1
+    calls = PythonCalls()
 
     try:
         current = observe.current
-        sys.setprofile(count)
+        sys.setprofile(calls)
         try:
             current.active_runs(1)
         finally:
@@ -171,7 +154,7 @@ def test_a_report_to_several_observers_is_one_attribute_look_up() -> None:
         observe.remove(first)
         observe.remove(second)
     assert heard == [1, 1]
-    assert calls == 3, calls  # the fan-out, the two listeners
+    assert calls.count == 3, calls.count  # the fan-out, the two listeners
 
 
 @pytest.mark.anyio
@@ -224,16 +207,7 @@ async def test_a_run_that_started_no_helper_task_cancels_nothing(
         cancels += 1
         return real(self, *args)
 
-    engine = RunEngine(SQLiteStore(tmp_path / "runs.db"))
-
-    @engine.agent("echo")
-    async def echo(ctx: RunContext) -> None:
-        await ctx.say(str(ctx.input))
-
-    @engine.agent("pause")
-    async def pause(ctx: RunContext) -> None:
-        await ctx.say("before")
-        await anyio.sleep(engine.durability.flush_window * 4)  # its flush loop starts meanwhile
+    engine = echo_engine(tmp_path / "runs.db", pause=True)
 
     async with engine:
         await engine.execute("echo", "warm-up")
@@ -250,26 +224,21 @@ def test_no_trace_to_continue_costs_no_generator() -> None:
     and a run's tracing contexts are one shared no-op (the method, enter, exit), not a
     generator-based context manager per request and per run (6 and 17 calls before, 3 and 14)."""
     tracer = TracingObserver()
-    calls = 0
-
-    def count(_frame: Any, event: str, _arg: Any) -> None:
-        nonlocal calls
-        if event == "call":
-            calls += 1
+    calls = PythonCalls()
 
     made: dict[str, int] = {}
     for name, open_context in (
         ("request", lambda: tracer.request(headers={"host": "h"})),
         ("run_span", lambda: tracer.run_span(run_id="r", agent="a", attempt=1, carrier={})),
     ):
-        calls = 0
-        sys.setprofile(count)
+        calls.count = 0
+        sys.setprofile(calls)
         try:
             with open_context():
                 pass
         finally:
             sys.setprofile(None)
-        made[name] = calls - 1  # less the lambda
+        made[name] = calls.count - 1  # less the lambda
     # run_span also asks OpenTelemetry whether a span is current (11 calls of its own)
     assert made["request"] <= 3 and made["run_span"] <= 14, made
 
@@ -290,15 +259,10 @@ def test_a_committed_batch_is_counted_by_type_without_counter() -> None:
     at = datetime(2026, 1, 1, tzinfo=timezone.utc)
     batch = [MessageDelta(run_id="r", seq=s, at=at, message_id="m", content="x") for s in range(2, 6)]
     listener = observe.add(Listener())
-    calls = 0
-
-    def count(_frame: Any, event: str, _arg: Any) -> None:
-        nonlocal calls
-        if event == "call":
-            calls += 1
+    calls = PythonCalls()
 
     try:
-        sys.setprofile(count)
+        sys.setprofile(calls)
         try:
             observe.appended(batch, lambda: None, 0.001)  # type: ignore[arg-type, return-value]
         finally:
@@ -306,7 +270,7 @@ def test_a_committed_batch_is_counted_by_type_without_counter() -> None:
     finally:
         observe.remove(listener)
     assert counted == [{"message.delta": 4}]
-    assert calls <= 2, calls  # appended, the listener
+    assert calls.count <= 2, calls.count  # appended, the listener
 
 
 @pytest.mark.anyio
@@ -315,11 +279,7 @@ async def test_a_run_that_needs_no_helper_makes_no_task_group(tmp_path: Path, sc
     runs the run itself: a short run enters no task group of its own. The cancel scopes a sync
     run enters (anyio's task and checkpoints, the run's scope, the shields around its end and
     its commit): 8, 10 with the run's own task group."""
-    engine = RunEngine(SQLiteStore(tmp_path / "runs.db"))
-
-    @engine.agent("echo")
-    async def echo(ctx: RunContext) -> None:
-        await ctx.say(str(ctx.input))
+    engine = echo_engine(tmp_path / "runs.db")
 
     async with engine:
         await engine.execute("echo", "warm-up")
@@ -346,11 +306,7 @@ async def test_a_run_output_from_its_message_freezes_no_state_for_it(
         freezes += 1
         return real(self)
 
-    engine = RunEngine(SQLiteStore(tmp_path / "runs.db"))
-
-    @engine.agent("echo")
-    async def echo(ctx: RunContext) -> None:
-        await ctx.say(str(ctx.input))
+    engine = echo_engine(tmp_path / "runs.db")
 
     async with engine:
         await engine.execute("echo", "warm-up")

@@ -18,7 +18,7 @@ from runengine.context import RunContext
 from runengine.engine import RunEngine
 from runengine.errors import StoreError
 from runengine.status import Status
-from tests.kit import full_log
+from tests.kit import echo_engine, full_log
 
 ANYIO_BACKENDS = ("asyncio",)  # the SQLite store needs asyncio
 
@@ -44,11 +44,7 @@ def commits() -> Iterator[Commits]:
 
 @pytest.mark.anyio
 async def test_a_sync_run_that_says_one_message_costs_one_commit(tmp_path: Path, commits: Commits) -> None:
-    engine = RunEngine(SQLiteStore(tmp_path / "runs.db"))
-
-    @engine.agent("echo")
-    async def echo(ctx: RunContext) -> None:
-        await ctx.say(str(ctx.input))
+    engine = echo_engine(tmp_path / "runs.db")
 
     async with engine:
         await engine.execute("echo", "warm-up", mode="sync")
@@ -161,11 +157,7 @@ async def test_a_said_message_commits_within_the_flush_window_while_the_agent_go
 @pytest.mark.anyio
 async def test_post_runs_in_sync_mode_costs_one_commit(tmp_path: Path, commits: Commits) -> None:
     """The native profile makes the run id itself (to cancel the run if the client goes): still one commit."""
-    engine = RunEngine(SQLiteStore(tmp_path / "runs.db"))
-
-    @engine.agent("echo")
-    async def echo(ctx: RunContext) -> None:
-        await ctx.say(str(ctx.input))
+    engine = echo_engine(tmp_path / "runs.db")
 
     async with engine, serve(engine_asgi_app(engine)) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
         assert (await http.post("/runs", json={"agent": "echo", "input": "warm-up"})).status_code == 200
@@ -229,16 +221,7 @@ async def test_a_run_that_ends_within_its_flush_window_makes_no_flush_task(tmp_p
     own. A run that waits longer still gets its events committed by the loop (tests above)."""
     import asyncio
 
-    engine = RunEngine(SQLiteStore(tmp_path / "runs.db"))
-
-    @engine.agent("echo")
-    async def echo(ctx: RunContext) -> None:
-        await ctx.say(str(ctx.input))
-
-    @engine.agent("pause")
-    async def pause(ctx: RunContext) -> None:
-        await ctx.say("before")
-        await anyio.sleep(engine.durability.flush_window * 4)
+    engine = echo_engine(tmp_path / "runs.db", pause=True)
 
     loop = asyncio.get_running_loop()
     made: list[asyncio.Task[object]] = []
