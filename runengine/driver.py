@@ -440,6 +440,8 @@ class RunDriver:
                             raise TimeoutError
                     await after_agent(ctx, recorder)
                 finally:
+                    if isinstance(begun, Journal):
+                        begun.release()  # a replay cut short (an error, a stop) ends its collector pause
                     active.park_watch = None
                     writer.flush_when_needed(None)
                     await background.stop()

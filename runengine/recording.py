@@ -101,6 +101,8 @@ class Recorder:
 
     def _use(self, journal: Journal | None) -> None:
         """Replay from `journal` on (None: live from here on)."""
+        if journal is None and self._journal is not None:
+            self._journal.release()
         self._journal = journal
         self.replaying = journal is not None
         self.step_at_hand = journal.returned_step if journal is not None and not self._stop_requested else _not_at_hand

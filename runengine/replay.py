@@ -30,16 +30,23 @@ that can (the RecordedReader port) hands it a page of rows undecoded (`RecordedP
 type alone, and builds an event only for what needs one (a delta, a discard, a call the agent
 takes as an event, a fold the agent asks for); a replayed `ctx.step` that returned takes its
 recorded output from the stored payload, without a wait (`Journal.returned_step`).
+
+A long journal (GC_PAUSE_ROWS rows or more left to read) pauses the cyclic garbage collector
+while it reads them (runengine.collector): the rows it keeps for its lazy fold are a burst that
+the collections walk for nothing. The pause ends once the last row is read, when the recorder
+stops replaying (`release`), or after GC_PAUSE_SECONDS, whichever comes first.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
 
+from .collector import CollectorPause
 from .events import (
     EVENT_TYPES,
     Event,
@@ -107,6 +114,10 @@ PAGE = 1000
 #: folded, so memory stays bounded). A passed row is kept as the store gave it (a tuple with
 #: the payload's text, smaller than its event).
 FOLD_BEHIND = 200_000
+#: A journal with at least this many rows left to read pauses the collector while it reads them,
+#: GC_PAUSE_SECONDS at most (a replay of 100,000 steps reads and replays in ~0.15 s).
+GC_PAUSE_ROWS = 10_000
+GC_PAUSE_SECONDS = 1.0
 
 
 class Journal:
@@ -156,6 +167,9 @@ class Journal:
         self._held: Row | None = None
         #: The last row whose event was built, and that event (peek, then next: built once).
         self._built: tuple[Row, Event] | None = None
+        #: The collector's pause while a long journal is read, and the timer that ends it.
+        self._pause: CollectorPause | None = None
+        self._pause_timer: asyncio.TimerHandle | None = None
 
     @property
     def position(self) -> int:
@@ -316,6 +330,8 @@ class Journal:
             # once (a runtime-checkable Protocol's isinstance walks its members: not per page).
             if self._rows is _UNKNOWN:
                 self._rows = port_of(self._store, RecordedReader)
+                if self.end_seq - self._read_seq >= GC_PAUSE_ROWS:
+                    self._pause_collector()
             rows = self._rows
             if rows is not None:
                 page = await rows.read_recorded(self.run_id, after_seq=self._read_seq, limit=limit)
@@ -326,13 +342,34 @@ class Journal:
                 self._decode = page.event
             if not self._page:  # the log is shorter than it was when the resume began
                 self._read_seq = self.end_seq
+                self.release()
                 return None
             self._read_seq = self._page[-1][0]
+            if self._read_seq >= self.end_seq:
+                self.release()  # every row read
             if len(self._unfolded) >= FOLD_BEHIND:
                 self.fold  # noqa: B018 - catches up, so memory stays bounded
         row = self._page[self._index]
         self._index += 1
         return row
+
+    def _pause_collector(self) -> None:
+        self._pause = CollectorPause()
+        self._pause.start()
+        try:
+            self._pause_timer = asyncio.get_running_loop().call_later(GC_PAUSE_SECONDS, self.release)
+        except RuntimeError:  # not on asyncio: ended by the last read or `release` only
+            pass
+
+    def release(self) -> None:
+        """Done with the store: the collector's pause, if any, ends (idempotent; the recorder
+        calls it when it stops replaying, the driver when the run's agent is done)."""
+        pause, self._pause = self._pause, None
+        if pause is not None:
+            pause.end()
+        timer, self._pause_timer = self._pause_timer, None
+        if timer is not None:
+            timer.cancel()
 
 
 def _verdict(event_type: str) -> bool | None:
