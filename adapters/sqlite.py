@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import anyio
 
 from runengine import observe
+from runengine.adapters import log_packs
 from runengine.adapters.db_thread import DatabaseThread
 from runengine.adapters.log_cache import SUMMARIES, CommittedCache
 from runengine.adapters.sql_dialect import ENDED_STATUSES, SQLITE
@@ -52,10 +53,11 @@ from runengine.errors import InvalidRequest, StoreError
 from runengine.events import Event, MessageDelta
 from runengine.ports import DEFAULT_PAGE, RecordedPage, RunSummary
 from runengine.state import RunState
+from runengine.status import Status
 from runengine.validation import check_append, check_page, micros
 from runengine.wire import state_to_json
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 _TABLES = log_tables(SQLITE)
 _STREAM_TABLES = ";\n".join(stream_tables(SQLITE))
@@ -93,6 +95,7 @@ CREATE TABLE IF NOT EXISTS webhooks (
 CREATE INDEX IF NOT EXISTS webhooks_by_app ON webhooks (app_id);
 {_STREAM_TABLES};
 {schedule_table(SQLITE)};
+{log_packs.TABLE};
 """
 
 #: Webhook registrations used to be kept as ended sessions `platform.webhooks.<app_id>` whose data
@@ -130,6 +133,7 @@ _MIGRATIONS = {
     5: ("ALTER TABLE runs ADD COLUMN wake_at INTEGER",),
     6: (),  # the Durable Streams tables: new tables only, made by _SCHEMA
     7: (schedule_table(SQLITE),),  # schedules (runengine.schedules): a table of their own
+    8: (),  # packed rows beside the log (adapters.log_packs): a new table, made by _SCHEMA; runs packed from their next rest
 }
 #: Indexes on columns a migration adds: created after the migrations, on every file.
 _SCHEMA_AFTER_MIGRATIONS = (
@@ -396,11 +400,15 @@ class SQLiteStore(SQLStreams, SQLLog):
     # -- reads ------------------------------------------------------------------------
 
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        return await self._call_reader(_fetchall, sql, params)  # type: ignore[no-any-return]
+
+    async def _call_reader(self, fn: Any, *args: Any) -> Any:
+        """`fn(connection, *args)` on the reading connection's thread."""
         self._require_open()
         db = self._reader_db
         assert db is not None
         try:
-            return await db.call(_fetchall, sql, params)
+            return await db.call(fn, *args)
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite read failed: {exc}") from exc
 
@@ -427,11 +435,21 @@ class SQLiteStore(SQLStreams, SQLLog):
         return await super().get_run(run_id)
 
     async def delete_run(self, run_id: str) -> bool:
-        counts = await self._transaction([(sql, (run_id,)) for sql in _SQL.delete_run], deletes=run_id)
+        statements = [(sql, (run_id,)) for sql in (*_SQL.delete_run, log_packs.DELETE)]
+        counts = await self._transaction(statements, deletes=run_id)
         return counts[0] > 0
 
     async def save_snapshot(self, state: RunState) -> None:
-        await self._transaction([(_SQL.save_snapshot, (state.run_id, state.last_seq, state_to_json(state)))], snapshot_of=state.run_id)
+        statements: list[tuple[str, Sequence[Any]]] = [(_SQL.save_snapshot, (state.run_id, state.last_seq, state_to_json(state)))]
+        if state.status is Status.WAITING_FOR_INPUT or state.timer_id is not None or state.suspended:
+            # At rest, where the next engine takes it up: its rows packed for that resume (log_packs).
+            statements += await self._call_reader(log_packs.pack_statements, state.run_id, state.last_seq)
+        await self._transaction(statements, snapshot_of=state.run_id)
+
+    async def read_packed(self, run_id: str, *, after_seq: int, upto_seq: int, limit: int) -> RecordedPage:
+        """The PackedLog port (adapters.log_packs): rows as `read_recorded` gives them."""
+        rows = await self._call_reader(log_packs.packed_rows, run_id, after_seq, upto_seq, limit)
+        return RecordedPage(rows, self._row_decoder(run_id))
 
     async def load_snapshot(self, run_id: str) -> RunState | None:
         if self._cache.snapshot_free(run_id):

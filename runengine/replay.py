@@ -62,7 +62,7 @@ from .events import (
     StepCompleted,
     UnknownEvent,
 )
-from .ports import EventStore, RecordedPage, RecordedReader, port_of
+from .ports import EventStore, PackedLog, RecordedPage, RecordedReader, port_of
 from .reducer import Fold
 
 #: Events an engine writes around the agent, never in answer to one of its calls.
@@ -118,6 +118,11 @@ FOLD_BEHIND = 200_000
 #: GC_PAUSE_SECONDS at most (a replay of 100,000 steps reads and replays in ~0.15 s).
 GC_PAUSE_ROWS = 10_000
 GC_PAUSE_SECONDS = 1.0
+#: A journal with at least this many rows to read takes them from the store's packed copy first,
+#: where it keeps one (the PackedLog port), about PACKED_PAGE rows a read; the log after it as
+#: before. Fewer: from the log (the look-up would cost about what the pack saves).
+PACKED_FROM = 5_000
+PACKED_PAGE = 50_000
 
 
 class Journal:
@@ -136,6 +141,9 @@ class Journal:
         self._store = store
         #: The store as a RecordedReader (None: it is not one), looked up at the first read.
         self._rows: Any = _UNKNOWN
+        #: The store as a PackedLog while its packed rows are read (None: it is not one, or they
+        #: ran out, or the journal is too short to use them).
+        self._packs: PackedLog | None = None
         self.run_id = run_id
         self.end_seq = end_seq
         # Before the last run.requeued the agent started afresh: nothing there is replayed.
@@ -330,10 +338,20 @@ class Journal:
             # once (a runtime-checkable Protocol's isinstance walks its members: not per page).
             if self._rows is _UNKNOWN:
                 self._rows = port_of(self._store, RecordedReader)
+                if self.end_seq - self._read_seq >= PACKED_FROM:
+                    self._packs = port_of(self._store, PackedLog)
                 if self.end_seq - self._read_seq >= GC_PAUSE_ROWS:
                     self._pause_collector()
-            rows = self._rows
-            if rows is not None:
+            page = None
+            if self._packs is not None:
+                page = await self._packs.read_packed(
+                    self.run_id, after_seq=self._read_seq, upto_seq=self.end_seq, limit=PACKED_PAGE
+                )
+                if not page.rows:  # no (more) packed rows from here: the log itself
+                    self._packs, page = None, None
+            if page is not None:
+                pass
+            elif (rows := self._rows) is not None:
                 page = await rows.read_recorded(self.run_id, after_seq=self._read_seq, limit=limit)
             else:
                 page = RecordedPage.of(await self._store.read(self.run_id, after_seq=self._read_seq, limit=limit))
