@@ -67,6 +67,7 @@ from typing import Any
 from runengine import RunContext, RunEngine, fold
 from runengine.adapters.sqlite import SQLiteStore
 from runengine.options import Durability
+from runengine.writer import TERMINAL_SNAPSHOT_MIN
 
 HERE = Path(__file__).resolve().parent
 DBOS_SCRIPT = HERE / "peers" / "dbos_bench.py"
@@ -149,6 +150,19 @@ async def last_event_type(store: SQLiteStore, run_id: str) -> str | None:
     return events[0].type if events else None
 
 
+async def at_rest(store: SQLiteStore, run_id: str) -> bool:
+    """The run sleeps durably, and what the engine writes where a run rests is written: a long
+    run's snapshot there (and what is committed with it: SQLite packs its rows there), taken once
+    its sleep's timer.started has committed (a process asleep for an hour has long written it)."""
+    if await last_event_type(store, run_id) != "timer.started":
+        return False
+    last = await store.last_seq(run_id)
+    if last < TERMINAL_SNAPSHOT_MIN:
+        return True  # a short run takes no snapshot where it rests
+    snapshot = await store.load_snapshot(run_id)
+    return snapshot is not None and snapshot.last_seq == last
+
+
 async def prepare(path: Path, agent: str, runs: int, input: Any, synchronous: str) -> None:
     """Start `runs` runs of `agent`; print "ready" once every one sleeps durably; wait for SIGKILL."""
     engine = make_engine(path, synchronous)
@@ -160,7 +174,7 @@ async def prepare(path: Path, agent: str, runs: int, input: Any, synchronous: st
         assert isinstance(store, SQLiteStore)
         waiting = set(run_ids)
         while waiting:  # committed, as a fresh process will read it
-            waiting = {run_id for run_id in waiting if await last_event_type(store, run_id) != "timer.started"}
+            waiting = {run_id for run_id in waiting if not await at_rest(store, run_id)}
             await asyncio.sleep(0.05)
         print("ready", flush=True)
         await asyncio.Event().wait()
