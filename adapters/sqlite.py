@@ -178,6 +178,10 @@ def _fetchall(raw: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[
     return raw.execute(sql, params).fetchall()
 
 
+def _checkpoint(raw: sqlite3.Connection) -> None:
+    raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+
 def _summary_row(s: RunSummary) -> tuple[Any, ...]:
     time = SQLITE.time_param
     return (
@@ -441,10 +445,16 @@ class SQLiteStore(SQLStreams, SQLLog):
 
     async def save_snapshot(self, state: RunState) -> None:
         statements: list[tuple[str, Sequence[Any]]] = [(_SQL.save_snapshot, (state.run_id, state.last_seq, state_to_json(state)))]
+        packs = []
         if state.status is Status.WAITING_FOR_INPUT or state.timer_id is not None or state.suspended:
             # At rest, where the next engine takes it up: its rows packed for that resume (log_packs).
-            statements += await self._call_reader(log_packs.pack_statements, state.run_id, state.last_seq)
-        await self._transaction(statements, snapshot_of=state.run_id)
+            packs = await self._call_reader(log_packs.pack_statements, state.run_id, state.last_seq)
+        await self._transaction([*statements, *packs], snapshot_of=state.run_id)
+        if packs and self._writer_db is not None:
+            # The packed rows (megabytes for a long run) copied from the WAL into the file now, and
+            # the WAL emptied, by the run entering its wait: not by whichever commit comes next (a
+            # resume's first), nor read again by the WAL's recovery when the next process opens it.
+            await self._writer_db.call(_checkpoint)
 
     async def read_packed(self, run_id: str, *, after_seq: int, upto_seq: int, limit: int) -> RecordedPage:
         """The PackedLog port (adapters.log_packs): rows as `read_recorded` gives them."""

@@ -170,3 +170,18 @@ async def test_a_deleted_run_leaves_no_packed_rows(tmp_path: Path) -> None:
     async with SQLiteStore(path) as store:
         assert await store.delete_run(run_id)
     assert _chunks(path) == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the SQLite store needs asyncio
+async def test_a_rest_that_packed_rows_empties_the_wal(tmp_path: Path) -> None:
+    """The megabytes a long run packs are checkpointed by the run entering its wait: the next
+    process neither reads them back from the WAL at open nor copies them at its first commit."""
+    path = tmp_path / "runs.db"
+    live: dict[str, Any] = {}
+    wal = Path(f"{path}-wal")
+    async with _engine(path, live) as engine:
+        await engine.execute("long", STEPS, mode="async")
+        await until(lambda: "outputs" in live, timeout=120)
+        await until(lambda: _chunks(path) and _chunks(path)[-1][2] > 2 * STEPS, timeout=60)
+        await until(lambda: wal.stat().st_size == 0, timeout=10)
