@@ -14,7 +14,7 @@ import anyio
 import httpx
 import pytest
 
-from httpkit import demo_engine, serve
+from httpkit import demo_engine, serve, wait_status
 from runengine.adapters import asgi as asgi_module
 from runengine.adapters.asgi import ASGIApp
 from runengine.adapters.profiles.native import NativeAPI
@@ -297,3 +297,75 @@ def test_requests_in_progress_share_one_timer() -> None:
     assert len(loop.tasks) == 1
     assert loop.armed == []  # nothing else in progress unwatched: the timer stops
     watches.discard(long)
+
+
+# -- the protocol `runengine serve` gives uvicorn (adapters/uvicorn_http.py) ---------------------
+
+
+@pytest.fixture
+def server_writes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every write the served connections (LimitedH11Protocol's) make to their sockets' transports."""
+    from asyncio import selector_events
+
+    from runengine.adapters.uvicorn_http import LimitedH11Protocol
+
+    writes: list[bytes] = []
+    real = selector_events._SelectorSocketTransport.write
+
+    def write(self: Any, data: Any) -> None:
+        if isinstance(self.get_protocol(), LimitedH11Protocol) and data:
+            writes.append(bytes(data))
+        real(self, data)
+
+    monkeypatch.setattr(selector_events._SelectorSocketTransport, "write", write)
+    return writes
+
+
+@pytest.fixture
+async def served_limited() -> Any:
+    """The native API under uvicorn with the protocol `runengine serve` gives it."""
+    from runengine.adapters.uvicorn_http import limited_protocol
+    from runengine.limits import MAX_HEADER_BYTES
+
+    engine = demo_engine()
+    router = Router()
+    NativeAPI(engine, router=router)
+    app = ASGIApp(router)
+    async with engine, serve(app, http=limited_protocol(), access_log=False, h11_max_incomplete_event_size=MAX_HEADER_BYTES) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30.0) as http:
+            yield http
+
+
+async def test_a_whole_response_is_one_write_and_a_stream_head_is_not_held(served_limited, server_writes) -> None:
+    """A response with a Content-Length goes to the socket in one write, head and body (uvicorn
+    wrote them apart: two sends and two wake-ups of the client). A stream's head is written at
+    once, before any event: a follower of a run that has nothing new still gets its 200."""
+    client = served_limited
+    assert (await client.post("/runs", json={"agent": "echo", "input": "warm"})).status_code == 200
+    for i in range(3):
+        server_writes.clear()
+        answer = await client.post("/runs", json={"agent": "echo", "input": f"hello {i}", "mode": "sync"})
+        assert answer.status_code == 200 and answer.json()["output"] == f"hello {i}"
+        assert len(server_writes) == 1, server_writes
+        head, _, body = server_writes[0].partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and json.loads(body) == answer.json()
+
+    # An error is a whole response too.
+    server_writes.clear()
+    missing = await client.get("/runs/no-such-run")
+    assert missing.status_code == 404 and missing.json()["error"]["code"]
+    assert len(server_writes) == 1, server_writes
+
+    run = (await client.post("/runs", json={"agent": "listener", "input": "msg", "mode": "async"})).json()
+    state = await wait_status(client, run["run_id"], "running")
+    while (later := (await client.get(f"/runs/{run['run_id']}")).json())["last_seq"] != state["last_seq"]:
+        state = later  # until its events so far (it waits for a signal that never comes) are all in
+        await anyio.sleep(0.1)
+    server_writes.clear()
+    with anyio.fail_after(5):  # the head comes though no event does
+        async with client.stream(
+            "GET", f"/runs/{run['run_id']}/events", params={"after_seq": state["last_seq"]},
+            headers={"accept": "text/event-stream"},
+        ) as stream:
+            assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream")
+    assert server_writes and server_writes[0].startswith(b"HTTP/1.1 200")
