@@ -419,7 +419,9 @@ class RunDriver:
                     on_park=active.park_suspended if self.parking and state.timeout is None else None,
                     on_wait=self._on_wait if parks or active.woken else None,
                 )
-                ctx = RunContext(recorder, self.store, session, children=self.children, limiter=self.limiter)
+                # What the context reads of the run is run.created's: the state it was launched with
+                # serves (the state after run.started would be frozen again just for it).
+                ctx = RunContext(recorder, self.store, session, children=self.children, limiter=self.limiter, state=state)
                 call_later = _loop_timer()
                 if call_later is not None:  # the flush loop is a task only once it has work
                     writer.flush_when_needed(functools.partial(background.start_soon, writer.flush_loop), call_later)
@@ -428,7 +430,8 @@ class RunDriver:
                 if parks:
                     active.park_watch = background
                 try:
-                    deadline = self._deadline(writer.state)
+                    # The timeout counts from the first start (run.started's time): only then is the state after it read.
+                    deadline = self._deadline(writer.state) if state.timeout is not None else None
                     if deadline is not None and deadline <= self.clock():
                         raise TimeoutError
                     if deadline is None:  # no cancel scope for a timeout that cannot come
