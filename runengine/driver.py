@@ -101,6 +101,34 @@ class _Helpers:
                 await self._ended.wait()
 
 
+class RunDone:
+    """When a run's task has ended: `set`, `is_set`, `wait` as an anyio Event's, but the Event is
+    made only for a waiter (most runs end with nobody waiting: one backend look-up and Event
+    fewer a run)."""
+
+    __slots__ = ("_set", "_event")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: anyio.Event | None = None
+
+    def set(self) -> None:
+        self._set = True
+        if self._event is not None:
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    async def wait(self) -> None:
+        if self._set:
+            await anyio.lowlevel.checkpoint()  # as an Event already set: still a cancellation point
+            return
+        if self._event is None:
+            self._event = anyio.Event()
+        await self._event.wait()
+
+
 @attrs.define(eq=False)
 class ActiveRun:
     """A run this process is executing: its writer, its cancel scope and when it is done."""
@@ -108,7 +136,7 @@ class ActiveRun:
     run_id: str
     writer: RunWriter
     scope: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
-    done: anyio.Event = attrs.field(factory=anyio.Event)
+    done: RunDone = attrs.field(factory=RunDone)
     cancel_reason: str | None = None
     after: tuple[str, ...] = ()  # runs of the same session to wait for (policy "enqueue")
     #: What records the agent's calls (or replays them), once it runs.

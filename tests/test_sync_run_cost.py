@@ -315,3 +315,49 @@ async def test_a_run_output_from_its_message_freezes_no_state_for_it(
         state = await engine.execute("echo", "hello")
     assert state.output == "hello"
     assert freezes == 2, freezes
+
+
+@pytest.mark.anyio
+async def test_a_run_nobody_waits_for_makes_no_done_event(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's "done" is an anyio Event only once someone waits for it: a sync run makes one
+    Event fewer (4, not 5: its writer's three and its task's), and a waiter before or after the
+    end is still woken."""
+    made = 0
+    real_new = anyio.Event.__new__
+
+    def counted(cls: Any) -> Any:
+        nonlocal made
+        made += 1
+        return real_new(cls)
+
+    engine = echo_engine(tmp_path / "runs.db")
+    async with engine:
+        await engine.execute("echo", "warm-up")
+        monkeypatch.setattr(anyio.Event, "__new__", counted)
+        state = await engine.execute("echo", "hello")
+        monkeypatch.undo()
+    assert state.status is Status.COMPLETED
+    assert made <= 4, made
+
+    from runengine.driver import RunDone
+
+    done = RunDone()
+    woken: list[str] = []
+
+    async def waiter(name: str) -> None:
+        await done.wait()
+        woken.append(name)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter, "before")
+        await anyio.sleep(0.01)
+        assert not done.is_set() and woken == []
+        done.set()
+    assert done.is_set() and woken == ["before"]
+    await waiter("after")
+    assert woken == ["before", "after"]
+    with anyio.CancelScope() as scope:  # a wait on a set one is still a cancellation point
+        scope.cancel()
+        await done.wait()
+        woken.append("not reached")
+    assert woken == ["before", "after"]
