@@ -15,6 +15,12 @@
   Retry-After at once (uvicorn's `limit_concurrency` answers only once a request has come, in
   plain text).
 
+Two costs per request are cut too (issue 22): the header deadline is one timer per connection that
+moves with each response (re-armed when it fires early) rather than a timer made and cancelled per
+response, and a response whose length is known goes out in one write, head and body together
+(uvicorn wrote the head and the body apart: two sends, and two wake-ups of the client, per
+response); a streamed (chunked) response's head is written at once, as before.
+
 Each refusal is written in the one error format with `connection: close`; the server then stops
 writing and drops what the client still sends for at most LINGER_SECONDS / LINGER_BYTES before
 closing, so a client that writes before it reads gets the answer rather than a reset.
@@ -60,7 +66,9 @@ class LimitedH11Protocol(H11Protocol):
     max_connections: int = MAX_CONNECTIONS
     max_header_bytes: int = MAX_HEADER_BYTES
 
+    #: The connection's one header-deadline timer, and when the headers are due (None: not armed).
     _deadline: asyncio.TimerHandle | None = None
+    _due: float | None = None
     _bytes_since_armed = False
     #: Bytes of the head being received; the cycle it follows (a new one starts the count again).
     _head_bytes = 0
@@ -72,6 +80,7 @@ class LimitedH11Protocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.transport = _WholeResponses(transport, self)  # what the request cycles write to
         if len(self.connections) > self.max_connections:  # this one is counted already
             self._refuse(server_busy("open connections", self.max_connections))
             return
@@ -106,7 +115,8 @@ class LimitedH11Protocol(H11Protocol):
         self._arm()  # the next request's headers (a pipelined one may have started already)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._due = None
+        self._cancel_timer()
         super().connection_lost(exc)
 
     def handle_websocket_upgrade(self, event: Any) -> None:
@@ -129,17 +139,31 @@ class LimitedH11Protocol(H11Protocol):
         return self._head_bytes > self.max_header_bytes
 
     def _disarm(self) -> None:
+        self._due = None  # the timer, if any, finds nothing due when it fires
+        if self.transport is None or self.transport.is_closing():  # nothing more to time: free it now
+            self._cancel_timer()
+
+    def _cancel_timer(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
 
     def _arm(self) -> None:
-        self._disarm()
+        """The next headers are due `header_timeout` seconds from now: the deadline moves, and a
+        timer is made only if none is pending (a heap push and a cancel per response otherwise)."""
         self._bytes_since_armed = False
-        self._deadline = self.loop.call_later(self.header_timeout, self._on_deadline)
+        self._due = self.loop.time() + self.header_timeout
+        if self._deadline is None:
+            self._deadline = self.loop.call_at(self._due, self._on_deadline)
 
     def _on_deadline(self) -> None:
         self._deadline = None
+        if self._due is None:
+            return  # disarmed meanwhile
+        if self._due > self.loop.time():  # moved on by later responses: wait for the new deadline
+            self._deadline = self.loop.call_at(self._due, self._on_deadline)
+            return
+        self._due = None
         in_flight = self.cycle is not None and not self.cycle.response_complete
         if in_flight or self.transport.is_closing() or self._dropped is not None:
             return  # the headers came in time (or the connection is already going)
@@ -161,6 +185,43 @@ class LimitedH11Protocol(H11Protocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()  # the client reads the answer, then the end
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+
+class _WholeResponses:
+    """The connection's transport as its request cycles see it: the head of a response with a
+    Content-Length is held until the first write of its body and sent with it, in one write
+    (uvicorn writes them apart). Everything else goes straight through."""
+
+    __slots__ = ("_transport", "_protocol", "_held", "_head_of")
+
+    def __init__(self, transport: asyncio.Transport, protocol: LimitedH11Protocol) -> None:
+        self._transport, self._protocol = transport, protocol
+        self._held = b""
+        self._head_of: object = None  # the cycle whose response head was written (or held)
+
+    def write(self, data: bytes) -> None:
+        if self._held:
+            data, self._held = self._held + data, b""
+        else:
+            cycle = self._protocol.cycle
+            if cycle is not self._head_of and cycle is not None and cycle.response_started and not cycle.response_complete:
+                self._head_of = cycle  # this cycle's first write since its response began: its head
+                if b"\r\ncontent-length:" in data.lower():
+                    self._held = data  # the body's first write follows at once (uvicorn writes even b"")
+                    return
+        self._transport.write(data)
+
+    def close(self) -> None:
+        if self._held:  # not reached by uvicorn (it writes the body first); nothing is dropped anyway
+            self._transport.write(self._held)
+            self._held = b""
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:  # the rest of the transport (reading, eof, extra info)
+        return getattr(self._transport, name)
 
 
 def limited_protocol(

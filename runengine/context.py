@@ -131,15 +131,17 @@ class RunContext:
 
     def __init__(
         self, recorder: Recorder, store: EventStore, session: SessionRecord | None, *,
-        children: ChildHost | None = None, limiter: StepLimiter | None = None,
+        children: ChildHost | None = None, limiter: StepLimiter | None = None, state: RunState | None = None,
     ) -> None:
+        """`state`: the run at any point after its run.created (only what that event set is read);
+        by default its writer's state."""
         self._rec = recorder
         #: The engine's named step limits (`ctx.step(..., limit=)`; None: it has none).
         self._limiter = limiter
         self._writer = recorder.writer
         self._store = store
         self._clock = recorder.clock
-        state = self._writer.state
+        state = state or self._writer.state
         self.run_id: str = state.run_id
         self.agent: str = state.agent
         self.input: Any = state.input

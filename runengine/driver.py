@@ -101,6 +101,34 @@ class _Helpers:
                 await self._ended.wait()
 
 
+class RunDone:
+    """When a run's task has ended: `set`, `is_set`, `wait` as an anyio Event's, but the Event is
+    made only for a waiter (most runs end with nobody waiting: one backend look-up and Event
+    fewer a run)."""
+
+    __slots__ = ("_set", "_event")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: anyio.Event | None = None
+
+    def set(self) -> None:
+        self._set = True
+        if self._event is not None:
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    async def wait(self) -> None:
+        if self._set:
+            await anyio.lowlevel.checkpoint()  # as an Event already set: still a cancellation point
+            return
+        if self._event is None:
+            self._event = anyio.Event()
+        await self._event.wait()
+
+
 @attrs.define(eq=False)
 class ActiveRun:
     """A run this process is executing: its writer, its cancel scope and when it is done."""
@@ -108,7 +136,7 @@ class ActiveRun:
     run_id: str
     writer: RunWriter
     scope: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
-    done: anyio.Event = attrs.field(factory=anyio.Event)
+    done: RunDone = attrs.field(factory=RunDone)
     cancel_reason: str | None = None
     after: tuple[str, ...] = ()  # runs of the same session to wait for (policy "enqueue")
     #: What records the agent's calls (or replays them), once it runs.
@@ -419,7 +447,9 @@ class RunDriver:
                     on_park=active.park_suspended if self.parking and state.timeout is None else None,
                     on_wait=self._on_wait if parks or active.woken else None,
                 )
-                ctx = RunContext(recorder, self.store, session, children=self.children, limiter=self.limiter)
+                # What the context reads of the run is run.created's: the state it was launched with
+                # serves (the state after run.started would be frozen again just for it).
+                ctx = RunContext(recorder, self.store, session, children=self.children, limiter=self.limiter, state=state)
                 call_later = _loop_timer()
                 if call_later is not None:  # the flush loop is a task only once it has work
                     writer.flush_when_needed(functools.partial(background.start_soon, writer.flush_loop), call_later)
@@ -428,7 +458,8 @@ class RunDriver:
                 if parks:
                     active.park_watch = background
                 try:
-                    deadline = self._deadline(writer.state)
+                    # The timeout counts from the first start (run.started's time): only then is the state after it read.
+                    deadline = self._deadline(writer.state) if state.timeout is not None else None
                     if deadline is not None and deadline <= self.clock():
                         raise TimeoutError
                     if deadline is None:  # no cancel scope for a timeout that cannot come

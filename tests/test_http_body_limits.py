@@ -4,11 +4,14 @@ a body over the size limit gets a 413 without being read to the end."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
+import anyio.abc
 import httpx
 import pytest
 
@@ -78,6 +81,43 @@ async def test_many_half_open_connections_are_all_closed() -> None:
             for stream in streams:
                 await stream.aclose()
         assert all(parse_response(r)[0] == 408 for r in results)
+
+
+@pytest.mark.anyio
+async def test_the_header_deadline_moves_with_each_response_on_one_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a kept-alive connection the next request's headers are due HEADER_TIMEOUT after each
+    response: requests spaced over several timeouts are served, and the connection idle after
+    the last one is closed; the deadline is one timer per connection, not one made (and
+    cancelled) per response."""
+    timers: list[str] = []
+    real_call_at = asyncio.BaseEventLoop.call_at
+
+    def call_at(self: Any, when: float, callback: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(callback, "__name__", "") == "_on_deadline":
+            timers.append(callback.__qualname__)
+        return real_call_at(self, when, callback, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "call_at", call_at)
+    async def echo(stream: anyio.abc.SocketStream, i: int) -> None:
+        body = json.dumps({"agent": "echo", "input": f"hello {i}"}).encode()
+        await stream.send(post_head(f"content-length: {len(body)}\r\n") + body)
+        received = b""
+        while b'"completed"' not in received:
+            received += await stream.receive()
+        assert received.startswith(b"HTTP/1.1 200")
+
+    async with uvicorn_server() as port:
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            await echo(stream, 0)
+            before = len(timers)
+            for i in range(20):  # back to back, well within one timeout: the pending timer serves them all
+                await echo(stream, i)
+            assert len(timers) - before <= 1, timers
+            for i in range(6):  # 6 x 0.3 s: past three header timeouts in all, each request within one
+                await anyio.sleep(HEADER_TIMEOUT * 0.6)
+                await echo(stream, i)
+            with anyio.fail_after(HEADER_TIMEOUT * 4):  # idle now: closed at the deadline
+                assert await read_until_closed(stream) == b""
 
 
 @pytest.mark.anyio

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +15,7 @@ import anyio
 import httpx
 import pytest
 
-from httpkit import demo_engine, serve
+from httpkit import demo_engine, serve, wait_status
 from runengine.adapters import asgi as asgi_module
 from runengine.adapters.asgi import ASGIApp
 from runengine.adapters.profiles.native import NativeAPI
@@ -297,3 +298,131 @@ def test_requests_in_progress_share_one_timer() -> None:
     assert len(loop.tasks) == 1
     assert loop.armed == []  # nothing else in progress unwatched: the timer stops
     watches.discard(long)
+
+
+# -- the protocol `runengine serve` gives uvicorn (adapters/uvicorn_http.py) ---------------------
+
+
+@pytest.fixture
+def server_writes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every write the served connections (LimitedH11Protocol's) make to their sockets' transports."""
+    from asyncio import selector_events
+
+    from runengine.adapters.uvicorn_http import LimitedH11Protocol
+
+    writes: list[bytes] = []
+    real = selector_events._SelectorSocketTransport.write
+
+    def write(self: Any, data: Any) -> None:
+        if isinstance(self.get_protocol(), LimitedH11Protocol) and data:
+            writes.append(bytes(data))
+        real(self, data)
+
+    monkeypatch.setattr(selector_events._SelectorSocketTransport, "write", write)
+    return writes
+
+
+@pytest.fixture
+async def served_limited() -> Any:
+    """The native API under uvicorn with the protocol `runengine serve` gives it."""
+    from runengine.adapters.uvicorn_http import limited_protocol
+    from runengine.limits import MAX_HEADER_BYTES
+
+    engine = demo_engine()
+    router = Router()
+    NativeAPI(engine, router=router)
+    app = ASGIApp(router)
+    async with engine, serve(app, http=limited_protocol(), access_log=False, h11_max_incomplete_event_size=MAX_HEADER_BYTES) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30.0) as http:
+            yield http
+
+
+async def test_a_whole_response_is_one_write_and_a_stream_head_is_not_held(served_limited, server_writes) -> None:
+    """A response with a Content-Length goes to the socket in one write, head and body (uvicorn
+    wrote them apart: two sends and two wake-ups of the client). A stream's head is written at
+    once, before any event: a follower of a run that has nothing new still gets its 200."""
+    client = served_limited
+    assert (await client.post("/runs", json={"agent": "echo", "input": "warm"})).status_code == 200
+    for i in range(3):
+        server_writes.clear()
+        answer = await client.post("/runs", json={"agent": "echo", "input": f"hello {i}", "mode": "sync"})
+        assert answer.status_code == 200 and answer.json()["output"] == f"hello {i}"
+        assert len(server_writes) == 1, server_writes
+        head, _, body = server_writes[0].partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and json.loads(body) == answer.json()
+
+    # An error is a whole response too.
+    server_writes.clear()
+    missing = await client.get("/runs/no-such-run")
+    assert missing.status_code == 404 and missing.json()["error"]["code"]
+    assert len(server_writes) == 1, server_writes
+
+    run = (await client.post("/runs", json={"agent": "listener", "input": "msg", "mode": "async"})).json()
+    state = await wait_status(client, run["run_id"], "running")
+    while (later := (await client.get(f"/runs/{run['run_id']}")).json())["last_seq"] != state["last_seq"]:
+        state = later  # until its events so far (it waits for a signal that never comes) are all in
+        await anyio.sleep(0.1)
+    server_writes.clear()
+    with anyio.fail_after(5):  # the head comes though no event does
+        async with client.stream(
+            "GET", f"/runs/{run['run_id']}/events", params={"after_seq": state["last_seq"]},
+            headers={"accept": "text/event-stream"},
+        ) as stream:
+            assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream")
+    assert server_writes and server_writes[0].startswith(b"HTTP/1.1 200")
+
+
+def test_a_body_is_read_with_one_strict_decoder_made_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`json.loads` with hooks makes a JSONDecoder (and its scanner) per call: the strict decoder
+    is made once, and reads what `json.loads` read, the same way (its errors included)."""
+    made = 0
+    real_init = json.JSONDecoder.__init__
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> None:
+        nonlocal made
+        made += 1
+        real_init(self, *args, **kwargs)
+
+    def loads(body: Any) -> Any:
+        return json.loads(body, parse_constant=core._reject_constant, parse_float=core._finite_float)
+
+    bodies: list[bytes | str] = [
+        b'{"agent": "echo", "input": "hi"}', '{"a": 1.5}', b'\xef\xbb\xbf{"a": 1}', '\ufeff{"a": 1}',
+        '{"a": NaN}', "1e400", b"[1, 2", '"\\ud800"', '{"a": 1}'.encode("utf-16"), '{"a": 1}'.encode("utf-32-le"),
+        b'{"a": "\xc3\xa9"}', b"", b"  ", '{"a": 1} x', b'{"a": "\xff"}',
+    ]
+    def outcome(read: Any, body: bytes | str) -> tuple[str, Any]:
+        try:
+            return ("value", read(body))
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            return (type(exc).__name__, str(exc))
+
+    expected = [outcome(loads, body) for body in bodies]
+    core.parse_json(b"{}")
+    monkeypatch.setattr(json.JSONDecoder, "__init__", counted)
+    assert [outcome(core.parse_json, body) for body in bodies] == expected
+    assert made == 0, made
+
+
+def test_a_body_spec_checks_its_fields_names_without_rebuilding_them() -> None:
+    """The native `POST /runs` body is checked against its fields' names made once with the spec
+    (a tuple of 12 built, and two sets, per request before); an unknown field is still a 400."""
+    from runengine.adapters.profiles.native import RUN_BODY
+
+    from datetime import datetime, timezone
+
+    now = datetime.now(timezone.utc)
+    body = {"agent": "echo", "input": "hello", "mode": "sync"}
+    RUN_BODY.parse(body, now=now)
+    calls = PythonCalls()
+    sys.setprofile(calls)
+    try:
+        RUN_BODY.parse(body, now=now)
+    finally:
+        sys.setprofile(None)
+    # The parse, its dict comprehension and each field's parse (and the helper of some): 24; 40 before.
+    assert calls.count <= 2 * len(RUN_BODY.fields) + 4, calls.count
+    with pytest.raises(HttpError) as refused:
+        RUN_BODY.parse({**body, "colour": "red"}, now=now)
+    assert refused.value.status == 400 and refused.value.details["unknown"] == ["colour"]
+    assert refused.value.details["allowed"] == sorted(RUN_BODY.names)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from json import JSONDecodeError, JSONDecoder, detect_encoding
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
@@ -36,9 +37,18 @@ def _finite_float(text: str) -> float:
     return value
 
 
+#: The strict decoder, made once (`json.loads` with hooks makes a decoder and its scanner per call).
+_STRICT = JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def parse_json(body: bytes | str) -> Any:
-    """Strict JSON: NaN, Infinity, -Infinity and numbers out of a double's range raise ValueError."""
-    return json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
+    """Strict JSON: NaN, Infinity, -Infinity and numbers out of a double's range raise ValueError.
+    Read as `json.loads` reads it (bytes in UTF-8, -16 or -32; a leading BOM refused)."""
+    if isinstance(body, (bytes, bytearray)):
+        body = body.decode(detect_encoding(body), "surrogatepass")
+    elif body.startswith("\ufeff"):
+        raise JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", body, 0)
+    return _STRICT.decode(body)
 
 
 def _may_hold_surrogate(body: bytes) -> bool:
