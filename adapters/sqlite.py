@@ -343,13 +343,16 @@ class SQLiteStore(SQLStreams, SQLLog):
         if not isinstance(run_id, str):
             raise InvalidRequest(f"run_id must be a string, got {type(run_id).__name__}")
         check_append(run_id, events, expected_seq)
-        self._require_open()
+        writer = self._writer_db
+        if writer is None or self._closing:
+            self._require_open()  # raises
         if not run_id.isascii():
             check_text(run_id, "the run id")
         item = Append(run_id, events, expected_seq, asyncio.get_running_loop().create_future())
-        assert self._writer_db is not None
-        # any event but a token delta is committed at once
-        self._writer_db.write(item, urgent=not all_deltas(events), size=len(events))
+        assert writer is not None
+        # any event but a token delta is committed at once (one event, a step's: no call to tell)
+        urgent = events[0].type != _DELTA if len(events) == 1 else not all_deltas(events)
+        writer.write(item, urgent=urgent, size=len(events))
         await item.future
 
     async def _transaction(
@@ -390,8 +393,13 @@ class SQLiteStore(SQLStreams, SQLLog):
             tails=[(item.run_id, item.expected_seq + 1, item.as_read(SQLITE)) for item in written.accepted],
             deleted=[s.deletes for s in statements if s.deletes is not None] if statements else (),
         )
-        for item, outcome in zip(appends, written.outcomes):
-            _answer(item, outcome)
+        for item, outcome in zip(appends, written.outcomes):  # (_answer, inlined: a call per append)
+            future = item.future
+            if not future.done():  # the caller may have been cancelled meanwhile
+                if outcome is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(outcome)
         for item, outcome in zip(statements, written.results):
             _answer(item, outcome)
         for run_id, summary in written.committed.items():
