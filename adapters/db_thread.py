@@ -172,7 +172,10 @@ class DatabaseThread(Generic[_W]):
             else:
                 self._post(writes.loop, writes.committed, batch, outcome, time.perf_counter() - started)
                 if writes.after is not None:  # the callers are being answered meanwhile
-                    writes.after(outcome)
+                    try:
+                        writes.after(outcome)
+                    except Exception as exc:  # noqa: BLE001 - reported on the loop; the thread goes on serving
+                        self._post(writes.loop, _report, writes.loop, writes.after, exc)
         return held
 
     async def close(self) -> None:
@@ -264,6 +267,10 @@ def _post(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: 
         loop.call_soon_threadsafe(callback, *args)
     except RuntimeError:  # the loop is closed: nobody is left to answer
         pass
+
+
+def _report(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], error: Exception) -> None:
+    loop.call_exception_handler({"message": f"exception in {callback!r}", "exception": error})
 
 
 def _succeed(future: asyncio.Future[Any], result: Any) -> None:

@@ -558,14 +558,18 @@ class _BatchWriter:
         """The rows a committed batch left, for the next batches: on the database thread, after
         the batch's callers are on their way to be answered (none of them waits for this)."""
         rows = self._rows
-        for run_id, summary in written.committed.items():
-            rows[run_id] = summary
-            rows.move_to_end(run_id)
-        for statement in written.statements:
-            if statement.deletes is not None:
-                rows.pop(statement.deletes, None)
-        while len(rows) > SUMMARIES:
-            rows.popitem(last=False)
+        try:
+            for run_id, summary in written.committed.items():
+                rows[run_id] = summary
+                rows.move_to_end(run_id)
+            for statement in written.statements:
+                if statement.deletes is not None:
+                    rows.pop(statement.deletes, None)
+            while len(rows) > SUMMARIES:
+                rows.popitem(last=False)
+        except BaseException:
+            rows.clear()  # half noted: the next batch reads its rows from the file
+            raise
 
 
 def _write_batch(

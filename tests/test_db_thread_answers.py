@@ -118,3 +118,30 @@ async def test_the_bookkeeping_after_a_commit_keeps_no_caller_waiting() -> None:
     finally:
         await db.close()
     assert seen == [(1, True)]
+
+
+@pytest.mark.anyio
+async def test_a_failing_bookkeeping_after_a_commit_is_reported_and_the_writes_go_on() -> None:
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    db: DatabaseThread[_Write] = DatabaseThread("test writer")
+    await db.connect(lambda: sqlite3.connect(":memory:", check_same_thread=False))
+
+    def committed(batch: list[_Write], outcome: Any, _seconds: float) -> None:
+        for write in batch:
+            write.future.set_result(outcome)
+
+    def after(_outcome: Any) -> None:
+        raise ValueError("broken bookkeeping")
+
+    db.start_writes(lambda _raw, batch: len(batch), committed, after=after)
+    try:
+        for _ in range(2):  # the second is served too: the thread did not die with the first
+            write = _Write(loop.create_future())
+            db.write(write)
+            assert await asyncio.wait_for(write.future, timeout=5) == 1
+    finally:
+        await asyncio.wait_for(db.close(), timeout=5)  # a dead thread would never close
+        loop.set_exception_handler(None)
+    assert [str(context["exception"]) for context in reported] == ["broken bookkeeping"] * 2
