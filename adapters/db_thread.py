@@ -55,8 +55,9 @@ class _Writes(Generic[_W]):
         committed: Callable[[list[_W], Any, float], None],
         flush_max: int,
         window: float,
+        after: Callable[[Any], None] | None,
     ) -> None:
-        self.loop, self.commit, self.committed = loop, commit, committed
+        self.loop, self.commit, self.committed, self.after = loop, commit, committed, after
         self.flush_max, self.window = flush_max, window
 
 
@@ -93,12 +94,15 @@ class DatabaseThread(Generic[_W]):
         *,
         flush_max: int = 1,
         window: float = 0.0,
+        after: Callable[[Any], None] | None = None,
     ) -> None:
         """Take writes from now on: the thread runs `commit(connection, batch)` (its result, or the
         exception it raised, is the outcome), then the loop `committed(batch, outcome, seconds)`,
         which must answer every write's future. A batch that is not urgent may wait up to `window`
-        seconds, or until `flush_max` sizes are queued, for others to join it."""
-        self._writes = _Writes(asyncio.get_running_loop(), commit, committed, flush_max, window)
+        seconds, or until `flush_max` sizes are queued, for others to join it. `after(result)`, if
+        given, runs on the thread once a committed batch's outcome is on its way to the loop (and
+        before the next batch): bookkeeping the next batch needs and the callers need not wait for."""
+        self._writes = _Writes(asyncio.get_running_loop(), commit, committed, flush_max, window, after)
 
     def write(self, write: _W, *, urgent: bool = True, size: int = 1) -> None:
         """Queue `write` for the next batch (its future is answered on the loop once committed):
@@ -135,14 +139,19 @@ class DatabaseThread(Generic[_W]):
         batch = [write]
         deadline = None if urgent or writes.window <= 0 else time.monotonic() + writes.window
         held: _Call | tuple[_W, bool, int] | None = None
+        calls = self._calls
         while True:
-            try:
-                if deadline is None or size >= writes.flush_max:
-                    item = self._calls.get_nowait()
-                else:
-                    item = self._calls.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
+            if deadline is None or size >= writes.flush_max:
+                # (asked, not raised: this thread alone takes from the queue, and an Empty raised
+                # and caught ended every batch)
+                if calls.empty():
+                    break
+                item = calls.get_nowait()
+            else:
+                try:
+                    item = calls.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
             if type(item) is not tuple:
                 held = item  # a call or the end: after this batch has committed
                 break
@@ -150,14 +159,23 @@ class DatabaseThread(Generic[_W]):
             size += item[2]
             if item[1]:
                 deadline = None
-        batch = [write for write in batch if not write.future.cancelled()]
+        for write in batch:  # (a cancelled write is rare: the batch is copied only then)
+            if write.future.cancelled():
+                batch = [write for write in batch if not write.future.cancelled()]
+                break
         if batch:
             started = time.perf_counter()
             try:
                 outcome: Any = writes.commit(self.raw, batch)
             except Exception as exc:  # noqa: BLE001 - the whole batch failed: handed to the loop
-                outcome = exc
-            self._post(writes.loop, writes.committed, batch, outcome, time.perf_counter() - started)
+                self._post(writes.loop, writes.committed, batch, exc, time.perf_counter() - started)
+            else:
+                self._post(writes.loop, writes.committed, batch, outcome, time.perf_counter() - started)
+                if writes.after is not None:  # the callers are being answered meanwhile
+                    try:
+                        writes.after(outcome)
+                    except Exception as exc:  # noqa: BLE001 - reported on the loop; the thread goes on serving
+                        self._post(writes.loop, _report, writes.loop, writes.after, exc)
         return held
 
     async def close(self) -> None:
@@ -249,6 +267,10 @@ def _post(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: 
         loop.call_soon_threadsafe(callback, *args)
     except RuntimeError:  # the loop is closed: nobody is left to answer
         pass
+
+
+def _report(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], error: Exception) -> None:
+    loop.call_exception_handler({"message": f"exception in {callback!r}", "exception": error})
 
 
 def _succeed(future: asyncio.Future[Any], result: Any) -> None:

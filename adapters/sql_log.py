@@ -469,11 +469,12 @@ class Append:
     __slots__ = ("run_id", "events", "data", "expected_seq", "future", "error")
 
     def __init__(self, run_id: str, events: Sequence[Event], expected_seq: int, future: Any = None) -> None:
-        check_created(events)
+        if isinstance(events[0], RunCreated):  # (asked here: a call only for a run.created)
+            check_created(events)
         self.run_id = run_id
         self.events = events
         #: Each event's data as stored (encoded before the append joins a batch, so a bad event fails alone).
-        self.data = [event_data(event) for event in events]
+        self.data = [event_data(events[0])] if len(events) == 1 else [event_data(event) for event in events]
         self.expected_seq = expected_seq
         self.future = future
         self.error: BaseException | None = None
@@ -482,6 +483,9 @@ class Append:
         """Its events exactly as a read of the stored rows gives them back (to cache them): the
         event itself when it reads back as itself, else a call that decodes its row (made only
         if the cached event is ever read: most are not)."""
+        if len(self.events) == 1:  # (a step's append: no comprehension called)
+            event = self.events[0]
+            return [event if _reads_back_as_itself(event) else functools.partial(_decode_as_read, dialect, self.run_id, event, self.data[0])]
         return [
             event if _reads_back_as_itself(event) else functools.partial(_decode_as_read, dialect, self.run_id, event, data)
             for event, data in zip(self.events, self.data)

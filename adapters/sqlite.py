@@ -53,7 +53,7 @@ from runengine.errors import InvalidRequest, StoreError
 from runengine.events import Event, MessageDelta
 from runengine.ports import DEFAULT_PAGE, RecordedPage, RunSummary
 from runengine.state import RunState
-from runengine.status import Status
+from runengine.status import TERMINAL_STATUSES, Status
 from runengine.validation import check_append, check_page, micros
 from runengine.wire import state_to_json
 
@@ -313,7 +313,10 @@ class SQLiteStore(SQLStreams, SQLLog):
             raise
         self._writer_db, self._reader_db = writer, reader
         self._closing = False
-        writer.start_writes(_BatchWriter().commit, self._committed, flush_max=self.flush_max, window=self.flush_window)
+        batches = _BatchWriter()
+        writer.start_writes(
+            batches.commit, self._committed, flush_max=self.flush_max, window=self.flush_window, after=batches.remember
+        )
 
     async def _connect(self, role: str, opened: list[DatabaseThread[Any]]) -> DatabaseThread[Any]:
         db: DatabaseThread[Any] = DatabaseThread(f"sqlite {role} {self.path}")
@@ -347,13 +350,16 @@ class SQLiteStore(SQLStreams, SQLLog):
         if not isinstance(run_id, str):
             raise InvalidRequest(f"run_id must be a string, got {type(run_id).__name__}")
         check_append(run_id, events, expected_seq)
-        self._require_open()
+        writer = self._writer_db
+        if writer is None or self._closing:
+            self._require_open()  # raises
         if not run_id.isascii():
             check_text(run_id, "the run id")
         item = Append(run_id, events, expected_seq, asyncio.get_running_loop().create_future())
-        assert self._writer_db is not None
-        # any event but a token delta is committed at once
-        self._writer_db.write(item, urgent=not all_deltas(events), size=len(events))
+        assert writer is not None
+        # any event but a token delta is committed at once (one event, a step's: no call to tell)
+        urgent = events[0].type != _DELTA if len(events) == 1 else not all_deltas(events)
+        writer.write(item, urgent=urgent, size=len(events))
         await item.future
 
     async def _transaction(
@@ -394,8 +400,13 @@ class SQLiteStore(SQLStreams, SQLLog):
             tails=[(item.run_id, item.expected_seq + 1, item.as_read(SQLITE)) for item in written.accepted],
             deleted=[s.deletes for s in statements if s.deletes is not None] if statements else (),
         )
-        for item, outcome in zip(appends, written.outcomes):
-            _answer(item, outcome)
+        for item, outcome in zip(appends, written.outcomes):  # (_answer, inlined: a call per append)
+            future = item.future
+            if not future.done():  # the caller may have been cancelled meanwhile
+                if outcome is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(outcome)
         for item, outcome in zip(statements, written.results):
             _answer(item, outcome)
         for run_id, summary in written.committed.items():
@@ -553,8 +564,13 @@ class _BatchWriter:
         caches): the event loop reads the result. On any error the transaction is rolled back and
         the error raised, so nothing of the batch is written.
         """
-        appends = [item for item in batch if isinstance(item, Append)]
-        statements = [item for item in batch if isinstance(item, _Statement)]
+        appends: list[Append] = []
+        statements: list[_Statement] = []
+        for item in batch:  # (a loop, not two comprehensions: no call made per batch)
+            if type(item) is Append:
+                appends.append(item)
+            else:
+                statements.append(item)  # type: ignore[arg-type]
         try:
             written = _write_batch(raw, appends, statements, self._rows)
         except _StaleRow:  # not as this writer left it: read every row involved, once more
@@ -563,16 +579,24 @@ class _BatchWriter:
         except BaseException:
             self._rows.clear()  # what a failed batch would have left is unknown
             raise
-        rows = self._rows
-        for run_id, summary in written.committed.items():
-            rows[run_id] = summary
-            rows.move_to_end(run_id)
-        for statement in statements:
-            if statement.deletes is not None:
-                rows.pop(statement.deletes, None)
-        while len(rows) > SUMMARIES:
-            rows.popitem(last=False)
         return written
+
+    def remember(self, written: _Written) -> None:
+        """The rows a committed batch left, for the next batches: on the database thread, after
+        the batch's callers are on their way to be answered (none of them waits for this)."""
+        rows = self._rows
+        try:
+            for run_id, summary in written.committed.items():
+                rows[run_id] = summary
+                rows.move_to_end(run_id)
+            for statement in written.statements:
+                if statement.deletes is not None:
+                    rows.pop(statement.deletes, None)
+            while len(rows) > SUMMARIES:
+                rows.popitem(last=False)
+        except BaseException:
+            rows.clear()  # half noted: the next batch reads its rows from the file
+            raise
 
 
 def _write_batch(
@@ -612,20 +636,26 @@ def _write_appends(
 ) -> None:
     """Check each append against its run's row (in queue order: sql_log.decide), then write the
     good ones: the rows this writer left (`rows`), read only for the runs it has not written."""
-    run_ids = list(dict.fromkeys(item.run_id for item in appends))
     current: dict[str, RunSummary] = {}
+    #: last_seq of each run's row, in the order the runs first come (0: none, or not read yet).
+    found: dict[str, int] = {}
     unknown: list[str] = []
-    for run_id in run_ids:
-        known = rows.get(run_id)
-        if known is not None:
-            current[run_id] = known
-        else:
-            unknown.append(run_id)
+    for item in appends:  # (loops, not comprehensions: no call made per batch)
+        run_id = item.run_id
+        if run_id not in found:
+            known = rows.get(run_id)
+            if known is not None:
+                current[run_id] = known
+                found[run_id] = known.last_seq
+            else:
+                found[run_id] = 0
+                unknown.append(run_id)
     for start in range(0, len(unknown), IN_CHUNK):
         chunk = unknown[start : start + IN_CHUNK]
         for row in raw.execute(_SQL.runs_in(len(chunk)), chunk).fetchall():
-            current[row[0]] = summary_from_row(row, SQLITE)
-    written.found = {run_id: (current[run_id].last_seq if run_id in current else 0) for run_id in run_ids}
+            summary = current[row[0]] = summary_from_row(row, SQLITE)
+            found[row[0]] = summary.last_seq
+    written.found = found
     decision = decide(appends, current)
     written.accepted, written.outcomes, written.committed = decision.accepted, decision.outcomes, decision.changed
     if not decision.accepted:
@@ -637,7 +667,7 @@ def _write_appends(
         before = current.get(run_id)
         if before is None:
             new.append(_summary_row(after))
-        elif before.status is after.status and not after.status.terminal and before.wake_at == after.wake_at:
+        elif before.status is after.status and after.status not in TERMINAL_STATUSES and before.wake_at == after.wake_at:
             moved.append((SQLITE.time_param(after.updated_at), after.last_seq, run_id, before.last_seq))
         else:
             _, _, status, _, _, _, updated_at, last_seq, ended_us, wake_at = _summary_row(after)

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
-from runengine.status import Status
+from runengine.status import SETTLED_STATUSES, Status
 
 
 class _Signal:
@@ -51,7 +51,7 @@ class _Signal:
         if self._event is not None:
             self._event.set()
             self._event = None
-        if status is None or status.settled:  # unknown: settled waiters look for themselves
+        if status is None or status in SETTLED_STATUSES:  # unknown: settled waiters look for themselves
             if status is not None and seq > self.settled_seq:
                 self.settled_seq = seq
             if self._settled_event is not None:

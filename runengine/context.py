@@ -385,7 +385,7 @@ class RunContext:
             observe.current.step_span(kind="step", name=name, run_id=self.run_id, seq=self._writer.next_seq)
             if observe.installed() else None
         )
-        return await self._record_step(name, lambda: fn(*args, **kwargs), span)
+        return await self._record_step(name, fn, args, kwargs, span)
 
     def _check_limit(self, limit: str | None) -> None:
         if limit is not None:
@@ -416,25 +416,27 @@ class RunContext:
                 self._rec.match(recorded, call, name=name)
                 return _step_outcome(name, recorded.output, recorded.error)
         await self._acquire(limit)
-        return await self._record_step(name, lambda: fn(StepStream(self)))  # not recorded to its end: made again
+        return await self._record_step(name, fn, (StepStream(self),), {})  # not recorded to its end: made again
 
     async def _record_step(
-        self, name: str, call: Callable[[], Any], span: contextlib.AbstractContextManager[Any] | None = None
+        self, name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+        span: contextlib.AbstractContextManager[Any] | None = None,
     ) -> Any:
-        """Make a step's call live (`call()`: its result, or an awaitable of it) and record what came
-        of it (`step.completed` with its output, or its error, which is raised again as StepFailed);
-        `span` is around the call alone."""
+        """Make a step's call live (`fn(*args, **kwargs)`: its result, or an awaitable of it; passed
+        apart, not as a closure: a call fewer per step) and record what came of it (`step.completed`
+        with its output, or its error, which is raised again as StepFailed); `span` is around the
+        call alone."""
         # The run's steps recorded so far: the same number wherever this call runs again.
         token = _CALL_KEY.set(f"{self.run_id}/step/{self._writer.fold.steps}")
         try:
             try:
                 if span is None:  # (no null context: two calls fewer per step)
-                    output = call()
+                    output = fn(*args, **kwargs)
                     if type(output) not in _SCALAR_TYPES:
                         output = plain(await output if inspect.isawaitable(output) else output)
                 else:
                     with span:
-                        output = call()
+                        output = fn(*args, **kwargs)
                         if inspect.isawaitable(output):
                             output = await output
                         output = plain(output)

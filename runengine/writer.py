@@ -295,11 +295,13 @@ class RunWriter:
                 if self._saving:
                     self._saving = False
                     self.saved.set()
-                observe.appended(batch, lambda: self.state, time.perf_counter() - started)
+                if observe.installed():  # (nobody listening: no report made, no closure)
+                    observe.appended(batch, lambda: self.state, time.perf_counter() - started)
                 if snapshot is not None and snapshot.last_seq == last.seq:
                     await self.store.save_snapshot(snapshot)
                     self._snapshot_seq = snapshot.last_seq
-            self._cancel_window()  # nothing is queued: no window is running
+            if self._window is not None:  # nothing is queued: no window is running
+                self._cancel_window()
         finally:
             self._lock.release()
 

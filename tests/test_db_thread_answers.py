@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +85,63 @@ async def test_a_call_from_another_loop_is_answered_on_that_loop() -> None:
         assert await db.call(lambda raw: raw.execute("SELECT 1").fetchone()[0]) == 1
     finally:
         await db.close()
+
+
+class _Write:
+    def __init__(self, future: asyncio.Future[Any]) -> None:
+        self.future = future
+
+
+@pytest.mark.anyio
+async def test_the_bookkeeping_after_a_commit_keeps_no_caller_waiting() -> None:
+    """`after` (the SQLite store remembers the rows a batch left) runs on the thread once the
+    batch's answer is posted: the caller is answered while it runs, not after it."""
+    loop = asyncio.get_running_loop()
+    db: DatabaseThread[_Write] = DatabaseThread("test writer")
+    await db.connect(lambda: sqlite3.connect(":memory:", check_same_thread=False))
+    answered = threading.Event()
+    seen: list[tuple[Any, bool]] = []
+
+    def committed(batch: list[_Write], outcome: Any, _seconds: float) -> None:
+        for write in batch:
+            write.future.set_result(outcome)
+        answered.set()
+
+    def after(outcome: Any) -> None:  # on the thread: was the answer already out?
+        seen.append((outcome, answered.wait(timeout=5)))
+
+    db.start_writes(lambda _raw, batch: len(batch), committed, after=after)
+    try:
+        write = _Write(loop.create_future())
+        db.write(write)
+        assert await write.future == 1
+    finally:
+        await db.close()
+    assert seen == [(1, True)]
+
+
+@pytest.mark.anyio
+async def test_a_failing_bookkeeping_after_a_commit_is_reported_and_the_writes_go_on() -> None:
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    db: DatabaseThread[_Write] = DatabaseThread("test writer")
+    await db.connect(lambda: sqlite3.connect(":memory:", check_same_thread=False))
+
+    def committed(batch: list[_Write], outcome: Any, _seconds: float) -> None:
+        for write in batch:
+            write.future.set_result(outcome)
+
+    def after(_outcome: Any) -> None:
+        raise ValueError("broken bookkeeping")
+
+    db.start_writes(lambda _raw, batch: len(batch), committed, after=after)
+    try:
+        for _ in range(2):  # the second is served too: the thread did not die with the first
+            write = _Write(loop.create_future())
+            db.write(write)
+            assert await asyncio.wait_for(write.future, timeout=5) == 1
+    finally:
+        await asyncio.wait_for(db.close(), timeout=5)  # a dead thread would never close
+        loop.set_exception_handler(None)
+    assert [str(context["exception"]) for context in reported] == ["broken bookkeeping"] * 2
