@@ -349,16 +349,12 @@ class BodySpec:
 
     fields: tuple[BodyField, ...]
     #: The fields' names, in order, and as a set: made once with the spec, not at every request.
-    names: tuple[str, ...] = attrs.field(init=False, eq=False, repr=False)
-    _allowed: frozenset[str] = attrs.field(init=False, eq=False, repr=False)
-
-    @names.default
-    def _names(self) -> tuple[str, ...]:
-        return tuple(f.name for f in self.fields)
-
-    @_allowed.default
-    def _allowed_names(self) -> frozenset[str]:
-        return frozenset(self.names)
+    names: tuple[str, ...] = attrs.field(
+        init=False, eq=False, repr=False, default=attrs.Factory(lambda spec: tuple(f.name for f in spec.fields), takes_self=True)
+    )
+    _allowed: frozenset[str] = attrs.field(
+        init=False, eq=False, repr=False, default=attrs.Factory(lambda spec: frozenset(spec.names), takes_self=True)
+    )
 
     def parse(self, body: Mapping[str, Any], *, now: datetime | None = None) -> dict[str, Any]:
         """Every field's value by name; the first rule broken is a 400."""
