@@ -53,7 +53,7 @@ from runengine.errors import InvalidRequest, StoreError
 from runengine.events import Event, MessageDelta
 from runengine.ports import DEFAULT_PAGE, RecordedPage, RunSummary
 from runengine.state import RunState
-from runengine.status import TERMINAL_STATUSES, Status
+from runengine.status import TERMINAL_STATUSES
 from runengine.validation import check_append, check_page, micros
 from runengine.wire import state_to_json
 
@@ -457,7 +457,7 @@ class SQLiteStore(SQLStreams, SQLLog):
     async def save_snapshot(self, state: RunState) -> None:
         statements: list[tuple[str, Sequence[Any]]] = [(_SQL.save_snapshot, (state.run_id, state.last_seq, state_to_json(state)))]
         packs = []
-        if state.status is Status.WAITING_FOR_INPUT or state.timer_id is not None or state.suspended:
+        if state.at_rest:
             # At rest, where the next engine takes it up: its rows packed for that resume (log_packs).
             packs = await self._call_reader(log_packs.pack_statements, state.run_id, state.last_seq)
         await self._transaction([*statements, *packs], snapshot_of=state.run_id)

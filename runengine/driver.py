@@ -377,7 +377,7 @@ class RunDriver:
             return None
         # A run idle in a durable wait (for input, or a timer) cannot have brought its process down:
         # only a loss while its agent was working counts towards the crash-loop bound.
-        idle = active.woken or state.suspended or state.status is Status.WAITING_FOR_INPUT or state.timer_id is not None
+        idle = active.woken or state.at_rest
         # Of the runs a lost process was executing, only those that made no progress count it.
         reason = "restart" if idle else "worker_lost"
         losses = losses_in_a_row(state.lost_attempts, state.progress_seq, state.resumed_seq)

@@ -349,12 +349,11 @@ class Journal:
                 )
                 if not page.rows:  # no (more) packed rows from here: the log itself
                     self._packs, page = None, None
-            if page is not None:
-                pass
-            elif (rows := self._rows) is not None:
-                page = await rows.read_recorded(self.run_id, after_seq=self._read_seq, limit=limit)
-            else:
-                page = RecordedPage.of(await self._store.read(self.run_id, after_seq=self._read_seq, limit=limit))
+            if page is None:
+                if (rows := self._rows) is not None:
+                    page = await rows.read_recorded(self.run_id, after_seq=self._read_seq, limit=limit)
+                else:
+                    page = RecordedPage.of(await self._store.read(self.run_id, after_seq=self._read_seq, limit=limit))
             self._page, self._index = page.rows, 0
             if self._page and not isinstance(self._page[0][3], Event):  # stored rows (else events)
                 self._decode = page.event

@@ -116,6 +116,11 @@ class RunState:
         return self.status.terminal
 
     @property
+    def at_rest(self) -> bool:
+        """Idle where the next engine takes it up: waiting for input, in a durable sleep, or suspended."""
+        return self.status is Status.WAITING_FOR_INPUT or self.timer_id is not None or self.suspended
+
+    @property
     def text(self) -> str:
         """All assistant text so far: completed messages, then the partial one."""
         parts = [m.content for m in self.messages if m.role == "assistant"]
