@@ -83,6 +83,27 @@ def echo_engine(path: Path, *, pause: bool = False) -> RunEngine:
     return engine
 
 
+class CallCount:
+    """How many times a function was called since `count_calls` wrapped it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+def count_calls(monkeypatch: Any, owner: Any, name: str) -> CallCount:
+    """Count the calls of `owner.name` from now on (a method, `__init__` or `__new__` too); the real
+    one still runs. Undone with the monkeypatch."""
+    real = getattr(owner, name)
+    calls = CallCount()
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.count += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls
+
+
 class PythonCalls:
     """A `sys.setprofile` function counting the calls made while it is set: Python frames entered
     (a coroutine's resumption included), and with `"c_call"` in `events` calls of C functions too."""

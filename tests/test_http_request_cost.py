@@ -22,7 +22,7 @@ from runengine.adapters.profiles.native import NativeAPI
 from runengine.http import core
 from runengine.http.core import HttpError, Request, Response, json_response
 from runengine.http.router import Router
-from kit import PythonCalls
+from kit import PythonCalls, count_calls
 
 pytestmark = [pytest.mark.server, pytest.mark.anyio]  # it serves over real sockets
 
@@ -203,18 +203,10 @@ def test_json_is_written_without_making_an_encoder_each_time(monkeypatch: pytest
 
     from runengine.wire import dumps
 
-    made = 0
-    real_init = json.JSONEncoder.__init__
-
-    def counted(self: json.JSONEncoder, *args: Any, **kwargs: Any) -> None:
-        nonlocal made
-        made += 1
-        real_init(self, *args, **kwargs)
-
-    monkeypatch.setattr(json.JSONEncoder, "__init__", counted)
+    made = count_calls(monkeypatch, json.JSONEncoder, "__init__")
     value = {"a": [1, 2.5, "é", None], "at": datetime(2030, 1, 1, tzinfo=timezone.utc)}
     assert [dumps(value) for _ in range(10)] == ['{"a":[1,2.5,"é",null],"at":"2030-01-01T00:00:00.000000Z"}'] * 10
-    assert made == 0
+    assert made.count == 0
     for bad in (float("nan"), float("inf")):
         with pytest.raises(ValueError):
             dumps({"x": bad})
@@ -375,14 +367,6 @@ async def test_a_whole_response_is_one_write_and_a_stream_head_is_not_held(serve
 def test_a_body_is_read_with_one_strict_decoder_made_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """`json.loads` with hooks makes a JSONDecoder (and its scanner) per call: the strict decoder
     is made once, and reads what `json.loads` read, the same way (its errors included)."""
-    made = 0
-    real_init = json.JSONDecoder.__init__
-
-    def counted(self: Any, *args: Any, **kwargs: Any) -> None:
-        nonlocal made
-        made += 1
-        real_init(self, *args, **kwargs)
-
     def loads(body: Any) -> Any:
         return json.loads(body, parse_constant=core._reject_constant, parse_float=core._finite_float)
 
@@ -391,6 +375,7 @@ def test_a_body_is_read_with_one_strict_decoder_made_once(monkeypatch: pytest.Mo
         '{"a": NaN}', "1e400", b"[1, 2", '"\\ud800"', '{"a": 1}'.encode("utf-16"), '{"a": 1}'.encode("utf-32-le"),
         b'{"a": "\xc3\xa9"}', b"", b"  ", '{"a": 1} x', b'{"a": "\xff"}',
     ]
+
     def outcome(read: Any, body: bytes | str) -> tuple[str, Any]:
         try:
             return ("value", read(body))
@@ -399,9 +384,9 @@ def test_a_body_is_read_with_one_strict_decoder_made_once(monkeypatch: pytest.Mo
 
     expected = [outcome(loads, body) for body in bodies]
     core.parse_json(b"{}")
-    monkeypatch.setattr(json.JSONDecoder, "__init__", counted)
+    made = count_calls(monkeypatch, json.JSONDecoder, "__init__")
     assert [outcome(core.parse_json, body) for body in bodies] == expected
-    assert made == 0, made
+    assert made.count == 0, made.count
 
 
 def test_a_body_spec_checks_its_fields_names_without_rebuilding_them() -> None:

@@ -26,7 +26,7 @@ from runengine.adapters.tracing import TracingObserver
 from runengine.context import RunContext
 from runengine.engine import RunEngine
 from runengine.status import Status
-from kit import PythonCalls, echo_engine
+from kit import CallCount, PythonCalls, count_calls, echo_engine
 
 ANYIO_BACKENDS = ("asyncio",)  # the SQLite store needs asyncio (and `runengine serve` is uvicorn's asyncio)
 
@@ -103,21 +103,13 @@ async def test_a_sync_run_over_http_makes_few_python_calls(tmp_path: Path, serve
 
 
 @pytest.fixture
-def scopes_entered(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+def scopes_entered(monkeypatch: pytest.MonkeyPatch) -> CallCount:
     """How many anyio cancel scopes were entered (anyio's asyncio backend)."""
-    entered = [0]
-    real = anyio_asyncio.CancelScope.__enter__
-
-    def counted(self: Any) -> Any:
-        entered[0] += 1
-        return real(self)
-
-    monkeypatch.setattr(anyio_asyncio.CancelScope, "__enter__", counted)
-    return entered
+    return count_calls(monkeypatch, anyio_asyncio.CancelScope, "__enter__")
 
 
 @pytest.mark.anyio
-async def test_a_run_without_a_timeout_has_no_timeout_scope(tmp_path: Path, scopes_entered: list[int]) -> None:
+async def test_a_run_without_a_timeout_has_no_timeout_scope(tmp_path: Path, scopes_entered: CallCount) -> None:
     """The timeout's cancel scope is entered only for a run that has a timeout."""
     engine = echo_engine(tmp_path / "runs.db")
 
@@ -125,10 +117,10 @@ async def test_a_run_without_a_timeout_has_no_timeout_scope(tmp_path: Path, scop
         await engine.execute("echo", "warm-up")
         entered: dict[float | None, int] = {}
         for timeout in (None, 30.0):
-            before = scopes_entered[0]
+            before = scopes_entered.count
             state = await engine.execute("echo", "hello", timeout=timeout)
             assert state.status is Status.COMPLETED
-            entered[timeout] = scopes_entered[0] - before
+            entered[timeout] = scopes_entered.count - before
     assert entered[30.0] == entered[None] + 1, entered
 
 
@@ -275,7 +267,7 @@ def test_a_committed_batch_is_counted_by_type_without_counter() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_run_that_needs_no_helper_makes_no_task_group(tmp_path: Path, scopes_entered: list[int]) -> None:
+async def test_a_run_that_needs_no_helper_makes_no_task_group(tmp_path: Path, scopes_entered: CallCount) -> None:
     """A run's helper tasks (flush loop, park watcher) start only when needed, in the group that
     runs the run itself: a short run enters no task group of its own. The cancel scopes a sync
     run enters (anyio's task and checkpoints, the run's scope, the shields around its end and
@@ -284,10 +276,10 @@ async def test_a_run_that_needs_no_helper_makes_no_task_group(tmp_path: Path, sc
 
     async with engine:
         await engine.execute("echo", "warm-up")
-        before = scopes_entered[0]
+        before = scopes_entered.count
         state = await engine.execute("echo", "hello")
         assert state.status is Status.COMPLETED
-    assert scopes_entered[0] - before <= 8, scopes_entered[0] - before
+    assert scopes_entered.count - before <= 8, scopes_entered.count - before
 
 
 @pytest.mark.anyio
@@ -300,22 +292,14 @@ async def test_a_run_output_from_its_message_freezes_no_state_for_it(
     creation and at the end, 2 a sync run (3 before the context's went)."""
     from runengine.reducer import Fold
 
-    freezes = 0
-    real = Fold._freeze
-
-    def counted(self: Fold) -> Any:
-        nonlocal freezes
-        freezes += 1
-        return real(self)
-
     engine = echo_engine(tmp_path / "runs.db")
 
     async with engine:
         await engine.execute("echo", "warm-up")
-        monkeypatch.setattr(Fold, "_freeze", counted)
+        freezes = count_calls(monkeypatch, Fold, "_freeze")
         state = await engine.execute("echo", "hello")
     assert state.output == "hello"
-    assert freezes == 2, freezes
+    assert freezes.count == 2, freezes.count
 
 
 @pytest.mark.anyio
@@ -323,22 +307,14 @@ async def test_a_run_nobody_waits_for_makes_no_done_event(tmp_path: Path, monkey
     """A run's "done" is an anyio Event only once someone waits for it: a sync run makes one
     Event fewer (4, not 5: its writer's three and its task's), and a waiter before or after the
     end is still woken."""
-    made = 0
-    real_new = anyio.Event.__new__
-
-    def counted(cls: Any) -> Any:
-        nonlocal made
-        made += 1
-        return real_new(cls)
-
     engine = echo_engine(tmp_path / "runs.db")
     async with engine:
         await engine.execute("echo", "warm-up")
-        monkeypatch.setattr(anyio.Event, "__new__", counted)
+        made = count_calls(monkeypatch, anyio.Event, "__new__")
         state = await engine.execute("echo", "hello")
         monkeypatch.undo()
     assert state.status is Status.COMPLETED
-    assert made <= 4, made
+    assert made.count <= 4, made.count
 
     from runengine.driver import RunDone
 
