@@ -87,6 +87,7 @@ from .status import Status
 from .stores import open_store
 from .idle import TAKE_UP_BATCH, IdleRuns
 from .driver import ActiveRun, AgentFailed, RunDriver, append_at_head
+from .writer import RunWriter
 from .following import follow_batches
 from .keylock import KeyLocks
 from .options import Durability, Flow, Retention, RunLimits
@@ -723,12 +724,7 @@ class RunEngine:
         await writer.saved.wait()
         if writer.committed_seq == 0:  # its task ended with nothing committed (a store failure, a stop)
             raise StoreError(f"run {active.run_id} could not be recorded")
-        state = writer.state
-        if writer.committed_seq == state.last_seq and (
-            state.status.terminal or state.status is Status.WAITING_FOR_INPUT
-        ):
-            return state
-        return await self.wait(active.run_id)
+        return await self._wait(active.run_id, after_seq=0, writer=writer)
 
     async def _release_key(self, record: IdempotencyRecord) -> None:
         try:
@@ -918,9 +914,22 @@ class RunEngine:
 
     async def wait(self, run_id: str, *, after_seq: int = 0) -> RunState:
         """Wait until the run ends, or waits for input in an event after `after_seq`."""
+        return await self._wait(run_id, after_seq=after_seq, writer=None)
+
+    async def _wait(self, run_id: str, *, after_seq: int, writer: RunWriter | None) -> RunState:
+        """`wait`; with the `writer` of the run executing here, its state is the answer whenever it
+        folds exactly the committed log and the wait is over there: no read of the log, no fold of
+        it again (a long sync run re-read every event it had written)."""
 
         def reached(status: Status, last_seq: int) -> bool:
             return status.terminal or (status is Status.WAITING_FOR_INPUT and last_seq > after_seq)
+
+        def held() -> RunState | None:
+            if writer is not None:
+                state = writer.state
+                if writer.committed_seq == state.last_seq and reached(state.status, state.last_seq):
+                    return state
+            return None
 
         # Each wake-up looks at the run's listing row (its status, cached by the stores that can);
         # the state is loaded once, when the row says the wait is over, not folded event by event.
@@ -928,12 +937,14 @@ class RunEngine:
         settled = port_of(self.store, SettledWait)
         seen = after_seq
         while True:
+            if (state := held()) is not None:
+                return state
             summary = await self.store.get_run(run_id)
             if summary is None:
                 raise RunNotFound(run_id)
             last_seq = summary.last_seq
             if reached(summary.status, last_seq):
-                state = await self.status(run_id)
+                state = held() or await self.status(run_id)
                 if reached(state.status, state.last_seq):
                     return state
                 last_seq = state.last_seq  # it moved on meanwhile

@@ -18,7 +18,7 @@ from runengine.context import RunContext
 from runengine.engine import RunEngine
 from runengine.errors import StoreError
 from runengine.status import Status
-from tests.kit import echo_engine, full_log
+from tests.kit import count_calls, echo_engine, full_log
 
 ANYIO_BACKENDS = ("asyncio",)  # the SQLite store needs asyncio
 
@@ -56,6 +56,39 @@ async def test_a_sync_run_that_says_one_message_costs_one_commit(tmp_path: Path,
         log = await full_log(engine, state.run_id)
         assert [e.type for e in log] == ["run.created", "run.started", "message.completed", "run.completed"]
         assert await engine.status(state.run_id) == state
+
+
+@pytest.mark.parametrize("where", ["memory", "sqlite"])
+@pytest.mark.anyio
+async def test_a_sync_run_of_many_commits_is_answered_without_reading_its_log_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """Its writer folded every event it committed: the answer is that state, not the log read and
+    folded once more (a run of 100,000 events read them all again at its end)."""
+    engine = RunEngine(SQLiteStore(tmp_path / "runs.db") if where == "sqlite" else "memory://")
+
+    @engine.agent("steps")
+    async def steps(ctx: RunContext) -> int:
+        for i in range(int(ctx.input)):
+            await ctx.step("add", lambda i=i: i)  # each step commits before the next one
+        await ctx.say("asked")
+        return int(await ctx.ask("more?"))
+
+    async with engine:
+        loads = count_calls(monkeypatch, RunEngine, "_load")  # a state read from the store and folded
+        waiting = await engine.execute("steps", 30, mode="sync")
+        assert waiting.status is Status.WAITING_FOR_INPUT and waiting.steps == 30
+        assert loads.count == 0
+        assert await engine.status(waiting.run_id) == waiting  # the same state the log folds to
+        await engine.resume(waiting.run_id, 12)
+        ended = await engine.wait(waiting.run_id, after_seq=waiting.last_seq)
+        assert ended.status is Status.COMPLETED and ended.output == 12
+        assert await engine.status(ended.run_id) == ended
+
+        loads.count = 0
+        state = await engine.execute("steps", 40, mode="sync")  # (waits for input again)
+        assert loads.count == 0
+        assert await engine.status(state.run_id) == state and state.steps == 40
 
 
 @pytest.mark.anyio
